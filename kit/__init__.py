@@ -1,0 +1,3 @@
+"""Agora: a notebook-first kit for pluralistic and cross-cultural LLM alignment research."""
+
+__version__ = "0.1.0"

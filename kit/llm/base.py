@@ -1,0 +1,136 @@
+"""The backend protocol: three batched verbs every model server implements.
+
+Requests are plain frozen dataclasses so they hash, compare and serialise the same way in
+every backend and in the cache. Messages follow the Hugging Face chat format
+(``{"role": ..., "content": ...}``); the backend applies the model's own chat template.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+Message = dict[str, str]
+
+
+def _freeze(messages: Sequence[Message]) -> tuple[tuple[tuple[str, str], ...], ...]:
+    return tuple(tuple(sorted(m.items())) for m in messages)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A conversation to continue, optionally through a LoRA adapter (a PEFT folder path)."""
+
+    messages: tuple
+    adapter: str | None = None
+
+    def __init__(self, messages: Sequence[Message], adapter: str | None = None):
+        object.__setattr__(self, "messages", _freeze(messages))
+        object.__setattr__(self, "adapter", None if adapter is None else str(adapter))
+
+    @property
+    def chat(self) -> list[Message]:
+        return [dict(m) for m in self.messages]
+
+    def key(self) -> dict:
+        return {"messages": self.chat, "adapter": self.adapter}
+
+
+@dataclass(frozen=True)
+class ScoreRequest(ChatRequest):
+    """Teacher-forced scoring of ``continuation`` as the assistant's reply to ``messages``."""
+
+    continuation: str = ""
+
+    def __init__(self, messages: Sequence[Message], continuation: str, adapter: str | None = None):
+        super().__init__(messages, adapter)
+        object.__setattr__(self, "continuation", continuation)
+
+    def key(self) -> dict:
+        return {**super().key(), "continuation": self.continuation}
+
+
+@dataclass(frozen=True)
+class ChoiceRequest(ChatRequest):
+    """Next-token distribution over option labels after the assistant turn opens.
+
+    ``prefix`` is text the assistant turn starts with (e.g. ``"Answer:"``), so base and chat
+    models can be asked the same way; labels are matched with and without a leading space.
+    """
+
+    labels: tuple[str, ...] = ()
+    prefix: str = ""
+
+    def __init__(self, messages: Sequence[Message], labels: Sequence[str], adapter: str | None = None,
+                 prefix: str = ""):
+        super().__init__(messages, adapter)
+        if len(set(labels)) != len(labels) or not labels:
+            raise ValueError(f"labels must be distinct and non-empty, got {list(labels)}")
+        object.__setattr__(self, "labels", tuple(labels))
+        object.__setattr__(self, "prefix", prefix)
+
+    def key(self) -> dict:
+        return {**super().key(), "labels": list(self.labels), "prefix": self.prefix}
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Backend-neutral sampling parameters. ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    min_new_tokens: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
+            raise ValueError(f"invalid sampling parameters: {self}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether a rerun reproduces the output, i.e. whether the output may be cached."""
+        return self.greedy or self.seed is not None
+
+    def key(self) -> dict:
+        return asdict(self) | {"stop": list(self.stop)}
+
+
+@dataclass(frozen=True)
+class ChoiceResult:
+    """Renormalised option probabilities and the raw probability mass that fell on the labels."""
+
+    probs: dict[str, float]
+    label_mass: float
+
+
+class Backend(abc.ABC):
+    """A model server. ``identity`` names the weights exactly (used as the cache namespace)."""
+
+    name: str
+    identity: str
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
+        """Chat completions, one text per request, in request order."""
+
+    @abc.abstractmethod
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        """Log-probability of each continuation token (natural log), in request order."""
+
+    @abc.abstractmethod
+    def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """Option-label probabilities from one forward pass per request."""
+
+    def adapter_identity(self, adapter: str | None) -> str | None:
+        """A content hash of an adapter folder, so a retrained adapter never hits stale cache."""
+        from kit.llm.models import adapter_fingerprint
+
+        return None if adapter is None else adapter_fingerprint(adapter)
