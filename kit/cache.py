@@ -1,0 +1,78 @@
+"""A content-addressed, persistent cache for model outputs (generations, scores, embeddings).
+
+Keys are sha256 hashes of a canonical JSON of everything that determines an output (model
+identity, adapter hash, messages, all parameters). Values are stored with their own sha256, so a
+corrupt or truncated entry is detected on read, dropped and recomputed — never returned.
+SQLite gives atomic writes; WAL mode lets several notebooks of one profile share the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+class Cache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = self.corrupt = 0
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as e:  # the whole file is damaged: keep it for inspection, start anew
+            aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
+            log.warning("cache %s is unreadable (%s); moved to %s and starting empty", self.path, e, aside)
+            self.path.rename(aside)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, sha256 TEXT NOT NULL)")
+        db.execute("SELECT count(*) FROM entries").fetchone()
+        return db
+
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Stored values for the keys that have an intact entry."""
+        found: dict[str, bytes] = {}
+        for s in range(0, len(keys), 500):  # SQLite limits the number of bound parameters
+            chunk = keys[s : s + 500]
+            rows = self._db.execute(
+                f"SELECT key, value, sha256 FROM entries WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            for key, value, digest in rows:
+                if hashlib.sha256(value).hexdigest() == digest:
+                    found[key] = value
+                else:
+                    self.corrupt += 1
+                    log.warning("cache entry %s… is corrupt; recomputing it", key[:12])
+                    self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+        self.hits += len(found)
+        self.misses += len(keys) - len(found)
+        return found
+
+    def put_many(self, items: dict[str, bytes]) -> None:
+        """Store values in one transaction: all of them land, or none."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO entries (key, value, sha256) VALUES (?, ?, ?)",
+                [(k, v, hashlib.sha256(v).hexdigest()) for k, v in items.items()],
+            )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM entries").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,53 @@
+"""``python -m kit``: run notebooks, check params, benchmark.
+
+Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kit.config import ParamsError, load_params
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kit", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="execute the notebooks in order with papermill")
+    r.add_argument("params")
+    r.add_argument("--only", help="comma-separated notebook numbers, e.g. 00,01")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.batch_size=4")
+    c = sub.add_parser("check", help="validate a params file (exit 0 or 2)")
+    c.add_argument("params")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b = sub.add_parser("bench", help="benchmarks that print ratios; the last line is JSON")
+    b.add_argument("what", choices=["generate"])
+    b.add_argument("--params", required=True)
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        params = load_params(args.params, args.set)
+        if args.command == "check":
+            print(f"{args.params}: ok (profile {params.profile}, model {params.model.name} on {params.model.backend})")
+            return 0
+        if args.command == "run":
+            from kit.runner import run
+
+            return run(params, args.params, args.only.split(",") if args.only else None)
+        from kit import bench
+
+        result = getattr(bench, args.what)(params)
+        print(json.dumps(result))
+        return 0
+    except (ParamsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

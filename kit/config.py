@@ -1,0 +1,173 @@
+"""Params profiles: one YAML file per scale (tiny, smoke, full), validated before any model loads.
+
+A profile's top-level keys are sections; papermill injects each as a notebook variable of the
+same name (``papermill -f params/smoke.yaml``), and the notebook hands them back to
+:func:`from_notebook`, so a notebook run by hand, by papermill or by ``python -m kit run`` sees
+the same validated values. Relative paths are read from the project root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+from kit import paths
+
+
+class ParamsError(ValueError):
+    """A params problem, always one line: where, what, and how to fix it."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _existing_file(v: str | None) -> str | None:
+    if v is not None and not paths.resolve(v).is_file():
+        raise ValueError(f"file not found: {v} (resolved to {paths.resolve(v)})")
+    return v
+
+
+class ModelParams(Section):
+    name: str = "smollm2-135m-instruct"
+    backend: Literal["transformers", "vllm"] = "transformers"
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    batch_size: PositiveInt = 8
+    trust_remote_code: bool = False
+    # vLLM only
+    tensor_parallel_size: PositiveInt = 1
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    max_model_len: PositiveInt | None = None
+    max_lora_rank: PositiveInt = 64
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from kit.llm.models import REGISTERED
+
+        if v in REGISTERED or "/" in v or paths.resolve(v).exists():
+            return v
+        raise ValueError(f"unknown model {v!r}; use {' or '.join(REGISTERED)}, a hub id (org/name) or a model folder")
+
+
+class EmbedderParams(Section):
+    name: str = "all-minilm-l6-v2"
+    batch_size: PositiveInt = 64
+
+
+class DataParams(Section):
+    goqa_path: str = "../shared/data/globalopinionqa/dev.json"
+    moralchoice_path: str = "../shared/data/moralchoice/dev.json"
+
+    _files = field_validator("goqa_path", "moralchoice_path")(_existing_file)
+
+
+class GenerationParams(Section):
+    max_new_tokens: PositiveInt = 128
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+
+
+class QuickstartParams(Section):
+    countries: list[str] = Field(default_factory=lambda: ["Japan", "Brazil"], min_length=2, max_length=2)
+    prompt: str = "In two sentences: what matters most when raising children?"
+    max_new_tokens: PositiveInt = 48
+
+
+class BenchParams(Section):
+    n_requests: PositiveInt = 8
+    max_new_tokens: PositiveInt = 64
+    n_choice: PositiveInt = 200
+
+
+class Params(Section):
+    profile: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    runs_dir: str = "runs"
+    model: ModelParams = ModelParams()
+    embedder: EmbedderParams = EmbedderParams()
+    data: DataParams = DataParams()
+    generation: GenerationParams = GenerationParams()
+    quickstart: QuickstartParams = QuickstartParams()
+    bench: BenchParams = BenchParams()
+
+    @property
+    def run_dir(self) -> Path:
+        return paths.resolve(self.runs_dir) / self.profile
+
+    def sections(self) -> dict[str, Any]:
+        """Plain values for papermill: one variable per top-level key."""
+        return self.model_dump(mode="json")
+
+
+_HINTS = {
+    "extra_forbidden": "remove it or fix its spelling",
+    "missing": "add it",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than_equal": "use a smaller value",
+    "literal_error": "use one of the allowed values",
+    "string_pattern_mismatch": "use letters, digits, '-', '_' or '.'",
+}
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    hint = _HINTS.get(e["type"], "")
+    got = "" if e["type"] in ("missing", "value_error") else f" (got {repr(e.get('input'))[:60]})"
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{got}" + (f"; fix: {hint}" if hint else "") + more
+
+
+def validate(values: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(values)
+    except ValidationError as err:
+        raise ParamsError(_one_line(err, source)) from None
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ParamsError(f"--set {item!r}: expected key=value, e.g. --set model.batch_size=4")
+    return key.split("."), yaml.safe_load(raw)
+
+
+def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read, override (``section.key=value``, values parsed as YAML) and validate a profile."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file; fix: pass one of params/tiny.yaml, params/smoke.yaml, params/full.yaml")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}; fix: check indentation and quoting there") from None
+    if values is None:
+        raise ParamsError(f"{path}: file is empty; fix: start from params/smoke.yaml")
+    if not isinstance(values, dict):
+        raise ParamsError(f"{path}: top level is a {type(values).__name__}, expected a mapping of sections (profile:, model:, …)")
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"--set {item}: {k} is not a section")
+        node[keys[-1]] = value
+    return validate(values, str(path))
+
+
+def from_notebook(**sections: Any) -> Params:
+    """Validate the values a notebook's parameters cell holds (possibly injected by papermill)."""
+    return validate(sections, "notebook parameters")

@@ -1,0 +1,57 @@
+"""The cache in front of every backend: a rerun sends only what it has not seen to the model."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Sequence, TypeVar
+
+from kit.cache import Cache, cache_key
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+
+R = TypeVar("R", bound=ChatRequest)
+
+
+class CachedBackend(Backend):
+    """Wraps a backend; same verbs, same results, misses sent to it in one batch per call."""
+
+    def __init__(self, inner: Backend, cache: Cache):
+        self.inner, self.cache = inner, cache
+        self.name, self.identity = inner.name, inner.identity
+        self._adapter_ids: dict[str, str] = {}
+
+    def __getattr__(self, attr):  # tokenizer, stats, device… of the wrapped backend
+        return getattr(self.inner, attr)
+
+    def _key(self, verb: str, request: ChatRequest, extra: dict | None = None) -> str:
+        adapter = request.adapter
+        if adapter is not None and adapter not in self._adapter_ids:
+            self._adapter_ids[adapter] = self.inner.adapter_identity(adapter)
+        return cache_key({"verb": verb, "model": self.identity, "adapter": self._adapter_ids.get(adapter),
+                          "request": {**request.key(), "adapter": None}, **(extra or {})})
+
+    def _through(self, verb: str, requests: Sequence[R], compute: Callable[[list[R]], list],
+                 encode: Callable, decode: Callable, extra: dict | None = None) -> list:
+        keys = [self._key(verb, r, extra) for r in requests]
+        stored = self.cache.get_many(list(dict.fromkeys(keys)))
+        todo = list(dict.fromkeys(k for k in keys if k not in stored))  # duplicates computed once
+        if todo:
+            first = {k: requests[keys.index(k)] for k in todo}
+            results = compute([first[k] for k in todo])
+            fresh = {k: json.dumps(encode(v)).encode() for k, v in zip(todo, results)}
+            self.cache.put_many(fresh)
+            stored.update(fresh)
+        return [decode(json.loads(stored[k])) for k in keys]
+
+    def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
+        if not params.deterministic:  # unseeded sampling must stay random across reruns
+            return self.inner.generate(requests, params)
+        return self._through("generate", requests, lambda rs: self.inner.generate(rs, params),
+                             lambda t: t, lambda t: t, {"params": params.key()})
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        return self._through("score", requests, self.inner.score, lambda v: v, lambda v: v)
+
+    def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        return self._through("choice", requests, self.inner.choice_probs,
+                             lambda c: {"probs": c.probs, "label_mass": c.label_mass},
+                             lambda d: ChoiceResult(d["probs"], d["label_mass"]))

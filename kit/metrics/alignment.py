@@ -1,0 +1,294 @@
+"""Survey alignment: how well a model's answer distribution matches a country's (GlobalOpinionQA).
+
+Three per-question scores, each comparing ``p_gen`` (the model's probability over the options)
+with ``p_gold`` (the country's answer shares):
+
+- ``s_align`` — Cultural Palette's score, ``(1 − JSD) × 100`` with the Jensen–Shannon
+  *divergence* in log base 2 (so it lies in [0, 100]).
+- ``js_similarity`` — Durmus et al. / Modular Pluralism, ``(1 − JS distance) × 100`` where the
+  JS *distance* is ``sqrt(JSD)`` in log base 2. It is always ≤ ``s_align``; the Cultural Palette
+  paper calls its score a "distance" but its formula is the divergence, so the kit reports both.
+- ``argmax_agree`` — whether the most likely options coincide, in [0, 1].
+
+``score_table`` averages them per (agent, country) with percentile-bootstrap CIs over questions;
+``uniform_reference`` and ``other_countries_reference`` make rows for two reference "agents" that
+go into the same table; ``paired_difference`` compares two agents question by question.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import rel_entr
+
+UNIFORM_AGENT = "uniform"
+OTHER_COUNTRIES_AGENT = "other-countries mean"
+SCORES = ("s_align", "js_similarity", "argmax_agree")
+_ROW_KEYS = ("agent", "country", "question_id", "p_gen", "p_gold")
+_ITEM_FIELDS = "items need question_id, country, options, distribution"
+
+
+def _distribution(p: Any, name: str) -> np.ndarray:
+    """A 1-D, finite, non-negative array with positive mass, renormalised to sum to 1."""
+    arr = np.asarray(p, dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of probabilities, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{name} must hold finite non-negative values, got {arr.tolist()}")
+    total = arr.sum()
+    if total <= 0:
+        raise ValueError(f"{name} has no probability mass (all zeros); give at least one positive value")
+    return arr / total
+
+
+def _pair(p: Any, q: Any) -> tuple[np.ndarray, np.ndarray]:
+    p_arr, q_arr = _distribution(p, "p"), _distribution(q, "q")
+    if p_arr.shape != q_arr.shape:
+        raise ValueError(f"p and q must cover the same options, got lengths {p_arr.size} and {q_arr.size}")
+    return p_arr, q_arr
+
+
+def js_divergence(p: Any, q: Any, base: float = 2) -> float:
+    """Jensen–Shannon divergence ``½KL(P‖M) + ½KL(Q‖M)``, ``M = (P+Q)/2``, in log ``base``.
+
+    Inputs are renormalised; zero entries contribute 0 (``0·log 0 = 0``). With base 2 the value
+    lies in [0, 1].
+    """
+    p_arr, q_arr = _pair(p, q)
+    m = (p_arr + q_arr) / 2
+    jsd = 0.5 * (rel_entr(p_arr, m).sum() + rel_entr(q_arr, m).sum()) / np.log(base)
+    # Rounding can push the sum a hair outside its bounds; clip so sqrt() and (1 − x) stay sane.
+    return float(np.clip(jsd, 0.0, np.log(2) / np.log(base)))
+
+
+def s_align(p_gen: Any, p_gold: Any) -> float:
+    """Cultural Palette alignment ``(1 − ½KL(P_gen‖M) − ½KL(P_gold‖M)) × 100``, log base 2, in [0, 100]."""
+    return (1.0 - js_divergence(p_gen, p_gold, base=2)) * 100.0
+
+
+def js_similarity(p: Any, q: Any) -> float:
+    """``(1 − JS distance) × 100`` with JS distance ``= sqrt(JSD)`` in log base 2, in [0, 100].
+
+    Equals ``(1 − scipy.spatial.distance.jensenshannon(p, q, base=2)) × 100``.
+    """
+    return (1.0 - np.sqrt(js_divergence(p, q, base=2))) * 100.0
+
+
+def argmax_agree(p: Any, q: Any, atol: float = 1e-9) -> float:
+    """Agreement of the most likely options, in [0, 1].
+
+    Ties (options within ``atol`` of the maximum after renormalising) are broken uniformly at
+    random on each side, and the expected agreement is returned: ``|A ∩ B| / (|A|·|B|)`` for tie
+    sets ``A`` and ``B``. So a unique shared mode scores 1, and a side that is flat over k options
+    is credited 1/k — first-index argmax would instead favour whichever option is listed first.
+    """
+    p_arr, q_arr = _pair(p, q)
+    top_p = p_arr >= p_arr.max() - atol
+    top_q = q_arr >= q_arr.max() - atol
+    return float(np.sum(top_p & top_q) / (top_p.sum() * top_q.sum()))
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Sequence[Any] | None = None,
+) -> tuple[float, float]:
+    """Percentile-bootstrap ``(1 − alpha)`` confidence interval of the mean of ``values``.
+
+    With ``groups``, whole groups are resampled (a cluster bootstrap; the statistic is the mean of
+    all values in the drawn groups), for values that are not independent — e.g. one question
+    asked in several countries. Returns ``(nan, nan)`` for fewer than two units, where a
+    bootstrap says nothing. Uses numpy's ``default_rng(seed)``, so results are reproducible.
+    """
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"values must be a 1-D sequence of finite numbers, got shape {arr.shape}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
+    if groups is None:
+        sums, counts = arr, np.ones_like(arr)
+    else:
+        if len(groups) != arr.size:
+            raise ValueError(f"groups must have one label per value, got {len(groups)} for {arr.size} values")
+        _, codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+        sums, counts = np.bincount(codes, weights=arr), np.bincount(codes).astype(float)
+    if sums.size < 2:
+        return (float("nan"), float("nan"))
+    idx = np.random.default_rng(seed).integers(0, sums.size, size=(n_boot, sums.size))
+    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return (float(low), float(high))
+
+
+def _check_row(row: Mapping[str, Any]) -> None:
+    missing = [k for k in _ROW_KEYS if k not in row]
+    if missing:
+        raise ValueError(f"score row is missing keys {missing}; each row needs {list(_ROW_KEYS)}")
+
+
+def per_question_scores(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One line per row: agent, country, question_id and the three scores.
+
+    Raises on a repeated (agent, country, question_id), which would silently double-weight it.
+    """
+    records = []
+    seen: set[tuple[Any, Any, Any]] = set()
+    for row in rows:
+        _check_row(row)
+        key = (row["agent"], row["country"], row["question_id"])
+        if key in seen:
+            raise ValueError(f"duplicate score row for (agent, country, question_id) = {key}; keep one per question")
+        seen.add(key)
+        p_gen, p_gold = row["p_gen"], row["p_gold"]
+        records.append(
+            {
+                "agent": key[0],
+                "country": key[1],
+                "question_id": key[2],
+                "s_align": s_align(p_gen, p_gold),
+                "js_similarity": js_similarity(p_gen, p_gold),
+                "argmax_agree": argmax_agree(p_gen, p_gold),
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=["agent", "country", "question_id", *SCORES])
+
+
+def score_table(
+    rows: Iterable[Mapping[str, Any]], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Per (agent, country): ``n`` questions, and for each score its mean and bootstrap CI.
+
+    ``rows`` are dicts with keys agent, country, question_id, p_gen, p_gold. Columns: agent,
+    country, n, then ``<score>``, ``<score>_ci_low``, ``<score>_ci_high`` for s_align (0–100),
+    js_similarity (0–100) and argmax_agree (0–1).
+    """
+    scores = per_question_scores(rows)
+    columns = ["agent", "country", "n"] + [f"{s}{suffix}" for s in SCORES for suffix in ("", "_ci_low", "_ci_high")]
+    records = []
+    for (agent, country), group in scores.groupby(["agent", "country"], sort=True):
+        record: dict[str, Any] = {"agent": agent, "country": country, "n": len(group)}
+        for score in SCORES:
+            values = group[score].to_numpy()
+            low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed, alpha=alpha)
+            record.update({score: float(values.mean()), f"{score}_ci_low": low, f"{score}_ci_high": high})
+        records.append(record)
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _get(item: Any, name: str) -> Any:
+    """Read a field from a dataclass-like object or a mapping."""
+    if isinstance(item, Mapping):
+        if name not in item:
+            raise ValueError(f"opinion item is missing field {name!r}; {_ITEM_FIELDS}")
+        return item[name]
+    if not hasattr(item, name):
+        raise ValueError(f"opinion item {item!r} has no attribute {name!r}; {_ITEM_FIELDS}")
+    return getattr(item, name)
+
+
+def _gold_by_question(items: Iterable[Any]) -> dict[Any, dict[Any, np.ndarray]]:
+    """question_id → country → renormalised gold distribution, checked against the options."""
+    gold: dict[Any, dict[Any, np.ndarray]] = defaultdict(dict)
+    for item in items:
+        qid, country = _get(item, "question_id"), _get(item, "country")
+        options = list(_get(item, "options"))
+        dist = _distribution(_get(item, "distribution"), f"distribution of {qid!r}/{country!r}")
+        if dist.size != len(options):
+            raise ValueError(
+                f"item {qid!r}/{country!r} has {len(options)} options but {dist.size} probabilities; make them match"
+            )
+        if country in gold[qid]:
+            raise ValueError(f"duplicate opinion item for question {qid!r}, country {country!r}; keep one")
+        gold[qid][country] = dist
+    return gold
+
+
+def uniform_reference(items: Iterable[Any], agent: str = UNIFORM_AGENT) -> list[dict[str, Any]]:
+    """Score rows for a model that spreads its probability evenly over each question's options."""
+    return [
+        {
+            "agent": agent,
+            "country": country,
+            "question_id": qid,
+            "p_gen": np.full(dist.size, 1.0 / dist.size),
+            "p_gold": dist,
+        }
+        for qid, by_country in _gold_by_question(items).items()
+        for country, dist in by_country.items()
+    ]
+
+
+def other_countries_reference(items: Iterable[Any], agent: str = OTHER_COUNTRIES_AGENT) -> list[dict[str, Any]]:
+    """Score rows whose prediction for (question, country) is the mean of the other countries' gold.
+
+    Each gold distribution is renormalised before averaging; a (question, country) that no other
+    country answered gets no row. It is the bar a model must clear to show country-specific
+    knowledge rather than a generic world answer.
+    """
+    rows = []
+    for qid, by_country in _gold_by_question(items).items():
+        sizes = {dist.size for dist in by_country.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"question {qid!r} has different option counts across countries {sorted(sizes)}")
+        for country, dist in by_country.items():
+            others = [d for c, d in by_country.items() if c != country]
+            if others:
+                p_gen = np.mean(others, axis=0)
+                rows.append({"agent": agent, "country": country, "question_id": qid, "p_gen": p_gen, "p_gold": dist})
+    return rows
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of ``score(agent_a) − score(agent_b)`` over shared (country, question) pairs, with CI."""
+
+    agent_a: str
+    agent_b: str
+    metric: str
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def paired_difference(
+    table_rows: Iterable[Mapping[str, Any]],
+    agent_a: str,
+    agent_b: str,
+    metric: str = "s_align",
+    country: Any = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> PairedDifference:
+    """Paired comparison of two agents on the (country, question) pairs both answered.
+
+    ``table_rows`` are ``score_table`` input rows. Pass ``country`` to restrict to one country.
+    The CI resamples *questions* (a cluster bootstrap): one question asked in several countries
+    is one unit, since its differences across countries are not independent. A CI that excludes
+    0 means the agents differ on this question set.
+    """
+    if metric not in SCORES:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {list(SCORES)}")
+    wanted = {agent_a, agent_b}
+    scores = per_question_scores(
+        r for r in table_rows if r.get("agent") in wanted and (country is None or r.get("country") == country)
+    )
+    wide = scores.pivot(index=["country", "question_id"], columns="agent", values=metric)
+    if agent_a not in wide or agent_b not in wide:
+        raise ValueError(f"no rows for agent {agent_a!r} or {agent_b!r}; check the agent names and country filter")
+    diffs = (wide[agent_a] - wide[agent_b]).dropna()
+    if diffs.empty:
+        raise ValueError(f"agents {agent_a!r} and {agent_b!r} share no (country, question) pair; nothing to compare")
+    question_ids = diffs.index.get_level_values("question_id").tolist()
+    low, high = bootstrap_ci(diffs.to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha, groups=question_ids)
+    return PairedDifference(agent_a, agent_b, metric, float(diffs.mean()), low, high, int(diffs.size))

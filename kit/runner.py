@@ -1,0 +1,94 @@
+"""Run the numbered notebooks headless with papermill, one profile at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from kit import paths
+from kit.config import Params
+
+KERNEL = "agora-kit"
+# Progress bars inside a papermill kernel write every update into the saved notebook.
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "TOKENIZERS_PARALLELISM": "false"}
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    found = sorted((paths.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        unknown = [o for o in only if not any(nb.name.startswith(o) for nb in found)]
+        if unknown:
+            raise ValueError(f"--only {','.join(unknown)}: no such notebook; have {', '.join(nb.name[:2] for nb in found)}")
+        found = [nb for nb in found if any(nb.name.startswith(o) for o in only)]
+    return found
+
+
+def ensure_kernel(name: str = KERNEL) -> str:
+    """Register this interpreter as a Jupyter kernel once, so papermill runs notebooks in it."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+        if Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+            return name
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=name, display_name="Python (agora-kit)", prefix=sys.prefix)
+    return name
+
+
+def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL) -> float:
+    """Execute one notebook with the profile's sections injected; returns seconds taken."""
+    import papermill as pm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.update(QUIET_ENV)
+    start = time.perf_counter()
+    pm.execute_notebook(str(notebook), str(out), parameters=params.sections(), kernel_name=kernel,
+                        progress_bar=False, log_output=False, cwd=str(paths.ROOT))
+    return time.perf_counter() - start
+
+
+def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
+    from kit.runs import write_manifest
+
+    selected = notebooks(only)
+    kernel = ensure_kernel()
+    out_dir = params.run_dir / "notebooks"
+    print(f"profile {params.profile}: {len(selected)} notebook(s) -> {out_dir}", flush=True)
+    status = 0
+    for nb in selected:
+        print(f"  {nb.name} ...", end="", flush=True)
+        try:
+            seconds = execute(nb, out_dir / nb.name, params, kernel)
+            print(f" done in {seconds:.0f}s", flush=True)
+        except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
+            print(f" FAILED: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}", flush=True)
+            print(f"    see the partly executed notebook: {out_dir / nb.name}", flush=True)
+            status = 1
+            break
+    manifest = write_manifest(params.run_dir, params.sections(), seeds={"seed": params.seed},
+                              extra={"params_file": params_path, "notebooks": [nb.name for nb in selected]})
+    print(f"executed notebooks: {out_dir}\nfigures: {paths.ROOT / 'figures' / params.profile}\nmanifest: {manifest}")
+    print(summary(params.run_dir))
+    return status
+
+
+def summary(run_dir: Path) -> str:
+    """A short table of every notebook's recorded key numbers."""
+    lines = ["key numbers:"]
+    for f in sorted((run_dir / "metrics").glob("*.json")):
+        metrics = json.loads(f.read_text())
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+        lines.append(f"  {f.stem:<28} " + "  ".join(f"{k}={_fmt(v)}" for k, v in flat.items()))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,350 @@
+"""Run outputs: resumable JSONL records, atomic file writes and the run manifest.
+
+Every notebook run writes into ``runs/<profile>/``. Records go to append-only JSONL files keyed
+by item id, so a killed run resumes where it stopped with nothing lost and nothing twice::
+
+    store = RecordStore(run_dir / "records.jsonl")
+    for item_id in store.pending(all_ids):
+        store.append({"id": item_id, **evaluate(item_id)})
+
+Concurrency model: one writer per file, no locks. A record is committed once its line, newline
+included, has been written and fsync'ed; a kill can only leave a partial *last* line, which the
+next open drops. Two processes appending to the same file is a bug the store detects (the file
+grew behind its back) rather than tolerates.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import secrets
+import subprocess
+import sys
+from pathlib import Path, PurePath
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RecordId = str | int
+
+MANIFEST = "manifest.json"
+MANIFEST_PACKAGES = (
+    "agora-kit",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "sentence-transformers",
+    "papermill",
+    "vllm",
+)
+# Caches are content-addressed and rebuilt on demand; hashing them would be slow and say nothing
+# about the results.
+_SKIP_DIRS = frozenset({"cache"})
+_SKIP_SUFFIXES = (".sqlite", ".sqlite-wal", ".sqlite-shm")
+_CHUNK = 1 << 20
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` hook for numpy scalars/arrays and paths; anything else is an error."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, PurePath):
+        return obj.as_posix()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable; convert it to str/number/list/dict first")
+
+
+def _dumps_line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, default=json_default) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` so readers see the old file or the new one, never half.
+
+    The temporary file sits in the same directory, because ``os.replace`` is atomic only within
+    one file system.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 lets the umask decide the mode, as a plain open() would (tempfile
+    # would force 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (numpy values and paths converted)."""
+    text = json.dumps(obj, ensure_ascii=False, indent=2, default=json_default) + "\n"
+    return atomic_write_text(path, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+
+
+class RecordStore:
+    """Append-only JSONL file of dict records, unique by ``record[key]`` (a str or int).
+
+    Opening reads every record. A corrupt or unterminated last line (a kill mid-write) is
+    dropped and the file truncated back to the last complete line; a corrupt line anywhere else
+    raises ValueError. Records returned by ``get``/iteration are the stored objects: treat them
+    as read-only.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str = "id"):
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._records: dict[RecordId, dict] = {}
+        self._size = self._load()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _parse(self, raw: bytes) -> tuple[RecordId, dict]:
+        record = json.loads(raw.decode("utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        return self._id_of(record), record
+
+    def _id_of(self, record: dict) -> RecordId:
+        if self.key not in record:
+            raise ValueError(f"record has no {self.key!r} field")
+        rid = record[self.key]
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            raise ValueError(f"record {self.key!r} must be a str or int, got {type(rid).__name__} {rid!r}")
+        return rid
+
+    def _load(self) -> int:
+        """Read the file into memory, repair a torn tail, return the file size."""
+        if not self.path.exists():
+            return 0
+        data = self.path.read_bytes()
+        good_end = 0  # offset just past the last complete line
+        offset = 0
+        lineno = 0
+        while offset < len(data):
+            lineno += 1
+            newline = data.find(b"\n", offset)
+            terminated = newline != -1
+            line_end = newline + 1 if terminated else len(data)
+            raw = data[offset:line_end]
+            if raw.strip():
+                try:
+                    rid, record = self._parse(raw)
+                except ValueError as err:
+                    if data[line_end:].strip():
+                        raise ValueError(
+                            f"{self.path}:{lineno}: corrupt record ({err}); fix or delete that line"
+                        ) from None
+                    return self._drop_tail(data, good_end, lineno)
+                if rid in self._records:
+                    raise ValueError(
+                        f"{self.path}:{lineno}: duplicate {self.key} {rid!r}; delete one of the two lines"
+                    )
+                self._records[rid] = record
+            if not terminated:
+                # A complete JSON object missing only its newline: the record is whole (no proper
+                # prefix of a JSON object parses), so keep it and finish the line.
+                return self._finish_line(len(data)) if raw.strip() else self._drop_tail(data, good_end, lineno)
+            good_end = line_end
+            offset = line_end
+        return len(data)
+
+    def _drop_tail(self, data: bytes, good_end: int, lineno: int) -> int:
+        dropped = len(data) - good_end
+        logger.warning(
+            "%s: dropped 1 incomplete last line (line %d, %d bytes), left by an interrupted write",
+            self.path, lineno, dropped,
+        )
+        with open(self.path, "r+b") as f:
+            f.truncate(good_end)
+            f.flush()
+            os.fsync(f.fileno())
+        return good_end
+
+    def _finish_line(self, size: int) -> int:
+        with open(self.path, "ab") as f:
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return size + 1
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(list(self._records.values()))
+
+    def __repr__(self) -> str:
+        return f"RecordStore({str(self.path)!r}, key={self.key!r}, records={len(self)})"
+
+    def get(self, rid: RecordId, default: dict | None = None) -> dict | None:
+        return self._records.get(rid, default)
+
+    def ids(self) -> list[RecordId]:
+        """Stored ids in file order."""
+        return list(self._records)
+
+    def pending(self, ids: Iterable[RecordId]) -> list[RecordId]:
+        """The ids not yet stored, in the order given."""
+        return [rid for rid in ids if rid not in self._records]
+
+    def to_list(self) -> list[dict]:
+        return list(self._records.values())
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(self, record: dict) -> None:
+        """Store one record durably (written and fsync'ed before returning)."""
+        self.extend([record])
+
+    def extend(self, records: Iterable[dict]) -> None:
+        """Store many records with one write and one fsync; all are validated before any is written."""
+        lines: list[str] = []
+        batch: dict[RecordId, dict] = {}
+        for record in records:
+            if not isinstance(record, dict):
+                raise ValueError(f"{self.path}: records must be dicts, got {type(record).__name__}")
+            try:
+                line = _dumps_line(record)
+            except TypeError as err:
+                raise ValueError(f"{self.path}: record {record.get(self.key)!r}: {err}") from None
+            # Keep what a reopen would read back (numpy values already converted), so the
+            # in-memory view never differs from the file.
+            stored = json.loads(line)
+            rid = self._id_of(stored)
+            if rid in self._records or rid in batch:
+                raise ValueError(
+                    f"{self.path}: {self.key} {rid!r} is already stored; "
+                    f"skip stored ids with store.pending(ids)"
+                )
+            batch[rid] = stored
+            lines.append(line)
+        if not lines:
+            return
+        data = "".join(lines).encode("utf-8")
+        with open(self.path, "ab") as f:
+            if os.fstat(f.fileno()).st_size != self._size:
+                raise ValueError(
+                    f"{self.path} changed on disk since it was opened (a second writer?); "
+                    f"use one RecordStore per file and reopen it"
+                )
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self._size += len(data)
+        self._records.update(batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def git_info(path: str | os.PathLike | None = None) -> dict | None:
+    """``{"commit", "dirty"}`` of the git checkout holding ``path`` (default: this package)."""
+    cwd = Path(path) if path is not None else Path(__file__).resolve().parent
+    commit = _git(["rev-parse", "HEAD"], cwd)
+    if commit is None:
+        return None
+    status = _git(["status", "--porcelain"], cwd)
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
+
+
+def package_versions(names: Iterable[str] = MANIFEST_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution, None where it is not installed."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_output(rel: PurePath) -> bool:
+    if rel.as_posix() == MANIFEST or rel.name.endswith(_SKIP_SUFFIXES):
+        return False
+    return not any(part in _SKIP_DIRS for part in rel.parts[:-1])
+
+
+def list_outputs(run_dir: str | os.PathLike) -> dict[str, dict]:
+    """``{relative posix path: {"size", "sha256"}}`` for every output file under ``run_dir``."""
+    run_dir = Path(run_dir)
+    outputs: dict[str, dict] = {}
+    for path in run_dir.rglob("*"):
+        rel = path.relative_to(run_dir)
+        if path.is_file() and _is_output(rel):
+            outputs[rel.as_posix()] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return dict(sorted(outputs.items()))
+
+
+def write_manifest(
+    run_dir: str | os.PathLike,
+    params: dict,
+    seeds: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write ``run_dir/manifest.json``: code version, environment, parameters and output hashes."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": git_info(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "packages": package_versions(),
+        "params": params,
+        "seeds": seeds,
+        "extra": extra,
+        "outputs": list_outputs(run_dir),
+    }
+    return atomic_write_json(run_dir / MANIFEST, manifest)

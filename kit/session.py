@@ -1,0 +1,83 @@
+"""A notebook's handle on one profile: its params, run folder, cached backend, embedder, records.
+
+Everything heavy is built on first use, so a notebook that never embeds never loads the embedder,
+and bad params fail in :func:`kit.config.from_notebook` before anything loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+from kit import paths
+from kit.cache import Cache
+from kit.config import Params
+
+METRICS_MIME = "application/vnd.agora.metrics+json"
+
+
+class Session:
+    def __init__(self, params: Params):
+        self.params = params
+        self.run_dir = params.run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+        for noisy in ("TOKENIZERS_PARALLELISM",):
+            os.environ.setdefault(noisy, "false")
+
+    @cached_property
+    def cache(self) -> Cache:
+        """One cache file per profile, shared by all its notebooks."""
+        return Cache(self.run_dir / "cache" / "cache.sqlite")
+
+    @cached_property
+    def backend(self):
+        from kit.llm import load_backend
+
+        with self.timed("load model"):
+            return load_backend(self.params.model, self.cache.path, seed=self.params.seed)
+
+    @cached_property
+    def embedder(self):
+        from kit.embed import Embedder
+
+        with self.timed("load embedder"):
+            return Embedder(self.params.embedder.name, self.params.embedder.batch_size, self.cache)
+
+    def records(self, name: str):
+        """An append-only JSONL store in the run folder, keyed by item id (resumable)."""
+        from kit.runs import RecordStore
+
+        return RecordStore(self.run_dir / "records" / f"{name}.jsonl")
+
+    def figure_path(self, name: str) -> Path:
+        """Figures go to ``figures/<profile>/`` at the top of the project."""
+        out = paths.ROOT / "figures" / self.params.profile / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+    @contextmanager
+    def timed(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings[label] = round(time.perf_counter() - start, 3)
+
+    def record_metrics(self, notebook: str, metrics: dict) -> dict:
+        """Key numbers of a notebook: shown in its output (tests read them) and saved as JSON."""
+        out = self.run_dir / "metrics" / f"{notebook}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        from kit.runs import atomic_write_json
+
+        atomic_write_json(out, metrics)
+        try:
+            from IPython.display import display
+
+            display({METRICS_MIME: metrics, "text/plain": json.dumps(metrics, indent=1)}, raw=True)
+        except ImportError:
+            pass
+        return metrics
