@@ -1,3 +1,8 @@
 """Agora: a notebook-first kit for pluralistic and cross-cultural LLM alignment research."""
 
 __version__ = "0.1.0"
+
+import warnings
+
+# tqdm.auto warns inside headless kernels that have no ipywidgets; the kit's bars are off there anyway.
+warnings.filterwarnings("ignore", message="IProgress not found")

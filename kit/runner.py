@@ -49,8 +49,10 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL) -> 
 
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.update(QUIET_ENV)
+    declared = pm.inspect_notebook(str(notebook))  # pass only what its parameters cell names
+    values = {k: v for k, v in params.sections().items() if k in declared}
     start = time.perf_counter()
-    pm.execute_notebook(str(notebook), str(out), parameters=params.sections(), kernel_name=kernel,
+    pm.execute_notebook(str(notebook), str(out), parameters=values, kernel_name=kernel,
                         progress_bar=False, log_output=False, cwd=str(paths.ROOT))
     return time.perf_counter() - start
 

@@ -67,7 +67,7 @@ class Session:
         yield
         self.timings[label] = round(time.perf_counter() - start, 3)
 
-    def record_metrics(self, notebook: str, metrics: dict) -> dict:
+    def record_metrics(self, notebook: str, metrics: dict) -> None:
         """Key numbers of a notebook: shown in its output (tests read them) and saved as JSON."""
         out = self.run_dir / "metrics" / f"{notebook}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,4 +80,3 @@ class Session:
             display({METRICS_MIME: metrics, "text/plain": json.dumps(metrics, indent=1)}, raw=True)
         except ImportError:
             pass
-        return metrics

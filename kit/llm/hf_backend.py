@@ -80,7 +80,8 @@ class HFBackend(Backend):
             else:
                 yield
             return
-        self.model.set_adapter(self._adapter_name(adapter))
+        name = self._adapter_name(adapter)  # may wrap self.model in a PeftModel: resolve first
+        self.model.set_adapter(name)
         yield
 
     def _batches(self, requests: Sequence[ChatRequest], lengths: Sequence[int]) -> Iterator[tuple[str | None, list[int]]]:

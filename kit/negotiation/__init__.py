@@ -1,0 +1,1 @@
+"""Nash Consensus Negotiation, model-free core."""

@@ -1,0 +1,112 @@
+"""The cache in front of a backend: repeats never reach the model, corruption is never returned."""
+
+import sqlite3
+
+import pytest
+
+from kit.cache import Cache
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+from kit.llm.cached import CachedBackend
+
+
+class CountingBackend(Backend):
+    """Deterministic fake model that counts what reaches it."""
+
+    name, identity = "fake", "fake:v1"
+
+    def __init__(self):
+        self.calls = {"generate": 0, "score": 0, "choice": 0}
+        self.seen = 0
+
+    def generate(self, requests, params):
+        self.calls["generate"] += 1
+        self.seen += len(requests)
+        return [f"reply to {r.chat[-1]['content']} at T={params.temperature} seed={params.seed}" for r in requests]
+
+    def score(self, requests):
+        self.calls["score"] += 1
+        return [[-0.5] * len(r.continuation.split()) for r in requests]
+
+    def choice_probs(self, requests):
+        self.calls["choice"] += 1
+        return [ChoiceResult({lab: 1 / len(r.labels) for lab in r.labels}, 0.3) for r in requests]
+
+
+def _req(text):
+    return ChatRequest([{"role": "user", "content": text}])
+
+
+@pytest.fixture
+def cached(tmp_path):
+    inner = CountingBackend()
+    return inner, CachedBackend(inner, Cache(tmp_path / "c.sqlite"))
+
+
+def test_second_identical_call_does_not_reach_model(cached):
+    inner, backend = cached
+    reqs = [_req("a"), _req("b")]
+    first = backend.generate(reqs, GenParams())
+    assert inner.calls["generate"] == 1
+    assert backend.generate(reqs, GenParams()) == first
+    assert inner.calls["generate"] == 1
+    # only the new request of a partly cached batch is sent, in one call
+    out = backend.generate([_req("a"), _req("c"), _req("b")], GenParams())
+    assert inner.calls["generate"] == 2 and inner.seen == 3
+    assert out[0] == first[0] and out[2] == first[1]
+
+
+def test_key_covers_params_and_adapter(cached, tmp_path):
+    inner, backend = cached
+    backend.generate([_req("a")], GenParams(max_new_tokens=5))
+    backend.generate([_req("a")], GenParams(max_new_tokens=6))
+    assert inner.calls["generate"] == 2
+
+
+def test_unseeded_sampling_is_never_cached(cached):
+    inner, backend = cached
+    backend.generate([_req("a")], GenParams(temperature=0.8))
+    backend.generate([_req("a")], GenParams(temperature=0.8))
+    assert inner.calls["generate"] == 2
+    backend.generate([_req("a")], GenParams(temperature=0.8, seed=3))
+    backend.generate([_req("a")], GenParams(temperature=0.8, seed=3))
+    assert inner.calls["generate"] == 3
+
+
+def test_score_and_choice_are_cached(cached):
+    inner, backend = cached
+    s = [ScoreRequest([{"role": "user", "content": "x"}], "one two three")]
+    c = [ChoiceRequest([{"role": "user", "content": "q"}], ["A", "B"])]
+    assert backend.score(s) == backend.score(s) == [[-0.5, -0.5, -0.5]]
+    first = backend.choice_probs(c)
+    assert backend.choice_probs(c) == first
+    assert inner.calls["score"] == 1 and inner.calls["choice"] == 1
+
+
+def test_persistent_across_instances(tmp_path):
+    inner = CountingBackend()
+    CachedBackend(inner, Cache(tmp_path / "c.sqlite")).generate([_req("a")], GenParams())
+    again = CachedBackend(inner, Cache(tmp_path / "c.sqlite")).generate([_req("a")], GenParams())
+    assert inner.calls["generate"] == 1 and again[0].startswith("reply to a")
+
+
+def test_corrupted_entry_is_regenerated(tmp_path):
+    inner = CountingBackend()
+    path = tmp_path / "c.sqlite"
+    backend = CachedBackend(inner, Cache(path))
+    good = backend.generate([_req("a"), _req("b")], GenParams())
+    db = sqlite3.connect(path)
+    db.execute("UPDATE entries SET value = substr(value, 1, 5)")  # truncate every stored value
+    db.commit()
+    db.close()
+    cache = Cache(path)
+    again = CachedBackend(inner, cache).generate([_req("a"), _req("b")], GenParams())
+    assert again == good
+    assert inner.calls["generate"] == 2 and cache.corrupt == 2
+
+
+def test_unreadable_cache_file_is_set_aside(tmp_path):
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    cache = Cache(path)
+    assert len(cache) == 0
+    assert list(tmp_path.glob("c.corrupt-*"))

@@ -1,0 +1,113 @@
+"""The transformers backend against independent computations on the same tiny model."""
+
+import pytest
+import torch
+
+from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest
+from kit.llm.chat import label_token_ids, render_chat
+
+
+def _msgs(text, system=None):
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+
+
+SCORE_REQS = [
+    ScoreRequest(_msgs("What matters in a family?"), "Respect for elders and care for children."),
+    ScoreRequest(_msgs("Hi", system="You are from Japan."), "Harmony."),
+    ScoreRequest(_msgs("Is tradition important? " * 6), "Yes, tradition keeps a community together over many generations."),
+    ScoreRequest(_msgs("Why?"), "Because."),
+]
+
+
+def _manual_logprobs(backend, req):
+    tok = backend.tokenizer
+    ctx = tok.encode(render_chat(tok, req.chat), add_special_tokens=False)
+    cont = tok.encode(req.continuation, add_special_tokens=False)
+    with torch.no_grad():
+        logits = backend.model(torch.tensor([ctx + cont])).logits[0]
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    return [logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(cont)]
+
+
+def test_score_matches_manual_log_softmax(tiny_backend):
+    got = tiny_backend.score(SCORE_REQS)
+    for req, lp in zip(SCORE_REQS, got):
+        expected = _manual_logprobs(tiny_backend, req)
+        assert len(lp) == len(expected) > 0
+        assert lp == pytest.approx(expected, abs=1e-4)
+
+
+def test_score_independent_of_batch_and_padding(tiny_backend):
+    batched = tiny_backend.score(SCORE_REQS + SCORE_REQS[:2])
+    for i, req in enumerate(SCORE_REQS):
+        alone = tiny_backend.score([req])[0]
+        assert batched[i] == pytest.approx(alone, abs=1e-5)
+    assert batched[4] == pytest.approx(batched[0], abs=1e-5)
+
+
+def test_choice_probs_sum_to_one_and_match_manual_softmax(tiny_backend):
+    tok = tiny_backend.tokenizer
+    reqs = [ChoiceRequest(_msgs("Question: Is it good? Options: A. yes B. no C. maybe"), ["A", "B", "C"], prefix="Answer:"),
+            ChoiceRequest(_msgs("Pick one " * 9), ["A", "B"]),
+            ChoiceRequest(_msgs("Short"), ["A", "B", "C", "D"], prefix="Answer:")]
+    results = tiny_backend.choice_probs(reqs)
+    for req, res in zip(reqs, results):
+        assert sum(res.probs.values()) == pytest.approx(1.0, abs=1e-9)
+        ids = tok.encode(render_chat(tok, req.chat, req.prefix), add_special_tokens=False)
+        with torch.no_grad():
+            probs = torch.softmax(tiny_backend.model(torch.tensor([ids])).logits[0, -1].double(), -1)
+        mass = {lab: sum(probs[t].item() for t in ts) for lab, ts in label_token_ids(tok, req.labels).items()}
+        total = sum(mass.values())
+        assert res.label_mass == pytest.approx(total, rel=1e-4)
+        for lab in req.labels:
+            assert res.probs[lab] == pytest.approx(mass[lab] / total, abs=1e-5)
+    # the same request alone gives the same distribution
+    alone = tiny_backend.choice_probs([reqs[2]])[0]
+    assert alone.probs == pytest.approx(results[2].probs, abs=1e-6)
+
+
+def test_labels_with_and_without_leading_space(tiny_backend):
+    tok = tiny_backend.tokenizer
+    ids = label_token_ids(tok, ["A", "B"])
+    bare, spaced = tok.encode("A", add_special_tokens=False), tok.encode(" A", add_special_tokens=False)
+    assert bare[0] in ids["A"]
+    if len(spaced) == 1:  # the tiny BPE learnt " A" as one token: both spellings count
+        assert spaced[0] in ids["A"] and len(ids["A"]) == 2
+    with pytest.raises(ValueError, match="single token"):
+        label_token_ids(tok, ["Zebra-crossing-option"])
+
+
+def test_generate_greedy_is_batch_invariant_and_stops(tiny_backend):
+    reqs = [ChatRequest(_msgs("Tell me about family values " * k)) for k in (1, 3, 5)]
+    params = GenParams(max_new_tokens=6)
+    batched = tiny_backend.generate(reqs, params)
+    assert batched == [tiny_backend.generate([r], params)[0] for r in reqs]
+    first = batched[0]
+    if len(first) > 2:
+        stop = first[1:3]
+        cut = tiny_backend.generate(reqs[:1], GenParams(max_new_tokens=6, stop=(stop,)))[0]
+        assert stop not in cut and first.startswith(cut)
+
+
+def test_adapters_switch_per_request(tmp_path, tiny_backend):
+    """Two LoRA adapters and the bare model served from one base model in one call."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kit.llm.hf_backend import HFBackend
+
+    paths = []
+    for seed in (1, 2):
+        base = AutoModelForCausalLM.from_pretrained(tiny_backend.resolved.path)
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        out = tmp_path / f"adapter{seed}"
+        peft_model.save_pretrained(out)
+        paths.append(str(out))
+    backend = HFBackend("tiny-random", device="cpu", batch_size=2)
+    req = SCORE_REQS[0]
+    mixed = backend.score([ScoreRequest(req.chat, req.continuation, adapter=p) for p in paths] + [req])
+    assert mixed[2] == pytest.approx(tiny_backend.score([req])[0], abs=1e-5)
+    assert mixed[0] != pytest.approx(mixed[1], abs=1e-4)
+    assert mixed[0] != pytest.approx(mixed[2], abs=1e-4)
+    assert backend.score([ScoreRequest(req.chat, req.continuation, adapter=paths[1])])[0] == pytest.approx(mixed[1], abs=1e-5)

@@ -1,0 +1,36 @@
+"""Set-up files agree with each other: environment.yml mirrors pyproject.toml, CI calls make test."""
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {p for p in pip if not p.startswith("-e")}
+    # torch comes from vLLM's CUDA build on GPU nodes, so it is the one dependency not listed
+    expected = {d for d in project["dependencies"] if not d.startswith("torch")}
+    expected |= set(project["optional-dependencies"]["gpu"]) | set(project["optional-dependencies"]["dev"])
+    assert listed == expected
+    assert "-e .[gpu,dev]" in pip
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_vllm_pin_is_one_trl_accepts():
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pin = next(d for d in project["optional-dependencies"]["gpu"] if d.startswith("vllm=="))
+    assert Version(pin.split("==")[1]) in SpecifierSet(">=0.22.0,<=0.31.0")  # trl 1.16's vllm extra
+
+
+def test_ci_and_readme_use_make():
+    assert "make test" in (ROOT / ".ci/run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme

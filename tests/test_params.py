@@ -1,0 +1,90 @@
+"""Params are validated before any model loads; every problem is one line with exit code 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kit.config import ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """profile: t
+model: {name: tiny-random}
+data: {goqa_path: %(goqa)s, moralchoice_path: %(goqa)s}
+"""
+
+BAD = {
+    "unknown_key": ("profile: t\nmodel: {name: tiny-random, batchsize: 4}\n", "model.batchsize: unknown key"),
+    "wrong_type": ("profile: t\nmodel: {name: tiny-random, batch_size: many}\n", "model.batch_size"),
+    "negative_size": ("profile: t\nmodel: {name: tiny-random, batch_size: -3}\n", "model.batch_size"),
+    "missing_data": ("profile: t\ndata: {goqa_path: no/such/file.json}\n", "data.goqa_path: file not found"),
+    "bad_model": ("profile: t\nmodel: {name: gpt-5-secret}\n", "model.name: unknown model"),
+    "empty": ("", "empty"),
+    "not_yaml": ("profile: t\nmodel: {name: [tiny\n", "not valid YAML"),
+    "list_top": ("- profile\n- model\n", "expected a mapping"),
+    "missing_profile": ("model: {name: tiny-random}\n", "profile: Field required"),
+    "bad_backend": ("profile: t\nmodel: {name: tiny-random, backend: llamacpp}\n", "model.backend"),
+}
+
+
+@pytest.fixture
+def goqa(tmp_path):
+    f = tmp_path / "g.json"
+    f.write_text("[]")
+    return f
+
+
+def _write(tmp_path, name, text, goqa):
+    f = tmp_path / f"{name}.yaml"
+    if "data:" not in text and text.startswith("profile"):
+        text += f"data: {{goqa_path: {goqa}, moralchoice_path: {goqa}}}\n"
+    f.write_text(text)
+    return f
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_params_fail_in_one_line(tmp_path, goqa, case):
+    text, expected = BAD[case]
+    with pytest.raises(ParamsError) as err:
+        load_params(_write(tmp_path, case, text, goqa))
+    msg = str(err.value)
+    assert expected in msg and "\n" not in msg
+
+
+def test_cli_check_exit_codes_and_no_model_load(tmp_path, goqa):
+    """One subprocess checks every bad file: exit 2, one line, and no model module imported."""
+    files = [_write(tmp_path, c, t, goqa) for c, (t, _) in sorted(BAD.items())]
+    script = (
+        "import sys; from kit.cli import main\n"
+        "codes = [main(['check', f]) for f in sys.argv[1:]]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'kit.llm.hf_backend') if m in sys.modules]\n"
+        "print('CODES', codes, 'HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, *map(str, files)], capture_output=True, text=True, cwd=ROOT)
+    assert f"CODES {[2] * len(files)} HEAVY []" in out.stdout, out.stdout + out.stderr
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == len(files) == len(out.stderr.strip().splitlines())
+
+
+def test_shipped_profiles_are_valid(shared_data):
+    for name in ("tiny", "smoke", "full"):
+        p = load_params(ROOT / "params" / f"{name}.yaml")
+        assert p.profile == name
+    assert load_params(ROOT / "params/full.yaml").model.backend == "vllm"
+
+
+def test_overrides(tmp_path, goqa):
+    f = _write(tmp_path, "ok", GOOD % {"goqa": goqa}, goqa)
+    p = load_params(f, ["model.batch_size=3", "quickstart.countries=[Iraq, Mexico]"])
+    assert p.model.batch_size == 3 and p.quickstart.countries == ["Iraq", "Mexico"]
+    with pytest.raises(ParamsError, match="model.batch_size"):
+        load_params(f, ["model.batch_size=0"])
+    with pytest.raises(ParamsError, match="key=value"):
+        load_params(f, ["model.batch_size"])
+
+
+def test_relative_paths_resolve_from_project_root(tmp_path, shared_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # papermill or a user may start anywhere
+    assert load_params(ROOT / "params/tiny.yaml").data.goqa_path.startswith("../shared")
