@@ -42,3 +42,24 @@ def prompted(country: str) -> Agent:
                        f"from {country} would, from {country}'s values, customs and beliefs."),
         kind="prompted",
     )
+
+
+def culture_instruction(country: str) -> str:
+    """The instruction NCN's SFT data and preference prompts carry (METHODS §1)."""
+    return f"Answer the question based on {country} cultural values."
+
+
+def described(country: str, description: str) -> Agent:
+    """A persona plus an LLM-written culture description (Core Values, Accepted Behaviors, …)."""
+    return Agent(
+        name=f"described:{country}",
+        culture=country,
+        system_prompt=f"You represent the culture of {country}. {culture_instruction(country)}\n\n{description.strip()}",
+        kind="described",
+    )
+
+
+def grounded(country: str, adapter: str) -> Agent:
+    """A LoRA adapter trained on the country's survey-grounded answers, with the SFT instruction."""
+    return Agent(name=f"grounded:{country}", culture=country, system_prompt=culture_instruction(country),
+                 adapter=str(adapter), kind="grounded")

@@ -79,6 +79,112 @@ class QuickstartParams(Section):
     max_new_tokens: PositiveInt = 48
 
 
+class SFTParams(Section):
+    """LoRA SFT of grounded agents (trl SFTTrainer + peft)."""
+
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: PositiveInt = 4
+    max_length: PositiveInt = 512
+    lora_r: PositiveInt = 8
+    lora_alpha: PositiveInt = 16
+
+
+class AgentsParams(Section):
+    """Notebook 01: cultural agents from survey data, and their fidelity on held-out questions."""
+
+    countries: list[str] = Field(default_factory=lambda: ["United States", "China", "Mexico", "Iraq"], min_length=1)
+    kinds: list[Literal["vanilla", "prompted", "described", "grounded"]] = Field(
+        default_factory=lambda: ["vanilla", "prompted", "described", "grounded"], min_length=1)
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    split_seed: int = 0
+    min_train_items: PositiveInt = 3
+    max_train_items: PositiveInt = 40
+    max_test_items: PositiveInt = 40
+    description_items: PositiveInt = 12
+    samples_per_item: PositiveInt = 2
+    max_retries: int = Field(2, ge=0)
+    answer_tokens: PositiveInt = 160
+    sft: SFTParams = SFTParams()
+    n_boot: PositiveInt = 1000
+
+
+class TopicsParams(Section):
+    source: Literal["goqa", "moralchoice", "file"] = "moralchoice"
+    n: PositiveInt = 4
+    path: str | None = None
+
+    _file = field_validator("path")(_existing_file)
+
+
+class UtilityWeightsParams(Section):
+    alpha: float = Field(0.5, ge=0)
+    beta: float = Field(0.3, ge=0)
+    gamma: float = Field(0.2, ge=0)
+
+
+class NegotiationParams(Section):
+    """Notebooks 02–03: NCN by PSRO and the debate / consultancy baselines."""
+
+    topics: TopicsParams = TopicsParams()
+    pairs: list[list[str]] = Field(default_factory=lambda: [["United States", "China"], ["Mexico", "Iraq"]], min_length=1)
+    agent_kind: Literal["prompted", "described"] = "described"
+    methods: list[Literal["ncn", "debate", "consultancy", "none"]] = Field(
+        default_factory=lambda: ["ncn", "debate", "consultancy", "none"], min_length=1)
+    max_rounds: PositiveInt = 10
+    epsilon: float = Field(0.02, gt=0)
+    weights: UtilityWeightsParams = UtilityWeightsParams()
+    n_counter: int = Field(2, ge=0)
+    n_gap: int = Field(2, ge=0)
+    n_innovative: int = Field(1, ge=0)
+    temperature_low: float = Field(0.6, ge=0)
+    temperature_high: float = Field(0.8, ge=0)
+    max_retries: int = Field(2, ge=0)
+    turn_tokens: PositiveInt = 256
+    statement_words: PositiveInt = 100
+    value_judge: Literal["llm", "embedding"] = "llm"
+    n_boot: PositiveInt = 1000
+    shard_index: int = Field(0, ge=0)
+    shard_count: PositiveInt = 1
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v: list[list[str]]) -> list[list[str]]:
+        for pair in v:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"each pair names two different countries, got {pair}")
+        return v
+
+
+class LoraParams(Section):
+    r: PositiveInt = 8
+    alpha: PositiveInt = 16
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class FinetuneParams(Section):
+    """Notebook 04 and ``python -m kit train``: DPO / SimPO / ORPO / SFT with LoRA on negotiation data."""
+
+    methods: list[Literal["dpo", "simpo", "orpo", "sft"]] = Field(default_factory=lambda: ["dpo", "simpo", "orpo", "sft"], min_length=1)
+    lora: LoraParams = LoraParams()
+    learning_rate: float = Field(1e-4, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    epochs: float = Field(3.0, gt=0)
+    batch_size: PositiveInt = 2
+    grad_accum: PositiveInt = 1
+    max_length: PositiveInt = 1024
+    beta: float = Field(0.1, gt=0)
+    simpo_gamma: float = Field(0.5, ge=0)
+    orpo_lambda: float = Field(0.1, gt=0)
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    eval_fraction: float = Field(0.2, ge=0, lt=1)
+    logging_steps: PositiveInt = 5
+    heldout_topics: PositiveInt = 2
+
+
 class BenchParams(Section):
     n_requests: PositiveInt = 8
     max_new_tokens: PositiveInt = 64
@@ -94,6 +200,9 @@ class Params(Section):
     data: DataParams = DataParams()
     generation: GenerationParams = GenerationParams()
     quickstart: QuickstartParams = QuickstartParams()
+    agents: AgentsParams = AgentsParams()
+    negotiation: NegotiationParams = NegotiationParams()
+    finetune: FinetuneParams = FinetuneParams()
     bench: BenchParams = BenchParams()
 
     @property

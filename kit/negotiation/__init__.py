@@ -1,1 +1,39 @@
-"""Nash Consensus Negotiation, model-free core."""
+"""Nash Consensus Negotiation (NCN), the model-free core: guidelines, utilities, the meta-game solver.
+
+Two cultural agents negotiate by PSRO over natural-language guidelines: each round every agent
+proposes candidate guidelines, keeps the one with the best utility (``utility``), and the two
+pools meet in a bimatrix meta-game whose Nash equilibrium (``meta_solver``) gives the guideline
+weights. ``guidelines`` reads guidelines and opinions from model output and renders pools for prompts.
+"""
+
+from kit.negotiation.guidelines import Guideline, format_guidelines, parse_guidelines, parse_opinion
+from kit.negotiation.meta_solver import Equilibrium, enumerate_equilibria, nash_gap, solve_bimatrix
+from kit.negotiation.utility import (
+    PARTS,
+    UtilityParts,
+    UtilityWeights,
+    converged,
+    normalise_weights,
+    payoff_matrices,
+    utility_matrix,
+    utility_parts,
+)
+
+__all__ = [
+    "PARTS",
+    "Equilibrium",
+    "Guideline",
+    "UtilityParts",
+    "UtilityWeights",
+    "converged",
+    "enumerate_equilibria",
+    "format_guidelines",
+    "nash_gap",
+    "normalise_weights",
+    "parse_guidelines",
+    "parse_opinion",
+    "payoff_matrices",
+    "solve_bimatrix",
+    "utility_matrix",
+    "utility_parts",
+]
