@@ -90,3 +90,42 @@ def _raw_generate(backend, requests: list[ChatRequest], gp: GenParams) -> float:
     with torch.inference_mode():
         _, seconds = _timed(lambda: backend.model.generate(**enc, **backend.generate_kwargs(gp)))
     return seconds
+
+
+def choice(params: Params) -> dict:
+    """Option distributions for (question, agent) pairs: one forward pass vs generate-and-parse."""
+    import re
+
+    from kit.agents import prompted
+    from kit.data import load_goqa, resolve_country
+    from kit.llm import load_backend
+    from kit.survey import choice_request
+
+    items = load_goqa(params.data.goqa_path)
+    known = {it.country for it in items}
+    agents = [prompted(resolve_country(c, known)) for c in params.agents.countries]
+    pool = [it for it in items if it.country in {a.culture for a in agents}]
+    pairs = [(a, it) for it in pool for a in agents if a.culture == it.country][: params.bench.n_choice]
+    requests = [choice_request(a, it) for a, it in pairs]
+    backend = load_backend(params.model, cache_path=None, seed=params.seed)
+    backend.choice_probs(requests[:2])  # warm-up
+
+    _, t_choice = _timed(lambda: backend.choice_probs(requests))
+    # The alternative: let the model write its answer and read the first option letter from it.
+    gen = [ChatRequest(r.chat, adapter=r.adapter) for r in requests]
+    texts, t_gen = _timed(lambda: backend.generate(gen, GenParams(max_new_tokens=params.bench.answer_tokens)))
+    parsed = sum(bool(re.search(r"\b[A-Z]\b", t)) for t in texts)
+    return {
+        "model": params.model.name, "pairs": len(requests), "answer_tokens": params.bench.answer_tokens,
+        "choice_per_s": round(len(requests) / t_choice, 2),
+        "generate_per_s": round(len(requests) / t_gen, 2),
+        "choice_vs_generate": round(t_gen / t_choice, 2),
+        "generate_parsed_share": round(parsed / len(requests), 3),
+    }
+
+
+def train(params: Params) -> dict:
+    """DPO with LoRA on the profile's model: training tokens/s and peak resident memory."""
+    from kit.train.speed import measure_train_speed
+
+    return measure_train_speed(params)

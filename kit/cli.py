@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, benchmark.
+"""``python -m kit``: run notebooks, check params, train, benchmark.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -23,13 +23,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("params")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b = sub.add_parser("bench", help="benchmarks that print ratios; the last line is JSON")
-    b.add_argument("what", choices=["generate"])
+    b.add_argument("what", choices=["generate", "choice", "negotiate", "train"])
     b.add_argument("--params", required=True)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # its own parser; also the entry point under `accelerate launch -m kit train`
+        from kit.train.cli import main as train_main
+
+        return train_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         params = load_params(args.params, args.set)

@@ -63,8 +63,10 @@ class EmbedderParams(Section):
 class DataParams(Section):
     goqa_path: str = "../shared/data/globalopinionqa/dev.json"
     moralchoice_path: str = "../shared/data/moralchoice/dev.json"
+    # Evaluate on this file instead of the test split of goqa_path (data you hold back).
+    goqa_test_path: str | None = None
 
-    _files = field_validator("goqa_path", "moralchoice_path")(_existing_file)
+    _files = field_validator("goqa_path", "moralchoice_path", "goqa_test_path")(_existing_file)
 
 
 class GenerationParams(Section):
@@ -182,13 +184,17 @@ class FinetuneParams(Section):
     gradient_checkpointing: bool = False
     eval_fraction: float = Field(0.2, ge=0, lt=1)
     logging_steps: PositiveInt = 5
+    # Preference pairs from converged negotiations only (small smoke runs rarely converge).
+    require_converged: bool = True
     heldout_topics: PositiveInt = 2
+    capability_items: PositiveInt = 40
 
 
 class BenchParams(Section):
     n_requests: PositiveInt = 8
     max_new_tokens: PositiveInt = 64
     n_choice: PositiveInt = 200
+    answer_tokens: PositiveInt = 8
 
 
 class Params(Section):

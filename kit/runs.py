@@ -266,6 +266,31 @@ class RecordStore:
         self._records.update(batch)
 
 
+def merge_record_files(paths: Iterable[str | os.PathLike], out: str | os.PathLike, key: str = "id") -> int:
+    """Merge JSONL record files (e.g. the shards of one run) into ``out``; returns the records written.
+
+    Records keep first-seen order; a record stored in several files is written once, and an id
+    whose records differ between files raises ValueError. Inputs are opened as RecordStores, so a
+    torn last line left by a kill is dropped there as any reopen would; ``out`` is written
+    atomically and may be one of the inputs.
+    """
+    merged: dict[RecordId, dict] = {}
+    origin: dict[RecordId, Path] = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ValueError(f"{path}: no such record file; pass existing JSONL files to merge")
+        store = RecordStore(path, key=key)
+        for rid in store.ids():
+            record = store.get(rid)
+            if rid in merged and merged[rid] != record:
+                raise ValueError(f"{key} {rid!r} differs between {origin[rid]} and {path}; "
+                                 "keep one of the two records and merge again")
+            merged.setdefault(rid, record)
+            origin.setdefault(rid, path)
+    atomic_write_text(out, "".join(_dumps_line(record) for record in merged.values()))
+    return len(merged)
+
+
 # ---------------------------------------------------------------------------------------------
 # manifest
 

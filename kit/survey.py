@@ -18,7 +18,10 @@ PREFIX = "Answer:"
 
 
 def choice_request(agent: Agent, item: OpinionItem) -> ChoiceRequest:
-    labels = option_labels(len(item.options))
+    try:
+        labels = option_labels(len(item.options))
+    except ValueError as e:
+        raise ValueError(f"question {item.question_id} ({item.question[:60]!r}…): {e}") from None
     return ChoiceRequest(agent.messages(f"{item.prompt.removesuffix('Answer:').rstrip()}\n{INSTRUCTION}"),
                          labels, adapter=agent.adapter, prefix=PREFIX)
 

@@ -67,15 +67,16 @@ def test_every_method_finds_an_equilibrium_nashpy_knows(method):
 
 
 def test_lemke_howson_on_more_rows_than_columns():
-    # drvinceknight/Nashpy#83: nashpy's Lemke–Howson fails on this 8×2 game; the unique equilibrium
-    # mixes two strategies on each side.
-    A = np.array([[9.5, -7.8], [-9.6, 0.3], [-7.1, -1.4], [5.9, 7.6], [9, 0.3], [7.5, 6.9], [-3.1, 3.6], [-8.4, -3.7]])
-    B = np.array([[0.2, 0.6], [0.4, 0.1], [0.9, 0], [0.4, 0.1], [0.1, 0.2], [0.2, 0.1], [0.8, 1], [0.2, 0.4]])
-    (x_ref, y_ref), = vertex_enumeration(A, B)
+    # nashpy 0.0.43's own Lemke–Howson ends at no equilibrium from any label on this 6×4 game (cf.
+    # drvinceknight/Nashpy#83); the kit pivots the transposed game. By hand: rows 3 and 4 both earn
+    # 17/3 against y, columns 1 and 3 both earn 5 against x, every other strategy earns less.
+    A = np.array([[5, 5, 6, 2], [8, 1, 8, 1], [5, 3, 4, 1], [3, 4, 7, 9], [8, 7, 9, 3], [9, 3, 0, 7]], float)
+    B = np.array([[2, 9, 7, 6], [5, 2, 8, 4], [9, 1, 5, 4], [0, 8, 0, 2], [1, 4, 1, 6], [0, 9, 6, 6]], float)
     eq = solve_bimatrix(A, B, "lemke_howson")
     assert eq.method == "lemke_howson" and eq.nash_gap < 1e-9
-    np.testing.assert_allclose(eq.row, x_ref, atol=1e-9)
-    np.testing.assert_allclose(eq.col, y_ref, atol=1e-9)
+    np.testing.assert_allclose(eq.row, [0, 0, 0, 1 / 4, 3 / 4, 0], atol=1e-12)
+    np.testing.assert_allclose(eq.col, [0, 2 / 3, 0, 1 / 3], atol=1e-12)
+    assert eq.payoffs(A, B) == pytest.approx((17 / 3, 5.0))
 
 
 # Hand-solved 2×3 game: column 2 is strictly dominated for the column player; in the remaining 2×2

@@ -33,7 +33,41 @@ def check_00(m):
     assert m["cache_entries"] == 2 + 3  # two chats; three distinct option requests (vanilla asks once)
 
 
-CHECKS = {"00": check_00}
+def check_01(m):
+    assert m["countries"] == 3 and m["test_items"] == 12 and m["skipped_countries"] == []
+    assert {"vanilla", "prompted", "described", "uniform", "other-countries mean"} <= set(m["js_similarity"])
+    assert all(0 < v <= 100 for v in m["js_similarity"].values())
+    # the reference that knows world opinion must beat the uniform answer on real survey data
+    assert m["js_similarity"]["other-countries mean"] > m["js_similarity"]["uniform"]
+    assert 0 < m["letter_mass_mean"] <= 1
+    assert set(m["grounded_records_kept"]) == {"United States", "China", "Mexico"}
+
+
+def check_02(m):
+    # 1 pair × 2 topics × 4 methods; the tiny model's gibberish never parses as a guideline, so
+    # its NCN jobs end failed with the raw text recorded, and the run goes on
+    assert m["negotiations"] == 8
+    assert m["failed"] == 2 and m["parse_failures"] >= 2
+    assert set(m["rounds_mean"]) == {"ncn", "debate", "consultancy", "none"}
+    assert m["converged_share"]["consultancy"] == 1.0 and m["rounds_mean"]["debate"] == 2
+    assert m["max_nash_gap"] <= 1e-6
+
+
+def check_03(m):
+    assert m["evaluated"] == 6 and m["failed"] == 2
+    assert set(m["mean_ratio"]) == {"debate", "consultancy", "none"}
+    assert m["mean_ratio"]["none"] == 1.0  # final statements are the opening answers
+
+
+def check_04(m):
+    assert m["trained"] == ["dpo", "orpo", "sft", "simpo"]
+    assert all(n > 0 for n in m["records"].values())
+    assert set(m["goqa_js_similarity"]) == {"base", "dpo", "simpo", "orpo", "sft"}
+    assert all(0 <= v <= 1 for v in m["moralchoice_low_accuracy"].values())
+    assert all(v > 1 for v in m["neutral_ppl"].values())
+
+
+CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +79,7 @@ def tiny_params(tmp_path_factory, shared_data):
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", notebooks(), ids=lambda p: p.stem)
 def test_notebook_runs_with_tiny_params(notebook, tiny_params):
+    # parametrised in file order: later notebooks read what earlier ones stored in the run folder
     out = tiny_params.run_dir / "notebooks" / notebook.name
     execute(notebook, out, tiny_params, ensure_kernel())
     metrics = recorded_metrics(out)

@@ -8,6 +8,9 @@ weights. ``guidelines`` reads guidelines and opinions from model output and rend
 
 from kit.negotiation.guidelines import Guideline, format_guidelines, parse_guidelines, parse_opinion
 from kit.negotiation.meta_solver import Equilibrium, enumerate_equilibria, nash_gap, solve_bimatrix
+from kit.negotiation.engine import plan_jobs, run_jobs, run_negotiations, shard_of, start_job, step
+from kit.negotiation.protocols import Job, JobSpec, Need, Reply, derive_seed, job_id, truncate_words
+from kit.negotiation.trace import TRACE_SCHEMA, validate_trace
 from kit.negotiation.utility import (
     PARTS,
     UtilityParts,
@@ -21,6 +24,21 @@ from kit.negotiation.utility import (
 
 __all__ = [
     "PARTS",
+    "TRACE_SCHEMA",
+    "Job",
+    "JobSpec",
+    "Need",
+    "Reply",
+    "derive_seed",
+    "job_id",
+    "plan_jobs",
+    "run_jobs",
+    "run_negotiations",
+    "shard_of",
+    "start_job",
+    "step",
+    "truncate_words",
+    "validate_trace",
     "Equilibrium",
     "Guideline",
     "UtilityParts",

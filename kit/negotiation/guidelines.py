@@ -83,7 +83,7 @@ def parse_opinion(text: str, max_sentences: int = 3) -> str:
     opinion = next((found for value in _json_values(text) for found in _json_opinions(value)), "")
     if not opinion:
         opinion = _labelled_opinion(text)
-    if not opinion:
+    if not opinion and not _is_json(_FENCE.sub("", text)):  # JSON without an opinion key has none
         lines = [line for line in _FENCE.sub("", text).splitlines() if line.strip()]
         while len(lines) > 1 and lines[0].rstrip().endswith(":"):
             lines.pop(0)
@@ -119,6 +119,14 @@ def _json_values(text: str) -> Iterator[Any]:
             position = match.start() + 1
             continue
         yield value
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _json_blocks(value: Any) -> Iterator[dict[str, Any]]:

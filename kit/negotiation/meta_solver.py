@@ -228,8 +228,8 @@ def _polish(A: np.ndarray, B: np.ndarray, x: np.ndarray, y: np.ndarray, mass: fl
 
 
 def _lemke_howson(A: np.ndarray, B: np.ndarray) -> list[Profile]:
-    # nashpy's tableaux go wrong when the row player has more strategies (drvinceknight/Nashpy#83):
-    # solve the transposed game, with the players swapped, instead.
+    # nashpy 0.0.43's tableaux often end at a non-equilibrium when the row player has more
+    # strategies (cf. drvinceknight/Nashpy#83): pivot the transposed game, players swapped, instead.
     swap = A.shape[0] > A.shape[1]
     game = (B.T, A.T) if swap else (A, B)
     ends = [end for end in (_lemke_howson_path(*game, label) for label in range(sum(A.shape))) if end is not None]

@@ -1,0 +1,430 @@
+"""Grounded agents: LoRA adapters trained on survey answers rewritten into open-ended answers.
+
+The data follows NCN (METHODS §1), scaled by :class:`~kit.config.AgentsParams`:
+
+1. each TRAIN item is sampled ``samples_per_item`` times in proportion to the country's answer
+   shares (:func:`sample_answers`);
+2. an LLM rewrites (question, chosen option) into an open-ended question and a multi-paragraph
+   answer that keeps the stance, in the strict format ``Question: …`` / ``Answer: …``;
+3. a judge checks that the answer is consistent with the chosen option. It is one forward pass
+   per pair (``backend.choice_probs`` over labels A = Consistent, B = Inconsistent), not a
+   generation: the pair is kept iff P(A) > 0.5 after renormalising over the two labels. The
+   judge is the base model without adapter (NCN used a second, larger LLM; a stronger judge
+   is a drop-in backend). NCN's 1–5 sub-scores are not computed;
+4. unparsable or inconsistent samples are rewritten again with a new seed, at most
+   ``max_retries`` times; consistent pairs become SFT records with the instruction
+   ``culture_instruction(country)`` as system prompt.
+
+Every step is batched over all samples of all countries: one ``generate`` and one
+``choice_probs`` call per attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kit.agents import culture_instruction
+from kit.config import AgentsParams
+from kit.data import OpinionItem, assert_disjoint, option_labels, split_questions
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, GenParams
+from kit.runs import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+JUDGE_LABELS = ("A", "B")  # A = Consistent, B = Inconsistent
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+EVAL_FRACTION = 0.1  # share of questions whose records evaluate the SFT run instead of training it
+MIN_LEAK_CHARS = 20  # shorter test questions match ordinary prose by chance; they are not checked
+_SFT_FILE = "sft.jsonl"
+_DATA_STATS = "grounding_stats.json"
+_TRAIN_INFO = "train.json"
+
+# "Question:" / "**Question:**" / "## Open-ended question:" at the start of a line.
+_LABEL = r"^[ \t>#*_-]*(?:{name})[ \t]*(?:\*\*|__|\*|_)?[ \t]*:[ \t]*(?:\*\*|__|\*|_)?[ \t]*"
+_QUESTION = re.compile(_LABEL.format(name=r"(?:open[- ]ended[ \t]+)?question"), re.I | re.M)
+_ANSWER = re.compile(_LABEL.format(name=r"answer"), re.I | re.M)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers shared with kit.culture_description
+
+
+def derived_seed(seed: int, *keys: object) -> int:
+    """A 31-bit seed from ``seed`` and ``keys`` (sha256), stable across processes and platforms."""
+    digest = hashlib.sha256(":".join(map(str, (seed, *keys))).encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def file_stem(country: str) -> str:
+    """A file-system-safe name for a country label ("Palest. ter." -> "Palest. ter"; "a/b" -> "a_b")."""
+    stem = re.sub(r"[^\w .()-]+", "_", country).strip(" .")
+    if not stem:
+        raise ValueError(f"country label {country!r} gives no usable file name; use a real country name")
+    return stem
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def assert_no_test_leak(train_items: Sequence[OpinionItem], test_items: Sequence[OpinionItem],
+                        texts: Sequence[str]) -> None:
+    """Raise ValueError if a test question's text appears in any of ``texts``.
+
+    Matching is on whitespace-normalised, case-folded text. Test questions shorter than
+    ``MIN_LEAK_CHARS`` and test questions whose text also occurs inside a train question (the
+    data repeats a question's text with other options) cannot be told apart from legitimate
+    train evidence, so they are not checked; the count of such questions is logged.
+    """
+    assert_disjoint(train_items, test_items)
+    train_texts = "\x00".join(sorted({_norm(it.question) for it in train_items}))
+    candidates = sorted({_norm(it.question) for it in test_items})
+    checked = [q for q in candidates if len(q) >= MIN_LEAK_CHARS and q not in train_texts]
+    if len(checked) < len(candidates):
+        log.info("leak check: %d of %d test questions are too short or also train text; not checked",
+                 len(candidates) - len(checked), len(candidates))
+    normed = [_norm(t) for t in texts]
+    haystack = "\x00".join(normed)
+    leaked = [q for q in checked if q in haystack]
+    if leaked:
+        where = next(i for i, t in enumerate(normed) if leaked[0] in t)
+        raise ValueError(
+            f"{len(leaked)} test questions appear in the given texts (e.g. {leaked[0][:80]!r} in text #{where}); "
+            f"build descriptions and SFT data from train items only"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass(frozen=True)
+class GroundingResult:
+    """SFT records of one country and what happened on the way.
+
+    ``stats``: ``samples``; per-attempt event counts ``parsed``, ``unparsable``, ``judged``,
+    ``inconsistent`` (a sample that fails twice counts twice); ``kept``; ``attempts`` (rewrite
+    rounds run); ``skipped`` (a reason, or None); ``judgments`` (id, attempt, p_consistent,
+    label_mass, consistent) and ``unparsable_raw`` (id, attempt, text).
+    """
+
+    records: list[dict]
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GroundedAgentResult:
+    """``adapter_dir`` is None when the country was skipped (``stats["skipped"]`` says why);
+    ``records`` is the SFT data (read back from ``sft.jsonl`` when reused)."""
+
+    adapter_dir: Path | None
+    stats: dict[str, Any] = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Sample:
+    id: str
+    item: OpinionItem
+    option: int
+
+
+def sample_answers(items: Sequence[OpinionItem], samples_per_item: int, seed: int) -> list[tuple[OpinionItem, int]]:
+    """``samples_per_item`` option indices per item, drawn with the country's answer shares.
+
+    Each item has its own generator seeded by (seed, country, question_id), so an item's
+    samples do not change when other items are added, removed or reordered.
+    """
+    if samples_per_item < 1:
+        raise ValueError(f"samples_per_item must be at least 1, got {samples_per_item}")
+    out: list[tuple[OpinionItem, int]] = []
+    for item in items:
+        rng = np.random.default_rng(derived_seed(seed, "sample", item.country, item.question_id))
+        p = np.asarray(item.distribution, dtype=float)
+        picks = rng.choice(len(p), size=samples_per_item, p=p / p.sum())
+        out.extend((item, int(k)) for k in picks)
+    return out
+
+
+def _options_block(item: OpinionItem) -> str:
+    return "\n".join(f"{lab}. {opt}" for lab, opt in zip(option_labels(len(item.options)), item.options))
+
+
+def rewrite_request(country: str, item: OpinionItem, option: int) -> ChatRequest:
+    """Ask for an open question + multi-paragraph answer that keeps the stance of ``option``."""
+    prompt = (
+        f"A person from {country} answered this survey question.\n"
+        f"Survey question: {item.question}\nOptions:\n{_options_block(item)}\n"
+        f"Their answer: {item.options[option]}\n\n"
+        f"Rewrite this into an open-ended question on the same topic (do not list options) and a "
+        f"detailed answer of two to four paragraphs, in the first person, by this person from {country}. "
+        f"The answer must clearly take the stance of their survey answer and explain it through "
+        f"{country}'s cultural values. Do not mention the survey or its options.\n"
+        f"Reply in exactly this format and nothing else:\n"
+        f"Question: <the open-ended question>\nAnswer: <the multi-paragraph answer>"
+    )
+    return ChatRequest([{"role": "user", "content": prompt}])
+
+
+def rewrite_requests(country: str, samples: Sequence[tuple[OpinionItem, int]]) -> list[ChatRequest]:
+    """One rewrite request per (item, option) sample."""
+    return [rewrite_request(country, item, option) for item, option in samples]
+
+
+def parse_rewrite(text: str) -> tuple[str, str] | None:
+    """(open question, answer) from a ``Question: … Answer: …`` reply, or None.
+
+    Tolerates markdown decoration of the labels and text before the first label; the answer
+    stops where a second ``Question:`` begins (a model that goes on with another pair).
+    """
+    q = _QUESTION.search(text)
+    if q is None:
+        return None
+    a = _ANSWER.search(text, q.end())
+    if a is None:
+        return None
+    nxt = _QUESTION.search(text, a.end())
+    question = text[q.end():a.start()].strip().strip("*_").strip()
+    answer = text[a.end():nxt.start() if nxt else len(text)].strip()
+    return (question, answer) if question and answer else None
+
+
+def judge_request(country: str, item: OpinionItem, option: int, question: str, answer: str) -> ChoiceRequest:
+    """A/B request: is ``answer`` consistent with the chosen survey option (A) or not (B)?"""
+    prompt = (
+        f"A person from {country} chose an answer to a survey question, then answered an open-ended "
+        f"version of it.\n\nSurvey question: {item.question}\nChosen answer: {item.options[option]}\n\n"
+        f"Open-ended question: {question}\nTheir answer:\n{answer}\n\n"
+        f"Is their answer consistent with the chosen survey answer (does it take the same stance)?\n"
+        f"A. Consistent\nB. Inconsistent\nAnswer with A or B."
+    )
+    return ChoiceRequest([{"role": "user", "content": prompt}], JUDGE_LABELS, prefix="Answer:")
+
+
+def sft_record(sample_id: str, item: OpinionItem, question: str, answer: str) -> dict:
+    return {
+        "messages": [
+            {"role": "system", "content": culture_instruction(item.country)},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "id": sample_id,
+        "question_id": item.question_id,
+    }
+
+
+def _empty_stats() -> dict[str, Any]:
+    return {"samples": 0, "parsed": 0, "unparsable": 0, "judged": 0, "inconsistent": 0, "kept": 0,
+            "attempts": 0, "skipped": None, "judgments": [], "unparsable_raw": []}
+
+
+def build_all(
+    backend: Backend,
+    countries: Sequence[str],
+    train_by_country: Mapping[str, Sequence[OpinionItem]],
+    params: AgentsParams,
+    seed: int,
+    *,
+    gen: GenParams | None = None,
+    test_items: Sequence[OpinionItem] = (),
+) -> dict[str, GroundingResult]:
+    """SFT data for every country, batched across countries: one generate + one judge call per attempt.
+
+    Uses each country's first ``params.max_train_items`` train items (in the order given); a
+    country with fewer than ``params.min_train_items`` is skipped (``stats["skipped"]``).
+    ``gen`` defaults to temperature 0.7 with ``2 × params.answer_tokens`` new tokens; its seed
+    is derived from ``seed`` and the attempt. ``test_items``, when given, are checked against
+    the rewrite prompts before any model call.
+    """
+    countries = list(dict.fromkeys(countries))
+    stats = {c: _empty_stats() for c in countries}
+    samples: list[_Sample] = []
+    for country in countries:
+        items = list(train_by_country.get(country, ()))[: params.max_train_items]
+        wrong = sorted({it.country for it in items} - {country})
+        if wrong:
+            raise ValueError(f"train_by_country[{country!r}] holds items of {wrong}; pass each country its own items")
+        if len(items) < params.min_train_items:
+            reason = f"{len(items)} train items < min_train_items={params.min_train_items}"
+            log.warning("grounded agent for %s skipped: %s", country, reason)
+            stats[country]["skipped"] = reason
+            continue
+        counter: dict[str, int] = {}
+        for item, option in sample_answers(items, params.samples_per_item, seed):
+            k = counter[item.question_id] = counter.get(item.question_id, -1) + 1
+            samples.append(_Sample(f"{country}:{item.question_id}:{k}", item, option))
+        stats[country]["samples"] = params.samples_per_item * len(items)
+
+    if test_items and samples:
+        prompts = [rewrite_request(s.item.country, s.item, s.option).chat[-1]["content"] for s in samples]
+        assert_no_test_leak([s.item for s in samples], test_items, prompts)
+
+    gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=2 * params.answer_tokens)
+    records: dict[str, list[dict]] = {c: [] for c in countries}
+    pending = samples
+    for attempt in range(params.max_retries + 1):
+        if not pending:
+            break
+        for country in {s.item.country for s in pending}:
+            stats[country]["attempts"] = attempt + 1
+        texts = backend.generate(
+            [rewrite_request(s.item.country, s.item, s.option) for s in pending],
+            dataclasses.replace(gen, seed=derived_seed(seed, "rewrite", attempt)),
+        )
+        parsed: list[tuple[_Sample, str, str]] = []
+        retry: list[_Sample] = []
+        for s, text in zip(pending, texts):
+            st = stats[s.item.country]
+            pair = parse_rewrite(text)
+            if pair is None:
+                st["unparsable"] += 1
+                st["unparsable_raw"].append({"id": s.id, "attempt": attempt, "text": text})
+                retry.append(s)
+            else:
+                st["parsed"] += 1
+                parsed.append((s, *pair))
+        verdicts = backend.choice_probs(
+            [judge_request(s.item.country, s.item, s.option, q, a) for s, q, a in parsed]
+        ) if parsed else []
+        for (s, question, answer), verdict in zip(parsed, verdicts):
+            st = stats[s.item.country]
+            p = verdict.probs[JUDGE_LABELS[0]]
+            consistent = p > 0.5
+            st["judged"] += 1
+            st["judgments"].append({"id": s.id, "attempt": attempt, "p_consistent": p,
+                                    "label_mass": verdict.label_mass, "consistent": consistent})
+            if consistent:
+                records[s.item.country].append(sft_record(s.id, s.item, question, answer))
+            else:
+                st["inconsistent"] += 1
+                retry.append(s)
+        pending = retry
+
+    results = {}
+    for country in countries:
+        recs = sorted(records[country], key=lambda r: r["id"])
+        stats[country]["kept"] = len(recs)
+        results[country] = GroundingResult(recs, stats[country])
+    return results
+
+
+def build_sft_data(backend: Backend, country: str, items: Sequence[OpinionItem], params: AgentsParams,
+                   seed: int, **kwargs: Any) -> GroundingResult:
+    """:func:`build_all` for one country."""
+    return build_all(backend, [country], {country: items}, params, seed, **kwargs)[country]
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _has_adapter(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in ADAPTER_FILES)
+
+
+def _finished_adapter(folder: Path) -> Path | None:
+    """The trained adapter of a country folder: the one ``train.json`` names, or the folder itself."""
+    named = _read_json(folder / _TRAIN_INFO).get("adapter_dir")
+    if named is not None and _has_adapter(folder / named):
+        return folder / named
+    return folder if _has_adapter(folder) else None
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(base.resolve()).as_posix() or "."
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def train_grounded_agents(
+    backend: Backend,
+    base_model: str,
+    countries: Sequence[str],
+    train_by_country: Mapping[str, Sequence[OpinionItem]],
+    params: AgentsParams,
+    seed: int,
+    out_dir: Path,
+    *,
+    gen: GenParams | None = None,
+    test_items: Sequence[OpinionItem] = (),
+) -> dict[str, GroundedAgentResult]:
+    """One LoRA adapter per country in ``out_dir/<country>/``, resumable.
+
+    A country whose folder holds a finished adapter is reused as is (no data, no training).
+    Data already written (``sft.jsonl``) is reused when only training is missing. Countries
+    with too few train items or no kept record are skipped with a warning, never an error.
+    """
+    out_dir = Path(out_dir)
+    countries = list(dict.fromkeys(countries))
+    folders = {c: out_dir / file_stem(c) for c in countries}
+    results: dict[str, GroundedAgentResult] = {}
+    for country, folder in folders.items():
+        adapter = _finished_adapter(folder)
+        if adapter is not None:
+            stats = _read_json(folder / _DATA_STATS) | {"reused": True}
+            if (folder / _TRAIN_INFO).is_file():
+                stats["train"] = _read_json(folder / _TRAIN_INFO)
+            records = _read_jsonl(folder / _SFT_FILE) if (folder / _SFT_FILE).is_file() else []
+            log.info("grounded agent for %s: reusing %s", country, adapter)
+            results[country] = GroundedAgentResult(adapter, stats, records)
+
+    data: dict[str, tuple[list[dict], dict]] = {}
+    for country in countries:
+        folder = folders[country]
+        if country not in results and (folder / _SFT_FILE).is_file() and (folder / _DATA_STATS).is_file():
+            data[country] = (_read_jsonl(folder / _SFT_FILE), _read_json(folder / _DATA_STATS))
+    build = [c for c in countries if c not in results and c not in data]
+    if build:
+        built = build_all(backend, build, train_by_country, params, seed, gen=gen, test_items=test_items)
+        for country, res in built.items():
+            if res.stats["skipped"] is None:
+                # stats first, records last: sft.jsonl present means both are complete
+                atomic_write_json(folders[country] / _DATA_STATS, res.stats)
+                atomic_write_text(folders[country] / _SFT_FILE,
+                                  "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in res.records))
+            data[country] = (res.records, res.stats)
+
+    for country in countries:
+        if country in results:
+            continue
+        records, stats = data[country]
+        stats = {**stats, "reused": False}
+        if stats.get("skipped") is None and not records:
+            stats["skipped"] = "no consistent SFT record was kept"
+            log.warning("grounded agent for %s skipped: %s (%d samples, %d unparsable, %d inconsistent)",
+                        country, stats["skipped"], stats["samples"], stats["unparsable"], stats["inconsistent"])
+        if stats["skipped"] is not None:
+            results[country] = GroundedAgentResult(None, stats, records)
+            continue
+        train, evals = split_questions(records, EVAL_FRACTION, seed, key=lambda r: r["question_id"])
+        if not train:  # too few questions to hold any out
+            train, evals = records, []
+        from kit.train.trainers import train_sft  # heavy (trl): imported only when something trains
+
+        folder = folders[country]
+        res = train_sft(train, evals, base_model, folder, params.sft, seed)
+        info = {"adapter_dir": _relative(res.adapter_dir, folder), "train_records": len(train),
+                "eval_records": len(evals), "train_tokens": res.train_tokens, "seconds": res.seconds,
+                "log_history": res.log_history}
+        atomic_write_json(folder / _TRAIN_INFO, info)
+        results[country] = GroundedAgentResult(Path(res.adapter_dir), {**stats, "train": info}, records)
+    return {c: results[c] for c in countries}

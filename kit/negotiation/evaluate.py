@@ -1,0 +1,233 @@
+"""Consensus metrics over negotiation traces: perplexity-based acceptance and Schwartz value vectors.
+
+A trace is a mapping (a record of the negotiation, debate or consultancy runs) with at least
+``id, method, topic{id, text}, agents[{name, culture, kind}] ×2, initial[{opinion, guideline,
+response}] ×2, consensus[str, str], rounds_used, converged, failed``. Agent A is ``agents[0]``.
+
+Acceptance: ``PPL_B(r_A)`` scores A's text teacher-forced as agent B's reply to the topic (B's
+system prompt and adapter), and ``PPL_A(r_B)`` the other way round; ``D = |PPL_B(r_A) − PPL_A(r_B)|``
+for the initial responses and for the consensus statements. Every perplexity of every trace comes
+from ONE ``backend.score`` call, and every value vector from ONE detector call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kit.agents import Agent
+from kit.llm.base import Backend, ScoreRequest
+from kit.metrics.alignment import bootstrap_ci
+from kit.metrics.consensus import (
+    acceptance_gap,
+    acceptance_ratio,
+    acceptance_summary,
+    distance_reduction,
+    perplexity,
+    value_consensus,
+    value_distance,
+    value_self_consistency,
+    value_summary,
+)
+from kit.values import ValueDetector
+
+log = logging.getLogger(__name__)
+
+Trace = Mapping[str, Any]
+
+SLOTS = ("initial_a", "initial_b", "final_a", "final_b")
+# Perplexity of one side's text under the other side: (column, scoring agent 0|1, text slot).
+PPL_COLUMNS = (
+    ("ppl_b_of_initial_a", 1, "initial_a"),
+    ("ppl_a_of_initial_b", 0, "initial_b"),
+    ("ppl_b_of_final_a", 1, "final_a"),
+    ("ppl_a_of_final_b", 0, "final_b"),
+)
+ACCEPTANCE_COLUMNS = ("d_initial", "d_final", "acceptance_ratio", "improved")
+VALUE_COLUMNS = ("self_consistency_a", "self_consistency_b", "value_consensus_initial", "value_consensus",
+                 "value_distance_initial", "value_distance_final", "distance_reduction", "values_missing")
+
+
+def _get(trace: Trace, key: str) -> Any:
+    try:
+        return trace[key]
+    except KeyError:
+        raise ValueError(f"trace {trace.get('id', '?')!r} has no field {key!r}; "
+                         "evaluate records written by the negotiation runners") from None
+
+
+def trace_texts(trace: Trace) -> dict[str, str]:
+    """The four texts a trace is judged on: both initial responses and both consensus statements."""
+    initial, consensus = _get(trace, "initial"), _get(trace, "consensus")
+    if len(initial) != 2 or len(consensus) != 2:
+        raise ValueError(f"trace {trace.get('id', '?')!r} needs two initial entries and two consensus statements")
+    return {"initial_a": initial[0]["response"] or "", "initial_b": initial[1]["response"] or "",
+            "final_a": consensus[0] or "", "final_b": consensus[1] or ""}
+
+
+def trace_agents(trace: Trace, agents: Mapping[str, Agent]) -> tuple[Agent, Agent]:
+    """Agents A and B of a trace, looked up by culture."""
+    cultures = [a["culture"] for a in _get(trace, "agents")]
+    missing = [c for c in cultures if c not in agents]
+    if missing:
+        raise ValueError(f"trace {trace.get('id', '?')!r}: no agent for culture(s) {missing}; "
+                         f"agents has {sorted(agents)}")
+    return agents[cultures[0]], agents[cultures[1]]
+
+
+def split_usable(traces: Sequence[Trace]) -> tuple[list[Trace], int, int]:
+    """(usable traces, failed count, empty count): a trace is unusable if it failed or lacks one of its texts."""
+    usable, failed, empty = [], 0, 0
+    for trace in traces:
+        if _get(trace, "failed"):
+            failed += 1
+        elif not all(t.strip() for t in trace_texts(trace).values()):
+            empty += 1
+        else:
+            usable.append(trace)
+    if empty:
+        log.warning("%d trace(s) left out: an initial response or consensus statement is empty", empty)
+    return usable, failed, empty
+
+
+def acceptance_requests(trace: Trace, agents: Mapping[str, Agent]) -> dict[str, ScoreRequest]:
+    """Column → request: each text scored as the *other* agent's reply to the topic (its prompt, its adapter)."""
+    pair, texts, topic = trace_agents(trace, agents), trace_texts(trace), _get(trace, "topic")["text"]
+    return {col: ScoreRequest(pair[who].messages(topic), texts[slot], adapter=pair[who].adapter)
+            for col, who, slot in PPL_COLUMNS}
+
+
+def acceptance_row(ppl_b_of_initial_a: float, ppl_a_of_initial_b: float, ppl_b_of_final_a: float,
+                   ppl_a_of_final_b: float) -> dict[str, float | bool]:
+    """``D_initial``, ``D_final``, their ratio (< 1 = more even acceptance) and whether D fell."""
+    d0 = acceptance_gap(ppl_b_of_initial_a, ppl_a_of_initial_b)
+    d1 = acceptance_gap(ppl_b_of_final_a, ppl_a_of_final_b)
+    return {"d_initial": d0, "d_final": d1, "acceptance_ratio": acceptance_ratio(d0, d1), "improved": d1 < d0}
+
+
+def acceptance_table(backend: Backend, agents: Mapping[str, Agent], traces: Sequence[Trace]) -> pd.DataFrame:
+    """One row per trace (in order): the four perplexities and ``acceptance_row``; one score call in all."""
+    per_trace = [acceptance_requests(t, agents) for t in traces]
+    # The same text under the same agent recurs (initial responses shared across methods, "none"
+    # baselines whose statement is the initial response): score each distinct request once.
+    unique = list(dict.fromkeys(r for reqs in per_trace for r in reqs.values()))
+    ppl = dict(zip(unique, map(perplexity, backend.score(unique)))) if unique else {}
+    log.info("acceptance: %d traces, %d distinct score requests", len(traces), len(unique))
+    rows = []
+    for reqs in per_trace:
+        ppls = {col: ppl[req] for col, req in reqs.items()}
+        rows.append(ppls | acceptance_row(**ppls))
+    return pd.DataFrame(rows, columns=[c for c, _, _ in PPL_COLUMNS] + list(ACCEPTANCE_COLUMNS))
+
+
+def value_row(vectors: Mapping[str, np.ndarray | None]) -> dict[str, float | int]:
+    """Value metrics of one trace from its four vectors (slot → vector, ``None`` when unreadable).
+
+    Cosines are ``nan`` for an all-zero vector; every metric touching a missing vector is ``nan``.
+    """
+    v = vectors
+
+    def metric(fn, *slots):
+        return fn(*(v[s] for s in slots)) if all(v[s] is not None for s in slots) else float("nan")
+
+    d0 = metric(value_distance, "initial_a", "initial_b")
+    d1 = metric(value_distance, "final_a", "final_b")
+    return {
+        "self_consistency_a": metric(value_self_consistency, "final_a", "initial_a"),
+        "self_consistency_b": metric(value_self_consistency, "final_b", "initial_b"),
+        "value_consensus_initial": metric(value_consensus, "initial_a", "initial_b"),
+        "value_consensus": metric(value_consensus, "final_a", "final_b"),
+        "value_distance_initial": d0,
+        "value_distance_final": d1,
+        "distance_reduction": distance_reduction(d0, d1) if np.isfinite(d0) and np.isfinite(d1) else float("nan"),
+        "values_missing": sum(v[s] is None for s in SLOTS),
+    }
+
+
+def value_table(detector: ValueDetector, traces: Sequence[Trace]) -> pd.DataFrame:
+    """One row per trace: the four vectors (``v_<slot>``, lists or ``None``) and ``value_row``."""
+    texts = [trace_texts(t) for t in traces]
+    unique = list(dict.fromkeys(s for tx in texts for s in tx.values()))
+    found = dict(zip(unique, detector.vectors(unique))) if unique else {}
+    rows = []
+    for tx in texts:
+        vecs = {slot: found[tx[slot]].vector for slot in SLOTS}
+        rows.append({f"v_{s}": None if vecs[s] is None else [int(x) for x in vecs[s]] for s in SLOTS}
+                    | value_row(vecs))
+    return pd.DataFrame(rows, columns=[f"v_{s}" for s in SLOTS] + list(VALUE_COLUMNS))
+
+
+def evaluate_traces(backend: Backend, detector: ValueDetector, agents: Mapping[str, Agent],
+                    traces: Sequence[Trace]) -> pd.DataFrame:
+    """One row per usable trace: identity, rounds, acceptance and value metrics.
+
+    Failed traces and traces missing a text are left out and counted in ``df.attrs["failed"]`` and
+    ``df.attrs["empty"]``; ``df.attrs["value_failures"]`` counts unreadable value vectors.
+    """
+    usable, failed, empty = split_usable(traces)
+    meta = []
+    for t in usable:
+        cultures = [a["culture"] for a in _get(t, "agents")]
+        meta.append({"id": _get(t, "id"), "method": _get(t, "method"), "topic_id": _get(t, "topic")["id"],
+                     "culture_a": cultures[0], "culture_b": cultures[1], "pair": " vs ".join(map(str, cultures)),
+                     "rounds_used": _get(t, "rounds_used"), "converged": bool(_get(t, "converged"))})
+    columns = ["id", "method", "topic_id", "culture_a", "culture_b", "pair", "rounds_used", "converged"]
+    df = pd.concat([pd.DataFrame(meta, columns=columns), acceptance_table(backend, agents, usable),
+                    value_table(detector, usable)], axis=1)
+    df.attrs.update(failed=failed, empty=empty, value_failures=int(df["values_missing"].sum()))
+    return df
+
+
+def _ci(values: Any, n_boot: int, seed: int, groups: Any = None) -> tuple[float, float]:
+    return bootstrap_ci(np.asarray(values, dtype=float), n_boot=n_boot, seed=seed, groups=groups)
+
+
+def _summary_row(g: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
+    ratios = g["acceptance_ratio"].to_numpy(float)
+    acc = acceptance_summary(zip(g["d_initial"], g["d_final"]))
+    # An infinite ratio (an even start made uneven) makes the mean infinite; no interval then.
+    ratio_ci = _ci(ratios, n_boot, seed) if np.all(np.isfinite(ratios)) else (float("nan"), float("nan"))
+    row = acc | {"mean_ratio_low": ratio_ci[0], "mean_ratio_high": ratio_ci[1]}
+    row |= dict(zip(("share_improved_low", "share_improved_high"), _ci(g["improved"], n_boot, seed)))
+
+    # Self-consistency pools agents A and B; both come from one trace, so resample traces (clusters).
+    sc = np.concatenate([g["self_consistency_a"], g["self_consistency_b"]]).astype(float)
+    sc_groups = np.concatenate([np.arange(len(g))] * 2)
+    named = {"self_consistency": (sc, sc_groups),
+             "consensus": (g["value_consensus"].to_numpy(float), None),
+             "distance_reduction": (g["distance_reduction"].to_numpy(float), None)}
+    for name, (vals, groups) in named.items():
+        keep = ~np.isnan(vals)
+        stats = value_summary(vals)
+        low, high = _ci(vals[keep], n_boot, seed, None if groups is None else groups[keep])
+        row |= {f"mean_{name}": stats["mean"], f"mean_{name}_low": low, f"mean_{name}_high": high,
+                f"n_{name}_undefined": stats["n_undefined"]}
+
+    # The reduction of the mean distance is steadier than the mean of per-trace reductions, whose
+    # small denominators swing it; report both.
+    d0, d1 = g["value_distance_initial"].to_numpy(float), g["value_distance_final"].to_numpy(float)
+    both = ~np.isnan(d0) & ~np.isnan(d1)
+    row["distance_reduction_of_means"] = (distance_reduction(d0[both].mean(), d1[both].mean())
+                                          if both.any() else float("nan"))
+    row |= {"mean_rounds": float(g["rounds_used"].mean()), "share_converged": float(g["converged"].mean())}
+    return row
+
+
+def summarise(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: Sequence[str] = ("method",)) -> pd.DataFrame:
+    """Per group of ``by`` (``("method", "pair")`` for each pair): acceptance, values, rounds, with 95 % CIs.
+
+    Columns: n, mean/median ratio, share improved, mean D initial/final, mean self-consistency
+    (agents A and B pooled, trace-cluster bootstrap), mean consensus, mean distance reduction (each
+    with ``_low``/``_high`` percentile-bootstrap bounds and a count of undefined values skipped),
+    reduction of the mean distance, mean rounds used, share converged.
+    """
+    missing = [c for c in by if c not in df.columns]
+    if missing:
+        raise ValueError(f"summarise: no column(s) {missing} to group by; use columns of evaluate_traces' table")
+    rows = [dict(zip(by, key if isinstance(key, tuple) else (key,))) | _summary_row(g, n_boot, seed)
+            for key, g in df.groupby(list(by), sort=True)]
+    return pd.DataFrame(rows)

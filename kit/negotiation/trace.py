@@ -1,0 +1,189 @@
+"""The negotiation trace: one JSON record per job (method, pair of agents, topic), and its validator.
+
+Schema ``TRACE_SCHEMA`` ("negotiation-trace/1"); agent-indexed lists always hold agent A then
+agent B, the order of the pair in ``NegotiationParams.pairs``.
+
+Top level
+    ``id``            ``f"{method}:{countryA}|{countryB}:{topic_id}"``, the store key.
+    ``schema``        ``TRACE_SCHEMA``.
+    ``method``        ``"ncn"`` (PSRO over guidelines), ``"debate"``, ``"consultancy"`` or ``"none"``.
+    ``seed``          the run seed every ``GenParams.seed`` of the job derives from.
+    ``settings``      the ``NegotiationParams`` values the job ran with (rounds, ε, α β γ, candidate
+                      counts, temperatures, retries, token and word limits).
+    ``topic``         ``{id, text, source}``.
+    ``agents``        ``[{name, culture, kind}] × 2``.
+    ``initial``       ``[{response, opinion, guideline}] × 2``: ``response`` is the agent's first,
+                      independent answer to the topic (the same prompt and seed for every method, so
+                      all methods start from the same answers; it is the *rejected* text of preference
+                      finetuning); ``opinion`` is that answer cut to 3 sentences (NCN embeds it for
+                      Consist); ``guideline`` is NCN's initial ``{title, reason, description}``
+                      (``null`` for the baselines, and where it never parsed).
+    ``rounds``        one entry per round held, see below; ``[]`` for ``"none"``.
+    ``consensus``     ``[str, str]``: each agent's final statement, at most ``statement_words`` words
+                      (``["", ""]`` when the job failed).
+    ``truncated``     ``[bool, bool]``: whether that statement was cut to ``statement_words`` words.
+    ``rounds_used``   ``len(rounds)``.
+    ``converged``     the protocol ended by its own rule rather than by the ``max_rounds`` cap: NCN's
+                      utility test, both debaters' AGREE marker; always true for consultancy (its one
+                      exchange is the whole protocol) and false for ``"none"`` (no exchange).
+    ``failed``        the job could not run to its end (an agent's initial guideline never parsed);
+                      downstream code should skip failed traces.
+    ``parse_failures`` how many model outputs were dropped as unreadable after ``max_retries``
+                      re-requests; equals ``len(failures)``.
+    ``retries``       how many re-requests were sent for unreadable outputs (successful or not).
+    ``failures``      ``[{stage, agent, raw, round, kind}]``: ``stage`` is ``"guideline"`` (NCN's
+                      initial guideline; the job then fails) or ``"candidate"`` (a best-response
+                      candidate, dropped); ``agent`` is 0 or 1; ``raw`` the last unreadable reply;
+                      ``round`` (0 for the initial guideline) and ``kind`` (candidate kind or ``null``).
+
+``rounds[k]`` for ``"ncn"``
+    ``round``         1-based round number.
+    ``statements``    ``[str, str]``: each agent's position, stated from its weighted pool.
+    ``candidates``    ``[[candidate…], [candidate…]]``: the readable best-response candidates, each
+                      ``{kind, title, reason, description, temperature, consist, accept, novelty,
+                      total}`` with ``total = α·consist + β·accept + γ·novelty``, scored against the
+                      pools and weights of the start of the round.
+    ``chosen``        ``[candidate | null] × 2``: the candidate that joined agent i's pool (the highest
+                      total, first on ties), a copy of its ``candidates[i]`` entry plus its ``index``
+                      there; ``null`` when the agent had no readable candidate.
+    ``best_utility``  ``[float | null] × 2``: that candidate's total utility (what ε is tested on).
+    ``pools``         ``[[title…], [title…]]`` after the round's additions, in joining order (the
+                      initial guideline first); full guidelines are ``initial`` plus each ``chosen``.
+    ``weights``       ``[[float…], [float…]]``: the meta-game equilibrium over ``pools`` (sums to 1).
+    ``nash_gap``      the equilibrium's exploitability on the meta-game payoffs (0 = exact).
+    ``solver``        the solver that found it (``kit.negotiation.meta_solver``).
+
+``rounds[k]`` for ``"debate"`` and ``"consultancy"``
+    ``round``         1-based round number.
+    ``statements``    ``[str, str]``: the debate turns of the round (A spoke first, B saw A's turn),
+                      or the consultancy revisions (each written after reading the other's answer).
+    ``agree``         debate only: ``[bool, bool]``, whether each turn ended with the AGREE marker.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+TRACE_SCHEMA = "negotiation-trace/1"
+METHODS = ("ncn", "debate", "consultancy", "none")
+FAILURE_STAGES = ("guideline", "candidate")
+CANDIDATE_KINDS = ("counter", "gap", "innovative")
+
+_TOP = {
+    "id": str, "schema": str, "method": str, "seed": int, "settings": dict, "topic": dict, "agents": list,
+    "initial": list, "rounds": list, "consensus": list, "truncated": list, "rounds_used": int,
+    "converged": bool, "failed": bool, "parse_failures": int, "retries": int, "failures": list,
+}
+_CANDIDATE_NUMBERS = ("temperature", "consist", "accept", "novelty", "total")
+_WEIGHT_TOL = 1e-6
+
+
+def validate_trace(record: dict[str, Any]) -> None:
+    """Raise ValueError naming the first field of ``record`` that breaks the schema above."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a trace is a dict; got {type(record).__name__}")
+    where = f"trace {record.get('id')!r}"
+    for key, kind in _TOP.items():
+        if key not in record:
+            raise ValueError(f"{where}: missing field {key!r}")
+        if not _is(record[key], kind):
+            raise ValueError(f"{where}: field {key!r} must be {kind.__name__}; got {type(record[key]).__name__}")
+    if record["schema"] != TRACE_SCHEMA:
+        raise ValueError(f"{where}: schema {record['schema']!r} is not {TRACE_SCHEMA!r}; rerun the job")
+    method = record["method"]
+    if method not in METHODS:
+        raise ValueError(f"{where}: method {method!r} is not one of {METHODS}")
+    if not record["id"].startswith(f"{method}:"):
+        raise ValueError(f"{where}: id does not start with its method {method!r}")
+    _fields(record["topic"], {"id": str, "text": str, "source": str}, f"{where}: topic")
+    for name in ("agents", "initial", "consensus", "truncated"):
+        _pair(record[name], f"{where}: {name}")
+    for i in range(2):
+        _fields(record["agents"][i], {"name": str, "culture": (str, type(None)), "kind": str}, f"{where}: agents[{i}]")
+        initial = record["initial"][i]
+        _fields(initial, {"response": str, "opinion": str, "guideline": (dict, type(None))}, f"{where}: initial[{i}]")
+        if initial["guideline"] is not None:
+            _fields(initial["guideline"], {"title": str, "reason": str, "description": str},
+                    f"{where}: initial[{i}].guideline")
+        if not isinstance(record["consensus"][i], str) or not isinstance(record["truncated"][i], bool):
+            raise ValueError(f"{where}: consensus[{i}] must be a str and truncated[{i}] a bool")
+    if record["rounds_used"] != len(record["rounds"]):
+        raise ValueError(f"{where}: rounds_used {record['rounds_used']} != {len(record['rounds'])} rounds")
+    if record["parse_failures"] != len(record["failures"]) or record["retries"] < 0:
+        raise ValueError(f"{where}: parse_failures must equal len(failures) and retries be non-negative")
+    for k, failure in enumerate(record["failures"]):
+        _fields(failure, {"stage": str, "agent": int, "raw": str, "round": int, "kind": (str, type(None))},
+                f"{where}: failures[{k}]")
+        if failure["stage"] not in FAILURE_STAGES or failure["agent"] not in (0, 1):
+            raise ValueError(f"{where}: failures[{k}] has stage {failure['stage']!r} / agent {failure['agent']!r}; "
+                             f"stage is one of {FAILURE_STAGES}, agent 0 or 1")
+    if method == "none" and record["rounds"]:
+        raise ValueError(f"{where}: method 'none' holds no rounds")
+    for k, rnd in enumerate(record["rounds"]):
+        _round(rnd, method, f"{where}: rounds[{k}]", k + 1)
+
+
+def _round(rnd: Any, method: str, where: str, number: int) -> None:
+    if not isinstance(rnd, dict) or rnd.get("round") != number:
+        raise ValueError(f"{where}: expected a dict with round = {number}")
+    _pair(rnd.get("statements"), f"{where}.statements")
+    if not all(isinstance(s, str) for s in rnd["statements"]):
+        raise ValueError(f"{where}.statements must hold two strings")
+    if method == "debate":
+        _pair(rnd.get("agree"), f"{where}.agree")
+        if not all(isinstance(a, bool) for a in rnd["agree"]):
+            raise ValueError(f"{where}.agree must hold two bools")
+    if method != "ncn":
+        return
+    for name in ("candidates", "chosen", "best_utility", "pools", "weights"):
+        _pair(rnd.get(name), f"{where}.{name}")
+    gap = rnd.get("nash_gap")
+    if not _is(gap, float) or not math.isfinite(gap) or gap < -_WEIGHT_TOL or not isinstance(rnd.get("solver"), str):
+        raise ValueError(f"{where}: nash_gap must be a finite float >= 0 and solver a str")
+    for i in range(2):
+        candidates, chosen = rnd["candidates"][i], rnd["chosen"][i]
+        for c, cand in enumerate(candidates):
+            _fields(cand, {"kind": str, "title": str, "reason": str, "description": str,
+                           **{name: float for name in _CANDIDATE_NUMBERS}}, f"{where}.candidates[{i}][{c}]")
+            if cand["kind"] not in CANDIDATE_KINDS:
+                raise ValueError(f"{where}.candidates[{i}][{c}].kind {cand['kind']!r} is not one of {CANDIDATE_KINDS}")
+        best = rnd["best_utility"][i]
+        if chosen is None:
+            if candidates or best is not None:
+                raise ValueError(f"{where}: agent {i} had candidates but chose none, "
+                                 "or has a best utility without a choice")
+        elif not (isinstance(chosen, dict) and isinstance(chosen.get("index"), int)
+                  and 0 <= chosen["index"] < len(candidates)
+                  and {**candidates[chosen["index"]], "index": chosen["index"]} == chosen
+                  and _is(best, float) and abs(best - chosen["total"]) <= 1e-9):
+            raise ValueError(f"{where}: chosen[{i}] must be a candidate of candidates[{i}] with its index, "
+                             f"and best_utility[{i}] its total")
+        pool, weights = rnd["pools"][i], rnd["weights"][i]
+        if not (isinstance(pool, list) and isinstance(weights, list) and pool and len(pool) == len(weights)):
+            raise ValueError(f"{where}: pools[{i}] and weights[{i}] must be non-empty lists of one length")
+        if any(not _is(w, float) or w < -_WEIGHT_TOL for w in weights) or abs(sum(weights) - 1) > _WEIGHT_TOL:
+            raise ValueError(f"{where}: weights[{i}] must be non-negative and sum to 1; got {weights}")
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """isinstance where bool is not an int, and an int is a float (JSON writes 1.0 as 1.0, but be lenient)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if float in kinds and isinstance(value, int):
+        return True
+    return isinstance(value, kinds)
+
+
+def _pair(value: Any, where: str) -> None:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"{where} must be a list of two entries, one per agent")
+
+
+def _fields(value: Any, spec: dict[str, Any], where: str) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a dict")
+    for key, kind in spec.items():
+        if key not in value or not _is(value[key], kind):
+            raise ValueError(f"{where}.{key} is missing or not {getattr(kind, '__name__', kind)}")

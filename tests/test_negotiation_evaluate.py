@@ -1,0 +1,179 @@
+"""Consensus evaluation of negotiation traces: one score call, one detector call, golden metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cosine, euclidean
+
+from kit.agents import prompted
+from kit.llm.base import ScoreRequest
+from kit.negotiation.evaluate import (
+    acceptance_row,
+    acceptance_table,
+    evaluate_traces,
+    split_usable,
+    summarise,
+)
+from kit.values import ValueResult
+
+US, CN = prompted("United States"), prompted("China")
+AGENTS = {"United States": US, "China": CN}
+
+
+def make_trace(tid, method="ncn", failed=False, texts=("US first", "CN first", "US final", "CN final"),
+               topic="Should children care for their elderly parents?", rounds=3, converged=True):
+    return {
+        "id": tid, "method": method, "topic": {"id": f"topic-{tid}", "text": topic},
+        "agents": [{"name": a.name, "culture": a.culture, "kind": a.kind} for a in (US, CN)],
+        "initial": [{"opinion": "", "guideline": {}, "response": texts[0]},
+                    {"opinion": "", "guideline": {}, "response": texts[1]}],
+        "consensus": list(texts[2:]), "rounds_used": rounds, "converged": converged, "failed": failed,
+    }
+
+
+class CountingBackend:
+    """Passes calls to the tiny backend and records the size of each score call."""
+
+    def __init__(self, inner):
+        self.inner, self.score_calls = inner, []
+
+    def score(self, requests):
+        self.score_calls.append(len(requests))
+        return self.inner.score(requests)
+
+
+class TableDetector:
+    """Looks a text's vector up in a table (``None`` for an unreadable one); counts calls."""
+
+    def __init__(self, table):
+        self.table, self.calls, self.failures = table, 0, 0
+
+    def vectors(self, texts):
+        self.calls += 1
+        return [ValueResult(None if self.table[t] is None else np.array(self.table[t], float), "", 1) for t in texts]
+
+
+def test_acceptance_row_by_hand():
+    row = acceptance_row(10.0, 4.0, 6.0, 5.0)
+    assert row == pytest.approx({"d_initial": 6.0, "d_final": 1.0, "acceptance_ratio": 1 / 6, "improved": True})
+    row = acceptance_row(2.0, 3.0, 5.0, 1.0)
+    assert (row["d_initial"], row["d_final"], row["acceptance_ratio"], row["improved"]) == (1.0, 4.0, 4.0, False)
+    assert acceptance_row(3.0, 3.0, 2.0, 2.0)["acceptance_ratio"] == 1.0
+    assert acceptance_row(3.0, 3.0, 2.0, 5.0)["acceptance_ratio"] == math.inf
+
+
+def test_acceptance_perplexities_match_independent_scores(tiny_backend):
+    traces = [make_trace("t1"), make_trace("t2", texts=("US a", "CN b", "US c", "CN d"), topic="Is lying ever right?")]
+    counting = CountingBackend(tiny_backend)
+    table = acceptance_table(counting, AGENTS, traces)
+    assert counting.score_calls == [8]  # every perplexity of every trace in ONE call
+    for row, trace in zip(table.itertuples(), traces):
+        topic = trace["topic"]["text"]
+        a_init, b_init = (i["response"] for i in trace["initial"])
+        a_final, b_final = trace["consensus"]
+
+        def under(agent, text):
+            return ScoreRequest([{"role": "system", "content": agent.system_prompt},
+                                 {"role": "user", "content": topic}], text)
+
+        # A's text is scored as China's reply (China's system prompt), B's as the United States'.
+        requests = [under(CN, a_init), under(US, b_init), under(CN, a_final), under(US, b_final)]
+        expected = [math.exp(-np.mean(lp)) for lp in tiny_backend.score(requests)]
+        got = [row.ppl_b_of_initial_a, row.ppl_a_of_initial_b, row.ppl_b_of_final_a, row.ppl_a_of_final_b]
+        np.testing.assert_allclose(got, expected, rtol=1e-4)
+        # Gaps from the row's own perplexities: batch padding moves float32 scores in the 5th digit.
+        assert row.d_initial == pytest.approx(abs(got[0] - got[1]))
+        assert row.d_final == pytest.approx(abs(got[2] - got[3]))
+        assert row.improved == (row.d_final < row.d_initial)
+
+
+def test_acceptance_scores_each_distinct_request_once(tiny_backend):
+    # A "none" baseline whose statements are the initial responses, and an NCN trace sharing them.
+    same = ("US first", "CN first", "US first", "CN first")
+    counting = CountingBackend(tiny_backend)
+    table = acceptance_table(counting, AGENTS, [make_trace("n", "none", texts=same), make_trace("c")])
+    assert counting.score_calls == [4]
+    assert table.loc[0, "acceptance_ratio"] == 1.0 and not table.loc[0, "improved"]
+    assert table.loc[0, "d_initial"] == table.loc[1, "d_initial"]
+
+
+U0, C0 = [1, 0, 0, 0, 0, 0, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0, -1, -1, 0, 0]
+U1, C1 = [1, 0, 0, 0, 0, 1, 1, 0, 0, 1], [1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+VALUES = {"US first": U0, "CN first": C0, "US final": U1, "CN final": C1,
+          "US again": U0, "CN again": C0, "US end": [0] * 10, "CN end": None}
+
+
+def traces_for_eval():
+    return [make_trace("t1"),
+            make_trace("t2", "debate", texts=("US again", "CN again", "US end", "CN end"), rounds=5, converged=False),
+            make_trace("t3", failed=True, texts=("US first", "CN first", "", ""))]
+
+
+def test_evaluate_traces_golden(tiny_backend):
+    counting, detector = CountingBackend(tiny_backend), TableDetector(VALUES)
+    df = evaluate_traces(counting, detector, AGENTS, traces_for_eval())
+    assert len(df) == 2 and list(df["id"]) == ["t1", "t2"]
+    assert df.attrs == {"failed": 1, "empty": 0, "value_failures": 1}
+    assert counting.score_calls == [8] and detector.calls == 1
+    assert list(df["pair"]) == ["United States vs China"] * 2 and list(df["method"]) == ["ncn", "debate"]
+
+    t1 = df.iloc[0]
+    assert t1["self_consistency_a"] == pytest.approx(1 - cosine(U1, U0))
+    assert t1["self_consistency_b"] == pytest.approx(1 - cosine(C1, C0))
+    assert t1["value_consensus"] == pytest.approx(1 - cosine(U1, C1))
+    assert t1["value_consensus_initial"] == pytest.approx(1 - cosine(U0, C0))
+    d0, d1 = euclidean(U0, C0), euclidean(U1, C1)
+    assert (t1["value_distance_initial"], t1["value_distance_final"]) == pytest.approx((d0, d1))
+    assert t1["distance_reduction"] == pytest.approx((d0 - d1) / d0 * 100)
+    assert t1["v_final_a"] == U1 and t1["values_missing"] == 0
+
+    # t2: A's final vector is all zeros (cosines undefined), B's could not be read (all B metrics missing).
+    t2 = df.iloc[1]
+    assert math.isnan(t2["self_consistency_a"]) and math.isnan(t2["self_consistency_b"])
+    assert math.isnan(t2["value_consensus"]) and math.isnan(t2["value_distance_final"])
+    assert t2["value_distance_initial"] == pytest.approx(d0) and t2["v_final_b"] is None
+    assert t2["values_missing"] == 1 and not t2["converged"] and t2["rounds_used"] == 5
+
+
+def test_empty_text_and_unknown_agent(tiny_backend):
+    traces = [make_trace("e", texts=("US first", "CN first", "US final", "  ")), make_trace("ok")]
+    usable, failed, empty = split_usable(traces)
+    assert [t["id"] for t in usable] == ["ok"] and (failed, empty) == (0, 1)
+    with pytest.raises(ValueError, match="no agent for culture"):
+        evaluate_traces(tiny_backend, TableDetector(VALUES), {"China": CN}, [make_trace("x")])
+    with pytest.raises(ValueError, match="no field 'failed'"):
+        split_usable([{"id": "broken"}])
+
+
+def test_summarise(tiny_backend):
+    df = evaluate_traces(tiny_backend, TableDetector(VALUES), AGENTS,
+                         traces_for_eval() + [make_trace("t4", rounds=7, converged=False)])
+    summary = summarise(df, n_boot=200, seed=0)
+    assert list(summary["method"]) == ["debate", "ncn"] and list(summary["n"]) == [1, 2]
+    expected = {"n", "mean_ratio", "mean_ratio_low", "mean_ratio_high", "median_ratio", "share_improved",
+                "share_improved_low", "share_improved_high", "mean_d_initial", "mean_d_final",
+                "mean_self_consistency", "mean_self_consistency_low", "mean_self_consistency_high",
+                "n_self_consistency_undefined", "mean_consensus", "mean_consensus_low", "mean_consensus_high",
+                "n_consensus_undefined", "mean_distance_reduction", "mean_distance_reduction_low",
+                "mean_distance_reduction_high", "n_distance_reduction_undefined", "distance_reduction_of_means",
+                "mean_rounds", "share_converged"}
+    assert set(summary.columns) == expected | {"method"}
+
+    ncn, debate = summary.set_index("method").loc["ncn"], summary.set_index("method").loc["debate"]
+    ncn_rows = df[df["method"] == "ncn"]
+    assert ncn["mean_ratio"] == pytest.approx(ncn_rows["acceptance_ratio"].mean())
+    assert ncn["share_improved"] == pytest.approx(ncn_rows["improved"].mean())
+    assert (ncn["mean_rounds"], ncn["share_converged"]) == (5.0, 0.5)
+    assert ncn["mean_self_consistency"] == pytest.approx(np.mean([1 - cosine(U1, U0), 1 - cosine(C1, C0)]))
+    # t1 and t4 hold the same texts, so every resample has the same mean.
+    assert ncn["mean_consensus_low"] == pytest.approx(ncn["mean_consensus_high"])
+    assert debate["n_consensus_undefined"] == 1 and math.isnan(debate["mean_consensus"])
+    assert math.isnan(debate["mean_ratio_low"])  # one trace: a bootstrap says nothing
+
+    by_pair = summarise(df, n_boot=50, by=("method", "pair"))
+    assert list(by_pair["pair"]) == ["United States vs China"] * 2
+    with pytest.raises(ValueError, match="group by"):
+        summarise(df, by=("country",))
