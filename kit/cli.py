@@ -13,12 +13,16 @@ from kit.config import ParamsError, load_params
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kit", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m kit", description=__doc__.splitlines()[0],
+                                epilog="python -m kit train METHOD --params P …: LoRA finetuning (see python -m kit train -h)")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="execute the notebooks in order with papermill")
     r.add_argument("params")
     r.add_argument("--only", help="comma-separated notebook numbers, e.g. 00,01")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.batch_size=4")
+    m = sub.add_parser("merge", help="merge JSONL record shards (e.g. negotiations from several nodes) into one file")
+    m.add_argument("out")
+    m.add_argument("shards", nargs="+")
     c = sub.add_parser("check", help="validate a params file (exit 0 or 2)")
     c.add_argument("params")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -37,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
+        if args.command == "merge":
+            from kit.runs import merge_record_files
+
+            print(f"{args.out}: {merge_record_files(args.shards, args.out)} records")
+            return 0
         params = load_params(args.params, args.set)
         if args.command == "check":
             print(f"{args.params}: ok (profile {params.profile}, model {params.model.name} on {params.model.backend})")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from kit import paths
 
@@ -106,7 +106,9 @@ class AgentsParams(Section):
     description_items: PositiveInt = 12
     samples_per_item: PositiveInt = 2
     max_retries: int = Field(2, ge=0)
-    answer_tokens: PositiveInt = 160
+    answer_tokens: PositiveInt = 160  # prose answers shown in the notebook
+    description_tokens: PositiveInt = 512
+    rewrite_tokens: PositiveInt = 320
     sft: SFTParams = SFTParams()
     n_boot: PositiveInt = 1000
 
@@ -148,6 +150,12 @@ class NegotiationParams(Section):
     n_boot: PositiveInt = 1000
     shard_index: int = Field(0, ge=0)
     shard_count: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _shard(self):
+        if self.shard_index >= self.shard_count:
+            raise ValueError(f"shard_index {self.shard_index} must be below shard_count {self.shard_count} (0-based)")
+        return self
 
     @field_validator("pairs")
     @classmethod
@@ -195,6 +203,10 @@ class BenchParams(Section):
     max_new_tokens: PositiveInt = 64
     n_choice: PositiveInt = 200
     answer_tokens: PositiveInt = 8
+    negotiations: PositiveInt = 8
+    negotiation_rounds: PositiveInt = 3
+    negotiation_tokens: PositiveInt = 48
+    sequential_negotiations: PositiveInt = 2
 
 
 class Params(Section):

@@ -130,7 +130,7 @@ def describe_cultures(
 ) -> dict[str, DescriptionResult]:
     """Descriptions for ``countries`` from their TRAIN items, reusing ``out_dir/<country>.md``.
 
-    ``gen`` defaults to temperature 0.7 with ``4 × params.answer_tokens`` new tokens; its seed is
+    ``gen`` defaults to temperature 0.7 with ``params.description_tokens`` new tokens; its seed is
     replaced by one derived from ``seed`` and the attempt, so retries sample anew and reruns
     hit the cache.
     """
@@ -159,7 +159,7 @@ def describe_cultures(
         train = [it for c in todo for it in train_by_country.get(c, ())]
         assert_no_test_leak(train, test_items, [r.chat[-1]["content"] for r in requests.values()])
 
-    gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=4 * params.answer_tokens)
+    gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=params.description_tokens)
     raw: dict[str, list[str]] = {c: [] for c in todo}
     pending = list(todo)
     for attempt in range(params.max_retries + 1):

@@ -242,7 +242,7 @@ def build_all(
 
     Uses each country's first ``params.max_train_items`` train items (in the order given); a
     country with fewer than ``params.min_train_items`` is skipped (``stats["skipped"]``).
-    ``gen`` defaults to temperature 0.7 with ``2 × params.answer_tokens`` new tokens; its seed
+    ``gen`` defaults to temperature 0.7 with ``params.rewrite_tokens`` new tokens; its seed
     is derived from ``seed`` and the attempt. ``test_items``, when given, are checked against
     the rewrite prompts before any model call.
     """
@@ -269,7 +269,7 @@ def build_all(
         prompts = [rewrite_request(s.item.country, s.item, s.option).chat[-1]["content"] for s in samples]
         assert_no_test_leak([s.item for s in samples], test_items, prompts)
 
-    gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=2 * params.answer_tokens)
+    gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=params.rewrite_tokens)
     records: dict[str, list[dict]] = {c: [] for c in countries}
     pending = samples
     for attempt in range(params.max_retries + 1):

@@ -101,3 +101,30 @@ def test_committed_notebooks_are_clean_and_parametrised():
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{nb_path.name}: needs exactly one cell tagged 'parameters'"
         assert set(pm.inspect_notebook(str(nb_path))) >= {"profile", "seed", "runs_dir", "model"}
+
+
+@pytest.mark.slow
+def test_papermill_dash_f_works_on_its_own(tmp_path, shared_data):
+    """`papermill -f params/tiny.yaml` injects the profile's sections without the kit's runner."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "00.ipynb"
+    run = subprocess.run([sys.executable, "-m", "papermill", "notebooks/00_quickstart.ipynb", str(out),
+                          "-f", "params/tiny.yaml", "-p", "runs_dir", str(tmp_path / "runs"), "-k", ensure_kernel(),
+                          "--no-progress-bar"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert recorded_metrics(out)["model"] == "tiny-random"
+
+
+def test_parameters_cells_hold_the_smoke_profile():
+    """Opened by hand, a notebook runs the smoke profile: its literals equal params/smoke.yaml."""
+    import ast
+
+    import papermill as pm
+    import yaml
+
+    smoke = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    for nb_path in notebooks():
+        for name, spec in pm.inspect_notebook(str(nb_path)).items():
+            assert ast.literal_eval(spec["default"]) == smoke[name], f"{nb_path.name}: {name} differs from smoke.yaml"

@@ -25,6 +25,7 @@ BAD = {
     "not_yaml": ("profile: t\nmodel: {name: [tiny\n", "not valid YAML"),
     "list_top": ("- profile\n- model\n", "expected a mapping"),
     "missing_profile": ("model: {name: tiny-random}\n", "profile: Field required"),
+    "bad_shard": ("profile: t\nnegotiation: {shard_index: 2, shard_count: 2}\n", "negotiation: shard_index 2 must be below"),
     "bad_backend": ("profile: t\nmodel: {name: tiny-random, backend: llamacpp}\n", "model.backend"),
 }
 
