@@ -6,3 +6,5 @@ import warnings
 
 # tqdm.auto warns inside headless kernels that have no ipywidgets; the kit's bars are off there anyway.
 warnings.filterwarnings("ignore", message="IProgress not found")
+# peft still calls a transformers attribute renamed in v5; the warning says nothing to kit users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -144,6 +144,8 @@ class NegotiationParams(Section):
     temperature_low: float = Field(0.6, ge=0)
     temperature_high: float = Field(0.8, ge=0)
     max_retries: int = Field(2, ge=0)
+    # json: one structured reply per guideline; fields: prose first, then title and reason (small models)
+    guideline_format: Literal["json", "fields"] = "json"
     turn_tokens: PositiveInt = 256
     statement_words: PositiveInt = 100
     value_judge: Literal["llm", "embedding"] = "llm"

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -500,3 +501,37 @@ def test_validate_trace_names_the_broken_field(embedder):
     for change, message in cases:
         with pytest.raises(ValueError, match=message):
             validate_trace(broken(change))
+
+
+def test_fields_format_builds_guidelines_from_plain_prose(embedder):
+    """`guideline_format: fields`: prose description first, then title and reason; no JSON needed."""
+    from kit.negotiation.guidelines import parse_description, parse_plain_field
+
+    assert parse_description("**Guideline:** Respect elders. Share meals with family. And more.") == \
+        "Respect elders. Share meals with family."
+    assert parse_description("ok") is None
+    assert parse_plain_field('Title: "Family First Always Here Now Today"\nmore', 1) == "Family First Always Here Now Today"
+
+    class Prose(Backend):
+        name, identity = "prose", "prose:v1"
+
+        def generate(self, requests, params):
+            return ["Protect the weak and keep promises to neighbours." if "guideline itself" in r.chat[-1]["content"]
+                    else "Keep Promises" for r in requests]
+
+        def score(self, requests):
+            raise NotImplementedError
+
+        def choice_probs(self, requests):
+            raise NotImplementedError
+
+    params = NegotiationParams(pairs=[["United States", "China"]], methods=["ncn"], max_rounds=2,
+                               guideline_format="fields", n_counter=1, n_gap=0, n_innovative=0)
+    agents = {c: prompted(c) for c in ("United States", "China")}
+    topics = [Topic(id="t1", text="Should neighbours share food?", source="file")]
+    store = RecordStore(Path(tempfile.mkdtemp()) / "n.jsonl")
+    (trace,) = run_negotiations(Prose(), embedder, agents, topics, params, store, seed=0)
+    assert not trace["failed"] and trace["parse_failures"] == 0
+    assert trace["initial"][0]["guideline"]["title"] == "Keep Promises"
+    assert trace["initial"][0]["guideline"]["description"].startswith("Protect the weak")
+    assert trace["settings"]["guideline_format"] == "fields"

@@ -206,3 +206,20 @@ def _labelled_opinion(text: str) -> str:
 def _clean(value: str) -> str:
     """Markdown emphasis and surrounding quotes removed, whitespace collapsed."""
     return " ".join(_EMPHASIS.sub("", value).split()).strip("\"'“”‘’ ")
+
+
+_LEAD_LABEL = re.compile(r"^[\s>#*_\-•\d.)]*(?:guideline|description|title|reason)\s*[:：]\s*", re.IGNORECASE)
+
+
+def parse_plain_field(text: str, max_sentences: int) -> str:
+    """One prose field from a free reply: the first non-empty line, label and quotes removed,
+    cut to ``max_sentences`` sentences; ``""`` when nothing is left."""
+    line = next((l for l in (x.strip() for x in text.strip().splitlines()) if l), "")
+    line = _EMPHASIS.sub("", _LEAD_LABEL.sub("", line)).strip().strip('"“”\'').strip()
+    return " ".join(_SENTENCE_END.split(line)[:max_sentences]).strip()
+
+
+def parse_description(text: str, min_words: int = 3) -> str | None:
+    """A guideline description written as plain prose, or ``None`` when it is too short to be one."""
+    found = parse_plain_field(text, max_sentences=2)
+    return found if len(found.split()) >= min_words else None

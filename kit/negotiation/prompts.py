@@ -18,6 +18,9 @@ GUIDELINE_FORMAT = (
     '"description": "<what it asks of people, one or two sentences>"}\n'
     "If you cannot write JSON, write three labelled lines instead:\nTitle: …\nReason: …\nDescription: …"
 )
+# ``guideline_format: fields`` (small models): the guideline as plain prose first, then its title
+# and reason asked for separately — no format to follow, so nothing a small model can break.
+DESCRIPTION_FORMAT = "Reply with the guideline itself only: one or two sentences saying what it asks of people."
 RETRY_NOTE = "\n\nYour previous reply could not be read. Follow the reply format exactly."
 AGREE_MARKER = "AGREE"
 
@@ -42,10 +45,19 @@ def answer_prompt(agent: Agent, topic: str) -> str:
     return f"{topic}\n\n{instruction} Answer in 2-3 sentences."
 
 
-def guideline_prompt(topic: str, opinion: str) -> str:
+def guideline_prompt(topic: str, opinion: str, fmt: str = GUIDELINE_FORMAT) -> str:
     """NCN's initial guideline, distilled from the agent's own first answer."""
     return (f"Topic: {topic}\n\nYour opinion: {opinion}\n\n"
-            f"Write the one guideline that captures what matters most to you on this topic.\n{GUIDELINE_FORMAT}")
+            f"Write the one guideline that captures what matters most to you on this topic.\n{fmt}")
+
+
+def title_prompt(description: str) -> str:
+    return f"Guideline: {description}\n\nGive this guideline a title of at most 5 words. Reply with the title only."
+
+
+def reason_prompt(topic: str, description: str) -> str:
+    return (f"Topic: {topic}\n\nGuideline: {description}\n\n"
+            "In one sentence, why does this guideline matter to you? Reply with that sentence only.")
 
 
 def position_prompt(topic: str, pool: Sequence[Guideline], weights: Sequence[float]) -> str:
@@ -57,7 +69,8 @@ def position_prompt(topic: str, pool: Sequence[Guideline], weights: Sequence[flo
 
 
 def candidate_prompt(topic: str, opinion: str, pool: Sequence[Guideline], weights: Sequence[float], other: str,
-                     other_position: str, other_top: Sequence[Guideline], kind: str, index: int, count: int) -> str:
+                     other_position: str, other_top: Sequence[Guideline], kind: str, index: int, count: int,
+                     fmt: str = GUIDELINE_FORMAT) -> str:
     """NCN step 2, the best-response oracle: one candidate guideline of ``kind`` (counter, gap, innovative)."""
     if kind not in KIND_INSTRUCTIONS:
         raise ValueError(f"candidate kind {kind!r} is unknown; use one of {tuple(KIND_INSTRUCTIONS)}")
@@ -66,7 +79,7 @@ def candidate_prompt(topic: str, opinion: str, pool: Sequence[Guideline], weight
     return (f"Topic: {topic}\n\nYour opinion: {opinion}\n\nYour guidelines, with their weights:\n"
             f"{format_guidelines(pool, weights)}\n\n"
             f"The other side ({other}) says: {other_position}\n\nTheir most weighted guidelines:\n"
-            f"{format_guidelines(other_top)}\n\n{KIND_INSTRUCTIONS[kind]}{numbered}\n{GUIDELINE_FORMAT}")
+            f"{format_guidelines(other_top)}\n\n{KIND_INSTRUCTIONS[kind]}{numbered}\n{fmt}")
 
 
 def ncn_statement_prompt(topic: str, pool: Sequence[Guideline], weights: Sequence[float], other: str,

@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 # The NegotiationParams values a trace records under ``settings`` (the rest do not change a trace).
 SETTINGS = ("max_rounds", "epsilon", "weights", "n_counter", "n_gap", "n_innovative", "temperature_low",
-            "temperature_high", "max_retries", "turn_tokens", "statement_words")
+            "temperature_high", "max_retries", "guideline_format", "turn_tokens", "statement_words")
 
 
 @dataclass(frozen=True)

@@ -25,22 +25,26 @@ and the stopping test waits for two rounds in which both agents had one.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable, Generator
 
 import numpy as np
 
 from kit.negotiation.baselines import initial_answers
-from kit.negotiation.guidelines import Guideline, parse_guidelines
+from kit.negotiation.guidelines import Guideline, parse_description, parse_guidelines, parse_plain_field
 from kit.negotiation.meta_solver import solve_bimatrix
 from kit.negotiation.prompts import (
+    DESCRIPTION_FORMAT,
+    GUIDELINE_FORMAT,
     RETRY_NOTE,
     candidate_prompt,
     guideline_prompt,
     ncn_statement_prompt,
     position_prompt,
+    reason_prompt,
+    title_prompt,
     who,
 )
-from kit.negotiation.protocols import Context, Protocol, ask, ask_parsed, embed
+from kit.negotiation.protocols import Context, Need, Parsed, Protocol, Reply, ask, ask_parsed, embed
 from kit.negotiation.utility import PARTS, UtilityWeights, converged, payoff_matrices, utility_matrix
 
 TOP_OPPONENT_GUIDELINES = 3  # how many of the opponent's most weighted guidelines the oracle sees
@@ -67,6 +71,38 @@ def _retry(text: str, role: str, attempt: int) -> tuple[str, str]:
     return (text + RETRY_NOTE, f"{role}/retry{attempt}") if attempt else (text, role)
 
 
+def ask_guidelines(ctx: Context, items: list[tuple[int, Callable[[str], str], str, float | None]], round_: int,
+                   topic: str) -> Generator[Need, Reply, list[Parsed[Guideline]]]:
+    """Guidelines for ``items`` = (agent index, prompt given a format, role, temperature), batched.
+
+    ``guideline_format: json`` asks for the whole guideline in one structured reply.
+    ``fields`` asks for the description as plain prose (retried while unreadable), then the title
+    and reason of every readable one in one further step; a title that comes back empty falls back
+    to the description's first five words.
+    """
+    p, agents = ctx.params, ctx.spec.agents
+
+    def maker(i: int, prompt: Callable[[str], str], role: str, temperature: float | None, fmt: str):
+        def make(attempt: int):
+            text, r = _retry(prompt(fmt), role, attempt)
+            return ctx.request(agents[i], text, round_, r, temperature)
+        return make
+
+    if p.guideline_format == "json":
+        return (yield from ask_parsed([maker(*item, GUIDELINE_FORMAT) for item in items], first_guideline, p.max_retries))
+    found = yield from ask_parsed([maker(*item, DESCRIPTION_FORMAT) for item in items], parse_description, p.max_retries)
+    ready = [(k, items[k], r.value) for k, r in enumerate(found) if r.value]
+    texts = yield from ask([ctx.request(agents[i], title_prompt(d), round_, f"{role}/title") for _, (i, _, role, _), d in ready]
+                           + [ctx.request(agents[i], reason_prompt(topic, d), round_, f"{role}/reason")
+                              for _, (i, _, role, _), d in ready])
+    out = list(found)
+    for n, (k, _, description) in enumerate(ready):
+        title = " ".join(parse_plain_field(texts[n], 1).split()[:5]) or " ".join(description.split()[:5])
+        guideline = Guideline(title=title, reason=parse_plain_field(texts[len(ready) + n], 1), description=description)
+        out[k] = Parsed(guideline, found[k].raw, found[k].attempts)
+    return out
+
+
 def _top(pool: list[Guideline], weights: np.ndarray, k: int) -> list[Guideline]:
     order = sorted(range(len(pool)), key=lambda j: (-weights[j], j))
     return [pool[j] for j in order[:k]]
@@ -84,13 +120,9 @@ def ncn(ctx: Context) -> Protocol:
     responses = yield from initial_answers(ctx, trace)
     opinions = [entry["opinion"] for entry in trace["initial"]]
 
-    def guideline_maker(i: int):
-        def make(attempt: int):
-            text, role = _retry(guideline_prompt(topic, opinions[i] or responses[i].strip()), "guideline", attempt)
-            return ctx.request(agents[i], text, 0, role)
-        return make
-
-    initial = yield from ask_parsed([guideline_maker(0), guideline_maker(1)], first_guideline, p.max_retries)
+    initial = yield from ask_guidelines(
+        ctx, [(i, lambda fmt, i=i: guideline_prompt(topic, opinions[i] or responses[i].strip(), fmt), "guideline", None)
+              for i in range(2)], 0, topic)
     trace["retries"] += sum(result.attempts - 1 for result in initial)
     for i, result in enumerate(initial):
         if result.value is None:
@@ -116,20 +148,17 @@ def ncn(ctx: Context) -> Protocol:
         positions = yield from ask([ctx.request(agents[i], position_prompt(topic, pools[i], weights[i]), round_,
                                                 "position") for i in range(2)])
 
-        def candidate_maker(i: int, kind: str, index: int, temperature: float, count: int):
-            prompt = candidate_prompt(topic, opinions[i] or responses[i].strip(), pools[i], weights[i], names[1 - i],
-                                      positions[1 - i], _top(pools[1 - i], weights[1 - i], TOP_OPPONENT_GUIDELINES),
-                                      kind, index, count)
-
-            def make(attempt: int):
-                text, role = _retry(prompt, f"{kind}{index}", attempt)
-                return ctx.request(agents[i], text, round_, role, temperature)
-            return make
+        def candidate_item(i: int, kind: str, index: int, temperature: float, count: int):
+            def prompt(fmt: str) -> str:
+                return candidate_prompt(topic, opinions[i] or responses[i].strip(), pools[i], weights[i], names[1 - i],
+                                        positions[1 - i], _top(pools[1 - i], weights[1 - i], TOP_OPPONENT_GUIDELINES),
+                                        kind, index, count, fmt)
+            return i, prompt, f"{kind}{index}", temperature
 
         counts = {"counter": p.n_counter, "gap": p.n_gap, "innovative": p.n_innovative}
         owners = [(i, slot) for i in range(2) for slot in slots]
-        makers = [candidate_maker(i, kind, index, t, counts[kind]) for i, (kind, index, t) in owners]
-        results = yield from ask_parsed(makers, first_guideline, p.max_retries)
+        results = yield from ask_guidelines(ctx, [candidate_item(i, kind, index, t, counts[kind])
+                                                  for i, (kind, index, t) in owners], round_, topic)
         trace["retries"] += sum(result.attempts - 1 for result in results)
         kept: list[list[tuple[tuple[str, int, float], Guideline]]] = [[], []]
         for (i, slot), result in zip(owners, results):
