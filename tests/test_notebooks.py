@@ -44,18 +44,19 @@ def check_01(m):
 
 
 def check_02(m):
-    # 1 pair × 2 topics × 4 methods; the tiny model's gibberish never parses as a guideline, so
-    # its NCN jobs end failed with the raw text recorded, and the run goes on
+    # 1 pair × 2 topics × 4 methods. The tiny model writes gibberish: a guideline whose prose is
+    # too short fails its NCN job (raw text recorded, the run goes on); the others negotiate.
     assert m["negotiations"] == 8
-    assert m["failed"] == 2 and m["parse_failures"] >= 2
+    assert m["failed"] <= 2 and m["parse_failures"] >= m["failed"]
+    assert m["rounds_mean"]["ncn"] > 0  # at least one NCN negotiation held rounds
     assert set(m["rounds_mean"]) == {"ncn", "debate", "consultancy", "none"}
     assert m["converged_share"]["consultancy"] == 1.0 and m["rounds_mean"]["debate"] == 2
     assert m["max_nash_gap"] <= 1e-6
 
 
 def check_03(m):
-    assert m["evaluated"] == 6 and m["failed"] == 2
-    assert set(m["mean_ratio"]) == {"debate", "consultancy", "none"}
+    assert m["evaluated"] + m["failed"] == 8 and m["evaluated"] >= 6
+    assert {"debate", "consultancy", "none"} <= set(m["mean_ratio"])
     assert m["mean_ratio"]["none"] == 1.0  # final statements are the opening answers
 
 
