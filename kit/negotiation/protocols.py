@@ -95,11 +95,12 @@ class Context:
     def __init__(self, spec: JobSpec, params: NegotiationParams, seed: int):
         self.spec, self.params, self.seed = spec, params, seed
 
-    def request(self, agent: Agent, user: str, round_: int, role: str,
-                temperature: float | None = None) -> tuple[ChatRequest, GenParams]:
-        """The agent's chat request for ``user``, with seeded params (``temperature_low`` unless given)."""
+    def request(self, agent: Agent, user: str, round_: int, role: str, temperature: float | None = None,
+                max_new_tokens: int | None = None) -> tuple[ChatRequest, GenParams]:
+        """The agent's chat request for ``user``, with seeded params (``temperature_low`` and
+        ``turn_tokens`` unless given)."""
         temperature = self.params.temperature_low if temperature is None else temperature
-        params = GenParams(temperature=temperature, max_new_tokens=self.params.turn_tokens,
+        params = GenParams(temperature=temperature, max_new_tokens=max_new_tokens or self.params.turn_tokens,
                            seed=derive_seed(self.seed, round_, role))
         return agent.ask(user), params
 

@@ -47,7 +47,8 @@ from kit.negotiation.prompts import (
 from kit.negotiation.protocols import Context, Need, Parsed, Protocol, Reply, ask, ask_parsed, embed
 from kit.negotiation.utility import PARTS, UtilityWeights, converged, payoff_matrices, utility_matrix
 
-TOP_OPPONENT_GUIDELINES = 3  # how many of the opponent's most weighted guidelines the oracle sees
+TOP_OPPONENT_GUIDELINES = 3
+TITLE_TOKENS, REASON_TOKENS = 16, 48  # the short fields of ``guideline_format: fields``  # how many of the opponent's most weighted guidelines the oracle sees
 
 
 def candidate_slots(n_counter: int, n_gap: int, n_innovative: int, low: float,
@@ -92,9 +93,10 @@ def ask_guidelines(ctx: Context, items: list[tuple[int, Callable[[str], str], st
         return (yield from ask_parsed([maker(*item, GUIDELINE_FORMAT) for item in items], first_guideline, p.max_retries))
     found = yield from ask_parsed([maker(*item, DESCRIPTION_FORMAT) for item in items], parse_description, p.max_retries)
     ready = [(k, items[k], r.value) for k, r in enumerate(found) if r.value]
-    texts = yield from ask([ctx.request(agents[i], title_prompt(d), round_, f"{role}/title") for _, (i, _, role, _), d in ready]
-                           + [ctx.request(agents[i], reason_prompt(topic, d), round_, f"{role}/reason")
-                              for _, (i, _, role, _), d in ready])
+    texts = yield from ask([ctx.request(agents[i], title_prompt(d), round_, f"{role}/title", max_new_tokens=TITLE_TOKENS)
+                            for _, (i, _, role, _), d in ready]
+                           + [ctx.request(agents[i], reason_prompt(topic, d), round_, f"{role}/reason",
+                                          max_new_tokens=REASON_TOKENS) for _, (i, _, role, _), d in ready])
     out = list(found)
     for n, (k, _, description) in enumerate(ready):
         title = " ".join(parse_plain_field(texts[n], 1).split()[:5]) or " ".join(description.split()[:5])
