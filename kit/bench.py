@@ -93,7 +93,12 @@ def _raw_generate(backend, requests: list[ChatRequest], gp: GenParams) -> float:
 
 
 def choice(params: Params) -> dict:
-    """Option distributions for (question, agent) pairs: one forward pass vs generate-and-parse."""
+    """Option distributions for (question, agent) pairs: one forward pass vs generate-and-parse.
+
+    ``choice_vs_generate`` compares like with like — a distribution per pair — against
+    ``generate_samples`` sampled answers per pair; ``choice_vs_single_answer`` is the floor, one
+    greedy answer (one letter, no distribution), where both sides pay the same prompt prefill.
+    """
     import re
 
     from kit.agents import prompted
@@ -111,16 +116,26 @@ def choice(params: Params) -> dict:
     backend.choice_probs(requests[:2])  # warm-up
 
     _, t_choice = _timed(lambda: backend.choice_probs(requests))
-    # The alternative: let the model write its answer and read the first option letter from it.
+    # The alternative reads letters from generated answers. One greedy answer gives one letter; a
+    # distribution needs `generate_samples` sampled answers per pair (measured on a subset).
     gen = [ChatRequest(r.chat, adapter=r.adapter) for r in requests]
-    texts, t_gen = _timed(lambda: backend.generate(gen, GenParams(max_new_tokens=params.bench.answer_tokens)))
-    parsed = sum(bool(re.search(r"\b[A-Z]\b", t)) for t in texts)
+    greedy, t_single = _timed(lambda: backend.generate(gen, GenParams(max_new_tokens=params.bench.answer_tokens)))
+    k = params.bench.generate_samples
+    subset = gen[: max(1, len(gen) // k)]
+    sampled, t_sampled = _timed(lambda: backend.generate(
+        [r for r in subset for _ in range(k)],
+        GenParams(temperature=1.0, max_new_tokens=params.bench.answer_tokens, seed=params.seed)))
+    letter = re.compile(r"\b[A-Z]\b")
+    choice_per_s = len(requests) / t_choice
     return {
         "model": params.model.name, "pairs": len(requests), "answer_tokens": params.bench.answer_tokens,
-        "choice_per_s": round(len(requests) / t_choice, 2),
-        "generate_per_s": round(len(requests) / t_gen, 2),
-        "choice_vs_generate": round(t_gen / t_choice, 2),
-        "generate_parsed_share": round(parsed / len(requests), 3),
+        "generate_samples": k,
+        "choice_per_s": round(choice_per_s, 2),
+        "generate_per_s": round(len(subset) / t_sampled, 3),
+        "choice_vs_generate": round(choice_per_s / (len(subset) / t_sampled), 2),
+        "single_answer_per_s": round(len(gen) / t_single, 2),
+        "choice_vs_single_answer": round(choice_per_s / (len(gen) / t_single), 2),
+        "letter_parsed_share": round(sum(bool(letter.search(t)) for t in greedy + sampled) / len(greedy + sampled), 3),
     }
 
 

@@ -205,6 +205,7 @@ class BenchParams(Section):
     max_new_tokens: PositiveInt = 64
     n_choice: PositiveInt = 200
     answer_tokens: PositiveInt = 8
+    generate_samples: PositiveInt = 10
     negotiations: PositiveInt = 8
     negotiation_rounds: PositiveInt = 3
     negotiation_tokens: PositiveInt = 48

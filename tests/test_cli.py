@@ -20,7 +20,7 @@ def test_check_ok(shared_data):
 BENCH_KEYS = {
     "generate": ("batched_tok_s", "sequential_tok_s", "raw_tok_s", "batched_vs_sequential", "overhead_vs_raw",
                  "cached_rerun_speedup"),
-    "choice": ("choice_per_s", "generate_per_s", "choice_vs_generate"),
+    "choice": ("choice_per_s", "generate_per_s", "choice_vs_generate", "choice_vs_single_answer"),
     "negotiate": ("engine_tok_s", "sequential_tok_s", "raw_tok_s", "engine_vs_sequential", "overhead_vs_raw"),
     "train": ("train_tok_s", "peak_rss_gb"),
 }
