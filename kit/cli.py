@@ -59,9 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         result = getattr(bench, args.what)(params)
         print(json.dumps(result))
         return 0
-    except (ParamsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
+    except (ParamsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

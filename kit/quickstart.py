@@ -33,8 +33,8 @@ def shared_question(goqa_path: str, countries: Sequence[str]) -> dict[str, Opini
 
 def survey_table(backend: Backend, agents: Sequence[Agent], item_by_country: dict[str, OpinionItem]) -> pd.DataFrame:
     """Each agent's option distribution beside the gold shares of each country, one batch."""
-    pairs = [(a, item_by_country[a.culture] if a.culture else it) for a in agents
-             for it in ([None] if a.culture else item_by_country.values())]
+    # a cultural agent answers for its own country; an agent without a culture, for every country
+    pairs = [(a, it) for a in agents for c, it in item_by_country.items() if a.culture in (None, c)]
     results = backend.choice_probs([choice_request(a, it) for a, it in pairs])
     rows = []
     for (a, it), r in zip(pairs, results):

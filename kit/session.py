@@ -27,8 +27,7 @@ class Session:
         self.run_dir = params.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
-        for noisy in ("TOKENIZERS_PARALLELISM",):
-            os.environ.setdefault(noisy, "false")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # silence fork warnings in kernels
 
     @cached_property
     def cache(self) -> Cache:
