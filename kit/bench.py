@@ -174,9 +174,9 @@ def negotiate(params: Params) -> dict:
     from kit.negotiation.pipeline import topics as load_topics_of
 
     b = params.bench
-    # ε = 0 keeps every negotiation going for exactly the benchmark's rounds.
-    neg = params.negotiation.model_copy(update={"methods": ["ncn"], "max_rounds": b.negotiation_rounds, "epsilon": 1e-12,
-                                                "turn_tokens": b.negotiation_tokens, "statement_words": 40})
+    # The profile's own NCN settings; a vanishing ε keeps every negotiation going for exactly the
+    # benchmark's rounds.
+    neg = params.negotiation.model_copy(update={"methods": ["ncn"], "max_rounds": b.negotiation_rounds, "epsilon": 1e-12})
     known = {it.country for it in load_goqa(params.data.goqa_path)}
     countries = list(dict.fromkeys(resolve_country(c, known) for pair in neg.pairs for c in pair))
     agents = {c: prompted(c) for c in countries}

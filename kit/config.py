@@ -208,7 +208,6 @@ class BenchParams(Section):
     generate_samples: PositiveInt = 10
     negotiations: PositiveInt = 8
     negotiation_rounds: PositiveInt = 3
-    negotiation_tokens: PositiveInt = 48
     sequential_negotiations: PositiveInt = 2
 
 

@@ -62,6 +62,20 @@ def test_key_covers_params_and_adapter(cached, tmp_path):
     assert inner.calls["generate"] == 2
 
 
+def test_key_covers_how_the_weights_run(tmp_path):
+    # The same weights in another dtype (or another backend) give other outputs: never a stale hit.
+    inner = CountingBackend()
+    CachedBackend(inner, Cache(tmp_path / "c.sqlite")).generate([_req("a")], GenParams())
+    inner.numerics = "bfloat16@cpu"
+    CachedBackend(inner, Cache(tmp_path / "c.sqlite")).generate([_req("a")], GenParams())
+    inner.name = "other"
+    CachedBackend(inner, Cache(tmp_path / "c.sqlite")).generate([_req("a")], GenParams())
+    inner.numerics = ""
+    inner.name = "fake"
+    CachedBackend(inner, Cache(tmp_path / "c.sqlite")).generate([_req("a")], GenParams())
+    assert inner.calls["generate"] == 3
+
+
 def test_unseeded_sampling_is_never_cached(cached):
     inner, backend = cached
     backend.generate([_req("a")], GenParams(temperature=0.8))

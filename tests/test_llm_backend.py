@@ -30,6 +30,7 @@ def _manual_logprobs(backend, req):
 
 
 def test_score_matches_manual_log_softmax(tiny_backend):
+    assert tiny_backend.numerics == "float32@cpu"  # part of every cache key
     got = tiny_backend.score(SCORE_REQS)
     for req, lp in zip(SCORE_REQS, got):
         expected = _manual_logprobs(tiny_backend, req)

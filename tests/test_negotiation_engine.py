@@ -24,6 +24,7 @@ from kit.negotiation import (
     Job,
     derive_seed,
     plan_jobs,
+    ready,
     run_jobs,
     run_negotiations,
     shard_of,
@@ -188,7 +189,7 @@ def _count_calls(topics, embedder) -> tuple[int, int, int]:
     jobs = [start_job(spec, params, seed=0) for spec in plan_jobs(AGENTS, topics, params)]
     steps = widest = 0
     while any(not job.done for job in jobs):
-        needs = [job.pending() for job in jobs if not job.done]
+        needs = [job.pending() for job in ready(jobs)]
         distinct = {gen for need in needs for _, gen in need.generate}
         calls, encodes = len(backend.calls), counting.calls
         step(jobs, backend, counting)
@@ -208,6 +209,31 @@ def test_one_generate_call_per_distinct_params_per_step(embedder):
     # twice the jobs, the same number of model calls: the calls carry more requests instead
     assert (calls_two, steps_two) == (calls_one, steps_one)
     assert widest >= 4
+
+
+def test_jobs_that_re_ask_are_waited_for_so_later_steps_stay_one_call(embedder):
+    # One topic's counter-proposals are unreadable once: its jobs re-ask while the others wait.
+    def garbage(user, system):
+        return TOPICS[0].text in user and KIND_INSTRUCTIONS["counter"] in user and RETRY_NOTE not in user
+
+    params = negotiation(methods=["ncn"], max_retries=1)
+    backend = FakeBackend(garbage=garbage)
+    jobs = [start_job(spec, params, seed=0) for spec in plan_jobs(AGENTS, TOPICS, params)]
+    positions = []
+    while any(not job.done for job in jobs):
+        positions.append({job.position for job in ready(jobs)})
+        step(jobs, backend, embedder)
+    assert all(len(p) == 1 for p in positions)
+    retry_calls = [requests for requests, gen in backend.calls if any(RETRY_NOTE in r.chat[-1]["content"] for r in requests)]
+    assert retry_calls and all(TOPICS[0].text in r.chat[-1]["content"] for requests in retry_calls for r in requests)
+    # every non-retry call after the first re-ask serves both topics' jobs together
+    first_retry = next(k for k, (requests, _) in enumerate(backend.calls) if requests in retry_calls)
+    later = [requests for requests, _ in backend.calls[first_retry:] if requests not in retry_calls]
+    assert later and all({TOPICS[0].text in r.chat[-1]["content"] for r in requests} == {True, False}
+                         for requests in later)
+    for job in jobs:
+        validate_trace(job.trace)
+        assert job.trace["retries"] == (2 * job.trace["rounds_used"] if TOPICS[0].text in job.trace["topic"]["text"] else 0)
 
 
 def test_seeds_derive_from_run_seed_round_and_role():

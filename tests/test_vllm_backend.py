@@ -196,6 +196,7 @@ def test_backend_builds_engine_with_lora_and_full_logprobs(backend):
 def test_default_identity(backend):
     assert vb.VLLMBackend("org/tiny").identity == "org/tiny@main"
     assert vb.VLLMBackend("org/tiny", identity="custom").identity == "custom"
+    assert vb.VLLMBackend("org/tiny", dtype="bfloat16").numerics == "bfloat16@tp1"
 
 
 ADAPTERS = [None, "/runs/ad/east", "/runs/ad/west", "/runs/ad/east"]

@@ -112,10 +112,13 @@ class ChoiceResult:
 
 
 class Backend(abc.ABC):
-    """A model server. ``identity`` names the weights exactly (used as the cache namespace)."""
+    """A model server. ``identity`` names the weights exactly; ``numerics`` says how they are run
+    (dtype, device), since the same weights in bfloat16 and float32 give different outputs. The
+    cache keys on both, and on the backend's ``name``."""
 
     name: str
     identity: str
+    numerics: str = ""
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:

@@ -16,7 +16,7 @@ class CachedBackend(Backend):
 
     def __init__(self, inner: Backend, cache: Cache):
         self.inner, self.cache = inner, cache
-        self.name, self.identity = inner.name, inner.identity
+        self.name, self.identity, self.numerics = inner.name, inner.identity, inner.numerics
         self._adapter_ids: dict[str, str] = {}
 
     def __getattr__(self, attr):  # tokenizer, stats, device… of the wrapped backend
@@ -26,7 +26,8 @@ class CachedBackend(Backend):
         adapter = request.adapter
         if adapter is not None and adapter not in self._adapter_ids:
             self._adapter_ids[adapter] = self.inner.adapter_identity(adapter)
-        return cache_key({"verb": verb, "model": self.identity, "adapter": self._adapter_ids.get(adapter),
+        return cache_key({"verb": verb, "model": self.identity, "backend": self.name, "numerics": self.numerics,
+                          "adapter": self._adapter_ids.get(adapter),
                           "request": {**request.key(), "adapter": None}, **(extra or {})})
 
     def _through(self, verb: str, requests: Sequence[R], compute: Callable[[list[R]], list],

@@ -35,6 +35,12 @@ def pick_device(device: str = "auto") -> str:
     return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively here (the probe is private to torch: assume yes if it moved)."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return True if probe is None else bool(probe())
+
+
 class HFBackend(Backend):
     name = "transformers"
 
@@ -48,6 +54,10 @@ class HFBackend(Backend):
         self.device = pick_device(device)
         self.batch_size = batch_size
         torch_dtype = (torch.bfloat16 if self.device == "cuda" else torch.float32) if dtype == "auto" else _DTYPES[dtype]
+        self.numerics = f"{str(torch_dtype).removeprefix('torch.')}@{self.device}"
+        if self.device == "cpu" and torch_dtype == torch.bfloat16 and not _cpu_has_bf16():
+            log.warning("this CPU has no native bfloat16 (AMX or AVX-512 BF16): it is emulated and slow; "
+                        "set model.dtype: float32")
         kw = dict(revision=resolved.revision, trust_remote_code=trust_remote_code)
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kw)
         if self.tokenizer.pad_token_id is None:

@@ -151,6 +151,7 @@ class VLLMBackend(Backend):
         self._lora_cls = LoRARequest
         self._lora_ids: dict[str, int] = {}
         self.identity = identity or f"{model}@{revision or 'main'}"
+        self.numerics = f"{dtype}@tp{tensor_parallel_size}"
         log.info("loading %s into vLLM", self.identity)
         self.llm = LLM(
             model=model, revision=revision, tokenizer_revision=revision, dtype=dtype,

@@ -8,7 +8,7 @@ weights. ``guidelines`` reads guidelines and opinions from model output and rend
 
 from kit.negotiation.guidelines import Guideline, format_guidelines, parse_guidelines, parse_opinion
 from kit.negotiation.meta_solver import Equilibrium, enumerate_equilibria, nash_gap, solve_bimatrix
-from kit.negotiation.engine import plan_jobs, run_jobs, run_negotiations, shard_of, start_job, step
+from kit.negotiation.engine import plan_jobs, ready, run_jobs, run_negotiations, shard_of, start_job, step
 from kit.negotiation.protocols import Job, JobSpec, Need, Reply, derive_seed, job_id, truncate_words
 from kit.negotiation.trace import TRACE_SCHEMA, validate_trace
 from kit.negotiation.utility import (
@@ -32,6 +32,7 @@ __all__ = [
     "derive_seed",
     "job_id",
     "plan_jobs",
+    "ready",
     "run_jobs",
     "run_negotiations",
     "shard_of",

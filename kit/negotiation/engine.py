@@ -1,8 +1,9 @@
 """The round-synchronous negotiation engine: every job of a run advances one step at a time, together.
 
 A run is ``params.pairs × topics × params.methods`` jobs (see ``protocols.JobSpec``). Each engine
-:func:`step` collects the pending :class:`~kit.negotiation.protocols.Need` of every unfinished
-job and serves them with
+:func:`step` serves the jobs at the earliest position (``Job.position``: steps taken, re-asks of
+the latest) — all of them, in the common case — by collecting their pending
+:class:`~kit.negotiation.protocols.Need` and sending
 
 - one ``backend.generate`` call per distinct ``GenParams`` (requests grouped by their params, in
   first-seen order; a request repeated within a group is sent once — the same request with the
@@ -10,6 +11,10 @@ job and serves them with
 - one ``embedder.encode`` call for all texts to embed,
 
 so the number of model calls per step depends on the protocol, not on the number of jobs.
+When some jobs re-ask an unreadable output, the others wait for that step: a re-ask is its own
+call anyway (its seed differs), and without the wait the jobs would drift apart for good and
+every later step would split into one call per drifted group.
+
 Jobs that finish are validated and appended to the store right after the step that finished
 them, so a killed run loses only unfinished jobs, and a rerun skips every stored id.
 
@@ -72,9 +77,18 @@ def start_job(spec: JobSpec, params: NegotiationParams, seed: int) -> Job:
     return Job(spec, PROTOCOLS[spec.method](Context(spec, params, seed)))
 
 
-def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder) -> list[Job]:
-    """Advance every unfinished job by one step (see the module docstring); returns the jobs it finished."""
+def ready(jobs: Sequence[Job]) -> list[Job]:
+    """The unfinished jobs at the earliest position: the ones the next step serves."""
     active = [job for job in jobs if not job.done]
+    if not active:
+        return []
+    first = min(job.position for job in active)
+    return [job for job in active if job.position == first]
+
+
+def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder) -> list[Job]:
+    """Advance the :func:`ready` jobs by one step (see the module docstring); returns the jobs it finished."""
+    active = ready(jobs)
     needs = [job.pending() for job in active]
 
     texts = [text for need in needs for text in need.embed]

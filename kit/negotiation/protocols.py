@@ -34,10 +34,15 @@ SETTINGS = ("max_rounds", "epsilon", "weights", "n_counter", "n_gap", "n_innovat
 
 @dataclass(frozen=True)
 class Need:
-    """What a job needs for its next step: generations (request, params) and texts to embed."""
+    """What a job needs for its next step: generations (request, params) and texts to embed.
+
+    ``retry`` is 0 for a new step and k for the k-th re-ask of the step before it; the engine
+    lets jobs that re-ask catch up before the others go on (see ``Job.position``).
+    """
 
     generate: tuple[tuple[ChatRequest, GenParams], ...] = ()
     embed: tuple[str, ...] = ()
+    retry: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,9 @@ class Context:
         return trace
 
 
-def ask(items: Sequence[tuple[ChatRequest, GenParams]]) -> Generator[Need, Reply, list[str]]:
-    """One step: generate a text for every item."""
-    reply = yield Need(generate=tuple(items))
+def ask(items: Sequence[tuple[ChatRequest, GenParams]], retry: int = 0) -> Generator[Need, Reply, list[str]]:
+    """One step (the ``retry``-th re-ask of the step before, if ``retry``): generate a text for every item."""
+    reply = yield Need(generate=tuple(items), retry=retry)
     return list(reply.texts)
 
 
@@ -160,7 +165,7 @@ def ask_parsed(makers: Sequence[Callable[[int], tuple[ChatRequest, GenParams]]],
     for attempt in range(max_retries + 1):
         if not todo:
             break
-        texts = yield from ask([makers[i](attempt) for i in todo])
+        texts = yield from ask([makers[i](attempt) for i in todo], retry=attempt)
         failed = []
         for i, text in zip(todo, texts):
             raws[i], attempts[i] = text, attempt + 1
@@ -172,13 +177,19 @@ def ask_parsed(makers: Sequence[Callable[[int], tuple[ChatRequest, GenParams]]],
 
 
 class Job:
-    """A protocol run step by step: ``pending()`` is its current need, ``receive()`` answers it."""
+    """A protocol run step by step: ``pending()`` is its current need, ``receive()`` answers it.
+
+    ``position`` is ``(new steps so far, re-asks of the latest)`` of the pending need. Jobs that
+    started together and sit at the same position are at the same point of their script, so
+    their requests share ``GenParams`` (seeds come from round and role) and batch together.
+    """
 
     def __init__(self, spec: JobSpec, protocol: Protocol):
         self.spec = spec
         self._protocol = protocol
         self._need: Need | None = None
         self.trace: dict[str, Any] | None = None
+        self.position = (0, 0)
         self._resume(lambda: next(protocol))
 
     @property
@@ -208,3 +219,6 @@ class Job:
             self._need = run()
         except StopIteration as stop:
             self._need, self.trace = None, stop.value
+            return
+        steps, _ = self.position
+        self.position = (steps, self._need.retry) if self._need.retry else (steps + 1, 0)
