@@ -47,8 +47,8 @@ from kit.negotiation.prompts import (
 from kit.negotiation.protocols import Context, Need, Parsed, Protocol, Reply, ask, ask_parsed, embed
 from kit.negotiation.utility import PARTS, UtilityWeights, converged, payoff_matrices, utility_matrix
 
-TOP_OPPONENT_GUIDELINES = 3
-TITLE_TOKENS, REASON_TOKENS = 16, 48  # the short fields of ``guideline_format: fields``  # how many of the opponent's most weighted guidelines the oracle sees
+TOP_OPPONENT_GUIDELINES = 3  # how many of the opponent's most weighted guidelines the oracle sees
+TITLE_TOKENS, REASON_TOKENS = 16, 48  # the short fields of ``guideline_format: fields``
 
 
 def candidate_slots(n_counter: int, n_gap: int, n_innovative: int, low: float,
