@@ -219,11 +219,14 @@ def test_jobs_that_re_ask_are_waited_for_so_later_steps_stay_one_call(embedder):
     params = negotiation(methods=["ncn"], max_retries=1)
     backend = FakeBackend(garbage=garbage)
     jobs = [start_job(spec, params, seed=0) for spec in plan_jobs(AGENTS, TOPICS, params)]
-    positions = []
+    served = []
     while any(not job.done for job in jobs):
-        positions.append({job.position for job in ready(jobs)})
+        active, now = [job for job in jobs if not job.done], ready(jobs)
+        served.append((now[0].position, len(now), len(active)))
         step(jobs, backend, embedder)
-    assert all(len(p) == 1 for p in positions)
+    # a re-ask serves only the jobs that re-ask; every new step serves every unfinished job
+    assert any(retry and n < total for (_, retry), n, total in served)
+    assert all(n == total for (_, retry), n, total in served if not retry)
     retry_calls = [requests for requests, gen in backend.calls if any(RETRY_NOTE in r.chat[-1]["content"] for r in requests)]
     assert retry_calls and all(TOPICS[0].text in r.chat[-1]["content"] for requests in retry_calls for r in requests)
     # every non-retry call after the first re-ask serves both topics' jobs together

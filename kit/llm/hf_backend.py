@@ -5,7 +5,8 @@ Batching rules, the reason this backend is fast:
   stays small; results come back in request order;
 - generation pads on the left (new tokens line up at the end);
 - ``score`` and ``choice_probs`` are single forward passes, also left-padded with position ids
-  taken from the attention mask, so a request scores the same alone or in any batch; only the
+  taken from the attention mask, so in float32 a request scores the same alone or in any batch
+  (bfloat16 rounding depends on the batch's shape); only the
   last few positions go through the LM head (``logits_to_keep``), which keeps a batch's
   logits small even with a 150k-token vocabulary.
 """

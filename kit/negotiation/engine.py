@@ -18,8 +18,8 @@ every later step would split into one call per drifted group.
 Jobs that finish are validated and appended to the store right after the step that finished
 them, so a killed run loses only unfinished jobs, and a rerun skips every stored id.
 
-Batching changes no output under greedy decoding (the transformers backend is batch-invariant
-there). With sampling, a seed is fixed per call, so outputs are reproducible for the same set
+Batching changes no output under greedy decoding in float32 (the transformers backend is
+batch-invariant there; bfloat16 rounding depends on the batch's shape). With sampling, a seed is fixed per call, so outputs are reproducible for the same set
 of jobs (and cached), but may differ when a job runs with different company.
 """
 
