@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from kit.bench import BENCHES
 from kit.config import ParamsError, load_params
 
 
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("params")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b = sub.add_parser("bench", help="benchmarks that print ratios; the last line is JSON")
-    b.add_argument("what", choices=["generate", "choice", "negotiate", "train"])
+    b.add_argument("what", choices=BENCHES.names())
     b.add_argument("--params", required=True)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return p
@@ -54,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             from kit.runner import run
 
             return run(params, args.params, args.only.split(",") if args.only else None)
-        from kit import bench
-
-        result = getattr(bench, args.what)(params)
+        result = BENCHES.get(args.what)(params)
         print(json.dumps(result))
         return 0
     except (ParamsError, ValueError, ImportError) as e:

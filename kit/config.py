@@ -31,9 +31,15 @@ def _existing_file(v: str | None) -> str | None:
     return v
 
 
+def _registered(registry, name: str) -> str:
+    if name not in registry:
+        raise ValueError(registry.unknown(name))
+    return name
+
+
 class ModelParams(Section):
     name: str = "smollm2-135m-instruct"
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: str = "transformers"  # a name in kit.llm.BACKENDS
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
@@ -54,6 +60,13 @@ class ModelParams(Section):
             return v
         raise ValueError(f"unknown model {v!r}; use {' or '.join(REGISTERED)}, a hub id (org/name) or a model folder")
 
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, v: str) -> str:
+        from kit.llm import BACKENDS
+
+        return _registered(BACKENDS, v)
+
 
 class EmbedderParams(Section):
     name: str = "all-minilm-l6-v2"
@@ -65,6 +78,10 @@ class DataParams(Section):
     moralchoice_path: str = "../shared/data/moralchoice/dev.json"
     # Evaluate on this file instead of the test split of goqa_path (data you hold back).
     goqa_test_path: str | None = None
+    # The question split every unit shares: agents, topics and training prompts come from the train
+    # side, evaluations from the test side.
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    split_seed: int = 0
 
     _files = field_validator("goqa_path", "moralchoice_path", "goqa_test_path")(_existing_file)
 
@@ -81,15 +98,16 @@ class QuickstartParams(Section):
     max_new_tokens: PositiveInt = 48
 
 
-class SFTParams(Section):
-    """LoRA SFT of grounded agents (trl SFTTrainer + peft)."""
+class TrainRecipe(Section):
+    """A LoRA training recipe in the libraries' own keys, as alignment-handbook recipes are written.
 
-    epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    batch_size: PositiveInt = 4
-    max_length: PositiveInt = 512
-    lora_r: PositiveInt = 8
-    lora_alpha: PositiveInt = 16
+    ``lora`` holds ``peft.LoraConfig`` keys and ``trl`` the keys of the trl configs (``DPOConfig``,
+    ``SFTConfig`` …, i.e. ``transformers.TrainingArguments`` plus each method's own); both are
+    merged over the kit's defaults (``kit.train.recipes``) and checked by building the configs.
+    """
+
+    lora: dict[str, Any] = Field(default_factory=dict)
+    trl: dict[str, Any] = Field(default_factory=dict)
 
 
 class AgentsParams(Section):
@@ -98,8 +116,6 @@ class AgentsParams(Section):
     countries: list[str] = Field(default_factory=lambda: ["United States", "China", "Mexico", "Iraq"], min_length=1)
     kinds: list[Literal["vanilla", "prompted", "described", "grounded"]] = Field(
         default_factory=lambda: ["vanilla", "prompted", "described", "grounded"], min_length=1)
-    test_fraction: float = Field(0.3, gt=0, lt=1)
-    split_seed: int = 0
     min_train_items: PositiveInt = 3
     max_train_items: PositiveInt = 40
     max_test_items: PositiveInt = 40
@@ -109,8 +125,7 @@ class AgentsParams(Section):
     answer_tokens: PositiveInt = 160  # prose answers shown in the notebook
     description_tokens: PositiveInt = 512
     rewrite_tokens: PositiveInt = 320
-    sft: SFTParams = SFTParams()
-    n_boot: PositiveInt = 1000
+    sft: TrainRecipe = TrainRecipe()  # the grounded agents' SFT (trl SFTConfig keys)
 
 
 class TopicsParams(Section):
@@ -133,8 +148,7 @@ class NegotiationParams(Section):
     topics: TopicsParams = TopicsParams()
     pairs: list[list[str]] = Field(default_factory=lambda: [["United States", "China"], ["Mexico", "Iraq"]], min_length=1)
     agent_kind: Literal["prompted", "described"] = "described"
-    methods: list[Literal["ncn", "debate", "consultancy", "none"]] = Field(
-        default_factory=lambda: ["ncn", "debate", "consultancy", "none"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["ncn", "debate", "consultancy", "none"], min_length=1)
     max_rounds: PositiveInt = 10
     epsilon: float = Field(0.02, gt=0)
     weights: UtilityWeightsParams = UtilityWeightsParams()
@@ -148,8 +162,7 @@ class NegotiationParams(Section):
     guideline_format: Literal["json", "fields"] = "json"
     turn_tokens: PositiveInt = 256
     statement_words: PositiveInt = 100
-    value_judge: Literal["llm", "embedding"] = "llm"
-    n_boot: PositiveInt = 1000
+    value_judge: str = "llm"  # a name in kit.values.DETECTORS
     shard_index: int = Field(0, ge=0)
     shard_count: PositiveInt = 1
 
@@ -158,6 +171,20 @@ class NegotiationParams(Section):
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard_index {self.shard_index} must be below shard_count {self.shard_count} (0-based)")
         return self
+
+    @field_validator("methods")
+    @classmethod
+    def _registered_protocols(cls, v: list[str]) -> list[str]:
+        from kit.negotiation.protocol import PROTOCOLS
+
+        return [_registered(PROTOCOLS, name) for name in v]
+
+    @field_validator("value_judge")
+    @classmethod
+    def _registered_detector(cls, v: str) -> str:
+        from kit.values import DETECTORS
+
+        return _registered(DETECTORS, v)
 
     @field_validator("pairs")
     @classmethod
@@ -168,36 +195,34 @@ class NegotiationParams(Section):
         return v
 
 
-class LoraParams(Section):
-    r: PositiveInt = 8
-    alpha: PositiveInt = 16
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: str | list[str] = "all-linear"
+class FinetuneParams(TrainRecipe):
+    """Notebook 04 and ``python -m kit train``: DPO / SimPO / ORPO / SFT with LoRA on negotiation data.
 
+    ``trl`` keys apply to every method whose trl config has them (``beta`` to DPO, SimPO and ORPO,
+    not SFT); ``per_method`` overrides them for one method, e.g. ``{orpo: {beta: 0.2}}``.
+    """
 
-class FinetuneParams(Section):
-    """Notebook 04 and ``python -m kit train``: DPO / SimPO / ORPO / SFT with LoRA on negotiation data."""
-
-    methods: list[Literal["dpo", "simpo", "orpo", "sft"]] = Field(default_factory=lambda: ["dpo", "simpo", "orpo", "sft"], min_length=1)
-    lora: LoraParams = LoraParams()
-    learning_rate: float = Field(1e-4, gt=0)
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    epochs: float = Field(3.0, gt=0)
-    batch_size: PositiveInt = 2
-    grad_accum: PositiveInt = 1
-    max_length: PositiveInt = 1024
-    beta: float = Field(0.1, gt=0)
-    simpo_gamma: float = Field(0.5, ge=0)
-    orpo_lambda: float = Field(0.1, gt=0)
-    bf16: bool = False
-    gradient_checkpointing: bool = False
+    methods: list[str] = Field(default_factory=lambda: ["dpo", "simpo", "orpo", "sft"], min_length=1)
+    per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     eval_fraction: float = Field(0.2, ge=0, lt=1)
-    logging_steps: PositiveInt = 5
     # Preference pairs from converged negotiations only (small smoke runs rarely converge).
     require_converged: bool = True
     heldout_topics: PositiveInt = 2
     capability_items: PositiveInt = 40
+
+    @field_validator("methods")
+    @classmethod
+    def _registered_trainers(cls, v: list[str]) -> list[str]:
+        from kit.train.recipes import TRAINERS
+
+        return [_registered(TRAINERS, name) for name in v]
+
+    @model_validator(mode="after")
+    def _per_method(self):
+        unused = sorted(set(self.per_method) - set(self.methods))
+        if unused:
+            raise ValueError(f"per_method names {unused}, which methods does not list ({self.methods})")
+        return self
 
 
 class BenchParams(Section):
@@ -214,6 +239,7 @@ class BenchParams(Section):
 class Params(Section):
     profile: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
+    n_boot: PositiveInt = 1000  # bootstrap resamples of every confidence interval
     runs_dir: str = "runs"
     model: ModelParams = ModelParams()
     embedder: EmbedderParams = EmbedderParams()
@@ -259,9 +285,26 @@ def _one_line(err: ValidationError, source: str) -> str:
 
 def validate(values: dict, source: str = "params") -> Params:
     try:
-        return Params.model_validate(values)
+        params = Params.model_validate(values)
     except ValidationError as err:
         raise ParamsError(_one_line(err, source)) from None
+    try:
+        _check_recipes(params, values)
+    except ValueError as err:
+        raise ParamsError(f"{source}: {err}") from None
+    return params
+
+
+def _check_recipes(params: Params, values: dict) -> None:
+    """Training recipes are checked by building their trl and peft configs (imports trl: only for
+    the sections given)."""
+    from kit.train.recipes import check
+
+    if "agents" in values:
+        check(params.agents.sft.lora, params.agents.sft.trl, ["sft"], {}, "agents.sft")
+    if "finetune" in values:
+        f = params.finetune
+        check(f.lora, f.trl, f.methods, f.per_method, "finetune")
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

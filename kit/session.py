@@ -1,4 +1,5 @@
-"""A notebook's handle on one profile: its params, run folder, cached backend, embedder, records.
+"""A notebook's handle on one profile: its params, run folder, cached backend, embedder, records,
+and the agents notebook 01 built.
 
 Everything heavy is built on first use, so a notebook that never embeds never loads the embedder,
 and bad params fail in :func:`kit.config.from_notebook` before anything loads.
@@ -17,6 +18,7 @@ from typing import Iterator
 from kit import paths
 from kit.cache import Cache
 from kit.config import Params
+from kit.files import atomic_write_json
 
 METRICS_MIME = "application/vnd.agora.metrics+json"
 
@@ -27,6 +29,7 @@ class Session:
         self.run_dir = params.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
+        self._agents = None
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # silence fork warnings in kernels
 
     @cached_property
@@ -54,11 +57,17 @@ class Session:
 
         return RecordStore(self.run_dir / "records" / f"{name}.jsonl")
 
-    def figure_path(self, name: str) -> Path:
-        """Figures go to ``figures/<profile>/`` at the top of the project."""
-        out = paths.ROOT / "figures" / self.params.profile / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return out
+    def agents(self):
+        """The :class:`~kit.agents.AgentSet` notebook 01 built and stored in this run folder."""
+        if self._agents is None:
+            from kit.agents import AgentSet
+
+            self._agents = AgentSet.load(self.run_dir)
+        return self._agents
+
+    def figure_paths(self, name: str) -> list[Path]:
+        """Where a figure is saved: ``figures/<profile>/`` at the top of the project."""
+        return [paths.ROOT / "figures" / self.params.profile / name]
 
     @contextmanager
     def timed(self, label: str) -> Iterator[None]:
@@ -69,9 +78,6 @@ class Session:
     def record_metrics(self, notebook: str, metrics: dict) -> None:
         """Key numbers of a notebook: shown in its output (tests read them) and saved as JSON."""
         out = self.run_dir / "metrics" / f"{notebook}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        from kit.runs import atomic_write_json
-
         atomic_write_json(out, metrics)
         try:
             from IPython.display import display

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kit.config import AgentsParams
-from kit.culture_description import (
+from kit.agents.described import (
     SECTIONS,
     clean_description,
     describe_cultures,

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from scipy import stats
 
+from kit import seeds
 from kit.data import (
     NCN_ZONES,
     PALETTE_CONTINENTS,
@@ -20,7 +21,6 @@ from kit.data import (
     by_country,
     continent_of,
     countries,
-    hash_unit,
     load_goqa,
     load_moralchoice,
     load_topics,
@@ -332,8 +332,8 @@ def test_split_stable_when_items_are_added() -> None:
     assert [i for i in test_new if i in old] == test_old
 
 
-def test_hash_unit_is_uniform() -> None:
-    values = [hash_unit(0, f"q{q}") for q in range(2000)]
+def test_seeds_unit_is_uniform() -> None:
+    values = [seeds.unit(0, f"q{q}") for q in range(2000)]
     assert all(0 <= v < 1 for v in values)
     assert stats.kstest(values, "uniform").pvalue > 0.01
 

@@ -17,9 +17,9 @@ from scipy import stats
 from kit.agents import culture_instruction
 from kit.config import AgentsParams
 from kit.data import OpinionItem, question_id
-from kit.grounding import (
+from kit.data.leaks import assert_no_test_leak
+from kit.agents.grounded import (
     ADAPTER_FILES,
-    assert_no_test_leak,
     build_all,
     build_sft_data,
     parse_rewrite,
@@ -133,8 +133,11 @@ def test_well_formed_rewrites_give_exact_sft_records():
     fake = Fake()
     res = build_all(fake, ["China", "Mexico"], {"China": items_of("China", 3), "Mexico": items_of("Mexico", 2)},
                     PARAMS, seed=0)
-    assert len(fake.generate_batches) == 1 and len(fake.generate_batches[0]) == 10  # both countries, one call
-    assert len(fake.choice_batches) == 1 and len(fake.choice_batches[0]) == 10
+    # both countries in one call per sample index (the k-th samples share a seed), one judge call
+    assert [len(b) for b in fake.generate_batches] == [5, 5]
+    assert fake.gen_params[0].seed != fake.gen_params[1].seed
+    # one judge call; a judge request repeated by two samples (same item, option and reply) is sent once
+    assert len(fake.choice_batches) == 1 and len(set(fake.choice_batches[0])) == len(fake.choice_batches[0]) <= 10
     china = res["China"]
     assert china.stats | {"judgments": None, "unparsable_raw": None} == {
         "samples": 6, "parsed": 6, "unparsable": 0, "judged": 6, "inconsistent": 0, "kept": 6, "attempts": 1,
@@ -167,16 +170,16 @@ def test_only_failures_are_retried_with_new_seeds():
     # attempt 0: everything parses but is judged inconsistent; attempt 1: consistent
     fake = Fake(p_consistent=lambda r, call: 0.2 if call == 0 else 0.8)
     res = build_sft_data(fake, "Spain", items_of("Spain", 2), PARAMS, seed=0)
-    assert [len(b) for b in fake.generate_batches] == [4, 4]
-    assert fake.gen_params[0].seed != fake.gen_params[1].seed
+    assert [len(b) for b in fake.generate_batches] == [2, 2, 2, 2]  # two sample indices, two attempts
+    assert len({p.seed for p in fake.gen_params}) == 4
     assert res.stats["attempts"] == 2 and res.stats["inconsistent"] == 4 and res.stats["kept"] == 4
 
 
 def test_retries_are_bounded():
-    fake = Fake(reply=lambda r, call: "no format" if call == 0 else "Question: q\nAnswer: a",
+    fake = Fake(reply=lambda r, call: "no format" if call < 2 else "Question: q\nAnswer: a",
                 p_consistent=lambda r, call: 0.1)
     res = build_sft_data(fake, "Spain", items_of("Spain", 2), PARAMS.model_copy(update={"max_retries": 2}), seed=0)
-    assert [len(b) for b in fake.generate_batches] == [4, 4, 4]
+    assert [len(b) for b in fake.generate_batches] == [2, 2, 2, 2, 2, 2]
     assert [len(b) for b in fake.choice_batches] == [4, 4]  # nothing parsed in attempt 0: no judge call
     st = res.stats
     assert (st["attempts"], st["unparsable"], st["parsed"], st["inconsistent"], st["kept"]) == (3, 4, 8, 8, 0)
@@ -195,7 +198,7 @@ def test_gibberish_model_is_handled(tiny_backend):
 
 def test_thin_country_is_skipped_without_model_calls(caplog):
     fake = Fake()
-    with caplog.at_level(logging.WARNING, logger="kit.grounding"):
+    with caplog.at_level(logging.WARNING, logger="kit.agents.grounded"):
         res = build_all(fake, ["Iraq", "Spain"], {"Iraq": items_of("Iraq", 1), "Spain": items_of("Spain", 2)},
                         PARAMS, seed=0)
     assert "min_train_items" in res["Iraq"].stats["skipped"] and res["Iraq"].records == []
@@ -221,27 +224,28 @@ class FakeTrainResult:
 
 @pytest.fixture
 def fake_trainer(monkeypatch, tiny_backend):
-    """Stands in for kit.train.trainers.train_sft: writes a real tiny LoRA adapter."""
+    """Stands in for kit.train.trainers.train: writes a real tiny LoRA adapter."""
     calls: list[dict] = []
 
-    def train_sft(train_records, eval_records, base_model, output_dir, cfg, seed):
+    def train(method, train_records, eval_records, base_model, output_dir, recipe, seed):
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
 
-        calls.append({"train": train_records, "eval": eval_records, "base_model": base_model, "cfg": cfg})
+        assert method == "sft"
+        calls.append({"train": train_records, "eval": eval_records, "base_model": base_model, "recipe": recipe})
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_backend.resolved.path),
-                               LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=["q_proj", "v_proj"]))
+                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
         model.save_pretrained(Path(output_dir) / "adapter")  # where the real trainer saves it
         return FakeTrainResult(Path(output_dir) / "adapter", [{"loss": 1.0}], 123, 0.1)
 
-    monkeypatch.setitem(sys.modules, "kit.train.trainers", types.SimpleNamespace(train_sft=train_sft))
+    monkeypatch.setitem(sys.modules, "kit.train.trainers", types.SimpleNamespace(train=train))
     return calls
 
 
 def test_train_grounded_agents_trains_then_reuses(tmp_path, fake_trainer, caplog):
     data = {"China": items_of("China", 3), "Iraq": items_of("Iraq", 1)}
     fake = Fake()
-    with caplog.at_level(logging.WARNING, logger="kit.grounding"):
+    with caplog.at_level(logging.WARNING, logger="kit.agents.grounded"):
         first = train_grounded_agents(fake, "tiny-random", ["China", "Iraq"], data, PARAMS, 0, tmp_path)
     assert first["Iraq"].adapter_dir is None and "min_train_items" in first["Iraq"].stats["skipped"]
     adapter = first["China"].adapter_dir
@@ -255,7 +259,7 @@ def test_train_grounded_agents_trains_then_reuses(tmp_path, fake_trainer, caplog
     assert first["China"].stats["train"]["train_tokens"] == 123 and first["China"].stats["reused"] is False
 
     second = train_grounded_agents(fake, "tiny-random", ["China", "Iraq"], data, PARAMS, 0, tmp_path)
-    assert len(fake.generate_batches) == 1 and len(fake_trainer) == 1  # China reused; Iraq has nothing to ask
+    assert len(fake.generate_batches) == 2 and len(fake_trainer) == 1  # China reused; Iraq has nothing to ask
     assert second["China"].adapter_dir == adapter and second["China"].stats["reused"] is True
     assert second["China"].stats["kept"] == 6 and second["Iraq"].adapter_dir is None
     assert second["China"].records == first["China"].records and len(first["China"].records) == 6
@@ -269,13 +273,13 @@ def test_saved_data_is_reused_when_only_training_is_missing(tmp_path, fake_train
     for f in ADAPTER_FILES:
         (tmp_path / "China" / "adapter" / f).unlink()
     again = train_grounded_agents(fake, "tiny-random", ["China"], data, PARAMS, 0, tmp_path)
-    assert len(fake.generate_batches) == 1 and len(fake_trainer) == 2
+    assert len(fake.generate_batches) == 2 and len(fake_trainer) == 2
     assert again["China"].adapter_dir is not None
 
 
 def test_country_with_no_kept_record_is_skipped(tmp_path, fake_trainer, caplog):
     fake = Fake(p_consistent=lambda r, call: 0.0)
-    with caplog.at_level(logging.WARNING, logger="kit.grounding"):
+    with caplog.at_level(logging.WARNING, logger="kit.agents.grounded"):
         res = train_grounded_agents(fake, "tiny-random", ["Spain"], {"Spain": items_of("Spain", 2)}, PARAMS, 0,
                                     tmp_path)
     assert res["Spain"].adapter_dir is None and "no consistent" in res["Spain"].stats["skipped"]

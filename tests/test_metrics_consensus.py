@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cosine, euclidean
 
+from kit.values import SCHWARTZ_VALUES
 from kit.metrics.consensus import (
-    SCHWARTZ_VALUES,
     acceptance_gap,
     acceptance_ratio,
     acceptance_summary,

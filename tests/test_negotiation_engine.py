@@ -20,19 +20,9 @@ from kit.agents import prompted
 from kit.config import NegotiationParams
 from kit.data.topics import Topic
 from kit.llm.base import Backend
-from kit.negotiation import (
-    Job,
-    derive_seed,
-    plan_jobs,
-    ready,
-    run_jobs,
-    run_negotiations,
-    shard_of,
-    start_job,
-    step,
-    truncate_words,
-    validate_trace,
-)
+from kit import seeds
+from kit.engine import Job, ready, run_jobs, step
+from kit.negotiation import plan_jobs, run_negotiations, shard_of, start_job, truncate_words, validate_trace
 from kit.negotiation.prompts import KIND_INSTRUCTIONS, RETRY_NOTE, agrees
 from kit.negotiation.psro import candidate_slots
 from kit.runs import RecordStore, merge_record_files
@@ -141,7 +131,7 @@ def assert_same(a, b, path="trace"):
 
 def traces_of(jobs: list[Job]) -> dict[str, dict]:
     # The store's JSON round trip, as run_negotiations returns them.
-    return {job.id: json.loads(json.dumps(job.trace)) for job in jobs}
+    return {job.id: json.loads(json.dumps(job.result)) for job in jobs}
 
 
 # -- 1. batching changes nothing -------------------------------------------------------------
@@ -174,10 +164,10 @@ def test_tiny_model_jobs_batched_together_equal_each_job_alone(tiny_backend, emb
     for spec, batched in zip(specs, together):
         job = start_job(spec, params, seed=7)
         run_jobs([job], tiny_backend, embedder)
-        assert job.trace == batched.trace
-        validate_trace(job.trace)
+        assert job.result == batched.result
+        validate_trace(job.result)
     # gibberish: the NCN jobs fail on their initial guidelines, the run itself does not
-    assert [job.trace["failed"] for job in together] == [True, False, True, False]
+    assert [job.result["failed"] for job in together] == [True, False, True, False]
 
 
 # -- 2. one generate call per distinct GenParams per step ------------------------------------
@@ -198,7 +188,7 @@ def _count_calls(topics, embedder) -> tuple[int, int, int]:
         widest = max([widest] + [len(requests) for requests, _ in backend.calls[calls:]])
         steps += 1
     for job in jobs:
-        validate_trace(job.trace)
+        validate_trace(job.result)
     assert all(call[1].seed is not None for call in backend.calls)
     return len(backend.calls), steps, widest
 
@@ -235,17 +225,17 @@ def test_jobs_that_re_ask_are_waited_for_so_later_steps_stay_one_call(embedder):
     assert later and all({TOPICS[0].text in r.chat[-1]["content"] for r in requests} == {True, False}
                          for requests in later)
     for job in jobs:
-        validate_trace(job.trace)
-        assert job.trace["retries"] == (2 * job.trace["rounds_used"] if TOPICS[0].text in job.trace["topic"]["text"] else 0)
+        validate_trace(job.result)
+        assert job.result["retries"] == (2 * job.result["rounds_used"] if TOPICS[0].text in job.result["topic"]["text"] else 0)
 
 
 def test_seeds_derive_from_run_seed_round_and_role():
-    assert derive_seed(0, 1, "position") == derive_seed(0, 1, "position")
-    assert len({derive_seed(0, 1, "position"), derive_seed(1, 1, "position"), derive_seed(0, 2, "position"),
-                derive_seed(0, 1, "counter0")}) == 4
-    assert 0 <= derive_seed(123, 4, "statement") < 2**31
+    assert seeds.derive(0, 1, "position") == seeds.derive(0, 1, "position")
+    assert len({seeds.derive(0, 1, "position"), seeds.derive(1, 1, "position"), seeds.derive(0, 2, "position"),
+                seeds.derive(0, 1, "counter0")}) == 4
+    assert 0 <= seeds.derive(123, 4, "statement") < 2**31
     expected = int.from_bytes(hashlib.sha256(b"5:2:gap0").digest()[:4], "big") >> 1
-    assert derive_seed(5, 2, "gap0") == expected
+    assert seeds.derive(5, 2, "gap0") == expected
 
 
 # -- 3. resume -------------------------------------------------------------------------------
@@ -354,7 +344,7 @@ def test_unreadable_candidates_are_retried_then_dropped_and_counted(embedder):
                        for requests, _ in backend.calls for r in requests)
     total_rounds = 0
     for job in jobs:
-        trace = job.trace
+        trace = job.result
         validate_trace(trace)
         rounds = trace["rounds_used"]
         total_rounds += rounds
@@ -433,7 +423,7 @@ def test_a_drop_in_utility_does_not_count_as_convergence(embedder):
     params = negotiation(methods=["ncn"], max_rounds=3, epsilon=0.02)
     jobs = [start_job(spec, params, seed=0) for spec in plan_jobs(AGENTS, TOPICS[:1], params)]
     run_jobs(jobs, FakeBackend(off_topic=True), embedder)
-    trace = jobs[0].trace
+    trace = jobs[0].result
     validate_trace(trace)
     first, second = trace["rounds"][0]["best_utility"], trace["rounds"][1]["best_utility"]
     assert all(b < a - params.epsilon for a, b in zip(first, second))  # off-topic candidates: a clear drop
@@ -445,7 +435,7 @@ def test_baselines_debate_agreement_and_consultancy_exchange(embedder):
     backend = FakeBackend(agree=True)
     jobs = [start_job(spec, params, seed=0) for spec in plan_jobs(AGENTS, TOPICS[:1], params)]
     run_jobs(jobs, backend, embedder)
-    debate, consult, none = (job.trace for job in jobs)
+    debate, consult, none = (job.result for job in jobs)
     for trace in (debate, consult, none):
         validate_trace(trace)
     assert debate["converged"] and debate["rounds_used"] == 1 and debate["rounds"][0]["agree"] == [True, True]
@@ -461,7 +451,7 @@ def test_baselines_debate_agreement_and_consultancy_exchange(embedder):
 
     jobs = [start_job(spec, params, seed=0) for spec in plan_jobs(AGENTS, TOPICS[:1], params)]
     run_jobs(jobs, FakeBackend(agree=False), embedder)
-    assert not jobs[0].trace["converged"] and jobs[0].trace["rounds_used"] == params.max_rounds
+    assert not jobs[0].result["converged"] and jobs[0].result["rounds_used"] == params.max_rounds
 
 
 def test_agreement_marker_truncation_and_temperatures():

@@ -10,7 +10,7 @@ from scipy.spatial.distance import cosine, euclidean
 
 from kit.agents import prompted
 from kit.llm.base import ScoreRequest
-from kit.negotiation.evaluate import (
+from kit.evals.traces import (
     acceptance_row,
     acceptance_table,
     evaluate_traces,

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from kit.agents import culture_instruction
-from kit.config import FinetuneParams, ModelParams, Params, SFTParams
-from kit.train.data import SFT_TARGET, preference_records, sft_records, split_records, to_dataset
+from kit.config import FinetuneParams, ModelParams, Params, TrainRecipe
+from kit.train.records import SFT_TARGET, preference_records, sft_records, split_records, to_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,8 @@ def test_to_dataset_keeps_columns():
 # --- trainers -----------------------------------------------------------------------------------
 
 # Warmup off and a large rate, so one step visibly moves the adapter.
-CFG = FinetuneParams(epochs=1, batch_size=2, max_length=128, learning_rate=5e-2, warmup_ratio=0.0, logging_steps=1)
+CFG = FinetuneParams(trl={"num_train_epochs": 1, "per_device_train_batch_size": 2, "max_length": 128,
+                          "learning_rate": 5e-2, "warmup_steps": 0.0, "logging_steps": 1})
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_each_method_saves_a_peft_adapter_and_logs(trained):
         assert config["method"] == method and config["global_step"] == result.global_step == 1
         assert result.train_tokens > 0 and result.seconds > 0 and any("loss" in e for e in result.log_history)
     adapter_cfg = json.loads((trained["dpo"].adapter_dir / "adapter_config.json").read_text())
-    assert adapter_cfg["r"] == CFG.lora.r and adapter_cfg["lora_alpha"] == CFG.lora.alpha
+    assert adapter_cfg["r"] == 8 and adapter_cfg["lora_alpha"] == 16  # the kit's LoRA defaults
 
 
 def test_trained_adapters_load_in_hf_backend_and_change_scores(trained, pref):
@@ -170,11 +171,11 @@ def test_trained_adapters_load_in_hf_backend_and_change_scores(trained, pref):
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path, pref):
-    from kit.train import train_orpo
+    from kit.train import train
 
-    first = train_orpo(pref[:2], [], "tiny-random", tmp_path, CFG)
+    first = train("orpo", pref[:2], [], "tiny-random", tmp_path, CFG)
     assert first.global_step == 1 and first.resumed_from is None and (tmp_path / "checkpoint-1").is_dir()
-    more = train_orpo(pref[:2], [], "tiny-random", tmp_path, CFG.model_copy(update={"epochs": 2.0}))
+    more = train("orpo", pref[:2], [], "tiny-random", tmp_path, CFG.model_copy(update={"trl": {**CFG.trl, "num_train_epochs": 2}}))
     assert more.resumed_from.endswith("checkpoint-1") and more.global_step == 2
     assert len(more.step_seconds) == 1  # only the new step ran
     state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
@@ -182,11 +183,9 @@ def test_resume_continues_from_last_checkpoint(tmp_path, pref):
     assert json.loads((tmp_path / "train_config.json").read_text())["resumed_from"].endswith("checkpoint-1")
 
 
-def test_sft_params_adapter_and_bad_inputs(pref, tmp_path):
-    from kit.train import finetune_from_sft, train
+def test_bad_inputs(pref, tmp_path):
+    from kit.train import train
 
-    cfg = finetune_from_sft(SFTParams(epochs=2, learning_rate=1e-3, batch_size=3, max_length=64, lora_r=4, lora_alpha=8))
-    assert (cfg.epochs, cfg.batch_size, cfg.max_length, cfg.lora.r, cfg.lora.alpha) == (2, 3, 64, 4, 8)
     with pytest.raises(ValueError, match="unknown training method"):
         train("ppo", pref, [], "tiny-random", tmp_path, CFG)
     with pytest.raises(ValueError, match="no training records"):
@@ -199,7 +198,8 @@ def _params_file(tmp_path: Path) -> Path:
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({
         "profile": "t", "runs_dir": str(tmp_path / "runs"), "model": {"name": "tiny-random"},
-        "finetune": {"epochs": 1, "batch_size": 2, "max_length": 128, "eval_fraction": 0.0, "logging_steps": 1},
+        "finetune": {"trl": {"num_train_epochs": 1, "per_device_train_batch_size": 2, "max_length": 128,
+                             "logging_steps": 1}, "eval_fraction": 0.0},
     }))
     return path
 
@@ -217,12 +217,12 @@ def test_cli_trains_from_traces(tmp_path, capsys):
     assert "negotiations.jsonl" in capsys.readouterr().err
 
 
-def test_measure_train_speed_reports_rate_and_memory():
-    from kit.train.speed import STEPS, measure_train_speed
+def test_train_benchmark_reports_rate_and_memory():
+    from kit.bench.train import STEPS, run
 
     params = Params(profile="t", model=ModelParams(name="tiny-random"),
-                    finetune=FinetuneParams(batch_size=1, max_length=128, logging_steps=1))
-    out = measure_train_speed(params)
+                    finetune=FinetuneParams(trl={"per_device_train_batch_size": 1, "max_length": 128}))
+    out = run(params)
     assert out["steps"] == STEPS and out["train_tok_s"] > 0 and out["tokens_per_step"] > 0
     assert 0 < out["peak_rss_gb"] < 64
 

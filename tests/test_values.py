@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kit.llm.base import Backend, GenParams
-from kit.metrics.consensus import SCHWARTZ_VALUES
 from kit.values import (
+    SCHWARTZ_VALUES,
     VALUE_DEFINITIONS,
     VALUE_POLES,
     EmbeddingValueDetector,

@@ -1,4 +1,4 @@
-"""Data sets the kit reads: GlobalOpinionQA, MoralChoice, topic lists, and the culture maps."""
+"""Data sets the kit reads: GlobalOpinionQA, MoralChoice, topic lists, the culture maps, and their splits."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from .goqa import (
     OpinionItem,
     by_country,
     countries,
+    country_labels,
     load_goqa,
     option_labels,
     question_id,
     questions,
     render_prompt,
+    resolve_countries,
 )
 from .moralchoice import MoralScenario, load_moralchoice
-from .split import assert_disjoint, hash_unit, split_questions
+from .splits import SurveySplits, assert_disjoint, first_by_hash, goqa_split, split_questions, survey_splits
 from .topics import Topic, load_topics
 
 __all__ = [
@@ -24,13 +26,16 @@ __all__ = [
     "PALETTE_COUNTRIES",
     "MoralScenario",
     "OpinionItem",
+    "SurveySplits",
     "Topic",
     "assert_disjoint",
     "base_country",
     "by_country",
     "continent_of",
     "countries",
-    "hash_unit",
+    "country_labels",
+    "first_by_hash",
+    "goqa_split",
     "load_goqa",
     "load_moralchoice",
     "load_topics",
@@ -39,6 +44,8 @@ __all__ = [
     "question_id",
     "questions",
     "render_prompt",
+    "resolve_countries",
     "resolve_country",
     "split_questions",
+    "survey_splits",
 ]

@@ -26,10 +26,11 @@ import string
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from .countries import normalize_country
+from .countries import normalize_country, resolve_country
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ def load_goqa(path: str | Path, *, on_bad: Literal["raise", "skip"] = "raise") -
 
     A malformed record, row or country entry raises ValueError naming it; with
     ``on_bad="skip"`` it is dropped and logged instead (the full HF CSV has a few such rows).
+    A file is parsed once per process while it is unchanged (same size and mtime).
     """
     if on_bad not in ("raise", "skip"):
         raise ValueError(f"on_bad must be 'raise' or 'skip', got {on_bad!r}")
@@ -233,6 +235,25 @@ def load_goqa(path: str | Path, *, on_bad: Literal["raise", "skip"] = "raise") -
         raise ValueError(
             f"GlobalOpinionQA file {path} does not exist; point the data path at dev.json or the HF CSV"
         )
+    st = path.stat()
+    return list(_load_goqa(str(path.resolve()), st.st_size, st.st_mtime_ns, on_bad))
+
+
+def country_labels(path: str | Path) -> list[str]:
+    """The sorted country labels of a GlobalOpinionQA file."""
+    return countries(load_goqa(path))
+
+
+def resolve_countries(names: Iterable[str], path: str | Path) -> list[str]:
+    """Each name as the data at ``path`` spells it ("UK" -> "Britain"), duplicates dropped; unknown
+    names raise ValueError listing the closest labels (``resolve_country``)."""
+    known = country_labels(path)
+    return list(dict.fromkeys(resolve_country(name, known) for name in names))
+
+
+@lru_cache(maxsize=8)
+def _load_goqa(path: str, size: int, mtime_ns: int, on_bad: str) -> tuple[OpinionItem, ...]:
+    path = Path(path)
     with path.open(encoding="utf-8-sig") as fh:
         head = fh.read(256).lstrip()
     skipped: list[str] | None = [] if on_bad == "skip" else None
@@ -244,7 +265,7 @@ def load_goqa(path: str | Path, *, on_bad: Literal["raise", "skip"] = "raise") -
     log.info(
         "loaded %d GlobalOpinionQA items from %s (%d distributions renormalised)", len(items), path, renormalised
     )
-    return items
+    return tuple(items)
 
 
 def by_country(items: Iterable[OpinionItem]) -> dict[str, list[OpinionItem]]:

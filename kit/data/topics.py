@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 import yaml
 
+from kit import seeds
+
 from .goqa import load_goqa
 from .moralchoice import load_moralchoice
-from .split import hash_unit
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,24 @@ def load_topics(source: TopicSource, path: str | Path, n: int | None = None, see
         raise ValueError(
             f"asked for n={n} topics but {path} has {len(topics)}; pass 1 ≤ n ≤ {len(topics)} or n=None"
         )
-    chosen = set(sorted(ids, key=lambda i: hash_unit(seed, i))[:n])
+    chosen = set(sorted(ids, key=lambda i: seeds.unit(seed, i))[:n])
     log.info("picked %d of %d %s topics (seed %d)", n, len(topics), source, seed)
     return [t for t in topics if t.id in chosen]
+
+
+def _source_path(data, topics) -> Path:
+    return Path({"goqa": data.goqa_path, "moralchoice": data.moralchoice_path, "file": topics.path}[topics.source])
+
+
+def negotiation_topics(data, topics, seed: int) -> list[Topic]:
+    """The ``topics.n`` topics a negotiation study runs on (``data``/``topics``: the params sections)."""
+    return load_topics(topics.source, _source_path(data, topics), n=topics.n, seed=seed)
+
+
+def heldout_topics(data, topics, n_heldout: int, seed: int) -> list[Topic]:
+    """Topics never negotiated in this study: the next ``n_heldout`` of the same source.
+
+    Topic selection ranks by a seeded hash, so a larger pick contains the negotiated one."""
+    used = {t.id for t in negotiation_topics(data, topics, seed)}
+    more = load_topics(topics.source, _source_path(data, topics), n=topics.n + n_heldout, seed=seed)
+    return [t for t in more if t.id not in used]

@@ -42,6 +42,17 @@ def _cpu_has_bf16() -> bool:
     return True if probe is None else bool(probe())
 
 
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """The dtype a params ``model.dtype`` means on ``device`` ("auto": bfloat16 on CUDA, float32 elsewhere)."""
+    return (torch.bfloat16 if device == "cuda" else torch.float32) if dtype == "auto" else _DTYPES[dtype]
+
+
+def numerics(dtype: str = "auto", device: str = "auto") -> str:
+    """How the weights run, e.g. ``"bfloat16@cpu"`` — known from params, before any model loads."""
+    device = pick_device(device)
+    return f"{str(resolve_dtype(dtype, device)).removeprefix('torch.')}@{device}"
+
+
 class HFBackend(Backend):
     name = "transformers"
 
@@ -54,8 +65,8 @@ class HFBackend(Backend):
         self.identity = resolved.identity
         self.device = pick_device(device)
         self.batch_size = batch_size
-        torch_dtype = (torch.bfloat16 if self.device == "cuda" else torch.float32) if dtype == "auto" else _DTYPES[dtype]
-        self.numerics = f"{str(torch_dtype).removeprefix('torch.')}@{self.device}"
+        torch_dtype = resolve_dtype(dtype, self.device)
+        self.numerics = numerics(dtype, device)
         if self.device == "cpu" and torch_dtype == torch.bfloat16 and not _cpu_has_bf16():
             log.warning("this CPU has no native bfloat16 (AMX or AVX-512 BF16): it is emulated and slow; "
                         "set model.dtype: float32")
@@ -67,6 +78,16 @@ class HFBackend(Backend):
         self.model.to(self.device).eval()
         self._adapters: dict[str, str] = {}  # adapter path -> peft adapter name
         self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0}
+
+    @classmethod
+    def from_params(cls, model, seed: int = 0) -> "HFBackend":
+        """The backend a ``ModelParams`` section describes (sampling seeds come per call)."""
+        return cls(model.name, revision=model.revision, dtype=model.dtype, device=model.device,
+                   batch_size=model.batch_size, trust_remote_code=model.trust_remote_code)
+
+    @staticmethod
+    def numerics_for(model) -> str:
+        return numerics(model.dtype, model.device)
 
     # --- adapters -------------------------------------------------------------------------
     def _adapter_name(self, path: str) -> str:

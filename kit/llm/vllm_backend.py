@@ -131,6 +131,11 @@ def lora_request_for(adapter_path: str | None, registry: dict[str, int], lora_cl
     return lora_cls(f"adapter-{lora_id}", lora_id, adapter_path)
 
 
+def numerics(dtype: str, tensor_parallel_size: int) -> str:
+    """How vLLM runs the weights, e.g. ``"bfloat16@tp2"`` — known from params, before any model loads."""
+    return f"{dtype}@tp{tensor_parallel_size}"
+
+
 class VLLMBackend(Backend):
     """One base model in a ``vllm.LLM`` engine, serving LoRA adapters per request."""
 
@@ -151,7 +156,7 @@ class VLLMBackend(Backend):
         self._lora_cls = LoRARequest
         self._lora_ids: dict[str, int] = {}
         self.identity = identity or f"{model}@{revision or 'main'}"
-        self.numerics = f"{dtype}@tp{tensor_parallel_size}"
+        self.numerics = numerics(dtype, tensor_parallel_size)
         log.info("loading %s into vLLM", self.identity)
         self.llm = LLM(
             model=model, revision=revision, tokenizer_revision=revision, dtype=dtype,
@@ -162,6 +167,21 @@ class VLLMBackend(Backend):
             max_logprobs=-1,
         )
         self.tokenizer = self.llm.get_tokenizer()
+
+    @classmethod
+    def from_params(cls, model, seed: int = 0) -> "VLLMBackend":
+        """The backend a ``ModelParams`` section describes; registry names become local folders."""
+        from kit.llm.models import resolve_model
+
+        resolved = resolve_model(model.name, model.revision)
+        return cls(resolved.path, identity=resolved.identity, revision=resolved.revision, dtype=model.dtype,
+                   tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=model.gpu_memory_utilization,
+                   max_model_len=model.max_model_len, trust_remote_code=model.trust_remote_code,
+                   max_lora_rank=model.max_lora_rank, seed=seed)
+
+    @staticmethod
+    def numerics_for(model) -> str:
+        return numerics(model.dtype, model.tensor_parallel_size)
 
     def _loras(self, requests: Sequence[ChatRequest]) -> list:
         return [lora_request_for(r.adapter, self._lora_ids, self._lora_cls) for r in requests]

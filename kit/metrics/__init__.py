@@ -1,4 +1,5 @@
-"""Pure metric functions: survey alignment (GlobalOpinionQA) and negotiation consensus (NCN)."""
+"""Pure metric functions over distributions and vectors: survey alignment (GlobalOpinionQA) and negotiation
+consensus (NCN). Nothing here calls a model; ``kit.evals`` asks the models and feeds these."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from kit.metrics.alignment import (
     uniform_reference,
 )
 from kit.metrics.consensus import (
-    SCHWARTZ_VALUES,
     acceptance_gap,
     acceptance_ratio,
     acceptance_summary,
@@ -35,7 +35,6 @@ from kit.metrics.consensus import (
 
 __all__ = [
     "OTHER_COUNTRIES_AGENT",
-    "SCHWARTZ_VALUES",
     "SCORES",
     "UNIFORM_AGENT",
     "PairedDifference",

@@ -16,18 +16,8 @@ from typing import Any
 
 import numpy as np
 
-SCHWARTZ_VALUES = (
-    "Self-Direction",
-    "Stimulation",
-    "Hedonism",
-    "Achievement",
-    "Power",
-    "Security",
-    "Conformity",
-    "Tradition",
-    "Benevolence",
-    "Universalism",
-)
+from kit.values.schwartz import SCHWARTZ_VALUES
+
 
 # Scoring back-ends return log-softmax values; allow float rounding just above 0.
 _LOGPROB_TOLERANCE = 1e-6

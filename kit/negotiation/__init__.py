@@ -1,16 +1,19 @@
-"""Nash Consensus Negotiation (NCN), the model-free core: guidelines, utilities, the meta-game solver.
+"""Nash Consensus Negotiation (NCN) and its baselines.
 
-Two cultural agents negotiate by PSRO over natural-language guidelines: each round every agent
-proposes candidate guidelines, keeps the one with the best utility (``utility``), and the two
-pools meet in a bimatrix meta-game whose Nash equilibrium (``meta_solver``) gives the guideline
-weights. ``guidelines`` reads guidelines and opinions from model output and renders pools for prompts.
+Two cultural agents negotiate by PSRO over natural-language guidelines (``psro``): each round every
+agent proposes candidate guidelines, keeps the one with the best utility (``utility``), and the
+two pools meet in a bimatrix meta-game whose Nash equilibrium (``meta_solver``) gives the
+guideline weights. ``baselines`` holds debate, consultancy and no negotiation; ``prompts`` every
+user turn; ``guidelines`` reads guidelines from model output. Each method is a protocol
+registered in ``protocol.PROTOCOLS``; ``run`` plans, shards and runs a study on the engine and
+stores one ``trace`` per negotiation.
 """
 
 from kit.negotiation.guidelines import Guideline, format_guidelines, parse_guidelines, parse_opinion
 from kit.negotiation.meta_solver import Equilibrium, enumerate_equilibria, nash_gap, solve_bimatrix
-from kit.negotiation.engine import plan_jobs, ready, run_jobs, run_negotiations, shard_of, start_job, step
-from kit.negotiation.protocols import Job, JobSpec, Need, Reply, derive_seed, job_id, truncate_words
-from kit.negotiation.trace import TRACE_SCHEMA, validate_trace
+from kit.negotiation.protocol import PROTOCOLS, Context, JobSpec, job_id, settings_of, truncate_words
+from kit.negotiation.run import plan_jobs, run_negotiations, shard_of, start_job
+from kit.negotiation.trace import TRACE_SCHEMA, transcript, validate_trace, weights_table
 from kit.negotiation.utility import (
     PARTS,
     UtilityParts,
@@ -24,35 +27,33 @@ from kit.negotiation.utility import (
 
 __all__ = [
     "PARTS",
+    "PROTOCOLS",
     "TRACE_SCHEMA",
-    "Job",
-    "JobSpec",
-    "Need",
-    "Reply",
-    "derive_seed",
-    "job_id",
-    "plan_jobs",
-    "ready",
-    "run_jobs",
-    "run_negotiations",
-    "shard_of",
-    "start_job",
-    "step",
-    "truncate_words",
-    "validate_trace",
+    "Context",
     "Equilibrium",
     "Guideline",
+    "JobSpec",
     "UtilityParts",
     "UtilityWeights",
     "converged",
     "enumerate_equilibria",
     "format_guidelines",
+    "job_id",
     "nash_gap",
     "normalise_weights",
     "parse_guidelines",
     "parse_opinion",
     "payoff_matrices",
+    "plan_jobs",
+    "run_negotiations",
+    "settings_of",
+    "shard_of",
     "solve_bimatrix",
+    "start_job",
+    "transcript",
+    "truncate_words",
     "utility_matrix",
     "utility_parts",
+    "validate_trace",
+    "weights_table",
 ]

@@ -18,7 +18,8 @@ from kit.negotiation.prompts import (
     debate_turn_prompt,
     who,
 )
-from kit.negotiation.protocols import Context, Need, Protocol, Reply, ask
+from kit.engine import Need, Program, Reply, ask
+from kit.negotiation.protocol import Context
 
 
 def initial_answers(ctx: Context, trace: dict[str, Any]) -> Generator[Need, Reply, list[str]]:
@@ -30,14 +31,14 @@ def initial_answers(ctx: Context, trace: dict[str, Any]) -> Generator[Need, Repl
     return responses
 
 
-def no_negotiation(ctx: Context) -> Protocol:
+def no_negotiation(ctx: Context) -> Program:
     """``"none"``: the initial answers are the final statements."""
     trace = ctx.trace()
     responses = yield from initial_answers(ctx, trace)
     return ctx.finish(trace, responses)
 
 
-def consultancy(ctx: Context) -> Protocol:
+def consultancy(ctx: Context) -> Program:
     """Each side answers, reads the OTHER side's answer, and revises once; the revisions are final.
 
     The anchor's code never showed a side the other's answer, so its "revision" was a second
@@ -56,7 +57,7 @@ def consultancy(ctx: Context) -> Protocol:
     return ctx.finish(trace, revised)
 
 
-def debate(ctx: Context) -> Protocol:
+def debate(ctx: Context) -> Program:
     """Alternating turns (A, then B, each seeing the transcript) until both end a round with AGREE.
 
     The transcript opens with both initial answers. After each full round the two latest turns

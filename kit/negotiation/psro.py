@@ -1,4 +1,4 @@
-"""Nash Consensus Negotiation as a job protocol: PSRO over natural-language guidelines (METHODS §1).
+"""Nash Consensus Negotiation as a protocol (an engine program): PSRO over natural-language guidelines (METHODS §1).
 
 Steps of one job (each ``yield`` is one engine step, shared with every other job of the run):
 
@@ -44,7 +44,8 @@ from kit.negotiation.prompts import (
     title_prompt,
     who,
 )
-from kit.negotiation.protocols import Context, Need, Parsed, Protocol, Reply, ask, ask_parsed, embed
+from kit.engine import Need, Parsed, Program, Reply, ask, ask_parsed, embed
+from kit.negotiation.protocol import Context
 from kit.negotiation.utility import PARTS, UtilityWeights, converged, payoff_matrices, utility_matrix
 
 TOP_OPPONENT_GUIDELINES = 3  # how many of the opponent's most weighted guidelines the oracle sees
@@ -110,7 +111,7 @@ def _top(pool: list[Guideline], weights: np.ndarray, k: int) -> list[Guideline]:
     return [pool[j] for j in order[:k]]
 
 
-def ncn(ctx: Context) -> Protocol:
+def ncn(ctx: Context) -> Program:
     """One NCN negotiation; returns its trace (see ``kit.negotiation.trace``)."""
     p = ctx.params
     agents = ctx.spec.agents

@@ -187,3 +187,43 @@ def _fields(value: Any, spec: dict[str, Any], where: str) -> None:
     for key, kind in spec.items():
         if key not in value or not _is(value[key], kind):
             raise ValueError(f"{where}.{key} is missing or not {getattr(kind, '__name__', kind)}")
+
+
+def transcript(trace: dict[str, Any], width: int = 400) -> str:
+    """A negotiation as a readable transcript: openings, each round's statements and choices, consensus."""
+    a, b = (x["culture"] for x in trace["agents"])
+    cut = lambda s: (s or "").strip().replace("\n", " ")[:width]  # noqa: E731
+    lines = [f"# {trace['method'].upper()} — {a} × {b}", f"Topic: {cut(trace['topic']['text'])}", ""]
+    for who, init in zip((a, b), trace.get("initial", [])):
+        g = init.get("guideline") or {}
+        lines.append(f"[{who}] opening guideline: {g.get('title', '—')} — {cut(g.get('description', ''))}")
+        lines.append(f"[{who}] opinion: {cut(init.get('opinion') or init.get('response'))}")
+    for r, rnd in enumerate(trace.get("rounds", []), 1):
+        lines.append(f"\n— round {r} —")
+        for who, st in zip((a, b), rnd.get("statements", [])):
+            lines.append(f"[{who}] {cut(st)}")
+        for who, ch in zip((a, b), rnd.get("chosen", [])):
+            if ch:
+                lines.append(f"[{who}] adds guideline: {ch.get('title', '')} (U={ch.get('total', float('nan')):.3f})")
+        if "nash_gap" in rnd:
+            lines.append(f"weights {a}: {_fmt_weights(rnd['weights'][0])} · {b}: {_fmt_weights(rnd['weights'][1])}"
+                         f" · Nash gap {rnd['nash_gap']:.1e}")
+    lines.append("\n— consensus —")
+    for who, text in zip((a, b), trace.get("consensus", [])):
+        lines.append(f"[{who}] {cut(text)}")
+    return "\n".join(lines)
+
+
+def _fmt_weights(w: list[float]) -> str:
+    return "[" + ", ".join(f"{x:.2f}" for x in w) + "]"
+
+
+def weights_table(trace: dict[str, Any]):
+    """Guideline weights per round (NCN) as a DataFrame: how the equilibrium moves as pools grow."""
+    import pandas as pd
+
+    rows = [{"round": r, "agent": trace["agents"][side]["culture"], "guideline": title, "weight": w}
+            for r, rnd in enumerate(trace.get("rounds", []), 1)
+            for side, (pool, weights) in enumerate(zip(rnd.get("pools", []), rnd.get("weights", [])))
+            for title, w in zip(pool, weights)]
+    return pd.DataFrame(rows, columns=["round", "agent", "guideline", "weight"])

@@ -11,23 +11,23 @@ accelerate with the same arguments, e.g.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from kit.config import Params, ParamsError, load_params
+from kit.files import read_jsonl
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA = Path("records") / "negotiations.jsonl"  # where kit.negotiation.pipeline.run stores traces
+DEFAULT_DATA = Path("records") / "negotiations.jsonl"  # where notebook 02 stores traces
 
 
 def _parser() -> argparse.ArgumentParser:
-    from kit.train.trainers import METHODS
+    from kit.train.recipes import TRAINERS
 
     p = argparse.ArgumentParser(prog="python -m kit train", description="LoRA finetuning on negotiation data")
-    p.add_argument("method", choices=METHODS)
+    p.add_argument("method", choices=TRAINERS.names())
     p.add_argument("--params", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. finetune.epochs=1")
     p.add_argument("--data", type=Path, help="JSONL of traces or training records")
@@ -35,22 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise ValueError(f"{path}: no such data file; fix: pass --data with a JSONL of negotiation traces")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ValueError(f"{path}:{n}: not valid JSON; fix or delete that line") from None
-    return rows
-
-
 def records_for(method: str, rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
     """Training records for METHOD: built from traces, or taken as they are."""
-    from kit.train.data import preference_records, sft_records
+    from kit.train.records import preference_records, sft_records
 
     if not rows:
         raise ValueError("the data file is empty")
@@ -65,10 +52,13 @@ def records_for(method: str, rows: list[dict]) -> tuple[list[dict], dict[str, in
 
 def train_from_params(method: str, params: Params, data_path: Path | None = None, output_dir: Path | None = None) -> Path:
     """Build records, split them, train METHOD with ``params.finetune``; returns the adapter folder."""
-    from kit.train.data import split_records
+    from kit.train.records import split_records
     from kit.train.trainers import train
 
-    rows = read_jsonl(Path(data_path) if data_path else params.run_dir / DEFAULT_DATA)
+    path = Path(data_path) if data_path else params.run_dir / DEFAULT_DATA
+    if not path.is_file():
+        raise ValueError(f"{path}: no such data file; fix: pass --data with a JSONL of negotiation traces")
+    rows = read_jsonl(path)
     records, counts = records_for(method, rows)
     train_records, eval_records = split_records(records, params.finetune.eval_fraction, params.seed)
     log.info("%s: %d train / %d eval records (%s)", method, len(train_records), len(eval_records), counts)

@@ -15,14 +15,14 @@ The data follows NCN (METHODS §1), scaled by :class:`~kit.config.AgentsParams`:
    ``max_retries`` times; consistent pairs become SFT records with the instruction
    ``culture_instruction(country)`` as system prompt.
 
-Every step is batched over all samples of all countries: one ``generate`` and one
-``choice_probs`` call per attempt.
+The whole data build is one engine program over all samples of all countries: one
+``generate`` and one ``choice_probs`` call per attempt (``kit.engine.retry.ask_parsed`` with the
+judge as its check).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -33,18 +33,21 @@ from typing import Any
 
 import numpy as np
 
-from kit.agents import culture_instruction
+from kit import seeds
+from kit.agents.kinds import culture_instruction
 from kit.config import AgentsParams
-from kit.data import OpinionItem, assert_disjoint, option_labels, split_questions
+from kit.data import OpinionItem, option_labels, split_questions
+from kit.data.leaks import assert_no_test_leak
+from kit.engine import ask_parsed, choose, run
+from kit.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, GenParams
-from kit.runs import atomic_write_json, atomic_write_text
+from kit.paths import file_stem
 
 log = logging.getLogger(__name__)
 
 JUDGE_LABELS = ("A", "B")  # A = Consistent, B = Inconsistent
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 EVAL_FRACTION = 0.1  # share of questions whose records evaluate the SFT run instead of training it
-MIN_LEAK_CHARS = 20  # shorter test questions match ordinary prose by chance; they are not checked
 _SFT_FILE = "sft.jsonl"
 _DATA_STATS = "grounding_stats.json"
 _TRAIN_INFO = "train.json"
@@ -53,55 +56,6 @@ _TRAIN_INFO = "train.json"
 _LABEL = r"^[ \t>#*_-]*(?:{name})[ \t]*(?:\*\*|__|\*|_)?[ \t]*:[ \t]*(?:\*\*|__|\*|_)?[ \t]*"
 _QUESTION = re.compile(_LABEL.format(name=r"(?:open[- ]ended[ \t]+)?question"), re.I | re.M)
 _ANSWER = re.compile(_LABEL.format(name=r"answer"), re.I | re.M)
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers shared with kit.culture_description
-
-
-def derived_seed(seed: int, *keys: object) -> int:
-    """A 31-bit seed from ``seed`` and ``keys`` (sha256), stable across processes and platforms."""
-    digest = hashlib.sha256(":".join(map(str, (seed, *keys))).encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
-
-
-def file_stem(country: str) -> str:
-    """A file-system-safe name for a country label ("Palest. ter." -> "Palest. ter"; "a/b" -> "a_b")."""
-    stem = re.sub(r"[^\w .()-]+", "_", country).strip(" .")
-    if not stem:
-        raise ValueError(f"country label {country!r} gives no usable file name; use a real country name")
-    return stem
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-def assert_no_test_leak(train_items: Sequence[OpinionItem], test_items: Sequence[OpinionItem],
-                        texts: Sequence[str]) -> None:
-    """Raise ValueError if a test question's text appears in any of ``texts``.
-
-    Matching is on whitespace-normalised, case-folded text. Test questions shorter than
-    ``MIN_LEAK_CHARS`` and test questions whose text also occurs inside a train question (the
-    data repeats a question's text with other options) cannot be told apart from legitimate
-    train evidence, so they are not checked; the count of such questions is logged.
-    """
-    assert_disjoint(train_items, test_items)
-    train_texts = "\x00".join(sorted({_norm(it.question) for it in train_items}))
-    candidates = sorted({_norm(it.question) for it in test_items})
-    checked = [q for q in candidates if len(q) >= MIN_LEAK_CHARS and q not in train_texts]
-    if len(checked) < len(candidates):
-        log.info("leak check: %d of %d test questions are too short or also train text; not checked",
-                 len(candidates) - len(checked), len(candidates))
-    normed = [_norm(t) for t in texts]
-    haystack = "\x00".join(normed)
-    leaked = [q for q in checked if q in haystack]
-    if leaked:
-        where = next(i for i, t in enumerate(normed) if leaked[0] in t)
-        raise ValueError(
-            f"{len(leaked)} test questions appear in the given texts (e.g. {leaked[0][:80]!r} in text #{where}); "
-            f"build descriptions and SFT data from train items only"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +91,7 @@ class _Sample:
     id: str
     item: OpinionItem
     option: int
+    k: int  # which sample of its item: samples of one item and option differ by their seed
 
 
 def sample_answers(items: Sequence[OpinionItem], samples_per_item: int, seed: int) -> list[tuple[OpinionItem, int]]:
@@ -149,7 +104,7 @@ def sample_answers(items: Sequence[OpinionItem], samples_per_item: int, seed: in
         raise ValueError(f"samples_per_item must be at least 1, got {samples_per_item}")
     out: list[tuple[OpinionItem, int]] = []
     for item in items:
-        rng = np.random.default_rng(derived_seed(seed, "sample", item.country, item.question_id))
+        rng = np.random.default_rng(seeds.derive(seed, "sample", item.country, item.question_id))
         p = np.asarray(item.distribution, dtype=float)
         picks = rng.choice(len(p), size=samples_per_item, p=p / p.sum())
         out.extend((item, int(k)) for k in picks)
@@ -262,7 +217,7 @@ def build_all(
         counter: dict[str, int] = {}
         for item, option in sample_answers(items, params.samples_per_item, seed):
             k = counter[item.question_id] = counter.get(item.question_id, -1) + 1
-            samples.append(_Sample(f"{country}:{item.question_id}:{k}", item, option))
+            samples.append(_Sample(f"{country}:{item.question_id}:{k}", item, option, k))
         stats[country]["samples"] = params.samples_per_item * len(items)
 
     if test_items and samples:
@@ -270,46 +225,37 @@ def build_all(
         assert_no_test_leak([s.item for s in samples], test_items, prompts)
 
     gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=params.rewrite_tokens)
-    records: dict[str, list[dict]] = {c: [] for c in countries}
-    pending = samples
-    for attempt in range(params.max_retries + 1):
-        if not pending:
-            break
-        for country in {s.item.country for s in pending}:
-            stats[country]["attempts"] = attempt + 1
-        texts = backend.generate(
-            [rewrite_request(s.item.country, s.item, s.option) for s in pending],
-            dataclasses.replace(gen, seed=derived_seed(seed, "rewrite", attempt)),
-        )
-        parsed: list[tuple[_Sample, str, str]] = []
-        retry: list[_Sample] = []
-        for s, text in zip(pending, texts):
-            st = stats[s.item.country]
-            pair = parse_rewrite(text)
-            if pair is None:
-                st["unparsable"] += 1
-                st["unparsable_raw"].append({"id": s.id, "attempt": attempt, "text": text})
-                retry.append(s)
-            else:
-                st["parsed"] += 1
-                parsed.append((s, *pair))
-        verdicts = backend.choice_probs(
-            [judge_request(s.item.country, s.item, s.option, q, a) for s, q, a in parsed]
-        ) if parsed else []
-        for (s, question, answer), verdict in zip(parsed, verdicts):
-            st = stats[s.item.country]
-            p = verdict.probs[JUDGE_LABELS[0]]
-            consistent = p > 0.5
-            st["judged"] += 1
-            st["judgments"].append({"id": s.id, "attempt": attempt, "p_consistent": p,
-                                    "label_mass": verdict.label_mass, "consistent": consistent})
-            if consistent:
-                records[s.item.country].append(sft_record(s.id, s.item, question, answer))
-            else:
-                st["inconsistent"] += 1
-                retry.append(s)
-        pending = retry
+    # The k-th samples of all items share a seed, so they batch into one call per k and attempt; two
+    # samples of one item that drew the same option still get two different rewrites.
+    makers = [lambda attempt, s=s: (rewrite_request(s.item.country, s.item, s.option),
+                                    dataclasses.replace(gen, seed=seeds.derive(seed, "rewrite", attempt,
+                                                                               *([s.k] if s.k else []))))
+              for s in samples]
 
+    def judge(parsed: list[tuple[int, tuple[str, str]]], attempt: int):
+        """Each attempt's check: one choice_probs call over every (question, answer) that parsed."""
+        verdicts = yield from choose([judge_request(samples[k].item.country, samples[k].item, samples[k].option, q, a)
+                                      for k, (q, a) in parsed], retry=attempt)
+        p_consistent = [v.probs[JUDGE_LABELS[0]] for v in verdicts]
+        for (k, _), p, verdict in zip(parsed, p_consistent, verdicts):
+            stats[samples[k].item.country]["judgments"].append(
+                {"id": samples[k].id, "attempt": attempt, "p_consistent": p, "label_mass": verdict.label_mass,
+                 "consistent": p > 0.5})
+        return [p > 0.5 for p in p_consistent]
+
+    outcomes = run(ask_parsed(makers, parse_rewrite, params.max_retries, check=judge), backend) if samples else []
+    records: dict[str, list[dict]] = {c: [] for c in countries}
+    for s, outcome in zip(samples, outcomes):
+        st = stats[s.item.country]
+        st["attempts"] = max(st["attempts"], outcome.attempts)
+        st["unparsable"] += outcome.unreadable
+        st["parsed"] += outcome.attempts - outcome.unreadable
+        st["judged"] += outcome.attempts - outcome.unreadable
+        st["inconsistent"] += len(outcome.rejected)
+        st["unparsable_raw"] += [{"id": s.id, "attempt": a, "text": text} for a, text in enumerate(outcome.raws)
+                                 if parse_rewrite(text) is None]
+        if outcome.value is not None:
+            records[s.item.country].append(sft_record(s.id, s.item, *outcome.value))
     results = {}
     for country in countries:
         recs = sorted(records[country], key=lambda r: r["id"])
@@ -334,18 +280,10 @@ def _has_adapter(folder: Path) -> bool:
 
 def _finished_adapter(folder: Path) -> Path | None:
     """The trained adapter of a country folder: the one ``train.json`` names, or the folder itself."""
-    named = _read_json(folder / _TRAIN_INFO).get("adapter_dir")
+    named = read_json(folder / _TRAIN_INFO, {}).get("adapter_dir")
     if named is not None and _has_adapter(folder / named):
         return folder / named
     return folder if _has_adapter(folder) else None
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -380,10 +318,10 @@ def train_grounded_agents(
     for country, folder in folders.items():
         adapter = _finished_adapter(folder)
         if adapter is not None:
-            stats = _read_json(folder / _DATA_STATS) | {"reused": True}
+            stats = read_json(folder / _DATA_STATS, {}) | {"reused": True}
             if (folder / _TRAIN_INFO).is_file():
-                stats["train"] = _read_json(folder / _TRAIN_INFO)
-            records = _read_jsonl(folder / _SFT_FILE) if (folder / _SFT_FILE).is_file() else []
+                stats["train"] = read_json(folder / _TRAIN_INFO, {})
+            records = read_jsonl(folder / _SFT_FILE) if (folder / _SFT_FILE).is_file() else []
             log.info("grounded agent for %s: reusing %s", country, adapter)
             results[country] = GroundedAgentResult(adapter, stats, records)
 
@@ -391,7 +329,7 @@ def train_grounded_agents(
     for country in countries:
         folder = folders[country]
         if country not in results and (folder / _SFT_FILE).is_file() and (folder / _DATA_STATS).is_file():
-            data[country] = (_read_jsonl(folder / _SFT_FILE), _read_json(folder / _DATA_STATS))
+            data[country] = (read_jsonl(folder / _SFT_FILE), read_json(folder / _DATA_STATS, {}))
     build = [c for c in countries if c not in results and c not in data]
     if build:
         built = build_all(backend, build, train_by_country, params, seed, gen=gen, test_items=test_items)
@@ -415,14 +353,14 @@ def train_grounded_agents(
         if stats["skipped"] is not None:
             results[country] = GroundedAgentResult(None, stats, records)
             continue
-        train, evals = split_questions(records, EVAL_FRACTION, seed, key=lambda r: r["question_id"])
-        if not train:  # too few questions to hold any out
-            train, evals = records, []
-        from kit.train.trainers import train_sft  # heavy (trl): imported only when something trains
+        train_records, evals = split_questions(records, EVAL_FRACTION, seed, key=lambda r: r["question_id"])
+        if not train_records:  # too few questions to hold any out
+            train_records, evals = records, []
+        from kit.train.trainers import train  # heavy (trl): imported only when something trains
 
         folder = folders[country]
-        res = train_sft(train, evals, base_model, folder, params.sft, seed)
-        info = {"adapter_dir": _relative(res.adapter_dir, folder), "train_records": len(train),
+        res = train("sft", train_records, evals, base_model, folder, params.sft, seed)
+        info = {"adapter_dir": _relative(res.adapter_dir, folder), "train_records": len(train_records),
                 "eval_records": len(evals), "train_tokens": res.train_tokens, "seconds": res.seconds,
                 "log_history": res.log_history}
         atomic_write_json(folder / _TRAIN_INFO, info)

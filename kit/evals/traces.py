@@ -1,4 +1,4 @@
-"""Consensus metrics over negotiation traces: perplexity-based acceptance and Schwartz value vectors.
+"""Evaluating negotiation traces: perplexity-based acceptance and Schwartz value vectors, per trace.
 
 A trace is a mapping (a record of the negotiation, debate or consultancy runs) with at least
 ``id, method, topic{id, text}, agents[{name, culture, kind}] ×2, initial[{opinion, guideline,

@@ -17,6 +17,7 @@ import hashlib
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
+from kit import seeds
 from kit.agents import culture_instruction
 
 Record = dict[str, Any]
@@ -157,7 +158,7 @@ def _as_dict(counts: Counter) -> dict[str, int]:
 def split_records(records: Sequence[Record], eval_fraction: float, seed: int = 0) -> tuple[list[Record], list[Record]]:
     """(train, eval) by a hash of each record's id: stable across runs and under added records.
 
-    A record is held out when ``sha256(seed:id)`` maps below ``eval_fraction``, so small sets may
+    A record is held out when ``seeds.unit(seed, id)`` is below ``eval_fraction``, so small sets may
     get no eval records; that is the price of a split that never moves a record between sides.
     """
     if not 0 <= eval_fraction < 1:
@@ -165,8 +166,7 @@ def split_records(records: Sequence[Record], eval_fraction: float, seed: int = 0
     train: list[Record] = []
     held: list[Record] = []
     for r in records:
-        h = int.from_bytes(hashlib.sha256(f"{seed}:{r['id']}".encode()).digest()[:8], "big") / 2**64
-        (held if h < eval_fraction else train).append(r)
+        (held if seeds.unit(seed, r["id"]) < eval_fraction else train).append(r)
     return train, held
 
 

@@ -5,10 +5,10 @@ country's own answers: the prompt lists the country's most peaked TRAIN-split an
 description never sees a held-out question. Callers pass train items only; pass ``test_items``
 as well and the prompts are checked against them before any model call.
 
-Descriptions are generated for all countries in one batched call per attempt; a description
-is valid when all five section headings are present. Invalid ones are asked again, with a new
-seed, up to ``params.max_retries`` times; after that the attempt with the most sections is
-kept and marked incomplete. Each description is written to ``out_dir/<country>.md`` and a
+Descriptions are generated for all countries as one engine program (one batched call per
+attempt); a description is valid when all five section headings are present. Invalid ones are
+asked again, with a new seed, up to ``params.max_retries`` times; after that the attempt with the
+most sections is kept and marked incomplete. Each description is written to ``out_dir/<country>.md`` and a
 rerun reads it back without a model call (an incomplete one too: delete the file to ask again).
 """
 
@@ -21,11 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit import seeds
 from kit.config import AgentsParams
 from kit.data import OpinionItem
-from kit.grounding import assert_no_test_leak, derived_seed, file_stem
+from kit.data.leaks import assert_no_test_leak
+from kit.engine import ask_parsed, run
+from kit.files import atomic_write_text
 from kit.llm.base import Backend, ChatRequest, GenParams
-from kit.runs import atomic_write_text
+from kit.paths import file_stem
 
 log = logging.getLogger(__name__)
 
@@ -160,24 +163,16 @@ def describe_cultures(
         assert_no_test_leak(train, test_items, [r.chat[-1]["content"] for r in requests.values()])
 
     gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=params.description_tokens)
-    raw: dict[str, list[str]] = {c: [] for c in todo}
-    pending = list(todo)
-    for attempt in range(params.max_retries + 1):
-        attempt_gen = dataclasses.replace(gen, seed=derived_seed(seed, "describe", attempt))
-        texts = backend.generate([requests[c] for c in pending], attempt_gen)
-        for country, text in zip(pending, texts):
-            raw[country].append(text)
-        pending = [c for c in pending if not is_complete(raw[c][-1])]
-        if not pending:
-            break
-
-    for country in todo:
-        best = _best(raw[country])
-        complete = is_complete(best)
+    makers = [lambda attempt, r=requests[c]: (r, dataclasses.replace(gen, seed=seeds.derive(seed, "describe", attempt)))
+              for c in todo]
+    found = run(ask_parsed(makers, lambda text: text if is_complete(text) else None, params.max_retries), backend)
+    for country, result in zip(todo, found):
+        best = result.value if result.value is not None else _best(result.raws)
+        complete = result.value is not None
         if not complete:
             log.warning("description of %s lacks %s after %d attempts; keeping the best attempt",
-                        country, missing_sections(best), len(raw[country]))
+                        country, missing_sections(best), result.attempts)
         text = clean_description(best)
         atomic_write_text(out_dir / f"{file_stem(country)}.md", text)
-        results[country] = DescriptionResult(text, len(raw[country]), complete, tuple(raw[country]))
+        results[country] = DescriptionResult(text, result.attempts, complete, result.raws)
     return {c: results[c] for c in dict.fromkeys(countries)}

@@ -1,6 +1,7 @@
-"""Schwartz value vectors: map a text to the 10 basic values, each −1 (opposes), 0 (not expressed) or 1 (supports).
+"""Value detectors: map a text to the 10 Schwartz values, each −1 (opposes), 0 (not expressed) or 1 (supports).
 
-Two detectors share one interface, ``.vectors(texts) -> list[ValueResult]`` plus a ``failures`` count:
+Detectors share one interface, ``.vectors(texts) -> list[ValueResult]`` plus a ``failures`` count,
+and are registered by name in ``DETECTORS`` (the name ``negotiation.value_judge`` takes):
 
 - ``LLMValueJudge`` asks a model for a JSON object (the NCN paper's method). Every attempt is one
   batched ``generate`` call for all texts still unread; the first is greedy, retries are seeded
@@ -16,89 +17,18 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from kit.engine import ask_parsed, run
 from kit.llm.base import Backend, ChatRequest, GenParams
-from kit.metrics.consensus import SCHWARTZ_VALUES
+from kit.registry import Registry
+from kit.values.schwartz import SCHWARTZ_VALUES, VALUE_DEFINITIONS, VALUE_POLES
 
 log = logging.getLogger(__name__)
 
-# Defining goals after Schwartz (1992; 2012, "An Overview of the Schwartz Theory of Basic Values").
-VALUE_DEFINITIONS = {
-    "Self-Direction": "independent thought and action — choosing, creating, exploring",
-    "Stimulation": "excitement, novelty and challenge in life",
-    "Hedonism": "pleasure or sensuous gratification for oneself",
-    "Achievement": "personal success through demonstrating competence according to social standards",
-    "Power": "social status and prestige, control or dominance over people and resources",
-    "Security": "safety, harmony and stability of society, of relationships and of self",
-    "Conformity": ("restraint of actions, inclinations and impulses likely to upset or harm others "
-                   "and violate social expectations or norms"),
-    "Tradition": ("respect, commitment and acceptance of the customs and ideas that one's culture "
-                  "or religion provides"),
-    "Benevolence": ("preserving and enhancing the welfare of those with whom one is in frequent "
-                    "personal contact (family, friends, the in-group)"),
-    "Universalism": ("understanding, appreciation, tolerance and protection for the welfare of all "
-                     "people and for nature"),
-}
-
-# (supports, opposes) for the embedding detector, written from the definitions and Schwartz's value
-# items. Both poles of a value are stated in the same voice, as a stance someone would argue for:
-# sentence embeddings barely register negation, and a bleak-sounding pole ("exploit your friends")
-# would lose to any pleasant text whatever its stance.
-VALUE_POLES = {
-    "Self-Direction": (
-        "Individuals have the right to decide for themselves: freedom to choose one's own beliefs, "
-        "goals and way of life.",
-        "Individuals must submit to the decisions of authorities and family about their beliefs, "
-        "goals and way of life.",
-    ),
-    "Stimulation": (
-        "People should seek excitement, adventure, novelty and daring challenges in life.",
-        "People should prefer a calm, predictable routine and avoid adventure, risk and novelty.",
-    ),
-    "Hedonism": (
-        "People should enjoy life and pursue pleasure, fun, comfort and gratification for themselves.",
-        "People should live with self-denial and discipline, giving up pleasure, fun and comfort.",
-    ),
-    "Achievement": (
-        "People should be ambitious and strive for personal success, competence and recognition.",
-        "People should be modest and content, without striving to succeed or outperform others.",
-    ),
-    "Power": (
-        "People should seek status, wealth and authority, with control over others and resources.",
-        "People should share power equally, rejecting hierarchy, status and control over others.",
-    ),
-    "Security": (
-        "Society should put safety, order and stability first, protecting people from danger and "
-        "disorder.",
-        "Society should accept risk, disorder and instability as the price of freedom and change.",
-    ),
-    "Conformity": (
-        "People should obey rules, be polite and self-disciplined, honour their elders and avoid "
-        "upsetting others.",
-        "People should defy rules and social expectations and act as they wish, even if it upsets "
-        "others.",
-    ),
-    "Tradition": (
-        "People should respect and preserve the customs, rituals and religion handed down by their "
-        "culture.",
-        "Old customs and religious traditions are outdated and should be abandoned for modern, new "
-        "ways of living.",
-    ),
-    "Benevolence": (
-        "People should care for and help their family, friends and community, being loyal and honest "
-        "with them.",
-        "People should put their own interests before the needs of their family, friends and "
-        "community.",
-    ),
-    "Universalism": (
-        "People should protect the welfare of all humanity and nature: equality, justice, tolerance "
-        "and the environment.",
-        "People should care for their own group first, and need not worry about outsiders or nature.",
-    ),
-}
+DETECTORS: Registry = Registry("value detector")
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,20 +146,15 @@ class LLMValueJudge:
 
     def vectors(self, texts: Sequence[str]) -> list[ValueResult]:
         unique = list(dict.fromkeys(texts))
-        found: dict[str, ValueResult] = {}
-        todo = unique
-        for attempt in range(self.max_retries + 1):
-            if not todo:
-                break
-            requests = [ChatRequest([{"role": "system", "content": JUDGE_SYSTEM},
-                                     {"role": "user", "content": judge_prompt(t)}]) for t in todo]
-            replies = self.backend.generate(requests, self.params(attempt))
-            for text, reply in zip(todo, replies):
-                found[text] = ValueResult(parse_value_json(reply), reply, attempt + 1)
-            todo = [t for t in todo if not found[t].valid]
-        if todo:
-            self.failures += len(todo)
-            log.warning("value judge: %d of %d texts unreadable after %d attempts", len(todo), len(unique),
+        makers = [lambda attempt, t=t: (ChatRequest([{"role": "system", "content": JUDGE_SYSTEM},
+                                                     {"role": "user", "content": judge_prompt(t)}]),
+                                        self.params(attempt)) for t in unique]
+        results = run(ask_parsed(makers, parse_value_json, self.max_retries), self.backend)
+        found = {t: ValueResult(r.value, r.raw, r.attempts) for t, r in zip(unique, results)}
+        unreadable = sum(r.value is None for r in results)
+        if unreadable:
+            self.failures += unreadable
+            log.warning("value judge: %d of %d texts unreadable after %d attempts", unreadable, len(unique),
                         self.max_retries + 1)
         return [found[t] for t in texts]
 
@@ -267,16 +192,23 @@ class EmbeddingValueDetector:
                 for vec, row in zip(vecs, scores)]
 
 
-def make_value_detector(kind: Literal["llm", "embedding"], backend: Backend | None = None, embedder: Any = None,
-                        seed: int = 0, **kw: Any) -> LLMValueJudge | EmbeddingValueDetector:
-    """The detector ``NegotiationParams.value_judge`` names; ``seed`` seeds the LLM judge's retries,
-    other ``kw`` go to the detector's constructor."""
-    if kind == "llm":
-        if backend is None:
-            raise ValueError("value detector 'llm' needs a backend; pass backend=session.backend")
-        return LLMValueJudge(backend, seed=seed, **kw)
-    if kind == "embedding":
-        if embedder is None:
-            raise ValueError("value detector 'embedding' needs an embedder; pass embedder=session.embedder")
-        return EmbeddingValueDetector(embedder, **kw)
-    raise ValueError(f"unknown value detector {kind!r}; use 'llm' or 'embedding'")
+@DETECTORS.register("llm")
+def _llm_judge(backend: Backend | None, embedder: Any, seed: int, **kw: Any) -> LLMValueJudge:
+    if backend is None:
+        raise ValueError("value detector 'llm' needs a backend; pass backend=session.backend")
+    return LLMValueJudge(backend, seed=seed, **kw)
+
+
+@DETECTORS.register("embedding")
+def _embedding_detector(backend: Backend | None, embedder: Any, seed: int, **kw: Any) -> EmbeddingValueDetector:
+    if embedder is None:
+        raise ValueError("value detector 'embedding' needs an embedder; pass embedder=session.embedder")
+    return EmbeddingValueDetector(embedder, **kw)
+
+
+def make_value_detector(kind: str, backend: Backend | None = None, embedder: Any = None, seed: int = 0,
+                        **kw: Any) -> ValueDetector:
+    """The detector registered as ``kind`` (``negotiation.value_judge``). Factories are called with
+    ``backend``, ``embedder`` and ``seed`` (the LLM judge's retry seed) and use what they need;
+    ``kw`` go to the detector."""
+    return DETECTORS.get(kind)(backend, embedder, seed, **kw)

@@ -1,0 +1,8 @@
+"""Cultural agents: kinds (``kinds``), LLM-written culture descriptions (``described``), LoRA agents
+grounded in survey answers (``grounded``), building them for a study (``build``) and the stored
+set later notebooks load (``store``)."""
+
+from kit.agents.kinds import Agent, culture_instruction, described, grounded, prompted, vanilla
+from kit.agents.store import AgentSet
+
+__all__ = ["Agent", "AgentSet", "culture_instruction", "described", "grounded", "prompted", "vanilla"]

@@ -1,0 +1,70 @@
+"""Negotiation: concurrent NCN negotiations through the engine vs one at a time vs raw batched generation."""
+
+from __future__ import annotations
+
+from kit.bench.common import timed
+from kit.config import Params
+
+
+class _Recorder:
+    """Passes generate calls through and keeps each batch, so raw generation can replay them."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, []
+
+    def __getattr__(self, attr):
+        return getattr(self.backend, attr)
+
+    def generate(self, requests, params):
+        self.calls.append((list(requests), params))
+        return self.backend.generate(requests, params)
+
+
+def run(params: Params) -> dict:
+    """Concurrent NCN negotiations through the engine vs one at a time vs raw batched generation.
+
+    Tokens/s are generated tokens over wall time. The one-at-a-time loop runs a subset
+    (``bench.sequential_negotiations``) of the same jobs, since its rate is what is compared.
+    """
+    from kit.agents import prompted
+    from kit.data import resolve_countries
+    from kit.data.topics import negotiation_topics
+    from kit.embed import Embedder
+    from kit.engine import run_jobs
+    from kit.llm import load_backend
+    from kit.negotiation.run import plan_jobs, start_job
+
+    b = params.bench
+    # The profile's own NCN settings; a vanishing ε keeps every negotiation going for exactly the
+    # benchmark's rounds.
+    neg = params.negotiation.model_copy(update={"methods": ["ncn"], "max_rounds": b.negotiation_rounds, "epsilon": 1e-12})
+    agents = {c: prompted(c) for c in resolve_countries([c for pair in neg.pairs for c in pair], params.data.goqa_path)}
+    n_topics = -(-b.negotiations // len(neg.pairs))
+    topic_list = negotiation_topics(params.data, neg.topics.model_copy(update={"n": n_topics}), params.seed)
+    specs = plan_jobs(agents, topic_list, neg)[: b.negotiations]
+    backend = load_backend(params.model.model_copy(update={"batch_size": max(params.model.batch_size, 16)}), None,
+                           seed=params.seed)
+    embedder = Embedder(params.embedder.name, params.embedder.batch_size)
+    embedder.encode(["warm-up"])
+    recorder = _Recorder(backend)
+
+    def tokens_and_time(fn):
+        before = backend.stats["generated_tokens"]
+        _, seconds = timed(fn)
+        return backend.stats["generated_tokens"] - before, seconds
+
+    engine_tokens, t_engine = tokens_and_time(
+        lambda: run_jobs([start_job(s, neg, params.seed) for s in specs], recorder, embedder))
+    seq_tokens, t_seq = tokens_and_time(
+        lambda: [run_jobs([start_job(s, neg, params.seed)], backend, embedder) for s in specs[: b.sequential_negotiations]])
+    raw_tokens, t_raw = tokens_and_time(lambda: [backend.generate(r, p) for r, p in recorder.calls])
+    engine_tok_s, raw_tok_s = engine_tokens / t_engine, raw_tokens / t_raw
+    return {
+        "model": params.model.name, "negotiations": len(specs), "rounds": b.negotiation_rounds,
+        "generate_calls": len(recorder.calls),
+        "engine_tok_s": round(engine_tok_s, 2),
+        "sequential_tok_s": round(seq_tokens / t_seq, 2),
+        "raw_tok_s": round(raw_tok_s, 2),
+        "engine_vs_sequential": round(engine_tok_s / (seq_tokens / t_seq), 2),
+        "overhead_vs_raw": round(raw_tok_s / engine_tok_s - 1, 3),
+    }

@@ -1,0 +1,112 @@
+"""The lock-step scheduler: every job of a run advances one step at a time, together.
+
+Each :func:`step` serves the jobs at the earliest position (``Job.position``: steps taken,
+re-asks of the latest) — all of them, in the common case — by collecting their pending
+:class:`~kit.engine.jobs.Need` and sending
+
+- one ``embedder.encode`` call for all texts to embed,
+- one ``backend.generate`` call per distinct ``GenParams`` (requests grouped by their params, in
+  first-seen order; a request repeated within a group is sent once — the same request with the
+  same seeded params means the same output, as the cache would also say),
+- one ``backend.choice_probs`` call and one ``backend.score`` call for all such requests,
+
+so the number of model calls per step depends on the programs, not on the number of jobs.
+When some jobs re-ask an unreadable output, the others wait for that step: a re-ask is its own
+call anyway (its seed differs), and without the wait the jobs would drift apart for good and
+every later step would split into one call per drifted group.
+
+Batching changes no output under greedy decoding in float32 (the transformers backend is
+batch-invariant there; bfloat16 rounding depends on the batch's shape). With sampling, a seed is
+fixed per call, so outputs are reproducible for the same set of jobs (and cached), but may differ
+when a job runs with different company.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from kit.engine.jobs import Job, Program, Reply
+from kit.llm.base import Backend, ChatRequest, GenParams
+
+
+class TextEmbedder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def ready(jobs: Sequence[Job]) -> list[Job]:
+    """The unfinished jobs at the earliest position: the ones the next step serves."""
+    active = [job for job in jobs if not job.done]
+    if not active:
+        return []
+    first = min(job.position for job in active)
+    return [job for job in active if job.position == first]
+
+
+def _unique(items):
+    return list(dict.fromkeys(items))
+
+
+def _check(results: Sequence, requests: Sequence, verb: str, backend: Any) -> None:
+    if len(results) != len(requests):
+        raise ValueError(f"{type(backend).__name__}.{verb} returned {len(results)} results for {len(requests)} "
+                         "requests; it must return one per request")
+
+
+def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = None) -> list[Job]:
+    """Advance the :func:`ready` jobs by one step (see the module docstring); returns the jobs it finished."""
+    active = ready(jobs)
+    needs = [job.pending() for job in active]
+
+    texts = [text for need in needs for text in need.embed]
+    if texts and embedder is None:
+        raise ValueError("a job asked for embeddings but the scheduler has no embedder; pass embedder=session.embedder")
+    vectors = np.asarray(embedder.encode(texts)) if texts else None
+
+    groups: dict[GenParams, dict[ChatRequest, str | None]] = {}
+    for need in needs:
+        for request, params in need.generate:
+            groups.setdefault(params, {})[request] = None
+    for params, outputs in groups.items():
+        requests = list(outputs)
+        out = backend.generate(requests, params)
+        _check(out, requests, "generate", backend)
+        outputs.update(zip(requests, out))
+
+    served: dict[str, dict] = {}
+    for verb, attr in (("choice_probs", "choose"), ("score", "score")):
+        requests = _unique(r for need in needs for r in getattr(need, attr))
+        out = getattr(backend, verb)(requests) if requests else []
+        _check(out, requests, verb, backend)
+        served[attr] = dict(zip(requests, out))
+
+    finished, offset = [], 0
+    for job, need in zip(active, needs):
+        rows = vectors[offset : offset + len(need.embed)] if need.embed else np.zeros((0, 0), np.float32)
+        offset += len(need.embed)
+        job.receive(Reply(tuple(groups[params][request] for request, params in need.generate), rows,
+                          tuple(served["choose"][r] for r in need.choose),
+                          tuple(served["score"][r] for r in need.score)))
+        if job.done:
+            finished.append(job)
+    return finished
+
+
+def run_jobs(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = None,
+             on_finish: Callable[[list[Job]], None] | None = None) -> int:
+    """Step all jobs until all are done; ``on_finish(jobs)`` after each step that finished some. Returns the steps."""
+    steps = 0
+    while any(not job.done for job in jobs):
+        finished = step(jobs, backend, embedder)
+        steps += 1
+        if finished and on_finish is not None:
+            on_finish(finished)
+    return steps
+
+
+def run(program: Program, backend: Backend, embedder: TextEmbedder | None = None) -> Any:
+    """Run one program to its end and return its result (its steps are batched as they come)."""
+    job = Job("program", program)
+    run_jobs([job], backend, embedder)
+    return job.result

@@ -1,0 +1,54 @@
+"""Cultural distance between two cultures' answers, as a model answers once as each.
+
+Defined here, explicitly, because the published script is not public: for a culture pair and a
+topic, the model answers once as each culture (system prompt "Answer the question based on
+{culture} cultural values."), both answers are mapped to Schwartz value vectors, and the distance
+is the Euclidean distance between the two vectors (:func:`kit.metrics.consensus.value_distance`).
+A model's cultural distance is the mean over pairs and topics; the reduction is
+``(before − after) / before × 100`` against a base model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from kit.agents import Agent, culture_instruction
+from kit.data import Topic
+from kit.llm.base import Backend, GenParams
+from kit.metrics.consensus import distance_reduction, value_distance
+from kit.values import ValueDetector
+
+BASE = "base"
+
+
+def persona(country: str, adapter: str | None, model: str) -> Agent:
+    """The model answering as ``country`` (the culture instruction of NCN's finetuning data)."""
+    return Agent(name=f"{model}:{country}", culture=country, system_prompt=culture_instruction(country),
+                 adapter=adapter, kind=model)
+
+
+def distance_table(backend: Backend, detector: ValueDetector, models: dict[str, str | None],
+                   pairs: Sequence[Sequence[str]], topics: Sequence[Topic], max_new_tokens: int) -> pd.DataFrame:
+    """Value distance between the two cultures of each pair, per model and topic (one generate batch)."""
+    jobs = [(m, tuple(pair), t) for m in models for pair in pairs for t in topics]
+    requests = [persona(c, models[m], m).ask(t.text) for m, pair, t in jobs for c in pair]
+    texts = backend.generate(requests, GenParams(temperature=0.0, max_new_tokens=max_new_tokens))
+    vectors = detector.vectors(texts)
+    rows = []
+    for k, (m, pair, t) in enumerate(jobs):
+        va, vb = vectors[2 * k].vector, vectors[2 * k + 1].vector
+        rows.append({"model": m, "pair": " × ".join(pair), "topic": t.id,
+                     "distance": np.nan if va is None or vb is None else value_distance(va, vb)})
+    return pd.DataFrame(rows)
+
+
+def distance_summary(distances: pd.DataFrame, base: str = BASE) -> pd.DataFrame:
+    """Mean distance per model and pair, overall, and the reduction against ``base``."""
+    table = distances.groupby(["model", "pair"])["distance"].mean().unstack("pair")
+    table["mean"] = distances.groupby("model")["distance"].mean()
+    reference = table.loc[base, "mean"] if base in table.index else np.nan
+    table["reduction %"] = [distance_reduction(reference, v) for v in table["mean"]]
+    return table

@@ -1,0 +1,52 @@
+"""Figure boilerplate in one place: a headless matplotlib, seaborn's style, save and close.
+
+Figures are drawn from metric tables handed in by the caller, never recomputed here::
+
+    with plots.figure(session.figure_paths("02_utility.png"), figsize=(7, 4)) as (fig, ax):
+        sns.lineplot(table, x="round", y="utility", ax=ax)
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+DPI = 120
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed, in a kernel or a shell)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@contextmanager
+def figure(paths: str | os.PathLike | Sequence[str | os.PathLike], nrows: int = 1, ncols: int = 1,
+           **subplots: Any) -> Iterator[tuple[Any, Any]]:
+    """``(fig, axes)`` from ``plt.subplots``; on exit the figure is laid out, saved to every path, closed."""
+    plt = pyplot()
+    fig, axes = plt.subplots(nrows, ncols, **subplots)
+    try:
+        yield fig, axes
+    except BaseException:
+        plt.close(fig)
+        raise
+    save(fig, paths)
+
+
+def save(fig: Any, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> None:
+    """Lay out, save to every path and close a figure made elsewhere (e.g. by ``DataFrame.plot``)."""
+    plt = pyplot()
+    try:
+        fig.tight_layout()
+        for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)

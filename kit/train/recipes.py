@@ -1,0 +1,165 @@
+"""Training recipes in trl's and peft's own keys: defaults, per-method settings, and the built configs.
+
+A params recipe (``finetune`` or ``agents.sft``) holds ``lora`` (``peft.LoraConfig`` keys) and
+``trl`` (trl config keys); ``finetune.per_method`` adds keys for one method. The config a trainer
+gets is, from weakest to strongest:
+
+1. ``TRL_DEFAULTS`` — CPU-friendly values of the kit (no bf16, no gradient checkpointing, cosine
+   schedule, checkpoints every tenth of the run …), for every method;
+2. ``TrainerSpec.defaults`` — the method's paper defaults (DPO β, SimPO γ, ORPO λ as ``beta``);
+3. the recipe's ``trl`` keys that the method's config has, then ``per_method[method]``;
+4. ``TrainerSpec.fixed`` and what the run decides: the output folder, the seed, CPU or GPU, whether
+   there is an eval set. ``fixed`` keys make the method what it is (SimPO is the CPO trainer
+   with ``loss_type: simpo``) and cannot be overridden.
+
+A key no selected method's config knows is an error, found by :func:`check` before anything
+trains (``python -m kit check`` runs it).
+
+Facts of trl 1.16 this relies on: ``DPOConfig.loss_type`` is a list and has no SimPO, so SimPO is
+``trl.experimental.cpo.CPOTrainer`` with ``loss_type="simpo"`` and ``cpo_alpha=0`` (no BC term);
+ORPO is ``trl.experimental.orpo`` whose ``beta`` is the paper's λ; the trl configs default
+gradient checkpointing and ``bf16`` to True, so the kit sets both; transformers 5 takes a warmup
+ratio as ``warmup_steps < 1`` and renamed ``gradient_checkpointing`` to ``activation_checkpointing``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from kit.registry import Registry
+
+# Checkpoint every tenth of the total steps (transformers reads save_steps < 1 as a ratio) and
+# keep two, so a preempted GPU job loses little and the disk holds little.
+TRL_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-4, "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "num_train_epochs": 3.0,
+    "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 1024,
+    "bf16": False, "logging_steps": 5, "report_to": "none",
+    "save_strategy": "steps", "save_steps": 0.1, "save_total_limit": 2,
+}
+LORA_DEFAULTS: dict[str, Any] = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear",
+                                 "bias": "none", "task_type": "CAUSAL_LM"}
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """A training method: its trl trainer and config (``"module:Class"``), defaults and fixed keys."""
+
+    trainer: str
+    config: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    preference: bool = True  # prompt/chosen/rejected records; SFT takes chat records
+
+    def load(self) -> tuple[type, type]:
+        with _experimental():
+            return _import(self.trainer), _import(self.config)
+
+
+TRAINERS: Registry[TrainerSpec] = Registry("training method")
+TRAINERS.register("dpo", TrainerSpec("trl:DPOTrainer", "trl:DPOConfig", {"beta": 0.1, "loss_type": ["sigmoid"]}))
+TRAINERS.register("simpo", TrainerSpec(
+    "trl.experimental.cpo:CPOTrainer", "trl.experimental.cpo:CPOConfig",
+    {"beta": 0.1, "simpo_gamma": 0.5, "cpo_alpha": 0.0}, {"loss_type": "simpo", "remove_unused_columns": False}))
+TRAINERS.register("orpo", TrainerSpec("trl.experimental.orpo:ORPOTrainer", "trl.experimental.orpo:ORPOConfig",
+                                      {"beta": 0.1}, {"remove_unused_columns": False}))
+TRAINERS.register("sft", TrainerSpec("trl:SFTTrainer", "trl:SFTConfig", preference=False))
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@contextmanager
+def _experimental() -> Iterator[None]:
+    """Import from ``trl.experimental`` without its warning: the kit pins trl and tests these trainers."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
+        yield
+
+
+def _fields(config_cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_cls)}
+
+
+def _use_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], output_dir: str, seed: int,
+                  has_eval: bool) -> dict[str, Any]:
+    """The keyword arguments of ``method``'s trl config for a recipe (see the module docstring)."""
+    spec = TRAINERS.get(method)
+    _, config_cls = spec.load()
+    known = _fields(config_cls)
+    given = {k: v for k, v in trl.items() if k in known} | per_method
+    kwargs = {**TRL_DEFAULTS, **spec.defaults}
+    if not {"activation_checkpointing", "gradient_checkpointing"} & given.keys():
+        # trl turns checkpointing on by default; newer transformers call it activation_checkpointing
+        kwargs["activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"] = False
+    kwargs |= given
+    kwargs.setdefault("per_device_eval_batch_size", kwargs["per_device_train_batch_size"])
+    kwargs |= spec.fixed | {
+        "output_dir": output_dir, "seed": seed, "data_seed": seed, "use_cpu": _use_cpu(),
+        "eval_strategy": "epoch" if has_eval else "no",
+        "disable_tqdm": True if os.environ.get("TQDM_DISABLE") == "1" else None,
+    }
+    return kwargs
+
+
+def training_config(method: str, trl: dict[str, Any], per_method: dict[str, Any], output_dir: str, seed: int,
+                    has_eval: bool):
+    """The built trl config (``DPOConfig`` …) of ``method`` for a recipe."""
+    _, config_cls = TRAINERS.get(method).load()
+    return config_cls(**config_kwargs(method, trl, per_method, output_dir, seed, has_eval))
+
+
+def lora_config(lora: dict[str, Any]):
+    """``peft.LoraConfig`` from the recipe's ``lora`` keys over ``LORA_DEFAULTS``."""
+    from peft import LoraConfig
+
+    return LoraConfig(**{**LORA_DEFAULTS, **lora})
+
+
+def check(lora: dict[str, Any], trl: dict[str, Any], methods: list[str], per_method: dict[str, dict[str, Any]],
+          where: str) -> None:
+    """Raise ValueError naming the first key of a recipe its libraries reject, by building every config."""
+    from peft import LoraConfig
+
+    lora_fields = _fields(LoraConfig)
+    for key in lora:
+        if key not in lora_fields:
+            raise ValueError(f"{where}.lora.{key}: not a peft LoraConfig key; fix: use a LoraConfig field "
+                             "(r, lora_alpha, lora_dropout, target_modules, …)")
+    known = {m: _fields(TRAINERS.get(m).load()[1]) for m in methods}
+    for key in trl:
+        if not any(key in fields for fields in known.values()):
+            names = ", ".join(TRAINERS.get(m).config.rpartition(":")[2] for m in methods)
+            raise ValueError(f"{where}.trl.{key}: not a key of {names}; fix: use a trl/TrainingArguments "
+                             "field name, as in the trl docs")
+    for method, keys in per_method.items():
+        for key in keys:
+            if key not in known[method]:
+                raise ValueError(f"{where}.per_method.{method}.{key}: not a key of "
+                                 f"{TRAINERS.get(method).config.rpartition(':')[2]}")
+            if key in TRAINERS.get(method).fixed:
+                raise ValueError(f"{where}.per_method.{method}.{key}: fixed by the kit for {method}; remove it")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            LoraConfig(**{**LORA_DEFAULTS, **lora})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}.lora: {e}") from None
+        for method in methods:
+            try:
+                training_config(method, trl, per_method.get(method, {}), tmp, 0, has_eval=False)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{where}.trl ({method}): {str(e).splitlines()[0]}") from None
