@@ -116,6 +116,9 @@ class AgentsParams(Section):
     countries: list[str] = Field(default_factory=lambda: ["United States", "China", "Mexico", "Iraq"], min_length=1)
     kinds: list[Literal["vanilla", "prompted", "described", "grounded"]] = Field(
         default_factory=lambda: ["vanilla", "prompted", "described", "grounded"], min_length=1)
+    # NCN built its agents from World Values Survey rows: where the data names each row's survey,
+    # only train rows of this one build agents (null: all)
+    survey_source: str | None = "WVS"
     min_train_items: PositiveInt = 3
     max_train_items: PositiveInt = 40
     max_test_items: PositiveInt = 40
@@ -132,6 +135,8 @@ class TopicsParams(Section):
     source: Literal["goqa", "moralchoice", "file"] = "moralchoice"
     n: PositiveInt = 4
     path: str | None = None
+    # share of the source kept out of every negotiation, for evaluating finetuning (notebook 04)
+    heldout_share: float = Field(0.2, gt=0, lt=1)
 
     _file = field_validator("path")(_existing_file)
 
@@ -147,7 +152,8 @@ class NegotiationParams(Section):
 
     topics: TopicsParams = TopicsParams()
     pairs: list[list[str]] = Field(default_factory=lambda: [["United States", "China"], ["Mexico", "Iraq"]], min_length=1)
-    agent_kind: Literal["prompted", "described"] = "described"
+    # grounded: LoRA adapter plus culture description, as NCN builds its agents
+    agent_kind: Literal["prompted", "described", "grounded"] = "described"
     methods: list[str] = Field(default_factory=lambda: ["ncn", "debate", "consultancy", "none"], min_length=1)
     max_rounds: PositiveInt = 10
     epsilon: float = Field(0.02, gt=0)
@@ -203,6 +209,9 @@ class FinetuneParams(TrainRecipe):
     """
 
     methods: list[str] = Field(default_factory=lambda: ["dpo", "simpo", "orpo", "sft"], min_length=1)
+    # the negotiation methods whose traces train: one adapter per (source, method), so a gain is
+    # credited to the method that made the data
+    from_methods: list[str] = Field(default_factory=lambda: ["ncn"], min_length=1)
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     eval_fraction: float = Field(0.2, ge=0, lt=1)
     # Preference pairs from converged negotiations only (small smoke runs rarely converge).
@@ -216,6 +225,13 @@ class FinetuneParams(TrainRecipe):
         from kit.train.recipes import TRAINERS
 
         return [_registered(TRAINERS, name) for name in v]
+
+    @field_validator("from_methods")
+    @classmethod
+    def _registered_sources(cls, v: list[str]) -> list[str]:
+        from kit.negotiation.protocol import PROTOCOLS
+
+        return [_registered(PROTOCOLS, name) for name in v]
 
     @model_validator(mode="after")
     def _per_method(self):
@@ -289,10 +305,56 @@ def validate(values: dict, source: str = "params") -> Params:
     except ValidationError as err:
         raise ParamsError(_one_line(err, source)) from None
     try:
+        _check_countries(params, values)
+        _check_sources(params, values)
         _check_recipes(params, values)
     except ValueError as err:
         raise ParamsError(f"{source}: {err}") from None
     return params
+
+
+def _check_countries(params: Params, values: dict) -> None:
+    """Every country named in a given section exists in the data (any spelling the data knows), and
+    every negotiation pair country is one notebook 01 builds agents for."""
+    import difflib
+
+    from kit.data.countries import resolve_country
+    from kit.data.goqa import country_labels
+
+    labels = country_labels(params.data.goqa_path)
+
+    def label(key: str, name: str) -> str:
+        try:
+            return resolve_country(name, labels)
+        except ValueError as err:
+            raise ValueError(f"{key}: {err}") from None
+
+    if "quickstart" in values:
+        for i, name in enumerate(params.quickstart.countries):
+            label(f"quickstart.countries[{i}]", name)
+    built = None
+    if "agents" in values:
+        built = [label(f"agents.countries[{i}]", name) for i, name in enumerate(params.agents.countries)]
+    if "negotiation" in values:
+        for i, pair in enumerate(params.negotiation.pairs):
+            for j, name in enumerate(pair):
+                key = f"negotiation.pairs[{i}][{j}]"
+                if built is not None and label(key, name) not in built:
+                    close = difflib.get_close_matches(name, params.agents.countries, n=3, cutoff=0.3)
+                    raise ValueError(f"{key}: {name!r} is not in agents.countries, so notebook 01 builds no agent "
+                                     f"for it; closest there: {', '.join(map(repr, close)) or 'none'}; fix: add it to "
+                                     "agents.countries or pair countries listed there")
+                label(key, name)
+
+
+def _check_sources(params: Params, values: dict) -> None:
+    """Finetuning reads traces of negotiation methods the study runs."""
+    if "finetune" in values and "negotiation" in values:
+        missing = [m for m in params.finetune.from_methods if m not in params.negotiation.methods]
+        if missing:
+            raise ValueError(f"finetune.from_methods: {missing} not in negotiation.methods "
+                             f"{params.negotiation.methods}, so no trace would train; fix: add them there or "
+                             "drop them here")
 
 
 def _check_recipes(params: Params, values: dict) -> None:

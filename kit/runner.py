@@ -43,8 +43,10 @@ def ensure_kernel(name: str = KERNEL) -> str:
     return name
 
 
-def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL) -> float:
-    """Execute one notebook with the profile's sections injected; returns seconds taken."""
+def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, progress: bool = False) -> float:
+    """Execute one notebook with the profile's sections injected; returns seconds taken.
+
+    ``progress`` shows a bar of executed cells on stderr while it runs."""
     import papermill as pm
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,8 +54,11 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL) -> 
     declared = pm.inspect_notebook(str(notebook))  # pass only what its parameters cell names
     values = {k: v for k, v in params.sections().items() if k in declared}
     start = time.perf_counter()
+    # The bar (cells done of all, elapsed) is drawn here, on the terminal; the kernel's own bars
+    # stay off (QUIET_ENV), so the executed notebook holds no progress output.
+    bar = {"disable": not progress, "desc": f"  {notebook.stem}", "leave": True, "file": sys.stderr}
     pm.execute_notebook(str(notebook), str(out), parameters=values, kernel_name=kernel,
-                        progress_bar=False, log_output=False, cwd=str(paths.ROOT))
+                        progress_bar=bar, log_output=False, cwd=str(paths.ROOT))
     return time.perf_counter() - start
 
 
@@ -66,18 +71,18 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     print(f"profile {params.profile}: {len(selected)} notebook(s) -> {out_dir}", flush=True)
     status = 0
     for nb in selected:
-        print(f"  {nb.name} ...", end="", flush=True)
         try:
-            seconds = execute(nb, out_dir / nb.name, params, kernel)
-            print(f" done in {seconds:.0f}s", flush=True)
+            seconds = execute(nb, out_dir / nb.name, params, kernel, progress=True)
+            print(f"  {nb.name} done in {seconds:.0f}s", flush=True)
         except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
-            print(f" FAILED: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}", flush=True)
+            print(f"  {nb.name} FAILED: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}",
+                  flush=True)
             print(f"    see the partly executed notebook: {out_dir / nb.name}", flush=True)
             status = 1
             break
     manifest = write_manifest(params.run_dir, params.sections(), seeds={"seed": params.seed},
                               extra={"params_file": params_path, "notebooks": [nb.name for nb in selected]})
-    print(f"executed notebooks: {out_dir}\nfigures: {paths.ROOT / 'figures' / params.profile}\nmanifest: {manifest}")
+    print(f"executed notebooks: {out_dir}\nfigures: {params.run_dir / 'figures'}\nmanifest: {manifest}")
     print(summary(params.run_dir))
     return status
 

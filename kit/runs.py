@@ -24,7 +24,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path, PurePath
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from kit.files import atomic_write_json, atomic_write_text, json_default, sha256_file
 

@@ -21,6 +21,7 @@ from kit.config import Params
 from kit.files import atomic_write_json
 
 METRICS_MIME = "application/vnd.agora.metrics+json"
+RUNS_DEFAULT = "runs"  # the runs folder whose figures also update the project's figures/
 
 
 class Session:
@@ -66,8 +67,13 @@ class Session:
         return self._agents
 
     def figure_paths(self, name: str) -> list[Path]:
-        """Where a figure is saved: ``figures/<profile>/`` at the top of the project."""
-        return [paths.ROOT / "figures" / self.params.profile / name]
+        """Where a figure is saved: the run folder's ``figures/``, and also the project's
+        ``figures/<profile>/`` when the run goes to the default runs folder (so a run elsewhere never
+        overwrites the committed figures)."""
+        out = [self.run_dir / "figures" / name]
+        if self.params.run_dir == paths.resolve(RUNS_DEFAULT) / self.params.profile:
+            out.append(paths.ROOT / "figures" / self.params.profile / name)
+        return out
 
     @contextmanager
     def timed(self, label: str) -> Iterator[None]:

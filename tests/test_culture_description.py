@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kit.config import AgentsParams
-from kit.agents.described import (
+from kit.agents.descriptions import (
     SECTIONS,
     clean_description,
     describe_cultures,
@@ -14,6 +13,7 @@ from kit.agents.described import (
     missing_sections,
     survey_summary,
 )
+from kit.config import AgentsParams
 from kit.data import OpinionItem, question_id
 from kit.llm.base import Backend, GenParams
 

@@ -15,11 +15,7 @@ import pytest
 from scipy import stats
 
 from kit.agents import culture_instruction
-from kit.config import AgentsParams
-from kit.data import OpinionItem, question_id
-from kit.data.leaks import assert_no_test_leak
-from kit.agents.grounded import (
-    ADAPTER_FILES,
+from kit.agents.grounding import (
     build_all,
     build_sft_data,
     parse_rewrite,
@@ -27,8 +23,12 @@ from kit.agents.grounded import (
     sample_answers,
     train_grounded_agents,
 )
+from kit.config import AgentsParams
+from kit.data import OpinionItem, question_id
+from kit.data.leaks import assert_no_test_leak
 from kit.llm.base import Backend, ChoiceResult, GenParams
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PARAMS = AgentsParams(min_train_items=2, max_train_items=10, samples_per_item=2, max_retries=1, answer_tokens=8)
 
 
@@ -180,7 +180,7 @@ def test_retries_are_bounded():
                 p_consistent=lambda r, call: 0.1)
     res = build_sft_data(fake, "Spain", items_of("Spain", 2), PARAMS.model_copy(update={"max_retries": 2}), seed=0)
     assert [len(b) for b in fake.generate_batches] == [2, 2, 2, 2, 2, 2]
-    assert [len(b) for b in fake.choice_batches] == [4, 4]  # nothing parsed in attempt 0: no judge call
+    assert len(fake.choice_batches) == 2  # nothing parsed in attempt 0: no judge call
     st = res.stats
     assert (st["attempts"], st["unparsable"], st["parsed"], st["inconsistent"], st["kept"]) == (3, 4, 8, 8, 0)
     assert res.records == []
@@ -198,7 +198,7 @@ def test_gibberish_model_is_handled(tiny_backend):
 
 def test_thin_country_is_skipped_without_model_calls(caplog):
     fake = Fake()
-    with caplog.at_level(logging.WARNING, logger="kit.agents.grounded"):
+    with caplog.at_level(logging.WARNING, logger="kit.agents.grounding"):
         res = build_all(fake, ["Iraq", "Spain"], {"Iraq": items_of("Iraq", 1), "Spain": items_of("Spain", 2)},
                         PARAMS, seed=0)
     assert "min_train_items" in res["Iraq"].stats["skipped"] and res["Iraq"].records == []
@@ -220,6 +220,7 @@ class FakeTrainResult:
     log_history: list
     train_tokens: int
     seconds: float
+    reused: bool = False
 
 
 @pytest.fixture
@@ -242,44 +243,48 @@ def fake_trainer(monkeypatch, tiny_backend):
     return calls
 
 
-def test_train_grounded_agents_trains_then_reuses(tmp_path, fake_trainer, caplog):
+def test_train_grounded_agents_trains_then_reuses_its_data(tmp_path, fake_trainer, caplog):
     data = {"China": items_of("China", 3), "Iraq": items_of("Iraq", 1)}
     fake = Fake()
-    with caplog.at_level(logging.WARNING, logger="kit.agents.grounded"):
+    with caplog.at_level(logging.WARNING, logger="kit.agents.grounding"):
         first = train_grounded_agents(fake, "tiny-random", ["China", "Iraq"], data, PARAMS, 0, tmp_path)
     assert first["Iraq"].adapter_dir is None and "min_train_items" in first["Iraq"].stats["skipped"]
     adapter = first["China"].adapter_dir
-    assert all((adapter / f).is_file() for f in ADAPTER_FILES)
+    assert adapter == tmp_path / "China" / "sft" / "adapter" and all((adapter / f).is_file() for f in ADAPTER_FILES)
     assert len(fake_trainer) == 1 and fake_trainer[0]["base_model"] == "tiny-random"
     call = fake_trainer[0]
     assert len(call["train"]) + len(call["eval"]) == 6 and call["train"]
     assert {r["question_id"] for r in call["train"]}.isdisjoint({r["question_id"] for r in call["eval"]})
     lines = (tmp_path / "China" / "sft.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["id"] for line in lines) == sorted(r["id"] for r in call["train"] + call["eval"])
-    assert first["China"].stats["train"]["train_tokens"] == 123 and first["China"].stats["reused"] is False
+    assert first["China"].stats["train"]["train_tokens"] == 123
 
     second = train_grounded_agents(fake, "tiny-random", ["China", "Iraq"], data, PARAMS, 0, tmp_path)
-    assert len(fake.generate_batches) == 2 and len(fake_trainer) == 1  # China reused; Iraq has nothing to ask
-    assert second["China"].adapter_dir == adapter and second["China"].stats["reused"] is True
-    assert second["China"].stats["kept"] == 6 and second["Iraq"].adapter_dir is None
-    assert second["China"].records == first["China"].records and len(first["China"].records) == 6
-    assert second["China"].stats["train"]["adapter_dir"] == "adapter"
+    assert len(fake.generate_batches) == 2  # the data was reused: no rewrite asked again
+    # the trainer gets the very same records, so its own fingerprint reuses the adapter (kit.train.trainers)
+    assert len(fake_trainer) == 2 and fake_trainer[1]["train"] == call["train"] and fake_trainer[1]["eval"] == call["eval"]
+    assert second["China"].adapter_dir == adapter and second["Iraq"].adapter_dir is None
+    assert second["China"].stats["kept"] == 6 and second["China"].records == first["China"].records
 
 
-def test_saved_data_is_reused_when_only_training_is_missing(tmp_path, fake_trainer):
+def test_grounding_data_is_rebuilt_when_what_made_it_changed(tmp_path, fake_trainer, caplog):
     data = {"China": items_of("China", 2)}
     fake = Fake()
     train_grounded_agents(fake, "tiny-random", ["China"], data, PARAMS, 0, tmp_path)
-    for f in ADAPTER_FILES:
-        (tmp_path / "China" / "adapter" / f).unlink()
-    again = train_grounded_agents(fake, "tiny-random", ["China"], data, PARAMS, 0, tmp_path)
-    assert len(fake.generate_batches) == 2 and len(fake_trainer) == 2
-    assert again["China"].adapter_dir is not None
+    assert len(fake.generate_batches) == 2
+    with caplog.at_level(logging.WARNING, logger="kit.artifacts"):
+        train_grounded_agents(fake, "tiny-random", ["China"], data, PARAMS.model_copy(update={"rewrite_tokens": 9}), 0,
+                              tmp_path)
+    assert len(fake.generate_batches) == 4  # asked again
+    assert "grounding data of China was made from other inputs (changed: gen.max_new_tokens)" in caplog.text
+    train_grounded_agents(fake, "tiny-random", ["China"], data, PARAMS.model_copy(update={"rewrite_tokens": 9}), 1,
+                          tmp_path)
+    assert len(fake.generate_batches) == 6 and "seed" in caplog.text.splitlines()[-1]
 
 
 def test_country_with_no_kept_record_is_skipped(tmp_path, fake_trainer, caplog):
     fake = Fake(p_consistent=lambda r, call: 0.0)
-    with caplog.at_level(logging.WARNING, logger="kit.agents.grounded"):
+    with caplog.at_level(logging.WARNING, logger="kit.agents.grounding"):
         res = train_grounded_agents(fake, "tiny-random", ["Spain"], {"Spain": items_of("Spain", 2)}, PARAMS, 0,
                                     tmp_path)
     assert res["Spain"].adapter_dir is None and "no consistent" in res["Spain"].stats["skipped"]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cosine, euclidean
 
-from kit.values import SCHWARTZ_VALUES
 from kit.metrics.consensus import (
     acceptance_gap,
     acceptance_ratio,
@@ -22,6 +21,7 @@ from kit.metrics.consensus import (
     value_summary,
     value_vector,
 )
+from kit.values import SCHWARTZ_VALUES
 
 
 def test_perplexity_by_hand():

@@ -9,7 +9,6 @@ import pytest
 from scipy.spatial.distance import cosine, euclidean
 
 from kit.agents import prompted
-from kit.llm.base import ScoreRequest
 from kit.evals.traces import (
     acceptance_row,
     acceptance_table,
@@ -17,6 +16,7 @@ from kit.evals.traces import (
     split_usable,
     summarise,
 )
+from kit.llm.base import ScoreRequest
 from kit.values import ValueResult
 
 US, CN = prompted("United States"), prompted("China")

@@ -24,22 +24,31 @@ def recorded_metrics(path: Path) -> dict:
     return found[0]
 
 
+# The tiny model is random: its letter probabilities are close to uniform and it puts little mass
+# on the letters at all. The checks lean on that: scoring or bookkeeping that goes wrong moves a
+# number away from what a near-uniform answer must give.
+
+
 def check_00(m):
     assert m["model"] == "tiny-random"
     assert len(m["reply_chars"]) == 2
-    assert 0 < m["letter_mass_mean"] <= 1
-    assert 0 < m["s_align_mean"] <= 100
+    assert m["letter_mass_mean"] < 0.1  # a random 512-token model: the letters get little mass
+    assert abs(m["s_align_mean"] - m["s_align_uniform"]) < 2  # a near-uniform answer scores like uniform
     assert m["cached_rerun_s"] < m["first_run_s"]
     assert m["cache_entries"] == 2 + 3  # two chats; three distinct option requests (vanilla asks once)
 
 
 def check_01(m):
     assert m["countries"] == 3 and m["test_items"] == 12 and m["skipped_countries"] == []
-    assert {"vanilla", "prompted", "described", "uniform", "other-countries mean"} <= set(m["js_similarity"])
-    assert all(0 < v <= 100 for v in m["js_similarity"].values())
-    # the reference that knows world opinion must beat the uniform answer on real survey data
-    assert m["js_similarity"]["other-countries mean"] > m["js_similarity"]["uniform"]
-    assert 0 < m["letter_mass_mean"] <= 1
+    kinds = {"vanilla", "prompted", "described"}
+    assert kinds | {"uniform", "other-countries mean"} <= set(m["js_similarity"])
+    # the reference that knows world opinion beats the uniform answer on real survey data …
+    assert m["js_similarity"]["other-countries mean"] > m["js_similarity"]["uniform"] + 5
+    # … and a random model answers about as a uniform one does, and is never credited with beating it
+    assert all(abs(m["js_similarity"][k] - m["js_similarity"]["uniform"]) < 3 for k in kinds)
+    assert all(m["verdict"][k]["other-countries mean"] != "beats" for k in kinds)
+    assert all(m["coverage"][k] == 1.0 for k in kinds)
+    assert m["letter_mass_mean"] < 0.1
     assert set(m["grounded_records_kept"]) == {"United States", "China", "Mexico"}
 
 
@@ -60,12 +69,21 @@ def check_03(m):
     assert m["mean_ratio"]["none"] == 1.0  # final statements are the opening answers
 
 
+ADAPTERS = sorted(f"{method}@{source}" for method in ("dpo", "simpo", "orpo", "sft") for source in ("ncn", "debate"))
+
+
 def check_04(m):
-    assert m["trained"] == ["dpo", "orpo", "sft", "simpo"]
-    assert all(n > 0 for n in m["records"].values())
-    assert set(m["goqa_js_similarity"]) == {"base", "dpo", "simpo", "orpo", "sft"}
-    assert all(0 <= v <= 1 for v in m["moralchoice_low_accuracy"].values())
-    assert all(v > 1 for v in m["neutral_ppl"].values())
+    assert m["trained"] == ADAPTERS and all(n > 0 for n in m["records"].values())
+    assert m["leaks"] == {"topics_in_goqa_test": 0, "heldout_topics_negotiated": 0, "train_prompts_in_eval": 0}
+    assert set(m["goqa_js_similarity"]) == {"base", *ADAPTERS}
+    items = m["moralchoice_items"]
+    assert items == 4 and all(m["moralchoice_low_accuracy"][k] == m["moralchoice_correct"][k] / items
+                              for k in m["moralchoice_correct"])
+    assert all(0 <= z <= items for z in m["moralchoice_zero_mass"].values())
+    # a random model's perplexity is near its vocabulary size (512); one tiny LoRA epoch barely moves it
+    base = m["neutral_ppl"]["base"]
+    assert 100 < base < 2000
+    assert all(abs(v - base) / base < 0.2 for v in m["neutral_ppl"].values())
 
 
 CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04}
@@ -79,12 +97,14 @@ def tiny_params(tmp_path_factory, shared_data):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", notebooks(), ids=lambda p: p.stem)
-def test_notebook_runs_with_tiny_params(notebook, tiny_params):
+def test_notebook_runs_with_tiny_params(notebook, tiny_params, capfd):
     # parametrised in file order: later notebooks read what earlier ones stored in the run folder
     out = tiny_params.run_dir / "notebooks" / notebook.name
-    execute(notebook, out, tiny_params, ensure_kernel())
-    metrics = recorded_metrics(out)
-    CHECKS[notebook.name[:2]](metrics)
+    execute(notebook, out, tiny_params, ensure_kernel(), progress=True)
+    nb = nbformat.read(out, as_version=4)  # with the cell papermill injects
+    assert f"{len(nb.cells)}/{len(nb.cells)}" in capfd.readouterr().err  # the live progress reached the terminal …
+    assert not any("cell/s" in str(o) or "it/s" in str(o) for c in nb.cells for o in c.get("outputs", []))  # … not the notebook
+    CHECKS[notebook.name[:2]](recorded_metrics(out))
 
 
 def test_every_notebook_has_a_check():

@@ -1,5 +1,6 @@
 """Params are validated before any model loads; every problem is one line with exit code 2."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +28,24 @@ BAD = {
     "missing_profile": ("model: {name: tiny-random}\n", "profile: Field required"),
     "bad_shard": ("profile: t\nnegotiation: {shard_index: 2, shard_count: 2}\n", "negotiation: shard_index 2 must be below"),
     "bad_backend": ("profile: t\nmodel: {name: tiny-random, backend: llamacpp}\n", "model.backend"),
+    "unknown_country": ("profile: t\nagents: {countries: [Mexico, Atlantis]}\n",
+                        "agents.countries[1]: unknown country 'Atlantis'; closest known labels: "),
+    "pair_without_agent": ("profile: t\nagents: {countries: [Mexico, Iraq]}\nnegotiation: {pairs: [[Mexico, Japan]]}\n",
+                           "negotiation.pairs[0][1]: 'Japan' is not in agents.countries"),
+    "pair_unknown": ("profile: t\nnegotiation: {pairs: [[Mexico, Mexicoo]]}\n",
+                     "negotiation.pairs[0][1]: unknown country 'Mexicoo'; closest known labels: 'Mexico'"),
 }
+
+# A GlobalOpinionQA file with one question answered by a few countries (the Modular Pluralism format).
+COUNTRIES = ("Mexico", "Iraq", "Japan", "Brazil", "India (Current national sample)")
 
 
 @pytest.fixture
 def goqa(tmp_path):
     f = tmp_path / "g.json"
-    f.write_text("[]")
+    f.write_text(json.dumps([{"question": "Question: Is family important?\nOptions: A. Yes B. No\nAnswer:",
+                              "options": ["Yes", "No"], "attribute": c, "gold_distribution": [0.7, 0.3], "id": k}
+                             for k, c in enumerate(COUNTRIES)]))
     return f
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kit.agents import culture_instruction
-from kit.config import FinetuneParams, ModelParams, Params, TrainRecipe
+from kit.config import FinetuneParams, ModelParams, Params
 from kit.train.records import SFT_TARGET, preference_records, sft_records, split_records, to_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,17 +170,42 @@ def test_trained_adapters_load_in_hf_backend_and_change_scores(trained, pref):
         assert max(abs(x - y) for x, y in zip(s, base)) > 1e-3, method
 
 
-def test_resume_continues_from_last_checkpoint(tmp_path, pref):
+def test_finished_runs_drop_checkpoints_failed_ones_resume_and_fingerprints_decide(tmp_path, pref, monkeypatch):
+    import kit.train.trainers as trainers
     from kit.train import train
 
-    first = train("orpo", pref[:2], [], "tiny-random", tmp_path, CFG)
-    assert first.global_step == 1 and first.resumed_from is None and (tmp_path / "checkpoint-1").is_dir()
-    more = train("orpo", pref[:2], [], "tiny-random", tmp_path, CFG.model_copy(update={"trl": {**CFG.trl, "num_train_epochs": 2}}))
-    assert more.resumed_from.endswith("checkpoint-1") and more.global_step == 2
-    assert len(more.step_seconds) == 1  # only the new step ran
-    state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
-    assert state["global_step"] == 2
-    assert json.loads((tmp_path / "train_config.json").read_text())["resumed_from"].endswith("checkpoint-1")
+    two_steps = CFG.model_copy(update={"trl": {**CFG.trl, "num_train_epochs": 2}})
+    meter = trainers._meter
+
+    def failing_meter():
+        m = meter()
+        original = m.on_step_end
+
+        def on_step_end(args, state, control, **kw):
+            original(args, state, control, **kw)
+            if state.global_step == 2:
+                raise RuntimeError("killed")
+        m.on_step_end = on_step_end
+        return m
+
+    monkeypatch.setattr(trainers, "_meter", failing_meter)
+    with pytest.raises(RuntimeError, match="killed"):
+        train("orpo", pref[:2], [], "tiny-random", tmp_path, two_steps)
+    assert (tmp_path / "checkpoint-1").is_dir()  # a failed run keeps its checkpoints for the resume
+    assert json.loads((tmp_path / "fingerprint.json").read_text())["finished"] is False
+    monkeypatch.setattr(trainers, "_meter", meter)
+
+    done = train("orpo", pref[:2], [], "tiny-random", tmp_path, two_steps)
+    assert done.resumed_from.endswith("checkpoint-1") and done.global_step == 2 and len(done.step_seconds) == 1
+    assert not list(tmp_path.glob("checkpoint-*"))  # optimizer state gone; the adapter stays
+    assert (done.adapter_dir / "adapter_model.safetensors").is_file()
+    assert json.loads((tmp_path / "fingerprint.json").read_text())["finished"] is True
+
+    again = train("orpo", pref[:2], [], "tiny-random", tmp_path, two_steps)
+    assert again.reused and again.global_step == 2 and again.adapter_dir == done.adapter_dir
+
+    other = train("orpo", pref[:1], [], "tiny-random", tmp_path, two_steps)  # other records: trained anew
+    assert not other.reused and other.resumed_from is None and other.global_step == 2
 
 
 def test_bad_inputs(pref, tmp_path):
@@ -194,27 +219,55 @@ def test_bad_inputs(pref, tmp_path):
 
 # --- CLI, speed, accelerate configs -------------------------------------------------------------
 
-def _params_file(tmp_path: Path) -> Path:
+def _params_file(tmp_path: Path, **finetune) -> Path:
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({
         "profile": "t", "runs_dir": str(tmp_path / "runs"), "model": {"name": "tiny-random"},
         "finetune": {"trl": {"num_train_epochs": 1, "per_device_train_batch_size": 2, "max_length": 128,
-                             "logging_steps": 1}, "eval_fraction": 0.0},
+                             "logging_steps": 1}, "eval_fraction": 0.0, **finetune},
     }))
     return path
 
 
-def test_cli_trains_from_traces(tmp_path, capsys):
+def test_cli_trains_each_source_method_with_the_notebooks_filters(tmp_path, capsys):
     from kit.train.cli import main
 
     data = tmp_path / "traces.jsonl"
-    data.write_text("".join(json.dumps(trace(f"t{i}", statements=[("s0", "s1")])) + "\n" for i in range(2)))
-    assert main(["sft", "--params", str(_params_file(tmp_path)), "--data", str(data), "--output", str(tmp_path / "o")]) == 0
-    adapter = Path(capsys.readouterr().out.strip().splitlines()[-1])  # the trainer prints its logs before
-    assert adapter == tmp_path / "o" / "adapter" and (adapter / "adapter_model.safetensors").exists()
-    # Missing data: exit 2 with one line naming the file.
-    assert main(["dpo", "--params", str(_params_file(tmp_path))]) == 2
-    assert "negotiations.jsonl" in capsys.readouterr().err
+    traces = [trace(f"ncn:t{i}", method="ncn", statements=[("s0", "s1")]) for i in range(2)] + [
+        trace("debate:t0", method="debate", statements=[("d0", "d1")]),
+        trace("debate:t1", method="debate", statements=[("d2", "d3")], converged=False),  # filtered out
+        trace("consultancy:t0", method="consultancy", statements=[("c0", "c1")])]  # not a source
+    data.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    params = _params_file(tmp_path, from_methods=["ncn", "debate"])
+    assert main(["sft", "--params", str(params), "--data", str(data), "--output", str(tmp_path / "o")]) == 0
+    adapters = [Path(line) for line in capsys.readouterr().out.strip().splitlines()[-2:]]
+    assert adapters == [tmp_path / "o" / "ncn" / "sft" / "adapter", tmp_path / "o" / "debate" / "sft" / "adapter"]
+    assert all((a / "adapter_model.safetensors").exists() for a in adapters)
+    config = json.loads((tmp_path / "o" / "debate" / "sft" / "train_config.json").read_text())
+    assert config["n_train"] == 2  # the converged debate trace's two agents; never the consultancy one
+
+    records, _ = preference_records([trace("r1")])
+    ready = tmp_path / "records.jsonl"
+    ready.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["dpo", "--params", str(params), "--data", str(ready), "--output", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "r" / "dpo" / "adapter")
+    # No data given and no study run: exit 2 with one line saying what to run first.
+    assert main(["dpo", "--params", str(params)]) == 2
+    assert "run notebook 01" in capsys.readouterr().err
+
+
+def test_cli_data_funnel_matches_the_notebooks(tmp_path):
+    from kit.config import load_params
+    from kit.train.cli import training_data
+    from kit.train.records import training_sets
+
+    params = load_params(_params_file(tmp_path, from_methods=["ncn", "debate"]))
+    traces = [trace(f"ncn:t{i}", method="ncn") for i in range(3)] + [trace("debate:t0", method="debate")]
+    cli = training_data("dpo", params, traces)
+    notebook = training_sets(traces, params.finetune, params.seed)
+    assert cli == {source: notebook[(source, "dpo")] for source in ("ncn", "debate")}
+    with pytest.raises(ValueError, match="neither a trace nor a dpo record"):
+        training_data("dpo", params, [{"id": "x", "prompt": []}])
 
 
 def test_train_benchmark_reports_rate_and_memory():
@@ -238,3 +291,46 @@ def test_accelerate_configs_parse(name, kind):
     assert config.distributed_type.value == kind
     if name == "zero3":
         assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_init_flag"]
+
+
+def test_recipes_give_each_method_its_loss_and_parameters(tmp_path):
+    """The configs trl gets: SimPO is CPO with the simpo loss and no BC term, ORPO's beta is λ, DPO's
+    loss is sigmoid; recipe keys reach every method whose config has them; the kit's CPU defaults."""
+    from kit.train.recipes import config_kwargs, training_config
+
+    trl = {"beta": 0.2, "learning_rate": 3e-4, "max_length": 256}
+    dpo = training_config("dpo", trl, {}, str(tmp_path), 5, has_eval=True)
+    simpo = training_config("simpo", trl, {"simpo_gamma": 0.8}, str(tmp_path), 5, has_eval=False)
+    orpo = training_config("orpo", trl, {}, str(tmp_path), 5, has_eval=False)
+    sft = training_config("sft", trl, {}, str(tmp_path), 5, has_eval=False)
+    assert type(dpo).__name__ == "DPOConfig" and dpo.loss_type == ["sigmoid"] and dpo.beta == 0.2
+    assert type(simpo).__name__ == "CPOConfig" and simpo.loss_type == "simpo" and simpo.cpo_alpha == 0.0
+    assert simpo.simpo_gamma == 0.8 and simpo.beta == 0.2
+    assert type(orpo).__name__ == "ORPOConfig" and orpo.beta == 0.2  # λ
+    assert type(sft).__name__ == "SFTConfig" and not hasattr(sft, "beta")
+    for config in (dpo, simpo, orpo, sft):
+        assert config.learning_rate == 3e-4 and config.max_length == 256 and config.seed == config.data_seed == 5
+        assert not config.bf16 and not config.gradient_checkpointing and config.lr_scheduler_type == "cosine"
+        assert config.warmup_steps == 0.1 and config.report_to == [] and config.save_total_limit == 2
+    assert dpo.eval_strategy == "epoch" and sft.eval_strategy == "no"
+    # defaults per method, and a fixed key the recipe cannot change
+    assert config_kwargs("simpo", {}, {}, str(tmp_path), 0, False)["simpo_gamma"] == 0.5
+    assert config_kwargs("simpo", {"loss_type": "sigmoid"}, {}, str(tmp_path), 0, False)["loss_type"] == "simpo"
+    assert config_kwargs("dpo", {}, {}, str(tmp_path), 0, False)["per_device_eval_batch_size"] == 2
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"trl": {"learning_rat": 0.1}}, "finetune.trl.learning_rat: not a key of DPOConfig"),
+    ({"per_method": {"dpo": {"simpo_gamma": 1}}}, "finetune.per_method.dpo.simpo_gamma: not a key of DPOConfig"),
+    ({"per_method": {"simpo": {"loss_type": "sigmoid"}}}, "fixed by the kit"),
+    ({"lora": {"rank": 4}}, "finetune.lora.rank: not a peft LoraConfig key"),
+    ({"trl": {"lr_scheduler_type": "wobbly"}}, "finetune.trl (dpo): wobbly is not a valid SchedulerType"),
+    ({"per_method": {"ppo": {}}}, "per_method names ['ppo']"),
+])
+def test_bad_recipes_fail_in_one_line_before_training(section, message):
+    from kit.config import ParamsError, validate
+
+    with pytest.raises(ParamsError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")) as err:
+        validate({"profile": "t", "finetune": section})
+    assert "\n" not in str(err.value)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from kit import seeds
 from kit.llm.base import Backend, GenParams
 from kit.values import (
     SCHWARTZ_VALUES,
@@ -93,7 +94,7 @@ def test_judge_retries_only_unread_texts_one_call_per_attempt():
     assert [r.attempts for r in results] == [1, 2, 1]
     assert all(r.valid for r in results) and judge.failures == 0
     first, retry = backend.calls[0][1], backend.calls[1][1]
-    assert first.greedy and not retry.greedy and retry.seed == 8 and retry.deterministic
+    assert first.greedy and not retry.greedy and retry.seed == seeds.derive(7, "value-judge", 1) and retry.deterministic
 
 
 def test_judge_gives_up_after_max_retries():

@@ -1,6 +1,6 @@
-"""Cultural agents: kinds (``kinds``), LLM-written culture descriptions (``described``), LoRA agents
-grounded in survey answers (``grounded``), building them for a study (``build``) and the stored
-set later notebooks load (``store``)."""
+"""Cultural agents: kinds (``kinds``), LLM-written culture descriptions (``descriptions``), LoRA
+agents grounded in survey answers (``grounding``), building them for a study (``build``) and the
+stored set later notebooks load (``store``)."""
 
 from kit.agents.kinds import Agent, culture_instruction, described, grounded, prompted, vanilla
 from kit.agents.store import AgentSet

@@ -1,7 +1,9 @@
 """Agents are data: a name, a culture, a system prompt and maybe a LoRA adapter.
 
 They own no model: one backend serves every agent of a run from one base model, switching
-adapters per request.
+adapters per request. An agent's ``culture`` is the label the data uses ("India (Current national
+sample)"), since that is what its answers are scored against; its prompts name the country
+("India").
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from kit.data.countries import base_country
 from kit.llm.base import ChatRequest, Message
 
 
@@ -35,31 +38,47 @@ def vanilla(name: str = "vanilla") -> Agent:
 
 def prompted(country: str) -> Agent:
     """A persona instruction only: the cheapest way to ask a model for a culture's view."""
+    name = base_country(country)
     return Agent(
         name=f"prompted:{country}",
         culture=country,
-        system_prompt=(f"You are a person from {country}. Answer every question as a typical person "
-                       f"from {country} would, from {country}'s values, customs and beliefs."),
+        system_prompt=(f"You are a person from {name}. Answer every question as a typical person "
+                       f"from {name} would, from {name}'s values, customs and beliefs."),
         kind="prompted",
     )
 
 
 def culture_instruction(country: str) -> str:
     """The instruction NCN's SFT data and preference prompts carry (METHODS §1)."""
-    return f"Answer the question based on {country} cultural values."
+    return f"Answer the question based on {base_country(country)} cultural values."
+
+
+def _described_prompt(country: str, description: str) -> str:
+    return (f"You represent the culture of {base_country(country)}. {culture_instruction(country)}\n\n"
+            f"{description.strip()}")
 
 
 def described(country: str, description: str) -> Agent:
     """A persona plus an LLM-written culture description (Core Values, Accepted Behaviors, …)."""
-    return Agent(
-        name=f"described:{country}",
-        culture=country,
-        system_prompt=f"You represent the culture of {country}. {culture_instruction(country)}\n\n{description.strip()}",
-        kind="described",
-    )
+    return Agent(name=f"described:{country}", culture=country, system_prompt=_described_prompt(country, description),
+                 kind="described")
 
 
-def grounded(country: str, adapter: str) -> Agent:
-    """A LoRA adapter trained on the country's survey-grounded answers, with the SFT instruction."""
-    return Agent(name=f"grounded:{country}", culture=country, system_prompt=culture_instruction(country),
-                 adapter=str(adapter), kind="grounded")
+def grounded(country: str, adapter: str, description: str | None = None) -> Agent:
+    """A LoRA adapter trained on the country's survey-grounded answers.
+
+    With a ``description`` its system prompt is the described agent's (the SFT instruction plus the
+    culture description), as NCN builds its agents; without one, the SFT instruction alone.
+    """
+    prompt = _described_prompt(country, description) if description else culture_instruction(country)
+    return Agent(name=f"grounded:{country}", culture=country, system_prompt=prompt, adapter=str(adapter),
+                 kind="grounded")
+
+
+def fingerprint(agent: Agent) -> str:
+    """What an agent is, as 16 hex digits: kind, culture, system prompt and its adapter's content."""
+    from kit.artifacts import fingerprint as parts_fingerprint
+    from kit.llm.models import adapter_fingerprint
+
+    return parts_fingerprint({"kind": agent.kind, "culture": agent.culture, "system_prompt": agent.system_prompt,
+                              "adapter": adapter_fingerprint(agent.adapter) if agent.adapter else None})

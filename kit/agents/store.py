@@ -1,8 +1,8 @@
 """The agents a run built, saved once (notebook 01) and loaded by every later notebook.
 
 ``runs/<profile>/agents/agents.json`` lists each agent (name, kind, culture, system prompt, adapter
-folder relative to the run folder) and the held-out questions notebook 01 evaluated them on, so
-later units evaluate on exactly those and never rebuild an agent.
+folder relative to the run folder, fingerprint) and the held-out questions notebook 01 evaluated
+them on, so later units evaluate on exactly those and never rebuild an agent.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.agents.kinds import Agent
+from kit.agents.kinds import Agent, fingerprint
 from kit.data import OpinionItem
 from kit.files import atomic_write_json, read_json
 
@@ -42,7 +42,8 @@ class AgentSet:
 
     def save(self, run_dir: Path) -> Path:
         run_dir = Path(run_dir)
-        agents = [asdict(a) | {"adapter": _relative(a.adapter, run_dir)} for a in self.agents]
+        agents = [asdict(a) | {"adapter": _relative(a.adapter, run_dir), "fingerprint": fingerprint(a)}
+                  for a in self.agents]
         return atomic_write_json(run_dir / "agents" / AGENTS_FILE, {
             "agents": agents, "countries": list(self.countries),
             "test_questions": {c: list(q) for c, q in self.test_questions.items()}, "report": self.report})
@@ -54,7 +55,8 @@ class AgentSet:
         if stored is None:
             raise ValueError(f"no agents stored in {run_dir / 'agents'}: run notebook 01 (01_cultural_agents) "
                              "with this profile first")
-        agents = tuple(Agent(**(a | {"adapter": None if a["adapter"] is None else str(run_dir / a["adapter"])}))
+        agents = tuple(Agent(**({k: v for k, v in a.items() if k != "fingerprint"}
+                                | {"adapter": None if a["adapter"] is None else str(run_dir / a["adapter"])}))
                        for a in stored["agents"])
         return cls(agents, tuple(stored["countries"]),
                    {c: tuple(q) for c, q in stored["test_questions"].items()}, stored.get("report", {}))

@@ -27,21 +27,21 @@ def run(params: Params) -> dict:
     (``bench.sequential_negotiations``) of the same jobs, since its rate is what is compared.
     """
     from kit.agents import prompted
-    from kit.data import resolve_countries
     from kit.data.topics import negotiation_topics
     from kit.embed import Embedder
     from kit.engine import run_jobs
     from kit.llm import load_backend
-    from kit.negotiation.run import plan_jobs, start_job
+    from kit.negotiation.run import plan_jobs, resolve_pairs, start_job
 
     b = params.bench
     # The profile's own NCN settings; a vanishing ε keeps every negotiation going for exactly the
     # benchmark's rounds.
     neg = params.negotiation.model_copy(update={"methods": ["ncn"], "max_rounds": b.negotiation_rounds, "epsilon": 1e-12})
-    agents = {c: prompted(c) for c in resolve_countries([c for pair in neg.pairs for c in pair], params.data.goqa_path)}
-    n_topics = -(-b.negotiations // len(neg.pairs))
+    pairs = resolve_pairs(params)
+    agents = {c: prompted(c) for pair in pairs for c in pair}
+    n_topics = -(-b.negotiations // len(pairs))
     topic_list = negotiation_topics(params.data, neg.topics.model_copy(update={"n": n_topics}), params.seed)
-    specs = plan_jobs(agents, topic_list, neg)[: b.negotiations]
+    specs = plan_jobs(agents, topic_list, neg, pairs)[: b.negotiations]
     backend = load_backend(params.model.model_copy(update={"batch_size": max(params.model.batch_size, 16)}), None,
                            seed=params.seed)
     embedder = Embedder(params.embedder.name, params.embedder.batch_size)

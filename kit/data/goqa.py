@@ -30,6 +30,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from kit.paths import resolve
+
 from .countries import normalize_country, resolve_country
 
 log = logging.getLogger(__name__)
@@ -226,11 +228,12 @@ def load_goqa(path: str | Path, *, on_bad: Literal["raise", "skip"] = "raise") -
 
     A malformed record, row or country entry raises ValueError naming it; with
     ``on_bad="skip"`` it is dropped and logged instead (the full HF CSV has a few such rows).
-    A file is parsed once per process while it is unchanged (same size and mtime).
+    A file is parsed once per process while it is unchanged (same size and mtime). A relative
+    path is read from the project root, as every params path is.
     """
     if on_bad not in ("raise", "skip"):
         raise ValueError(f"on_bad must be 'raise' or 'skip', got {on_bad!r}")
-    path = Path(path)
+    path = resolve(path)
     if not path.is_file():
         raise ValueError(
             f"GlobalOpinionQA file {path} does not exist; point the data path at dev.json or the HF CSV"

@@ -1,16 +1,25 @@
-"""Leak checks: no held-out question may reach anything an agent or a model is built or trained from."""
+"""Leak checks: no held-out question may reach anything an agent or a model is built or trained from.
+
+:func:`assert_no_test_leak` guards what notebook 01 builds; :func:`leak_counts` is what notebook 04
+records about its finetuning data, computed from the data itself, never assumed.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from kit.data.goqa import OpinionItem
 from kit.data.splits import assert_disjoint
+from kit.data.topics import Topic
 
 log = logging.getLogger(__name__)
 
 MIN_LEAK_CHARS = 20  # shorter test questions match ordinary prose by chance; they are not checked
+
+
+class LeakError(ValueError):
+    """Evaluation data reached what was trained on."""
 
 
 def _norm(text: str) -> str:
@@ -42,3 +51,32 @@ def assert_no_test_leak(train_items: Sequence[OpinionItem], test_items: Sequence
             f"{len(leaked)} test questions appear in the given texts (e.g. {leaked[0][:80]!r} in text #{where}); "
             f"build descriptions and SFT data from train items only"
         )
+
+
+def leak_counts(topics: Iterable[Topic], heldout: Iterable[Topic], traces: Iterable[dict],
+                train_prompts: Iterable[str], test_items: Iterable[OpinionItem]) -> dict[str, int]:
+    """What finetuning on negotiation data must never see, counted:
+
+    - ``topics_in_goqa_test``: negotiated or held-out topics that are GlobalOpinionQA test
+      questions (by question id or by text);
+    - ``heldout_topics_negotiated``: held-out topics that occur in the traces training reads;
+    - ``train_prompts_in_eval``: training prompts that are an evaluation text (a held-out topic or
+      a test question).
+    """
+    topics, heldout, test_items = list(topics), list(heldout), list(test_items)
+    test_ids, test_texts = {it.question_id for it in test_items}, {_norm(it.question) for it in test_items}
+    negotiated = {t["topic"]["id"] for t in traces}
+    eval_texts = test_texts | {_norm(t.text) for t in heldout}
+    return {
+        "topics_in_goqa_test": sum(t.id in test_ids or _norm(t.text) in test_texts for t in topics + heldout),
+        "heldout_topics_negotiated": len({t.id for t in heldout} & negotiated),
+        "train_prompts_in_eval": sum(_norm(p) in eval_texts for p in train_prompts),
+    }
+
+
+def assert_no_leaks(counts: dict[str, int]) -> None:
+    """Stop with one clear line when any count of :func:`leak_counts` is not 0."""
+    bad = {k: v for k, v in counts.items() if v}
+    if bad:
+        raise LeakError(f"evaluation data reached the finetuning data: {bad}; nothing trained here can be "
+                        "evaluated on it — check the topic source, heldout_share and the data split")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from kit.paths import resolve
+
 log = logging.getLogger(__name__)
 
 Ambiguity = Literal["low", "high"]
@@ -74,7 +76,7 @@ def load_moralchoice(path: str | Path, ambiguity: Ambiguity | None = None) -> li
     """Read MoralChoice scenarios, optionally only the ``"low"`` or ``"high"`` ambiguity ones."""
     if ambiguity not in (None, "low", "high"):
         raise ValueError(f"ambiguity must be None, 'low' or 'high', got {ambiguity!r}")
-    path = Path(path)
+    path = resolve(path)  # relative: from the project root, as every params path
     if not path.is_file():
         raise ValueError(f"MoralChoice file {path} does not exist; point the data path at moralchoice/dev.json")
     records = json.loads(path.read_text(encoding="utf-8-sig"))

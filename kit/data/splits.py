@@ -1,7 +1,7 @@
 """Train/test splits by question, decided by a hash rather than a shuffle.
 
-Each question id is hashed with the seed to a number in [0, 1) (``kit.seeds.unit``); the question
-is in the test split when that number is below ``test_fraction``. All countries of one question
+Each question id is hashed with the seed and a purpose to a number in [0, 1) (``kit.seeds.unit``);
+the question is in the test split when that number is below ``test_fraction``. All countries of one question
 therefore land on the same side (no leakage of a question through another country), and a
 question keeps its side when other items are added or removed.
 
@@ -28,16 +28,24 @@ T = TypeVar("T")
 _question_id: Callable[[Any], str] = attrgetter("question_id")
 
 
+SPLIT = "goqa-split"  # the purpose of the study's question split
+
+
 def split_questions(
-    items: Iterable[T], test_fraction: float, seed: int, *, key: Callable[[T], str] = _question_id
+    items: Iterable[T], test_fraction: float, seed: int, purpose: str = SPLIT, *,
+    key: Callable[[T], str] = _question_id,
 ) -> tuple[list[T], list[T]]:
-    """(train, test), keeping input order; ``key`` gives the unit not to split (default: question_id)."""
+    """(train, test), keeping input order; ``key`` gives the unit not to split (default: question_id).
+
+    ``purpose`` keeps splits of different things independent: a hold-out drawn inside the train
+    side must not reuse the study split's numbers (they are all above ``test_fraction`` there).
+    """
     if not 0.0 <= test_fraction <= 1.0:
         raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction}")
     train: list[T] = []
     test: list[T] = []
     for item in items:
-        (test if seeds.unit(seed, str(key(item))) < test_fraction else train).append(item)
+        (test if seeds.unit(seed, purpose, str(key(item))) < test_fraction else train).append(item)
     return train, test
 
 
@@ -51,9 +59,10 @@ def assert_disjoint(train: Sequence[T], test: Sequence[T], *, key: Callable[[T],
         )
 
 
-def first_by_hash(items: Sequence[T], n: int, seed: int, key: Callable[[T], str] = _question_id) -> list[T]:
+def first_by_hash(items: Sequence[T], n: int, seed: int, purpose: str,
+                  key: Callable[[T], str] = _question_id) -> list[T]:
     """A deterministic subset of ``n`` items, stable as ``n`` grows (hash order, not a shuffle)."""
-    return sorted(items, key=lambda it: seeds.unit(seed, key(it)))[:n]
+    return sorted(items, key=lambda it: seeds.unit(seed, purpose, key(it)))[:n]
 
 
 @dataclass
@@ -65,6 +74,7 @@ class SurveySplits:
     test: dict[str, list[OpinionItem]]
     test_all_countries: list[OpinionItem]  # every country's answers on the test questions (for references)
     skipped: dict[str, str] = field(default_factory=dict)
+    source_note: str = ""  # which survey rows the train side keeps, in one sentence
 
     @property
     def train_items(self) -> list[OpinionItem]:
@@ -87,15 +97,27 @@ def goqa_split(goqa_path: str, test_fraction: float, split_seed: int,
 
 def survey_splits(goqa_path: str, countries: Sequence[str], *, test_fraction: float, split_seed: int,
                   min_train_items: int, max_train_items: int, max_test_items: int,
-                  goqa_test_path: str | None = None) -> SurveySplits:
+                  goqa_test_path: str | None = None, train_source: str | None = None) -> SurveySplits:
     """Train and test items of each country (countries already resolved to data labels).
 
-    A country with fewer than ``min_train_items`` train items or no test item is skipped, with
-    its reason in ``skipped``.
+    ``train_source`` (e.g. ``"WVS"``) keeps only train rows of that survey where the data says
+    which survey a row comes from (the HF CSV does; the Modular Pluralism JSON does not), as NCN
+    built its agents from World Values Survey rows; ``source_note`` says what was done. A country
+    with fewer than ``min_train_items`` train items or no test item is skipped, with its reason in
+    ``skipped``.
     """
     train, test = goqa_split(goqa_path, test_fraction, split_seed, goqa_test_path)
+    note = ""
+    if train_source:
+        if any(it.source for it in train):
+            kept = [it for it in train if it.source == train_source]
+            note = f"agents are built from the {len(kept)} {train_source} rows of the {len(train)} train rows"
+            train = kept
+        else:
+            note = (f"the data carries no survey source, so agents are built from every train row "
+                    f"(NCN built them from {train_source} rows only)")
     train_by, test_by = by_country(train), by_country(test)
-    splits = SurveySplits([], {}, {}, [])
+    splits = SurveySplits([], {}, {}, [], source_note=note)
     for c in countries:
         n_train = len(train_by.get(c, []))
         if n_train < min_train_items or not test_by.get(c):
@@ -103,8 +125,8 @@ def survey_splits(goqa_path: str, countries: Sequence[str], *, test_fraction: fl
             log.warning("skipping %s: %s", c, splits.skipped[c])
             continue
         splits.countries.append(c)
-        splits.train[c] = first_by_hash(train_by[c], max_train_items, split_seed)
-        splits.test[c] = first_by_hash(test_by[c], max_test_items, split_seed)
+        splits.train[c] = first_by_hash(train_by[c], max_train_items, split_seed, "train-cap")
+        splits.test[c] = first_by_hash(test_by[c], max_test_items, split_seed, "test-cap")
     qids = {it.question_id for its in splits.test.values() for it in its}
     splits.test_all_countries = [it for it in test if it.question_id in qids]
     return splits

@@ -9,7 +9,9 @@ A topic is a short text to argue about. Sources:
   ``{text, id}`` mappings, bare or under a ``topics:`` key).
 
 ``n`` topics are picked by ranking ids on a seeded hash, so a pick is reproducible and mostly
-unchanged when topics are added to the source. Topics keep source order.
+unchanged when topics are added to the source. Topics keep source order. A study splits its
+source into a negotiation pool and a held-out pool (:func:`topic_pools`), so what finetuning is
+evaluated on was never negotiated.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Literal
 import yaml
 
 from kit import seeds
+from kit.paths import resolve
 
 from .goqa import load_goqa
 from .moralchoice import load_moralchoice
@@ -100,37 +103,65 @@ def _read(source: str, path: Path) -> list[Topic]:
     raise ValueError(f"unknown topic source {source!r}; use 'goqa', 'moralchoice' or 'file'")
 
 
-def load_topics(source: TopicSource, path: str | Path, n: int | None = None, seed: int = 0) -> list[Topic]:
-    """``n`` topics (all when ``n`` is None) from ``source`` read at ``path``."""
-    topics = _read(source, Path(path))
+def pick(topics: list[Topic], n: int | None, seed: int, purpose: str, where: str = "the source") -> list[Topic]:
+    """``n`` of ``topics`` (all when ``n`` is None): the lowest ``seeds.unit(seed, purpose, id)``, in source order."""
+    if n is None:
+        return topics
+    if not 0 < n <= len(topics):
+        raise ValueError(f"asked for n={n} topics but {where} has {len(topics)}; pass 1 ≤ n ≤ {len(topics)}")
+    chosen = set(sorted((t.id for t in topics), key=lambda i: seeds.unit(seed, purpose, i))[:n])
+    return [t for t in topics if t.id in chosen]
+
+
+def read_topics(source: TopicSource, path: str | Path) -> list[Topic]:
+    """Every topic of ``source`` read at ``path``; topic ids must be unique."""
+    topics = _read(source, resolve(path))
     ids = [t.id for t in topics]
     dupes = sorted(i for i, count in Counter(ids).items() if count > 1)[:5]
     if dupes:
         raise ValueError(f"{path}: duplicate topic ids {dupes}; give each topic a unique id (or unique text)")
-    if n is None:
-        return topics
-    if not 0 < n <= len(topics):
-        raise ValueError(
-            f"asked for n={n} topics but {path} has {len(topics)}; pass 1 ≤ n ≤ {len(topics)} or n=None"
-        )
-    chosen = set(sorted(ids, key=lambda i: seeds.unit(seed, i))[:n])
-    log.info("picked %d of %d %s topics (seed %d)", n, len(topics), source, seed)
-    return [t for t in topics if t.id in chosen]
+    return topics
 
 
-def _source_path(data, topics) -> Path:
+def load_topics(source: TopicSource, path: str | Path, n: int | None = None, seed: int = 0) -> list[Topic]:
+    """``n`` topics (all when ``n`` is None) from ``source`` read at ``path``."""
+    return pick(read_topics(source, path), n, seed, "topics", str(path))
+
+
+def topic_source_path(data, topics) -> Path:
+    """The file a study's topics are read from."""
     return Path({"goqa": data.goqa_path, "moralchoice": data.moralchoice_path, "file": topics.path}[topics.source])
 
 
+def topic_pools(data, topics, seed: int) -> tuple[list[Topic], list[Topic]]:
+    """(negotiation pool, held-out pool) of a study's topic source (``data``/``topics``: params sections).
+
+    Each topic belongs to one pool by ``seeds.unit(seed, "topic-heldout", id) < topics.heldout_share``,
+    so a held-out topic can never be negotiated, whatever ``n`` any run picks. GlobalOpinionQA
+    topics come from the train side of the study's question split only: a test question never
+    becomes a topic, nor a training prompt built from one.
+    """
+    found = read_topics(topics.source, topic_source_path(data, topics))
+    if topics.source == "goqa":
+        from .splits import goqa_split
+
+        train, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
+        allowed = {it.question_id for it in train} - {it.question_id for it in test}
+        found = [t for t in found if t.id in allowed]
+    heldout = {t.id for t in found if seeds.unit(seed, "topic-heldout", t.id) < topics.heldout_share}
+    return [t for t in found if t.id not in heldout], [t for t in found if t.id in heldout]
+
+
 def negotiation_topics(data, topics, seed: int) -> list[Topic]:
-    """The ``topics.n`` topics a negotiation study runs on (``data``/``topics``: the params sections)."""
-    return load_topics(topics.source, _source_path(data, topics), n=topics.n, seed=seed)
+    """The ``topics.n`` topics a negotiation study runs on, from the negotiation pool."""
+    pool, _ = topic_pools(data, topics, seed)
+    return pick(pool, topics.n, seed, "topics", f"the negotiation pool of {topics.source} (fix: lower "
+                                                "negotiation.topics.n or heldout_share)")
 
 
 def heldout_topics(data, topics, n_heldout: int, seed: int) -> list[Topic]:
-    """Topics never negotiated in this study: the next ``n_heldout`` of the same source.
-
-    Topic selection ranks by a seeded hash, so a larger pick contains the negotiated one."""
-    used = {t.id for t in negotiation_topics(data, topics, seed)}
-    more = load_topics(topics.source, _source_path(data, topics), n=topics.n + n_heldout, seed=seed)
-    return [t for t in more if t.id not in used]
+    """``n_heldout`` topics of the held-out pool: never negotiated in this study, for evaluating what
+    the negotiation data trained."""
+    _, pool = topic_pools(data, topics, seed)
+    return pick(pool, n_heldout, seed, "heldout-topics", f"the held-out pool of {topics.source} (fix: lower "
+                                                         "finetune.heldout_topics or raise heldout_share)")

@@ -1,6 +1,6 @@
 """Notebook 03 · how good and how fair is the consensus? Acceptance and values per method, with CIs.
 
-Reads notebook 02's traces, scores every text under the other agent in one ``score`` call, reads
+Reads the study's traces (notebook 02), scores every text under the other agent in one ``score`` call, reads
 value vectors with the params' detector, and summarises per method (and pair) with bootstrap
 intervals; figures and the closing paragraph are drawn from those tables, never recomputed here.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kit import plots
+from kit import plots, seeds
 from kit.evals.traces import evaluate_traces, summarise
 from kit.lessons import negotiation
 from kit.values import SCHWARTZ_VALUES, make_value_detector
@@ -20,20 +20,14 @@ SUMMARY_COLUMNS = ["method", "n", "mean_ratio", "mean_ratio_low", "mean_ratio_hi
                    "share_converged"]
 
 
-def traces(session) -> list[dict]:
-    found = session.records(negotiation.STORE).to_list()
-    if not found:
-        raise ValueError("no traces yet: run notebook 02 with the same params first")
-    return found
-
-
-def evaluate(session, trace_list: list[dict]) -> pd.DataFrame:
-    """One row per usable trace: acceptance and value metrics (``kit.evals.traces``)."""
+def evaluate(session) -> pd.DataFrame:
+    """One row per usable trace of the study (``kit.evals.traces``): acceptance and value metrics."""
     p = session.params
+    agent_by_country, trace_list = negotiation.study_traces(session)
     detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
                                    seed=p.seed)
     with session.timed("evaluate traces"):
-        return evaluate_traces(session.backend, detector, negotiation.agents(session), trace_list)
+        return evaluate_traces(session.backend, detector, agent_by_country, trace_list)
 
 
 def counts_line(per_trace: pd.DataFrame) -> str:
@@ -43,7 +37,8 @@ def counts_line(per_trace: pd.DataFrame) -> str:
 
 
 def summary(session, per_trace: pd.DataFrame, by: tuple[str, ...] = ("method",)) -> pd.DataFrame:
-    return summarise(per_trace, n_boot=session.params.n_boot, seed=session.params.seed, by=by)
+    return summarise(per_trace, n_boot=session.params.n_boot, seed=seeds.derive(session.params.seed, "bootstrap"),
+                     by=by)
 
 
 def figures(session, df: pd.DataFrame) -> None:

@@ -8,17 +8,25 @@ a uniform answer and the mean of the other countries' answers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import pandas as pd
 
-from kit import plots
+from kit import plots, seeds
 from kit.agents import Agent, AgentSet
 from kit.agents.build import build_agents
 from kit.data import SurveySplits, resolve_countries, survey_splits
 from kit.evals.survey import answer_rows
 from kit.llm.base import GenParams
-from kit.metrics.alignment import OTHER_COUNTRIES_AGENT, UNIFORM_AGENT, other_countries_reference, score_table, uniform_reference
+from kit.metrics.alignment import (
+    OTHER_COUNTRIES_AGENT,
+    UNIFORM_AGENT,
+    other_countries_reference,
+    reference_comparison,
+    score_table,
+    uniform_reference,
+)
 
 REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT)
 
@@ -29,7 +37,8 @@ def splits(session) -> SurveySplits:
     return survey_splits(p.data.goqa_path, resolve_countries(p.agents.countries, p.data.goqa_path),
                          test_fraction=p.data.test_fraction, split_seed=p.data.split_seed,
                          min_train_items=p.agents.min_train_items, max_train_items=p.agents.max_train_items,
-                         max_test_items=p.agents.max_test_items, goqa_test_path=p.data.goqa_test_path)
+                         max_test_items=p.agents.max_test_items, goqa_test_path=p.data.goqa_test_path,
+                         train_source=p.agents.survey_source)
 
 
 def split_table(s: SurveySplits) -> pd.DataFrame:
@@ -46,48 +55,74 @@ def grounding_table(agent_set: AgentSet) -> pd.DataFrame:
     return pd.DataFrame(agent_set.report.get("grounding", {})).T
 
 
-def evaluate(session, agents: Sequence[Agent], s: SurveySplits) -> tuple[pd.DataFrame, list[dict]]:
-    """Score table (agent kind × country, with bootstrap CIs) including the reference rows; and the answers."""
+@dataclass
+class Evaluation:
+    """Notebook 01's scores: per (kind, country) with CIs, every answer row, and the score rows
+    (answers plus the two references) the paired comparisons read."""
+
+    table: pd.DataFrame
+    answers: list[dict]
+    score_rows: list[dict]
+    expected: int  # (country, question) pairs on the test split: what full coverage means
+
+
+def evaluate(session, agents: Sequence[Agent], s: SurveySplits) -> Evaluation:
+    """Every agent answers its country's held-out questions; scores with the reference rows."""
+    p = session.params
     with session.timed("choice_probs on the test split"):
-        rows = answer_rows(session.backend, agents, s.test_items)
-    kept = set(s.countries)
+        answers = answer_rows(session.backend, agents, s.test_items)
+    wanted = {(it.country, it.question_id) for it in s.test_items}
     refs = [r for r in uniform_reference(s.test_all_countries) + other_countries_reference(s.test_all_countries)
-            if r["country"] in kept and r["question_id"] in {it.question_id for it in s.test[r["country"]]}]
-    table = score_table([{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")} for r in rows + refs],
-                        n_boot=session.params.n_boot, seed=session.params.seed)
-    return table, rows
+            if (r["country"], r["question_id"]) in wanted]
+    rows = [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")} for r in answers + refs]
+    table = score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
+    return Evaluation(table, answers, rows, len(wanted))
 
 
-def kind_summary(table: pd.DataFrame, metric: str = "js_similarity") -> pd.DataFrame:
-    """Mean over countries per agent kind, and whether it beats each reference."""
-    means = table.groupby("agent")[metric].mean().rename(metric).to_frame()
-    means["beats uniform"] = means[metric] > means.loc[UNIFORM_AGENT, metric]
-    means["beats other-countries mean"] = means[metric] > means.loc[OTHER_COUNTRIES_AGENT, metric]
+def comparison(session, ev: Evaluation, metric: str = "js_similarity") -> pd.DataFrame:
+    """Each kind against both references, paired on the rows both scored (95 % bootstrap intervals)."""
+    kinds = [k for k in dict.fromkeys(r["agent"] for r in ev.answers)]
+    return reference_comparison(ev.score_rows, kinds, REFERENCES, metric, n_boot=session.params.n_boot,
+                                seed=seeds.derive(session.params.seed, "bootstrap"))
+
+
+def kind_summary(ev: Evaluation, metric: str = "js_similarity") -> pd.DataFrame:
+    """Mean over countries per kind, and coverage: the share of test (country, question) pairs it scored."""
+    means = ev.table.groupby("agent")[metric].mean().rename(metric).to_frame()
+    scored = pd.DataFrame(ev.score_rows).groupby("agent").size()
+    means["coverage"] = (scored / ev.expected).reindex(means.index)
     return means.sort_values(metric, ascending=False)
 
 
-def verdict(summary: pd.DataFrame, metric: str = "js_similarity") -> str:
-    """The plain sentence the notebook must say about each kind against the references."""
+def verdict(compared: pd.DataFrame, summary: pd.DataFrame, metric: str = "js_similarity") -> str:
+    """The plain sentence the notebook must say about each kind: it "beats" a reference only when the
+    paired 95 % interval of the difference lies above 0."""
     lines = []
-    for kind, row in summary.drop(index=list(REFERENCES), errors="ignore").iterrows():
-        if not row["beats uniform"]:
-            lines.append(f"{kind}: {row[metric]:.1f} — does NOT beat a uniform answer; it has learned nothing measurable.")
-        elif not row["beats other-countries mean"]:
-            lines.append(f"{kind}: {row[metric]:.1f} — beats uniform but not the other-countries mean: no country-specific signal.")
+    for kind, group in compared.groupby("kind", sort=False):
+        by = group.set_index("reference")
+        parts = [f"{ref} {r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] over {r['n']} rows: "
+                 + {"beats": "beats it", "worse": "WORSE", "no difference": "no difference"}[r["verdict"]]
+                 for ref, r in by.iterrows()]
+        head = f"{kind}: {metric} {summary.loc[kind, metric]:.1f}, coverage {summary.loc[kind, 'coverage']:.0%}"
+        if by.loc[UNIFORM_AGENT, "verdict"] != "beats":
+            tail = "does NOT beat a uniform answer: it has learned nothing measurable."
+        elif by.loc[OTHER_COUNTRIES_AGENT, "verdict"] != "beats":
+            tail = "beats uniform but not the other-countries mean: no country-specific signal."
         else:
-            lines.append(f"{kind}: {row[metric]:.1f} — beats both references.")
+            tail = "beats both references."
+        lines.append(f"{head} — {tail} ({'; '.join(parts)})")
     return "\n".join(lines)
 
 
-def letter_mass(rows: list[dict]) -> pd.DataFrame:
+def letter_mass(ev: Evaluation) -> pd.DataFrame:
     """Format adherence per agent kind: the probability that fell on option letters at all."""
-    return pd.DataFrame(rows).groupby("agent")["letter_mass"].agg(["mean", "min", "count"])
+    return pd.DataFrame(ev.answers).groupby("agent")["letter_mass"].agg(["mean", "min", "count"])
 
 
-def heatmap(session, table: pd.DataFrame, metric: str = "js_similarity") -> None:
+def heatmap(session, ev: Evaluation, metric: str = "js_similarity") -> None:
     import seaborn as sns
 
-    grid = table.pivot(index="agent", columns="country", values=metric)
+    grid = ev.table.pivot(index="agent", columns="country", values=metric)
     with plots.figure(session.figure_paths("01_fidelity_heatmap.png"),
                       figsize=(1.4 + 1.1 * grid.shape[1], 0.9 + 0.5 * grid.shape[0])) as (_, ax):
         sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
@@ -102,20 +137,25 @@ def example_answers(session, agents: Sequence[Agent], s: SurveySplits) -> pd.Dat
         return pd.DataFrame()
     country = grounded.culture if grounded else s.countries[0]
     item = s.test[country][0]
+    p = session.params
     texts = session.backend.generate([a.ask(item.question) for a in pick],
-                                     GenParams(max_new_tokens=session.params.agents.answer_tokens, seed=session.params.seed))
+                                     GenParams(max_new_tokens=p.agents.answer_tokens, seed=seeds.derive(p.seed, "example")))
     return pd.DataFrame({"agent": [a.name for a in pick], "question": item.question, "answer": [t.strip() for t in texts]})
 
 
-def key_numbers(table: pd.DataFrame, rows: list[dict], s: SurveySplits, agent_set: AgentSet) -> dict:
-    """Per-kind averages over countries, the references, and what was built or skipped."""
-    means = table.groupby("agent")[["js_similarity", "s_align"]].mean().round(2)
+def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s: SurveySplits,
+                agent_set: AgentSet) -> dict:
+    """Per-kind averages over countries, the references, each kind's verdict and coverage, and what
+    was built or skipped."""
+    means = ev.table.groupby("agent")[["js_similarity", "s_align"]].mean().round(2)
     return {
         "countries": len(s.countries),
         "test_items": sum(len(v) for v in s.test.values()),
         "skipped_countries": sorted(s.skipped),
         "js_similarity": means["js_similarity"].to_dict(),
         "s_align": means["s_align"].to_dict(),
-        "letter_mass_mean": round(float(pd.DataFrame(rows)["letter_mass"].mean()), 4),
+        "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
+        "coverage": summary["coverage"].round(3).to_dict(),
+        "letter_mass_mean": round(float(pd.DataFrame(ev.answers)["letter_mass"].mean()), 4),
         "grounded_records_kept": {c: st.get("kept", 0) for c, st in agent_set.report.get("grounding", {}).items()},
     }

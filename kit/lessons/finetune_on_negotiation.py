@@ -1,10 +1,11 @@
 """Notebook 04 · finetuning on negotiation data: does it reduce cultural distance, at what cost?
 
-Builds preference and SFT records from notebook 02's traces (``kit.train.records``), trains one
-LoRA adapter per method with trl (``kit.train.trainers``), then compares the base model and each
-adapter on cultural distance over held-out topics (``kit.evals.distance``), GlobalOpinionQA
-alignment on notebook 01's held-out questions (``kit.evals.survey``) and capability kept
-(``kit.evals.capability``).
+Builds preference and SFT records from the study's traces of each source method in
+``finetune.from_methods`` (``kit.train.records``), trains one LoRA adapter per (source, method)
+with trl (``kit.train.trainers``), then compares the base model and each adapter on cultural
+distance over held-out topics (``kit.evals.distance``), GlobalOpinionQA alignment on notebook
+01's held-out questions (``kit.evals.survey``) and capability kept (``kit.evals.capability``).
+Before anything trains, the leak counts are computed and must all be 0.
 """
 
 from __future__ import annotations
@@ -14,60 +15,83 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import plots
-from kit.data import goqa_split, load_moralchoice
+from kit import plots, seeds
+from kit.data import OpinionItem, Topic, goqa_split, load_moralchoice
+from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
 from kit.evals.capability import capability_table
 from kit.evals.distance import BASE, distance_summary, distance_table, persona
 from kit.evals.survey import alignment_table
 from kit.files import read_json
 from kit.lessons import negotiation
-from kit.train.records import preference_records, sft_records, split_records
-from kit.train.recipes import TRAINERS
+from kit.negotiation.run import resolve_pairs
+from kit.train.records import TrainingSet, training_sets
 from kit.train.trainers import train
 from kit.values import make_value_detector
 
 log = logging.getLogger(__name__)
 
-TrainingData = dict[str, tuple[list[dict], list[dict], dict]]
+TrainingData = dict[tuple[str, str], TrainingSet]
+
+
+def model_name(source: str, method: str) -> str:
+    """How tables name an adapter: the training method and the negotiation method its data came from."""
+    return f"{method}@{source}"
 
 
 def traces(session) -> list[dict]:
-    found = session.records(negotiation.STORE).to_list()
-    if not found:
-        raise ValueError("no traces yet: run notebook 02 with the same params first")
-    return found
+    """The study's traces of the current plan (notebook 02)."""
+    return negotiation.study_traces(session)[1]
 
 
 def training_records(session, trace_list: list[dict]) -> TrainingData:
-    """Per method: (train, eval, counts); preference pairs for DPO/SimPO/ORPO, reasoning for SFT."""
-    p = session.params
-    f = p.finetune
-    out = {}
-    for method in f.methods:
-        build = preference_records if TRAINERS.get(method).preference else sft_records
-        records, counts = build(trace_list, require_converged=f.require_converged)
-        train_records, evaluation = split_records(records, f.eval_fraction, p.seed)
-        out[method] = (train_records, evaluation, counts)
-    return out
+    """Per (source, method): (train, eval, counts) — the same data ``python -m kit train`` builds."""
+    return training_sets(trace_list, session.params.finetune, session.params.seed)
 
 
 def funnel(data: TrainingData) -> pd.DataFrame:
-    return pd.DataFrame({m: {"train": len(tr), "eval": len(ev), **counts} for m, (tr, ev, counts) in data.items()}).T
+    return pd.DataFrame({model_name(*key): {"train": len(tr), "eval": len(ev), **counts}
+                         for key, (tr, ev, counts) in data.items()}).T
+
+
+def heldout(session) -> list[Topic]:
+    """Topics of the held-out pool: never negotiated in this study."""
+    p = session.params
+    return heldout_topics(p.data, p.negotiation.topics, p.finetune.heldout_topics, p.seed)
+
+
+def goqa_test_items(session) -> dict[str, list[OpinionItem]]:
+    """Notebook 01's held-out GlobalOpinionQA items, per country of the stored agents."""
+    p = session.params
+    _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
+    return session.agents().test_items(test)
+
+
+def leaks(session, trace_list: list[dict], data: TrainingData, heldout_list: list[Topic]) -> dict[str, int]:
+    """The leak counts of this finetuning (``kit.data.leaks.leak_counts``); stops the notebook with
+    one clear line unless all are 0."""
+    p = session.params
+    _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
+    prompts = [m["content"] for tr, ev, _ in data.values() for r in tr + ev
+               for m in (r["prompt"] if "prompt" in r else r["messages"]) if m["role"] == "user"]
+    counts = leak_counts(negotiation.topics(session), heldout_list, trace_list, prompts, test)
+    assert_no_leaks(counts)
+    return counts
 
 
 def train_all(session, data: TrainingData) -> dict[str, Path]:
-    """One LoRA adapter per method; a method with no training records is skipped (and said so)."""
+    """One LoRA adapter per (source, method) in ``train/<source>/<method>``; empty sets are skipped (and said so)."""
     p = session.params
     adapters = {}
-    for method, (train_records, eval_records, counts) in data.items():
+    for (source, method), (train_records, eval_records, counts) in data.items():
+        name = model_name(source, method)
         if not train_records:
-            log.warning("%s: no training records after filtering (%s); skipped", method, counts)
+            log.warning("%s: no training records after filtering (%s); skipped", name, counts)
             continue
-        with session.timed(f"train {method}"):
-            result = train(method, train_records, eval_records, p.model.name, session.run_dir / "train" / method,
-                           p.finetune, p.seed)
-        adapters[method] = result.adapter_dir
+        with session.timed(f"train {name}"):
+            result = train(method, train_records, eval_records, p.model.name,
+                           session.run_dir / "train" / source / method, p.finetune, p.seed)
+        adapters[name] = result.adapter_dir
     return adapters
 
 
@@ -77,27 +101,27 @@ def models(adapters: dict[str, Path]) -> dict[str, str | None]:
 
 
 def loss_figure(session, adapters: dict[str, Path]) -> None:
-    """Training loss per method, from each trainer's saved log history."""
+    """Training loss per adapter, from each trainer's saved log history."""
     with plots.figure(session.figure_paths("04_loss_curves.png"), figsize=(7, 3.8)) as (_, ax):
-        for method in adapters:
-            history = read_json(session.run_dir / "train" / method / "log_history.json", [])
+        for name, adapter in adapters.items():
+            history = read_json(Path(adapter).parent / "log_history.json", [])
             steps = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
             if steps:
-                ax.plot(*zip(*steps), marker="o", label=method)
+                ax.plot(*zip(*steps), marker="o", label=name)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.set_title("LoRA finetuning on negotiation data")
-        ax.legend()
+        ax.legend(fontsize=7)
 
 
-def cultural_distance(session, compared: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def cultural_distance(session, compared: dict[str, str | None],
+                      heldout_list: list[Topic]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-topic distances and their summary (with the reduction against the base) on held-out topics."""
     p = session.params
-    heldout = heldout_topics(p.data, p.negotiation.topics, p.finetune.heldout_topics, p.seed)
     detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
                                    seed=p.seed)
     with session.timed("cultural distance"):
-        distances = distance_table(session.backend, detector, compared, p.negotiation.pairs, heldout,
+        distances = distance_table(session.backend, detector, compared, resolve_pairs(p), heldout_list,
                                    p.negotiation.turn_tokens)
     return distances, distance_summary(distances)
 
@@ -105,26 +129,26 @@ def cultural_distance(session, compared: dict[str, str | None]) -> tuple[pd.Data
 def distance_figure(session, summary: pd.DataFrame) -> None:
     """Cultural distance per culture pair, base model vs each finetuned adapter."""
     pairs = [c for c in summary.columns if c not in ("mean", "reduction %")]
-    ax = summary[pairs].T.plot.bar(figsize=(7, 3.8), rot=0)
+    ax = summary[pairs].T.plot.bar(figsize=(8, 3.8), rot=0)
     ax.set_ylabel("value distance (Euclidean, 10 Schwartz values)")
     ax.set_title("Cultural distance before and after finetuning")
+    ax.legend(fontsize=7)
     plots.save(ax.figure, session.figure_paths("04_cultural_distance.png"))
 
 
 def goqa_alignment(session, compared: dict[str, str | None]) -> pd.DataFrame:
     """GlobalOpinionQA alignment of each model, asked as each culture, on notebook 01's held-out questions."""
     p = session.params
-    agent_set = session.agents()
-    _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
-    held_out = agent_set.test_items(test)
-    personas = [persona(c, a, m) for m, a in compared.items() for c in agent_set.countries]
+    held_out = goqa_test_items(session)
+    personas = [persona(c, a, m) for m, a in compared.items() for c in held_out]
     with session.timed("GlobalOpinionQA alignment"):
-        return alignment_table(session.backend, personas, [it for c in agent_set.countries for it in held_out[c]],
-                               n_boot=p.n_boot, seed=p.seed)
+        return alignment_table(session.backend, personas, [it for items in held_out.values() for it in items],
+                               n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
 
 
 def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
-    """MoralChoice low-ambiguity accuracy and neutral-text perplexity per model."""
+    """MoralChoice low-ambiguity accuracy (letter mass and no-answer count beside it) and neutral-text
+    perplexity per model."""
     p = session.params
     scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.finetune.capability_items]
     with session.timed("capability"):
@@ -132,14 +156,19 @@ def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
 
 
 def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.DataFrame, alignment: pd.DataFrame,
-                kept: pd.DataFrame) -> dict:
+                kept: pd.DataFrame, leak: dict[str, int]) -> dict:
     return {
         "n_trained": len(adapters),
         "trained": sorted(adapters),
-        "records": {m: len(tr) for m, (tr, _, _) in data.items()},
+        "records": {model_name(*key): len(tr) for key, (tr, _, _) in data.items()},
+        "leaks": leak,
         "distance_mean": {m: round(float(v), 4) for m, v in distance["mean"].items()},
         "distance_reduction_pct": {m: None if pd.isna(v) else round(float(v), 2) for m, v in distance["reduction %"].items()},
         "goqa_js_similarity": {m: round(float(v), 2) for m, v in alignment.groupby("agent")["js_similarity"].mean().items()},
         "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),
+        "moralchoice_correct": kept["correct"].to_dict(),
+        "moralchoice_items": int(kept["items"].iloc[0]),
+        "moralchoice_zero_mass": kept["zero_mass"].to_dict(),
+        "moralchoice_letter_mass": kept["letter_mass"].round(4).to_dict(),
         "neutral_ppl": kept["neutral_ppl"].round(3).to_dict(),
     }

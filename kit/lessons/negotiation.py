@@ -1,7 +1,9 @@
 """Notebook 02 · negotiation: NCN and its baselines for every pair × topic × method, in lock-step.
 
-Topics come from the params' source, agents from notebook 01's stored set (``Session.agents``);
-every negotiation of the run advances one step at a time on the engine and is stored as it ends.
+Topics come from the negotiation pool of the params' source, agents from notebook 01's stored set
+(``Session.agents``); every negotiation of the run advances one step at a time on the engine and is
+stored, as it ends, in the study's fingerprinted trace store (``kit.negotiation.run``). Notebooks
+03 and 04 read the same store through :func:`study_traces`.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import pandas as pd
 
 from kit import plots
-from kit.agents import Agent, prompted
-from kit.data import Topic, resolve_countries
+from kit.agents import Agent
+from kit.data import Topic
 from kit.data.topics import negotiation_topics
-from kit.negotiation.run import run_negotiations
-
-STORE = "negotiations"
+from kit.llm.base import backend_parts
+from kit.negotiation.run import planned_traces, resolve_pairs, run_negotiations, study_agents, study_store
+from kit.runs import RecordStore
 
 
 def topics(session) -> list[Topic]:
@@ -27,24 +29,31 @@ def topic_table(topic_list: list[Topic]) -> pd.DataFrame:
 
 
 def agents(session) -> dict[str, Agent]:
-    """One agent of ``negotiation.agent_kind`` per country of the pairs; built ones come from notebook 01."""
+    """One agent of ``negotiation.agent_kind`` per pair country; built ones come from notebook 01."""
     p = session.params
-    countries = resolve_countries([c for pair in p.negotiation.pairs for c in pair], p.data.goqa_path)
-    if p.negotiation.agent_kind == "prompted":
-        return {c: prompted(c) for c in countries}
-    built = session.agents().of_kind(p.negotiation.agent_kind)
-    missing = [c for c in countries if c not in built]
-    if missing:
-        raise ValueError(f"notebook 01 built no {p.negotiation.agent_kind} agent for {missing}: add them to "
-                         "agents.countries and run notebook 01 again")
-    return {c: built[c] for c in countries}
+    return study_agents(p, None if p.negotiation.agent_kind == "prompted" else session.agents())
+
+
+def store(session, agent_by_country: dict[str, Agent]) -> RecordStore:
+    """The study's trace store: traces made with other agents, model, settings or data live elsewhere."""
+    return study_store(session.params, session.run_dir, agent_by_country, backend_parts(session.backend))
 
 
 def run(session, agent_by_country: dict[str, Agent], topic_list: list[Topic]) -> list[dict]:
     """Run (or resume) every negotiation of the params; the stored traces, in job order."""
+    p = session.params
     with session.timed("negotiations"):
-        return run_negotiations(session.backend, session.embedder, agent_by_country, topic_list,
-                                session.params.negotiation, session.records(STORE), session.params.seed)
+        return run_negotiations(session.backend, session.embedder, agent_by_country, topic_list, p.negotiation,
+                                store(session, agent_by_country), p.seed, pairs=resolve_pairs(p))
+
+
+def study_traces(session) -> tuple[dict[str, Agent], list[dict]]:
+    """The study's agents and its stored traces of the current plan (for notebooks 03 and 04)."""
+    agent_by_country = agents(session)
+    found = planned_traces(store(session, agent_by_country), session.params, topics(session))
+    if not found:
+        raise ValueError("no traces of this study yet: run notebook 02 with the same params first")
+    return agent_by_country, found
 
 
 def overview(traces: list[dict]) -> pd.DataFrame:

@@ -6,18 +6,20 @@ from typing import Sequence
 
 import pandas as pd
 
+from kit import seeds
 from kit.agents import Agent, vanilla
 from kit.data import OpinionItem, load_goqa, option_labels, questions, resolve_countries
 from kit.evals.survey import choice_request
 from kit.llm.base import Backend, GenParams
-from kit.metrics.alignment import s_align
+from kit.metrics.alignment import UNIFORM_AGENT, s_align
 
 CHAT, SURVEY, RERUN = "chat (2 agents, 1 batch)", "choice_probs (2 agents + vanilla)", "rerun of both steps (cached)"
 
 
 def chat(backend: Backend, agents: Sequence[Agent], prompt: str, max_new_tokens: int, seed: int) -> list[str]:
     """Every agent answers the same prompt; one batched, seeded (hence cacheable) call."""
-    params = GenParams(temperature=0.7, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed)
+    params = GenParams(temperature=0.7, top_p=0.95, max_new_tokens=max_new_tokens,
+                       seed=seeds.derive(seed, "quickstart"))
     return [t.strip() for t in backend.generate([a.ask(prompt) for a in agents], params)]
 
 
@@ -60,29 +62,36 @@ def shared_question(goqa_path: str, countries: Sequence[str]) -> dict[str, Opini
 
 
 def survey_table(backend: Backend, agents: Sequence[Agent], item_by_country: dict[str, OpinionItem]) -> pd.DataFrame:
-    """Each agent's option distribution beside the gold shares of each country, one batch."""
+    """Each agent's option distribution beside the gold shares of each country, one batch; a uniform
+    answer per country closes the table as the reference every agent must beat."""
     # a cultural agent answers for its own country; an agent without a culture, for every country
     pairs = [(a, it) for a in agents for c, it in item_by_country.items() if a.culture in (None, c)]
     results = backend.choice_probs([choice_request(a, it) for a, it in pairs])
+    answered = [(a.name, it, [r.probs[lab] for lab in option_labels(len(it.options))], r.label_mass)
+                for (a, it), r in zip(pairs, results)]
+    answered += [(UNIFORM_AGENT, it, [1 / len(it.options)] * len(it.options), None) for it in item_by_country.values()]
     rows = []
-    for (a, it), r in zip(pairs, results):
+    for name, it, p_gen, mass in answered:
         labels = option_labels(len(it.options))
-        p_gen = [r.probs[lab] for lab in labels]
-        rows.append({"agent": a.name, "scored against": it.country,
+        rows.append({"agent": name, "scored against": it.country,
                      **{f"P({lab})": round(p, 3) for lab, p in zip(labels, p_gen)},
                      **{f"gold({lab})": round(g, 3) for lab, g in zip(labels, it.distribution)},
-                     "letter mass": round(r.label_mass, 4), "S_align": round(s_align(p_gen, it.distribution), 2)})
+                     "letter mass": None if mass is None else round(mass, 4),
+                     "S_align": round(s_align(p_gen, it.distribution), 2)})
     return pd.DataFrame(rows)
 
 
 def key_numbers(session, replies: list[str], table: pd.DataFrame) -> dict:
-    """What notebook 00 records: reply lengths, format adherence, alignment, and the cache at work."""
+    """What notebook 00 records: reply lengths, format adherence, alignment beside a uniform answer's,
+    and the cache at work."""
     t = session.timings
+    agents = table[table["agent"] != UNIFORM_AGENT]
     return {
         "model": session.params.model.name,
         "reply_chars": [len(r) for r in replies],
-        "letter_mass_mean": round(float(table["letter mass"].mean()), 4),
-        "s_align_mean": round(float(table["S_align"].mean()), 2),
+        "letter_mass_mean": round(float(agents["letter mass"].mean()), 4),
+        "s_align_mean": round(float(agents["S_align"].mean()), 2),
+        "s_align_uniform": round(float(table.loc[table["agent"] == UNIFORM_AGENT, "S_align"].mean()), 2),
         "first_run_s": round(t[CHAT] + t[SURVEY], 3),
         "cached_rerun_s": t[RERUN],
         "cache_entries": len(session.cache),

@@ -137,3 +137,9 @@ class Backend(abc.ABC):
         from kit.llm.models import adapter_fingerprint
 
         return None if adapter is None else adapter_fingerprint(adapter)
+
+
+def backend_parts(backend: Backend) -> dict[str, str]:
+    """What a loaded backend runs, for artifact fingerprints: the same dict ``kit.artifacts.model_parts``
+    computes from params before any weights load."""
+    return {"identity": backend.identity, "backend": backend.name, "numerics": backend.numerics}

@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import rel_entr
 
+from kit.data.countries import base_country
+
 UNIFORM_AGENT = "uniform"
 OTHER_COUNTRIES_AGENT = "other-countries mean"
 SCORES = ("s_align", "js_similarity", "argmax_agree")
@@ -230,7 +232,8 @@ def uniform_reference(items: Iterable[Any], agent: str = UNIFORM_AGENT) -> list[
 def other_countries_reference(items: Iterable[Any], agent: str = OTHER_COUNTRIES_AGENT) -> list[dict[str, Any]]:
     """Score rows whose prediction for (question, country) is the mean of the other countries' gold.
 
-    Each gold distribution is renormalised before averaging; a (question, country) that no other
+    Each gold distribution is renormalised before averaging; every sample of the target country
+    ("India", "India (Non-national sample)", …) is left out; a (question, country) that no other
     country answered gets no row. It is the bar a model must clear to show country-specific
     knowledge rather than a generic world answer.
     """
@@ -240,7 +243,8 @@ def other_countries_reference(items: Iterable[Any], agent: str = OTHER_COUNTRIES
         if len(sizes) > 1:
             raise ValueError(f"question {qid!r} has different option counts across countries {sorted(sizes)}")
         for country, dist in by_country.items():
-            others = [d for c, d in by_country.items() if c != country]
+            # every sample of the target country is left out (national, non-national, current national)
+            others = [d for c, d in by_country.items() if base_country(c) != base_country(country)]
             if others:
                 p_gen = np.mean(others, axis=0)
                 rows.append({"agent": agent, "country": country, "question_id": qid, "p_gen": p_gen, "p_gold": dist})
@@ -292,3 +296,30 @@ def paired_difference(
     question_ids = diffs.index.get_level_values("question_id").tolist()
     low, high = bootstrap_ci(diffs.to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha, groups=question_ids)
     return PairedDifference(agent_a, agent_b, metric, float(diffs.mean()), low, high, int(diffs.size))
+
+
+def reference_comparison(
+    table_rows: Sequence[Mapping[str, Any]],
+    kinds: Sequence[str],
+    references: Sequence[str] = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT),
+    metric: str = "js_similarity",
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Each kind against each reference on the (country, question) rows both scored, with the paired
+    bootstrap interval of the difference (:func:`paired_difference`).
+
+    Columns: kind, reference, n, diff, ci_low, ci_high, and ``verdict`` — ``"beats"`` only when the
+    interval lies above 0, ``"worse"`` when below, ``"no difference"`` when it holds 0. Comparing
+    means taken over different countries (a kind that skipped one) would credit or blame the kind
+    for the countries' difficulty; pairing removes that.
+    """
+    rows = []
+    for kind in kinds:
+        for ref in references:
+            d = paired_difference(table_rows, kind, ref, metric, n_boot=n_boot, seed=seed, alpha=alpha)
+            verdict = "beats" if d.ci_low > 0 else "worse" if d.ci_high < 0 else "no difference"
+            rows.append({"kind": kind, "reference": ref, "n": d.n, "diff": d.mean, "ci_low": d.ci_low,
+                         "ci_high": d.ci_high, "verdict": verdict})
+    return pd.DataFrame(rows, columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])

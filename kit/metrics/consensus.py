@@ -18,7 +18,6 @@ import numpy as np
 
 from kit.values.schwartz import SCHWARTZ_VALUES
 
-
 # Scoring back-ends return log-softmax values; allow float rounding just above 0.
 _LOGPROB_TOLERANCE = 1e-6
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Generator
 
+from kit.engine import Need, Program, Reply, ask
 from kit.negotiation.guidelines import parse_opinion
 from kit.negotiation.prompts import (
     agrees,
@@ -18,7 +19,6 @@ from kit.negotiation.prompts import (
     debate_turn_prompt,
     who,
 )
-from kit.engine import Need, Program, Reply, ask
 from kit.negotiation.protocol import Context
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from kit.agents import Agent, culture_instruction
+from kit.data import base_country
 from kit.negotiation.guidelines import Guideline, format_guidelines
 
 GUIDELINE_FORMAT = (
@@ -35,8 +36,8 @@ KIND_INSTRUCTIONS = {
 
 
 def who(agent: Agent) -> str:
-    """How prompts name an agent: its culture, else its name."""
-    return agent.culture or agent.name
+    """How prompts name an agent: its country (not the survey sample label), else its name."""
+    return base_country(agent.culture) if agent.culture else agent.name
 
 
 def answer_prompt(agent: Agent, topic: str) -> str:

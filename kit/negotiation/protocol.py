@@ -6,7 +6,7 @@ A negotiation *job* is a method (a registered protocol), two agents (A then B) a
 job's trace (``kit.negotiation.trace``). Protocols are registered by name in ``PROTOCOLS``, the
 names ``negotiation.methods`` takes.
 
-Seeds: every ``GenParams`` carries ``seeds.derive(run_seed, round, role)``. The seed depends on the
+Seeds: every ``GenParams`` carries ``seeds.derive(run_seed, "negotiation", round, role)``. The seed depends on the
 logical round and the prompt's role, never on the job, so all jobs at the same step share their
 ``GenParams`` (and batch into one call), and a rerun hits the cache.
 """
@@ -79,7 +79,7 @@ class Context:
         ``turn_tokens`` unless given)."""
         temperature = self.params.temperature_low if temperature is None else temperature
         params = GenParams(temperature=temperature, max_new_tokens=max_new_tokens or self.params.turn_tokens,
-                           seed=seeds.derive(self.seed, round_, role))
+                           seed=seeds.derive(self.seed, "negotiation", round_, role))
         return agent.ask(user), params
 
     def trace(self) -> dict[str, Any]:

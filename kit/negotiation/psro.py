@@ -29,6 +29,7 @@ from typing import Any, Callable, Generator
 
 import numpy as np
 
+from kit.engine import Need, Parsed, Program, Reply, ask, ask_parsed, embed
 from kit.negotiation.baselines import initial_answers
 from kit.negotiation.guidelines import Guideline, parse_description, parse_guidelines, parse_plain_field
 from kit.negotiation.meta_solver import solve_bimatrix
@@ -44,7 +45,6 @@ from kit.negotiation.prompts import (
     title_prompt,
     who,
 )
-from kit.engine import Need, Parsed, Program, Reply, ask, ask_parsed, embed
 from kit.negotiation.protocol import Context
 from kit.negotiation.utility import PARTS, UtilityWeights, converged, payoff_matrices, utility_matrix
 

@@ -6,8 +6,8 @@ trl, peft and datasets are imported only when a trainer runs, so importing this 
 
 from __future__ import annotations
 
-from kit.train.records import preference_records, sft_records, split_records, to_dataset
 from kit.train.recipes import TRAINERS
+from kit.train.records import preference_records, sft_records, split_records, to_dataset
 from kit.train.trainers import TrainResult, train
 
 __all__ = ["TRAINERS", "TrainResult", "preference_records", "sft_records", "split_records", "to_dataset", "train"]

@@ -1,10 +1,14 @@
-"""``python -m kit train METHOD --params P [--set k=v] [--data records.jsonl] [--output DIR]``.
+"""``python -m kit train METHOD --params P [--set k=v] [--data FILE] [--output DIR]``.
 
-``--data`` is a JSONL file of negotiation traces (records get built for METHOD) or of ready
-training records (preference ``prompt/chosen/rejected`` or SFT ``messages``); it defaults to the
-profile's ``records/negotiations.jsonl``. ``--output`` defaults to ``runs/<profile>/train/<METHOD>``;
-rerunning on the same folder resumes from its last checkpoint. Multi-GPU runs go through
-accelerate with the same arguments, e.g.
+Without ``--data`` it trains on the traces notebook 02 stored for this study (the fingerprinted
+store of the current agents, model and settings, current plan only), as notebook 04 does: one
+adapter per source method in ``finetune.from_methods``, with the same filters
+(``require_converged``, ``eval_fraction``) and into the same folders
+(``runs/<profile>/train/<source>/<METHOD>``), so the notebook reuses what the command trained.
+``--data`` is a JSONL file of negotiation traces (filtered the same way) or of ready training
+records (preference ``prompt/chosen/rejected`` or SFT ``messages``, trained as one set). A rerun
+reuses a finished adapter of the same inputs and resumes an unfinished one. Multi-GPU runs go
+through accelerate with the same arguments, e.g.
 ``accelerate launch --config_file params/accelerate/ddp.yaml -m kit train dpo --params params/full.yaml``.
 """
 
@@ -20,8 +24,6 @@ from kit.files import read_jsonl
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA = Path("records") / "negotiations.jsonl"  # where notebook 02 stores traces
-
 
 def _parser() -> argparse.ArgumentParser:
     from kit.train.recipes import TRAINERS
@@ -29,52 +31,88 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kit train", description="LoRA finetuning on negotiation data")
     p.add_argument("method", choices=TRAINERS.names())
     p.add_argument("--params", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. finetune.epochs=1")
-    p.add_argument("--data", type=Path, help="JSONL of traces or training records")
-    p.add_argument("--output", type=Path, help="output folder (checkpoints, adapter/, logs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. finetune.trl.num_train_epochs=1")
+    p.add_argument("--data", type=Path, help="JSONL of traces or training records (default: the study's traces)")
+    p.add_argument("--output", type=Path, help="output folder (per source method when training from traces)")
     return p
 
 
-def records_for(method: str, rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
-    """Training records for METHOD: built from traces, or taken as they are."""
-    from kit.train.records import preference_records, sft_records
+def study_traces(params: Params) -> list[dict]:
+    """The traces notebook 02 stored for this study, current plan only."""
+    from kit.agents import AgentSet
+    from kit.artifacts import model_parts
+    from kit.data.topics import negotiation_topics
+    from kit.negotiation.run import planned_traces, study_agents, study_store
+
+    agent_set = None if params.negotiation.agent_kind == "prompted" else AgentSet.load(params.run_dir)
+    agents = study_agents(params, agent_set)
+    store = study_store(params, params.run_dir, agents, model_parts(params.model))
+    found = planned_traces(store, params, negotiation_topics(params.data, params.negotiation.topics, params.seed))
+    if not found:
+        raise ValueError(f"{store.path}: no traces of this study; run notebook 02 with these params first, "
+                         "or pass --data")
+    return found
+
+
+def ready_records(method: str, rows: list[dict]) -> list[dict]:
+    """Rows that already are ``method``'s training records (each with an id)."""
+    from kit.train.recipes import TRAINERS
+
+    needed = ("prompt", "chosen", "rejected") if TRAINERS.get(method).preference else ("messages",)
+    bad = next((r for r in rows if not all(k in r for k in needed) or "id" not in r), None)
+    if bad is not None:
+        raise ValueError(f"record {bad.get('id')!r} is neither a trace nor a {method} record "
+                         f"(needs id and {', '.join(needed)})")
+    return rows
+
+
+def training_data(method: str, params: Params, rows: list[dict]) -> dict[str | None, tuple[list, list, dict]]:
+    """Per source method (``None`` for ready records): (train, eval, counts) for ``method``."""
+    from kit.train.records import split_records, training_sets
 
     if not rows:
         raise ValueError("the data file is empty")
-    if "consensus" in rows[0]:
-        return sft_records(rows) if method == "sft" else preference_records(rows)
-    needed = ("messages",) if method == "sft" else ("prompt", "chosen", "rejected")
-    bad = next((r for r in rows if not all(k in r for k in needed) or "id" not in r), None)
-    if bad is not None:
-        raise ValueError(f"record {bad.get('id')!r} is neither a trace nor a {method} record (needs id and {', '.join(needed)})")
-    return rows, {"records": len(rows), "kept": len(rows)}
+    f = params.finetune
+    if "consensus" in rows[0]:  # traces
+        sets = training_sets(rows, f.model_copy(update={"methods": [method]}), params.seed)
+        return {source: data for (source, _), data in sets.items()}
+    records = ready_records(method, rows)
+    return {None: (*split_records(records, f.eval_fraction, params.seed), {"records": len(records)})}
 
 
-def train_from_params(method: str, params: Params, data_path: Path | None = None, output_dir: Path | None = None) -> Path:
-    """Build records, split them, train METHOD with ``params.finetune``; returns the adapter folder."""
-    from kit.train.records import split_records
+def train_from_params(method: str, params: Params, data_path: Path | None = None,
+                      output_dir: Path | None = None) -> list[Path]:
+    """Build or read the records, train ``method`` with ``params.finetune``; returns the adapter folders."""
     from kit.train.trainers import train
 
-    path = Path(data_path) if data_path else params.run_dir / DEFAULT_DATA
-    if not path.is_file():
-        raise ValueError(f"{path}: no such data file; fix: pass --data with a JSONL of negotiation traces")
-    rows = read_jsonl(path)
-    records, counts = records_for(method, rows)
-    train_records, eval_records = split_records(records, params.finetune.eval_fraction, params.seed)
-    log.info("%s: %d train / %d eval records (%s)", method, len(train_records), len(eval_records), counts)
-    out = Path(output_dir) if output_dir else params.run_dir / "train" / method
-    result = train(method, train_records, eval_records, params.model.name, out, params.finetune, params.seed)
-    return result.adapter_dir
+    if data_path is not None and not Path(data_path).is_file():
+        raise ValueError(f"{data_path}: no such data file; fix: pass --data with a JSONL of traces or records")
+    rows = read_jsonl(data_path) if data_path else study_traces(params)
+    adapters = []
+    for source, (train_records, eval_records, counts) in training_data(method, params, rows).items():
+        log.info("%s from %s: %d train / %d eval records (%s)", method, source or "records", len(train_records),
+                 len(eval_records), counts)
+        if not train_records:
+            log.warning("%s from %s: no training records after filtering; skipped", method, source)
+            continue
+        base = Path(output_dir) if output_dir else params.run_dir / "train"
+        out = base / method if source is None else base / source / method
+        result = train(method, train_records, eval_records, params.model.name, out, params.finetune, params.seed)
+        adapters.append(result.adapter_dir)
+    if not adapters:
+        raise ValueError(f"{method}: no training records in any of {params.finetune.from_methods} after filtering")
+    return adapters
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 with the adapter path on stdout; 2 with one line on stderr for bad params or data."""
+    """Exit 0 with the adapter paths on stdout; 2 with one line on stderr for bad params or data."""
     args = _parser().parse_args(argv)
     try:
         params = load_params(args.params, args.set)
-        adapter = train_from_params(args.method, params, args.data, args.output)
+        adapters = train_from_params(args.method, params, args.data, args.output)
     except (ParamsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(adapter)
+    print("\n".join(map(str, adapters)))
     return 0

@@ -160,6 +160,9 @@ def check(lora: dict[str, Any], trl: dict[str, Any], methods: list[str], per_met
             raise ValueError(f"{where}.lora: {e}") from None
         for method in methods:
             try:
-                training_config(method, trl, per_method.get(method, {}), tmp, 0, has_eval=False)
+                with warnings.catch_warnings():
+                    # gradient_checkpointing is an accepted alias on newer transformers (see the docstring)
+                    warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated")
+                    training_config(method, trl, per_method.get(method, {}), tmp, 0, has_eval=False)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{where}.trl ({method}): {str(e).splitlines()[0]}") from None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from kit import seeds
 from kit.agents import culture_instruction
@@ -55,17 +55,39 @@ def _agents(trace: dict) -> Iterable[tuple[int, str, str]]:
         yield i, _clean(agent.get("culture")), topic
 
 
-def _keep(record: Record, key: str, seen: set[str], counts: Counter, out: list[Record]) -> None:
-    if key in seen:
-        counts["dropped_duplicate"] += 1
-        return
-    seen.add(key)
-    out.append(record)
-    counts["kept"] += 1
-
-
 def _content_key(*parts: Any) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+Made = tuple[Record, str] | str  # (record, content key), or why the agent gives none
+
+
+def _collect(traces: Iterable[dict], require_converged: bool,
+             make: Callable[[dict, int, str, str], Made]) -> tuple[list[Record], dict[str, int]]:
+    """One record per agent of every usable trace, from ``make(trace, i, culture, topic)``; exact
+    duplicates (same content key) are kept once. Every drop is counted under its reason."""
+    counts: Counter = Counter()
+    out: list[Record] = []
+    seen: set[str] = set()
+    for trace in traces:
+        if not _usable(trace, require_converged, counts):
+            continue
+        for i, culture, topic in _agents(trace):
+            made = make(trace, i, culture, topic) if culture else "no_culture"
+            if isinstance(made, str):
+                counts[f"dropped_{made}"] += 1
+            elif made[1] in seen:
+                counts["dropped_duplicate"] += 1
+            else:
+                seen.add(made[1])
+                out.append(made[0])
+                counts["kept"] += 1
+    return out, _as_dict(counts)
+
+
+def _meta(trace: dict, i: int, culture: str) -> Record:
+    return {"id": f"{trace['id']}:{i}", "culture": culture, "topic": (trace.get("topic") or {}).get("id"),
+            "method": trace.get("method")}
 
 
 def preference_records(traces: Iterable[dict], require_converged: bool = True) -> tuple[list[Record], dict[str, int]]:
@@ -74,35 +96,20 @@ def preference_records(traces: Iterable[dict], require_converged: bool = True) -
     Drops failed traces, non-converged ones when ``require_converged``, agents without a culture,
     empty texts, pairs whose two sides are equal, and exact duplicates (same prompt and pair).
     """
-    counts: Counter = Counter()
-    out: list[Record] = []
-    seen: set[str] = set()
-    for trace in traces:
-        if not _usable(trace, require_converged, counts):
-            continue
-        consensus = trace.get("consensus") or []
-        initial = trace.get("initial") or []
-        for i, culture, topic in _agents(trace):
-            chosen = _clean(consensus[i]) if i < len(consensus) else ""
-            rejected = _clean(initial[i].get("response")) if i < len(initial) else ""
-            if not culture:
-                counts["dropped_no_culture"] += 1
-            elif not (topic and chosen and rejected):
-                counts["dropped_empty"] += 1
-            elif chosen == rejected:
-                counts["dropped_identical"] += 1
-            else:
-                record = {
-                    "id": f"{trace['id']}:{i}",
-                    "prompt": _prompt(culture, topic),
-                    "chosen": [{"role": "assistant", "content": chosen}],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                    "culture": culture,
-                    "topic": (trace.get("topic") or {}).get("id"),
-                    "method": trace.get("method"),
-                }
-                _keep(record, _content_key(culture, topic, chosen, rejected), seen, counts, out)
-    return out, _as_dict(counts)
+    def make(trace: dict, i: int, culture: str, topic: str) -> Made:
+        consensus, initial = trace.get("consensus") or [], trace.get("initial") or []
+        chosen = _clean(consensus[i]) if i < len(consensus) else ""
+        rejected = _clean(initial[i].get("response")) if i < len(initial) else ""
+        if not (topic and chosen and rejected):
+            return "empty"
+        if chosen == rejected:
+            return "identical"
+        return ({**_meta(trace, i, culture), "prompt": _prompt(culture, topic),
+                 "chosen": [{"role": "assistant", "content": chosen}],
+                 "rejected": [{"role": "assistant", "content": rejected}]},
+                _content_key(culture, topic, chosen, rejected))
+
+    return _collect(traces, require_converged, make)
 
 
 def _last_statement(trace: dict, i: int) -> str:
@@ -121,33 +128,20 @@ def sft_records(traces: Iterable[dict], require_converged: bool = True) -> tuple
     whose trace recorded none are dropped (``dropped_no_reasoning``), as are the cases
     :func:`preference_records` drops for empty texts and duplicates.
     """
-    counts: Counter = Counter()
-    out: list[Record] = []
-    seen: set[str] = set()
-    for trace in traces:
-        if not _usable(trace, require_converged, counts):
-            continue
+    def make(trace: dict, i: int, culture: str, topic: str) -> Made:
         consensus = trace.get("consensus") or []
-        for i, culture, topic in _agents(trace):
-            outcome = _clean(consensus[i]) if i < len(consensus) else ""
-            reasoning = _last_statement(trace, i)
-            if not culture:
-                counts["dropped_no_culture"] += 1
-            elif not (topic and outcome):
-                counts["dropped_empty"] += 1
-            elif not reasoning:
-                counts["dropped_no_reasoning"] += 1
-            else:
-                target = SFT_TARGET.format(reasoning=reasoning, consensus=outcome)
-                record = {
-                    "id": f"{trace['id']}:{i}",
-                    "messages": _prompt(culture, topic) + [{"role": "assistant", "content": target}],
-                    "culture": culture,
-                    "topic": (trace.get("topic") or {}).get("id"),
-                    "method": trace.get("method"),
-                }
-                _keep(record, _content_key(culture, topic, target), seen, counts, out)
-    return out, _as_dict(counts)
+        outcome = _clean(consensus[i]) if i < len(consensus) else ""
+        if not (topic and outcome):
+            return "empty"
+        reasoning = _last_statement(trace, i)
+        if not reasoning:
+            return "no_reasoning"
+        target = SFT_TARGET.format(reasoning=reasoning, consensus=outcome)
+        return ({**_meta(trace, i, culture),
+                 "messages": _prompt(culture, topic) + [{"role": "assistant", "content": target}]},
+                _content_key(culture, topic, target))
+
+    return _collect(traces, require_converged, make)
 
 
 def _as_dict(counts: Counter) -> dict[str, int]:
@@ -158,7 +152,7 @@ def _as_dict(counts: Counter) -> dict[str, int]:
 def split_records(records: Sequence[Record], eval_fraction: float, seed: int = 0) -> tuple[list[Record], list[Record]]:
     """(train, eval) by a hash of each record's id: stable across runs and under added records.
 
-    A record is held out when ``seeds.unit(seed, id)`` is below ``eval_fraction``, so small sets may
+    A record is held out when ``seeds.unit(seed, "finetune-eval", id)`` is below ``eval_fraction``, so small sets may
     get no eval records; that is the price of a split that never moves a record between sides.
     """
     if not 0 <= eval_fraction < 1:
@@ -166,7 +160,7 @@ def split_records(records: Sequence[Record], eval_fraction: float, seed: int = 0
     train: list[Record] = []
     held: list[Record] = []
     for r in records:
-        (held if seeds.unit(seed, r["id"]) < eval_fraction else train).append(r)
+        (held if seeds.unit(seed, "finetune-eval", r["id"]) < eval_fraction else train).append(r)
     return train, held
 
 
@@ -177,3 +171,26 @@ def to_dataset(records: Sequence[Record]):
     if not records:
         raise ValueError("no records to train on: check the counts from preference_records/sft_records")
     return Dataset.from_list(list(records))
+
+
+TrainingSet = tuple[list[Record], list[Record], dict[str, int]]
+
+
+def training_sets(traces: Sequence[dict], finetune, seed: int) -> dict[tuple[str, str], TrainingSet]:
+    """Per (source method, training method): (train, eval, counts) from the traces of that source.
+
+    ``finetune`` is the params section: ``from_methods`` names the negotiation methods whose traces
+    train (each gets its own adapters, so a gain can be credited to the method that made the data),
+    ``methods`` the trainers, ``require_converged`` and ``eval_fraction`` the filters. The notebook
+    and ``python -m kit train`` both build their data here.
+    """
+    from kit.train.recipes import TRAINERS
+
+    out = {}
+    for source in finetune.from_methods:
+        of_source = [t for t in traces if t.get("method") == source]
+        for method in finetune.methods:
+            build = preference_records if TRAINERS.get(method).preference else sft_records
+            records, counts = build(of_source, require_converged=finetune.require_converged)
+            out[(source, method)] = (*split_records(records, finetune.eval_fraction, seed), counts)
+    return out

@@ -4,12 +4,12 @@
 adapter on ``base_model`` (a registry name such as ``tiny-random``, a hub id or a folder) with the
 trl trainer of ``method`` (``kit.train.recipes.TRAINERS``) and writes into ``output_dir``:
 
-- ``checkpoint-N/``: Trainer checkpoints (about every tenth of the run, and at the end); a call
-  on a folder that has them resumes from the last one, so a killed job, or a second call with
-  more epochs, continues instead of starting over;
+- ``checkpoint-N/``: Trainer checkpoints (about every tenth of the run) while it trains; a killed
+  job rerun with the same inputs resumes from the last one; they are deleted once it finishes;
 - ``adapter/``: the final adapter in PEFT format plus the tokenizer, loadable by the kit's
   backends (``ChatRequest(..., adapter=str(adapter_dir))``);
-- ``log_history.json`` and ``train_config.json``.
+- ``fingerprint.json`` (what the run depends on, and whether it finished), ``log_history.json``
+  and ``train_config.json``.
 
 trl, peft and transformers are imported only when a trainer runs.
 """
@@ -17,18 +17,22 @@ trl, peft and transformers are imported only when a trainer runs.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from kit.files import atomic_write_json
+from kit import artifacts
+from kit.cache import cache_key
+from kit.files import atomic_write_json, read_json
 from kit.train.recipes import TRAINERS, lora_config, training_config
 
 log = logging.getLogger(__name__)
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+FINGERPRINT = "fingerprint.json"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class TrainResult:
     global_step: int = 0
     resumed_from: str | None = None
     step_seconds: tuple[float, ...] = ()  # wall time of each optimiser step in this call
+    reused: bool = False  # a finished adapter of the same fingerprint was found; nothing trained
 
 
 def _load(base_model: str, bf16: bool):
@@ -124,18 +129,47 @@ def _meter():
     return Meter()
 
 
+def train_parts(method: str, train_records: Sequence[dict], eval_records: Sequence[dict], base_model: str,
+                recipe, seed: int) -> dict:
+    """What a training run depends on: the base weights, the exact records, the recipe and the seed."""
+    from kit.llm.models import resolve_model
+
+    return {"method": method, "base": resolve_model(base_model).identity,
+            "records": cache_key([list(train_records), list(eval_records)]),
+            "lora": recipe.lora, "trl": recipe.trl, "per_method": getattr(recipe, "per_method", {}).get(method, {}),
+            "seed": seed}
+
+
 def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dict] | None, base_model: str,
           output_dir: Path, recipe, seed: int = 0) -> TrainResult:
-    """Train ``method``'s LoRA adapter with ``recipe`` (``lora``, ``trl`` and maybe ``per_method`` keys)."""
+    """Train ``method``'s LoRA adapter with ``recipe`` (``lora``, ``trl`` and maybe ``per_method`` keys).
+
+    ``output_dir/fingerprint.json`` records what the run depends on (:func:`train_parts`). A
+    finished adapter with the same fingerprint is reused; an unfinished run with the same one
+    resumes from its last checkpoint; a folder made from anything else is cleared first, so no
+    checkpoint of another recipe or data set is ever resumed. A finished run keeps its adapter and
+    deletes its checkpoints (optimizer state included); a failed one keeps them for the resume.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     spec = TRAINERS.get(method)
     if not train_records:
         raise ValueError(f"{method}: no training records; check the data funnel counts")
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     eval_records = list(eval_records or [])
-    per_method = getattr(recipe, "per_method", {}).get(method, {})
+    parts = train_parts(method, train_records, eval_records, base_model, recipe, seed)
+    stamp_path, adapter_dir = output_dir / FINGERPRINT, output_dir / "adapter"
+    reason = artifacts.stale(stamp_path, parts)
+    if reason is None and read_json(stamp_path)["finished"] and (adapter_dir / "adapter_model.safetensors").is_file():
+        log.info("%s: reusing the finished adapter in %s", method, adapter_dir)
+        return _finished(output_dir)
+    if reason is not None and output_dir.is_dir() and any(output_dir.iterdir()):
+        log.warning("%s: %s holds a run of other inputs (%s); starting over", method, output_dir, reason)
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.stamp(stamp_path, parts, finished=False)
+
+    per_method = parts["per_method"]
     args = training_config(method, recipe.trl, per_method, str(output_dir), seed, bool(eval_records))
     trainer_cls, _ = spec.load()
     resolved, tok, model = _load(base_model, args.bf16)
@@ -156,7 +190,6 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
 
     epoch_tokens = sum(record_tokens(tok, r, args.max_length) for r in train_records)
     epochs_done = (trainer.state.epoch or 0.0) - meter.start_epoch
-    adapter_dir = output_dir / "adapter"
     trainer.save_model(str(adapter_dir))  # PEFT adapter + tokenizer; gathers shards under ZeRO-3
     history = list(trainer.state.log_history)
     if trainer.is_world_process_zero():
@@ -167,9 +200,19 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
             "n_train": len(train_records), "n_eval": len(eval_records),
             "global_step": trainer.state.global_step, "resumed_from": last, "versions": _versions(),
         })
+        for checkpoint in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)
+        artifacts.stamp(stamp_path, parts, finished=True)
     return TrainResult(adapter_dir=adapter_dir, log_history=history, train_tokens=round(epoch_tokens * epochs_done),
                        seconds=seconds, global_step=trainer.state.global_step, resumed_from=last,
                        step_seconds=tuple(meter.step_seconds))
+
+
+def _finished(output_dir: Path) -> TrainResult:
+    """The result of a finished run, read back from its folder (nothing trained in this call)."""
+    config = read_json(output_dir / "train_config.json", {})
+    return TrainResult(adapter_dir=output_dir / "adapter", log_history=read_json(output_dir / "log_history.json", []),
+                       train_tokens=0, seconds=0.0, global_step=config.get("global_step", 0), reused=True)
 
 
 def _versions() -> dict[str, str]:

@@ -21,6 +21,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from kit import seeds
 from kit.engine import ask_parsed, run
 from kit.llm.base import Backend, ChatRequest, GenParams
 from kit.registry import Registry
@@ -142,7 +143,7 @@ class LLMValueJudge:
         if attempt == 0:
             return GenParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
         return GenParams(temperature=self.retry_temperature, max_new_tokens=self.max_new_tokens,
-                         seed=self.seed + attempt)
+                         seed=seeds.derive(self.seed, "value-judge", attempt))
 
     def vectors(self, texts: Sequence[str]) -> list[ValueResult]:
         unique = list(dict.fromkeys(texts))

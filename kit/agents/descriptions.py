@@ -8,8 +8,9 @@ as well and the prompts are checked against them before any model call.
 Descriptions are generated for all countries as one engine program (one batched call per
 attempt); a description is valid when all five section headings are present. Invalid ones are
 asked again, with a new seed, up to ``params.max_retries`` times; after that the attempt with the
-most sections is kept and marked incomplete. Each description is written to ``out_dir/<country>.md`` and a
-rerun reads it back without a model call (an incomplete one too: delete the file to ask again).
+most sections is kept and marked incomplete. Each description is written to
+``out_dir/<country>.md`` with the fingerprint of what made it (model, exact prompt, sampling,
+seed) in ``<country>.json``; a rerun reads it back without a model call while they match.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit import seeds
+from kit import artifacts, seeds
 from kit.config import AgentsParams
-from kit.data import OpinionItem
+from kit.data import OpinionItem, base_country
 from kit.data.leaks import assert_no_test_leak
 from kit.engine import ask_parsed, run
 from kit.files import atomic_write_text
-from kit.llm.base import Backend, ChatRequest, GenParams
+from kit.llm.base import Backend, ChatRequest, GenParams, backend_parts
 from kit.paths import file_stem
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,14 @@ def survey_summary(items: Sequence[OpinionItem], max_items: int) -> str:
 
 
 def description_request(country: str, summary: str) -> ChatRequest:
+    """The request for one country's description (named by country, not by survey sample)."""
+    name = base_country(country)
     headings = "\n".join(f"## {s}" for s in SECTIONS)
-    evidence = (f"Survey answers of people in {country} (the most common answer and its share):\n{summary}\n\n"
+    evidence = (f"Survey answers of people in {name} (the most common answer and its share):\n{summary}\n\n"
                 if summary else "")
     prompt = (
-        f"{evidence}Describe the culture of {country} for someone who must answer questions as a typical "
-        f"person from {country} would. Use the survey evidence where it applies and general knowledge "
+        f"{evidence}Describe the culture of {name} for someone who must answer questions as a typical "
+        f"person from {name} would. Use the survey evidence where it applies and general knowledge "
         f"otherwise. Write exactly these five sections, each a markdown heading followed by two to four "
         f"sentences:\n{headings}\nStart with the first heading and write nothing else."
     )
@@ -138,18 +141,9 @@ def describe_cultures(
     hit the cache.
     """
     out_dir = Path(out_dir)
-    results: dict[str, DescriptionResult] = {}
-    for country in dict.fromkeys(countries):
-        path = out_dir / f"{file_stem(country)}.md"
-        if path.exists():
-            text = path.read_text(encoding="utf-8")
-            results[country] = DescriptionResult(text, 0, is_complete(text))
-    todo = [c for c in dict.fromkeys(countries) if c not in results]
-    if not todo:
-        return results
-
+    gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=params.description_tokens)
     requests: dict[str, ChatRequest] = {}
-    for country in todo:
+    for country in dict.fromkeys(countries):
         items = list(train_by_country.get(country, ()))
         wrong = sorted({it.country for it in items} - {country})
         if wrong:
@@ -159,10 +153,23 @@ def describe_cultures(
         summary = survey_summary(items, params.description_items) if items else ""
         requests[country] = description_request(country, summary)
     if test_items:
-        train = [it for c in todo for it in train_by_country.get(c, ())]
+        train = [it for c in requests for it in train_by_country.get(c, ())]
         assert_no_test_leak(train, test_items, [r.chat[-1]["content"] for r in requests.values()])
 
-    gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=params.description_tokens)
+    def parts(country: str) -> dict:
+        return {"model": backend_parts(backend), "request": requests[country].key(), "gen": gen.key(),
+                "max_retries": params.max_retries, "seed": seed}
+
+    results: dict[str, DescriptionResult] = {}
+    for country in requests:
+        path = out_dir / f"{file_stem(country)}.md"
+        if path.exists() and artifacts.reusable(path.with_suffix(".json"), parts(country), f"description of {country}"):
+            text = path.read_text(encoding="utf-8")
+            results[country] = DescriptionResult(text, 0, is_complete(text))
+    todo = [c for c in requests if c not in results]
+    if not todo:
+        return results
+
     makers = [lambda attempt, r=requests[c]: (r, dataclasses.replace(gen, seed=seeds.derive(seed, "describe", attempt)))
               for c in todo]
     found = run(ask_parsed(makers, lambda text: text if is_complete(text) else None, params.max_retries), backend)
@@ -174,5 +181,6 @@ def describe_cultures(
                         country, missing_sections(best), result.attempts)
         text = clean_description(best)
         atomic_write_text(out_dir / f"{file_stem(country)}.md", text)
+        artifacts.stamp(out_dir / f"{file_stem(country)}.json", parts(country), complete=complete)
         results[country] = DescriptionResult(text, result.attempts, complete, result.raws)
-    return {c: results[c] for c in dict.fromkeys(countries)}
+    return {c: results[c] for c in requests}

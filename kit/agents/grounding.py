@@ -33,24 +33,24 @@ from typing import Any
 
 import numpy as np
 
-from kit import seeds
+from kit import artifacts, seeds
 from kit.agents.kinds import culture_instruction
+from kit.cache import cache_key
 from kit.config import AgentsParams
-from kit.data import OpinionItem, option_labels, split_questions
+from kit.data import OpinionItem, base_country, option_labels, split_questions
 from kit.data.leaks import assert_no_test_leak
 from kit.engine import ask_parsed, choose, run
 from kit.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
-from kit.llm.base import Backend, ChatRequest, ChoiceRequest, GenParams
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, GenParams, backend_parts
 from kit.paths import file_stem
 
 log = logging.getLogger(__name__)
 
 JUDGE_LABELS = ("A", "B")  # A = Consistent, B = Inconsistent
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 EVAL_FRACTION = 0.1  # share of questions whose records evaluate the SFT run instead of training it
 _SFT_FILE = "sft.jsonl"
 _DATA_STATS = "grounding_stats.json"
-_TRAIN_INFO = "train.json"
+_DATA_STAMP = "data.json"
 
 # "Question:" / "**Question:**" / "## Open-ended question:" at the start of a line.
 _LABEL = r"^[ \t>#*_-]*(?:{name})[ \t]*(?:\*\*|__|\*|_)?[ \t]*:[ \t]*(?:\*\*|__|\*|_)?[ \t]*"
@@ -104,7 +104,7 @@ def sample_answers(items: Sequence[OpinionItem], samples_per_item: int, seed: in
         raise ValueError(f"samples_per_item must be at least 1, got {samples_per_item}")
     out: list[tuple[OpinionItem, int]] = []
     for item in items:
-        rng = np.random.default_rng(seeds.derive(seed, "sample", item.country, item.question_id))
+        rng = np.random.default_rng(seeds.derive(seed, "survey-sample", item.country, item.question_id))
         p = np.asarray(item.distribution, dtype=float)
         picks = rng.choice(len(p), size=samples_per_item, p=p / p.sum())
         out.extend((item, int(k)) for k in picks)
@@ -115,19 +115,30 @@ def _options_block(item: OpinionItem) -> str:
     return "\n".join(f"{lab}. {opt}" for lab, opt in zip(option_labels(len(item.options)), item.options))
 
 
+REWRITE_PROMPT = (
+    "A person from {country} answered this survey question.\n"
+    "Survey question: {question}\nOptions:\n{options}\n"
+    "Their answer: {answer}\n\n"
+    "Rewrite this into an open-ended question on the same topic (do not list options) and a "
+    "detailed answer of two to four paragraphs, in the first person, by this person from {country}. "
+    "The answer must clearly take the stance of their survey answer and explain it through "
+    "{country}'s cultural values. Do not mention the survey or its options.\n"
+    "Reply in exactly this format and nothing else:\n"
+    "Question: <the open-ended question>\nAnswer: <the multi-paragraph answer>"
+)
+JUDGE_PROMPT = (
+    "A person from {country} chose an answer to a survey question, then answered an open-ended "
+    "version of it.\n\nSurvey question: {question}\nChosen answer: {answer}\n\n"
+    "Open-ended question: {open_question}\nTheir answer:\n{open_answer}\n\n"
+    "Is their answer consistent with the chosen survey answer (does it take the same stance)?\n"
+    "A. Consistent\nB. Inconsistent\nAnswer with A or B."
+)
+
+
 def rewrite_request(country: str, item: OpinionItem, option: int) -> ChatRequest:
     """Ask for an open question + multi-paragraph answer that keeps the stance of ``option``."""
-    prompt = (
-        f"A person from {country} answered this survey question.\n"
-        f"Survey question: {item.question}\nOptions:\n{_options_block(item)}\n"
-        f"Their answer: {item.options[option]}\n\n"
-        f"Rewrite this into an open-ended question on the same topic (do not list options) and a "
-        f"detailed answer of two to four paragraphs, in the first person, by this person from {country}. "
-        f"The answer must clearly take the stance of their survey answer and explain it through "
-        f"{country}'s cultural values. Do not mention the survey or its options.\n"
-        f"Reply in exactly this format and nothing else:\n"
-        f"Question: <the open-ended question>\nAnswer: <the multi-paragraph answer>"
-    )
+    prompt = REWRITE_PROMPT.format(country=base_country(country), question=item.question,
+                                   options=_options_block(item), answer=item.options[option])
     return ChatRequest([{"role": "user", "content": prompt}])
 
 
@@ -156,13 +167,8 @@ def parse_rewrite(text: str) -> tuple[str, str] | None:
 
 def judge_request(country: str, item: OpinionItem, option: int, question: str, answer: str) -> ChoiceRequest:
     """A/B request: is ``answer`` consistent with the chosen survey option (A) or not (B)?"""
-    prompt = (
-        f"A person from {country} chose an answer to a survey question, then answered an open-ended "
-        f"version of it.\n\nSurvey question: {item.question}\nChosen answer: {item.options[option]}\n\n"
-        f"Open-ended question: {question}\nTheir answer:\n{answer}\n\n"
-        f"Is their answer consistent with the chosen survey answer (does it take the same stance)?\n"
-        f"A. Consistent\nB. Inconsistent\nAnswer with A or B."
-    )
+    prompt = JUDGE_PROMPT.format(country=base_country(country), question=item.question,
+                                 answer=item.options[option], open_question=question, open_answer=answer)
     return ChoiceRequest([{"role": "user", "content": prompt}], JUDGE_LABELS, prefix="Answer:")
 
 
@@ -183,6 +189,27 @@ def _empty_stats() -> dict[str, Any]:
             "attempts": 0, "skipped": None, "judgments": [], "unparsable_raw": []}
 
 
+def country_samples(country: str, items: Sequence[OpinionItem], params: AgentsParams,
+                    seed: int) -> tuple[list[_Sample], str | None]:
+    """The (item, option) samples of one country's first ``max_train_items`` train items, or the reason
+    it is skipped (fewer than ``min_train_items``)."""
+    items = list(items)[: params.max_train_items]
+    wrong = sorted({it.country for it in items} - {country})
+    if wrong:
+        raise ValueError(f"train_by_country[{country!r}] holds items of {wrong}; pass each country its own items")
+    if len(items) < params.min_train_items:
+        return [], f"{len(items)} train items < min_train_items={params.min_train_items}"
+    samples, counter = [], {}
+    for item, option in sample_answers(items, params.samples_per_item, seed):
+        k = counter[item.question_id] = counter.get(item.question_id, -1) + 1
+        samples.append(_Sample(f"{country}:{item.question_id}:{k}", item, option, k))
+    return samples, None
+
+
+def _rewrite_params(params: AgentsParams, gen: GenParams | None) -> GenParams:
+    return gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=params.rewrite_tokens)
+
+
 def build_all(
     backend: Backend,
     countries: Sequence[str],
@@ -198,38 +225,29 @@ def build_all(
     Uses each country's first ``params.max_train_items`` train items (in the order given); a
     country with fewer than ``params.min_train_items`` is skipped (``stats["skipped"]``).
     ``gen`` defaults to temperature 0.7 with ``params.rewrite_tokens`` new tokens; its seed
-    is derived from ``seed`` and the attempt. ``test_items``, when given, are checked against
-    the rewrite prompts before any model call.
+    is derived from ``seed``, the attempt and the sample's index within its item. ``test_items``,
+    when given, are checked against the rewrite prompts before any model call.
     """
     countries = list(dict.fromkeys(countries))
     stats = {c: _empty_stats() for c in countries}
     samples: list[_Sample] = []
     for country in countries:
-        items = list(train_by_country.get(country, ()))[: params.max_train_items]
-        wrong = sorted({it.country for it in items} - {country})
-        if wrong:
-            raise ValueError(f"train_by_country[{country!r}] holds items of {wrong}; pass each country its own items")
-        if len(items) < params.min_train_items:
-            reason = f"{len(items)} train items < min_train_items={params.min_train_items}"
+        found, reason = country_samples(country, train_by_country.get(country, ()), params, seed)
+        if reason:
             log.warning("grounded agent for %s skipped: %s", country, reason)
             stats[country]["skipped"] = reason
-            continue
-        counter: dict[str, int] = {}
-        for item, option in sample_answers(items, params.samples_per_item, seed):
-            k = counter[item.question_id] = counter.get(item.question_id, -1) + 1
-            samples.append(_Sample(f"{country}:{item.question_id}:{k}", item, option, k))
-        stats[country]["samples"] = params.samples_per_item * len(items)
+        samples += found
+        stats[country]["samples"] = len(found)
 
     if test_items and samples:
         prompts = [rewrite_request(s.item.country, s.item, s.option).chat[-1]["content"] for s in samples]
         assert_no_test_leak([s.item for s in samples], test_items, prompts)
 
-    gen = gen or GenParams(temperature=0.7, top_p=0.95, max_new_tokens=params.rewrite_tokens)
+    gen = _rewrite_params(params, gen)
     # The k-th samples of all items share a seed, so they batch into one call per k and attempt; two
     # samples of one item that drew the same option still get two different rewrites.
     makers = [lambda attempt, s=s: (rewrite_request(s.item.country, s.item, s.option),
-                                    dataclasses.replace(gen, seed=seeds.derive(seed, "rewrite", attempt,
-                                                                               *([s.k] if s.k else []))))
+                                    dataclasses.replace(gen, seed=seeds.derive(seed, "rewrite", attempt, s.k)))
               for s in samples]
 
     def judge(parsed: list[tuple[int, tuple[str, str]]], attempt: int):
@@ -270,27 +288,16 @@ def build_sft_data(backend: Backend, country: str, items: Sequence[OpinionItem],
     return build_all(backend, [country], {country: items}, params, seed, **kwargs)[country]
 
 
+def data_parts(backend: Backend, samples: Sequence[_Sample], gen: GenParams, params: AgentsParams,
+               seed: int) -> dict[str, Any]:
+    """What a country's SFT data depends on: the model, the exact rewrite prompts, the judge, the sampling."""
+    return {"model": backend_parts(backend), "judge": JUDGE_PROMPT, "gen": gen.key(),
+            "prompts": cache_key([[s.id, rewrite_request(s.item.country, s.item, s.option).key()] for s in samples]),
+            "max_retries": params.max_retries, "seed": seed}
+
+
 # ---------------------------------------------------------------------------------------------
 # training
-
-
-def _has_adapter(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in ADAPTER_FILES)
-
-
-def _finished_adapter(folder: Path) -> Path | None:
-    """The trained adapter of a country folder: the one ``train.json`` names, or the folder itself."""
-    named = read_json(folder / _TRAIN_INFO, {}).get("adapter_dir")
-    if named is not None and _has_adapter(folder / named):
-        return folder / named
-    return folder if _has_adapter(folder) else None
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(base.resolve()).as_posix() or "."
-    except ValueError:
-        return str(Path(path).resolve())
 
 
 def train_grounded_agents(
@@ -305,64 +312,58 @@ def train_grounded_agents(
     gen: GenParams | None = None,
     test_items: Sequence[OpinionItem] = (),
 ) -> dict[str, GroundedAgentResult]:
-    """One LoRA adapter per country in ``out_dir/<country>/``, resumable.
+    """One LoRA adapter per country in ``out_dir/<country>/``, resumable and fingerprinted.
 
-    A country whose folder holds a finished adapter is reused as is (no data, no training).
-    Data already written (``sft.jsonl``) is reused when only training is missing. Countries
-    with too few train items or no kept record are skipped with a warning, never an error.
+    A country's SFT data (``sft.jsonl``) is reused while ``data.json`` says it was made from the
+    same prompts, model and sampling (:func:`data_parts`); its adapter (``sft/adapter``) while the
+    trainer's fingerprint says it was trained on the same records with the same recipe
+    (``kit.train.trainers.train``). Anything else is rebuilt. Countries with too few train items or
+    no kept record are skipped with a warning, never an error.
     """
     out_dir = Path(out_dir)
     countries = list(dict.fromkeys(countries))
     folders = {c: out_dir / file_stem(c) for c in countries}
-    results: dict[str, GroundedAgentResult] = {}
-    for country, folder in folders.items():
-        adapter = _finished_adapter(folder)
-        if adapter is not None:
-            stats = read_json(folder / _DATA_STATS, {}) | {"reused": True}
-            if (folder / _TRAIN_INFO).is_file():
-                stats["train"] = read_json(folder / _TRAIN_INFO, {})
-            records = read_jsonl(folder / _SFT_FILE) if (folder / _SFT_FILE).is_file() else []
-            log.info("grounded agent for %s: reusing %s", country, adapter)
-            results[country] = GroundedAgentResult(adapter, stats, records)
-
+    gen = _rewrite_params(params, gen)
     data: dict[str, tuple[list[dict], dict]] = {}
+    build: dict[str, dict] = {}
     for country in countries:
+        samples, reason = country_samples(country, train_by_country.get(country, ()), params, seed)
+        parts = data_parts(backend, samples, gen, params, seed)
         folder = folders[country]
-        if country not in results and (folder / _SFT_FILE).is_file() and (folder / _DATA_STATS).is_file():
+        if reason is None and (folder / _SFT_FILE).is_file() and \
+                artifacts.reusable(folder / _DATA_STAMP, parts, f"grounding data of {country}"):
             data[country] = (read_jsonl(folder / _SFT_FILE), read_json(folder / _DATA_STATS, {}))
-    build = [c for c in countries if c not in results and c not in data]
+        else:
+            build[country] = parts
     if build:
-        built = build_all(backend, build, train_by_country, params, seed, gen=gen, test_items=test_items)
+        built = build_all(backend, list(build), train_by_country, params, seed, gen=gen, test_items=test_items)
         for country, res in built.items():
             if res.stats["skipped"] is None:
-                # stats first, records last: sft.jsonl present means both are complete
-                atomic_write_json(folders[country] / _DATA_STATS, res.stats)
-                atomic_write_text(folders[country] / _SFT_FILE,
-                                  "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in res.records))
+                folder = folders[country]
+                atomic_write_json(folder / _DATA_STATS, res.stats)
+                atomic_write_text(folder / _SFT_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                              for r in res.records))
+                artifacts.stamp(folder / _DATA_STAMP, build[country])  # last: a stamp means the data is complete
             data[country] = (res.records, res.stats)
 
+    results: dict[str, GroundedAgentResult] = {}
     for country in countries:
-        if country in results:
-            continue
         records, stats = data[country]
-        stats = {**stats, "reused": False}
         if stats.get("skipped") is None and not records:
-            stats["skipped"] = "no consistent SFT record was kept"
+            stats = {**stats, "skipped": "no consistent SFT record was kept"}
             log.warning("grounded agent for %s skipped: %s (%d samples, %d unparsable, %d inconsistent)",
                         country, stats["skipped"], stats["samples"], stats["unparsable"], stats["inconsistent"])
         if stats["skipped"] is not None:
             results[country] = GroundedAgentResult(None, stats, records)
             continue
-        train_records, evals = split_questions(records, EVAL_FRACTION, seed, key=lambda r: r["question_id"])
+        train_records, evals = split_questions(records, EVAL_FRACTION, seed, "grounding-eval",
+                                                 key=lambda r: r["question_id"])
         if not train_records:  # too few questions to hold any out
             train_records, evals = records, []
         from kit.train.trainers import train  # heavy (trl): imported only when something trains
 
-        folder = folders[country]
-        res = train("sft", train_records, evals, base_model, folder, params.sft, seed)
-        info = {"adapter_dir": _relative(res.adapter_dir, folder), "train_records": len(train_records),
-                "eval_records": len(evals), "train_tokens": res.train_tokens, "seconds": res.seconds,
-                "log_history": res.log_history}
-        atomic_write_json(folder / _TRAIN_INFO, info)
+        res = train("sft", train_records, evals, base_model, folders[country] / "sft", params.sft, seed)
+        info = {"train_records": len(train_records), "eval_records": len(evals), "train_tokens": res.train_tokens,
+                "seconds": res.seconds, "reused": res.reused, "log_history": res.log_history}
         results[country] = GroundedAgentResult(Path(res.adapter_dir), {**stats, "train": info}, records)
     return {c: results[c] for c in countries}
