@@ -86,12 +86,6 @@ class DataParams(Section):
     _files = field_validator("goqa_path", "moralchoice_path", "goqa_test_path")(_existing_file)
 
 
-class GenerationParams(Section):
-    max_new_tokens: PositiveInt = 128
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-
-
 class QuickstartParams(Section):
     countries: list[str] = Field(default_factory=lambda: ["Japan", "Brazil"], min_length=2, max_length=2)
     prompt: str = "In two sentences: what matters most when raising children?"
@@ -260,7 +254,6 @@ class Params(Section):
     model: ModelParams = ModelParams()
     embedder: EmbedderParams = EmbedderParams()
     data: DataParams = DataParams()
-    generation: GenerationParams = GenerationParams()
     quickstart: QuickstartParams = QuickstartParams()
     agents: AgentsParams = AgentsParams()
     negotiation: NegotiationParams = NegotiationParams()

@@ -17,7 +17,6 @@ from scipy import stats
 from kit.agents import culture_instruction
 from kit.agents.grounding import (
     build_all,
-    build_sft_data,
     parse_rewrite,
     rewrite_requests,
     sample_answers,
@@ -29,6 +28,10 @@ from kit.data.leaks import assert_no_test_leak
 from kit.llm.base import Backend, ChoiceResult, GenParams
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def build_one(backend, country, items, params, seed, **kwargs):
+    return build_all(backend, [country], {country: items}, params, seed, **kwargs)[country]
 PARAMS = AgentsParams(min_train_items=2, max_train_items=10, samples_per_item=2, max_retries=1, answer_tokens=8)
 
 
@@ -156,7 +159,7 @@ def test_judge_is_one_choice_call_over_parsed_pairs(tiny_backend):
     """Half the rewrites parse; all parsed pairs go to the real model in one choice_probs call."""
     fake = Fake(reply=lambda r, call: "Question: Why?\nAnswer: x" if "number 0" in r.chat[-1]["content"] else "ĠĠ junk",
                 choice=tiny_backend)
-    res = build_sft_data(fake, "Iraq", items_of("Iraq", 2), PARAMS.model_copy(update={"max_retries": 0}), seed=0)
+    res = build_one(fake, "Iraq", items_of("Iraq", 2), PARAMS.model_copy(update={"max_retries": 0}), seed=0)
     assert [len(b) for b in fake.choice_batches] == [2]
     assert all(r.labels == ("A", "B") for r in fake.choice_batches[0])
     st = res.stats
@@ -169,7 +172,7 @@ def test_judge_is_one_choice_call_over_parsed_pairs(tiny_backend):
 def test_only_failures_are_retried_with_new_seeds():
     # attempt 0: everything parses but is judged inconsistent; attempt 1: consistent
     fake = Fake(p_consistent=lambda r, call: 0.2 if call == 0 else 0.8)
-    res = build_sft_data(fake, "Spain", items_of("Spain", 2), PARAMS, seed=0)
+    res = build_one(fake, "Spain", items_of("Spain", 2), PARAMS, seed=0)
     assert [len(b) for b in fake.generate_batches] == [2, 2, 2, 2]  # two sample indices, two attempts
     assert len({p.seed for p in fake.gen_params}) == 4
     assert res.stats["attempts"] == 2 and res.stats["inconsistent"] == 4 and res.stats["kept"] == 4
@@ -178,7 +181,7 @@ def test_only_failures_are_retried_with_new_seeds():
 def test_retries_are_bounded():
     fake = Fake(reply=lambda r, call: "no format" if call < 2 else "Question: q\nAnswer: a",
                 p_consistent=lambda r, call: 0.1)
-    res = build_sft_data(fake, "Spain", items_of("Spain", 2), PARAMS.model_copy(update={"max_retries": 2}), seed=0)
+    res = build_one(fake, "Spain", items_of("Spain", 2), PARAMS.model_copy(update={"max_retries": 2}), seed=0)
     assert [len(b) for b in fake.generate_batches] == [2, 2, 2, 2, 2, 2]
     assert len(fake.choice_batches) == 2  # nothing parsed in attempt 0: no judge call
     st = res.stats
@@ -188,7 +191,7 @@ def test_retries_are_bounded():
 
 def test_gibberish_model_is_handled(tiny_backend):
     params = PARAMS.model_copy(update={"min_train_items": 1})
-    res = build_sft_data(tiny_backend, "Mexico", items_of("Mexico", 1), params, seed=0,
+    res = build_one(tiny_backend, "Mexico", items_of("Mexico", 1), params, seed=0,
                          gen=GenParams(temperature=0.7, max_new_tokens=8))
     st = res.stats
     assert st["samples"] == 2 and 1 <= st["attempts"] <= params.max_retries + 1

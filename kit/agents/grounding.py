@@ -282,12 +282,6 @@ def build_all(
     return results
 
 
-def build_sft_data(backend: Backend, country: str, items: Sequence[OpinionItem], params: AgentsParams,
-                   seed: int, **kwargs: Any) -> GroundingResult:
-    """:func:`build_all` for one country."""
-    return build_all(backend, [country], {country: items}, params, seed, **kwargs)[country]
-
-
 def data_parts(backend: Backend, samples: Sequence[_Sample], gen: GenParams, params: AgentsParams,
                seed: int) -> dict[str, Any]:
     """What a country's SFT data depends on: the model, the exact rewrite prompts, the judge, the sampling."""

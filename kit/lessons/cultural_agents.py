@@ -127,6 +127,7 @@ def heatmap(session, ev: Evaluation, metric: str = "js_similarity") -> None:
                       figsize=(1.4 + 1.1 * grid.shape[1], 0.9 + 0.5 * grid.shape[0])) as (_, ax):
         sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
         ax.set_title(f"{metric} (×100) on held-out questions")
+        ax.tick_params(axis="x", rotation=30)
 
 
 def example_answers(session, agents: Sequence[Agent], s: SurveySplits) -> pd.DataFrame:

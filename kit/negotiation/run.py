@@ -113,7 +113,7 @@ def run_negotiations(backend: Backend, embedder: TextEmbedder, agents: Mapping[s
 
 def resolve_pairs(params: Params) -> list[tuple[str, str]]:
     """``negotiation.pairs`` as the data spells each country ("UK" -> "Britain")."""
-    return [tuple(resolve_countries(pair, params.data.goqa_path)) for pair in params.negotiation.pairs]
+    return [tuple(resolve_countries([c], params.data.goqa_path)[0] for c in pair) for pair in params.negotiation.pairs]
 
 
 def study_agents(params: Params, agent_set: AgentSet | None) -> dict[str, Agent]:
