@@ -87,3 +87,11 @@ def reusable(path: str | os.PathLike, parts: Mapping[str, Any], what: str) -> bo
     if Path(path).exists():
         log.warning("%s was made from other inputs (%s); rebuilding it", what, reason)
     return False
+
+
+def read_stamp(path: str | os.PathLike) -> dict[str, Any]:
+    """What :func:`stamp` stored at ``path`` (fingerprint, parts and any extra fields)."""
+    stored = read_json(path)
+    if stored is None:
+        raise ValueError(f"{path}: no fingerprint stored")
+    return stored

@@ -126,7 +126,9 @@ class AgentsParams(Section):
 
 
 class TopicsParams(Section):
-    source: Literal["goqa", "moralchoice", "file"] = "moralchoice"
+    # goqa: train-split questions; moralchoice: high-ambiguity scenarios; file: your own; prism: the
+    # PRISM opening prompts from the hub (online runs)
+    source: Literal["goqa", "moralchoice", "file", "prism"] = "moralchoice"
     n: PositiveInt = 4
     path: str | None = None
     # share of the source kept out of every negotiation, for evaluating finetuning (notebook 04)
@@ -235,6 +237,79 @@ class FinetuneParams(TrainRecipe):
         return self
 
 
+MLP_PROJECTIONS = ["gate_proj", "up_proj", "down_proj"]
+
+
+class PaletteParams(Section):
+    """Unit 1x, Cultural Palette: the palette data, continent agents, merges, the meta agent, Table 1."""
+
+    # user queries to synthesise responses for; the held-out pool is kept for semantic consistency
+    queries: TopicsParams = TopicsParams(source="goqa", n=8)
+    # train from published data instead of synthesising (HF hub id with query, response,
+    # rejected_response and a continent column; online runs)
+    dataset: str | None = None
+    dataset_continent_field: str = "continent"
+    response_tokens: PositiveInt = 192
+    feedback_tokens: PositiveInt = 160
+    aggregate_tokens: PositiveInt = 192
+    min_words: PositiveInt = 8  # validation: a shorter response or aggregation is dropped
+    min_dimensions: int = Field(4, ge=0, le=6)  # validation: a review must cover this many Hofstede dimensions
+    max_retries: int = Field(2, ge=0)
+    # ORPO continent agents and the joint model (paper: λ 0.1, lr 5e-5, 2 epochs); LoRA on the MLP
+    # projections only, since an MoE merge copies attention from the base model
+    train: TrainRecipe = TrainRecipe(lora={"target_modules": MLP_PROJECTIONS},
+                                     trl={"learning_rate": 5e-5, "num_train_epochs": 2, "beta": 0.1})
+    # mergekit recipes in mergekit's own YAML; the kit fills in the base model and the experts
+    merges: dict[str, str] = Field(default_factory=lambda: {
+        "ties": "params/merges/ties.yml", "model_stock": "params/merges/model_stock.yml",
+        "moe": "params/merges/moe.yml"})
+    countries: list[str] = Field(default_factory=lambda: [
+        "United States", "Canada", "Bolivia", "Brazil", "Britain", "Netherlands", "Germany", "Ukraine",
+        "China", "Russia", "India", "Thailand", "Kenya", "Nigeria", "Ethiopia", "Zimbabwe", "Australia",
+        "New Zealand"], min_length=1)
+    max_test_items: PositiveInt = 50
+    draft_tokens: PositiveInt = 128
+    regulate_tokens: PositiveInt = 192
+    comment_tokens: PositiveInt = 128  # Modular Pluralism's community comments
+    nli: str = "judge"  # a name in kit.evals.nli.NLI_SCORERS
+    nli_items: PositiveInt = 20
+
+    @field_validator("merges")
+    @classmethod
+    def _merge_recipes(cls, v: dict[str, str]) -> dict[str, str]:
+        missing = sorted({"ties", "model_stock", "moe"} - set(v))
+        if missing:
+            raise ValueError(f"needs a recipe for {missing}")
+        for path in v.values():
+            _existing_file(path)
+        return v
+
+    @field_validator("countries")
+    @classmethod
+    def _palette_countries(cls, v: list[str]) -> list[str]:
+        from kit.data.cultures import continent_of
+
+        for country in v:
+            continent_of(country)
+        return v
+
+    @field_validator("nli")
+    @classmethod
+    def _registered_nli(cls, v: str) -> str:
+        from kit.evals.nli import NLI_SCORERS
+
+        return _registered(NLI_SCORERS, v)
+
+    @field_validator("train")
+    @classmethod
+    def _mlp_only(cls, v: TrainRecipe) -> TrainRecipe:
+        targets = v.lora.get("target_modules", MLP_PROJECTIONS)
+        if sorted(targets) != sorted(MLP_PROJECTIONS):
+            raise ValueError(f"lora.target_modules must be {MLP_PROJECTIONS}: mergekit-moe copies attention, "
+                             "norms and embeddings from the base model, so other LoRA deltas would be lost")
+        return v.model_copy(update={"lora": {**v.lora, "target_modules": MLP_PROJECTIONS}})
+
+
 class BenchParams(Section):
     n_requests: PositiveInt = 8
     max_new_tokens: PositiveInt = 64
@@ -244,6 +319,10 @@ class BenchParams(Section):
     negotiations: PositiveInt = 8
     negotiation_rounds: PositiveInt = 3
     sequential_negotiations: PositiveInt = 2
+    palette_queries: PositiveInt = 4
+    sequential_palette_queries: PositiveInt = 2
+    palette_items: PositiveInt = 12
+    sequential_palette_items: PositiveInt = 3
 
 
 class Params(Section):
@@ -258,6 +337,7 @@ class Params(Section):
     agents: AgentsParams = AgentsParams()
     negotiation: NegotiationParams = NegotiationParams()
     finetune: FinetuneParams = FinetuneParams()
+    palette: PaletteParams = PaletteParams()
     bench: BenchParams = BenchParams()
 
     @property
@@ -328,6 +408,9 @@ def _check_countries(params: Params, values: dict) -> None:
     built = None
     if "agents" in values:
         built = [label(f"agents.countries[{i}]", name) for i, name in enumerate(params.agents.countries)]
+    if "palette" in values:
+        for i, name in enumerate(params.palette.countries):
+            label(f"palette.countries[{i}]", name)
     if "negotiation" in values:
         for i, pair in enumerate(params.negotiation.pairs):
             for j, name in enumerate(pair):
@@ -360,6 +443,8 @@ def _check_recipes(params: Params, values: dict) -> None:
     if "finetune" in values:
         f = params.finetune
         check(f.lora, f.trl, f.methods, f.per_method, "finetune")
+    if "palette" in values:
+        check(params.palette.train.lora, params.palette.train.trl, ["orpo"], {}, "palette.train")
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -31,6 +31,7 @@ class Session:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
         self._agents = None
+        self._backends: dict[str, object] = {}
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # silence fork warnings in kernels
 
     @cached_property
@@ -51,6 +52,17 @@ class Session:
 
         with self.timed("load embedder"):
             return Embedder(self.params.embedder.name, self.params.embedder.batch_size, self.cache)
+
+    def backend_of(self, folder: str | Path):
+        """A model folder (a merged model, an MoE) served like the profile's model, through the same cache."""
+        folder = str(folder)
+        if folder not in self._backends:
+            from kit.llm import load_backend
+
+            with self.timed(f"load {Path(folder).name}"):
+                self._backends[folder] = load_backend(self.params.model.model_copy(update={"name": folder}),
+                                                      self.cache.path, seed=self.params.seed)
+        return self._backends[folder]
 
     def records(self, name: str):
         """An append-only JSONL store in the run folder, keyed by item id (resumable)."""

@@ -23,6 +23,8 @@ BENCH_KEYS = {
     "choice": ("choice_per_s", "generate_per_s", "choice_vs_generate", "choice_vs_single_answer"),
     "negotiate": ("engine_tok_s", "sequential_tok_s", "raw_tok_s", "engine_vs_sequential", "overhead_vs_raw"),
     "train": ("train_tok_s", "peak_rss_gb"),
+    "palette": ("synthesis_engine_vs_sequential", "meta_engine_vs_sequential", "engine_vs_sequential", "raw_tok_s",
+                "overhead_vs_raw"),
 }
 
 
@@ -42,5 +44,6 @@ def test_bench_prints_json_last(shared_data, what):
 
 def test_only_selects_notebooks():
     assert [nb.name[:2] for nb in notebooks(["00"])] == ["00"]
+    assert [nb.name[:2] for nb in notebooks(["1"])] == ["10", "11", "12"]  # a unit by its decade
     with pytest.raises(ValueError, match="no such notebook"):
         notebooks(["99"])

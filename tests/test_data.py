@@ -449,3 +449,14 @@ def test_topic_file_errors(tmp_path: Path, name: str, content: str, message: str
 def test_unknown_topic_source(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown topic source"):
         load_topics("reddit", tmp_path)  # type: ignore[arg-type]
+
+
+def test_prism_topics_are_named_by_their_hub_id_and_fail_offline_in_one_line(monkeypatch):
+    from kit.config import DataParams, TopicsParams
+    from kit.data.topics import PRISM, load_topics, source_identity
+
+    topics = TopicsParams(source="prism")
+    assert source_identity(DataParams(), topics) == f"hub:{PRISM}"  # no download to fingerprint it
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="run online \\(HF_HUB_OFFLINE=0\\) or use source 'file'"):
+        load_topics("prism", PRISM)

@@ -86,7 +86,39 @@ def check_04(m):
     assert all(abs(v - base) / base < 0.2 for v in m["neutral_ppl"].values())
 
 
-CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04}
+def check_10(m):
+    # 3 training + 1 held-out query × 5 continents; the tiny profile accepts any non-empty text
+    assert m["queries"] == 4 and m["items"] == 20 and m["kept"] + sum(m[f"dropped_{s}"] for s in
+                                                                      ("response", "feedback", "aggregation")) == 20
+    # four pairs per training query and continent whose answers all survived
+    assert all(n == 12 for n in m["preference_pairs"].values()) and 0 <= m["continent_separation"] <= 1
+
+
+def check_11(m):
+    assert m["adapters"] == ["Africa", "America", "Asia", "Europe", "Oceania", "joint"]
+    assert set(m["merge_seconds"]) == {"ties", "model_stock", "moe"} and m["peak_rss_gb"] < 6
+    assert 0 <= m["router_own_share"] <= 1 and 0 <= m["experts_preferring_own"] <= 5
+
+
+PALETTE_ROWS = {"vanilla", "prompted", "joint", "ties", "model_stock", "moe_routing", "modular_overton",
+                "modular_steerable", "modular_distributional", "palette", "palette_no_moerges", "palette_no_draft",
+                "palette_no_selfreg", "uniform", "other-countries mean"}
+
+
+def check_12(m):
+    assert set(m["js_similarity"]) == set(m["s_align"]) == PALETTE_ROWS
+    # near-uniform tiny answers score like the uniform row; the world-opinion reference beats both
+    assert all(abs(v - m["s_align"]["uniform"]) < 2 for k, v in m["s_align"].items() if k != "other-countries mean")
+    assert m["s_align"]["other-countries mean"] > m["s_align"]["uniform"] + 3
+    assert all(v["vanilla"] != "beats" for v in m["verdict"].values())
+    assert all(m["coverage"][row] == 1.0 for row in PALETTE_ROWS - {"other-countries mean"})
+    assert m["nli_scorer"].startswith("judge:") and set(m["semantic_consistency"]) == {
+        "prompted", "joint", "ties", "model_stock", "moe_routing", "moe"}
+    assert all(0 < v < 1 for v in m["semantic_consistency"].values())
+
+
+CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "10": check_10,
+          "11": check_11, "12": check_12}
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,14 @@ BAD = {
                            "negotiation.pairs[0][1]: 'Japan' is not in agents.countries"),
     "pair_unknown": ("profile: t\nnegotiation: {pairs: [[Mexico, Mexicoo]]}\n",
                      "negotiation.pairs[0][1]: unknown country 'Mexicoo'; closest known labels: 'Mexico'"),
+    "palette_attention_lora": ("profile: t\npalette: {countries: [Brazil], train: {lora: {target_modules: [q_proj]}}}\n",
+                               "palette.train: lora.target_modules must be ['gate_proj', 'up_proj', 'down_proj']"),
+    "palette_missing_recipe": ("profile: t\npalette: {countries: [Brazil], merges: {ties: params/merges/ties.yml}}\n",
+                               "palette.merges: needs a recipe for ['model_stock', 'moe']"),
+    "palette_unknown_nli": ("profile: t\npalette: {countries: [Brazil], nli: roberta}\n",
+                            "palette.nli: unknown NLI scorer 'roberta'; registered: judge, cross-encoder"),
+    "palette_country": ("profile: t\npalette: {countries: [Mexico]}\n",
+                        "palette.countries: 'Mexico' is not a Cultural Palette country; choose one of Kenya"),
 }
 
 # A GlobalOpinionQA file with one question answered by a few countries (the Modular Pluralism format).

@@ -334,3 +334,13 @@ def test_bad_recipes_fail_in_one_line_before_training(section, message):
                        .replace(")", r"\)")) as err:
         validate({"profile": "t", "finetune": section})
     assert "\n" not in str(err.value)
+
+
+def test_a_nan_loss_or_gradient_marks_the_run_diverged():
+    from kit.train.trainers import diverged_at
+
+    history = [{"step": 1, "loss": 2.0, "grad_norm": 1.5}, {"step": 2, "loss": 1.8, "grad_norm": float("nan")},
+               {"step": 3, "loss": float("nan")}, {"train_runtime": 3.0}]
+    assert diverged_at(history)["step"] == 2
+    assert diverged_at([h for h in history if h.get("step") != 2])["step"] == 3
+    assert diverged_at(history[:1] + history[3:]) is None

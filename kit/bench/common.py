@@ -37,3 +37,17 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+class Recorder:
+    """Passes generate calls through and keeps each batch, so raw generation can replay them."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, []
+
+    def __getattr__(self, attr):
+        return getattr(self.backend, attr)
+
+    def generate(self, requests, params):
+        self.calls.append((list(requests), params))
+        return self.backend.generate(requests, params)

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-from kit.bench.common import timed
+from kit.bench.common import Recorder, timed
 from kit.config import Params
-
-
-class _Recorder:
-    """Passes generate calls through and keeps each batch, so raw generation can replay them."""
-
-    def __init__(self, backend):
-        self.backend, self.calls = backend, []
-
-    def __getattr__(self, attr):
-        return getattr(self.backend, attr)
-
-    def generate(self, requests, params):
-        self.calls.append((list(requests), params))
-        return self.backend.generate(requests, params)
 
 
 def run(params: Params) -> dict:
@@ -46,7 +32,7 @@ def run(params: Params) -> dict:
                            seed=params.seed)
     embedder = Embedder(params.embedder.name, params.embedder.batch_size)
     embedder.encode(["warm-up"])
-    recorder = _Recorder(backend)
+    recorder = Recorder(backend)
 
     def tokens_and_time(fn):
         before = backend.stats["generated_tokens"]

@@ -6,7 +6,9 @@ A topic is a short text to argue about. Sources:
 - ``"moralchoice"`` — high-ambiguity MoralChoice scenarios with both actions;
 - ``"file"`` — the user's own: ``.jsonl`` (objects with ``text``, optional ``id``), ``.csv``
   (a ``text`` column, optional ``id``), or ``.yaml``/``.yml`` (a list of strings or of
-  ``{text, id}`` mappings, bare or under a ``topics:`` key).
+  ``{text, id}`` mappings, bare or under a ``topics:`` key);
+- ``"prism"`` — the PRISM opening prompts (``HannahRoseKirk/prism-alignment``, config
+  ``conversations``) from the hub: online runs only.
 
 ``n`` topics are picked by ranking ids on a seeded hash, so a pick is reproducible and mostly
 unchanged when topics are added to the source. Topics keep source order. A study splits its
@@ -35,7 +37,8 @@ from .moralchoice import load_moralchoice
 
 log = logging.getLogger(__name__)
 
-TopicSource = Literal["goqa", "moralchoice", "file"]
+TopicSource = Literal["goqa", "moralchoice", "file", "prism"]
+PRISM = "HannahRoseKirk/prism-alignment"
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,17 @@ def _read(source: str, path: Path) -> list[Topic]:
         if not path.is_file():
             raise ValueError(f"topic file {path} does not exist")
         return _read_file(path)
-    raise ValueError(f"unknown topic source {source!r}; use 'goqa', 'moralchoice' or 'file'")
+    if source == "prism":
+        from datasets import load_dataset
+
+        try:
+            rows = load_dataset(PRISM, "conversations", split="train")
+        except Exception as e:  # offline, or the hub refused: say what to do instead
+            raise ValueError(f"topic source 'prism' reads {PRISM} from the hub and could not ({type(e).__name__}); "
+                             "run online (HF_HUB_OFFLINE=0) or use source 'file' with a local copy") from None
+        return [_file_topic({"text": r["opening_prompt"], "id": r.get("conversation_id")}, f"{PRISM} row {i}")
+                for i, r in enumerate(rows)]
+    raise ValueError(f"unknown topic source {source!r}; use 'goqa', 'moralchoice', 'file' or 'prism'")
 
 
 def pick(topics: list[Topic], n: int | None, seed: int, purpose: str, where: str = "the source") -> list[Topic]:
@@ -129,8 +142,16 @@ def load_topics(source: TopicSource, path: str | Path, n: int | None = None, see
 
 
 def topic_source_path(data, topics) -> Path:
-    """The file a study's topics are read from."""
-    return Path({"goqa": data.goqa_path, "moralchoice": data.moralchoice_path, "file": topics.path}[topics.source])
+    """The file a study's topics are read from (the hub id for ``prism``)."""
+    return Path({"goqa": data.goqa_path, "moralchoice": data.moralchoice_path, "file": topics.path,
+                 "prism": PRISM}[topics.source])
+
+
+def source_identity(data, topics) -> str:
+    """What a topic source's content is, for fingerprints: its file's sha256, or the hub id."""
+    from kit.artifacts import file_hash
+
+    return f"hub:{PRISM}" if topics.source == "prism" else file_hash(topic_source_path(data, topics))
 
 
 def topic_pools(data, topics, seed: int) -> tuple[list[Topic], list[Topic]]:

@@ -26,8 +26,10 @@ from kit.llm.base import ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sc
 class Need:
     """What a job needs for its next step; every field may be empty.
 
-    ``retry`` is 0 for a new step and k for the k-th re-ask of the step before it; the scheduler
-    lets jobs that re-ask catch up before the others go on (see ``Job.position``).
+    ``model`` names the backend that serves the step's requests (``None``: the run's default; a
+    merged or MoE model is another name, see ``scheduler.step``). ``retry`` is 0 for a new step and
+    k for the k-th re-ask of the step before it; the scheduler lets jobs that re-ask catch up before
+    the others go on (see ``Job.position``).
     """
 
     generate: tuple[tuple[ChatRequest, GenParams], ...] = ()
@@ -35,6 +37,7 @@ class Need:
     choose: tuple[ChoiceRequest, ...] = ()
     score: tuple[ScoreRequest, ...] = ()
     retry: int = 0
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,10 @@ class Reply:
 Program = Generator[Need, Reply, Any]
 
 
-def ask(items: Sequence[tuple[ChatRequest, GenParams]], retry: int = 0) -> Generator[Need, Reply, list[str]]:
+def ask(items: Sequence[tuple[ChatRequest, GenParams]], retry: int = 0,
+        model: str | None = None) -> Generator[Need, Reply, list[str]]:
     """One step (the ``retry``-th re-ask of the step before, if ``retry``): generate a text for every item."""
-    reply = yield Need(generate=tuple(items), retry=retry)
+    reply = yield Need(generate=tuple(items), retry=retry, model=model)
     return list(reply.texts)
 
 
@@ -63,15 +67,16 @@ def embed(texts: Sequence[str]) -> Generator[Need, Reply, np.ndarray]:
     return reply.vectors
 
 
-def choose(requests: Sequence[ChoiceRequest], retry: int = 0) -> Generator[Need, Reply, list[ChoiceResult]]:
+def choose(requests: Sequence[ChoiceRequest], retry: int = 0,
+           model: str | None = None) -> Generator[Need, Reply, list[ChoiceResult]]:
     """One step: option probabilities for every request (one forward pass each)."""
-    reply = yield Need(choose=tuple(requests), retry=retry)
+    reply = yield Need(choose=tuple(requests), retry=retry, model=model)
     return list(reply.choices)
 
 
-def score(requests: Sequence[ScoreRequest]) -> Generator[Need, Reply, list[list[float]]]:
+def score(requests: Sequence[ScoreRequest], model: str | None = None) -> Generator[Need, Reply, list[list[float]]]:
     """One step: teacher-forced log-probabilities of every continuation."""
-    reply = yield Need(score=tuple(requests))
+    reply = yield Need(score=tuple(requests), model=model)
     return list(reply.scores)
 
 

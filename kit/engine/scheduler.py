@@ -9,6 +9,8 @@ re-asks of the latest) — all of them, in the common case — by collecting the
   first-seen order; a request repeated within a group is sent once — the same request with the
   same seeded params means the same output, as the cache would also say),
 - one ``backend.choice_probs`` call and one ``backend.score`` call for all such requests,
+- per model: a step's needs may name another backend (``Need.model``: a merged model, an MoE),
+  whose requests are batched the same way, apart,
 
 so the number of model calls per step depends on the programs, not on the number of jobs.
 When some jobs re-ask an unreadable output, the others wait for that step: a re-ask is its own
@@ -23,7 +25,7 @@ when a job runs with different company.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -54,8 +56,13 @@ def _check(results: Sequence, requests: Sequence, verb: str, backend: Any) -> No
                          "requests; it must return one per request")
 
 
-def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = None) -> list[Job]:
-    """Advance the :func:`ready` jobs by one step (see the module docstring); returns the jobs it finished."""
+def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = None,
+         models: Mapping[str, Backend] | None = None) -> list[Job]:
+    """Advance the :func:`ready` jobs by one step (see the module docstring); returns the jobs it finished.
+
+    ``models`` names further backends (a merged model, an MoE) that needs select with
+    ``Need.model``; each model's requests are batched apart, in the same step.
+    """
     active = ready(jobs)
     needs = [job.pending() for job in active]
 
@@ -64,49 +71,58 @@ def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = 
         raise ValueError("a job asked for embeddings but the scheduler has no embedder; pass embedder=session.embedder")
     vectors = np.asarray(embedder.encode(texts)) if texts else None
 
-    groups: dict[GenParams, dict[ChatRequest, str | None]] = {}
+    def serving(model: str | None) -> Backend:
+        if model is None:
+            return backend
+        if not models or model not in models:
+            raise ValueError(f"a job asked for model {model!r}; the scheduler serves {sorted(models or {})}")
+        return models[model]
+
+    groups: dict[tuple[str | None, GenParams], dict[ChatRequest, str | None]] = {}
     for need in needs:
         for request, params in need.generate:
-            groups.setdefault(params, {})[request] = None
-    for params, outputs in groups.items():
+            groups.setdefault((need.model, params), {})[request] = None
+    for (model, params), outputs in groups.items():
         requests = list(outputs)
-        out = backend.generate(requests, params)
-        _check(out, requests, "generate", backend)
+        out = serving(model).generate(requests, params)
+        _check(out, requests, "generate", serving(model))
         outputs.update(zip(requests, out))
 
-    served: dict[str, dict] = {}
+    served: dict[tuple[str, str | None], dict] = {}
     for verb, attr in (("choice_probs", "choose"), ("score", "score")):
-        requests = _unique(r for need in needs for r in getattr(need, attr))
-        out = getattr(backend, verb)(requests) if requests else []
-        _check(out, requests, verb, backend)
-        served[attr] = dict(zip(requests, out))
+        for model in dict.fromkeys(need.model for need in needs if getattr(need, attr)):
+            requests = _unique(r for need in needs if need.model == model for r in getattr(need, attr))
+            out = getattr(serving(model), verb)(requests)
+            _check(out, requests, verb, serving(model))
+            served[(attr, model)] = dict(zip(requests, out))
 
     finished, offset = [], 0
     for job, need in zip(active, needs):
         rows = vectors[offset : offset + len(need.embed)] if need.embed else np.zeros((0, 0), np.float32)
         offset += len(need.embed)
-        job.receive(Reply(tuple(groups[params][request] for request, params in need.generate), rows,
-                          tuple(served["choose"][r] for r in need.choose),
-                          tuple(served["score"][r] for r in need.score)))
+        job.receive(Reply(tuple(groups[(need.model, params)][request] for request, params in need.generate), rows,
+                          tuple(served[("choose", need.model)][r] for r in need.choose),
+                          tuple(served[("score", need.model)][r] for r in need.score)))
         if job.done:
             finished.append(job)
     return finished
 
 
 def run_jobs(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = None,
-             on_finish: Callable[[list[Job]], None] | None = None) -> int:
+             on_finish: Callable[[list[Job]], None] | None = None, models: Mapping[str, Backend] | None = None) -> int:
     """Step all jobs until all are done; ``on_finish(jobs)`` after each step that finished some. Returns the steps."""
     steps = 0
     while any(not job.done for job in jobs):
-        finished = step(jobs, backend, embedder)
+        finished = step(jobs, backend, embedder, models)
         steps += 1
         if finished and on_finish is not None:
             on_finish(finished)
     return steps
 
 
-def run(program: Program, backend: Backend, embedder: TextEmbedder | None = None) -> Any:
+def run(program: Program, backend: Backend, embedder: TextEmbedder | None = None,
+        models: Mapping[str, Backend] | None = None) -> Any:
     """Run one program to its end and return its result (its steps are batched as they come)."""
     job = Job("program", program)
-    run_jobs([job], backend, embedder)
+    run_jobs([job], backend, embedder, models=models)
     return job.result

@@ -22,7 +22,7 @@ from kit.agents import Agent, AgentSet, prompted
 from kit.agents.kinds import fingerprint as agent_fingerprint
 from kit.config import NegotiationParams, Params
 from kit.data import resolve_countries
-from kit.data.topics import Topic, topic_source_path
+from kit.data.topics import Topic, source_identity
 from kit.engine import Job, TextEmbedder, run_jobs
 from kit.llm.base import Backend
 from kit.negotiation.protocol import PROTOCOLS, Context, JobSpec, job_id, settings_of
@@ -137,7 +137,7 @@ def store_parts(params: Params, agents: Mapping[str, Agent], model: Mapping[str,
     return {"schema": TRACE_SCHEMA, "model": dict(model), "embedder": embedder, "seed": params.seed,
             "settings": settings_of(params.negotiation), "agent_kind": params.negotiation.agent_kind,
             "agents": {c: agent_fingerprint(a) for c, a in sorted(agents.items())},
-            "topics": {"source": t.source, "data": artifacts.file_hash(topic_source_path(params.data, t))}}
+            "topics": {"source": t.source, "data": source_identity(params.data, t)}}
 
 
 def trace_store(run_dir: Path, parts: Mapping[str, Any]) -> RecordStore:

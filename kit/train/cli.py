@@ -5,6 +5,8 @@ store of the current agents, model and settings, current plan only), as notebook
 adapter per source method in ``finetune.from_methods``, with the same filters
 (``require_converged``, ``eval_fraction``) and into the same folders
 (``runs/<profile>/train/<source>/<METHOD>``), so the notebook reuses what the command trained.
+With ``--palette`` it trains Cultural Palette's continent agents and joint model instead
+(``palette.train``, ORPO) on notebook 10's records, into the folders notebook 11 reuses.
 ``--data`` is a JSONL file of negotiation traces (filtered the same way) or of ready training
 records (preference ``prompt/chosen/rejected`` or SFT ``messages``, trained as one set). A rerun
 reuses a finished adapter of the same inputs and resumes an unfinished one. Multi-GPU runs go
@@ -35,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="override, e.g. finetune.trl.num_train_epochs=1")
     p.add_argument("--data", type=Path, help="JSONL of traces or training records (default: the study's traces)")
     p.add_argument("--output", type=Path, help="output folder (per source method when training from traces)")
+    p.add_argument("--palette", action="store_true",
+                   help="train the Cultural Palette continent agents and joint model (palette.train, method orpo) "
+                        "on notebook 10's records, into the folders notebook 11 reuses")
     return p
 
 
@@ -105,12 +110,25 @@ def train_from_params(method: str, params: Params, data_path: Path | None = None
     return adapters
 
 
+def palette_agents(method: str, params: Params, data_path: Path | None, output_dir: Path | None) -> list[Path]:
+    """The palette's continent agents and joint model (``--palette``)."""
+    from kit.palette.agents import METHOD, train_study
+
+    if method != METHOD or data_path is not None or output_dir is not None:
+        raise ValueError(f"--palette trains the palette recipe ({METHOD}) on notebook 10's records into notebook 11's "
+                         f"folders: use 'python -m kit train {METHOD} --palette --params P' without --data/--output")
+    return list(train_study(params).values())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 with the adapter paths on stdout; 2 with one line on stderr for bad params or data."""
     args = _parser().parse_args(argv)
     try:
         params = load_params(args.params, args.set)
-        adapters = train_from_params(args.method, params, args.data, args.output)
+        if args.palette:
+            adapters = palette_agents(args.method, params, args.data, args.output)
+        else:
+            adapters = train_from_params(args.method, params, args.data, args.output)
     except (ParamsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

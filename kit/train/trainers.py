@@ -17,6 +17,7 @@ trl, peft and transformers are imported only when a trainer runs.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 import warnings
@@ -140,6 +141,12 @@ def train_parts(method: str, train_records: Sequence[dict], eval_records: Sequen
             "seed": seed}
 
 
+def diverged_at(log_history: Sequence[dict]) -> dict | None:
+    """The first logged step whose loss or gradient norm is NaN (a diverged run), if any."""
+    return next((h for h in log_history
+                 if any(isinstance(h.get(k), float) and math.isnan(h[k]) for k in ("loss", "grad_norm"))), None)
+
+
 def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dict] | None, base_model: str,
           output_dir: Path, recipe, seed: int = 0) -> TrainResult:
     """Train ``method``'s LoRA adapter with ``recipe`` (``lora``, ``trl`` and maybe ``per_method`` keys).
@@ -188,6 +195,11 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
         trainer.train(resume_from_checkpoint=True if last else None)
         seconds = time.perf_counter() - start
 
+    diverged = diverged_at(trainer.state.log_history)
+    if diverged is not None:
+        raise ValueError(f"{method} in {output_dir}: training diverged (NaN at step {diverged.get('step')}); no adapter "
+                         "is kept. A prompt that fills max_length leaves no answer tokens to train on: raise "
+                         "trl.max_length, or lower the learning rate")
     epoch_tokens = sum(record_tokens(tok, r, args.max_length) for r in train_records)
     epochs_done = (trainer.state.epoch or 0.0) - meter.start_epoch
     trainer.save_model(str(adapter_dir))  # PEFT adapter + tokenizer; gathers shards under ZeRO-3

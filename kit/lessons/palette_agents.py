@@ -1,0 +1,81 @@
+"""Notebook 11 · continent agents, the joint model, and merging them: TIES, Model Stock, Cultural MoErges.
+
+Trains the five ORPO continent adapters and the joint adapter on notebook 10's records
+(``kit.palette.agents``), merges them with mergekit (``kit.palette.merges``) and shows where the
+MoE's router sends prompts from each continent. Notebook 12 reads what was built from
+``runs/<profile>/palette/models.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kit import plots
+from kit.data.cultures import PALETTE_CONTINENTS
+from kit.llm.models import resolve_model
+from kit.palette.agents import palette_dir, save_models, train_agents
+from kit.palette.merges import build_moe, merge, peak_rss_gb, router_shares
+from kit.palette.prompts import CONTINENTS
+
+
+def folder(session) -> Path:
+    return palette_dir(session.run_dir)
+
+
+def train(session, records: dict[str, list[dict]]) -> dict[str, Path]:
+    """The five continent adapters and the joint one (reused when their records and recipe are unchanged)."""
+    p = session.params
+    with session.timed("train continent agents"):
+        return train_agents(records, p.model.name, folder(session) / "agents", p.palette.train, p.seed)
+
+
+def merges(session, adapters: dict[str, Path]) -> tuple[dict[str, Path], pd.DataFrame]:
+    """TIES, Model Stock and the MoE model, built (or reused) from the continent adapters; and what each cost."""
+    p = session.params
+    base = resolve_model(p.model.name, p.model.revision).path
+    continents = {c: str(adapters[c]) for c in CONTINENTS}
+    models, cache = folder(session) / "models", folder(session) / "models" / "lora-cache"
+    stamps = {name: merge(name, p.palette.merges[name], base, continents, models / name, cache)
+              for name in ("ties", "model_stock")}
+    stamps["moe"] = build_moe(p.palette.merges["moe"], base, continents, models / "moe", cache)
+    merged = {name: models / name for name in stamps}
+    save_models(folder(session), adapters, merged)
+    costs = pd.DataFrame({name: {"seconds": s["seconds"], "peak RSS (GB)": s["peak_rss_gb"]}
+                          for name, s in stamps.items()}).T
+    return merged, costs
+
+
+def router_prompts() -> dict[str, list[str]]:
+    """Prompts from each continent, naming one of its countries each (not the router's own prompts)."""
+    return {c: [f"As someone from {country}, what do you think about raising children and caring for elders?"
+                for country in countries] for c, countries in PALETTE_CONTINENTS.items()}
+
+
+def routing(session, moe: Path) -> pd.DataFrame:
+    """The share of tokens routed first to each expert (columns), for prompts from each continent (rows)."""
+    import seaborn as sns
+
+    shares = router_shares(moe, router_prompts(), CONTINENTS)
+    with plots.figure(session.figure_paths("11_router_shares.png"), figsize=(6, 4)) as (_, ax):
+        sns.heatmap(shares, annot=True, fmt=".2f", cmap="mako", ax=ax, cbar_kws={"label": "share of tokens routed first"})
+        ax.set_xlabel("expert (continent agent)")
+        ax.set_ylabel("prompts from")
+        ax.set_title("Cultural MoErges: where the router sends each continent")
+    return shares
+
+
+def key_numbers(session, adapters: dict[str, Path], costs: pd.DataFrame, shares: pd.DataFrame) -> dict:
+    diagonal = [shares.loc[c, c] for c in CONTINENTS]
+    return {
+        "adapters": sorted(adapters),
+        "merge_seconds": costs["seconds"].round(2).to_dict(),
+        "peak_rss_gb": round(float(costs["peak RSS (GB)"].max()), 3),  # the largest merge's own process
+        "notebook_peak_rss_gb": round(peak_rss_gb(), 3),  # training and the router probe
+        # the share of tokens routed first to each continent's own expert, on that continent's prompts
+        "router_own_share": round(float(sum(diagonal) / len(diagonal)), 4),
+        # experts that get their largest share from their own continent's prompts (0–5)
+        "experts_preferring_own": int(sum(shares[c].idxmax() == c for c in CONTINENTS)),
+        "train_seconds": session.timings.get("train continent agents"),
+    }

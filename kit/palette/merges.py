@@ -1,0 +1,178 @@
+"""Merging the continent agents with mergekit: TIES, Model Stock, and the Cultural MoErges MoE.
+
+Recipes are mergekit's own YAML (``params/merges/*.yml``) with placeholders the kit fills in:
+``{base}`` (the base model folder) and ``{Africa}`` … ``{Oceania}`` (for TIES and Model Stock each
+continent's LoRA adapter, referenced as ``base+adapter`` so mergekit applies it; for the MoE each
+continent agent merged into the base, since mergekit-moe reads full models). A merged model is a
+model folder the backend serves as its own model (its identity hashes the folder). Each output
+carries the fingerprint of its rendered recipe and inputs and is rebuilt only when they change.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from kit import artifacts
+from kit.llm.models import adapter_fingerprint
+
+log = logging.getLogger(__name__)
+
+STAMP = "agora.merge.json"
+
+
+def render(recipe_path: str | Path, values: Mapping[str, str]) -> dict[str, Any]:
+    """The recipe at ``recipe_path`` with every ``{name}`` in its strings filled from ``values``."""
+    def fill(node: Any) -> Any:
+        if isinstance(node, str):
+            try:
+                return node.format_map(values)
+            except KeyError as e:
+                raise ValueError(f"{recipe_path}: unknown placeholder {e}; use {{base}} and the continents") from None
+        if isinstance(node, list):
+            return [fill(n) for n in node]
+        if isinstance(node, dict):
+            return {k: fill(v) for k, v in node.items()}
+        return node
+
+    return fill(yaml.safe_load(Path(recipe_path).read_text()))
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024**3 if sys.platform == "darwin" else 1024**2)
+
+
+def _built(out: Path, parts: Mapping[str, Any], what: str) -> bool:
+    return (out / "config.json").is_file() and artifacts.reusable(out / STAMP, parts, what)
+
+
+def _publish(out: Path, parts: Mapping[str, Any], build, *args: Any) -> None:
+    """``build(folder, *args)`` into a fresh ``out`` in a child process, then stamp it with its cost.
+
+    A fresh process returns mergekit's memory to the system when it ends, and the peak it reports is
+    the merge's own, not that of the notebook which trained the agents before.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    shutil.rmtree(out, ignore_errors=True)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        cost = pool.submit(build, str(out), *args).result()
+    artifacts.stamp(out / STAMP, parts, seconds=round(cost["seconds"], 2), peak_rss_gb=round(cost["peak_rss_gb"], 3))
+
+
+def _cost(start: float) -> dict[str, float]:
+    return {"seconds": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb()}
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"  # mergekit merges tensor by tensor on either
+
+
+def _options(cache: Path):
+    from mergekit.merge import MergeOptions
+
+    return MergeOptions(device=_device(), quiet=True, lora_merge_cache=str(cache), write_model_card=False)
+
+
+def merge(name: str, recipe_path: str | Path, base: str, adapters: Mapping[str, str], out: Path,
+          cache: Path) -> dict[str, Any]:
+    """A TIES / Model Stock (any ``run_merge`` method) merge of the adapters into ``out``; returns its stamp."""
+    from mergekit.config import MergeConfiguration
+
+    config = render(recipe_path, {"base": base, **adapters})
+    parts = {"recipe": config, "adapters": {c: adapter_fingerprint(a) for c, a in sorted(adapters.items())}}
+    if not _built(out, parts, f"the {name} merge"):
+        try:
+            MergeConfiguration.model_validate(config)
+        except Exception as e:  # pydantic's error names the bad field
+            raise ValueError(f"{recipe_path}: not a mergekit recipe: {str(e).splitlines()[0]}") from None
+        log.info("merging %s into %s", name, out)
+        _publish(out, parts, _run_merge, config, str(cache))
+    return artifacts.read_stamp(out / STAMP)
+
+
+def _run_merge(folder: str, config: dict, cache: str) -> dict[str, float]:
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+
+    start = time.perf_counter()
+    run_merge(MergeConfiguration.model_validate(config), folder, options=_options(Path(cache)))
+    return _cost(start)
+
+
+def merged_experts(base: str, adapters: Mapping[str, str], cache: Path) -> dict[str, str]:
+    """Each adapter merged into the base as a full model folder (mergekit's own LoRA merge, cached)."""
+    from mergekit.common import ModelReference
+
+    return {c: ModelReference.parse(f"{base}+{a}").merged(cache_dir=str(cache)).model.path
+            for c, a in adapters.items()}
+
+
+def build_moe(recipe_path: str | Path, base: str, adapters: Mapping[str, str], out: Path,
+              cache: Path) -> dict[str, Any]:
+    """The Cultural MoErges model (mergekit-moe, ``gate_mode: hidden``) into ``out``; returns its stamp.
+
+    mergekit-moe exits the process on a bad config (``sys.exit``); that becomes a one-line ValueError.
+    """
+    from mergekit.moe.config import MoEMergeConfig
+
+    placeholders = render(recipe_path, {"base": base, **{c: f"<{c}>" for c in adapters}})
+    parts = {"recipe": placeholders, "adapters": {c: adapter_fingerprint(a) for c, a in sorted(adapters.items())}}
+    if not _built(out, parts, "the MoE merge"):
+        try:
+            MoEMergeConfig.model_validate(placeholders)
+        except Exception as e:
+            raise ValueError(f"{recipe_path}: not a mergekit-moe recipe: {str(e).splitlines()[0]}") from None
+        log.info("building the MoE into %s", out)
+        _publish(out, parts, _run_moe, str(recipe_path), base, dict(adapters), str(cache))
+    return artifacts.read_stamp(out / STAMP)
+
+
+def _run_moe(folder: str, recipe_path: str, base: str, adapters: dict[str, str], cache: str) -> dict[str, float]:
+    from mergekit.moe.config import MoEMergeConfig
+    from mergekit.scripts.moe import build
+
+    start = time.perf_counter()
+    config = MoEMergeConfig.model_validate(render(recipe_path, {"base": base,
+                                                                **merged_experts(base, adapters, Path(cache))}))
+    try:
+        build(config, folder, _options(Path(cache)), device=_device())
+    except SystemExit:
+        raise ValueError(f"{recipe_path}: mergekit-moe refused the recipe (experts_per_token above the experts, "
+                         "an expert without positive prompts, or identical prompts)") from None
+    return _cost(start)
+
+
+def router_shares(moe_path: str | Path, prompts: Mapping[str, Sequence[str]], experts: Sequence[str]):
+    """The share of tokens each expert is routed first, per group of prompts (rows) and expert (columns),
+    over every token and every layer of the MoE model. Routing decisions, not the router's mean
+    probabilities: a hidden-state gate's logits are small, so its mean softmax sits near uniform even
+    where its top-1 choice differs clearly between groups."""
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(moe_path)
+    model = AutoModelForCausalLM.from_pretrained(moe_path, dtype=torch.float32).eval()
+    rows = {}
+    with torch.inference_mode():
+        for group, texts in prompts.items():
+            shares = []
+            for text in texts:
+                logits = model(**tok(text, return_tensors="pt"), output_router_logits=True).router_logits
+                first = [torch.nn.functional.one_hot(layer.argmax(-1), len(experts)).float().mean(0) for layer in logits]
+                shares.append(torch.stack(first).mean(0))  # logits: one (tokens, experts) per layer
+            rows[group] = torch.stack(shares).mean(0).tolist()
+    return pd.DataFrame(list(rows.values()), index=list(rows), columns=list(experts))
