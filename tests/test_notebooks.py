@@ -117,8 +117,33 @@ def check_12(m):
     assert all(0 < v < 1 for v in m["semantic_consistency"].values())
 
 
+def check_20(m):
+    assert m["overlap"] == {"train_test_items": 0, "goqa_test_questions": 0, "capability_scenarios": 0}
+    assert m["items"]["train"] > 0 and m["items"]["test"] > 0 and m["dropped"] == 0
+    # tiny's teacher is the embedding proxy, which agrees with itself perfectly
+    assert m["teacher"] == "embedding" and m["teacher_failures"] == 0 and m["embedding_macro_f1"] == 1.0
+    assert 0 <= m["detector_macro_f1"] <= 1 and len(m["detector_macro_f1_per_value"]) == 10
+    assert m["translator_failures"] == 12  # a random model writes no JSON: all 4 + 8 counted, none invented
+
+
+def check_21(m):
+    assert m["grpo_records"] == m["sft_records"] > 0 and m["grpo_steps"] >= 1
+    assert m["direct_pairs"] + m["direct_ties"] == m["grpo_records"] and m["direct_pairs"] > 0
+    assert m["reward_first"] is not None and m["reward_last"] is not None
+
+
+def check_22(m):
+    assert set(m["methods"]) == {"prompting", "sft", "grpo", "direct_finetune"}
+    for scores in m["methods"].values():
+        assert set(scores) == {"value_f1", "drift", "meaning_kept", "moralchoice_low_accuracy"}
+        assert 0 <= scores["value_f1"] <= 1 and 0 <= scores["drift"] <= 1
+    shielded = {m["methods"][k]["moralchoice_low_accuracy"] for k in ("prompting", "sft", "grpo")}
+    assert len(shielded) == 1  # the shielded pipeline answers with the base model: one capability
+    assert set(m["grpo_vs"]) == {"prompting", "sft", "direct_finetune"}
+
+
 CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "10": check_10,
-          "11": check_11, "12": check_12}
+          "11": check_11, "12": check_12, "20": check_20, "21": check_21, "22": check_22}
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,12 @@ BAD = {
                             "palette.nli: unknown NLI scorer 'roberta'; registered: judge, cross-encoder"),
     "palette_country": ("profile: t\npalette: {countries: [Mexico]}\n",
                         "palette.countries: 'Mexico' is not a Cultural Palette country; choose one of Kenya"),
+    "visa_unknown_reward": ("profile: t\nvisa: {rewards: {fluency: 1.0}}\n",
+                            "visa.rewards: unknown reward function 'fluency'; registered: value_match, meaning_kept"),
+    "visa_trained_teacher": ("profile: t\nvisa: {teacher: trained}\n",
+                             "visa.teacher: the trained detector learns from the teacher; use llm or embedding"),
+    "visa_culture": ("profile: t\nvisa: {culture_countries: [Atlantis]}\n",
+                     "visa.culture_countries[0]: unknown country 'Atlantis'"),
 }
 
 # A GlobalOpinionQA file with one question answered by a few countries (the Modular Pluralism format).

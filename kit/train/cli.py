@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     from kit.train.recipes import TRAINERS
 
     p = argparse.ArgumentParser(prog="python -m kit train", description="LoRA finetuning on negotiation data")
-    p.add_argument("method", choices=TRAINERS.names())
+    # online methods (GRPO) train on rewards, not records: VISA's rewriter trains in notebook 21
+    p.add_argument("method", choices=[m for m in TRAINERS.names() if not TRAINERS.get(m).online])
     p.add_argument("--params", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. finetune.trl.num_train_epochs=1")

@@ -1,6 +1,6 @@
 """Training recipes in trl's and peft's own keys: defaults, per-method settings, and the built configs.
 
-A params recipe (``finetune`` or ``agents.sft``) holds ``lora`` (``peft.LoraConfig`` keys) and
+A params recipe (``finetune``, ``agents.sft``, ``palette.train``, ``visa.rewriter`` …) holds ``lora`` (``peft.LoraConfig`` keys) and
 ``trl`` (trl config keys); ``finetune.per_method`` adds keys for one method. The config a trainer
 gets is, from weakest to strongest:
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import tempfile
 import warnings
@@ -56,6 +57,7 @@ class TrainerSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     preference: bool = True  # prompt/chosen/rejected records; SFT takes chat records
+    online: bool = False  # RL on its own samples (GRPO): prompt-only records plus reward functions
 
     def load(self) -> tuple[type, type]:
         with _experimental():
@@ -70,6 +72,11 @@ TRAINERS.register("simpo", TrainerSpec(
 TRAINERS.register("orpo", TrainerSpec("trl.experimental.orpo:ORPOTrainer", "trl.experimental.orpo:ORPOConfig",
                                       {"beta": 0.1}, {"remove_unused_columns": False}))
 TRAINERS.register("sft", TrainerSpec("trl:SFTTrainer", "trl:SFTConfig", preference=False))
+# GRPO counts completions per device batch: one prompt's group of 4 per step unless the recipe says otherwise
+TRAINERS.register("grpo", TrainerSpec(
+    "trl:GRPOTrainer", "trl:GRPOConfig",
+    {"num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 128, "learning_rate": 2e-5,
+     "beta": 0.0, "logging_steps": 1}, preference=False, online=True))
 
 
 def _import(path: str) -> Any:
@@ -102,7 +109,7 @@ def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], 
     _, config_cls = spec.load()
     known = _fields(config_cls)
     given = {k: v for k, v in trl.items() if k in known} | per_method
-    kwargs = {**TRL_DEFAULTS, **spec.defaults}
+    kwargs = {k: v for k, v in TRL_DEFAULTS.items() if k in known} | spec.defaults
     if not {"activation_checkpointing", "gradient_checkpointing"} & given.keys():
         # trl turns checkpointing on by default; newer transformers call it activation_checkpointing
         kwargs["activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"] = False
@@ -113,6 +120,9 @@ def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], 
         "eval_strategy": "epoch" if has_eval else "no",
         "disable_tqdm": True if os.environ.get("TQDM_DISABLE") == "1" else None,
     }
+    if spec.online and "use_vllm" not in given:
+        # GPU: generate the groups with vLLM in the training process (colocate); CPU: transformers' generate
+        kwargs["use_vllm"] = not kwargs["use_cpu"] and importlib.util.find_spec("vllm") is not None
     return kwargs
 
 

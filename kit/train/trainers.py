@@ -1,4 +1,4 @@
-"""LoRA finetuning with trl: DPO, SimPO, ORPO and SFT behind one function.
+"""LoRA finetuning with trl: DPO, SimPO, ORPO, SFT and GRPO behind one function.
 
 ``train(method, train_records, eval_records, base_model, output_dir, recipe, seed)`` trains a LoRA
 adapter on ``base_model`` (a registry name such as ``tiny-random``, a hub id or a folder) with the
@@ -82,8 +82,11 @@ def record_tokens(tok, record: dict, max_length: int | None = None) -> int:
         chosen = _conversation_tokens(tok, record["prompt"] + record["chosen"])
         rejected = _conversation_tokens(tok, record["prompt"] + record["rejected"])
         return cap(chosen) + cap(rejected) - cap(prompt)
-    messages = record["messages"] if "messages" in record else record["prompt"] + record["completion"]
-    return cap(_conversation_tokens(tok, messages))
+    if "messages" in record:
+        return cap(_conversation_tokens(tok, record["messages"]))
+    if "completion" not in record:  # an online (GRPO) record: the prompt; completions are sampled
+        return cap(_conversation_tokens(tok, record["prompt"], generation_prompt=True))
+    return cap(_conversation_tokens(tok, record["prompt"] + record["completion"]))
 
 
 def _as_prompt_completion(record: dict) -> dict:
@@ -99,7 +102,12 @@ def _as_prompt_completion(record: dict) -> dict:
 def _dataset(records: Sequence[dict], method: str):
     from datasets import Dataset
 
-    if not TRAINERS.get(method).preference:
+    spec = TRAINERS.get(method)
+    if spec.online:  # the prompt plus the columns reward functions read (trl passes them as keyword arguments)
+        if any("prompt" not in r for r in records):
+            raise ValueError(f"{method} records need a 'prompt' (chat messages) and the reward functions' columns")
+        return Dataset.from_list([{k: v for k, v in r.items() if k != "id"} for r in records])
+    if not spec.preference:
         return Dataset.from_list([_as_prompt_completion(r) for r in records])
     for r in records:
         missing = [c for c in PREFERENCE_COLUMNS if c not in r]
@@ -131,14 +139,15 @@ def _meter():
 
 
 def train_parts(method: str, train_records: Sequence[dict], eval_records: Sequence[dict], base_model: str,
-                recipe, seed: int) -> dict:
-    """What a training run depends on: the base weights, the exact records, the recipe and the seed."""
+                recipe, seed: int, rewards: dict | None = None) -> dict:
+    """What a training run depends on: the base weights, the exact records, the recipe, the seed and,
+    for online methods, what the rewards are (names, weights, the detector and embedder they read)."""
     from kit.llm.models import resolve_model
 
     return {"method": method, "base": resolve_model(base_model).identity,
             "records": cache_key([list(train_records), list(eval_records)]),
             "lora": recipe.lora, "trl": recipe.trl, "per_method": getattr(recipe, "per_method", {}).get(method, {}),
-            "seed": seed}
+            "seed": seed, **({"rewards": rewards} if rewards is not None else {})}
 
 
 def diverged_at(log_history: Sequence[dict]) -> dict | None:
@@ -148,8 +157,12 @@ def diverged_at(log_history: Sequence[dict]) -> dict | None:
 
 
 def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dict] | None, base_model: str,
-          output_dir: Path, recipe, seed: int = 0) -> TrainResult:
+          output_dir: Path, recipe, seed: int = 0, reward_funcs: Sequence | None = None,
+          rewards: dict | None = None) -> TrainResult:
     """Train ``method``'s LoRA adapter with ``recipe`` (``lora``, ``trl`` and maybe ``per_method`` keys).
+
+    Online methods (GRPO) also take ``reward_funcs`` (trl reward functions) and ``rewards``, a
+    description of them for the fingerprint (their names, weights, and the models they read).
 
     ``output_dir/fingerprint.json`` records what the run depends on (:func:`train_parts`). A
     finished adapter with the same fingerprint is reused; an unfinished run with the same one
@@ -164,7 +177,9 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
         raise ValueError(f"{method}: no training records; check the data funnel counts")
     output_dir = Path(output_dir)
     eval_records = list(eval_records or [])
-    parts = train_parts(method, train_records, eval_records, base_model, recipe, seed)
+    if spec.online and not reward_funcs:
+        raise ValueError(f"{method} trains on rewards: pass reward_funcs (kit.visa.rewards.bind) and their description")
+    parts = train_parts(method, train_records, eval_records, base_model, recipe, seed, rewards)
     stamp_path, adapter_dir = output_dir / FINGERPRINT, output_dir / "adapter"
     reason = artifacts.stale(stamp_path, parts)
     if reason is None and read_json(stamp_path)["finished"] and (adapter_dir / "adapter_model.safetensors").is_file():
@@ -187,7 +202,8 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     with warnings.catch_warnings():
         # trl and peft still read the pre-5.x attribute name; nothing a caller can act on.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        trainer = trainer_cls(model=model, args=args, processing_class=tok, peft_config=lora_config(recipe.lora),
+        online = {"reward_funcs": list(reward_funcs)} if spec.online else {}
+        trainer = trainer_cls(model=model, args=args, processing_class=tok, peft_config=lora_config(recipe.lora), **online,
                               train_dataset=_dataset(train_records, method),
                               eval_dataset=_dataset(eval_records, method) if eval_records else None,
                               callbacks=[meter])
@@ -200,7 +216,7 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
         raise ValueError(f"{method} in {output_dir}: training diverged (NaN at step {diverged.get('step')}); no adapter "
                          "is kept. A prompt that fills max_length leaves no answer tokens to train on: raise "
                          "trl.max_length, or lower the learning rate")
-    epoch_tokens = sum(record_tokens(tok, r, args.max_length) for r in train_records)
+    epoch_tokens = sum(record_tokens(tok, r, getattr(args, "max_length", None)) for r in train_records)
     epochs_done = (trainer.state.epoch or 0.0) - meter.start_epoch
     trainer.save_model(str(adapter_dir))  # PEFT adapter + tokenizer; gathers shards under ZeRO-3
     history = list(trainer.state.log_history)

@@ -1,0 +1,125 @@
+"""Notebook 21 · the GRPO value rewriter, and the two trained baselines it is compared with.
+
+The rewriter is a LoRA adapter trained with trl's GRPOTrainer on the unit's train items: each
+prompt is an answer plus a target's instruction, the rewards (``kit.visa.rewards``) read the
+trained detector and the embedder. The SFT rewriter learns the best of ``best_of`` prompting
+samples by the same reward; direct finetuning trains the answering model itself with DPO.
+Adapters go to ``runs/<profile>/visa/train/<method>`` and are reused while their inputs match.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kit import plots
+from kit.evals.nli import make_scorer
+from kit.files import read_json
+from kit.lessons import visa_detector
+from kit.train.trainers import train
+from kit.visa import corpus as vc
+from kit.visa.rewards import RewardContext, bind
+from kit.visa.rewriter import best_of_records, direct_records, grpo_records, targets_of
+
+
+def train_items(items: list[vc.Item]) -> list[vc.Item]:
+    return [it for it in items if it.split == "train"]
+
+
+def reward_context(session, detector) -> RewardContext:
+    v = session.params.visa
+    nli = make_scorer(v.nli, session.backend) if v.nli else None
+    return RewardContext(detector, session.embedder, nli, v.min_words, v.max_words)
+
+
+def reward_parts(session, detector) -> dict:
+    """What the rewards are, for the adapters' fingerprints: names, weights, detector, embedder, NLI, bounds."""
+    v = session.params.visa
+    return {"weights": v.rewards, "detector": detector.card, "embedder": session.embedder.identity, "nli": v.nli,
+            "words": [v.min_words, v.max_words]}
+
+
+def train_grpo(session, items: list[vc.Item], detector) -> tuple[Path, list[dict]]:
+    """The GRPO rewriter adapter and its records."""
+    p, v = session.params, session.params.visa
+    records = grpo_records(items, targets_of(items, p.seed, v.n_targeted))
+    recipe = v.rewriter.model_copy(update={"trl": {**v.rewriter.trl, "reward_weights": list(v.rewards.values())}})
+    with session.timed("train grpo"):
+        result = train("grpo", records, None, p.model.name, visa_detector.folder(session) / "train" / "grpo", recipe,
+                       p.seed, reward_funcs=bind(list(v.rewards), reward_context(session, detector)),
+                       rewards=reward_parts(session, detector))
+    return result.adapter_dir, records
+
+
+def train_sft(session, items: list[vc.Item], detector) -> tuple[Path, list[float]]:
+    """The SFT rewriter: best-of-n prompting samples by the weighted reward, then SFT; and the chosen rewards."""
+    p, v = session.params, session.params.visa
+    with session.timed("best-of-n samples"):
+        records, best = best_of_records(session.backend, items, targets_of(items, p.seed, v.n_targeted),
+                                        reward_context(session, detector), v.rewards, v.best_of, v.rewrite_tokens,
+                                        v.sample_temperature, p.seed)
+    with session.timed("train sft"):
+        result = train("sft", records, None, p.model.name, visa_detector.folder(session) / "train" / "sft", v.sft,
+                       p.seed)
+    return result.adapter_dir, best
+
+
+def train_direct(session, items: list[vc.Item], detector) -> tuple[Path | None, int, int]:
+    """Direct DPO finetuning of the answering model; (adapter or None when no pair differs, pairs, ties)."""
+    p, v = session.params, session.params.visa
+    with session.timed("direct-finetuning samples"):
+        records, ties = direct_records(session.backend, items, targets_of(items, p.seed, v.n_targeted),
+                                       reward_context(session, detector), v.rewards, v.best_of, v.answer_tokens,
+                                       v.sample_temperature, p.seed)
+    if not records:
+        return None, 0, ties
+    with session.timed("train direct"):
+        result = train("dpo", records, None, p.model.name, visa_detector.folder(session) / "train" / "direct", v.direct,
+                       p.seed)
+    return result.adapter_dir, len(records), ties
+
+
+def adapters(session) -> dict[str, str | None]:
+    """Each method's adapter as notebook 22 uses them (None: the base model), from the trained folders."""
+    root = visa_detector.folder(session) / "train"
+    found = {m: root / m / "adapter" for m in ("sft", "grpo", "direct")}
+    missing = [m for m, a in found.items() if not (a / "adapter_model.safetensors").is_file() and m != "direct"]
+    if missing:
+        raise FileNotFoundError(f"no trained {missing} adapter in {root}; run notebook 21 first")
+    direct = found["direct"] if (found["direct"] / "adapter_model.safetensors").is_file() else None
+    return {"prompting": None, "sft": str(found["sft"]), "grpo": str(found["grpo"]),
+            "direct_finetune": str(direct) if direct else None}
+
+
+def reward_history(adapter: Path) -> pd.DataFrame:
+    """Per GRPO step: the total reward and each reward's mean, from the trainer's log history."""
+    history = read_json(Path(adapter).parent / "log_history.json", [])
+    rows = [{"step": h["step"], "reward": h["reward"],
+             **{k.split("/")[1]: v for k, v in h.items() if k.startswith("rewards/") and k.endswith("/mean")}}
+            for h in history if "reward" in h]
+    return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+
+
+def reward_figure(session, curves: pd.DataFrame) -> None:
+    with plots.figure(session.figure_paths("21_grpo_rewards.png"), figsize=(7, 3.8)) as (_, ax):
+        for column in curves.columns:
+            ax.plot(curves.index, curves[column], marker="o", lw=2.5 if column == "reward" else 1.2,
+                    label="total (weighted)" if column == "reward" else column)
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel("mean reward of the step's samples")
+        ax.set_title("GRPO value rewriter: rewards over training")
+        ax.legend(fontsize=7)
+
+
+def key_numbers(session, grpo_records_: list[dict], curves: pd.DataFrame, best: list[float], pairs: int,
+                ties: int) -> dict:
+    first, last = (curves.iloc[0], curves.iloc[-1]) if len(curves) else (None, None)
+    return {
+        "grpo_records": len(grpo_records_), "grpo_steps": len(curves),
+        "reward_first": None if first is None else round(float(first["reward"]), 4),
+        "reward_last": None if last is None else round(float(last["reward"]), 4),
+        "sft_records": len(best), "sft_best_reward_mean": round(float(sum(best) / max(len(best), 1)), 4),
+        "direct_pairs": pairs, "direct_ties": ties,
+        "seconds": {k: session.timings.get(k) for k in ("train grpo", "train sft", "train direct")},
+    }

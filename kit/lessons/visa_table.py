@@ -1,0 +1,152 @@
+"""Notebook 22 · VISA on held-out items: value F1, drift, meaning kept and the alignment tax, per method.
+
+Every method rewrites (or, for direct finetuning, answers) the same held-out items toward the same
+targets in one engine step (``kit.visa.evaluation``); the evaluation detector (``visa.eval_detector``,
+by default the LLM judge the trained detector imitates, so GRPO is not scored by the detector it
+optimised) reads rewrites and originals. Capability is measured on the answering model of each
+method. GRPO is compared with each baseline paired on the same items.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+
+from kit import plots, seeds
+from kit.data import load_moralchoice
+from kit.data.countries import resolve_country
+from kit.engine import ask, run
+from kit.evals.capability import capability_table
+from kit.llm.base import ChatRequest, GenParams
+from kit.metrics.alignment import bootstrap_ci
+from kit.values import make_value_detector
+from kit.visa import corpus as vc
+from kit.visa.evaluation import METHODS, methods_json, rewrite_all, score_rows, summary
+from kit.visa.rewriter import rewrite_messages, targets_of
+from kit.visa.targets import culture_target, opposite
+from kit.visa.translator import instruction
+
+
+def test_items(items: list[vc.Item], n: int) -> list[vc.Item]:
+    return [it for it in items if it.split == "test"][:n]
+
+
+def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rewrites, per-item score rows) of every method with an adapter (direct finetuning may have none)."""
+    p, v = session.params, session.params.visa
+    used = {m: a for m, a in adapters.items() if m != "direct_finetune" or a is not None}
+    targets = targets_of(items, p.seed, v.n_targeted)
+    with session.timed("rewrites"):
+        rewrites = rewrite_all(session.backend, used, items, targets, v.rewrite_tokens)
+    path = {"path": str(session.run_dir / "visa" / "detector")} if v.eval_detector == "trained" else {}
+    detector = make_value_detector(v.eval_detector, backend=session.backend, embedder=session.embedder, seed=p.seed,
+                                   **path)
+    with session.timed("evaluation detector"):
+        rows = score_rows(rewrites, targets, detector, session.embedder)
+    return rewrites, rows
+
+
+def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
+    """MoralChoice low-ambiguity accuracy and neutral perplexity of the answering models."""
+    p = session.params
+    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.visa.capability_items]
+    models = {"base": None}
+    if adapters.get("direct_finetune"):
+        models["direct_finetune"] = adapters["direct_finetune"]
+    with session.timed("capability"):
+        return capability_table(session.backend, models, scenarios)
+
+
+def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    p = session.params
+    return summary(rows, kept, p.n_boot, seeds.derive(p.seed, "bootstrap")).reindex(
+        [m for m in METHODS if m in set(rows["method"])])
+
+
+def paired(session, rows: pd.DataFrame, method: str = "grpo", score: str = "value_f1") -> pd.DataFrame:
+    """``method`` minus each other method on the same items: mean difference, 95 % bootstrap interval, verdict."""
+    p = session.params
+    wide = rows.pivot(index="id", columns="method", values=score)
+    out = []
+    for other in [m for m in wide.columns if m != method]:
+        diffs = (wide[method] - wide[other]).dropna().to_numpy()
+        low, high = bootstrap_ci(diffs, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
+        verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
+        out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
+                    "n": len(diffs), "verdict": verdict})
+    return pd.DataFrame(out).set_index("against")
+
+
+def table_figure(session, summary_table: pd.DataFrame) -> None:
+    scores = ["value_f1", "drift", "meaning_kept"]
+    with plots.figure(session.figure_paths("22_visa_table.png"), 1, 3, figsize=(11, 3.4)) as (fig, axes):
+        for ax, score in zip(axes, scores):
+            t = summary_table
+            err = [t[score] - t[f"{score}_low"], t[f"{score}_high"] - t[score]]
+            ax.bar(t.index, t[score], yerr=np.nan_to_num(err), capsize=4, color="#4c72b0")
+            ax.set_title(score)
+            ax.tick_params(axis="x", rotation=25)
+        fig.suptitle("VISA on held-out items (95 % bootstrap intervals)")
+
+
+def opposite_rewrites(session, item: vc.Item, adapter: str | None) -> pd.DataFrame:
+    """One held-out answer rewritten by the GRPO rewriter toward its target and toward the opposite one."""
+    p, v = session.params, session.params.visa
+    target = targets_of([item], p.seed, v.n_targeted)[item.id]
+    params = GenParams(temperature=0.0, max_new_tokens=v.rewrite_tokens)
+    pair = [target, opposite(target)]
+    texts = run(ask([(ChatRequest(rewrite_messages(item.answer, t), adapter=adapter), params) for t in pair]),
+                session.backend)
+    return pd.DataFrame({"instruction": ["(original)"] + [instruction(t) for t in pair], "text": [item.answer, *texts]})
+
+
+def opposite_figure(session, example: pd.DataFrame) -> None:
+    with plots.figure(session.figure_paths("22_opposite_rewrites.png"), figsize=(10, 6)) as (fig, ax):
+        ax.axis("off")
+        y = 1.0
+        for _, r in example.iterrows():
+            body = textwrap.fill(" ".join(r["text"].split())[:600], 120)
+            ax.text(0, y, r["instruction"], fontsize=9, fontweight="bold", va="top", transform=ax.transAxes)
+            ax.text(0, y - 0.05, body, fontsize=8, va="top", family="monospace", transform=ax.transAxes)
+            y -= 0.34
+        ax.set_title("One held-out answer rewritten toward two opposite targets (GRPO rewriter)")
+
+
+def culture_rewrites(session, item: vc.Item, adapter: str | None) -> pd.DataFrame:
+    """The answer rewritten to speak for each of ``visa.culture_countries``: the target is the values the
+    trained detector reads in the country's notebook-01 description. Empty when notebook 01 has not run."""
+    v = session.params.visa
+    try:
+        described = session.agents().of_kind("described")
+    except ValueError:  # notebook 01 has not run with this profile
+        return pd.DataFrame(columns=["country", "target", "rewrite"])
+    detector = make_value_detector("trained", embedder=session.embedder,
+                                   path=str(session.run_dir / "visa" / "detector"))
+    found = {}
+    for country in v.culture_countries:
+        try:
+            found[country] = described[resolve_country(country, list(described))]
+        except ValueError:
+            continue  # no described agent of that culture in this run
+    readings = detector.vectors([a.system_prompt for a in found.values()])
+    targets = {c: culture_target(r.vector) for c, r in zip(found, readings)}
+    targets = {c: t for c, t in targets.items() if t is not None}
+    params = GenParams(temperature=0.0, max_new_tokens=v.rewrite_tokens)
+    requests = [(ChatRequest(rewrite_messages(item.answer, t), adapter=adapter), params) for t in targets.values()]
+    texts = run(ask(requests), session.backend)
+    return pd.DataFrame([{"country": c, "target": instruction(t), "rewrite": x}
+                         for (c, t), x in zip(targets.items(), texts)])
+
+
+def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame) -> dict:
+    return {
+        "methods": methods_json(summary_table),
+        "n_items": int(rows["id"].nunique()),
+        "unreadable": summary_table["unreadable"].to_dict(),
+        "eval_detector": session.params.visa.eval_detector,
+        "grpo_vs": compared["verdict"].to_dict(),
+        "grpo_beats_baselines": bool((compared["verdict"] == "better").all()),
+        "neutral_ppl": summary_table["neutral_ppl"].round(3).to_dict() if "neutral_ppl" in summary_table else {},
+    }

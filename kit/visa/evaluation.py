@@ -1,0 +1,89 @@
+"""VISA's evaluation on held-out items: every method rewrites (or answers) toward the same targets,
+one detector reads the values, and the table reports them with bootstrap intervals.
+
+Methods (``METHODS``): ``prompting``, ``sft`` and ``grpo`` rewrite the base model's answer with the
+rewriter prompt (the two trained ones through their adapters); ``direct_finetune`` answers the
+question itself with the instruction, through its DPO adapter — its "original" is the base answer.
+All requests of all methods go to the backend in one engine step (the backend batches by adapter).
+
+Per item: value precision, recall and F1 on the targeted values and drift on the others
+(``kit.visa.rewards.value_scores`` / ``drift_share``, reading rewrite and original with the
+evaluation detector), and meaning kept (embedding cosine with the original). Per method the
+answering model's MoralChoice low-ambiguity accuracy and neutral-text perplexity sit beside them:
+the base model's for the shielded methods, the finetuned one's for direct finetuning.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from kit.engine import ask, run
+from kit.llm.base import Backend, ChatRequest, GenParams
+from kit.metrics.alignment import bootstrap_ci
+from kit.visa.corpus import Item
+from kit.visa.rewards import drift_share, value_scores
+from kit.visa.rewriter import direct_messages, rewrite_messages
+
+METHODS = ("prompting", "sft", "grpo", "direct_finetune")
+SHIELDED = ("prompting", "sft", "grpo")
+SCORES = ("value_f1", "value_precision", "value_recall", "drift", "meaning_kept")
+
+
+def request(method: str, item: Item, target: Sequence[float], adapter: str | None) -> ChatRequest:
+    if method == "direct_finetune":  # the finetuned model answers the question itself
+        return ChatRequest(direct_messages(item.question, target), adapter=adapter)
+    return ChatRequest(rewrite_messages(item.answer, target), adapter=adapter)
+
+
+def rewrite_all(backend: Backend, adapters: Mapping[str, str | None], items: Sequence[Item],
+                targets: Mapping[str, Sequence[float]], tokens: int) -> pd.DataFrame:
+    """One greedy rewrite per (method, item), all in one engine step: columns method, id, original, rewrite."""
+    keys = [(m, it) for m in adapters for it in items]
+    params = GenParams(temperature=0.0, max_new_tokens=tokens)
+    texts = run(ask([(request(m, it, targets[it.id], adapters[m]), params) for m, it in keys]), backend)
+    return pd.DataFrame([{"method": m, "id": it.id, "original": it.answer, "rewrite": t}
+                         for (m, it), t in zip(keys, texts)])
+
+
+def score_rows(rewrites: pd.DataFrame, targets: Mapping[str, Sequence[float]], detector, embedder) -> pd.DataFrame:
+    """Per (method, item): the SCORES columns, plus whether the detector could read the rewrite."""
+    originals = list(dict.fromkeys(rewrites["original"]))
+    results = detector.vectors(list(rewrites["rewrite"]) + originals)
+    read = {t: r.vector for t, r in zip(originals, results[len(rewrites):])}
+    emb = embedder.encode(list(rewrites["rewrite"]) + list(rewrites["original"]))
+    cosine = np.sum(emb[: len(rewrites)] * emb[len(rewrites):], axis=1)
+    rows = []
+    for (_, r), res, cos in zip(rewrites.iterrows(), results, cosine):
+        target, original = np.asarray(targets[r["id"]], dtype=float), read[r["original"]]
+        d = res.vector if res.vector is not None else np.zeros(len(target))
+        precision, recall, f1 = value_scores(d, target)
+        o = original if original is not None else np.zeros(len(target))
+        rows.append({"method": r["method"], "id": r["id"], "value_f1": f1, "value_precision": precision,
+                     "value_recall": recall, "drift": drift_share(d, o, target), "meaning_kept": float(cos),
+                     "readable": res.vector is not None and original is not None})
+    return pd.DataFrame(rows)
+
+
+def summary(rows: pd.DataFrame, kept: pd.DataFrame | None, n_boot: int, seed: int) -> pd.DataFrame:
+    """Per method: mean and 95 % bootstrap interval of each score, unreadable count, and capability kept."""
+    out = []
+    for method, g in rows.groupby("method", sort=False):
+        row = {"method": method, "n": len(g), "unreadable": int((~g["readable"]).sum())}
+        for score in SCORES:
+            low, high = bootstrap_ci(g[score].to_numpy(), n_boot=n_boot, seed=seed)
+            row |= {score: float(g[score].mean()), f"{score}_low": low, f"{score}_high": high}
+        if kept is not None:
+            answering = method if method in kept.index else "base"
+            row |= {"moralchoice_low_accuracy": float(kept.loc[answering, "moralchoice_low_accuracy"]),
+                    "neutral_ppl": float(kept.loc[answering, "neutral_ppl"])}
+        out.append(row)
+    return pd.DataFrame(out).set_index("method")
+
+
+def methods_json(table: pd.DataFrame) -> dict:
+    """The ``methods`` mapping of the unit's metrics: value F1, drift, meaning kept, MoralChoice accuracy."""
+    keys = ("value_f1", "drift", "meaning_kept", "moralchoice_low_accuracy")
+    return {m: {k: round(float(table.loc[m, k]), 4) for k in keys if k in table.columns} for m in table.index}

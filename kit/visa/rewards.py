@@ -1,0 +1,129 @@
+"""VISA's reward functions, registered by name and written as plain functions in trl's shape.
+
+``GRPOTrainer`` calls each reward with ``prompts``, ``completions`` and the dataset's other columns
+as keyword arguments (here ``source_text`` and ``target_vector``), and sums them with
+``GRPOConfig.reward_weights`` (params ``visa.rewards``). What a reward needs besides — the value
+detector, the embedder, an NLI scorer, the length bounds — comes in a :class:`RewardContext`;
+:func:`bind` turns names into callables that carry it and keep the name trl logs them under
+(``rewards/<name>/mean``).
+
+The scores, per completion (t the target, d the detector's vector of the rewrite, o that of the
+original text; "targeted" means t ≠ 0):
+
+- ``value_match`` = F1 of precision and recall on the targeted values: recall = share of targeted
+  values with d = t; precision = among targeted values the rewrite expresses (d ≠ 0), the share
+  with the right sign; 0 when neither is positive. In [0, 1].
+- ``meaning_kept`` = cosine of the sentence embeddings of rewrite and original (unit vectors); with
+  an NLI scorer, the mean of that and P(original entails rewrite). In [−1, 1].
+- ``drift`` = − share of untargeted values whose reading moved (d ≠ o). In [−1, 0].
+- ``format`` = 1 when the rewrite has between ``min_words`` and ``max_words`` words, else 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kit.registry import Registry
+
+REWARDS: Registry[Callable[..., list[float]]] = Registry("reward function")
+
+
+@dataclass
+class RewardContext:
+    detector: Any  # .vectors(texts) -> ValueResult with .vector
+    embedder: Any  # .encode(texts) -> unit-norm rows
+    nli: Any = None  # .entailment(pairs) -> P(entailment), or None
+    min_words: int = 5
+    max_words: int = 120
+
+    def detect(self, texts: Sequence[str]) -> np.ndarray:
+        """``(n, 10)`` readings; an unreadable text reads as all 0 (expresses nothing)."""
+        results = self.detector.vectors(list(texts))
+        return np.array([r.vector if r.vector is not None else np.zeros(10) for r in results]).reshape(len(texts), 10)
+
+
+def text_of(completion: Any) -> str:
+    """A completion as text: trl passes a string, or a list of messages for conversational prompts."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def value_scores(predicted: Sequence[float], target: Sequence[float]) -> tuple[float, float, float]:
+    """(precision, recall, F1) of a reading against a target, on the targeted values (module docstring)."""
+    d, t = np.asarray(predicted, dtype=float), np.asarray(target, dtype=float)
+    mask = t != 0
+    if not mask.any():
+        raise ValueError("a target names at least one value")
+    hits = int(np.sum((d == t) & mask))
+    expressed = int(np.sum((d != 0) & mask))
+    precision = hits / expressed if expressed else 0.0
+    recall = hits / int(mask.sum())
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def drift_share(predicted: Sequence[float], original: Sequence[float], target: Sequence[float]) -> float:
+    """Share of the untargeted values whose reading differs between rewrite and original (0 if none untargeted)."""
+    d, o, t = (np.asarray(x, dtype=float) for x in (predicted, original, target))
+    free = t == 0
+    return float(np.sum((d != o) & free) / free.sum()) if free.any() else 0.0
+
+
+@REWARDS.register("value_match")
+def value_match(completions: Sequence[Any], target_vector: Sequence[Sequence[float]], *, context: RewardContext,
+                **_: Any) -> list[float]:
+    readings = context.detect([text_of(c) for c in completions])
+    return [value_scores(d, t)[2] for d, t in zip(readings, target_vector)]
+
+
+@REWARDS.register("meaning_kept")
+def meaning_kept(completions: Sequence[Any], source_text: Sequence[str], *, context: RewardContext,
+                 **_: Any) -> list[float]:
+    texts = [text_of(c) for c in completions]
+    emb = context.embedder.encode(texts + list(source_text))  # one embedder call for the batch
+    cosine = np.sum(emb[: len(texts)] * emb[len(texts):], axis=1)
+    if context.nli is None:
+        return cosine.astype(float).tolist()
+    entailed = context.nli.entailment(list(zip(source_text, texts)))
+    return ((cosine + np.asarray(entailed)) / 2).astype(float).tolist()
+
+
+@REWARDS.register("drift")
+def drift(completions: Sequence[Any], source_text: Sequence[str], target_vector: Sequence[Sequence[float]], *,
+          context: RewardContext, **_: Any) -> list[float]:
+    texts = [text_of(c) for c in completions]
+    readings = context.detect(texts + list(source_text))
+    return [-drift_share(d, o, t) for d, o, t in zip(readings[: len(texts)], readings[len(texts):], target_vector)]
+
+
+@REWARDS.register("format")
+def format_ok(completions: Sequence[Any], *, context: RewardContext, **_: Any) -> list[float]:
+    return [float(context.min_words <= len(text_of(c).split()) <= context.max_words) for c in completions]
+
+
+def bind(names: Sequence[str], context: RewardContext) -> list[Callable[..., list[float]]]:
+    """The registered rewards ``names`` as trl reward functions carrying ``context``, named as registered."""
+    funcs = []
+    for name in names:
+        fn = REWARDS.get(name)
+
+        def reward(*args: Any, _fn: Callable = fn, **kwargs: Any) -> list[float]:
+            return _fn(*args, context=context, **kwargs)
+
+        reward.__name__ = reward.__qualname__ = name
+        funcs.append(reward)
+    return funcs
+
+
+def score_all(weights: dict[str, float], context: RewardContext, completions: Sequence[Any],
+              source_text: Sequence[str], target_vector: Sequence[Sequence[float]]) -> tuple[np.ndarray, dict]:
+    """The weighted sum GRPO optimises, and each reward's scores, for a batch of completions."""
+    columns = {"completions": list(completions), "source_text": list(source_text),
+               "target_vector": [list(map(float, t)) for t in target_vector]}
+    parts = {name: np.asarray(fn(**columns)) for name, fn in zip(weights, bind(list(weights), context))}
+    total = sum(weights[name] * parts[name] for name in weights)
+    return np.asarray(total, dtype=float), parts
