@@ -28,7 +28,6 @@ from kit.visa.rewards import drift_share, value_scores
 from kit.visa.rewriter import direct_messages, rewrite_messages
 
 METHODS = ("prompting", "sft", "grpo", "direct_finetune")
-SHIELDED = ("prompting", "sft", "grpo")
 SCORES = ("value_f1", "value_precision", "value_recall", "drift", "meaning_kept")
 
 

@@ -33,11 +33,6 @@ def opposite(target: Sequence[float]) -> np.ndarray:
     return -np.asarray(target, dtype=float)
 
 
-def targeted(target: Sequence[float]) -> np.ndarray:
-    """Boolean mask of the values a target names."""
-    return np.asarray(target, dtype=float) != 0
-
-
 def culture_target(profile: Sequence[float] | None, max_targeted: int = 3) -> np.ndarray | None:
     """A target from a culture's value profile (a detector's vector of its description): the values the
     profile expresses, at most ``max_targeted`` of them in SCHWARTZ_VALUES order; None when it expresses none."""
