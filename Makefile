@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench lab clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# JupyterLab on the notebooks (no browser; open the printed URL). PROFILE=full: every notebook reads
+# params/full.yaml instead of its parameters cell.
+LAB_PORT ?= 8888
+lab: install
+	$(PY) -m kit lab --port $(LAB_PORT) $(if $(PROFILE),--profile $(PROFILE))
 
 bench: install
 	$(PY) -m kit bench generate --params $(PARAMS)

@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 
 import warnings
 
-# tqdm.auto warns inside headless kernels that have no ipywidgets; the kit's bars are off there anyway.
+# tqdm.auto warns in a kernel without ipywidgets (an environment set up without the kit's extras);
+# the bars fall back to text, which is all a headless run shows anyway.
 warnings.filterwarnings("ignore", message="IProgress not found")
 # peft still calls a transformers attribute renamed in v5; the warning says nothing to kit users.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, train, benchmark.
+"""``python -m kit``: run notebooks, check params, train, benchmark, open JupyterLab.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=BENCHES.names())
     b.add_argument("--params", required=True)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    lab = sub.add_parser("lab", help="JupyterLab on the notebooks, agora-kit kernel (no browser; prints the URL)")
+    lab.add_argument("--port", type=int, default=8888)
+    lab.add_argument("--profile", help="every notebook reads this profile (tiny, smoke, full or a file) instead of "
+                                        "its parameters cell")
     return p
 
 
@@ -42,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
+        if args.command == "lab":
+            from kit.lab import main as lab_main
+
+            return lab_main(args.port, args.profile)
         if args.command == "merge":
             from kit.runs import merge_record_files
 

@@ -8,6 +8,7 @@ the same validated values. Relative paths are read from the project root.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -563,6 +564,31 @@ def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return validate(values, str(path))
 
 
+PARAMS_ENV = "AGORA_PARAMS"  # a profile file (or name: full, smoke, tiny) for interactive kernels
+
+
+def profile_file(value: str) -> Path:
+    """``params/<name>.yaml`` for a bare profile name, else the path as given (from the project root)."""
+    path = paths.resolve(value if value.endswith((".yaml", ".yml")) else f"params/{value}.yaml")
+    if not path.is_file():
+        raise ParamsError(f"{PARAMS_ENV}={value}: no such params file ({path}); fix: use tiny, smoke, full or a path")
+    return path
+
+
 def from_notebook(**sections: Any) -> Params:
-    """Validate the values a notebook's parameters cell holds (possibly injected by papermill)."""
-    return validate(sections, "notebook parameters")
+    """Validate the values a notebook's parameters cell holds (possibly injected by papermill).
+
+    In a kernel started with ``AGORA_PARAMS`` set (``make lab PROFILE=full``), the sections the
+    notebook names come from that profile file instead of the cell's literals, so one setting
+    switches every notebook of a JupyterLab session; headless runs clear the variable and use
+    what papermill injected.
+    """
+    chosen = os.environ.get(PARAMS_ENV)
+    if not chosen:
+        return validate(sections, "notebook parameters")
+    path = profile_file(chosen)
+    params = load_params(path)
+    shown = path.relative_to(paths.ROOT) if path.is_relative_to(paths.ROOT) else path
+    print(f"parameters from {shown} ({PARAMS_ENV}); the parameters cell's values are not used")
+    values = params.sections()
+    return validate({k: values[k] for k in sections}, str(path))

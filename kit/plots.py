@@ -1,4 +1,4 @@
-"""Figure boilerplate in one place: a headless matplotlib, seaborn's style, save and close.
+"""Figure boilerplate in one place: a headless matplotlib, seaborn's style, save, show inline, close.
 
 Figures are drawn from metric tables handed in by the caller, never recomputed here::
 
@@ -8,6 +8,7 @@ Figures are drawn from metric tables handed in by the caller, never recomputed h
 
 from __future__ import annotations
 
+import io
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,13 +41,30 @@ def figure(paths: str | os.PathLike | Sequence[str | os.PathLike], nrows: int = 
     save(fig, paths)
 
 
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
 def save(fig: Any, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> None:
-    """Lay out, save to every path and close a figure made elsewhere (e.g. by ``DataFrame.plot``)."""
+    """Lay out, save to every path, show inline when in a notebook, and close a figure (also one made
+    elsewhere, e.g. by ``DataFrame.plot``). The inline copy is the saved PNG, so the notebook (and its
+    HTML export) shows exactly the file."""
     plt = pyplot()
     try:
         fig.tight_layout()
         for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=DPI)
+        if _in_kernel():
+            from IPython.display import Image, display
+
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=DPI)
+            display(Image(data=buffer.getvalue()))
     finally:
         plt.close(fig)

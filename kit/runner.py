@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from kit import paths
-from kit.config import Params
+from kit.config import PARAMS_ENV, Params
 
 KERNEL = "agora-kit"
 # Progress bars inside a papermill kernel write every update into the saved notebook.
@@ -43,6 +43,29 @@ def ensure_kernel(name: str = KERNEL) -> str:
     return name
 
 
+def local_kernel_manager():
+    """A kernel manager whose kernels talk over IPC sockets in a private temp folder.
+
+    The kernel runs on this machine, so a TCP port (plain text, and ipykernel's warning about it in
+    every run's output) buys nothing; the socket files go to a temp folder, not the project root.
+    """
+    import tempfile
+
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _ipc(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _socket_prefix(self) -> str:
+            return str(Path(tempfile.mkdtemp(prefix="agora-kernel-")) / "kernel")
+
+    return LocalKernelManager
+
+
 def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, progress: bool = False) -> float:
     """Execute one notebook with the profile's sections injected; returns seconds taken.
 
@@ -51,6 +74,7 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
 
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.update(QUIET_ENV)
+    os.environ.pop(PARAMS_ENV, None)  # the injected sections rule a headless run, not a profile file
     declared = pm.inspect_notebook(str(notebook))  # pass only what its parameters cell names
     values = {k: v for k, v in params.sections().items() if k in declared}
     start = time.perf_counter()
@@ -58,7 +82,8 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
     # stay off (QUIET_ENV), so the executed notebook holds no progress output.
     bar = {"disable": not progress, "desc": f"  {notebook.stem}", "leave": True, "file": sys.stderr}
     pm.execute_notebook(str(notebook), str(out), parameters=values, kernel_name=kernel,
-                        progress_bar=bar, log_output=False, cwd=str(paths.ROOT))
+                        progress_bar=bar, log_output=False, cwd=str(paths.ROOT),
+                        kernel_manager_class=local_kernel_manager())
     return time.perf_counter() - start
 
 

@@ -33,6 +33,7 @@ class Session:
         self._agents = None
         self._backends: dict[str, object] = {}
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # silence fork warnings in kernels
+        _table_display()
 
     @cached_property
     def cache(self) -> Cache:
@@ -103,3 +104,11 @@ class Session:
             display({METRICS_MIME: metrics, "text/plain": json.dumps(metrics, indent=1)}, raw=True)
         except ImportError:
             pass
+
+
+def _table_display() -> None:
+    """Long tables show their head and tail with a "[N rows x M columns]" note instead of scrolling on."""
+    import pandas as pd
+
+    pd.set_option("display.max_rows", 40)
+    pd.set_option("display.min_rows", 16)

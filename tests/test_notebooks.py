@@ -4,6 +4,7 @@ Like the recommenders smoke tests: each notebook records its key numbers in its 
 (``Session.record_metrics``), and the test reads them back from the executed notebook.
 """
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -161,6 +162,13 @@ def test_notebook_runs_with_tiny_params(notebook, tiny_params, capfd):
     nb = nbformat.read(out, as_version=4)  # with the cell papermill injects
     assert f"{len(nb.cells)}/{len(nb.cells)}" in capfd.readouterr().err  # the live progress reached the terminal …
     assert not any("cell/s" in str(o) or "it/s" in str(o) for c in nb.cells for o in c.get("outputs", []))  # … not the notebook
+    # no Python warning reaches a cell (the kit's own log lines, which count failures, may)
+    warned = [o["text"] for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"
+              and re.search(r"\w+Warning: ", o["text"])]
+    assert not warned, warned[0][:300]
+    inline = any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    saved = list((tiny_params.run_dir / "figures").glob(f"{notebook.name[:2]}_*.png"))
+    assert inline == bool(saved)  # every saved figure is also shown in the notebook
     CHECKS[notebook.name[:2]](recorded_metrics(out))
 
 

@@ -111,7 +111,8 @@ def loss_figure(session, adapters: dict[str, Path]) -> None:
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.set_title("LoRA finetuning on negotiation data")
-        ax.legend(fontsize=7)
+        if ax.lines:  # a run too short to log a loss has no curve to label
+            ax.legend(fontsize=7)
 
 
 def cultural_distance(session, compared: dict[str, str | None],

@@ -107,7 +107,8 @@ def opposite_figure(session, example: pd.DataFrame) -> None:
         ax.axis("off")
         y = 1.0
         for _, r in example.iterrows():
-            body = textwrap.fill(" ".join(r["text"].split())[:600], 120)
+            printable = "".join(ch for ch in r["text"] if ch.isprintable() or ch.isspace())  # no glyph for controls
+            body = textwrap.fill(" ".join(printable.split())[:600], 120)
             ax.text(0, y, r["instruction"], fontsize=9, fontweight="bold", va="top", transform=ax.transAxes)
             ax.text(0, y - 0.05, body, fontsize=8, va="top", family="monospace", transform=ax.transAxes)
             y -= 0.34
