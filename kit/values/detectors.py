@@ -17,7 +17,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from kit.values.schwartz import SCHWARTZ_VALUES, VALUE_DEFINITIONS, VALUE_POLES
 log = logging.getLogger(__name__)
 
 DETECTORS: Registry = Registry("value detector")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,15 +96,20 @@ def parse_value_json(text: str) -> np.ndarray | None:
     all ten values — keys in any case, spacing or hyphenation — to −1, 0 or 1 (numbers or strings
     such as ``"+1"``). A missing value or any other score makes the object invalid.
     """
-    fixed = _TRAILING_COMMA.sub(r"\1", _PLUS_NUMBER.sub(r"\1", text))
+    return first_json(_TRAILING_COMMA.sub(r"\1", _PLUS_NUMBER.sub(r"\1", text)), _vector_from)
+
+
+def first_json(text: str, read: Callable[[dict], T | None]) -> T | None:
+    """``read`` of the first JSON object anywhere in ``text`` (fences and prose around it are fine) that
+    it accepts (returns not None); None when there is none."""
     decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", fixed):
+    for match in re.finditer(r"\{", text):
         try:
-            obj, _ = decoder.raw_decode(fixed, match.start())
+            obj, _ = decoder.raw_decode(text, match.start())
         except json.JSONDecodeError:
             continue
-        if isinstance(obj, dict) and (vec := _vector_from(obj)) is not None:
-            return vec
+        if isinstance(obj, dict) and (value := read(obj)) is not None:
+            return value
     return None
 
 

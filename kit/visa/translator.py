@@ -13,7 +13,6 @@ figure scores the translator on them as well as on its own template.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any, Sequence
@@ -23,7 +22,7 @@ import numpy as np
 from kit import seeds
 from kit.engine import ask_parsed, run
 from kit.llm.base import Backend, ChatRequest, GenParams
-from kit.values.detectors import ValueResult
+from kit.values.detectors import ValueResult, first_json
 from kit.values.schwartz import SCHWARTZ_VALUES, VALUE_DEFINITIONS
 
 log = logging.getLogger(__name__)
@@ -78,15 +77,7 @@ def _from_object(obj: dict) -> np.ndarray | None:
 def parse_target(text: str) -> np.ndarray | None:
     """The target in a reply: the first JSON object with only ``more``/``less`` keys, each a value name or
     a list of them (any case or hyphenation), naming no value twice and at least one; else None."""
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", text):
-        try:
-            obj, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and (vec := _from_object(obj)) is not None:
-            return vec
-    return None
+    return first_json(text, _from_object)
 
 
 SYSTEM = ("You translate instructions about human values into Schwartz's ten basic values. You reply with a single "
