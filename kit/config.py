@@ -332,7 +332,7 @@ class VisaParams(Section):
     translator_tokens: PositiveInt = 64
     round_trip_targets: PositiveInt = 12  # sampled targets the translator reads back (beside the hand-written ones)
     rewrite_tokens: PositiveInt = 96
-    # reward name -> weight (trl's reward_weights); names in kit.visa.rewards.REWARDS
+    # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS
     rewards: dict[str, float] = Field(default_factory=lambda: {
         "value_match": 1.0, "meaning_kept": 1.0, "drift": 0.5, "format": 0.25}, min_length=1)
     reward_detector: str = "trained"  # the detector the rewards read (kit.values.DETECTORS)
@@ -351,7 +351,7 @@ class VisaParams(Section):
     @field_validator("rewards")
     @classmethod
     def _registered_rewards(cls, v: dict[str, float]) -> dict[str, float]:
-        from kit.visa.rewards import REWARDS
+        from kit.train.rewards import REWARDS
 
         for name in v:
             _registered(REWARDS, name)
@@ -385,6 +385,58 @@ class VisaParams(Section):
         return self
 
 
+class SelfPlayParams(Section):
+    """Unit 3x, learning to negotiate by self-play: dilemmas and personas, self-play and single-agent
+    GRPO on a Collective Agency judge, and the held-out table."""
+
+    n_generated: int = Field(12, ge=0)  # dilemmas (with persona pairs) the model is asked to write
+    generation_tokens: PositiveInt = 200
+    generation_temperature: float = Field(0.9, gt=0)
+    max_retries: int = Field(2, ge=0)
+    n_moralchoice: int = Field(12, ge=0)  # high-ambiguity MoralChoice scenarios, one action per persona
+    dedup_cosine: float = Field(0.9, gt=0, le=1)  # a dilemma this close to a kept one is dropped
+    test_fraction: float = Field(0.3, gt=0, lt=1)  # dilemmas held out from every training, by id
+    max_turns: int = Field(6, ge=2)  # turns of a dialogue, both sides together; a speaks first
+    turn_tokens: PositiveInt = 96
+    turn_words: PositiveInt = 60  # the length each side is asked to keep a turn under
+    judge: str | None = None  # the Collective Agency judge: a model name, hub id or folder; null: the profile's model
+    # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS
+    rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0, "joint_solution": 0.5},
+                                      min_length=1)
+    single_rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0}, min_length=1)
+    # self-play GRPO (trl GRPOConfig keys): a dialogue is long, so a group of 4 is played at once and
+    # trained one rollout at a time (gradient accumulation), which keeps the logits of one dialogue in memory
+    policy: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 1, "per_device_train_batch_size": 1,
+                                           "gradient_accumulation_steps": 4})
+    single: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 1})  # single-agent GRPO
+    # held-out dialogues: sampled at this temperature with seeds from (seed, turn), shared by every method; 0: greedy
+    eval_temperature: float = Field(0.7, ge=0)
+    max_test_items: PositiveInt = 40
+    capability_items: PositiveInt = 24
+
+    @field_validator("rewards", "single_rewards")
+    @classmethod
+    def _registered_rewards(cls, v: dict[str, float]) -> dict[str, float]:
+        from kit.train.rewards import REWARDS
+
+        for name in v:
+            _registered(REWARDS, name)
+            if name not in ("collective_agency", "joint_solution"):
+                raise ValueError(f"{name!r} is not a self-play reward; use collective_agency and joint_solution")
+        return v
+
+    @field_validator("judge")
+    @classmethod
+    def _known_judge(cls, v: str | None) -> str | None:
+        return v if v is None else ModelParams._known(v)
+
+    @model_validator(mode="after")
+    def _enough_dilemmas(self) -> "SelfPlayParams":
+        if self.n_generated + self.n_moralchoice < 4:
+            raise ValueError("n_generated + n_moralchoice must be at least 4, so both splits hold dilemmas")
+        return self
+
+
 class BenchParams(Section):
     n_requests: PositiveInt = 8
     max_new_tokens: PositiveInt = 64
@@ -399,6 +451,8 @@ class BenchParams(Section):
     palette_items: PositiveInt = 12
     sequential_palette_items: PositiveInt = 3
     grpo_steps: PositiveInt = 3
+    selfplay_dialogues: PositiveInt = 8
+    sequential_dialogues: PositiveInt = 2
 
 
 class Params(Section):
@@ -415,6 +469,7 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     palette: PaletteParams = PaletteParams()
     visa: VisaParams = VisaParams()
+    selfplay: SelfPlayParams = SelfPlayParams()
     bench: BenchParams = BenchParams()
 
     @property
@@ -529,6 +584,10 @@ def _check_recipes(params: Params, values: dict) -> None:
         v = params.visa
         for where, recipe, method in (("rewriter", v.rewriter, "grpo"), ("sft", v.sft, "sft"), ("direct", v.direct, "dpo")):
             check(recipe.lora, recipe.trl, [method], {}, f"visa.{where}")
+    if "selfplay" in values:
+        for where in ("policy", "single"):
+            recipe = getattr(params.selfplay, where)
+            check(recipe.lora, recipe.trl, ["grpo"], {}, f"selfplay.{where}")
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

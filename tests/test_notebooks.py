@@ -143,8 +143,34 @@ def check_22(m):
     assert set(m["grpo_vs"]) == {"prompting", "sft", "direct_finetune"}
 
 
+def check_30(m):
+    assert m["overlap"] == {"train_test_dilemmas": 0, "capability_scenarios": 0}
+    # a random model writes no dilemma JSON: every request is a recorded failure after its retry, none invented
+    assert m["generation_requests"] == m["generation_failures"] == 2 and m["generated_parsed"] == 0
+    assert m["generation_attempts"] == 4
+    assert m["by_source"] == {"generated": 0, "moralchoice": 6 - m["duplicates_dropped"]}
+    assert m["dilemmas"]["train"] > 0 and m["dilemmas"]["test"] > 0
+
+
+def check_31(m):
+    assert m["heldout_in_training"] == 0
+    assert m["records"]["self_play_grpo"] == m["records"]["single_agent_grpo"] > 0
+    for method in ("self_play_grpo", "single_agent_grpo"):
+        assert m[method]["steps"] >= 1 and 0 <= m[method]["reward_first"] <= 1.5
+
+
+def check_32(m):
+    assert set(m["methods"]) == {"untrained", "single_agent_grpo", "self_play_grpo"}
+    for scores in m["methods"].values():
+        assert {"collective_agency", "resolution_rate", "moralchoice_low_accuracy"} <= set(scores)
+        assert 1 <= scores["collective_agency"] <= 5 and 0 <= scores["resolution_rate"] <= 1
+    assert m["overlap"] == {"train_test_dilemmas": 0, "heldout_in_training": 0, "capability_scenarios": 0}
+    assert m["n_dilemmas"] > 0
+
+
 CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "10": check_10,
-          "11": check_11, "12": check_12, "20": check_20, "21": check_21, "22": check_22}
+          "11": check_11, "12": check_12, "20": check_20, "21": check_21, "22": check_22, "30": check_30,
+          "31": check_31, "32": check_32}
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from kit.llm.base import Backend, ChoiceResult
+from kit.train.rewards import bind, text_of
 from kit.values.schwartz import SCHWARTZ_VALUES
 from kit.visa import corpus as vc
-from kit.visa.rewards import REWARDS, RewardContext, bind, drift_share, score_all, text_of, value_scores
+from kit.visa.rewards import RewardContext, drift_share, score_all, value_scores
 from kit.visa.targets import culture_target, opposite, sample_target
 from kit.visa.translator import INSTRUCTION_EXAMPLES, ValueTranslator, instruction, parse_target
 
@@ -69,8 +70,9 @@ def test_registered_rewards_on_hand_computed_cases_with_trl_call_shape():
     det = Table(readings={"orig": vec(power=1), "new": vec(tradition=1, power=1, achievement=1)},
                 embeddings={"orig": a, "new": b})
     ctx = RewardContext(det, det, min_words=1, max_words=1)
-    funcs = dict(zip(REWARDS.names(), bind(REWARDS.names(), ctx)))
-    assert [f.__name__ for f in funcs.values()] == list(REWARDS.names())
+    names = ["value_match", "meaning_kept", "drift", "format"]
+    funcs = dict(zip(names, bind(names, ctx)))
+    assert [f.__name__ for f in funcs.values()] == names
     # trl passes conversational completions and every dataset column as keyword arguments
     kwargs = {"prompts": [[{"role": "user", "content": "x"}]],
               "completions": [[{"role": "assistant", "content": "new"}]], "completion_ids": [[1]],

@@ -9,5 +9,5 @@ from __future__ import annotations
 from kit.registry import Registry
 
 BENCHES: Registry = Registry("benchmark")
-for _name in ("generate", "choice", "negotiate", "train", "palette", "grpo"):
+for _name in ("generate", "choice", "negotiate", "train", "palette", "grpo", "selfplay"):
     BENCHES.register(_name, f"kit.bench.{_name}:run")

@@ -32,10 +32,11 @@ class CountingEmbedder:
 def run(params: Params) -> dict:
     from kit.embed import Embedder
     from kit.train.recipes import config_kwargs
+    from kit.train.rewards import bind
     from kit.train.trainers import train
     from kit.values import make_value_detector
     from kit.visa.corpus import Item
-    from kit.visa.rewards import RewardContext, bind
+    from kit.visa.rewards import RewardContext
     from kit.visa.rewriter import grpo_records, targets_of
 
     v = params.visa

@@ -15,11 +15,11 @@ import pandas as pd
 
 from kit import plots
 from kit.evals.nli import make_scorer
-from kit.files import read_json
 from kit.lessons import visa_detector
+from kit.train.rewards import bind
 from kit.train.trainers import train
 from kit.visa import corpus as vc
-from kit.visa.rewards import RewardContext, bind
+from kit.visa.rewards import RewardContext
 from kit.visa.rewriter import best_of_records, direct_records, grpo_records, targets_of
 
 
@@ -90,15 +90,6 @@ def adapters(session) -> dict[str, str | None]:
     direct = found["direct"] if (found["direct"] / "adapter_model.safetensors").is_file() else None
     return {"prompting": None, "sft": str(found["sft"]), "grpo": str(found["grpo"]),
             "direct_finetune": str(direct) if direct else None}
-
-
-def reward_history(adapter: Path) -> pd.DataFrame:
-    """Per GRPO step: the total reward and each reward's mean, from the trainer's log history."""
-    history = read_json(Path(adapter).parent / "log_history.json", [])
-    rows = [{"step": h["step"], "reward": h["reward"],
-             **{k.split("/")[1]: v for k, v in h.items() if k.startswith("rewards/") and k.endswith("/mean")}}
-            for h in history if "reward" in h]
-    return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
 
 
 def reward_figure(session, curves: pd.DataFrame) -> None:

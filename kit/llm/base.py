@@ -20,21 +20,29 @@ def _freeze(messages: Sequence[Message]) -> tuple[tuple[tuple[str, str], ...], .
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A conversation to continue, optionally through a LoRA adapter (a PEFT folder path)."""
+    """A conversation to continue, optionally through a LoRA adapter (a PEFT folder path).
+
+    ``sample`` tells apart the k-th of several samples of the same conversation: equal requests
+    are one request to the scheduler and the cache, so n sampled rollouts of one prompt (a GRPO
+    group) are n requests with ``sample`` 0 … n−1, batched in one call.
+    """
 
     messages: tuple
     adapter: str | None = None
+    sample: int = 0
 
-    def __init__(self, messages: Sequence[Message], adapter: str | None = None):
+    def __init__(self, messages: Sequence[Message], adapter: str | None = None, sample: int = 0):
         object.__setattr__(self, "messages", _freeze(messages))
         object.__setattr__(self, "adapter", None if adapter is None else str(adapter))
+        object.__setattr__(self, "sample", int(sample))
 
     @property
     def chat(self) -> list[Message]:
         return [dict(m) for m in self.messages]
 
     def key(self) -> dict:
-        return {"messages": self.chat, "adapter": self.adapter}
+        # sample 0 adds nothing, so cache entries written before the field existed stay valid
+        return {"messages": self.chat, "adapter": self.adapter, **({"sample": self.sample} if self.sample else {})}
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,19 @@ class HFBackend(Backend):
         self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0}
 
     @classmethod
+    def around(cls, model, tokenizer, batch_size: int = 8, identity: str = "in-memory") -> "HFBackend":
+        """A backend over a model already in memory, e.g. a policy while it trains (it is not copied,
+        loaded or put in eval mode here; requests must not name adapters)."""
+        self = cls.__new__(cls)
+        param = next(model.parameters())
+        self.resolved, self.identity, self.model, self.tokenizer = None, identity, model, tokenizer
+        self.device, self.batch_size = str(param.device), batch_size
+        self.numerics = f"{str(param.dtype).removeprefix('torch.')}@{param.device.type}"
+        self._adapters = {}
+        self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0}
+        return self
+
+    @classmethod
     def from_params(cls, model, seed: int = 0) -> "HFBackend":
         """The backend a ``ModelParams`` section describes (sampling seeds come per call)."""
         return cls(model.name, revision=model.revision, dtype=model.dtype, device=model.device,

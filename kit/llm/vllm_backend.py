@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.special import logsumexp
 
+from kit import seeds
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Message, ScoreRequest
 from kit.llm.chat import label_token_ids, render_chat
 
@@ -50,6 +51,11 @@ def sampling_kwargs(params: GenParams) -> dict[str, Any]:
         "seed": params.seed,
         "stop": list(params.stop),
     }
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """The seed of a request's ``sample``-th draw (sample 0 keeps the call's seed)."""
+    return seed if sample == 0 else seeds.derive(seed, "sample", sample)
 
 
 def encode_prompt(tokenizer, messages: Sequence[Message], prefix: str = "") -> list[int]:
@@ -194,7 +200,13 @@ class VLLMBackend(Backend):
         if not requests:
             return []
         prompts = [encode_prompt(self.tokenizer, r.chat) for r in requests]
-        outputs = self._run(prompts, self._sampling_params(**sampling_kwargs(params)), requests)
+        kwargs = sampling_kwargs(params)
+        if params.seed is not None and any(r.sample for r in requests):
+            # vLLM seeds each request alone: the k-th sample of a prompt needs its own seed to differ
+            sampling = [self._sampling_params(**{**kwargs, "seed": sample_seed(params.seed, r.sample)}) for r in requests]
+        else:
+            sampling = self._sampling_params(**kwargs)
+        outputs = self._run(prompts, sampling, requests)
         return [o.outputs[0].text for o in outputs]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:

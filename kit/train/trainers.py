@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from kit import artifacts
 from kit.cache import cache_key
@@ -158,11 +158,12 @@ def diverged_at(log_history: Sequence[dict]) -> dict | None:
 
 def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dict] | None, base_model: str,
           output_dir: Path, recipe, seed: int = 0, reward_funcs: Sequence | None = None,
-          rewards: dict | None = None) -> TrainResult:
+          rewards: dict | None = None, rollout_func: Callable | None = None) -> TrainResult:
     """Train ``method``'s LoRA adapter with ``recipe`` (``lora``, ``trl`` and maybe ``per_method`` keys).
 
     Online methods (GRPO) also take ``reward_funcs`` (trl reward functions) and ``rewards``, a
-    description of them for the fingerprint (their names, weights, and the models they read).
+    description of them for the fingerprint (their names, weights, and the models they read), and
+    may take a ``rollout_func`` (trl's multi-turn rollouts; describe it in ``rewards`` too).
 
     ``output_dir/fingerprint.json`` records what the run depends on (:func:`train_parts`). A
     finished adapter with the same fingerprint is reused; an unfinished run with the same one
@@ -178,7 +179,7 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     output_dir = Path(output_dir)
     eval_records = list(eval_records or [])
     if spec.online and not reward_funcs:
-        raise ValueError(f"{method} trains on rewards: pass reward_funcs (kit.visa.rewards.bind) and their description")
+        raise ValueError(f"{method} trains on rewards: pass reward_funcs (kit.train.rewards.bind) and their description")
     parts = train_parts(method, train_records, eval_records, base_model, recipe, seed, rewards)
     stamp_path, adapter_dir = output_dir / FINGERPRINT, output_dir / "adapter"
     reason = artifacts.stale(stamp_path, parts)
@@ -202,7 +203,13 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     with warnings.catch_warnings():
         # trl and peft still read the pre-5.x attribute name; nothing a caller can act on.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        # the kit pins trl and tests its rollout_func contract (tests/test_selfplay.py)
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
         online = {"reward_funcs": list(reward_funcs)} if spec.online else {}
+        if rollout_func is not None:
+            if not spec.online:
+                raise ValueError(f"{method} samples no rollouts; rollout_func is for online methods (grpo)")
+            online["rollout_func"] = rollout_func
         trainer = trainer_cls(model=model, args=args, processing_class=tok, peft_config=lora_config(recipe.lora), **online,
                               train_dataset=_dataset(train_records, method),
                               eval_dataset=_dataset(eval_records, method) if eval_records else None,
@@ -234,6 +241,17 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     return TrainResult(adapter_dir=adapter_dir, log_history=history, train_tokens=round(epoch_tokens * epochs_done),
                        seconds=seconds, global_step=trainer.state.global_step, resumed_from=last,
                        step_seconds=tuple(meter.step_seconds))
+
+
+def reward_history(adapter_dir: Path):
+    """Per logged GRPO step of a finished run: the total reward and each reward's mean (a DataFrame by step)."""
+    import pandas as pd
+
+    history = read_json(Path(adapter_dir).parent / "log_history.json", [])
+    rows = [{"step": h["step"], "reward": h["reward"],
+             **{k.split("/")[1]: v for k, v in h.items() if k.startswith("rewards/") and k.endswith("/mean")}}
+            for h in history if "reward" in h]
+    return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
 
 
 def _finished(output_dir: Path) -> TrainResult:

@@ -1,11 +1,10 @@
-"""VISA's reward functions, registered by name and written as plain functions in trl's shape.
+"""VISA's reward functions, plain functions in trl's shape registered in ``kit.train.rewards``.
 
 ``GRPOTrainer`` calls each reward with ``prompts``, ``completions`` and the dataset's other columns
 as keyword arguments (here ``source_text`` and ``target_vector``), and sums them with
 ``GRPOConfig.reward_weights`` (params ``visa.rewards``). What a reward needs besides — the value
-detector, the embedder, an NLI scorer, the length bounds — comes in a :class:`RewardContext`;
-:func:`bind` turns names into callables that carry it and keep the name trl logs them under
-(``rewards/<name>/mean``).
+detector, the embedder, an NLI scorer, the length bounds — comes in a :class:`RewardContext`
+(``kit.train.rewards.bind`` hands it over).
 
 The scores, per completion (t the target, d the detector's vector of the rewrite, o that of the
 original text; "targeted" means t ≠ 0):
@@ -22,13 +21,11 @@ original text; "targeted" means t ≠ 0):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from kit.registry import Registry
-
-REWARDS: Registry[Callable[..., list[float]]] = Registry("reward function")
+from kit.train.rewards import bind, text_of
 
 
 @dataclass
@@ -43,13 +40,6 @@ class RewardContext:
         """``(n, 10)`` readings; an unreadable text reads as all 0 (expresses nothing)."""
         results = self.detector.vectors(list(texts))
         return np.array([r.vector if r.vector is not None else np.zeros(10) for r in results]).reshape(len(texts), 10)
-
-
-def text_of(completion: Any) -> str:
-    """A completion as text: trl passes a string, or a list of messages for conversational prompts."""
-    if isinstance(completion, str):
-        return completion
-    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
 
 
 def value_scores(predicted: Sequence[float], target: Sequence[float]) -> tuple[float, float, float]:
@@ -73,14 +63,12 @@ def drift_share(predicted: Sequence[float], original: Sequence[float], target: S
     return float(np.sum((d != o) & free) / free.sum()) if free.any() else 0.0
 
 
-@REWARDS.register("value_match")
 def value_match(completions: Sequence[Any], target_vector: Sequence[Sequence[float]], *, context: RewardContext,
                 **_: Any) -> list[float]:
     readings = context.detect([text_of(c) for c in completions])
     return [value_scores(d, t)[2] for d, t in zip(readings, target_vector)]
 
 
-@REWARDS.register("meaning_kept")
 def meaning_kept(completions: Sequence[Any], source_text: Sequence[str], *, context: RewardContext,
                  **_: Any) -> list[float]:
     texts = [text_of(c) for c in completions]
@@ -92,7 +80,6 @@ def meaning_kept(completions: Sequence[Any], source_text: Sequence[str], *, cont
     return ((cosine + np.asarray(entailed)) / 2).astype(float).tolist()
 
 
-@REWARDS.register("drift")
 def drift(completions: Sequence[Any], source_text: Sequence[str], target_vector: Sequence[Sequence[float]], *,
           context: RewardContext, **_: Any) -> list[float]:
     texts = [text_of(c) for c in completions]
@@ -100,23 +87,8 @@ def drift(completions: Sequence[Any], source_text: Sequence[str], target_vector:
     return [-drift_share(d, o, t) for d, o, t in zip(readings[: len(texts)], readings[len(texts):], target_vector)]
 
 
-@REWARDS.register("format")
 def format_ok(completions: Sequence[Any], *, context: RewardContext, **_: Any) -> list[float]:
     return [float(context.min_words <= len(text_of(c).split()) <= context.max_words) for c in completions]
-
-
-def bind(names: Sequence[str], context: RewardContext) -> list[Callable[..., list[float]]]:
-    """The registered rewards ``names`` as trl reward functions carrying ``context``, named as registered."""
-    funcs = []
-    for name in names:
-        fn = REWARDS.get(name)
-
-        def reward(*args: Any, _fn: Callable = fn, **kwargs: Any) -> list[float]:
-            return _fn(*args, context=context, **kwargs)
-
-        reward.__name__ = reward.__qualname__ = name
-        funcs.append(reward)
-    return funcs
 
 
 def score_all(weights: dict[str, float], context: RewardContext, completions: Sequence[Any],

@@ -1,0 +1,106 @@
+"""Notebook 32 · every method on held-out dilemmas: Collective Agency, conflict resolution, capability kept.
+
+The untrained policy, the single-agent GRPO policy and the self-play GRPO policy each talk every
+held-out dilemma through with themselves (``kit.selfplay.evaluation``); the judge scores
+each joint solution. Self-play GRPO is compared with each other method paired on the same dilemmas.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+
+from kit import plots, seeds
+from kit.data import load_moralchoice
+from kit.evals.capability import capability_table
+from kit.lessons.selfplay_data import capability_ids
+from kit.lessons.selfplay_training import judge_backend, trained_ids
+from kit.metrics.alignment import bootstrap_ci
+from kit.selfplay import dilemmas as sd
+from kit.selfplay.dialogue import Dialogue
+from kit.selfplay.evaluation import METHODS, dialogues, methods_json, score_rows, summary
+
+
+def held_out(found: list[sd.Dilemma], n: int) -> list[sd.Dilemma]:
+    return [d for d in found if d.split == "test"][:n]
+
+
+def overlap(session, found: list[sd.Dilemma]) -> dict[str, int]:
+    return sd.overlap(found, capability_ids(session), trained_ids(session))
+
+
+def evaluate(session, dilemmas: list[sd.Dilemma], adapters: dict[str, str | None]):
+    """(dialogues per method, one score row per method and dilemma)."""
+    sp = session.params.selfplay
+    with session.timed("dialogues"):
+        played = dialogues(session.backend, dilemmas, adapters, sp.max_turns, sp.turn_tokens, sp.turn_words,
+                           sp.eval_temperature, session.params.seed)
+    with session.timed("judge and acceptance"):
+        rows = score_rows(session.backend, judge_backend(session), dilemmas, played, sp.turn_words)
+    return played, rows
+
+
+def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
+    p = session.params
+    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.selfplay.capability_items]
+    with session.timed("capability"):
+        return capability_table(session.backend, adapters, scenarios)
+
+
+def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    p = session.params
+    return summary(rows, kept, p.n_boot, seeds.derive(p.seed, "bootstrap")).reindex(
+        [m for m in METHODS if m in set(rows["method"])])
+
+
+def paired(session, rows: pd.DataFrame, method: str = "self_play_grpo") -> pd.DataFrame:
+    """``method`` minus each other method on the same dilemmas, for CA and resolution: mean, 95 % interval, verdict."""
+    p = session.params
+    out = []
+    for score in ("collective_agency", "resolved"):
+        wide = rows.pivot(index="id", columns="method", values=score)
+        for other in [m for m in wide.columns if m != method]:
+            diffs = (wide[method] - wide[other]).dropna().to_numpy(dtype=float)
+            low, high = bootstrap_ci(diffs, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
+            verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
+            out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()), "ci_low": low,
+                        "ci_high": high, "n": len(diffs), "verdict": verdict})
+    return pd.DataFrame(out).set_index(["score", "against"])
+
+
+def table_figure(session, t: pd.DataFrame) -> None:
+    with plots.figure(session.figure_paths("32_selfplay_table.png"), 1, 2, figsize=(10, 3.6)) as (fig, axes):
+        for ax, score, label in zip(axes, ("resolution_rate", "collective_agency"),
+                                    ("resolution rate (both sides state a joint solution)", "Collective Agency (1–5)")):
+            err = [t[score] - t[f"{score}_low"], t[f"{score}_high"] - t[score]]
+            ax.bar(t.index, t[score], yerr=np.nan_to_num(err), capsize=4, color="#4c72b0")
+            ax.set_ylim(*((0, 1) if score == "resolution_rate" else (1, 5)))
+            ax.set_title(label, fontsize=10)
+            ax.tick_params(axis="x", rotation=15)
+        fig.suptitle("Self-play on held-out dilemmas (95 % bootstrap intervals)")
+
+
+def transcript(d: sd.Dilemma, dialogue: Dialogue) -> str:
+    names = {"a": d.a.name, "b": d.b.name}
+    lines = [f"{names[t.speaker]}: {' '.join(t.text.split())[:260]}" for t in dialogue.turns]
+    verdict = "resolved" if dialogue.resolved else "not resolved"
+    return "\n".join(lines) + f"\n[{verdict} after {len(dialogue.turns)} turns]"
+
+
+def dialogue_figure(session, d: sd.Dilemma, before: Dialogue, after: Dialogue) -> None:
+    with plots.figure(session.figure_paths("32_dialogue_before_after.png"), 1, 2, figsize=(13, 5)) as (fig, axes):
+        for ax, title, dlg in zip(axes, ("untrained", "self-play GRPO"), (before, after)):
+            ax.axis("off")
+            printable = "".join(ch for ch in transcript(d, dlg) if ch.isprintable() or ch == "\n")
+            body = "\n".join(textwrap.fill(line, 70) for line in printable.splitlines())
+            ax.text(0, 1, body, fontsize=7, va="top", family="monospace", transform=ax.transAxes)
+            ax.set_title(title)
+        fig.suptitle(textwrap.fill(f"{d.id}: {d.text}", 150), fontsize=8)
+
+
+def key_numbers(session, t: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame, counts: dict) -> dict:
+    return {"methods": methods_json(t), "n_dilemmas": int(rows["id"].nunique()), "overlap": counts,
+            "judge": session.params.selfplay.judge or session.params.model.name,
+            "self_play_vs": {f"{s}:{o}": v for (s, o), v in compared["verdict"].items()}}

@@ -1,0 +1,126 @@
+"""Notebook 31 · self-play GRPO and the single-agent GRPO baseline, on the same judge.
+
+Both are LoRA adapters on the base model trained with trl's ``GRPOTrainer`` on the train dilemmas:
+self-play through the rollout function (``kit.selfplay.rollout``: dialogues between two copies
+of the policy, the loss on the learning side's own turns), the baseline on single completions.
+Adapters go to ``runs/<profile>/selfplay/train/<method>`` and are reused while their inputs match;
+the ids each one trained on are written beside them, for the leak count of notebook 32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kit import plots
+from kit.cache import cache_key
+from kit.files import atomic_write_json, read_json
+from kit.lessons.selfplay_data import folder
+from kit.selfplay import judge as ca
+from kit.selfplay.dilemmas import Dilemma
+from kit.selfplay.rewards import JudgeContext
+from kit.selfplay.rollout import rollout_func
+from kit.selfplay.training import selfplay_records, single_records
+from kit.train.rewards import bind
+from kit.train.trainers import reward_history, train
+
+TRAINED = ("single_agent_grpo", "self_play_grpo")
+
+
+def train_dilemmas(found: list[Dilemma]) -> list[Dilemma]:
+    return [d for d in found if d.split == "train"]
+
+
+def judge_backend(session):
+    """The Collective Agency judge: ``selfplay.judge``, or the profile's model when that is null."""
+    judge = session.params.selfplay.judge
+    return session.backend if judge is None else session.backend_of(judge)
+
+
+def reward_parts(session, weights: dict[str, float], dilemmas: list[Dilemma]) -> dict:
+    """What the rewards are, for the adapters' fingerprints: weights, judge, rubric, dialogue settings, dilemmas."""
+    sp = session.params.selfplay
+    return {"weights": weights, "judge": judge_backend(session).identity, "rubric": cache_key(ca.RUBRIC),
+            "dialogue": [sp.max_turns, sp.turn_tokens, sp.turn_words],
+            "dilemmas": cache_key([d.as_dict() for d in dilemmas])}
+
+
+def _recipe(recipe, weights: dict[str, float]):
+    return recipe.model_copy(update={"trl": {**recipe.trl, "reward_weights": list(weights.values())}})
+
+
+def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]:
+    """The self-play policy: GRPO on dialogues with itself, judged for Collective Agency and resolution."""
+    p, sp = session.params, session.params.selfplay
+    records, lookup = selfplay_records(dilemmas, p.seed, sp.turn_words)
+    context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
+    rollout = rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, p.seed, p.model.batch_size)
+    with session.timed("train self_play_grpo"):
+        result = train("grpo", records, None, p.model.name, folder(session) / "train" / "self_play_grpo",
+                       _recipe(sp.policy, sp.rewards), p.seed, reward_funcs=bind(list(sp.rewards), context),
+                       rewards=reward_parts(session, sp.rewards, dilemmas), rollout_func=rollout)
+    return result.adapter_dir, records
+
+
+def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]:
+    """The single-agent baseline: GRPO on one solution per prompt, under the same judge."""
+    p, sp = session.params, session.params.selfplay
+    records = single_records(dilemmas, sp.turn_words)
+    context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
+    with session.timed("train single_agent_grpo"):
+        result = train("grpo", records, None, p.model.name, folder(session) / "train" / "single_agent_grpo",
+                       _recipe(sp.single, sp.single_rewards), p.seed,
+                       reward_funcs=bind(list(sp.single_rewards), context),
+                       rewards=reward_parts(session, sp.single_rewards, dilemmas))
+    return result.adapter_dir, records
+
+
+def write_trained_ids(session, records: dict[str, list[dict]]) -> None:
+    atomic_write_json(folder(session) / "train" / "trained_ids.json",
+                      {m: sorted({r["dilemma_id"] for r in rs}) for m, rs in records.items()})
+
+
+def trained_ids(session) -> set[str]:
+    """Every dilemma id any trained method saw (written by notebook 31)."""
+    return {i for ids in read_json(folder(session) / "train" / "trained_ids.json", {}).values() for i in ids}
+
+
+def adapters(session) -> dict[str, str | None]:
+    """Each method's adapter (None: the base model), from the trained folders."""
+    root = folder(session) / "train"
+    found = {m: root / m / "adapter" for m in TRAINED}
+    missing = [m for m, a in found.items() if not (a / "adapter_model.safetensors").is_file()]
+    if missing:
+        raise FileNotFoundError(f"no trained {missing} adapter in {root}; run notebook 31 first")
+    return {"untrained": None, **{m: str(a) for m, a in found.items()}}
+
+
+def curves(adapter_dirs: dict[str, Path]) -> pd.DataFrame:
+    """Per method and GRPO step: the total reward and each reward's mean (long format)."""
+    frames = [reward_history(a).reset_index().assign(method=m) for m, a in adapter_dirs.items()]
+    return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame()
+
+
+def reward_figure(session, history: pd.DataFrame) -> None:
+    with plots.figure(session.figure_paths("31_grpo_rewards.png"), figsize=(7.5, 3.8)) as (_, ax):
+        for method, g in history.groupby("method", sort=False):
+            line, = ax.plot(g["step"], g["reward"], marker="o", lw=2.2, label=f"{method}: total (weighted)")
+            components = [r for r in ("collective_agency", "joint_solution") if r in g and g[r].notna().any()]
+            for reward in components if len(components) > 1 else ():  # one reward is the total itself
+                    ax.plot(g["step"], g[reward], ls="--" if reward == "collective_agency" else ":",
+                            color=line.get_color(), lw=1.2, label=f"{method}: {reward}")
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel("mean reward of the step's rollouts")
+        ax.set_title("Self-play and single-agent GRPO: rewards over training")
+        ax.legend(fontsize=7)
+
+
+def key_numbers(session, records: dict[str, list[dict]], history: pd.DataFrame, held_out_ids: set[str]) -> dict:
+    out = {"records": {m: len(r) for m, r in records.items()},
+           "heldout_in_training": len(held_out_ids & {r["dilemma_id"] for rs in records.values() for r in rs}),
+           "seconds": {m: session.timings.get(f"train {m}") for m in TRAINED}}
+    for method, g in history.groupby("method", sort=False) if len(history) else ():
+        out[method] = {"steps": len(g), "reward_first": round(float(g["reward"].iloc[0]), 4),
+                       "reward_last": round(float(g["reward"].iloc[-1]), 4)}
+    return out

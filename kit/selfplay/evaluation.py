@@ -1,0 +1,88 @@
+"""The self-play table: every method's policy talks the held-out dilemmas through, and is judged.
+
+Each method (``untrained``: the base model; ``single_agent_grpo``; ``self_play_grpo``) plays both
+personas of every held-out dilemma with its own adapter, all methods' dialogues in one set of
+engine steps — sampled at ``selfplay.eval_temperature`` with one seed per turn shared by every
+method (greedy decoding sends a small model into repeating loops), or greedy at 0. Per dialogue:
+the judge's Collective Agency score of the joint solution (1–5), whether it was **resolved** (both
+sides stated a joint solution), the turns used, and the perplexity acceptance of the solution under each persona (the solution scored by the base model
+as persona a's and as persona b's reply to the dilemma; ``acceptance_gap`` = |PPL_a − PPL_b|, as
+NCN's acceptance, lower = accepted more evenly).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kit import seeds
+from kit.llm.base import Backend, GenParams, ScoreRequest
+from kit.metrics.alignment import bootstrap_ci
+from kit.metrics.consensus import acceptance_gap, perplexity
+from kit.selfplay.dialogue import Dialogue, play, setting
+from kit.selfplay.dilemmas import Dilemma
+from kit.selfplay.judge import collective_agency
+
+METHODS = ("untrained", "single_agent_grpo", "self_play_grpo")
+SCORES = ("collective_agency", "resolved", "turns", "acceptance_gap")
+
+
+def dialogues(backend: Backend, dilemmas: list[Dilemma], adapters: dict[str, str | None], max_turns: int,
+              turn_tokens: int, turn_words: int, temperature: float = 0.0, seed: int = 0) -> dict[str, list[Dialogue]]:
+    """Each method's dialogue on every dilemma (one engine run for all methods): greedy, or sampled at
+    ``temperature`` with one seed per turn, the same for every method."""
+    def params_for(turn: int) -> GenParams:
+        return GenParams(temperature=temperature, max_new_tokens=turn_tokens,
+                         seed=seeds.derive(seed, "selfplay-eval", turn) if temperature else None)
+
+    games = [(d, 0, adapter) for adapter in adapters.values() for d in dilemmas]
+    played = play(backend, games, max_turns, params_for, turn_words)
+    n = len(dilemmas)
+    return {m: played[i * n:(i + 1) * n] for i, m in enumerate(adapters)}
+
+
+def score_rows(backend: Backend, judge: Backend, dilemmas: list[Dilemma], by_method: dict[str, list[Dialogue]],
+               turn_words: int) -> pd.DataFrame:
+    """One row per (method, dilemma): CA score, resolved, turns, and the solution's perplexity under each persona."""
+    flat = [(m, d, dlg) for m, dlgs in by_method.items() for d, dlg in zip(dilemmas, dlgs)]
+    ca = collective_agency(judge, [d for _, d, _ in flat], [dlg.solution for _, _, dlg in flat])
+    scored = [(i, side) for i, (_, _, dlg) in enumerate(flat) if dlg.solution.strip() for side in ("a", "b")]
+    logprobs = backend.score([ScoreRequest(setting(flat[i][1], side, turn_words), flat[i][2].solution)
+                              for i, side in scored]) if scored else []
+    ppl = {key: perplexity(lp) for key, lp in zip(scored, logprobs)}
+    rows = []
+    for i, (m, d, dlg) in enumerate(flat):
+        a, b = ppl.get((i, "a"), np.nan), ppl.get((i, "b"), np.nan)
+        rows.append({"method": m, "id": d.id, "collective_agency": ca[i], "resolved": float(dlg.resolved),
+                     "turns": len(dlg.turns), "ppl_a": a, "ppl_b": b,
+                     "acceptance_gap": acceptance_gap(a, b) if np.isfinite(a) else np.nan,
+                     "solution": dlg.solution})
+    return pd.DataFrame(rows)
+
+
+def summary(rows: pd.DataFrame, kept: pd.DataFrame | None, n_boot: int, seed: int) -> pd.DataFrame:
+    """Per method: each score's mean with a 95 % bootstrap interval, and capability kept."""
+    out = []
+    for method, g in rows.groupby("method", sort=False):
+        row = {"method": method, "n": len(g)}
+        for score in SCORES:
+            values = g[score].dropna().to_numpy(dtype=float)
+            low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed) if len(values) else (np.nan, np.nan)
+            row |= {score: float(values.mean()) if len(values) else np.nan, f"{score}_low": low, f"{score}_high": high}
+        if kept is not None and method in kept.index:
+            row |= {"moralchoice_low_accuracy": float(kept.loc[method, "moralchoice_low_accuracy"]),
+                    "neutral_ppl": float(kept.loc[method, "neutral_ppl"])}
+        out.append(row)
+    table = pd.DataFrame(out).set_index("method").rename(columns=lambda c: c.replace("resolved", "resolution_rate"))
+    return table
+
+
+def methods_json(table: pd.DataFrame) -> dict:
+    """The ``methods`` mapping of the unit's metrics: CA score, resolution rate, MoralChoice accuracy (and more)."""
+    keys = ("collective_agency", "collective_agency_low", "collective_agency_high", "resolution_rate", "turns",
+            "acceptance_gap", "moralchoice_low_accuracy", "neutral_ppl")
+
+    def num(x):
+        return None if not np.isfinite(x) else round(float(x), 4)
+
+    return {m: {k: num(table.loc[m, k]) for k in keys if k in table.columns} for m in table.index}

@@ -1,0 +1,47 @@
+"""Self-play's reward functions, plain functions in trl's shape registered in ``kit.train.rewards``.
+
+- ``collective_agency``: the judge's expected CA score of the solution, mapped from 1–5 to [0, 1].
+  In self-play the rollout function hands over each dialogue's ``solution``; for the single-agent
+  baseline the solution is what the completion states after the marker (or the whole completion).
+- ``joint_solution``: 1 when the dialogue ended with both sides stating a joint solution (the
+  rollout's ``resolved``); for a single agent, 1 when the completion states one after the marker.
+
+Both read the ``dilemma_id`` column of the training records; the judge and the dilemmas come in a
+:class:`JudgeContext`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from kit.llm.base import Backend
+from kit.selfplay import judge as ca
+from kit.selfplay.dialogue import has_marker, solution_of
+from kit.selfplay.dilemmas import Dilemma
+from kit.train.rewards import text_of
+
+
+@dataclass
+class JudgeContext:
+    judge: Backend
+    dilemmas: dict[str, Dilemma]
+
+
+def stated_solution(completion: Any) -> str:
+    text = text_of(completion)
+    return solution_of(text) if has_marker(text) else text.strip()
+
+
+def collective_agency(completions: Sequence[Any], dilemma_id: Sequence[str], solution: Sequence[str] | None = None, *,
+                      context: JudgeContext, **_: Any) -> list[float]:
+    texts = list(solution) if solution is not None else [stated_solution(c) for c in completions]
+    scores = ca.collective_agency(context.judge, [context.dilemmas[i] for i in dilemma_id], texts)
+    return [(s - 1) / 4 for s in scores]
+
+
+def joint_solution(completions: Sequence[Any], resolved: Sequence[bool] | None = None, *, context: JudgeContext,
+                   **_: Any) -> list[float]:
+    if resolved is not None:
+        return [float(r) for r in resolved]
+    return [float(bool(solution_of(text_of(c)))) for c in completions]

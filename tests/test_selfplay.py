@@ -1,0 +1,267 @@
+"""Unit 3x: dilemma parsing and dedup, self-play turns and the stop marker, the env_mask of a hand-built
+dialogue, the Collective Agency judge and rewards, and trl's rollout_func contract on the tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cosine
+
+from kit.engine import Job, run_jobs
+from kit.llm.base import Backend, ChatRequest, ChoiceResult, GenParams
+from kit.selfplay import judge as ca
+from kit.selfplay.dialogue import MARKER, Turn, final_solution, has_marker, play, solution_of, view
+from kit.selfplay.dilemmas import Dilemma, Persona, near_duplicates, overlap, parse_dilemma, split
+from kit.selfplay.rewards import JudgeContext
+from kit.selfplay.rollout import token_stream
+from kit.train.rewards import bind
+
+D = Dilemma("d1", "generated", "Two neighbours share a garden and disagree about what to grow in it.",
+            Persona("Ana", "Vegetables feed my family and save us money."),
+            Persona("Ben", "Flowers bring bees and make the street beautiful."))
+
+
+def greedy(turn_tokens: int):
+    return lambda turn: GenParams(max_new_tokens=turn_tokens)
+
+
+class Scripted(Backend):
+    """generate: ``reply(speaker name, own turns so far)``; choice_probs: ``choose(request)``; counts calls."""
+
+    name = identity = "scripted"
+
+    def __init__(self, reply=None, choose=None):
+        self.reply, self.choose = reply, choose
+        self.generate_calls: list[int] = []
+        self.choice_requests: list = []
+
+    def generate(self, requests, params):
+        self.generate_calls.append(len(requests))
+        out = []
+        for r in requests:
+            chat = r.chat
+            speaker = chat[0]["content"].split(".")[0].removeprefix("You are ")
+            out.append(self.reply(speaker, sum(m["role"] == "assistant" for m in chat)))
+        return out
+
+    def score(self, requests):
+        return [[-1.0] * len(r.continuation.split()) for r in requests]
+
+    def choice_probs(self, requests):
+        self.choice_requests += list(requests)
+        return [self.choose(r) for r in requests]
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def test_parse_dilemma_golden_cases():
+    good = ('Sure! {"dilemma": "A town must choose between a new school and a new clinic this year.", '
+            '"persona_a": {"name": "Mia", "stance": "Children need the school first."}, '
+            '"persona_b": {"name": "Raj", "stance": "Sick people cannot wait for care."}} Done.')
+    text, a, b = parse_dilemma(good)
+    assert text.startswith("A town must choose") and a == Persona("Mia", "Children need the school first.")
+    assert b.name == "Raj"
+    assert parse_dilemma("no json here") is None
+    assert parse_dilemma(good.replace('"Raj"', '"Mia"')) is None  # both sides need their own name
+    assert parse_dilemma(good.replace("A town must choose between a new school and a new clinic this year.",
+                                      "Too short.")) is None
+    assert parse_dilemma(good.replace('"stance": "Sick people cannot wait for care."', '"stance": "No."')) is None
+    # the first object lacking personas is skipped; a later complete one is read
+    assert parse_dilemma('{"dilemma": "x"} ' + good.split("Sure! ")[1])[1].name == "Mia"
+
+
+def test_near_duplicates_by_cosine_against_scipy():
+    ds = [Dilemma(f"d{i}", "generated", f"text {i}", D.a, D.b) for i in range(3)]
+    v = np.array([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0]])  # rows unit-norm; cos(d0, d1) = 0.96
+    assert 1 - cosine(v[0], v[1]) == pytest.approx(0.96)
+    kept, dropped = near_duplicates(ds, v, threshold=0.95, seed=0)
+    assert len(kept) == 2 and len(dropped) == 1
+    assert {dropped[0]["id"], dropped[0]["duplicate_of"]} == {"d0", "d1"}
+    assert dropped[0]["cosine"] == pytest.approx(0.96)
+    assert len(near_duplicates(ds, v, threshold=0.97, seed=0)[0]) == 3
+
+
+def test_split_is_by_id_and_an_empty_side_fails_with_the_fix():
+    ds = [Dilemma(f"d{i}", "moralchoice", "t", D.a, D.b) for i in range(40)]
+    out = split(ds, seed=0, test_fraction=0.3)
+    assert split(list(reversed(ds)), seed=0, test_fraction=0.3)[::-1] == out  # order does not matter
+    assert 0 < sum(d.split == "test" for d in out) < 40
+    with pytest.raises(ValueError, match="selfplay.test_fraction"):
+        split(ds[:1], seed=0, test_fraction=0.3)
+    counts = overlap(out, capability_ids={"d3"}, trained_ids={d.id for d in out if d.split == "test"})
+    assert counts["train_test_dilemmas"] == 0 and counts["heldout_in_training"] == sum(d.split == "test" for d in out)
+
+
+# --- dialogue -------------------------------------------------------------------------------------
+
+def test_views_alternate_roles_from_each_chair():
+    turns = [Turn("a", "I want vegetables."), Turn("b", "I want flowers."), Turn("a", "Half and half?")]
+    va, vb = view(D, "a", turns, 40), view(D, "b", turns, 40)
+    assert [m["role"] for m in va] == ["system", "user", "assistant", "user", "assistant"]
+    assert va[0]["content"].startswith("You are Ana.") and "You speak first." in va[1]["content"]
+    assert [m["role"] for m in vb] == ["system", "user", "assistant", "user"]
+    assert vb[0]["content"].startswith("You are Ben.") and vb[1]["content"].endswith("I want vegetables.")
+    assert [m["content"] for m in vb[2:]] == ["I want flowers.", "Half and half?"]
+    with pytest.raises(ValueError):
+        view(D, "b", [], 40)
+
+
+def test_turns_alternate_and_stop_when_both_sides_state_the_marker():
+    def reply(name, own_turns):
+        if name == "Ana":
+            return "Vegetables." if own_turns == 0 else f"Fine.\n{MARKER} half vegetables, half flowers"
+        return "Flowers." if own_turns == 0 else f"Agreed.\n{MARKER} split the garden in two"
+
+    backend = Scripted(reply)
+    (dlg,) = play(backend, [(D, 0, None)], max_turns=8, params_for=greedy(16), turn_words=40)
+    assert [t.speaker for t in dlg.turns] == ["a", "b", "a", "b"]  # a, b alternate; ends at turn 4 of 8
+    assert dlg.resolved and dlg.solution == "split the garden in two"
+
+
+def test_one_sided_marker_does_not_resolve_and_all_dialogues_share_each_turns_call():
+    def reply(name, own_turns):
+        return f"{MARKER} my way" if name == "Ana" else "No."
+
+    backend = Scripted(reply)
+    dlgs = play(backend, [(D, 0, None), (D, 1, None), (D, 2, None)], max_turns=5, params_for=greedy(16),
+                turn_words=40)
+    assert all(not d.resolved and len(d.turns) == 5 for d in dlgs)
+    assert dlgs[0].solution == "my way"  # the last solution anyone stated
+    assert backend.generate_calls == [3] * 5  # lock-step: one call per turn for all three dialogues
+    assert final_solution([Turn("a", "x"), Turn("b", "last words")]) == "last words"
+    assert has_marker("joint solution: lower case") and solution_of("a\nJoint Solution:  b ") == "b"
+
+
+def test_samples_of_one_request_are_distinct_requests():
+    base = ChatRequest([{"role": "user", "content": "hi"}])
+    assert ChatRequest(base.chat, sample=0) == base and ChatRequest(base.chat, sample=1) != base
+    assert "sample" not in base.key() and ChatRequest(base.chat, sample=2).key()["sample"] == 2
+    seen = []
+
+    class Echo(Scripted):
+        def generate(self, requests, params):
+            seen.append(list(requests))
+            return [str(r.sample) for r in requests]
+
+    def program(k):
+        from kit.engine import ask
+        (text,) = yield from ask([(ChatRequest(base.chat, sample=k), GenParams(temperature=1.0, seed=3))])
+        return text
+
+    jobs = [Job(str(k), program(k)) for k in range(3)]
+    run_jobs(jobs, Echo())
+    assert [j.result for j in jobs] == ["0", "1", "2"] and len(seen) == 1 and len(seen[0]) == 3
+
+
+def test_vllm_sample_seeds_differ_per_sample():
+    from kit.llm.vllm_backend import sample_seed
+
+    assert sample_seed(7, 0) == 7 and len({sample_seed(7, k) for k in range(5)}) == 5
+
+
+# --- the learning side's token stream ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_backend):
+    return tiny_backend.tokenizer
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_env_mask_is_one_exactly_on_the_policys_own_tokens(tokenizer, side):
+    turns = [Turn("a", "I want vegetables here."), Turn("b", "Flowers feed the bees."),
+             Turn("a", f"Fine.\n{MARKER} half and half."), Turn("b", f"{MARKER} half and half.")]
+    prompt, completion, mask = token_stream(tokenizer, view(D, side, turns, 40))
+    eos = tokenizer.eos_token_id
+    own = [t.text for t in turns if t.speaker == side]
+    expected_own = [i for text in own for i in tokenizer.encode(text, add_special_tokens=False) + [eos]]
+    assert len(completion) == len(mask) and set(mask) <= {0, 1}
+    assert [i for i, m in zip(completion, mask) if m] == expected_own
+    assert completion[-1] == eos and mask[-1] == 1  # ends on the policy's end-of-turn token
+    # the other side's turns before the last own one lie in the stream, masked out
+    masked_out = tokenizer.decode([i for i, m in zip(completion, mask) if not m])
+    if side == "a":
+        assert "Flowers feed the bees." in masked_out and "Flowers" not in tokenizer.decode(prompt)
+    else:
+        assert "I want vegetables here." in tokenizer.decode(prompt) and "Fine." in masked_out
+    # prompt + completion is the learning side's chat as rendered, up to its last turn's end-of-turn token
+    rendered = tokenizer.apply_chat_template(view(D, side, turns, 40)[: 1 + 2 * len(own)],
+                                             tokenize=False)
+    assert tokenizer.decode(prompt + completion) == rendered[: rendered.rindex(tokenizer.eos_token) + len(tokenizer.eos_token)]
+    # the prompt is what the policy saw before its first turn
+    first = tokenizer.apply_chat_template(view(D, side, turns[: 0 if side == "a" else 1], 40), tokenize=False,
+                                          add_generation_prompt=True)
+    assert tokenizer.decode(prompt) == first
+
+
+def test_token_stream_needs_an_own_turn(tokenizer):
+    with pytest.raises(ValueError, match="assistant"):
+        token_stream(tokenizer, [{"role": "user", "content": "hi"}])
+
+
+# --- judge and rewards ---------------------------------------------------------------------------------
+
+def test_expected_score_and_empty_solutions_by_hand():
+    r = ChoiceResult({"1": 0.1, "2": 0.2, "3": 0.3, "4": 0.2, "5": 0.2}, 0.9)
+    assert ca.expected_score(r) == pytest.approx(0.1 + 0.4 + 0.9 + 0.8 + 1.0)  # 3.2
+    judge = Scripted(choose=lambda req: r)
+    scores = ca.collective_agency(judge, [D, D], ["", "Split the garden."])
+    assert scores == [1.0, pytest.approx(3.2)] and len(judge.choice_requests) == 1
+    req = judge.choice_requests[0]
+    assert req.labels == ca.LABELS and req.prefix == "Score:" and "Split the garden." in req.chat[1]["content"]
+    assert D.a.stance in req.chat[1]["content"] and "Collective Agency" in req.chat[1]["content"]
+
+
+def test_rewards_in_trls_call_shape():
+    r = ChoiceResult({"1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 1.0}, 1.0)
+    ctx = JudgeContext(Scripted(choose=lambda req: r), {"d1": D})
+    ca_fn, joint_fn = bind(["collective_agency", "joint_solution"], ctx)
+    assert ca_fn.__name__ == "collective_agency"
+    # self-play: the rollout's solution and resolved reach the rewards as keyword arguments
+    kw = {"prompts": [[{"role": "user", "content": "x"}]] * 2, "completion_ids": [[1], [2]],
+          "dilemma_id": ["d1", "d1"], "trainer_state": None}
+    completions = [[{"role": "assistant", "content": "whole dialogue"}]] * 2
+    assert ca_fn(completions=completions, solution=["Split it.", ""], **kw) == [1.0, 0.0]  # (5-1)/4, (1-1)/4
+    assert joint_fn(completions=completions, resolved=[True, False], **kw) == [1.0, 0.0]
+    # single agent: the solution is what the completion states after the marker
+    single = [[{"role": "assistant", "content": f"Hmm.\n{MARKER} Split it."}], [{"role": "assistant", "content": "no"}]]
+    assert joint_fn(completions=single, **kw) == [1.0, 0.0]
+    ca_fn(completions=single, **kw)
+    assert "Proposed solution: Split it." in ctx.judge.choice_requests[-2].chat[1]["content"]
+
+
+# --- trl's rollout_func contract -----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_grpo_rollout_func_contract_on_the_tiny_model(tmp_path, shared_data):
+    from kit.config import TrainRecipe
+    from kit.selfplay.dilemmas import from_moralchoice
+    from kit.selfplay.rollout import rollout_func
+    from kit.selfplay.training import selfplay_records
+    from kit.train.trainers import train
+
+    ds = from_moralchoice(str(shared_data / "moralchoice" / "dev.json"), 2, 0)
+    records, lookup = selfplay_records(ds, 0, 20)
+    inner, calls = rollout_func(lookup, max_turns=3, turn_tokens=6, turn_words=20, seed=0, batch_size=8), []
+
+    def spy(prompts, trainer):
+        out = inner(prompts, trainer)
+        calls.append((prompts, out))
+        return out
+
+    class Judge(Scripted):
+        def choice_probs(self, requests):
+            return [ChoiceResult({k: 0.2 for k in ca.LABELS}, 1.0) for _ in requests]
+
+    recipe = TrainRecipe(trl={"num_train_epochs": 1, "num_generations": 2, "per_device_train_batch_size": 2,
+                              "learning_rate": 1e-3})
+    result = train("grpo", records, None, "tiny-random", tmp_path / "sp", recipe, 0,
+                   reward_funcs=bind(["collective_agency", "joint_solution"], JudgeContext(Judge(), {d.id: d for d in ds})),
+                   rewards={"test": 1}, rollout_func=spy)
+    assert result.global_step == 2 and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    prompts, out = calls[0]
+    assert len(prompts) == 2 and prompts[0] == prompts[1]  # trl repeats each prompt num_generations times
+    assert len(out["completion_ids"]) == 2 and all(len(c) == len(m) for c, m in zip(out["completion_ids"], out["env_mask"]))
+    assert all(0 < sum(m) < len(m) or sum(m) == len(m) for m in out["env_mask"])
+    logged = [h for h in result.log_history if "reward" in h]
+    assert logged and logged[0]["rewards/collective_agency/mean"] == pytest.approx(0.5)  # E = 3 → (3-1)/4
+    assert all(h["completions/clipped_ratio"] == 0 for h in logged)  # every rollout ends on end-of-turn
