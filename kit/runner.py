@@ -33,7 +33,8 @@ def ensure_kernel(name: str = KERNEL) -> str:
 
     try:
         spec = KernelSpecManager().get_kernel_spec(name)
-        if Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+        # not resolve(): every virtualenv's python links to the same interpreter binary
+        if Path(spec.argv[0]).absolute() == Path(sys.executable).absolute():
             return name
     except NoSuchKernel:
         pass

@@ -34,3 +34,25 @@ def test_ci_and_readme_use_make():
     assert "make test" in (ROOT / ".ci/run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
+
+
+VLLM_TRANSFORMERS = "transformers>=5.10.4,<5.18"  # what vLLM 0.31.0's metadata requires
+
+
+def test_gpu_extra_and_environment_state_vllms_transformers_range():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert VLLM_TRANSFORMERS in project["optional-dependencies"]["gpu"] and VLLM_TRANSFORMERS in pip
+    assert "vllm==0.31.0" in project["optional-dependencies"]["gpu"]
+
+
+def test_gpu_stack_constraints_drop_vllm_and_cuda_only_packages():
+    from kit.stack import constraints
+
+    report = {"install": [{"metadata": {"name": n, "version": v}} for n, v in (
+        ("vllm", "0.31.0"), ("torch", "2.13.0"), ("nvidia-cublas-cu12", "12.8"), ("Transformers", "5.17.0"),
+        ("trl", "1.16.0"), ("triton", "3.5"), ("sentence_transformers", "6.2.0"), ("agora-kit", "0.1.0"))]}
+    assert constraints(report) == ["sentence-transformers==6.2.0", "transformers==5.17.0", "trl==1.16.0"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "test-gpu-stack:" in makefile and "--dry-run" in makefile and "-m kit.stack" in makefile

@@ -1,0 +1,73 @@
+"""``python -m kit doctor``: the verdict on machines that do not exist here (GPU, vLLM faked), and the
+real probe of this one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kit import doctor
+from kit.config import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine(**kw) -> doctor.Machine:
+    base = dict(python="3.11.7", packages={"transformers": "5.17.0", "vllm": None}, cuda=False, cpu_bf16=True,
+                cpu_count=2, folders={"run folder": ("/runs", 50.0)})
+    return doctor.Machine(**(base | kw))
+
+
+def gpu_node(**kw) -> doctor.Machine:
+    return machine(**(dict(cuda=True, gpus=["NVIDIA H100"], gpu_free_gb=[78.0], gpu_bf16=True, vllm="ok",
+                           vllm_requires_transformers="transformers<5.18,>=5.10.4",
+                           packages={"transformers": "5.17.0", "vllm": "0.31.0"}) | kw))
+
+
+@pytest.fixture(scope="module")
+def full():
+    return load_params(ROOT / "params" / "full.yaml")
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_params(ROOT / "params" / "smoke.yaml")
+
+
+def test_full_profile_on_a_cpu_machine_names_vllm_and_the_fix(full):
+    found = doctor.problems(full, machine())
+    assert found[0].startswith("model.backend: vllm needs vLLM") and "params/smoke.yaml" in found[0]
+    assert doctor.fitting_profile(machine()) == "smoke"
+
+
+def test_full_profile_runs_on_a_gpu_node_with_vllm_and_cached_models(full):
+    node = gpu_node(cached_models={m: True for m in doctor.hub_ids(full)}, hub_offline=True)
+    assert doctor.problems(full, node) == []
+    assert doctor.fitting_profile(node) == "full"
+    assert doctor.hub_ids(full) == ["Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-14B-Instruct"]
+
+
+def test_each_missing_piece_is_one_line_with_a_fix(full, smoke):
+    offline = gpu_node(cached_models={"Qwen/Qwen2.5-7B-Instruct": False}, hub_offline=True)
+    assert any("not in the local hub cache" in p and "huggingface-cli download" in p
+               for p in doctor.problems(full, offline))
+    wrong = gpu_node(packages={"transformers": "5.23.0", "vllm": "0.31.0"})
+    assert any("outside vLLM's transformers<5.18,>=5.10.4" in p for p in doctor.problems(full, wrong))
+    no_gpu = gpu_node(gpus=[], gpu_free_gb=[], cuda=False)
+    assert any("sees no CUDA GPU" in p for p in doctor.problems(full, no_gpu))
+    small_disk = machine(folders={"run folder": ("/runs", 1.0)})
+    assert any("1.0 GB free" in p for p in doctor.problems(smoke, small_disk))
+    no_bf16 = machine(cpu_bf16=False)
+    bf16 = smoke.model_copy(update={"model": smoke.model.model_copy(update={"dtype": "bfloat16"})})
+    assert any("model.dtype: float32" in p for p in doctor.problems(bf16, no_bf16))
+    assert all("\n" not in p for p in doctor.problems(full, machine(cpu_bf16=False)))
+
+
+def test_doctor_on_this_machine_exits_0_for_smoke_and_2_for_full(capsys):
+    assert doctor.main(str(ROOT / "params" / "smoke.yaml"), []) == 0
+    out = capsys.readouterr().out
+    assert "transformers" in out and "profile that fits this machine" in out and "can run here" in out
+    code = doctor.main(str(ROOT / "params" / "full.yaml"), [])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:") and "fix:" in err[0]
