@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast test-gpu-stack bench lab clean
+.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast bench lab clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -48,9 +48,15 @@ $(GPU_VENV)/.installed: pyproject.toml Makefile kit/stack.py
 	$(GPU_PY) -m ipykernel install --sys-prefix --name agora-kit --display-name "Python (agora-kit)"
 	touch $@
 
+STACK_VERSIONS := ^(torch|transformers|trl|peft|accelerate|datasets|sentence-transformers|mergekit)==
 test-gpu-stack: $(GPU_VENV)/.installed
-	$(GPU_PY) -m pip list --format=freeze | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|sentence-transformers|mergekit)=="
+	$(GPU_PY) -m pip list --format=freeze | grep -iE "$(STACK_VERSIONS)"
 	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider
+
+# the same without the slow tests (tiny notebooks, embedded model): what CI runs, to stay in its time budget
+test-gpu-stack-fast: $(GPU_VENV)/.installed
+	$(GPU_PY) -m pip list --format=freeze | grep -iE "$(STACK_VERSIONS)"
+	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider -m "not slow"
 
 # JupyterLab on the notebooks (no browser; open the printed URL). PROFILE=full: every notebook reads
 # params/full.yaml instead of its parameters cell.

@@ -45,6 +45,11 @@ class ModelParams(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     batch_size: PositiveInt = 8
+    # transformers backend: prompts of a batch that share a prefix prefill it once (vLLM: prefix caching)
+    prefix_sharing: bool = True
+    # torch's intra-op threads for the whole process (transformers backend and training); null: the cores
+    # this process may use minus those other processes keep busy when the model loads (at least 1)
+    threads: PositiveInt | None = None
     trust_remote_code: bool = False
     # vLLM only
     tensor_parallel_size: PositiveInt = 1

@@ -83,7 +83,7 @@ def probe(params=None) -> Machine:
     import torch
 
     from kit import paths
-    from kit.llm.hf_backend import _cpu_has_bf16
+    from kit.llm.hf_backend import _cpu_has_bf16, available_cores
 
     cuda = torch.cuda.is_available()
     gpus, free = [], []
@@ -98,7 +98,7 @@ def probe(params=None) -> Machine:
     return Machine(
         python=platform.python_version(), packages={p: _version(p) for p in PACKAGES}, cuda=cuda, gpus=gpus,
         gpu_free_gb=free, gpu_bf16=bool(cuda and torch.cuda.is_bf16_supported()), cpu_bf16=_cpu_has_bf16(),
-        cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+        cpu_count=available_cores(),
         vllm=vllm, vllm_requires_transformers=requires, hub_offline=os.environ.get("HF_HUB_OFFLINE") == "1",
         cached_models={m: _hub_cached(m) for m in (hub_ids(params) if params is not None else [])},
         folders={k: (str(v), _free_gb(Path(v))) for k, v in folders.items()},

@@ -112,3 +112,51 @@ def test_adapters_switch_per_request(tmp_path, tiny_backend):
     assert mixed[0] != pytest.approx(mixed[1], abs=1e-4)
     assert mixed[0] != pytest.approx(mixed[2], abs=1e-4)
     assert backend.score([ScoreRequest(req.chat, req.continuation, adapter=paths[1])])[0] == pytest.approx(mixed[1], abs=1e-5)
+
+
+def test_prefix_groups_by_hand():
+    from kit.llm.hf_backend import prefix_groups
+
+    seqs = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6, 7], [1, 2, 9], [8, 8, 8, 8]]  # in token order
+    assert prefix_groups(seqs, min_shared=3) == [([0, 1], 4), ([2], 2), ([3], 3)]
+    assert prefix_groups(seqs, min_shared=5) == [([0], 4), ([1], 5), ([2], 2), ([3], 3)]
+    # a prefix leaves every row one token of its own, even when one prompt is the other's start
+    assert prefix_groups([[1, 2, 3], [1, 2, 3, 4]], min_shared=2) == [([0, 1], 2)]
+
+
+def test_shared_prefixes_change_no_greedy_output_and_are_counted(tiny_backend):
+    from kit.llm.hf_backend import MIN_SHARED_PREFIX, HFBackend
+
+    system = "You are a careful negotiator who weighs every guideline. " * 6
+    reqs = [ChatRequest([{"role": "system", "content": system}, {"role": "user", "content": f"Proposal {k}: {tail}"}])
+            for k, tail in enumerate(["counter", "gap in the middle", "innovative and bold", "counter again"])]
+    reqs.append(ChatRequest(_msgs("Something else entirely")))
+    params = GenParams(max_new_tokens=6)
+    plain = HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=8, prefix_sharing=False)
+    expected = plain.generate(reqs, params)
+    before = dict(tiny_backend.stats)
+    shared = tiny_backend.generate(reqs, params)
+    assert shared == expected  # float32: the same tokens with and without the shared prefill
+    assert shared == [tiny_backend.generate([r], params)[0] for r in reqs]  # and alone
+    saved = tiny_backend.stats["prefill_tokens_saved"] - before["prefill_tokens_saved"]
+    prompt_tokens = tiny_backend.stats["prompt_tokens"] - before["prompt_tokens"]
+    assert saved >= 3 * MIN_SHARED_PREFIX and 0 < saved / prompt_tokens < 1
+    # seeded sampling stays reproducible through the shared path
+    sampled = GenParams(max_new_tokens=6, temperature=1.0, seed=11)
+    assert tiny_backend.generate(reqs, sampled) == tiny_backend.generate(reqs, sampled)
+
+
+def test_threads_leave_cores_busy_elsewhere_free(monkeypatch):
+    from kit.llm import hf_backend
+
+    assert 0 <= hf_backend.cores_busy_elsewhere(0.05) <= hf_backend.available_cores() + 1  # read from /proc
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(hf_backend, "available_cores", lambda: 4)
+        monkeypatch.setattr(hf_backend, "cores_busy_elsewhere", lambda window=0.25: 1.2)
+        assert hf_backend.use_threads(None) == 3 == torch.get_num_threads()
+        monkeypatch.setattr(hf_backend, "cores_busy_elsewhere", lambda window=0.25: 7.0)
+        assert hf_backend.use_threads(None) == 1  # never fewer than one
+        assert hf_backend.use_threads(2) == 2  # model.threads decides when set
+    finally:
+        torch.set_num_threads(before)

@@ -56,3 +56,4 @@ def test_gpu_stack_constraints_drop_vllm_and_cuda_only_packages():
     assert constraints(report) == ["sentence-transformers==6.2.0", "transformers==5.17.0", "trl==1.16.0"]
     makefile = (ROOT / "Makefile").read_text()
     assert "test-gpu-stack:" in makefile and "--dry-run" in makefile and "-m kit.stack" in makefile
+    assert "make test-gpu-stack-fast" in (ROOT / ".ci/run").read_text()

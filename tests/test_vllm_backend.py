@@ -153,19 +153,21 @@ class FakeLLM:
         return self.tokenizer
 
     def generate(self, prompts, sampling_params, *, lora_request=None, use_tqdm=True):
-        self.calls.append({"prompts": prompts, "params": sampling_params.kwargs, "lora": lora_request,
-                           "use_tqdm": use_tqdm})
-        kw = sampling_params.kwargs
+        per_request = isinstance(sampling_params, list)  # one SamplingParams per prompt
+        self.calls.append({"prompts": prompts, "params": [sp.kwargs for sp in sampling_params] if per_request
+                           else sampling_params.kwargs, "lora": lora_request, "use_tqdm": use_tqdm})
+        kw = sampling_params[0].kwargs if per_request else sampling_params.kwargs
         outs = []
         for p in prompts:
             ids = p["prompt_token_ids"]
-            completion = types.SimpleNamespace(text=" ".join(map(str, ids)), logprobs=None)
+            completion = types.SimpleNamespace(text=" ".join(map(str, ids)), logprobs=None, token_ids=ids[:2])
             prompt_logprobs = None
             if kw.get("prompt_logprobs"):
                 prompt_logprobs = [None] + [{t: Logprob(-0.1 * pos)} for pos, t in enumerate(ids) if pos]
             if kw.get("logprobs") == -1:
                 completion.logprobs = [{t: Logprob(v) for t, v in enumerate(next_token_logprobs(ids))}]
-            outs.append(types.SimpleNamespace(outputs=[completion], prompt_logprobs=prompt_logprobs))
+            outs.append(types.SimpleNamespace(outputs=[completion], prompt_logprobs=prompt_logprobs,
+                                              num_cached_tokens=len(ids) // 2))
         return outs
 
 
@@ -189,7 +191,7 @@ def test_backend_builds_engine_with_lora_and_full_logprobs(backend):
     kw = backend.llm.kwargs
     assert kw["model"] == "org/tiny" and kw["revision"] == kw["tokenizer_revision"] == "abc123"
     assert kw["enable_lora"] is True and kw["max_loras"] == 4 and kw["max_lora_rank"] == 64
-    assert kw["max_logprobs"] == -1 and kw["seed"] == 3
+    assert kw["max_logprobs"] == -1 and kw["seed"] == 3 and kw["enable_prefix_caching"] is True
     assert backend.identity == "org/tiny@abc123" and backend.name == "vllm"
 
 
@@ -263,3 +265,16 @@ def test_choice_probs_chunks_large_batches_in_order(backend, monkeypatch):
     assert [len(c["prompts"]) for c in backend.llm.calls] == [3, 3, 1]
     monkeypatch.setattr(vb, "CHOICE_CHUNK", 64)
     assert backend.choice_probs(reqs) == out and len(backend.llm.calls) == 4
+
+
+def test_samples_of_one_prompt_get_their_own_seeds_and_stats_count(backend):
+    params = GenParams(temperature=1.0, max_new_tokens=8, seed=5)
+    reqs = [ChatRequest(chat("same"), sample=k) for k in range(3)]
+    backend.generate(reqs, params)
+    seeds = [p["seed"] for p in backend.llm.calls[-1]["params"]]
+    assert seeds[0] == 5 and len(set(seeds)) == 3 and seeds == [vb.sample_seed(5, k) for k in range(3)]
+    backend.generate([ChatRequest(chat("plain"))], params)
+    assert backend.llm.calls[-1]["params"]["seed"] == 5  # no samples: one SamplingParams for the call
+    prompt = sum(len(p["prompt_token_ids"]) for call in backend.llm.calls for p in call["prompts"])
+    assert backend.stats["prompt_tokens"] == prompt and backend.stats["generated_tokens"] == 2 * 4
+    assert backend.stats["generate_calls"] == 2 and 0 < backend.stats["prefill_tokens_saved"] < prompt

@@ -11,7 +11,12 @@ def run(params: Params) -> dict:
 
     Tokens/s are generated tokens over wall time. The one-at-a-time loop runs a subset
     (``bench.sequential_negotiations``) of the same jobs, since its rate is what is compared.
+    ``prefill_tokens_saved`` is the share of the engine run's prompt tokens whose prefill a shared
+    prefix spared (transformers backend); ``engine_processed_tok_s`` counts prompt and generated
+    tokens served per second.
     """
+    import torch
+
     from kit.agents import prompted
     from kit.data.topics import negotiation_topics
     from kit.embed import Embedder
@@ -39,8 +44,11 @@ def run(params: Params) -> dict:
         _, seconds = timed(fn)
         return backend.stats["generated_tokens"] - before, seconds
 
+    prompt_before, saved_before = backend.stats["prompt_tokens"], backend.stats["prefill_tokens_saved"]
     engine_tokens, t_engine = tokens_and_time(
         lambda: run_jobs([start_job(s, neg, params.seed) for s in specs], recorder, embedder))
+    prompt_tokens = backend.stats["prompt_tokens"] - prompt_before
+    saved = backend.stats["prefill_tokens_saved"] - saved_before
     seq_tokens, t_seq = tokens_and_time(
         lambda: [run_jobs([start_job(s, neg, params.seed)], backend, embedder) for s in specs[: b.sequential_negotiations]])
     raw_tokens, t_raw = tokens_and_time(lambda: [backend.generate(r, p) for r, p in recorder.calls])
@@ -53,4 +61,7 @@ def run(params: Params) -> dict:
         "raw_tok_s": round(raw_tok_s, 2),
         "engine_vs_sequential": round(engine_tok_s / (seq_tokens / t_seq), 2),
         "overhead_vs_raw": round(raw_tok_s / engine_tok_s - 1, 3),
+        "prefill_tokens_saved": round(saved / prompt_tokens, 3) if prompt_tokens else 0.0,
+        "engine_processed_tok_s": round((prompt_tokens + engine_tokens) / t_engine, 1),
+        "threads": torch.get_num_threads(), "seconds": round(t_engine + t_seq + t_raw, 1),
     }

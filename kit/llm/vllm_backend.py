@@ -171,8 +171,13 @@ class VLLMBackend(Backend):
             enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras,
             # -1 lifts the cap on returned logprobs so choice_probs can ask for the whole vocabulary.
             max_logprobs=-1,
+            # a step's requests share long prefixes (an agent's candidates, a dialogue's history): prefill once
+            enable_prefix_caching=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        # the transformers backend's counters; prefill_tokens_saved: prompt tokens the prefix cache served
+        self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0,
+                      "prompt_tokens": 0, "prefill_tokens_saved": 0}
 
     @classmethod
     def from_params(cls, model, seed: int = 0) -> "VLLMBackend":
@@ -207,6 +212,11 @@ class VLLMBackend(Backend):
         else:
             sampling = self._sampling_params(**kwargs)
         outputs = self._run(prompts, sampling, requests)
+        self.stats["generate_calls"] += 1
+        self.stats["requests"] += len(requests)
+        self.stats["prompt_tokens"] += sum(map(len, prompts))
+        self.stats["generated_tokens"] += sum(len(o.outputs[0].token_ids) for o in outputs)
+        self.stats["prefill_tokens_saved"] += sum(getattr(o, "num_cached_tokens", 0) or 0 for o in outputs)
         return [o.outputs[0].text for o in outputs]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
