@@ -79,6 +79,9 @@ def test_near_duplicates_by_cosine_against_scipy():
     assert {dropped[0]["id"], dropped[0]["duplicate_of"]} == {"d0", "d1"}
     assert dropped[0]["cosine"] == pytest.approx(0.96)
     assert len(near_duplicates(ds, v, threshold=0.97, seed=0)[0]) == 3
+    # a copy of the prompt's one-shot example is dropped as its duplicate
+    kept, dropped = near_duplicates(ds, v, threshold=0.97, seed=0, references={"example": np.array([0.0, 1.0])})
+    assert [d.id for d in kept] == ["d0", "d1"] and dropped == [{"id": "d2", "duplicate_of": "example", "cosine": 1.0}]
 
 
 def test_split_is_by_id_and_an_empty_side_fails_with_the_fix():

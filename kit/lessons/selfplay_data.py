@@ -48,8 +48,9 @@ def dilemmas(session) -> tuple[list[sd.Dilemma], dict]:
     p, sp = session.params, session.params.selfplay
     records = generated_records(session)
     found = sd.from_records(records) + sd.from_moralchoice(p.data.moralchoice_path, sp.n_moralchoice, p.seed)
-    vectors = session.embedder.encode([d.text for d in found])
-    kept, dropped = sd.near_duplicates(found, vectors, sp.dedup_cosine, p.seed)
+    vectors = session.embedder.encode([d.text for d in found] + [sd.EXAMPLE_DILEMMA])
+    kept, dropped = sd.near_duplicates(found, vectors[:-1], sp.dedup_cosine, p.seed,
+                                       references={"one-shot example": vectors[-1]})
     return sd.split(kept, p.seed, sp.test_fraction), {"records": records, "duplicates": dropped}
 
 

@@ -10,7 +10,7 @@ Two sources:
   scenario's two actions (capability checks use the low-ambiguity ones).
 
 Near-duplicates (embedding cosine at or above ``dedup_cosine`` with an earlier dilemma, in hash
-order) are dropped. Dilemmas are split by id (``seeds.unit(seed, "selfplay-split", id)``): train
+order, or with the prompt's one-shot example, which a small model copies) are dropped. Dilemmas are split by id (``seeds.unit(seed, "selfplay-split", id)``): train
 dilemmas feed GRPO, held-out ones only the evaluation.
 """
 
@@ -35,6 +35,8 @@ THEMES = ("sharing a family inheritance", "a workplace promotion", "how a villag
           "a company's layoffs", "using land for a factory or a park", "telling a friend a hard truth",
           "how a team divides credit", "a town's water during a drought", "a religious festival in a shared street")
 GENERATOR_SYSTEM = "You write short moral dilemmas for negotiation practice. You reply with one JSON object only."
+EXAMPLE_DILEMMA = ("Two siblings inherit their mother's house. One wants to sell it to pay debts; the other wants "
+                   "to keep it as the family home.")
 EXAMPLE = ('{"dilemma": "Two siblings inherit their mother\'s house. One wants to sell it to pay debts; the other '
            'wants to keep it as the family home.", "persona_a": {"name": "Ana", "stance": "Selling frees us from '
            'debt and lets both of us start over."}, "persona_b": {"name": "Ben", "stance": "The house holds our '
@@ -145,24 +147,28 @@ def from_records(records: Sequence[dict]) -> list[Dilemma]:
             for r in records if not r["failed"]]
 
 
-def near_duplicates(dilemmas: Sequence[Dilemma], vectors: np.ndarray, threshold: float,
-                    seed: int) -> tuple[list[Dilemma], list[dict]]:
-    """Kept dilemmas and the dropped ones (with the kept id each duplicates and the cosine).
+def near_duplicates(dilemmas: Sequence[Dilemma], vectors: np.ndarray, threshold: float, seed: int,
+                    references: dict[str, np.ndarray] | None = None) -> tuple[list[Dilemma], list[dict]]:
+    """Kept dilemmas and the dropped ones (with what each duplicates and the cosine).
 
-    In hash order a dilemma is kept unless its cosine with an already kept one reaches
-    ``threshold``; rows of ``vectors`` are unit-norm embeddings in ``dilemmas`` order.
+    In hash order a dilemma is kept unless its cosine with an already kept one — or with one of
+    ``references`` (name -> unit vector, e.g. the prompt's one-shot example, which a small model
+    copies) — reaches ``threshold``; rows of ``vectors`` are unit-norm embeddings in ``dilemmas`` order.
     """
     order = sorted(range(len(dilemmas)), key=lambda i: seeds.unit(seed, "selfplay-dedup", dilemmas[i].id))
-    kept: list[int] = []
+    names = list(references or {})
+    seen = [np.asarray(v, dtype=float) for v in (references or {}).values()]
     dropped = []
     for i in order:
-        sims = vectors[kept] @ vectors[i] if kept else np.zeros(0)
+        sims = np.array([v @ vectors[i] for v in seen])
         j = int(np.argmax(sims)) if len(sims) else -1
         if j >= 0 and sims[j] >= threshold:
-            dropped.append({"id": dilemmas[i].id, "duplicate_of": dilemmas[kept[j]].id, "cosine": float(sims[j])})
+            dropped.append({"id": dilemmas[i].id, "duplicate_of": names[j], "cosine": float(sims[j])})
         else:
-            kept.append(i)
-    return [dilemmas[i] for i in sorted(kept)], dropped
+            seen.append(vectors[i])
+            names.append(dilemmas[i].id)
+    kept = set(names)
+    return [d for d in dilemmas if d.id in kept], dropped
 
 
 def split(dilemmas: Sequence[Dilemma], seed: int, test_fraction: float) -> list[Dilemma]:
