@@ -252,3 +252,16 @@ def test_per_question_scores_columns():
     frame = per_question_scores(_rows("m", "A", [([1, 0], [1, 0])]))
     assert list(frame.columns) == ["agent", "country", "question_id", "s_align", "js_similarity", "argmax_agree"]
     assert frame.iloc[0]["s_align"] == pytest.approx(100.0)
+
+
+def test_paired_verdicts_by_hand():
+    import pandas as pd
+
+    from kit.metrics.alignment import paired_verdicts
+
+    rows = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3 + ["c"] * 3, "id": [1, 2, 3] * 3,
+                         "score": [0.5, 0.6, 0.7, 0.1, 0.2, 0.3, 0.5, 0.7, 0.6]})
+    out = {v["against"]: v for v in paired_verdicts(rows, "a", "score", n_boot=200, seed=0)}
+    assert out["b"]["mean_diff"] == pytest.approx(0.4) and out["b"]["verdict"] == "better" and out["b"]["n"] == 3
+    assert out["b"]["ci_low"] == pytest.approx(0.4) and out["b"]["ci_high"] == pytest.approx(0.4)  # constant diffs
+    assert out["c"]["mean_diff"] == pytest.approx(0.0) and out["c"]["verdict"] == "no difference"

@@ -49,7 +49,7 @@ def run(params: Params) -> dict:
         lambda: [play(backend, [g], sp.max_turns, lambda turn: sampling, sp.turn_words)
                  for g in games[: b.sequential_dialogues]])
 
-    train_dilemmas = dilemmas[: max(1, min(len(dilemmas), 2))]
+    train_dilemmas = dilemmas[:2]  # two GRPO steps of one group each
     records, lookup = selfplay_records(train_dilemmas, params.seed, sp.turn_words)
     trl = {**sp.policy.trl, "num_train_epochs": 1.0, "warmup_steps": 0.0, "reward_weights": list(sp.rewards.values())}
     recipe = sp.policy.model_copy(update={"trl": trl})

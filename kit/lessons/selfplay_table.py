@@ -17,7 +17,7 @@ from kit.data import load_moralchoice
 from kit.evals.capability import capability_table
 from kit.lessons.selfplay_data import capability_ids
 from kit.lessons.selfplay_training import judge_backend, trained_ids
-from kit.metrics.alignment import bootstrap_ci
+from kit.metrics.alignment import paired_verdicts
 from kit.selfplay import dilemmas as sd
 from kit.selfplay.dialogue import Dialogue
 from kit.selfplay.evaluation import METHODS, dialogues, methods_json, score_rows, summary
@@ -58,15 +58,8 @@ def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
 def paired(session, rows: pd.DataFrame, method: str = "self_play_grpo") -> pd.DataFrame:
     """``method`` minus each other method on the same dilemmas, for CA and resolution: mean, 95 % interval, verdict."""
     p = session.params
-    out = []
-    for score in ("collective_agency", "resolved"):
-        wide = rows.pivot(index="id", columns="method", values=score)
-        for other in [m for m in wide.columns if m != method]:
-            diffs = (wide[method] - wide[other]).dropna().to_numpy(dtype=float)
-            low, high = bootstrap_ci(diffs, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
-            verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
-            out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()), "ci_low": low,
-                        "ci_high": high, "n": len(diffs), "verdict": verdict})
+    seed = seeds.derive(p.seed, "bootstrap")
+    out = [v for score in ("collective_agency", "resolved") for v in paired_verdicts(rows, method, score, p.n_boot, seed)]
     return pd.DataFrame(out).set_index(["score", "against"])
 
 

@@ -20,7 +20,7 @@ from kit.data.countries import resolve_country
 from kit.engine import ask, run
 from kit.evals.capability import capability_table
 from kit.llm.base import ChatRequest, GenParams
-from kit.metrics.alignment import bootstrap_ci
+from kit.metrics.alignment import paired_verdicts
 from kit.values import make_value_detector
 from kit.visa import corpus as vc
 from kit.visa.evaluation import METHODS, methods_json, rewrite_all, score_rows, summary
@@ -68,15 +68,8 @@ def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
 def paired(session, rows: pd.DataFrame, method: str = "grpo", score: str = "value_f1") -> pd.DataFrame:
     """``method`` minus each other method on the same items: mean difference, 95 % bootstrap interval, verdict."""
     p = session.params
-    wide = rows.pivot(index="id", columns="method", values=score)
-    out = []
-    for other in [m for m in wide.columns if m != method]:
-        diffs = (wide[method] - wide[other]).dropna().to_numpy()
-        low, high = bootstrap_ci(diffs, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
-        verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
-        out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
-                    "n": len(diffs), "verdict": verdict})
-    return pd.DataFrame(out).set_index("against")
+    return pd.DataFrame(paired_verdicts(rows, method, score, p.n_boot, seeds.derive(p.seed, "bootstrap"))).set_index(
+        "against")
 
 
 def table_figure(session, summary_table: pd.DataFrame) -> None:

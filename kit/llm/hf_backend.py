@@ -247,7 +247,10 @@ class HFBackend(Backend):
         cache = self.model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions,
                            use_cache=True).past_key_values
         self.stats["forward_calls"] += 1
-        group_of = [g for r in range(len(seqs)) for g, (rows, _) in enumerate(groups) if r in rows]
+        group_of = [0] * len(seqs)
+        for g, (rows, _) in enumerate(groups):
+            for r in rows:
+                group_of[r] = g
         row_group = torch.tensor(group_of, device=prefix_ids.device)
         cache.reorder_cache(row_group)
         suffix_ids, suffix_mask = self._pad([s[groups[group_of[r]][1]:] for r, s in enumerate(seqs)], left=True)

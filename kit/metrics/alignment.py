@@ -264,6 +264,21 @@ class PairedDifference:
     n: int
 
 
+def paired_verdicts(rows: pd.DataFrame, method: str, score: str, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """``method`` minus each other method on the items both scored (``rows``: one row per method and
+    ``id``): mean difference, 95 % bootstrap interval, n, and "better" / "worse" when the interval
+    excludes 0, else "no difference"."""
+    wide = rows.pivot(index="id", columns="method", values=score)
+    out = []
+    for other in [m for m in wide.columns if m != method]:
+        diffs = (wide[method] - wide[other]).dropna().to_numpy(dtype=float)
+        low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+        verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
+        out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()), "ci_low": low,
+                    "ci_high": high, "n": len(diffs), "verdict": verdict})
+    return out
+
+
 def paired_difference(
     table_rows: Iterable[Mapping[str, Any]],
     agent_a: str,
