@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kit import paths
 
@@ -47,6 +56,9 @@ class ModelParams(Section):
     batch_size: PositiveInt = 8
     # transformers backend: prompts of a batch that share a prefix prefill it once (vLLM: prefix caching)
     prefix_sharing: bool = True
+    # transformers backend: keys/values of earlier calls kept for later prompts that start the same way
+    # (an LRU of this many MiB; 0 keeps none)
+    prefix_cache_mb: NonNegativeInt = 1024
     # torch's intra-op threads for the whole process (transformers backend and training); null: the cores
     # this process may use minus those other processes keep busy when the model loads (at least 1)
     threads: PositiveInt | None = None
@@ -451,6 +463,8 @@ class BenchParams(Section):
     negotiations: PositiveInt = 8
     negotiation_rounds: PositiveInt = 3
     sequential_negotiations: PositiveInt = 2
+    # tokens per negotiation turn in the bench (null: the profile's negotiation.turn_tokens)
+    negotiation_turn_tokens: PositiveInt | None = None
     palette_queries: PositiveInt = 4
     sequential_palette_queries: PositiveInt = 2
     palette_items: PositiveInt = 12

@@ -148,6 +148,10 @@ class FakeLLM:
     def __init__(self, **kwargs):
         self.kwargs = kwargs
         self.calls: list[dict] = []
+        self.resets = 0
+
+    def reset_prefix_cache(self):
+        self.resets += 1
 
     def get_tokenizer(self):
         return self.tokenizer
@@ -278,3 +282,5 @@ def test_samples_of_one_prompt_get_their_own_seeds_and_stats_count(backend):
     prompt = sum(len(p["prompt_token_ids"]) for call in backend.llm.calls for p in call["prompts"])
     assert backend.stats["prompt_tokens"] == prompt and backend.stats["generated_tokens"] == 2 * 4
     assert backend.stats["generate_calls"] == 2 and 0 < backend.stats["prefill_tokens_saved"] < prompt
+    backend.reset_prefix_cache()  # benchmarks start each phase cold
+    assert backend.llm.resets == 1

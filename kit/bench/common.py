@@ -40,14 +40,17 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 class Recorder:
-    """Passes generate calls through and keeps each batch, so raw generation can replay them."""
+    """Passes generate calls through, keeps each batch (so raw generation can replay them) and the
+    seconds spent inside the backend (``seconds``)."""
 
     def __init__(self, backend):
-        self.backend, self.calls = backend, []
+        self.backend, self.calls, self.seconds = backend, [], 0.0
 
     def __getattr__(self, attr):
         return getattr(self.backend, attr)
 
     def generate(self, requests, params):
         self.calls.append((list(requests), params))
-        return self.backend.generate(requests, params)
+        out, seconds = timed(lambda: self.backend.generate(requests, params))
+        self.seconds += seconds
+        return out

@@ -140,6 +140,10 @@ class Backend(abc.ABC):
     def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Option-label probabilities from one forward pass per request."""
 
+    def reset_prefix_cache(self) -> None:
+        """Forget the keys/values kept for prompt prefixes, so the next calls prefill from scratch
+        (benchmarks compare runs from the same cold start); a backend that keeps none does nothing."""
+
     def adapter_identity(self, adapter: str | None) -> str | None:
         """A content hash of an adapter folder, so a retrained adapter never hits stale cache."""
         from kit.llm.models import adapter_fingerprint

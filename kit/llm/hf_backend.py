@@ -4,12 +4,14 @@ Batching rules, the reason this backend is fast:
 - requests are grouped by adapter, sorted by prompt length and cut into batches, so padding
   stays small; results come back in request order;
 - generation pads on the left (new tokens line up at the end);
-- **shared prefixes are prefilled once**: a generate batch is ordered by prompt tokens, rows whose
-  prompts share at least ``MIN_SHARED_PREFIX`` leading tokens form a group, each group's common
-  prefix goes through one forward pass, and its KV cache is copied to the group's rows, which then
-  generate from their own suffix (an agent's candidate prompts, a dialogue's history). In float32
-  the outputs are the same tokens as without sharing (tested); ``stats`` counts the prompt tokens
-  and those not recomputed (``prefill_tokens_saved``);
+- **no prefix is prefilled twice**: every row's keys and values (prompt and generated tokens) go
+  to a store (``prefix_store.PrefixStore``, an LRU of ``prefix_cache_mb``), and a later prompt is
+  prefilled only past its longest stored prefix (an NCN agent's three candidate prompts, one per
+  temperature and call; a dialogue's next turn). Prefixes that rows of one batch share (a batch
+  is ordered by prompt tokens, so they are adjacent) are run once first and stored too. In
+  float32 the outputs are the same tokens as without sharing (tested); ``stats`` counts the
+  prompt tokens and those not recomputed (``prefill_tokens_saved``). The cache grows in place
+  (``kv_cache.GrowingLayer``);
 - ``score`` and ``choice_probs`` are single forward passes, also left-padded with position ids
   taken from the attention mask, so in float32 a request scores the same alone or in any batch
   (bfloat16 rounding depends on the batch's shape); only the
@@ -26,9 +28,12 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from kit.llm import kv_cache
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
 from kit.llm.chat import label_token_ids, render_chat
+from kit.llm.kv_cache import new_cache, row_layers
 from kit.llm.models import ResolvedModel, resolve_model
+from kit.llm.prefix_store import Layers, PrefixStore
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +111,7 @@ class HFBackend(Backend):
 
     def __init__(self, model: str | ResolvedModel, *, revision: str | None = None, dtype: str = "auto",
                  device: str = "auto", batch_size: int = 8, trust_remote_code: bool = False,
-                 prefix_sharing: bool = True):
+                 prefix_sharing: bool = True, prefix_cache_mb: int = 1024):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, revision)
@@ -126,11 +131,11 @@ class HFBackend(Backend):
         self.model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, use_safetensors=True, **kw)
         self.model.to(self.device).eval()
         self._adapters: dict[str, str] = {}  # adapter path -> peft adapter name
-        self.prefix_sharing = prefix_sharing
-        self.stats = _fresh_stats()
+        self._share(prefix_sharing, prefix_cache_mb)
 
     @classmethod
-    def around(cls, model, tokenizer, batch_size: int = 8, identity: str = "in-memory") -> "HFBackend":
+    def around(cls, model, tokenizer, batch_size: int = 8, identity: str = "in-memory",
+               prefix_cache_mb: int = 1024) -> "HFBackend":
         """A backend over a model already in memory, e.g. a policy while it trains (it is not copied,
         loaded or put in eval mode here; requests must not name adapters)."""
         self = cls.__new__(cls)
@@ -139,9 +144,17 @@ class HFBackend(Backend):
         self.device, self.batch_size = str(param.device), batch_size
         self.numerics = f"{str(param.dtype).removeprefix('torch.')}@{param.device.type}"
         self._adapters = {}
-        self.prefix_sharing = True
-        self.stats = _fresh_stats()
+        # the weights must not change while this backend serves: stored keys/values would go stale
+        self._share(True, prefix_cache_mb)
         return self
+
+    def _share(self, prefix_sharing: bool, prefix_cache_mb: int) -> None:
+        """Set up prefix sharing and the store, where the model's cache allows it (``kv_cache.supports``)."""
+        self.in_place = kv_cache.supports(self.model.config)
+        self.prefix_sharing = prefix_sharing and self.in_place
+        self.store = (PrefixStore(prefix_cache_mb * 2**20, MIN_SHARED_PREFIX)
+                      if self.prefix_sharing and prefix_cache_mb else None)
+        self.stats = _fresh_stats()
 
     @classmethod
     def from_params(cls, model, seed: int = 0) -> "HFBackend":
@@ -149,7 +162,7 @@ class HFBackend(Backend):
         use_threads(model.threads)
         return cls(model.name, revision=model.revision, dtype=model.dtype, device=model.device,
                    batch_size=model.batch_size, trust_remote_code=model.trust_remote_code,
-                   prefix_sharing=model.prefix_sharing)
+                   prefix_sharing=model.prefix_sharing, prefix_cache_mb=model.prefix_cache_mb)
 
     @staticmethod
     def numerics_for(model) -> str:
@@ -196,15 +209,20 @@ class HFBackend(Backend):
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask) padded to the longest sequence; an empty sequence is a fully masked row."""
         width = max(map(len, seqs))
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, s in enumerate(seqs):
             sl = slice(width - len(s), width) if left else slice(0, len(s))
-            ids[row, sl] = torch.tensor(s)
+            ids[row, sl] = torch.tensor(s, dtype=torch.long)
             mask[row, sl] = 1
         return ids.to(self.device), mask.to(self.device)
+
+    def reset_prefix_cache(self) -> None:
+        if self.store is not None:
+            self.store.clear()
 
     # --- verbs ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -217,17 +235,9 @@ class HFBackend(Backend):
         order = prompts if self.prefix_sharing else [len(p) for p in prompts]
         for adapter, idx in self._batches(requests, order):
             seqs = [prompts[i] for i in idx]
-            groups = prefix_groups(seqs, MIN_SHARED_PREFIX) if self.prefix_sharing else []
             with self._using(adapter):
-                if any(len(rows) > 1 for rows, _ in groups) and all(length > 0 for _, length in groups):
-                    ids, mask, cache = self._prefilled(seqs, groups)
-                    gen = self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
-                                              **self.generate_kwargs(params))
-                else:
-                    ids, mask = self._pad(seqs, left=True)
-                    gen = self.model.generate(input_ids=ids, attention_mask=mask, **self.generate_kwargs(params))
+                ids, new = self._generate_batch(seqs, adapter, params)
             self.stats["prompt_tokens"] += sum(map(len, seqs))
-            new = gen[:, ids.shape[1]:]
             self.stats["generate_calls"] += 1
             self.stats["generated_tokens"] += int((new != self.tokenizer.pad_token_id).sum())
             for row, i in enumerate(idx):
@@ -235,29 +245,84 @@ class HFBackend(Backend):
         self.stats["requests"] += len(requests)
         return out
 
-    def _prefilled(self, seqs: list[list[int]], groups: list[tuple[list[int], int]]):
-        """(input ids, attention mask, KV cache) with each group's prefix prefilled once.
+    def _generate_batch(self, seqs: list[list[int]], adapter: str | None,
+                        params: GenParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the batch's input ids, its new tokens). Prefixes shared in the batch are prefilled once and
+        those run in earlier calls not at all; every row's keys and values are stored for later calls."""
+        kwargs = self.generate_kwargs(params)
+        if not self.prefix_sharing:
+            ids, mask = self._pad(seqs, left=True)
+            cache = {"past_key_values": new_cache()} if self.in_place else {}
+            gen = self.model.generate(input_ids=ids, attention_mask=mask, **cache, **kwargs)
+            return ids, gen[:, ids.shape[1]:]
+        # without a store across calls, one for this call alone still serves the batch's shared prefixes
+        store = self.store if self.store is not None else PrefixStore(2**62, MIN_SHARED_PREFIX)
+        computed = self._prefill_shared(seqs, adapter, store)
+        hits = [store.longest(adapter, s, len(s) - 1) for s in seqs]
+        held = max(n for _, n in hits)
+        stored_ids, stored_mask = self._pad([s[:n] for s, (_, n) in zip(seqs, hits)], left=True)
+        rest_ids, rest_mask = self._pad([s[n:] for s, (_, n) in zip(seqs, hits)], left=True)
+        ids, mask = torch.cat([stored_ids, rest_ids], dim=1), torch.cat([stored_mask, rest_mask], dim=1)
+        cache = new_cache(self._stacked(hits, held) if held else None)
+        gen = self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
+        computed += sum(len(s) - n for s, (_, n) in zip(seqs, hits))
+        self.stats["prefill_tokens_saved"] += sum(map(len, seqs)) - computed
+        new = gen[:, ids.shape[1]:]
+        if self.store is not None:
+            self._keep(adapter, ids, mask, new, cache)
+        return ids, new
 
-        Row layout: the group's prefix, left-padded to the longest prefix, then the row's own
-        suffix, left-padded to the longest suffix; positions follow the mask, so every real token
-        sits where it would without padding. The cache holds the prefix block for every row.
+    def _prefill_shared(self, seqs: list[list[int]], adapter: str | None, store: PrefixStore) -> int:
+        """Run the prefixes that rows of this batch share (``prefix_groups``) and ``store`` doesn't hold
+        yet in one forward pass, starting from what it does hold, and store them; returns tokens run.
+
+        Layout: each group's held part left-padded to the longest one, then the rest, left-padded;
+        positions follow the mask, so every real token sits where it would without padding.
         """
-        prefix_ids, prefix_mask = self._pad([seqs[rows[0]][:length] for rows, length in groups], left=True)
-        positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = self.model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions,
-                           use_cache=True).past_key_values
+        prefixes = [seqs[rows[0]][:length] for rows, length in prefix_groups(seqs, MIN_SHARED_PREFIX) if len(rows) > 1]
+        hits = [store.longest(adapter, p, len(p)) for p in prefixes]
+        todo = [(p, hit) for p, hit in zip(prefixes, hits) if len(p) - hit[1] >= MIN_SHARED_PREFIX]
+        if not todo:
+            return 0
+        prefixes, hits = [p for p, _ in todo], [hit for _, hit in todo]
+        held_ids, held_mask = self._pad([p[:n] for p, (_, n) in todo], left=True)
+        rest_ids, rest_mask = self._pad([p[n:] for p, (_, n) in todo], left=True)
+        held = held_ids.shape[1]
+        cache = new_cache(self._stacked(hits, held) if held else None)
+        mask = torch.cat([held_mask, rest_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, held:]
+        self.model(input_ids=rest_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True)
         self.stats["forward_calls"] += 1
-        group_of = [0] * len(seqs)
-        for g, (rows, _) in enumerate(groups):
-            for r in rows:
-                group_of[r] = g
-        row_group = torch.tensor(group_of, device=prefix_ids.device)
-        cache.reorder_cache(row_group)
-        suffix_ids, suffix_mask = self._pad([s[groups[group_of[r]][1]:] for r, s in enumerate(seqs)], left=True)
-        ids = torch.cat([prefix_ids[row_group], suffix_ids], dim=1)
-        mask = torch.cat([prefix_mask[row_group], suffix_mask], dim=1)
-        self.stats["prefill_tokens_saved"] += sum((len(rows) - 1) * length for rows, length in groups)
-        return ids, mask, cache
+        for g, prefix in enumerate(prefixes):
+            store.put(adapter, prefix, row_layers(cache, g, mask[g].nonzero()[:, 0]))
+        return sum(len(p) - n for p, (_, n) in todo)
+
+    @staticmethod
+    def _stacked(hits: list[tuple[Layers | None, int]], width: int) -> Layers:
+        """Stored per-row keys/values, left-padded with zeros (masked out) into batch tensors of ``width``."""
+        some = next(layers for layers, _ in hits if layers)
+        out = []
+        for layer, (k0, v0) in enumerate(some):
+            keys = k0.new_zeros((len(hits), k0.shape[0], width, k0.shape[2]))
+            values = v0.new_zeros((len(hits), v0.shape[0], width, v0.shape[2]))
+            for g, (layers, n) in enumerate(hits):
+                if n:
+                    keys[g, :, width - n:], values[g, :, width - n:] = layers[layer]
+            out.append((keys, values))
+        return out
+
+    def _keep(self, adapter: str | None, ids: torch.Tensor, mask: torch.Tensor, new: torch.Tensor,
+              cache) -> None:
+        """Store each row's keys and values: its prompt's real tokens, then those it generated before stopping."""
+        width, cached = ids.shape[1], cache.get_seq_length()
+        ends = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.pad_token_id}
+        for row in range(ids.shape[0]):
+            produced = new[row].tolist()
+            k = next((j for j, t in enumerate(produced) if t in ends), len(produced))
+            at = torch.cat([mask[row].nonzero()[:, 0],
+                            torch.arange(width, width + min(k, cached - width), device=ids.device)])
+            self.store.put(adapter, torch.cat([ids[row], new[row]])[at].tolist(), row_layers(cache, row, at))
 
     def generate_kwargs(self, params: GenParams) -> dict:
         """transformers ``generate`` arguments for backend-neutral sampling params."""
@@ -324,6 +389,10 @@ class HFBackend(Backend):
 def _fresh_stats() -> dict[str, int]:
     return {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0, "prompt_tokens": 0,
             "prefill_tokens_saved": 0}
+
+
+def _as_list(ids) -> list[int]:
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

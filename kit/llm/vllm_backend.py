@@ -194,6 +194,9 @@ class VLLMBackend(Backend):
     def numerics_for(model) -> str:
         return numerics(model.dtype, model.tensor_parallel_size)
 
+    def reset_prefix_cache(self) -> None:
+        self.llm.reset_prefix_cache()
+
     def _loras(self, requests: Sequence[ChatRequest]) -> list:
         return [lora_request_for(r.adapter, self._lora_ids, self._lora_cls) for r in requests]
 
