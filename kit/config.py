@@ -54,7 +54,8 @@ class ModelParams(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     batch_size: PositiveInt = 8
-    # transformers backend: prompts of a batch that share a prefix prefill it once (vLLM: prefix caching)
+    # transformers backend: a prefix shared in a batch or run in an earlier call is not prefilled again
+    # (false: neither; vLLM always caches prefixes)
     prefix_sharing: bool = True
     # transformers backend: keys/values of earlier calls kept for later prompts that start the same way
     # (an LRU of this many MiB; 0 keeps none)

@@ -153,3 +153,14 @@ def test_growing_layer_holds_what_transformers_dynamic_layer_holds():
     k, v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
     got, want = grown.update(k, v), plain.update(k, v)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and got[0].shape[-2] == 8
+
+
+def test_the_on_disk_cache_wrapper_passes_the_reset_on(fresh, tmp_path):
+    from kit.cache import Cache
+    from kit.llm.cached import CachedBackend
+
+    wrapped = CachedBackend(fresh, Cache(tmp_path / "cache.sqlite"))
+    wrapped.generate([ChatRequest(_chat("Hello there"))], GenParams(max_new_tokens=2))
+    assert len(fresh.store) > 0
+    wrapped.reset_prefix_cache()
+    assert len(fresh.store) == 0

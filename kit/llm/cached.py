@@ -19,6 +19,9 @@ class CachedBackend(Backend):
         self.name, self.identity, self.numerics = inner.name, inner.identity, inner.numerics
         self._adapter_ids: dict[str, str] = {}
 
+    def reset_prefix_cache(self) -> None:
+        self.inner.reset_prefix_cache()
+
     def __getattr__(self, attr):  # tokenizer, stats, device… of the wrapped backend
         return getattr(self.inner, attr)
 

@@ -33,7 +33,7 @@ from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenP
 from kit.llm.chat import label_token_ids, render_chat
 from kit.llm.kv_cache import new_cache, row_layers
 from kit.llm.models import ResolvedModel, resolve_model
-from kit.llm.prefix_store import Layers, PrefixStore
+from kit.llm.prefix_store import Layers, PrefixStore, common_length
 
 log = logging.getLogger(__name__)
 
@@ -250,20 +250,16 @@ class HFBackend(Backend):
         """(the batch's input ids, its new tokens). Prefixes shared in the batch are prefilled once and
         those run in earlier calls not at all; every row's keys and values are stored for later calls."""
         kwargs = self.generate_kwargs(params)
-        if not self.prefix_sharing:
-            ids, mask = self._pad(seqs, left=True)
-            cache = {"past_key_values": new_cache()} if self.in_place else {}
-            gen = self.model.generate(input_ids=ids, attention_mask=mask, **cache, **kwargs)
-            return ids, gen[:, ids.shape[1]:]
         # without a store across calls, one for this call alone still serves the batch's shared prefixes
-        store = self.store if self.store is not None else PrefixStore(2**62, MIN_SHARED_PREFIX)
-        computed = self._prefill_shared(seqs, adapter, store)
-        hits = [store.longest(adapter, s, len(s) - 1) for s in seqs]
+        store = (self.store if self.store is not None else PrefixStore(2**62, MIN_SHARED_PREFIX)) \
+            if self.prefix_sharing else None
+        computed = self._prefill_shared(seqs, adapter, store) if store else 0
+        hits = [store.longest(adapter, s, len(s) - 1) for s in seqs] if store else [(None, 0)] * len(seqs)
         held = max(n for _, n in hits)
         stored_ids, stored_mask = self._pad([s[:n] for s, (_, n) in zip(seqs, hits)], left=True)
         rest_ids, rest_mask = self._pad([s[n:] for s, (_, n) in zip(seqs, hits)], left=True)
         ids, mask = torch.cat([stored_ids, rest_ids], dim=1), torch.cat([stored_mask, rest_mask], dim=1)
-        cache = new_cache(self._stacked(hits, held) if held else None)
+        cache = new_cache(self._stacked(hits, held) if held else None) if self.in_place else None
         gen = self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
         computed += sum(len(s) - n for s, (_, n) in zip(seqs, hits))
         self.stats["prefill_tokens_saved"] += sum(map(len, seqs)) - computed
@@ -395,15 +391,6 @@ def _as_list(ids) -> list[int]:
     return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def prefix_groups(seqs: Sequence[Sequence[int]], min_shared: int) -> list[tuple[list[int], int]]:
     """Runs of consecutive rows sharing at least ``min_shared`` leading tokens: (rows, prefix length).
 
@@ -415,7 +402,7 @@ def prefix_groups(seqs: Sequence[Sequence[int]], min_shared: int) -> list[tuple[
     for r, s in enumerate(seqs):
         if groups:
             rows, length = groups[-1]
-            shared = min(common_prefix(seqs[rows[0]], s), length, len(s) - 1)
+            shared = min(common_length(seqs[rows[0]], s), length, len(s) - 1)
             if shared >= min_shared:
                 groups[-1] = (rows + [r], shared)
                 continue

@@ -26,8 +26,9 @@ import torch
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def common_length(a: np.ndarray, b: np.ndarray) -> int:
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens two sequences share."""
+    a, b = np.asarray(a), np.asarray(b)
     n = min(len(a), len(b))
     differ = np.flatnonzero(a[:n] != b[:n])
     return int(differ[0]) if len(differ) else n
