@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, train, benchmark, open JupyterLab, check the machine.
+"""``python -m kit``: run notebooks, check params, train, benchmark, report, open JupyterLab, check the machine.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=BENCHES.names())
     b.add_argument("--params", required=True)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rep = sub.add_parser("report", help="the run's boards and figures as one HTML page (runs/<profile>/report/)")
+    rep.add_argument("params")
+    rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     d = sub.add_parser("doctor", help="what this machine has, and whether a profile can run here (exit 0 or 2)")
     d.add_argument("--params", help="a profile to check against this machine")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -65,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, args.set)
         if args.command == "check":
             print(f"{args.params}: ok (profile {params.profile}, model {params.model.name} on {params.model.backend})")
+            return 0
+        if args.command == "report":
+            from kit.report import write
+
+            page = write(params)
+            print(f"report: {page}\nboards (CSV): {page.parent}")
             return 0
         if args.command == "run":
             from kit.runner import run

@@ -141,6 +141,7 @@ class AgentsParams(Section):
     answer_tokens: PositiveInt = 160  # prose answers shown in the notebook
     description_tokens: PositiveInt = 512
     rewrite_tokens: PositiveInt = 320
+    capability_items: PositiveInt = 40  # MoralChoice low-ambiguity items for every grounded adapter
     sft: TrainRecipe = TrainRecipe()  # the grounded agents' SFT (trl SFTConfig keys)
 
 
@@ -292,6 +293,7 @@ class PaletteParams(Section):
     comment_tokens: PositiveInt = 128  # Modular Pluralism's community comments
     nli: str = "judge"  # a name in kit.evals.nli.NLI_SCORERS
     nli_items: PositiveInt = 20
+    capability_items: PositiveInt = 40  # MoralChoice low-ambiguity items for every palette artifact
 
     @field_validator("merges")
     @classmethod
@@ -364,6 +366,7 @@ class VisaParams(Section):
     eval_detector: str = "llm"  # reads the held-out rewrites; the judge the trained detector imitates
     max_test_items: PositiveInt = 40
     capability_items: PositiveInt = 24
+    goqa_items: PositiveInt = 50  # held-out GlobalOpinionQA questions per country rewritten toward its values
     culture_countries: list[str] = Field(default_factory=list)  # answers made to speak for these cultures
 
     @field_validator("rewards")

@@ -13,12 +13,12 @@ import time
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from kit import paths
+from kit import cost, paths
 from kit.cache import Cache
 from kit.config import Params
-from kit.files import atomic_write_json
+from kit.files import atomic_write_json, atomic_write_text, json_default
 
 METRICS_MIME = "application/vnd.agora.metrics+json"
 RUNS_DEFAULT = "runs"  # the runs folder whose figures also update the project's figures/
@@ -29,7 +29,9 @@ class Session:
         self.params = params
         self.run_dir = params.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._started = time.perf_counter()
         self.timings: dict[str, float] = {}
+        self.costs: list[dict] = []  # every timed stage's calls, tokens, seconds and peak memory
         self._agents = None
         self._backends: dict[str, object] = {}
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # silence fork warnings in kernels
@@ -71,6 +73,14 @@ class Session:
 
         return RecordStore(self.run_dir / "records" / f"{name}.jsonl")
 
+    def save_scores(self, notebook: str, board: str, rows: Iterable[Mapping]) -> Path:
+        """Per-item rows a cross-method board reads (``kit.leaderboard``), replacing the notebook's last
+        ones: ``scores/<board>/<notebook>.jsonl``. The boards are computed from these, never by
+        asking a model again."""
+        lines = "".join(json.dumps(dict(r), ensure_ascii=False, sort_keys=True, default=json_default) + "\n"
+                        for r in rows)
+        return atomic_write_text(self.run_dir / "scores" / board / f"{notebook}.jsonl", lines)
+
     def agents(self):
         """The :class:`~kit.agents.AgentSet` notebook 01 built and stored in this run folder."""
         if self._agents is None:
@@ -89,14 +99,37 @@ class Session:
         return out
 
     @contextmanager
-    def timed(self, label: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.timings[label] = round(time.perf_counter() - start, 3)
+    def timed(self, label: str, row: str | None = None) -> Iterator[None]:
+        """Measure a stage (``kit.cost``): model calls and tokens, wall seconds, peak memory. ``row``
+        names the board row (an agent kind, a trained model, a method) whose own cost it is."""
+        with cost.stage(label, row) as measured:
+            yield
+        self.timings[label] = round(measured.seconds, 3)
+        self.costs.append(measured.as_dict())
+
+    def record_cost(self, label: str, row: str | None, seconds: float, peak_rss_gb: float) -> None:
+        """A stage measured elsewhere (a child process), kept with the ones ``timed`` measures."""
+        self.costs.append({"stage": label, "row": row, **dict.fromkeys(cost.COUNTERS, 0), "seconds": round(seconds, 3),
+                           "peak_rss_gb": round(peak_rss_gb, 3)})
+
+    def each_row(self, label: str, models: Mapping[str, Any], fn: Callable[[dict], Any]) -> list:
+        """``fn({name: value})`` for each board row of ``models``, each measured as that row's own stage;
+        the results in order. (Rows that share one batch cannot be told apart in its cost.)"""
+        out = []
+        for name, value in models.items():
+            with self.timed(f"{label} ({name})", row=name):
+                out.append(fn({name: value}))
+        return out
 
     def record_metrics(self, notebook: str, metrics: dict) -> None:
-        """Key numbers of a notebook: shown in its output (tests read them) and saved as JSON."""
+        """Key numbers of a notebook: shown in its output (tests read them) and saved as JSON.
+
+        The unit's cost goes with them: every measured stage, per board row the sum of its stages,
+        and the whole session (wall seconds since it started, peak memory of the process)."""
         out = self.run_dir / "metrics" / f"{notebook}.json"
+        metrics = {**metrics, "cost": {"stages": self.costs, "rows": cost.row_costs(self.costs),
+                                       "session": {"seconds": round(time.perf_counter() - self._started, 1),
+                                                   "peak_rss_gb": round(cost.peak_rss_gb(), 3)}}}
         atomic_write_json(out, metrics)
         try:
             from IPython.display import display

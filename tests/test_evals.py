@@ -143,12 +143,16 @@ def test_notebook_01_scores_kinds_beside_references_on_the_test_items_only():
                           test + [other, opinion("Brazil", "q9")])
 
     @contextmanager
-    def timed(label):
+    def timed(label, row=None):
         yield
 
+    saved = {}
     session = SimpleNamespace(params=Params(profile="t", n_boot=10), timed=timed,
+                              save_scores=lambda nb, board, rows: saved.update({(nb, board): list(rows)}),
                               backend=Scripted(choose=lambda r: ChoiceResult({"A": 1 / 3, "B": 1 / 3, "C": 1 / 3}, 1)))
     ev = ca.evaluate(session, [prompted("Mexico"), prompted("Iraq")], splits)
+    # the agents' answers (not the references) are kept for the cross-method board
+    assert saved == {("01_cultural_agents", "alignment"): ev.answers}
     refs = [r for r in ev.score_rows if r["agent"] != "prompted"]
     # one uniform and one other-countries row per studied (country, question); none for Brazil or q9
     assert sorted((r["agent"], r["country"], r["question_id"]) for r in refs) == [

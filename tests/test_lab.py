@@ -78,9 +78,14 @@ def test_a_notebook_run_interactively_gives_the_headless_numbers(tmp_path, monke
     interactive = metrics_of(nb)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "parameters from params/tiny.yaml (AGORA_PARAMS)" in printed
-    timing = {"first_run_s", "cached_rerun_s"}
+    timing = {"first_run_s", "cached_rerun_s", "cost"}
     assert {k: v for k, v in interactive.items() if k not in timing} == \
         {k: v for k, v in headless.items() if k not in timing}
+
+    def counts(m):  # what each stage asked of the model; its seconds and memory are this run's own
+        return [(s["stage"], s["calls"], s["generated_tokens"], s["scored_tokens"]) for s in m["cost"]["stages"]]
+
+    assert counts(interactive) == counts(headless)
 
 
 def test_a_bad_profile_name_fails_in_one_line(monkeypatch):

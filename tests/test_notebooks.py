@@ -51,6 +51,7 @@ def check_01(m):
     assert all(m["coverage"][k] == 1.0 for k in kinds)
     assert m["letter_mass_mean"] < 0.1
     assert set(m["grounded_records_kept"]) == {"United States", "China", "Mexico"}
+    assert "base" in m["moralchoice_low_accuracy"] and set(m["neutral_ppl"]) == set(m["moralchoice_low_accuracy"])
 
 
 def check_02(m):
@@ -116,6 +117,11 @@ def check_12(m):
     assert m["nli_scorer"].startswith("judge:") and set(m["semantic_consistency"]) == {
         "prompted", "joint", "ties", "model_stock", "moe_routing", "moe"}
     assert all(0 < v < 1 for v in m["semantic_consistency"].values())
+    artifacts = {"base", "Africa", "America", "Asia", "Europe", "Oceania", "joint", "ties", "model_stock", "moe"}
+    assert set(m["moralchoice_low_accuracy"]) == set(m["neutral_ppl"]) == artifacts
+    # every Table 1 row's own cost was measured (the rows ran one at a time)
+    assert PALETTE_ROWS - {"uniform", "other-countries mean"} <= set(m["cost"]["rows"])
+    assert all(c["calls"] > 0 for c in m["cost"]["rows"].values())
 
 
 def check_20(m):
@@ -141,6 +147,9 @@ def check_22(m):
     shielded = {m["methods"][k]["moralchoice_low_accuracy"] for k in ("prompting", "sft", "grpo")}
     assert len(shielded) == 1  # the shielded pipeline answers with the base model: one capability
     assert set(m["grpo_vs"]) == {"prompting", "sft", "direct_finetune"}
+    # the rewriters on notebook 01's held-out survey questions, beside the unrewritten answer
+    assert set(m["goqa_js_similarity"]) == {"original", "prompting", "sft", "grpo"}
+    assert m["goqa_overlap"] == {"corpus_questions_in_survey": 0, "countries_without_target": 0}
 
 
 def check_30(m):
@@ -166,11 +175,33 @@ def check_32(m):
         assert 1 <= scores["collective_agency"] <= 5 and 0 <= scores["resolution_rate"] <= 1
     assert m["overlap"] == {"train_test_dilemmas": 0, "heldout_in_training": 0, "capability_scenarios": 0}
     assert m["n_dilemmas"] > 0
+    # the policies on notebook 02's topics and pairs, beside every negotiation method, one evaluation for all
+    study = m["ncn_study"]
+    methods = {"ncn", "debate", "consultancy", "none", "untrained", "single_agent_grpo", "self_play_grpo"}
+    assert set(study["collective_agency"]) == set(study["resolution_rate"]) == methods
+    assert study["counts"] == {"study_topics_in_selfplay_training": 0, "dialogues_per_policy": 2}
+    assert all(1 <= v <= 5 for v in study["collective_agency"].values())
+
+
+def check_90(m):
+    # every unit ran before it: every board row scored, none "not run"
+    assert m["not_run"] == []
+    alignment = m["alignment"]
+    assert {"01 · described", "04 · dpo@ncn", "12 · palette", "12 · modular_steerable", "22 · grpo",
+            "22 · original"} <= set(alignment)
+    scored = {k: v for k, v in alignment.items() if v["status"] == "scored"}
+    assert all(v["verdict"] in {"beats", "worse", "no difference"} and v["calls"] > 0 for v in scored.values())
+    # a random model never beats its unit's best reference
+    assert all(v["verdict"] != "beats" for v in scored.values())
+    assert {k for k, v in alignment.items() if v["status"] == "reference"} >= {"01 · uniform",
+                                                                               "12 · other-countries mean"}
+    assert {"32 · ncn", "32 · debate", "32 · self_play_grpo"} <= set(m["consensus"])
+    assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo"} <= set(m["capability"])
 
 
 CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "10": check_10,
           "11": check_11, "12": check_12, "20": check_20, "21": check_21, "22": check_22, "30": check_30,
-          "31": check_31, "32": check_32}
+          "31": check_31, "32": check_32, "90": check_90}
 
 
 @pytest.fixture(scope="module")

@@ -238,7 +238,7 @@ def s_align(p, q) -> float:
 
 
 def test_continent_table_averages_country_means_by_hand():
-    from kit.palette.evaluation import continent_table
+    from kit.metrics.alignment import continent_table
 
     gold = [0.6, 0.4]
     rows = [{"agent": "x", "country": c, "question_id": f"q{k}", "p_gen": p, "p_gold": gold}

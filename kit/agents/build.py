@@ -33,7 +33,7 @@ def build_agents(session, splits: SurveySplits) -> AgentSet:
     texts: list[str] = []
     desc = {}
     if {"described", "grounded"} & set(wanted):
-        with session.timed("describe cultures"):
+        with session.timed("describe cultures", row="described"):
             desc = describe_cultures(session.backend, splits.countries, splits.train, p.agents, p.seed,
                                      session.run_dir / "agents" / "descriptions")
         texts += [d.text for d in desc.values()]
@@ -42,7 +42,7 @@ def build_agents(session, splits: SurveySplits) -> AgentSet:
         built += [kinds.described(c, d.text) for c, d in desc.items()]
     if "grounded" in wanted:
         base = resolve_model(p.model.name, p.model.revision).path
-        with session.timed("ground agents (data + LoRA SFT)"):
+        with session.timed("ground agents (data + LoRA SFT)", row="grounded"):
             grounded = train_grounded_agents(session.backend, base, splits.countries, splits.train, p.agents, p.seed,
                                              session.run_dir / "agents" / "grounded")
         built += [kinds.grounded(c, g.adapter_dir, desc[c].text) for c, g in grounded.items() if g.adapter_dir]

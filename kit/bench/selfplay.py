@@ -16,7 +16,7 @@ from pathlib import Path
 from kit import seeds
 from kit.bench.common import timed
 from kit.config import Params
-from kit.palette.merges import peak_rss_gb
+from kit.cost import peak_rss_gb
 
 
 def run(params: Params) -> dict:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 import tempfile
 from pathlib import Path
 
 from kit.agents import culture_instruction
 from kit.bench.common import CULTURES, TOPICS
 from kit.config import Params
+from kit.cost import peak_rss_gb
 
 _CHOSEN = "Both sides agree that families and communities should decide together, respecting each person's values. "
 _REJECTED = "Our tradition is the only right answer, and other views do not matter here. "
@@ -25,12 +24,6 @@ def synthetic_preferences(n: int, answer_repeats: int = 4) -> list[dict]:
         "chosen": [{"role": "assistant", "content": (_CHOSEN * answer_repeats).strip()}],
         "rejected": [{"role": "assistant", "content": (_REJECTED * answer_repeats).strip()}],
     } for i in range(n)]
-
-
-def _peak_rss_gb() -> float:
-    # ru_maxrss is KiB on Linux and bytes on macOS.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
 def run(params: Params) -> dict:
@@ -62,7 +55,7 @@ def run(params: Params) -> dict:
         "batch_size": args["per_device_train_batch_size"], "grad_accum": args["gradient_accumulation_steps"],
         "tokens_per_step": round(tokens_per_step, 1),
         "train_tok_s": round(tokens_per_step * len(timed) / sum(timed), 2),
-        "seconds": round(result.seconds, 3), "peak_rss_gb": round(_peak_rss_gb(), 3),
+        "seconds": round(result.seconds, 3), "peak_rss_gb": round(peak_rss_gb(), 3),
     }
     if torch.cuda.is_available():
         out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1024**3, 3)

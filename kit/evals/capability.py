@@ -50,3 +50,11 @@ def capability_table(backend: Backend, models: dict[str, str | None], scenarios:
                      "zero_mass": sum(r.label_mass == 0 for r in got),
                      "neutral_ppl": float(np.mean([perplexity(lp) for lp in lps]))})
     return pd.DataFrame(rows).set_index("model")
+
+
+def save_capability(session, notebook: str, kept: pd.DataFrame, base: str) -> None:
+    """A unit's capability table as rows of the cross-method capability board, each naming the
+    model it is compared with (``base``: the model before training)."""
+    session.save_scores(notebook, "capability", [
+        {"model": m, "base": base, **{k: r[k] for k in ("moralchoice_low_accuracy", "correct", "items", "neutral_ppl")}}
+        for m, r in kept.iterrows()])

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import pandas as pd
-
 from kit.agents import Agent
 from kit.data import OpinionItem, option_labels
 from kit.llm.base import Backend, ChoiceRequest
-from kit.metrics.alignment import score_table
 
 INSTRUCTION = "Answer with the letter of one option."
 PREFIX = "Answer:"
@@ -43,9 +40,3 @@ def answer_rows(backend: Backend, agents: Sequence[Agent], items: Sequence[Opini
          "letter_mass": r.label_mass}
         for (a, it), r in zip(pairs, results)
     ]
-
-
-def alignment_table(backend: Backend, agents: Sequence[Agent], items: Sequence[OpinionItem], n_boot: int = 1000,
-                    seed: int = 0) -> pd.DataFrame:
-    """``score_table`` (per agent kind × country, bootstrap CIs) of the agents' answers to ``items``."""
-    return score_table(answer_rows(backend, agents, items), n_boot=n_boot, seed=seed)

@@ -21,13 +21,16 @@ SUMMARY_COLUMNS = ["method", "n", "mean_ratio", "mean_ratio_low", "mean_ratio_hi
 
 
 def evaluate(session) -> pd.DataFrame:
-    """One row per usable trace of the study (``kit.evals.traces``): acceptance and value metrics."""
+    """One row per usable trace of the study (``kit.evals.traces``): acceptance and value metrics (saved
+    for the consensus board, which prefers notebook 32's evaluation of the same traces with the judge)."""
     p = session.params
     agent_by_country, trace_list = negotiation.study_traces(session)
     detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
                                    seed=p.seed)
     with session.timed("evaluate traces"):
-        return evaluate_traces(session.backend, detector, agent_by_country, trace_list)
+        per_trace = evaluate_traces(session.backend, detector, agent_by_country, trace_list)
+    session.save_scores("03_consensus_evaluation", "consensus", per_trace.to_dict("records"))
+    return per_trace
 
 
 def counts_line(per_trace: pd.DataFrame) -> str:

@@ -16,7 +16,8 @@ import pandas as pd
 from kit import plots, seeds
 from kit.agents import Agent, AgentSet
 from kit.agents.build import build_agents
-from kit.data import SurveySplits, resolve_countries, survey_splits
+from kit.data import SurveySplits, load_moralchoice, resolve_countries, survey_splits
+from kit.evals.capability import capability_table, save_capability
 from kit.evals.survey import answer_rows
 from kit.llm.base import GenParams
 from kit.metrics.alignment import (
@@ -29,6 +30,7 @@ from kit.metrics.alignment import (
 )
 
 REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT)
+NOTEBOOK = "01_cultural_agents"
 
 
 def splits(session) -> SurveySplits:
@@ -67,10 +69,14 @@ class Evaluation:
 
 
 def evaluate(session, agents: Sequence[Agent], s: SurveySplits) -> Evaluation:
-    """Every agent answers its country's held-out questions; scores with the reference rows."""
+    """Every agent answers its country's held-out questions; scores with the reference rows. The
+    answers are saved for the cross-method board, each kind's cost measured apart."""
     p = session.params
-    with session.timed("choice_probs on the test split"):
-        answers = answer_rows(session.backend, agents, s.test_items)
+    answers = []
+    for kind in dict.fromkeys(a.kind for a in agents):
+        with session.timed(f"answer the test split ({kind})", row=kind):
+            answers += answer_rows(session.backend, [a for a in agents if a.kind == kind], s.test_items)
+    session.save_scores(NOTEBOOK, "alignment", answers)
     wanted = {(it.country, it.question_id) for it in s.test_items}
     refs = [r for r in uniform_reference(s.test_all_countries) + other_countries_reference(s.test_all_countries)
             if (r["country"], r["question_id"]) in wanted]
@@ -144,8 +150,20 @@ def example_answers(session, agents: Sequence[Agent], s: SurveySplits) -> pd.Dat
     return pd.DataFrame({"agent": [a.name for a in pick], "question": item.question, "answer": [t.strip() for t in texts]})
 
 
+def capability(session, agent_set: AgentSet) -> pd.DataFrame:
+    """MoralChoice low-ambiguity accuracy and neutral perplexity of every grounded agent's adapter beside the
+    base model's (saved for the capability board)."""
+    p = session.params
+    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.agents.capability_items]
+    models = {"base": None, **{a.name: a.adapter for a in agent_set.agents if a.adapter}}
+    kept = pd.concat(session.each_row("capability", models, lambda one: capability_table(session.backend, one,
+                                                                                          scenarios)))
+    save_capability(session, NOTEBOOK, kept, "base")
+    return kept
+
+
 def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s: SurveySplits,
-                agent_set: AgentSet) -> dict:
+                agent_set: AgentSet, kept: pd.DataFrame) -> dict:
     """Per-kind averages over countries, the references, each kind's verdict and coverage, and what
     was built or skipped."""
     means = ev.table.groupby("agent")[["js_similarity", "s_align"]].mean().round(2)
@@ -159,4 +177,6 @@ def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s
         "coverage": summary["coverage"].round(3).to_dict(),
         "letter_mass_mean": round(float(pd.DataFrame(ev.answers)["letter_mass"].mean()), 4),
         "grounded_records_kept": {c: st.get("kept", 0) for c, st in agent_set.report.get("grounding", {}).items()},
+        "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),
+        "neutral_ppl": kept["neutral_ppl"].round(3).to_dict(),
     }

@@ -19,17 +19,19 @@ from kit import plots, seeds
 from kit.data import OpinionItem, Topic, goqa_split, load_moralchoice
 from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
-from kit.evals.capability import capability_table
+from kit.evals.capability import capability_table, save_capability
 from kit.evals.distance import BASE, distance_summary, distance_table, persona
-from kit.evals.survey import alignment_table
+from kit.evals.survey import answer_rows
 from kit.files import read_json
 from kit.lessons import negotiation
+from kit.metrics.alignment import score_table
 from kit.negotiation.run import resolve_pairs
 from kit.train.records import TrainingSet, training_sets
 from kit.train.trainers import train
 from kit.values import make_value_detector
 
 log = logging.getLogger(__name__)
+NOTEBOOK = "04_finetune_on_negotiation"
 
 TrainingData = dict[tuple[str, str], TrainingSet]
 
@@ -88,7 +90,7 @@ def train_all(session, data: TrainingData) -> dict[str, Path]:
         if not train_records:
             log.warning("%s: no training records after filtering (%s); skipped", name, counts)
             continue
-        with session.timed(f"train {name}"):
+        with session.timed(f"train {name}", row=name):
             result = train(method, train_records, eval_records, p.model.name,
                            session.run_dir / "train" / source / method, p.finetune, p.seed)
         adapters[name] = result.adapter_dir
@@ -121,9 +123,8 @@ def cultural_distance(session, compared: dict[str, str | None],
     p = session.params
     detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
                                    seed=p.seed)
-    with session.timed("cultural distance"):
-        distances = distance_table(session.backend, detector, compared, resolve_pairs(p), heldout_list,
-                                   p.negotiation.turn_tokens)
+    distances = pd.concat(session.each_row("cultural distance", compared, lambda one: distance_table(
+        session.backend, detector, one, resolve_pairs(p), heldout_list, p.negotiation.turn_tokens)), ignore_index=True)
     return distances, distance_summary(distances)
 
 
@@ -138,13 +139,15 @@ def distance_figure(session, summary: pd.DataFrame) -> None:
 
 
 def goqa_alignment(session, compared: dict[str, str | None]) -> pd.DataFrame:
-    """GlobalOpinionQA alignment of each model, asked as each culture, on notebook 01's held-out questions."""
+    """GlobalOpinionQA alignment of each model, asked as each culture, on notebook 01's held-out questions
+    (the answers are saved for the cross-method board)."""
     p = session.params
     held_out = goqa_test_items(session)
-    personas = [persona(c, a, m) for m, a in compared.items() for c in held_out]
-    with session.timed("GlobalOpinionQA alignment"):
-        return alignment_table(session.backend, personas, [it for items in held_out.values() for it in items],
-                               n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
+    items = [it for its in held_out.values() for it in its]
+    rows = [r for part in session.each_row("GlobalOpinionQA alignment", compared, lambda one: answer_rows(
+        session.backend, [persona(c, a, m) for m, a in one.items() for c in held_out], items)) for r in part]
+    session.save_scores(NOTEBOOK, "alignment", rows)
+    return score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
 
 
 def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
@@ -152,8 +155,10 @@ def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
     perplexity per model."""
     p = session.params
     scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.finetune.capability_items]
-    with session.timed("capability"):
-        return capability_table(session.backend, compared, scenarios)
+    kept = pd.concat(session.each_row("capability", compared, lambda one: capability_table(
+        session.backend, one, scenarios)))
+    save_capability(session, NOTEBOOK, kept, BASE)
+    return kept
 
 
 def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.DataFrame, alignment: pd.DataFrame,

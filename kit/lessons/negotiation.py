@@ -40,11 +40,15 @@ def store(session, agent_by_country: dict[str, Agent]) -> RecordStore:
 
 
 def run(session, agent_by_country: dict[str, Agent], topic_list: list[Topic]) -> list[dict]:
-    """Run (or resume) every negotiation of the params; the stored traces, in job order."""
+    """Run (or resume) every negotiation of the params, one method at a time, so each method's cost is
+    its own (``kit.cost``); the stored traces, in plan order."""
     p = session.params
+    traces = store(session, agent_by_country)
     with session.timed("negotiations"):
-        return run_negotiations(session.backend, session.embedder, agent_by_country, topic_list, p.negotiation,
-                                store(session, agent_by_country), p.seed, pairs=resolve_pairs(p))
+        session.each_row("negotiate", dict.fromkeys(p.negotiation.methods), lambda one: run_negotiations(
+            session.backend, session.embedder, agent_by_country, topic_list,
+            p.negotiation.model_copy(update={"methods": list(one)}), traces, p.seed, pairs=resolve_pairs(p)))
+    return planned_traces(traces, p, topic_list)
 
 
 def study_traces(session) -> tuple[dict[str, Agent], list[dict]]:

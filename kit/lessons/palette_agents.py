@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from kit import plots
+from kit.cost import peak_rss_gb
 from kit.data.cultures import PALETTE_CONTINENTS
 from kit.llm.models import resolve_model
 from kit.palette.agents import palette_dir, save_models, train_agents
-from kit.palette.merges import build_moe, merge, peak_rss_gb, router_shares
+from kit.palette.merges import build_moe, merge, router_shares
 from kit.palette.prompts import CONTINENTS
 
 
@@ -40,6 +41,8 @@ def merges(session, adapters: dict[str, Path]) -> tuple[dict[str, Path], pd.Data
     stamps = {name: merge(name, p.palette.merges[name], base, continents, models / name, cache)
               for name in ("ties", "model_stock")}
     stamps["moe"] = build_moe(p.palette.merges["moe"], base, continents, models / "moe", cache)
+    for name, s in stamps.items():  # each merge runs in its own process, which measured it
+        session.record_cost(f"merge {name}", name, s["seconds"], s["peak_rss_gb"])
     merged = {name: models / name for name in stamps}
     save_models(folder(session), adapters, merged)
     costs = pd.DataFrame({name: {"seconds": s["seconds"], "peak RSS (GB)": s["peak_rss_gb"]}

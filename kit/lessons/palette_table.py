@@ -10,9 +10,16 @@ from __future__ import annotations
 import pandas as pd
 
 from kit import plots, seeds
-from kit.data import OpinionItem
+from kit.data import OpinionItem, load_moralchoice
+from kit.evals.capability import capability_table, save_capability
 from kit.evals.nli import make_scorer
-from kit.metrics.alignment import UNIFORM_AGENT, other_countries_reference, reference_comparison, uniform_reference
+from kit.metrics.alignment import (
+    UNIFORM_AGENT,
+    continent_table,
+    other_countries_reference,
+    reference_comparison,
+    uniform_reference,
+)
 from kit.palette.agents import load_models
 from kit.palette.baselines import ROWS
 from kit.palette.evaluation import (
@@ -20,13 +27,13 @@ from kit.palette.evaluation import (
     answer_all,
     best_baseline,
     consistency,
-    continent_table,
     test_items,
     wide,
 )
 from kit.palette.meta_agent import META, VARIANTS
 
 ROW_NAMES = (*ROWS, *VARIANTS, *REFERENCES)
+NOTEBOOK = "12_palette_table"
 
 
 def items(session) -> tuple[dict[str, list[OpinionItem]], list[OpinionItem]]:
@@ -43,8 +50,10 @@ def models(session) -> tuple[dict[str, str], dict]:
 def answer(session, test: dict[str, list[OpinionItem]], everyone: list[OpinionItem]) -> list[dict]:
     """Score rows of every Table 1 row and of the two references, on the same (country, question) pairs."""
     adapters, backends = models(session)
-    with session.timed("Table 1 rows"):
-        rows = answer_all(session.backend, backends, adapters, test, session.params.palette)
+    with session.timed("Table 1 rows"):  # each row measured apart, for its cost on the board
+        rows = [r for part in session.each_row("Table 1", dict.fromkeys((*ROWS, *VARIANTS)), lambda one: answer_all(
+            session.backend, backends, adapters, test, session.params.palette, list(one))) for r in part]
+    session.save_scores(NOTEBOOK, "alignment", rows)
     wanted = {(c, it.question_id) for c, its in test.items() for it in its}
     rows += [r for r in uniform_reference(everyone) + other_countries_reference(everyone)
              if (r["country"], r["question_id"]) in wanted]
@@ -95,8 +104,23 @@ def semantic_consistency(session, heldout: list[dict]) -> tuple[pd.DataFrame, st
         return consistency(session.backend, backends, adapters, heldout, scorer, p.palette.draft_tokens), scorer.identity
 
 
+def capability(session) -> pd.DataFrame:
+    """MoralChoice low-ambiguity accuracy and neutral perplexity of every palette artifact (continent and
+    joint adapters, the merged models) beside the base model's."""
+    p = session.params
+    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.palette.capability_items]
+    adapters, backends = models(session)
+    parts = session.each_row("capability", {"base": None, **adapters},
+                             lambda one: capability_table(session.backend, one, scenarios))
+    parts += session.each_row("capability", backends,
+                              lambda one: capability_table(next(iter(one.values())), dict.fromkeys(one), scenarios))
+    kept = pd.concat(parts)
+    save_capability(session, NOTEBOOK, kept, "base")
+    return kept
+
+
 def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFrame, compared: pd.DataFrame,
-                nli: pd.DataFrame, scorer: str) -> dict:
+                nli: pd.DataFrame, scorer: str, kept: pd.DataFrame) -> dict:
     def overall(long: pd.DataFrame) -> dict:
         o = long[long["continent"] == "overall"].set_index("agent")["mean"]
         return {name: round(float(o[name]), 2) for name in ROW_NAMES if name in o.index}
@@ -111,6 +135,8 @@ def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFra
         "semantic_consistency": {m: round(float(v), 4) for m, v in
                                  nli[nli["continent"] == "overall"].set_index("model")["mean"].items()},
         "nli_scorer": scorer,
+        "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),
+        "neutral_ppl": kept["neutral_ppl"].round(3).to_dict(),
         "meta_agent": META,
         "seconds": session.timings.get("Table 1 rows"),
     }

@@ -14,13 +14,17 @@ import pandas as pd
 
 from kit import plots, seeds
 from kit.data import load_moralchoice
-from kit.evals.capability import capability_table
+from kit.evals.capability import capability_table, save_capability
 from kit.lessons.selfplay_data import capability_ids
 from kit.lessons.selfplay_training import judge_backend, trained_ids
+from kit.llm.base import GenParams
 from kit.metrics.alignment import paired_verdicts
 from kit.selfplay import dilemmas as sd
 from kit.selfplay.dialogue import Dialogue
 from kit.selfplay.evaluation import METHODS, dialogues, methods_json, score_rows, summary
+from kit.selfplay.ncn_study import consensus_rows, policy_traces, starts
+
+NOTEBOOK = "32_selfplay_table"
 
 
 def held_out(found: list[sd.Dilemma], n: int) -> list[sd.Dilemma]:
@@ -34,9 +38,9 @@ def overlap(session, found: list[sd.Dilemma]) -> dict[str, int]:
 def evaluate(session, dilemmas: list[sd.Dilemma], adapters: dict[str, str | None]):
     """(dialogues per method, one score row per method and dilemma)."""
     sp = session.params.selfplay
-    with session.timed("dialogues"):
-        played = dialogues(session.backend, dilemmas, adapters, sp.max_turns, sp.turn_tokens, sp.turn_words,
-                           sp.eval_temperature, session.params.seed)
+    played = {m: d for part in session.each_row("dialogues", adapters, lambda one: dialogues(
+        session.backend, dilemmas, one, sp.max_turns, sp.turn_tokens, sp.turn_words, sp.eval_temperature,
+        session.params.seed)) for m, d in part.items()}
     with session.timed("judge and acceptance"):
         rows = score_rows(session.backend, judge_backend(session), dilemmas, played, sp.turn_words)
     return played, rows
@@ -45,8 +49,10 @@ def evaluate(session, dilemmas: list[sd.Dilemma], adapters: dict[str, str | None
 def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
     p = session.params
     scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.selfplay.capability_items]
-    with session.timed("capability"):
-        return capability_table(session.backend, adapters, scenarios)
+    kept = pd.concat(session.each_row("capability", adapters, lambda one: capability_table(session.backend, one,
+                                                                                          scenarios)))
+    save_capability(session, NOTEBOOK, kept, "untrained")
+    return kept
 
 
 def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
@@ -93,7 +99,40 @@ def dialogue_figure(session, d: sd.Dilemma, before: Dialogue, after: Dialogue) -
         fig.suptitle(textwrap.fill(f"{d.id}: {d.text}", 150), fontsize=8)
 
 
-def key_numbers(session, t: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame, counts: dict) -> dict:
+def ncn_study(session, adapters: dict[str, str | None]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every negotiation method of notebook 02 and every self-play policy on the study's topics and pairs,
+    evaluated alike (``kit.selfplay.ncn_study``) and saved for the consensus board; and the count of study
+    topics a policy trained on (left out for every method)."""
+    from kit.lessons import negotiation
+    from kit.values import make_value_detector
+
+    p, sp = session.params, session.params.selfplay
+    agent_by_country, traces = negotiation.study_traces(session)
+    trained = trained_ids(session)
+    seen = {t["topic"]["id"] for t in traces if {t["topic"]["id"], f"{t['topic']['source']}:{t['topic']['id']}"} & trained}
+    study = [t for t in traces if t["topic"]["id"] not in seen]
+
+    def params_for(turn: int) -> GenParams:
+        return GenParams(temperature=sp.eval_temperature, max_new_tokens=sp.turn_tokens,
+                         seed=seeds.derive(p.seed, "selfplay-ncn", turn) if sp.eval_temperature else None)
+
+    opening = starts(study)
+    played = [t for part in session.each_row("talk the study's topics through", adapters, lambda one: policy_traces(
+        session.backend, opening, one, sp.max_turns, params_for, sp.turn_words)) for t in part]
+    detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
+                                   seed=p.seed)
+    with session.timed("consensus evaluation"):
+        rows = consensus_rows(session.backend, judge_backend(session), detector, agent_by_country, study + played)
+    session.save_scores(NOTEBOOK, "consensus", rows.to_dict("records"))
+    return rows, {"study_topics_in_selfplay_training": len(seen), "dialogues_per_policy": len(opening)}
+
+
+def key_numbers(session, t: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame, counts: dict,
+                study: pd.DataFrame, study_counts: dict) -> dict:
+    by = study.groupby("method", sort=False)
     return {"methods": methods_json(t), "n_dilemmas": int(rows["id"].nunique()), "overlap": counts,
             "judge": session.params.selfplay.judge or session.params.model.name,
-            "self_play_vs": {f"{s}:{o}": v for (s, o), v in compared["verdict"].items()}}
+            "self_play_vs": {f"{s}:{o}": v for (s, o), v in compared["verdict"].items()},
+            "ncn_study": {"counts": study_counts,
+                          "collective_agency": {m: round(float(v), 4) for m, v in by["collective_agency"].mean().items()},
+                          "resolution_rate": {m: round(float(v), 4) for m, v in by["resolved"].mean().items()}}}

@@ -56,7 +56,7 @@ def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]
     records, lookup = selfplay_records(dilemmas, p.seed, sp.turn_words)
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
     rollout = rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, p.seed, p.model.batch_size)
-    with session.timed("train self_play_grpo"):
+    with session.timed("train self_play_grpo", row="self_play_grpo"):
         result = train("grpo", records, None, p.model.name, folder(session) / "train" / "self_play_grpo",
                        _recipe(sp.policy, sp.rewards), p.seed, reward_funcs=bind(list(sp.rewards), context),
                        rewards=reward_parts(session, sp.rewards, dilemmas), rollout_func=rollout)
@@ -68,7 +68,7 @@ def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dic
     p, sp = session.params, session.params.selfplay
     records = single_records(dilemmas, sp.turn_words)
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
-    with session.timed("train single_agent_grpo"):
+    with session.timed("train single_agent_grpo", row="single_agent_grpo"):
         result = train("grpo", records, None, p.model.name, folder(session) / "train" / "single_agent_grpo",
                        _recipe(sp.single, sp.single_rewards), p.seed,
                        reward_funcs=bind(list(sp.single_rewards), context),

@@ -45,7 +45,7 @@ def train_grpo(session, items: list[vc.Item], detector) -> tuple[Path, list[dict
     p, v = session.params, session.params.visa
     records = grpo_records(items, targets_of(items, p.seed, v.n_targeted))
     recipe = v.rewriter.model_copy(update={"trl": {**v.rewriter.trl, "reward_weights": list(v.rewards.values())}})
-    with session.timed("train grpo"):
+    with session.timed("train grpo", row="grpo"):
         result = train("grpo", records, None, p.model.name, visa_detector.folder(session) / "train" / "grpo", recipe,
                        p.seed, reward_funcs=bind(list(v.rewards), reward_context(session, detector)),
                        rewards=reward_parts(session, detector))
@@ -55,11 +55,11 @@ def train_grpo(session, items: list[vc.Item], detector) -> tuple[Path, list[dict
 def train_sft(session, items: list[vc.Item], detector) -> tuple[Path, list[float]]:
     """The SFT rewriter: best-of-n prompting samples by the weighted reward, then SFT; and the chosen rewards."""
     p, v = session.params, session.params.visa
-    with session.timed("best-of-n samples"):
+    with session.timed("best-of-n samples", row="sft"):
         records, best = best_of_records(session.backend, items, targets_of(items, p.seed, v.n_targeted),
                                         reward_context(session, detector), v.rewards, v.best_of, v.rewrite_tokens,
                                         v.sample_temperature, p.seed)
-    with session.timed("train sft"):
+    with session.timed("train sft", row="sft"):
         result = train("sft", records, None, p.model.name, visa_detector.folder(session) / "train" / "sft", v.sft,
                        p.seed)
     return result.adapter_dir, best
@@ -68,13 +68,13 @@ def train_sft(session, items: list[vc.Item], detector) -> tuple[Path, list[float
 def train_direct(session, items: list[vc.Item], detector) -> tuple[Path | None, int, int]:
     """Direct DPO finetuning of the answering model; (adapter or None when no pair differs, pairs, ties)."""
     p, v = session.params, session.params.visa
-    with session.timed("direct-finetuning samples"):
+    with session.timed("direct-finetuning samples", row="direct_finetune"):
         records, ties = direct_records(session.backend, items, targets_of(items, p.seed, v.n_targeted),
                                        reward_context(session, detector), v.rewards, v.best_of, v.answer_tokens,
                                        v.sample_temperature, p.seed)
     if not records:
         return None, 0, ties
-    with session.timed("train direct"):
+    with session.timed("train direct", row="direct_finetune"):
         result = train("dpo", records, None, p.model.name, visa_detector.folder(session) / "train" / "direct", v.direct,
                        p.seed)
     return result.adapter_dir, len(records), ties

@@ -15,18 +15,27 @@ import numpy as np
 import pandas as pd
 
 from kit import plots, seeds
-from kit.data import load_moralchoice
+from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.countries import resolve_country
 from kit.engine import ask, run
-from kit.evals.capability import capability_table
+from kit.evals.capability import capability_table, save_capability
 from kit.llm.base import ChatRequest, GenParams
-from kit.metrics.alignment import paired_verdicts
+from kit.metrics.alignment import (
+    UNIFORM_AGENT,
+    paired_verdicts,
+    per_question_scores,
+    reference_comparison,
+    uniform_reference,
+)
 from kit.values import make_value_detector
 from kit.visa import corpus as vc
 from kit.visa.evaluation import METHODS, methods_json, rewrite_all, score_rows, summary
 from kit.visa.rewriter import rewrite_messages, targets_of
+from kit.visa.survey import ORIGINAL, survey_rows
 from kit.visa.targets import culture_target, opposite
 from kit.visa.translator import instruction
+
+NOTEBOOK = "22_visa_table"
 
 
 def test_items(items: list[vc.Item], n: int) -> list[vc.Item]:
@@ -49,14 +58,15 @@ def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> 
 
 
 def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
-    """MoralChoice low-ambiguity accuracy and neutral perplexity of the answering models."""
+    """MoralChoice low-ambiguity accuracy and neutral perplexity of the base model and every trained
+    model (the rewriters and the directly finetuned one), saved for the capability board."""
     p = session.params
     scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.visa.capability_items]
-    models = {"base": None}
-    if adapters.get("direct_finetune"):
-        models["direct_finetune"] = adapters["direct_finetune"]
-    with session.timed("capability"):
-        return capability_table(session.backend, models, scenarios)
+    models = {"base": None, **{m: a for m, a in adapters.items() if a}}
+    kept = pd.concat(session.each_row("capability", models, lambda one: capability_table(session.backend, one,
+                                                                                          scenarios)))
+    save_capability(session, NOTEBOOK, kept, "base")
+    return kept
 
 
 def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
@@ -108,33 +118,81 @@ def opposite_figure(session, example: pd.DataFrame) -> None:
         ax.set_title("One held-out answer rewritten toward two opposite targets (GRPO rewriter)")
 
 
-def culture_rewrites(session, item: vc.Item, adapter: str | None) -> pd.DataFrame:
-    """The answer rewritten to speak for each of ``visa.culture_countries``: the target is the values the
-    trained detector reads in the country's notebook-01 description. Empty when notebook 01 has not run."""
-    v = session.params.visa
+def country_targets(session, countries: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Per country of notebook 01's described agents (or of ``countries`` among them): the values the trained
+    detector reads in its description, as a rewriting target. Empty when notebook 01 has not run; a
+    description that expresses no value gives no target."""
     try:
         described = session.agents().of_kind("described")
     except ValueError:  # notebook 01 has not run with this profile
-        return pd.DataFrame(columns=["country", "target", "rewrite"])
-    detector = make_value_detector("trained", embedder=session.embedder,
-                                   path=str(session.run_dir / "visa" / "detector"))
+        return {}
     found = {}
-    for country in v.culture_countries:
+    for country in countries if countries is not None else list(described):
         try:
             found[country] = described[resolve_country(country, list(described))]
         except ValueError:
             continue  # no described agent of that culture in this run
+    detector = make_value_detector("trained", embedder=session.embedder,
+                                   path=str(session.run_dir / "visa" / "detector"))
     readings = detector.vectors([a.system_prompt for a in found.values()])
     targets = {c: culture_target(r.vector) for c, r in zip(found, readings)}
-    targets = {c: t for c, t in targets.items() if t is not None}
+    return {c: t for c, t in targets.items() if t is not None}
+
+
+def culture_rewrites(session, item: vc.Item, adapter: str | None) -> pd.DataFrame:
+    """The answer rewritten to speak for each of ``visa.culture_countries`` (``country_targets``)."""
+    v = session.params.visa
+    targets = country_targets(session, v.culture_countries)
     params = GenParams(temperature=0.0, max_new_tokens=v.rewrite_tokens)
     requests = [(ChatRequest(rewrite_messages(item.answer, t), adapter=adapter), params) for t in targets.values()]
-    texts = run(ask(requests), session.backend)
+    texts = run(ask(requests), session.backend) if requests else []
     return pd.DataFrame([{"country": c, "target": instruction(t), "rewrite": x}
-                         for (c, t), x in zip(targets.items(), texts)])
+                         for (c, t), x in zip(targets.items(), texts)], columns=["country", "target", "rewrite"])
 
 
-def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame) -> dict:
+def survey_items(session) -> list[OpinionItem]:
+    """Notebook 01's held-out GlobalOpinionQA items, at most ``visa.goqa_items`` per country."""
+    p = session.params
+    _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
+    try:
+        held_out = session.agents().test_items(test)
+    except ValueError:  # notebook 01 has not run with this profile: nothing to rewrite toward
+        return []
+    return [it for its in held_out.values() for it in its[: p.visa.goqa_items]]
+
+
+def survey(session, items: list[OpinionItem], corpus: list[vc.Item],
+           adapters: dict[str, str | None]) -> tuple[list[dict], dict[str, int]]:
+    """Score rows of the answer before any rewrite and after each rewriter's rewrite toward the country's
+    values, on held-out GlobalOpinionQA questions (saved for the cross-method board), and the overlap
+    of those questions with the rewriters' corpus (must be 0)."""
+    v = session.params.visa
+    targets = country_targets(session) if items else {}
+    rewriters = {m: adapters.get(m) for m in ("prompting", "sft", "grpo") if m == "prompting" or adapters.get(m)}
+    rows = [r for part in session.each_row("GlobalOpinionQA", {ORIGINAL: None, **rewriters}, lambda one: survey_rows(
+        session.backend, items, targets, one, v.answer_tokens, v.rewrite_tokens)) for r in part]
+    session.save_scores(NOTEBOOK, "alignment", rows)
+    corpus_questions = {it.id.partition(":")[2] for it in corpus}
+    return rows, {"corpus_questions_in_survey": len(corpus_questions & {it.question_id for it in items}),
+                  "countries_without_target": len({it.country for it in items} - set(targets))}
+
+
+def survey_table(session, rows: list[dict], items: list[OpinionItem]) -> pd.DataFrame:
+    """Each rewriter against the unrewritten answer and the uniform answer, paired on the same questions."""
+    p = session.params
+    wanted = {(it.country, it.question_id) for it in items}
+    _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
+    refs = [r for r in uniform_reference(test) if (r["country"], r["question_id"]) in wanted]
+    kinds = [k for k in dict.fromkeys(r["agent"] for r in rows) if k != ORIGINAL]
+    if not kinds:
+        return pd.DataFrame(columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])
+    return reference_comparison(rows + refs, kinds, (ORIGINAL, UNIFORM_AGENT), "js_similarity", n_boot=p.n_boot,
+                                seed=seeds.derive(p.seed, "bootstrap"))
+
+
+def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame,
+                survey_rows: list[dict], survey_overlap: dict[str, int]) -> dict:
+    survey = per_question_scores(survey_rows).groupby("agent")["js_similarity"].mean() if survey_rows else {}
     return {
         "methods": methods_json(summary_table),
         "n_items": int(rows["id"].nunique()),
@@ -143,4 +201,6 @@ def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, ro
         "grpo_vs": compared["verdict"].to_dict(),
         "grpo_beats_baselines": bool((compared["verdict"] == "better").all()),
         "neutral_ppl": summary_table["neutral_ppl"].round(3).to_dict() if "neutral_ppl" in summary_table else {},
+        "goqa_js_similarity": {k: round(float(v), 2) for k, v in dict(survey).items()},
+        "goqa_overlap": survey_overlap,
     }

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 from typing import Callable, Sequence, TypeVar
 
+from kit import cost
 from kit.cache import Cache, cache_key
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+from kit.llm.chat import render_chat
 
 R = TypeVar("R", bound=ChatRequest)
 
 
 class CachedBackend(Backend):
-    """Wraps a backend; same verbs, same results, misses sent to it in one batch per call."""
+    """Wraps a backend; same verbs, same results, misses sent to it in one batch per call.
+
+    Every request is counted for the cost stages open (``kit.cost``), answered from the cache or
+    not, so a result's recorded cost does not depend on what an earlier run left in the cache.
+    """
 
     def __init__(self, inner: Backend, cache: Cache):
         self.inner, self.cache = inner, cache
@@ -46,16 +52,39 @@ class CachedBackend(Backend):
             stored.update(fresh)
         return [decode(json.loads(stored[k])) for k in keys]
 
+    def _tokens(self, texts: list[str]) -> int:
+        tokenizer = getattr(self.inner, "tokenizer", None)
+        if tokenizer is None or not texts:
+            return 0
+        return sum(map(len, tokenizer(texts, add_special_tokens=False)["input_ids"]))
+
+    def _read(self, requests: Sequence[ChatRequest], prefix=lambda r: "", tail=lambda r: "") -> int:
+        """Tokens a forward pass over ``requests`` reads: rendered prompt, prefix and continuation."""
+        tokenizer = getattr(self.inner, "tokenizer", None)
+        if tokenizer is None:
+            return 0
+        return self._tokens([render_chat(tokenizer, r.chat, prefix(r)) + tail(r) for r in requests])
+
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
         if not params.deterministic:  # unseeded sampling must stay random across reruns
-            return self.inner.generate(requests, params)
-        return self._through("generate", requests, lambda rs: self.inner.generate(rs, params),
-                             lambda t: t, lambda t: t, {"params": params.key()})
+            out = self.inner.generate(requests, params)
+        else:
+            out = self._through("generate", requests, lambda rs: self.inner.generate(rs, params),
+                                lambda t: t, lambda t: t, {"params": params.key()})
+        if cost.measuring():
+            cost.count(calls=len(requests), generated_tokens=self._tokens(list(out)))
+        return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        return self._through("score", requests, self.inner.score, lambda v: v, lambda v: v)
+        out = self._through("score", requests, self.inner.score, lambda v: v, lambda v: v)
+        if cost.measuring():
+            cost.count(calls=len(requests), scored_tokens=self._read(requests, tail=lambda r: r.continuation))
+        return out
 
     def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        return self._through("choice", requests, self.inner.choice_probs,
-                             lambda c: {"probs": c.probs, "label_mass": c.label_mass},
-                             lambda d: ChoiceResult(d["probs"], d["label_mass"]))
+        out = self._through("choice", requests, self.inner.choice_probs,
+                            lambda c: {"probs": c.probs, "label_mass": c.label_mass},
+                            lambda d: ChoiceResult(d["probs"], d["label_mass"]))
+        if cost.measuring():
+            cost.count(calls=len(requests), scored_tokens=self._read(requests, prefix=lambda r: r.prefix))
+        return out

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy.special import rel_entr
 
 from kit.data.countries import base_country
+from kit.data.cultures import region_of
 
 UNIFORM_AGENT = "uniform"
 OTHER_COUNTRIES_AGENT = "other-countries mean"
@@ -338,3 +339,26 @@ def reference_comparison(
             rows.append({"kind": kind, "reference": ref, "n": d.n, "diff": d.mean, "ci_low": d.ci_low,
                          "ci_high": d.ci_high, "verdict": verdict})
     return pd.DataFrame(rows, columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])
+
+
+def continent_table(score_rows: Sequence[Mapping], metric: str = "js_similarity", n_boot: int = 1000,
+                    seed: int = 0) -> pd.DataFrame:
+    """Per row and continent, and overall: the mean over countries of each country's mean score, with a
+    bootstrap 95 % interval that resamples questions (one question asked in several countries is one unit).
+
+    Long format: agent, continent (a continent or ``"overall"``), mean, ci_low, ci_high, n.
+    """
+    scores = per_question_scores({k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
+                                 for r in score_rows)
+    scores["continent"] = [region_of(c) for c in scores["country"]]
+    out = []
+    for agent, group in scores.groupby("agent", sort=False):
+        for continent, part in [*group.groupby("continent"), ("overall", group)]:
+            by_country = part.groupby("country")[metric].mean()
+            # weight each row so every country counts once, then bootstrap questions
+            weights = part["country"].map(1 / part.groupby("country").size() / by_country.size).to_numpy()
+            values = part[metric].to_numpy() * weights * len(part)
+            low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed, groups=part["question_id"].tolist())
+            out.append({"agent": agent, "continent": continent, "mean": float(by_country.mean()),
+                        "ci_low": low, "ci_high": high, "n": len(part)})
+    return pd.DataFrame(out)

@@ -3,7 +3,7 @@ intervals and paired differences; and semantic consistency against the gold resp
 
 ``answer_all`` runs every Table 1 row (``baselines.ROWS`` and the meta agent's ``VARIANTS``) as
 engine programs together: one batch per model per step across rows, countries and questions.
-``continent_table`` averages per continent and overall; the paired comparisons use
+``kit.metrics.alignment.continent_table`` averages per continent and overall; the paired comparisons use
 ``kit.metrics.alignment.reference_comparison`` ("beats" only when the 95 % interval is above 0).
 """
 
@@ -13,10 +13,13 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from kit.data import OpinionItem, continent_of, resolve_countries, survey_splits
+from kit.data import OpinionItem, resolve_countries, survey_splits
 from kit.engine import Job, Program, ask, run_jobs
 from kit.llm.base import Backend, ChatRequest, GenParams
-from kit.metrics.alignment import OTHER_COUNTRIES_AGENT, UNIFORM_AGENT, bootstrap_ci, per_question_scores
+from kit.metrics.alignment import (
+    OTHER_COUNTRIES_AGENT,
+    UNIFORM_AGENT,
+)
 from kit.palette.baselines import ROWS, row_program
 from kit.palette.meta_agent import VARIANTS, palette_answer
 from kit.palette.prompts import CONTINENTS, record_prompt
@@ -38,40 +41,18 @@ def test_items(params) -> tuple[dict[str, list[OpinionItem]], list[OpinionItem]]
 
 
 def answer_all(backend: Backend, models: Mapping[str, Backend], adapters: Mapping[str, str],
-               items: Mapping[str, Sequence[OpinionItem]], palette) -> list[dict]:
-    """Score rows (``agent`` = row name) of every Table 1 row for every country's items."""
+               items: Mapping[str, Sequence[OpinionItem]], palette, names: Sequence[str] = (*ROWS, *VARIANTS)) -> list[dict]:
+    """Score rows (``agent`` = row name) of the Table 1 rows ``names`` for every country's items."""
     pairs = [(c, it) for c, its in items.items() for it in its]
-    jobs = [Job(row, row_program(row, pairs, adapters, palette.comment_tokens)) for row in ROWS]
+    baselines = [row for row in ROWS if row in names]
+    jobs = [Job(row, row_program(row, pairs, adapters, palette.comment_tokens)) for row in baselines]
     jobs += [Job(f"{name}|{c}|{it.question_id}", palette_answer(variant, c, it, adapters, palette.draft_tokens,
                                                                 palette.regulate_tokens))
-             for name, variant in VARIANTS.items() for c, it in pairs]
+             for name, variant in VARIANTS.items() if name in names for c, it in pairs]
     run_jobs(jobs, backend, models=models)
-    rows = [{"agent": job.id, **r} for job in jobs[: len(ROWS)] for r in job.result]
-    rows += [{"agent": job.id.split("|")[0], **job.result} for job in jobs[len(ROWS):]]
+    rows = [{"agent": job.id, **r} for job in jobs[: len(baselines)] for r in job.result]
+    rows += [{"agent": job.id.split("|")[0], **job.result} for job in jobs[len(baselines):]]
     return rows
-
-
-def continent_table(score_rows: Sequence[Mapping], metric: str = "js_similarity", n_boot: int = 1000,
-                    seed: int = 0) -> pd.DataFrame:
-    """Per row and continent, and overall: the mean over countries of each country's mean score, with a
-    bootstrap 95 % interval that resamples questions (one question asked in several countries is one unit).
-
-    Long format: agent, continent (a continent or ``"overall"``), mean, ci_low, ci_high, n.
-    """
-    scores = per_question_scores({k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
-                                 for r in score_rows)
-    scores["continent"] = [continent_of(c) for c in scores["country"]]
-    out = []
-    for agent, group in scores.groupby("agent", sort=False):
-        for continent, part in [*group.groupby("continent"), ("overall", group)]:
-            by_country = part.groupby("country")[metric].mean()
-            # weight each row so every country counts once, then bootstrap questions
-            weights = part["country"].map(1 / part.groupby("country").size() / by_country.size).to_numpy()
-            values = part[metric].to_numpy() * weights * len(part)
-            low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed, groups=part["question_id"].tolist())
-            out.append({"agent": agent, "continent": continent, "mean": float(by_country.mean()),
-                        "ci_low": low, "ci_high": high, "n": len(part)})
-    return pd.DataFrame(out)
 
 
 def best_baseline(table: pd.DataFrame) -> str:

@@ -11,9 +11,7 @@ carries the fingerprint of its rendered recipe and inputs and is rebuilt only wh
 from __future__ import annotations
 
 import logging
-import resource
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -21,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from kit import artifacts
+from kit.cost import peak_rss_gb
 from kit.llm.models import adapter_fingerprint
 
 log = logging.getLogger(__name__)
@@ -43,12 +42,6 @@ def render(recipe_path: str | Path, values: Mapping[str, str]) -> dict[str, Any]
         return node
 
     return fill(yaml.safe_load(Path(recipe_path).read_text()))
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
 def _built(out: Path, parts: Mapping[str, Any], what: str) -> bool:

@@ -75,7 +75,7 @@ def summary(rows: pd.DataFrame, kept: pd.DataFrame | None, n_boot: int, seed: in
             low, high = bootstrap_ci(g[score].to_numpy(), n_boot=n_boot, seed=seed)
             row |= {score: float(g[score].mean()), f"{score}_low": low, f"{score}_high": high}
         if kept is not None:
-            answering = method if method in kept.index else "base"
+            answering = method if method == "direct_finetune" and method in kept.index else "base"
             row |= {"moralchoice_low_accuracy": float(kept.loc[answering, "moralchoice_low_accuracy"]),
                     "neutral_ppl": float(kept.loc[answering, "neutral_ppl"])}
         out.append(row)

@@ -1,0 +1,266 @@
+"""The cross-method boards, read from what the units stored — no model is asked again.
+
+Three boards, each a table a reader can sort and every row of which says what it cost:
+
+- **alignment** — GlobalOpinionQA held-out questions. Every row any unit scored (``scores/alignment/
+  <notebook>.jsonl``: notebook 01's agent kinds, 04's finetuned adapters, 12's Table 1 rows and
+  ablations, 22's rewritten answers), beside the uniform answer and the other countries' mean on the
+  same (country, question) pairs. S_align and js_similarity (overall = mean of country means, and per
+  continent) with 95 % bootstrap intervals resampling questions; the paired js_similarity difference
+  against the better reference on the row's own pairs; coverage (countries × questions scored, and
+  the share of the most complete row of its unit).
+- **consensus** — every negotiation method and self-play policy on the same study topics and pairs
+  (``scores/consensus``: notebook 32's joint evaluation, else notebook 03's without the judge).
+- **capability** — every trained artifact's (grounded agents, NCN's adapters, the palette's adapters and
+  merges, the VISA models, the self-play policies) MoralChoice low-ambiguity accuracy and neutral-text
+  perplexity beside its base model's (``scores/capability``).
+
+Cost columns come from the units' metrics (``cost.rows``, :mod:`kit.cost`): a row's cost is what its
+method's units (notebooks of the same decade) spent under its name — training or building it,
+generating its data, and scoring it. Shared work (loading models, data both rows use) is in each
+unit's session cost, not in a row's. A unit that has not run shows as ``not run``, never as a gap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kit import seeds
+from kit.cost import COLUMNS as COST_COLUMNS
+from kit.data import goqa_split
+from kit.evals.traces import summarise
+from kit.metrics.alignment import (
+    OTHER_COUNTRIES_AGENT,
+    UNIFORM_AGENT,
+    bootstrap_ci,
+    continent_table,
+    other_countries_reference,
+    paired_difference,
+    per_question_scores,
+    uniform_reference,
+)
+
+BOARDS = {
+    "alignment": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table"),
+    "consensus": ("32_selfplay_table", "03_consensus_evaluation"),  # the first that holds a method wins
+    "capability": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table", "32_selfplay_table"),
+}
+REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT)
+NOT_RUN = "not run"
+
+
+@dataclass
+class Stored:
+    """What a run folder holds for the boards: per board and notebook, its rows; per notebook, its metrics."""
+
+    run_dir: Path
+    scores: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
+    metrics: dict[str, dict] = field(default_factory=dict)
+
+    def missing(self, board: str) -> list[str]:
+        return [nb for nb in BOARDS[board] if nb not in self.scores.get(board, {})]
+
+
+def load(run_dir: str | Path) -> Stored:
+    run_dir = Path(run_dir)
+    stored = Stored(run_dir)
+    for board in BOARDS:
+        for f in sorted((run_dir / "scores" / board).glob("*.jsonl")):
+            stored.scores.setdefault(board, {})[f.stem] = [json.loads(line) for line in f.read_text().splitlines()
+                                                           if line.strip()]
+    for f in sorted((run_dir / "metrics").glob("*.json")):
+        stored.metrics[f.stem] = json.loads(f.read_text())
+    return stored
+
+
+def label(notebook: str, row: str) -> str:
+    """A board row's name: its notebook's number and the unit's own name for it."""
+    return f"{notebook[:2]} · {row}"
+
+
+def row_cost(stored: Stored, notebook: str, row: str) -> dict:
+    """What the units of ``notebook``'s decade spent under ``row``'s name (``kit.cost``); zeros if nothing."""
+    out = dict.fromkeys(COST_COLUMNS, 0.0)
+    for nb, metrics in stored.metrics.items():
+        found = metrics.get("cost", {}).get("rows", {}).get(row) if nb[:1] == notebook[:1] else None
+        if found:
+            for k in COST_COLUMNS:
+                out[k] = max(out[k], found.get(k, 0)) if k == "peak_rss_gb" else out[k] + found.get(k, 0)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def _not_run(board: str, notebooks: list[str]) -> list[dict]:
+    return [{"unit": nb, "row": label(nb, "—"), "status": NOT_RUN} for nb in notebooks]
+
+
+# --- alignment ---------------------------------------------------------------------------------
+
+def alignment_board(stored: Stored, data, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(overall board, per-continent S_align and js_similarity) over every unit's stored score rows."""
+    _, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
+    rng_seed = seeds.derive(seed, "bootstrap")
+    rows, continents = [], []
+    for nb in BOARDS["alignment"]:
+        scored = stored.scores.get("alignment", {}).get(nb)
+        if not scored:
+            continue
+        pairs = {(r["country"], r["question_id"]) for r in scored}
+        refs = [r for r in uniform_reference(test) + other_countries_reference(test)
+                if (r["country"], r["question_id"]) in pairs]
+        names = list(dict.fromkeys(r["agent"] for r in scored))
+        every = [{**r, "agent": label(nb, r["agent"])} for r in scored + refs]
+        tables = {m: continent_table(every, m, n_boot=n_boot, seed=rng_seed) for m in ("s_align", "js_similarity")}
+        per_pair = per_question_scores(every)
+        most = per_pair[~per_pair["agent"].isin([label(nb, r) for r in REFERENCES])].groupby("agent").size().max()
+        for name in [*names, *REFERENCES]:
+            agent = label(nb, name)
+            mine = per_pair[per_pair["agent"] == agent]
+            if mine.empty:
+                continue
+            line = {"unit": nb, "row": agent, "status": "reference" if name in REFERENCES else "scored"}
+            for metric, t in tables.items():
+                o = t[(t["agent"] == agent) & (t["continent"] == "overall")].iloc[0]
+                line |= {metric: o["mean"], f"{metric}_low": o["ci_low"], f"{metric}_high": o["ci_high"]}
+                for _, c in t[(t["agent"] == agent) & (t["continent"] != "overall")].iterrows():
+                    continents.append({"unit": nb, "row": agent, "continent": c["continent"], "metric": metric,
+                                       "mean": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c["n"]})
+            if name not in REFERENCES:
+                line |= _against_best_reference(every, per_pair, mine, nb, agent, n_boot, rng_seed)
+                line |= row_cost(stored, nb, name)
+            line |= {"countries": mine["country"].nunique(), "questions": mine["question_id"].nunique(),
+                     "pairs": len(mine), "coverage": len(mine) / most if most else np.nan}
+            rows.append(line)
+    board = pd.DataFrame(rows + _not_run("alignment", stored.missing("alignment")))
+    return board, pd.DataFrame(continents)
+
+
+def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.DataFrame, nb: str, agent: str,
+                            n_boot: int, seed: int) -> dict:
+    """The better reference on the row's own (country, question) pairs, and the paired difference to it."""
+    keys = set(zip(mine["country"], mine["question_id"]))
+    means = {}
+    for ref in REFERENCES:
+        r = per_pair[per_pair["agent"] == label(nb, ref)]
+        r = r[[k in keys for k in zip(r["country"], r["question_id"])]]
+        if len(r):
+            means[ref] = r["js_similarity"].mean()
+    if not means:
+        return {"best_reference": None}
+    best = max(means, key=means.get)
+    d = paired_difference(every, agent, label(nb, best), "js_similarity", n_boot=n_boot, seed=seed)
+    verdict = "beats" if d.ci_low > 0 else "worse" if d.ci_high < 0 else "no difference"
+    return {"best_reference": best, "diff_vs_best": d.mean, "diff_low": d.ci_low, "diff_high": d.ci_high,
+            "verdict": verdict}
+
+
+# --- consensus ---------------------------------------------------------------------------------
+
+CONSENSUS_COLUMNS = ("n", "mean_ratio", "mean_ratio_low", "mean_ratio_high", "share_improved", "mean_consensus",
+                     "mean_self_consistency", "resolution_rate", "collective_agency", "collective_agency_low",
+                     "collective_agency_high", "mean_rounds")
+
+
+def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per method: acceptance (ratio, share improved), values (consensus, self-consistency), resolution
+    rate, Collective Agency (when judged) and rounds, with 95 % bootstrap intervals."""
+    table = summarise(rows, n_boot=n_boot, seed=seed).set_index("method")
+    table["resolution_rate"] = rows.groupby("method")["converged"].mean()
+    if "collective_agency" in rows:
+        for method, g in rows.groupby("method"):
+            values = g["collective_agency"].dropna().to_numpy(float)
+            low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed) if len(values) else (np.nan, np.nan)
+            table.loc[method, ["collective_agency", "collective_agency_low", "collective_agency_high"]] = (
+                values.mean() if len(values) else np.nan, low, high)
+    return table.reindex(columns=list(CONSENSUS_COLUMNS))
+
+
+def consensus_rows(stored: Stored) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Every method's per-trace rows, each method from the first source that has it; and that source."""
+    frames, source = [], {}
+    for nb in BOARDS["consensus"]:
+        found = stored.scores.get("consensus", {}).get(nb)
+        if not found:
+            continue
+        df = pd.DataFrame(found)
+        fresh = [m for m in dict.fromkeys(df["method"]) if m not in source]
+        source |= dict.fromkeys(fresh, nb)
+        frames.append(df[df["method"].isin(fresh)])
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), source
+
+
+def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    rows, source = consensus_rows(stored)
+    out = []
+    if len(rows):
+        table = consensus_board(rows, n_boot, seeds.derive(seed, "bootstrap"))
+        negotiated = stored.metrics.get("02_negotiation", {}).get("cost", {}).get("rows", {})
+        for method, r in table.iterrows():
+            nb = source[method]
+            # NCN and its baselines negotiated in notebook 02: that is their cost; a policy's is its unit's
+            cost = row_cost(stored, "02_negotiation" if method in negotiated else nb, method)
+            out.append({"unit": nb, "row": label(nb, method), "status": "scored", **r.to_dict(), **cost})
+    return pd.DataFrame(out + _not_run("consensus", [nb for nb in stored.missing("consensus")
+                                                     if nb != "03_consensus_evaluation" or not out]))
+
+
+# --- capability --------------------------------------------------------------------------------
+
+def capability_board(stored: Stored) -> pd.DataFrame:
+    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy and neutral perplexity."""
+    out = []
+    for nb in BOARDS["capability"]:
+        found = stored.scores.get("capability", {}).get(nb)
+        if not found:
+            continue
+        by = {r["model"]: r for r in found}
+        for r in found:
+            base = by.get(r["base"])
+            if r["model"] == r["base"] or base is None:
+                continue
+            out.append({"unit": nb, "row": label(nb, r["model"]), "status": "scored", "base": label(nb, r["base"]),
+                        "moralchoice_low_accuracy": r["moralchoice_low_accuracy"],
+                        "base_accuracy": base["moralchoice_low_accuracy"],
+                        "accuracy_change": r["moralchoice_low_accuracy"] - base["moralchoice_low_accuracy"],
+                        "items": r["items"], "neutral_ppl": r["neutral_ppl"], "base_ppl": base["neutral_ppl"],
+                        "ppl_ratio": r["neutral_ppl"] / base["neutral_ppl"], **row_cost(stored, nb, r["model"])})
+    return pd.DataFrame(out + _not_run("capability", stored.missing("capability")))
+
+
+@dataclass
+class Boards:
+    alignment: pd.DataFrame
+    alignment_by_continent: pd.DataFrame
+    consensus: pd.DataFrame
+    capability: pd.DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"alignment": self.alignment, "alignment_by_continent": self.alignment_by_continent,
+                "consensus": self.consensus, "capability": self.capability}
+
+
+def boards(params, stored: Stored | None = None) -> Boards:
+    stored = stored or load(params.run_dir)
+    alignment, by_continent = alignment_board(stored, params.data, params.n_boot, params.seed)
+    return Boards(alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed),
+                  capability_board(stored))
+
+
+def key_numbers(b: Boards) -> dict:
+    """The boards' rows by name, with their main numbers (the report must show every one of them)."""
+    def pick(df: pd.DataFrame, cols: tuple[str, ...]) -> dict:
+        return {r["row"]: {c: (None if pd.isna(r.get(c)) else round(float(r[c]), 4)) if c in r and not isinstance(
+            r[c], str) else r.get(c) for c in cols} for _, r in df.iterrows()}
+
+    return {"alignment": pick(b.alignment, ("status", "s_align", "js_similarity", "diff_vs_best", "verdict",
+                                            "coverage", "calls", "seconds")),
+            "consensus": pick(b.consensus, ("status", "mean_ratio", "share_improved", "resolution_rate",
+                                            "collective_agency", "calls", "seconds")),
+            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
+                                              "seconds")),
+            "not_run": sorted({r["unit"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
+                               if r.get("status") == NOT_RUN})}

@@ -1,0 +1,65 @@
+"""Notebook 90 · one leaderboard across every method, on held-out data, with what each row cost.
+
+Reads the boards from what the units stored (``kit.leaderboard``) — no model runs here — draws them,
+and writes the run's report page (``kit.report``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kit import leaderboard, plots, report
+
+ALIGNMENT_VIEW = ["row", "s_align", "js_similarity", "js_similarity_low", "js_similarity_high", "best_reference",
+                  "diff_vs_best", "verdict", "countries", "questions", "coverage", "calls", "generated_tokens",
+                  "scored_tokens", "seconds", "peak_rss_gb"]
+
+
+def boards(session) -> leaderboard.Boards:
+    return leaderboard.boards(session.params)
+
+
+def view(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The columns a reader compares first, rows by name (``not run`` rows kept)."""
+    return df.reindex(columns=["status", *[c for c in columns if c != "row"]]).set_axis(df["row"]) if len(df) else df
+
+
+def alignment_figure(session, b: leaderboard.Boards) -> None:
+    """js_similarity of every scored row with its 95 % interval, by unit; the references in grey."""
+    a = b.alignment[b.alignment["status"].isin(["scored", "reference"])]
+    with plots.figure(session.figure_paths("90_alignment_board.png"), figsize=(8, 0.6 + 0.26 * max(len(a), 1))) as (_, ax):
+        if len(a):
+            y = np.arange(len(a))[::-1]
+            colors = ["#999999" if s == "reference" else f"C{int(u[:2]) % 10}" for s, u in zip(a["status"], a["unit"])]
+            err = [a["js_similarity"] - a["js_similarity_low"], a["js_similarity_high"] - a["js_similarity"]]
+            ax.errorbar(a["js_similarity"], y, xerr=np.nan_to_num(np.asarray(err, float)), fmt="none", ecolor=colors)
+            ax.scatter(a["js_similarity"], y, c=colors, zorder=3)
+            ax.set_yticks(y, a["row"], fontsize=7)
+        ax.set_xlabel("js_similarity (×100), 95 % CI, held-out GlobalOpinionQA")
+        ax.set_title("Cultural alignment across every method")
+
+
+def cost_figure(session, b: leaderboard.Boards) -> None:
+    """Each scored row's alignment gain over its best reference against the wall seconds it cost."""
+    a = b.alignment[(b.alignment["status"] == "scored") & (b.alignment.get("seconds", 0) > 0)] \
+        if "seconds" in b.alignment else b.alignment.iloc[0:0]
+    with plots.figure(session.figure_paths("90_alignment_vs_cost.png"), figsize=(7, 4)) as (_, ax):
+        for _, r in a.iterrows():
+            ax.scatter(r["seconds"], r["diff_vs_best"], color=f"C{int(r['unit'][:2]) % 10}")
+            ax.annotate(r["row"], (r["seconds"], r["diff_vs_best"]), fontsize=6)
+        ax.axhline(0, color="grey", lw=1, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("wall seconds spent on the row (log)")
+        ax.set_ylabel("js_similarity − best reference")
+        ax.set_title("What each point of alignment cost")
+
+
+def write_report(session, b: leaderboard.Boards) -> Path:
+    return report.write(session.params, b)
+
+
+def key_numbers(b: leaderboard.Boards) -> dict:
+    return leaderboard.key_numbers(b)

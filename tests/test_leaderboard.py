@@ -1,0 +1,234 @@
+"""The cross-method boards and the report: hand-computed numbers, cost counting, "not run", the HTML."""
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from kit import cost, leaderboard
+from kit.cache import Cache
+from kit.config import load_params
+from kit.data import goqa_split
+from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest
+from kit.llm.cached import CachedBackend
+from kit.session import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- cost ---------------------------------------------------------------------------------------
+
+def test_stages_count_every_request_cached_or_not(tiny_backend, tmp_path):
+    backend = CachedBackend(tiny_backend, Cache(tmp_path / "c.sqlite"))
+    chat = [ChatRequest([{"role": "user", "content": f"say {w}"}]) for w in ("yes", "no")]
+    scored = ScoreRequest([{"role": "user", "content": "hi"}], "hello there")
+    choice = ChoiceRequest([{"role": "user", "content": "A or B?"}], ["A", "B"], prefix="Answer:")
+    tok = tiny_backend.tokenizer
+
+    def run():
+        with cost.stage("outer", row="x") as outer, cost.stage("inner") as inner:
+            texts = backend.generate(chat, GenParams(temperature=0.0, max_new_tokens=4))
+            backend.score([scored])
+            backend.choice_probs([choice])
+        return outer, inner, texts
+
+    first, inner, texts = run()
+    generated = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    assert first.counts["calls"] == inner.counts["calls"] == 4  # nested stages both count
+    assert first.counts["generated_tokens"] == generated
+    assert first.counts["scored_tokens"] > len(tok("hello there", add_special_tokens=False)["input_ids"])
+    again, _, _ = run()  # every answer now comes from the cache: the same cost is recorded
+    assert again.counts == first.counts
+    assert first.peak_rss_gb > 0 and first.seconds > 0
+    assert not cost.measuring()  # no stage left open
+
+
+def test_row_costs_sum_stages_and_keep_the_largest_peak():
+    stages = [{"stage": "train", "row": "a", "calls": 0, "generated_tokens": 0, "scored_tokens": 0, "seconds": 2.0,
+               "peak_rss_gb": 3.0},
+              {"stage": "eval", "row": "a", "calls": 5, "generated_tokens": 7, "scored_tokens": 11, "seconds": 1.5,
+               "peak_rss_gb": 1.0},
+              {"stage": "load", "row": None, "calls": 1, "generated_tokens": 1, "scored_tokens": 1, "seconds": 9.0,
+               "peak_rss_gb": 9.0}]
+    assert cost.row_costs(stages) == {"a": {"calls": 5, "generated_tokens": 7, "scored_tokens": 11, "seconds": 3.5,
+                                            "peak_rss_gb": 3.0}}
+
+
+def test_session_records_stage_costs_with_the_metrics(tmp_path):
+    params = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path}"])
+    session = Session(params)
+    with session.timed("work", row="r"):
+        sum(range(1000))
+    session.record_cost("merge m", "m", 1.25, 0.5)
+    session.record_metrics("99_x", {"k": 1})
+    m = json.loads((params.run_dir / "metrics" / "99_x.json").read_text())
+    assert m["k"] == 1 and [s["stage"] for s in m["cost"]["stages"]] == ["work", "merge m"]
+    assert set(m["cost"]["rows"]) == {"r", "m"} and m["cost"]["rows"]["m"]["seconds"] == 1.25
+    assert m["cost"]["session"]["seconds"] >= 0 and m["cost"]["session"]["peak_rss_gb"] > 0
+
+
+# --- a run folder written by hand ----------------------------------------------------------------
+
+def _js(p, q):
+    return (1 - jensenshannon(np.asarray(p) / np.sum(p), np.asarray(q) / np.sum(q), base=2)) * 100
+
+
+def _write(run_dir: Path, board: str, notebook: str, rows: list[dict]) -> None:
+    f = run_dir / "scores" / board / f"{notebook}.jsonl"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _metrics(run_dir: Path, notebook: str, rows: dict) -> None:
+    f = run_dir / "metrics" / f"{notebook}.json"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps({"cost": {"stages": [], "rows": rows, "session": {"seconds": 1.0, "peak_rss_gb": 1.0}}}))
+
+
+@pytest.fixture
+def run(tmp_path, shared_data):
+    """Notebook 01 scored two kinds on two countries' held-out questions; nothing else ran."""
+    params = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path}"])
+    _, test = goqa_split(params.data.goqa_path, params.data.test_fraction, params.data.split_seed)
+    by_country = {}
+    for it in test:
+        by_country.setdefault(it.country, []).append(it)
+    countries = ["United States", "Kenya"]
+    items = [it for c in countries for it in by_country[c][:3]]
+    rng = np.random.default_rng(0)
+    rows = []
+    for it in items:
+        rows.append({"agent": "echo", "country": it.country, "question_id": it.question_id,
+                     "p_gen": list(it.distribution), "p_gold": list(it.distribution)})  # a perfect answer
+        rows.append({"agent": "noisy", "country": it.country, "question_id": it.question_id,
+                     "p_gen": list(rng.dirichlet(np.ones(len(it.options)))), "p_gold": list(it.distribution)})
+    _write(params.run_dir, "alignment", "01_cultural_agents", rows)
+    _metrics(params.run_dir, "01_cultural_agents", {"echo": {"calls": 6, "generated_tokens": 0, "scored_tokens": 60,
+                                                             "seconds": 2.0, "peak_rss_gb": 1.5}})
+    _metrics(params.run_dir, "04_finetune_on_negotiation", {"echo": {"calls": 4, "generated_tokens": 8,
+                                                                     "scored_tokens": 0, "seconds": 1.0,
+                                                                     "peak_rss_gb": 2.5}})
+    _metrics(params.run_dir, "12_palette_table", {"echo": {"calls": 100, "generated_tokens": 0, "scored_tokens": 0,
+                                                           "seconds": 50.0, "peak_rss_gb": 9.0}})
+    return params, rows, test
+
+
+def test_alignment_board_by_hand(run):
+    params, rows, test = run
+    b = leaderboard.boards(params)
+    board = b.alignment.set_index("row")
+    for agent in ("echo", "noisy"):
+        per_country = pd.DataFrame([{"country": r["country"], "js": _js(r["p_gen"], r["p_gold"])}
+                                    for r in rows if r["agent"] == agent]).groupby("country")["js"].mean()
+        assert board.loc[f"01 · {agent}", "js_similarity"] == pytest.approx(per_country.mean())
+        assert board.loc[f"01 · {agent}", "countries"] == 2 and board.loc[f"01 · {agent}", "questions"] == 6
+    assert board.loc["01 · echo", "js_similarity"] == pytest.approx(100)
+    # the uniform reference on the same pairs, by hand
+    pairs = {(r["country"], r["question_id"]) for r in rows}
+    uni = pd.DataFrame([{"country": it.country, "js": _js(np.ones(len(it.options)), it.distribution)}
+                        for it in test if (it.country, it.question_id) in pairs]).groupby("country")["js"].mean()
+    assert board.loc["01 · uniform", "js_similarity"] == pytest.approx(uni.mean())
+    assert board.loc["01 · uniform", "status"] == "reference"
+    # a perfect answer beats the better reference on its own pairs
+    assert board.loc["01 · echo", "verdict"] == "beats" and board.loc["01 · echo", "diff_vs_best"] > 0
+    assert board.loc["01 · echo", "best_reference"] in leaderboard.REFERENCES
+    # cost: the units of its own decade (01, 04), not notebook 12's row of the same name
+    assert board.loc["01 · echo", "calls"] == 10 and board.loc["01 · echo", "seconds"] == 3.0
+    assert board.loc["01 · echo", "peak_rss_gb"] == 2.5
+    # per continent: Kenya is Africa, the United States America
+    continents = b.alignment_by_continent
+    assert set(continents[continents["row"] == "01 · noisy"]["continent"]) == {"Africa", "America"}
+    # units that did not run are rows that say so
+    assert set(board[board["status"] == leaderboard.NOT_RUN]["unit"]) == {
+        "04_finetune_on_negotiation", "12_palette_table", "22_visa_table"}
+    assert set(b.consensus["status"]) == set(b.capability["status"]) == {leaderboard.NOT_RUN}
+
+
+def test_consensus_board_prefers_the_judged_evaluation(run):
+    params, _, _ = run
+    base = {"topic_id": "t", "culture_a": "A", "culture_b": "B", "pair": "A vs B", "d_initial": 2.0,
+            "self_consistency_a": 0.5, "self_consistency_b": 0.7, "value_consensus": 0.4, "value_distance_initial": 2.0,
+            "value_distance_final": 1.0, "distance_reduction": 0.5}
+    judged = [{**base, "id": f"{m}{i}", "method": m, "rounds_used": i + 1, "converged": i == 0, "d_final": 1.0 + i,
+               "acceptance_ratio": (1.0 + i) / 2.0, "improved": i == 0, "collective_agency": 2.0 + i}
+              for m in ("ncn", "untrained") for i in range(2)]
+    plain = [{**r, "method": "ncn", "collective_agency": None} for r in judged[:2]] + [
+        {**judged[0], "id": "d0", "method": "debate"}]
+    _write(params.run_dir, "consensus", "32_selfplay_table", judged)
+    _write(params.run_dir, "consensus", "03_consensus_evaluation", plain)
+    board = leaderboard.boards(params).consensus.set_index("row")
+    assert board.loc["32 · ncn", "collective_agency"] == pytest.approx(2.5)  # (2 + 3) / 2, from notebook 32
+    assert board.loc["32 · ncn", "resolution_rate"] == 0.5 and board.loc["32 · ncn", "mean_rounds"] == 1.5
+    assert board.loc["32 · ncn", "mean_ratio"] == pytest.approx((0.5 + 1.0) / 2)
+    assert board.loc["32 · ncn", "mean_self_consistency"] == pytest.approx(0.6)
+    assert "03 · debate" in board.index  # a method only notebook 03 holds still shows
+    assert leaderboard.NOT_RUN not in set(board["status"])
+
+
+def test_capability_board_against_each_base(run):
+    params, _, _ = run
+    _write(params.run_dir, "capability", "22_visa_table", [
+        {"model": "base", "base": "base", "moralchoice_low_accuracy": 0.75, "correct": 3, "items": 4,
+         "neutral_ppl": 20.0},
+        {"model": "grpo", "base": "base", "moralchoice_low_accuracy": 0.5, "correct": 2, "items": 4,
+         "neutral_ppl": 25.0}])
+    board = leaderboard.boards(params).capability.set_index("row")
+    assert list(board[board["status"] == "scored"].index) == ["22 · grpo"]
+    assert board.loc["22 · grpo", "accuracy_change"] == pytest.approx(-0.25)
+    assert board.loc["22 · grpo", "ppl_ratio"] == pytest.approx(1.25)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+class _Cells(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.cells, self.images, self.notrun_rows, self._in, self._row_class = [], 0, 0, False, ""
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self._in = tag in ("td", "th")
+        if tag == "tr":
+            self.notrun_rows += a.get("class") == "notrun"
+        if tag == "img" and a.get("src", "").startswith("data:image/png;base64,"):
+            self.images += 1
+
+    def handle_data(self, data):
+        if self._in:
+            self.cells.append(data.strip())
+
+    def handle_endtag(self, tag):
+        self._in = False
+
+
+def test_report_shows_every_board_row(run):
+    from kit import report
+
+    params, _, _ = run
+    figures = params.run_dir / "figures"
+    figures.mkdir(parents=True)
+    (figures / "01_fidelity_heatmap.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    page = report.write(params)
+    parser = _Cells()
+    parser.feed(page.read_text())
+    numbers = leaderboard.key_numbers(leaderboard.boards(params))
+    for board in ("alignment", "consensus", "capability"):
+        for row in numbers[board]:
+            assert row in parser.cells, f"{board} row {row!r} missing from the report"
+    assert "01 · echo" in numbers["alignment"] and numbers["not_run"]
+    assert parser.notrun_rows >= len(numbers["not_run"]) and parser.images == 1
+    csv = pd.read_csv(page.parent / "alignment.csv")
+    assert set(csv["row"]) == set(numbers["alignment"])
+
+
+def test_report_command_on_an_empty_run(tmp_path, capsys):
+    from kit.cli import main
+
+    assert main(["report", str(ROOT / "params" / "tiny.yaml"), "--set", f"runs_dir={tmp_path}"]) == 0
+    page = tmp_path / "tiny" / "report" / "index.html"
+    assert page.is_file() and "not run" in page.read_text()
+    assert str(page) in capsys.readouterr().out
