@@ -10,8 +10,9 @@ Requests are counted whether the cache answers them or the model does, so the nu
 result costs to produce and a rerun from the cache records the same calls and tokens (its wall
 seconds are what that run took). ``generated_tokens`` are the tokens of the replies;
 ``scored_tokens`` the prompt and continuation tokens that ``score`` and ``choice_probs`` read in
-their forward passes. Memory is in GiB (``_gb`` keys). Peak memory is the largest resident set size sampled during the stage (and
-the peak CUDA allocation on a GPU), so a stage that allocates and frees shows its real peak.
+their forward passes. Memory is in GiB (``_gb`` keys): the largest resident set size sampled during
+the stage (and the peak CUDA allocation on a GPU), so a stage that allocates and frees shows its
+real peak.
 """
 
 from __future__ import annotations

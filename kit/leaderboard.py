@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from kit import seeds
-from kit.cost import COLUMNS as COST_COLUMNS
+from kit.cost import COUNTERS
 from kit.data import goqa_split
 from kit.evals.traces import summarise
 from kit.metrics.alignment import (
@@ -48,10 +48,12 @@ from kit.metrics.alignment import (
 BOARDS = {
     "alignment": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table"),
     "consensus": ("32_selfplay_table", "03_consensus_evaluation"),  # the first that holds a method wins
-    "capability": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table", "32_selfplay_table"),
+    "capability": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table",
+                   "32_selfplay_table"),
 }
 REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT)
 NOT_RUN = "not run"
+NO_ROWS = "ran, no rows"  # the unit ran but scored nothing (e.g. notebook 22 without notebook 01's agents)
 
 
 @dataclass
@@ -63,7 +65,8 @@ class Stored:
     metrics: dict[str, dict] = field(default_factory=dict)
 
     def missing(self, board: str) -> list[str]:
-        return [nb for nb in BOARDS[board] if nb not in self.scores.get(board, {})]
+        """The board's notebooks that stored no rows: never ran, or ran and scored nothing."""
+        return [nb for nb in BOARDS[board] if not self.scores.get(board, {}).get(nb)]
 
 
 def load(run_dir: str | Path) -> Stored:
@@ -85,17 +88,19 @@ def label(notebook: str, row: str) -> str:
 
 def row_cost(stored: Stored, notebook: str, row: str) -> dict:
     """What the units of ``notebook``'s decade spent under ``row``'s name (``kit.cost``); zeros if nothing."""
-    out = dict.fromkeys(COST_COLUMNS, 0.0)
+    out = {**dict.fromkeys(COUNTERS, 0), "seconds": 0.0, "peak_rss_gb": 0.0}
     for nb, metrics in stored.metrics.items():
         found = metrics.get("cost", {}).get("rows", {}).get(row) if nb[:1] == notebook[:1] else None
         if found:
-            for k in COST_COLUMNS:
-                out[k] = max(out[k], found.get(k, 0)) if k == "peak_rss_gb" else out[k] + found.get(k, 0)
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+            for k in (*COUNTERS, "seconds"):
+                out[k] += found.get(k, 0)
+            out["peak_rss_gb"] = max(out["peak_rss_gb"], found.get("peak_rss_gb", 0))
+    return {**out, "seconds": round(out["seconds"], 3)}
 
 
-def _not_run(board: str, notebooks: list[str]) -> list[dict]:
-    return [{"unit": nb, "row": label(nb, "—"), "status": NOT_RUN} for nb in notebooks]
+def _absent(stored: Stored, board: str, notebooks: list[str]) -> list[dict]:
+    """One row per notebook the board lacks, saying why: it has not run, or it ran and scored nothing."""
+    return [{"unit": nb, "row": nb, "status": NO_ROWS if nb in stored.metrics else NOT_RUN} for nb in notebooks]
 
 
 # --- alignment ---------------------------------------------------------------------------------
@@ -135,7 +140,7 @@ def alignment_board(stored: Stored, data, n_boot: int = 1000, seed: int = 0) -> 
             line |= {"countries": mine["country"].nunique(), "questions": mine["question_id"].nunique(),
                      "pairs": len(mine), "coverage": len(mine) / most if most else np.nan}
             rows.append(line)
-    board = pd.DataFrame(rows + _not_run("alignment", stored.missing("alignment")))
+    board = pd.DataFrame(rows + _absent(stored, "alignment", stored.missing("alignment")))
     return board, pd.DataFrame(continents)
 
 
@@ -204,8 +209,10 @@ def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0) -> pd.D
             # NCN and its baselines negotiated in notebook 02: that is their cost; a policy's is its unit's
             cost = row_cost(stored, "02_negotiation" if method in negotiated else nb, method)
             out.append({"unit": nb, "row": label(nb, method), "status": "scored", **r.to_dict(), **cost})
-    return pd.DataFrame(out + _not_run("consensus", [nb for nb in stored.missing("consensus")
-                                                     if nb != "03_consensus_evaluation" or not out]))
+    missing = stored.missing("consensus")
+    if out:  # notebook 03 only stands in for notebook 32
+        missing = [nb for nb in missing if nb != "03_consensus_evaluation"]
+    return pd.DataFrame(out + _absent(stored, "consensus", missing))
 
 
 # --- capability --------------------------------------------------------------------------------
@@ -228,7 +235,7 @@ def capability_board(stored: Stored) -> pd.DataFrame:
                         "accuracy_change": r["moralchoice_low_accuracy"] - base["moralchoice_low_accuracy"],
                         "items": r["items"], "neutral_ppl": r["neutral_ppl"], "base_ppl": base["neutral_ppl"],
                         "ppl_ratio": r["neutral_ppl"] / base["neutral_ppl"], **row_cost(stored, nb, r["model"])})
-    return pd.DataFrame(out + _not_run("capability", stored.missing("capability")))
+    return pd.DataFrame(out + _absent(stored, "capability", stored.missing("capability")))
 
 
 @dataclass
@@ -250,17 +257,23 @@ def boards(params, stored: Stored | None = None) -> Boards:
                   capability_board(stored))
 
 
+def _number(v):
+    if isinstance(v, str) or v is None:
+        return v
+    return None if pd.isna(v) else round(float(v), 4)
+
+
 def key_numbers(b: Boards) -> dict:
     """The boards' rows by name, with their main numbers (the report must show every one of them)."""
     def pick(df: pd.DataFrame, cols: tuple[str, ...]) -> dict:
-        return {r["row"]: {c: (None if pd.isna(r.get(c)) else round(float(r[c]), 4)) if c in r and not isinstance(
-            r[c], str) else r.get(c) for c in cols} for _, r in df.iterrows()}
+        return {r["row"]: {c: _number(r.get(c)) for c in cols} for _, r in df.iterrows()}
 
+    absent = {r["unit"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
+              if r.get("status") in (NOT_RUN, NO_ROWS)}
     return {"alignment": pick(b.alignment, ("status", "s_align", "js_similarity", "diff_vs_best", "verdict",
                                             "coverage", "calls", "seconds")),
             "consensus": pick(b.consensus, ("status", "mean_ratio", "share_improved", "resolution_rate",
                                             "collective_agency", "calls", "seconds")),
             "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
                                               "seconds")),
-            "not_run": sorted({r["unit"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
-                               if r.get("status") == NOT_RUN})}
+            "not_run": sorted(absent)}

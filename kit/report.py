@@ -56,7 +56,7 @@ def _table(df: pd.DataFrame) -> str:
     body = []
     for _, r in df.iterrows():
         status = str(r.get("status", ""))
-        cls = {"not run": "notrun", "reference": "reference"}.get(status, "")
+        cls = {leaderboard.NOT_RUN: "notrun", leaderboard.NO_ROWS: "notrun", "reference": "reference"}.get(status, "")
         cells = "".join(f"<td class='text'>{html.escape(str(v))}</td>" if isinstance(v, str) else
                         f"<td>{'' if pd.isna(v) else format(v, '.3f') if isinstance(v, float) else v}</td>"
                         for v in r.tolist())
@@ -84,9 +84,9 @@ def _figure(path: Path) -> str:
 
 def render(params, b: leaderboard.Boards, stored: leaderboard.Stored) -> str:
     units = [nb.stem for nb in notebooks()]
+    session = {u: stored.metrics.get(u, {}).get("cost", {}).get("session", {}) for u in units}
     status = pd.DataFrame([{"unit": u, "status": "ran" if u in stored.metrics else leaderboard.NOT_RUN,
-                            "seconds": stored.metrics.get(u, {}).get("cost", {}).get("session", {}).get("seconds"),
-                            "peak_rss_gb": stored.metrics.get(u, {}).get("cost", {}).get("session", {}).get("peak_rss_gb")}
+                            "seconds": session[u].get("seconds"), "peak_rss_gb": session[u].get("peak_rss_gb")}
                            for u in units])
     parts = [f"<h1>Agora run report · {html.escape(params.profile)}</h1>",
              f"<p class='note'>Model {html.escape(params.model.name)}, seed {params.seed}, run folder "

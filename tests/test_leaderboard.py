@@ -142,10 +142,12 @@ def test_alignment_board_by_hand(run):
     # per continent: Kenya is Africa, the United States America
     continents = b.alignment_by_continent
     assert set(continents[continents["row"] == "01 · noisy"]["continent"]) == {"Africa", "America"}
-    # units that did not run are rows that say so
-    assert set(board[board["status"] == leaderboard.NOT_RUN]["unit"]) == {
-        "04_finetune_on_negotiation", "12_palette_table", "22_visa_table"}
-    assert set(b.consensus["status"]) == set(b.capability["status"]) == {leaderboard.NOT_RUN}
+    # units that stored nothing are rows that say why: 04 and 12 ran (their metrics exist) but scored no
+    # question, 22 never ran
+    assert board.loc["04_finetune_on_negotiation", "status"] == board.loc["12_palette_table", "status"] == \
+        leaderboard.NO_ROWS
+    assert board.loc["22_visa_table", "status"] == leaderboard.NOT_RUN
+    assert leaderboard.NOT_RUN in set(b.consensus["status"]) and leaderboard.NOT_RUN in set(b.capability["status"])
 
 
 def test_consensus_board_prefers_the_judged_evaluation(run):
@@ -232,3 +234,26 @@ def test_report_command_on_an_empty_run(tmp_path, capsys):
     page = tmp_path / "tiny" / "report" / "index.html"
     assert page.is_file() and "not run" in page.read_text()
     assert str(page) in capsys.readouterr().out
+
+
+# --- the self-play policies on NCN's study ---------------------------------------------------------
+
+def test_a_dialogue_becomes_a_study_trace_with_each_sides_last_turn():
+    from kit.evals.traces import trace_texts
+    from kit.selfplay.dialogue import Dialogue, Turn
+    from kit.selfplay.ncn_study import as_trace, dilemma_of, starts
+
+    start = {"id": "none|t", "method": "none", "failed": False, "topic": {"id": "t", "source": "x", "text": "Lie?"},
+             "agents": [{"culture": "Kenya", "kind": "described", "name": "described:Kenya"},
+                        {"culture": "China", "kind": "described", "name": "described:China"}],
+             "initial": [{"response": "Never lie. " * 40}, {"response": "Sometimes."}], "consensus": ["", ""]}
+    d = dilemma_of(start)
+    assert (d.a.name, d.b.name, d.text) == ("Kenya", "China", "Lie?") and len(d.a.stance.split()) == 60
+    turns = (Turn("a", "I hold firm."), Turn("b", "JOINT SOLUTION: tell kindly"), Turn("a", "JOINT SOLUTION: agreed"))
+    trace = as_trace(start, "self_play_grpo", Dialogue(d.id, 0, turns, False, "agreed"))
+    texts = trace_texts(trace)
+    assert (texts["final_a"], texts["final_b"]) == ("JOINT SOLUTION: agreed", "JOINT SOLUTION: tell kindly")
+    assert texts["initial_a"] == start["initial"][0]["response"] and trace["rounds_used"] == 2
+    assert trace["converged"] is False and trace["method"] == "self_play_grpo"
+    # only untouched, non-failed "none" traces seed dialogues, and trained topics are left out
+    assert starts([start]) == [start] and starts([start], {"t"}) == [] and starts([{**start, "failed": True}]) == []

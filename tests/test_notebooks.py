@@ -4,6 +4,7 @@ Like the recommenders smoke tests: each notebook records its key numbers in its 
 (``Session.record_metrics``), and the test reads them back from the executed notebook.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -227,6 +228,29 @@ def test_notebook_runs_with_tiny_params(notebook, tiny_params, capfd):
     saved = list((tiny_params.run_dir / "figures").glob(f"{notebook.name[:2]}_*.png"))
     assert inline == bool(saved)  # every saved figure is also shown in the notebook
     CHECKS[notebook.name[:2]](recorded_metrics(out))
+
+
+def test_the_tiny_run_report_shows_every_board_row_notebook_90_recorded(tiny_params):
+    """After the notebooks above: the report page holds every row of the boards in notebook 90's metrics."""
+    from html.parser import HTMLParser
+
+    recorded = tiny_params.run_dir / "metrics" / "90_leaderboard.json"
+    if not recorded.is_file():
+        pytest.skip("notebook 90 did not run in this session (run the whole module)")
+    metrics = json.loads(recorded.read_text())
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cells = []
+
+        def handle_data(self, data):
+            self.cells.append(data.strip())
+
+    parser = Cells()
+    parser.feed((tiny_params.run_dir / "report" / "index.html").read_text())
+    rows = [row for board in ("alignment", "consensus", "capability") for row in metrics[board]]
+    assert len(rows) > 40 and not [row for row in rows if row not in parser.cells]
 
 
 def test_every_notebook_has_a_check():

@@ -28,12 +28,13 @@ def view(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def alignment_figure(session, b: leaderboard.Boards) -> None:
-    """js_similarity of every scored row with its 95 % interval, by unit; the references in grey."""
+    """js_similarity of every scored row with its 95 % interval, coloured by unit (decade); the references in grey."""
     a = b.alignment[b.alignment["status"].isin(["scored", "reference"])]
-    with plots.figure(session.figure_paths("90_alignment_board.png"), figsize=(8, 0.6 + 0.26 * max(len(a), 1))) as (_, ax):
+    height = 0.6 + 0.26 * max(len(a), 1)
+    with plots.figure(session.figure_paths("90_alignment_board.png"), figsize=(8, height)) as (_, ax):
         if len(a):
             y = np.arange(len(a))[::-1]
-            colors = ["#999999" if s == "reference" else f"C{int(u[:2]) % 10}" for s, u in zip(a["status"], a["unit"])]
+            colors = ["#999999" if s == "reference" else f"C{int(u[0])}" for s, u in zip(a["status"], a["unit"])]
             err = [a["js_similarity"] - a["js_similarity_low"], a["js_similarity_high"] - a["js_similarity"]]
             ax.errorbar(a["js_similarity"], y, xerr=np.nan_to_num(np.asarray(err, float)), fmt="none", ecolor=colors)
             ax.scatter(a["js_similarity"], y, c=colors, zorder=3)
@@ -44,11 +45,11 @@ def alignment_figure(session, b: leaderboard.Boards) -> None:
 
 def cost_figure(session, b: leaderboard.Boards) -> None:
     """Each scored row's alignment gain over its best reference against the wall seconds it cost."""
-    a = b.alignment[(b.alignment["status"] == "scored") & (b.alignment.get("seconds", 0) > 0)] \
-        if "seconds" in b.alignment else b.alignment.iloc[0:0]
+    scored = b.alignment[b.alignment["status"] == "scored"]
+    a = scored[scored["seconds"] > 0] if "seconds" in scored else scored
     with plots.figure(session.figure_paths("90_alignment_vs_cost.png"), figsize=(7, 4)) as (_, ax):
         for _, r in a.iterrows():
-            ax.scatter(r["seconds"], r["diff_vs_best"], color=f"C{int(r['unit'][:2]) % 10}")
+            ax.scatter(r["seconds"], r["diff_vs_best"], color=f"C{int(r['unit'][0])}")
             ax.annotate(r["row"], (r["seconds"], r["diff_vs_best"]), fontsize=6)
         ax.axhline(0, color="grey", lw=1, ls="--")
         ax.set_xscale("log")

@@ -3,8 +3,8 @@
 Each topic × pair of the negotiation study becomes a dilemma whose two personas are the pair's
 cultures holding their agents' initial statements (from the study's ``none`` traces, so every
 method starts from the same two positions). A policy talks it through (``kit.selfplay.dialogue``)
-and the dialogue becomes a trace like NCN's: the same initial statements, both sides' final
-statement the joint solution, ``converged`` when both stated it. Then every method's traces —
+and the dialogue becomes a trace like NCN's: the same initial statements, each side's last turn its
+final statement, ``converged`` when both stated a joint solution. Then every method's traces —
 NCN, debate, consultancy, none and the policies — go through one evaluation
 (``kit.evals.traces``: acceptance, values, rounds) plus the Collective Agency judge on each side's
 final statement, so the consensus board compares like with like.
@@ -42,13 +42,16 @@ def dilemma_of(trace: Mapping) -> Dilemma:
 
 
 def as_trace(start: Mapping, method: str, dialogue: Dialogue) -> dict:
-    """A dialogue as a study trace: ``start``'s topic, agents and initial statements; the joint solution as
-    both final statements; a round per two turns."""
+    """A dialogue as a study trace: ``start``'s topic, agents and initial statements; each side's last turn
+    as its final statement (as NCN's agents each end on their own statement — the joint solution twice
+    would make the two sides agree by construction); a round per two turns; converged when resolved."""
+    last = {t.speaker: t.text.strip() for t in dialogue.turns}
     solution = dialogue.solution.strip()
     return {"id": f"{method}|{start['topic']['id']}|{'|'.join(a['culture'] for a in start['agents'])}",
             "method": method, "topic": start["topic"], "agents": start["agents"], "initial": start["initial"],
-            "consensus": [solution, solution], "rounds_used": math.ceil(len(dialogue.turns) / 2),
-            "converged": dialogue.resolved, "failed": False, "turns": [t.text for t in dialogue.turns]}
+            "consensus": [last.get("a", solution), last.get("b", solution)],
+            "rounds_used": math.ceil(len(dialogue.turns) / 2), "converged": dialogue.resolved, "failed": False,
+            "solution": solution, "turns": [t.text for t in dialogue.turns]}
 
 
 def starts(traces: Sequence[Mapping], excluded_topics: set[str] = frozenset()) -> list[Mapping]:
