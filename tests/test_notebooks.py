@@ -230,6 +230,7 @@ def test_notebook_runs_with_tiny_params(notebook, tiny_params, capfd):
     CHECKS[notebook.name[:2]](recorded_metrics(out))
 
 
+@pytest.mark.slow
 def test_the_tiny_run_report_shows_every_board_row_notebook_90_recorded(tiny_params):
     """After the notebooks above: the report page holds every row of the boards in notebook 90's metrics."""
     from html.parser import HTMLParser
