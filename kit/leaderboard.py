@@ -40,8 +40,8 @@ from kit.metrics.alignment import (
     bootstrap_ci,
     continent_table,
     other_countries_reference,
-    paired_difference,
     per_question_scores,
+    reference_comparison,
     uniform_reference,
 )
 
@@ -74,11 +74,19 @@ def load(run_dir: str | Path) -> Stored:
     stored = Stored(run_dir)
     for board in BOARDS:
         for f in sorted((run_dir / "scores" / board).glob("*.jsonl")):
-            stored.scores.setdefault(board, {})[f.stem] = [json.loads(line) for line in f.read_text().splitlines()
-                                                           if line.strip()]
+            stored.scores.setdefault(board, {})[f.stem] = [_parse(f, line, n) for n, line in
+                                                           enumerate(f.read_text().splitlines(), 1) if line.strip()]
     for f in sorted((run_dir / "metrics").glob("*.json")):
-        stored.metrics[f.stem] = json.loads(f.read_text())
+        stored.metrics[f.stem] = _parse(f, f.read_text())
     return stored
+
+
+def _parse(path: Path, text: str, line: int | None = None):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        where = f"{path}:{line}" if line else str(path)
+        raise ValueError(f"{where} is not valid JSON ({e.msg}); rerun the notebook that wrote it") from None
 
 
 def label(notebook: str, row: str) -> str:
@@ -157,10 +165,9 @@ def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.
     if not means:
         return {"best_reference": None}
     best = max(means, key=means.get)
-    d = paired_difference(every, agent, label(nb, best), "js_similarity", n_boot=n_boot, seed=seed)
-    verdict = "beats" if d.ci_low > 0 else "worse" if d.ci_high < 0 else "no difference"
-    return {"best_reference": best, "diff_vs_best": d.mean, "diff_low": d.ci_low, "diff_high": d.ci_high,
-            "verdict": verdict}
+    d = reference_comparison(every, [agent], [label(nb, best)], "js_similarity", n_boot=n_boot, seed=seed).iloc[0]
+    return {"best_reference": best, "diff_vs_best": d["diff"], "diff_low": d["ci_low"], "diff_high": d["ci_high"],
+            "verdict": d["verdict"]}
 
 
 # --- consensus ---------------------------------------------------------------------------------
@@ -173,8 +180,8 @@ CONSENSUS_COLUMNS = ("n", "mean_ratio", "mean_ratio_low", "mean_ratio_high", "sh
 def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per method: acceptance (ratio, share improved), values (consensus, self-consistency), resolution
     rate, Collective Agency (when judged) and rounds, with 95 % bootstrap intervals."""
-    table = summarise(rows, n_boot=n_boot, seed=seed).set_index("method")
-    table["resolution_rate"] = rows.groupby("method")["converged"].mean()
+    table = summarise(rows, n_boot=n_boot, seed=seed).set_index("method").rename(
+        columns={"share_converged": "resolution_rate"})
     if "collective_agency" in rows:
         for method, g in rows.groupby("method"):
             values = g["collective_agency"].dropna().to_numpy(float)

@@ -257,3 +257,13 @@ def test_a_dialogue_becomes_a_study_trace_with_each_sides_last_turn():
     assert trace["converged"] is False and trace["method"] == "self_play_grpo"
     # only untouched, non-failed "none" traces seed dialogues, and trained topics are left out
     assert starts([start]) == [start] and starts([start], {"t"}) == [] and starts([{**start, "failed": True}]) == []
+
+
+def test_a_corrupt_stored_file_is_one_clear_line(run, capsys):
+    from kit.cli import main
+
+    params, _, _ = run
+    (params.run_dir / "scores" / "alignment" / "01_cultural_agents.jsonl").write_text('{"agent": "echo"\n')
+    assert main(["report", str(ROOT / "params" / "tiny.yaml"), "--set", f"runs_dir={params.run_dir.parent}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "01_cultural_agents.jsonl:1 is not valid JSON" in err

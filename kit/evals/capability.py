@@ -9,12 +9,12 @@ either letter gets a uniform 50/50, which is no answer, and those are counted ap
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from kit.data import MoralScenario
+from kit.data import MoralScenario, load_moralchoice
 from kit.data.neutral import NEUTRAL_PASSAGES
 from kit.llm.base import Backend, ChoiceRequest, ScoreRequest
 from kit.metrics.consensus import perplexity
@@ -52,9 +52,21 @@ def capability_table(backend: Backend, models: dict[str, str | None], scenarios:
     return pd.DataFrame(rows).set_index("model")
 
 
-def save_capability(session, notebook: str, kept: pd.DataFrame, base: str) -> None:
-    """A unit's capability table as rows of the cross-method capability board, each naming the
-    model it is compared with (``base``: the model before training)."""
+def capability_kept(session, notebook: str, models: Mapping[str, str | None], items: int, base: str,
+                    served_by: Mapping[str, Backend] | None = None) -> pd.DataFrame:
+    """``capability_table`` of each model (name -> adapter, or None) on the first ``items`` low-ambiguity
+    MoralChoice scenarios, each measured as its board row's own cost, and saved for the capability board
+    beside ``base`` (the model before training). A model in ``served_by`` (a merged model) is asked through
+    its own backend; the others through the session's."""
+    scenarios = load_moralchoice(session.params.data.moralchoice_path, ambiguity="low")[:items]
+    served_by = served_by or {}
+
+    def measure(one: dict) -> pd.DataFrame:
+        (name, adapter), = one.items()
+        return capability_table(served_by.get(name, session.backend), {name: adapter}, scenarios)
+
+    kept = pd.concat(session.each_row("capability", models, measure))
     session.save_scores(notebook, "capability", [
         {"model": m, "base": base, **{k: r[k] for k in ("moralchoice_low_accuracy", "correct", "items", "neutral_ppl")}}
         for m, r in kept.iterrows()])
+    return kept

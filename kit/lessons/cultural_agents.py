@@ -16,8 +16,8 @@ import pandas as pd
 from kit import plots, seeds
 from kit.agents import Agent, AgentSet
 from kit.agents.build import build_agents
-from kit.data import SurveySplits, load_moralchoice, resolve_countries, survey_splits
-from kit.evals.capability import capability_table, save_capability
+from kit.data import SurveySplits, resolve_countries, survey_splits
+from kit.evals.capability import capability_kept
 from kit.evals.survey import answer_rows
 from kit.llm.base import GenParams
 from kit.metrics.alignment import (
@@ -153,13 +153,8 @@ def example_answers(session, agents: Sequence[Agent], s: SurveySplits) -> pd.Dat
 def capability(session, agent_set: AgentSet) -> pd.DataFrame:
     """MoralChoice low-ambiguity accuracy and neutral perplexity of every grounded agent's adapter beside the
     base model's (saved for the capability board)."""
-    p = session.params
-    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.agents.capability_items]
     models = {"base": None, **{a.name: a.adapter for a in agent_set.agents if a.adapter}}
-    kept = pd.concat(session.each_row("capability", models, lambda one: capability_table(session.backend, one,
-                                                                                          scenarios)))
-    save_capability(session, NOTEBOOK, kept, "base")
-    return kept
+    return capability_kept(session, NOTEBOOK, models, session.params.agents.capability_items, "base")
 
 
 def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s: SurveySplits,

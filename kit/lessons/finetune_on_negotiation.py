@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from kit import plots, seeds
-from kit.data import OpinionItem, Topic, goqa_split, load_moralchoice
+from kit.data import OpinionItem, Topic, goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
-from kit.evals.capability import capability_table, save_capability
+from kit.evals.capability import capability_kept
 from kit.evals.distance import BASE, distance_summary, distance_table, persona
 from kit.evals.survey import answer_rows
 from kit.files import read_json
@@ -153,12 +153,7 @@ def goqa_alignment(session, compared: dict[str, str | None]) -> pd.DataFrame:
 def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
     """MoralChoice low-ambiguity accuracy (letter mass and no-answer count beside it) and neutral-text
     perplexity per model."""
-    p = session.params
-    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.finetune.capability_items]
-    kept = pd.concat(session.each_row("capability", compared, lambda one: capability_table(
-        session.backend, one, scenarios)))
-    save_capability(session, NOTEBOOK, kept, BASE)
-    return kept
+    return capability_kept(session, NOTEBOOK, compared, session.params.finetune.capability_items, BASE)
 
 
 def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.DataFrame, alignment: pd.DataFrame,

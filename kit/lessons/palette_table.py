@@ -10,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from kit import plots, seeds
-from kit.data import OpinionItem, load_moralchoice
-from kit.evals.capability import capability_table, save_capability
+from kit.data import OpinionItem
+from kit.evals.capability import capability_kept
 from kit.evals.nli import make_scorer
 from kit.metrics.alignment import (
     UNIFORM_AGENT,
@@ -107,16 +107,9 @@ def semantic_consistency(session, heldout: list[dict]) -> tuple[pd.DataFrame, st
 def capability(session) -> pd.DataFrame:
     """MoralChoice low-ambiguity accuracy and neutral perplexity of every palette artifact (continent and
     joint adapters, the merged models) beside the base model's."""
-    p = session.params
-    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.palette.capability_items]
     adapters, backends = models(session)
-    parts = session.each_row("capability", {"base": None, **adapters},
-                             lambda one: capability_table(session.backend, one, scenarios))
-    parts += session.each_row("capability", backends,
-                              lambda one: capability_table(next(iter(one.values())), dict.fromkeys(one), scenarios))
-    kept = pd.concat(parts)
-    save_capability(session, NOTEBOOK, kept, "base")
-    return kept
+    return capability_kept(session, NOTEBOOK, {"base": None, **adapters, **dict.fromkeys(backends)},
+                           session.params.palette.capability_items, "base", served_by=backends)
 
 
 def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFrame, compared: pd.DataFrame,

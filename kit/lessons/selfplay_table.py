@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from kit import plots, seeds
-from kit.data import load_moralchoice
-from kit.evals.capability import capability_table, save_capability
+from kit.evals.capability import capability_kept
+from kit.lessons import negotiation
 from kit.lessons.selfplay_data import capability_ids
 from kit.lessons.selfplay_training import judge_backend, trained_ids
 from kit.llm.base import GenParams
@@ -23,6 +23,7 @@ from kit.selfplay import dilemmas as sd
 from kit.selfplay.dialogue import Dialogue
 from kit.selfplay.evaluation import METHODS, dialogues, methods_json, score_rows, summary
 from kit.selfplay.ncn_study import consensus_rows, policy_traces, starts
+from kit.values import make_value_detector
 
 NOTEBOOK = "32_selfplay_table"
 
@@ -47,12 +48,7 @@ def evaluate(session, dilemmas: list[sd.Dilemma], adapters: dict[str, str | None
 
 
 def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
-    p = session.params
-    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.selfplay.capability_items]
-    kept = pd.concat(session.each_row("capability", adapters, lambda one: capability_table(session.backend, one,
-                                                                                          scenarios)))
-    save_capability(session, NOTEBOOK, kept, "untrained")
-    return kept
+    return capability_kept(session, NOTEBOOK, adapters, session.params.selfplay.capability_items, "untrained")
 
 
 def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
@@ -103,13 +99,12 @@ def ncn_study(session, adapters: dict[str, str | None]) -> tuple[pd.DataFrame, d
     """Every negotiation method of notebook 02 and every self-play policy on the study's topics and pairs,
     evaluated alike (``kit.selfplay.ncn_study``) and saved for the consensus board; and the count of study
     topics a policy trained on (left out for every method)."""
-    from kit.lessons import negotiation
-    from kit.values import make_value_detector
-
     p, sp = session.params, session.params.selfplay
     agent_by_country, traces = negotiation.study_traces(session)
     trained = trained_ids(session)
-    seen = {t["topic"]["id"] for t in traces if {t["topic"]["id"], f"{t['topic']['source']}:{t['topic']['id']}"} & trained}
+    # a topic counts as seen under its own id or its source-prefixed one (how dilemma ids are written)
+    seen = {t["topic"]["id"] for t in traces
+            if {t["topic"]["id"], f"{t['topic']['source']}:{t['topic']['id']}"} & trained}
     study = [t for t in traces if t["topic"]["id"] not in seen]
 
     def params_for(turn: int) -> GenParams:
@@ -135,4 +130,4 @@ def key_numbers(session, t: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataF
             "self_play_vs": {f"{s}:{o}": v for (s, o), v in compared["verdict"].items()},
             "ncn_study": {"counts": study_counts,
                           "collective_agency": {m: round(float(v), 4) for m, v in by["collective_agency"].mean().items()},
-                          "resolution_rate": {m: round(float(v), 4) for m, v in by["resolved"].mean().items()}}}
+                          "resolution_rate": {m: round(float(v), 4) for m, v in by["converged"].mean().items()}}}

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from kit import plots, seeds
-from kit.data import OpinionItem, goqa_split, load_moralchoice
+from kit.data import OpinionItem, goqa_split
 from kit.data.countries import resolve_country
 from kit.engine import ask, run
-from kit.evals.capability import capability_table, save_capability
+from kit.evals.capability import capability_kept
 from kit.llm.base import ChatRequest, GenParams
 from kit.metrics.alignment import (
     UNIFORM_AGENT,
@@ -60,13 +60,8 @@ def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> 
 def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
     """MoralChoice low-ambiguity accuracy and neutral perplexity of the base model and every trained
     model (the rewriters and the directly finetuned one), saved for the capability board."""
-    p = session.params
-    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.visa.capability_items]
     models = {"base": None, **{m: a for m, a in adapters.items() if a}}
-    kept = pd.concat(session.each_row("capability", models, lambda one: capability_table(session.backend, one,
-                                                                                          scenarios)))
-    save_capability(session, NOTEBOOK, kept, "base")
-    return kept
+    return capability_kept(session, NOTEBOOK, models, session.params.visa.capability_items, "base")
 
 
 def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:

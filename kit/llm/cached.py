@@ -53,7 +53,7 @@ class CachedBackend(Backend):
         return [decode(json.loads(stored[k])) for k in keys]
 
     def _tokens(self, texts: list[str]) -> int:
-        tokenizer = getattr(self.inner, "tokenizer", None)
+        tokenizer = getattr(self.inner, "tokenizer", None)  # a backend without one counts no tokens
         if tokenizer is None or not texts:
             return 0
         return sum(map(len, tokenizer(texts, add_special_tokens=False)["input_ids"]))
@@ -61,9 +61,7 @@ class CachedBackend(Backend):
     def _read(self, requests: Sequence[ChatRequest], prefix=lambda r: "", tail=lambda r: "") -> int:
         """Tokens a forward pass over ``requests`` reads: rendered prompt, prefix and continuation."""
         tokenizer = getattr(self.inner, "tokenizer", None)
-        if tokenizer is None:
-            return 0
-        return self._tokens([render_chat(tokenizer, r.chat, prefix(r)) + tail(r) for r in requests])
+        return self._tokens([render_chat(tokenizer, r.chat, prefix(r)) + tail(r) for r in requests]) if tokenizer else 0
 
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
         if not params.deterministic:  # unseeded sampling must stay random across reruns

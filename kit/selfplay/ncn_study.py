@@ -74,8 +74,8 @@ def policy_traces(backend: Backend, seeds_: Sequence[Mapping], policies: Mapping
 
 def consensus_rows(backend: Backend, judge: Backend, detector: ValueDetector, agents: Mapping[str, Agent],
                    traces: Sequence[Mapping]) -> pd.DataFrame:
-    """One row per usable trace: ``evaluate_traces``' columns, Collective Agency of each side's final
-    statement and their mean (``collective_agency``), and ``resolved`` (= converged)."""
+    """One row per usable trace: ``evaluate_traces``' columns (``converged``: resolved), and the Collective
+    Agency of each side's final statement and their mean (``collective_agency``)."""
     df = evaluate_traces(backend, detector, agents, traces)
     by_id = {t["id"]: t for t in traces}
     dilemmas = [dilemma_of(by_id[i]) for i in df["id"]]
@@ -85,5 +85,4 @@ def consensus_rows(backend: Backend, judge: Backend, detector: ValueDetector, ag
     df["collective_agency_a"] = scores[0::2]
     df["collective_agency_b"] = scores[1::2]
     df["collective_agency"] = np.mean([scores[0::2], scores[1::2]], axis=0) if len(df) else []
-    df["resolved"] = df["converged"].astype(float)
     return df
