@@ -12,6 +12,8 @@ Batching rules, the reason this backend is fast:
   float32 the outputs are the same tokens as without sharing (tested); ``stats`` counts the
   prompt tokens and those not recomputed (``prefill_tokens_saved``). The cache grows in place
   (``kv_cache.GrowingLayer``);
+- sampled calls draw in ``sampling.NucleusSampler`` (a partial sort, one uniform per row) rather
+  than transformers' warpers, which sort every row's whole vocabulary each step;
 - ``score`` and ``choice_probs`` are single forward passes, also left-padded with position ids
   taken from the attention mask, so in float32 a request scores the same alone or in any batch
   (bfloat16 rounding depends on the batch's shape); only the
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import torch
+from transformers import LogitsProcessorList
 
 from kit.llm import kv_cache
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
@@ -34,6 +37,7 @@ from kit.llm.chat import label_token_ids, render_chat
 from kit.llm.kv_cache import new_cache, row_layers
 from kit.llm.models import ResolvedModel, resolve_model
 from kit.llm.prefix_store import Layers, PrefixStore, common_length
+from kit.llm.sampling import NucleusSampler
 
 log = logging.getLogger(__name__)
 
@@ -322,12 +326,12 @@ class HFBackend(Backend):
 
     def generate_kwargs(self, params: GenParams) -> dict:
         """transformers ``generate`` arguments for backend-neutral sampling params."""
+        # greedy decoding either way: a sampled call draws in NucleusSampler, which leaves one token
+        # per row; None overrides the sampling defaults a model's generation_config may carry
         kw = dict(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens or None,
-                  pad_token_id=self.tokenizer.pad_token_id, do_sample=not params.greedy)
-        if params.greedy:  # override sampling defaults a model's generation_config may carry
-            kw.update(temperature=None, top_p=None, top_k=None)
-        else:
-            kw.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
+                  pad_token_id=self.tokenizer.pad_token_id, do_sample=False, temperature=None, top_p=None, top_k=None)
+        if not params.greedy:
+            kw.update(logits_processor=LogitsProcessorList([NucleusSampler(params.temperature, params.top_p)]))
         if params.stop:
             kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         return kw
