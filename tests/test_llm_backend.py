@@ -124,6 +124,7 @@ def test_prefix_groups_by_hand():
     assert prefix_groups([[1, 2, 3], [1, 2, 3, 4]], min_shared=2) == [([0, 1], 2)]
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # the cache goes by the name this transformers takes
 def test_shared_prefixes_change_no_greedy_output_and_are_counted(tiny_backend):
     from kit.llm.hf_backend import MIN_SHARED_PREFIX, HFBackend
 

@@ -23,6 +23,7 @@ Batching rules, the reason this backend is fast:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from contextlib import contextmanager
@@ -99,6 +100,13 @@ def use_threads(threads: int | None) -> int:
     return n
 
 
+def cache_kwarg(model) -> str:
+    """The keyword ``forward`` and ``generate`` take a KV cache by: transformers 5.24 renamed
+    ``past_key_values`` to ``cache`` (the old name warns), the GPU stack's 5.17 knows only the old one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """The dtype a params ``model.dtype`` means on ``device`` ("auto": bfloat16 on CUDA, float32 elsewhere)."""
     return (torch.bfloat16 if device == "cuda" else torch.float32) if dtype == "auto" else _DTYPES[dtype]
@@ -155,6 +163,7 @@ class HFBackend(Backend):
     def _share(self, prefix_sharing: bool, prefix_cache_mb: int) -> None:
         """Set up prefix sharing and the store, where the model's cache allows it (``kv_cache.supports``)."""
         self.in_place = kv_cache.supports(self.model.config)
+        self.cache_kw = cache_kwarg(self.model)
         self.prefix_sharing = prefix_sharing and self.in_place
         self.store = (PrefixStore(prefix_cache_mb * 2**20, MIN_SHARED_PREFIX)
                       if self.prefix_sharing and prefix_cache_mb else None)
@@ -264,7 +273,7 @@ class HFBackend(Backend):
         rest_ids, rest_mask = self._pad([s[n:] for s, (_, n) in zip(seqs, hits)], left=True)
         ids, mask = torch.cat([stored_ids, rest_ids], dim=1), torch.cat([stored_mask, rest_mask], dim=1)
         cache = new_cache(self._stacked(hits, held) if held else None) if self.in_place else None
-        gen = self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
+        gen = self.model.generate(input_ids=ids, attention_mask=mask, **{self.cache_kw: cache}, **kwargs)
         computed += sum(len(s) - n for s, (_, n) in zip(seqs, hits))
         self.stats["prefill_tokens_saved"] += sum(map(len, seqs)) - computed
         new = gen[:, ids.shape[1]:]
@@ -291,8 +300,8 @@ class HFBackend(Backend):
         cache = new_cache(self._stacked(hits, held) if held else None)
         mask = torch.cat([held_mask, rest_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, held:]
-        self.model(input_ids=rest_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True)
+        self.model(input_ids=rest_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                   **{self.cache_kw: cache})
         self.stats["forward_calls"] += 1
         for g, prefix in enumerate(prefixes):
             store.put(adapter, prefix, row_layers(cache, g, mask[g].nonzero()[:, 0]))
