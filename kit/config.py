@@ -591,26 +591,24 @@ def _check_sources(params: Params, values: dict) -> None:
                              "drop them here")
 
 
+def training_recipes(params: Params) -> dict[str, tuple[TrainRecipe, list[str], dict[str, dict[str, Any]]]]:
+    """Every training recipe of a profile: params key -> (recipe, the methods it trains, per-method keys)."""
+    f, v, sp = params.finetune, params.visa, params.selfplay
+    return {"agents.sft": (params.agents.sft, ["sft"], {}), "finetune": (f, f.methods, f.per_method),
+            "palette.train": (params.palette.train, ["orpo"], {}),
+            "visa.rewriter": (v.rewriter, ["grpo"], {}), "visa.sft": (v.sft, ["sft"], {}),
+            "visa.direct": (v.direct, ["dpo"], {}),
+            "selfplay.policy": (sp.policy, ["grpo"], {}), "selfplay.single": (sp.single, ["grpo"], {})}
+
+
 def _check_recipes(params: Params, values: dict) -> None:
     """Training recipes are checked by building their trl and peft configs (imports trl: only for
     the sections given)."""
     from kit.train.recipes import check
 
-    if "agents" in values:
-        check(params.agents.sft.lora, params.agents.sft.trl, ["sft"], {}, "agents.sft")
-    if "finetune" in values:
-        f = params.finetune
-        check(f.lora, f.trl, f.methods, f.per_method, "finetune")
-    if "palette" in values:
-        check(params.palette.train.lora, params.palette.train.trl, ["orpo"], {}, "palette.train")
-    if "visa" in values:
-        v = params.visa
-        for where, recipe, method in (("rewriter", v.rewriter, "grpo"), ("sft", v.sft, "sft"), ("direct", v.direct, "dpo")):
-            check(recipe.lora, recipe.trl, [method], {}, f"visa.{where}")
-    if "selfplay" in values:
-        for where in ("policy", "single"):
-            recipe = getattr(params.selfplay, where)
-            check(recipe.lora, recipe.trl, ["grpo"], {}, f"selfplay.{where}")
+    for where, (recipe, methods, per_method) in training_recipes(params).items():
+        if where.partition(".")[0] in values:
+            check(recipe.lora, recipe.trl, methods, per_method, where)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -130,9 +130,16 @@ def problems(params, m: Machine) -> list[str]:
             out.append("model.backend: vllm sees no CUDA GPU; fix: run on a GPU node or use params/smoke.yaml")
     if model.device == "cuda" and not m.cuda:
         out.append("model.device: cuda, but torch sees no CUDA GPU; fix: set model.device: auto (or cpu)")
-    if model.dtype == "bfloat16" and not m.cuda and not m.cpu_bf16:
-        out.append("model.dtype: bfloat16 on a CPU without native bfloat16 is emulated and very slow; fix: set "
-                   "model.dtype: float32")
+    if not m.cuda and not m.cpu_bf16:
+        if model.dtype == "bfloat16":
+            out.append("model.dtype: bfloat16 on a CPU without native bfloat16 is emulated and very slow; fix: set "
+                       "model.dtype: auto (float32 here)")
+        from kit.config import training_recipes
+
+        emulated = [where for where, (recipe, _, _) in training_recipes(params).items() if recipe.trl.get("bf16") is True]
+        if emulated:
+            out.append(f"{emulated[0]}.trl.bf16: true trains in bfloat16, which this CPU emulates (very slow); fix: "
+                       "set bf16: auto (float32 here)")
     if m.vllm == "ok" and m.vllm_requires_transformers and m.packages.get("transformers"):
         spec = m.vllm_requires_transformers
         if not _in_range(m.packages["transformers"], spec):

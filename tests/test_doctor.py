@@ -60,11 +60,16 @@ def test_each_missing_piece_is_one_line_with_a_fix(full, smoke):
     assert any("1.0 GB free" in p for p in doctor.problems(smoke, small_disk))
     no_bf16 = machine(cpu_bf16=False)
     bf16 = smoke.model_copy(update={"model": smoke.model.model_copy(update={"dtype": "bfloat16"})})
-    assert any("model.dtype: float32" in p for p in doctor.problems(bf16, no_bf16))
+    assert any("model.dtype: auto" in p for p in doctor.problems(bf16, no_bf16))
+    trained_in_bf16 = smoke.model_copy(update={"finetune": smoke.finetune.model_copy(
+        update={"trl": {**smoke.finetune.trl, "bf16": True}})})
+    assert any(p.startswith("finetune.trl.bf16: true") for p in doctor.problems(trained_in_bf16, no_bf16))
+    assert doctor.problems(smoke, no_bf16) == doctor.problems(smoke, machine()) == []  # auto: float32 there
     assert all("\n" not in p for p in doctor.problems(full, machine(cpu_bf16=False)))
 
 
 def test_doctor_on_this_machine_exits_0_for_smoke_and_2_for_full(capsys):
+    # smoke's numerics are auto (bfloat16 only where native), so it runs on any CPU
     assert doctor.main(str(ROOT / "params" / "smoke.yaml"), []) == 0
     out = capsys.readouterr().out
     assert "transformers" in out and "profile that fits this machine" in out and "can run here" in out

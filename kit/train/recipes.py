@@ -9,7 +9,7 @@ gets is, from weakest to strongest:
 2. ``TrainerSpec.defaults`` — the method's paper defaults (DPO β, SimPO γ, ORPO λ as ``beta``);
 3. the recipe's ``trl`` keys that the method's config has, then ``per_method[method]``;
 4. ``TrainerSpec.fixed`` and what the run decides: the output folder, the seed, CPU or GPU, whether
-   there is an eval set. ``fixed`` keys make the method what it is (SimPO is the CPO trainer
+   there is an eval set, and ``bf16: auto`` (:func:`resolve_precision`). ``fixed`` keys make the method what it is (SimPO is the CPO trainer
    with ``loss_type: simpo``) and cannot be overridden.
 
 A key no selected method's config knows is an error, found by :func:`check` before anything
@@ -102,13 +102,23 @@ def _use_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+def resolve_precision(trl: dict[str, Any]) -> dict[str, Any]:
+    """``trl`` with ``bf16: auto`` decided for this machine: bfloat16 where the training device computes
+    in it natively (``kit.llm.hf_backend.native_bf16``), float32 elsewhere."""
+    if trl.get("bf16") != "auto":
+        return trl
+    from kit.llm.hf_backend import native_bf16
+
+    return {**trl, "bf16": native_bf16("cpu" if _use_cpu() else "cuda")}
+
+
 def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], output_dir: str, seed: int,
                   has_eval: bool) -> dict[str, Any]:
     """The keyword arguments of ``method``'s trl config for a recipe (see the module docstring)."""
     spec = TRAINERS.get(method)
     _, config_cls = spec.load()
     known = _fields(config_cls)
-    given = {k: v for k, v in trl.items() if k in known} | per_method
+    given = {k: v for k, v in resolve_precision(trl).items() if k in known} | resolve_precision(per_method)
     kwargs = {k: v for k, v in TRL_DEFAULTS.items() if k in known} | spec.defaults
     if not {"activation_checkpointing", "gradient_checkpointing"} & given.keys():
         # trl turns checkpointing on by default; newer transformers call it activation_checkpointing

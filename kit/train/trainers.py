@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from kit import artifacts
 from kit.cache import cache_key
 from kit.files import atomic_write_json, read_json
-from kit.train.recipes import TRAINERS, lora_config, training_config
+from kit.train.recipes import TRAINERS, lora_config, resolve_precision, training_config
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def train_parts(method: str, train_records: Sequence[dict], eval_records: Sequen
 
     return {"method": method, "base": resolve_model(base_model).identity,
             "records": cache_key([list(train_records), list(eval_records)]),
-            "lora": recipe.lora, "trl": recipe.trl, "per_method": getattr(recipe, "per_method", {}).get(method, {}),
+            "lora": recipe.lora, "trl": resolve_precision(recipe.trl), "per_method": getattr(recipe, "per_method", {}).get(method, {}),
             "seed": seed, **({"rewards": rewards} if rewards is not None else {})}
 
 
