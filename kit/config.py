@@ -105,6 +105,13 @@ class DataParams(Section):
     _files = field_validator("goqa_path", "moralchoice_path", "goqa_test_path")(_existing_file)
 
 
+class ReferencesParams(Section):
+    """The neighbour prior every alignment table carries (``kit.metrics.alignment.neighbour_prior_reference``)."""
+
+    neighbour_k: PositiveInt = 5  # the most similar countries (mean js_similarity on train questions) averaged
+    min_shared: PositiveInt = 3  # train questions two countries must share for their similarity to count
+
+
 class QuickstartParams(Section):
     countries: list[str] = Field(default_factory=lambda: ["Japan", "Brazil"], min_length=2, max_length=2)
     prompt: str = "In two sentences: what matters most when raising children?"
@@ -230,8 +237,12 @@ class FinetuneParams(TrainRecipe):
     from_methods: list[str] = Field(default_factory=lambda: ["ncn"], min_length=1)
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     eval_fraction: float = Field(0.2, ge=0, lt=1)
-    # Preference pairs from converged negotiations only (small smoke runs rarely converge).
+    # Preference pairs from converged negotiations only (small smoke runs rarely converge); it filters
+    # only methods with a stopping rule (ncn, debate): consultancy's one exchange and "none" have none.
     require_converged: bool = True
+    # Every source's training set cut to the smallest non-empty one (a seeded subsample), so that
+    # method@source compares the methods' data, not its size.
+    equal_sources: bool = True
     heldout_topics: PositiveInt = 2
     capability_items: PositiveInt = 40
 
@@ -486,6 +497,7 @@ class Params(Section):
     model: ModelParams = ModelParams()
     embedder: EmbedderParams = EmbedderParams()
     data: DataParams = DataParams()
+    references: ReferencesParams = ReferencesParams()
     quickstart: QuickstartParams = QuickstartParams()
     agents: AgentsParams = AgentsParams()
     negotiation: NegotiationParams = NegotiationParams()

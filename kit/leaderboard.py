@@ -35,14 +35,12 @@ from kit.cost import COUNTERS
 from kit.data import goqa_split
 from kit.evals.traces import summarise
 from kit.metrics.alignment import (
-    OTHER_COUNTRIES_AGENT,
-    UNIFORM_AGENT,
+    REFERENCES,
     bootstrap_ci,
     continent_table,
-    other_countries_reference,
     per_question_scores,
     reference_comparison,
-    uniform_reference,
+    reference_rows,
 )
 
 BOARDS = {
@@ -51,7 +49,6 @@ BOARDS = {
     "capability": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table",
                    "32_selfplay_table"),
 }
-REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT)
 NOT_RUN = "not run"
 NO_ROWS = "ran, no rows"  # the unit ran but scored nothing (e.g. notebook 22 without notebook 01's agents)
 
@@ -113,9 +110,11 @@ def _absent(stored: Stored, board: str, notebooks: list[str]) -> list[dict]:
 
 # --- alignment ---------------------------------------------------------------------------------
 
-def alignment_board(stored: Stored, data, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(overall board, per-continent S_align and js_similarity) over every unit's stored score rows."""
-    _, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
+def alignment_board(stored: Stored, data, references, n_boot: int = 1000,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(overall board, per-continent S_align, js_similarity and js_similarity_e) over every unit's stored score
+    rows, each unit beside the three references (``references``: the params section) on its own pairs."""
+    train, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
     rng_seed = seeds.derive(seed, "bootstrap")
     rows, continents = [], []
     for nb in BOARDS["alignment"]:
@@ -123,11 +122,12 @@ def alignment_board(stored: Stored, data, n_boot: int = 1000, seed: int = 0) -> 
         if not scored:
             continue
         pairs = {(r["country"], r["question_id"]) for r in scored}
-        refs = [r for r in uniform_reference(test) + other_countries_reference(test)
-                if (r["country"], r["question_id"]) in pairs]
+        refs = reference_rows(train, test, pairs, k=references.neighbour_k, min_shared=references.min_shared)
         names = list(dict.fromkeys(r["agent"] for r in scored))
-        every = [{**r, "agent": label(nb, r["agent"])} for r in scored + refs]
-        tables = {m: continent_table(every, m, n_boot=n_boot, seed=rng_seed) for m in ("s_align", "js_similarity")}
+        every = [{**{k: r[k] for k in ("country", "question_id", "p_gen", "p_gold")}, "agent": label(nb, r["agent"])}
+                 for r in scored + refs]
+        tables = {m: continent_table(every, m, n_boot=n_boot, seed=rng_seed)
+                  for m in ("s_align", "js_similarity", "js_similarity_e")}
         per_pair = per_question_scores(every)
         most = per_pair[~per_pair["agent"].isin([label(nb, r) for r in REFERENCES])].groupby("agent").size().max()
         for name in [*names, *REFERENCES]:
@@ -154,7 +154,8 @@ def alignment_board(stored: Stored, data, n_boot: int = 1000, seed: int = 0) -> 
 
 def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.DataFrame, nb: str, agent: str,
                             n_boot: int, seed: int) -> dict:
-    """The better reference on the row's own (country, question) pairs, and the paired difference to it."""
+    """The best of the three references on the row's own (country, question) pairs, and the paired difference
+    to it."""
     keys = set(zip(mine["country"], mine["question_id"]))
     means = {}
     for ref in REFERENCES:
@@ -172,16 +173,18 @@ def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.
 
 # --- consensus ---------------------------------------------------------------------------------
 
-CONSENSUS_COLUMNS = ("n", "mean_ratio", "mean_ratio_low", "mean_ratio_high", "share_improved", "mean_consensus",
-                     "mean_self_consistency", "resolution_rate", "collective_agency", "collective_agency_low",
-                     "collective_agency_high", "mean_rounds")
+CONSENSUS_COLUMNS = ("n", "mean_rel_logppl_change", "mean_rel_logppl_change_low", "mean_rel_logppl_change_high",
+                     "mean_d_ratio", "mean_d_ratio_low", "mean_d_ratio_high", "share_improved", "mean_consensus",
+                     "mean_self_consistency", "share_converged", "resolution_rate", "collective_agency",
+                     "collective_agency_low", "collective_agency_high", "mean_rounds")
 
 
 def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per method: acceptance (ratio, share improved), values (consensus, self-consistency), resolution
-    rate, Collective Agency (when judged) and rounds, with 95 % bootstrap intervals."""
-    table = summarise(rows, n_boot=n_boot, seed=seed).set_index("method").rename(
-        columns={"share_converged": "resolution_rate"})
+    """Per method: acceptance (relative log-perplexity change; the paper's D ratio, share improved), values
+    (consensus, self-consistency), the stopping rule met (``share_converged``: NCN, debate), dialogues
+    resolved (``resolution_rate``: self-play only), Collective Agency (when judged) and rounds, with 95 %
+    bootstrap intervals. NaN where a column does not apply to the method."""
+    table = summarise(rows, n_boot=n_boot, seed=seed).set_index("method")
     if "collective_agency" in rows:
         for method, g in rows.groupby("method"):
             values = g["collective_agency"].dropna().to_numpy(float)
@@ -259,7 +262,7 @@ class Boards:
 
 def boards(params, stored: Stored | None = None) -> Boards:
     stored = stored or load(params.run_dir)
-    alignment, by_continent = alignment_board(stored, params.data, params.n_boot, params.seed)
+    alignment, by_continent = alignment_board(stored, params.data, params.references, params.n_boot, params.seed)
     return Boards(alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed),
                   capability_board(stored))
 
@@ -279,7 +282,8 @@ def key_numbers(b: Boards) -> dict:
               if r.get("status") in (NOT_RUN, NO_ROWS)}
     return {"alignment": pick(b.alignment, ("status", "s_align", "js_similarity", "diff_vs_best", "verdict",
                                             "coverage", "calls", "seconds")),
-            "consensus": pick(b.consensus, ("status", "mean_ratio", "share_improved", "resolution_rate",
+            "consensus": pick(b.consensus, ("status", "mean_rel_logppl_change", "mean_d_ratio", "share_improved",
+                                            "share_converged", "resolution_rate",
                                             "collective_agency", "calls", "seconds")),
             "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
                                               "seconds")),

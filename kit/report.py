@@ -33,14 +33,20 @@ p.note { color: #555; max-width: 60em; }
 
 BOARD_NOTES = {
     "alignment": "GlobalOpinionQA held-out questions. S_align = (1 − JSD) × 100 and js_similarity = (1 − √JSD) × 100 "
-                 "(log base 2), the mean of country means with a 95 % interval resampling questions; each row is "
-                 "paired with the better of the uniform answer and the other countries' mean on its own "
-                 "(country, question) pairs (verdict: the interval of the js_similarity difference). Coverage: "
-                 "the share of its unit's most complete row.",
+                 "(log base 2; js_similarity_e: natural log, as the Modular Pluralism release computes it), the mean "
+                 "of country means with a 95 % interval resampling questions (inside [0, 100] by construction); each "
+                 "row is paired with the best of the uniform answer, the other countries' mean and the neighbour "
+                 "prior (the k countries answering most like this one on train questions) on its own (country, "
+                 "question) pairs (verdict: the interval of the js_similarity difference). Coverage: the share of "
+                 "its unit's most complete row.",
     "alignment_by_continent": "The same rows per continent.",
     "consensus": "Every negotiation method and self-play policy on the same study topics and culture pairs: "
-                 "D_final / D_initial (< 1: acceptance evened out), share improved, value consensus and "
-                 "self-consistency (cosine), resolution rate, the judge's Collective Agency (1–5), rounds.",
+                 "the change of log PPL_other − log PPL_base on each side's text (< 0: each side's statement became "
+                 "likelier under the other's persona than under the plain model), the paper's D_final / D_initial "
+                 "and share improved, value consensus and self-consistency (cosine), the stopping rule met "
+                 "(share_converged: NCN, debate), dialogues resolved (resolution_rate: self-play only), the "
+                 "judge's Collective Agency (1–5), rounds. 'none' is a reference row: its statements are its "
+                 "opening answers.",
     "capability": "Every trained artifact against its base model: MoralChoice low-ambiguity accuracy and the "
                   "perplexity of neutral text (ratio > 1: worse).",
 }

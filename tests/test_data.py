@@ -31,7 +31,10 @@ from kit.data import (
     resolve_country,
     split_questions,
 )
-from kit.data.goqa import OpinionItem
+from kit.data.goqa import OpinionItem, normalise_question, question_stem
+from kit.data.leaks import palette_leak_counts
+from kit.data.splits import goqa_split
+from kit.data.topics import Topic
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -330,6 +333,50 @@ def test_split_stable_when_items_are_added() -> None:
     train_new, test_new = split_questions(new, 0.3, seed=0)
     assert [i for i in train_new if i in old] == train_old
     assert [i for i in test_new if i in old] == test_old
+
+
+def test_question_stem_groups_battery_siblings_and_option_variants() -> None:
+    wages = "Does trade with other countries lead to an increase in the wages of American workers"
+    assert question_stem(wages + ", a decrease, or does it not make a difference?") == question_stem(wages + "?")
+    a = "How much of a problem, if any, would you say each of the following is? a. China's growing military power"
+    b = "How much of a problem, if any, would you say each of the following is? b. the loss of jobs"
+    assert question_stem(a) == question_stem(b) == "how much of a problem if any would you say each of the follo"
+    assert question_stem("Is  it right, to LIE?") == question_stem("is it right to lie") != question_stem(a)
+    assert normalise_question("Don’t you think so?") == "dont you think so"
+
+
+def test_goqa_split_keeps_every_sibling_of_a_stem_on_one_side(shared_data: Path) -> None:
+    path = shared_data / "globalopinionqa" / "dev.json"
+    train, test = goqa_split(str(path), 0.3, 0)
+    assert_disjoint(train, test, key=lambda it: it.stem)
+    assert_disjoint(train, test)
+    by_id = split_questions(load_goqa(path), 0.3, 0)  # the old split, by question id, for comparison
+    straddling = {it.stem for it in by_id[0]} & {it.stem for it in by_id[1]}
+    assert len(straddling) > 10  # what the stem split exists to prevent
+
+
+def test_goqa_split_with_a_test_file_holds_back_its_stems(tmp_path: Path, shared_data: Path) -> None:
+    dev = shared_data / "globalopinionqa" / "dev.json"
+    items = load_goqa(dev)
+    stem = items[0].stem
+    siblings = [it for it in items if it.stem == stem]
+    held = tmp_path / "held.json"
+    held.write_text(json.dumps(json.loads(dev.read_text())[:1]))  # one row of the first question, held back
+    train, test = goqa_split(str(dev), 0.3, 0, str(held))
+    assert [it.stem for it in test] == [stem] and len(siblings) > 1
+    assert not any(it.stem == stem for it in train) and len(train) == len(items) - len(siblings)
+
+
+def test_palette_leak_counts_by_stem_and_quotation() -> None:
+    battery = "How much of a problem, if any, would you say each of the following is in your country?"
+    test = [OpinionItem("q1:K", "q1", f"{battery} a. crime in cities", ("a", "b"), "Kenya", (0.5, 0.5))]
+    sibling = Topic("s", f"{battery} c. air pollution", "goqa")
+    clean = Topic("c", "Should parents choose their children's spouses?", "file")
+    counts = palette_leak_counts([sibling, clean], [clean], [f"As Africa: {test[0].question}", "Plain prompt."],
+                                 ["A question about Africa.", "Crime in cities"], test)
+    assert counts == {"train_queries_in_test": 1, "heldout_queries_in_test": 0, "training_prompts_in_test": 1,
+                      "router_prompts_in_test": 0}
+    assert set(palette_leak_counts([clean], [], [], ["A question about Africa."], test).values()) == {0}
 
 
 def test_seeds_unit_is_uniform() -> None:

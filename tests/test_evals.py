@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kit.agents import prompted, vanilla
@@ -164,3 +165,21 @@ def test_notebook_01_scores_kinds_beside_references_on_the_test_items_only():
     scores = ev.table.set_index(["agent", "country"])["js_similarity"]
     assert scores[("prompted", "Mexico")] == pytest.approx(scores[("uniform", "Mexico")])
     assert ev.expected == 2 and ca.kind_summary(ev).loc["prompted", "coverage"] == 1.0
+
+
+def test_distance_summary_reads_only_items_every_model_answered():
+    table = pd.DataFrame([
+        {"model": "base", "pair": "A × B", "topic": "t1", "distance": 4.0},
+        {"model": "base", "pair": "A × B", "topic": "t2", "distance": 2.0},
+        {"model": "base", "pair": "A × B", "topic": "t3", "distance": 9.0},  # dpo's t3 was unreadable
+        {"model": "dpo", "pair": "A × B", "topic": "t1", "distance": 1.0},
+        {"model": "dpo", "pair": "A × B", "topic": "t2", "distance": 2.0},
+        {"model": "dpo", "pair": "A × B", "topic": "t3", "distance": np.nan},
+    ])
+    s = distance_summary(table, n_boot=200)
+    assert s.loc["base", "mean"] == pytest.approx(3.0) and s.loc["dpo", "mean"] == pytest.approx(1.5)
+    assert (s["n"] == 2).all()
+    assert s.loc["dpo", "reduction %"] == pytest.approx(50.0)  # not (5 − 1.5) / 5 over unequal sets
+    # resamples of {t1, t2}: reductions (4−1)/4, 0/2 and the pooled 50 %
+    assert 0.0 <= s.loc["dpo", "reduction_low"] <= 50.0 <= s.loc["dpo", "reduction_high"] <= 75.0
+    assert s.loc["base", "reduction %"] == 0.0

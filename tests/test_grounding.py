@@ -306,11 +306,13 @@ def test_leak_check_catches_an_injected_test_question():
         assert_no_test_leak(train, test, injected)
 
 
-def test_leak_check_ignores_a_test_question_repeated_in_train_text():
+def test_leak_check_refuses_a_question_on_both_sides_with_other_options():
+    # the split is by stem: a question asked with another option set is the same question, never a test item
     train = items_of("China", 1)
     same_text = OpinionItem("x", question_id(train[0].question, ("Yes", "No")), train[0].question, ("Yes", "No"),
                             "China", (0.5, 0.5))
-    assert_no_test_leak(train, [same_text], [train[0].question])
+    with pytest.raises(ValueError, match="both train and test"):
+        assert_no_test_leak(train, [same_text], [train[0].question])
 
 
 def test_leak_check_refuses_overlapping_splits():

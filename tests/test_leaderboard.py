@@ -1,6 +1,7 @@
 """The cross-method boards and the report: hand-computed numbers, cost counting, "not run", the HTML."""
 
 import json
+import math
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -155,8 +156,10 @@ def test_consensus_board_prefers_the_judged_evaluation(run):
     base = {"topic_id": "t", "culture_a": "A", "culture_b": "B", "pair": "A vs B", "d_initial": 2.0,
             "self_consistency_a": 0.5, "self_consistency_b": 0.7, "value_consensus": 0.4, "value_distance_initial": 2.0,
             "value_distance_final": 1.0, "distance_reduction": 0.5}
-    judged = [{**base, "id": f"{m}{i}", "method": m, "rounds_used": i + 1, "converged": i == 0, "d_final": 1.0 + i,
-               "acceptance_ratio": (1.0 + i) / 2.0, "improved": i == 0, "collective_agency": 2.0 + i}
+    judged = [{**base, "id": f"{m}{i}", "method": m, "rounds_used": i + 1, "d_final": 1.0 + i,
+               # NCN's flag is its stopping rule; a self-play policy's dialogues carry resolved instead
+               "converged": (i == 0) if m == "ncn" else None, "resolved": None if m == "ncn" else i == 0,
+               "d_ratio": (1.0 + i) / 2.0, "improved": i == 0, "collective_agency": 2.0 + i}
               for m in ("ncn", "untrained") for i in range(2)]
     plain = [{**r, "method": "ncn", "collective_agency": None} for r in judged[:2]] + [
         {**judged[0], "id": "d0", "method": "debate"}]
@@ -164,8 +167,11 @@ def test_consensus_board_prefers_the_judged_evaluation(run):
     _write(params.run_dir, "consensus", "03_consensus_evaluation", plain)
     board = leaderboard.boards(params).consensus.set_index("row")
     assert board.loc["32 · ncn", "collective_agency"] == pytest.approx(2.5)  # (2 + 3) / 2, from notebook 32
-    assert board.loc["32 · ncn", "resolution_rate"] == 0.5 and board.loc["32 · ncn", "mean_rounds"] == 1.5
-    assert board.loc["32 · ncn", "mean_ratio"] == pytest.approx((0.5 + 1.0) / 2)
+    assert board.loc["32 · ncn", "share_converged"] == 0.5 and board.loc["32 · ncn", "mean_rounds"] == 1.5
+    # "resolved" belongs to dialogues only: NaN for NCN, the policy's share for the policy
+    assert math.isnan(board.loc["32 · ncn", "resolution_rate"]) and board.loc["32 · untrained", "resolution_rate"] == 0.5
+    assert math.isnan(board.loc["32 · untrained", "share_converged"])
+    assert board.loc["32 · ncn", "mean_d_ratio"] == pytest.approx((0.5 + 1.0) / 2)
     assert board.loc["32 · ncn", "mean_self_consistency"] == pytest.approx(0.6)
     assert "03 · debate" in board.index  # a method only notebook 03 holds still shows
     assert leaderboard.NOT_RUN not in set(board["status"])

@@ -11,13 +11,22 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import bootstrap, entropy
 
 from kit.metrics.alignment import (
+    NEIGHBOUR_AGENT,
     OTHER_COUNTRIES_AGENT,
+    REFERENCES,
     UNIFORM_AGENT,
     argmax_agree,
+    between_culture_distance,
     bootstrap_ci,
+    continent_table,
+    country_similarity,
     js_divergence,
     js_similarity,
+    js_similarity_e,
+    neighbour_prior_reference,
     other_countries_reference,
+    reference_comparison,
+    reference_rows,
     paired_difference,
     per_question_scores,
     s_align,
@@ -250,7 +259,8 @@ def test_paired_difference():
 
 def test_per_question_scores_columns():
     frame = per_question_scores(_rows("m", "A", [([1, 0], [1, 0])]))
-    assert list(frame.columns) == ["agent", "country", "question_id", "s_align", "js_similarity", "argmax_agree"]
+    assert list(frame.columns) == ["agent", "country", "question_id", "s_align", "js_similarity", "js_similarity_e",
+                                  "argmax_agree"]
     assert frame.iloc[0]["s_align"] == pytest.approx(100.0)
 
 
@@ -265,3 +275,100 @@ def test_paired_verdicts_by_hand():
     assert out["b"]["mean_diff"] == pytest.approx(0.4) and out["b"]["verdict"] == "better" and out["b"]["n"] == 3
     assert out["b"]["ci_low"] == pytest.approx(0.4) and out["b"]["ci_high"] == pytest.approx(0.4)  # constant diffs
     assert out["c"]["mean_diff"] == pytest.approx(0.0) and out["c"]["verdict"] == "no difference"
+
+
+@pytest.mark.parametrize("p, q", HAND_PAIRS + _random_pairs())
+def test_js_similarity_e_is_the_modular_pluralism_releases_score(p, q):
+    # that code calls scipy's jensenshannon at its default (natural) base
+    assert js_similarity_e(p, q) == pytest.approx((1 - jensenshannon(p, q)) * 100, abs=1e-9)
+    assert js_similarity_e(p, q) >= js_similarity(p, q) - 1e-9  # ln-based JSD is smaller: same inputs score higher
+
+
+# A is extreme on the train questions, B mild on A's side, C extreme on the other side.
+NEIGHBOUR_TRAIN = [Item(f"t{i}", c, ("x", "y"), d) for i in range(3)
+                   for c, d in (("A", (1.0, 0.0)), ("B", (0.9, 0.1)), ("C", (0.0, 1.0)))]
+NEIGHBOUR_TEST = [Item("x", "A", ("x", "y"), (0.6, 0.4)), Item("x", "B", ("x", "y"), (0.5, 0.5)),
+                  Item("x", "C", ("x", "y"), (0.2, 0.8))]
+
+
+def test_neighbour_prior_by_hand():
+    sim = country_similarity(NEIGHBOUR_TRAIN, min_shared=3)
+    ab = (1 - jensenshannon([1, 0], [0.9, 0.1], base=2)) * 100
+    bc = (1 - jensenshannon([0.9, 0.1], [0, 1], base=2)) * 100
+    assert sim[("A", "B")] == sim[("B", "A")] == pytest.approx(ab)
+    assert sim[("B", "C")] == pytest.approx(bc) and sim[("A", "C")] == pytest.approx(0.0)
+    assert ab > bc > 0  # so A's and C's nearest neighbour is B, and B's is A
+    got = _by_key(neighbour_prior_reference(NEIGHBOUR_TRAIN, NEIGHBOUR_TEST, k=1, min_shared=3))
+    assert {key: r["neighbours"] for key, r in got.items()} == {("x", "A"): ["B"], ("x", "B"): ["A"], ("x", "C"): ["B"]}
+    np.testing.assert_allclose(got[("x", "A")]["p_gen"], [0.5, 0.5])
+    np.testing.assert_allclose(got[("x", "B")]["p_gen"], [0.6, 0.4])
+    np.testing.assert_allclose(got[("x", "C")]["p_gen"], [0.5, 0.5])
+    np.testing.assert_allclose(got[("x", "C")]["p_gold"], [0.2, 0.8])
+    # k = every other country: the other-countries mean
+    wide = _by_key(neighbour_prior_reference(NEIGHBOUR_TRAIN, NEIGHBOUR_TEST, k=5, min_shared=3))
+    other = _by_key(other_countries_reference(NEIGHBOUR_TEST))
+    for key in other:
+        np.testing.assert_allclose(wide[key]["p_gen"], other[key]["p_gen"])
+    # too few shared train questions: no similarity, no row (never a guess)
+    assert neighbour_prior_reference(NEIGHBOUR_TRAIN, NEIGHBOUR_TEST, k=1, min_shared=4) == []
+
+
+def test_neighbour_prior_never_reads_test_answers_for_similarity():
+    # on a second test question C answers exactly like A; A's neighbour must still come from the train side
+    more = NEIGHBOUR_TEST + [Item("y", "A", ("x", "y"), (0.3, 0.7)), Item("y", "B", ("x", "y"), (0.9, 0.1)),
+                             Item("y", "C", ("x", "y"), (0.3, 0.7))]
+    got = _by_key(neighbour_prior_reference(NEIGHBOUR_TRAIN, more, k=1, min_shared=3))
+    assert got[("y", "A")]["neighbours"] == ["B"]
+    np.testing.assert_allclose(got[("y", "A")]["p_gen"], [0.9, 0.1])
+
+
+def test_reference_rows_hold_all_three_on_the_wanted_pairs():
+    rows = reference_rows(NEIGHBOUR_TRAIN, NEIGHBOUR_TEST, {("A", "x"), ("C", "x")}, k=1)
+    assert sorted((r["agent"], r["country"]) for r in rows) == sorted(
+        (ref, c) for ref in REFERENCES for c in ("A", "C"))
+
+
+def test_reference_comparison_says_when_a_reference_has_no_rows():
+    rows = [{"agent": "m", "country": c, "question_id": f"q{i}", "p_gen": [0.5, 0.5], "p_gold": [0.5, 0.5]}
+            for c in "AB" for i in range(3)] + uniform_reference(
+        [Item(f"q{i}", c, ("x", "y"), (0.5, 0.5)) for c in "AB" for i in range(3)])
+    out = reference_comparison(rows, ["m"], [UNIFORM_AGENT, NEIGHBOUR_AGENT], n_boot=50).set_index("reference")
+    assert out.loc[UNIFORM_AGENT, "verdict"] == "no difference" and out.loc[UNIFORM_AGENT, "n"] == 6
+    assert out.loc[NEIGHBOUR_AGENT, "verdict"] == "no rows" and out.loc[NEIGHBOUR_AGENT, "n"] == 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_bounded_intervals_stay_in_the_scale_and_hold_the_point(seed):
+    """Every interval is a percentile of bootstrap statistics that are (weighted) means of scores in [0, 100]."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(6, 40))
+    values = rng.choice([0.0, 100.0, *rng.uniform(0, 100, 3)], size=n)  # scores on the scale's edges too
+    groups = rng.integers(0, max(2, n // 3), size=n)
+    weights = rng.uniform(0.1, 3.0, size=n)
+    for kw in ({}, {"groups": groups}, {"weights": weights}, {"groups": groups, "weights": weights}):
+        low, high = bootstrap_ci(values, n_boot=400, seed=seed, **kw)
+        point = np.average(values, weights=kw.get("weights"))
+        assert 0.0 <= low <= high <= 100.0
+        assert values.min() - 1e-9 <= low and high <= values.max() + 1e-9
+        assert low - 1e-9 <= point <= high + 1e-9, (kw.keys(), low, point, high)
+
+
+def test_continent_intervals_hold_the_mean_of_country_means():
+    # one country answers one question perfectly, another eight questions badly: the mean of country means
+    # is 50; a pooled-row bootstrap would put the interval near 11 and miss it (and could leave the scale)
+    rows = [{"agent": "m", "country": "Kenya", "question_id": "q0", "p_gen": [1, 0], "p_gold": [1, 0]}]
+    rows += [{"agent": "m", "country": "Nigeria", "question_id": f"q{i}", "p_gen": [1, 0], "p_gold": [0, 1]}
+             for i in range(1, 9)]
+    o = continent_table(rows, "js_similarity", n_boot=300).set_index("continent").loc["overall"]
+    assert o["mean"] == pytest.approx(50.0)
+    assert 0 <= o["ci_low"] <= o["mean"] <= o["ci_high"] <= 100
+
+
+def test_between_culture_distance_by_hand():
+    rows = [{"agent": "m", "country": "A", "question_id": "q", "p_gen": [1, 0], "p_gold": [1, 0]},
+            {"agent": "m", "country": "B", "question_id": "q", "p_gen": [1, 0], "p_gold": [0, 1]},
+            {"agent": "m", "country": "A", "question_id": "r", "p_gen": [0.5, 0.5], "p_gold": [0.5, 0.5]}]  # alone: skipped
+    got = between_culture_distance(rows).set_index("agent").loc["m"]
+    assert got["n"] == 1
+    assert got["model_distance"] == pytest.approx(0.0)  # the model answers alike as both: homogenised
+    assert got["gold_distance"] == pytest.approx(jensenshannon([1, 0], [0, 1], base=2) * 100)

@@ -52,9 +52,9 @@ def test_acceptance_gap_and_ratio():
 
 def test_acceptance_summary():
     summary = acceptance_summary([(4.0, 2.0), (2.0, 4.0), (5.0, 5.0)])
-    expected = {"n": 3, "mean_ratio": 7 / 6, "median_ratio": 1.0, "share_improved": 1 / 3}
+    expected = {"n": 3, "mean_d_ratio": 7 / 6, "median_d_ratio": 1.0, "share_improved": 1 / 3}
     assert summary == pytest.approx(expected | {"mean_d_initial": 11 / 3, "mean_d_final": 11 / 3})
-    assert acceptance_summary([(1.0, 0.5), (0.0, 1.0)])["mean_ratio"] == math.inf
+    assert acceptance_summary([(1.0, 0.5), (0.0, 1.0)])["mean_d_ratio"] == math.inf
     with pytest.raises(ValueError, match="at least one"):
         acceptance_summary([])
 

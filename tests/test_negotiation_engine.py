@@ -325,7 +325,7 @@ def test_killed_run_resumes_to_exactly_the_expected_traces(tmp_path):
         assert record["seed"] == 3
     # the tiny model writes gibberish: NCN's guidelines never parse, and the run lives on
     ncn = [r for r in records if r["method"] == "ncn"]
-    assert ncn and all(r["failed"] and r["failures"][0]["stage"] == "guideline" for r in ncn)
+    assert ncn and all(r["failed"] and any(f["stage"] == "guideline" for f in r["failures"]) for r in ncn)
     assert all(not r["failed"] for r in records if r["method"] != "ncn")
 
 
@@ -535,8 +535,8 @@ def test_fields_format_builds_guidelines_from_plain_prose(embedder):
         name, identity = "prose", "prose:v1"
 
         def generate(self, requests, params):
-            return ["Protect the weak and keep promises to neighbours." if "guideline itself" in r.chat[-1]["content"]
-                    else "Keep Promises" for r in requests]
+            return ["Keep Promises" if "Give this guideline a title" in r.chat[-1]["content"]
+                    else "Protect the weak and keep promises to neighbours." for r in requests]
 
         def score(self, requests):
             raise NotImplementedError

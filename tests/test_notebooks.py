@@ -43,12 +43,17 @@ def check_00(m):
 def check_01(m):
     assert m["countries"] == 3 and m["test_items"] == 12 and m["skipped_countries"] == []
     kinds = {"vanilla", "prompted", "described"}
-    assert kinds | {"uniform", "other-countries mean"} <= set(m["js_similarity"])
-    # the reference that knows world opinion beats the uniform answer on real survey data …
+    refs = {"uniform", "other-countries mean", "neighbour prior"}
+    assert kinds | refs <= set(m["js_similarity"]) and kinds | refs <= set(m["js_similarity_e"])
+    # the references that know world opinion beat the uniform answer on real survey data …
     assert m["js_similarity"]["other-countries mean"] > m["js_similarity"]["uniform"] + 5
+    assert m["js_similarity"]["neighbour prior"] > m["js_similarity"]["uniform"] + 5
+    # the natural-log score is the higher one for the same distributions
+    assert all(m["js_similarity_e"][k] >= m["js_similarity"][k] for k in kinds | refs)
     # … and a random model answers about as a uniform one does, and is never credited with beating it
     assert all(abs(m["js_similarity"][k] - m["js_similarity"]["uniform"]) < 3 for k in kinds)
     assert all(m["verdict"][k]["other-countries mean"] != "beats" for k in kinds)
+    assert all(m["verdict"][k]["neighbour prior"] != "beats" for k in kinds)
     assert all(m["coverage"][k] == 1.0 for k in kinds)
     assert m["letter_mass_mean"] < 0.1
     assert set(m["grounded_records_kept"]) == {"United States", "China", "Mexico"}
@@ -62,14 +67,21 @@ def check_02(m):
     assert m["failed"] <= 2 and m["parse_failures"] >= m["failed"]
     assert m["rounds_mean"]["ncn"] > 0  # at least one NCN negotiation held rounds
     assert set(m["rounds_mean"]) == {"ncn", "debate", "consultancy", "none"}
-    assert m["converged_share"]["consultancy"] == 1.0 and m["rounds_mean"]["debate"] == 2
+    # consultancy has no stopping rule, so nothing of it counts as converged
+    assert m["converged_share"]["consultancy"] == 0.0 and m["rounds_mean"]["debate"] == 2
     assert m["max_nash_gap"] <= 1e-6
 
 
 def check_03(m):
-    assert m["evaluated"] + m["failed"] == 8 and m["evaluated"] >= 6
-    assert {"debate", "consultancy", "none"} <= set(m["mean_ratio"])
-    assert m["mean_ratio"]["none"] == 1.0  # final statements are the opening answers
+    degenerate = sum(m["degenerate"].values())
+    assert m["evaluated"] + m["failed"] + degenerate == 8 and m["evaluated"] >= 4
+    assert set(m["degenerate"]) == {"ncn", "debate", "consultancy", "none"}
+    # every summary reads the items every method scored
+    assert 1 <= m["common_items"] <= 2 and {"debate", "consultancy", "none"} <= set(m["mean_d_ratio"])
+    # final statements are the opening answers: no change, by construction, and never named a winner
+    assert m["mean_d_ratio"]["none"] == 1.0 and m["rel_logppl_change"]["none"] == 0.0
+    assert not any(k.startswith("none:") for k in m["vs_none"])
+    assert set(m["vs_none"].values()) <= {"better", "worse", "no difference"}
 
 
 ADAPTERS = sorted(f"{method}@{source}" for method in ("dpo", "simpo", "orpo", "sft") for source in ("ncn", "debate"))
@@ -78,7 +90,22 @@ ADAPTERS = sorted(f"{method}@{source}" for method in ("dpo", "simpo", "orpo", "s
 def check_04(m):
     assert m["trained"] == ADAPTERS and all(n > 0 for n in m["records"].values())
     assert m["leaks"] == {"topics_in_goqa_test": 0, "heldout_topics_negotiated": 0, "train_prompts_in_eval": 0}
-    assert set(m["goqa_js_similarity"]) == {"base", *ADAPTERS}
+    refs = {"uniform", "other-countries mean", "neighbour prior"}
+    assert set(m["js_similarity"]) == {"base", *ADAPTERS, *refs, "paired", "paired_diff"}
+    # every adapter is judged against the base on shared rows; a random LoRA is never credited with a gain
+    assert set(m["js_similarity"]["paired"]) == set(ADAPTERS)
+    assert all(v in ("no difference", "worse", "beats") for v in m["js_similarity"]["paired"].values())
+    assert all(low <= d <= high for d, low, high in m["js_similarity"]["paired_diff"].values())
+    assert m["js_similarity"]["neighbour prior"] > m["js_similarity"]["uniform"]
+    # the distance reduction is read on the items every model answered, with an interval
+    assert m["distance_items"] >= 0 and set(m["distance_reduction_ci"]) == set(ADAPTERS)
+    # between-culture distance: the model's answers as each culture, beside the survey's — on questions two
+    # studied countries share (the tiny split's four per country share none, so the table is empty there)
+    assert m["between_culture_items"] >= 0
+    if m["between_culture_items"]:
+        assert set(m["between_culture_distance"]) == {"base", *ADAPTERS} and m["between_culture_gold"] > 0
+    else:
+        assert m["between_culture_distance"] == {} and m["between_culture_gold"] is None
     items = m["moralchoice_items"]
     assert items == 4 and all(m["moralchoice_low_accuracy"][k] == m["moralchoice_correct"][k] / items
                               for k in m["moralchoice_correct"])
@@ -105,23 +132,27 @@ def check_11(m):
 
 PALETTE_ROWS = {"vanilla", "prompted", "joint", "ties", "model_stock", "moe_routing", "modular_overton",
                 "modular_steerable", "modular_distributional", "palette", "palette_no_moerges", "palette_no_draft",
-                "palette_no_selfreg", "uniform", "other-countries mean"}
+                "palette_no_selfreg", "uniform", "other-countries mean", "neighbour prior"}
 
 
 def check_12(m):
-    assert set(m["js_similarity"]) == set(m["s_align"]) == PALETTE_ROWS
+    assert set(m["js_similarity"]) == set(m["s_align"]) == set(m["js_similarity_e"]) == PALETTE_ROWS
+    assert m["leaks"] == {"train_queries_in_test": 0, "heldout_queries_in_test": 0, "training_prompts_in_test": 0,
+                          "router_prompts_in_test": 0}
+    assert m["s_align"]["neighbour prior"] > m["s_align"]["uniform"] + 3
     # near-uniform tiny answers score like the uniform row; the world-opinion reference beats both
-    assert all(abs(v - m["s_align"]["uniform"]) < 2 for k, v in m["s_align"].items() if k != "other-countries mean")
+    assert all(abs(v - m["s_align"]["uniform"]) < 2 for k, v in m["s_align"].items()
+               if k not in ("other-countries mean", "neighbour prior"))
     assert m["s_align"]["other-countries mean"] > m["s_align"]["uniform"] + 3
     assert all(v["vanilla"] != "beats" for v in m["verdict"].values())
-    assert all(m["coverage"][row] == 1.0 for row in PALETTE_ROWS - {"other-countries mean"})
+    assert all(m["coverage"][row] == 1.0 for row in PALETTE_ROWS - {"other-countries mean", "neighbour prior"})
     assert m["nli_scorer"].startswith("judge:") and set(m["semantic_consistency"]) == {
         "prompted", "joint", "ties", "model_stock", "moe_routing", "moe"}
     assert all(0 < v < 1 for v in m["semantic_consistency"].values())
     artifacts = {"base", "Africa", "America", "Asia", "Europe", "Oceania", "joint", "ties", "model_stock", "moe"}
     assert set(m["moralchoice_low_accuracy"]) == set(m["neutral_ppl"]) == artifacts
     # every Table 1 row's own cost was measured (the rows ran one at a time)
-    assert PALETTE_ROWS - {"uniform", "other-countries mean"} <= set(m["cost"]["rows"])
+    assert PALETTE_ROWS - {"uniform", "other-countries mean", "neighbour prior"} <= set(m["cost"]["rows"])
     assert all(c["calls"] > 0 for c in m["cost"]["rows"].values())
 
 
@@ -194,7 +225,7 @@ def check_90(m):
     assert all(v["verdict"] in {"beats", "worse", "no difference"} and v["calls"] > 0 for v in scored.values())
     # a random model never beats its unit's best reference
     assert all(v["verdict"] != "beats" for v in scored.values())
-    assert {k for k, v in alignment.items() if v["status"] == "reference"} >= {"01 · uniform",
+    assert {k for k, v in alignment.items() if v["status"] == "reference"} >= {"01 · uniform", "01 · neighbour prior",
                                                                                "12 · other-countries mean"}
     assert {"32 · ncn", "32 · debate", "32 · self_play_grpo"} <= set(m["consensus"])
     assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo"} <= set(m["capability"])
@@ -228,6 +259,25 @@ def test_notebook_runs_with_tiny_params(notebook, tiny_params, capfd):
     saved = list((tiny_params.run_dir / "figures").glob(f"{notebook.name[:2]}_*.png"))
     assert inline == bool(saved)  # every saved figure is also shown in the notebook
     CHECKS[notebook.name[:2]](recorded_metrics(out))
+
+
+@pytest.mark.slow
+def test_the_tiny_run_alignment_intervals_stay_in_the_scale(tiny_params):
+    """After the notebooks above: every interval of the alignment boards lies in [0, 100] and holds its point."""
+    import pandas as pd
+
+    report = tiny_params.run_dir / "report"
+    if not (report / "alignment.csv").is_file():
+        pytest.skip("notebook 90 did not run in this session (run the whole module)")
+    board = pd.read_csv(report / "alignment.csv")
+    scored = board[board["status"].isin(["scored", "reference"])]
+    for score in ("s_align", "js_similarity", "js_similarity_e"):
+        low, point, high = (scored[f"{score}{end}"] for end in ("_low", "", "_high"))
+        assert (low >= 0).all() and (high <= 100).all(), score
+        assert (low <= point + 1e-9).all() and (point <= high + 1e-9).all(), score
+    by = pd.read_csv(report / "alignment_by_continent.csv").dropna(subset=["ci_low"])
+    assert (by["ci_low"] >= 0).all() and (by["ci_high"] <= 100).all()
+    assert (by["ci_low"] <= by["mean"] + 1e-9).all() and (by["mean"] <= by["ci_high"] + 1e-9).all()
 
 
 @pytest.mark.slow

@@ -156,12 +156,6 @@ def test_samples_of_one_request_are_distinct_requests():
     assert [j.result for j in jobs] == ["0", "1", "2"] and len(seen) == 1 and len(seen[0]) == 3
 
 
-def test_vllm_sample_seeds_differ_per_sample():
-    from kit.llm.vllm_backend import sample_seed
-
-    assert sample_seed(7, 0) == 7 and len({sample_seed(7, k) for k in range(5)}) == 5
-
-
 # --- the learning side's token stream ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")

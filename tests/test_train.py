@@ -344,3 +344,31 @@ def test_a_nan_loss_or_gradient_marks_the_run_diverged():
     assert diverged_at(history)["step"] == 2
     assert diverged_at([h for h in history if h.get("step") != 2])["step"] == 3
     assert diverged_at(history[:1] + history[3:]) is None
+
+
+def test_sources_train_on_equal_sets_and_consultancy_is_not_filtered_as_unconverged():
+    from kit.train.records import equalise_sources, training_sets
+
+    finetune = FinetuneParams(methods=["sft"], from_methods=["ncn", "debate", "consultancy"], eval_fraction=0.0,
+                              require_converged=True)
+    said = [("We share the duty.", "We share it too.")]
+    traces = ([trace(f"ncn:t{i}", method="ncn", statements=said) for i in range(3)]
+              + [trace("debate:t0", method="debate", statements=said),
+                 trace("debate:t1", method="debate", statements=said, converged=False)]
+              # consultancy has no stopping rule: its converged flag is always false and never filters it
+              + [trace(f"consultancy:t{i}", method="consultancy", statements=said, converged=False) for i in range(2)])
+    sets = training_sets(traces, finetune, seed=0)
+    sizes = {source: len(tr) for (source, _), (tr, _, _) in sets.items()}
+    assert sizes == {"ncn": 2, "debate": 2, "consultancy": 2}  # each agent of the one converged debate trace
+    assert sets[("ncn", "sft")][2]["subsampled_from"] == 6 and "subsampled_from" not in sets[("debate", "sft")][2]
+    unequal = training_sets(traces, finetune.model_copy(update={"equal_sources": False}), seed=0)
+    assert len(unequal[("ncn", "sft")][0]) == 6 and len(unequal[("consultancy", "sft")][0]) == 4
+    # the cut is a seeded hash order, a subset in input order; another seed draws another subset
+    kept = sets[("ncn", "sft")][0]
+    full = unequal[("ncn", "sft")][0]
+    assert [r for r in full if r in kept] == kept
+    other = equalise_sources(unequal, seed=1)[("ncn", "sft")][0]
+    assert len(other) == 2
+    # an empty source stays empty and does not empty the others
+    empty = {**unequal, ("debate", "sft"): ([], [], {})}
+    assert len(equalise_sources(empty, 0)[("ncn", "sft")][0]) == 4

@@ -257,14 +257,14 @@ def test_corpus_questions_come_from_train_splits_and_items_split_by_id(shared_da
     _, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed)
     low = load_moralchoice(data.moralchoice_path, ambiguity="low")
     items = [vc.Item(q.id, q.source, q.text, "an answer", vc.split_of(0, q.id, 0.3)) for q in qs]
-    assert vc.overlap(items, {it.question_id for it in test}, {s.id for s in low}) == {
+    assert vc.overlap(items, test, {s.id for s in low}) == {
         "train_test_items": 0, "goqa_test_questions": 0, "capability_scenarios": 0}
     share = np.mean([it.split == "test" for it in items])
     assert 0.1 < share < 0.5  # about test_fraction, independent of the question choice
     assert all(s == it.split for it in items for i, _, s in vc.detector_texts([it]))
-    assert vc.overlap(items + items[:1], set(), set())["train_test_items"] == 0
+    assert vc.overlap(items + items[:1], [], set())["train_test_items"] == 0
     clash = [items[0], vc.Item(items[0].id, "goqa", "q", "a", "train" if items[0].split == "test" else "test")]
-    assert vc.overlap(clash, set(), set())["train_test_items"] == 1
+    assert vc.overlap(clash, [], set())["train_test_items"] == 1
 
 
 def test_corpus_refuses_an_empty_split():

@@ -221,7 +221,7 @@ def test_generate_is_one_batched_call_in_order(backend, tokenizer):
     assert len(backend.llm.calls) == 1
     call = backend.llm.calls[0]
     assert call["use_tqdm"] is False and call["lora"] == expected_loras()
-    assert call["params"] == vb.sampling_kwargs(params)
+    assert call["params"] == [{**vb.sampling_kwargs(params), "seed": vb.request_seed(1, r)} for r in reqs]
     prompts = [tokenizer.encode(render_chat(tokenizer, r.chat), add_special_tokens=False) for r in reqs]
     assert [p["prompt_token_ids"] for p in call["prompts"]] == prompts
     assert out == [" ".join(map(str, p)) for p in prompts]
@@ -271,16 +271,22 @@ def test_choice_probs_chunks_large_batches_in_order(backend, monkeypatch):
     assert backend.choice_probs(reqs) == out and len(backend.llm.calls) == 4
 
 
-def test_samples_of_one_prompt_get_their_own_seeds_and_stats_count(backend):
+def test_every_request_draws_its_own_stream_whatever_its_neighbours(backend):
     params = GenParams(temperature=1.0, max_new_tokens=8, seed=5)
-    reqs = [ChatRequest(chat("same"), sample=k) for k in range(3)]
+    reqs = [ChatRequest(chat("same"), sample=k) for k in range(3)] + [ChatRequest(chat("other")),
+                                                                       ChatRequest(chat("same"), adapter="/a")]
     backend.generate(reqs, params)
     seeds = [p["seed"] for p in backend.llm.calls[-1]["params"]]
-    assert seeds[0] == 5 and len(set(seeds)) == 3 and seeds == [vb.sample_seed(5, k) for k in range(3)]
-    backend.generate([ChatRequest(chat("plain"))], params)
-    assert backend.llm.calls[-1]["params"]["seed"] == 5  # no samples: one SamplingParams for the call
+    assert len(set(seeds)) == len(reqs)  # samples, prompts and adapters each get their own
+    assert seeds == [vb.seeds.derive(5, "request", vb.cache_key(r.key()), r.sample) for r in reqs]
+    backend.generate(reqs[::-1][:2], params)  # another batch, another order: the same draws
+    assert [p["seed"] for p in backend.llm.calls[-1]["params"]] == seeds[::-1][:2]
+    backend.generate([reqs[3]], GenParams(temperature=1.0, max_new_tokens=8, seed=6))
+    assert backend.llm.calls[-1]["params"][0]["seed"] != seeds[3]  # the call's seed still moves every draw
+    backend.generate([ChatRequest(chat("plain"))], GenParams(max_new_tokens=8, seed=5))
+    assert backend.llm.calls[-1]["params"]["seed"] == 5  # greedy: one SamplingParams for the call
     prompt = sum(len(p["prompt_token_ids"]) for call in backend.llm.calls for p in call["prompts"])
-    assert backend.stats["prompt_tokens"] == prompt and backend.stats["generated_tokens"] == 2 * 4
-    assert backend.stats["generate_calls"] == 2 and 0 < backend.stats["prefill_tokens_saved"] < prompt
+    assert backend.stats["prompt_tokens"] == prompt and backend.stats["generated_tokens"] == 2 * 9
+    assert backend.stats["generate_calls"] == 4 and 0 < backend.stats["prefill_tokens_saved"] < prompt
     backend.reset_prefix_cache()  # benchmarks start each phase cold
     assert backend.llm.resets == 1

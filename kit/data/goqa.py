@@ -59,6 +59,10 @@ class OpinionItem:
     def prompt(self) -> str:
         return render_prompt(self.question, self.options)
 
+    @property
+    def stem(self) -> str:
+        return question_stem(self.question)
+
 
 def option_labels(n: int) -> tuple[str, ...]:
     """Letter labels A, B, … for ``n`` options."""
@@ -83,6 +87,25 @@ def question_id(question: str, options: Sequence[str]) -> str:
     """A short stable id of a question: sha1 of its whitespace-normalised text and options."""
     parts = [" ".join(question.split())] + [" ".join(o.split()) for o in options]
     return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:12]
+
+
+STEM_CHARS = 60  # battery items share their opening sentence; 60 characters of it name the battery
+
+
+def question_stem(question: str) -> str:
+    """The first ``STEM_CHARS`` characters of a question, case-folded, punctuation and spacing dropped.
+
+    Survey batteries ask one stem about several objects ("…how much of a problem … a. China's growing
+    military power", "… b. the loss of jobs"), and the data holds some questions with two option sets;
+    all of them share a stem, so splitting by stem keeps a battery's siblings and option variants on one
+    side (111 near-duplicate items straddled a split by question id).
+    """
+    return normalise_question(question)[:STEM_CHARS].strip()
+
+
+def normalise_question(text: str) -> str:
+    """``text`` case-folded, apostrophes dropped, every other run of non-alphanumerics one space."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.casefold().replace("’", "").replace("'", "")).split())
 
 
 def _distribution(values: Any, n_options: int, where: str) -> tuple[tuple[float, ...], float]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
-from kit.data.goqa import OpinionItem
-from kit.data.splits import assert_disjoint
+from kit.data.goqa import OpinionItem, normalise_question, question_stem
+from kit.data.splits import _stem, assert_disjoint
 from kit.data.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def assert_no_test_leak(train_items: Sequence[OpinionItem], test_items: Sequence
     train evidence, so they are not checked; the count of such questions is logged.
     """
     assert_disjoint(train_items, test_items)
+    assert_disjoint(train_items, test_items, key=_stem)
     train_texts = "\x00".join(sorted({_norm(it.question) for it in train_items}))
     candidates = sorted({_norm(it.question) for it in test_items})
     checked = [q for q in candidates if len(q) >= MIN_LEAK_CHARS and q not in train_texts]
@@ -53,30 +54,65 @@ def assert_no_test_leak(train_items: Sequence[OpinionItem], test_items: Sequence
         )
 
 
+class TestQuestions:
+    """The test questions as stems and as normalised text: is a text one of them, or does it quote one?"""
+
+    def __init__(self, test_items: Iterable[OpinionItem]):
+        items = list(test_items)
+        self.stems = {it.stem for it in items}
+        self.texts = sorted(t for t in {normalise_question(it.question) for it in items} if len(t) >= MIN_LEAK_CHARS)
+
+    def hit(self, text: str) -> bool:
+        normed = normalise_question(text)
+        return question_stem(text) in self.stems or any(t in normed for t in self.texts)
+
+
 def leak_counts(topics: Iterable[Topic], heldout: Iterable[Topic], traces: Iterable[dict],
                 train_prompts: Iterable[str], test_items: Iterable[OpinionItem]) -> dict[str, int]:
     """What finetuning on negotiation data must never see, counted:
 
     - ``topics_in_goqa_test``: negotiated or held-out topics that are GlobalOpinionQA test
-      questions (by question id or by text);
+      questions (by question id, by stem, or quoting one);
     - ``heldout_topics_negotiated``: held-out topics that occur in the traces training reads;
-    - ``train_prompts_in_eval``: training prompts that are an evaluation text (a held-out topic or
-      a test question).
+    - ``train_prompts_in_eval``: training prompts that are an evaluation text (a held-out topic, or
+      a test question by stem or quoted).
     """
     topics, heldout, test_items = list(topics), list(heldout), list(test_items)
-    test_ids, test_texts = {it.question_id for it in test_items}, {_norm(it.question) for it in test_items}
+    test, test_ids = TestQuestions(test_items), {it.question_id for it in test_items}
     negotiated = {t["topic"]["id"] for t in traces}
-    eval_texts = test_texts | {_norm(t.text) for t in heldout}
+    heldout_texts = {_norm(t.text) for t in heldout}
     return {
-        "topics_in_goqa_test": sum(t.id in test_ids or _norm(t.text) in test_texts for t in topics + heldout),
+        "topics_in_goqa_test": sum(t.id in test_ids or test.hit(t.text) for t in topics + heldout),
         "heldout_topics_negotiated": len({t.id for t in heldout} & negotiated),
-        "train_prompts_in_eval": sum(_norm(p) in eval_texts for p in train_prompts),
+        "train_prompts_in_eval": sum(_norm(p) in heldout_texts or test.hit(p) for p in train_prompts),
     }
 
 
-def assert_no_leaks(counts: dict[str, int]) -> None:
-    """Stop with one clear line when any count of :func:`leak_counts` is not 0."""
+def palette_leak_counts(train_queries: Iterable[Topic], heldout_queries: Iterable[Topic],
+                        training_prompts: Iterable[str], router_prompts: Iterable[str],
+                        test_items: Iterable[OpinionItem]) -> dict[str, int]:
+    """What unit 1x must never train on or route by, counted against the GlobalOpinionQA test questions
+    (by stem, or quoted inside the text):
+
+    - ``train_queries_in_test``: palette training queries that are test questions;
+    - ``heldout_queries_in_test``: held-out queries (whose synthesised answers are notebook 12's gold
+      responses) that are test questions;
+    - ``training_prompts_in_test``: prompts of the continent agents' preference records (synthesised or
+      published data) that are or quote a test question;
+    - ``router_prompts_in_test``: the merge recipes' router prompts that are or quote a test question.
+    """
+    test = TestQuestions(test_items)
+    return {
+        "train_queries_in_test": sum(test.hit(q.text) for q in train_queries),
+        "heldout_queries_in_test": sum(test.hit(q.text) for q in heldout_queries),
+        "training_prompts_in_test": sum(test.hit(p) for p in training_prompts),
+        "router_prompts_in_test": sum(test.hit(p) for p in router_prompts),
+    }
+
+
+def assert_no_leaks(counts: dict[str, int], what: str = "the finetuning data") -> None:
+    """Stop with one clear line when any leak count is not 0."""
     bad = {k: v for k, v in counts.items() if v}
     if bad:
-        raise LeakError(f"evaluation data reached the finetuning data: {bad}; nothing trained here can be "
-                        "evaluated on it — check the topic source, heldout_share and the data split")
+        raise LeakError(f"evaluation data reached {what}: {bad}; nothing trained here can be "
+                        "evaluated on it — check the topic or query source, heldout_share and the data split")

@@ -1,9 +1,11 @@
 """Train/test splits by question, decided by a hash rather than a shuffle.
 
-Each question id is hashed with the seed and a purpose to a number in [0, 1) (``kit.seeds.unit``);
-the question is in the test split when that number is below ``test_fraction``. All countries of one question
-therefore land on the same side (no leakage of a question through another country), and a
-question keeps its side when other items are added or removed.
+Each unit (by default a question id) is hashed with the seed and a purpose to a number in [0, 1)
+(``kit.seeds.unit``); it is in the test split when that number is below ``test_fraction``. The
+study's GlobalOpinionQA split hashes the question's *stem* (``kit.data.goqa.question_stem``), so
+all countries of a question, a survey battery's sibling items and a question's option variants land
+on the same side (no leakage through another country or a near-duplicate), and a question keeps
+its side when other items are added or removed.
 
 :func:`survey_splits` applies it to the countries of a study: every unit that builds from
 GlobalOpinionQA (agents, topics, finetuning prompts) reads the train side, and every evaluation
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _question_id: Callable[[Any], str] = attrgetter("question_id")
+_stem: Callable[[Any], str] = attrgetter("stem")
 
 
 SPLIT = "goqa-split"  # the purpose of the study's question split
@@ -75,6 +78,7 @@ class SurveySplits:
     test_all_countries: list[OpinionItem]  # every country's answers on the test questions (for references)
     skipped: dict[str, str] = field(default_factory=dict)
     source_note: str = ""  # which survey rows the train side keeps, in one sentence
+    train_all_countries: list[OpinionItem] = field(default_factory=list)  # the whole train side (the neighbour prior)
 
     @property
     def train_items(self) -> list[OpinionItem]:
@@ -87,12 +91,20 @@ class SurveySplits:
 
 def goqa_split(goqa_path: str, test_fraction: float, split_seed: int,
                goqa_test_path: str | None = None) -> tuple[list[OpinionItem], list[OpinionItem]]:
-    """(train, test) items of the data: the question split of ``goqa_path``, or all of it for training
-    and ``goqa_test_path`` for testing (data the user holds back)."""
+    """(train, test) items of the data: the split of ``goqa_path`` by question stem, or ``goqa_test_path``
+    for testing (data the user holds back) and the rows of ``goqa_path`` that share no stem with it for
+    training."""
     items = load_goqa(goqa_path)
     if goqa_test_path:
-        return items, load_goqa(goqa_test_path)
-    return split_questions(items, test_fraction, split_seed)
+        test = load_goqa(goqa_test_path)
+        # a battery sibling or option variant of a held-back question is held back with it
+        stems = {it.stem for it in test}
+        train = [it for it in items if it.stem not in stems]
+        if len(train) < len(items):
+            log.info("%d rows of %s share a question stem with %s and are left out of training",
+                     len(items) - len(train), goqa_path, goqa_test_path)
+        return train, test
+    return split_questions(items, test_fraction, split_seed, key=_stem)
 
 
 def survey_splits(goqa_path: str, countries: Sequence[str], *, test_fraction: float, split_seed: int,
@@ -107,7 +119,7 @@ def survey_splits(goqa_path: str, countries: Sequence[str], *, test_fraction: fl
     ``skipped``.
     """
     train, test = goqa_split(goqa_path, test_fraction, split_seed, goqa_test_path)
-    note = ""
+    whole_train, note = train, ""
     if train_source:
         if any(it.source for it in train):
             kept = [it for it in train if it.source == train_source]
@@ -117,7 +129,7 @@ def survey_splits(goqa_path: str, countries: Sequence[str], *, test_fraction: fl
             note = (f"the data carries no survey source, so agents are built from every train row "
                     f"(NCN built them from {train_source} rows only)")
     train_by, test_by = by_country(train), by_country(test)
-    splits = SurveySplits([], {}, {}, [], source_note=note)
+    splits = SurveySplits([], {}, {}, [], source_note=note, train_all_countries=whole_train)
     for c in countries:
         n_train = len(train_by.get(c, []))
         if n_train < min_train_items or not test_by.get(c):

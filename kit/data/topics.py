@@ -159,15 +159,16 @@ def topic_pools(data, topics, seed: int) -> tuple[list[Topic], list[Topic]]:
 
     Each topic belongs to one pool by ``seeds.unit(seed, "topic-heldout", id) < topics.heldout_share``,
     so a held-out topic can never be negotiated, whatever ``n`` any run picks. GlobalOpinionQA
-    topics come from the train side of the study's question split only: a test question never
-    becomes a topic, nor a training prompt built from one.
+    topics come from the train side of the study's question split only: a test question (or one
+    sharing its stem) never becomes a topic, nor a training prompt built from one.
     """
     found = read_topics(topics.source, topic_source_path(data, topics))
     if topics.source == "goqa":
         from .splits import goqa_split
 
         train, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
-        allowed = {it.question_id for it in train} - {it.question_id for it in test}
+        test_stems = {it.stem for it in test}
+        allowed = {it.question_id for it in train if it.stem not in test_stems}
         found = [t for t in found if t.id in allowed]
     heldout = {t.id for t in found if seeds.unit(seed, "topic-heldout", t.id) < topics.heldout_share}
     return [t for t in found if t.id not in heldout], [t for t in found if t.id in heldout]

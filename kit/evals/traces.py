@@ -5,9 +5,16 @@ A trace is a mapping (a record of the negotiation, debate or consultancy runs) w
 response}] ×2, consensus[str, str], rounds_used, converged, failed``. Agent A is ``agents[0]``.
 
 Acceptance: ``PPL_B(r_A)`` scores A's text teacher-forced as agent B's reply to the topic (B's
-system prompt and adapter), and ``PPL_A(r_B)`` the other way round; ``D = |PPL_B(r_A) − PPL_A(r_B)|``
-for the initial responses and for the consensus statements. Every perplexity of every trace comes
-from ONE ``backend.score`` call, and every value vector from ONE detector call.
+system prompt and adapter), and ``PPL_A(r_B)`` the other way round; the paper's
+``D = |PPL_B(r_A) − PPL_A(r_B)|`` for the initial responses and for the consensus statements, and its
+ratio ``d_ratio``. D compares the perplexities of two *different* texts, so it mostly measures how
+predictable each text is on its own (a repeated ``##`` wins it). The kit's acceptance cancels that:
+``log PPL_B(r_A) − log PPL_base(r_A)``, the other side's persona against the plain model (the same user
+turn, no system prompt, no adapter) on the same text — below 0, B's persona finds A's text more
+likely than the model does on its own — averaged over the two sides (``rel_logppl_initial`` /
+``_final``) and its change (``rel_logppl_change``, below 0: acceptance grew). Every perplexity of every
+trace comes from ONE ``backend.score`` call, and every value vector from ONE detector call. A trace
+with a degenerate text (``kit.metrics.text``) is left out and counted per method.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import pandas as pd
 
 from kit.agents import Agent
 from kit.llm.base import Backend, ScoreRequest
-from kit.metrics.alignment import bootstrap_ci
+from kit.metrics.alignment import bootstrap_ci, paired_verdicts
 from kit.metrics.consensus import (
     acceptance_gap,
     acceptance_ratio,
@@ -33,6 +40,8 @@ from kit.metrics.consensus import (
     value_self_consistency,
     value_summary,
 )
+from kit.metrics.text import degenerate
+from kit.negotiation.trace import STOPPING_RULES
 from kit.values import ValueDetector
 
 log = logging.getLogger(__name__)
@@ -47,7 +56,10 @@ PPL_COLUMNS = (
     ("ppl_b_of_final_a", 1, "final_a"),
     ("ppl_a_of_final_b", 0, "final_b"),
 )
-ACCEPTANCE_COLUMNS = ("d_initial", "d_final", "acceptance_ratio", "improved")
+BASE_PPL_COLUMNS = tuple((f"ppl_base_of_{slot}", slot) for slot in SLOTS)  # the plain model on each text
+ACCEPTANCE_COLUMNS = ("d_initial", "d_final", "d_ratio", "improved", "rel_logppl_initial", "rel_logppl_final",
+                      "rel_logppl_change")
+REFERENCE_METHOD = "none"  # its statements are its opening answers: a reference row, never a winner
 VALUE_COLUMNS = ("self_consistency_a", "self_consistency_b", "value_consensus_initial", "value_consensus",
                  "value_distance_initial", "value_distance_final", "distance_reduction", "values_missing")
 
@@ -79,34 +91,50 @@ def trace_agents(trace: Trace, agents: Mapping[str, Agent]) -> tuple[Agent, Agen
     return agents[cultures[0]], agents[cultures[1]]
 
 
-def split_usable(traces: Sequence[Trace]) -> tuple[list[Trace], int, int]:
-    """(usable traces, failed count, empty count): a trace is unusable if it failed or lacks one of its texts."""
-    usable, failed, empty = [], 0, 0
+def split_usable(traces: Sequence[Trace]) -> tuple[list[Trace], int, int, dict[str, int]]:
+    """(usable traces, failed count, empty count, degenerate count per method): a trace is unusable if it
+    failed, lacks one of its texts, or one of them is degenerate (``kit.metrics.text.degenerate``: markup,
+    repetition, a word or two) — a perplexity or a value vector of such a text measures its format."""
+    usable, failed, empty, bad = [], 0, 0, {}
     for trace in traces:
         if _get(trace, "failed"):
             failed += 1
-        elif not all(t.strip() for t in trace_texts(trace).values()):
+            continue
+        texts = trace_texts(trace).values()
+        if not all(t.strip() for t in texts):
             empty += 1
+        elif any(degenerate(t) for t in texts):
+            bad[trace["method"]] = bad.get(trace["method"], 0) + 1
         else:
             usable.append(trace)
-    if empty:
-        log.warning("%d trace(s) left out: an initial response or consensus statement is empty", empty)
-    return usable, failed, empty
+    if empty or bad:
+        log.warning("trace(s) left out: %d with an empty text, degenerate texts per method %s", empty, bad)
+    return usable, failed, empty, bad
 
 
 def acceptance_requests(trace: Trace, agents: Mapping[str, Agent]) -> dict[str, ScoreRequest]:
-    """Column → request: each text scored as the *other* agent's reply to the topic (its prompt, its adapter)."""
+    """Column → request: each text scored as the *other* agent's reply to the topic (its prompt, its adapter),
+    and as the plain model's reply to the same user turn (no system prompt, no adapter)."""
     pair, texts, topic = trace_agents(trace, agents), trace_texts(trace), _get(trace, "topic")["text"]
-    return {col: ScoreRequest(pair[who].messages(topic), texts[slot], adapter=pair[who].adapter)
-            for col, who, slot in PPL_COLUMNS}
+    plain = [{"role": "user", "content": topic}]
+    return ({col: ScoreRequest(pair[who].messages(topic), texts[slot], adapter=pair[who].adapter)
+             for col, who, slot in PPL_COLUMNS}
+            | {col: ScoreRequest(plain, texts[slot]) for col, slot in BASE_PPL_COLUMNS})
 
 
 def acceptance_row(ppl_b_of_initial_a: float, ppl_a_of_initial_b: float, ppl_b_of_final_a: float,
-                   ppl_a_of_final_b: float) -> dict[str, float | bool]:
-    """``D_initial``, ``D_final``, their ratio (< 1 = more even acceptance) and whether D fell."""
+                   ppl_a_of_final_b: float, ppl_base_of_initial_a: float = float("nan"),
+                   ppl_base_of_initial_b: float = float("nan"), ppl_base_of_final_a: float = float("nan"),
+                   ppl_base_of_final_b: float = float("nan")) -> dict[str, float | bool]:
+    """``D_initial``, ``D_final``, their ratio (< 1 = more even acceptance) and whether D fell; and the
+    relative acceptance (``log PPL_other − log PPL_base`` on each text, mean of the two sides), initial,
+    final and its change (< 0: each side's persona came to find the other's text likelier)."""
     d0 = acceptance_gap(ppl_b_of_initial_a, ppl_a_of_initial_b)
     d1 = acceptance_gap(ppl_b_of_final_a, ppl_a_of_final_b)
-    return {"d_initial": d0, "d_final": d1, "acceptance_ratio": acceptance_ratio(d0, d1), "improved": d1 < d0}
+    rel0 = (np.log(ppl_b_of_initial_a / ppl_base_of_initial_a) + np.log(ppl_a_of_initial_b / ppl_base_of_initial_b)) / 2
+    rel1 = (np.log(ppl_b_of_final_a / ppl_base_of_final_a) + np.log(ppl_a_of_final_b / ppl_base_of_final_b)) / 2
+    return {"d_initial": d0, "d_final": d1, "d_ratio": acceptance_ratio(d0, d1), "improved": d1 < d0,
+            "rel_logppl_initial": float(rel0), "rel_logppl_final": float(rel1), "rel_logppl_change": float(rel1 - rel0)}
 
 
 def acceptance_table(backend: Backend, agents: Mapping[str, Agent], traces: Sequence[Trace]) -> pd.DataFrame:
@@ -121,7 +149,8 @@ def acceptance_table(backend: Backend, agents: Mapping[str, Agent], traces: Sequ
     for reqs in per_trace:
         ppls = {col: ppl[req] for col, req in reqs.items()}
         rows.append(ppls | acceptance_row(**ppls))
-    return pd.DataFrame(rows, columns=[c for c, _, _ in PPL_COLUMNS] + list(ACCEPTANCE_COLUMNS))
+    return pd.DataFrame(rows, columns=[c for c, _, _ in PPL_COLUMNS] + [c for c, _ in BASE_PPL_COLUMNS]
+                        + list(ACCEPTANCE_COLUMNS))
 
 
 def value_row(vectors: Mapping[str, np.ndarray | None]) -> dict[str, float | int]:
@@ -165,20 +194,25 @@ def evaluate_traces(backend: Backend, detector: ValueDetector, agents: Mapping[s
                     traces: Sequence[Trace]) -> pd.DataFrame:
     """One row per usable trace: identity, rounds, acceptance and value metrics.
 
-    Failed traces and traces missing a text are left out and counted in ``df.attrs["failed"]`` and
-    ``df.attrs["empty"]``; ``df.attrs["value_failures"]`` counts unreadable value vectors.
+    Failed traces, traces missing a text and traces with a degenerate text are left out and counted in
+    ``df.attrs["failed"]``, ``df.attrs["empty"]`` and ``df.attrs["degenerate"]`` (method → count);
+    ``df.attrs["value_failures"]`` counts unreadable value vectors. ``converged`` is the protocol's
+    stopping rule met (``None`` for methods that have none); ``resolved`` a self-play dialogue's
+    agreement (``None`` for every other method).
     """
-    usable, failed, empty = split_usable(traces)
+    usable, failed, empty, bad = split_usable(traces)
     meta = []
     for t in usable:
         cultures = [a["culture"] for a in _get(t, "agents")]
         meta.append({"id": _get(t, "id"), "method": _get(t, "method"), "topic_id": _get(t, "topic")["id"],
                      "culture_a": cultures[0], "culture_b": cultures[1], "pair": " vs ".join(map(str, cultures)),
-                     "rounds_used": _get(t, "rounds_used"), "converged": bool(_get(t, "converged"))})
-    columns = ["id", "method", "topic_id", "culture_a", "culture_b", "pair", "rounds_used", "converged"]
+                     "rounds_used": _get(t, "rounds_used"),
+                     "converged": bool(_get(t, "converged")) if t["method"] in STOPPING_RULES else None,
+                     "resolved": None if t.get("resolved") is None else bool(t["resolved"])})
+    columns = ["id", "method", "topic_id", "culture_a", "culture_b", "pair", "rounds_used", "converged", "resolved"]
     df = pd.concat([pd.DataFrame(meta, columns=columns), acceptance_table(backend, agents, usable),
                     value_table(detector, usable)], axis=1)
-    df.attrs.update(failed=failed, empty=empty, value_failures=int(df["values_missing"].sum()))
+    df.attrs.update(failed=failed, empty=empty, degenerate=bad, value_failures=int(df["values_missing"].sum()))
     return df
 
 
@@ -187,11 +221,11 @@ def _ci(values: Any, n_boot: int, seed: int, groups: Any = None) -> tuple[float,
 
 
 def _summary_row(g: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
-    ratios = g["acceptance_ratio"].to_numpy(float)
+    ratios = g["d_ratio"].to_numpy(float)
     acc = acceptance_summary(zip(g["d_initial"], g["d_final"]))
     # An infinite ratio (an even start made uneven) makes the mean infinite; no interval then.
     ratio_ci = _ci(ratios, n_boot, seed) if np.all(np.isfinite(ratios)) else (float("nan"), float("nan"))
-    row = acc | {"mean_ratio_low": ratio_ci[0], "mean_ratio_high": ratio_ci[1]}
+    row = acc | {"mean_d_ratio_low": ratio_ci[0], "mean_d_ratio_high": ratio_ci[1]}
     row |= dict(zip(("share_improved_low", "share_improved_high"), _ci(g["improved"], n_boot, seed)))
 
     # Self-consistency pools agents A and B; both come from one trace, so resample traces (clusters).
@@ -213,7 +247,20 @@ def _summary_row(g: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
     both = ~np.isnan(d0) & ~np.isnan(d1)
     row["distance_reduction_of_means"] = (distance_reduction(d0[both].mean(), d1[both].mean())
                                           if both.any() else float("nan"))
-    row |= {"mean_rounds": float(g["rounds_used"].mean()), "share_converged": float(g["converged"].mean())}
+    for name in ("rel_logppl_initial", "rel_logppl_final", "rel_logppl_change"):
+        vals = g[name].to_numpy(float) if name in g else np.full(len(g), np.nan)
+        vals = vals[np.isfinite(vals)]
+        low, high = _ci(vals, n_boot, seed) if len(vals) else (float("nan"), float("nan"))
+        row |= {f"mean_{name}": float(vals.mean()) if len(vals) else float("nan"),
+                f"median_{name}": float(np.median(vals)) if len(vals) else float("nan"),
+                f"mean_{name}_low": low, f"mean_{name}_high": high}
+
+    def share(col: str) -> float:  # of the rows where the flag means something (a stopping rule, a dialogue)
+        flags = g[col].dropna() if col in g else pd.Series(dtype=float)
+        return float(flags.astype(float).mean()) if len(flags) else float("nan")
+
+    row |= {"mean_rounds": float(g["rounds_used"].mean()), "share_converged": share("converged"),
+            "resolution_rate": share("resolved")}
     return row
 
 
@@ -223,7 +270,9 @@ def summarise(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: Sequence[
     Columns: n, mean/median ratio, share improved, mean D initial/final, mean self-consistency
     (agents A and B pooled, trace-cluster bootstrap), mean consensus, mean distance reduction (each
     with ``_low``/``_high`` percentile-bootstrap bounds and a count of undefined values skipped),
-    reduction of the mean distance, mean rounds used, share converged.
+    reduction of the mean distance, the relative acceptance (initial, final, change: mean, median and
+    interval), mean rounds used, share converged (methods with a stopping rule) and resolution rate
+    (self-play dialogues); NaN where a flag does not apply.
     """
     missing = [c for c in by if c not in df.columns]
     if missing:
@@ -231,3 +280,53 @@ def summarise(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: Sequence[
     rows = [dict(zip(by, key if isinstance(key, tuple) else (key,))) | _summary_row(g, n_boot, seed)
             for key, g in df.groupby(list(by), sort=True)]
     return pd.DataFrame(rows)
+
+
+def item_key(df: pd.DataFrame) -> pd.Series:
+    """A (pair, topic) item's key: what every method negotiated alike."""
+    return df["pair"].astype(str) + "|" + df["topic_id"].astype(str)
+
+
+def common_items(df: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of the (pair, topic) items every one of ``methods`` (default: all in ``df``) scored, so a
+    summary never compares a method's easy items with another's hard ones (a failed or degenerate trace
+    of one method drops that item for all)."""
+    methods = list(dict.fromkeys(df["method"])) if methods is None else list(methods)
+    keys = item_key(df)
+    shared = set.intersection(*[set(keys[df["method"] == m]) for m in methods]) if methods else set()
+    return df[keys.isin(shared) & df["method"].isin(methods)]
+
+
+PAIRED_SCORES = {"rel_logppl_change": "lower", "value_consensus": "higher", "self_consistency": "higher"}
+
+
+def paired_against(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Each method minus ``reference`` on the shared items, per score of ``PAIRED_SCORES`` (self-consistency:
+    the mean of the two agents'; the reference's is 1 by construction, so it is compared among the others
+    only): mean difference, 95 % bootstrap interval over items, n, and whether the method is ``better``,
+    ``worse`` or shows ``no difference`` (the score's direction taken into account)."""
+    rows = df.assign(id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1))
+    out = []
+    for method in [m for m in dict.fromkeys(rows["method"]) if m != reference and reference in set(rows["method"])]:
+        for score, better in PAIRED_SCORES.items():
+            if score == "self_consistency":
+                continue
+            for v in paired_verdicts(rows[rows["method"].isin([method, reference])], method, score, n_boot, seed):
+                if better == "lower" and v["verdict"] != "no difference":
+                    v["verdict"] = {"better": "worse", "worse": "better"}[v["verdict"]]
+                out.append({"method": method, **v})
+    return pd.DataFrame(out, columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
+
+
+def self_consistency_ranking(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
+                             seed: int = 0) -> pd.DataFrame:
+    """The negotiating methods by mean self-consistency (``reference`` left out: cos(v, v) = 1 for it), the
+    best one paired against each other on the shared items."""
+    rows = df[df["method"] != reference].assign(
+        id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1))
+    means = rows.groupby("method")["self_consistency"].mean().dropna().sort_values(ascending=False)
+    if len(means) < 2:
+        return pd.DataFrame(columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
+    best = means.index[0]
+    return pd.DataFrame([{"method": best, **v} for v in paired_verdicts(rows, best, "self_consistency", n_boot, seed)])

@@ -1,8 +1,10 @@
 """Notebook 03 · how good and how fair is the consensus? Acceptance and values per method, with CIs.
 
-Reads the study's traces (notebook 02), scores every text under the other agent in one ``score`` call, reads
-value vectors with the params' detector, and summarises per method (and pair) with bootstrap
-intervals; figures and the closing paragraph are drawn from those tables, never recomputed here.
+Reads the study's traces (notebook 02), scores every text under the other agent and under the plain model in
+one ``score`` call, reads value vectors with the params' detector, and summarises per method (and pair) on the
+(pair, topic) items every method scored, with bootstrap intervals and paired differences against ``none``
+(a reference row: its statements are its opening answers); figures and the closing paragraph are drawn from
+those tables, never recomputed here.
 """
 
 from __future__ import annotations
@@ -11,11 +13,19 @@ import numpy as np
 import pandas as pd
 
 from kit import plots, seeds
-from kit.evals.traces import evaluate_traces, summarise
+from kit.evals.traces import (
+    REFERENCE_METHOD,
+    common_items,
+    evaluate_traces,
+    paired_against,
+    self_consistency_ranking,
+    summarise,
+)
 from kit.lessons import negotiation
 from kit.values import SCHWARTZ_VALUES, make_value_detector
 
-SUMMARY_COLUMNS = ["method", "n", "mean_ratio", "mean_ratio_low", "mean_ratio_high", "share_improved",
+SUMMARY_COLUMNS = ["method", "n", "mean_rel_logppl_change", "median_rel_logppl_change", "mean_rel_logppl_change_low",
+                   "mean_rel_logppl_change_high", "mean_d_ratio", "median_d_ratio", "share_improved",
                    "mean_self_consistency", "mean_consensus", "mean_distance_reduction", "mean_rounds",
                    "share_converged"]
 
@@ -35,13 +45,26 @@ def evaluate(session) -> pd.DataFrame:
 
 def counts_line(per_trace: pd.DataFrame) -> str:
     a = per_trace.attrs
+    shared = common_items(per_trace)
     return (f"{len(per_trace)} negotiations evaluated; failed {a.get('failed', 0)}, empty {a.get('empty', 0)}, "
-            f"unreadable value vectors {a.get('value_failures', 0)}")
+            f"degenerate per method {a.get('degenerate') or 'none'}, unreadable value vectors "
+            f"{a.get('value_failures', 0)}; {shared['pair'].str.cat(shared['topic_id'], '|').nunique()} "
+            "(pair, topic) items scored by every method, which every summary below reads")
 
 
 def summary(session, per_trace: pd.DataFrame, by: tuple[str, ...] = ("method",)) -> pd.DataFrame:
-    return summarise(per_trace, n_boot=session.params.n_boot, seed=seeds.derive(session.params.seed, "bootstrap"),
-                     by=by)
+    """``summarise`` over the items every method scored."""
+    return summarise(common_items(per_trace), n_boot=session.params.n_boot,
+                     seed=seeds.derive(session.params.seed, "bootstrap"), by=by)
+
+
+def paired(session, per_trace: pd.DataFrame) -> pd.DataFrame:
+    """Each method against ``none`` on the shared items (relative acceptance change, value consensus), and
+    the best self-consistency against the other negotiating methods."""
+    shared, n_boot = common_items(per_trace), session.params.n_boot
+    seed = seeds.derive(session.params.seed, "bootstrap")
+    return pd.concat([paired_against(shared, n_boot=n_boot, seed=seed),
+                      self_consistency_ranking(shared, n_boot=n_boot, seed=seed)], ignore_index=True)
 
 
 def figures(session, df: pd.DataFrame) -> None:
@@ -49,10 +72,9 @@ def figures(session, df: pd.DataFrame) -> None:
     import seaborn as sns
 
     with plots.figure(session.figure_paths("03_acceptance_and_rounds.png"), 1, 2, figsize=(10, 3.8)) as (_, axes):
-        finite = df[np.isfinite(df["acceptance_ratio"])]
-        sns.barplot(finite, x="method", y="acceptance_ratio", errorbar=("ci", 95), ax=axes[0])
-        axes[0].axhline(1.0, color="grey", ls="--", lw=1)
-        axes[0].set_title("D_final / D_initial (< 1: acceptance evened out)")
+        sns.barplot(df, x="method", y="rel_logppl_change", errorbar=("ci", 95), ax=axes[0])
+        axes[0].axhline(0.0, color="grey", ls="--", lw=1)
+        axes[0].set_title("change of log PPL_other − log PPL_base (< 0: more accepted)")
         sns.barplot(df, x="method", y="rounds_used", errorbar=("ci", 95), ax=axes[1])
         axes[1].set_title("rounds used")
 
@@ -66,37 +88,49 @@ def figures(session, df: pd.DataFrame) -> None:
         ax.tick_params(axis="x", rotation=30)
 
 
-def paragraph(summary: pd.DataFrame) -> str:
-    """Which method won on what, stated from the summary table (best on each criterion)."""
-    s = summary.set_index("method")
-    criteria = [
-        ("mean_ratio", "evened out mutual acceptance most (lowest D_final/D_initial)", "min"),
-        ("share_improved", "improved acceptance in the largest share of negotiations", "max"),
-        ("mean_self_consistency", "kept each agent's own values best (self-consistency)", "max"),
-        ("mean_consensus", "brought the two agents' values closest (value consensus)", "max"),
-    ]
+def paragraph(summary: pd.DataFrame, compared: pd.DataFrame) -> str:
+    """Which method did better than no negotiation, on what, stated only where the paired 95 % interval on the
+    shared items excludes 0; ``none`` is the reference, never a winner."""
+    what = {"rel_logppl_change": "made each side's statement likelier under the other's persona (relative "
+                                 "log-perplexity change)",
+            "value_consensus": "brought the two agents' values closer (value consensus)"}
     lines = []
-    for col, what, how in criteria:
-        vals = s[col].replace([np.inf, -np.inf], np.nan).dropna()
-        if vals.empty:
-            lines.append(f"No method has a defined {col}.")
+    vs = compared[compared["against"] == REFERENCE_METHOD]
+    for score, text in what.items():
+        rows = vs[vs["score"] == score]
+        better = rows[rows["verdict"] == "better"]
+        if better.empty:
+            lines.append(f"No method {text.split(' (')[0].replace('made', 'makes').replace('brought', 'brings')} "
+                         f"measurably better than no negotiation ({score}; paired 95 % intervals all hold 0 or favour none).")
             continue
-        best = vals.idxmin() if how == "min" else vals.idxmax()
-        lines.append(f"{best} {what}: {vals[best]:.3f} (others: "
-                     + ", ".join(f"{m} {v:.3f}" for m, v in vals.items() if m != best) + ").")
-    n = int(s["n"].sum()) if "n" in s else len(s)
-    lines.append(f"Over {n} negotiations; intervals in the table above say which differences the data can carry.")
+        best = better.loc[better["mean_diff"].abs().idxmax()]
+        lines.append(f"{best['method']} {text} beyond no negotiation: {best['mean_diff']:+.3f} "
+                     f"[{best['ci_low']:+.3f}, {best['ci_high']:+.3f}] over {best['n']} items"
+                     + (f"; also {', '.join(better['method'][better['method'] != best['method']])}." if len(better) > 1 else "."))
+    sc = compared[compared["score"] == "self_consistency"]
+    if len(sc):
+        best, beaten = sc["method"].iloc[0], sc[sc["verdict"] == "better"]["against"].tolist()
+        lines.append(f"{best} kept each agent's own values best (self-consistency, {REFERENCE_METHOD} left out: it "
+                     f"keeps them by construction); measurably better than {', '.join(beaten) or 'none of the others'}.")
+    n = int(summary["n"].max()) if len(summary) else 0
+    lines.append(f"Over {n} shared items per method; the D ratio is the paper's, shown for comparison only.")
     return "\n".join(lines)
 
 
-def key_numbers(per_trace: pd.DataFrame, summary_table: pd.DataFrame) -> dict:
+def key_numbers(per_trace: pd.DataFrame, summary_table: pd.DataFrame, compared: pd.DataFrame) -> dict:
     def number(v, digits):
         return None if pd.isna(v) else round(float(v), digits)
 
     rows = list(summary_table.itertuples())
+    methods = list(dict.fromkeys(per_trace["method"]))
+    vs = compared[compared["against"] == REFERENCE_METHOD]
     return {
         "evaluated": len(per_trace), "failed": int(per_trace.attrs.get("failed", 0)),
-        "mean_ratio": {r.method: number(r.mean_ratio, 4) for r in rows},
+        "degenerate": {m: int(per_trace.attrs.get("degenerate", {}).get(m, 0)) for m in methods},
+        "common_items": int(summary_table["n"].max()) if len(summary_table) else 0,
+        "mean_d_ratio": {r.method: number(r.mean_d_ratio, 4) for r in rows},
         "share_improved": {r.method: number(r.share_improved, 3) for r in rows},
         "mean_consensus": {r.method: number(r.mean_consensus, 3) for r in rows},
+        "rel_logppl_change": {r.method: number(r.mean_rel_logppl_change, 4) for r in rows},
+        "vs_none": {f"{r.method}:{r.score}": r.verdict for r in vs.itertuples()},
     }

@@ -3,7 +3,8 @@
 Splits GlobalOpinionQA by question, builds each agent kind from the train split only
 (``kit.agents.build``), asks every agent the held-out questions of its country (one forward pass
 each), and scores the answers against the survey with the reference rows every table must carry:
-a uniform answer and the mean of the other countries' answers.
+a uniform answer, the mean of the other countries' answers, and the neighbour prior (the mean
+answer of the countries that answered most like this one on the train questions).
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ from kit.evals.capability import capability_kept
 from kit.evals.survey import answer_rows
 from kit.llm.base import GenParams
 from kit.metrics.alignment import (
+    NEIGHBOUR_AGENT,
     OTHER_COUNTRIES_AGENT,
+    REFERENCES,
     UNIFORM_AGENT,
-    other_countries_reference,
     reference_comparison,
+    reference_rows,
     score_table,
-    uniform_reference,
 )
 
-REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT)
 NOTEBOOK = "01_cultural_agents"
 
 
@@ -60,7 +61,7 @@ def grounding_table(agent_set: AgentSet) -> pd.DataFrame:
 @dataclass
 class Evaluation:
     """Notebook 01's scores: per (kind, country) with CIs, every answer row, and the score rows
-    (answers plus the two references) the paired comparisons read."""
+    (answers plus the three references) the paired comparisons read."""
 
     table: pd.DataFrame
     answers: list[dict]
@@ -78,15 +79,15 @@ def evaluate(session, agents: Sequence[Agent], s: SurveySplits) -> Evaluation:
             answers += answer_rows(session.backend, [a for a in agents if a.kind == kind], s.test_items)
     session.save_scores(NOTEBOOK, "alignment", answers)
     wanted = {(it.country, it.question_id) for it in s.test_items}
-    refs = [r for r in uniform_reference(s.test_all_countries) + other_countries_reference(s.test_all_countries)
-            if (r["country"], r["question_id"]) in wanted]
+    refs = reference_rows(s.train_all_countries, s.test_all_countries, wanted, k=p.references.neighbour_k,
+                          min_shared=p.references.min_shared)
     rows = [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")} for r in answers + refs]
     table = score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
     return Evaluation(table, answers, rows, len(wanted))
 
 
 def comparison(session, ev: Evaluation, metric: str = "js_similarity") -> pd.DataFrame:
-    """Each kind against both references, paired on the rows both scored (95 % bootstrap intervals)."""
+    """Each kind against every reference, paired on the rows both scored (95 % bootstrap intervals)."""
     kinds = [k for k in dict.fromkeys(r["agent"] for r in ev.answers)]
     return reference_comparison(ev.score_rows, kinds, REFERENCES, metric, n_boot=session.params.n_boot,
                                 seed=seeds.derive(session.params.seed, "bootstrap"))
@@ -114,8 +115,11 @@ def verdict(compared: pd.DataFrame, summary: pd.DataFrame, metric: str = "js_sim
             tail = "does NOT beat a uniform answer: it has learned nothing measurable."
         elif by.loc[OTHER_COUNTRIES_AGENT, "verdict"] != "beats":
             tail = "beats uniform but not the other-countries mean: no country-specific signal."
+        elif by.loc[NEIGHBOUR_AGENT, "verdict"] != "beats":
+            tail = ("beats the other-countries mean but not the neighbour prior: what it knows is which countries "
+                    "answer alike, not the culture.")
         else:
-            tail = "beats both references."
+            tail = "beats every reference."
         lines.append(f"{head} — {tail} ({'; '.join(parts)})")
     return "\n".join(lines)
 
@@ -161,12 +165,13 @@ def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s
                 agent_set: AgentSet, kept: pd.DataFrame) -> dict:
     """Per-kind averages over countries, the references, each kind's verdict and coverage, and what
     was built or skipped."""
-    means = ev.table.groupby("agent")[["js_similarity", "s_align"]].mean().round(2)
+    means = ev.table.groupby("agent")[["js_similarity", "js_similarity_e", "s_align"]].mean().round(2)
     return {
         "countries": len(s.countries),
         "test_items": sum(len(v) for v in s.test.values()),
         "skipped_countries": sorted(s.skipped),
         "js_similarity": means["js_similarity"].to_dict(),
+        "js_similarity_e": means["js_similarity_e"].to_dict(),
         "s_align": means["s_align"].to_dict(),
         "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
         "coverage": summary["coverage"].round(3).to_dict(),

@@ -4,8 +4,10 @@ Builds preference and SFT records from the study's traces of each source method 
 ``finetune.from_methods`` (``kit.train.records``), trains one LoRA adapter per (source, method)
 with trl (``kit.train.trainers``), then compares the base model and each adapter on cultural
 distance over held-out topics (``kit.evals.distance``), GlobalOpinionQA alignment on notebook
-01's held-out questions (``kit.evals.survey``) and capability kept (``kit.evals.capability``).
-Before anything trains, the leak counts are computed and must all be 0.
+01's held-out questions beside the three references, paired against the base model
+(``kit.evals.survey``, ``kit.evals.references``), how differently each model still answers as each
+culture, and capability kept (``kit.evals.capability``). Before anything trains, the leak counts are
+computed and must all be 0.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
 from kit.evals.capability import capability_kept
 from kit.evals.distance import BASE, distance_summary, distance_table, persona
+from kit.evals.references import study_references
 from kit.evals.survey import answer_rows
 from kit.files import read_json
 from kit.lessons import negotiation
-from kit.metrics.alignment import score_table
+from kit.metrics.alignment import REFERENCES, between_culture_distance, reference_comparison, score_table
 from kit.negotiation.run import resolve_pairs
 from kit.train.records import TrainingSet, training_sets
 from kit.train.trainers import train
@@ -125,12 +128,12 @@ def cultural_distance(session, compared: dict[str, str | None],
                                    seed=p.seed)
     distances = pd.concat(session.each_row("cultural distance", compared, lambda one: distance_table(
         session.backend, detector, one, resolve_pairs(p), heldout_list, p.negotiation.turn_tokens)), ignore_index=True)
-    return distances, distance_summary(distances)
+    return distances, distance_summary(distances, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
 
 
 def distance_figure(session, summary: pd.DataFrame) -> None:
     """Cultural distance per culture pair, base model vs each finetuned adapter."""
-    pairs = [c for c in summary.columns if c not in ("mean", "reduction %")]
+    pairs = [c for c in summary.columns if c not in ("mean", "n", "reduction %", "reduction_low", "reduction_high")]
     ax = summary[pairs].T.plot.bar(figsize=(8, 3.8), rot=0)
     ax.set_ylabel("value distance (Euclidean, 10 Schwartz values)")
     ax.set_title("Cultural distance before and after finetuning")
@@ -138,16 +141,34 @@ def distance_figure(session, summary: pd.DataFrame) -> None:
     plots.save(ax.figure, session.figure_paths("04_cultural_distance.png"))
 
 
-def goqa_alignment(session, compared: dict[str, str | None]) -> pd.DataFrame:
-    """GlobalOpinionQA alignment of each model, asked as each culture, on notebook 01's held-out questions
-    (the answers are saved for the cross-method board)."""
+def goqa_alignment(session, compared: dict[str, str | None]) -> tuple[pd.DataFrame, list[dict]]:
+    """GlobalOpinionQA alignment of each model, asked as each culture, on notebook 01's held-out questions,
+    beside the three references on the same (country, question) pairs: (per agent and country table, score
+    rows). The answers are saved for the cross-method board."""
     p = session.params
     held_out = goqa_test_items(session)
     items = [it for its in held_out.values() for it in its]
     rows = [r for part in session.each_row("GlobalOpinionQA alignment", compared, lambda one: answer_rows(
         session.backend, [persona(c, a, m) for m, a in one.items() for c in held_out], items)) for r in part]
     session.save_scores(NOTEBOOK, "alignment", rows)
-    return score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
+    rows = [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
+            for r in rows + study_references(p, {(it.country, it.question_id) for it in items})]
+    return score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap")), rows
+
+
+def paired_with_base(session, rows: list[dict], adapters: dict[str, Path], metric: str = "js_similarity") -> pd.DataFrame:
+    """Each adapter against the base model and the references, paired on the (country, question) rows both
+    answered (95 % cluster-bootstrap intervals over questions)."""
+    p = session.params
+    return reference_comparison(rows, list(adapters), [BASE, *REFERENCES], metric, n_boot=p.n_boot,
+                                seed=seeds.derive(p.seed, "bootstrap"))
+
+
+def culture_fidelity(rows: list[dict], compared: dict[str, str | None]) -> pd.DataFrame:
+    """Between-culture distance of each model's survey answers (and of the gold answers on the same
+    questions): finetuning that brings cultures together by ignoring the culture shows here as a drop."""
+    table = between_culture_distance([r for r in rows if r["agent"] in compared]).set_index("agent")
+    return table.reindex([m for m in compared if m in table.index])
 
 
 def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
@@ -157,15 +178,32 @@ def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
 
 
 def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.DataFrame, alignment: pd.DataFrame,
-                kept: pd.DataFrame, leak: dict[str, int]) -> dict:
+                paired: pd.DataFrame, fidelity: pd.DataFrame, kept: pd.DataFrame, leak: dict[str, int]) -> dict:
+    def rounded(v) -> float | None:
+        return None if pd.isna(v) else round(float(v), 2)
+
+    means = alignment.groupby("agent")[["js_similarity", "js_similarity_e"]].mean()
+    vs_base = paired[paired["reference"] == BASE].set_index("kind")
     return {
         "n_trained": len(adapters),
         "trained": sorted(adapters),
         "records": {model_name(*key): len(tr) for key, (tr, _, _) in data.items()},
+        "subsampled_from": {model_name(*key): c["subsampled_from"] for key, (_, _, c) in data.items()
+                            if "subsampled_from" in c},
         "leaks": leak,
         "distance_mean": {m: round(float(v), 4) for m, v in distance["mean"].items()},
-        "distance_reduction_pct": {m: None if pd.isna(v) else round(float(v), 2) for m, v in distance["reduction %"].items()},
-        "goqa_js_similarity": {m: round(float(v), 2) for m, v in alignment.groupby("agent")["js_similarity"].mean().items()},
+        "distance_items": int(distance["n"].iloc[0]) if len(distance) else 0,
+        "distance_reduction_pct": {m: rounded(v) for m, v in distance["reduction %"].items()},
+        "distance_reduction_ci": {m: [rounded(r["reduction_low"]), rounded(r["reduction_high"])]
+                                  for m, r in distance.iterrows() if m != BASE},
+        "js_similarity": {**{m: round(float(v), 2) for m, v in means["js_similarity"].items()},
+                          "paired": vs_base["verdict"].to_dict(),
+                          "paired_diff": {m: [rounded(r["diff"]), rounded(r["ci_low"]), rounded(r["ci_high"])]
+                                          for m, r in vs_base.iterrows()}},
+        "js_similarity_e": {m: round(float(v), 2) for m, v in means["js_similarity_e"].items()},
+        "between_culture_items": int(fidelity["n"].max()) if len(fidelity) else 0,
+        "between_culture_distance": {m: rounded(v) for m, v in fidelity["model_distance"].items()},
+        "between_culture_gold": rounded(fidelity["gold_distance"].mean()) if len(fidelity) else None,
         "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),
         "moralchoice_correct": kept["correct"].to_dict(),
         "moralchoice_items": int(kept["items"].iloc[0]),

@@ -13,7 +13,8 @@ import pandas as pd
 
 from kit import leaderboard, plots, report
 
-ALIGNMENT_VIEW = ["row", "s_align", "js_similarity", "js_similarity_low", "js_similarity_high", "best_reference",
+ALIGNMENT_VIEW = ["row", "s_align", "js_similarity", "js_similarity_low", "js_similarity_high", "js_similarity_e",
+                  "best_reference",
                   "diff_vs_best", "verdict", "countries", "questions", "coverage", "calls", "generated_tokens",
                   "scored_tokens", "seconds", "peak_rss_gb"]
 

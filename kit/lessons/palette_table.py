@@ -10,20 +10,23 @@ from __future__ import annotations
 import pandas as pd
 
 from kit import plots, seeds
-from kit.data import OpinionItem
+from kit.data import OpinionItem, goqa_split
+from kit.data.leaks import assert_no_leaks, palette_leak_counts
 from kit.evals.capability import capability_kept
 from kit.evals.nli import make_scorer
+from kit.evals.references import study_references
 from kit.metrics.alignment import (
+    NEIGHBOUR_AGENT,
+    REFERENCES,
     UNIFORM_AGENT,
     continent_table,
-    other_countries_reference,
     reference_comparison,
-    uniform_reference,
 )
 from kit.palette.agents import load_models
+from kit.palette.merges import router_prompts
+from kit.palette.synthesis import query_split
 from kit.palette.baselines import ROWS
 from kit.palette.evaluation import (
-    REFERENCES,
     answer_all,
     best_baseline,
     consistency,
@@ -36,9 +39,9 @@ ROW_NAMES = (*ROWS, *VARIANTS, *REFERENCES)
 NOTEBOOK = "12_palette_table"
 
 
-def items(session) -> tuple[dict[str, list[OpinionItem]], list[OpinionItem]]:
-    """Each palette country's held-out questions, and every country's answers to them (for the references)."""
-    return test_items(session.params)
+def items(session) -> dict[str, list[OpinionItem]]:
+    """Each palette country's held-out questions."""
+    return test_items(session.params)[0]
 
 
 def models(session) -> tuple[dict[str, str], dict]:
@@ -47,17 +50,30 @@ def models(session) -> tuple[dict[str, str], dict]:
     return adapters, {name: session.backend_of(path) for name, path in merged.items()}
 
 
-def answer(session, test: dict[str, list[OpinionItem]], everyone: list[OpinionItem]) -> list[dict]:
-    """Score rows of every Table 1 row and of the two references, on the same (country, question) pairs."""
+def answer(session, test: dict[str, list[OpinionItem]]) -> list[dict]:
+    """Score rows of every Table 1 row and of the three references, on the same (country, question) pairs."""
     adapters, backends = models(session)
     with session.timed("Table 1 rows"):  # each row measured apart, for its cost on the board
         rows = [r for part in session.each_row("Table 1", dict.fromkeys((*ROWS, *VARIANTS)), lambda one: answer_all(
             session.backend, backends, adapters, test, session.params.palette, list(one))) for r in part]
     session.save_scores(NOTEBOOK, "alignment", rows)
     wanted = {(c, it.question_id) for c, its in test.items() for it in its}
-    rows += [r for r in uniform_reference(everyone) + other_countries_reference(everyone)
-             if (r["country"], r["question_id"]) in wanted]
+    rows += [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
+             for r in study_references(session.params, wanted)]
     return rows
+
+
+def leaks(session, prefs: dict[str, list[dict]]) -> dict[str, int]:
+    """The unit's leak counts (``kit.data.leaks.palette_leak_counts``) against every GlobalOpinionQA test
+    question of the study's split; stops the notebook when one is not 0."""
+    p = session.params
+    train, heldout = query_split(p)
+    _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
+    prompts = [m["content"] for recs in prefs.values() for r in recs for m in r["prompt"] if m["role"] == "user"]
+    counts = palette_leak_counts(train, heldout, prompts,
+                                 router_prompts(p.palette.merges.values()), test)
+    assert_no_leaks(counts, "the palette's training queries, gold responses or router prompts")
+    return counts
 
 
 def table(session, rows: list[dict], metric: str) -> pd.DataFrame:
@@ -66,9 +82,10 @@ def table(session, rows: list[dict], metric: str) -> pd.DataFrame:
 
 
 def comparison(session, rows: list[dict], long: pd.DataFrame, metric: str = "s_align") -> pd.DataFrame:
-    """Each palette row against vanilla, the best baseline and the uniform answer, paired on the same rows."""
+    """Each palette row against vanilla, the best baseline, the uniform answer and the neighbour prior, paired
+    on the same rows."""
     p = session.params
-    against = list(dict.fromkeys(["vanilla", best_baseline(long), UNIFORM_AGENT]))
+    against = list(dict.fromkeys(["vanilla", best_baseline(long), UNIFORM_AGENT, NEIGHBOUR_AGENT]))
     return reference_comparison(rows, list(VARIANTS), against, metric, n_boot=p.n_boot,
                                 seed=seeds.derive(p.seed, "bootstrap"))
 
@@ -113,14 +130,15 @@ def capability(session) -> pd.DataFrame:
 
 
 def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFrame, compared: pd.DataFrame,
-                nli: pd.DataFrame, scorer: str, kept: pd.DataFrame) -> dict:
+                nli: pd.DataFrame, scorer: str, kept: pd.DataFrame, leak: dict[str, int], js_e: pd.DataFrame) -> dict:
     def overall(long: pd.DataFrame) -> dict:
         o = long[long["continent"] == "overall"].set_index("agent")["mean"]
         return {name: round(float(o[name]), 2) for name in ROW_NAMES if name in o.index}
 
     scored = pd.DataFrame(rows).groupby("agent").size()
     return {
-        "js_similarity": overall(js), "s_align": overall(s_align),
+        "js_similarity": overall(js), "js_similarity_e": overall(js_e), "s_align": overall(s_align),
+        "leaks": leak,
         "best_baseline": best_baseline(s_align),
         "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
         "coverage": (scored / scored.max()).round(3).to_dict(),

@@ -40,7 +40,7 @@ def overlap(session, items: list[vc.Item]) -> dict[str, int]:
     p = session.params
     _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
     capability = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.visa.capability_items]
-    counts = vc.overlap(items, {it.question_id for it in test}, {s.id for s in capability})
+    counts = vc.overlap(items, test, {s.id for s in capability})
     if any(counts.values()):
         raise ValueError(f"VISA data leaks: {counts}; every count must be 0")
     return counts

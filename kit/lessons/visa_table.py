@@ -20,12 +20,12 @@ from kit.data.countries import resolve_country
 from kit.engine import ask, run
 from kit.evals.capability import capability_kept
 from kit.llm.base import ChatRequest, GenParams
+from kit.evals.references import study_references
 from kit.metrics.alignment import (
-    UNIFORM_AGENT,
+    REFERENCES,
     paired_verdicts,
     per_question_scores,
     reference_comparison,
-    uniform_reference,
 )
 from kit.values import make_value_detector
 from kit.visa import corpus as vc
@@ -167,21 +167,19 @@ def survey(session, items: list[OpinionItem], corpus: list[vc.Item],
     rows = [r for part in session.each_row("GlobalOpinionQA", {ORIGINAL: None, **rewriters}, lambda one: survey_rows(
         session.backend, items, targets, one, v.answer_tokens, v.rewrite_tokens)) for r in part]
     session.save_scores(NOTEBOOK, "alignment", rows)
-    corpus_questions = {it.id.partition(":")[2] for it in corpus}
-    return rows, {"corpus_questions_in_survey": len(corpus_questions & {it.question_id for it in items}),
+    return rows, {"corpus_questions_in_survey": vc.overlap(corpus, items, set())["goqa_test_questions"],
                   "countries_without_target": len({it.country for it in items} - set(targets))}
 
 
 def survey_table(session, rows: list[dict], items: list[OpinionItem]) -> pd.DataFrame:
-    """Each rewriter against the unrewritten answer and the uniform answer, paired on the same questions."""
+    """Each rewriter against the unrewritten answer and the three references, paired on the same questions."""
     p = session.params
-    wanted = {(it.country, it.question_id) for it in items}
-    _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
-    refs = [r for r in uniform_reference(test) if (r["country"], r["question_id"]) in wanted]
+    refs = [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
+            for r in study_references(p, {(it.country, it.question_id) for it in items})]
     kinds = [k for k in dict.fromkeys(r["agent"] for r in rows) if k != ORIGINAL]
     if not kinds:
         return pd.DataFrame(columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])
-    return reference_comparison(rows + refs, kinds, (ORIGINAL, UNIFORM_AGENT), "js_similarity", n_boot=p.n_boot,
+    return reference_comparison(rows + refs, kinds, (ORIGINAL, *REFERENCES), "js_similarity", n_boot=p.n_boot,
                                 seed=seeds.derive(p.seed, "bootstrap"))
 
 

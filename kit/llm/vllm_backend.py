@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from kit import seeds
+from kit.cache import cache_key
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Message, ScoreRequest
 from kit.llm.chat import label_token_ids, render_chat
 
@@ -53,9 +54,11 @@ def sampling_kwargs(params: GenParams) -> dict[str, Any]:
     }
 
 
-def sample_seed(seed: int, sample: int) -> int:
-    """The seed of a request's ``sample``-th draw (sample 0 keeps the call's seed)."""
-    return seed if sample == 0 else seeds.derive(seed, "sample", sample)
+def request_seed(seed: int, request: ChatRequest) -> int:
+    """The seed of one request's draw: derived from (call seed, the request's content key, its sample), so a
+    request draws the same text whatever it is batched with, and no two requests share a random stream
+    (vLLM seeds each request's sampler alone; one seed for the call correlated every item's draw)."""
+    return seeds.derive(seed, "request", cache_key(request.key()), request.sample)
 
 
 def encode_prompt(tokenizer, messages: Sequence[Message], prefix: str = "") -> list[int]:
@@ -209,10 +212,9 @@ class VLLMBackend(Backend):
             return []
         prompts = [encode_prompt(self.tokenizer, r.chat) for r in requests]
         kwargs = sampling_kwargs(params)
-        if params.seed is not None and any(r.sample for r in requests):
-            # vLLM seeds each request alone: the k-th sample of a prompt needs its own seed to differ
-            sampling = [self._sampling_params(**{**kwargs, "seed": sample_seed(params.seed, r.sample)}) for r in requests]
-        else:
+        if params.seed is not None and not params.greedy:
+            sampling = [self._sampling_params(**{**kwargs, "seed": request_seed(params.seed, r)}) for r in requests]
+        else:  # greedy decoding draws nothing: one SamplingParams for the call
             sampling = self._sampling_params(**kwargs)
         outputs = self._run(prompts, sampling, requests)
         self.stats["generate_calls"] += 1

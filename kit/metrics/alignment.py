@@ -1,6 +1,6 @@
 """Survey alignment: how well a model's answer distribution matches a country's (GlobalOpinionQA).
 
-Three per-question scores, each comparing ``p_gen`` (the model's probability over the options)
+Four per-question scores, each comparing ``p_gen`` (the model's probability over the options)
 with ``p_gold`` (the country's answer shares):
 
 - ``s_align`` — Cultural Palette's score, ``(1 − JSD) × 100`` with the Jensen–Shannon
@@ -8,11 +8,16 @@ with ``p_gold`` (the country's answer shares):
 - ``js_similarity`` — Durmus et al. / Modular Pluralism, ``(1 − JS distance) × 100`` where the
   JS *distance* is ``sqrt(JSD)`` in log base 2. It is always ≤ ``s_align``; the Cultural Palette
   paper calls its score a "distance" but its formula is the divergence, so the kit reports both.
+- ``js_similarity_e`` — the same with the natural log, as the Modular Pluralism release computes
+  it (scipy's ``jensenshannon`` at its default base): ``(1 − sqrt(JSD · ln 2)) × 100``, higher
+  than ``js_similarity`` for the same distributions, so the kit's numbers can sit beside that code's.
 - ``argmax_agree`` — whether the most likely options coincide, in [0, 1].
 
 ``score_table`` averages them per (agent, country) with percentile-bootstrap CIs over questions;
-``uniform_reference`` and ``other_countries_reference`` make rows for two reference "agents" that
-go into the same table; ``paired_difference`` compares two agents question by question.
+``reference_rows`` makes the rows of three reference "agents" that go into the same tables (a
+uniform answer, the other countries' mean, and the neighbour prior); ``paired_difference``
+compares two agents question by question. Every interval is a percentile of the bootstrap
+distribution of a (weighted) mean of the scores, so it lies inside the score's range.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from kit.data.cultures import region_of
 
 UNIFORM_AGENT = "uniform"
 OTHER_COUNTRIES_AGENT = "other-countries mean"
-SCORES = ("s_align", "js_similarity", "argmax_agree")
+NEIGHBOUR_AGENT = "neighbour prior"
+REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT, NEIGHBOUR_AGENT)
+SCORES = ("s_align", "js_similarity", "js_similarity_e", "argmax_agree")
 _ROW_KEYS = ("agent", "country", "question_id", "p_gen", "p_gold")
 _ITEM_FIELDS = "items need question_id, country, options, distribution"
 
@@ -82,6 +89,12 @@ def js_similarity(p: Any, q: Any) -> float:
     return (1.0 - np.sqrt(js_divergence(p, q, base=2))) * 100.0
 
 
+def js_similarity_e(p: Any, q: Any) -> float:
+    """``(1 − JS distance) × 100`` with the natural log: ``(1 − scipy.spatial.distance.jensenshannon(p, q)) × 100``,
+    the Modular Pluralism release's score (scipy's default base e), in [0, 100]."""
+    return (1.0 - np.sqrt(js_divergence(p, q, base=np.e))) * 100.0
+
+
 def argmax_agree(p: Any, q: Any, atol: float = 1e-9) -> float:
     """Agreement of the most likely options, in [0, 1].
 
@@ -102,13 +115,17 @@ def bootstrap_ci(
     seed: int = 0,
     alpha: float = 0.05,
     groups: Sequence[Any] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap ``(1 − alpha)`` confidence interval of the mean of ``values``.
+    """Percentile-bootstrap ``(1 − alpha)`` confidence interval of the (weighted) mean of ``values``.
 
     With ``groups``, whole groups are resampled (a cluster bootstrap; the statistic is the mean of
     all values in the drawn groups), for values that are not independent — e.g. one question
-    asked in several countries. Returns ``(nan, nan)`` for fewer than two units, where a
-    bootstrap says nothing. Uses numpy's ``default_rng(seed)``, so results are reproducible.
+    asked in several countries. With ``weights`` the statistic is ``Σ w·x / Σ w`` over what was
+    drawn (e.g. so that every country counts once). Either way each bootstrap statistic is a
+    weighted mean of the values, so the interval lies within their range. Returns ``(nan, nan)``
+    for fewer than two units, where a bootstrap says nothing. Uses numpy's ``default_rng(seed)``,
+    so results are reproducible.
     """
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 1 or not np.all(np.isfinite(arr)):
@@ -117,17 +134,22 @@ def bootstrap_ci(
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
+    w = np.ones_like(arr) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != arr.shape or not np.all(np.isfinite(w)) or np.any(w < 0) or (arr.size and w.sum() <= 0):
+        raise ValueError(f"weights must be one finite non-negative number per value with a positive sum, got {w!r}")
     if groups is None:
-        sums, counts = arr, np.ones_like(arr)
+        sums, mass = arr * w, w
     else:
         if len(groups) != arr.size:
             raise ValueError(f"groups must have one label per value, got {len(groups)} for {arr.size} values")
         _, codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
-        sums, counts = np.bincount(codes, weights=arr), np.bincount(codes).astype(float)
+        sums, mass = np.bincount(codes, weights=arr * w), np.bincount(codes, weights=w)
     if sums.size < 2:
         return (float("nan"), float("nan"))
     idx = np.random.default_rng(seed).integers(0, sums.size, size=(n_boot, sums.size))
-    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    drawn = mass[idx].sum(axis=1)
+    # a draw of only zero-weight units has no statistic; drop it (it cannot happen without zero weights)
+    means = sums[idx].sum(axis=1)[drawn > 0] / drawn[drawn > 0]
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return (float(low), float(high))
 
@@ -159,6 +181,7 @@ def per_question_scores(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "question_id": key[2],
                 "s_align": s_align(p_gen, p_gold),
                 "js_similarity": js_similarity(p_gen, p_gold),
+                "js_similarity_e": js_similarity_e(p_gen, p_gold),
                 "argmax_agree": argmax_agree(p_gen, p_gold),
             }
         )
@@ -171,8 +194,8 @@ def score_table(
     """Per (agent, country): ``n`` questions, and for each score its mean and bootstrap CI.
 
     ``rows`` are dicts with keys agent, country, question_id, p_gen, p_gold. Columns: agent,
-    country, n, then ``<score>``, ``<score>_ci_low``, ``<score>_ci_high`` for s_align (0–100),
-    js_similarity (0–100) and argmax_agree (0–1).
+    country, n, then ``<score>``, ``<score>_ci_low``, ``<score>_ci_high`` for s_align, js_similarity,
+    js_similarity_e (0–100) and argmax_agree (0–1).
     """
     scores = per_question_scores(rows)
     columns = ["agent", "country", "n"] + [f"{s}{suffix}" for s in SCORES for suffix in ("", "_ci_low", "_ci_high")]
@@ -252,6 +275,69 @@ def other_countries_reference(items: Iterable[Any], agent: str = OTHER_COUNTRIES
     return rows
 
 
+def _pairwise_js_similarity(dists: np.ndarray) -> np.ndarray:
+    """``js_similarity`` of every pair of rows of ``dists`` (countries × options, rows summing to 1)."""
+    p, q = dists[:, None, :], dists[None, :, :]
+    m = (p + q) / 2
+    jsd = 0.5 * (rel_entr(p, m).sum(-1) + rel_entr(q, m).sum(-1)) / np.log(2)
+    return (1.0 - np.sqrt(np.clip(jsd, 0.0, 1.0))) * 100.0
+
+
+def country_similarity(items: Iterable[Any], min_shared: int = 3) -> dict[tuple[str, str], float]:
+    """(country, other country) → the mean js_similarity of their answers over the questions both answered
+    in ``items`` (the train side of a split), for pairs that share at least ``min_shared`` questions and are
+    not samples of one country. Symmetric; each pair is listed both ways."""
+    gold = _gold_by_question(items)
+    names = sorted({c for by_country in gold.values() for c in by_country})
+    index = {c: i for i, c in enumerate(names)}
+    total, count = np.zeros((len(names), len(names))), np.zeros((len(names), len(names)))
+    for by_country in gold.values():
+        if len(by_country) < 2 or len({d.size for d in by_country.values()}) > 1:
+            continue
+        at = np.array([index[c] for c in by_country])
+        total[np.ix_(at, at)] += _pairwise_js_similarity(np.stack(list(by_country.values())))
+        count[np.ix_(at, at)] += 1
+    base = [base_country(c) for c in names]
+    return {(a, b): float(total[i, j] / count[i, j]) for i, a in enumerate(names) for j, b in enumerate(names)
+            if count[i, j] >= min_shared and base[i] != base[j]}
+
+
+def neighbour_prior_reference(train_items: Iterable[Any], test_items: Iterable[Any], k: int = 5, min_shared: int = 3,
+                              agent: str = NEIGHBOUR_AGENT) -> list[dict[str, Any]]:
+    """Score rows that predict (question, country) by the mean answer to that question of the ``k`` countries
+    whose answers on the *train* questions were most like the country's (:func:`country_similarity`).
+
+    No language model: it knows only which countries answer alike. A cultural agent that cannot beat it
+    has learned "countries like this one answered so", not the culture. Similarity never reads a test
+    answer; the prediction reads the neighbours' answers to the question itself, as the other-countries
+    mean does. Ties in similarity go to the country named first; a (question, country) with no
+    neighbour that answered it gets no row.
+    """
+    if k < 1:
+        raise ValueError(f"the neighbour prior needs k >= 1 neighbours, got {k}")
+    similar = country_similarity(train_items, min_shared)
+    rows = []
+    for qid, by_country in _gold_by_question(test_items).items():
+        for country, dist in by_country.items():
+            ranked = sorted((c for c in by_country if (country, c) in similar and by_country[c].size == dist.size),
+                            key=lambda c: (-similar[(country, c)], c))[:k]
+            if ranked:
+                rows.append({"agent": agent, "country": country, "question_id": qid,
+                             "p_gen": np.mean([by_country[c] for c in ranked], axis=0), "p_gold": dist,
+                             "neighbours": ranked})
+    return rows
+
+
+def reference_rows(train_items: Iterable[Any], test_items: Iterable[Any], wanted: set[tuple[Any, Any]] | None = None,
+                   k: int = 5, min_shared: int = 3) -> list[dict[str, Any]]:
+    """The rows of every reference (``REFERENCES``) on ``test_items``, kept to the (country, question_id) pairs
+    in ``wanted`` (all when None): what every alignment table carries beside its own rows."""
+    test_items = list(test_items)
+    rows = (uniform_reference(test_items) + other_countries_reference(test_items)
+            + neighbour_prior_reference(train_items, test_items, k, min_shared))
+    return [r for r in rows if wanted is None or (r["country"], r["question_id"]) in wanted]
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Mean of ``score(agent_a) − score(agent_b)`` over shared (country, question) pairs, with CI."""
@@ -275,7 +361,8 @@ def paired_verdicts(rows: pd.DataFrame, method: str, score: str, n_boot: int = 1
         diffs = (wide[method] - wide[other]).dropna().to_numpy(dtype=float)
         low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
         verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
-        out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()), "ci_low": low,
+        out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()) if diffs.size else np.nan,
+                    "ci_low": low,
                     "ci_high": high, "n": len(diffs), "verdict": verdict})
     return out
 
@@ -317,7 +404,7 @@ def paired_difference(
 def reference_comparison(
     table_rows: Sequence[Mapping[str, Any]],
     kinds: Sequence[str],
-    references: Sequence[str] = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT),
+    references: Sequence[str] = REFERENCES,
     metric: str = "js_similarity",
     n_boot: int = 1000,
     seed: int = 0,
@@ -327,13 +414,19 @@ def reference_comparison(
     bootstrap interval of the difference (:func:`paired_difference`).
 
     Columns: kind, reference, n, diff, ci_low, ci_high, and ``verdict`` — ``"beats"`` only when the
-    interval lies above 0, ``"worse"`` when below, ``"no difference"`` when it holds 0. Comparing
+    interval lies above 0, ``"worse"`` when below, ``"no difference"`` when it holds 0, ``"no rows"`` for a
+    reference that scored none of these rows. Comparing
     means taken over different countries (a kind that skipped one) would credit or blame the kind
     for the countries' difficulty; pairing removes that.
     """
     rows = []
+    present = {r.get("agent") for r in table_rows}
     for kind in kinds:
         for ref in references:
+            if ref not in present:  # e.g. a neighbour prior with no neighbour for these countries: said, not hidden
+                rows.append({"kind": kind, "reference": ref, "n": 0, "diff": np.nan, "ci_low": np.nan,
+                             "ci_high": np.nan, "verdict": "no rows"})
+                continue
             d = paired_difference(table_rows, kind, ref, metric, n_boot=n_boot, seed=seed, alpha=alpha)
             verdict = "beats" if d.ci_low > 0 else "worse" if d.ci_high < 0 else "no difference"
             rows.append({"kind": kind, "reference": ref, "n": d.n, "diff": d.mean, "ci_low": d.ci_low,
@@ -355,10 +448,33 @@ def continent_table(score_rows: Sequence[Mapping], metric: str = "js_similarity"
     for agent, group in scores.groupby("agent", sort=False):
         for continent, part in [*group.groupby("continent"), ("overall", group)]:
             by_country = part.groupby("country")[metric].mean()
-            # weight each row so every country counts once, then bootstrap questions
-            weights = part["country"].map(1 / part.groupby("country").size() / by_country.size).to_numpy()
-            values = part[metric].to_numpy() * weights * len(part)
-            low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed, groups=part["question_id"].tolist())
+            # weight each row so every country counts once (the mean of country means), then bootstrap questions
+            weights = part["country"].map(1 / part.groupby("country").size()).to_numpy()
+            low, high = bootstrap_ci(part[metric].to_numpy(), n_boot=n_boot, seed=seed,
+                                     groups=part["question_id"].tolist(), weights=weights)
             out.append({"agent": agent, "continent": continent, "mean": float(by_country.mean()),
                         "ci_low": low, "ci_high": high, "n": len(part)})
     return pd.DataFrame(out)
+
+
+def between_culture_distance(score_rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """How differently each agent answers as each culture: per agent, the mean JS distance (``100 −
+    js_similarity``) between its answers as two countries to the same question, over every pair of
+    countries it answered one question for; beside it the same distance between those countries' gold
+    answers. A model that stops following the culture instruction drifts to 0 (homogenisation) while
+    its gold column stays put. Columns: agent, n (country pairs × questions), model_distance, gold_distance.
+    """
+    by: dict[tuple[Any, Any], dict[Any, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
+    for r in score_rows:
+        by[(r["agent"], r["question_id"])][r["country"]] = (_distribution(r["p_gen"], "p_gen"),
+                                                            _distribution(r["p_gold"], "p_gold"))
+    out: dict[Any, list[tuple[float, float]]] = defaultdict(list)
+    for (agent, _), countries in by.items():
+        if len(countries) < 2:
+            continue
+        gen, gold = (np.stack([v[i] for v in countries.values()]) for i in (0, 1))
+        upper = np.triu_indices(len(countries), k=1)
+        out[agent] += list(zip(100.0 - _pairwise_js_similarity(gen)[upper], 100.0 - _pairwise_js_similarity(gold)[upper]))
+    return pd.DataFrame([{"agent": a, "n": len(v), "model_distance": float(np.mean([m for m, _ in v])),
+                          "gold_distance": float(np.mean([g for _, g in v]))} for a, v in out.items()],
+                        columns=["agent", "n", "model_distance", "gold_distance"])

@@ -59,7 +59,7 @@ def acceptance_ratio(d_initial: float, d_final: float) -> float:
 def acceptance_summary(pairs: Iterable[tuple[float, float]]) -> dict[str, float]:
     """Summary over topics of ``(d_initial, d_final)`` pairs.
 
-    Keys: n, mean_ratio (``inf`` if any ratio is), median_ratio, share_improved (share of topics
+    Keys: n, mean_d_ratio (``inf`` if any ratio is), median_d_ratio, share_improved (share of topics
     with ``d_final < d_initial``), mean_d_initial, mean_d_final.
     """
     pairs = [(_non_negative(a, "d_initial"), _non_negative(b, "d_final")) for a, b in pairs]
@@ -69,8 +69,8 @@ def acceptance_summary(pairs: Iterable[tuple[float, float]]) -> dict[str, float]
     ratios = np.array([acceptance_ratio(a, b) for a, b in pairs])
     return {
         "n": len(pairs),
-        "mean_ratio": float(ratios.mean()),
-        "median_ratio": float(np.median(ratios)),
+        "mean_d_ratio": float(ratios.mean()),
+        "median_d_ratio": float(np.median(ratios)),
         "share_improved": float(np.mean(d1 < d0)),
         "mean_d_initial": float(d0.mean()),
         "mean_d_final": float(d1.mean()),

@@ -23,6 +23,7 @@ GUIDELINE_FORMAT = (
 # and reason asked for separately — no format to follow, so nothing a small model can break.
 DESCRIPTION_FORMAT = "Reply with the guideline itself only: one or two sentences saying what it asks of people."
 RETRY_NOTE = "\n\nYour previous reply could not be read. Follow the reply format exactly."
+READABLE_NOTE = "\n\nYour previous reply was empty or repeated itself. Answer in plain sentences."
 AGREE_MARKER = "AGREE"
 
 KIND_INSTRUCTIONS = {

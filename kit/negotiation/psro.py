@@ -30,7 +30,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from kit.engine import Need, Parsed, Program, Reply, ask, ask_parsed, embed
-from kit.negotiation.baselines import initial_answers
+from kit.negotiation.baselines import ask_readable, initial_answers
 from kit.negotiation.guidelines import Guideline, parse_description, parse_guidelines, parse_plain_field
 from kit.negotiation.meta_solver import solve_bimatrix
 from kit.negotiation.prompts import (
@@ -133,7 +133,7 @@ def ncn(ctx: Context) -> Program:
         else:
             trace["initial"][i]["guideline"] = asdict(result.value)
     trace["parse_failures"] = len(trace["failures"])
-    if trace["failures"]:
+    if any(f["stage"] == "guideline" for f in trace["failures"]):
         trace["failed"] = True
         return ctx.finish(trace, ["", ""])
 
@@ -212,8 +212,7 @@ def ncn(ctx: Context) -> Program:
 
     trace["parse_failures"] = len(trace["failures"])
     final_round = p.max_rounds + 1  # shared by every job, so all statements batch together
-    statements = yield from ask([
-        ctx.request(agents[i], ncn_statement_prompt(topic, pools[i], weights[i], names[1 - i], pools[1 - i],
-                                                    weights[1 - i], p.statement_words), final_round, "statement")
-        for i in range(2)])
+    statements = yield from ask_readable(ctx, trace, [
+        (i, ncn_statement_prompt(topic, pools[i], weights[i], names[1 - i], pools[1 - i], weights[1 - i],
+                                 p.statement_words), final_round, "statement") for i in range(2)], "statement")
     return ctx.finish(trace, statements)

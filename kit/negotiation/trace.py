@@ -1,6 +1,6 @@
 """The negotiation trace: one JSON record per job (method, pair of agents, topic), and its validator.
 
-Schema ``TRACE_SCHEMA`` ("negotiation-trace/1"); agent-indexed lists always hold agent A then
+Schema ``TRACE_SCHEMA`` ("negotiation-trace/2"); agent-indexed lists always hold agent A then
 agent B, the order of the pair in ``NegotiationParams.pairs``.
 
 Top level
@@ -24,17 +24,21 @@ Top level
     ``truncated``     ``[bool, bool]``: whether that statement was cut to ``statement_words`` words.
     ``rounds_used``   ``len(rounds)``.
     ``converged``     the protocol ended by its own rule rather than by the ``max_rounds`` cap: NCN's
-                      utility test, both debaters' AGREE marker; always true for consultancy (its one
-                      exchange is the whole protocol) and false for ``"none"`` (no exchange).
+                      utility test, both debaters' AGREE marker. Always false for consultancy and
+                      ``"none"``: they have no stopping rule, so nothing was resolved by one
+                      (``STOPPING_RULES``).
     ``failed``        the job could not run to its end (an agent's initial guideline never parsed);
                       downstream code should skip failed traces.
     ``parse_failures`` how many model outputs were dropped as unreadable after ``max_retries``
                       re-requests; equals ``len(failures)``.
     ``retries``       how many re-requests were sent for unreadable outputs (successful or not).
     ``failures``      ``[{stage, agent, raw, round, kind}]``: ``stage`` is ``"guideline"`` (NCN's
-                      initial guideline; the job then fails) or ``"candidate"`` (a best-response
-                      candidate, dropped); ``agent`` is 0 or 1; ``raw`` the last unreadable reply;
-                      ``round`` (0 for the initial guideline) and ``kind`` (candidate kind or ``null``).
+                      initial guideline; the job then fails), ``"candidate"`` (a best-response
+                      candidate, dropped), or ``"answer"`` / ``"statement"`` (an initial answer or a
+                      final statement still degenerate after ``max_retries``, ``kit.metrics.text``:
+                      kept as written, left out by the evaluations); ``agent`` is 0 or 1; ``raw`` the
+                      last unreadable reply; ``round`` (0 for the initial answer and guideline) and
+                      ``kind`` (candidate kind, the degenerate reason, or ``null``).
 
 ``rounds[k]`` for ``"ncn"``
     ``round``         1-based round number.
@@ -65,9 +69,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-TRACE_SCHEMA = "negotiation-trace/1"
+TRACE_SCHEMA = "negotiation-trace/2"
 METHODS = ("ncn", "debate", "consultancy", "none")
-FAILURE_STAGES = ("guideline", "candidate")
+STOPPING_RULES = ("ncn", "debate")  # the methods whose ``converged`` flag is a rule met, not a default
+FAILURE_STAGES = ("answer", "guideline", "candidate", "statement")
 CANDIDATE_KINDS = ("counter", "gap", "innovative")
 
 _TOP = {

@@ -16,15 +16,10 @@ import pandas as pd
 from kit.data import OpinionItem, resolve_countries, survey_splits
 from kit.engine import Job, Program, ask, run_jobs
 from kit.llm.base import Backend, ChatRequest, GenParams
-from kit.metrics.alignment import (
-    OTHER_COUNTRIES_AGENT,
-    UNIFORM_AGENT,
-)
 from kit.palette.baselines import ROWS, row_program
 from kit.palette.meta_agent import VARIANTS, palette_answer
 from kit.palette.prompts import CONTINENTS, record_prompt
 
-REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT)
 CONSISTENCY_ROWS = ("prompted", "joint", "ties", "model_stock", "moe_routing", "moe")
 
 

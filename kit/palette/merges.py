@@ -21,6 +21,7 @@ import yaml
 from kit import artifacts
 from kit.cost import peak_rss_gb
 from kit.llm.models import adapter_fingerprint
+from kit.paths import resolve
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +170,14 @@ def router_shares(moe_path: str | Path, prompts: Mapping[str, Sequence[str]], ex
                 shares.append(torch.stack(first).mean(0))  # logits: one (tokens, experts) per layer
             rows[group] = torch.stack(shares).mean(0).tolist()
     return pd.DataFrame(list(rows.values()), index=list(rows), columns=list(experts))
+
+
+def router_prompts(recipe_paths: Sequence[str | Path]) -> list[str]:
+    """Every router prompt (``positive_prompts`` / ``negative_prompts``) the merge recipes hold, for the leak counts."""
+    def walk(node: Any) -> list[str]:
+        if isinstance(node, Mapping):
+            return [t for k, v in node.items()
+                    for t in ([*v] if k in ("positive_prompts", "negative_prompts") else walk(v))]
+        return [t for v in node for t in walk(v)] if isinstance(node, list) else []
+
+    return [t for path in recipe_paths for t in walk(yaml.safe_load(resolve(path).read_text(encoding="utf-8")))]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from kit import seeds
 from kit.agents import culture_instruction
+from kit.negotiation.trace import STOPPING_RULES
 
 Record = dict[str, Any]
 
@@ -40,9 +41,9 @@ def _usable(trace: dict, require_converged: bool, counts: Counter) -> bool:
     if trace.get("failed"):
         counts["dropped_failed"] += 1
         return False
-    # Each protocol sets its own flag: NCN's utility test, debate's "both agree"; consultancy's
-    # single revision counts as converged when the protocol says so.
-    if require_converged and not trace.get("converged"):
+    # Each protocol with a stopping rule sets the flag (NCN's utility test, debate's "both agree");
+    # consultancy and "none" have no rule to meet, so the filter does not apply to them.
+    if require_converged and trace.get("method") in STOPPING_RULES and not trace.get("converged"):
         counts["dropped_not_converged"] += 1
         return False
     return True
@@ -193,4 +194,19 @@ def training_sets(traces: Sequence[dict], finetune, seed: int) -> dict[tuple[str
             build = preference_records if TRAINERS.get(method).preference else sft_records
             records, counts = build(of_source, require_converged=finetune.require_converged)
             out[(source, method)] = (*split_records(records, finetune.eval_fraction, seed), counts)
+    return equalise_sources(out, seed) if finetune.equal_sources else out
+
+
+def equalise_sources(sets: dict[tuple[str, str], TrainingSet], seed: int) -> dict[tuple[str, str], TrainingSet]:
+    """Each training method's train records cut to the smallest non-empty source's count, by hash order
+    (``seeds.unit(seed, "equal-sources", id)``), input order kept; ``counts["subsampled_from"]`` says
+    how many there were. An empty source stays empty: it cannot be made as large as the others."""
+    out = dict(sets)
+    for method in dict.fromkeys(m for _, m in sets):
+        sizes = [len(tr) for (_, m), (tr, _, _) in sets.items() if m == method and tr]
+        for key in [k for k in sets if k[1] == method]:
+            train, held, counts = sets[key]
+            if sizes and len(train) > min(sizes):
+                kept = {r["id"] for r in sorted(train, key=lambda r: seeds.unit(seed, "equal-sources", r["id"]))[:min(sizes)]}
+                out[key] = ([r for r in train if r["id"] in kept], held, {**counts, "subsampled_from": len(train)})
     return out

@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from kit import seeds
-from kit.data import goqa_split, load_moralchoice
+from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.splits import first_by_hash
 from kit.engine import ask, run
 from kit.llm.base import Backend, ChatRequest, GenParams
 
 SPLIT = "visa-split"
 ANSWER_SYSTEM = "You are a helpful assistant. Answer in a few sentences of plain prose."
+VIEW = "What is your view? "  # a GlobalOpinionQA question asked without its options
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def questions(data, n_goqa: int, n_moralchoice: int, seed: int) -> list[Question
     goqa = first_by_hash(unique, n_goqa, seed, "visa-goqa")
     dilemmas = first_by_hash(load_moralchoice(data.moralchoice_path, ambiguity="high"), n_moralchoice, seed,
                              "visa-moralchoice", key=lambda s: s.id)
-    return ([Question(f"goqa:{it.question_id}", "goqa", f"What is your view? {it.question}") for it in goqa]
+    return ([Question(f"goqa:{it.question_id}", "goqa", f"{VIEW}{it.question}") for it in goqa]
             + [Question(f"moralchoice:{s.id}", "moralchoice",
                         f"{s.context}\nWhat should one do, and why?") for s in dilemmas])
 
@@ -92,11 +93,16 @@ def detector_texts(items: Sequence[Item]) -> list[tuple[str, str, str]]:
             + [(f"{it.id}:question", it.question, it.split) for it in items])
 
 
-def overlap(items: Sequence[Item], goqa_test_ids: set[str], capability_ids: set[str]) -> dict[str, int]:
-    """Leak counts of the unit (all must be 0): train ∩ test items, GOQA test questions used, capability
-    scenarios used."""
+def overlap(items: Sequence[Item], goqa_test: Sequence[OpinionItem], capability_ids: set[str]) -> dict[str, int]:
+    """Leak counts of the unit (all must be 0): train ∩ test items, items that are a GOQA test question (by id,
+    by stem or quoting its normalised text), capability scenarios used."""
+    from kit.data.leaks import TestQuestions
+
     train = {it.id for it in items if it.split == "train"}
     test = {it.id for it in items if it.split == "test"}
+    test_ids, test_questions = {it.question_id for it in goqa_test}, TestQuestions(goqa_test)
     ids = {it.id.partition(":")[2] for it in items}
-    return {"train_test_items": len(train & test), "goqa_test_questions": len(ids & goqa_test_ids),
+    goqa = {it.id for it in items if it.id.partition(":")[2] in test_ids
+            or (it.source == "goqa" and test_questions.hit(it.question.removeprefix(VIEW)))}
+    return {"train_test_items": len(train & test), "goqa_test_questions": len(goqa),
             "capability_scenarios": len(ids & capability_ids)}
