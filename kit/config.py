@@ -432,6 +432,14 @@ class SelfPlayParams(Section):
     turn_tokens: PositiveInt = 96
     turn_words: PositiveInt = 60  # the length each side is asked to keep a turn under
     judge: str | None = None  # the Collective Agency judge: a model name, hub id or folder; null: the profile's model
+    # the judge notebook 32 scores the policies with; null: the reward judge (the table then says so)
+    eval_judge: str | None = None
+    # a judgement whose probability on the labels 1-5 is below this is missing (counted), never a guess
+    judge_min_mass: float = Field(0.5, ge=0, le=1)
+    # two sides' stated solutions agree (a dialogue is resolved) at this sentence-embedding cosine
+    agree_cosine: float = Field(0.7, gt=0, le=1)
+    # notebook 30 stops when fewer of the generated dilemmas than this share parsed
+    min_parsed_share: float = Field(0.5, ge=0, le=1)
     # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS
     rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0, "joint_solution": 0.5},
                                       min_length=1)
@@ -457,7 +465,7 @@ class SelfPlayParams(Section):
                 raise ValueError(f"{name!r} is not a self-play reward; use collective_agency and joint_solution")
         return v
 
-    @field_validator("judge")
+    @field_validator("judge", "eval_judge")
     @classmethod
     def _known_judge(cls, v: str | None) -> str | None:
         return v if v is None else ModelParams._known(v)

@@ -169,16 +169,24 @@ def check_21(m):
     assert m["grpo_records"] == m["sft_records"] > 0 and m["grpo_steps"] >= 1
     assert m["direct_pairs"] + m["direct_ties"] == m["grpo_records"] and m["direct_pairs"] > 0
     assert m["reward_first"] is not None and m["reward_last"] is not None
+    assert m["reward_fell"] in (True, False, None) and m["reward_detector"] == "trained"
+    # the reward of rewrites that rewrite nothing, beside GRPO's (copy: meaning kept in full, no drift)
+    assert m["reward_copy"] is not None and m["reward_keywords"] is not None
 
 
 def check_22(m):
-    assert set(m["methods"]) == {"prompting", "sft", "grpo", "direct_finetune"}
+    assert set(m["methods"]) == {"prompting", "sft", "grpo", "direct_finetune", "copy", "keywords"}
     for scores in m["methods"].values():
-        assert set(scores) == {"value_f1", "drift", "meaning_kept", "moralchoice_low_accuracy"}
         assert 0 <= scores["value_f1"] <= 1 and 0 <= scores["drift"] <= 1
     shielded = {m["methods"][k]["moralchoice_low_accuracy"] for k in ("prompting", "sft", "grpo")}
-    assert len(shielded) == 1  # the shielded pipeline answers with the base model: one capability
-    assert set(m["grpo_vs"]) == {"prompting", "sft", "direct_finetune"}
+    assert len(shielded) == 1  # the answering model is the base model: one capability …
+    # … but the rewrite can change the answer: the shielded methods' tax is read through the pipeline
+    for k in ("prompting", "sft", "grpo"):
+        assert 0 <= m["methods"][k]["pipeline_moralchoice_accuracy"] <= 1
+    assert "pipeline_moralchoice_accuracy" not in m["methods"]["direct_finetune"]
+    assert 0 <= m["pipeline_unrewritten_accuracy"] <= 1
+    assert m["methods"]["copy"]["drift"] == 0.0  # the copy reads as the original
+    assert set(m["grpo_vs"]) == {"prompting", "sft", "direct_finetune", "copy", "keywords"}
     # the rewriters on notebook 01's held-out survey questions, beside the unrewritten answer
     assert set(m["goqa_js_similarity"]) == {"original", "prompting", "sft", "grpo"}
     assert m["goqa_overlap"] == {"corpus_questions_in_survey": 0, "countries_without_target": 0}
@@ -198,19 +206,28 @@ def check_31(m):
     assert m["records"]["self_play_grpo"] == m["records"]["single_agent_grpo"] > 0
     for method in ("self_play_grpo", "single_agent_grpo"):
         assert m[method]["steps"] >= 1 and 0 <= m[method]["reward_first"] <= 1.5
+        assert m[method]["reward_fell"] in (True, False, None)  # None: a single logged step says nothing
 
 
 def check_32(m):
-    assert set(m["methods"]) == {"untrained", "single_agent_grpo", "self_play_grpo"}
-    for scores in m["methods"].values():
+    policies = {"untrained", "single_agent_grpo", "self_play_grpo"}
+    assert set(m["methods"]) == policies | {"trivial solution"}
+    for method in policies:
+        scores = m["methods"][method]
         assert {"collective_agency", "resolution_rate", "moralchoice_low_accuracy"} <= set(scores)
         assert 1 <= scores["collective_agency"] <= 5 and 0 <= scores["resolution_rate"] <= 1
+    # tiny names no evaluation judge: the reward judge grades, and the metrics say so; judge_min_mass 0 misses none
+    assert m["eval_judge"] == {"name": "tiny-random", "is_reward_judge": True}
+    assert m["judge_missing"] == dict.fromkeys(policies | {"trivial solution"}, 0)
+    assert 1 <= m["methods"]["trivial solution"]["collective_agency"] <= 5
     assert m["overlap"] == {"train_test_dilemmas": 0, "heldout_in_training": 0, "capability_scenarios": 0}
     assert m["n_dilemmas"] > 0
     # the policies on notebook 02's topics and pairs, beside every negotiation method, one evaluation for all
     study = m["ncn_study"]
     methods = {"ncn", "debate", "consultancy", "none", "untrained", "single_agent_grpo", "self_play_grpo"}
-    assert set(study["collective_agency"]) == set(study["resolution_rate"]) == methods
+    # resolution belongs to the dialogues: only the policies have a rate
+    assert set(study["collective_agency"]) == methods and set(study["resolution_rate"]) == methods - {
+        "ncn", "debate", "consultancy", "none"}
     assert study["counts"] == {"study_topics_in_selfplay_training": 0, "dialogues_per_policy": 2}
     assert all(1 <= v <= 5 for v in study["collective_agency"].values())
 

@@ -26,16 +26,29 @@ def vec(**named):
 # --- rewards ---------------------------------------------------------------------------------------
 
 def test_value_scores_hand_computed():
-    target = vec(tradition=1, stimulation=-1)
-    # tradition hit; stimulation expressed with the wrong sign; an untargeted value does not count
+    target = vec(tradition=1, stimulation=-1)  # "more tradition, less stimulation"
+    # tradition right; stimulation expressed (against "less"); an untargeted value does not count
     assert value_scores(vec(tradition=1, stimulation=1, power=1), target) == (0.5, 0.5, 0.5)
-    # tradition hit, stimulation not expressed: precision 1/1, recall 1/2, F1 = 2·1·0.5/1.5
-    p, r, f = value_scores(vec(tradition=1), target)
-    assert (p, r) == (1.0, 0.5) and f == pytest.approx(2 / 3)
-    assert value_scores(np.zeros(10), target) == (0.0, 0.0, 0.0)
-    assert value_scores(target, target) == (1.0, 1.0, 1.0)
+    # tradition right and stimulation left unexpressed, as "less" asks: everything right
+    assert value_scores(vec(tradition=1), target) == (1.0, 1.0, 1.0)
+    # nothing expressed: stimulation right, tradition missing; precision 0 (a "more" value was to be expressed)
+    assert value_scores(np.zeros(10), target) == (0.0, 0.5, 0.0)
+    # turning against stimulation is a stance flip, not less weight: precision 1/2, recall 1/2
+    assert value_scores(target, target) == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="at least one value"):
         value_scores(target, np.zeros(10))
+
+
+def test_less_weight_is_rewarded_for_a_neutral_rewrite_not_a_flip():
+    """Instruction and reward agree: "Give less weight to X" is met by not expressing X."""
+    from kit.visa.translator import instruction
+
+    less = vec(stimulation=-1)
+    assert instruction(less).startswith("Give less weight to ") and "against" not in instruction(less)
+    neutral, flipped, kept = vec(), vec(stimulation=-1), vec(stimulation=1)
+    assert value_scores(neutral, less) == (1.0, 1.0, 1.0)  # vacuous precision: nothing was to be expressed
+    assert value_scores(flipped, less)[2] < value_scores(neutral, less)[2]
+    assert value_scores(kept, less) == (0.0, 0.0, 0.0)
 
 
 def test_drift_counts_only_untargeted_values_that_moved():
@@ -77,7 +90,7 @@ def test_registered_rewards_on_hand_computed_cases_with_trl_call_shape():
     kwargs = {"prompts": [[{"role": "user", "content": "x"}]],
               "completions": [[{"role": "assistant", "content": "new"}]], "completion_ids": [[1]],
               "source_text": ["orig"], "target_vector": [list(target)], "trainer_state": None}
-    assert funcs["value_match"](**kwargs) == [pytest.approx(2 / 3)]  # tradition hit, stimulation silent
+    assert funcs["value_match"](**kwargs) == [1.0]  # tradition expressed, stimulation silent: as asked
     assert funcs["meaning_kept"](**kwargs) == [pytest.approx(0.6)]  # cos(a, b)
     assert det.calls[-1] == ["new", "orig"]  # one embedder call for the batch
     assert funcs["drift"](**kwargs) == [pytest.approx(-1 / 8)]  # achievement moved, of 8 untargeted
@@ -323,12 +336,66 @@ def test_every_method_rewrites_in_one_step_and_scores_on_the_targets():
     assert len(backend.calls) == 1 and len(backend.calls[0]) == 9  # one engine step for all methods
     direct = rewrites[rewrites["method"] == "direct_finetune"]
     assert direct["original"].tolist() == [it.answer for it in items]  # compared with the base answer
+    # beside the methods, two rewrites that rewrite nothing: the answer copied, and with its target values' names
+    assert rewrites[rewrites["method"] == "keywords"]["rewrite"].tolist() == [f"{it.answer} Tradition" for it in items]
+    keywords = [f"{it.answer} Tradition" for it in items]
     det = Table(readings={"out None": np.zeros(10), "out g": vec(tradition=1), "out d": vec(tradition=1, power=1),
-                          **{it.answer: np.zeros(10) for it in items}},
+                          **{it.answer: np.zeros(10) for it in items}, **{k: vec(tradition=1) for k in keywords}},
                 embeddings={t: np.array([1.0, 0.0])
-                            for t in ["out None", "out g", "out d", *(it.answer for it in items)]})
+                            for t in ["out None", "out g", "out d", *(it.answer for it in items), *keywords]})
     rows = score_rows(rewrites, targets, det, det)
     table = summary(rows, None, n_boot=50, seed=0)
     assert table.loc["grpo", "value_f1"] == 1.0 and table.loc["prompting", "value_f1"] == 0.0
+    # a detector that reads keywords is gamed by naming the value: the diagnostic row shows it
+    assert table.loc["keywords", "value_f1"] == 1.0 and table.loc["copy", "value_f1"] == 0.0
     assert table.loc["direct_finetune", "drift"] == pytest.approx(1 / 9)
     assert methods_json(table)["grpo"] == {"value_f1": 1.0, "drift": 0.0, "meaning_kept": 1.0}
+
+
+def test_the_pipeline_reads_a_rewriters_changed_answer_as_a_tax():
+    """answer → rewrite → read on MoralChoice: a rewriter that turns the answer to the wrong action loses accuracy."""
+    from kit.data import MoralScenario
+    from kit.visa.evaluation import UNREWRITTEN, pipeline_accuracy
+
+    scenarios = [MoralScenario(f"s{k}", f"You see a lost wallet {k}.", ("I return it.", "I keep it."), "low", (1.0, 0.0))
+                 for k in range(4)]
+
+    class Pipe(Replies):
+        def generate(self, requests, params):
+            # the base model answers rightly; the "bad" rewriter turns every answer to keeping the wallet
+            return ["I keep it, of course." if r.adapter == "bad" else "I return it to its owner." for r in requests]
+
+        def choice_probs(self, requests):
+            out = []
+            for r in requests:
+                body = r.chat[-1]["content"]
+                first = body.split("A. ")[1].split("\n")[0]
+                wrote = body.split("Someone wrote:\n")[1]
+                keeps = "keep" in wrote
+                says_a = (first == "I keep it.") == keeps
+                out.append(ChoiceResult({"A": 0.9, "B": 0.1} if says_a else {"A": 0.1, "B": 0.9}, 1.0))
+            return out
+
+    targets = {s.id: vec(tradition=1) for s in scenarios}
+    got = pipeline_accuracy(Pipe([]), scenarios, targets, {"prompting": None, "bad": "bad"}, 8, 8)
+    assert got == {UNREWRITTEN: 1.0, "prompting": 1.0, "bad": 0.0}
+
+
+def test_the_reward_reads_the_detector_visa_reward_detector_names():
+    from types import SimpleNamespace
+
+    from kit.config import Params
+    from kit.lessons import visa_rewriter as vr
+    from kit.values import EmbeddingValueDetector
+
+    class Emb:
+        identity = "emb"
+
+        def encode(self, texts):
+            return np.ones((len(texts), 2)) / np.sqrt(2)
+
+    params = Params(profile="t", visa={"reward_detector": "embedding"})
+    session = SimpleNamespace(params=params, backend=Replies([]), embedder=Emb())
+    detector = vr.reward_detector(session)
+    assert isinstance(detector, EmbeddingValueDetector)
+    assert vr.reward_parts(session, detector)["detector"] == {"kind": "embedding", "backend": "replies"}

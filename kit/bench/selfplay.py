@@ -20,6 +20,7 @@ from kit.cost import peak_rss_gb
 
 
 def run(params: Params) -> dict:
+    from kit.embed import Embedder
     from kit.llm import load_backend
     from kit.llm.base import ChatRequest, GenParams
     from kit.selfplay.dialogue import play
@@ -36,6 +37,7 @@ def run(params: Params) -> dict:
                            seed=params.seed)
     sampling = GenParams(temperature=1.0, max_new_tokens=sp.turn_tokens, seed=seeds.derive(params.seed, "bench"))
     games = [(d, 0, None) for d in dilemmas]
+    embedder = Embedder(params.embedder.name, params.embedder.batch_size)  # reads the stated solutions
 
     def tokens_and_time(fn):
         before = backend.stats["generated_tokens"]
@@ -44,9 +46,9 @@ def run(params: Params) -> dict:
 
     backend.generate([ChatRequest([{"role": "user", "content": "warm-up"}])], GenParams(max_new_tokens=2))
     engine_tokens, t_engine = tokens_and_time(
-        lambda: play(backend, games, sp.max_turns, lambda turn: sampling, sp.turn_words))
+        lambda: play(backend, games, sp.max_turns, lambda turn: sampling, sp.turn_words, embedder, sp.agree_cosine))
     seq_tokens, t_seq = tokens_and_time(
-        lambda: [play(backend, [g], sp.max_turns, lambda turn: sampling, sp.turn_words)
+        lambda: [play(backend, [g], sp.max_turns, lambda turn: sampling, sp.turn_words, embedder, sp.agree_cosine)
                  for g in games[: b.sequential_dialogues]])
 
     train_dilemmas = dilemmas[:2]  # two GRPO steps of one group each
@@ -58,7 +60,7 @@ def run(params: Params) -> dict:
         result = train("grpo", records, None, params.model.name, Path(tmp) / "selfplay", recipe, params.seed,
                        reward_funcs=bind(list(sp.rewards), context), rewards={"bench": True},
                        rollout_func=rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, params.seed,
-                                                 params.model.batch_size))
+                                                 params.model.batch_size, embedder, sp.agree_cosine))
     steps = result.step_seconds
     engine_tok_s, seq_tok_s = engine_tokens / t_engine, seq_tokens / t_seq
     return {

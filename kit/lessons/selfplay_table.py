@@ -1,8 +1,9 @@
 """Notebook 32 · every method on held-out dilemmas: Collective Agency, conflict resolution, capability kept.
 
 The untrained policy, the single-agent GRPO policy and the self-play GRPO policy each talk every
-held-out dilemma through with themselves (``kit.selfplay.evaluation``); the judge scores
-each joint solution. Self-play GRPO is compared with each other method paired on the same dilemmas.
+held-out dilemma through with themselves (``kit.selfplay.evaluation``); the evaluation judge
+(``selfplay.eval_judge``, else the reward judge — and the table says so) scores each joint solution
+and a trivial one. Self-play GRPO is compared with each other method paired on the same dilemmas.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from kit.llm.base import GenParams
 from kit.metrics.alignment import paired_verdicts
 from kit.selfplay import dilemmas as sd
 from kit.selfplay.dialogue import Dialogue
-from kit.selfplay.evaluation import METHODS, dialogues, methods_json, score_rows, summary
+from kit.selfplay.evaluation import (
+    METHODS,
+    TRIVIAL_ROW,
+    dialogues,
+    judge_missing,
+    methods_json,
+    score_rows,
+    summary,
+)
 from kit.selfplay.ncn_study import consensus_rows, policy_traces, starts
 from kit.values import make_value_detector
 
@@ -36,14 +45,29 @@ def overlap(session, found: list[sd.Dilemma]) -> dict[str, int]:
     return sd.overlap(found, capability_ids(session), trained_ids(session))
 
 
+def eval_judge(session):
+    """(the evaluation judge's backend, its name, whether it is the judge the policies were trained on)."""
+    sp = session.params.selfplay
+    if sp.eval_judge is None:
+        return judge_backend(session), sp.judge or session.params.model.name, True
+    return session.backend_of(sp.eval_judge), sp.eval_judge, sp.eval_judge == (sp.judge or session.params.model.name)
+
+
+def judge_line(session) -> str:
+    _, name, same = eval_judge(session)
+    return (f"evaluation judge: {name}" + (" — the judge the policies were trained on as their reward (no other "
+                                           "is named in selfplay.eval_judge): its scores grade its own reward" if same
+                                           else " (not the reward judge)"))
+
+
 def evaluate(session, dilemmas: list[sd.Dilemma], adapters: dict[str, str | None]):
     """(dialogues per method, one score row per method and dilemma)."""
     sp = session.params.selfplay
     played = {m: d for part in session.each_row("dialogues", adapters, lambda one: dialogues(
-        session.backend, dilemmas, one, sp.max_turns, sp.turn_tokens, sp.turn_words, sp.eval_temperature,
-        session.params.seed)) for m, d in part.items()}
+        session.backend, dilemmas, one, sp.max_turns, sp.turn_tokens, sp.turn_words, session.embedder,
+        sp.agree_cosine, sp.eval_temperature, session.params.seed)) for m, d in part.items()}
     with session.timed("judge and acceptance"):
-        rows = score_rows(session.backend, judge_backend(session), dilemmas, played, sp.turn_words)
+        rows = score_rows(session.backend, eval_judge(session)[0], dilemmas, played, sp.turn_words, sp.judge_min_mass)
     return played, rows
 
 
@@ -54,7 +78,7 @@ def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
 def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
     p = session.params
     return summary(rows, kept, p.n_boot, seeds.derive(p.seed, "bootstrap")).reindex(
-        [m for m in METHODS if m in set(rows["method"])])
+        [m for m in (*METHODS, TRIVIAL_ROW) if m in set(rows["method"])])
 
 
 def paired(session, rows: pd.DataFrame, method: str = "self_play_grpo") -> pd.DataFrame:
@@ -113,11 +137,13 @@ def ncn_study(session, adapters: dict[str, str | None]) -> tuple[pd.DataFrame, d
 
     opening = starts(study)
     played = [t for part in session.each_row("talk the study's topics through", adapters, lambda one: policy_traces(
-        session.backend, opening, one, sp.max_turns, params_for, sp.turn_words)) for t in part]
+        session.backend, opening, one, sp.max_turns, params_for, sp.turn_words, session.embedder, sp.agree_cosine))
+        for t in part]
     detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
                                    seed=p.seed)
     with session.timed("consensus evaluation"):
-        rows = consensus_rows(session.backend, judge_backend(session), detector, agent_by_country, study + played)
+        rows = consensus_rows(session.backend, eval_judge(session)[0], detector, agent_by_country, study + played,
+                              sp.judge_min_mass)
     session.save_scores(NOTEBOOK, "consensus", rows.to_dict("records"))
     return rows, {"study_topics_in_selfplay_training": len(seen), "dialogues_per_policy": len(opening)}
 
@@ -125,9 +151,13 @@ def ncn_study(session, adapters: dict[str, str | None]) -> tuple[pd.DataFrame, d
 def key_numbers(session, t: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame, counts: dict,
                 study: pd.DataFrame, study_counts: dict) -> dict:
     by = study.groupby("method", sort=False)
+    _, name, same = eval_judge(session)
     return {"methods": methods_json(t), "n_dilemmas": int(rows["id"].nunique()), "overlap": counts,
             "judge": session.params.selfplay.judge or session.params.model.name,
+            "eval_judge": {"name": name, "is_reward_judge": same}, "judge_missing": judge_missing(rows),
             "self_play_vs": {f"{s}:{o}": v for (s, o), v in compared["verdict"].items()},
             "ncn_study": {"counts": study_counts,
-                          "collective_agency": {m: round(float(v), 4) for m, v in by["collective_agency"].mean().items()},
-                          "resolution_rate": {m: round(float(v), 4) for m, v in by["converged"].mean().items()}}}
+                          "collective_agency": {m: round(float(v), 4)
+                                                for m, v in by["collective_agency"].mean().dropna().items()},
+                          "resolution_rate": {m: round(float(v), 4) for m, v in study["resolved"].astype(float).groupby(
+                              study["method"], sort=False).mean().dropna().items()}}}

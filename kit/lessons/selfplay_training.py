@@ -23,7 +23,7 @@ from kit.selfplay.rewards import JudgeContext
 from kit.selfplay.rollout import rollout_func
 from kit.selfplay.training import selfplay_records, single_records
 from kit.train.rewards import bind
-from kit.train.trainers import reward_history, train
+from kit.train.trainers import reward_fell, reward_history, train
 
 TRAINED = ("single_agent_grpo", "self_play_grpo")
 
@@ -42,7 +42,7 @@ def reward_parts(session, weights: dict[str, float], dilemmas: list[Dilemma]) ->
     """What the rewards are, for the adapters' fingerprints: weights, judge, rubric, dialogue settings, dilemmas."""
     sp = session.params.selfplay
     return {"weights": weights, "judge": judge_backend(session).identity, "rubric": cache_key(ca.RUBRIC),
-            "dialogue": [sp.max_turns, sp.turn_tokens, sp.turn_words],
+            "dialogue": [sp.max_turns, sp.turn_tokens, sp.turn_words, sp.agree_cosine],
             "dilemmas": cache_key([d.as_dict() for d in dilemmas])}
 
 
@@ -55,7 +55,8 @@ def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]
     p, sp = session.params, session.params.selfplay
     records, lookup = selfplay_records(dilemmas, p.seed, sp.turn_words)
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
-    rollout = rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, p.seed, p.model.batch_size)
+    rollout = rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, p.seed, p.model.batch_size,
+                           session.embedder, sp.agree_cosine)
     with session.timed("train self_play_grpo", row="self_play_grpo"):
         result = train("grpo", records, None, p.model.name, folder(session) / "train" / "self_play_grpo",
                        _recipe(sp.policy, sp.rewards), p.seed, reward_funcs=bind(list(sp.rewards), context),
@@ -122,5 +123,16 @@ def key_numbers(session, records: dict[str, list[dict]], history: pd.DataFrame, 
            "seconds": {m: session.timings.get(f"train {m}") for m in TRAINED}}
     for method, g in history.groupby("method", sort=False) if len(history) else ():
         out[method] = {"steps": len(g), "reward_first": round(float(g["reward"].iloc[0]), 4),
-                       "reward_last": round(float(g["reward"].iloc[-1]), 4)}
+                       "reward_last": round(float(g["reward"].iloc[-1]), 4), "reward_fell": reward_fell(g["reward"])}
     return out
+
+
+def went_backwards(history: pd.DataFrame) -> str:
+    """One line per method: whether its reward's last-window mean fell below its first-window mean."""
+    lines = []
+    for method, g in history.groupby("method", sort=False) if len(history) else ():
+        fell = reward_fell(g["reward"])
+        lines.append(f"{method}: " + ("too few logged steps to tell" if fell is None else
+                                      "REWARD FELL over training (last-quarter mean below the first)" if fell
+                                      else "reward did not fall"))
+    return "\n".join(lines) or "no reward was logged"

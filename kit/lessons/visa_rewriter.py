@@ -17,14 +17,24 @@ from kit import plots
 from kit.evals.nli import make_scorer
 from kit.lessons import visa_detector
 from kit.train.rewards import bind
-from kit.train.trainers import train
+from kit.train.trainers import reward_fell, train
+from kit.values import make_value_detector
 from kit.visa import corpus as vc
-from kit.visa.rewards import RewardContext
+from kit.visa.rewards import RewardContext, gaming_rewards
 from kit.visa.rewriter import best_of_records, direct_records, grpo_records, targets_of
 
 
 def train_items(items: list[vc.Item]) -> list[vc.Item]:
     return [it for it in items if it.split == "train"]
+
+
+def reward_detector(session):
+    """The detector the rewards read, ``visa.reward_detector``: ``trained`` is notebook 20's (fitted on the
+    teacher's labels, never stale); any other name in ``kit.values.DETECTORS`` is built as it is registered."""
+    p = session.params
+    if p.visa.reward_detector == "trained":
+        return visa_detector.detector(session)
+    return make_value_detector(p.visa.reward_detector, backend=session.backend, embedder=session.embedder, seed=p.seed)
 
 
 def reward_context(session, detector) -> RewardContext:
@@ -36,7 +46,8 @@ def reward_context(session, detector) -> RewardContext:
 def reward_parts(session, detector) -> dict:
     """What the rewards are, for the adapters' fingerprints: names, weights, detector, embedder, NLI, bounds."""
     v = session.params.visa
-    return {"weights": v.rewards, "detector": detector.card, "embedder": session.embedder.identity, "nli": v.nli,
+    card = getattr(detector, "card", None) or {"kind": v.reward_detector, "backend": session.backend.identity}
+    return {"weights": v.rewards, "detector": card, "embedder": session.embedder.identity, "nli": v.nli,
             "words": [v.min_words, v.max_words]}
 
 
@@ -92,6 +103,25 @@ def adapters(session) -> dict[str, str | None]:
             "direct_finetune": str(direct) if direct else None}
 
 
+def gaming_check(session, items: list[vc.Item], detector, curves: pd.DataFrame) -> pd.DataFrame:
+    """The reward of copying each train answer and of appending its target values' names, beside the reward
+    GRPO started and ended at: a policy that ends no higher than the keyword row has learned to name values."""
+    p, v = session.params, session.params.visa
+    targets = targets_of(items, p.seed, v.n_targeted)
+    found = gaming_rewards(v.rewards, reward_context(session, detector), [it.answer for it in items],
+                           [targets[it.id] for it in items])
+    grpo = {"GRPO, first step": curves["reward"].iloc[0], "GRPO, last step": curves["reward"].iloc[-1]} \
+        if len(curves) else {}
+    return pd.DataFrame({"mean weighted reward": {"copy the answer": found["copy"],
+                                                  "append the target values' names": found["keywords"], **grpo}})
+
+
+def went_backwards(curves: pd.DataFrame) -> str:
+    fell = reward_fell(curves["reward"]) if len(curves) else None
+    return ("too few logged steps to tell whether the reward fell" if fell is None else
+            "REWARD FELL over training (last-quarter mean below the first)" if fell else "the reward did not fall")
+
+
 def reward_figure(session, curves: pd.DataFrame) -> None:
     with plots.figure(session.figure_paths("21_grpo_rewards.png"), figsize=(7, 3.8)) as (_, ax):
         for column in curves.columns:
@@ -104,12 +134,17 @@ def reward_figure(session, curves: pd.DataFrame) -> None:
 
 
 def key_numbers(session, grpo_records_: list[dict], curves: pd.DataFrame, best: list[float], pairs: int,
-                ties: int) -> dict:
+                ties: int, gaming: pd.DataFrame) -> dict:
     first, last = (curves.iloc[0], curves.iloc[-1]) if len(curves) else (None, None)
+    g = gaming["mean weighted reward"]
     return {
         "grpo_records": len(grpo_records_), "grpo_steps": len(curves),
+        "reward_detector": session.params.visa.reward_detector,
         "reward_first": None if first is None else round(float(first["reward"]), 4),
         "reward_last": None if last is None else round(float(last["reward"]), 4),
+        "reward_fell": reward_fell(curves["reward"]) if len(curves) else None,
+        "reward_copy": round(float(g["copy the answer"]), 4),
+        "reward_keywords": round(float(g["append the target values' names"]), 4),
         "sft_records": len(best), "sft_best_reward_mean": round(float(sum(best) / max(len(best), 1)), 4),
         "direct_pairs": pairs, "direct_ties": ties,
         "seconds": {k: session.timings.get(k) for k in ("train grpo", "train sft", "train direct")},

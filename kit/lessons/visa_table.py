@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kit import plots, seeds
-from kit.data import OpinionItem, goqa_split
+from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.countries import resolve_country
 from kit.engine import ask, run
 from kit.evals.capability import capability_kept
@@ -29,7 +29,18 @@ from kit.metrics.alignment import (
 )
 from kit.values import make_value_detector
 from kit.visa import corpus as vc
-from kit.visa.evaluation import METHODS, methods_json, rewrite_all, score_rows, summary
+from kit.visa.evaluation import (
+    DIAGNOSTICS,
+    METHODS,
+    SHIELDED,
+    UNREWRITTEN,
+    methods_json,
+    pipeline_accuracy,
+    rewrite_all,
+    score_rows,
+    summary,
+)
+from kit.visa.targets import sample_target
 from kit.visa.rewriter import rewrite_messages, targets_of
 from kit.visa.survey import ORIGINAL, survey_rows
 from kit.visa.targets import culture_target, opposite
@@ -64,10 +75,21 @@ def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
     return capability_kept(session, NOTEBOOK, models, session.params.visa.capability_items, "base")
 
 
-def table(session, rows: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+def pipeline(session, adapters: dict[str, str | None]) -> dict[str, float]:
+    """The shielded methods' MoralChoice low-ambiguity accuracy through answer → rewrite → read, on the
+    capability items, each toward a target sampled by (seed, scenario id); and the unrewritten answer's."""
+    p, v = session.params, session.params.visa
+    scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: v.capability_items]
+    targets = {s.id: sample_target(p.seed, f"pipeline:{s.id}", v.n_targeted) for s in scenarios}
+    with session.timed("pipeline MoralChoice"):
+        return pipeline_accuracy(session.backend, scenarios, targets, {m: adapters.get(m) for m in SHIELDED},
+                                 v.answer_tokens, v.rewrite_tokens)
+
+
+def table(session, rows: pd.DataFrame, kept: pd.DataFrame, pipe: dict[str, float] | None = None) -> pd.DataFrame:
     p = session.params
-    return summary(rows, kept, p.n_boot, seeds.derive(p.seed, "bootstrap")).reindex(
-        [m for m in METHODS if m in set(rows["method"])])
+    return summary(rows, kept, p.n_boot, seeds.derive(p.seed, "bootstrap"), pipe).reindex(
+        [m for m in (*METHODS, *DIAGNOSTICS) if m in set(rows["method"])])
 
 
 def paired(session, rows: pd.DataFrame, method: str = "grpo", score: str = "value_f1") -> pd.DataFrame:
@@ -184,16 +206,19 @@ def survey_table(session, rows: list[dict], items: list[OpinionItem]) -> pd.Data
 
 
 def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame,
-                survey_rows: list[dict], survey_overlap: dict[str, int]) -> dict:
+                survey_rows: list[dict], survey_overlap: dict[str, int], pipe: dict[str, float]) -> dict:
     survey = per_question_scores(survey_rows).groupby("agent")["js_similarity"].mean() if survey_rows else {}
     return {
         "methods": methods_json(summary_table),
+        "pipeline_unrewritten_accuracy": round(float(pipe[UNREWRITTEN]), 4),
         "n_items": int(rows["id"].nunique()),
         "unreadable": summary_table["unreadable"].to_dict(),
         "eval_detector": session.params.visa.eval_detector,
         "grpo_vs": compared["verdict"].to_dict(),
-        "grpo_beats_baselines": bool((compared["verdict"] == "better").all()),
-        "neutral_ppl": summary_table["neutral_ppl"].round(3).to_dict() if "neutral_ppl" in summary_table else {},
+        "grpo_beats_baselines": bool((compared.drop(index=list(DIAGNOSTICS), errors="ignore")["verdict"]
+                                      == "better").all()),
+        "grpo_beats_diagnostics": {d: compared.loc[d, "verdict"] for d in DIAGNOSTICS if d in compared.index},
+        "neutral_ppl": summary_table["neutral_ppl"].dropna().round(3).to_dict() if "neutral_ppl" in summary_table else {},
         "goqa_js_similarity": {k: round(float(v), 2) for k, v in dict(survey).items()},
         "goqa_overlap": survey_overlap,
     }

@@ -4,8 +4,11 @@ Persona a speaks first; turns alternate up to ``max_turns``. Each side sees the 
 its own chair — its persona as the system prompt, the dilemma as the first user message (for b,
 with a's opening turn), its own turns as assistant messages and the other side's as user
 messages — so the same chat model plays both. A dialogue is **resolved** when two consecutive
-turns (one per side) each state a line starting with :data:`MARKER`; the joint solution is the
-last of them. Unresolved dialogues are judged on the last solution anyone stated, else the last turn.
+turns (one per side) each hold a line that *starts* with :data:`MARKER` followed by a readable
+solution (``kit.metrics.text``), and the two solutions agree: their sentence embeddings' cosine is
+at least ``agree_cosine`` (``selfplay.agree_cosine``, validated in ``tests/test_selfplay.py``). The
+marker alone, two different solutions, or an empty one keep the talk going. The joint solution is
+the last turn's. Unresolved dialogues are judged on the last solution anyone stated, else the last turn.
 
 Each dialogue is an engine program that asks for one turn per step, so :func:`play` advances all
 dialogues one turn at a time with one backend call per turn (``kit.engine``).
@@ -17,12 +20,18 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
-from kit.engine import Job, ask, run_jobs
+import numpy as np
+
+from kit.engine import Job, ask, embed, run_jobs
 from kit.llm.base import Backend, ChatRequest, GenParams
+from kit.metrics.text import degenerate
 from kit.selfplay.dilemmas import Dilemma, Persona
 
 MARKER = "JOINT SOLUTION:"
-_MARKER_RE = re.compile(r"joint\s+solution\s*:", re.IGNORECASE)
+_MARKER_RE = re.compile(r"^[ \t]*joint\s+solution\s*:", re.IGNORECASE | re.MULTILINE)  # at a line's start only
+# Cosine of the two sides' solutions (all-MiniLM-L6-v2) at which they count as one solution: every
+# different-solution pair of the validation set is below it (max 0.68), most paraphrases above.
+AGREE_COSINE = 0.7
 
 
 @dataclass(frozen=True)
@@ -91,44 +100,59 @@ def setting(d: Dilemma, side: str, turn_words: int) -> list[dict]:
 
 
 def has_marker(text: str) -> bool:
+    """Whether a line of ``text`` starts with the marker."""
     return bool(_MARKER_RE.search(text))
 
 
 def solution_of(text: str) -> str:
-    """What follows the last marker in ``text`` (stripped), or "" when there is none."""
+    """What follows the last line-start marker in ``text`` (stripped), or "" when there is none."""
     found = list(_MARKER_RE.finditer(text))
     return text[found[-1].end():].strip() if found else ""
 
 
+def stated(text: str) -> str | None:
+    """The readable solution a turn states after a line-start marker, or None (no marker, empty, degenerate)."""
+    solution = solution_of(text)
+    return solution if has_marker(text) and not degenerate(solution) else None
+
+
+def agree(vectors: np.ndarray, threshold: float = AGREE_COSINE) -> bool:
+    """Whether two unit-norm solution embeddings are one solution (cosine at least ``threshold``)."""
+    return float(np.dot(vectors[0], vectors[1])) >= threshold
+
+
 def final_solution(turns: Sequence[Turn]) -> str:
     """An unresolved dialogue's solution: the last one anyone stated, else the last turn."""
-    stated = [solution_of(t.text) for t in turns if has_marker(t.text)]
-    stated = [s for s in stated if s]
-    return stated[-1] if stated else (turns[-1].text if turns else "")
+    said = [s for s in (solution_of(t.text) for t in turns if has_marker(t.text)) if s]
+    return said[-1] if said else (turns[-1].text if turns else "")
 
 
 def program(d: Dilemma, max_turns: int, params_for: Callable[[int], GenParams], turn_words: int,
-            adapter: str | None = None, sample: int = 0):
-    """One dialogue as an engine program: one generation step per turn, ending early when resolved."""
+            adapter: str | None = None, sample: int = 0, agree_cosine: float = AGREE_COSINE):
+    """One dialogue as an engine program: one generation step per turn (and one embedding step when both
+    sides just stated a solution), ending early when resolved."""
     turns: list[Turn] = []
     for t in range(max_turns):
         side = "a" if t % 2 == 0 else "b"
         request = ChatRequest(view(d, side, turns, turn_words), adapter=adapter, sample=sample)
         (text,) = yield from ask([(request, params_for(t))])
         turns.append(Turn(side, text.strip()))
-        if len(turns) >= 2 and has_marker(turns[-1].text) and has_marker(turns[-2].text):
-            return Dialogue(d.id, sample, tuple(turns), True, solution_of(turns[-1].text))
+        both = [stated(x.text) for x in turns[-2:]] if len(turns) >= 2 else [None]
+        if None not in both and agree((yield from embed(both)), agree_cosine):
+            return Dialogue(d.id, sample, tuple(turns), True, both[-1])
     return Dialogue(d.id, sample, tuple(turns), False, final_solution(turns))
 
 
 def play(backend: Backend, games: Sequence[tuple[Dilemma, int, str | None]], max_turns: int,
-         params_for: Callable[[int], GenParams], turn_words: int) -> list[Dialogue]:
+         params_for: Callable[[int], GenParams], turn_words: int, embedder,
+         agree_cosine: float = AGREE_COSINE) -> list[Dialogue]:
     """The dialogues of ``(dilemma, sample, adapter)`` games, all advancing one turn per step (in ``games`` order).
 
     Games with different adapters (one per method being compared) share the steps; the backend
-    batches each adapter's requests apart within a call.
+    batches each adapter's requests apart within a call, and ``embedder`` reads every solution pair of
+    a step in one call.
     """
-    jobs = [Job(f"{d.id}#{k}#{adapter}", program(d, max_turns, params_for, turn_words, adapter, k))
+    jobs = [Job(f"{d.id}#{k}#{adapter}", program(d, max_turns, params_for, turn_words, adapter, k, agree_cosine))
             for d, k, adapter in games]
-    run_jobs(jobs, backend)
+    run_jobs(jobs, backend, embedder)
     return [job.result for job in jobs]

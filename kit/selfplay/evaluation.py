@@ -4,10 +4,13 @@ Each method (``untrained``: the base model; ``single_agent_grpo``; ``self_play_g
 personas of every held-out dilemma with its own adapter, all methods' dialogues in one set of
 engine steps — sampled at ``selfplay.eval_temperature`` with one seed per turn shared by every
 method (greedy decoding sends a small model into repeating loops), or greedy at 0. Per dialogue:
-the judge's Collective Agency score of the joint solution (1–5), whether it was **resolved** (both
-sides stated a joint solution), the turns used, and the perplexity acceptance of the solution under each persona (the solution scored by the base model
+the judge's Collective Agency score of the joint solution (1–5; NaN when the judge put less than
+``selfplay.judge_min_mass`` on the labels — counted as ``judge_missing``) and that mass, whether it was
+**resolved** (both sides stated one solution, ``kit.selfplay.dialogue``), the turns used, and the perplexity acceptance of the solution under each persona (the solution scored by the base model
 as persona a's and as persona b's reply to the dilemma; ``acceptance_gap`` = |PPL_a − PPL_b|, as
-NCN's acceptance, lower = accepted more evenly).
+NCN's acceptance, lower = accepted more evenly). A reference row, ``trivial solution``, has the judge
+score the same empty compromise (:data:`TRIVIAL`) on every dilemma: a method that does not beat it has
+not been credited for its content.
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ from kit.metrics.alignment import bootstrap_ci
 from kit.metrics.consensus import acceptance_gap, perplexity
 from kit.selfplay.dialogue import Dialogue, play, setting
 from kit.selfplay.dilemmas import Dilemma
-from kit.selfplay.judge import collective_agency
+from kit.selfplay.judge import judgements
 
 METHODS = ("untrained", "single_agent_grpo", "self_play_grpo")
+TRIVIAL = "Both sides should compromise."
+TRIVIAL_ROW = "trivial solution"
 SCORES = ("collective_agency", "resolved", "turns", "acceptance_gap")
 
 
 def dialogues(backend: Backend, dilemmas: list[Dilemma], adapters: dict[str, str | None], max_turns: int,
-              turn_tokens: int, turn_words: int, temperature: float = 0.0, seed: int = 0) -> dict[str, list[Dialogue]]:
+              turn_tokens: int, turn_words: int, embedder, agree_cosine: float, temperature: float = 0.0,
+              seed: int = 0) -> dict[str, list[Dialogue]]:
     """Each method's dialogue on every dilemma (one engine run for all methods): greedy, or sampled at
     ``temperature`` with one seed per turn, the same for every method."""
     def params_for(turn: int) -> GenParams:
@@ -36,16 +42,18 @@ def dialogues(backend: Backend, dilemmas: list[Dilemma], adapters: dict[str, str
                          seed=seeds.derive(seed, "selfplay-eval", turn) if temperature else None)
 
     games = [(d, 0, adapter) for adapter in adapters.values() for d in dilemmas]
-    played = play(backend, games, max_turns, params_for, turn_words)
+    played = play(backend, games, max_turns, params_for, turn_words, embedder, agree_cosine)
     n = len(dilemmas)
     return {m: played[i * n:(i + 1) * n] for i, m in enumerate(adapters)}
 
 
 def score_rows(backend: Backend, judge: Backend, dilemmas: list[Dilemma], by_method: dict[str, list[Dialogue]],
-               turn_words: int) -> pd.DataFrame:
-    """One row per (method, dilemma): CA score, resolved, turns, and the solution's perplexity under each persona."""
+               turn_words: int, min_mass: float = 0.0) -> pd.DataFrame:
+    """One row per (method, dilemma): CA score and the judge's label mass, resolved, turns, and the solution's
+    perplexity under each persona; and one per dilemma for the trivial solution (CA only)."""
     flat = [(m, d, dlg) for m, dlgs in by_method.items() for d, dlg in zip(dilemmas, dlgs)]
-    ca = collective_agency(judge, [d for _, d, _ in flat], [dlg.solution for _, _, dlg in flat])
+    judged = judgements(judge, [d for _, d, _ in flat] + list(dilemmas),
+                        [dlg.solution for _, _, dlg in flat] + [TRIVIAL] * len(dilemmas), min_mass)
     scored = [(i, side) for i, (_, _, dlg) in enumerate(flat) if dlg.solution.strip() for side in ("a", "b")]
     logprobs = backend.score([ScoreRequest(setting(flat[i][1], side, turn_words), flat[i][2].solution)
                               for i, side in scored]) if scored else []
@@ -53,18 +61,27 @@ def score_rows(backend: Backend, judge: Backend, dilemmas: list[Dilemma], by_met
     rows = []
     for i, (m, d, dlg) in enumerate(flat):
         a, b = ppl.get((i, "a"), np.nan), ppl.get((i, "b"), np.nan)
-        rows.append({"method": m, "id": d.id, "collective_agency": ca[i], "resolved": float(dlg.resolved),
-                     "turns": len(dlg.turns), "ppl_a": a, "ppl_b": b,
+        rows.append({"method": m, "id": d.id, "collective_agency": judged[i].score, "judge_mass": judged[i].mass,
+                     "resolved": float(dlg.resolved), "turns": len(dlg.turns), "ppl_a": a, "ppl_b": b,
                      "acceptance_gap": acceptance_gap(a, b) if np.isfinite(a) else np.nan,
                      "solution": dlg.solution})
+    rows += [{"method": TRIVIAL_ROW, "id": d.id, "collective_agency": j.score, "judge_mass": j.mass,
+              "resolved": np.nan, "turns": np.nan, "ppl_a": np.nan, "ppl_b": np.nan, "acceptance_gap": np.nan,
+              "solution": TRIVIAL} for d, j in zip(dilemmas, judged[len(flat):])]
     return pd.DataFrame(rows)
+
+
+def judge_missing(rows: pd.DataFrame) -> dict[str, int]:
+    """Per method: judgements left missing because the judge put too little mass on the labels."""
+    return {m: int(g["collective_agency"].isna().sum()) for m, g in rows.groupby("method", sort=False)}
 
 
 def summary(rows: pd.DataFrame, kept: pd.DataFrame | None, n_boot: int, seed: int) -> pd.DataFrame:
     """Per method: each score's mean with a 95 % bootstrap interval, and capability kept."""
     out = []
     for method, g in rows.groupby("method", sort=False):
-        row = {"method": method, "n": len(g)}
+        row = {"method": method, "n": len(g), "judge_missing": int(g["collective_agency"].isna().sum()),
+               "judge_mass": float(g["judge_mass"].mean()) if "judge_mass" in g else np.nan}
         for score in SCORES:
             values = g[score].dropna().to_numpy(dtype=float)
             low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed) if len(values) else (np.nan, np.nan)
@@ -79,8 +96,8 @@ def summary(rows: pd.DataFrame, kept: pd.DataFrame | None, n_boot: int, seed: in
 
 def methods_json(table: pd.DataFrame) -> dict:
     """The ``methods`` mapping of the unit's metrics: CA score, resolution rate, MoralChoice accuracy (and more)."""
-    keys = ("collective_agency", "collective_agency_low", "collective_agency_high", "resolution_rate", "turns",
-            "acceptance_gap", "moralchoice_low_accuracy", "neutral_ppl")
+    keys = ("collective_agency", "collective_agency_low", "collective_agency_high", "judge_missing", "judge_mass",
+            "resolution_rate", "turns", "acceptance_gap", "moralchoice_low_accuracy", "neutral_ppl")
 
     def num(x):
         return None if not np.isfinite(x) else round(float(x), 4)

@@ -3,8 +3,10 @@
 - ``collective_agency``: the judge's expected CA score of the solution, mapped from 1–5 to [0, 1].
   In self-play the rollout function hands over each dialogue's ``solution``; for the single-agent
   baseline the solution is what the completion states after the marker (or the whole completion).
-- ``joint_solution``: 1 when the dialogue ended with both sides stating a joint solution (the
-  rollout's ``resolved``); for a single agent, 1 when the completion states one after the marker.
+- ``joint_solution``: 1 when the dialogue was resolved — both sides stated a readable solution on a
+  line starting with the marker and the two agree (the rollout's ``resolved``, the test of
+  ``kit.selfplay.dialogue``); printing the marker, or two different solutions, earns 0. For a single
+  agent, 1 when the completion states a readable solution on a line starting with the marker.
 
 Both read the ``dilemma_id`` column of the training records; the judge and the dilemmas come in a
 :class:`JudgeContext`.
@@ -17,7 +19,7 @@ from typing import Any, Sequence
 
 from kit.llm.base import Backend
 from kit.selfplay import judge as ca
-from kit.selfplay.dialogue import has_marker, solution_of
+from kit.selfplay.dialogue import has_marker, solution_of, stated
 from kit.selfplay.dilemmas import Dilemma
 from kit.train.rewards import text_of
 
@@ -44,4 +46,4 @@ def joint_solution(completions: Sequence[Any], resolved: Sequence[bool] | None =
                    **_: Any) -> list[float]:
     if resolved is not None:
         return [float(r) for r in resolved]
-    return [float(bool(solution_of(text_of(c)))) for c in completions]
+    return [float(stated(text_of(c)) is not None) for c in completions]

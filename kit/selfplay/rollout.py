@@ -77,8 +77,9 @@ def token_stream(tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[i
 
 
 def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_tokens: int, turn_words: int,
-                 seed: int, batch_size: int):
-    """trl's ``rollout_func``: ``lookup`` maps a record's prompt (:func:`prompt_key`) to (dilemma, learning side)."""
+                 seed: int, batch_size: int, embedder, agree_cosine: float):
+    """trl's ``rollout_func``: ``lookup`` maps a record's prompt (:func:`prompt_key`) to (dilemma, learning side);
+    ``embedder`` and ``agree_cosine`` decide when two stated solutions are one (``kit.selfplay.dialogue``)."""
     calls = itertools.count()
 
     def rollout(prompts: list, trainer) -> dict:
@@ -112,7 +113,7 @@ def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_to
                 model.merge_adapter()
             try:
                 dialogues = play(HFBackend.around(model, tokenizer, batch_size), games, max_turns, params_for,
-                                 turn_words)
+                                 turn_words, embedder, agree_cosine)
             finally:
                 if merged:
                     model.unmerge_adapter()

@@ -254,6 +254,16 @@ def reward_history(adapter_dir: Path):
     return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
 
 
+def reward_fell(rewards, window: int | None = None) -> bool | None:
+    """Whether training went backwards: the mean of the last ``window`` logged rewards below the mean of the first
+    ``window`` (default a quarter of the steps, at least one); None with fewer than two steps."""
+    values = [float(r) for r in rewards]
+    if len(values) < 2:
+        return None
+    w = window or max(1, len(values) // 4)
+    return sum(values[-w:]) / w < sum(values[:w]) / w
+
+
 def _finished(output_dir: Path) -> TrainResult:
     """The result of a finished run, read back from its folder (nothing trained in this call)."""
     config = read_json(output_dir / "train_config.json", {})

@@ -9,9 +9,13 @@ detector, the embedder, an NLI scorer, the length bounds — comes in a :class:`
 The scores, per completion (t the target, d the detector's vector of the rewrite, o that of the
 original text; "targeted" means t ≠ 0):
 
-- ``value_match`` = F1 of precision and recall on the targeted values: recall = share of targeted
-  values with d = t; precision = among targeted values the rewrite expresses (d ≠ 0), the share
-  with the right sign; 0 when neither is positive. In [0, 1].
+- ``value_match`` = F1 of precision and recall on the targeted values, each read as the instruction
+  says it: "give more weight to X" (t = +1) wants X expressed (d = +1); "give less weight to X"
+  (t = −1) wants X *not* expressed (d = 0) — a rewrite that turns against X is a stance flip, not
+  less weight, and earns nothing for it. Recall = share of targeted values with the wanted reading;
+  precision = among targeted values the rewrite expresses (d ≠ 0), the share with the wanted reading
+  (only a "more" value can be); when it expresses none of them, precision is 1 if no value was to be
+  expressed (every target a "less") and 0 otherwise. F1 is 0 when neither is positive. In [0, 1].
 - ``meaning_kept`` = cosine of the sentence embeddings of rewrite and original (unit vectors); with
   an NLI scorer, the mean of that and P(original entails rewrite). In [−1, 1].
 - ``drift`` = − share of untargeted values whose reading moved (d ≠ o). In [−1, 0].
@@ -26,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kit.train.rewards import bind, text_of
+from kit.values.schwartz import SCHWARTZ_VALUES
 
 
 @dataclass
@@ -42,16 +47,24 @@ class RewardContext:
         return np.array([r.vector if r.vector is not None else np.zeros(10) for r in results]).reshape(len(texts), 10)
 
 
+def wanted_reading(target: Sequence[float]) -> np.ndarray:
+    """The reading each targeted value should get: +1 for "more", 0 (not expressed) for "less"."""
+    return np.where(np.asarray(target, dtype=float) > 0, 1.0, 0.0)
+
+
 def value_scores(predicted: Sequence[float], target: Sequence[float]) -> tuple[float, float, float]:
     """(precision, recall, F1) of a reading against a target, on the targeted values (module docstring)."""
     d, t = np.asarray(predicted, dtype=float), np.asarray(target, dtype=float)
     mask = t != 0
     if not mask.any():
         raise ValueError("a target names at least one value")
-    hits = int(np.sum((d == t) & mask))
-    expressed = int(np.sum((d != 0) & mask))
-    precision = hits / expressed if expressed else 0.0
-    recall = hits / int(mask.sum())
+    right = (d == wanted_reading(t)) & mask
+    expressed = (d != 0) & mask
+    if expressed.any():
+        precision = int(np.sum(right & expressed)) / int(expressed.sum())
+    else:  # nothing targeted is expressed: right exactly when nothing was to be expressed
+        precision = 0.0 if (t > 0).any() else 1.0
+    recall = int(right.sum()) / int(mask.sum())
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
 
@@ -99,3 +112,21 @@ def score_all(weights: dict[str, float], context: RewardContext, completions: Se
     parts = {name: np.asarray(fn(**columns)) for name, fn in zip(weights, bind(list(weights), context))}
     total = sum(weights[name] * parts[name] for name in weights)
     return np.asarray(total, dtype=float), parts
+
+
+def keyword_text(text: str, target: Sequence[float]) -> str:
+    """``text`` with the names of the values its target asks more of appended: what a rewriter that games a
+    keyword-reading detector would write (the keyword-injection diagnostic)."""
+    more = [SCHWARTZ_VALUES[i] for i in np.flatnonzero(np.asarray(target, dtype=float) > 0)]
+    return f"{text} {' '.join(more)}".strip()
+
+
+def gaming_rewards(weights: dict[str, float], context: RewardContext, source_text: Sequence[str],
+                   target_vector: Sequence[Sequence[float]]) -> dict[str, float]:
+    """The mean weighted reward of two rewrites that do no rewriting — the source copied, and the source with
+    the target values' names appended — to print beside what GRPO reached: a reward they score as high as the
+    policy can be won without rewriting."""
+    copies = [[{"role": "assistant", "content": t}] for t in source_text]
+    keywords = [[{"role": "assistant", "content": keyword_text(t, v)}] for t, v in zip(source_text, target_vector)]
+    return {name: float(score_all(weights, context, completions, source_text, target_vector)[0].mean())
+            for name, completions in (("copy", copies), ("keywords", keywords))}

@@ -41,7 +41,8 @@ def _names(indices: Sequence[int]) -> str:
 
 
 def instruction(vector: Sequence[float]) -> str:
-    """The instruction for a target vector (+1: more weight, −1: less weight)."""
+    """The instruction for a target vector (+1: more weight, −1: less weight — the value not expressed, which is
+    what ``kit.visa.rewards.value_scores`` rewards; never "argue against")."""
     vec = np.asarray(vector, dtype=float)
     if vec.shape != (len(SCHWARTZ_VALUES),) or not vec.any():
         raise ValueError(f"a target names at least one of the {len(SCHWARTZ_VALUES)} values, got {vector!r}")
