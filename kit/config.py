@@ -437,7 +437,8 @@ class SelfPlayParams(Section):
     # a judgement whose probability on the labels 1-5 is below this is missing (counted), never a guess
     judge_min_mass: float = Field(0.5, ge=0, le=1)
     # two sides' stated solutions agree (a dialogue is resolved) at this sentence-embedding cosine
-    agree_cosine: float = Field(0.7, gt=0, le=1)
+    # (kit.selfplay.dialogue.AGREE_COSINE, validated on hand pairs in tests/test_selfplay.py)
+    agree_cosine: float = Field(0.8, gt=0, le=1)
     # notebook 30 stops when fewer of the generated dilemmas than this share parsed
     min_parsed_share: float = Field(0.5, ge=0, le=1)
     # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS

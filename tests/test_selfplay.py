@@ -116,6 +116,19 @@ def test_split_is_by_id_and_an_empty_side_fails_with_the_fix():
     assert counts["train_test_dilemmas"] == 0 and counts["heldout_in_training"] == sum(d.split == "test" for d in out)
 
 
+def test_too_few_parsed_generations_stop_with_the_param_and_the_fix():
+    from kit.config import ParamsError
+    from kit.selfplay.dilemmas import require_parsed
+
+    records = [{"failed": f} for f in (True, True, True, False)]  # 1 of 4 parsed: 25 %
+    with pytest.raises(ParamsError, match=r"selfplay.min_parsed_share: only 1 of 4 .*fix:") as err:
+        require_parsed(records, 0.5)
+    assert "\n" not in str(err.value)
+    require_parsed(records, 0.25)  # exactly the share: goes on
+    require_parsed([{"failed": True}] * 2, 0)  # tiny and smoke: nothing parses, and that is allowed
+    require_parsed([], 0.5)  # no generation asked for
+
+
 # --- dialogue -------------------------------------------------------------------------------------
 
 def test_views_alternate_roles_from_each_chair():
@@ -131,6 +144,8 @@ def test_views_alternate_roles_from_each_chair():
 
 
 def test_turns_alternate_and_stop_when_both_sides_state_one_solution(embedder):
+    from kit.selfplay.rewards import joint_solution
+
     def reply(name, own_turns):
         if name == "Ana":
             return "Vegetables." if own_turns == 0 else f"Fine.\n{MARKER} {SAME_A}"
@@ -140,6 +155,7 @@ def test_turns_alternate_and_stop_when_both_sides_state_one_solution(embedder):
     (dlg,) = play(backend, [(D, 0, None)], max_turns=8, params_for=greedy(16), turn_words=40, embedder=embedder)
     assert [t.speaker for t in dlg.turns] == ["a", "b", "a", "b"]  # a, b alternate; ends at turn 4 of 8
     assert dlg.resolved and dlg.solution == SAME_B
+    assert joint_solution([None], resolved=[dlg.resolved], context=None) == [1.0]
 
 
 def test_the_marker_with_two_different_solutions_every_turn_is_not_resolved_and_earns_nothing(embedder):
@@ -156,6 +172,37 @@ def test_the_marker_with_two_different_solutions_every_turn_is_not_resolved_and_
     assert joint_solution([None], resolved=[dlg.resolved], context=None) == [0.0]
 
 
+def test_dialogues_that_compare_solutions_stay_in_lock_step_with_the_rest(embedder):
+    """Sample 0 states two different solutions every turn (an embedding step after each), sample 2 never states
+    one: with a seed per turn, each turn is still one generate call for both dialogues."""
+    def reply(request):
+        if request.sample:
+            return "No."
+        ana = request.chat[0]["content"].startswith("You are Ana")
+        return f"{MARKER} " + ("Ana keeps the whole garden for vegetables" if ana else "Ben plants flowers on every bed")
+
+    class PerSample(Scripted):
+        def generate(self, requests, params):
+            self.generate_calls.append(len(requests))
+            return [reply(r) for r in requests]
+
+    class Counting:
+        def __init__(self):
+            self.calls = []
+
+        def encode(self, texts):
+            self.calls.append(len(texts))
+            return embedder.encode(texts)
+
+    backend, counting = PerSample(), Counting()
+    dlgs = play(backend, [(D, 0, None), (D, 2, None)], max_turns=6,
+                params_for=lambda turn: GenParams(max_new_tokens=8, temperature=1.0, seed=turn), turn_words=40,
+                embedder=counting)
+    assert [len(d.turns) for d in dlgs] == [6, 6] and not any(d.resolved for d in dlgs)
+    assert backend.generate_calls == [2] * 6  # not [2, 2, 1, 1, …]: the comparing dialogue never falls behind
+    assert counting.calls == [2] * 5  # after each turn from the second: the one pair, one embedder call
+
+
 @pytest.mark.parametrize("turn, solution", [
     (f"{MARKER} {SAME_A}", SAME_A),
     (f"I think so.\n  joint solution: {SAME_A}", SAME_A),  # any case, at the start of a line
@@ -169,9 +216,12 @@ def test_a_solution_is_stated_on_a_line_of_its_own(turn, solution):
 
 
 def test_the_agreement_threshold_separates_paraphrases_from_different_solutions(embedder):
-    """``AGREE_COSINE`` on hand pairs: every different-solution pair below it (these share their topic, the hard
-    case), the paraphrases above it but one whose wording shares almost nothing (a missed agreement is the safe
-    error: resolution is never credited to two different solutions)."""
+    from kit.config import SelfPlayParams
+
+    """``AGREE_COSINE`` (all-MiniLM-L6-v2) on hand pairs that share their topic, the hard case: every
+    different-solution pair below it (highest 0.754), and at least half the paraphrases above it — the ones that
+    restate rather than reword (reworded ones, 0.58-0.80, fall under). A missed agreement is the safe error:
+    resolution is never credited to two different solutions. 0.7 would credit two (0.72, 0.754)."""
     same = [(SAME_A, SAME_B),
             ("We set up a joint fund for the school and both villages pay half.",
              "Each village pays half into a shared fund for the school."),
@@ -181,7 +231,13 @@ def test_the_agreement_threshold_separates_paraphrases_from_different_solutions(
              "We bring grandma home and pay a carer while we are at work."),
             ("Let the community vote on the festival date after hearing both sides.",
              "After both sides speak, the community votes to pick the festival's date."),
-            ("We agree to share the profits equally.", "Profits will be split fifty-fifty between us.")]
+            ("We agree to share the profits equally.", "Profits will be split fifty-fifty between us."),
+            ("We sell the house and split the money equally.", "Let's sell the house and divide the proceeds evenly."),
+            ("Phones are allowed at lunch but not in class.",
+             "Students may use phones during lunch, never during lessons."),
+            ("Each family draws water on alternate days during the drought.",
+             "During the drought, families take water every other day."),
+            ("The team credits both of us as co-authors.", "We are both listed as co-authors.")]
     different = [("Both families share the well, taking turns each morning.",
                   "The older family keeps the well and sells water to the others."),
                  ("We set up a joint fund for the school and both villages pay half.",
@@ -194,14 +250,29 @@ def test_the_agreement_threshold_separates_paraphrases_from_different_solutions(
                   "The elders choose the date and everyone follows."),
                  ("We agree to share the profits equally.", "I keep the profits and you keep the land."),
                  ("Ana grows vegetables on the whole garden this year",
-                  "Ben plants flowers everywhere and Ana buys her vegetables")]
+                  "Ben plants flowers everywhere and Ana buys her vegetables"),
+                 ("We sell the house and split the money equally.",
+                  "We keep the house and rent it out, sharing the rent."),
+                 ("The factory is built on the north field and the park stays.",
+                  "The park is paved over for the factory."),
+                 ("Phones are allowed at lunch but not in class.", "Phones are banned for the whole school day."),
+                 ("The team credits both of us as co-authors.", "Only the lead author is credited on the paper."),
+                 ("We tell her the truth gently, together, this weekend.",
+                  "We keep the truth from her until after the wedding."),
+                 ("Each family draws water on alternate days during the drought.",
+                  "The farms get the water first and families ration.")]
 
     def cosines(pairs):
         v = embedder.encode([t for p in pairs for t in p])
         return [float(v[2 * i] @ v[2 * i + 1]) for i in range(len(pairs))]
 
     assert max(cosines(different)) < AGREE_COSINE
-    assert sum(c >= AGREE_COSINE for c in cosines(same)) >= len(same) - 1
+    assert sum(c >= AGREE_COSINE for c in cosines(same)) >= len(same) / 2
+    assert SelfPlayParams().agree_cosine == AGREE_COSINE  # the params default is the validated one
+    # what no sentence embedding tells apart: the same words with the roles swapped (a limit, not a pass)
+    (swapped,) = cosines([("The promotion goes to Mia and Raj leads the next project.",
+                           "The promotion goes to Raj and Mia leads the next project.")])
+    assert swapped > AGREE_COSINE
 
 
 def test_one_sided_marker_does_not_resolve_and_all_dialogues_share_each_turns_call(embedder):
@@ -287,7 +358,7 @@ def test_expected_score_and_empty_solutions_by_hand():
     scores = ca.collective_agency(judge, [D, D], ["", "Split the garden."])
     assert scores == [1.0, pytest.approx(3.2)] and len(judge.choice_requests) == 1
     req = judge.choice_requests[0]
-    assert req.labels == ca.LABELS and req.prefix == "Score:" and "Split the garden." in req.chat[1]["content"]
+    assert req.labels == ca.LABELS and req.prefix == ca.PREFIX and "Split the garden." in req.chat[1]["content"]
     assert D.a.stance in req.chat[1]["content"] and "Collective Agency" in req.chat[1]["content"]
 
 

@@ -48,11 +48,7 @@ def dilemmas(session) -> tuple[list[sd.Dilemma], dict]:
     when fewer than ``selfplay.min_parsed_share`` of the generated dilemmas parsed."""
     p, sp = session.params, session.params.selfplay
     records = generated_records(session)
-    parsed = sum(not r["failed"] for r in records)
-    if records and parsed < sp.min_parsed_share * len(records):
-        raise ValueError(f"selfplay.min_parsed_share: only {parsed} of {len(records)} generated dilemmas parsed "
-                         f"(needs {sp.min_parsed_share:.0%}); fix: raise selfplay.max_retries or generation_tokens, "
-                         "use a larger model, or lower selfplay.min_parsed_share")
+    sd.require_parsed(records, sp.min_parsed_share)
     found = sd.from_records(records) + sd.from_moralchoice(p.data.moralchoice_path, sp.n_moralchoice, p.seed)
     vectors = session.embedder.encode([d.text for d in found] + [sd.EXAMPLE_DILEMMA])
     kept, dropped = sd.near_duplicates(found, vectors[:-1], sp.dedup_cosine, p.seed,

@@ -92,7 +92,7 @@ def paired(session, rows: pd.DataFrame, method: str = "self_play_grpo") -> pd.Da
 def table_figure(session, t: pd.DataFrame) -> None:
     with plots.figure(session.figure_paths("32_selfplay_table.png"), 1, 2, figsize=(10, 3.6)) as (fig, axes):
         for ax, score, label in zip(axes, ("resolution_rate", "collective_agency"),
-                                    ("resolution rate (both sides state a joint solution)", "Collective Agency (1–5)")):
+                                    ("resolution rate (both sides state one agreeing solution)", "Collective Agency (1–5)")):
             err = [t[score] - t[f"{score}_low"], t[f"{score}_high"] - t[score]]
             ax.bar(t.index, t[score], yerr=np.nan_to_num(err), capsize=4, color="#4c72b0")
             ax.set_ylim(*((0, 1) if score == "resolution_rate" else (1, 5)))

@@ -41,7 +41,7 @@ def judge_backend(session):
 def reward_parts(session, weights: dict[str, float], dilemmas: list[Dilemma]) -> dict:
     """What the rewards are, for the adapters' fingerprints: weights, judge, rubric, dialogue settings, dilemmas."""
     sp = session.params.selfplay
-    return {"weights": weights, "judge": judge_backend(session).identity, "rubric": cache_key(ca.RUBRIC),
+    return {"weights": weights, "judge": judge_backend(session).identity, "rubric": cache_key([ca.RUBRIC, ca.PREFIX]),
             "dialogue": [sp.max_turns, sp.turn_tokens, sp.turn_words, sp.agree_cosine],
             "dilemmas": cache_key([d.as_dict() for d in dilemmas])}
 

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from kit import seeds
+from kit.config import ParamsError
 from kit.data import load_moralchoice
 from kit.data.splits import first_by_hash
 from kit.engine import run
@@ -130,6 +131,16 @@ def generate(backend, ids: Sequence[str], seed: int, tokens: int, temperature: f
             text, a, b = r.value
             records.append({**base, "failed": False, "text": text, "a": asdict(a), "b": asdict(b)})
     return records
+
+
+def require_parsed(records: Sequence[dict], min_share: float) -> None:
+    """Stop (one line, naming the param and the fix) when fewer than ``min_share`` of the generation records parsed:
+    a unit that silently ran on MoralChoice alone would report numbers about data it was not meant to have."""
+    parsed = sum(not r["failed"] for r in records)
+    if records and parsed < min_share * len(records):
+        raise ParamsError(f"selfplay.min_parsed_share: only {parsed} of {len(records)} generated dilemmas parsed "
+                          f"(needs {min_share:.0%}); fix: raise selfplay.max_retries or selfplay.generation_tokens, "
+                          "use a larger model, or lower selfplay.min_parsed_share")
 
 
 def from_moralchoice(path: str, n: int, seed: int) -> list[Dilemma]:
