@@ -9,6 +9,7 @@ the same validated values. Relative paths are read from the project root.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +32,31 @@ class ParamsError(ValueError):
     """A params problem, always one line: where, what, and how to fix it."""
 
 
+# Model output is re-asked at most this often: a larger budget only hides a prompt the model cannot follow.
+MAX_RETRIES = 10
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never a setting: a temperature or weight of .inf fails deep inside a run
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _unique(v: list) -> list:
+    """A list of names in which each appears once (a method listed twice would run, and count, twice)."""
+    seen = [x for i, x in enumerate(v) if x in v[:i]]
+    if seen:
+        raise ValueError(f"lists {seen[0]!r} twice; name each once")
+    return v
+
+
+def _reward_weights(v: dict[str, float]) -> dict[str, float]:
+    """Reward weights are ≥ 0 with one above 0: a negative weight trains the policy away from the named goal."""
+    negative = [k for k, w in v.items() if w < 0]
+    if negative:
+        raise ValueError(f"weight of {negative[0]!r} is {v[negative[0]]}; weights are ≥ 0 (drop a reward to leave it out)")
+    if not any(w > 0 for w in v.values()):
+        raise ValueError("every weight is 0, so nothing would be learned; give one reward a weight above 0")
+    return v
 
 
 def _existing_file(v: str | None) -> str | None:
@@ -52,7 +76,7 @@ class ModelParams(Section):
     backend: str = "transformers"  # a name in kit.llm.BACKENDS
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # torch's device names, lower case
     batch_size: PositiveInt = 8
     # transformers backend: a prefix shared in a batch or run in an earlier call is not prefilled again
     # (false: neither; vLLM always caches prefixes)
@@ -100,7 +124,7 @@ class DataParams(Section):
     # The question split every unit shares: agents, topics and training prompts come from the train
     # side, evaluations from the test side.
     test_fraction: float = Field(0.3, gt=0, lt=1)
-    split_seed: int = 0
+    split_seed: NonNegativeInt = 0
 
     _files = field_validator("goqa_path", "moralchoice_path", "goqa_test_path")(_existing_file)
 
@@ -144,12 +168,14 @@ class AgentsParams(Section):
     max_test_items: PositiveInt = 40
     description_items: PositiveInt = 12
     samples_per_item: PositiveInt = 2
-    max_retries: int = Field(2, ge=0)
+    max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     answer_tokens: PositiveInt = 160  # prose answers shown in the notebook
     description_tokens: PositiveInt = 512
     rewrite_tokens: PositiveInt = 320
     capability_items: PositiveInt = 40  # MoralChoice low-ambiguity items for every grounded adapter
     sft: TrainRecipe = TrainRecipe()  # the grounded agents' SFT (trl SFTConfig keys)
+
+    _once = field_validator("countries", "kinds")(_unique)
 
 
 class TopicsParams(Section):
@@ -163,11 +189,23 @@ class TopicsParams(Section):
 
     _file = field_validator("path")(_existing_file)
 
+    @model_validator(mode="after")
+    def _file_has_path(self):
+        if self.source == "file" and self.path is None:
+            raise ValueError("source file needs path: a JSON or JSONL file of topics; fix: set path, or use goqa or moralchoice")
+        return self
+
 
 class UtilityWeightsParams(Section):
     alpha: float = Field(0.5, ge=0)
     beta: float = Field(0.3, ge=0)
     gamma: float = Field(0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self):
+        if self.alpha + self.beta + self.gamma == 0:
+            raise ValueError("alpha, beta and gamma are all 0, so every guideline scores the same; give one a weight above 0")
+        return self
 
 
 class NegotiationParams(Section):
@@ -186,7 +224,7 @@ class NegotiationParams(Section):
     n_innovative: int = Field(1, ge=0)
     temperature_low: float = Field(0.6, ge=0)
     temperature_high: float = Field(0.8, ge=0)
-    max_retries: int = Field(2, ge=0)
+    max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     # json: one structured reply per guideline; fields: prose first, then title and reason (small models)
     guideline_format: Literal["json", "fields"] = "json"
     turn_tokens: PositiveInt = 256
@@ -201,12 +239,19 @@ class NegotiationParams(Section):
             raise ValueError(f"shard_index {self.shard_index} must be below shard_count {self.shard_count} (0-based)")
         return self
 
+    @model_validator(mode="after")
+    def _temperatures(self):
+        if self.temperature_low > self.temperature_high:
+            raise ValueError(f"temperature_low {self.temperature_low} is above temperature_high {self.temperature_high}; "
+                             "fix: swap them")
+        return self
+
     @field_validator("methods")
     @classmethod
     def _registered_protocols(cls, v: list[str]) -> list[str]:
         from kit.negotiation.protocol import PROTOCOLS
 
-        return [_registered(PROTOCOLS, name) for name in v]
+        return _unique([_registered(PROTOCOLS, name) for name in v])
 
     @field_validator("value_judge")
     @classmethod
@@ -221,6 +266,7 @@ class NegotiationParams(Section):
         for pair in v:
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise ValueError(f"each pair names two different countries, got {pair}")
+        _unique([tuple(sorted(pair)) for pair in v])  # a pair in either order is one pair
         return v
 
 
@@ -251,14 +297,14 @@ class FinetuneParams(TrainRecipe):
     def _registered_trainers(cls, v: list[str]) -> list[str]:
         from kit.train.recipes import TRAINERS
 
-        return [_registered(TRAINERS, name) for name in v]
+        return _unique([_registered(TRAINERS, name) for name in v])
 
     @field_validator("from_methods")
     @classmethod
     def _registered_sources(cls, v: list[str]) -> list[str]:
         from kit.negotiation.protocol import PROTOCOLS
 
-        return [_registered(PROTOCOLS, name) for name in v]
+        return _unique([_registered(PROTOCOLS, name) for name in v])
 
     @model_validator(mode="after")
     def _per_method(self):
@@ -285,7 +331,7 @@ class PaletteParams(Section):
     aggregate_tokens: PositiveInt = 192
     min_words: PositiveInt = 8  # validation: a shorter response or aggregation is dropped
     min_dimensions: int = Field(4, ge=0, le=6)  # validation: a review must cover this many Hofstede dimensions
-    max_retries: int = Field(2, ge=0)
+    max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     # ORPO continent agents and the joint model (paper: λ 0.1, lr 5e-5, 2 epochs); LoRA on the MLP
     # projections only, since an MoE merge copies attention from the base model
     train: TrainRecipe = TrainRecipe(lora={"target_modules": MLP_PROJECTIONS},
@@ -323,7 +369,7 @@ class PaletteParams(Section):
 
         for country in v:
             continent_of(country)
-        return v
+        return _unique(v)
 
     @field_validator("nli")
     @classmethod
@@ -357,7 +403,7 @@ class VisaParams(Section):
     # models too small to write the judge's JSON)
     teacher: str = "llm"
     judge_tokens: PositiveInt = 200
-    max_retries: int = Field(2, ge=0)
+    max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     detector_c: float = Field(1.0, gt=0)  # inverse L2 strength of the per-value logistic regressions
     n_targeted: int = Field(2, ge=1, le=10)  # values each target pushes up or down
     translator_tokens: PositiveInt = 64
@@ -380,6 +426,8 @@ class VisaParams(Section):
     goqa_items: PositiveInt = 50  # held-out GlobalOpinionQA questions per country rewritten toward its values
     culture_countries: list[str] = Field(default_factory=list)  # answers made to speak for these cultures
 
+    _once = field_validator("culture_countries")(_unique)
+
     @field_validator("rewards")
     @classmethod
     def _registered_rewards(cls, v: dict[str, float]) -> dict[str, float]:
@@ -387,7 +435,7 @@ class VisaParams(Section):
 
         for name in v:
             _registered(REWARDS, name)
-        return v
+        return _reward_weights(v)
 
     @field_validator("reward_detector", "eval_detector", "teacher")
     @classmethod
@@ -424,7 +472,7 @@ class SelfPlayParams(Section):
     n_generated: int = Field(12, ge=0)  # dilemmas (with persona pairs) the model is asked to write
     generation_tokens: PositiveInt = 200
     generation_temperature: float = Field(0.9, gt=0)
-    max_retries: int = Field(2, ge=0)
+    max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     n_moralchoice: int = Field(12, ge=0)  # high-ambiguity MoralChoice scenarios, one action per persona
     dedup_cosine: float = Field(0.9, gt=0, le=1)  # a dilemma this close to a kept one is dropped
     test_fraction: float = Field(0.3, gt=0, lt=1)  # dilemmas held out from every training, by id
@@ -464,7 +512,7 @@ class SelfPlayParams(Section):
             _registered(REWARDS, name)
             if name not in ("collective_agency", "joint_solution"):
                 raise ValueError(f"{name!r} is not a self-play reward; use collective_agency and joint_solution")
-        return v
+        return _reward_weights(v)
 
     @field_validator("judge", "eval_judge")
     @classmethod
@@ -499,9 +547,11 @@ class BenchParams(Section):
 
 
 class Params(Section):
-    profile: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    n_boot: PositiveInt = 1000  # bootstrap resamples of every confidence interval
+    # a folder name under runs_dir: it starts with a letter or digit, so "." or ".." cannot leave it
+    profile: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: NonNegativeInt = 0
+    # bootstrap resamples of every confidence interval: fewer than 100 give intervals that move from run to run
+    n_boot: int = Field(1000, ge=100)
     runs_dir: str = "runs"
     model: ModelParams = ModelParams()
     embedder: EmbedderParams = EmbedderParams()
@@ -532,7 +582,10 @@ _HINTS = {
     "greater_than_equal": "use a larger value",
     "less_than_equal": "use a smaller value",
     "literal_error": "use one of the allowed values",
-    "string_pattern_mismatch": "use letters, digits, '-', '_' or '.'",
+    "string_pattern_mismatch": "use a value of the form shown",
+    "finite_number": "use a finite number",
+    "int_parsing": "use a whole number",
+    "float_parsing": "use a number",
 }
 
 
@@ -556,6 +609,7 @@ def validate(values: dict, source: str = "params") -> Params:
     try:
         _check_countries(params, values)
         _check_sources(params, values)
+        _check_kinds(params, values)
         _check_recipes(params, values)
     except ValueError as err:
         raise ParamsError(f"{source}: {err}") from None
@@ -587,11 +641,19 @@ def _check_countries(params: Params, values: dict) -> None:
     if "palette" in values:
         for i, name in enumerate(params.palette.countries):
             label(f"palette.countries[{i}]", name)
+    if built is not None and len(set(built)) < len(built):
+        raise ValueError(f"agents.countries: two names of one country ({params.agents.countries}); name each once")
     if "visa" in values:
         for i, name in enumerate(params.visa.culture_countries):
-            label(f"visa.culture_countries[{i}]", name)
+            key = f"visa.culture_countries[{i}]"
+            # the culture targets are the values read in notebook 01's description of the country
+            resolved = label(key, name)
+            if built is not None and resolved not in built:
+                raise ValueError(f"{key}: {name!r} is not in agents.countries, so notebook 01 describes no culture "
+                                 "for it; fix: add it there or name a country listed there")
     if "negotiation" in values:
         for i, pair in enumerate(params.negotiation.pairs):
+            resolved = []
             for j, name in enumerate(pair):
                 key = f"negotiation.pairs[{i}][{j}]"
                 if built is not None and label(key, name) not in built:
@@ -599,7 +661,18 @@ def _check_countries(params: Params, values: dict) -> None:
                     raise ValueError(f"{key}: {name!r} is not in agents.countries, so notebook 01 builds no agent "
                                      f"for it; closest there: {', '.join(map(repr, close)) or 'none'}; fix: add it to "
                                      "agents.countries or pair countries listed there")
-                label(key, name)
+                resolved.append(label(key, name))
+            if resolved[0] == resolved[1]:
+                raise ValueError(f"negotiation.pairs[{i}]: {pair} name one country ({resolved[0]}), which would "
+                                 "negotiate with itself; fix: pair two different countries")
+
+
+def _check_kinds(params: Params, values: dict) -> None:
+    """The negotiating agents are of a kind notebook 01 builds."""
+    if "agents" in values and "negotiation" in values and params.negotiation.agent_kind not in params.agents.kinds:
+        raise ValueError(f"negotiation.agent_kind: {params.negotiation.agent_kind!r} is not in agents.kinds "
+                         f"{params.agents.kinds}, so notebook 01 builds no such agents; fix: add it there or "
+                         "choose one listed there")
 
 
 def _check_sources(params: Params, values: dict) -> None:
@@ -625,18 +698,59 @@ def training_recipes(params: Params) -> dict[str, tuple[TrainRecipe, list[str], 
 def _check_recipes(params: Params, values: dict) -> None:
     """Training recipes are checked by building their trl and peft configs (imports trl: only for
     the sections given)."""
+    from kit.llm.models import module_names
     from kit.train.recipes import check
+
+    names: list[dict[str, str] | None] = []  # the model's module names, read once and only when a recipe lists some
+
+    def modules() -> dict[str, str] | None:
+        if not names:
+            names.append(module_names(params.model.name, params.model.revision, params.model.trust_remote_code))
+        return names[0]
 
     for where, (recipe, methods, per_method) in training_recipes(params).items():
         if where.partition(".")[0] in values:
-            check(recipe.lora, recipe.trl, methods, per_method, where)
+            check(recipe.lora, recipe.trl, methods, per_method, where, modules)
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2's numbers (``1e-4`` is a float, not the string PyYAML's 1.1
+    rules make it) and duplicate keys an error (PyYAML keeps the last silently)."""
+
+    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (the last would win silently)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    """A params document as the kit reads it (safe, YAML 1.2 numbers, no duplicate keys)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 — _Loader is a SafeLoader
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ParamsError(f"--set {item!r}: expected key=value, e.g. --set model.batch_size=4")
-    return key.split("."), yaml.safe_load(raw)
+    try:
+        return key.split("."), parse_yaml(raw)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise ParamsError(f"--set {item}: the value is not valid YAML ({problem}); fix: quote it, "
+                          f"e.g. --set '{key}=\"{raw}\"'") from None
 
 
 def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Params:
@@ -645,10 +759,12 @@ def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file; fix: pass one of params/tiny.yaml, params/smoke.yaml, params/full.yaml")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = parse_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
+        if isinstance(e, yaml.constructor.ConstructorError) and "twice" in str(e.problem):
+            raise ParamsError(f"{path}: {e.problem}{where}; fix: merge the two into one") from None
         raise ParamsError(f"{path}: not valid YAML{where}; fix: check indentation and quoting there") from None
     if values is None:
         raise ParamsError(f"{path}: file is empty; fix: start from params/smoke.yaml")

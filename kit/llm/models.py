@@ -63,6 +63,29 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     return ResolvedModel(name, f"hub:{name}@{revision or 'main'}", revision)
 
 
+def module_names(name: str, revision: str | None = None, trust_remote_code: bool = False) -> dict[str, str] | None:
+    """The module names of a model and their class names, from its config alone (built on the meta device, no weights read);
+    None when the config is not at hand (a hub id not in the local cache: a check never downloads).
+
+    The registered models are Llamas (SmolLM2's GGUF and the tiny random model), whose names a
+    one-layer Llama config gives without converting or building anything."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+
+    if name in REGISTERED:
+        config = LlamaConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                             num_key_value_heads=1, vocab_size=32)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(name, revision=revision, local_files_only=True,
+                                                trust_remote_code=trust_remote_code)
+        except (OSError, ValueError):
+            return None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return {n: type(m).__name__ for n, m in model.named_modules() if n}
+
+
 def _folder_fingerprint(folder: Path) -> str:
     """Names, sizes and mtimes of a folder's files: cheap for 16 GB checkpoints, changes on rewrite."""
     h = hashlib.sha256()

@@ -32,7 +32,7 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from kit.registry import Registry
 
@@ -150,9 +150,78 @@ def lora_config(lora: dict[str, Any]):
     return LoraConfig(**{**LORA_DEFAULTS, **lora})
 
 
+# trl/TrainingArguments keys whose value must be above 0 (a 0 or negative one trains nothing, or backwards)
+_POSITIVE = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
+             "max_length", "max_completion_length")
+
+
+def _check_types(config_cls: type, given: dict[str, Any], where: str) -> None:
+    """A value of the type its field's default has: the configs do not check, so ``learning_rate: "1e-4"``
+    (a string) would fail only inside the optimiser."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
+    for key, value in given.items():
+        default = defaults.get(key, dataclasses.MISSING)
+        if value is None:
+            continue  # an optional setting left unset; the config rejects None where it needs a value
+        if isinstance(default, bool):
+            ok = isinstance(value, bool) or (key == "bf16" and value == "auto")
+        elif isinstance(default, (int, float)) and default is not None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            continue
+        if not ok:
+            example = value if isinstance(value, str) and _is_number(value) else repr(default)
+            raise ValueError(f"{where}.trl.{key}: {value!r} is a {type(value).__name__}, not a "
+                             f"{type(default).__name__}; fix: write it unquoted, e.g. {key}: {example}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_ranges(config, where: str, method: str) -> None:
+    for key in _POSITIVE:
+        value = getattr(config, key, None)
+        if value is not None and value <= 0:
+            raise ValueError(f"{where}.trl.{key}: {value} ({method}); fix: use a value above 0")
+    if config.max_steps <= 0 and config.num_train_epochs <= 0:
+        raise ValueError(f"{where}.trl.num_train_epochs: {config.num_train_epochs} ({method}) trains no step; "
+                         "fix: use a value above 0 (or set max_steps)")
+
+
+def _check_lora(lora: dict[str, Any], where: str, modules: Callable[[], dict[str, str] | None] | None) -> None:
+    r, alpha, dropout = lora.get("r", 1), lora.get("lora_alpha", 1), lora.get("lora_dropout", 0)
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise ValueError(f"{where}.lora.r: {r!r}; fix: a whole number ≥ 1 (8, 16, …)")
+    if not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ValueError(f"{where}.lora.lora_alpha: {alpha!r}; fix: a number above 0 (often 2 r)")
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"{where}.lora.lora_dropout: {dropout!r}; fix: a number in [0, 1)")
+    targets = lora.get("target_modules")
+    if not isinstance(targets, list) or modules is None:
+        return  # "all-linear" or a regex: peft matches them itself
+    names = modules()
+    if names is None:
+        return
+    for key in targets:
+        # peft's rule: a module is targeted when its full name is the key or ends with "." + key
+        if not any(n == key or n.endswith("." + key) for n in names):
+            leaves = sorted({n.rpartition(".")[2] for n, kind in names.items() if kind == "Linear"})
+            raise ValueError(f"{where}.lora.target_modules: the model has no module {key!r}; fix: use its module "
+                             f"names ({', '.join(leaves[:12])}) or 'all-linear'")
+
+
 def check(lora: dict[str, Any], trl: dict[str, Any], methods: list[str], per_method: dict[str, dict[str, Any]],
-          where: str) -> None:
-    """Raise ValueError naming the first key of a recipe its libraries reject, by building every config."""
+          where: str, modules: Callable[[], dict[str, str] | None] | None = None) -> None:
+    """Raise ValueError naming the first key of a recipe its libraries reject, by building every config.
+
+    ``modules`` gives the model's module names and classes (None where its config is not at hand), against which a
+    list of LoRA ``target_modules`` is checked.
+    """
     from peft import LoraConfig
 
     lora_fields = _fields(LoraConfig)
@@ -160,6 +229,7 @@ def check(lora: dict[str, Any], trl: dict[str, Any], methods: list[str], per_met
         if key not in lora_fields:
             raise ValueError(f"{where}.lora.{key}: not a peft LoraConfig key; fix: use a LoraConfig field "
                              "(r, lora_alpha, lora_dropout, target_modules, …)")
+    _check_lora(lora, where, modules)
     known = {m: _fields(TRAINERS.get(m).load()[1]) for m in methods}
     for key in trl:
         if not any(key in fields for fields in known.values()):
@@ -179,10 +249,12 @@ def check(lora: dict[str, Any], trl: dict[str, Any], methods: list[str], per_met
         except (TypeError, ValueError) as e:
             raise ValueError(f"{where}.lora: {e}") from None
         for method in methods:
+            _check_types(TRAINERS.get(method).load()[1], {**trl, **per_method.get(method, {})}, where)
             try:
                 with warnings.catch_warnings():
                     # gradient_checkpointing is an accepted alias on newer transformers (see the docstring)
                     warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated")
-                    training_config(method, trl, per_method.get(method, {}), tmp, 0, has_eval=False)
+                    config = training_config(method, trl, per_method.get(method, {}), tmp, 0, has_eval=False)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{where}.trl ({method}): {str(e).splitlines()[0]}") from None
+            _check_ranges(config, where, method)
