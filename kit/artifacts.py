@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from kit import paths
+from kit import paths, secrets
 from kit.cache import cache_key
 from kit.files import atomic_write_json, read_json, sha256_file
 
@@ -64,7 +64,8 @@ def changed(stored: Mapping[str, Any], parts: Mapping[str, Any], prefix: str = "
 
 def stamp(path: str | os.PathLike, parts: Mapping[str, Any], **extra: Any) -> None:
     """Store the fingerprint of ``parts`` (and any ``extra`` fields) at ``path``."""
-    atomic_write_json(path, {"fingerprint": fingerprint(parts), "parts": parts, **extra})
+    # the fingerprint is of the real parts; what is stored for reading is redacted
+    atomic_write_json(path, {"fingerprint": fingerprint(parts), "parts": secrets.redact(parts), **extra})
 
 
 def stale(path: str | os.PathLike, parts: Mapping[str, Any]) -> str | None:
@@ -74,7 +75,7 @@ def stale(path: str | os.PathLike, parts: Mapping[str, Any]) -> str | None:
         return "nothing stored"
     if stored.get("fingerprint") == fingerprint(parts):
         return None
-    keys = changed(stored.get("parts", {}), json.loads(json.dumps(parts, default=str)))
+    keys = changed(stored.get("parts", {}), secrets.redact(json.loads(json.dumps(parts, default=str))))
     return "changed: " + (", ".join(keys[:6]) + (" …" if len(keys) > 6 else "") if keys else "format")
 
 

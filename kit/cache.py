@@ -23,6 +23,19 @@ def cache_key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 
+class CacheUnavailable(RuntimeError):
+    """The cache file is sound but cannot be used now (locked, read-only, disk full, a network file system)."""
+
+
+def _damaged(e: sqlite3.DatabaseError) -> bool:
+    """SQLite says the file itself is damaged (not a database, or a malformed image), as opposed to a lock
+    or a disk that refuses the write, where the file is fine and must not be moved aside."""
+    name = getattr(e, "sqlite_errorname", "")
+    if name:
+        return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+    return "malformed" in str(e) or "not a database" in str(e)
+
+
 class Cache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -30,7 +43,11 @@ class Cache:
         self.hits = self.misses = self.corrupt = 0
         try:
             self._db = self._open()
-        except sqlite3.DatabaseError as e:  # the whole file is damaged: keep it for inspection, start anew
+        except sqlite3.DatabaseError as e:
+            if not _damaged(e):
+                raise CacheUnavailable(f"cache {self.path}: {e}; the file is left as it is. Fix: free disk space, make "
+                                       "its folder writable, or wait for the process holding it") from None
+            # the whole file is damaged: keep it for inspection, start anew
             aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
             log.warning("cache %s is unreadable (%s); moved to %s and starting empty", self.path, e, aside)
             self.path.rename(aside)

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from kit import lock
 from kit.bench import BENCHES
 from kit.config import ParamsError, load_params
 
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from kit.report import write
 
+            lock.hold(params.run_dir)
             page = write(params)
             print(f"report: {page}\nboards (CSV): {page.parent}")
             return 0
@@ -85,3 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except lock.RunFolderBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from kit import paths
+from kit import paths, secrets
 
 
 class ParamsError(ValueError):
@@ -602,6 +602,10 @@ def _one_line(err: ValidationError, source: str) -> str:
 
 
 def validate(values: dict, source: str = "params") -> Params:
+    if isinstance(values, dict) and (key := secrets.find(values)) is not None:
+        raise ParamsError(f"{source}: {key}: a credential in params would be copied into the manifest, training "
+                          "stamps and executed notebooks; fix: remove it and set HF_TOKEN in the environment "
+                          "(huggingface_hub reads it)")
     try:
         params = Params.model_validate(values)
     except ValidationError as err:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from kit import paths
+from kit import lock, paths
 from kit.config import PARAMS_ENV, Params
 
 KERNEL = "agora-kit"
@@ -92,6 +92,7 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     from kit.runs import write_manifest
 
     selected = notebooks(only)
+    lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it
     kernel = ensure_kernel()
     out_dir = params.run_dir / "notebooks"
     print(f"profile {params.profile}: {len(selected)} notebook(s) -> {out_dir}", flush=True)

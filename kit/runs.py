@@ -26,6 +26,7 @@ import sys
 from pathlib import Path, PurePath
 from typing import Iterable, Iterator
 
+from kit import secrets
 from kit.files import atomic_write_json, atomic_write_text, json_default, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ def package_versions(names: Iterable[str] = MANIFEST_PACKAGES) -> dict[str, str 
 
 
 def _is_output(rel: PurePath) -> bool:
-    if rel.as_posix() == MANIFEST or rel.name.endswith(_SKIP_SUFFIXES):
+    if rel.as_posix() in (MANIFEST, ".lock") or rel.name.endswith(_SKIP_SUFFIXES):  # .lock: kit/lock.py
         return False
     return not any(part in _SKIP_DIRS for part in rel.parts[:-1])
 
@@ -311,7 +312,7 @@ def write_manifest(
         "platform": platform.platform(),
         "executable": sys.executable,
         "packages": package_versions(),
-        "params": params,
+        "params": secrets.redact(params),
         "seeds": seeds,
         "extra": extra,
         "outputs": list_outputs(run_dir),

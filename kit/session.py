@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from kit import cost, paths
+from kit import cost, lock, paths
 from kit.cache import Cache
 from kit.config import Params
 from kit.files import atomic_write_json, atomic_write_text, json_default
@@ -29,6 +29,7 @@ class Session:
         self.params = params
         self.run_dir = params.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock.hold(self.run_dir)  # one writer per run folder (kit/lock.py)
         self._started = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.costs: list[dict] = []  # every timed stage's calls, tokens, seconds and peak memory

@@ -60,6 +60,8 @@ SET = {
     "palette_country": (["palette.countries=[Mexico]"], "palette.countries: 'Mexico' is not a Cultural Palette country"),
     "visa_culture_not_agent": (["visa.culture_countries=[Japan]"], "visa.culture_countries[0]: 'Japan' is not in agents.countries"),
     "kind_not_built": (["agents.kinds=[vanilla, prompted]"], "negotiation.agent_kind: 'described' is not in agents.kinds"),
+    # credentials belong in the environment, not in files the kit copies everywhere
+    "hub_token": (["finetune.trl.hub_token=hf_abcdefghijklmnop"], "finetune.trl.hub_token: a credential in params"),
     # the command line itself
     "set_not_yaml": (["model.name=[oops"], "--set model.name=[oops: the value is not valid YAML"),
     "set_without_equals": (["model.batch_size"], "expected key=value"),

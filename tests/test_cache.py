@@ -124,3 +124,15 @@ def test_unreadable_cache_file_is_set_aside(tmp_path):
     cache = Cache(path)
     assert len(cache) == 0
     assert list(tmp_path.glob("c.corrupt-*"))
+
+
+def test_a_cache_that_cannot_be_opened_is_an_error_not_corruption(tmp_path):
+    """Only a damaged file is set aside; one SQLite cannot open (here a folder in its place, as a lock
+    or a read-only disk would) stays where it is, and the error says what to fix in one line."""
+    from kit.cache import CacheUnavailable
+
+    path = tmp_path / "c.sqlite"
+    path.mkdir()
+    with pytest.raises(CacheUnavailable, match="left as it is") as err:
+        Cache(path)
+    assert "\n" not in str(err.value) and path.is_dir() and not list(tmp_path.glob("c.corrupt-*"))

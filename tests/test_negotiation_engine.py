@@ -554,3 +554,26 @@ def test_fields_format_builds_guidelines_from_plain_prose(embedder):
     assert trace["initial"][0]["guideline"]["title"] == "Keep Promises"
     assert trace["initial"][0]["guideline"]["description"].startswith("Protect the weak")
     assert trace["settings"]["guideline_format"] == "fields"
+
+
+def test_a_failing_job_leaves_its_siblings_finished_and_stored():
+    """One program raising mid-step does not lose the others: they finish, reach on_finish, and the
+    error is raised once they are done, naming how many jobs failed."""
+    from kit.engine.jobs import ask
+    from kit.llm.base import ChatRequest, GenParams
+
+    def program(i: int):
+        for turn in range(3):
+            [text] = yield from ask([(ChatRequest([{"role": "user", "content": f"job {i} turn {turn}"}]),
+                                      GenParams(max_new_tokens=4))])
+            if i == 1 and turn == 1:
+                raise KeyError("a bug in job 1")
+        return f"done {i}"
+
+    stored: list[str] = []
+    jobs = [Job(f"j{i}", program(i)) for i in range(3)]
+    with pytest.raises(KeyError, match="a bug in job 1") as err:
+        run_jobs(jobs, FakeBackend(), on_finish=lambda done: stored.extend(j.result for j in done))
+    assert sorted(stored) == ["done 0", "done 2"]
+    assert isinstance(jobs[1].error, KeyError) and jobs[1].done and jobs[1].result is None
+    assert any("1 of 3 jobs failed (j1)" in note for note in err.value.__notes__)

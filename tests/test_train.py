@@ -194,8 +194,14 @@ def test_finished_runs_drop_checkpoints_failed_ones_resume_and_fingerprints_deci
     assert (tmp_path / "checkpoint-1").is_dir()  # a failed run keeps its checkpoints for the resume
     assert json.loads((tmp_path / "fingerprint.json").read_text())["finished"] is False
     monkeypatch.setattr(trainers, "_meter", meter)
+    # a newer checkpoint half-written by a kill: its state cut short, its weights a stub
+    broken = tmp_path / "checkpoint-10"
+    broken.mkdir()
+    (broken / "trainer_state.json").write_text('{"global_step": 1')
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00" * 8)
 
     done = train("orpo", pref[:2], [], "tiny-random", tmp_path, two_steps)
+    assert not broken.exists()
     assert done.resumed_from.endswith("checkpoint-1") and done.global_step == 2 and len(done.step_seconds) == 1
     assert not list(tmp_path.glob("checkpoint-*"))  # optimizer state gone; the adapter stays
     assert (done.adapter_dir / "adapter_model.safetensors").is_file()
@@ -215,6 +221,12 @@ def test_bad_inputs(pref, tmp_path):
         train("ppo", pref, [], "tiny-random", tmp_path, CFG)
     with pytest.raises(ValueError, match="no training records"):
         train("dpo", [], [], "tiny-random", tmp_path, CFG)
+    mine = tmp_path / "mine"  # a folder the kit did not make is never cleared for a run
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds files the kit did not write"):
+        train("dpo", pref, [], "tiny-random", mine, CFG)
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 # --- CLI, speed, accelerate configs -------------------------------------------------------------
@@ -372,3 +384,29 @@ def test_sources_train_on_equal_sets_and_consultancy_is_not_filtered_as_unconver
     # an empty source stays empty and does not empty the others
     empty = {**unequal, ("debate", "sft"): ([], [], {})}
     assert len(equalise_sources(empty, 0)[("ncn", "sft")][0]) == 4
+
+
+def test_resume_takes_the_newest_complete_checkpoint(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from kit.train.trainers import last_complete_checkpoint
+
+    def checkpoint(step: int, state: str | None = '{"global_step": 1}', weights: bool = True):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+        if weights:
+            save_file({"w": torch.zeros(2)}, str(folder / "adapter_model.safetensors"))
+        return folder
+
+    assert last_complete_checkpoint(tmp_path) is None
+    two, nine = checkpoint(2), checkpoint(9)  # 9 < 10 although "checkpoint-9" > "checkpoint-10" as text
+    checkpoint(10, state='{"global_step"')  # cut short by a kill
+    checkpoint(11, weights=False)
+    checkpoint(12, state=None)
+    assert last_complete_checkpoint(tmp_path) == nine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-9"]
+    (nine / "adapter_model.safetensors").write_bytes(b"\x00" * 16)  # a full disk's stub
+    assert last_complete_checkpoint(tmp_path) == two

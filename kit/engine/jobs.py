@@ -86,7 +86,8 @@ class Job:
     ``position`` is ``(new steps so far, re-asks of the latest)`` of the pending need. Jobs that
     started together and sit at the same position are at the same point of their script, so
     their requests share ``GenParams`` (when seeds come from the step, not the job) and batch
-    together. ``result`` is what the program returned, once ``done``.
+    together. ``result`` is what the program returned, once ``done``; ``error`` the exception it raised
+    instead (the job is then done, and the jobs stepped with it go on).
     """
 
     def __init__(self, id: str, program: Program):
@@ -94,6 +95,7 @@ class Job:
         self._program = program
         self._need: Need | None = None
         self.result: Any = None
+        self.error: Exception | None = None
         self.done = False
         self.position = (0, 0)
         self._resume(lambda: next(program))
@@ -118,6 +120,9 @@ class Job:
             self._need = run()
         except StopIteration as stop:
             self._need, self.result, self.done = None, stop.value, True
+            return
+        except Exception as e:  # noqa: BLE001 — this job's fault; kept on the job, raised once its siblings are done
+            self._need, self.error, self.done = None, e, True
             return
         steps, _ = self.position
         self.position = (steps, self._need.retry) if self._need.retry else (steps + 1, 0)

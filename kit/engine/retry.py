@@ -41,6 +41,16 @@ class Parsed(Generic[T]):
         return self.attempts - len(self.rejected) - (self.value is not None)
 
 
+def read(parse: Callable[[str], T | None], text: str) -> T | None:
+    """``parse(text)``, or None when the parser raises: model text that breaks a parser is unreadable
+    text, re-asked and then recorded, never a crash (a reply of 1,000 ``[`` makes json recurse past
+    Python's limit)."""
+    try:
+        return parse(text)
+    except Exception:  # noqa: BLE001 — whatever the text does to the parser, the text is at fault
+        return None
+
+
 def ask_parsed(makers: Sequence[Maker], parse: Callable[[str], T | None], max_retries: int,
                check: Check | None = None) -> Generator[Need, Reply, list[Parsed[T]]]:
     """Generate for every maker, parse, check, and re-ask the failures (only those, one step per attempt).
@@ -62,7 +72,7 @@ def ask_parsed(makers: Sequence[Maker], parse: Callable[[str], T | None], max_re
         parsed: list[tuple[int, T]] = []
         for i, text in zip(todo, texts):
             raws[i].append(text)
-            value = parse(text)
+            value = read(parse, text)
             if value is not None:
                 parsed.append((i, value))
         accepted = (yield from check(parsed, attempt)) if check and parsed else [True] * len(parsed)

@@ -110,13 +110,24 @@ def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = 
 
 def run_jobs(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = None,
              on_finish: Callable[[list[Job]], None] | None = None, models: Mapping[str, Backend] | None = None) -> int:
-    """Step all jobs until all are done; ``on_finish(jobs)`` after each step that finished some. Returns the steps."""
+    """Step all jobs until all are done; ``on_finish(jobs)`` after each step that finished some. Returns the steps.
+
+    A job whose program raises is done with its ``error``; the others run on and are handed to
+    ``on_finish`` as usual (so they are stored), and the first error is raised at the end, naming how
+    many jobs failed. A rerun then finds the finished ones stored and runs only the failed ones.
+    """
     steps = 0
     while any(not job.done for job in jobs):
-        finished = step(jobs, backend, embedder, models)
+        finished = [job for job in step(jobs, backend, embedder, models) if job.error is None]
         steps += 1
         if finished and on_finish is not None:
             on_finish(finished)
+    failed = [job for job in jobs if job.error is not None]
+    if failed:
+        error = failed[0].error
+        error.add_note(f"job {failed[0].id} raised this; {len(failed)} of {len(jobs)} jobs failed "
+                       f"({', '.join(j.id for j in failed[:5])}{' …' if len(failed) > 5 else ''}), the others finished")
+        raise error
     return steps
 
 

@@ -115,16 +115,27 @@ def _json_values(text: str) -> Iterator[Any]:
     while (match := _JSON_START.search(text, position)) is not None:
         try:
             value, position = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
             position = match.start() + 1
             continue
-        yield value
+        if _depth_ok(value):
+            yield value
+
+
+def _depth_ok(value: Any, limit: int = 64) -> bool:
+    """Nested no deeper than ``limit`` (the walkers below recurse; no guideline is nested that deep)."""
+    level = [value]
+    for _ in range(limit):
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ())]
+        if not level:
+            return True
+    return False
 
 
 def _is_json(text: str) -> bool:
     try:
         json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return False
     return True
 

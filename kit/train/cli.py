@@ -21,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from kit import lock
 from kit.config import Params, ParamsError, load_params
 from kit.files import read_jsonl
 
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         params = load_params(args.params, args.set)
+        lock.hold(args.output or params.run_dir)
         if args.palette:
             adapters = palette_agents(args.method, params, args.data, args.output)
         else:
@@ -133,5 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except lock.RunFolderBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print("\n".join(map(str, adapters)))
     return 0

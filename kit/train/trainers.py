@@ -16,8 +16,10 @@ trl, peft and transformers are imported only when a trainer runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import shutil
 import time
 import warnings
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from kit import artifacts
+from kit import artifacts, secrets
 from kit.cache import cache_key
 from kit.files import atomic_write_json, read_json
 from kit.train.recipes import TRAINERS, lora_config, resolve_precision, training_config
@@ -171,8 +173,6 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     checkpoint of another recipe or data set is ever resumed. A finished run keeps its adapter and
     deletes its checkpoints (optimizer state included); a failed one keeps them for the resume.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     spec = TRAINERS.get(method)
     if not train_records:
         raise ValueError(f"{method}: no training records; check the data funnel counts")
@@ -187,6 +187,9 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
         log.info("%s: reusing the finished adapter in %s", method, adapter_dir)
         return _finished(output_dir)
     if reason is not None and output_dir.is_dir() and any(output_dir.iterdir()):
+        if not stamp_path.is_file():  # not a folder the kit made: never delete what someone else put there
+            raise ValueError(f"{method}: {output_dir} holds files the kit did not write (no {FINGERPRINT}); fix: "
+                             "train into an empty or new folder")
         log.warning("%s: %s holds a run of other inputs (%s); starting over", method, output_dir, reason)
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +200,8 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     trainer_cls, _ = spec.load()
     resolved, tok, model = _load(base_model, args.bf16)
     meter = _meter()
-    last = get_last_checkpoint(str(output_dir))
+    found = last_complete_checkpoint(output_dir)
+    last = str(found) if found else None
     if last:
         log.info("%s: resuming from %s", method, last)
     with warnings.catch_warnings():
@@ -215,7 +219,7 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
                               eval_dataset=_dataset(eval_records, method) if eval_records else None,
                               callbacks=[meter])
         start = time.perf_counter()
-        trainer.train(resume_from_checkpoint=True if last else None)
+        trainer.train(resume_from_checkpoint=last)
         seconds = time.perf_counter() - start
 
     diverged = diverged_at(trainer.state.log_history)
@@ -229,18 +233,48 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     history = list(trainer.state.log_history)
     if trainer.is_world_process_zero():
         atomic_write_json(output_dir / "log_history.json", history)
-        atomic_write_json(output_dir / "train_config.json", {
+        atomic_write_json(output_dir / "train_config.json", secrets.redact({
             "method": method, "base_model": base_model, "base_identity": resolved.identity, "seed": seed,
             "lora": recipe.lora, "trl": recipe.trl, "per_method": per_method, "args": args.to_dict(),
             "n_train": len(train_records), "n_eval": len(eval_records),
             "global_step": trainer.state.global_step, "resumed_from": last, "versions": _versions(),
-        })
+        }))
         for checkpoint in output_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
         artifacts.stamp(stamp_path, parts, finished=True)
     return TrainResult(adapter_dir=adapter_dir, log_history=history, train_tokens=round(epoch_tokens * epochs_done),
                        seconds=seconds, global_step=trainer.state.global_step, resumed_from=last,
                        step_seconds=tuple(meter.step_seconds))
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` a resume can load: trainer state that parses and weights whose
+    safetensors header reads. A newer one that fails (half-written by a kill or a full disk) is
+    deleted, so neither this resume nor the trainer's checkpoint rotation trips over it."""
+    from safetensors import safe_open
+
+    def step(path: Path) -> int:
+        tail = path.name.removeprefix("checkpoint-")
+        return int(tail) if tail.isdigit() else -1
+
+    for checkpoint in sorted(Path(output_dir).glob("checkpoint-*"), key=step, reverse=True):
+        if step(checkpoint) < 0 or not checkpoint.is_dir():
+            continue
+        weights = [checkpoint / n for n in ("adapter_model.safetensors", "model.safetensors") if (checkpoint / n).is_file()]
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            if not weights:
+                raise OSError("no weights")
+            with safe_open(str(weights[0]), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 — whatever is wrong with it, it cannot be resumed
+            log.warning("%s: incomplete checkpoint (%s); deleting it and resuming from an earlier one", checkpoint,
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            if os.environ.get("RANK", "0") == "0":  # under accelerate launch, one rank deletes
+                shutil.rmtree(checkpoint, ignore_errors=True)
+            continue
+        return checkpoint
+    return None
 
 
 def reward_history(adapter_dir: Path):

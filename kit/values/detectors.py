@@ -106,9 +106,10 @@ def first_json(text: str, read: Callable[[dict], T | None]) -> T | None:
     for match in re.finditer(r"\{", text):
         try:
             obj, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
+            value = read(obj) if isinstance(obj, dict) else None
+        except (ValueError, TypeError, RecursionError):  # not JSON, too deep, or not of the shape read expects
             continue
-        if isinstance(obj, dict) and (value := read(obj)) is not None:
+        if value is not None:
             return value
     return None
 

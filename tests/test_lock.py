@@ -1,0 +1,76 @@
+"""One writer per run folder: a second process gets one line naming the holder, a dead holder frees it."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import ROOT
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from kit import lock
+    lock.hold(sys.argv[1])
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def _holder(folder):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "--as", "notebook 04"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _params(tmp_path, goqa):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"profile: t\nruns_dir: {tmp_path / 'runs'}\nmodel: {{name: tiny-random}}\n"
+                    f"data: {{goqa_path: {goqa}}}\n")
+    return path
+
+
+def test_second_process_is_refused_until_the_holder_dies(tmp_path, shared_data):
+    folder = tmp_path / "runs" / "t"
+    proc = _holder(folder)
+    try:
+        params = _params(tmp_path, shared_data / "globalopinionqa" / "dev.json")
+        env = {k: v for k, v in os.environ.items() if k != "AGORA_RUN_LOCK"}
+        for command in (["run", str(params), "--only", "00"], ["report", str(params)]):
+            out = subprocess.run([sys.executable, "-m", "kit", *command], cwd=ROOT, capture_output=True, text=True,
+                                 env=env, timeout=120)
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == 1 and len(lines) == 1, out.stderr
+            assert f"in use by PID {proc.pid} (-c {folder} --as notebook 04)" in lines[0]
+        trained = subprocess.run([sys.executable, "-m", "kit", "train", "dpo", "--params", str(params)], cwd=ROOT,
+                                 capture_output=True, text=True, env=env, timeout=120)
+        assert trained.returncode == 1 and f"PID {proc.pid}" in trained.stderr
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # kill -9 leaves no lock behind: the next process takes it
+    again = _holder(folder)
+    again.kill()
+    again.wait()
+
+
+def test_children_inherit_the_lock_and_one_process_holds_it_once(tmp_path):
+    from kit import lock
+
+    folder = tmp_path / "run"
+    lock.hold(folder)
+    try:
+        lock.hold(folder)  # the same process again: a no-op
+        child = subprocess.run([sys.executable, "-c", "import sys; from kit import lock; lock.hold(sys.argv[1])",
+                                str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert child.returncode == 0, child.stderr  # a kernel started by the holder writes under its lock
+        stranger = subprocess.run([sys.executable, "-c", "import sys; from kit import lock; lock.hold(sys.argv[1])",
+                                   str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                  env={k: v for k, v in os.environ.items() if k != lock.ENV})
+        assert stranger.returncode != 0 and "RunFolderBusy" in stranger.stderr
+    finally:
+        lock.release(folder)
+    assert lock.ENV not in os.environ or str(folder.resolve()) not in os.environ[lock.ENV]
