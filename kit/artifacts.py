@@ -6,6 +6,12 @@ prompts, the split, the section's settings, the seed) beside them, as ``{"finger
 A rerun compares: on a match the artifact is reused; otherwise it is rebuilt and one log line says
 which parts changed. Model outputs come from the content-addressed cache, so rebuilding an
 artifact whose requests did not change costs no model call.
+
+What one notebook hands to a later one (stored agents, the palette's models, trained adapters) and
+every notebook's metrics carry :func:`made_by`: the params sections the notebook was given, with
+the model's identity (revision and local weights included). A reader compares the sections both
+notebooks were given (:func:`made_by_changes`): a hand-off from other params stops with one line
+(:func:`check_made_by`), and the boards mark such a unit's rows ``stale``.
 """
 
 from __future__ import annotations
@@ -88,6 +94,87 @@ def reusable(path: str | os.PathLike, parts: Mapping[str, Any], what: str) -> bo
     if Path(path).exists():
         log.warning("%s was made from other inputs (%s); rebuilding it", what, reason)
     return False
+
+
+# Where a run goes, not what it makes; and the raw model section, whose identity and numerics
+# ``model_parts`` states (its batch size or thread count change no artifact).
+_NOT_MADE_BY = ("profile", "runs_dir", "model")
+
+
+def made_by(params, sections=None) -> dict[str, Any]:
+    """The params a notebook ran with, redacted: the sections it was given (``sections``, by default
+    those set in ``params``) and ``model`` as :func:`model_parts` states it."""
+    names = sorted(params.model_fields_set if sections is None else sections)
+    dump = params.model_dump(mode="json")
+    return secrets.redact({**{k: dump[k] for k in names if k not in _NOT_MADE_BY}, "model": model_parts(params.model)})
+
+
+def made_by_changes(stored: Mapping[str, Any], params, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys of the sections both ``stored`` (a :func:`made_by`) and ``params`` hold that differ,
+    leaving out ``ignore`` (dotted prefixes of keys that change nothing the reader uses)."""
+    current = made_by(params)
+    common = sorted(set(stored) & set(current))
+    keys = changed({k: stored[k] for k in common}, {k: current[k] for k in common})
+    return [k for k in keys if not any(k == i or k.startswith(i + ".") for i in ignore)]
+
+
+class StaleArtifact(ValueError):
+    """A stored hand-off was made with other params than the reader's: one line, naming them."""
+
+
+def check_made_by(stored: Mapping[str, Any] | None, params, what: str, rerun: str,
+                  ignore: tuple[str, ...] = ()) -> None:
+    """Stop when ``what`` was made with other params than ``params`` (sections both hold); ``rerun``
+    names the notebook that makes it."""
+    if stored is None:
+        raise StaleArtifact(f"{what} records no params it was made with (made by an older kit): rerun {rerun}")
+    keys = made_by_changes(stored, params, ignore)
+    if keys:
+        shown = ", ".join(keys[:6]) + (" …" if len(keys) > 6 else "")
+        raise StaleArtifact(f"{what} was made with other params ({shown} changed): rerun {rerun} with these "
+                            "params, or go back to the ones that made it")
+
+
+def content(folder: str | os.PathLike) -> str:
+    """What a model folder holds, as 16 hex digits: a PEFT adapter's bytes, a full model's file
+    names, sizes and mtimes (cheap for large checkpoints, changed by any rewrite)."""
+    from kit.llm.models import _folder_fingerprint, adapter_fingerprint
+
+    folder = Path(folder)
+    return adapter_fingerprint(str(folder)) if (folder / "adapter_config.json").is_file() else _folder_fingerprint(folder)
+
+
+def hand_off(path: str | os.PathLike, params, models: Mapping[str, str | os.PathLike | None], **extra: Any) -> Path:
+    """Store, for later notebooks, the model folders a notebook made (``None``: none of that name, e.g. the
+    base model), each with its :func:`content`, and the params it ran with (:func:`made_by`)."""
+    from kit.files import atomic_write_json
+
+    path = Path(path)
+    rows = {name: None if f is None else {"folder": os.path.relpath(Path(f).resolve(), path.parent.resolve()),
+                                          "content": content(f)} for name, f in models.items()}
+    return atomic_write_json(path, {"models": rows, "made_by": made_by(params), **extra})
+
+
+def take_over(path: str | os.PathLike, params, what: str, rerun: str,
+              ignore: tuple[str, ...] = ()) -> tuple[dict[str, str | None], dict[str, Any]]:
+    """(model folders by name, the whole stored record) of a :func:`hand_off`, after checking it was made
+    with these params and that no folder changed on disk since; otherwise one line naming what differs."""
+    path = Path(path)
+    stored = read_json(path)
+    if stored is None:
+        raise StaleArtifact(f"no {what} recorded in {path}: run {rerun} with this profile first")
+    check_made_by(stored.get("made_by"), params, what, rerun, ignore)
+    folders = {}
+    for name, row in stored["models"].items():
+        folder = None if row is None else str((path.parent / row["folder"]).resolve())
+        try:
+            moved = folder is not None and content(folder) != row["content"]
+        except (FileNotFoundError, NotADirectoryError):
+            moved = True
+        if moved:
+            raise StaleArtifact(f"{what}: {folder} changed on disk since {rerun} recorded it: rerun {rerun}")
+        folders[name] = folder
+    return folders, stored
 
 
 def read_stamp(path: str | os.PathLike) -> dict[str, Any]:

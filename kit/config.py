@@ -94,6 +94,13 @@ class ModelParams(Section):
     max_model_len: PositiveInt | None = None
     max_lora_rank: PositiveInt = 64
 
+    @property
+    def ref(self) -> str:
+        """The model as training takes it, its revision kept (``kit.llm.models.model_ref``)."""
+        from kit.llm.models import model_ref
+
+        return model_ref(self.name, self.revision)
+
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:

@@ -19,6 +19,9 @@ Cost columns come from the units' metrics (``cost.rows``, :mod:`kit.cost`): a ro
 method's units (notebooks of the same decade) spent under its name — training or building it,
 generating its data, and scoring it. Shared work (loading models, data both rows use) is in each
 unit's session cost, not in a row's. A unit that has not run shows as ``not run``, never as a gap.
+
+A unit whose metrics were made with other params than the board's (``kit.artifacts.made_by``, on the
+sections both were given) keeps its rows, and their ``stale`` column names the keys that changed.
 """
 
 from __future__ import annotations
@@ -260,11 +263,27 @@ class Boards:
                 "consensus": self.consensus, "capability": self.capability}
 
 
+def stale_units(stored: Stored, params) -> dict[str, str]:
+    """Notebook -> the params keys (dotted) its metrics were made with that differ from ``params``."""
+    from kit.artifacts import made_by_changes
+
+    out = {}
+    for nb, metrics in stored.metrics.items():
+        keys = made_by_changes(metrics["made_by"], params) if "made_by" in metrics else ["(not recorded)"]
+        if keys:
+            out[nb] = "changed: " + ", ".join(keys[:6]) + (" …" if len(keys) > 6 else "")
+    return out
+
+
 def boards(params, stored: Stored | None = None) -> Boards:
     stored = stored or load(params.run_dir)
     alignment, by_continent = alignment_board(stored, params.data, params.references, params.n_boot, params.seed)
-    return Boards(alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed),
-                  capability_board(stored))
+    tables = [alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed), capability_board(stored)]
+    stale = stale_units(stored, params)
+    for df in tables:
+        if "unit" in df.columns:
+            df.insert(df.columns.get_loc("unit") + 1, "stale", df["unit"].map(stale).fillna(""))
+    return Boards(*tables)
 
 
 def _number(v):
@@ -280,6 +299,8 @@ def key_numbers(b: Boards) -> dict:
 
     absent = {r["unit"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
               if r.get("status") in (NOT_RUN, NO_ROWS)}
+    stale = {r["unit"]: r["stale"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
+             if r.get("stale")}
     return {"alignment": pick(b.alignment, ("status", "s_align", "js_similarity", "diff_vs_best", "verdict",
                                             "coverage", "calls", "seconds")),
             "consensus": pick(b.consensus, ("status", "mean_rel_logppl_change", "mean_d_ratio", "share_improved",
@@ -287,4 +308,4 @@ def key_numbers(b: Boards) -> dict:
                                             "collective_agency", "calls", "seconds")),
             "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
                                               "seconds")),
-            "not_run": sorted(absent)}
+            "not_run": sorted(absent), "stale": dict(sorted(stale.items()))}

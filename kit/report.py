@@ -27,6 +27,7 @@ table { border-collapse: collapse; font-size: 0.82em; margin: 0.6em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; } th { background: #f3f3f3; }
 td:first-child, th:first-child, td.text { text-align: left; }
 tr.notrun td { color: #a33; font-style: italic; } tr.reference td { color: #666; }
+tr.stale td { background: #fff4d6; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
 p.note { color: #555; max-width: 60em; }
 """
@@ -63,6 +64,7 @@ def _table(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         status = str(r.get("status", ""))
         cls = {leaderboard.NOT_RUN: "notrun", leaderboard.NO_ROWS: "notrun", "reference": "reference"}.get(status, "")
+        cls = "stale" if str(r.get("stale", "") or "") else cls
         cells = "".join(f"<td class='text'>{html.escape(str(v))}</td>" if isinstance(v, str) else
                         f"<td>{'' if pd.isna(v) else format(v, '.3f') if isinstance(v, float) else v}</td>"
                         for v in r.tolist())
@@ -74,7 +76,7 @@ def _scalars(metrics: dict) -> pd.DataFrame:
     """A unit's key numbers, flattened one level ("a.b") and without the cost ledger."""
     flat = {}
     for k, v in metrics.items():
-        if k == "cost":
+        if k in ("cost", "made_by"):
             continue
         if isinstance(v, dict):
             flat |= {f"{k}.{kk}": vv for kk, vv in v.items() if not isinstance(vv, (dict, list))}
@@ -91,13 +93,16 @@ def _figure(path: Path) -> str:
 def render(params, b: leaderboard.Boards, stored: leaderboard.Stored) -> str:
     units = [nb.stem for nb in notebooks()]
     session = {u: stored.metrics.get(u, {}).get("cost", {}).get("session", {}) for u in units}
+    stale = leaderboard.stale_units(stored, params)
     status = pd.DataFrame([{"unit": u, "status": "ran" if u in stored.metrics else leaderboard.NOT_RUN,
+                            "stale": stale.get(u, ""),
                             "seconds": session[u].get("seconds"), "peak_rss_gb": session[u].get("peak_rss_gb")}
                            for u in units])
     parts = [f"<h1>Agora run report · {html.escape(params.profile)}</h1>",
              f"<p class='note'>Model {html.escape(params.model.name)}, seed {params.seed}, run folder "
              f"{html.escape(str(params.run_dir))}; written {_dt.datetime.now().isoformat(timespec='seconds')}. "
-             "Every number is read from what the units stored.</p>",
+             "Every number is read from what the units stored; a unit whose metrics were made with other params "
+             "than these is marked stale (highlighted), with the keys that changed.</p>",
              "<h2>Units</h2>", _table(status)]
     for name, df in b.tables().items():
         parts += [f"<h2 id='{name}'>Board: {name.replace('_', ' ')}</h2>", f"<p class='note'>{BOARD_NOTES[name]}</p>"]

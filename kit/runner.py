@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from kit import lock, paths
+from kit import lock, paths, secrets
 from kit.config import PARAMS_ENV, Params
 
 KERNEL = "agora-kit"
@@ -67,6 +67,14 @@ def local_kernel_manager():
     return LocalKernelManager
 
 
+def notebook_values(notebook: Path, params: Params) -> dict:
+    """The sections a notebook's parameters cell names, from ``params``: what papermill injects."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(notebook))
+    return {k: v for k, v in params.sections().items() if k in declared}
+
+
 def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, progress: bool = False) -> float:
     """Execute one notebook with the profile's sections injected; returns seconds taken.
 
@@ -76,8 +84,7 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.update(QUIET_ENV)
     os.environ.pop(PARAMS_ENV, None)  # the injected sections rule a headless run, not a profile file
-    declared = pm.inspect_notebook(str(notebook))  # pass only what its parameters cell names
-    values = {k: v for k, v in params.sections().items() if k in declared}
+    values = notebook_values(notebook, params)
     start = time.perf_counter()
     # The bar (cells done of all, elapsed) is drawn here, on the terminal; the kernel's own bars
     # stay off (QUIET_ENV), so the executed notebook holds no progress output.
@@ -89,7 +96,8 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
 
 
 def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
-    from kit.runs import write_manifest
+    from kit.files import read_json
+    from kit.runs import MANIFEST, write_manifest
 
     selected = notebooks(only)
     lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it
@@ -97,18 +105,26 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     out_dir = params.run_dir / "notebooks"
     print(f"profile {params.profile}: {len(selected)} notebook(s) -> {out_dir}", flush=True)
     status = 0
+    ran: dict[str, dict] = {}  # per notebook: what it ran with, how it ended
     for nb in selected:
+        values = secrets.redact(notebook_values(nb, params))
         try:
             seconds = execute(nb, out_dir / nb.name, params, kernel, progress=True)
             print(f"  {nb.name} done in {seconds:.0f}s", flush=True)
+            ran[nb.stem] = {"status": "ran", "seconds": round(seconds, 1), "params": values}
         except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
             print(f"  {nb.name} FAILED: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}",
                   flush=True)
             print(f"    see the partly executed notebook: {out_dir / nb.name}", flush=True)
+            ran[nb.stem] = {"status": "failed", "params": values}
             status = 1
             break
+    # notebooks not run this time keep what the last manifest recorded of them (--only, a stop on failure)
+    earlier = (read_json(params.run_dir / MANIFEST) or {}).get("notebooks", {})
+    notebooks_ = {**(earlier if isinstance(earlier, dict) else {}), **ran}
     manifest = write_manifest(params.run_dir, params.sections(), seeds={"seed": params.seed},
-                              extra={"params_file": params_path, "notebooks": [nb.name for nb in selected]})
+                              extra={"params_file": params_path, "selected": [nb.name for nb in selected]},
+                              notebooks=dict(sorted(notebooks_.items())))
     print(f"executed notebooks: {out_dir}\nfigures: {params.run_dir / 'figures'}\nmanifest: {manifest}")
     print(summary(params.run_dir))
     return status

@@ -301,8 +301,10 @@ def write_manifest(
     params: dict,
     seeds: dict | None = None,
     extra: dict | None = None,
+    notebooks: dict | None = None,
 ) -> Path:
-    """Write ``run_dir/manifest.json``: code version, environment, parameters and output hashes."""
+    """Write ``run_dir/manifest.json``: code version, environment, parameters and output hashes; with
+    ``notebooks``, per notebook the params it actually ran with (an earlier run's, for one not run now)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
@@ -315,6 +317,7 @@ def write_manifest(
         "params": secrets.redact(params),
         "seeds": seeds,
         "extra": extra,
+        **({"notebooks": notebooks} if notebooks is not None else {}),
         "outputs": list_outputs(run_dir),
     }
     return atomic_write_json(run_dir / MANIFEST, manifest)

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from kit import cost, lock, paths
+from kit import artifacts, cost, lock, paths
 from kit.cache import Cache
 from kit.config import Params
 from kit.files import atomic_write_json, atomic_write_text, json_default
@@ -87,7 +87,7 @@ class Session:
         if self._agents is None:
             from kit.agents import AgentSet
 
-            self._agents = AgentSet.load(self.run_dir)
+            self._agents = AgentSet.load(self.run_dir, self.params)
         return self._agents
 
     def figure_paths(self, name: str) -> list[Path]:
@@ -128,7 +128,7 @@ class Session:
         The unit's cost goes with them: every measured stage, per board row the sum of its stages,
         and the whole session (wall seconds since it started, peak memory of the process)."""
         out = self.run_dir / "metrics" / f"{notebook}.json"
-        metrics = {**metrics, "cost": {"stages": self.costs, "rows": cost.row_costs(self.costs),
+        metrics = {**metrics, "made_by": artifacts.made_by(self.params), "cost": {"stages": self.costs, "rows": cost.row_costs(self.costs),
                                        "session": {"seconds": round(time.perf_counter() - self._started, 1),
                                                    "peak_rss_gb": round(cost.peak_rss_gb(), 3)}}}
         atomic_write_json(out, metrics)

@@ -23,3 +23,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "globalopinionqa" / "dev.json").exists():
         pytest.skip("../shared/data is not beside the project")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tmp_path_factory, shared_data):
+    """The tiny profile into a fresh runs folder: the notebooks test fills it in file order, and the
+    resume test (its file sorts after) reads it as the run that was never killed."""
+    from kit.config import load_params
+
+    return load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path_factory.mktemp('runs')}"])

@@ -1,5 +1,7 @@
 """The transformers backend against independent computations on the same tiny model."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -112,6 +114,13 @@ def test_adapters_switch_per_request(tmp_path, tiny_backend):
     assert mixed[0] != pytest.approx(mixed[1], abs=1e-4)
     assert mixed[0] != pytest.approx(mixed[2], abs=1e-4)
     assert backend.score([ScoreRequest(req.chat, req.continuation, adapter=paths[1])])[0] == pytest.approx(mixed[1], abs=1e-5)
+
+    # adapter 1 retrained in place (adapter 2's weights written to its folder): served anew, not from memory
+    import shutil
+
+    shutil.copy(Path(paths[1]) / "adapter_model.safetensors", Path(paths[0]) / "adapter_model.safetensors")
+    again = backend.score([ScoreRequest(req.chat, req.continuation, adapter=paths[0])])[0]
+    assert again == pytest.approx(mixed[1], abs=1e-5) and again != pytest.approx(mixed[0], abs=1e-4)
 
 
 def test_prefix_groups_by_hand():

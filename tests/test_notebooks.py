@@ -11,7 +11,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kit.config import load_params
 from kit.runner import ensure_kernel, execute, notebooks
 from kit.session import METRICS_MIME
 
@@ -251,12 +250,6 @@ def check_90(m):
 CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "10": check_10,
           "11": check_11, "12": check_12, "20": check_20, "21": check_21, "22": check_22, "30": check_30,
           "31": check_31, "32": check_32, "90": check_90}
-
-
-@pytest.fixture(scope="module")
-def tiny_params(tmp_path_factory, shared_data):
-    params = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path_factory.mktemp('runs')}"])
-    return params
 
 
 @pytest.mark.slow

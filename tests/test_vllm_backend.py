@@ -133,6 +133,14 @@ def test_lora_ids_are_stable_per_path():
     assert registry == {"/ad/a": 1, "/ad/b": 2}
 
 
+def test_an_adapter_retrained_in_place_gets_a_new_lora_id():
+    registry: dict[str, int] = {}
+    old = vb.lora_request_for("/ad/a", registry, FakeLoRARequest, content="1111")
+    assert vb.lora_request_for("/ad/a", registry, FakeLoRARequest, content="1111") == old
+    new = vb.lora_request_for("/ad/a", registry, FakeLoRARequest, content="2222")
+    assert new.lora_int_id == 2 and new.lora_path == "/ad/a"  # vLLM loads the new weights under the new id
+
+
 # --- the backend through a fake vllm ----------------------------------------------------------
 
 VOCAB = 40
@@ -188,6 +196,8 @@ def backend(monkeypatch, tokenizer):
                       ("vllm.lora.request", lora_request)]:
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setattr(FakeLLM, "tokenizer", tokenizer, raising=False)
+    # the adapter paths here hold no files: one content fingerprint per path
+    monkeypatch.setattr(vb.VLLMBackend, "adapter_identity", lambda self, a: f"content-of-{a}")
     return vb.VLLMBackend("org/tiny", revision="abc123", seed=3, max_loras=4)
 
 

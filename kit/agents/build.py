@@ -9,6 +9,7 @@ builds its agents), so descriptions are written whenever either kind is asked fo
 
 from __future__ import annotations
 
+from kit import artifacts
 from kit.agents import kinds
 from kit.agents.descriptions import describe_cultures
 from kit.agents.grounding import train_grounded_agents
@@ -41,7 +42,7 @@ def build_agents(session, splits: SurveySplits) -> AgentSet:
     if "described" in wanted:
         built += [kinds.described(c, d.text) for c, d in desc.items()]
     if "grounded" in wanted:
-        base = resolve_model(p.model.name, p.model.revision).path
+        base = resolve_model(p.model.name, p.model.revision).ref
         with session.timed("ground agents (data + LoRA SFT)", row="grounded"):
             grounded = train_grounded_agents(session.backend, base, splits.countries, splits.train, p.agents, p.seed,
                                              session.run_dir / "agents" / "grounded")
@@ -50,6 +51,7 @@ def build_agents(session, splits: SurveySplits) -> AgentSet:
         texts += [m["content"] for g in grounded.values() for r in g.records for m in r["messages"][1:]]
     assert_no_test_leak(splits.train_items, splits.test_items, texts)
     agent_set = AgentSet(tuple(built), tuple(splits.countries),
-                         {c: tuple(it.question_id for it in splits.test[c]) for c in splits.countries}, report)
+                         {c: tuple(it.question_id for it in splits.test[c]) for c in splits.countries}, report,
+                         artifacts.made_by(p))
     agent_set.save(session.run_dir)
     return agent_set

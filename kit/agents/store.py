@@ -2,7 +2,9 @@
 
 ``runs/<profile>/agents/agents.json`` lists each agent (name, kind, culture, system prompt, adapter
 folder relative to the run folder, fingerprint) and the held-out questions notebook 01 evaluated
-them on, so later units evaluate on exactly those and never rebuild an agent.
+them on, so later units evaluate on exactly those and never rebuild an agent. It also records the
+params notebook 01 ran with (``kit.artifacts.made_by``): a later notebook given another model, seed
+or data split stops with one line instead of using agents built for other params.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class AgentSet:
     countries: tuple[str, ...]
     test_questions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    made_by: dict[str, Any] | None = None  # kit.artifacts.made_by of notebook 01's params
 
     def of_kind(self, kind: str) -> dict[str, Agent]:
         """Country -> agent of one kind (``vanilla`` has no country and is keyed by ``None``)."""
@@ -46,20 +49,29 @@ class AgentSet:
                   for a in self.agents]
         return atomic_write_json(run_dir / "agents" / AGENTS_FILE, {
             "agents": agents, "countries": list(self.countries),
-            "test_questions": {c: list(q) for c, q in self.test_questions.items()}, "report": self.report})
+            "test_questions": {c: list(q) for c, q in self.test_questions.items()}, "report": self.report,
+            "made_by": self.made_by})
 
     @classmethod
-    def load(cls, run_dir: Path) -> "AgentSet":
+    def load(cls, run_dir: Path, params=None) -> "AgentSet":
+        """The stored agents; with ``params``, only if notebook 01 made them with the same model, seed and
+        data (the sections both notebooks are given), else one line naming what changed."""
+        from kit.artifacts import check_made_by
+
         run_dir = Path(run_dir)
         stored = read_json(run_dir / "agents" / AGENTS_FILE)
         if stored is None:
             raise ValueError(f"no agents stored in {run_dir / 'agents'}: run notebook 01 (01_cultural_agents) "
                              "with this profile first")
+        if params is not None:
+            check_made_by(stored.get("made_by"), params, f"the agents in {run_dir / 'agents'}",
+                          "notebook 01 (01_cultural_agents)")
         agents = tuple(Agent(**({k: v for k, v in a.items() if k != "fingerprint"}
                                 | {"adapter": None if a["adapter"] is None else str(run_dir / a["adapter"])}))
                        for a in stored["agents"])
         return cls(agents, tuple(stored["countries"]),
-                   {c: tuple(q) for c, q in stored["test_questions"].items()}, stored.get("report", {}))
+                   {c: tuple(q) for c, q in stored["test_questions"].items()}, stored.get("report", {}),
+                   stored.get("made_by"))
 
 
 def _relative(adapter: str | None, run_dir: Path) -> str | None:

@@ -94,7 +94,7 @@ def train_all(session, data: TrainingData) -> dict[str, Path]:
             log.warning("%s: no training records after filtering (%s); skipped", name, counts)
             continue
         with session.timed(f"train {name}", row=name):
-            result = train(method, train_records, eval_records, p.model.name,
+            result = train(method, train_records, eval_records, p.model.ref,
                            session.run_dir / "train" / source / method, p.finetune, p.seed)
         adapters[name] = result.adapter_dir
     return adapters

@@ -24,8 +24,9 @@ def boards(session) -> leaderboard.Boards:
 
 
 def view(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The columns a reader compares first, rows by name (``not run`` rows kept)."""
-    return df.reindex(columns=["status", *[c for c in columns if c != "row"]]).set_axis(df["row"]) if len(df) else df
+    """The columns a reader compares first, rows by name (``not run`` and ``stale`` rows kept)."""
+    return df.reindex(columns=["status", "stale", *[c for c in columns if c != "row"]]).set_axis(df["row"]) \
+        if len(df) else df
 
 
 def alignment_figure(session, b: leaderboard.Boards) -> None:

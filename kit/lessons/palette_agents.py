@@ -29,13 +29,13 @@ def train(session, records: dict[str, list[dict]]) -> dict[str, Path]:
     """The five continent adapters and the joint one (reused when their records and recipe are unchanged)."""
     p = session.params
     with session.timed("train continent agents"):
-        return train_agents(records, p.model.name, folder(session) / "agents", p.palette.train, p.seed)
+        return train_agents(records, p.model.ref, folder(session) / "agents", p.palette.train, p.seed)
 
 
 def merges(session, adapters: dict[str, Path]) -> tuple[dict[str, Path], pd.DataFrame]:
     """TIES, Model Stock and the MoE model, built (or reused) from the continent adapters; and what each cost."""
     p = session.params
-    base = resolve_model(p.model.name, p.model.revision).path
+    base = resolve_model(p.model.name, p.model.revision).ref
     continents = {c: str(adapters[c]) for c in CONTINENTS}
     models, cache = folder(session) / "models", folder(session) / "models" / "lora-cache"
     stamps = {name: merge(name, p.palette.merges[name], base, continents, models / name, cache)
@@ -44,7 +44,7 @@ def merges(session, adapters: dict[str, Path]) -> tuple[dict[str, Path], pd.Data
     for name, s in stamps.items():  # each merge runs in its own process, which measured it
         session.record_cost(f"merge {name}", name, s["seconds"], s["peak_rss_gb"])
     merged = {name: models / name for name in stamps}
-    save_models(folder(session), adapters, merged)
+    save_models(folder(session), p, adapters, merged)
     costs = pd.DataFrame({name: {"seconds": s["seconds"], "peak RSS (GB)": s["peak_rss_gb"]}
                           for name, s in stamps.items()}).T
     return merged, costs

@@ -46,7 +46,7 @@ def items(session) -> dict[str, list[OpinionItem]]:
 
 def models(session) -> tuple[dict[str, str], dict]:
     """The adapters notebook 11 trained and the merged models it built, as backends by engine name."""
-    adapters, merged = load_models(session.run_dir / "palette")
+    adapters, merged = load_models(session.run_dir / "palette", session.params)
     return adapters, {name: session.backend_of(path) for name, path in merged.items()}
 
 

@@ -15,7 +15,6 @@ import pandas as pd
 
 from kit import plots
 from kit.cache import cache_key
-from kit.files import atomic_write_json, read_json
 from kit.lessons.selfplay_data import folder
 from kit.selfplay import judge as ca
 from kit.selfplay.dilemmas import Dilemma
@@ -58,7 +57,7 @@ def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]
     rollout = rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, p.seed, p.model.batch_size,
                            session.embedder, sp.agree_cosine)
     with session.timed("train self_play_grpo", row="self_play_grpo"):
-        result = train("grpo", records, None, p.model.name, folder(session) / "train" / "self_play_grpo",
+        result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "self_play_grpo",
                        _recipe(sp.policy, sp.rewards), p.seed, reward_funcs=bind(list(sp.rewards), context),
                        rewards=reward_parts(session, sp.rewards, dilemmas), rollout_func=rollout)
     return result.adapter_dir, records
@@ -70,31 +69,42 @@ def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dic
     records = single_records(dilemmas, sp.turn_words)
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
     with session.timed("train single_agent_grpo", row="single_agent_grpo"):
-        result = train("grpo", records, None, p.model.name, folder(session) / "train" / "single_agent_grpo",
+        result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "single_agent_grpo",
                        _recipe(sp.single, sp.single_rewards), p.seed,
                        reward_funcs=bind(list(sp.single_rewards), context),
                        rewards=reward_parts(session, sp.single_rewards, dilemmas))
     return result.adapter_dir, records
 
 
-def write_trained_ids(session, records: dict[str, list[dict]]) -> None:
-    atomic_write_json(folder(session) / "train" / "trained_ids.json",
-                      {m: sorted({r["dilemma_id"] for r in rs}) for m, rs in records.items()})
+TRAINED_FILE = "trained.json"
+# notebook 32's own settings: they change how the policies are evaluated, not the policies
+EVALUATION_ONLY = ("n_boot", "selfplay.eval_judge", "selfplay.eval_temperature",
+                   "selfplay.max_test_items", "selfplay.capability_items")
+
+
+def write_trained(session, adapter_dirs: dict[str, Path], records: dict[str, list[dict]]) -> Path:
+    """The policies this run trained and the dilemma ids each saw, for notebook 32 (``kit.artifacts.hand_off``)."""
+    from kit.artifacts import hand_off
+
+    return hand_off(folder(session) / "train" / TRAINED_FILE, session.params, {"untrained": None, **adapter_dirs},
+                    trained_ids={m: sorted({r["dilemma_id"] for r in rs}) for m, rs in records.items()})
+
+
+def _trained(session) -> tuple[dict[str, str | None], dict]:
+    from kit.artifacts import take_over
+
+    return take_over(folder(session) / "train" / TRAINED_FILE, session.params, "the self-play policies",
+                     "notebook 31 (31_selfplay_training)", EVALUATION_ONLY)
 
 
 def trained_ids(session) -> set[str]:
-    """Every dilemma id any trained method saw (written by notebook 31)."""
-    return {i for ids in read_json(folder(session) / "train" / "trained_ids.json", {}).values() for i in ids}
+    """Every dilemma id any trained method saw (recorded by notebook 31)."""
+    return {i for ids in _trained(session)[1]["trained_ids"].values() for i in ids}
 
 
 def adapters(session) -> dict[str, str | None]:
-    """Each method's adapter (None: the base model), from the trained folders."""
-    root = folder(session) / "train"
-    found = {m: root / m / "adapter" for m in TRAINED}
-    missing = [m for m, a in found.items() if not (a / "adapter_model.safetensors").is_file()]
-    if missing:
-        raise FileNotFoundError(f"no trained {missing} adapter in {root}; run notebook 31 first")
-    return {"untrained": None, **{m: str(a) for m, a in found.items()}}
+    """Each method's adapter (None: the base model), as notebook 31 recorded them."""
+    return _trained(session)[0]
 
 
 def curves(adapter_dirs: dict[str, Path]) -> pd.DataFrame:

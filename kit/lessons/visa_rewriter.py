@@ -57,7 +57,7 @@ def train_grpo(session, items: list[vc.Item], detector) -> tuple[Path, list[dict
     records = grpo_records(items, targets_of(items, p.seed, v.n_targeted))
     recipe = v.rewriter.model_copy(update={"trl": {**v.rewriter.trl, "reward_weights": list(v.rewards.values())}})
     with session.timed("train grpo", row="grpo"):
-        result = train("grpo", records, None, p.model.name, visa_detector.folder(session) / "train" / "grpo", recipe,
+        result = train("grpo", records, None, p.model.ref, visa_detector.folder(session) / "train" / "grpo", recipe,
                        p.seed, reward_funcs=bind(list(v.rewards), reward_context(session, detector)),
                        rewards=reward_parts(session, detector))
     return result.adapter_dir, records
@@ -71,7 +71,7 @@ def train_sft(session, items: list[vc.Item], detector) -> tuple[Path, list[float
                                         reward_context(session, detector), v.rewards, v.best_of, v.rewrite_tokens,
                                         v.sample_temperature, p.seed)
     with session.timed("train sft", row="sft"):
-        result = train("sft", records, None, p.model.name, visa_detector.folder(session) / "train" / "sft", v.sft,
+        result = train("sft", records, None, p.model.ref, visa_detector.folder(session) / "train" / "sft", v.sft,
                        p.seed)
     return result.adapter_dir, best
 
@@ -86,21 +86,33 @@ def train_direct(session, items: list[vc.Item], detector) -> tuple[Path | None, 
     if not records:
         return None, 0, ties
     with session.timed("train direct", row="direct_finetune"):
-        result = train("dpo", records, None, p.model.name, visa_detector.folder(session) / "train" / "direct", v.direct,
+        result = train("dpo", records, None, p.model.ref, visa_detector.folder(session) / "train" / "direct", v.direct,
                        p.seed)
     return result.adapter_dir, len(records), ties
 
 
+ADAPTERS_FILE = "adapters.json"
+# notebook 22's own settings: they change how the rewriters are evaluated, not the rewriters
+EVALUATION_ONLY = ("n_boot", "references", "visa.eval_detector", "visa.max_test_items", "visa.capability_items",
+                   "visa.goqa_items", "visa.culture_countries")
+
+
+def save_adapters(session, sft: Path, grpo: Path, direct: Path | None) -> Path:
+    """The adapters this run of notebook 21 trained, for notebook 22 (``kit.artifacts.hand_off``): a direct
+    adapter left from an earlier run is never picked up when this one trained none."""
+    from kit.artifacts import hand_off
+
+    return hand_off(visa_detector.folder(session) / "train" / ADAPTERS_FILE, session.params,
+                    {"prompting": None, "sft": sft, "grpo": grpo, "direct_finetune": direct})
+
+
 def adapters(session) -> dict[str, str | None]:
-    """Each method's adapter as notebook 22 uses them (None: the base model), from the trained folders."""
-    root = visa_detector.folder(session) / "train"
-    found = {m: root / m / "adapter" for m in ("sft", "grpo", "direct")}
-    missing = [m for m, a in found.items() if not (a / "adapter_model.safetensors").is_file() and m != "direct"]
-    if missing:
-        raise FileNotFoundError(f"no trained {missing} adapter in {root}; run notebook 21 first")
-    direct = found["direct"] if (found["direct"] / "adapter_model.safetensors").is_file() else None
-    return {"prompting": None, "sft": str(found["sft"]), "grpo": str(found["grpo"]),
-            "direct_finetune": str(direct) if direct else None}
+    """Each method's adapter as notebook 22 uses them (None: the base model), as notebook 21 recorded them."""
+    from kit.artifacts import take_over
+
+    found, _ = take_over(visa_detector.folder(session) / "train" / ADAPTERS_FILE, session.params,
+                         "the VISA adapters", "notebook 21 (21_value_rewriter)", EVALUATION_ONLY)
+    return found
 
 
 def gaming_check(session, items: list[vc.Item], detector, curves: pd.DataFrame) -> pd.DataFrame:

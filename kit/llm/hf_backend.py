@@ -152,7 +152,8 @@ class HFBackend(Backend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, use_safetensors=True, **kw)
         self.model.to(self.device).eval()
-        self._adapters: dict[str, str] = {}  # adapter path -> peft adapter name
+        self._adapters: dict[str, tuple[str, str]] = {}  # adapter path -> (content fingerprint, peft name)
+        self._loads = 0
         self._share(prefix_sharing, prefix_cache_mb)
 
     @classmethod
@@ -165,7 +166,7 @@ class HFBackend(Backend):
         self.resolved, self.identity, self.model, self.tokenizer = None, identity, model, tokenizer
         self.device, self.batch_size = str(param.device), batch_size
         self.numerics = f"{str(param.dtype).removeprefix('torch.')}@{param.device.type}"
-        self._adapters = {}
+        self._adapters, self._loads = {}, 0
         # the weights must not change while this backend serves: stored keys/values would go stale
         self._share(True, prefix_cache_mb)
         return self
@@ -193,16 +194,24 @@ class HFBackend(Backend):
 
     # --- adapters -------------------------------------------------------------------------
     def _adapter_name(self, path: str) -> str:
-        if path not in self._adapters:
+        """The peft name of the adapter at ``path``, loaded on first use and again when its content
+        changed (an adapter retrained in place is never served from the old weights)."""
+        content = self.adapter_identity(path)
+        loaded = self._adapters.get(path)
+        if loaded is None or loaded[0] != content:
             from peft import PeftModel
 
-            name = f"a{len(self._adapters)}"
+            name = f"a{self._loads}"
+            self._loads += 1
             if not self._adapters:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
             else:
                 self.model.load_adapter(path, adapter_name=name)
-            self._adapters[path] = name
-        return self._adapters[path]
+            if loaded is not None:
+                self.model.delete_adapter(loaded[1])
+                self.reset_prefix_cache()  # keys/values the old weights computed
+            self._adapters[path] = (content, name)
+        return self._adapters[path][1]
 
     @contextmanager
     def _using(self, adapter: str | None) -> Iterator[None]:

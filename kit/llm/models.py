@@ -15,6 +15,7 @@ import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from kit.files import sha256_file
@@ -43,9 +44,23 @@ class ResolvedModel:
     identity: str
     revision: str | None = None
 
+    @property
+    def ref(self) -> str:
+        """The weights as one string, as training and mergekit take them: ``path`` or ``hub-id@revision``."""
+        return f"{self.path}@{self.revision}" if self.revision else self.path
+
+
+def model_ref(name: str, revision: str | None = None) -> str:
+    """A params model as one string that keeps its revision (``name@revision``), for ``kit.train``."""
+    return f"{name}@{revision}" if revision else name
+
 
 def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
-    """Map a params model name to loadable weights, building or converting them if needed."""
+    """Map a params model name to loadable weights, building or converting them if needed.
+
+    ``name@revision`` (:func:`model_ref`) names a revision when ``revision`` is not given."""
+    if revision is None and "@" in name and not Path(name).expanduser().exists():
+        name, revision = name.rsplit("@", 1)
     if name == SMOLLM2:
         return _smollm2()
     if name == TINY:
@@ -96,12 +111,18 @@ def _folder_fingerprint(folder: Path) -> str:
 
 
 def adapter_fingerprint(adapter: str) -> str:
-    """Content hash of a PEFT adapter folder (config + weights are small, so hash the bytes)."""
+    """Content hash of a PEFT adapter folder (config + weights are small, so hash the bytes), hashed
+    again whenever a file's size or mtime moves: an adapter retrained in place gets a new one."""
     folder = Path(adapter)
     files = [folder / "adapter_config.json", folder / "adapter_model.safetensors"]
     if not all(f.exists() for f in files):
         raise FileNotFoundError(f"{folder} is not a PEFT adapter folder (needs adapter_config.json and adapter_model.safetensors)")
-    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()[:16]
+    return _adapter_hash(tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@lru_cache(maxsize=256)
+def _adapter_hash(files: tuple[tuple[str, int, int], ...]) -> str:
+    return hashlib.sha256("".join(sha256_file(f) for f, _, _ in files).encode()).hexdigest()[:16]
 
 
 def _publish(build, target: Path) -> None:

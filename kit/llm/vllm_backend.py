@@ -124,17 +124,18 @@ def choice_from_logprobs(logprob_dict: Mapping[int, Any], label_ids: Mapping[str
     return ChoiceResult(probs=dict(zip(labels, probs.tolist())), label_mass=math.exp(log_total))
 
 
-def lora_request_for(adapter_path: str | None, registry: dict[str, int], lora_cls=None):
+def lora_request_for(adapter_path: str | None, registry: dict[str, int], lora_cls=None, content: str | None = None):
     """A ``LoRARequest`` for ``adapter_path`` (``None`` for the base model).
 
-    ``registry`` maps adapter paths to integer ids and is extended in place, so a path keeps
-    its id for the registry's lifetime (vLLM caches loaded adapters by id). Ids start at 1
-    because vLLM reserves 0. ``lora_cls`` defaults to ``vllm.lora.request.LoRARequest``.
+    ``registry`` maps (adapter path, content fingerprint) to integer ids and is extended in place,
+    so an adapter keeps its id for the registry's lifetime (vLLM caches loaded adapters by id) and
+    one retrained in place gets a new id, so vLLM loads the new weights. Ids start at 1 because
+    vLLM reserves 0. ``lora_cls`` defaults to ``vllm.lora.request.LoRARequest``.
     """
     if adapter_path is None:
         return None
     adapter_path = str(adapter_path)
-    lora_id = registry.setdefault(adapter_path, len(registry) + 1)
+    lora_id = registry.setdefault(adapter_path if content is None else f"{adapter_path}#{content}", len(registry) + 1)
     if lora_cls is None:
         from vllm.lora.request import LoRARequest as lora_cls
     return lora_cls(f"adapter-{lora_id}", lora_id, adapter_path)
@@ -201,7 +202,8 @@ class VLLMBackend(Backend):
         self.llm.reset_prefix_cache()
 
     def _loras(self, requests: Sequence[ChatRequest]) -> list:
-        return [lora_request_for(r.adapter, self._lora_ids, self._lora_cls) for r in requests]
+        return [lora_request_for(r.adapter, self._lora_ids, self._lora_cls,
+                                 None if r.adapter is None else self.adapter_identity(r.adapter)) for r in requests]
 
     def _run(self, prompts: list[list[int]], params, requests: Sequence[ChatRequest]) -> list:
         return self.llm.generate([self._tokens_prompt(prompt_token_ids=ids) for ids in prompts], params,

@@ -76,11 +76,7 @@ def run_negotiations(backend: Backend, embedder: TextEmbedder, agents: Mapping[s
     has finished and the count it set out to run. A store holds one study (:func:`trace_store`):
     stored traces run with other settings are kept, and a warning says how many.
     """
-    if params.shard_index >= params.shard_count:
-        raise ValueError(f"negotiation.shard_index {params.shard_index} must be below shard_count {params.shard_count}")
-    if params.temperature_low > params.temperature_high:
-        raise ValueError(f"negotiation.temperature_low {params.temperature_low} exceeds temperature_high "
-                         f"{params.temperature_high}; swap them")
+    # shard_index < shard_count and temperature_low <= temperature_high are NegotiationParams' own checks
     if "ncn" in params.methods and params.n_counter + params.n_gap + params.n_innovative == 0:
         raise ValueError("negotiation.n_counter + n_gap + n_innovative is 0; NCN needs at least one candidate a round")
     specs = plan_jobs(agents, topics, params, pairs)

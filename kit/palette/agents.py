@@ -29,7 +29,7 @@ def train_study(params) -> dict[str, Path]:
     from kit.palette.synthesis import training_data
 
     records, _ = training_data(params, model_parts(params.model))
-    return train_agents(records, params.model.name, palette_dir(params.run_dir) / "agents", params.palette.train,
+    return train_agents(records, params.model.ref, palette_dir(params.run_dir) / "agents", params.palette.train,
                         params.seed)
 
 
@@ -48,23 +48,25 @@ def train_agents(records: Mapping[str, Sequence[dict]], base_model: str, out_dir
 
 
 MODELS_FILE = "models.json"
+# notebook 12's own settings: they change how the models are evaluated, not the models
+EVALUATION_ONLY = ("n_boot", "references", "palette.countries", "palette.max_test_items", "palette.draft_tokens",
+                   "palette.regulate_tokens", "palette.comment_tokens", "palette.nli", "palette.nli_items",
+                   "palette.capability_items")
 
 
-def save_models(folder: Path, adapters: Mapping[str, Path], merged: Mapping[str, Path]) -> Path:
-    """Where notebook 11 put the adapters and merged models, for notebook 12 (paths relative to ``folder``)."""
-    from kit.files import atomic_write_json
+def save_models(folder: Path, params, adapters: Mapping[str, Path], merged: Mapping[str, Path]) -> Path:
+    """Where notebook 11 put the adapters and merged models, for notebook 12, with their contents and the
+    params that made them (``kit.artifacts.hand_off``)."""
+    from kit.artifacts import hand_off
 
-    rel = {k: Path(v).resolve().relative_to(Path(folder).resolve()).as_posix() for k, v in {**adapters, **merged}.items()}
-    return atomic_write_json(Path(folder) / MODELS_FILE, {"adapters": {k: rel[k] for k in adapters},
-                                                          "merged": {k: rel[k] for k in merged}})
+    return hand_off(Path(folder) / MODELS_FILE, params, {**adapters, **merged}, merged=sorted(merged))
 
 
-def load_models(folder: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(adapters, merged models) notebook 11 saved, as absolute paths."""
-    from kit.files import read_json
+def load_models(folder: Path, params) -> tuple[dict[str, str], dict[str, str]]:
+    """(adapters, merged models) notebook 11 saved, as absolute paths; only when made with ``params``."""
+    from kit.artifacts import take_over
 
-    stored = read_json(Path(folder) / MODELS_FILE)
-    if stored is None:
-        raise ValueError(f"no palette models in {folder}: run notebook 11 (11_palette_agents) with this profile first")
-    return ({k: str(Path(folder) / v) for k, v in stored["adapters"].items()},
-            {k: str(Path(folder) / v) for k, v in stored["merged"].items()})
+    models, stored = take_over(Path(folder) / MODELS_FILE, params, "the palette models",
+                               "notebook 11 (11_palette_agents)", EVALUATION_ONLY)
+    merged = set(stored["merged"])
+    return ({k: v for k, v in models.items() if k not in merged}, {k: v for k, v in models.items() if k in merged})

@@ -5,7 +5,14 @@ Recipes are mergekit's own YAML (``params/merges/*.yml``) with placeholders the 
 continent's LoRA adapter, referenced as ``base+adapter`` so mergekit applies it; for the MoE each
 continent agent merged into the base, since mergekit-moe reads full models). A merged model is a
 model folder the backend serves as its own model (its identity hashes the folder). Each output
-carries the fingerprint of its rendered recipe and inputs and is rebuilt only when they change.
+carries the fingerprint of its rendered recipe and inputs (the base model's identity, each adapter's
+content) and is rebuilt only when they change.
+
+mergekit keeps each adapter merged into the base in a LoRA cache it reuses by *path*. The kit gives
+it a cache folder named by the base's identity and the adapters' contents, filled in a temporary
+folder and renamed into place only after a merge succeeded, and removes every other cache folder
+when it builds: a retrained adapter is never read from an old extraction, a killed merge leaves
+nothing that is reused.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import yaml
 
 from kit import artifacts
 from kit.cost import peak_rss_gb
-from kit.llm.models import adapter_fingerprint
+from kit.llm.models import adapter_fingerprint, resolve_model
 from kit.paths import resolve
 
 log = logging.getLogger(__name__)
@@ -49,18 +56,37 @@ def _built(out: Path, parts: Mapping[str, Any], what: str) -> bool:
     return (out / "config.json").is_file() and artifacts.reusable(out / STAMP, parts, what)
 
 
-def _publish(out: Path, parts: Mapping[str, Any], build, *args: Any) -> None:
-    """``build(folder, *args)`` into a fresh ``out`` in a child process, then stamp it with its cost.
+def _inputs(base: str, adapters: Mapping[str, str]) -> dict[str, Any]:
+    return {"base": resolve_model(base).identity, "adapters": {c: adapter_fingerprint(a) for c, a in sorted(adapters.items())}}
+
+
+def _publish(out: Path, parts: Mapping[str, Any], cache: Path, build, *args: Any) -> None:
+    """``build(folder, *args, lora_cache)`` into a fresh ``out`` in a child process, then stamp it with its cost.
 
     A fresh process returns mergekit's memory to the system when it ends, and the peak it reports is
     the merge's own, not that of the notebook which trained the agents before.
     """
     import multiprocessing
+    import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
+    key = artifacts.fingerprint(parts["inputs"])
+    cache.mkdir(parents=True, exist_ok=True)
+    for old in cache.iterdir():  # other inputs' extractions, and what a killed merge left
+        if old.name != key:
+            shutil.rmtree(old, ignore_errors=True)
+    done = cache / key
+    lora_cache = done if done.is_dir() else Path(tempfile.mkdtemp(dir=cache, prefix=f".{key}-"))
     shutil.rmtree(out, ignore_errors=True)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        cost = pool.submit(build, str(out), *args).result()
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            cost = pool.submit(build, str(out), *args, str(lora_cache)).result()
+    except BaseException:
+        if lora_cache != done:
+            shutil.rmtree(lora_cache, ignore_errors=True)
+        raise
+    if lora_cache != done:
+        lora_cache.rename(done)  # whole, or not there
     artifacts.stamp(out / STAMP, parts, seconds=round(cost["seconds"], 2), peak_rss_gb=round(cost["peak_rss_gb"], 3))
 
 
@@ -82,18 +108,19 @@ def _options(cache: Path):
 
 def merge(name: str, recipe_path: str | Path, base: str, adapters: Mapping[str, str], out: Path,
           cache: Path) -> dict[str, Any]:
-    """A TIES / Model Stock (any ``run_merge`` method) merge of the adapters into ``out``; returns its stamp."""
+    """A TIES / Model Stock (any ``run_merge`` method) merge of the adapters into ``out``; returns its stamp.
+    ``cache`` holds mergekit's LoRA extractions (see the module's note)."""
     from mergekit.config import MergeConfiguration
 
     config = render(recipe_path, {"base": base, **adapters})
-    parts = {"recipe": config, "adapters": {c: adapter_fingerprint(a) for c, a in sorted(adapters.items())}}
+    parts = {"recipe": config, "inputs": _inputs(base, adapters)}
     if not _built(out, parts, f"the {name} merge"):
         try:
             MergeConfiguration.model_validate(config)
         except Exception as e:  # pydantic's error names the bad field
             raise ValueError(f"{recipe_path}: not a mergekit recipe: {str(e).splitlines()[0]}") from None
         log.info("merging %s into %s", name, out)
-        _publish(out, parts, _run_merge, config, str(cache))
+        _publish(out, parts, Path(cache), _run_merge, config)
     return artifacts.read_stamp(out / STAMP)
 
 
@@ -123,14 +150,14 @@ def build_moe(recipe_path: str | Path, base: str, adapters: Mapping[str, str], o
     from mergekit.moe.config import MoEMergeConfig
 
     placeholders = render(recipe_path, {"base": base, **{c: f"<{c}>" for c in adapters}})
-    parts = {"recipe": placeholders, "adapters": {c: adapter_fingerprint(a) for c, a in sorted(adapters.items())}}
+    parts = {"recipe": placeholders, "inputs": _inputs(base, adapters)}
     if not _built(out, parts, "the MoE merge"):
         try:
             MoEMergeConfig.model_validate(placeholders)
         except Exception as e:
             raise ValueError(f"{recipe_path}: not a mergekit-moe recipe: {str(e).splitlines()[0]}") from None
         log.info("building the MoE into %s", out)
-        _publish(out, parts, _run_moe, str(recipe_path), base, dict(adapters), str(cache))
+        _publish(out, parts, Path(cache), _run_moe, str(recipe_path), base, dict(adapters))
     return artifacts.read_stamp(out / STAMP)
 
 

@@ -52,7 +52,7 @@ def study_traces(params: Params) -> list[dict]:
     from kit.data.topics import negotiation_topics
     from kit.negotiation.run import planned_traces, study_agents, study_store
 
-    agent_set = None if params.negotiation.agent_kind == "prompted" else AgentSet.load(params.run_dir)
+    agent_set = None if params.negotiation.agent_kind == "prompted" else AgentSet.load(params.run_dir, params)
     agents = study_agents(params, agent_set)
     store = study_store(params, params.run_dir, agents, model_parts(params.model))
     found = planned_traces(store, params, negotiation_topics(params.data, params.negotiation.topics, params.seed))
@@ -105,7 +105,7 @@ def train_from_params(method: str, params: Params, data_path: Path | None = None
             continue
         base = Path(output_dir) if output_dir else params.run_dir / "train"
         out = base / method if source is None else base / source / method
-        result = train(method, train_records, eval_records, params.model.name, out, params.finetune, params.seed)
+        result = train(method, train_records, eval_records, params.model.ref, out, params.finetune, params.seed)
         adapters.append(result.adapter_dir)
     if not adapters:
         raise ValueError(f"{method}: no training records in any of {params.finetune.from_methods} after filtering")

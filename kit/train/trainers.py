@@ -186,14 +186,20 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     if reason is None and read_json(stamp_path)["finished"] and (adapter_dir / "adapter_model.safetensors").is_file():
         log.info("%s: reusing the finished adapter in %s", method, adapter_dir)
         return _finished(output_dir)
-    if reason is not None and output_dir.is_dir() and any(output_dir.iterdir()):
-        if not stamp_path.is_file():  # not a folder the kit made: never delete what someone else put there
-            raise ValueError(f"{method}: {output_dir} holds files the kit did not write (no {FINGERPRINT}); fix: "
-                             "train into an empty or new folder")
-        log.warning("%s: %s holds a run of other inputs (%s); starting over", method, output_dir, reason)
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.stamp(stamp_path, parts, finished=False)
+    if reason is not None and output_dir.is_dir() and any(output_dir.iterdir()) and not stamp_path.is_file():
+        # not a folder the kit made: never delete what someone else put there
+        raise ValueError(f"{method}: {output_dir} holds files the kit did not write (no {FINGERPRINT}); fix: "
+                         "train into an empty or new folder")
+    from accelerate import PartialState
+
+    state = PartialState()  # one process, or every rank of `accelerate launch`
+    if state.is_main_process:  # only the main rank deletes, creates and stamps; the others wait for it
+        if reason is not None and output_dir.is_dir() and any(output_dir.iterdir()):
+            log.warning("%s: %s holds a run of other inputs (%s); starting over", method, output_dir, reason)
+            shutil.rmtree(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        artifacts.stamp(stamp_path, parts, finished=False)
+    state.wait_for_everyone()
 
     per_method = parts["per_method"]
     args = training_config(method, recipe.trl, per_method, str(output_dir), seed, bool(eval_records))
