@@ -68,6 +68,11 @@ def changed(stored: Mapping[str, Any], parts: Mapping[str, Any], prefix: str = "
     return keys
 
 
+def shown(keys: list[str], most: int = 6) -> str:
+    """Changed keys for a one-line message: the first ``most``, then an ellipsis."""
+    return ", ".join(keys[:most]) + (" …" if len(keys) > most else "")
+
+
 def stamp(path: str | os.PathLike, parts: Mapping[str, Any], **extra: Any) -> None:
     """Store the fingerprint of ``parts`` (and any ``extra`` fields) at ``path``."""
     # the fingerprint is of the real parts; what is stored for reading is redacted
@@ -82,7 +87,7 @@ def stale(path: str | os.PathLike, parts: Mapping[str, Any]) -> str | None:
     if stored.get("fingerprint") == fingerprint(parts):
         return None
     keys = changed(stored.get("parts", {}), secrets.redact(json.loads(json.dumps(parts, default=str))))
-    return "changed: " + (", ".join(keys[:6]) + (" …" if len(keys) > 6 else "") if keys else "format")
+    return "changed: " + (shown(keys) if keys else "format")
 
 
 def reusable(path: str | os.PathLike, parts: Mapping[str, Any], what: str) -> bool:
@@ -101,10 +106,10 @@ def reusable(path: str | os.PathLike, parts: Mapping[str, Any], what: str) -> bo
 _NOT_MADE_BY = ("profile", "runs_dir", "model")
 
 
-def made_by(params, sections=None) -> dict[str, Any]:
-    """The params a notebook ran with, redacted: the sections it was given (``sections``, by default
-    those set in ``params``) and ``model`` as :func:`model_parts` states it."""
-    names = sorted(params.model_fields_set if sections is None else sections)
+def made_by(params) -> dict[str, Any]:
+    """The params a notebook ran with, redacted: the sections it was given (those set in ``params``)
+    and ``model`` as :func:`model_parts` states it."""
+    names = sorted(params.model_fields_set)
     dump = params.model_dump(mode="json")
     return secrets.redact({**{k: dump[k] for k in names if k not in _NOT_MADE_BY}, "model": model_parts(params.model)})
 
@@ -130,8 +135,7 @@ def check_made_by(stored: Mapping[str, Any] | None, params, what: str, rerun: st
         raise StaleArtifact(f"{what} records no params it was made with (made by an older kit): rerun {rerun}")
     keys = made_by_changes(stored, params, ignore)
     if keys:
-        shown = ", ".join(keys[:6]) + (" …" if len(keys) > 6 else "")
-        raise StaleArtifact(f"{what} was made with other params ({shown} changed): rerun {rerun} with these "
+        raise StaleArtifact(f"{what} was made with other params ({shown(keys)} changed): rerun {rerun} with these "
                             "params, or go back to the ones that made it")
 
 

@@ -265,13 +265,13 @@ class Boards:
 
 def stale_units(stored: Stored, params) -> dict[str, str]:
     """Notebook -> the params keys (dotted) its metrics were made with that differ from ``params``."""
-    from kit.artifacts import made_by_changes
+    from kit.artifacts import made_by_changes, shown
 
     out = {}
     for nb, metrics in stored.metrics.items():
         keys = made_by_changes(metrics["made_by"], params) if "made_by" in metrics else ["(not recorded)"]
         if keys:
-            out[nb] = "changed: " + ", ".join(keys[:6]) + (" …" if len(keys) > 6 else "")
+            out[nb] = "changed: " + shown(keys)
     return out
 
 

@@ -120,8 +120,7 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
             status = 1
             break
     # notebooks not run this time keep what the last manifest recorded of them (--only, a stop on failure)
-    earlier = (read_json(params.run_dir / MANIFEST) or {}).get("notebooks", {})
-    notebooks_ = {**(earlier if isinstance(earlier, dict) else {}), **ran}
+    notebooks_ = {**(read_json(params.run_dir / MANIFEST) or {}).get("notebooks", {}), **ran}
     manifest = write_manifest(params.run_dir, params.sections(), seeds={"seed": params.seed},
                               extra={"params_file": params_path, "selected": [nb.name for nb in selected]},
                               notebooks=dict(sorted(notebooks_.items())))
