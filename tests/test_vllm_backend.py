@@ -44,7 +44,11 @@ def chat(text: str) -> list[dict[str, str]]:
 # --- pure translation -------------------------------------------------------------------------
 
 def test_module_import_does_not_import_vllm():
-    assert "vllm" not in sys.modules or sys.modules["vllm"] is None
+    import subprocess
+
+    # in a fresh interpreter: where vLLM is installed, other libraries (trl) import it in this one
+    code = "import sys, kit.llm.vllm_backend; assert 'vllm' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_missing_vllm_raises_one_line_import_error(monkeypatch):
@@ -192,8 +196,10 @@ def backend(monkeypatch, tokenizer):
     inputs.TokensPrompt = lambda **kw: dict(kw)
     lora, lora_request = types.ModuleType("vllm.lora"), types.ModuleType("vllm.lora.request")
     lora_request.LoRARequest = FakeLoRARequest
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(is_cpu=lambda: False)  # a GPU node
     for name, mod in [("vllm", vllm), ("vllm.inputs", inputs), ("vllm.lora", lora),
-                      ("vllm.lora.request", lora_request)]:
+                      ("vllm.lora.request", lora_request), ("vllm.platforms", platforms)]:
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setattr(FakeLLM, "tokenizer", tokenizer, raising=False)
     # the adapter paths here hold no files: one content fingerprint per path
@@ -207,6 +213,26 @@ def test_backend_builds_engine_with_lora_and_full_logprobs(backend):
     assert kw["enable_lora"] is True and kw["max_loras"] == 4 and kw["max_lora_rank"] == 64
     assert kw["max_logprobs"] == -1 and kw["seed"] == 3 and kw["enable_prefix_caching"] is True
     assert backend.identity == "org/tiny@abc123" and backend.name == "vllm"
+    # a GPU node: vLLM's own KV-cache share, compiled graphs, chunked prefill
+    assert not {"kv_cache_memory_bytes", "enforce_eager", "max_num_batched_tokens"} & set(kw)
+    assert backend.start_seconds >= 0
+
+
+def test_cpu_engine_settings():
+    assert vb.platform_settings(True, None, None, None) == {
+        "kv_cache_memory_bytes": 2 * 2**30, "enforce_eager": True, "max_num_batched_tokens": 32768}
+    assert vb.platform_settings(True, 0.5, False, 65536) == {"kv_cache_memory_bytes": 2**29,
+                                                             "max_num_batched_tokens": 65536}
+    assert vb.platform_settings(False, None, None, None) == {}
+    assert vb.platform_settings(False, 8, True, None) == {"kv_cache_memory_bytes": 8 * 2**30, "enforce_eager": True}
+
+
+def test_lora_goes_on_every_linear_layer_but_the_head():
+    from kit.llm.models import SMOLLM2, module_names
+
+    assert vb.lora_targets(module_names(SMOLLM2)) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj",
+                                                      "up_proj", "v_proj"]
+    assert vb.lora_targets(None) is None and vb.lora_targets({"lm_head": "Linear"}) is None
 
 
 def test_default_identity(backend):

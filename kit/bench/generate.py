@@ -1,4 +1,8 @@
-"""Generation: one batch vs one request at a time vs a raw ``model.generate``, and the cache on a rerun."""
+"""Generation: one batch vs one request at a time vs the engine's own batched call, and the cache on a rerun.
+
+The raw call is ``model.generate`` on a tokenizer-padded batch for transformers and ``LLM.generate`` on
+the rendered prompts for vLLM; the keys are the same for every backend, so two runs with
+``--set model.backend=…`` compare engines on the same prompts."""
 
 from __future__ import annotations
 
@@ -11,14 +15,14 @@ from kit.llm.base import ChatRequest, GenParams
 
 
 def run(params: Params) -> dict:
-    """Batched vs one-at-a-time vs raw ``model.generate`` on the same padded batch, and the cache."""
+    """Batched vs one-at-a-time vs the engine's raw batched call on the same prompts, and the cache."""
     from kit.cache import Cache
     from kit.llm import load_backend
     from kit.llm.cached import CachedBackend
 
     n, new = params.bench.n_requests, params.bench.max_new_tokens
     model = params.model.model_copy(update={"batch_size": max(n, params.model.batch_size)})
-    backend = load_backend(model, cache_path=None, seed=params.seed)
+    backend, t_start = timed(lambda: load_backend(model, cache_path=None, seed=params.seed))
     requests = chat_requests(n)
     # Greedy with min_new_tokens == max_new_tokens: every request yields exactly `new` tokens.
     gp = GenParams(temperature=0.0, max_new_tokens=new, min_new_tokens=new)
@@ -35,7 +39,8 @@ def run(params: Params) -> dict:
         again, t_warm = timed(lambda: cached.generate(requests, gp))
         assert first == again
     return {
-        "model": params.model.name, "requests": n, "new_tokens_each": new,
+        "model": params.model.name, "backend": backend.name, "numerics": backend.numerics,
+        "engine_start_s": round(t_start, 1), "requests": n, "new_tokens_each": new,
         "batched_tok_s": round(tokens / t_batch, 2),
         "sequential_tok_s": round(tokens / t_seq, 2),
         "raw_tok_s": round(tokens / t_raw, 2),
@@ -46,8 +51,18 @@ def run(params: Params) -> dict:
 
 
 def _raw_generate(backend, requests: list[ChatRequest], gp: GenParams) -> float:
-    """Plain transformers: the tokenizer's own left padding and one ``model.generate`` call."""
+    """The engine alone: plain transformers (the tokenizer's own left padding, one ``model.generate``) or
+    one ``vllm.LLM.generate`` on the prompts as text."""
     import torch
+
+    if backend.name == "vllm":
+        from vllm import SamplingParams
+
+        texts = [backend.tokenizer.apply_chat_template(r.chat, tokenize=False, add_generation_prompt=True)
+                 for r in requests]
+        sampling = SamplingParams(temperature=0.0, max_tokens=gp.max_new_tokens, min_tokens=gp.min_new_tokens)
+        backend.reset_prefix_cache()  # as cold as the batched call's first prefill
+        return timed(lambda: backend.llm.generate(texts, sampling, use_tqdm=False))[1]
 
     tok = backend.tokenizer
     texts = [tok.apply_chat_template(r.chat, tokenize=False, add_generation_prompt=True) for r in requests]

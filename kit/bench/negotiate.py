@@ -16,6 +16,7 @@ def run(params: Params) -> dict:
     meta-game). ``prefill_tokens_saved`` is the share of the engine run's prompt tokens whose
     prefill a shared or stored prefix spared; ``engine_processed_tok_s`` counts prompt and
     generated tokens served per second. Each phase starts with the backend's prefix cache empty.
+    ``engine_start_s`` is the backend's load (weights, and for vLLM its engine's KV cache and warm-up).
     """
     import torch
 
@@ -37,8 +38,8 @@ def run(params: Params) -> dict:
     topic_list = negotiation_topics(params.data, neg.topics.model_copy(update={"n": n_topics}), params.seed)
     specs = plan_jobs(agents, topic_list, neg, pairs)[: b.negotiations]
     # every row of a step in one batch: two agents per negotiation
-    backend = load_backend(params.model.model_copy(update={"batch_size": max(params.model.batch_size, 2 * len(specs))}),
-                           None, seed=params.seed)
+    model = params.model.model_copy(update={"batch_size": max(params.model.batch_size, 2 * len(specs))})
+    backend, t_start = timed(lambda: load_backend(model, None, seed=params.seed))
     embedder = Embedder(params.embedder.name, params.embedder.batch_size)
     embedder.encode(["warm-up"])
     recorder = Recorder(backend)
@@ -58,7 +59,8 @@ def run(params: Params) -> dict:
         lambda: [run_jobs([start_job(s, neg, params.seed)], backend, embedder) for s in specs[: b.sequential_negotiations]])
     engine_tok_s, raw_tok_s, seq_tok_s = engine_tokens / t_engine, engine_tokens / recorder.seconds, seq_tokens / t_seq
     return {
-        "model": params.model.name, "negotiations": len(specs), "rounds": b.negotiation_rounds,
+        "model": params.model.name, "backend": backend.name, "numerics": backend.numerics,
+        "engine_start_s": round(t_start, 1), "negotiations": len(specs), "rounds": b.negotiation_rounds,
         "turn_tokens": neg.turn_tokens,
         "generate_calls": len(recorder.calls),
         "engine_tok_s": round(engine_tok_s, 2),

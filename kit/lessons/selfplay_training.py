@@ -45,8 +45,17 @@ def reward_parts(session, weights: dict[str, float], dilemmas: list[Dilemma]) ->
             "dilemmas": cache_key([d.as_dict() for d in dilemmas])}
 
 
-def _recipe(recipe, weights: dict[str, float]):
-    return recipe.model_copy(update={"trl": {**recipe.trl, "reward_weights": list(weights.values())}})
+def _recipe(recipe, weights: dict[str, float], served: bool = False):
+    # rollouts through the profile's engine need no second vLLM engine inside trl (unless a param asks for one)
+    trl = {**({"use_vllm": False} if served else {}), **recipe.trl, "reward_weights": list(weights.values())}
+    return recipe.model_copy(update={"trl": trl})
+
+
+def rollout_engine(session):
+    """The profile's vLLM engine, which serves the policy's adapter to the self-play rollouts (None on transformers:
+    the policy generates in the trainer)."""
+    backend = session.backend
+    return getattr(backend, "inner", backend) if backend.name == "vllm" else None
 
 
 def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]:
@@ -54,11 +63,13 @@ def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]
     p, sp = session.params, session.params.selfplay
     records, lookup = selfplay_records(dilemmas, p.seed, sp.turn_words)
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
+    engine = rollout_engine(session)
     rollout = rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, p.seed, p.model.batch_size,
-                           session.embedder, sp.agree_cosine)
+                           session.embedder, sp.agree_cosine, engine=engine)
     with session.timed("train self_play_grpo", row="self_play_grpo"):
         result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "self_play_grpo",
-                       _recipe(sp.policy, sp.rewards), p.seed, reward_funcs=bind(list(sp.rewards), context),
+                       _recipe(sp.policy, sp.rewards, served=engine is not None), p.seed,
+                       reward_funcs=bind(list(sp.rewards), context),
                        rewards=reward_parts(session, sp.rewards, dilemmas), rollout_func=rollout)
     return result.adapter_dir, records
 

