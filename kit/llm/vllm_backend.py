@@ -194,20 +194,13 @@ class VLLMBackend(Backend):
                  lora_target_modules: Sequence[str] | None = None):
         start = time.perf_counter()
         try:
-            from vllm import LLM, SamplingParams
-            from vllm.inputs import TokensPrompt
-            from vllm.lora.request import LoRARequest
+            from vllm import LLM
             from vllm.platforms import current_platform
         except ImportError as exc:
             raise ImportError(VLLM_MISSING) from exc
-        self._sampling_params = SamplingParams
-        self._tokens_prompt = TokensPrompt
-        self._lora_cls = LoRARequest
-        self._lora_ids: dict[str, int] = {}
-        self.identity = identity or f"{model}@{revision or 'main'}"
-        self.numerics = numerics(dtype, tensor_parallel_size)
-        log.info("loading %s into vLLM", self.identity)
-        self.llm = LLM(
+        identity = identity or f"{model}@{revision or 'main'}"
+        log.info("loading %s into vLLM", identity)
+        llm = LLM(
             model=model, revision=revision, tokenizer_revision=revision, dtype=dtype,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len, trust_remote_code=trust_remote_code, seed=seed,
@@ -219,8 +212,17 @@ class VLLMBackend(Backend):
             enable_prefix_caching=True,
             **platform_settings(current_platform.is_cpu(), kv_cache_gb, enforce_eager, max_model_len),
         )
-        self.tokenizer = self.llm.get_tokenizer()
+        self._wire(llm, identity, numerics(dtype, tensor_parallel_size))
         self.start_seconds = time.perf_counter() - start  # engine start: weights, KV cache, warm-up
+
+    def _wire(self, llm, identity: str, numerics_: str) -> None:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+
+        self._sampling_params, self._tokens_prompt, self._lora_cls = SamplingParams, TokensPrompt, LoRARequest
+        self._lora_ids: dict[str, int] = {}
+        self.llm, self.tokenizer, self.identity, self.numerics = llm, llm.get_tokenizer(), identity, numerics_
         # the transformers backend's counters; prefill_tokens_saved: prompt tokens the prefix cache served
         self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0,
                       "prompt_tokens": 0, "prefill_tokens_saved": 0}
@@ -229,16 +231,9 @@ class VLLMBackend(Backend):
     def around(cls, llm, identity: str = "in-memory") -> "VLLMBackend":
         """A backend on an engine someone else built: trl's colocated ``vllm.LLM``, whose weights
         the trainer syncs before each rollout (LoRA merged in, so requests carry no adapter)."""
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-        from vllm.lora.request import LoRARequest
-
         self = cls.__new__(cls)
-        self._sampling_params, self._tokens_prompt, self._lora_cls = SamplingParams, TokensPrompt, LoRARequest
-        self._lora_ids, self.identity, self.numerics, self.start_seconds = {}, identity, "trainer-synced", 0.0
-        self.llm, self.tokenizer = llm, llm.get_tokenizer()
-        self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0,
-                      "prompt_tokens": 0, "prefill_tokens_saved": 0}
+        self._wire(llm, identity, "trainer-synced")
+        self.start_seconds = 0.0
         return self
 
     @classmethod

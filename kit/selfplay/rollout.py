@@ -111,12 +111,11 @@ def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_to
                              seed=seeds.derive(seed, "selfplay-rollout", call, turn))
 
         tokenizer = trainer.processing_class
-        trl_engine = None if engine is not None else vllm_engine(trainer)
-        if engine is not None:
+        if engine is not None:  # the policy's adapter as it is now, served per request
             adapter = save_policy_adapter(trainer)
             dialogues = play(engine, [(d, k, adapter) for d, k, _ in games], max_turns, params_for, turn_words,
                              embedder, agree_cosine)
-        elif trl_engine is not None:
+        elif (trl_engine := vllm_engine(trainer)) is not None:
             dialogues = play(trl_engine, games, max_turns, params_for, turn_words, embedder, agree_cosine)
         else:
             dialogues = _play_in_transformers(trainer, games, max_turns, params_for, turn_words, embedder,
