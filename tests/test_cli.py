@@ -18,11 +18,11 @@ def test_check_ok(shared_data):
 
 
 BENCH_KEYS = {
-    "generate": ("backend", "engine_start_s", "batched_tok_s", "sequential_tok_s", "raw_tok_s",
+    "generate": ("engine_start_s", "batched_tok_s", "sequential_tok_s", "raw_tok_s",
                  "batched_vs_sequential", "overhead_vs_raw", "cached_rerun_speedup"),
     "choice": ("choice_per_s", "generate_per_s", "choice_vs_generate", "choice_vs_single_answer"),
-    "negotiate": ("backend", "engine_start_s", "engine_tok_s", "sequential_tok_s", "raw_tok_s",
-                  "engine_vs_sequential", "overhead_vs_raw", "prefill_tokens_saved", "engine_processed_tok_s", "threads"),
+    "negotiate": ("engine_start_s", "engine_tok_s", "sequential_tok_s", "raw_tok_s", "engine_vs_sequential",
+                  "overhead_vs_raw", "prefill_tokens_saved", "engine_processed_tok_s", "threads"),
     "selfplay": ("engine_tok_s", "sequential_tok_s", "engine_vs_sequential", "grpo_seconds_per_step", "peak_rss_gb"),
     "train": ("train_tok_s", "peak_rss_gb"),
     "palette": ("synthesis_engine_vs_sequential", "meta_engine_vs_sequential", "engine_vs_sequential", "raw_tok_s",
@@ -42,6 +42,8 @@ def test_bench_prints_json_last(shared_data, what):
         assert isinstance(result[key], (int, float)) and result[key] == result[key], key
     if what == "generate":
         assert result["cached_rerun_speedup"] > 1
+    if what in ("generate", "negotiate"):  # which engine made the numbers, so two runs compare engines
+        assert result["backend"] == "transformers" and result["numerics"] == "float32@cpu"
 
 
 def test_only_selects_notebooks():
