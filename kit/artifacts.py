@@ -52,8 +52,10 @@ def model_parts(model) -> dict[str, str]:
     from kit.llm import BACKENDS
     from kit.llm.models import resolve_model
 
-    return {"identity": resolve_model(model.name, model.revision).identity, "backend": model.backend,
-            "numerics": BACKENDS.get(model.backend).numerics_for(model)}
+    cls = BACKENDS.get(model.backend)
+    # a served model is named by its server (kit.llm.openai_backend), not by local weights
+    identity = cls.identity_for(model) if hasattr(cls, "identity_for") else resolve_model(model.name, model.revision).identity
+    return {"identity": identity, "backend": model.backend, "numerics": cls.numerics_for(model)}
 
 
 def changed(stored: Mapping[str, Any], parts: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -108,9 +110,11 @@ _NOT_MADE_BY = ("profile", "runs_dir", "model")
 
 def made_by(params) -> dict[str, Any]:
     """The params a notebook ran with, redacted: the sections it was given (those set in ``params``)
-    and ``model`` as :func:`model_parts` states it."""
+    and ``model`` and each role's model as :func:`model_parts` states it."""
     names = sorted(params.model_fields_set)
     dump = params.model_dump(mode="json")
+    if "models" in dump:  # each role's model as model_parts states it, like model's
+        dump["models"] = {role: model_parts(m) for role, m in params.models.items()}
     return secrets.redact({**{k: dump[k] for k in names if k not in _NOT_MADE_BY}, "model": model_parts(params.model)})
 
 

@@ -98,6 +98,18 @@ class ModelParams(Section):
     kv_cache_gb: PositiveFloat | None = None
     # skip torch.compile and CUDA graphs; null: eager on a CPU (a first start that compiles: 167 s, eager: 30 s)
     enforce_eager: bool | None = None
+    # openai only (kit.llm.openai_backend): one OpenAI-compatible base URL or a list the requests are spread over
+    base_url: list[str] | None = None
+    # the name of the environment variable holding the API key (never the key: it is read at run time)
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # completions: the server takes token-id prompts on /v1/completions (vLLM, SGLang) and offers every verb;
+    # chat: only /v1/chat/completions (a hosted API): generate and choice_probs, no score
+    api: Literal["completions", "chat"] = "completions"
+    served_model: str | None = None  # the model id the server lists; null: its only base model
+    max_concurrency: PositiveInt = 16  # requests in flight per URL
+    timeout_s: PositiveFloat = 120.0
+    max_retries: int = Field(5, ge=0, le=MAX_RETRIES)  # per request, over 429, 5xx, timeouts and unreadable replies
+    top_logprobs: int = Field(20, ge=1, le=100)  # choice_probs: the first token's alternatives asked for
 
     @property
     def ref(self) -> str:
@@ -106,9 +118,8 @@ class ModelParams(Section):
 
         return model_ref(self.name, self.revision)
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
+    @staticmethod
+    def _known(v: str) -> str:
         from kit.llm.models import REGISTERED
 
         if v in REGISTERED or "/" in v or paths.resolve(v).exists():
@@ -121,6 +132,48 @@ class ModelParams(Section):
         from kit.llm import BACKENDS
 
         return _registered(BACKENDS, v)
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _urls(cls, v: Any) -> Any:
+        urls = [v] if isinstance(v, str) else v
+        if urls is None:
+            return None
+        if not isinstance(urls, list) or not urls:
+            raise ValueError("base_url is one URL or a non-empty list of URLs")
+        for url in urls:
+            if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL; fix: e.g. http://node7:8000/v1")
+        return [u.rstrip("/") for u in urls]
+
+    @model_validator(mode="after")
+    def _served(self) -> "ModelParams":
+        if self.backend == "openai":
+            if not self.base_url:
+                raise ValueError("backend openai needs base_url (the server's /v1 URL, or a list of them)")
+        elif self.base_url or self.api_key_env or self.served_model:
+            raise ValueError(f"base_url, api_key_env and served_model are for backend openai, not {self.backend}; "
+                             "fix: drop them or set backend: openai")
+        # a hosted chat model's name (gpt-4o) is the server's, not a local model
+        if not (self.backend == "openai" and self.api == "chat"):
+            self._known(self.name)
+        return self
+
+
+# The models besides the agents', by role, and the verbs each role asks of its model (``models:`` in a profile;
+# a role not named there is served by ``model``).
+ROLES = {
+    "palette_teacher": ("generate",),  # Cultural Palette's synthesiser (notebook 10; GPT-4o in the paper)
+    "visa_teacher": ("generate",),  # the LLM detector the trained value detector imitates (20)
+    "visa_judge": ("generate",),  # the detector that reads held-out rewrites (22)
+    "value_judge": ("generate",),  # NCN's value evaluation of negotiated guidelines (03, 04, 32)
+    "selfplay_judge": ("choice_probs",),  # the self-play reward's Collective Agency judge (31)
+    "selfplay_eval_judge": ("choice_probs",),  # the judge notebook 32 scores the policies with (null: the reward judge)
+    "nli": ("choice_probs",),  # the meaning-preservation / consistency NLI judge (12, 21, 22)
+}
+AGENT_VERBS = ("generate", "score", "choice_probs")  # what ``model`` serves: agents answer, are scored, choose
+ENDPOINT_KEYS = ("base_url", "api_key_env", "api", "served_model")
+ROLE_FALLBACK = {"selfplay_eval_judge": "selfplay_judge"}  # a role not named falls back to this one, then to model
 
 
 class EmbedderParams(Section):
@@ -491,9 +544,6 @@ class SelfPlayParams(Section):
     max_turns: int = Field(6, ge=2)  # turns of a dialogue, both sides together; a speaks first
     turn_tokens: PositiveInt = 96
     turn_words: PositiveInt = 60  # the length each side is asked to keep a turn under
-    judge: str | None = None  # the Collective Agency judge: a model name, hub id or folder; null: the profile's model
-    # the judge notebook 32 scores the policies with; null: the reward judge (the table then says so)
-    eval_judge: str | None = None
     # a judgement whose probability on the labels 1-5 is below this is missing (counted), never a guess
     judge_min_mass: float = Field(0.5, ge=0, le=1)
     # two sides' stated solutions agree (a dialogue is resolved) at this sentence-embedding cosine
@@ -525,11 +575,6 @@ class SelfPlayParams(Section):
             if name not in ("collective_agency", "joint_solution"):
                 raise ValueError(f"{name!r} is not a self-play reward; use collective_agency and joint_solution")
         return _reward_weights(v)
-
-    @field_validator("judge", "eval_judge")
-    @classmethod
-    def _known_judge(cls, v: str | None) -> str | None:
-        return v if v is None else ModelParams._known(v)
 
     @model_validator(mode="after")
     def _enough_dilemmas(self) -> "SelfPlayParams":
@@ -566,6 +611,8 @@ class Params(Section):
     n_boot: int = Field(1000, ge=100)
     runs_dir: str = "runs"
     model: ModelParams = ModelParams()
+    # role -> the keys where its model differs from ``model`` (kit.config.ROLES); every other key is model's
+    models: dict[Literal[tuple(ROLES)], ModelParams] = Field(default_factory=dict)
     embedder: EmbedderParams = EmbedderParams()
     data: DataParams = DataParams()
     references: ReferencesParams = ReferencesParams()
@@ -577,6 +624,46 @@ class Params(Section):
     visa: VisaParams = VisaParams()
     selfplay: SelfPlayParams = SelfPlayParams()
     bench: BenchParams = BenchParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit(cls, values: Any) -> Any:
+        """Each role's model: ``model``'s keys under the role's own (endpoint keys only while the backend is kept)."""
+        if not isinstance(values, dict) or not isinstance(values.get("models"), dict):
+            return values
+        base = values.get("model") or {}
+        if isinstance(base, ModelParams):
+            base = base.model_dump(exclude_unset=True)
+        if not isinstance(base, dict):
+            return values
+        merged = {}
+        for role, own in values["models"].items():
+            if isinstance(own, ModelParams):
+                own = own.model_dump(exclude_unset=True)
+            if not isinstance(own, dict):
+                merged[role] = own
+                continue
+            kept = own.get("backend", base.get("backend", "transformers")) == base.get("backend", "transformers")
+            merged[role] = {**{k: v for k, v in base.items() if kept or k not in ENDPOINT_KEYS}, **own}
+        return {**values, "models": merged}
+
+    @model_validator(mode="after")
+    def _verbs(self) -> "Params":
+        for role, model, verbs in [("model", self.model, AGENT_VERBS),
+                                   *((f"models.{r}", m, ROLES[r]) for r, m in self.models.items())]:
+            if model.backend == "openai" and model.api == "chat" and "score" in verbs:
+                raise ValueError(f"{role}: api: chat offers no score, which {'the agents need' if role == 'model' else role} "
+                                 "(acceptance is a perplexity); fix: serve it behind /v1/completions (api: completions) "
+                                 "or give the role a local backend")
+        return self
+
+    def role_model(self, role: str) -> ModelParams:
+        """The model a role runs on: its ``models`` entry, else the agents' ``model``."""
+        if role not in ROLES:
+            raise KeyError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        if role in self.models:
+            return self.models[role]
+        return self.role_model(ROLE_FALLBACK[role]) if role in ROLE_FALLBACK else self.model
 
     @property
     def run_dir(self) -> Path:
@@ -610,7 +697,8 @@ def _one_line(err: ValidationError, source: str) -> str:
     hint = _HINTS.get(e["type"], "")
     got = "" if e["type"] in ("missing", "value_error") else f" (got {repr(e.get('input'))[:60]})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return f"{source}: {key}: {msg}{got}" + (f"; fix: {hint}" if hint else "") + more
+    where = f"{key}: " if e["loc"] else ""  # a whole-profile check names its keys itself
+    return f"{source}: {where}{msg}{got}" + (f"; fix: {hint}" if hint else "") + more
 
 
 def validate(values: dict, source: str = "params") -> Params:

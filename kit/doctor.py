@@ -82,8 +82,8 @@ def _free_gb(path: Path) -> float:
 
 
 def hub_ids(params) -> list[str]:
-    """The hub models a profile loads (model, a judge, an NLI cross-encoder is named by the scorer)."""
-    names = [params.model.name, params.selfplay.judge]
+    """The hub models a profile loads in this process (model and each role's local model)."""
+    names = [m.name for m in [params.model, *params.models.values()] if m.backend != "openai"]
     return [n for n in dict.fromkeys(names) if n and "/" in n and not Path(n).exists()]
 
 

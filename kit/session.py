@@ -64,9 +64,31 @@ class Session:
             from kit.llm import load_backend
 
             with self.timed(f"load {Path(folder).name}"):
-                self._backends[folder] = load_backend(self.params.model.model_copy(update={"name": folder}),
+                update: dict[str, Any] = {"name": folder}
+                if self.params.model.backend == "openai":  # a folder built here is not on the server: load it here
+                    update |= {"backend": "transformers", "base_url": None, "api_key_env": None, "served_model": None}
+                self._backends[folder] = load_backend(self.params.model.model_copy(update=update),
                                                       self.cache.path, seed=self.params.seed)
         return self._backends[folder]
+
+    def role_backend(self, role: str):
+        """The model a role runs on (``models.<role>``, see ``kit.config.ROLES``), through the same cache; the
+        agents' backend when the role names no model of its own."""
+        model = self.params.role_model(role)
+        if model == self.params.model:
+            return self.backend
+        key = f"role:{model.model_dump_json()}"  # two roles on one model share it
+        if key not in self._backends:
+            from kit.llm import load_backend
+
+            with self.timed(f"load {role}"):
+                self._backends[key] = load_backend(model, self.cache.path, seed=self.params.seed)
+        return self._backends[key]
+
+    def role_name(self, role: str) -> str:
+        """The name a table prints for a role's model: the served or local model's name."""
+        model = self.params.role_model(role)
+        return model.served_model or model.name
 
     def records(self, name: str):
         """An append-only JSONL store in the run folder, keyed by item id (resumable)."""

@@ -35,7 +35,7 @@ def evaluate(session) -> pd.DataFrame:
     for the consensus board, which prefers notebook 32's evaluation of the same traces with the judge)."""
     p = session.params
     agent_by_country, trace_list = negotiation.study_traces(session)
-    detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
+    detector = make_value_detector(p.negotiation.value_judge, backend=session.role_backend("value_judge"), embedder=session.embedder,
                                    seed=p.seed)
     with session.timed("evaluate traces"):
         per_trace = evaluate_traces(session.backend, detector, agent_by_country, trace_list)

@@ -124,7 +124,7 @@ def cultural_distance(session, compared: dict[str, str | None],
                       heldout_list: list[Topic]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-topic distances and their summary (with the reduction against the base) on held-out topics."""
     p = session.params
-    detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
+    detector = make_value_detector(p.negotiation.value_judge, backend=session.role_backend("value_judge"), embedder=session.embedder,
                                    seed=p.seed)
     distances = pd.concat(session.each_row("cultural distance", compared, lambda one: distance_table(
         session.backend, detector, one, resolve_pairs(p), heldout_list, p.negotiation.turn_tokens)), ignore_index=True)

@@ -25,19 +25,19 @@ def queries(session) -> tuple[list[Topic], list[Topic]]:
 
 def store(session) -> RecordStore:
     """The synthesis records of this profile's model, queries and settings."""
-    return study_store(session.params, backend_parts(session.backend))
+    return study_store(session.params, backend_parts(session.role_backend("palette_teacher")))
 
 
 def synthesise(session, train: list[Topic], heldout: list[Topic]) -> list[dict]:
     """Every query's record (training queries first), synthesised or read back."""
     with session.timed("synthesis"):
-        return run_synthesis(session.backend, [*train, *heldout], session.params.palette, store(session),
+        return run_synthesis(session.role_backend("palette_teacher"), [*train, *heldout], session.params.palette, store(session),
                              session.params.seed)
 
 
 def dataset(session) -> tuple[dict[str, list[dict]], list[dict]]:
     """(preference records per continent, held-out query records) for notebooks 11 and 12."""
-    return training_data(session.params, backend_parts(session.backend))
+    return training_data(session.params, backend_parts(session.role_backend("palette_teacher")))
 
 
 def side_by_side(record: dict) -> pd.DataFrame:

@@ -116,7 +116,7 @@ def semantic_consistency(session, heldout: list[dict]) -> tuple[pd.DataFrame, st
     """P(entailment) of each model's answers given the gold responses of the held-out queries; and the scorer."""
     p = session.params
     adapters, backends = models(session)
-    scorer = make_scorer(p.palette.nli, session.backend)
+    scorer = make_scorer(p.palette.nli, session.role_backend("nli"))
     with session.timed("semantic consistency"):
         return consistency(session.backend, backends, adapters, heldout, scorer, p.palette.draft_tokens), scorer.identity
 

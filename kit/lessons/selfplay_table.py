@@ -2,7 +2,7 @@
 
 The untrained policy, the single-agent GRPO policy and the self-play GRPO policy each talk every
 held-out dilemma through with themselves (``kit.selfplay.evaluation``); the evaluation judge
-(``selfplay.eval_judge``, else the reward judge — and the table says so) scores each joint solution
+(``models.selfplay_eval_judge``, else the reward judge — and the table says so) scores each joint solution
 and a trivial one. Self-play GRPO is compared with each other method paired on the same dilemmas.
 """
 
@@ -47,16 +47,15 @@ def overlap(session, found: list[sd.Dilemma]) -> dict[str, int]:
 
 def eval_judge(session):
     """(the evaluation judge's backend, its name, whether it is the judge the policies were trained on)."""
-    sp = session.params.selfplay
-    if sp.eval_judge is None:
-        return judge_backend(session), sp.judge or session.params.model.name, True
-    return session.backend_of(sp.eval_judge), sp.eval_judge, sp.eval_judge == (sp.judge or session.params.model.name)
+    p = session.params
+    return (session.role_backend("selfplay_eval_judge"), session.role_name("selfplay_eval_judge"),
+            p.role_model("selfplay_eval_judge") == p.role_model("selfplay_judge"))
 
 
 def judge_line(session) -> str:
     _, name, same = eval_judge(session)
     return (f"evaluation judge: {name}" + (" — the judge the policies were trained on as their reward (no other "
-                                           "is named in selfplay.eval_judge): its scores grade its own reward" if same
+                                           "is named in models.selfplay_eval_judge): its scores grade its own reward" if same
                                            else " (not the reward judge)"))
 
 
@@ -139,7 +138,7 @@ def ncn_study(session, adapters: dict[str, str | None]) -> tuple[pd.DataFrame, d
     played = [t for part in session.each_row("talk the study's topics through", adapters, lambda one: policy_traces(
         session.backend, opening, one, sp.max_turns, params_for, sp.turn_words, session.embedder, sp.agree_cosine))
         for t in part]
-    detector = make_value_detector(p.negotiation.value_judge, backend=session.backend, embedder=session.embedder,
+    detector = make_value_detector(p.negotiation.value_judge, backend=session.role_backend("value_judge"), embedder=session.embedder,
                                    seed=p.seed)
     with session.timed("consensus evaluation"):
         rows = consensus_rows(session.backend, eval_judge(session)[0], detector, agent_by_country, study + played,
@@ -153,7 +152,7 @@ def key_numbers(session, t: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataF
     by = study.groupby("method", sort=False)
     _, name, same = eval_judge(session)
     return {"methods": methods_json(t), "n_dilemmas": int(rows["id"].nunique()), "overlap": counts,
-            "judge": session.params.selfplay.judge or session.params.model.name,
+            "judge": session.role_name("selfplay_judge"),
             "eval_judge": {"name": name, "is_reward_judge": same}, "judge_missing": judge_missing(rows),
             "self_play_vs": {f"{s}:{o}": v for (s, o), v in compared["verdict"].items()},
             "ncn_study": {"counts": study_counts,

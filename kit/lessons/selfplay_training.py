@@ -32,9 +32,8 @@ def train_dilemmas(found: list[Dilemma]) -> list[Dilemma]:
 
 
 def judge_backend(session):
-    """The Collective Agency judge: ``selfplay.judge``, or the profile's model when that is null."""
-    judge = session.params.selfplay.judge
-    return session.backend if judge is None else session.backend_of(judge)
+    """The Collective Agency judge: ``models.selfplay_judge``, or the profile's model when it names none."""
+    return session.role_backend("selfplay_judge")
 
 
 def reward_parts(session, weights: dict[str, float], dilemmas: list[Dilemma]) -> dict:
@@ -89,7 +88,7 @@ def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dic
 
 TRAINED_FILE = "trained.json"
 # notebook 32's own settings: they change how the policies are evaluated, not the policies
-EVALUATION_ONLY = ("n_boot", "selfplay.eval_judge", "selfplay.eval_temperature",
+EVALUATION_ONLY = ("n_boot", "models.selfplay_eval_judge", "selfplay.eval_temperature",
                    "selfplay.max_test_items", "selfplay.capability_items")
 
 

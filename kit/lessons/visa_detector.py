@@ -54,7 +54,7 @@ def teacher(session):
     """The detector whose labels the trained one learns (``visa.teacher``)."""
     p, v = session.params, session.params.visa
     extra = {"max_retries": v.max_retries, "max_new_tokens": v.judge_tokens} if v.teacher == "llm" else {}
-    return make_value_detector(v.teacher, backend=session.backend, embedder=session.embedder, seed=p.seed, **extra)
+    return make_value_detector(v.teacher, backend=session.role_backend("visa_teacher"), embedder=session.embedder, seed=p.seed, **extra)
 
 
 def teacher_labels(session, items: list[vc.Item]) -> tuple[pd.DataFrame, int]:
@@ -72,7 +72,7 @@ def fit_detector(session, labels: pd.DataFrame) -> TrainedValueDetector:
     """The trained detector, fitted on the judge's labels of train texts and saved in ``visa/detector``."""
     p = session.params
     train = labels[labels["split"] == "train"]
-    card = {"embedder": session.embedder.identity, "teacher": p.visa.teacher, "teacher_model": session.backend.identity,
+    card = {"embedder": session.embedder.identity, "teacher": p.visa.teacher, "teacher_model": session.role_backend("visa_teacher").identity,
             "texts": len(labels)}
     detector = TrainedValueDetector.fit(session.embedder, list(train["text"]), train[list(SCHWARTZ_VALUES)].to_numpy(),
                                         c=p.visa.detector_c, card=card)

@@ -39,7 +39,7 @@ def reward_detector(session):
 
 def reward_context(session, detector) -> RewardContext:
     v = session.params.visa
-    nli = make_scorer(v.nli, session.backend) if v.nli else None
+    nli = make_scorer(v.nli, session.role_backend("nli")) if v.nli else None
     return RewardContext(detector, session.embedder, nli, v.min_words, v.max_words)
 
 

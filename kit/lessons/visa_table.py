@@ -61,7 +61,7 @@ def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> 
     with session.timed("rewrites"):
         rewrites = rewrite_all(session.backend, used, items, targets, v.rewrite_tokens)
     path = {"path": str(session.run_dir / "visa" / "detector")} if v.eval_detector == "trained" else {}
-    detector = make_value_detector(v.eval_detector, backend=session.backend, embedder=session.embedder, seed=p.seed,
+    detector = make_value_detector(v.eval_detector, backend=session.role_backend("visa_judge"), embedder=session.embedder, seed=p.seed,
                                    **path)
     with session.timed("evaluation detector"):
         rows = score_rows(rewrites, targets, detector, session.embedder)

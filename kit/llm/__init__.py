@@ -2,7 +2,7 @@
 
 ``load_backend(params.model, cache_path)`` is the one way the kit gets a model. Backends are
 registered by name in ``BACKENDS`` (lazily: vLLM is imported only when ``model.backend: vllm`` is
-chosen); a new server drops in with ``BACKENDS.register("name", "package.module:Class")``, where
+chosen; ``openai`` is any OpenAI-compatible server by base URL); a new server drops in with ``BACKENDS.register("name", "package.module:Class")``, where
 the class has ``from_params(model, seed)`` and ``numerics_for(model)``.
 """
 
@@ -19,6 +19,7 @@ __all__ = ["BACKENDS", "Backend", "ChatRequest", "ChoiceRequest", "ChoiceResult"
 BACKENDS: Registry = Registry("backend")
 BACKENDS.register("transformers", "kit.llm.hf_backend:HFBackend")
 BACKENDS.register("vllm", "kit.llm.vllm_backend:VLLMBackend")
+BACKENDS.register("openai", "kit.llm.openai_backend:OpenAIBackend")
 
 
 def load_backend(model, cache_path: str | Path | None = None, seed: int = 0) -> Backend:

@@ -28,7 +28,7 @@ def train_study(params) -> dict[str, Path]:
     from kit.artifacts import model_parts
     from kit.palette.synthesis import training_data
 
-    records, _ = training_data(params, model_parts(params.model))
+    records, _ = training_data(params, model_parts(params.role_model("palette_teacher")))
     return train_agents(records, params.model.ref, palette_dir(params.run_dir) / "agents", params.palette.train,
                         params.seed)
 
