@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, train, benchmark, report, open JupyterLab, check the machine.
+"""``python -m kit``: run notebooks, check params, train, benchmark, report, serve a model, open JupyterLab, check the machine.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="what this machine has, and whether a profile can run here (exit 0 or 2)")
     d.add_argument("--params", help="a profile to check against this machine")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sv = sub.add_parser("serve", help="vllm serve a profile's model (or a role's) with the kit's engine settings, "
+                                      "for backend openai on other nodes")
+    sv.add_argument("--params", required=True)
+    sv.add_argument("--role", help="serve this role's model (kit.config.ROLES) instead of model")
+    sv.add_argument("--host", default="0.0.0.0")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
+    sv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks, agora-kit kernel (no browser; prints the URL)")
     lab.add_argument("--port", type=int, default=8888)
     lab.add_argument("--profile", help="every notebook reads this profile (tiny, smoke, full or a file) instead of "
@@ -70,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             print(f"{args.params}: ok (profile {params.profile}, model {params.model.name} on {params.model.backend})")
             return 0
+        if args.command == "serve":
+            from kit.llm.serve import main as serve_main
+
+            return serve_main(params, args.role, args.host, args.port, args.dry_run)
         if args.command == "report":
             from kit.report import write
 

