@@ -88,7 +88,7 @@ def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dic
 
 TRAINED_FILE = "trained.json"
 # notebook 32's own settings: they change how the policies are evaluated, not the policies
-EVALUATION_ONLY = ("n_boot", "models.selfplay_eval_judge", "selfplay.eval_temperature",
+EVALUATION_ONLY = ("n_boot", "models.selfplay_eval_judge", "models.value_judge", "selfplay.eval_temperature",
                    "selfplay.max_test_items", "selfplay.capability_items")
 
 

@@ -93,7 +93,7 @@ def train_direct(session, items: list[vc.Item], detector) -> tuple[Path | None, 
 
 ADAPTERS_FILE = "adapters.json"
 # notebook 22's own settings: they change how the rewriters are evaluated, not the rewriters
-EVALUATION_ONLY = ("n_boot", "references", "visa.eval_detector", "visa.max_test_items", "visa.capability_items",
+EVALUATION_ONLY = ("n_boot", "references", "models.visa_judge", "visa.eval_detector", "visa.max_test_items", "visa.capability_items",
                    "visa.goqa_items", "visa.culture_countries")
 
 

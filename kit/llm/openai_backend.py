@@ -177,7 +177,8 @@ def served_base(models: dict, url: str, wanted: str | None) -> str:
     ids = [m.get("id") for m in entries]
     if wanted is not None:
         if wanted not in ids:
-            raise EndpointError(f"{url}/models: model {wanted!r} is not served (it serves {', '.join(map(str, ids)) or 'nothing'}); "
+            serves = ", ".join(map(str, ids)) or "nothing"
+            raise EndpointError(f"{url}/models: model {wanted!r} is not served (it serves {serves}); "
                                 "fix model.served_model")
         return wanted
     bases = [m["id"] for m in entries if not m.get("parent")]
@@ -327,8 +328,8 @@ class OpenAIBackend(Backend):
             return []
         if params.min_new_tokens > params.max_new_tokens:
             raise ValueError(f"min_new_tokens={params.min_new_tokens} exceeds max_new_tokens={params.max_new_tokens}")
-        common: dict[str, Any] = {"max_tokens": params.max_new_tokens, "temperature": 0.0 if params.greedy else params.temperature,
-                                  "top_p": params.top_p}
+        common: dict[str, Any] = {"max_tokens": params.max_new_tokens, "top_p": params.top_p,
+                                  "temperature": 0.0 if params.greedy else params.temperature}
         if params.stop:
             common["stop"] = list(params.stop)
         if params.min_new_tokens:

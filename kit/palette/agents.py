@@ -49,7 +49,7 @@ def train_agents(records: Mapping[str, Sequence[dict]], base_model: str, out_dir
 
 MODELS_FILE = "models.json"
 # notebook 12's own settings: they change how the models are evaluated, not the models
-EVALUATION_ONLY = ("n_boot", "references", "palette.countries", "palette.max_test_items", "palette.draft_tokens",
+EVALUATION_ONLY = ("n_boot", "references", "models.nli", "palette.countries", "palette.max_test_items", "palette.draft_tokens",
                    "palette.regulate_tokens", "palette.comment_tokens", "palette.nli", "palette.nli_items",
                    "palette.capability_items")
 
