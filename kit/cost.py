@@ -40,11 +40,12 @@ class Stage:
     seconds: float = 0.0
     peak_rss_gb: float = 0.0
     peak_gpu_gb: float | None = None  # on a CUDA device only
+    models: dict[str, int] = field(default_factory=dict)  # calls per model identity: who made the result
 
     def as_dict(self) -> dict:
         gpu = {} if self.peak_gpu_gb is None else {"peak_gpu_gb": round(self.peak_gpu_gb, 3)}
         return {"stage": self.label, "row": self.row, **self.counts, "seconds": round(self.seconds, 3),
-                "peak_rss_gb": round(self.peak_rss_gb, 3), **gpu}
+                "peak_rss_gb": round(self.peak_rss_gb, 3), **gpu, **({"models": dict(self.models)} if self.models else {})}
 
 
 _active: contextvars.ContextVar[tuple[Stage, ...]] = contextvars.ContextVar("cost_stages", default=())
@@ -55,9 +56,11 @@ def measuring() -> bool:
     return bool(_active.get())
 
 
-def count(calls: int = 0, generated_tokens: int = 0, scored_tokens: int = 0) -> None:
-    """Add model work to every stage now open (no-op outside one)."""
+def count(calls: int = 0, generated_tokens: int = 0, scored_tokens: int = 0, model: str | None = None) -> None:
+    """Add model work to every stage now open (no-op outside one); ``model`` names who served the calls."""
     for stage in _active.get():
+        if model is not None and calls:
+            stage.models[model] = stage.models.get(model, 0) + calls
         stage.counts["calls"] += calls
         stage.counts["generated_tokens"] += generated_tokens
         stage.counts["scored_tokens"] += scored_tokens
@@ -132,4 +135,6 @@ def row_costs(stages: list[dict]) -> dict[str, dict]:
         for k in (*COUNTERS, "seconds"):
             acc[k] += s.get(k, 0)
         acc["peak_rss_gb"] = max(acc["peak_rss_gb"], s.get("peak_rss_gb", 0))
+        for model, calls in (s.get("models") or {}).items():
+            acc.setdefault("models", {})[model] = acc.get("models", {}).get(model, 0) + calls
     return {r: {**c, "seconds": round(c["seconds"], 3)} for r, c in out.items()}

@@ -18,7 +18,7 @@ Three boards, each a table a reader can sort and every row of which says what it
 Cost columns come from the units' metrics (``cost.rows``, :mod:`kit.cost`): a row's cost is what its
 method's units (notebooks of the same decade) spent under its name — training or building it,
 generating its data, and scoring it. Shared work (loading models, data both rows use) is in each
-unit's session cost, not in a row's. A unit that has not run shows as ``not run``, never as a gap.
+unit's session cost, not in a row's. ``models`` names every model whose calls a row counts. A unit that has not run shows as ``not run``, never as a gap.
 
 A unit whose metrics were made with other params than the board's (``kit.artifacts.made_by``, on the
 sections both were given) keeps its rows, and their ``stale`` column names the keys that changed.
@@ -97,13 +97,25 @@ def label(notebook: str, row: str) -> str:
 def row_cost(stored: Stored, notebook: str, row: str) -> dict:
     """What the units of ``notebook``'s decade spent under ``row``'s name (``kit.cost``); zeros if nothing."""
     out = {**dict.fromkeys(COUNTERS, 0), "seconds": 0.0, "peak_rss_gb": 0.0}
+    models: set[str] = set()
     for nb, metrics in stored.metrics.items():
         found = metrics.get("cost", {}).get("rows", {}).get(row) if nb[:1] == notebook[:1] else None
         if found:
             for k in (*COUNTERS, "seconds"):
                 out[k] += found.get(k, 0)
             out["peak_rss_gb"] = max(out["peak_rss_gb"], found.get("peak_rss_gb", 0))
-    return {**out, "seconds": round(out["seconds"], 3)}
+            models.update(found.get("models") or {})
+    # the models whose calls the row counts (agents, judges, teachers), by the name before their revision
+    return {**out, "seconds": round(out["seconds"], 3), "models": ", ".join(sorted({model_label(m) for m in models}))}
+
+
+def model_label(identity: str) -> str:
+    """A model identity as a table names it: ``hub:Qwen/Qwen2.5-7B@main`` → ``Qwen/Qwen2.5-7B``, a served
+    ``name@http://…`` → ``name``, ``smollm2-135m-instruct:gguf-sha256:…`` → ``smollm2-135m-instruct``, a local
+    folder → its name."""
+    if identity.startswith("local:"):
+        return Path(identity.removeprefix("local:").rsplit(":", 1)[0]).name
+    return identity.removeprefix("hub:").split("@", 1)[0].split(":", 1)[0]
 
 
 def _absent(stored: Stored, board: str, notebooks: list[str]) -> list[dict]:

@@ -44,6 +44,7 @@ def test_stages_count_every_request_cached_or_not(tiny_backend, tmp_path):
     assert first.counts["scored_tokens"] > len(tok("hello there", add_special_tokens=False)["input_ids"])
     again, _, _ = run()  # every answer now comes from the cache: the same cost is recorded
     assert again.counts == first.counts
+    assert first.models == again.models == {tiny_backend.identity: 4}  # who served the calls, cached or not
     assert first.peak_rss_gb > 0 and first.seconds > 0
     assert not cost.measuring()  # no stage left open
 
@@ -273,3 +274,16 @@ def test_a_corrupt_stored_file_is_one_clear_line(run, capsys):
     assert main(["report", str(ROOT / "params" / "tiny.yaml"), "--set", f"runs_dir={params.run_dir.parent}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "01_cultural_agents.jsonl:1 is not valid JSON" in err
+
+
+def test_row_costs_name_the_models_that_served_them():
+    from kit.leaderboard import model_label
+
+    stages = [{"stage": "gen", "row": "a", "calls": 3, "seconds": 1.0, "peak_rss_gb": 1.0,
+               "models": {"hub:Qwen/Qwen2.5-7B-Instruct@main": 2, "judge@http://n9:8000/v1": 1}},
+              {"stage": "eval", "row": "a", "calls": 2, "seconds": 1.0, "peak_rss_gb": 1.0,
+               "models": {"hub:Qwen/Qwen2.5-7B-Instruct@main": 2}}]
+    assert cost.row_costs(stages)["a"]["models"] == {"hub:Qwen/Qwen2.5-7B-Instruct@main": 4, "judge@http://n9:8000/v1": 1}
+    assert [model_label(m) for m in ("hub:Qwen/Qwen2.5-7B-Instruct@main", "judge@http://n9:8000/v1",
+                                     "smollm2-135m-instruct:gguf-sha256:0123", "local:/runs/x/palette/models/ties:ab12")] \
+        == ["Qwen/Qwen2.5-7B-Instruct", "judge", "smollm2-135m-instruct", "ties"]

