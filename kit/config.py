@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from kit import paths, secrets
+from kit.registry import PROTOCOLS
+from kit.run import paths, secrets
 
 
 class ParamsError(ValueError):
@@ -320,7 +321,6 @@ class NegotiationParams(Section):
     @field_validator("methods")
     @classmethod
     def _registered_protocols(cls, v: list[str]) -> list[str]:
-        from kit.negotiation.protocol import PROTOCOLS
 
         return _unique([_registered(PROTOCOLS, name) for name in v])
 
@@ -373,7 +373,6 @@ class FinetuneParams(TrainRecipe):
     @field_validator("from_methods")
     @classmethod
     def _registered_sources(cls, v: list[str]) -> list[str]:
-        from kit.negotiation.protocol import PROTOCOLS
 
         return _unique([_registered(PROTOCOLS, name) for name in v])
 

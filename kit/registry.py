@@ -54,3 +54,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
+
+
+# Negotiation protocols are named here rather than in kit.negotiation, so that params validation
+# (kit.config) knows every name without importing the package that itself reads kit.config.
+PROTOCOLS: Registry = Registry("negotiation protocol")
+PROTOCOLS.register("ncn", "kit.negotiation.psro:ncn")
+PROTOCOLS.register("debate", "kit.negotiation.baselines:debate")
+PROTOCOLS.register("consultancy", "kit.negotiation.baselines:consultancy")
+PROTOCOLS.register("none", "kit.negotiation.baselines:no_negotiation")

@@ -6,13 +6,13 @@ import logging
 
 import pytest
 
-from kit import artifacts
 from kit.agents import prompted
 from kit.agents.descriptions import describe_cultures
 from kit.config import AgentsParams, ModelParams, NegotiationParams, Params, TopicsParams
 from kit.data import OpinionItem, question_id
 from kit.llm.base import Backend, backend_parts
 from kit.negotiation.run import store_parts, trace_store
+from kit.run import artifacts
 
 DESCRIPTION = "\n".join(f"## {s}\nText." for s in ("Core Values", "Accepted Behaviors", "Rejected Phenomena",
                                                    "Perspectives", "Attitude toward other worldviews"))
@@ -51,7 +51,7 @@ def test_fingerprints_name_what_changed(tmp_path, caplog):
     artifacts.stamp(stamp, parts)
     assert artifacts.stale(stamp, parts) is None and artifacts.reusable(stamp, parts, "x")
     other = {"model": {"identity": "m", "numerics": "bfloat16@cpu"}, "seed": 1}
-    with caplog.at_level(logging.WARNING, logger="kit.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="kit.run.artifacts"):
         assert not artifacts.reusable(stamp, other, "the thing")
     assert caplog.text.count("\n") == 1 and "the thing was made from other inputs (changed: model.numerics, seed)" in caplog.text
 

@@ -6,8 +6,8 @@ the key at fault. One case is valid by design: ``1e-4`` is a float under YAML 1.
 
 import pytest
 
-from kit.cli import main
 from kit.config import load_params
+from kit.tools.cli import main
 
 from conftest import ROOT
 

@@ -4,9 +4,9 @@ import sqlite3
 
 import pytest
 
-from kit.cache import Cache
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
 from kit.llm.cached import CachedBackend
+from kit.run.cache import Cache
 
 
 class CountingBackend(Backend):
@@ -129,7 +129,7 @@ def test_unreadable_cache_file_is_set_aside(tmp_path):
 def test_a_cache_that_cannot_be_opened_is_an_error_not_corruption(tmp_path):
     """Only a damaged file is set aside; one SQLite cannot open (here a folder in its place, as a lock
     or a read-only disk would) stays where it is, and the error says what to fix in one line."""
-    from kit.cache import CacheUnavailable
+    from kit.run.cache import CacheUnavailable
 
     path = tmp_path / "c.sqlite"
     path.mkdir()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from kit import seeds
+from kit.run import seeds
 from kit.data import (
     NCN_ZONES,
     PALETTE_CONTINENTS,

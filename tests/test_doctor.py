@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import doctor
 from kit.config import load_params
+from kit.tools import doctor
 
 ROOT = Path(__file__).resolve().parents[1]
 

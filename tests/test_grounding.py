@@ -275,7 +275,7 @@ def test_grounding_data_is_rebuilt_when_what_made_it_changed(tmp_path, fake_trai
     fake = Fake()
     train_grounded_agents(fake, "tiny-random", ["China"], data, PARAMS, 0, tmp_path)
     assert len(fake.generate_batches) == 2
-    with caplog.at_level(logging.WARNING, logger="kit.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="kit.run.artifacts"):
         train_grounded_agents(fake, "tiny-random", ["China"], data, PARAMS.model_copy(update={"rewrite_tokens": 9}), 0,
                               tmp_path)
     assert len(fake.generate_batches) == 4  # asked again

@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from kit import cost, leaderboard
-from kit.cache import Cache
+from kit.reporting import leaderboard
+
 from kit.config import load_params
 from kit.data import goqa_split
 from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest
 from kit.llm.cached import CachedBackend
-from kit.session import Session
+from kit.run import cost
+from kit.run.cache import Cache
+from kit.run.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,7 +217,7 @@ class _Cells(HTMLParser):
 
 
 def test_report_shows_every_board_row(run):
-    from kit import report
+    from kit.reporting import report
 
     params, _, _ = run
     figures = params.run_dir / "figures"
@@ -235,7 +237,7 @@ def test_report_shows_every_board_row(run):
 
 
 def test_report_command_on_an_empty_run(tmp_path, capsys):
-    from kit.cli import main
+    from kit.tools.cli import main
 
     assert main(["report", str(ROOT / "params" / "tiny.yaml"), "--set", f"runs_dir={tmp_path}"]) == 0
     page = tmp_path / "tiny" / "report" / "index.html"
@@ -267,7 +269,7 @@ def test_a_dialogue_becomes_a_study_trace_with_each_sides_last_turn():
 
 
 def test_a_corrupt_stored_file_is_one_clear_line(run, capsys):
-    from kit.cli import main
+    from kit.tools.cli import main
 
     params, _, _ = run
     (params.run_dir / "scores" / "alignment" / "01_cultural_agents.jsonl").write_text('{"agent": "echo"\n')
@@ -277,7 +279,7 @@ def test_a_corrupt_stored_file_is_one_clear_line(run, capsys):
 
 
 def test_row_costs_name_the_models_that_served_them():
-    from kit.leaderboard import model_label
+    from kit.reporting.leaderboard import model_label
 
     stages = [{"stage": "gen", "row": "a", "calls": 3, "seconds": 1.0, "peak_rss_gb": 1.0,
                "models": {"hub:Qwen/Qwen2.5-7B-Instruct@main": 2, "judge@http://n9:8000/v1": 1}},

@@ -12,7 +12,7 @@ from conftest import ROOT
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from kit import lock
+    from kit.run import lock
     lock.hold(sys.argv[1])
     print("held", flush=True)
     time.sleep(120)
@@ -58,16 +58,16 @@ def test_second_process_is_refused_until_the_holder_dies(tmp_path, shared_data):
 
 
 def test_children_inherit_the_lock_and_one_process_holds_it_once(tmp_path):
-    from kit import lock
+    from kit.run import lock
 
     folder = tmp_path / "run"
     lock.hold(folder)
     try:
         lock.hold(folder)  # the same process again: a no-op
-        child = subprocess.run([sys.executable, "-c", "import sys; from kit import lock; lock.hold(sys.argv[1])",
+        child = subprocess.run([sys.executable, "-c", "import sys; from kit.run import lock; lock.hold(sys.argv[1])",
                                 str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert child.returncode == 0, child.stderr  # a kernel started by the holder writes under its lock
-        stranger = subprocess.run([sys.executable, "-c", "import sys; from kit import lock; lock.hold(sys.argv[1])",
+        stranger = subprocess.run([sys.executable, "-c", "import sys; from kit.run import lock; lock.hold(sys.argv[1])",
                                    str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=60,
                                   env={k: v for k, v in os.environ.items() if k != lock.ENV})
         assert stranger.returncode != 0 and "RunFolderBusy" in stranger.stderr

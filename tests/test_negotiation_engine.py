@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit import seeds
 from kit.agents import prompted
 from kit.config import NegotiationParams
 from kit.data.topics import Topic
@@ -25,7 +24,8 @@ from kit.llm.base import Backend
 from kit.negotiation import plan_jobs, run_negotiations, shard_of, start_job, truncate_words, validate_trace
 from kit.negotiation.prompts import KIND_INSTRUCTIONS, RETRY_NOTE, agrees
 from kit.negotiation.psro import candidate_slots
-from kit.runs import RecordStore, merge_record_files
+from kit.run import seeds
+from kit.run.records import RecordStore, merge_record_files
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTRIES = ("Japan", "Brazil")
@@ -269,7 +269,7 @@ WORKER = textwrap.dedent("""
     from kit.data.topics import Topic
     from kit.llm.hf_backend import HFBackend
     from kit.negotiation import run_negotiations
-    from kit.runs import RecordStore
+    from kit.run.records import RecordStore
 
     class Slow:  # keeps the run alive long enough to be killed between steps
         def __init__(self, inner):

@@ -344,9 +344,9 @@ def test_adapter_served_by_name_loaded_at_run_time(server, sleeps, tmp_path):
 def test_a_run_stopped_by_an_endpoint_resumes_without_loss_or_doubling(server, sleeps, tmp_path):
     """A loop over items through the cached backend into a RecordStore: the endpoint fails for good half-way,
     the run stops with one line; the rerun against a healthy endpoint finishes every item exactly once."""
-    from kit.cache import Cache
     from kit.llm.cached import CachedBackend
-    from kit.runs import RecordStore
+    from kit.run.cache import Cache
+    from kit.run.records import RecordStore
 
     items = [f"item {i}" for i in range(8)]
 
@@ -387,8 +387,8 @@ def test_api_key_is_sent_but_never_written(server, sleeps, tmp_path, monkeypatch
     import logging
 
     from kit.config import validate
-    from kit.runs import write_manifest
-    from kit.session import Session
+    from kit.run.records import write_manifest
+    from kit.run.session import Session
 
     key = "sk-agora-test-3f9c1e7d5b"
     monkeypatch.setenv("AGORA_TEST_API_KEY", key)
@@ -441,7 +441,7 @@ def test_doctor_reports_each_endpoint_in_one_line(server):
     import socket
 
     from kit.config import validate
-    from kit.doctor import endpoints
+    from kit.tools.doctor import endpoints
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -458,7 +458,7 @@ def test_doctor_reports_each_endpoint_in_one_line(server):
 
 
 def test_kit_serve_dry_run_prints_the_engine_settings(capsys):
-    from kit.cli import main
+    from kit.tools.cli import main
 
     assert main(["serve", "--params", "params/tiny.yaml", "--port", "8123", "--dry-run", "--role", "nli"]) == 0
     line = capsys.readouterr().out.strip()

@@ -275,9 +275,9 @@ def test_continent_separation_is_the_between_group_share_of_variance():
 
 
 def test_cli_trains_the_palette_agents_into_the_folders_notebook_11_reuses(tmp_path, capsys):
-    from kit.artifacts import model_parts
     from kit.config import load_params
     from kit.palette.synthesis import query_split, study_store
+    from kit.run.artifacts import model_parts
     from kit.train.cli import main
 
     args = ["--params", str(ROOT / "params/tiny.yaml"), "--set", f"runs_dir={tmp_path}"]

@@ -84,7 +84,7 @@ def test_cli_check_exit_codes_and_no_model_load(tmp_path, goqa):
     """One subprocess checks every bad file: exit 2, one line, and no model module imported."""
     files = [_write(tmp_path, c, t, goqa) for c, (t, _) in sorted(BAD.items())]
     script = (
-        "import sys; from kit.cli import main\n"
+        "import sys; from kit.tools.cli import main\n"
         "codes = [main(['check', f]) for f in sys.argv[1:]]\n"
         "heavy = [m for m in ('torch', 'transformers', 'kit.llm.hf_backend') if m in sys.modules]\n"
         "print('CODES', codes, 'HEAVY', heavy)\n"

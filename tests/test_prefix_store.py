@@ -156,8 +156,8 @@ def test_growing_layer_holds_what_transformers_dynamic_layer_holds():
 
 
 def test_the_on_disk_cache_wrapper_passes_the_reset_on(fresh, tmp_path):
-    from kit.cache import Cache
     from kit.llm.cached import CachedBackend
+    from kit.run.cache import Cache
 
     wrapped = CachedBackend(fresh, Cache(tmp_path / "cache.sqlite"))
     wrapped.generate([ChatRequest(_chat("Hello there"))], GenParams(max_new_tokens=2))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.runs import RecordStore, atomic_write_json, atomic_write_text, write_manifest
+from kit.run.records import RecordStore, atomic_write_json, atomic_write_text, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_truncated_last_line_dropped_and_repaired(tmp_path, caplog):
     with open(path, "ab") as f:  # a kill halfway through the fourth write
         f.write(b'{"id": 3, "text": "xxx')
 
-    with caplog.at_level(logging.WARNING, logger="kit.runs"):
+    with caplog.at_level(logging.WARNING, logger="kit.run.records"):
         reopened = RecordStore(path)
     assert reopened.ids() == [0, 1, 2]
     assert path.read_bytes() == good
@@ -215,7 +215,7 @@ def test_manifest_git_info(tmp_path):
 WORKER = textwrap.dedent(
     """
     import sys, time
-    from kit.runs import RecordStore
+    from kit.run.records import RecordStore
 
     store = RecordStore(sys.argv[1])
     todo = store.pending(range(200))

@@ -2,8 +2,8 @@
 
 import json
 
-from kit import artifacts, secrets
-from kit.runs import write_manifest
+from kit.run import artifacts, secrets
+from kit.run.records import write_manifest
 
 TOKEN = "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"
 

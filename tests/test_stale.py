@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from kit import artifacts
 from kit.config import load_params
+from kit.run import artifacts
 
 
 def _params(shared_data, tmp_path, *sets):
@@ -138,7 +138,7 @@ def test_a_merge_follows_its_adapters_content_and_keeps_one_whole_lora_cache(tmp
 
 
 def test_the_boards_mark_rows_made_with_other_params_stale(shared_data, tmp_path):
-    from kit import leaderboard
+    from kit.reporting import leaderboard
 
     params = _params(shared_data, tmp_path)
     run_dir = params.run_dir
@@ -160,7 +160,7 @@ def test_the_boards_mark_rows_made_with_other_params_stale(shared_data, tmp_path
 
 
 def test_the_manifest_keeps_per_notebook_the_params_that_ran_it(shared_data, tmp_path, monkeypatch):
-    from kit import runner
+    from kit.run import runner
 
     monkeypatch.setattr(runner, "execute", lambda nb, out, params, kernel, progress: 1.0)
     monkeypatch.setattr(runner, "ensure_kernel", lambda: "k")

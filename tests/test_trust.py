@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit import seeds
 from kit.config import DataParams, Params, TopicsParams
 from kit.data import OpinionItem, goqa_split, split_questions
 from kit.data.leaks import LeakError, assert_no_leaks, leak_counts
 from kit.data.topics import Topic, heldout_topics, negotiation_topics, topic_pools
+from kit.run import seeds
 from kit.metrics.alignment import (
     UNIFORM_AGENT,
     other_countries_reference,
@@ -67,7 +67,7 @@ def test_heldout_topics_are_never_negotiated_whatever_n(data):
 
 def test_readers_take_the_traces_of_the_current_plan_only(tmp_path, data):
     from kit.negotiation.run import planned_traces
-    from kit.runs import RecordStore
+    from kit.run.records import RecordStore
 
     params = Params(profile="t", data=data, negotiation={"pairs": [["United States", "China"]], "methods": ["ncn"],
                                                          "topics": {"n": 4}})
@@ -142,8 +142,8 @@ def test_prompts_name_the_country_not_the_survey_sample():
 
 
 def test_figures_follow_the_run_folder(tmp_path, monkeypatch):
-    from kit import paths
-    from kit.session import Session
+    from kit.run import paths
+    from kit.run.session import Session
 
     monkeypatch.setattr(paths, "ROOT", tmp_path / "project")
     elsewhere = Session(Params(profile="t", runs_dir=str(tmp_path / "elsewhere")))

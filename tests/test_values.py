@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from kit import seeds
 from kit.llm.base import Backend, GenParams
+from kit.run import seeds
 from kit.values import (
     SCHWARTZ_VALUES,
     VALUE_DEFINITIONS,

@@ -9,13 +9,13 @@ builds its agents), so descriptions are written whenever either kind is asked fo
 
 from __future__ import annotations
 
-from kit import artifacts
 from kit.agents import kinds
 from kit.agents.descriptions import describe_cultures
 from kit.agents.grounding import train_grounded_agents
 from kit.agents.store import AgentSet
 from kit.data import SurveySplits
 from kit.data.leaks import assert_no_test_leak
+from kit.run import artifacts
 
 
 def build_agents(session, splits: SurveySplits) -> AgentSet:

@@ -22,14 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit import artifacts, seeds
 from kit.config import AgentsParams
 from kit.data import OpinionItem, base_country
 from kit.data.leaks import assert_no_test_leak
 from kit.engine import ask_parsed, run
-from kit.files import atomic_write_text
 from kit.llm.base import Backend, ChatRequest, GenParams, backend_parts
-from kit.paths import file_stem
+from kit.run import artifacts, seeds
+from kit.run.files import atomic_write_text
+from kit.run.paths import file_stem
 
 log = logging.getLogger(__name__)
 

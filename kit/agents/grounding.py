@@ -33,16 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from kit import artifacts, seeds
 from kit.agents.kinds import culture_instruction
-from kit.cache import cache_key
 from kit.config import AgentsParams
 from kit.data import OpinionItem, base_country, option_labels, split_questions
 from kit.data.leaks import assert_no_test_leak
 from kit.engine import ask_parsed, choose, run
-from kit.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, GenParams, backend_parts
-from kit.paths import file_stem
+from kit.run import artifacts, seeds
+from kit.run.cache import cache_key
+from kit.run.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from kit.run.paths import file_stem
 
 log = logging.getLogger(__name__)
 

@@ -77,8 +77,8 @@ def grounded(country: str, adapter: str, description: str | None = None) -> Agen
 
 def fingerprint(agent: Agent) -> str:
     """What an agent is, as 16 hex digits: kind, culture, system prompt and its adapter's content."""
-    from kit.artifacts import fingerprint as parts_fingerprint
     from kit.llm.models import adapter_fingerprint
+    from kit.run.artifacts import fingerprint as parts_fingerprint
 
     return parts_fingerprint({"kind": agent.kind, "culture": agent.culture, "system_prompt": agent.system_prompt,
                               "adapter": adapter_fingerprint(agent.adapter) if agent.adapter else None})

@@ -3,7 +3,7 @@
 ``runs/<profile>/agents/agents.json`` lists each agent (name, kind, culture, system prompt, adapter
 folder relative to the run folder, fingerprint) and the held-out questions notebook 01 evaluated
 them on, so later units evaluate on exactly those and never rebuild an agent. It also records the
-params notebook 01 ran with (``kit.artifacts.made_by``): a later notebook given another model, seed
+params notebook 01 ran with (``kit.run.artifacts.made_by``): a later notebook given another model, seed
 or data split stops with one line instead of using agents built for other params.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from kit.agents.kinds import Agent, fingerprint
 from kit.data import OpinionItem
-from kit.files import atomic_write_json, read_json
+from kit.run.files import atomic_write_json, read_json
 
 AGENTS_FILE = "agents.json"
 
@@ -28,7 +28,7 @@ class AgentSet:
     countries: tuple[str, ...]
     test_questions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
-    made_by: dict[str, Any] | None = None  # kit.artifacts.made_by of notebook 01's params
+    made_by: dict[str, Any] | None = None  # kit.run.artifacts.made_by of notebook 01's params
 
     def of_kind(self, kind: str) -> dict[str, Agent]:
         """Country -> agent of one kind (``vanilla`` has no country and is keyed by ``None``)."""
@@ -56,7 +56,7 @@ class AgentSet:
     def load(cls, run_dir: Path, params=None) -> "AgentSet":
         """The stored agents; with ``params``, only if notebook 01 made them with the same model, seed and
         data (the sections both notebooks are given), else one line naming what changed."""
-        from kit.artifacts import check_made_by
+        from kit.run.artifacts import check_made_by
 
         run_dir = Path(run_dir)
         stored = read_json(run_dir / "agents" / AGENTS_FILE)

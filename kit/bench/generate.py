@@ -16,9 +16,9 @@ from kit.llm.base import ChatRequest, GenParams
 
 def run(params: Params) -> dict:
     """Batched vs one-at-a-time vs the engine's raw batched call on the same prompts, and the cache."""
-    from kit.cache import Cache
     from kit.llm import load_backend
     from kit.llm.cached import CachedBackend
+    from kit.run.cache import Cache
 
     n, new = params.bench.n_requests, params.bench.max_new_tokens
     model = params.model.model_copy(update={"batch_size": max(n, params.model.batch_size)})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kit.bench.common import TOPICS
 from kit.config import Params
-from kit.cost import peak_rss_gb
+from kit.run.cost import peak_rss_gb
 
 ANSWER = ("Families should talk openly and decide together. Each person's view deserves respect, and "
           "traditions can guide us without binding us.")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from kit import seeds
 from kit.bench.common import timed
 from kit.config import Params
-from kit.cost import peak_rss_gb
+from kit.run import seeds
+from kit.run.cost import peak_rss_gb
 
 
 def run(params: Params) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 from kit.agents import culture_instruction
 from kit.bench.common import CULTURES, TOPICS
 from kit.config import Params
-from kit.cost import peak_rss_gb
+from kit.run.cost import peak_rss_gb
 
 _CHOSEN = "Both sides agree that families and communities should decide together, respecting each person's values. "
 _REJECTED = "Our tradition is the only right answer, and other views do not matter here. "

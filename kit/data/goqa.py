@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from kit.paths import resolve
+from kit.run.paths import resolve
 
 from .countries import normalize_country, resolve_country
 

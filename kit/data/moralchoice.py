@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kit.paths import resolve
+from kit.run.paths import resolve
 
 log = logging.getLogger(__name__)
 

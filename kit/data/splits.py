@@ -1,7 +1,7 @@
 """Train/test splits by question, decided by a hash rather than a shuffle.
 
 Each unit (by default a question id) is hashed with the seed and a purpose to a number in [0, 1)
-(``kit.seeds.unit``); it is in the test split when that number is below ``test_fraction``. The
+(``kit.run.seeds.unit``); it is in the test split when that number is below ``test_fraction``. The
 study's GlobalOpinionQA split hashes the question's *stem* (``kit.data.goqa.question_stem``), so
 all countries of a question, a survey battery's sibling items and a question's option variants land
 on the same side (no leakage through another country or a near-duplicate), and a question keeps
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from kit import seeds
 from kit.data.goqa import OpinionItem, by_country, load_goqa
+from kit.run import seeds
 
 log = logging.getLogger(__name__)
 

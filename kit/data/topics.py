@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import yaml
 
-from kit import seeds
-from kit.paths import resolve
+from kit.run import seeds
+from kit.run.paths import resolve
 
 from .goqa import load_goqa
 from .moralchoice import load_moralchoice
@@ -149,7 +149,7 @@ def topic_source_path(data, topics) -> Path:
 
 def source_identity(data, topics) -> str:
     """What a topic source's content is, for fingerprints: its file's sha256, or the hub id."""
-    from kit.artifacts import file_hash
+    from kit.run.artifacts import file_hash
 
     return f"hub:{PRISM}" if topics.source == "prism" else file_hash(topic_source_path(data, topics))
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kit import plots, seeds
+from kit.reporting import plots
+
+from kit.run import seeds
 from kit.evals.traces import (
     REFERENCE_METHOD,
     common_items,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import plots, seeds
+from kit.reporting import plots
+
 from kit.data import OpinionItem, Topic, goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
@@ -25,10 +26,11 @@ from kit.evals.capability import capability_kept
 from kit.evals.distance import BASE, distance_summary, distance_table, persona
 from kit.evals.references import study_references
 from kit.evals.survey import answer_rows
-from kit.files import read_json
 from kit.lessons import negotiation
 from kit.metrics.alignment import REFERENCES, between_culture_distance, reference_comparison, score_table
 from kit.negotiation.run import resolve_pairs
+from kit.run import seeds
+from kit.run.files import read_json
 from kit.train.records import TrainingSet, training_sets
 from kit.train.trainers import train
 from kit.values import make_value_detector

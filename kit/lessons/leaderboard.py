@@ -1,7 +1,7 @@
 """Notebook 90 · one leaderboard across every method, on held-out data, with what each row cost.
 
-Reads the boards from what the units stored (``kit.leaderboard``) — no model runs here — draws them,
-and writes the run's report page (``kit.report``).
+Reads the boards from what the units stored (``kit.reporting.leaderboard``) — no model runs here — draws them,
+and writes the run's report page (``kit.reporting.report``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit import leaderboard, plots, report
+from kit.reporting import leaderboard, plots, report
 
 ALIGNMENT_VIEW = ["row", "s_align", "js_similarity", "js_similarity_low", "js_similarity_high", "js_similarity_e",
                   "best_reference",

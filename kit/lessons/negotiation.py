@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit import plots
 from kit.agents import Agent
 from kit.data import Topic
 from kit.data.topics import negotiation_topics
 from kit.llm.base import backend_parts
 from kit.negotiation.run import planned_traces, resolve_pairs, run_negotiations, study_agents, study_store
-from kit.runs import RecordStore
+from kit.reporting import plots
+from kit.run.records import RecordStore
 
 
 def topics(session) -> list[Topic]:
@@ -41,7 +41,7 @@ def store(session, agent_by_country: dict[str, Agent]) -> RecordStore:
 
 def run(session, agent_by_country: dict[str, Agent], topic_list: list[Topic]) -> list[dict]:
     """Run (or resume) every negotiation of the params, one method at a time, so each method's cost is
-    its own (``kit.cost``); the stored traces, in plan order."""
+    its own (``kit.run.cost``); the stored traces, in plan order."""
     p = session.params
     traces = store(session, agent_by_country)
     with session.timed("negotiations"):

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import plots
-from kit.cost import peak_rss_gb
 from kit.data.cultures import PALETTE_CONTINENTS
 from kit.llm.models import resolve_model
 from kit.palette.agents import palette_dir, save_models, train_agents
 from kit.palette.merges import build_moe, merge, router_shares
 from kit.palette.prompts import CONTINENTS
+from kit.reporting import plots
+from kit.run.cost import peak_rss_gb
 
 
 def folder(session) -> Path:

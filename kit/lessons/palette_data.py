@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit import plots
 from kit.data import Topic
 from kit.llm.base import backend_parts
 from kit.palette.prompts import CONTINENTS
 from kit.palette.synthesis import query_split, run_synthesis, study_store, training_data, validation_counts
-from kit.runs import RecordStore
+from kit.reporting import plots
+from kit.run.records import RecordStore
 
 
 def queries(session) -> tuple[list[Topic], list[Topic]]:

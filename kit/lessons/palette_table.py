@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit import plots, seeds
+from kit.reporting import plots
+
 from kit.data import OpinionItem, goqa_split
 from kit.data.leaks import assert_no_leaks, palette_leak_counts
 from kit.evals.capability import capability_kept
 from kit.evals.nli import make_scorer
 from kit.evals.references import study_references
+from kit.run import seeds
 from kit.metrics.alignment import (
     NEIGHBOUR_AGENT,
     REFERENCES,
@@ -23,9 +25,9 @@ from kit.metrics.alignment import (
     reference_comparison,
 )
 from kit.palette.agents import load_models
+from kit.palette.baselines import ROWS
 from kit.palette.merges import router_prompts
 from kit.palette.synthesis import query_split
-from kit.palette.baselines import ROWS
 from kit.palette.evaluation import (
     answer_all,
     best_baseline,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import artifacts
-from kit.cache import cache_key
 from kit.data import load_moralchoice
+from kit.run import artifacts
+from kit.run.cache import cache_key
 from kit.selfplay import dilemmas as sd
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import plots
-from kit.cache import cache_key
 from kit.lessons.selfplay_data import folder
+from kit.reporting import plots
+from kit.run.cache import cache_key
 from kit.selfplay import judge as ca
 from kit.selfplay.dilemmas import Dilemma
 from kit.selfplay.rewards import JudgeContext
@@ -93,15 +93,15 @@ EVALUATION_ONLY = ("n_boot", "models.selfplay_eval_judge", "models.value_judge",
 
 
 def write_trained(session, adapter_dirs: dict[str, Path], records: dict[str, list[dict]]) -> Path:
-    """The policies this run trained and the dilemma ids each saw, for notebook 32 (``kit.artifacts.hand_off``)."""
-    from kit.artifacts import hand_off
+    """The policies this run trained and the dilemma ids each saw, for notebook 32 (``kit.run.artifacts.hand_off``)."""
+    from kit.run.artifacts import hand_off
 
     return hand_off(folder(session) / "train" / TRAINED_FILE, session.params, {"untrained": None, **adapter_dirs},
                     trained_ids={m: sorted({r["dilemma_id"] for r in rs}) for m, rs in records.items()})
 
 
 def _trained(session) -> tuple[dict[str, str | None], dict]:
-    from kit.artifacts import take_over
+    from kit.run.artifacts import take_over
 
     return take_over(folder(session) / "train" / TRAINED_FILE, session.params, "the self-play policies",
                      "notebook 31 (31_selfplay_training)", EVALUATION_ONLY)

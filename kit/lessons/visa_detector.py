@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit import plots
 from kit.data import goqa_split, load_moralchoice
+from kit.reporting import plots
 from kit.values import SCHWARTZ_VALUES, TrainedValueDetector, agreement, confusion, make_value_detector
 from kit.visa import corpus as vc
 from kit.visa.targets import sample_target

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import plots
 from kit.evals.nli import make_scorer
 from kit.lessons import visa_detector
+from kit.reporting import plots
 from kit.train.rewards import bind
 from kit.train.trainers import reward_fell, train
 from kit.values import make_value_detector
@@ -98,9 +98,9 @@ EVALUATION_ONLY = ("n_boot", "references", "models.visa_judge", "visa.eval_detec
 
 
 def save_adapters(session, sft: Path, grpo: Path, direct: Path | None) -> Path:
-    """The adapters this run of notebook 21 trained, for notebook 22 (``kit.artifacts.hand_off``): a direct
+    """The adapters this run of notebook 21 trained, for notebook 22 (``kit.run.artifacts.hand_off``): a direct
     adapter left from an earlier run is never picked up when this one trained none."""
-    from kit.artifacts import hand_off
+    from kit.run.artifacts import hand_off
 
     return hand_off(visa_detector.folder(session) / "train" / ADAPTERS_FILE, session.params,
                     {"prompting": None, "sft": sft, "grpo": grpo, "direct_finetune": direct})
@@ -108,7 +108,7 @@ def save_adapters(session, sft: Path, grpo: Path, direct: Path | None) -> Path:
 
 def adapters(session) -> dict[str, str | None]:
     """Each method's adapter as notebook 22 uses them (None: the base model), as notebook 21 recorded them."""
-    from kit.artifacts import take_over
+    from kit.run.artifacts import take_over
 
     found, _ = take_over(visa_detector.folder(session) / "train" / ADAPTERS_FILE, session.params,
                          "the VISA adapters", "notebook 21 (21_value_rewriter)", EVALUATION_ONLY)

@@ -14,13 +14,15 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from kit import plots, seeds
+from kit.reporting import plots
+
 from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.countries import resolve_country
 from kit.engine import ask, run
 from kit.evals.capability import capability_kept
-from kit.llm.base import ChatRequest, GenParams
 from kit.evals.references import study_references
+from kit.llm.base import ChatRequest, GenParams
+from kit.run import seeds
 from kit.metrics.alignment import (
     REFERENCES,
     paired_verdicts,
@@ -40,9 +42,9 @@ from kit.visa.evaluation import (
     score_rows,
     summary,
 )
-from kit.visa.targets import sample_target
 from kit.visa.rewriter import rewrite_messages, targets_of
 from kit.visa.survey import ORIGINAL, survey_rows
+from kit.visa.targets import sample_target
 from kit.visa.targets import culture_target, opposite
 from kit.visa.translator import instruction
 

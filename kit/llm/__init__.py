@@ -27,7 +27,7 @@ def load_backend(model, cache_path: str | Path | None = None, seed: int = 0) -> 
     backend: Backend = BACKENDS.get(model.backend).from_params(model, seed=seed)
     if cache_path is None:
         return backend
-    from kit.cache import Cache
     from kit.llm.cached import CachedBackend
+    from kit.run.cache import Cache
 
     return CachedBackend(backend, Cache(cache_path))

@@ -152,6 +152,6 @@ class Backend(abc.ABC):
 
 
 def backend_parts(backend: Backend) -> dict[str, str]:
-    """What a loaded backend runs, for artifact fingerprints: the same dict ``kit.artifacts.model_parts``
+    """What a loaded backend runs, for artifact fingerprints: the same dict ``kit.run.artifacts.model_parts``
     computes from params before any weights load."""
     return {"identity": backend.identity, "backend": backend.name, "numerics": backend.numerics}

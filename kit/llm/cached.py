@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Callable, Sequence, TypeVar
 
-from kit import cost
-from kit.cache import Cache, cache_key
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
 from kit.llm.chat import render_chat
+from kit.run import cost
+from kit.run.cache import Cache, cache_key
 
 R = TypeVar("R", bound=ChatRequest)
 
@@ -16,7 +16,7 @@ R = TypeVar("R", bound=ChatRequest)
 class CachedBackend(Backend):
     """Wraps a backend; same verbs, same results, misses sent to it in one batch per call.
 
-    Every request is counted for the cost stages open (``kit.cost``), answered from the cache or
+    Every request is counted for the cost stages open (``kit.run.cost``), answered from the cache or
     not, so a result's recorded cost does not depend on what an earlier run left in the cache.
     """
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from kit.files import sha256_file
-from kit.paths import model_cache_dir, package_dir
+from kit.run.files import sha256_file
+from kit.run.paths import model_cache_dir, package_dir
 
 log = logging.getLogger(__name__)
 

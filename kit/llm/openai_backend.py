@@ -46,10 +46,10 @@ from typing import Any, Callable, Sequence
 import httpx
 from scipy.special import logsumexp
 
-from kit import cost
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
 from kit.llm.chat import label_token_ids
 from kit.llm.vllm_backend import choice_from_logprobs, encode_prompt, request_seed, score_prompt
+from kit.run import cost
 
 log = logging.getLogger(__name__)
 

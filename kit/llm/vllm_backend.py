@@ -26,10 +26,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.special import logsumexp
 
-from kit import seeds
-from kit.cache import cache_key
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Message, ScoreRequest
 from kit.llm.chat import label_token_ids, render_chat
+from kit.run import seeds
+from kit.run.cache import cache_key
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ agent proposes candidate guidelines, keeps the one with the best utility (``util
 two pools meet in a bimatrix meta-game whose Nash equilibrium (``meta_solver``) gives the
 guideline weights. ``baselines`` holds debate, consultancy and no negotiation; ``prompts`` every
 user turn; ``guidelines`` reads guidelines from model output. Each method is a protocol
-registered in ``protocol.PROTOCOLS``; ``run`` plans, shards and runs a study on the engine and
+registered in ``kit.registry.PROTOCOLS``; ``run`` plans, shards and runs a study on the engine and
 stores one ``trace`` per negotiation.
 """
 

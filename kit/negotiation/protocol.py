@@ -14,21 +14,17 @@ logical round and the prompt's role, never on the job, so all jobs at the same s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from kit import seeds
 from kit.agents import Agent
-from kit.config import NegotiationParams
 from kit.data.topics import Topic
 from kit.llm.base import ChatRequest, GenParams
 from kit.negotiation.trace import TRACE_SCHEMA
-from kit.registry import Registry
+from kit.registry import PROTOCOLS
+from kit.run import seeds
 
-PROTOCOLS: Registry = Registry("negotiation protocol")
-PROTOCOLS.register("ncn", "kit.negotiation.psro:ncn")
-PROTOCOLS.register("debate", "kit.negotiation.baselines:debate")
-PROTOCOLS.register("consultancy", "kit.negotiation.baselines:consultancy")
-PROTOCOLS.register("none", "kit.negotiation.baselines:no_negotiation")
+if TYPE_CHECKING:  # annotations only: kit.config imports kit.train, which reads this package's traces
+    from kit.config import NegotiationParams
 
 # The NegotiationParams values a trace records under ``settings`` (the rest do not change a trace).
 SETTINGS = ("max_rounds", "epsilon", "weights", "n_counter", "n_gap", "n_innovative", "temperature_low",

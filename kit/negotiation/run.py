@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from kit import artifacts, seeds
 from kit.agents import Agent, AgentSet, prompted
 from kit.agents.kinds import fingerprint as agent_fingerprint
-from kit.config import NegotiationParams, Params
 from kit.data import resolve_countries
 from kit.data.topics import Topic, source_identity
 from kit.engine import Job, TextEmbedder, run_jobs
 from kit.llm.base import Backend
 from kit.negotiation.protocol import PROTOCOLS, Context, JobSpec, job_id, settings_of
 from kit.negotiation.trace import TRACE_SCHEMA, validate_trace
-from kit.runs import RecordStore
+from kit.run import artifacts, seeds
+from kit.run.records import RecordStore
+
+if TYPE_CHECKING:  # annotations only: kit.config imports kit.train, which reads this package's traces
+    from kit.config import NegotiationParams, Params
 
 log = logging.getLogger(__name__)
 

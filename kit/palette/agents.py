@@ -25,8 +25,8 @@ def palette_dir(run_dir: Path) -> Path:
 def train_study(params) -> dict[str, Path]:
     """The continent agents and the joint model of ``params``'s study, trained into the folders notebook 11
     reuses (``python -m kit train orpo --palette``, e.g. under ``accelerate launch``)."""
-    from kit.artifacts import model_parts
     from kit.palette.synthesis import training_data
+    from kit.run.artifacts import model_parts
 
     records, _ = training_data(params, model_parts(params.role_model("palette_teacher")))
     return train_agents(records, params.model.ref, palette_dir(params.run_dir) / "agents", params.palette.train,
@@ -56,15 +56,15 @@ EVALUATION_ONLY = ("n_boot", "references", "models.nli", "palette.countries", "p
 
 def save_models(folder: Path, params, adapters: Mapping[str, Path], merged: Mapping[str, Path]) -> Path:
     """Where notebook 11 put the adapters and merged models, for notebook 12, with their contents and the
-    params that made them (``kit.artifacts.hand_off``)."""
-    from kit.artifacts import hand_off
+    params that made them (``kit.run.artifacts.hand_off``)."""
+    from kit.run.artifacts import hand_off
 
     return hand_off(Path(folder) / MODELS_FILE, params, {**adapters, **merged}, merged=sorted(merged))
 
 
 def load_models(folder: Path, params) -> tuple[dict[str, str], dict[str, str]]:
     """(adapters, merged models) notebook 11 saved, as absolute paths; only when made with ``params``."""
-    from kit.artifacts import take_over
+    from kit.run.artifacts import take_over
 
     models, stored = take_over(Path(folder) / MODELS_FILE, params, "the palette models",
                                "notebook 11 (11_palette_agents)", EVALUATION_ONLY)

@@ -25,10 +25,10 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from kit import artifacts
-from kit.cost import peak_rss_gb
 from kit.llm.models import adapter_fingerprint, resolve_model
-from kit.paths import resolve
+from kit.run import artifacts
+from kit.run.cost import peak_rss_gb
+from kit.run.paths import resolve
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from kit import artifacts, seeds
-from kit.cache import cache_key
 from kit.data import Topic
 from kit.engine import Job, Program, ask_parsed, run_jobs
 from kit.llm.base import Backend, GenParams
+from kit.run import artifacts, seeds
+from kit.run.cache import cache_key
 from kit.palette.prompts import (
     CONTINENTS,
     Feedback,
@@ -38,7 +38,7 @@ from kit.palette.prompts import (
     record_prompt,
     response_request,
 )
-from kit.runs import RecordStore
+from kit.run.records import RecordStore
 
 STEPS = ("response", "feedback", "aggregation")
 
@@ -158,7 +158,7 @@ def query_split(params) -> tuple[list[Topic], list[Topic]]:
 
 
 def study_store(params, model: Mapping[str, str]) -> RecordStore:
-    """The synthesis records of this profile's ``model`` (``kit.artifacts.model_parts``), queries and settings."""
+    """The synthesis records of this profile's ``model`` (``kit.run.artifacts.model_parts``), queries and settings."""
     from kit.data.topics import source_identity
 
     parts = store_parts(params.palette, model, source_identity(params.data, params.palette.queries), params.seed)

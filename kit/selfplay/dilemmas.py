@@ -21,13 +21,13 @@ from typing import Sequence
 
 import numpy as np
 
-from kit import seeds
 from kit.config import ParamsError
 from kit.data import load_moralchoice
 from kit.data.splits import first_by_hash
 from kit.engine import run
 from kit.engine.retry import ask_parsed
 from kit.llm.base import ChatRequest, GenParams
+from kit.run import seeds
 from kit.values.detectors import first_json
 
 SPLIT = "selfplay-split"

@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kit import seeds
 from kit.llm.base import Backend, GenParams, ScoreRequest
 from kit.metrics.alignment import bootstrap_ci
 from kit.metrics.consensus import acceptance_gap, perplexity
+from kit.run import seeds
 from kit.selfplay.dialogue import Dialogue, play, setting
 from kit.selfplay.dilemmas import Dilemma
 from kit.selfplay.judge import judgements

@@ -37,8 +37,8 @@ import json
 import re
 from typing import Sequence
 
-from kit import seeds
 from kit.llm.base import GenParams
+from kit.run import seeds
 from kit.selfplay.dialogue import play, view
 from kit.selfplay.dilemmas import Dilemma
 

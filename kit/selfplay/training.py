@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from kit import seeds
+from kit.run import seeds
 from kit.selfplay.dialogue import MARKER, setting
 from kit.selfplay.dilemmas import Dilemma
 from kit.selfplay.rollout import prompt_key

@@ -21,9 +21,9 @@ import logging
 import sys
 from pathlib import Path
 
-from kit import lock
 from kit.config import Params, ParamsError, load_params
-from kit.files import read_jsonl
+from kit.run import lock
+from kit.run.files import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 def study_traces(params: Params) -> list[dict]:
     """The traces notebook 02 stored for this study, current plan only."""
     from kit.agents import AgentSet
-    from kit.artifacts import model_parts
     from kit.data.topics import negotiation_topics
     from kit.negotiation.run import planned_traces, study_agents, study_store
+    from kit.run.artifacts import model_parts
 
     agent_set = None if params.negotiation.agent_kind == "prompted" else AgentSet.load(params.run_dir, params)
     agents = study_agents(params, agent_set)

@@ -17,9 +17,9 @@ import hashlib
 from collections import Counter
 from typing import Any, Callable, Iterable, Sequence
 
-from kit import seeds
 from kit.agents import culture_instruction
 from kit.negotiation.trace import STOPPING_RULES
+from kit.run import seeds
 
 Record = dict[str, Any]
 

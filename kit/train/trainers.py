@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from kit import artifacts, secrets
-from kit.cache import cache_key
-from kit.files import atomic_write_json, read_json
+from kit.run import artifacts, secrets
+from kit.run.cache import cache_key
+from kit.run.files import atomic_write_json, read_json
 from kit.train.recipes import TRAINERS, lora_config, resolve_precision, training_config
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from kit import seeds
 from kit.engine import ask_parsed, run
 from kit.llm.base import Backend, ChatRequest, GenParams
 from kit.registry import Registry
+from kit.run import seeds
 from kit.values.schwartz import SCHWARTZ_VALUES, VALUE_DEFINITIONS, VALUE_POLES
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from kit.files import atomic_write_json, read_json
+from kit.run.files import atomic_write_json, read_json
 from kit.values.detectors import DETECTORS, ValueResult
 from kit.values.schwartz import SCHWARTZ_VALUES
 

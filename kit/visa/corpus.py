@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from kit import seeds
 from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.splits import first_by_hash
 from kit.engine import ask, run
 from kit.llm.base import Backend, ChatRequest, GenParams
+from kit.run import seeds
 
 SPLIT = "visa-split"
 ANSWER_SYSTEM = "You are a helpful assistant. Answer in a few sentences of plain prose."

@@ -22,9 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from kit import seeds
 from kit.engine import ask, run
 from kit.llm.base import Backend, ChatRequest, GenParams
+from kit.run import seeds
 from kit.visa.corpus import ANSWER_SYSTEM, Item
 from kit.visa.rewards import RewardContext, score_all
 from kit.visa.targets import sample_target

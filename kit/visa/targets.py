@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kit import seeds
+from kit.run import seeds
 from kit.values.schwartz import SCHWARTZ_VALUES
 
 N_VALUES = len(SCHWARTZ_VALUES)

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kit import seeds
 from kit.engine import ask_parsed, run
 from kit.llm.base import Backend, ChatRequest, GenParams
+from kit.run import seeds
 from kit.values.detectors import ValueResult, first_json
 from kit.values.schwartz import SCHWARTZ_VALUES, VALUE_DEFINITIONS
 

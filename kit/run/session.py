@@ -15,10 +15,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from kit import artifacts, cost, lock, paths
-from kit.cache import Cache
 from kit.config import Params
-from kit.files import atomic_write_json, atomic_write_text, json_default
+from kit.run import artifacts, cost, lock, paths
+from kit.run.cache import Cache
+from kit.run.files import atomic_write_json, atomic_write_text, json_default
 
 METRICS_MIME = "application/vnd.agora.metrics+json"
 RUNS_DEFAULT = "runs"  # the runs folder whose figures also update the project's figures/
@@ -29,7 +29,7 @@ class Session:
         self.params = params
         self.run_dir = params.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        lock.hold(self.run_dir)  # one writer per run folder (kit/lock.py)
+        lock.hold(self.run_dir)  # one writer per run folder (kit/run/lock.py)
         self._started = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.costs: list[dict] = []  # every timed stage's calls, tokens, seconds and peak memory
@@ -92,12 +92,12 @@ class Session:
 
     def records(self, name: str):
         """An append-only JSONL store in the run folder, keyed by item id (resumable)."""
-        from kit.runs import RecordStore
+        from kit.run.records import RecordStore
 
         return RecordStore(self.run_dir / "records" / f"{name}.jsonl")
 
     def save_scores(self, notebook: str, board: str, rows: Iterable[Mapping]) -> Path:
-        """Per-item rows a cross-method board reads (``kit.leaderboard``), replacing the notebook's last
+        """Per-item rows a cross-method board reads (``kit.reporting.leaderboard``), replacing the notebook's last
         ones: ``scores/<board>/<notebook>.jsonl``. The boards are computed from these, never by
         asking a model again."""
         lines = "".join(json.dumps(dict(r), ensure_ascii=False, sort_keys=True, default=json_default) + "\n"
@@ -123,7 +123,7 @@ class Session:
 
     @contextmanager
     def timed(self, label: str, row: str | None = None) -> Iterator[None]:
-        """Measure a stage (``kit.cost``): model calls and tokens, wall seconds, peak memory. ``row``
+        """Measure a stage (``kit.run.cost``): model calls and tokens, wall seconds, peak memory. ``row``
         names the board row (an agent kind, a trained model, a method) whose own cost it is."""
         with cost.stage(label, row) as measured:
             yield

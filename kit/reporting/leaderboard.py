@@ -15,12 +15,12 @@ Three boards, each a table a reader can sort and every row of which says what it
   merges, the VISA models, the self-play policies) MoralChoice low-ambiguity accuracy and neutral-text
   perplexity beside its base model's (``scores/capability``).
 
-Cost columns come from the units' metrics (``cost.rows``, :mod:`kit.cost`): a row's cost is what its
+Cost columns come from the units' metrics (``cost.rows``, :mod:`kit.run.cost`): a row's cost is what its
 method's units (notebooks of the same decade) spent under its name — training or building it,
 generating its data, and scoring it. Shared work (loading models, data both rows use) is in each
 unit's session cost, not in a row's. ``models`` names every model whose calls a row counts. A unit that has not run shows as ``not run``, never as a gap.
 
-A unit whose metrics were made with other params than the board's (``kit.artifacts.made_by``, on the
+A unit whose metrics were made with other params than the board's (``kit.run.artifacts.made_by``, on the
 sections both were given) keeps its rows, and their ``stale`` column names the keys that changed.
 """
 
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit import seeds
-from kit.cost import COUNTERS
 from kit.data import goqa_split
 from kit.evals.traces import summarise
+from kit.run import seeds
+from kit.run.cost import COUNTERS
 from kit.metrics.alignment import (
     REFERENCES,
     bootstrap_ci,
@@ -95,7 +95,7 @@ def label(notebook: str, row: str) -> str:
 
 
 def row_cost(stored: Stored, notebook: str, row: str) -> dict:
-    """What the units of ``notebook``'s decade spent under ``row``'s name (``kit.cost``); zeros if nothing."""
+    """What the units of ``notebook``'s decade spent under ``row``'s name (``kit.run.cost``); zeros if nothing."""
     out = {**dict.fromkeys(COUNTERS, 0), "seconds": 0.0, "peak_rss_gb": 0.0}
     models: set[str] = set()
     for nb, metrics in stored.metrics.items():
@@ -277,7 +277,7 @@ class Boards:
 
 def stale_units(stored: Stored, params) -> dict[str, str]:
     """Notebook -> the params keys (dotted) its metrics were made with that differ from ``params``."""
-    from kit.artifacts import made_by_changes, shown
+    from kit.run.artifacts import made_by_changes, shown
 
     out = {}
     for nb, metrics in stored.metrics.items():

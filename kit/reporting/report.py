@@ -1,6 +1,6 @@
 """``python -m kit report params/<profile>.yaml``: one self-contained HTML page of a run, and the boards as CSV.
 
-``runs/<profile>/report/index.html`` holds the three cross-method boards (``kit.leaderboard``), each
+``runs/<profile>/report/index.html`` holds the three cross-method boards (``kit.reporting.leaderboard``), each
 unit's key numbers, and every figure the units drew (embedded, so the page can be mailed or
 archived alone); ``report/<board>.csv`` the boards. Everything is read from the run folder: the
 report asks no model anything, and a unit that has not run says so.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import leaderboard
-from kit.files import atomic_write_text
-from kit.runner import notebooks
+from kit.reporting import leaderboard
+from kit.run.files import atomic_write_text
+from kit.run.runner import notebooks
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }

@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 
-from kit import lock
 from kit.bench import BENCHES
 from kit.config import ParamsError, load_params
+from kit.run import lock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,15 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "lab":
-            from kit.lab import main as lab_main
+            from kit.tools.lab import main as lab_main
 
             return lab_main(args.port, args.profile)
         if args.command == "doctor":
-            from kit.doctor import main as doctor_main
+            from kit.tools.doctor import main as doctor_main
 
             return doctor_main(args.params, args.set)
         if args.command == "merge":
-            from kit.runs import merge_record_files
+            from kit.run.records import merge_record_files
 
             print(f"{args.out}: {merge_record_files(args.shards, args.out)} records")
             return 0
@@ -83,14 +83,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve_main(params, args.role, args.host, args.port, args.dry_run)
         if args.command == "report":
-            from kit.report import write
+            from kit.reporting.report import write
 
             lock.hold(params.run_dir)
             page = write(params)
             print(f"report: {page}\nboards (CSV): {page.parent}")
             return 0
         if args.command == "run":
-            from kit.runner import run
+            from kit.run.runner import run
 
             return run(params, args.params, args.only.split(",") if args.only else None)
         result = BENCHES.get(args.what)(params)

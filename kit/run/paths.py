@@ -9,7 +9,7 @@ from pathlib import Path
 
 # The checkout this package was installed from (editable install); falls back to the working
 # directory for a plain install, where relative params paths are read from the caller's cwd.
-_PKG_PARENT = Path(__file__).resolve().parent.parent
+_PKG_PARENT = Path(__file__).resolve().parents[2]
 ROOT = _PKG_PARENT if (_PKG_PARENT / "pyproject.toml").exists() else Path.cwd()
 
 

@@ -23,9 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from kit import paths, secrets
-from kit.cache import cache_key
-from kit.files import atomic_write_json, read_json, sha256_file
+from kit.run import paths, secrets
+from kit.run.cache import cache_key
+from kit.run.files import atomic_write_json, read_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def content(folder: str | os.PathLike) -> str:
 def hand_off(path: str | os.PathLike, params, models: Mapping[str, str | os.PathLike | None], **extra: Any) -> Path:
     """Store, for later notebooks, the model folders a notebook made (``None``: none of that name, e.g. the
     base model), each with its :func:`content`, and the params it ran with (:func:`made_by`)."""
-    from kit.files import atomic_write_json
+    from kit.run.files import atomic_write_json
 
     path = Path(path)
     rows = {name: None if f is None else {"folder": os.path.relpath(Path(f).resolve(), path.parent.resolve()),

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from kit import lock, paths, secrets
 from kit.config import PARAMS_ENV, Params
+from kit.run import lock, paths, secrets
 
 KERNEL = "agora-kit"
 # Progress bars inside a papermill kernel write every update into the saved notebook.
@@ -96,8 +96,8 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
 
 
 def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
-    from kit.files import read_json
-    from kit.runs import MANIFEST, write_manifest
+    from kit.run.files import read_json
+    from kit.run.records import MANIFEST, write_manifest
 
     selected = notebooks(only)
     lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it

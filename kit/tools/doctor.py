@@ -91,8 +91,8 @@ def probe(params=None) -> Machine:
     """The facts of this machine (and of the folders and hub models ``params`` uses)."""
     import torch
 
-    from kit import paths
     from kit.llm.hf_backend import _cpu_has_bf16, available_cores
+    from kit.run import paths
 
     cuda = torch.cuda.is_available()
     gpus, free = [], []

@@ -1,0 +1,1 @@
+"""Reporting: the cross-method boards, the HTML report, figure boilerplate."""
