@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm bench lab clean
+.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm bench lab chromium docs-results clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,16 @@ lab: install
 
 bench: install
 	$(PY) -m kit bench generate --params $(PARAMS)
+
+# docs/results.md from the smoke run's stored metrics, boards, manifest and benchmarks (after make run)
+docs-results: install
+	$(PY) -m kit docs-results runs/smoke
+
+# Chromium from the distribution's packages, for the report's browser test (skipped where it is absent)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
 
 clean:
 	rm -rf runs figures/tiny $(GPU_VENV)

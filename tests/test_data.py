@@ -11,7 +11,6 @@ import pytest
 import yaml
 from scipy import stats
 
-from kit.run import seeds
 from kit.data import (
     NCN_ZONES,
     PALETTE_CONTINENTS,
@@ -35,6 +34,7 @@ from kit.data.goqa import OpinionItem, normalise_question, question_stem
 from kit.data.leaks import palette_leak_counts
 from kit.data.splits import goqa_split
 from kit.data.topics import Topic
+from kit.run import seeds
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -2,6 +2,9 @@
 
 import json
 import math
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -10,12 +13,11 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from kit.reporting import leaderboard
-
 from kit.config import load_params
 from kit.data import goqa_split
 from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest
 from kit.llm.cached import CachedBackend
+from kit.reporting import leaderboard
 from kit.run import cost
 from kit.run.cache import Cache
 from kit.run.session import Session
@@ -231,7 +233,7 @@ def test_report_shows_every_board_row(run):
         for row in numbers[board]:
             assert row in parser.cells, f"{board} row {row!r} missing from the report"
     assert "01 · echo" in numbers["alignment"] and numbers["not_run"]
-    assert parser.notrun_rows >= len(numbers["not_run"]) and parser.images == 1
+    assert parser.notrun_rows >= len(numbers["not_run"]) and parser.images == 2  # the forest plot and the figure
     csv = pd.read_csv(page.parent / "alignment.csv")
     assert set(csv["row"]) == set(numbers["alignment"])
 
@@ -289,3 +291,84 @@ def test_row_costs_name_the_models_that_served_them():
     assert [model_label(m) for m in ("hub:Qwen/Qwen2.5-7B-Instruct@main", "judge@http://n9:8000/v1",
                                      "smollm2-135m-instruct:gguf-sha256:0123", "local:/runs/x/palette/models/ties:ab12")] \
         == ["Qwen/Qwen2.5-7B-Instruct", "judge", "smollm2-135m-instruct", "ties"]
+
+
+def test_numbers_are_shown_to_two_decimals_and_intervals_as_brackets():
+    assert [leaderboard.fmt(v) for v in (83.416, 0.012345, -0.00544, 0.0, 1234.5, float("nan"), None)] == \
+        ["83.42", "0.012", "-0.0054", "0.00", "1234.50", "", ""]
+    assert leaderboard.interval(0.1234, -0.05, 0.3) == "0.12 [-0.050, 0.30]"
+    assert leaderboard.interval(3.0, float("nan"), None) == "3.00"
+
+
+def test_verdicts_say_each_board_in_a_line(run):
+    params, _, _ = run
+    v = leaderboard.verdicts(leaderboard.boards(params))
+    # echo answers with the gold distribution: it beats every reference; noisy does not
+    assert v["alignment"].startswith("1 of 2 scored rows beat the better of their references (01 · echo)")
+    assert v["consensus"] == "nothing scored yet." and v["capability"] == "nothing scored yet."
+
+
+def test_the_report_lists_the_unit_writing_it_as_ran(run):
+    from kit.reporting import report
+
+    params, _, _ = run
+    page = report.write(params, writer="90_leaderboard").read_text()
+    assert "ran (writing this page)" in page and page.index("id='verdicts'") < page.index("<h2>Units</h2>")
+
+
+# --- the report in a browser ---------------------------------------------------------------------
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+WINDOW = (1400, 900)
+# appended to a copy of the page: what the browser laid out, written where --dump-dom shows it
+MEASURE = """<script>document.body.setAttribute("data-measure", JSON.stringify({
+  scroll_width: document.documentElement.scrollWidth, width: window.innerWidth, height: window.innerHeight,
+  verdicts_bottom: document.getElementById("verdicts") ? document.getElementById("verdicts").getBoundingClientRect().bottom : 1e9}));
+</script>"""
+
+
+def _chromium(*args: str) -> str:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--window-size={WINDOW[0]},{WINDOW[1]}", *args],
+                          capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def _layout(page: Path, tmp_path: Path) -> dict:
+    probe = tmp_path / f"probe_{page.stem}.html"
+    probe.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    dom = _chromium("--dump-dom", probe.as_uri())
+    found = re.search(r'data-measure="([^"]+)"', dom)
+    assert found, "the browser did not run the page's scripts"
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+@pytest.fixture
+def wide_run(run):
+    """The run above with forty long-named rows on the alignment board, as a full run has."""
+    params, rows, _ = run
+    many = [{**r, "agent": f"{r['agent']}_with_a_long_descriptive_name_{k}"} for k in range(20) for r in rows]
+    _write(params.run_dir, "alignment", "01_cultural_agents", rows + many)
+    return params
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package)")
+def test_the_report_fits_the_window_and_opens_on_the_verdicts(wide_run, tmp_path):
+    from kit.reporting import report
+
+    page = report.write(wide_run)
+    layout = _layout(page, tmp_path)
+    assert layout["width"] == WINDOW[0]
+    assert layout["scroll_width"] == layout["width"], f"the page is wider than the window: {layout}"
+    assert layout["verdicts_bottom"] <= layout["height"], f"the verdicts are below the first screen: {layout}"
+    shot = tmp_path / "report.png"
+    _chromium(f"--screenshot={shot}", page.as_uri())
+    width, height = np.frombuffer(shot.read_bytes()[16:24], dtype=">u4")  # the PNG header's IHDR
+    assert (width, height) == WINDOW
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package)")
+def test_the_browser_check_sees_a_page_wider_than_the_window(tmp_path):
+    wide = tmp_path / "wide.html"
+    wide.write_text("<html><body><section id='verdicts'>v</section><pre>" + "x" * 600 + "</pre></body></html>")
+    layout = _layout(wide, tmp_path)
+    assert layout["scroll_width"] > layout["width"]

@@ -12,13 +12,13 @@ from kit.config import DataParams, Params, TopicsParams
 from kit.data import OpinionItem, goqa_split, split_questions
 from kit.data.leaks import LeakError, assert_no_leaks, leak_counts
 from kit.data.topics import Topic, heldout_topics, negotiation_topics, topic_pools
-from kit.run import seeds
 from kit.metrics.alignment import (
     UNIFORM_AGENT,
     other_countries_reference,
     reference_comparison,
     uniform_reference,
 )
+from kit.run import seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kit.reporting import plots
-
-from kit.run import seeds
 from kit.evals.traces import (
     REFERENCE_METHOD,
     common_items,
@@ -24,6 +21,8 @@ from kit.evals.traces import (
     summarise,
 )
 from kit.lessons import negotiation
+from kit.reporting import plots
+from kit.run import seeds
 from kit.values import SCHWARTZ_VALUES, make_value_detector
 
 SUMMARY_COLUMNS = ["method", "n", "mean_rel_logppl_change", "median_rel_logppl_change", "mean_rel_logppl_change_low",

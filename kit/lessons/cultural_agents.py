@@ -14,15 +14,12 @@ from typing import Sequence
 
 import pandas as pd
 
-from kit.reporting import plots
-
 from kit.agents import Agent, AgentSet
 from kit.agents.build import build_agents
 from kit.data import SurveySplits, resolve_countries, survey_splits
 from kit.evals.capability import capability_kept
 from kit.evals.survey import answer_rows
 from kit.llm.base import GenParams
-from kit.run import seeds
 from kit.metrics.alignment import (
     NEIGHBOUR_AGENT,
     OTHER_COUNTRIES_AGENT,
@@ -32,6 +29,8 @@ from kit.metrics.alignment import (
     reference_rows,
     score_table,
 )
+from kit.reporting import plots
+from kit.run import seeds
 
 NOTEBOOK = "01_cultural_agents"
 

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.reporting import plots
-
 from kit.data import OpinionItem, Topic, goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
@@ -29,6 +27,7 @@ from kit.evals.survey import answer_rows
 from kit.lessons import negotiation
 from kit.metrics.alignment import REFERENCES, between_culture_distance, reference_comparison, score_table
 from kit.negotiation.run import resolve_pairs
+from kit.reporting import plots
 from kit.run import seeds
 from kit.run.files import read_json
 from kit.train.records import TrainingSet, training_sets

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from kit.reporting import leaderboard, plots, report
@@ -30,19 +29,10 @@ def view(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def alignment_figure(session, b: leaderboard.Boards) -> None:
-    """js_similarity of every scored row with its 95 % interval, coloured by unit (decade); the references in grey."""
-    a = b.alignment[b.alignment["status"].isin(["scored", "reference"])]
-    height = 0.6 + 0.26 * max(len(a), 1)
-    with plots.figure(session.figure_paths("90_alignment_board.png"), figsize=(8, height)) as (_, ax):
-        if len(a):
-            y = np.arange(len(a))[::-1]
-            colors = ["#999999" if s == "reference" else f"C{int(u[0])}" for s, u in zip(a["status"], a["unit"])]
-            err = [a["js_similarity"] - a["js_similarity_low"], a["js_similarity_high"] - a["js_similarity"]]
-            ax.errorbar(a["js_similarity"], y, xerr=np.nan_to_num(np.asarray(err, float)), fmt="none", ecolor=colors)
-            ax.scatter(a["js_similarity"], y, c=colors, zorder=3)
-            ax.set_yticks(y, a["row"], fontsize=7)
-        ax.set_xlabel("js_similarity (×100), 95 % CI, held-out GlobalOpinionQA")
-        ax.set_title("Cultural alignment across every method")
+    """The report's forest plot: js_similarity of every scored row with its 95 % interval; references in grey."""
+    n = int(b.alignment["status"].isin(["scored", "reference"]).sum()) if len(b.alignment) else 0
+    with plots.figure(session.figure_paths("90_alignment_board.png"), figsize=(8, 0.6 + 0.26 * max(n, 1))) as (_, ax):
+        report.forest(ax, b.alignment)
 
 
 def cost_figure(session, b: leaderboard.Boards) -> None:
@@ -61,7 +51,7 @@ def cost_figure(session, b: leaderboard.Boards) -> None:
 
 
 def write_report(session, b: leaderboard.Boards) -> Path:
-    return report.write(session.params, b)
+    return report.write(session.params, b, writer="90_leaderboard")
 
 
 def key_numbers(b: leaderboard.Boards) -> dict:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit.reporting import plots
-
 from kit.data import OpinionItem, goqa_split
 from kit.data.leaks import assert_no_leaks, palette_leak_counts
 from kit.evals.capability import capability_kept
 from kit.evals.nli import make_scorer
 from kit.evals.references import study_references
-from kit.run import seeds
 from kit.metrics.alignment import (
     NEIGHBOUR_AGENT,
     REFERENCES,
@@ -26,8 +23,6 @@ from kit.metrics.alignment import (
 )
 from kit.palette.agents import load_models
 from kit.palette.baselines import ROWS
-from kit.palette.merges import router_prompts
-from kit.palette.synthesis import query_split
 from kit.palette.evaluation import (
     answer_all,
     best_baseline,
@@ -35,7 +30,11 @@ from kit.palette.evaluation import (
     test_items,
     wide,
 )
+from kit.palette.merges import router_prompts
 from kit.palette.meta_agent import META, VARIANTS
+from kit.palette.synthesis import query_split
+from kit.reporting import plots
+from kit.run import seeds
 
 ROW_NAMES = (*ROWS, *VARIANTS, *REFERENCES)
 NOTEBOOK = "12_palette_table"

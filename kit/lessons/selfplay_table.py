@@ -13,14 +13,13 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from kit.reporting import plots
-
 from kit.evals.capability import capability_kept
 from kit.lessons import negotiation
 from kit.lessons.selfplay_data import capability_ids
 from kit.lessons.selfplay_training import judge_backend, trained_ids
 from kit.llm.base import GenParams
 from kit.metrics.alignment import paired_verdicts
+from kit.reporting import plots
 from kit.run import seeds
 from kit.selfplay import dilemmas as sd
 from kit.selfplay.dialogue import Dialogue

@@ -14,21 +14,20 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from kit.reporting import plots
-
 from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.countries import resolve_country
 from kit.engine import ask, run
 from kit.evals.capability import capability_kept
 from kit.evals.references import study_references
 from kit.llm.base import ChatRequest, GenParams
-from kit.run import seeds
 from kit.metrics.alignment import (
     REFERENCES,
     paired_verdicts,
     per_question_scores,
     reference_comparison,
 )
+from kit.reporting import plots
+from kit.run import seeds
 from kit.values import make_value_detector
 from kit.visa import corpus as vc
 from kit.visa.evaluation import (

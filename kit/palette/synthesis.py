@@ -27,8 +27,6 @@ from typing import Any, Callable, Mapping, Sequence
 from kit.data import Topic
 from kit.engine import Job, Program, ask_parsed, run_jobs
 from kit.llm.base import Backend, GenParams
-from kit.run import artifacts, seeds
-from kit.run.cache import cache_key
 from kit.palette.prompts import (
     CONTINENTS,
     Feedback,
@@ -38,6 +36,8 @@ from kit.palette.prompts import (
     record_prompt,
     response_request,
 )
+from kit.run import artifacts, seeds
+from kit.run.cache import cache_key
 from kit.run.records import RecordStore
 
 STEPS = ("response", "feedback", "aggregation")

@@ -35,8 +35,6 @@ import pandas as pd
 
 from kit.data import goqa_split
 from kit.evals.traces import summarise
-from kit.run import seeds
-from kit.run.cost import COUNTERS
 from kit.metrics.alignment import (
     REFERENCES,
     bootstrap_ci,
@@ -45,6 +43,8 @@ from kit.metrics.alignment import (
     reference_comparison,
     reference_rows,
 )
+from kit.run import seeds
+from kit.run.cost import COUNTERS
 
 BOARDS = {
     "alignment": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table"),
@@ -304,6 +304,72 @@ def _number(v):
     return None if pd.isna(v) else round(float(v), 4)
 
 
+def fmt(v, digits: int = 2) -> str:
+    """A board number for people: ``digits`` decimals, or that many significant ones below 1 (0.0042)."""
+    if v is None or isinstance(v, str):
+        return "" if v is None else v
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    v = float(v)
+    if np.isnan(v):
+        return ""
+    if v == 0 or abs(v) >= 1:
+        return f"{v:.{digits}f}"
+    return f"{v:.{max(digits, digits - 1 - int(np.floor(np.log10(abs(v)))))}f}"
+
+
+def interval(point, low, high) -> str:
+    """``0.12 [0.05, 0.20]``, or the point alone where no interval was computed."""
+    if pd.isna(low) or pd.isna(high):
+        return fmt(point)
+    return f"{fmt(point)} [{fmt(low)}, {fmt(high)}]"
+
+
+def _scored(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "scored"] if "status" in df.columns else df.iloc[0:0]
+
+
+def verdicts(b: Boards) -> dict[str, str]:
+    """One line per board saying what it shows, computed from the board (the report's and the docs' first line)."""
+    out = {}
+    a = _scored(b.alignment)
+    if a.empty:
+        out["alignment"] = "nothing scored yet."
+    else:
+        beats = a[a["verdict"] == "beats"]
+        closest = a.loc[a["diff_vs_best"].idxmax()]
+        head = (f"{len(beats)} of {len(a)} scored rows beat the better of their references "
+                f"({', '.join(beats['row'])})" if len(beats) else
+                f"no scored row beats the better of its references (0 of {len(a)})")
+        out["alignment"] = (f"{head}; closest: {closest['row']}, js_similarity "
+                            f"{interval(closest['diff_vs_best'], closest['diff_low'], closest['diff_high'])} "
+                            f"against {closest['best_reference']}.")
+    c = _scored(b.consensus)
+    c = c[~c["row"].str.endswith(" · none")] if not c.empty else c
+    if c.empty or c["mean_rel_logppl_change"].isna().all():
+        out["consensus"] = "nothing scored yet."
+    else:
+        best = c.loc[c["mean_rel_logppl_change"].idxmin()]
+        low, high = best.get("mean_rel_logppl_change_low"), best.get("mean_rel_logppl_change_high")
+        sure = ("its interval lies below 0" if pd.notna(high) and high < 0 else
+                "its interval includes 0" if pd.notna(high) else "one item, so no interval")
+        ca = c.dropna(subset=["collective_agency"]) if "collective_agency" in c.columns else c.iloc[0:0]
+        agency = (f"; Collective Agency {fmt(ca['collective_agency'].min())}–{fmt(ca['collective_agency'].max())} "
+                  f"across {len(ca)} rows" if len(ca) else "")
+        out["consensus"] = (f"most acceptable to the other side: {best['row']}, relative log-perplexity change "
+                            f"{interval(best['mean_rel_logppl_change'], low, high)} ({sure}){agency}.")
+    k = _scored(b.capability)
+    if k.empty:
+        out["capability"] = "nothing scored yet."
+    else:
+        drop = k.loc[k["accuracy_change"].idxmin()]
+        ppl = k.loc[k["ppl_ratio"].idxmax()]
+        out["capability"] = (f"largest MoralChoice accuracy change {fmt(drop['accuracy_change'])} ({drop['row']}, "
+                             f"on {int(drop['items'])} items); largest neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} "
+                             f"({ppl['row']}); {len(k)} artifacts against their base.")
+    return out
+
+
 def key_numbers(b: Boards) -> dict:
     """The boards' rows by name, with their main numbers (the report must show every one of them)."""
     def pick(df: pd.DataFrame, cols: tuple[str, ...]) -> dict:
@@ -320,4 +386,4 @@ def key_numbers(b: Boards) -> dict:
                                             "collective_agency", "calls", "seconds")),
             "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
                                               "seconds")),
-            "not_run": sorted(absent), "stale": dict(sorted(stale.items()))}
+            "verdicts": verdicts(b), "not_run": sorted(absent), "stale": dict(sorted(stale.items()))}

@@ -11,25 +11,54 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from kit.reporting import leaderboard
+from kit.reporting import leaderboard, plots
 from kit.run.files import atomic_write_text
 from kit.run.runner import notebooks
 
+# Tables fit the window: long text wraps, intervals share one cell, cost columns fold away.
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
-h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; } h3 { margin-top: 1.4em; }
-table { border-collapse: collapse; font-size: 0.82em; margin: 0.6em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; } th { background: #f3f3f3; }
-td:first-child, th:first-child, td.text { text-align: left; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+h3 { margin-top: 1.4em; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.6em 0; max-width: 100%; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; overflow-wrap: break-word; }
+th { background: #f3f3f3; cursor: pointer; user-select: none; } th[aria-sort]::after { content: " ↕"; color: #999; }
+th[aria-sort=ascending]::after { content: " ▲"; } th[aria-sort=descending]::after { content: " ▼"; }
+td:first-child, th:first-child, td.text { text-align: left; } td.interval { white-space: nowrap; }
 tr.notrun td { color: #a33; font-style: italic; } tr.reference td { color: #666; }
 tr.stale td { background: #fff4d6; }
+ul.verdicts { font-size: 1.05em; line-height: 1.5; } ul.verdicts li { margin: 0.2em 0; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
-p.note { color: #555; max-width: 60em; }
+p.note { color: #555; max-width: 60em; } details { margin: 0.4em 0; } summary { cursor: pointer; color: #345; }
+"""
+
+# Click a column head to sort its table (numbers by value, the rest as text); no build step, no library.
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, col) {
+    th.setAttribute("aria-sort", "none");
+    th.addEventListener("click", function () {
+      var down = th.getAttribute("aria-sort") === "ascending";
+      table.querySelectorAll("th").forEach(function (h) { h.setAttribute("aria-sort", "none"); });
+      th.setAttribute("aria-sort", down ? "descending" : "ascending");
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var key = function (r) { var c = r.cells[col]; return c.dataset.sort !== undefined ? c.dataset.sort : c.textContent; };
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+        var cmp = (isNaN(nx) || isNaN(ny)) ? (isNaN(nx) - isNaN(ny)) || x.localeCompare(y) : nx - ny;
+        return down ? -cmp : cmp;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
 """
 
 BOARD_NOTES = {
@@ -55,21 +84,118 @@ COST_NOTE = ("Cost columns: model calls, tokens generated, tokens scored, wall s
              "row's method's notebooks spent under its name (building or training it, and scoring it).")
 
 
-def _table(df: pd.DataFrame) -> str:
-    """A board as HTML, rows classed by status (``not run`` rows stand out), numbers to 3 decimals."""
+# Columns read as counts (no decimals), and those folded under "cost and coverage" below each board.
+COUNTS = {"n", "calls", "generated_tokens", "scored_tokens", "countries", "questions", "pairs", "items"}
+FOLDED = {"unit", "calls", "generated_tokens", "scored_tokens", "seconds", "peak_rss_gb", "models", "countries",
+          "questions", "pairs", "js_similarity_e", "js_similarity_e_low", "js_similarity_e_high"}
+
+
+def _bounds(columns: list[str], c: str) -> tuple[str, str] | None:
+    """The interval columns of ``c``, if the board has them (``x_low``/``x_high``; ``diff_low`` for the
+    difference; ``ci_low`` for the by-continent board's ``mean``)."""
+    for low, high in ((f"{c}_low", f"{c}_high"), ("diff_low", "diff_high") if c == "diff_vs_best" else ("", ""),
+                      ("ci_low", "ci_high") if c == "mean" else ("", "")):
+        if low in columns and high in columns:
+            return low, high
+    return None
+
+
+def _cell(column: str, v) -> str:
+    if isinstance(v, str):
+        return f"<td class='text'>{html.escape(v)}</td>"
+    if v is None or pd.isna(v):
+        return "<td></td>"
+    shown = str(int(v)) if column in COUNTS and float(v).is_integer() else leaderboard.fmt(v)
+    return f"<td data-sort='{float(v)!r}'>{shown}</td>"
+
+
+def _table(df: pd.DataFrame, columns: list[str] | None = None) -> str:
+    """A board as a sortable HTML table: rows classed by status (``not run`` rows stand out), numbers to two
+    decimals (two significant ones below 1), a column with an interval shown as ``point [lo, hi]``."""
     if df.empty:
         return "<p class='note'>nothing stored yet.</p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    every = list(df.columns)
+    columns = columns or every
+    bounds = {c: _bounds(every, c) for c in columns}
+    hidden = {b for pair in bounds.values() if pair for b in pair}
+    shown = [c for c in columns if c not in hidden]
+    head = "".join(f"<th>{html.escape(c + (' [95 % CI]' if bounds[c] else ''))}</th>" for c in shown)
     body = []
     for _, r in df.iterrows():
         status = str(r.get("status", ""))
         cls = {leaderboard.NOT_RUN: "notrun", leaderboard.NO_ROWS: "notrun", "reference": "reference"}.get(status, "")
         cls = "stale" if str(r.get("stale", "") or "") else cls
-        cells = "".join(f"<td class='text'>{html.escape(str(v))}</td>" if isinstance(v, str) else
-                        f"<td>{'' if pd.isna(v) else format(v, '.3f') if isinstance(v, float) else v}</td>"
-                        for v in r.tolist())
-        body.append(f"<tr class='{cls}'>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        cells = []
+        for c in shown:
+            if bounds[c] and pd.notna(r[c]) and not isinstance(r[c], str):
+                text = leaderboard.interval(r[c], r[bounds[c][0]], r[bounds[c][1]])
+                cells.append(f"<td class='interval' data-sort='{float(r[c])!r}'>{html.escape(text)}</td>")
+            else:
+                cells.append(_cell(c, r[c]))
+        body.append(f"<tr class='{cls}'>{''.join(cells)}</tr>")
+    return (f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _board(df: pd.DataFrame) -> str:
+    """The board's comparison columns, and its cost and coverage columns folded beneath, row by row."""
+    if df.empty:
+        return _table(df)
+    # the row's name first; a stale column only where some row is stale
+    main = ["row", *[c for c in df.columns if c not in FOLDED and c != "row"
+                     and not (c == "stale" and not df[c].astype(bool).any())]]
+    folded = ["row", *[c for c in df.columns if c in FOLDED]]
+    out = _table(df, main)
+    if len(folded) > 1:
+        out += f"<details><summary>cost and coverage columns</summary>{_table(df, folded)}</details>"
+    return out
+
+
+def _by_continent(df: pd.DataFrame) -> str:
+    """js_similarity per row and continent in one table (a column per continent); every metric, long, folded."""
+    if df.empty or "metric" not in df.columns:
+        return _table(df)
+    js = df[df["metric"] == "js_similarity"]
+    wide = js.pivot_table(index="row", columns="continent", values="mean", aggfunc="first", sort=False)
+    for what in ("ci_low", "ci_high"):
+        part = js.pivot_table(index="row", columns="continent", values=what, aggfunc="first", sort=False)
+        wide = wide.join(part.add_suffix(f"_{what}"))
+    continents = sorted(js["continent"].unique())
+    table = pd.DataFrame({"row": wide.index, **{c: [leaderboard.interval(wide.at[r, c], wide.at[r, f"{c}_ci_low"],
+                                                                          wide.at[r, f"{c}_ci_high"])
+                                                    if pd.notna(wide.at[r, c]) else "" for r in wide.index]
+                                                for c in continents}})
+    return (f"<p class='note'>js_similarity [95 % CI] per continent.</p>{_table(table)}"
+            f"<details><summary>every metric ({len(df)} rows)</summary>{_table(df)}</details>")
+
+
+def forest(ax, alignment: pd.DataFrame) -> None:
+    """js_similarity of every scored row with its 95 % interval, coloured by unit (decade); references in grey."""
+    a = alignment[alignment["status"].isin(["scored", "reference"])] if len(alignment) else alignment
+    if len(a):
+        y = np.arange(len(a))[::-1]
+        colors = ["#999999" if s == "reference" else f"C{int(u[0])}" for s, u in zip(a["status"], a["unit"])]
+        err = [a["js_similarity"] - a["js_similarity_low"], a["js_similarity_high"] - a["js_similarity"]]
+        # clipped: a point at the scale's end can sit a rounding error outside its percentile interval
+        ax.errorbar(a["js_similarity"], y, xerr=np.clip(np.nan_to_num(np.asarray(err, float)), 0, None), fmt="none",
+                    ecolor=colors)
+        ax.scatter(a["js_similarity"], y, c=colors, zorder=3)
+        ax.set_yticks(y, a["row"], fontsize=7)
+    ax.set_xlabel("js_similarity (×100), 95 % CI, held-out GlobalOpinionQA")
+    ax.set_title("Cultural alignment across every method")
+
+
+def forest_png(alignment: pd.DataFrame) -> bytes:
+    plt = plots.pyplot()
+    n = int(alignment["status"].isin(["scored", "reference"]).sum()) if len(alignment) else 0
+    fig, ax = plt.subplots(figsize=(9, max(2.0, 0.8 + 0.22 * n)))
+    try:
+        forest(ax, alignment)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=plots.DPI)
+        return buffer.getvalue()
+    finally:
+        plt.close(fig)
 
 
 def _scalars(metrics: dict) -> pd.DataFrame:
@@ -85,44 +211,54 @@ def _scalars(metrics: dict) -> pd.DataFrame:
     return pd.DataFrame({"key": list(flat), "value": [str(v) for v in flat.values()]})
 
 
+def _png(name: str, data: bytes) -> str:
+    return f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+
+
 def _figure(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"<h4>{html.escape(path.name)}</h4><img alt='{html.escape(path.stem)}' src='data:image/png;base64,{data}'>"
+    return f"<h4>{html.escape(path.name)}</h4>{_png(path.stem, path.read_bytes())}"
 
 
-def render(params, b: leaderboard.Boards, stored: leaderboard.Stored) -> str:
+def render(params, b: leaderboard.Boards, stored: leaderboard.Stored, writer: str | None = None) -> str:
+    """The page. ``writer`` is the notebook writing it (90), listed as ran though its metrics come after."""
     units = [nb.stem for nb in notebooks()]
     session = {u: stored.metrics.get(u, {}).get("cost", {}).get("session", {}) for u in units}
     stale = leaderboard.stale_units(stored, params)
-    status = pd.DataFrame([{"unit": u, "status": "ran" if u in stored.metrics else leaderboard.NOT_RUN,
-                            "stale": stale.get(u, ""),
-                            "seconds": session[u].get("seconds"), "peak_rss_gb": session[u].get("peak_rss_gb")}
-                           for u in units])
+    status = pd.DataFrame([{"unit": u, "status": "ran" if u in stored.metrics else
+                            "ran (writing this page)" if u == writer else leaderboard.NOT_RUN,
+                            "stale": stale.get(u, ""), "minutes": (session[u].get("seconds") or np.nan) / 60,
+                            "peak_rss_gb": session[u].get("peak_rss_gb")} for u in units])
+    verdicts = leaderboard.verdicts(b)
     parts = [f"<h1>Agora run report · {html.escape(params.profile)}</h1>",
              f"<p class='note'>Model {html.escape(params.model.name)}, seed {params.seed}, run folder "
              f"{html.escape(str(params.run_dir))}; written {_dt.datetime.now().isoformat(timespec='seconds')}. "
              "Every number is read from what the units stored; a unit whose metrics were made with other params "
-             "than these is marked stale (highlighted), with the keys that changed.</p>",
+             "than these is marked stale (highlighted), with the keys that changed. Click a column head to sort.</p>",
+             "<section id='verdicts'><h2>Verdicts</h2><ul class='verdicts'>"
+             + "".join(f"<li><b><a href='#{k}'>{k}</a></b>: {html.escape(v)}</li>" for k, v in verdicts.items())
+             + "</ul></section>",
+             "<h2 id='forest'>Alignment at a glance</h2>", _png("alignment forest plot", forest_png(b.alignment)),
              "<h2>Units</h2>", _table(status)]
     for name, df in b.tables().items():
         parts += [f"<h2 id='{name}'>Board: {name.replace('_', ' ')}</h2>", f"<p class='note'>{BOARD_NOTES[name]}</p>"]
         if name != "alignment_by_continent":
             parts.append(f"<p class='note'>{COST_NOTE}</p>")
-        parts.append(_table(df))
+        parts.append(_by_continent(df) if name == "alignment_by_continent" else _board(df))
     parts.append("<h2>Units: key numbers and figures</h2>")
     figures = sorted((Path(params.run_dir) / "figures").glob("*.png"))
     for u in units:
         parts.append(f"<h3 id='{u}'>{html.escape(u)}</h3>")
         if u not in stored.metrics:
-            parts.append(f"<p class='note'>{leaderboard.NOT_RUN}</p>")
+            parts.append(f"<p class='note'>{'its key numbers are recorded after this page' if u == writer else leaderboard.NOT_RUN}</p>")
             continue
-        parts.append(_table(_scalars(stored.metrics[u])))
+        parts.append(f"<details><summary>key numbers</summary>{_table(_scalars(stored.metrics[u]))}</details>")
         parts += [_figure(f) for f in figures if f.name[:2] == u[:2]]
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Agora report · {html.escape(params.profile)}"
-            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+            f"<title>Agora report · {html.escape(params.profile)}</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(parts)}<script>{SORT_SCRIPT}</script></body></html>")
 
 
-def write(params, b: leaderboard.Boards | None = None) -> Path:
+def write(params, b: leaderboard.Boards | None = None, writer: str | None = None) -> Path:
     """The report page and the boards' CSV files in ``<run_dir>/report``; returns the page's path."""
     stored = leaderboard.load(params.run_dir)
     b = b or leaderboard.boards(params, stored)
@@ -130,4 +266,4 @@ def write(params, b: leaderboard.Boards | None = None) -> Path:
     for name, df in b.tables().items():
         atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
     atomic_write_text(out / "boards.json", json.dumps(leaderboard.key_numbers(b), indent=1, default=str))
-    return atomic_write_text(out / "index.html", render(params, b, stored))
+    return atomic_write_text(out / "index.html", render(params, b, stored, writer))

@@ -279,6 +279,24 @@ def package_versions(names: Iterable[str] = MANIFEST_PACKAGES) -> dict[str, str 
     return versions
 
 
+def machine_info() -> str:
+    """The machine in words, for the manifest: CPU model, usable cores, GPUs (``nvidia-smi -L``)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpus = (_run(["nvidia-smi", "-L"]) or "").strip().splitlines()
+    return f"{cpu or 'unknown CPU'}, {cores} cores, " + (f"{len(gpus)} × {gpus[0].split(':')[1].split('(')[0].strip()}"
+                                                         if gpus else "no GPU")
+
+
+def _run(args: list[str]) -> str | None:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
 def _is_output(rel: PurePath) -> bool:
     if rel.as_posix() in (MANIFEST, ".lock") or rel.name.endswith(_SKIP_SUFFIXES):  # .lock: kit/run/lock.py
         return False
@@ -312,6 +330,7 @@ def write_manifest(
         "git": git_info(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "machine": machine_info(),
         "executable": sys.executable,
         "packages": package_versions(),
         "params": secrets.redact(params),

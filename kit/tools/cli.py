@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from kit.bench import BENCHES
 from kit.config import ParamsError, load_params
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="the run's boards and figures as one HTML page (runs/<profile>/report/)")
     rep.add_argument("params")
     rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    dr = sub.add_parser("docs-results", help="write docs/results.md from a run folder's metrics, boards, "
+                                             "manifest and benchmarks (after make run)")
+    dr.add_argument("run_dir", help="e.g. runs/smoke")
+    dr.add_argument("--out", help="default: docs/results.md")
     d = sub.add_parser("doctor", help="what this machine has, and whether a profile can run here (exit 0 or 2)")
     d.add_argument("--params", help="a profile to check against this machine")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -51,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--profile", help="every notebook reads this profile (tiny, smoke, full or a file) instead of "
                                         "its parameters cell")
     return p
+
+
+def store_bench(params, what: str, result: dict, argv: list[str]) -> Path:
+    """``runs/<profile>/bench/<what>.json``: the result with the command and machine, for docs/results.md."""
+    import datetime as dt
+
+    from kit.run.files import atomic_write_json
+    from kit.run.records import git_info, machine_info
+
+    return atomic_write_json(params.run_dir / "bench" / f"{what}.json", {
+        "command": "python -m kit " + " ".join(argv), "result": result, "machine": machine_info(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": git_info()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"{args.out}: {merge_record_files(args.shards, args.out)} records")
             return 0
+        if args.command == "docs-results":
+            from kit.reporting.docs_results import write as write_results
+
+            print(f"results: {write_results(args.run_dir, args.out)}")
+            return 0
         params = load_params(args.params, args.set)
         if args.command == "check":
             print(f"{args.params}: ok (profile {params.profile}, model {params.model.name} on {params.model.backend})")
@@ -93,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             from kit.run.runner import run
 
             return run(params, args.params, args.only.split(",") if args.only else None)
+        lock.hold(params.run_dir)  # before the benchmark: its result is stored in the run folder
         result = BENCHES.get(args.what)(params)
+        stored = store_bench(params, args.what, result, argv)
+        print(f"stored: {stored}", file=sys.stderr)
         print(json.dumps(result))
         return 0
     except (ParamsError, ValueError, ImportError) as e:
