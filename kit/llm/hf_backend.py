@@ -91,8 +91,8 @@ def use_threads(threads: int | None) -> int:
     """Set torch's intra-op threads once for the process; returns the count.
 
     ``None`` picks the cores this process may use minus those other processes keep busy right now
-    (at least 1): on two cores with one taken by another job, two spinning OpenMP threads made a
-    generation benchmark 3.1× slower than on the idle machine, one thread 1.29× (README, Performance).
+    (at least 1): on two cores with one taken by another job, two spinning OpenMP threads fight over the
+    free core and generation slows several times over; one thread loses little (docs/performance.md).
     """
     n = threads or max(1, available_cores() - round(cores_busy_elsewhere()))
     if torch.get_num_threads() != n:
