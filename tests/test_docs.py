@@ -27,6 +27,8 @@ def test_no_page_but_results_md_holds_a_hand_typed_figure():
     ("js_similarity 83.4 against 82.6", "decimal"),
     ("the paired difference is −0.07", "decimal"),
     ("make run took 47 minutes", "duration"),
+    ("notebook 02 took `6.4 min`", "duration"),  # a figure does not hide in a code span
+    ("the engine is `4.77×` faster", "ratio"),
 ])
 def test_a_hand_typed_figure_is_found(line, kind):
     found = hand_typed_figures(f"# Page\n\nSome prose.\n{line}\n")

@@ -109,7 +109,7 @@ def cache_kwarg(model) -> str:
 
 def native_bf16(device: str) -> bool:
     """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU with AMX or
-    AVX-512 BF16 (without them a bfloat16 matmul ran 55x slower than float32 on a 2-core AMD EPYC)."""
+    AVX-512 BF16 (without them a bfloat16 matmul is emulated, over an order of magnitude slower than float32)."""
     if device == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return device == "cpu" and _cpu_has_bf16()

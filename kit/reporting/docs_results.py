@@ -22,7 +22,7 @@ from kit.run.paths import ROOT
 RESULTS = "docs/results.md"
 
 # What a measured number looks like in prose. Code spans and blocks are exempt (params values,
-# commands, formulas), as are version numbers and the 95 % of an interval's confidence level.
+# commands, formulas) unless a span holds only a figure with its unit, as are version numbers and the 95 % of an interval's confidence level.
 _NUM = r"(?<![\w.\-/])[−-]?\d[\d,]*(?:\.\d+)?"
 FIGURES = {
     "duration": re.compile(_NUM + r"\s?(?:ms|s|sec|seconds?|min|minutes?|h|hours?)\b(?![-/])"),
@@ -41,10 +41,17 @@ _CODE_SPAN = re.compile(r"`[^`\n]*`")
 _LINK_TARGET = re.compile(r"\]\([^)]*\)|https?://\S+")
 
 
+def _unit_figure(span: str) -> bool:
+    """Whether a code span holds nothing but a figure with its unit (`6.4 min`, `4.77×`): no code, a figure."""
+    inner = span.strip("`").strip()
+    return any(FIGURES[k].fullmatch(inner) for k in ("duration", "ratio", "percentage", "size or rate"))
+
+
 def hand_typed_figures(text: str) -> list[tuple[int, str, str]]:
     """``(line number, kind, figure)`` for every measured-looking number outside code in markdown ``text``."""
     blank = lambda m: re.sub(r"[^\n]", " ", m.group(0))  # keep line numbers and columns
-    prose = _LINK_TARGET.sub(blank, _CODE_SPAN.sub(blank, _CODE_BLOCK.sub(blank, text)))
+    spans = lambda m: m.group(0).strip("`").center(len(m.group(0))) if _unit_figure(m.group(0)) else blank(m)
+    prose = _LINK_TARGET.sub(blank, _CODE_SPAN.sub(spans, _CODE_BLOCK.sub(blank, text)))
     found = []
     for no, line in enumerate(prose.split("\n"), 1):
         taken: list[range] = []  # a number is reported once, by its first kind ("3.4×" as a ratio only)
