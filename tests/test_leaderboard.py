@@ -298,6 +298,7 @@ def test_numbers_are_shown_to_two_decimals_and_intervals_as_brackets():
         ["83.42", "0.012", "-0.0054", "0.00", "1234.50", "", ""]
     assert leaderboard.interval(0.1234, -0.05, 0.3) == "0.12 [-0.050, 0.30]"
     assert leaderboard.interval(3.0, float("nan"), None) == "3.00"
+    assert [leaderboard.fmt(24), leaderboard.cell("calls", 24.0), leaderboard.cell("seconds", 24.0)] == ["24", "24", "24.00"]
 
 
 def test_verdicts_say_each_board_in_a_line(run):

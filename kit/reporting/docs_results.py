@@ -85,7 +85,7 @@ def _md_table(rows: list[dict], columns: list[str]) -> list[str]:
     if not rows:
         return ["(nothing stored)", ""]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(leaderboard.fmt(r.get(c)) if not isinstance(r.get(c), str) else r[c].replace("|", "\\|")
+    lines += ["| " + " | ".join(leaderboard.cell(c, r.get(c)) if not isinstance(r.get(c), str) else r[c].replace("|", "\\|")
                                 for c in columns) + " |" for r in rows]
     return lines + [""]
 
@@ -110,7 +110,7 @@ def _benches(run_dir: Path) -> list[str]:
         out.append(f"**{f.stem}** (`{b.get('command', '')}`, {b.get('created', '')}, {b.get('machine', '')})")
         out.append("")
         flat = {k: v for k, v in b.get("result", {}).items() if isinstance(v, (int, float, str, bool))}
-        out += _md_table([{"key": k, "value": v if isinstance(v, str) else float(v)} for k, v in flat.items()],
+        out += _md_table([{"key": k, "value": v} for k, v in flat.items()],
                          ["key", "value"])
     return out
 

@@ -304,18 +304,32 @@ def _number(v):
     return None if pd.isna(v) else round(float(v), 4)
 
 
+# columns that count things: shown as whole numbers even when a table stored them as floats
+COUNTS = {"n", "calls", "generated_tokens", "scored_tokens", "countries", "questions", "pairs", "items"}
+
+
 def fmt(v, digits: int = 2) -> str:
-    """A board number for people: ``digits`` decimals, or that many significant ones below 1 (0.0042)."""
+    """A board number for people: ``digits`` decimals, or that many significant ones below 1 (0.0042);
+    an integer as it is."""
     if v is None or isinstance(v, str):
         return "" if v is None else v
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
     v = float(v)
     if np.isnan(v):
         return ""
     if v == 0 or abs(v) >= 1:
         return f"{v:.{digits}f}"
     return f"{v:.{max(digits, digits - 1 - int(np.floor(np.log10(abs(v)))))}f}"
+
+
+def cell(column: str, v) -> str:
+    """:func:`fmt`, with a count column's whole numbers shown without decimals."""
+    if column in COUNTS and isinstance(v, (int, float, np.number)) and not pd.isna(v) and float(v).is_integer():
+        return str(int(v))
+    return fmt(v)
 
 
 def interval(point, low, high) -> str:

@@ -85,7 +85,6 @@ COST_NOTE = ("Cost columns: model calls, tokens generated, tokens scored, wall s
 
 
 # Columns read as counts (no decimals), and those folded under "cost and coverage" below each board.
-COUNTS = {"n", "calls", "generated_tokens", "scored_tokens", "countries", "questions", "pairs", "items"}
 FOLDED = {"unit", "calls", "generated_tokens", "scored_tokens", "seconds", "peak_rss_gb", "models", "countries",
           "questions", "pairs", "js_similarity_e", "js_similarity_e_low", "js_similarity_e_high"}
 
@@ -105,7 +104,7 @@ def _cell(column: str, v) -> str:
         return f"<td class='text'>{html.escape(v)}</td>"
     if v is None or pd.isna(v):
         return "<td></td>"
-    shown = str(int(v)) if column in COUNTS and float(v).is_integer() else leaderboard.fmt(v)
+    shown = leaderboard.cell(column, v)
     return f"<td data-sort='{float(v)!r}'>{shown}</td>"
 
 
