@@ -51,3 +51,18 @@ def test_only_selects_notebooks():
     assert [nb.name[:2] for nb in notebooks(["1"])] == ["10", "11", "12"]  # a unit by its decade
     with pytest.raises(ValueError, match="no such notebook"):
         notebooks(["99"])
+
+
+def test_a_bench_result_is_stored_by_engine(shared_data, tmp_path):
+    from kit.config import load_params
+    from kit.tools.cli import store_bench
+
+    for backend in ("transformers", "vllm"):
+        params = load_params("params/tiny.yaml", [f"runs_dir={tmp_path}", f"model.backend={backend}"])
+        store_bench(params, "generate", {"batched_tok_s": 1.0, "backend": backend},
+                    ["bench", "generate", "--params", "params/tiny.yaml", "--set", f"model.backend={backend}"])
+    stored = {p.name: json.loads(p.read_text()) for p in (tmp_path / "tiny" / "bench").glob("*.json")}
+    assert sorted(stored) == ["generate.json", "generate@vllm.json"]  # one engine does not overwrite the other
+    assert stored["generate@vllm.json"]["result"]["backend"] == "vllm"
+    assert stored["generate@vllm.json"]["command"].endswith("--set model.backend=vllm")
+    assert {"machine", "created", "git"} <= set(stored["generate.json"])

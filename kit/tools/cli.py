@@ -59,13 +59,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def store_bench(params, what: str, result: dict, argv: list[str]) -> Path:
-    """``runs/<profile>/bench/<what>.json``: the result with the command and machine, for docs/results.md."""
+    """``runs/<profile>/bench/<what>.json`` (``<what>@<backend>.json`` off the transformers backend, so both
+    engines' results stand side by side): the result with the command and machine, for docs/results.md."""
     import datetime as dt
 
     from kit.run.files import atomic_write_json
     from kit.run.records import git_info, machine_info
 
-    return atomic_write_json(params.run_dir / "bench" / f"{what}.json", {
+    name = what if params.model.backend == "transformers" else f"{what}@{params.model.backend}"
+    return atomic_write_json(params.run_dir / "bench" / f"{name}.json", {
         "command": "python -m kit " + " ".join(argv), "result": result, "machine": machine_info(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": git_info()})
 
