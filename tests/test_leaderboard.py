@@ -334,9 +334,24 @@ def _chromium(*args: str) -> str:
                           capture_output=True, text=True, timeout=120, check=True).stdout
 
 
-def _layout(page: Path, tmp_path: Path) -> dict:
+# clicks the column head named %s (in the first table that has one) twice and writes the column's sort
+# keys after each click
+SORT_PROBE = """<script>(function () {
+  var starts = function (h) { return h.textContent.indexOf("%s") === 0; };
+  var table = Array.prototype.find.call(document.querySelectorAll("table.sortable"), function (t) {
+    return Array.prototype.some.call(t.tHead.rows[0].cells, starts); });
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells), col = heads.findIndex(starts);
+  var read = function () { return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+    var c = r.cells[col]; return c.dataset.sort === undefined ? null : parseFloat(c.dataset.sort); }); };
+  heads[col].click(); var up = read(); heads[col].click(); var down = read();
+  document.body.setAttribute("data-measure", JSON.stringify({up: up, down: down, arrow: heads[col].getAttribute("aria-sort")}));
+})();</script>"""
+
+
+def _layout(page: Path, tmp_path: Path, probe_script: str = MEASURE) -> dict:
     probe = tmp_path / f"probe_{page.stem}.html"
-    probe.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    # after the page's own scripts, so the sort handlers are in place
+    probe.write_text(page.read_text().replace("</body>", probe_script + "</body>"))
     dom = _chromium("--dump-dom", probe.as_uri())
     found = re.search(r'data-measure="([^"]+)"', dom)
     assert found, "the browser did not run the page's scripts"
@@ -365,6 +380,21 @@ def test_the_report_fits_the_window_and_opens_on_the_verdicts(wide_run, tmp_path
     _chromium(f"--screenshot={shot}", page.as_uri())
     width, height = np.frombuffer(shot.read_bytes()[16:24], dtype=">u4")  # the PNG header's IHDR
     assert (width, height) == WINDOW
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package)")
+def test_a_click_on_a_column_head_sorts_its_board_by_value_with_blanks_last(run, tmp_path):
+    from kit.reporting import report
+
+    params, _, _ = run
+    page = report.write(params)
+    # diff_vs_best: numbers for the scored rows, blank for the reference rows
+    got = _layout(page, tmp_path, SORT_PROBE % "diff_vs_best")
+    numbers = [v for v in got["up"] if v is not None]
+    assert len(numbers) >= 2 and None in got["up"]
+    assert got["up"] == sorted(numbers) + [None] * (len(got["up"]) - len(numbers))
+    assert got["down"] == sorted(numbers, reverse=True) + [None] * (len(got["down"]) - len(numbers))
+    assert got["arrow"] == "descending"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package)")

@@ -210,6 +210,34 @@ def test_manifest_git_info(tmp_path):
     assert isinstance(git["dirty"], bool)
 
 
+def test_a_checkout_is_dirty_for_code_not_for_the_figures_a_run_writes(tmp_path):
+    from kit.run.records import git_info
+
+    repo = tmp_path / "repo"
+    (repo / "kit").mkdir(parents=True)
+    (repo / "figures" / "smoke").mkdir(parents=True)
+    (repo / "kit" / "a.py").write_text("x = 1\n")
+    (repo / "figures" / "smoke" / "f.png").write_bytes(b"one")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git[:1] + ["init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "c"], check=True)
+    assert git_info(repo / "kit")["dirty"] is False
+    (repo / "figures" / "smoke" / "f.png").write_bytes(b"two")  # what a run rewrites
+    (repo / "figures" / "smoke" / "new.png").write_bytes(b"new")
+    assert git_info(repo / "kit")["dirty"] is False  # asked from a subfolder, it still sees the whole checkout
+    (repo / "kit" / "a.py").write_text("x = 2\n")
+    assert git_info(repo / "kit")["dirty"] is True
+    (repo / "kit" / "a.py").write_text("x = 1\n")
+    (repo / "notes.txt").write_text("untracked")
+    assert git_info(repo)["dirty"] is True
+
+
+def test_the_manifest_keeps_the_checkout_the_run_found(tmp_path):
+    found = {"commit": "0" * 40, "dirty": False}
+    assert json.loads(write_manifest(tmp_path, {}, git=found).read_text())["git"] == found
+
+
 # The script a notebook would run: resume by skipping stored ids. It prints how many ids were
 # pending so the test can tell that the second run resumed rather than started over.
 WORKER = textwrap.dedent(

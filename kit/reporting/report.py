@@ -39,7 +39,8 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
 p.note { color: #555; max-width: 60em; } details { margin: 0.4em 0; } summary { cursor: pointer; color: #345; }
 """
 
-# Click a column head to sort its table (numbers by value, the rest as text); no build step, no library.
+# Click a column head to sort its table (numbers by value, the rest as text, blank cells last either way);
+# no build step, no library.
 SORT_SCRIPT = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
   table.querySelectorAll("th").forEach(function (th, col) {
@@ -49,9 +50,10 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       table.querySelectorAll("th").forEach(function (h) { h.setAttribute("aria-sort", "none"); });
       th.setAttribute("aria-sort", down ? "descending" : "ascending");
       var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
-      var key = function (r) { var c = r.cells[col]; return c.dataset.sort !== undefined ? c.dataset.sort : c.textContent; };
+      var key = function (r) { var c = r.cells[col]; return c.dataset.sort !== undefined ? c.dataset.sort : c.textContent.trim(); };
       rows.sort(function (a, b) {
         var x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+        if ((x === "") !== (y === "")) return x === "" ? 1 : -1;
         var cmp = (isNaN(nx) || isNaN(ny)) ? (isNaN(nx) - isNaN(ny)) || x.localeCompare(y) : nx - ny;
         return down ? -cmp : cmp;
       });

@@ -258,13 +258,19 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout
 
 
+# what a run itself writes into the checkout (figures/<profile>/): a change there is output, not code
+RUN_OUTPUTS_IN_CHECKOUT = ("figures",)
+
+
 def git_info(path: str | os.PathLike | None = None) -> dict | None:
-    """``{"commit", "dirty"}`` of the git checkout holding ``path`` (default: this package)."""
+    """``{"commit", "dirty"}`` of the git checkout holding ``path`` (default: this package); ``dirty``
+    counts changes outside the figures a run writes there."""
     cwd = Path(path) if path is not None else Path(__file__).resolve().parent
     commit = _git(["rev-parse", "HEAD"], cwd)
     if commit is None:
         return None
-    status = _git(["status", "--porcelain"], cwd)
+    outside = [f":(top,exclude){d}" for d in RUN_OUTPUTS_IN_CHECKOUT]
+    status = _git(["status", "--porcelain", "--", ":(top)", *outside], cwd)
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
@@ -320,14 +326,16 @@ def write_manifest(
     seeds: dict | None = None,
     extra: dict | None = None,
     notebooks: dict | None = None,
+    git: dict | None = None,
 ) -> Path:
     """Write ``run_dir/manifest.json``: code version, environment, parameters and output hashes; with
-    ``notebooks``, per notebook the params it actually ran with (an earlier run's, for one not run now)."""
+    ``notebooks``, per notebook the params it actually ran with (an earlier run's, for one not run now);
+    ``git``: the checkout as the run found it (default: as it is now)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git": git_info(),
+        "git": git if git is not None else git_info(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": machine_info(),

@@ -97,8 +97,9 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
 
 def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     from kit.run.files import read_json
-    from kit.run.records import MANIFEST, write_manifest
+    from kit.run.records import MANIFEST, git_info, write_manifest
 
+    code = git_info()  # the code the notebooks run, taken before any of them writes into the checkout
     selected = notebooks(only)
     lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it
     kernel = ensure_kernel()
@@ -123,7 +124,7 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     notebooks_ = {**(read_json(params.run_dir / MANIFEST) or {}).get("notebooks", {}), **ran}
     manifest = write_manifest(params.run_dir, params.sections(), seeds={"seed": params.seed},
                               extra={"params_file": params_path, "selected": [nb.name for nb in selected]},
-                              notebooks=dict(sorted(notebooks_.items())))
+                              notebooks=dict(sorted(notebooks_.items())), git=code)
     print(f"executed notebooks: {out_dir}\nfigures: {params.run_dir / 'figures'}\nmanifest: {manifest}")
     print(summary(params.run_dir))
     return status
