@@ -218,8 +218,8 @@ def test_a_checkout_is_dirty_for_code_not_for_the_figures_a_run_writes(tmp_path)
     (repo / "figures" / "smoke").mkdir(parents=True)
     (repo / "kit" / "a.py").write_text("x = 1\n")
     (repo / "figures" / "smoke" / "f.png").write_bytes(b"one")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run(git[:1] + ["init", "-q", str(repo)], check=True)
     subprocess.run(git + ["add", "-A"], check=True)
     subprocess.run(git + ["commit", "-q", "-m", "c"], check=True)
     assert git_info(repo / "kit")["dirty"] is False

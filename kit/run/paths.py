@@ -11,6 +11,8 @@ from pathlib import Path
 # directory for a plain install, where relative params paths are read from the caller's cwd.
 _PKG_PARENT = Path(__file__).resolve().parents[2]
 ROOT = _PKG_PARENT if (_PKG_PARENT / "pyproject.toml").exists() else Path.cwd()
+# the checkout's figures/<profile>/, which a run into the default runs folder rewrites: output, not code
+FIGURES = "figures"
 
 
 def resolve(path: str | os.PathLike) -> Path:

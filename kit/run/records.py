@@ -28,6 +28,7 @@ from typing import Iterable, Iterator
 
 from kit.run import secrets
 from kit.run.files import atomic_write_json, atomic_write_text, json_default, sha256_file
+from kit.run.paths import FIGURES
 
 logger = logging.getLogger(__name__)
 
@@ -258,10 +259,6 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout
 
 
-# what a run itself writes into the checkout (figures/<profile>/): a change there is output, not code
-RUN_OUTPUTS_IN_CHECKOUT = ("figures",)
-
-
 def git_info(path: str | os.PathLike | None = None) -> dict | None:
     """``{"commit", "dirty"}`` of the git checkout holding ``path`` (default: this package); ``dirty``
     counts changes outside the figures a run writes there."""
@@ -269,8 +266,7 @@ def git_info(path: str | os.PathLike | None = None) -> dict | None:
     commit = _git(["rev-parse", "HEAD"], cwd)
     if commit is None:
         return None
-    outside = [f":(top,exclude){d}" for d in RUN_OUTPUTS_IN_CHECKOUT]
-    status = _git(["status", "--porcelain", "--", ":(top)", *outside], cwd)
+    status = _git(["status", "--porcelain", "--", ":(top)", f":(top,exclude){FIGURES}"], cwd)
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 

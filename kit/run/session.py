@@ -118,7 +118,7 @@ class Session:
         overwrites the committed figures)."""
         out = [self.run_dir / "figures" / name]
         if self.params.run_dir == paths.resolve(RUNS_DEFAULT) / self.params.profile:
-            out.append(paths.ROOT / "figures" / self.params.profile / name)
+            out.append(paths.ROOT / paths.FIGURES / self.params.profile / name)
         return out
 
     @contextmanager
