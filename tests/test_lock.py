@@ -74,3 +74,58 @@ def test_children_inherit_the_lock_and_one_process_holds_it_once(tmp_path):
     finally:
         lock.release(folder)
     assert lock.ENV not in os.environ or str(folder.resolve()) not in os.environ[lock.ENV]
+
+
+FLOCKLESS = textwrap.dedent("""
+    import errno, fcntl, sys, time
+    def no_flock(*a, **k):
+        raise OSError(errno.ENOLCK, "No locks available")
+    fcntl.flock = no_flock  # a cluster file system without flock
+    from kit.run import lock
+    try:
+        lock.hold(sys.argv[1])
+    except lock.RunFolderBusy as e:
+        print("busy:", e, flush=True)
+        sys.exit(3)
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+""")
+
+
+def _flockless(folder, seconds):
+    return subprocess.Popen([sys.executable, "-c", FLOCKLESS, str(folder), str(seconds)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_without_flock_an_exclusive_lock_file_names_its_holder_and_a_dead_one_is_taken_over(tmp_path):
+    folder = tmp_path / "runs" / "t"
+    first = _flockless(folder, 60)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        warning = first.stderr.readline()
+        assert warning.startswith("warning:") and "without flock" in warning and ".lock.held" in warning
+        second = _flockless(folder, 0)
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 3 and f"PID {first.pid} on " in out and ".lock.held" in out
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert (folder / ".lock.held").exists()  # kill -9 leaves the file; the next holder on this host sees it dead
+    third = _flockless(folder, 0)
+    out, _ = third.communicate(timeout=60)
+    assert third.returncode == 0 and out.strip() == "held"
+    assert not (folder / ".lock.held").exists()  # removed when that process ended
+
+
+def test_the_cache_works_with_dot_file_locks(tmp_path):
+    """Where SQLite cannot lock (Lustre, NFS), the cache opens with the dot-file VFS and a rollback journal."""
+    from kit.run.cache import DOTFILE_VFS, Cache
+
+    cache = Cache(tmp_path / "c.sqlite")
+    cache.close()
+    dotted = Cache.__new__(Cache)
+    dotted.path, dotted.hits, dotted.misses, dotted.corrupt = tmp_path / "d.sqlite", 0, 0, 0
+    dotted._db = dotted._connect(DOTFILE_VFS)
+    dotted.put_many({"k": b"v"})
+    assert dotted.get_many(["k"]) == {"k": b"v"} and len(dotted) == 1
+    assert dotted._db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

@@ -45,7 +45,8 @@ def build_agents(session, splits: SurveySplits) -> AgentSet:
         base = resolve_model(p.model.name, p.model.revision).ref
         with session.timed("ground agents (data + LoRA SFT)", row="grounded"):
             grounded = train_grounded_agents(session.backend, base, splits.countries, splits.train, p.agents, p.seed,
-                                             session.run_dir / "agents" / "grounded")
+                                             session.run_dir / "agents" / "grounded",
+                                             room=lambda: session.stage("01", "grounded SFT"))
         built += [kinds.grounded(c, g.adapter_dir, desc[c].text) for c, g in grounded.items() if g.adapter_dir]
         report["grounding"] = {c: g.stats for c, g in grounded.items()}
         texts += [m["content"] for g in grounded.values() for r in g.records for m in r["messages"][1:]]

@@ -26,7 +26,9 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,6 +307,7 @@ def train_grounded_agents(
     *,
     gen: GenParams | None = None,
     test_items: Sequence[OpinionItem] = (),
+    room: Callable[[], ContextManager] = nullcontext,
 ) -> dict[str, GroundedAgentResult]:
     """One LoRA adapter per country in ``out_dir/<country>/``, resumable and fingerprinted.
 
@@ -312,7 +315,8 @@ def train_grounded_agents(
     same prompts, model and sampling (:func:`data_parts`); its adapter (``sft/adapter``) while the
     trainer's fingerprint says it was trained on the same records with the same recipe
     (``kit.train.trainers.train``). Anything else is rebuilt. Countries with too few train items or
-    no kept record are skipped with a warning, never an error.
+    no kept record are skipped with a warning, never an error. The adapters train inside ``room()`` (the
+    session's training stage, which puts the inference engines to sleep), after all data is written.
     """
     out_dir = Path(out_dir)
     countries = list(dict.fromkeys(countries))
@@ -341,23 +345,24 @@ def train_grounded_agents(
             data[country] = (res.records, res.stats)
 
     results: dict[str, GroundedAgentResult] = {}
-    for country in countries:
-        records, stats = data[country]
-        if stats.get("skipped") is None and not records:
-            stats = {**stats, "skipped": "no consistent SFT record was kept"}
-            log.warning("grounded agent for %s skipped: %s (%d samples, %d unparsable, %d inconsistent)",
-                        country, stats["skipped"], stats["samples"], stats["unparsable"], stats["inconsistent"])
-        if stats["skipped"] is not None:
-            results[country] = GroundedAgentResult(None, stats, records)
-            continue
-        train_records, evals = split_questions(records, EVAL_FRACTION, seed, "grounding-eval",
-                                                 key=lambda r: r["question_id"])
-        if not train_records:  # too few questions to hold any out
-            train_records, evals = records, []
-        from kit.train.trainers import train  # heavy (trl): imported only when something trains
+    with room():
+        for country in countries:
+            records, stats = data[country]
+            if stats.get("skipped") is None and not records:
+                stats = {**stats, "skipped": "no consistent SFT record was kept"}
+                log.warning("grounded agent for %s skipped: %s (%d samples, %d unparsable, %d inconsistent)",
+                            country, stats["skipped"], stats["samples"], stats["unparsable"], stats["inconsistent"])
+            if stats["skipped"] is not None:
+                results[country] = GroundedAgentResult(None, stats, records)
+                continue
+            train_records, evals = split_questions(records, EVAL_FRACTION, seed, "grounding-eval",
+                                                     key=lambda r: r["question_id"])
+            if not train_records:  # too few questions to hold any out
+                train_records, evals = records, []
+            from kit.train.trainers import train  # heavy (trl): imported only when something trains
 
-        res = train("sft", train_records, evals, base_model, folders[country] / "sft", params.sft, seed)
-        info = {"train_records": len(train_records), "eval_records": len(evals), "train_tokens": res.train_tokens,
-                "seconds": res.seconds, "reused": res.reused, "log_history": res.log_history}
-        results[country] = GroundedAgentResult(Path(res.adapter_dir), {**stats, "train": info}, records)
+            res = train("sft", train_records, evals, base_model, folders[country] / "sft", params.sft, seed)
+            info = {"train_records": len(train_records), "eval_records": len(evals), "train_tokens": res.train_tokens,
+                    "seconds": res.seconds, "reused": res.reused, "log_history": res.log_history}
+            results[country] = GroundedAgentResult(Path(res.adapter_dir), {**stats, "train": info}, records)
     return {c: results[c] for c in countries}

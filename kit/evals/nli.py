@@ -1,14 +1,15 @@
 """Semantic consistency: the probability that a generated text is entailed by a gold one (NLI).
 
 Scorers are registered by name (``palette.nli``): ``cross-encoder`` is the paper's NLI model, a
-sentence-transformers cross-encoder from the hub (online runs); ``judge`` asks the run's own model
+sentence-transformers cross-encoder (the ``nli`` role's model when ``models.nli`` names one, else
+``CROSS_ENCODER`` from the hub); ``judge`` asks the ``nli`` role's model (by default the run's own)
 the entailment question as options A/B/C with one ``choice_probs`` pass per pair (offline). Every
 number says which scorer made it (``Scorer.identity``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -50,10 +51,13 @@ class JudgeScorer:
 class CrossEncoderScorer:
     """A sentence-transformers cross-encoder NLI model; its entailment class is read from its config."""
 
-    def __init__(self, name: str = CROSS_ENCODER):
+    def __init__(self, name: str = CROSS_ENCODER, device: str | None = None):
         from sentence_transformers import CrossEncoder
 
-        self.model = CrossEncoder(name)
+        from kit.llm.models import TINY_MODELS, resolve_model
+
+        path = resolve_model(name).path if name in TINY_MODELS else name
+        self.model = CrossEncoder(path, device=device)
         labels = {v.lower(): int(k) for k, v in self.model.model.config.id2label.items()}
         if "entailment" not in labels:
             raise ValueError(f"{name} has no 'entailment' label ({sorted(labels)}); pick an NLI cross-encoder")
@@ -68,15 +72,17 @@ class CrossEncoderScorer:
 
 
 @NLI_SCORERS.register("judge")
-def _judge(backend: Backend, **_: Any) -> JudgeScorer:
-    return JudgeScorer(backend)
+def _judge(backend: Callable[[], Backend], **_: Any) -> JudgeScorer:
+    return JudgeScorer(backend())
 
 
 @NLI_SCORERS.register("cross-encoder")
-def _cross_encoder(backend: Backend, **_: Any) -> CrossEncoderScorer:
-    return CrossEncoderScorer()
+def _cross_encoder(backend: Callable[[], Backend], model: str | None = None, device: str | None = None,
+                   **_: Any) -> CrossEncoderScorer:
+    return CrossEncoderScorer(model or CROSS_ENCODER, device)
 
 
-def make_scorer(name: str, backend: Backend) -> Scorer:
-    """The scorer registered as ``name`` (``palette.nli``)."""
-    return NLI_SCORERS.get(name)(backend)
+def make_scorer(name: str, backend: Callable[[], Backend], model: str | None = None, device: str | None = None) -> Scorer:
+    """The scorer registered as ``name`` (``palette.nli``). ``backend`` gives the ``nli`` role's LLM (called only by
+    the scorers that ask one); ``model`` names the cross-encoder (None: ``CROSS_ENCODER``)."""
+    return NLI_SCORERS.get(name)(backend, model=model, device=device)

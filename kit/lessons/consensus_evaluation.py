@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.evals.traces import (
     REFERENCE_METHOD,
     common_items,
@@ -31,6 +32,7 @@ SUMMARY_COLUMNS = ["method", "n", "mean_rel_logppl_change", "median_rel_logppl_c
                    "share_converged"]
 
 
+@in_stage("03", "acceptance and values")
 def evaluate(session) -> pd.DataFrame:
     """One row per usable trace of the study (``kit.evals.traces``): acceptance and value metrics (saved
     for the consensus board, which prefers notebook 32's evaluation of the same traces with the judge)."""

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.agents import Agent, AgentSet
 from kit.agents.build import build_agents
 from kit.data import SurveySplits, resolve_countries, survey_splits
@@ -50,6 +51,7 @@ def split_table(s: SurveySplits) -> pd.DataFrame:
                          "test items": [len(s.test[c]) for c in s.countries]})
 
 
+@in_stage("01", "agents and descriptions")
 def build(session, s: SurveySplits) -> AgentSet:
     """Every requested kind for every kept country, from train items only; saved for later notebooks."""
     return build_agents(session, s)
@@ -70,6 +72,7 @@ class Evaluation:
     expected: int  # (country, question) pairs on the test split: what full coverage means
 
 
+@in_stage("01", "fidelity and capability")
 def evaluate(session, agents: Sequence[Agent], s: SurveySplits) -> Evaluation:
     """Every agent answers its country's held-out questions; scores with the reference rows. The
     answers are saved for the cross-method board, each kind's cost measured apart."""
@@ -141,6 +144,7 @@ def heatmap(session, ev: Evaluation, metric: str = "js_similarity") -> None:
         ax.tick_params(axis="x", rotation=30)
 
 
+@in_stage("01", "fidelity and capability")
 def example_answers(session, agents: Sequence[Agent], s: SurveySplits) -> pd.DataFrame:
     """A held-out question answered in prose by a grounded agent and by the vanilla model (one batch)."""
     grounded = next((a for a in agents if a.kind == "grounded"), None)
@@ -155,6 +159,7 @@ def example_answers(session, agents: Sequence[Agent], s: SurveySplits) -> pd.Dat
     return pd.DataFrame({"agent": [a.name for a in pick], "question": item.question, "answer": [t.strip() for t in texts]})
 
 
+@in_stage("01", "fidelity and capability")
 def capability(session, agent_set: AgentSet) -> pd.DataFrame:
     """MoralChoice low-ambiguity accuracy and neutral perplexity of every grounded agent's adapter beside the
     base model's (saved for the capability board)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.data import OpinionItem, Topic, goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
@@ -85,6 +86,7 @@ def leaks(session, trace_list: list[dict], data: TrainingData, heldout_list: lis
     return counts
 
 
+@in_stage("04", "finetune")
 def train_all(session, data: TrainingData) -> dict[str, Path]:
     """One LoRA adapter per (source, method) in ``train/<source>/<method>``; empty sets are skipped (and said so)."""
     p = session.params
@@ -121,6 +123,7 @@ def loss_figure(session, adapters: dict[str, Path]) -> None:
             ax.legend(fontsize=7)
 
 
+@in_stage("04", "distance, alignment and capability")
 def cultural_distance(session, compared: dict[str, str | None],
                       heldout_list: list[Topic]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-topic distances and their summary (with the reduction against the base) on held-out topics."""
@@ -135,6 +138,10 @@ def cultural_distance(session, compared: dict[str, str | None],
 def distance_figure(session, summary: pd.DataFrame) -> None:
     """Cultural distance per culture pair, base model vs each finetuned adapter."""
     pairs = [c for c in summary.columns if c not in ("mean", "n", "reduction %", "reduction_low", "reduction_high")]
+    if summary[pairs].dropna(how="all").empty:
+        plots.placeholder(session.figure_paths("04_cultural_distance.png"), "Cultural distance before and after "
+                          "finetuning", "no distance: the value judge read no held-out statement")
+        return
     ax = summary[pairs].T.plot.bar(figsize=(8, 3.8), rot=0)
     ax.set_ylabel("value distance (Euclidean, 10 Schwartz values)")
     ax.set_title("Cultural distance before and after finetuning")
@@ -142,6 +149,7 @@ def distance_figure(session, summary: pd.DataFrame) -> None:
     plots.save(ax.figure, session.figure_paths("04_cultural_distance.png"))
 
 
+@in_stage("04", "distance, alignment and capability")
 def goqa_alignment(session, compared: dict[str, str | None]) -> tuple[pd.DataFrame, list[dict]]:
     """GlobalOpinionQA alignment of each model, asked as each culture, on notebook 01's held-out questions,
     beside the three references on the same (country, question) pairs: (per agent and country table, score
@@ -172,6 +180,7 @@ def culture_fidelity(rows: list[dict], compared: dict[str, str | None]) -> pd.Da
     return table.reindex([m for m in compared if m in table.index])
 
 
+@in_stage("04", "distance, alignment and capability")
 def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
     """MoralChoice low-ambiguity accuracy (letter mass and no-answer count beside it) and neutral-text
     perplexity per model."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.agents import Agent
 from kit.data import Topic
 from kit.data.topics import negotiation_topics
@@ -39,6 +40,7 @@ def store(session, agent_by_country: dict[str, Agent]) -> RecordStore:
     return study_store(session.params, session.run_dir, agent_by_country, backend_parts(session.backend))
 
 
+@in_stage("02", "negotiations")
 def run(session, agent_by_country: dict[str, Agent], topic_list: list[Topic]) -> list[dict]:
     """Run (or resume) every negotiation of the params, one method at a time, so each method's cost is
     its own (``kit.run.cost``); the stored traces, in plan order."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.data.cultures import PALETTE_CONTINENTS
 from kit.llm.models import resolve_model
 from kit.palette.agents import palette_dir, save_models, train_agents
@@ -25,6 +26,7 @@ def folder(session) -> Path:
     return palette_dir(session.run_dir)
 
 
+@in_stage("11", "ORPO continent agents")
 def train(session, records: dict[str, list[dict]]) -> dict[str, Path]:
     """The five continent adapters and the joint one (reused when their records and recipe are unchanged)."""
     p = session.params
@@ -38,9 +40,11 @@ def merges(session, adapters: dict[str, Path]) -> tuple[dict[str, Path], pd.Data
     base = resolve_model(p.model.name, p.model.revision).ref
     continents = {c: str(adapters[c]) for c in CONTINENTS}
     models, cache = folder(session) / "models", folder(session) / "models" / "lora-cache"
-    stamps = {name: merge(name, p.palette.merges[name], base, continents, models / name, cache)
-              for name in ("ties", "model_stock")}
-    stamps["moe"] = build_moe(p.palette.merges["moe"], base, continents, models / "moe", cache)
+    stamps = {}
+    for name in ("ties", "model_stock", "moe"):  # each merge in its own stage: the engines asleep, one merge at a time
+        with session.stage("11", f"merge {name}"):
+            stamps[name] = (build_moe(p.palette.merges[name], base, continents, models / name, cache) if name == "moe"
+                            else merge(name, p.palette.merges[name], base, continents, models / name, cache))
     for name, s in stamps.items():  # each merge runs in its own process, which measured it
         session.record_cost(f"merge {name}", name, s["seconds"], s["peak_rss_gb"])
     merged = {name: models / name for name in stamps}
@@ -56,6 +60,7 @@ def router_prompts() -> dict[str, list[str]]:
                 for country in countries] for c, countries in PALETTE_CONTINENTS.items()}
 
 
+@in_stage("11", "router shares")
 def routing(session, moe: Path) -> pd.DataFrame:
     """The share of tokens routed first to each expert (columns), for prompts from each continent (rows)."""
     import seaborn as sns

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.data import Topic
 from kit.llm.base import backend_parts
 from kit.palette.prompts import CONTINENTS
@@ -28,6 +29,7 @@ def store(session) -> RecordStore:
     return study_store(session.params, backend_parts(session.role_backend("palette_teacher")))
 
 
+@in_stage("10", "synthesis")
 def synthesise(session, train: list[Topic], heldout: list[Topic]) -> list[dict]:
     """Every query's record (training queries first), synthesised or read back."""
     with session.timed("synthesis"):
@@ -59,6 +61,7 @@ def funnel(records: list[dict], prefs: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame({"count": {**counts, **{f"preference pairs ({c})": len(prefs[c]) for c in CONTINENTS}}})
 
 
+@in_stage("10", "synthesis")
 def embedding_map(session, records: list[dict]) -> pd.DataFrame:
     """The paper's Figure 3: the queries and each continent's final responses, embedded and projected
     onto their first two principal components; returns the points."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.data import OpinionItem, goqa_split
 from kit.data.leaks import assert_no_leaks, palette_leak_counts
 from kit.evals.capability import capability_kept
-from kit.evals.nli import make_scorer
 from kit.evals.references import study_references
 from kit.metrics.alignment import (
     NEIGHBOUR_AGENT,
@@ -51,6 +51,7 @@ def models(session) -> tuple[dict[str, str], dict]:
     return adapters, {name: session.backend_of(path) for name, path in merged.items()}
 
 
+@in_stage("12", "Table 1, consistency and capability")
 def answer(session, test: dict[str, list[OpinionItem]]) -> list[dict]:
     """Score rows of every Table 1 row and of the three references, on the same (country, question) pairs."""
     adapters, backends = models(session)
@@ -113,15 +114,17 @@ def ablation_figure(session, long: pd.DataFrame, metric: str) -> None:
         ax.tick_params(axis="x", rotation=20)
 
 
+@in_stage("12", "Table 1, consistency and capability")
 def semantic_consistency(session, heldout: list[dict]) -> tuple[pd.DataFrame, str]:
     """P(entailment) of each model's answers given the gold responses of the held-out queries; and the scorer."""
     p = session.params
     adapters, backends = models(session)
-    scorer = make_scorer(p.palette.nli, session.role_backend("nli"))
+    scorer = session.nli_scorer(p.palette.nli)
     with session.timed("semantic consistency"):
         return consistency(session.backend, backends, adapters, heldout, scorer, p.palette.draft_tokens), scorer.identity
 
 
+@in_stage("12", "Table 1, consistency and capability")
 def capability(session) -> pd.DataFrame:
     """MoralChoice low-ambiguity accuracy and neutral perplexity of every palette artifact (continent and
     joint adapters, the merged models) beside the base model's."""

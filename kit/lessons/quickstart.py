@@ -6,6 +6,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.agents import Agent, vanilla
 from kit.data import OpinionItem, load_goqa, option_labels, questions, resolve_countries
 from kit.evals.survey import choice_request
@@ -23,6 +24,7 @@ def chat(backend: Backend, agents: Sequence[Agent], prompt: str, max_new_tokens:
     return [t.strip() for t in backend.generate([a.ask(prompt) for a in agents], params)]
 
 
+@in_stage("00", "chat and survey")
 def agents_chat(session, agents: Sequence[Agent]) -> list[str]:
     """The quickstart prompt answered by every agent, timed."""
     q = session.params.quickstart
@@ -30,6 +32,7 @@ def agents_chat(session, agents: Sequence[Agent]) -> list[str]:
         return chat(session.backend, agents, q.prompt, q.max_new_tokens, session.params.seed)
 
 
+@in_stage("00", "chat and survey")
 def agents_survey(session, agents: Sequence[Agent]) -> tuple[OpinionItem, pd.DataFrame]:
     """A survey question every quickstart country answered, and the distributions of the agents and of
     the vanilla model on it, timed."""
@@ -39,6 +42,7 @@ def agents_survey(session, agents: Sequence[Agent]) -> tuple[OpinionItem, pd.Dat
     return next(iter(item_by_country.values())), table
 
 
+@in_stage("00", "chat and survey")
 def rerun(session, agents: Sequence[Agent], replies: list[str]) -> pd.DataFrame:
     """Both steps again: the answers must come back identical with no model call. Returns the costs."""
     calls_before = dict(session.backend.stats)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.data import load_moralchoice
 from kit.run import artifacts
 from kit.run.cache import cache_key
@@ -43,6 +44,7 @@ def generated_records(session) -> list[dict]:
     return [store.get(i) for i in ids]
 
 
+@in_stage("30", "dilemmas")
 def dilemmas(session) -> tuple[list[sd.Dilemma], dict]:
     """The unit's split dilemmas, and how they came about (records, duplicates dropped). Stops with one line
     when fewer than ``selfplay.min_parsed_share`` of the generated dilemmas parsed."""

@@ -13,6 +13,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.evals.capability import capability_kept
 from kit.lessons import negotiation
 from kit.lessons.selfplay_data import capability_ids
@@ -60,6 +61,7 @@ def judge_line(session) -> str:
                                            else " (not the reward judge)"))
 
 
+@in_stage("32", "held-out dialogues and NCN study")
 def evaluate(session, dilemmas: list[sd.Dilemma], adapters: dict[str, str | None]):
     """(dialogues per method, one score row per method and dilemma)."""
     sp = session.params.selfplay
@@ -71,6 +73,7 @@ def evaluate(session, dilemmas: list[sd.Dilemma], adapters: dict[str, str | None
     return played, rows
 
 
+@in_stage("32", "held-out dialogues and NCN study")
 def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
     return capability_kept(session, NOTEBOOK, adapters, session.params.selfplay.capability_items, "untrained")
 
@@ -119,6 +122,7 @@ def dialogue_figure(session, d: sd.Dilemma, before: Dialogue, after: Dialogue) -
         fig.suptitle(textwrap.fill(f"{d.id}: {d.text}", 150), fontsize=8)
 
 
+@in_stage("32", "held-out dialogues and NCN study")
 def ncn_study(session, adapters: dict[str, str | None]) -> tuple[pd.DataFrame, dict[str, int]]:
     """Every negotiation method of notebook 02 and every self-play policy on the study's topics and pairs,
     evaluated alike (``kit.selfplay.ncn_study``) and saved for the consensus board; and the count of study

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.lessons.selfplay_data import folder
 from kit.reporting import plots
 from kit.run.cache import cache_key
@@ -57,6 +58,7 @@ def rollout_engine(session):
     return getattr(backend, "inner", backend) if backend.name == "vllm" else None
 
 
+@in_stage("31", "self-play GRPO")
 def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]:
     """The self-play policy: GRPO on dialogues with itself, judged for Collective Agency and resolution."""
     p, sp = session.params, session.params.selfplay
@@ -73,6 +75,7 @@ def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]
     return result.adapter_dir, records
 
 
+@in_stage("31", "single-agent GRPO")
 def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]:
     """The single-agent baseline: GRPO on one solution per prompt, under the same judge."""
     p, sp = session.params, session.params.selfplay

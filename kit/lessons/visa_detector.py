@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.data import goqa_split, load_moralchoice
 from kit.reporting import plots
 from kit.values import SCHWARTZ_VALUES, TrainedValueDetector, agreement, confusion, make_value_detector
@@ -26,6 +27,7 @@ def folder(session) -> Path:
     return session.run_dir / "visa"
 
 
+@in_stage("20", "corpus, teacher and translator")
 def corpus(session) -> tuple[list[vc.Item], list[dict]]:
     """The unit's items (question, base answer, split) and the answers dropped as too short."""
     p, v = session.params, session.params.visa
@@ -57,6 +59,7 @@ def teacher(session):
     return make_value_detector(v.teacher, backend=session.role_backend("visa_teacher"), embedder=session.embedder, seed=p.seed, **extra)
 
 
+@in_stage("20", "corpus, teacher and translator")
 def teacher_labels(session, items: list[vc.Item]) -> tuple[pd.DataFrame, int]:
     """Every detector text with the teacher's vector (texts it could not read are left out), and how many."""
     texts = vc.detector_texts(items)
@@ -68,10 +71,15 @@ def teacher_labels(session, items: list[vc.Item]) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(rows), judge.failures
 
 
+@in_stage("20", "corpus, teacher and translator")
 def fit_detector(session, labels: pd.DataFrame) -> TrainedValueDetector:
     """The trained detector, fitted on the judge's labels of train texts and saved in ``visa/detector``."""
     p = session.params
-    train = labels[labels["split"] == "train"]
+    train = labels[labels["split"] == "train"] if len(labels) else labels
+    if len(train) < 2:
+        raise ValueError(f"the {p.visa.teacher} teacher ({session.role_name('visa_teacher')}) read {len(train)} train "
+                         "text(s), too few to fit a detector on; fix: a teacher model that writes the judge's JSON "
+                         "(models.visa_teacher), more texts (visa.n_goqa, visa.n_moralchoice), or visa.teacher: embedding")
     card = {"embedder": session.embedder.identity, "teacher": p.visa.teacher, "teacher_model": session.role_backend("visa_teacher").identity,
             "texts": len(labels)}
     detector = TrainedValueDetector.fit(session.embedder, list(train["text"]), train[list(SCHWARTZ_VALUES)].to_numpy(),
@@ -87,6 +95,7 @@ def detector(session) -> TrainedValueDetector:
     return fit_detector(session, labels)
 
 
+@in_stage("20", "corpus, teacher and translator")
 def held_out_agreement(session, labels: pd.DataFrame, trained: TrainedValueDetector) -> tuple[pd.DataFrame, dict]:
     """Macro-F1 per value against the teacher on test texts: the trained detector and the embedding proxy
     (which agrees perfectly when it is the teacher)."""
@@ -112,6 +121,7 @@ def confusion_figure(session, matrices: dict[str, np.ndarray]) -> None:
         fig.suptitle("Trained value detector vs its teacher on held-out texts")
 
 
+@in_stage("20", "corpus, teacher and translator")
 def round_trip(session) -> tuple[pd.DataFrame, int]:
     """The translator reading back its own template for sampled targets, and hand-written instructions."""
     p = session.params

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.evals.nli import make_scorer
+from kit.run.session import in_stage
 from kit.lessons import visa_detector
 from kit.reporting import plots
 from kit.train.rewards import bind
@@ -39,7 +39,7 @@ def reward_detector(session):
 
 def reward_context(session, detector) -> RewardContext:
     v = session.params.visa
-    nli = make_scorer(v.nli, session.role_backend("nli")) if v.nli else None
+    nli = session.nli_scorer(v.nli) if v.nli else None
     return RewardContext(detector, session.embedder, nli, v.min_words, v.max_words)
 
 
@@ -51,6 +51,7 @@ def reward_parts(session, detector) -> dict:
             "words": [v.min_words, v.max_words]}
 
 
+@in_stage("21", "GRPO rewriter")
 def train_grpo(session, items: list[vc.Item], detector) -> tuple[Path, list[dict]]:
     """The GRPO rewriter adapter and its records."""
     p, v = session.params, session.params.visa
@@ -66,11 +67,11 @@ def train_grpo(session, items: list[vc.Item], detector) -> tuple[Path, list[dict
 def train_sft(session, items: list[vc.Item], detector) -> tuple[Path, list[float]]:
     """The SFT rewriter: best-of-n prompting samples by the weighted reward, then SFT; and the chosen rewards."""
     p, v = session.params, session.params.visa
-    with session.timed("best-of-n samples", row="sft"):
+    with session.stage("21", "best-of-n and direct samples"), session.timed("best-of-n samples", row="sft"):
         records, best = best_of_records(session.backend, items, targets_of(items, p.seed, v.n_targeted),
                                         reward_context(session, detector), v.rewards, v.best_of, v.rewrite_tokens,
                                         v.sample_temperature, p.seed)
-    with session.timed("train sft", row="sft"):
+    with session.stage("21", "SFT rewriter"), session.timed("train sft", row="sft"):
         result = train("sft", records, None, p.model.ref, visa_detector.folder(session) / "train" / "sft", v.sft,
                        p.seed)
     return result.adapter_dir, best
@@ -79,13 +80,14 @@ def train_sft(session, items: list[vc.Item], detector) -> tuple[Path, list[float
 def train_direct(session, items: list[vc.Item], detector) -> tuple[Path | None, int, int]:
     """Direct DPO finetuning of the answering model; (adapter or None when no pair differs, pairs, ties)."""
     p, v = session.params, session.params.visa
-    with session.timed("direct-finetuning samples", row="direct_finetune"):
+    with session.stage("21", "best-of-n and direct samples"), \
+            session.timed("direct-finetuning samples", row="direct_finetune"):
         records, ties = direct_records(session.backend, items, targets_of(items, p.seed, v.n_targeted),
                                        reward_context(session, detector), v.rewards, v.best_of, v.answer_tokens,
                                        v.sample_temperature, p.seed)
     if not records:
         return None, 0, ties
-    with session.timed("train direct", row="direct_finetune"):
+    with session.stage("21", "direct DPO"), session.timed("train direct", row="direct_finetune"):
         result = train("dpo", records, None, p.model.ref, visa_detector.folder(session) / "train" / "direct", v.direct,
                        p.seed)
     return result.adapter_dir, len(records), ties
@@ -115,6 +117,7 @@ def adapters(session) -> dict[str, str | None]:
     return found
 
 
+@in_stage("21", "best-of-n and direct samples")
 def gaming_check(session, items: list[vc.Item], detector, curves: pd.DataFrame) -> pd.DataFrame:
     """The reward of copying each train answer and of appending its target values' names, beside the reward
     GRPO started and ended at: a policy that ends no higher than the keyword row has learned to name values."""

@@ -14,6 +14,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.countries import resolve_country
 from kit.engine import ask, run
@@ -54,6 +55,7 @@ def test_items(items: list[vc.Item], n: int) -> list[vc.Item]:
     return [it for it in items if it.split == "test"][:n]
 
 
+@in_stage("22", "held-out table")
 def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rewrites, per-item score rows) of every method with an adapter (direct finetuning may have none)."""
     p, v = session.params, session.params.visa
@@ -69,6 +71,7 @@ def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> 
     return rewrites, rows
 
 
+@in_stage("22", "held-out table")
 def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
     """MoralChoice low-ambiguity accuracy and neutral perplexity of the base model and every trained
     model (the rewriters and the directly finetuned one), saved for the capability board."""
@@ -76,6 +79,7 @@ def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
     return capability_kept(session, NOTEBOOK, models, session.params.visa.capability_items, "base")
 
 
+@in_stage("22", "held-out table")
 def pipeline(session, adapters: dict[str, str | None]) -> dict[str, float]:
     """The shielded methods' MoralChoice low-ambiguity accuracy through answer → rewrite → read, on the
     capability items, each toward a target sampled by (seed, scenario id); and the unrewritten answer's."""
@@ -112,6 +116,7 @@ def table_figure(session, summary_table: pd.DataFrame) -> None:
         fig.suptitle("VISA on held-out items (95 % bootstrap intervals)")
 
 
+@in_stage("22", "held-out table")
 def opposite_rewrites(session, item: vc.Item, adapter: str | None) -> pd.DataFrame:
     """One held-out answer rewritten by the GRPO rewriter toward its target and toward the opposite one."""
     p, v = session.params, session.params.visa
@@ -157,6 +162,7 @@ def country_targets(session, countries: list[str] | None = None) -> dict[str, np
     return {c: t for c, t in targets.items() if t is not None}
 
 
+@in_stage("22", "held-out table")
 def culture_rewrites(session, item: vc.Item, adapter: str | None) -> pd.DataFrame:
     """The answer rewritten to speak for each of ``visa.culture_countries`` (``country_targets``)."""
     v = session.params.visa
@@ -179,6 +185,7 @@ def survey_items(session) -> list[OpinionItem]:
     return [it for its in held_out.values() for it in its[: p.visa.goqa_items]]
 
 
+@in_stage("22", "held-out table")
 def survey(session, items: list[OpinionItem], corpus: list[vc.Item],
            adapters: dict[str, str | None]) -> tuple[list[dict], dict[str, int]]:
     """Score rows of the answer before any rewrite and after each rewriter's rewrite toward the country's

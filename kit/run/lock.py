@@ -9,19 +9,31 @@ run never leaves the folder locked.
 
 The processes a holder starts (papermill's kernels under ``kit run``) inherit its lock through
 ``AGORA_RUN_LOCK``. Under ``accelerate launch`` the main rank (``RANK`` 0) holds it for all ranks.
+
+Cluster file systems (Lustre, some NFS mounts) may not implement ``flock`` (``ENOSYS``, ``ENOLCK``,
+``EOPNOTSUPP``). There the lock is an exclusive lock file, ``<run_dir>/.lock.held``, created with
+``O_EXCL`` and naming its host and PID, said once in a ``warning:`` line. A holder that died on this
+host is detected (its PID is gone) and its file taken over; one on another host cannot be checked, so
+the message names it and the file to remove once that run is known to be dead.
 """
 
 from __future__ import annotations
 
+import atexit
+import errno
 import fcntl
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
 ENV = "AGORA_RUN_LOCK"  # run folders whose lock this process or an ancestor holds (os.pathsep-separated)
 LOCK_FILE = ".lock"
+HELD_FILE = ".lock.held"  # the exclusive lock file where flock is not supported
+NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)  # the file system has no flock
 _held: dict[Path, int] = {}  # folder -> open file descriptor of its lock, for the life of the process
+_files: set[Path] = set()  # lock files this process created (flock unsupported), removed when it ends
 
 
 class RunFolderBusy(RuntimeError):
@@ -63,15 +75,71 @@ def hold(run_dir: str | os.PathLike) -> None:
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
         os.close(fd)
+        if e.errno in NO_FLOCK:
+            _hold_file(folder, e)
+            return
         who = holder(folder)
         raise RunFolderBusy(f"{folder} is in use by PID {who.get('pid', '?')} ({who.get('command', 'unknown command')}); "
                             "fix: wait for it to end, or write elsewhere (another profile or runs_dir)") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": _command()}).encode(), 0)
+    os.pwrite(fd, json.dumps(_me()).encode(), 0)
     _held[folder] = fd
     os.environ[ENV] = os.pathsep.join(sorted(_inherited() | {str(folder)}))
+
+
+def _me() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": _command()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _hold_file(folder: Path, cause: OSError) -> None:
+    """The lock as an exclusive file, where the file system refuses flock (see the module docstring)."""
+    path = folder / HELD_FILE
+    if not _files and not getattr(_hold_file, "warned", False):
+        print(f"warning: {folder} is on a file system without flock ({os.strerror(cause.errno)}); the run lock is "
+              f"the file {path} instead", file=sys.stderr)
+        _hold_file.warned = True
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            who = holder_file(folder)
+            if who.get("host") == socket.gethostname() and isinstance(who.get("pid"), int) and not _alive(who["pid"]):
+                path.unlink(missing_ok=True)  # its holder died on this host: take it over
+                continue
+            raise RunFolderBusy(f"{folder} is in use by PID {who.get('pid', '?')} on {who.get('host', '?')} "
+                                f"({who.get('command', 'unknown command')}); fix: wait for it to end, or remove {path} "
+                                "once that run is known to be dead") from None
+        os.write(fd, json.dumps(_me()).encode())
+        os.close(fd)
+        _files.add(folder)
+        os.environ[ENV] = os.pathsep.join(sorted(_inherited() | {str(folder)}))
+        return
+    raise RunFolderBusy(f"{folder}: could not take {path}; fix: remove it once no run uses the folder")
+
+
+def holder_file(run_dir: str | os.PathLike) -> dict:
+    try:
+        return json.loads((Path(run_dir) / HELD_FILE).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+@atexit.register
+def _remove_files() -> None:
+    for folder in list(_files):
+        release(folder)
 
 
 def release(run_dir: str | os.PathLike) -> None:
@@ -80,4 +148,9 @@ def release(run_dir: str | os.PathLike) -> None:
     fd = _held.pop(folder, None)
     if fd is not None:
         os.close(fd)
+        os.environ[ENV] = os.pathsep.join(sorted(_inherited() - {str(folder)}))
+    if folder in _files:
+        _files.discard(folder)
+        if holder_file(folder).get("pid") == os.getpid():
+            (folder / HELD_FILE).unlink(missing_ok=True)
         os.environ[ENV] = os.pathsep.join(sorted(_inherited() - {str(folder)}))

@@ -101,6 +101,13 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
 
     code = git_info()  # the code the notebooks run, taken before any of them writes into the checkout
     selected = notebooks(only)
+    refused = plan_refusals(params, [nb.name[:2] for nb in selected])
+    if refused:
+        for line in refused:
+            print(f"refused: {line}", file=sys.stderr)
+        print("the memory plan says this profile does not fit the visible GPUs (python -m kit plan "
+              f"{params_path}); nothing was run", file=sys.stderr)
+        return 2
     lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it
     kernel = ensure_kernel()
     out_dir = params.run_dir / "notebooks"
@@ -128,6 +135,20 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     print(f"executed notebooks: {out_dir}\nfigures: {params.run_dir / 'figures'}\nmanifest: {manifest}")
     print(summary(params.run_dir))
     return status
+
+
+def plan_refusals(params: Params, notebook_numbers: list[str]) -> list[str]:
+    """The memory plan's refusals for the selected notebooks on this machine's GPUs (none for a CPU profile)."""
+    from kit.plan import make_plan, visible_gpus
+
+    device = params.model.device
+    if not (device.startswith("cuda") or (device == "auto" and visible_gpus())):
+        return []
+    plan = make_plan(params)
+    if plan.device != "cuda":
+        return []
+    return [line for line in plan.refusals()
+            if not line.startswith("notebook ") or line.split()[1] in notebook_numbers]
 
 
 def summary(run_dir: Path) -> str:

@@ -3,11 +3,19 @@ and the agents notebook 01 built.
 
 Everything heavy is built on first use, so a notebook that never embeds never loads the embedder,
 and bad params fail in :func:`kit.config.from_notebook` before anything loads.
+
+Memory is managed by stage (``kit.plan.stages``, the list the memory plan sums): inside
+``with session.stage(notebook, name):`` only the stage's parts may be resident. Entering a stage
+releases every engine it does not list (a stage that trains or merges starts with the inference
+engines asleep), using a part the stage does not list is refused where ``AGORA_STRICT_STAGES`` is set
+(the tests) and logged otherwise, and of a stage's ``swap`` engines one is awake at a time. What was
+resident in each stage goes into the notebook's metrics (``stages``), which the tests hold against the plan.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -20,7 +28,14 @@ from kit.run import artifacts, cost, lock, paths
 from kit.run.cache import Cache
 from kit.run.files import atomic_write_json, atomic_write_text, json_default
 
+log = logging.getLogger(__name__)
+
 METRICS_MIME = "application/vnd.agora.metrics+json"
+STRICT_STAGES_ENV = "AGORA_STRICT_STAGES"  # set: a part used outside its stage's list is an error (tests)
+
+
+class StageError(RuntimeError):
+    """A notebook used a model its stage in ``kit.plan.stages`` does not list: the memory plan is not the truth."""
 RUNS_DEFAULT = "runs"  # the runs folder whose figures also update the project's figures/
 
 
@@ -34,7 +49,12 @@ class Session:
         self.timings: dict[str, float] = {}
         self.costs: list[dict] = []  # every timed stage's calls, tokens, seconds and peak memory
         self._agents = None
-        self._backends: dict[str, object] = {}
+        self._backends: dict[str, object] = {}  # cached backends by engine key
+        self._residents: dict[str, object] = {}  # engine key -> kit.llm.resident.Resident
+        self._stage = None  # the kit.plan.stages.Stage now open
+        self._encoders: set[str] = set()  # sentence-transformers parts loaded (embedder, cross-encoder:nli)
+        # per stage entered: the distinct sets of parts that were resident at once in it
+        self.stage_log: list[dict] = []
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # silence fork warnings in kernels
         _table_display()
 
@@ -45,50 +65,134 @@ class Session:
 
     @cached_property
     def backend(self):
-        from kit.llm import load_backend
-
-        with self.timed("load model"):
-            return load_backend(self.params.model, self.cache.path, seed=self.params.seed)
+        """The agents' model (``model``), loaded on first use, released and restored by stage."""
+        return self._engine("model", self.params.model)
 
     @cached_property
     def embedder(self):
         from kit.embed import Embedder
 
+        self._used("embedder")
         with self.timed("load embedder"):
             return Embedder(self.params.embedder.name, self.params.embedder.batch_size, self.cache)
 
-    def backend_of(self, folder: str | Path):
-        """A model folder (a merged model, an MoE) served like the profile's model, through the same cache."""
-        folder = str(folder)
-        if folder not in self._backends:
-            from kit.llm import load_backend
+    def _engine(self, key: str, model, label: str | None = None):
+        """A cached backend for ``model`` under engine key ``key`` (``kit.plan.stages``): local weights behind a
+        :class:`~kit.llm.resident.Resident` the stages release and restore; a served model as it is."""
+        if key in self._backends:
+            return self._backends[key]
+        from kit.llm import load_backend
 
-            with self.timed(f"load {Path(folder).name}"):
-                update: dict[str, Any] = {"name": folder}
-                if self.params.model.backend == "openai":  # a folder built here is not on the server: load it here
-                    update |= {"backend": "transformers", "base_url": None, "api_key_env": None, "served_model": None}
-                self._backends[folder] = load_backend(self.params.model.model_copy(update=update),
-                                                      self.cache.path, seed=self.params.seed)
-        return self._backends[folder]
+        if model.backend == "openai":
+            with self.timed(f"load {label or key}"):
+                self._backends[key] = load_backend(model, self.cache.path, seed=self.params.seed)
+            return self._backends[key]
+        from kit.llm import BACKENDS
+        from kit.llm.cached import CachedBackend
+        from kit.llm.resident import Resident
+        from kit.run.artifacts import model_parts
+
+        def load():
+            with self.timed(f"load {label or key}"):
+                return BACKENDS.get(model.backend).from_params(model, seed=self.params.seed)
+
+        resident = Resident(key, load, model_parts(model), tokenizer=lambda: _tokenizer(model), on_use=self._on_use)
+        self._residents[key] = resident
+        self._backends[key] = CachedBackend(resident, self.cache)
+        return self._backends[key]
+
+    def backend_of(self, folder: str | Path):
+        """A model folder (a merged model, an MoE) served with the ``palette_merged`` role's engine settings (the
+        profile's model's unless ``models.palette_merged`` changes them), through the same cache; its engine key is
+        ``merged:<folder name>`` (``kit.plan.stages``)."""
+        update: dict[str, Any] = {"name": str(folder)}
+        model = self.params.role_model("palette_merged")
+        if model.backend == "openai":  # a folder built here is not on the server: load it here
+            update |= {"backend": "transformers", "base_url": None, "api_key_env": None, "served_model": None}
+        return self._engine(f"merged:{Path(folder).name}", model.model_copy(update=update), Path(folder).name)
 
     def role_backend(self, role: str):
         """The model a role runs on (``models.<role>``, see ``kit.config.ROLES``), through the same cache; the
-        agents' backend when the role names no model of its own."""
-        model = self.params.role_model(role)
-        if model == self.params.model:
-            return self.backend
-        key = f"role:{model.model_dump_json()}"  # two roles on one model share it
-        if key not in self._backends:
-            from kit.llm import load_backend
+        agents' backend when the role names no model of its own (two roles on one model share it)."""
+        from kit.plan.stages import engine_key
 
-            with self.timed(f"load {role}"):
-                self._backends[key] = load_backend(model, self.cache.path, seed=self.params.seed)
-        return self._backends[key]
+        key = engine_key(self.params, role)
+        if key == "model":
+            return self.backend
+        return self._engine(key, self.params.role_model(role), role)
 
     def role_name(self, role: str) -> str:
         """The name a table prints for a role's model: the served or local model's name."""
         model = self.params.role_model(role)
         return model.served_model or model.name
+
+    def nli_scorer(self, name: str):
+        """The NLI scorer ``name`` (``kit.evals.nli.NLI_SCORERS``): the ``nli`` role's model as a judge, or a
+        cross-encoder (``models.nli``'s name where given)."""
+        from kit.evals.nli import make_scorer
+
+        model = self.params.models["nli"].name if "nli" in self.params.models else None
+        if name == "cross-encoder":
+            self._used("cross-encoder:nli")
+        return make_scorer(name, lambda: self.role_backend("nli"), model)
+
+    # --- stages: what may be resident (kit.plan.stages) --------------------------------------------
+    @contextmanager
+    def stage(self, notebook: str, name: str) -> Iterator[None]:
+        """Run a stage of ``kit.plan.stages``: engines it does not list are released first."""
+        from kit.plan.stages import find
+
+        outer, self._stage = self._stage, find(self.params, notebook, name)
+        self.stage_log.append({"stage": self._stage.label, "resident": []})
+        try:
+            for key, resident in self._residents.items():
+                if not self._stage.allows(_part(key)):
+                    resident.release()
+            self._note()
+            yield
+        finally:
+            self._stage = outer
+
+    def _on_use(self, resident) -> None:
+        """Before a resident backend computes: check the stage allows it, and put the other swap engines to sleep."""
+        if self._stage is None:
+            return
+        part = _part(resident.key)
+        self._check(part)
+        if part in self._stage.swap:
+            for key, other in self._residents.items():
+                if key != resident.key and _part(key) in self._stage.swap:
+                    other.release()
+        self._note(part)
+
+    def _used(self, part_name: str) -> None:
+        from kit.plan.stages import Part
+
+        self._encoders.add(part_name)  # embedders and cross-encoders stay loaded for the session (they are small)
+        if self._stage is not None:
+            kind, _, key = part_name.partition(":")
+            part = Part(kind, key)
+            self._check(part)
+            self._note(part)
+
+    def _check(self, part) -> None:
+        if self._stage.allows(part):
+            return
+        message = (f"stage '{self._stage.label}' uses {part}, which kit.plan.stages does not list for it: the memory "
+                   "plan would not count it; fix: add it to the stage there (and check python -m kit plan)")
+        if os.environ.get(STRICT_STAGES_ENV):
+            raise StageError(message)
+        log.warning(message)
+
+    def _note(self, part=None) -> None:
+        """Record what is resident at once now (a distinct snapshot) in the open stage's log entry."""
+        resident = {str(_part(k)) for k, r in self._residents.items() if r.loaded} | self._encoders
+        if part is not None:
+            resident.add(str(part))
+        snapshot = sorted(resident)
+        entry = self.stage_log[-1]["resident"]
+        if snapshot not in entry:
+            entry.append(snapshot)
 
     def records(self, name: str):
         """An append-only JSONL store in the run folder, keyed by item id (resumable)."""
@@ -152,7 +256,8 @@ class Session:
         out = self.run_dir / "metrics" / f"{notebook}.json"
         metrics = {**metrics, "made_by": artifacts.made_by(self.params), "cost": {"stages": self.costs, "rows": cost.row_costs(self.costs),
                                        "session": {"seconds": round(time.perf_counter() - self._started, 1),
-                                                   "peak_rss_gb": round(cost.peak_rss_gb(), 3)}}}
+                                                   "peak_rss_gb": round(cost.peak_rss_gb(), 3)}},
+                   "plan_stages": self.stage_log}
         atomic_write_json(out, metrics)
         try:
             from IPython.display import display
@@ -160,6 +265,39 @@ class Session:
             display({METRICS_MIME: metrics, "text/plain": json.dumps(metrics, indent=1)}, raw=True)
         except ImportError:
             pass
+
+
+def in_stage(notebook: str, name: str):
+    """Run the decorated function (its first argument the session) in stage ``name`` of ``notebook``
+    (``kit.plan.stages``)."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(session, *args, **kwargs):
+            with session.stage(notebook, name):
+                return fn(session, *args, **kwargs)
+        return run
+    return wrap
+
+
+def _part(key: str):
+    """The plan's part of an engine key: ``merged:<name>`` for a merged model, else a role's engine."""
+    from kit.plan.stages import Part
+
+    kind, _, name = key.partition(":")
+    return Part("merged", name) if kind == "merged" else Part("engine", key)
+
+
+def _tokenizer(model):
+    """A model's tokenizer without its weights (the cache counts tokens of answers it holds)."""
+    from transformers import AutoTokenizer
+
+    from kit.llm.models import resolve_model
+
+    resolved = resolve_model(model.name, model.revision)
+    return AutoTokenizer.from_pretrained(resolved.path, revision=resolved.revision,
+                                         trust_remote_code=model.trust_remote_code)
 
 
 def _table_display() -> None:

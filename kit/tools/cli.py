@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, train, benchmark, report, serve a model, open JupyterLab, check the machine.
+"""``python -m kit``: run notebooks, check params, plan memory, train, benchmark, report, serve a model, open JupyterLab, check the machine.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
                                              "manifest and benchmarks (after make run)")
     dr.add_argument("run_dir", help="e.g. runs/smoke")
     dr.add_argument("--out", help="default: docs/results.md")
+    pl = sub.add_parser("plan", help="the memory plan: every notebook stage's resident models per GPU, whether it "
+                                     "fits, disk and GPU-hours (exit 0 fits, 2 refused)")
+    pl.add_argument("params")
+    pl.add_argument("--gpus", type=int, help="GPUs of the node (default: those visible here)")
+    pl.add_argument("--gpu-gb", type=float, help="memory of each GPU in GiB (default: the visible GPUs')")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     d = sub.add_parser("doctor", help="what this machine has, and whether a profile can run here (exit 0 or 2)")
     d.add_argument("--params", help="a profile to check against this machine")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -102,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             print(f"{args.params}: ok (profile {params.profile}, model {params.model.name} on {params.model.backend})")
             return 0
+        if args.command == "plan":
+            from kit.plan.report import main as plan_main
+
+            return plan_main(params, args.gpus, args.gpu_gb)
         if args.command == "serve":
             from kit.llm.serve import main as serve_main
 
