@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from contextlib import nullcontext
 from types import SimpleNamespace
 
 import numpy as np
@@ -148,7 +149,7 @@ def test_notebook_01_scores_kinds_beside_references_on_the_test_items_only():
         yield
 
     saved = {}
-    session = SimpleNamespace(params=Params(profile="t", n_boot=100), timed=timed,
+    session = SimpleNamespace(params=Params(profile="t", n_boot=100), timed=timed, stage=lambda *_: nullcontext(),
                               save_scores=lambda nb, board, rows: saved.update({(nb, board): list(rows)}),
                               backend=Scripted(choose=lambda r: ChoiceResult({"A": 1 / 3, "B": 1 / 3, "C": 1 / 3}, 1)))
     ev = ca.evaluate(session, [prompted("Mexico"), prompted("Iraq")], splits)

@@ -1,5 +1,6 @@
 """Params are validated before any model loads; every problem is one line with exit code 2."""
 
+import re
 import json
 import subprocess
 import sys
@@ -115,3 +116,32 @@ def test_overrides(tmp_path, goqa):
 def test_relative_paths_resolve_from_project_root(tmp_path, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)  # papermill or a user may start anywhere
     assert load_params(ROOT / "params/tiny.yaml").data.goqa_path.startswith("../shared")
+
+
+def _documented_commands(config: Path) -> list[str]:
+    """The `accelerate launch … -m kit train …` command a config's opening comment documents, joined over `\\`."""
+    text = " ".join(line.lstrip("# ").rstrip("\\").strip() for line in config.read_text().splitlines()
+                    if line.startswith("#"))
+    return [c.strip() for c in re.findall(r"accelerate launch (.*?-m kit train [^\s].*?--params \S+(?: --set \S+)*)",
+                                          text)]
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "params" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_accelerate_config_documents_a_command_that_passes_kit_check(config):
+    import shlex
+
+    import yaml
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from kit.train.cli import _parser
+
+    commands = _documented_commands(config)
+    assert commands, f"{config.name} documents no accelerate launch command"
+    for command in commands:
+        args = shlex.split(command)
+        assert "--num_processes" in args, "the process count comes from the node (accelerate needs it given)"
+        train = _parser().parse_args(args[args.index("kit") + 2:])
+        load_params(ROOT / train.params, train.set)  # kit check: exits 2 on an unknown key
+    values = yaml.safe_load(config.read_text())
+    assert "num_processes" not in values, "processes come from the machine, not a fixed count"
+    ClusterConfig(**{**values, "num_processes": 8})  # accelerate takes the file with the node's process count

@@ -248,8 +248,8 @@ def recipe_batches(params: Params, gpu_gb: float) -> dict[str, dict[str, int]]:
         trl = recipe.trl
         batch, accum = int(trl.get("per_device_train_batch_size", 2)), int(trl.get("gradient_accumulation_steps", 1))
         effective = batch * accum
-        others = sum(n.gib for part in stages[key].parts if part.kind != "trainer"
-                     for n in [part_need(params, part, gpu_gb, True)] if n is not None)
+        others = sum(n.gib for part in stages[key].parts if part.kind != "trainer" and 0 in devices_of(params, part)
+                     for n in [part_need(params, part, gpu_gb, True)] if n is not None)  # the trainer's GPU: 0
         usable = gpu_gb * (1 - memory.HEADROOM) - memory.PROCESS_CONTEXT_GIB - others
         chosen, size = 0, 1
         while size <= effective:

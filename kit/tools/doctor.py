@@ -352,7 +352,8 @@ def endpoints(params, timeout_s: float = 5.0) -> list[tuple[str, str | None]]:
     from kit.llm.openai_backend import VERBS, EndpointError, served_base
 
     users: dict[tuple, list[str]] = {}
-    for role, model in [("model", params.model), *((r, params.role_model(r)) for r in ROLES)]:
+    # the merged palette models are folders notebook 11 builds here: never served from an endpoint
+    for role, model in [("model", params.model), *((r, params.role_model(r)) for r in ROLES if r != "palette_merged")]:
         if model.backend == "openai":
             users.setdefault((tuple(model.base_url), model.served_model, model.api, model.api_key_env), []).append(role)
     out = []

@@ -248,9 +248,15 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
         for checkpoint in output_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
         artifacts.stamp(stamp_path, parts, finished=True)
-    return TrainResult(adapter_dir=adapter_dir, log_history=history, train_tokens=round(epoch_tokens * epochs_done),
-                       seconds=seconds, global_step=trainer.state.global_step, resumed_from=last,
-                       step_seconds=tuple(meter.step_seconds))
+    result = TrainResult(adapter_dir=adapter_dir, log_history=history, train_tokens=round(epoch_tokens * epochs_done),
+                         seconds=seconds, global_step=trainer.state.global_step, resumed_from=last,
+                         step_seconds=tuple(meter.step_seconds))
+    # the trainer's model, optimizer and activations leave the GPU before the stage's engines wake again
+    del trainer, model
+    from kit.llm.resident import free_accelerator_memory
+
+    free_accelerator_memory()
+    return result
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
