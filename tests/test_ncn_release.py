@@ -114,6 +114,16 @@ def test_traces_follow_the_kit_schema_and_keep_every_round(release, release_dir)
         validate_trace({**ncn, "rounds": [{**ncn["rounds"][0], "nash_gap": 0.0}], "rounds_used": 1})
 
 
+def test_max_items_reads_the_same_topics_for_every_method(release):
+    by_pair = {}
+    for t in release.traces:
+        by_pair.setdefault(t["release"]["pair"], {}).setdefault(t["method"], set()).add(t["topic"]["id"])
+    assert len(by_pair) == 5
+    for pair, methods in by_pair.items():
+        assert set(methods) == set(KIT_METHODS)
+        assert all(len(ids) == 2 for ids in methods.values()) and len(set(map(frozenset, methods.values()))) == 1, pair
+
+
 def test_tarball_and_unpacked_folder_read_alike(tarball, release_dir):
     a = read_release(tarball, pairs=[PAIR], methods=["consultancy"], max_items=2)
     b = read_release(release_dir, pairs=[PAIR], methods=["consultancy"], max_items=2)

@@ -324,11 +324,15 @@ def _dedupe(transcripts: list[dict], evaluations: pd.DataFrame, skips: _Skips) -
 def _pick(transcripts: list[dict], max_items: int | None, seed: int, skips: _Skips) -> list[dict]:
     if max_items is None:
         return transcripts
-    by_pair = defaultdict(set)
+    methods_of = defaultdict(set)  # (pair, topic) -> the methods holding a transcript of it
     for t in transcripts:
-        by_pair[t["pair"].folder].add(t["topic_id"])
-    kept = {p: set(sorted(ids, key=lambda i: seeds.unit(seed, "ncn-release-items", i))[:max_items])
-            for p, ids in by_pair.items()}
+        methods_of[(t["pair"].folder, t["topic_id"])].add(t["method"])
+    wanted = {t["method"] for t in transcripts}
+    by_pair = defaultdict(list)
+    for (pair, topic), held in methods_of.items():
+        by_pair[pair].append((held != wanted, seeds.unit(seed, "ncn-release-items", topic), topic))
+    # topics every method holds come first, so the items read are paired across methods
+    kept = {p: {topic for *_, topic in sorted(ranked)[:max_items]} for p, ranked in by_pair.items()}
     out = [t for t in transcripts if t["topic_id"] in kept[t["pair"].folder]]
     skips.add("transcripts not read (ncn_release.max_items)", f"only {max_items} topic(s) per pair are read as "
               "traces, the same for every method; the evaluation files are read whole", len(transcripts) - len(out))
