@@ -292,3 +292,16 @@ def test_archive_files_never_reads_links_or_members_outside(tmp_path):
     (folder / "ok.json").write_text("{}")
     (folder / "link.json").symlink_to("/etc/hostname")
     assert archive_files(folder) == {"ok.json": b"{}"}
+
+
+def test_release_transcripts_of_held_out_topics_never_train(shared_data, tarball):
+    """With the release's topics as the study's source, its transcripts of the held-out pool are left out."""
+    from kit.data.topics import topic_pools
+    from kit.negotiation.ncn_release import training_traces
+
+    p = load_params(ROOT / "params" / "tiny.yaml", ["negotiation.topics.source=ncn_release", "ncn_release.max_items=40"])
+    traces, counts = training_traces(p)
+    _, held = topic_pools(p.data, p.negotiation.topics, p.seed)
+    assert counts["dropped_heldout"] > 0 and len(traces) == counts["read"] - counts["dropped_heldout"]
+    assert not {t["topic"]["id"] for t in traces} & {t.id for t in held}
+    assert {t["method"] for t in traces} == {"ncn"}  # tiny trains ncn_release:ncn only

@@ -628,15 +628,15 @@ def zone_table(release: Release) -> pd.DataFrame:
 def training_traces(params) -> tuple[list[dict], dict[str, int]]:
     """The release's traces that train as ``ncn_release:<method>`` sources of ``params.finetune.from_methods``
     (read with ``params.ncn_release``), less any whose topic is in the study's held-out pool (by id or text:
-    what finetuning is evaluated on is never trained on); and counts: read, dropped as held out."""
-    from kit.data.topics import heldout_topics
+    no topic finetuning may be evaluated on is trained on); and counts: read, dropped as held out."""
+    from kit.data.topics import topic_pools
 
     sources = [m.removeprefix(f"{ORIGIN}:") for m in params.finetune.from_methods if m.startswith(f"{ORIGIN}:")]
     if not sources:
         return [], {"read": 0, "dropped_heldout": 0}
     r = params.ncn_release
     release = read_release(r.path, r.pairs, [m for m in KIT_METHODS if m in sources], r.max_items, params.seed)
-    held = heldout_topics(params.data, params.negotiation.topics, params.finetune.heldout_topics, params.seed)
+    _, held = topic_pools(params.data, params.negotiation.topics, params.seed)
     held_ids, held_texts = {t.id for t in held}, {" ".join(t.text.split()).casefold() for t in held}
     kept = [t for t in release.traces if t["topic"]["id"] not in held_ids
             and " ".join(t["topic"]["text"].split()).casefold() not in held_texts]
