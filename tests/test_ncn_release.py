@@ -124,6 +124,16 @@ def test_max_items_reads_the_same_topics_for_every_method(release):
         assert all(len(ids) == 2 for ids in methods.values()) and len(set(map(frozenset, methods.values()))) == 1, pair
 
 
+def test_evaluations_of_pairs_not_read_as_traces_still_join_their_transcripts(release_dir):
+    """Reading one pair's transcripts, every pair's evaluations are read, joined to the release's files alike."""
+    whole = read_release(release_dir, max_items=1)
+    one = read_release(release_dir, pairs=[PAIR], max_items=1)
+    assert one.skipped["evaluations of transcripts not in the release"] == whole.skipped[
+        "evaluations of transcripts not in the release"]
+    assert one.evaluations["has_transcript"].equals(whole.evaluations["has_transcript"])
+    assert {t["release"]["pair"] for t in one.traces} == {PAIR} and len(one.summaries) == len(whole.summaries)
+
+
 def test_tarball_and_unpacked_folder_read_alike(tarball, release_dir):
     a = read_release(tarball, pairs=[PAIR], methods=["consultancy"], max_items=2)
     b = read_release(release_dir, pairs=[PAIR], methods=["consultancy"], max_items=2)

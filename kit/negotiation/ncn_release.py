@@ -184,7 +184,8 @@ def read_release(path: str | Path = DEFAULT_PATH, pairs: list[str] | None = None
     picked = _pick(chosen, max_items, seed, skips)
     traces = [_trace(t, max_rounds, embedder) for t in picked]
     ids = {(t["release"]["pair"], t["method"], t["release"]["file"]): t["id"] for t in traces}
-    known = {(t["pair"].folder, t["method"], t["file"]) for t in transcripts}
+    known = {(parts[2], RELEASE_METHODS[parts[3]], parts[5]) for parts in (n.split("/") for n in rel)
+             if len(parts) == 6 and parts[:2] == ["data", "debate_data"] and parts[3] in RELEASE_METHODS}
     if len(evaluations):
         evaluations["trace_id"] = [ids.get(k) for k in zip(evaluations["pair"], evaluations["method"],
                                                              evaluations["source_file"])]
