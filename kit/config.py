@@ -68,6 +68,13 @@ def _existing_file(v: str | None) -> str | None:
     return v
 
 
+def _existing_path(v: str | None) -> str | None:
+    """A file or a folder (the NCN release is read from its tarball or from an unpacked copy)."""
+    if v is not None and not paths.resolve(v).exists():
+        raise ValueError(f"no such file or folder: {v} (resolved to {paths.resolve(v)})")
+    return v
+
+
 def _registered(registry, name: str) -> str:
     if name not in registry:
         raise ValueError(registry.unknown(name))
@@ -281,14 +288,20 @@ class AgentsParams(Section):
 
 class TopicsParams(Section):
     # goqa: train-split questions; moralchoice: high-ambiguity scenarios; file: your own; prism: the
-    # PRISM opening prompts from the hub (online runs)
-    source: Literal["goqa", "moralchoice", "file", "prism"] = "moralchoice"
+    # PRISM opening prompts from the hub (online runs); ncn_release: the NCN paper's 457 topics
+    source: Literal["goqa", "moralchoice", "file", "prism", "ncn_release"] = "moralchoice"
     n: PositiveInt = 4
+    # file: the topic file; ncn_release: the release's tarball or unpacked folder (null: the release beside the project)
     path: str | None = None
     # share of the source kept out of every negotiation, for evaluating finetuning (notebook 04)
     heldout_share: float = Field(0.2, gt=0, lt=1)
 
-    _file = field_validator("path")(_existing_file)
+    @field_validator("path")
+    @classmethod
+    def _topic_path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("source") == "ncn_release":
+            return _existing_path(v)
+        return _existing_file(v)
 
     @model_validator(mode="after")
     def _file_has_path(self):
@@ -370,6 +383,56 @@ class NegotiationParams(Section):
         return v
 
 
+RELEASE_SOURCE = "ncn_release:"  # finetune.from_methods: the NCN paper's own transcripts of a method (ncn_release section)
+RELEASE_METHODS = ("ncn", "debate", "consultancy")  # the methods the release holds, as the kit names them
+
+
+def _release_source(name: str) -> str:
+    method = name.removeprefix(RELEASE_SOURCE)
+    if method not in RELEASE_METHODS:
+        raise ValueError(f"{name!r}: the NCN release holds {', '.join(RELEASE_SOURCE + m for m in RELEASE_METHODS)}")
+    return name
+
+
+class NcnReleaseParams(Section):
+    """Notebook 05, and the ``ncn_release:<method>`` sources of ``finetune.from_methods``: the NCN paper's
+    public release, read as it is (``kit.negotiation.ncn_release``)."""
+
+    # the release's tarball (read in memory, never unpacked into the project) or an unpacked folder
+    path: str = "../shared/data/ncn_release/ncn-release-5pairs.tar.gz"
+    # the pair folders ("<ZoneA> and <ZoneB>") and methods whose transcripts are read as traces (judged, scored and
+    # trained on); pairs null: every pair the release holds. The evaluation files and summaries of every pair and
+    # method are always read whole.
+    pairs: list[str] | None = None
+    methods: list[Literal["ncn", "debate", "consultancy"]] = Field(default_factory=lambda: list(RELEASE_METHODS),
+                                                                   min_length=1)
+    # topics per pair read as transcripts (the same for every method); null: all
+    max_items: PositiveInt | None = None
+
+    _once = field_validator("methods")(_unique)
+
+    @field_validator("path")
+    @classmethod
+    def _release_path(cls, v: str) -> str:
+        if not paths.resolve(v).exists():
+            raise ValueError(f"no such file or folder: {v} (resolved to {paths.resolve(v)}); fix: point it at the NCN "
+                             "release's tarball or its unpacked folder")
+        return v
+
+    @field_validator("pairs")
+    @classmethod
+    def _pair_folders(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("names no pair; fix: list the release's pair folders, or null for all")
+        for name in v:
+            if not re.fullmatch(r"\S+ and \S+", name):
+                raise ValueError(f"{name!r} is not a pair folder of the release ('<ZoneA> and <ZoneB>', e.g. "
+                                 "'Confucian and African_Islamic')")
+        return _unique(v)
+
+
 class FinetuneParams(TrainRecipe):
     """Notebook 04 and ``python -m kit train``: DPO / SimPO / ORPO / SFT with LoRA on negotiation data.
 
@@ -379,7 +442,8 @@ class FinetuneParams(TrainRecipe):
 
     methods: list[str] = Field(default_factory=lambda: ["dpo", "simpo", "orpo", "sft"], min_length=1)
     # the negotiation methods whose traces train: one adapter per (source, method), so a gain is
-    # credited to the method that made the data
+    # credited to the method that made the data; ncn_release:<method> trains on the NCN paper's own
+    # transcripts of that method (the ncn_release section says which)
     from_methods: list[str] = Field(default_factory=lambda: ["ncn"], min_length=1)
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     eval_fraction: float = Field(0.2, ge=0, lt=1)
@@ -402,8 +466,8 @@ class FinetuneParams(TrainRecipe):
     @field_validator("from_methods")
     @classmethod
     def _registered_sources(cls, v: list[str]) -> list[str]:
-
-        return _unique([_registered(PROTOCOLS, name) for name in v])
+        return _unique([_release_source(name) if name.startswith(RELEASE_SOURCE) else _registered(PROTOCOLS, name)
+                        for name in v])
 
     @model_validator(mode="after")
     def _per_method(self):
@@ -657,6 +721,7 @@ class Params(Section):
     palette: PaletteParams = PaletteParams()
     visa: VisaParams = VisaParams()
     selfplay: SelfPlayParams = SelfPlayParams()
+    ncn_release: NcnReleaseParams = NcnReleaseParams()
     bench: BenchParams = BenchParams()
 
     @model_validator(mode="before")
@@ -827,9 +892,17 @@ def _check_kinds(params: Params, values: dict) -> None:
 
 
 def _check_sources(params: Params, values: dict) -> None:
-    """Finetuning reads traces of negotiation methods the study runs."""
+    """Finetuning reads traces of negotiation methods the study runs, or of methods the NCN release holds
+    (those the ``ncn_release`` section reads)."""
+    if "finetune" in values:
+        unread = [m for m in params.finetune.from_methods
+                  if m.startswith(RELEASE_SOURCE) and m.removeprefix(RELEASE_SOURCE) not in params.ncn_release.methods]
+        if unread:
+            raise ValueError(f"finetune.from_methods: {unread} but ncn_release.methods is {params.ncn_release.methods}, "
+                             "so no transcript of it is read; fix: add the method there or drop the source here")
     if "finetune" in values and "negotiation" in values:
-        missing = [m for m in params.finetune.from_methods if m not in params.negotiation.methods]
+        missing = [m for m in params.finetune.from_methods
+                   if not m.startswith(RELEASE_SOURCE) and m not in params.negotiation.methods]
         if missing:
             raise ValueError(f"finetune.from_methods: {missing} not in negotiation.methods "
                              f"{params.negotiation.methods}, so no trace would train; fix: add them there or "

@@ -9,14 +9,24 @@ import pytest
 from scipy.spatial.distance import cosine, euclidean
 
 from kit.metrics.consensus import (
+    KIT_DIFFERENCES,
+    RELEASE_COUNTS,
+    RELEASE_LISTS,
+    RELEASE_SCALARS,
     acceptance_gap,
     acceptance_ratio,
     acceptance_summary,
     distance_reduction,
+    kit_value_summary,
     perplexity,
+    release_ppl_row,
+    release_value_summary,
+    release_values_equal,
+    value_agreement,
     value_consensus,
     value_cosine,
     value_distance,
+    value_l1,
     value_self_consistency,
     value_summary,
     value_vector,
@@ -93,7 +103,10 @@ def test_value_cosine_edge_cases_and_mapping():
     "bad, match",
     [
         ([1] * 9, "10 entries"),
-        ([2] + [0] * 9, "-1, 0 or 1"),
+        ([2] + [0] * 9, r"\[-1, 1\]"),
+        ([-1.5] + [0] * 9, r"\[-1, 1\]"),
+        ([float("nan")] + [0] * 9, r"\[-1, 1\]"),
+        ([float("inf")] + [0] * 9, r"\[-1, 1\]"),
         ({"Power": 1}, "missing"),
         (dict.fromkeys(SCHWARTZ_VALUES, 0) | {"Joy": 1}, "unknown"),
     ],
@@ -118,3 +131,95 @@ def test_value_summary_skips_undefined():
     assert empty["n_undefined"] == 1 and math.isnan(empty["mean"])
     with pytest.raises(ValueError):
         value_summary([])
+
+
+def test_half_steps_are_valid_scores_and_cosines_match_scipy():
+    """The NCN release's GPT-4o vectors hold ±0.5: valid everywhere, cosine and distance as scipy has them."""
+    u = [0, 0, 0, 0, 0, 0.5, 0, 1, 0, 0.5]
+    v = [0, 0, 0, 0, 0.5, 0.5, 1, 1, 0.5, 1]
+    np.testing.assert_array_equal(value_vector(u), u)
+    assert value_cosine(u, v) == pytest.approx(1 - cosine(u, v), abs=1e-12)
+    assert value_distance(u, v) == pytest.approx(euclidean(u, v))
+    assert value_cosine(u, v) == pytest.approx(0.7378647873726218, abs=1e-12)  # the release's own initial_dist
+
+
+def test_all_zero_cosine_is_undefined_unless_the_release_rule_is_asked_for():
+    assert math.isnan(value_cosine([0] * 10, [1] * 10))
+    assert value_cosine([0] * 10, [1] * 10, all_zero=0.0) == 0.0
+    assert value_cosine([1] * 10, [1] * 10, all_zero=0.0) == pytest.approx(1.0)
+
+
+def test_agreement_and_l1_by_hand():
+    u = [1, 0, -1, 0.5, 0, 0, 0, 0, 0, 0]
+    v = [1, 0, 1, -0.5, 0, 0, 0, 0, 0, 1]
+    assert value_agreement(u, v) == pytest.approx(0.7)  # 10 values, 3 differ
+    assert value_l1(u, v) == pytest.approx(0 + 0 + 2 + 1 + 1)
+    assert value_agreement(u, u) == 1.0 and value_l1(u, u) == 0.0
+
+
+def _hand_case():
+    """Two transcripts; the second opens with an all-zero vector for A."""
+    z = [0.0] * 10
+    e = lambda i, x=1.0: [x if j == i else 0.0 for j in range(10)]  # noqa: E731
+    a0 = [e(0), z]
+    b0 = [[1.0, 1.0] + [0.0] * 8, e(1)]
+    a1 = [[1.0, 1.0] + [0.0] * 8, e(1)]
+    b1 = [[1.0, 1.0] + [0.0] * 8, e(1, -0.5)]
+    return a0, b0, a1, b1
+
+
+def test_release_summary_by_hand():
+    a0, b0, a1, b1 = _hand_case()
+    s = release_value_summary(a0, b0, a1, b1)
+    assert set(s) == set(RELEASE_SCALARS) | set(RELEASE_LISTS) | set(RELEASE_COUNTS)
+    # transcript 1: cos(e0, e0+e1) = 1/√2 initially, 1 finally; transcript 2: A opens with nothing → 0; finally −1
+    assert s["cosine_sim_init"] == pytest.approx([1 / math.sqrt(2), 0.0])
+    assert s["cosine_sim_final"] == pytest.approx([1.0, -1.0])
+    assert s["average_cosine_sim_init"] == pytest.approx(1 / math.sqrt(8))
+    # agreement: t1 9/10 → 10/10, t2 9/10 → 9/10 (the value where they differ moved, the rest stay 0)
+    assert s["init_vector_consistency"] == pytest.approx([0.9, 0.9])
+    assert s["final_vector_consistency"] == pytest.approx([1.0, 0.9])
+    # final ≥ initial counts as better (ties too); the cosine test counts ties as well
+    assert s["final_better_than_init"] == 2 and s["final_better_than_init_ratio"] == 1.0
+    assert s["final_dist_less_than_init"] == 1
+    # 1.0 − 0.9 = 0.09999… in floating point: ×10 and truncated it is 0, not 1 — the release's own quirk
+    assert s["increased_number_of_dimensions"] == [0, 0]
+    assert s["dimension_l1_distance_init"] == pytest.approx([1.0, 1.0])
+    assert s["dimension_l1_distance_final"] == pytest.approx([0.0, 1.5])
+    assert s["init_A_dimensions_statistics"]["1"] == {"-1.0": 0, "-0.5": 0, "0.0": 1, "0.5": 0, "1.0": 1}
+    assert s["final_B_dimensions_statistics"]["2"] == {"-1.0": 0, "-0.5": 1, "0.0": 0, "0.5": 0, "1.0": 1}
+    assert s["total_dabte_number"] == 2
+
+
+def test_kit_own_reading_of_the_same_vectors_differs_where_named():
+    a0, b0, a1, b1 = _hand_case()
+    own = kit_value_summary(a0, b0, a1, b1)
+    assert set(own) == set(KIT_DIFFERENCES)
+    assert own["average_cosine_sim_init"] == pytest.approx(1 / math.sqrt(2))  # the zero vector is skipped, not 0
+    assert own["average_increased_number_of_dimensions"] == pytest.approx(0.5)  # exact: +1 and 0
+    assert own["final_better_than_init"] == 1  # strict
+    assert own["average_dimension_l1_distance_final"] == pytest.approx(0.75)  # Euclidean: 0 and 1.5
+    with pytest.raises(ValueError, match="four equally long"):
+        release_value_summary(a0, b0, a1, b1[:1])
+
+
+def test_release_values_equal_compares_lists_as_multisets_and_counts_exactly():
+    assert release_values_equal("average_cosine_sim_init", 0.5, 0.5 + 1e-12)
+    assert not release_values_equal("average_cosine_sim_init", 0.5, 0.5 + 1e-6)
+    assert release_values_equal("cosine_sim_init", [0.1, 0.2], [0.2, 0.1])
+    assert not release_values_equal("cosine_sim_init", [0.1, 0.2], [0.2, 0.1, 0.3])
+    assert release_values_equal("final_A_to_init_A_init_B", [[0.1, 0.2], [0.3, 0.4]], [[0.3, 0.4], [0.1, 0.2]])
+    counts = {"1": {"0.0": 2}}
+    assert release_values_equal("init_A_dimensions_statistics", counts, {"1": {"0.0": 2}})
+    assert not release_values_equal("init_A_dimensions_statistics", counts, {"1": {"0.0": 1}})
+    assert not release_values_equal("total_dabte_number", 2, True)  # a flag is not a count
+
+
+def test_release_perplexity_row():
+    row = release_ppl_row(1.00002, 1.000004, 1.000005, 1.000013)
+    assert row["PPL_init_distance"] == pytest.approx(1.6e-5)
+    assert row["PPL_distance_difference"] == pytest.approx(8e-6 / 1.6e-5)
+    failed = release_ppl_row(1.0000025, -1, 1.000007, 1.00001)
+    assert failed["PPL_init_distance"] == pytest.approx(2.0000025) and failed["PPL_distance_difference"] is None
+    with pytest.raises(ValueError):
+        release_ppl_row(float("nan"), 1, 1, 1)

@@ -83,7 +83,8 @@ def check_03(m):
     assert set(m["vs_none"].values()) <= {"better", "worse", "no difference"}
 
 
-ADAPTERS = sorted(f"{method}@{source}" for method in ("dpo", "simpo", "orpo", "sft") for source in ("ncn", "debate"))
+# tiny trains on the study's NCN and on the NCN paper's own NCN transcripts (ncn_release:ncn)
+ADAPTERS = sorted(f"{method}@{source}" for method in ("dpo", "simpo", "orpo", "sft") for source in ("ncn", "ncn_release:ncn"))
 
 
 def check_04(m):
@@ -113,6 +114,44 @@ def check_04(m):
     base = m["neutral_ppl"]["base"]
     assert 100 < base < 2000
     assert all(abs(v - base) / base < 0.2 for v in m["neutral_ppl"].values())
+
+
+CLAIMS = {f"{claim} vs {baseline}" for claim in ("value_consensus_gain", "self_consistency", "d_ratio")
+          for baseline in ("debate", "consultancy")}
+
+
+def check_05(m):
+    # the release's evaluation files are read whole in every profile: every number of every summary of the five
+    # pairs (and every perplexity file's derived numbers) recomputed, and equal to 1e-9
+    assert len(m["pairs"]) == 5 and set(m["reproduced"]) == set(m["pairs"])
+    assert m["reproduced_keys"] == m["reproduced_equal"] > 500
+    for methods in m["reproduced"].values():
+        assert set(methods) == {"ncn", "debate", "consultancy"}
+        assert all(v["equal"] for keys in methods.values() for v in keys.values())
+    cosine = m["reproduced"]["Catholic_Europe and West_and_South_Asia"]["ncn"]["average_cosine_sim_init"]
+    assert round(cosine["release"], 4) == round(cosine["kit"], 4) == 0.6389 and round(cosine["kit_own"], 4) == 0.6724
+    assert {"average_cosine_sim_init", "average_response_vector_consistency", "PPL_distance_difference"} <= set(
+        m["kit_defines_differently"])
+    assert m["topic_leaks"] == {"topics_in_goqa_test": 0}
+    # transcripts: one topic of each of tiny's two pairs, per method; the evaluations of all five read whole
+    assert m["traces_read"] == 6 and m["evaluation_rows"] > 6000
+    assert m["skipped"]["empty evaluation records"] > 0 and m["skipped"]["older summary versions"] > 0
+    # the claims on the paper's own data, paired, each with its interval and a verdict
+    assert set(m["claims"]) == CLAIMS
+    for claim in m["claims"].values():
+        assert claim["ci"][0] <= claim["mean_diff"] <= claim["ci"][1] and claim["n"] > 1000
+        assert claim["verdict"] in ("better", "worse", "no difference")
+    assert len(m["verdict"]) == 4 and all(line.startswith("NCN ") for line in m["verdict"][1:])
+    # a random judge writes no JSON: nothing read, nothing credited; the embedding proxy reads every text
+    llm, proxy = m["judge_agreement"]["llm (tiny-random)"], m["judge_agreement"]["embedding"]
+    assert llm["readable"] == 0 and "kappa" not in llm and llm["cosine_spearman"]["n"] == 0
+    assert proxy["readable"] == proxy["texts"] > 0 and len(proxy["kappa"]) == 10
+    for point, low, high in proxy["kappa"].values():
+        assert point is None or (-1 <= point <= 1 and (low is None or low <= high))
+    assert set(m["acceptance"]) == {"ncn", "debate", "consultancy"} and all(a["n"] > 0 for a in m["acceptance"].values())
+    # the run's agents where notebook 01 built one, a prompted one for the other cultures
+    assert m["acceptance_agents"] == {"China": "described", "Iraq": "prompted", "United States": "described",
+                                      "Thailand": "prompted"}
 
 
 def check_10(m):
@@ -247,9 +286,9 @@ def check_90(m):
     assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo"} <= set(m["capability"])
 
 
-CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "10": check_10,
-          "11": check_11, "12": check_12, "20": check_20, "21": check_21, "22": check_22, "30": check_30,
-          "31": check_31, "32": check_32, "90": check_90}
+CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05,
+          "10": check_10, "11": check_11, "12": check_12, "20": check_20, "21": check_21, "22": check_22,
+          "30": check_30, "31": check_31, "32": check_32, "90": check_90}
 
 
 @pytest.mark.slow

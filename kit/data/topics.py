@@ -8,7 +8,10 @@ A topic is a short text to argue about. Sources:
   (a ``text`` column, optional ``id``), or ``.yaml``/``.yml`` (a list of strings or of
   ``{text, id}`` mappings, bare or under a ``topics:`` key);
 - ``"prism"`` — the PRISM opening prompts (``HannahRoseKirk/prism-alignment``, config
-  ``conversations``) from the hub: online runs only.
+  ``conversations``) from the hub: online runs only;
+- ``"ncn_release"`` — the NCN paper's 457 negotiation topics (``debate/config/topics/refined_topics.json`` of
+  its release, read from the tarball or an unpacked folder), id ``ncn<index>`` after their place in that file,
+  which the release's transcript names carry too (``kit.negotiation.ncn_release``).
 
 ``n`` topics are picked by ranking ids on a seeded hash, so a pick is reproducible and mostly
 unchanged when topics are added to the source. Topics keep source order. A study splits its
@@ -19,6 +22,7 @@ evaluated on was never negotiated.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -37,8 +41,11 @@ from .moralchoice import load_moralchoice
 
 log = logging.getLogger(__name__)
 
-TopicSource = Literal["goqa", "moralchoice", "file", "prism"]
+TopicSource = Literal["goqa", "moralchoice", "file", "prism", "ncn_release"]
 PRISM = "HannahRoseKirk/prism-alignment"
+# The NCN paper's release (Apache-2.0): where its topics sit inside it, and where the release sits beside the project.
+RELEASE_DEFAULT = "../shared/data/ncn_release/ncn-release-5pairs.tar.gz"
+RELEASE_TOPICS = "debate/config/topics/refined_topics.json"
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,58 @@ def _read(source: str, path: Path) -> list[Topic]:
                              "run online (HF_HUB_OFFLINE=0) or use source 'file' with a local copy") from None
         return [_file_topic({"text": r["opening_prompt"], "id": r.get("conversation_id")}, f"{PRISM} row {i}")
                 for i, r in enumerate(rows)]
-    raise ValueError(f"unknown topic source {source!r}; use 'goqa', 'moralchoice', 'file' or 'prism'")
+    if source == "ncn_release":
+        return list(release_topics(path))
+    raise ValueError(f"unknown topic source {source!r}; use 'goqa', 'moralchoice', 'file', 'prism' or 'ncn_release'")
+
+
+def release_topic_id(index: int) -> str:
+    """The id of the NCN release's topic at ``index`` of its topics file (its transcripts' number)."""
+    return f"ncn{index:03d}"
+
+
+def release_topics(path: str | Path) -> tuple[Topic, ...]:
+    """The NCN release's topics, in file order, from its tarball or unpacked folder (read once per file state)."""
+    path = resolve(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ValueError(f"{path}: no such file or folder; fix: point the topic path at the NCN release's tarball or "
+                         "its unpacked folder") from None
+    return _release_topics(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _release_topics(path: Path, mtime_ns: int, size: int) -> tuple[Topic, ...]:
+    from kit.run.files import archive_files
+
+    found = archive_files(path, is_release_topics)
+    if not found:
+        raise ValueError(f"{path}: holds no {RELEASE_TOPICS}, so it is not the NCN release; fix: point the topic "
+                         "path at the release's tarball or its unpacked folder")
+    name = min(found, key=len)
+    return tuple(topic for topic, _ in parse_release_topics(found[name], f"{path}: {name}"))
+
+
+def is_release_topics(name: str) -> bool:
+    """Whether a path inside the release is its topics file."""
+    return name == RELEASE_TOPICS or name.endswith("/" + RELEASE_TOPICS)
+
+
+def parse_release_topics(raw: bytes, where: str) -> list[tuple[Topic, dict[str, str]]]:
+    """(topic, {category, source}) for each entry of the release's topics file, in file order; a file of
+    another shape raises one line naming ``where``."""
+    try:
+        entries = json.loads(raw)
+        out = [(Topic(id=release_topic_id(i), text=str(e["content"]).strip(), source="ncn_release"),
+                {"category": str(e.get("category", "")), "source": str(e.get("source", ""))})
+               for i, e in enumerate(entries)]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ValueError(f"{where} is not the release's topic list (a JSON list of objects with 'content'); "
+                         "fix: use the release as published") from None
+    if not out or not all(t.text for t, _ in out):
+        raise ValueError(f"{where} holds no topics, or a topic without text")
+    return out
 
 
 def pick(topics: list[Topic], n: int | None, seed: int, purpose: str, where: str = "the source") -> list[Topic]:
@@ -142,16 +200,23 @@ def load_topics(source: TopicSource, path: str | Path, n: int | None = None, see
 
 
 def topic_source_path(data, topics) -> Path:
-    """The file a study's topics are read from (the hub id for ``prism``)."""
+    """The file a study's topics are read from (the hub id for ``prism``; the release's tarball or folder for
+    ``ncn_release``, ``topics.path`` or the release beside the project)."""
     return Path({"goqa": data.goqa_path, "moralchoice": data.moralchoice_path, "file": topics.path,
-                 "prism": PRISM}[topics.source])
+                 "prism": PRISM, "ncn_release": topics.path or RELEASE_DEFAULT}[topics.source])
 
 
 def source_identity(data, topics) -> str:
-    """What a topic source's content is, for fingerprints: its file's sha256, or the hub id."""
+    """What a topic source's content is, for fingerprints: its file's sha256, the hub id, or for the NCN release
+    the sha256 of its topics' text (the same topics whether read from the tarball or an unpacked folder)."""
     from kit.run.artifacts import file_hash
 
-    return f"hub:{PRISM}" if topics.source == "prism" else file_hash(topic_source_path(data, topics))
+    if topics.source == "prism":
+        return f"hub:{PRISM}"
+    if topics.source == "ncn_release":
+        found = release_topics(topic_source_path(data, topics))
+        return "ncn_release:" + hashlib.sha256("\x00".join(f"{t.id}\t{t.text}" for t in found).encode()).hexdigest()
+    return file_hash(topic_source_path(data, topics))
 
 
 def topic_pools(data, topics, seed: int) -> tuple[list[Topic], list[Topic]]:

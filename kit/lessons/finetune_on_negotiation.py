@@ -1,7 +1,8 @@
 """Notebook 04 · finetuning on negotiation data: does it reduce cultural distance, at what cost?
 
 Builds preference and SFT records from the study's traces of each source method in
-``finetune.from_methods`` (``kit.train.records``), trains one LoRA adapter per (source, method)
+``finetune.from_methods`` (``kit.train.records``; ``ncn_release:<method>`` reads the NCN paper's own
+transcripts, each zone speaking as the kit's culture its agent was named after), trains one LoRA adapter per (source, method)
 with trl (``kit.train.trainers``), then compares the base model and each adapter on cultural
 distance over held-out topics (``kit.evals.distance``), GlobalOpinionQA alignment on notebook
 01's held-out questions beside the three references, paired against the base model
@@ -27,11 +28,12 @@ from kit.evals.references import study_references
 from kit.evals.survey import answer_rows
 from kit.lessons import negotiation
 from kit.metrics.alignment import REFERENCES, between_culture_distance, reference_comparison, score_table
+from kit.negotiation.ncn_release import training_traces
 from kit.negotiation.run import resolve_pairs
 from kit.reporting import plots
 from kit.run import seeds
 from kit.run.files import read_json
-from kit.train.records import TrainingSet, training_sets
+from kit.train.records import TrainingSet, source_folder, training_sets
 from kit.train.trainers import train
 from kit.values import make_value_detector
 
@@ -47,8 +49,13 @@ def model_name(source: str, method: str) -> str:
 
 
 def traces(session) -> list[dict]:
-    """The study's traces of the current plan (notebook 02)."""
-    return negotiation.study_traces(session)[1]
+    """The study's traces of the current plan (notebook 02), and the NCN release's transcripts of every
+    ``ncn_release:<method>`` source in ``finetune.from_methods`` (``kit.negotiation.ncn_release``), less any
+    whose topic is held out here."""
+    released, counts = training_traces(session.params)
+    if counts["read"]:
+        print(f"NCN release: {counts['read']} transcripts read, {counts['dropped_heldout']} left out as held-out topics")
+    return negotiation.study_traces(session)[1] + released
 
 
 def training_records(session, trace_list: list[dict]) -> TrainingData:
@@ -81,14 +88,17 @@ def leaks(session, trace_list: list[dict], data: TrainingData, heldout_list: lis
     _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
     prompts = [m["content"] for tr, ev, _ in data.values() for r in tr + ev
                for m in (r["prompt"] if "prompt" in r else r["messages"]) if m["role"] == "user"]
-    counts = leak_counts(negotiation.topics(session), heldout_list, trace_list, prompts, test)
+    trained_on = {t["topic"]["id"]: Topic(t["topic"]["id"], t["topic"]["text"], t["topic"]["source"])
+                  for t in trace_list if t.get("origin")}  # the release's topics train too
+    counts = leak_counts(negotiation.topics(session) + list(trained_on.values()), heldout_list, trace_list, prompts, test)
     assert_no_leaks(counts)
     return counts
 
 
 @in_stage("04", "finetune")
 def train_all(session, data: TrainingData) -> dict[str, Path]:
-    """One LoRA adapter per (source, method) in ``train/<source>/<method>``; empty sets are skipped (and said so)."""
+    """One LoRA adapter per (source, method) in ``train/<source>/<method>`` (``source_folder``); empty sets are
+    skipped (and said so)."""
     p = session.params
     adapters = {}
     for (source, method), (train_records, eval_records, counts) in data.items():
@@ -98,7 +108,7 @@ def train_all(session, data: TrainingData) -> dict[str, Path]:
             continue
         with session.timed(f"train {name}", row=name):
             result = train(method, train_records, eval_records, p.model.ref,
-                           session.run_dir / "train" / source / method, p.finetune, p.seed)
+                           session.run_dir / "train" / source_folder(source) / method, p.finetune, p.seed)
         adapters[name] = result.adapter_dir
     return adapters
 

@@ -3,14 +3,25 @@
 Perplexity-based acceptance: ``D = |PPL_B(r_A) − PPL_A(r_B)|`` is how unevenly two agents accept
 each other's text; a negotiation helps when ``D_final / D_initial < 1``.
 
-Schwartz value vectors: a judge maps a text to 10 values, each in {−1, 0, 1}. Self-consistency
-is ``cos(v(final_A), v(initial_A))``, consensus is ``cos(v(final_A), v(final_B))``. The cosine of
-an all-zero vector (a text expressing no value) is undefined and returned as ``nan``;
-``value_summary`` skips those and counts them. Distances between value vectors are Euclidean.
+Schwartz value vectors: a judge maps a text to 10 values, each in [−1, 1] (the kit's judges say −1, 0
+or 1; the NCN paper's GPT-4o vectors also hold half steps). Self-consistency is
+``cos(v(final_A), v(initial_A))``, consensus is ``cos(v(final_A), v(final_B))``. The cosine of an
+all-zero vector (a text expressing no value) is undefined and returned as ``nan``; ``value_summary``
+skips those and counts them. Distances between value vectors are Euclidean.
+
+The paper's own summaries are computed differently, and :func:`release_value_summary` reproduces
+them from the per-transcript vectors: an all-zero vector's cosine counts as 0, "vector consistency"
+is the share of the ten values on which two vectors are equal, and the "increased number of
+dimensions" is ``int(10 · (consistency_final − consistency_initial))`` (truncated, so a float error
+turns 0.6 − 0.4 = 0.1999… into 1). :func:`release_ppl_row` does the same for the release's
+perplexity files (a failed copy task is written as −1). ``docs/units/0x-nash-consensus.md`` names
+each difference.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -80,7 +91,8 @@ def acceptance_summary(pairs: Iterable[tuple[float, float]]) -> dict[str, float]
 def value_vector(v: Mapping[str, float] | Sequence[float]) -> np.ndarray:
     """A Schwartz vector in ``SCHWARTZ_VALUES`` order from a name → score mapping or a sequence of 10.
 
-    Scores must be −1, 0 or 1; a mapping must name all ten values exactly.
+    Scores must be finite and lie in [−1, 1] (−1 opposes, 0 not expressed, 1 supports; the NCN release's
+    half steps ±0.5 are weaker stances); a mapping must name all ten values exactly.
     """
     if isinstance(v, Mapping):
         missing = [name for name in SCHWARTZ_VALUES if name not in v]
@@ -91,18 +103,30 @@ def value_vector(v: Mapping[str, float] | Sequence[float]) -> np.ndarray:
     arr = np.asarray(v, dtype=float)
     if arr.shape != (len(SCHWARTZ_VALUES),):
         raise ValueError(f"a value vector needs 10 entries in SCHWARTZ_VALUES order, got shape {arr.shape}")
-    if not np.all(np.isin(arr, (-1.0, 0.0, 1.0))):
-        raise ValueError(f"value scores must each be -1, 0 or 1, got {arr.tolist()}")
+    if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > 1):
+        raise ValueError(f"value scores must each lie in [-1, 1] (-1, 0 or 1, or a half step), got {arr.tolist()}")
     return arr
 
 
-def value_cosine(u: Mapping[str, float] | Sequence[float], v: Mapping[str, float] | Sequence[float]) -> float:
-    """Cosine similarity of two value vectors in [−1, 1]; ``nan`` if either is all zeros."""
+def value_cosine(u: Mapping[str, float] | Sequence[float], v: Mapping[str, float] | Sequence[float],
+                 all_zero: float = float("nan")) -> float:
+    """Cosine similarity of two value vectors in [−1, 1]; ``all_zero`` (``nan``: undefined) if either is all
+    zeros — the NCN release counts that case as 0 (``all_zero=0.0``)."""
     a, b = value_vector(u), value_vector(v)
     norm = np.linalg.norm(a) * np.linalg.norm(b)
     if norm == 0:
-        return float("nan")
+        return float(all_zero)
     return float(a @ b / norm)
+
+
+def value_agreement(u: Any, v: Any) -> float:
+    """Share of the ten values on which two vectors hold the same score (the release's "vector consistency")."""
+    return float(np.mean(value_vector(u) == value_vector(v)))
+
+
+def value_l1(u: Any, v: Any) -> float:
+    """L1 distance between two value vectors (the release's "dimension L1 distance"), in [0, 20]."""
+    return float(np.abs(value_vector(u) - value_vector(v)).sum())
 
 
 def value_self_consistency(v_final: Any, v_initial: Any) -> float:
@@ -146,4 +170,179 @@ def value_summary(scores: Iterable[float]) -> dict[str, float]:
         "n_undefined": int(arr.size - defined.size),
         "mean": float(defined.mean()) if defined.size else float("nan"),
         "median": float(np.median(defined)) if defined.size else float("nan"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the NCN release's own summary, reproduced from its per-transcript vectors
+
+RELEASE_SCALARS = (
+    "average_init_vector_consistency", "average_final_vector_consistency", "final_better_than_init",
+    "final_better_than_init_ratio", "average_increased_number_of_dimensions", "average_response1_vector_consistency",
+    "average_response2_vector_consistency", "average_response_vector_consistency", "average_final_A_to_init_A",
+    "average_final_B_to_init_A", "average_final_A_to_init_B", "average_final_B_to_init_B",
+    "final_dist_less_than_init", "final_dist_less_than_init_ratio", "average_cosine_sim_init",
+    "average_cosine_sim_final", "average_dimension_l1_distance_init", "average_dimension_l1_distance_final",
+    "diff_dimension_l1_distance", "total_dabte_number")
+# per-transcript lists: the release writes them in its file system's listing order, so they are compared as
+# multisets; the two ``final_*_to_init_A_init_B`` lists hold [cos(·, init A), cos(·, init B)] pairs
+RELEASE_LISTS = (
+    "cosine_sim_init", "cosine_sim_final", "dimension_l1_distance_init", "dimension_l1_distance_final",
+    "init_vector_consistency", "final_vector_consistency", "increased_number_of_dimensions",
+    "response1_vector_consistency", "response2_vector_consistency", "final_A_to_init_A_init_B",
+    "final_B_to_init_A_init_B")
+# per Schwartz dimension ("1" … "10"), how often each score ("-1.0" … "1.0") occurs
+RELEASE_COUNTS = ("init_A_dimensions_statistics", "init_B_dimensions_statistics", "final_A_dimensions_statistics",
+                  "final_B_dimensions_statistics")
+RELEASE_SCORES = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def _release_cos(u: Any, v: Any) -> float:
+    return value_cosine(u, v, all_zero=0.0)
+
+
+def release_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], final_a: Sequence[Any],
+                          final_b: Sequence[Any]) -> dict[str, Any]:
+    """Every key of the release's ``summary_model_based_*.json`` from its per-transcript vectors (four
+    parallel sequences, response 1 = A, response 2 = B), under the release's own definitions: an all-zero
+    vector's cosine is 0; consistency is ``value_agreement``; a transcript counts as "final better than
+    init" when its final agreement is *at least* its initial one, and as "final dist less than init" when
+    its final cosine is at least its initial one; the increased number of dimensions is
+    ``int((agreement_final − agreement_initial) × 10)``, truncated toward 0 as the release's float
+    arithmetic has it; L1 distances are ``value_l1``."""
+    n = len(initial_a)
+    if not n or not len(initial_b) == len(final_a) == len(final_b) == n:
+        raise ValueError(f"need four equally long, non-empty sequences of vectors; got {len(initial_a)}, "
+                         f"{len(initial_b)}, {len(final_a)}, {len(final_b)}")
+    a0, b0, a1, b1 = ([value_vector(x) for x in seq] for seq in (initial_a, initial_b, final_a, final_b))
+    agree0 = [value_agreement(x, y) for x, y in zip(a0, b0)]
+    agree1 = [value_agreement(x, y) for x, y in zip(a1, b1)]
+    keep_a = [value_agreement(x, y) for x, y in zip(a1, a0)]
+    keep_b = [value_agreement(x, y) for x, y in zip(b1, b0)]
+    increased = [int((f - i) * 10) for f, i in zip(agree1, agree0)]
+    cos0 = [_release_cos(x, y) for x, y in zip(a0, b0)]
+    cos1 = [_release_cos(x, y) for x, y in zip(a1, b1)]
+    a_to = [[_release_cos(x, y), _release_cos(x, z)] for x, y, z in zip(a1, a0, b0)]
+    b_to = [[_release_cos(x, y), _release_cos(x, z)] for x, y, z in zip(b1, a0, b0)]
+    l1_0 = [value_l1(x, y) for x, y in zip(a0, b0)]
+    l1_1 = [value_l1(x, y) for x, y in zip(a1, b1)]
+    better = sum(f >= i for f, i in zip(agree1, agree0))
+    closer = sum(f >= i for f, i in zip(cos1, cos0))
+    mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    out = {
+        "average_init_vector_consistency": mean(agree0), "average_final_vector_consistency": mean(agree1),
+        "final_better_than_init": better, "final_better_than_init_ratio": better / n,
+        "average_increased_number_of_dimensions": mean(increased),
+        "average_response1_vector_consistency": mean(keep_a), "average_response2_vector_consistency": mean(keep_b),
+        "average_response_vector_consistency": (mean(keep_a) + mean(keep_b)) / 2,
+        "average_final_A_to_init_A": mean([p[0] for p in a_to]), "average_final_B_to_init_A": mean([p[0] for p in b_to]),
+        "average_final_A_to_init_B": mean([p[1] for p in a_to]), "average_final_B_to_init_B": mean([p[1] for p in b_to]),
+        "final_dist_less_than_init": closer, "final_dist_less_than_init_ratio": closer / n,
+        "average_cosine_sim_init": mean(cos0), "average_cosine_sim_final": mean(cos1),
+        "average_dimension_l1_distance_init": mean(l1_0), "average_dimension_l1_distance_final": mean(l1_1),
+        "diff_dimension_l1_distance": mean(l1_0) - mean(l1_1),
+        "cosine_sim_init": cos0, "cosine_sim_final": cos1, "dimension_l1_distance_init": l1_0,
+        "dimension_l1_distance_final": l1_1,
+        **{f"{side}_dimensions_statistics": _score_counts(vs)
+           for side, vs in (("init_A", a0), ("init_B", b0), ("final_A", a1), ("final_B", b1))},
+        "init_vector_consistency": agree0, "final_vector_consistency": agree1,
+        "increased_number_of_dimensions": increased, "response1_vector_consistency": keep_a,
+        "response2_vector_consistency": keep_b, "final_A_to_init_A_init_B": a_to, "final_B_to_init_A_init_B": b_to,
+        "total_dabte_number": n,
+    }
+    return out
+
+
+def _score_counts(vectors: Sequence[np.ndarray]) -> dict[str, dict[str, int]]:
+    """Per dimension "1" … "10": how many vectors hold each of ``RELEASE_SCORES`` there (zeros kept)."""
+    counts = [Counter(float(v[j]) for v in vectors) for j in range(len(SCHWARTZ_VALUES))]
+    return {str(j + 1): {str(score): counts[j][score] for score in RELEASE_SCORES} for j in range(len(counts))}
+
+
+def release_values_equal(key: str, ours: Any, theirs: Any, tol: float = 1e-9) -> bool:
+    """Whether one summary value of ours equals the release's: numbers to ``tol``, per-transcript lists as
+    multisets (sorted) to ``tol``, score counts exactly."""
+    if key in RELEASE_COUNTS:
+        return ours == theirs
+    if key in RELEASE_LISTS:
+        if not isinstance(theirs, list) or len(ours) != len(theirs):
+            return False
+        mine, other = sorted(map(_as_tuple, ours)), sorted(map(_as_tuple, theirs))
+        return all(len(x) == len(y) and all(abs(p - q) <= tol for p, q in zip(x, y)) for x, y in zip(mine, other))
+    return isinstance(theirs, (int, float)) and not isinstance(theirs, bool) and abs(float(ours) - float(theirs)) <= tol
+
+
+def _as_tuple(x: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in x) if isinstance(x, (list, tuple)) else (float(x),)
+
+
+def release_ppl_row(ppl_initial_a: float, ppl_initial_b: float, ppl_final_a: float,
+                    ppl_final_b: float) -> dict[str, float | None]:
+    """The derived numbers of one record of the release's perplexity files, under its own rule: each distance is
+    ``|PPL(response 1) − PPL(response 2)|`` of the numbers as written (a failed copy task is −1 and enters
+    as −1), and ``PPL_distance_difference`` is ``D_final / D_initial``, ``None`` when any perplexity is −1."""
+    values = (ppl_initial_a, ppl_initial_b, ppl_final_a, ppl_final_b)
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise ValueError(f"perplexities must be finite numbers, got {values}")
+    d0, d1 = abs(ppl_initial_a - ppl_initial_b), abs(ppl_final_a - ppl_final_b)
+    failed = any(v == -1 for v in values)
+    return {"PPL_init_distance": d0, "PPL_final_distance": d1,
+            "PPL_distance_difference": None if failed or d0 == 0 else d1 / d0}
+
+
+# Where the kit's own definition of a summary number differs from the release's: key → what differs. The unit
+# page (docs/units/0x-nash-consensus.md, "The paper's own numbers") says each in full.
+KIT_DIFFERENCES = {
+    "average_cosine_sim_init": "all-zero vector: release 0, kit undefined (skipped)",
+    "average_cosine_sim_final": "all-zero vector: release 0, kit undefined (skipped)",
+    "average_final_A_to_init_A": "all-zero vector: release 0, kit undefined (skipped)",
+    "average_final_B_to_init_A": "all-zero vector: release 0, kit undefined (skipped)",
+    "average_final_A_to_init_B": "all-zero vector: release 0, kit undefined (skipped)",
+    "average_final_B_to_init_B": "all-zero vector: release 0, kit undefined (skipped)",
+    "average_response1_vector_consistency": "self-consistency: release exact-match share, kit cosine",
+    "average_response2_vector_consistency": "self-consistency: release exact-match share, kit cosine",
+    "average_response_vector_consistency": "self-consistency: release exact-match share, kit cosine",
+    "average_increased_number_of_dimensions": "release truncates a float difference, kit counts exactly",
+    "final_better_than_init": "release counts ties as better, kit strict",
+    "final_better_than_init_ratio": "release counts ties as better, kit strict",
+    "final_dist_less_than_init": "release counts ties and zero vectors, kit strict on defined cosines",
+    "final_dist_less_than_init_ratio": "release counts ties and zero vectors, kit strict on defined cosines",
+    "average_dimension_l1_distance_init": "distance: release L1, kit Euclidean",
+    "average_dimension_l1_distance_final": "distance: release L1, kit Euclidean",
+    "diff_dimension_l1_distance": "distance: release L1, kit Euclidean",
+}
+
+
+def kit_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], final_a: Sequence[Any],
+                      final_b: Sequence[Any]) -> dict[str, float]:
+    """The kit's own reading of each summary number in ``KIT_DIFFERENCES`` from the same vectors: cosines with
+    an all-zero vector undefined and skipped, self-consistency as ``value_self_consistency`` (agents A and B
+    pooled for the combined key), exact counts, strict improvement, Euclidean ``value_distance``."""
+    a0, b0, a1, b1 = ([value_vector(x) for x in seq] for seq in (initial_a, initial_b, final_a, final_b))
+    n = len(a0)
+    mean = lambda xs: value_summary(xs)["mean"]  # noqa: E731 — nan-skipping
+    cos0 = [value_consensus(x, y) for x, y in zip(a0, b0)]
+    cos1 = [value_consensus(x, y) for x, y in zip(a1, b1)]
+    self_a = [value_self_consistency(x, y) for x, y in zip(a1, a0)]
+    self_b = [value_self_consistency(x, y) for x, y in zip(b1, b0)]
+    agree0 = [int(np.sum(x == y)) for x, y in zip(a0, b0)]
+    agree1 = [int(np.sum(x == y)) for x, y in zip(a1, b1)]
+    better = sum(f > i for f, i in zip(agree1, agree0))
+    defined = [(f, i) for f, i in zip(cos1, cos0) if not (math.isnan(f) or math.isnan(i))]
+    closer = sum(f > i for f, i in defined)
+    d0 = [value_distance(x, y) for x, y in zip(a0, b0)]
+    d1 = [value_distance(x, y) for x, y in zip(a1, b1)]
+    return {
+        "average_cosine_sim_init": mean(cos0), "average_cosine_sim_final": mean(cos1),
+        "average_final_A_to_init_A": mean(self_a), "average_final_B_to_init_B": mean(self_b),
+        "average_final_B_to_init_A": mean([value_cosine(x, y) for x, y in zip(b1, a0)]),
+        "average_final_A_to_init_B": mean([value_cosine(x, y) for x, y in zip(a1, b0)]),
+        "average_response1_vector_consistency": mean(self_a), "average_response2_vector_consistency": mean(self_b),
+        "average_response_vector_consistency": mean(self_a + self_b),
+        "average_increased_number_of_dimensions": float(np.mean(np.subtract(agree1, agree0))),
+        "final_better_than_init": better, "final_better_than_init_ratio": better / n,
+        "final_dist_less_than_init": closer,
+        "final_dist_less_than_init_ratio": closer / len(defined) if defined else float("nan"),
+        "average_dimension_l1_distance_init": float(np.mean(d0)), "average_dimension_l1_distance_final": float(np.mean(d1)),
+        "diff_dimension_l1_distance": float(np.mean(d0) - np.mean(d1)),
     }

@@ -40,6 +40,13 @@ Top level
                       last unreadable reply; ``round`` (0 for the initial answer and guideline) and
                       ``kind`` (candidate kind, the degenerate reason, or ``null``).
 
+``origin``        optional: ``"ncn_release"`` for a trace read from the NCN paper's release
+                  (``kit.negotiation.ncn_release``), absent on the kit's own. Such a trace keeps what the
+                  release recorded: ``agents[i]`` also name the release's ``zone`` (``kind`` is
+                  ``"release"``), ``initial[i].guideline`` is null, ``truncated`` is false, ``release``
+                  holds the pair folder, the file, the category and the release's metadata, and its rounds
+                  are those below.
+
 ``rounds[k]`` for ``"ncn"``
     ``round``         1-based round number.
     ``statements``    ``[str, str]``: each agent's position, stated from its weighted pool.
@@ -62,6 +69,16 @@ Top level
     ``statements``    ``[str, str]``: the debate turns of the round (A spoke first, B saw A's turn),
                       or the consultancy revisions (each written after reading the other's answer).
     ``agree``         debate only: ``[bool, bool]``, whether each turn ended with the AGREE marker.
+
+``rounds[k]`` of a trace from the release (``origin: "ncn_release"``)
+    ``ncn``           ``round``, ``statements`` (the first exchange: each side's position), ``responses`` (the
+                      second exchange's restatements), ``chosen`` (``[{title, reason, description, consist,
+                      accept, novelty, total} | null] × 2``: the best response the release kept — it records
+                      no other candidate, kind or temperature), ``best_utility``, ``pools`` and ``weights``
+                      as released (two decimals, so they need not sum to 1), ``nash_gap`` null and
+                      ``solver`` ``"unrecorded"``.
+    ``debate``        ``round`` and ``statements``; the release records no AGREE flag.
+    ``consultancy``   none: the release keeps only the opening and the final statements.
 """
 
 from __future__ import annotations
@@ -72,6 +89,7 @@ from typing import Any
 TRACE_SCHEMA = "negotiation-trace/2"
 METHODS = ("ncn", "debate", "consultancy", "none")
 STOPPING_RULES = ("ncn", "debate")  # the methods whose ``converged`` flag is a rule met, not a default
+ORIGINS = ("ncn_release",)  # where a trace not made by the kit comes from
 FAILURE_STAGES = ("answer", "guideline", "candidate", "statement")
 CANDIDATE_KINDS = ("counter", "gap", "innovative")
 
@@ -125,8 +143,40 @@ def validate_trace(record: dict[str, Any]) -> None:
                              f"stage is one of {FAILURE_STAGES}, agent 0 or 1")
     if method == "none" and record["rounds"]:
         raise ValueError(f"{where}: method 'none' holds no rounds")
+    origin = record.get("origin")
+    if origin is not None and origin not in ORIGINS:
+        raise ValueError(f"{where}: origin {origin!r} is not one of {ORIGINS}")
     for k, rnd in enumerate(record["rounds"]):
-        _round(rnd, method, f"{where}: rounds[{k}]", k + 1)
+        (_release_round if origin else _round)(rnd, method, f"{where}: rounds[{k}]", k + 1)
+
+
+def _release_round(rnd: Any, method: str, where: str, number: int) -> None:
+    """A round as the NCN release recorded it (see the schema above)."""
+    if not isinstance(rnd, dict) or rnd.get("round") != number:
+        raise ValueError(f"{where}: expected a dict with round = {number}")
+    _pair(rnd.get("statements"), f"{where}.statements")
+    if not all(isinstance(s, str) for s in rnd["statements"]):
+        raise ValueError(f"{where}.statements must hold two strings")
+    if method == "consultancy":
+        raise ValueError(f"{where}: the release's consultancy holds no rounds")
+    if method != "ncn":
+        return
+    for name in ("responses", "chosen", "best_utility", "pools", "weights"):
+        _pair(rnd.get(name), f"{where}.{name}")
+    if rnd.get("nash_gap") is not None or rnd.get("solver") != "unrecorded":
+        raise ValueError(f"{where}: the release records no equilibrium: nash_gap null, solver 'unrecorded'")
+    for i in range(2):
+        chosen, best = rnd["chosen"][i], rnd["best_utility"][i]
+        if chosen is not None:
+            _fields(chosen, {"title": str, "reason": str, "description": str}, f"{where}.chosen[{i}]")
+        if best is not None and (not _is(best, float) or not math.isfinite(best)):
+            raise ValueError(f"{where}: best_utility[{i}] must be a finite number or null")
+        pool, weights = rnd["pools"][i], rnd["weights"][i]
+        if not (isinstance(pool, list) and isinstance(weights, list) and len(pool) == len(weights)
+                and all(isinstance(t, str) for t in pool)):
+            raise ValueError(f"{where}: pools[{i}] and weights[{i}] must be lists of one length")
+        if any(not _is(w, float) or not math.isfinite(w) or w < 0 for w in weights):
+            raise ValueError(f"{where}: weights[{i}] must be finite and non-negative; got {weights}")
 
 
 def _round(rnd: Any, method: str, where: str, number: int) -> None:
@@ -209,10 +259,13 @@ def transcript(trace: dict[str, Any], width: int = 400) -> str:
             lines.append(f"[{who}] {cut(st)}")
         for who, ch in zip((a, b), rnd.get("chosen", [])):
             if ch:
-                lines.append(f"[{who}] adds guideline: {ch.get('title', '')} (U={ch.get('total', float('nan')):.3f})")
+                total = ch.get("total")
+                lines.append(f"[{who}] adds guideline: {ch.get('title', '')} "
+                             f"(U={float('nan') if total is None else total:.3f})")
         if "nash_gap" in rnd:
+            gap = "not recorded" if rnd["nash_gap"] is None else f"{rnd['nash_gap']:.1e}"
             lines.append(f"weights {a}: {_fmt_weights(rnd['weights'][0])} · {b}: {_fmt_weights(rnd['weights'][1])}"
-                         f" · Nash gap {rnd['nash_gap']:.1e}")
+                         f" · Nash gap {gap}")
     lines.append("\n— consensus —")
     for who, text in zip((a, b), trace.get("consensus", [])):
         lines.append(f"[{who}] {cut(text)}")

@@ -119,6 +119,54 @@ def _board(name: str, rows: dict, columns: list[str]) -> list[str]:
     return _md_table([{"row": r, **v} for r, v in rows.items()], ["row", *columns])
 
 
+RELEASE_NOTEBOOK = "05_ncn_release"
+RELEASE_SECTION = "## The NCN paper's release, re-scored"
+# the summary numbers shown per pair and method: the release's and the kit's own reading where they differ
+RELEASE_HEADLINES = ("average_cosine_sim_init", "average_cosine_sim_final", "average_response_vector_consistency")
+
+
+def _release(run_dir: Path) -> list[str]:
+    """Notebook 05's tables: the paper's numbers recomputed, its claims tested, the kit's judges against its judge
+    (nothing when the run did not execute notebook 05)."""
+    m = read_json(run_dir / "metrics" / f"{RELEASE_NOTEBOOK}.json")
+    if not m:
+        return []
+    out = [RELEASE_SECTION, "",
+           f"From `{RELEASE_NOTEBOOK}` ([unit 0x](units/0x-nash-consensus.md#the-papers-own-negotiations-notebook-05)): "
+           f"{m.get('reproduced_equal')} of {m.get('reproduced_keys')} numbers of the release's summaries and perplexity "
+           "files recomputed by the kit under the release's definitions are equal to 1e-9.", ""]
+    rows = []
+    for pair, methods in m.get("reproduced", {}).items():
+        for method, keys in methods.items():
+            row = {"pair · method": f"{pair} · {method}", "equal": sum(v["equal"] for v in keys.values()), "keys": len(keys)}
+            for key in RELEASE_HEADLINES:
+                entry = keys.get(key, {})
+                row[f"{key} (release)"], row[f"{key} (kit's own)"] = entry.get("release"), entry.get("kit_own")
+            rows.append(row)
+    out += _md_table(rows, ["pair · method", "equal", "keys"] + [f"{k} ({w})" for k in RELEASE_HEADLINES
+                                                                for w in ("release", "kit's own")])
+    out += ["**The paper's claims on its own data** (NCN minus each baseline, paired over common (pair, topic) items, "
+            "95 % bootstrap intervals):", ""]
+    claims = [{"claim": k, "difference": leaderboard.interval(v["mean_diff"], *v["ci"]), "n": v["n"],
+               "verdict": v["verdict"]} for k, v in m.get("claims", {}).items()]
+    out += _md_table(claims, ["claim", "difference", "n", "verdict"])
+    out += [f"- {line}" for line in m.get("verdict", [])[1:]] + [""]
+    out += ["**The kit's judges against the paper's GPT-4o judge** (on the statements read; κ per Schwartz value with "
+            "its interval):", ""]
+    judges = m.get("judge_agreement", {})
+    summary = [{"judge": name, "readable": f"{j.get('readable')} of {j.get('texts')}", "mean_kappa": j.get("mean_kappa"),
+                "cosine spearman": leaderboard.interval(j["cosine_spearman"]["rho"], *j["cosine_spearman"]["ci"])
+                if j.get("cosine_spearman", {}).get("rho") is not None else ""}
+               for name, j in judges.items()]
+    out += _md_table(summary, ["judge", "readable", "mean_kappa", "cosine spearman"])
+    values = list(dict.fromkeys(v for j in judges.values() for v in j.get("kappa", {})))
+    kappas = [{"value": v, **{name: leaderboard.interval(*j["kappa"][v]) if j.get("kappa", {}).get(v, [None])[0]
+                               is not None else "" for name, j in judges.items()}} for v in values]
+    if kappas:
+        out += _md_table(kappas, ["value", *judges])
+    return out
+
+
 def render(run_dir: Path) -> str:
     manifest = read_json(run_dir / "manifest.json") or {}
     boards = read_json(run_dir / "report" / "boards.json") or {}
@@ -143,6 +191,7 @@ def render(run_dir: Path) -> str:
     out += ["## Capability board", ""] + _board("capability", boards.get("capability", {}),
                                                ["status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
                                                 "seconds"])
+    out += _release(run_dir)
     out += ["## Minutes per notebook", ""] + _minutes(manifest)
     out += ["## Benchmarks", ""] + _benches(run_dir)
     out += ["## Key numbers per notebook", ""]

@@ -1,4 +1,5 @@
-"""Small file helpers every module shares: atomic writes, JSON/JSONL reading, content hashes."""
+"""Small file helpers every module shares: atomic writes, JSON/JSONL reading, content hashes, the files of a
+folder or a tar archive read in memory."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import hashlib
 import json
 import os
 import secrets
-from pathlib import Path, PurePath
+import tarfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -83,3 +87,34 @@ def sha256_file(path: str | os.PathLike) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def archive_files(path: str | os.PathLike, keep: Callable[[str], bool] | None = None) -> dict[str, bytes]:
+    """The regular files of a folder or of a tar archive (``.tar``, ``.tar.gz`` …) that ``keep`` accepts:
+    relative POSIX path → bytes. A tar is read in one pass and nothing is extracted to disk; links, and
+    members whose path is absolute or climbs out with ``..``, are never read. A missing path or an archive
+    that cannot be read raises ``ValueError`` in one line."""
+    path = Path(path)
+    wanted = keep or (lambda _: True)
+    if path.is_dir():
+        out = {}
+        for file in sorted(path.rglob("*")):
+            rel = file.relative_to(path).as_posix()
+            if file.is_file() and not file.is_symlink() and wanted(rel):
+                out[rel] = file.read_bytes()
+        return out
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file or folder")
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            out = {}
+            for member in tar:
+                name = PurePosixPath(member.name)
+                if not member.isreg() or name.is_absolute() or ".." in name.parts or not wanted(name.as_posix()):
+                    continue
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    out[name.as_posix()] = handle.read()
+            return out
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise ValueError(f"{path}: not a readable tar archive ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated'})") from None

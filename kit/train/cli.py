@@ -1,7 +1,8 @@
 """``python -m kit train METHOD --params P [--set k=v] [--data FILE] [--output DIR]``.
 
 Without ``--data`` it trains on the traces notebook 02 stored for this study (the fingerprinted
-store of the current agents, model and settings, current plan only), as notebook 04 does: one
+store of the current agents, model and settings, current plan only) and on the NCN release's
+transcripts of the ``ncn_release:<method>`` sources, as notebook 04 does: one
 adapter per source method in ``finetune.from_methods``, with the same filters
 (``require_converged``, ``eval_fraction``) and into the same folders
 (``runs/<profile>/train/<source>/<METHOD>``), so the notebook reuses what the command trained.
@@ -91,11 +92,17 @@ def training_data(method: str, params: Params, rows: list[dict]) -> dict[str | N
 def train_from_params(method: str, params: Params, data_path: Path | None = None,
                       output_dir: Path | None = None) -> list[Path]:
     """Build or read the records, train ``method`` with ``params.finetune``; returns the adapter folders."""
+    from kit.train.records import source_folder
     from kit.train.trainers import train
 
     if data_path is not None and not Path(data_path).is_file():
         raise ValueError(f"{data_path}: no such data file; fix: pass --data with a JSONL of traces or records")
-    rows = read_jsonl(data_path) if data_path else study_traces(params)
+    if data_path:
+        rows = read_jsonl(data_path)
+    else:
+        from kit.negotiation.ncn_release import training_traces
+
+        rows = study_traces(params) + training_traces(params)[0]
     adapters = []
     for source, (train_records, eval_records, counts) in training_data(method, params, rows).items():
         log.info("%s from %s: %d train / %d eval records (%s)", method, source or "records", len(train_records),
@@ -104,7 +111,7 @@ def train_from_params(method: str, params: Params, data_path: Path | None = None
             log.warning("%s from %s: no training records after filtering; skipped", method, source)
             continue
         base = Path(output_dir) if output_dir else params.run_dir / "train"
-        out = base / method if source is None else base / source / method
+        out = base / method if source is None else base / source_folder(source) / method
         result = train(method, train_records, eval_records, params.model.ref, out, params.finetune, params.seed)
         adapters.append(result.adapter_dir)
     if not adapters:

@@ -87,7 +87,8 @@ def _collect(traces: Iterable[dict], require_converged: bool,
 
 
 def _meta(trace: dict, i: int, culture: str) -> Record:
-    return {"id": f"{trace['id']}:{i}", "culture": culture, "topic": (trace.get("topic") or {}).get("id"),
+    origin = f"{trace['origin']}:" if trace.get("origin") else ""  # a release trace never shares an id with the kit's
+    return {"id": f"{origin}{trace['id']}:{i}", "culture": culture, "topic": (trace.get("topic") or {}).get("id"),
             "method": trace.get("method")}
 
 
@@ -177,11 +178,24 @@ def to_dataset(records: Sequence[Record]):
 TrainingSet = tuple[list[Record], list[Record], dict[str, int]]
 
 
+def source_folder(source: str) -> str:
+    """The folder name of a source's adapters under ``train/`` (``ncn_release:ncn`` → ``ncn_release_ncn``)."""
+    return source.replace(":", "_")
+
+
+def source_of(trace: dict) -> str:
+    """The source a trace trains as (``finetune.from_methods``): its method, or ``<origin>:<method>`` for a trace
+    the kit did not make (``ncn_release:ncn``: the NCN paper's own transcript of NCN)."""
+    origin = trace.get("origin")
+    return f"{origin}:{trace.get('method')}" if origin else str(trace.get("method"))
+
+
 def training_sets(traces: Sequence[dict], finetune, seed: int) -> dict[tuple[str, str], TrainingSet]:
     """Per (source method, training method): (train, eval, counts) from the traces of that source.
 
     ``finetune`` is the params section: ``from_methods`` names the negotiation methods whose traces
-    train (each gets its own adapters, so a gain can be credited to the method that made the data),
+    train (each gets its own adapters, so a gain can be credited to the method that made the data;
+    ``ncn_release:<method>`` the NCN release's transcripts of it, ``source_of``),
     ``methods`` the trainers, ``require_converged`` and ``eval_fraction`` the filters. The notebook
     and ``python -m kit train`` both build their data here.
     """
@@ -189,7 +203,7 @@ def training_sets(traces: Sequence[dict], finetune, seed: int) -> dict[tuple[str
 
     out = {}
     for source in finetune.from_methods:
-        of_source = [t for t in traces if t.get("method") == source]
+        of_source = [t for t in traces if source_of(t) == source]
         for method in finetune.methods:
             build = preference_records if TRAINERS.get(method).preference else sft_records
             records, counts = build(of_source, require_converged=finetune.require_converged)
