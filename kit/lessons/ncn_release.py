@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from kit.run.session import in_stage
 from kit.agents import Agent, prompted
 from kit.data import goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
@@ -288,6 +289,7 @@ def detectors(session) -> dict:
             "embedding": make_value_detector("embedding", embedder=session.embedder, seed=p.seed)}
 
 
+@in_stage("05", "the release judged and scored")
 def judge_agreement(session, units: pd.DataFrame) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Per detector: which texts it could read, exact agreement and Cohen's κ per Schwartz value against the
     paper's GPT-4o vectors (half steps rounded away from 0, and counted), and Spearman's ρ of the cosines the
@@ -350,6 +352,7 @@ def acceptance_agents(session, found: Release) -> dict[str, Agent]:
     return {c: built.get(c) or prompted(c) for c in cultures}
 
 
+@in_stage("05", "the release judged and scored")
 def acceptance(session, found: Release) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per usable trace the kit's acceptance (``kit.evals.traces.acceptance_table``: each released text under the
     other side's agent and under the plain model), and per method the mean relative log-perplexity change with

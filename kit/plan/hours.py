@@ -84,6 +84,9 @@ def workload(params: Params) -> list[Work]:
                  turns * PROMPT["negotiation"] * (3 if "ncn" in n.methods else 1)),
             Work("03", "acceptance and values", "value_judge", len(n.methods) * pairs * topics * 4 * 200,
                  len(n.methods) * pairs * topics * 6 * PROMPT["negotiation"])]
+    release = _release_transcripts(p)
+    out += [Work("05", "the release judged and scored", "value_judge", release * 2 * 160 * FILL,
+                 release * (2 * PROMPT["judge"] + 4 * PROMPT["negotiation"]))]
     sources = len(f.from_methods)
     records = pairs * topics * 2 * (1 - n.topics.heldout_share)
     models = len(f.methods) * sources
@@ -135,6 +138,13 @@ def workload(params: Params) -> list[Work]:
             Work("32", "judge", "selfplay_eval_judge",
                  prefilled=(sp.max_test_items * 3 + pairs * topics * 2) * PROMPT["judge"])]
     return [w for w in out if w.generated or w.prefilled or w.trained] if batch else out
+
+
+def _release_transcripts(params: Params) -> int:
+    """Transcripts notebook 05 reads from the NCN release: pairs x methods x topics (457 topics a pair)."""
+    r = params.ncn_release
+    pairs = len(r.pairs) if r.pairs else 5
+    return pairs * len(r.methods) * (r.max_items or 457)
 
 
 def _epochs(trl: dict) -> float:

@@ -101,6 +101,7 @@ def notebook_stages(params: Params) -> dict[str, list[Stage]]:
         "04": [Stage("04", "finetune", (Part("trainer", "finetune"),)),
                Stage("04", "distance, alignment and capability",
                      _unique(m, *_detector(p, neg.value_judge, "value_judge")))],
+        "05": [Stage("05", "the release judged and scored", _unique(m, engine(p, "value_judge"), EMBEDDER))],
         "10": [Stage("10", "synthesis", _unique(engine(p, "palette_teacher"), EMBEDDER))],
         "11": [Stage("11", "ORPO continent agents", (Part("trainer", "palette.train"),)),
                *[Stage("11", f"merge {name}", (Part("merge", name),)) for name in MERGES],
