@@ -10,7 +10,8 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm bench lab chromium docs-results clean
+.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm bench lab chromium docs-results clean \
+        gpu-check gpu-wheels
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +84,30 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
+
+# The first thing run on a GPU the kit meets (at most ten minutes on one GPU; kit/tools/gpu_check.py): the GPU and
+# its driver, the doctor and the memory plan, the plan against measured GPU memory, tiny-full and smoke notebooks
+# on CUDA, the vLLM engine tests. Every output goes to GPU_CHECK_OUT. Where a folder of wheels is beside the
+# checkout (make gpu-wheels, for a machine without network whose python holds CUDA torch, transformers, peft,
+# accelerate and sentence-transformers) they are installed from it into that python; otherwise the GPU stack is
+# installed from PyPI into .venv-gpu.
+GPU_WHEELS    ?= gpu-wheels
+GPU_CHECK_OUT ?= runs/gpu-check
+GPU_CHECK_PY  ?= python3
+gpu-check:
+	@if [ -f "$(GPU_WHEELS)/requirements.txt" ]; then \
+	  $(GPU_CHECK_PY) -m pip install -q --no-index --find-links "$(GPU_WHEELS)" -r "$(GPU_WHEELS)/requirements.txt"; \
+	  PYTHONPATH="$(CURDIR)" $(GPU_CHECK_PY) -m kit.tools.gpu_check "$(GPU_CHECK_OUT)"; \
+	else \
+	  [ -x .venv-gpu/bin/python ] || $(PYTHON) -m venv .venv-gpu; \
+	  .venv-gpu/bin/python -m pip install -q -e ".[gpu,dev]"; \
+	  .venv-gpu/bin/python -m kit.tools.gpu_check "$(GPU_CHECK_OUT)"; \
+	fi
+
+# the wheels make gpu-check installs on a machine without network, gathered here (at most 60 MiB, in the order of
+# what they let the check do; GPU_PRESENT: that machine's packages.txt from an earlier gpu-check)
+gpu-wheels: install
+	$(PY) -m kit.tools.wheels $(GPU_WHEELS) $(if $(GPU_PRESENT),--present $(GPU_PRESENT))
 
 clean:
 	rm -rf runs figures/tiny $(GPU_VENV)

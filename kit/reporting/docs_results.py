@@ -167,6 +167,34 @@ def _release(run_dir: Path) -> list[str]:
     return out
 
 
+PLAN_SECTION = "## The full profile on one GPU: memory plan, GPU-hours, disk"
+
+
+def _full_plan() -> list[str]:
+    """What ``python -m kit plan params/full.yaml --gpus 1 --gpu-gb 80`` says, per notebook and per unit."""
+    from kit.config import load_params
+    from kit.plan import disk_gib, make_plan
+    from kit.plan.report import unit_hours
+
+    params = load_params(ROOT / "params" / "full.yaml")
+    plan = make_plan(params, 1, 80.0)
+    worst: dict[str, tuple[float, str]] = {}
+    for s in plan.stages:
+        if s.total > worst.get(s.stage.notebook, (0.0, ""))[0]:
+            worst[s.stage.notebook] = (s.total, s.stage.name)
+    rows = [{"notebook": nb, "largest stage": name, "GiB": f"{gib:.1f}"} for nb, (gib, name) in sorted(worst.items())]
+    hours, source = unit_hours(params)
+    disk = disk_gib(params)
+    out = [PLAN_SECTION, "", f"From `python -m kit plan params/full.yaml --gpus 1 --gpu-gb 80` "
+           f"({'every stage fits' if plan.fits else 'some stages do not fit'}; the definitions: [GPU nodes](gpu.md)).", ""]
+    out += _md_table(rows, ["notebook", "largest stage", "GiB"])
+    out += [f"GPU-hours on one H100 ({source}): " + ", ".join(f"unit {u} {h:.1f}" for u, h in sorted(hours.items()))
+            + f"; total {sum(hours.values()):.1f}.", "",
+            f"Disk: the run folder about {disk['run folder']:.0f} GiB (merged models and mergekit's LoRA extractions), "
+            f"the hub cache about {disk['hub cache']:.0f} GiB.", ""]
+    return out
+
+
 def render(run_dir: Path) -> str:
     manifest = read_json(run_dir / "manifest.json") or {}
     boards = read_json(run_dir / "report" / "boards.json") or {}
@@ -191,6 +219,7 @@ def render(run_dir: Path) -> str:
     out += ["## Capability board", ""] + _board("capability", boards.get("capability", {}),
                                                ["status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
                                                 "seconds"])
+    out += _full_plan()
     out += _release(run_dir)
     out += ["## Minutes per notebook", ""] + _minutes(manifest)
     out += ["## Benchmarks", ""] + _benches(run_dir)
