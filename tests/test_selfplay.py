@@ -415,6 +415,16 @@ def test_a_backend_without_sampling_log_probabilities_is_refused_while_the_corre
     assert not correction_on(off)  # trl's transformers generation: trl reads no sampling log-probabilities
     dialogues, drawn = _play(backend, off, games, 2, greedy(8), 40, embedder, AGREE_COSINE)
     assert drawn is None and len(dialogues[0].turns) == 2  # texts only; the rollout returns logprobs None
+    # notebook 31's recipe turns the correction off, explicitly, for an engine without them; asked for, it stops
+    from kit.config import ParamsError, TrainRecipe
+    from kit.lessons.selfplay_training import _recipe
+
+    recipe = TrainRecipe(trl={"learning_rate": 1e-4})
+    assert _recipe(recipe, {"collective_agency": 1.0}, backend).trl == {
+        "use_vllm": False, "learning_rate": 1e-4, "reward_weights": [1.0], "vllm_importance_sampling_correction": False}
+    assert "vllm_importance_sampling_correction" not in _recipe(recipe, {"collective_agency": 1.0}).trl
+    with pytest.raises(ParamsError, match="selfplay.policy.trl.vllm_importance_sampling_correction: true.*fix: set it false"):
+        _recipe(TrainRecipe(trl={"vllm_importance_sampling_correction": True}), {"collective_agency": 1.0}, backend)
 
 
 def test_token_stream_needs_an_own_turn(tokenizer):
@@ -667,7 +677,7 @@ def test_two_selfplay_grpo_steps_on_the_transformers_backends_sampling_log_proba
     come back all the same. Either way they are the trained model's own within ``TRANSFORMERS_ATOL``, and the second
     rollout is the updated policy's."""
     from kit.llm.hf_backend import HFBackend
-    from kit.train.correction import EngineGRPOTrainer
+    from kit.train.trainers import sampling_correction
 
     engine = HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=8) if where == "served" else None
     result, compared = selfplay_steps(tmp_path, moralchoice(shared_data), embedder, "tiny-random",
@@ -677,7 +687,10 @@ def test_two_selfplay_grpo_steps_on_the_transformers_backends_sampling_log_proba
     if engine is not None:
         served = [a for a in engine._adapters if "rollout-adapter" in a]
         assert len(served) == 1 and engine._loads == 2  # one folder, loaded again after the step changed it
-    assert EngineGRPOTrainer.__name__  # imported: the served path trains through it (kit.train.trainers)
+    # what notebook 31 reports, from the run's records: the served path trained through EngineGRPOTrainer
+    found = sampling_correction(result.adapter_dir)
+    assert (found["sampler"], found["correction"]) == (("engine", True) if engine is not None else ("trainer", False))
+    assert 0 < found["logprob_known"] <= 1 and (found["importance_ratio"] is not None) == (engine is not None)
 
 
 def test_trls_correction_reads_the_rollouts_log_probabilities_as_returned(tmp_path, shared_data, embedder):
