@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest
 from kit.llm.cached import CachedBackend
 from kit.run.cache import Cache
 
@@ -15,8 +15,14 @@ class CountingBackend(Backend):
     name, identity = "fake", "fake:v1"
 
     def __init__(self):
-        self.calls = {"generate": 0, "score": 0, "choice": 0}
+        self.calls = {"generate": 0, "score": 0, "choice": 0, "sampled": 0}
         self.seen = 0
+
+    sampling_logprobs = True
+
+    def generate_sampled(self, requests, params):
+        self.calls["sampled"] += 1
+        return [Sampled(t, [7, 8], [-0.25, float("nan")], True) for t in self.generate(requests, params)]
 
     def generate(self, requests, params):
         self.calls["generate"] += 1
@@ -84,6 +90,23 @@ def test_unseeded_sampling_is_never_cached(cached):
     backend.generate([_req("a")], GenParams(temperature=0.8, seed=3))
     backend.generate([_req("a")], GenParams(temperature=0.8, seed=3))
     assert inner.calls["generate"] == 3
+
+
+def test_sampled_generations_are_cached_apart_with_their_ids_and_log_probabilities(cached):
+    import math
+
+    inner, backend = cached
+    assert backend.sampling_logprobs
+    seeded = GenParams(temperature=0.8, seed=3)
+    first = backend.generate_sampled([_req("a")], seeded)
+    (again,) = backend.generate_sampled([_req("a")], seeded)
+    assert inner.calls["sampled"] == 1 and again == first[0] and again.token_ids == (7, 8) and again.stopped
+    assert again.logprobs[0] == -0.25 and math.isnan(again.logprobs[1])  # NaN (not known) survives the cache
+    backend.generate([_req("a")], seeded)  # a text-only entry is another verb: it holds no ids to give
+    assert inner.calls["generate"] == 2
+    backend.generate_sampled([_req("a")], GenParams(temperature=0.8))
+    backend.generate_sampled([_req("a")], GenParams(temperature=0.8))
+    assert inner.calls["sampled"] == 3  # unseeded sampling is never cached
 
 
 def test_score_and_choice_are_cached(cached):

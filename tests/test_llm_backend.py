@@ -92,6 +92,41 @@ def test_generate_greedy_is_batch_invariant_and_stops(tiny_backend):
         assert stop not in cut and first.startswith(cut)
 
 
+@pytest.mark.parametrize("params", [GenParams(temperature=0.8, max_new_tokens=10, seed=4),
+                                    GenParams(temperature=1.3, top_p=0.7, max_new_tokens=10, seed=4),
+                                    GenParams(max_new_tokens=10)])
+def test_sampled_ids_and_log_probabilities_against_a_forward_pass(tiny_backend, params):
+    """generate_sampled: generate's texts; the drawn ids (through the end-of-turn token if it stopped on it); each
+    one's log-probability = the forward pass's log-softmax at the temperature, less the log of the nucleus's mass
+    (found here by sorting the whole row, as transformers' top-p warper does), in a batch of prompts of unequal
+    length (left padding, shared prefixes)."""
+    reqs = [ChatRequest(_msgs("Tell me about family values " * k), sample=k) for k in (1, 3, 5)]
+    out = tiny_backend.generate_sampled(reqs, params)
+    assert [o.text for o in out] == tiny_backend.generate(reqs, params)
+    tok = tiny_backend.tokenizer
+    eos = tiny_backend.model.generation_config.eos_token_id
+    for req, o in zip(reqs, out):
+        assert o.text == tok.decode(o.token_ids, skip_special_tokens=True)
+        assert o.stopped == (o.token_ids[-1] == eos) and (o.stopped or len(o.token_ids) == params.max_new_tokens)
+        assert eos not in o.token_ids[:-1]
+        prompt = tok.encode(render_chat(tok, req.chat), add_special_tokens=False)
+        with torch.no_grad():
+            logits = tiny_backend.model(torch.tensor([prompt + list(o.token_ids)])).logits[0, len(prompt) - 1 : -1]
+        want = []
+        for row, token in zip(logits.double(), o.token_ids):
+            logp = torch.log_softmax(row / (params.temperature or 1.0), -1)
+            if params.top_p < 1:  # the smallest set of most likely tokens whose mass reaches top_p
+                probs = logp.exp().sort(descending=True).values
+                kept = probs[(probs.cumsum(0) - probs) < params.top_p]
+                assert logp[token].exp() >= kept[-1] - 1e-9  # the drawn token is in the nucleus
+                want.append(logp[token].item() - kept.sum().log().item())
+            else:
+                want.append(logp[token].item())
+        assert max(abs(a - b) for a, b in zip(o.logprobs, want)) < 1e-5
+    with pytest.raises(ValueError, match="no stop strings"):
+        tiny_backend.generate_sampled(reqs, GenParams(max_new_tokens=4, stop=("x",)))
+
+
 def test_adapters_switch_per_request(tmp_path, tiny_backend):
     """Two LoRA adapters and the bare model served from one base model in one call."""
     from peft import LoraConfig, get_peft_model

@@ -245,6 +245,11 @@ def check_31(m):
     for method in ("self_play_grpo", "single_agent_grpo"):
         assert m[method]["steps"] >= 1 and 0 <= m[method]["reward_first"] <= 1.5
         assert m[method]["reward_fell"] in (True, False, None)  # None: a single logged step says nothing
+    # tiny trains on the CPU in transformers: each policy samples its own rollouts, so trl corrects nothing; the
+    # self-play rollouts still return their sampling log-probabilities and log the share of own tokens that have one
+    sampling = m["sampling"]
+    assert {s["sampler"] for s in sampling.values()} == {"trainer"} and not any(s["correction"] for s in sampling.values())
+    assert 0 < sampling["self_play_grpo"]["logprob_known"] <= 1 and sampling["single_agent_grpo"]["logprob_known"] is None
 
 
 def check_32(m):

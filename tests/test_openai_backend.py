@@ -54,6 +54,11 @@ def default_reply(path: str, request: dict | None):
                 "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split())}}
     if path.endswith("/completions"):
         prompt = request["prompt"]
+        if request.get("logprobs") == 0 and not request.get("echo"):  # generate_sampled: the prompt's last three ids drawn back, then id 2
+            drawn = prompt[-3:] + [2]
+            return {"choices": [{"text": f"drew {drawn}", "finish_reason": "stop", "logprobs": {
+                "tokens": [f"token_id:{t}" for t in drawn], "token_logprobs": [-0.5, -1.0, None, -0.25]}}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(drawn)}}
         if request.get("echo"):
             lp = [None] + [-0.1 * (i + 1) for i in range(len(prompt) - 1)] + [-0.5]
             return {"choices": [{"text": "", "logprobs": {"token_logprobs": lp}}],
@@ -224,6 +229,35 @@ def test_score_refused_on_chat_and_when_echo_is_short(server, sleeps, tiny_model
     server.push("/v1/completions", body={"choices": [{"logprobs": {"token_logprobs": [None, -1.0]}}]})
     with pytest.raises(EndpointError, match="echo gave 2 prompt log-probabilities"):
         b.score([ScoreRequest([{"role": "user", "content": "hello there"}], "a longer reply")])
+
+
+def test_generate_sampled_over_completions_reads_the_drawn_ids_and_log_probabilities(server, sleeps, tiny_model):
+    from transformers import AutoTokenizer
+
+    from kit.llm.vllm_backend import encode_prompt, request_seed
+
+    tok = AutoTokenizer.from_pretrained(tiny_model.path)
+    b = backend(server, sleeps, api="completions", tokenizer=tok)
+    assert b.sampling_logprobs
+    reqs = [ChatRequest([{"role": "user", "content": f"item {i}"}], sample=i) for i in range(3)]
+    params = GenParams(temperature=0.7, top_p=0.9, max_new_tokens=8, seed=3)
+    out = b.generate_sampled(reqs, params)
+    sent = {tuple(h[1]["prompt"]): h[1] for h in posts(server, "/completions")}  # in flight together: any order
+    assert len(sent) == 3
+    for r, o in zip(reqs, out):
+        ids = encode_prompt(tok, r.chat)
+        body = sent[tuple(ids)]
+        assert body["prompt"] == ids and body["logprobs"] == 0 and body["return_tokens_as_token_ids"] is True
+        assert body["seed"] == request_seed(3, r) and body["top_p"] == 0.9 and body["temperature"] == 0.7
+        assert o.token_ids == tuple(ids[-3:] + [2]) and o.text == f"drew {ids[-3:] + [2]}"
+        assert o.logprobs[:2] == (-0.5, -1.0) and math.isnan(o.logprobs[2]) and o.logprobs[3] == -0.25 and o.stopped
+    server.push("/v1/completions", body={"choices": [{"text": "x", "logprobs": {"tokens": ["x"], "token_logprobs": [-1]}}]})
+    with pytest.raises(EndpointError, match="not a token id"):
+        b.generate_sampled(reqs[:1], params)
+    chat_only = backend(server, sleeps)
+    assert not chat_only.sampling_logprobs
+    with pytest.raises(EndpointError, match="names no token ids, so no sampled log-probabilities"):
+        chat_only.generate_sampled(reqs[:1], params)
 
 
 def test_chat_choice_probs_sends_the_prefix_to_continue(server, sleeps):

@@ -3,12 +3,14 @@ dialogue, the Collective Agency judge and rewards, and trl's rollout_func contra
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import cosine
 
 from kit.engine import Job, run_jobs
-from kit.llm.base import Backend, ChatRequest, ChoiceResult, GenParams
+from kit.llm.base import Backend, ChatRequest, ChoiceResult, GenParams, Sampled
 from kit.selfplay import judge as ca
 from kit.selfplay.dialogue import (
     AGREE_COSINE,
@@ -321,7 +323,8 @@ def tokenizer(tiny_backend):
 def test_env_mask_is_one_exactly_on_the_policys_own_tokens(tokenizer, side):
     turns = [Turn("a", "I want vegetables here."), Turn("b", "Flowers feed the bees."),
              Turn("a", f"Fine.\n{MARKER} half and half."), Turn("b", f"{MARKER} half and half.")]
-    prompt, completion, mask = token_stream(tokenizer, view(D, side, turns, 40))
+    prompt, completion, mask, logprobs = token_stream(tokenizer, view(D, side, turns, 40))
+    assert logprobs is None  # texts only: nothing was sampled
     eos = tokenizer.eos_token_id
     own = [t.text for t in turns if t.speaker == side]
     expected_own = [i for text in own for i in tokenizer.encode(text, add_special_tokens=False) + [eos]]
@@ -342,6 +345,86 @@ def test_env_mask_is_one_exactly_on_the_policys_own_tokens(tokenizer, side):
     first = tokenizer.apply_chat_template(view(D, side, turns[: 0 if side == "a" else 1], 40), tokenize=False,
                                           add_generation_prompt=True)
     assert tokenizer.decode(prompt) == first
+
+
+def _drawn(tokenizer, ids, end: bool, first: float) -> Sampled:
+    """What an engine drew: ``ids`` (then the end-of-turn token if ``end``), log-probabilities first, first-1, …"""
+    ids = list(ids) + [tokenizer.eos_token_id] * end
+    return Sampled(tokenizer.decode(ids, skip_special_tokens=True), ids, [first - i for i in range(len(ids))], end)
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_a_sampled_stream_holds_the_drawn_ids_and_log_probabilities_where_the_engine_saw_that_stream(tokenizer, side):
+    turns = [Turn("a", "I want vegetables here."), Turn("b", "Flowers feed the bees."),
+             Turn("a", "Fine, half and half."), Turn("b", "Half and half it is.")]
+    own = [t.text for t in turns if t.speaker == side]
+    messages = view(D, side, turns, 40)
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    eos = tokenizer.eos_token_id
+
+    def own_values(stream):
+        return [(i, lp) for i, lp, m in zip(stream.completion_ids, stream.logprobs, stream.env_mask) if m]
+
+    # both turns encode back to their drawn ids: every own token carries its drawn log-probability
+    drawn = [_drawn(tokenizer, encode(own[0]), True, -1.0), _drawn(tokenizer, encode(own[1]), True, -100.0)]
+    stream = token_stream(tokenizer, messages, drawn)
+    assert stream[:3] == token_stream(tokenizer, messages)[:3]  # the same ids and mask as the text-only stream
+    assert own_values(stream) == [(i, lp) for d in drawn for i, lp in zip(d.token_ids, d.logprobs)]
+    assert len(stream.logprobs) == len(stream.completion_ids)
+    assert all(lp == 0.0 for lp, m in zip(stream.logprobs, stream.env_mask) if not m)  # finite where masked out
+
+    # the first turn drawn as single characters (the same text, other ids): the stream holds the drawn ids, and the
+    # second turn, which the engine drew after the text encoded again, has no known log-probability
+    chars = [i for ch in own[0] for i in encode(ch)]
+    assert chars != encode(own[0]) and tokenizer.decode(chars) == own[0]
+    drawn = [_drawn(tokenizer, chars, True, -1.0), _drawn(tokenizer, encode(own[1]), True, -100.0)]
+    stream = token_stream(tokenizer, messages, drawn)
+    values = own_values(stream)
+    assert [i for i, _ in values[: len(chars) + 1]] == chars + [eos]
+    assert [lp for _, lp in values[: len(chars) + 1]] == list(drawn[0].logprobs)
+    assert [i for i, _ in values[len(chars) + 1:]] == list(drawn[1].token_ids)
+    assert all(math.isnan(lp) for _, lp in values[len(chars) + 1:])
+    assert tokenizer.decode(stream.prompt_ids + stream.completion_ids) == \
+        tokenizer.decode(token_stream(tokenizer, messages).prompt_ids + token_stream(tokenizer, messages).completion_ids)
+
+    # a first turn that ran out of tokens: its end-of-turn token is the template's, not drawn (NaN); the second
+    # turn was drawn after exactly this stream, so it keeps its log-probabilities
+    drawn = [_drawn(tokenizer, encode(own[0]), False, -1.0), _drawn(tokenizer, encode(own[1]), True, -100.0)]
+    values = own_values(token_stream(tokenizer, messages, drawn))
+    n = len(encode(own[0]))
+    assert [lp for _, lp in values[:n]] == list(drawn[0].logprobs) and math.isnan(values[n][1])
+    assert [lp for _, lp in values[n + 1:]] == list(drawn[1].logprobs)
+    with pytest.raises(ValueError, match="1 sampled turns for 2"):
+        token_stream(tokenizer, messages, drawn[:1])
+
+
+def test_a_backend_without_sampling_log_probabilities_is_refused_while_the_correction_reads_them(embedder):
+    from types import SimpleNamespace
+
+    from kit.selfplay.rollout import _play, correction_on
+
+    backend = Scripted(lambda name, own_turns: "Fine.")
+    assert backend.sampling_logprobs is False
+    with pytest.raises(NotImplementedError, match="no sampling log-probabilities"):
+        backend.generate_sampled([ChatRequest([{"role": "user", "content": "hi"}])], GenParams())
+    games, on = [(D, 0, None)], SimpleNamespace(use_vllm=True, args=SimpleNamespace(vllm_importance_sampling_correction=True))
+    assert correction_on(on)
+    with pytest.raises(ValueError, match="vllm_importance_sampling_correction: false"):
+        _play(backend, on, games, 2, greedy(8), 40, embedder, AGREE_COSINE)
+    off = SimpleNamespace(use_vllm=False, args=SimpleNamespace(vllm_importance_sampling_correction=True))
+    assert not correction_on(off)  # trl's transformers generation: trl reads no sampling log-probabilities
+    dialogues, drawn = _play(backend, off, games, 2, greedy(8), 40, embedder, AGREE_COSINE)
+    assert drawn is None and len(dialogues[0].turns) == 2  # texts only; the rollout returns logprobs None
+    # notebook 31's recipe turns the correction off, explicitly, for an engine without them; asked for, it stops
+    from kit.config import ParamsError, TrainRecipe
+    from kit.lessons.selfplay_training import _recipe
+
+    recipe = TrainRecipe(trl={"learning_rate": 1e-4})
+    assert _recipe(recipe, {"collective_agency": 1.0}, backend).trl == {
+        "use_vllm": False, "learning_rate": 1e-4, "reward_weights": [1.0], "vllm_importance_sampling_correction": False}
+    assert "vllm_importance_sampling_correction" not in _recipe(recipe, {"collective_agency": 1.0}).trl
+    with pytest.raises(ParamsError, match="selfplay.policy.trl.vllm_importance_sampling_correction: true.*fix: set it false"):
+        _recipe(TrainRecipe(trl={"vllm_importance_sampling_correction": True}), {"collective_agency": 1.0}, backend)
 
 
 def test_token_stream_needs_an_own_turn(tokenizer):
@@ -463,6 +546,240 @@ def test_grpo_rollout_func_contract_on_the_tiny_model(tmp_path, shared_data, emb
     logged = [h for h in result.log_history if "reward" in h]
     assert logged and logged[0]["rewards/collective_agency/mean"] == pytest.approx(0.5)  # E = 3 → (3-1)/4
     assert all(h["completions/clipped_ratio"] == 0 for h in logged)  # every rollout ends on end-of-turn
+
+
+# --- the rollouts' sampling log-probabilities, and trl's importance-sampling correction on them --------------
+
+# nats per token between a rollout's sampling log-probability and the trained model's own (a forward pass over the
+# stream): both float32 on the same weights, so only the order of float operations differs — the generation batch's
+# left padding and KV cache, the adapter merged into the weights for the in-trainer rollout or loaded from its saved
+# folder by the served backend — measured below 1e-6; 1e-4 leaves room for other CPUs' kernels and is still three
+# orders of magnitude under the smallest shift one training step gives (asserted below).
+TRANSFORMERS_ATOL = 1e-4
+
+
+def own_logprobs(trainer, out: dict, adapter: bool = True) -> list[list[float]]:
+    """The trained model's log-probability of every completion token of a rollout: one forward pass over prompt +
+    completion, logits over trl's temperature, in eval mode (no dropout); without its LoRA adapter if not ``adapter``."""
+    import contextlib
+
+    import torch
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    training = model.training
+    model.eval()
+    rows = []
+    try:
+        with torch.no_grad(), model.disable_adapter() if not adapter else contextlib.nullcontext():
+            for prompt, completion in zip(out["prompt_ids"], out["completion_ids"]):
+                ids = torch.tensor([list(prompt) + list(completion)], device=model.device)
+                logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float() / trainer.args.temperature
+                rows.append(torch.log_softmax(logits, -1).gather(-1, ids[0, len(prompt):, None])[:, 0].tolist())
+    finally:
+        model.train(training)
+    return rows
+
+
+class Compared:
+    """A rollout_func that keeps, per call, its output beside the trained model's own log-probabilities with and
+    without the adapter, computed before trl trains on the rollouts; ``engine`` is the wrapped function's."""
+
+    def __init__(self, rollout):
+        self.rollout, self.engine, self.calls = rollout, getattr(rollout, "engine", None), []
+
+    def __call__(self, prompts, trainer):
+        out = self.rollout(prompts, trainer)
+        self.calls.append((out, own_logprobs(trainer, out), own_logprobs(trainer, out, adapter=False)))
+        return out
+
+
+def known_pairs(out: dict, values: list[list[float]]) -> list[tuple[float, float]]:
+    """(sampling log-probability, value) at every own token whose sampling log-probability is known."""
+    return [(lp, v) for lps, vs, mask in zip(out["logprobs"], values, out["env_mask"])
+            for lp, v, m in zip(lps, vs, mask) if m and not math.isnan(lp)]
+
+
+class VaryingJudge(Scripted):
+    """A judge whose scores follow the judged text, so a group's rollouts earn different rewards and a step trains."""
+
+    def choice_probs(self, requests):
+        import zlib
+
+        out = []
+        for r in requests:
+            bits = zlib.crc32(r.chat[1]["content"].encode())
+            weights = [1 + (bits >> (4 * k)) % 16 for k in range(len(ca.LABELS))]
+            out.append(ChoiceResult({k: w / sum(weights) for k, w in zip(ca.LABELS, weights)}, 1.0))
+        return out
+
+
+def moralchoice(shared_data, n: int = 2) -> list[Dilemma]:
+    from kit.selfplay.dilemmas import from_moralchoice
+
+    return from_moralchoice(str(shared_data / "moralchoice" / "dev.json"), n, 0)
+
+
+def selfplay_steps(tmp_path, ds: list[Dilemma], embedder, base: str, engine=None, trl: dict | None = None,
+                   max_turns: int = 3, turn_tokens: int = 8, wrap=lambda rollout: rollout):
+    """Two self-play GRPO steps (one per dilemma of ``ds``) of one group of two dialogues each (the judge's scores
+    follow the text, LoRA without dropout, a step large enough to move the policy), with :class:`Compared` around
+    the rollout function (around ``wrap(rollout)``)."""
+    from kit.config import TrainRecipe
+    from kit.selfplay.rollout import rollout_func
+    from kit.selfplay.training import selfplay_records
+    from kit.train.trainers import train
+
+    records, lookup = selfplay_records(ds, 0, 20)
+    compared = Compared(wrap(rollout_func(lookup, max_turns=max_turns, turn_tokens=turn_tokens, turn_words=20, seed=0,
+                                          batch_size=8, embedder=embedder, agree_cosine=AGREE_COSINE, engine=engine)))
+    recipe = TrainRecipe(lora={"lora_dropout": 0.0}, trl={
+        "num_train_epochs": 1, "num_generations": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-2,
+        "warmup_steps": 0.0, "temperature": 0.8, "max_steps": 2, **(trl or {})})
+    result = train("grpo", records, None, base, tmp_path / "sp", recipe, 0,
+                   reward_funcs=bind(["collective_agency", "joint_solution"],
+                                     JudgeContext(VaryingJudge(), {d.id: d for d in ds})),
+                   rewards={"test": 1}, rollout_func=compared)
+    return result, compared
+
+
+def check_sampling_logprobs(result, compared: Compared, atol: float, corrected: bool) -> dict:
+    """What two self-play steps must show (see the tests below); returns the measured differences."""
+    assert result.global_step == 2 and len(compared.calls) == 2
+    for out, _, _ in compared.calls:
+        for ids, lps, mask in zip(out["completion_ids"], out["logprobs"], out["env_mask"]):
+            assert len(lps) == len(ids) == len(mask)
+            assert all(lp == 0.0 for lp, m in zip(lps, mask) if not m)  # finite where trl masks the loss
+            first = mask.index(0) if 0 in mask else len(mask)  # the first own turn, then its end-of-turn token
+            assert not any(math.isnan(lp) for lp in lps[: first - 1])  # always drawn after the rendered setting
+    (out1, own1, _), (out2, own2, base2) = compared.calls
+    first, second, moved = known_pairs(out1, own1), known_pairs(out2, own2), known_pairs(out2, base2)
+    measured = {"first_step": max(abs(a - b) for a, b in first), "second_step": max(abs(a - b) for a, b in second),
+                "moved": max(abs(a - b) for a, b in moved)}
+    assert measured["first_step"] < atol and measured["second_step"] < atol, measured
+    assert measured["moved"] > 10 * atol, measured  # the second rollout is the updated policy's, not the base's
+    logged = [h for h in result.log_history if "reward" in h]
+    assert len(logged) == 2 and all(0 < h["selfplay/logprob_known"] <= 1 for h in logged)
+    for h in logged:
+        if corrected:  # trl's correction read them, aligned: its own recomputation agrees, ratio about 1
+            assert h["sampling/sampling_logp_difference/max"] < atol
+            assert abs(h["sampling/importance_sampling_ratio/mean"] - 1) < 10 * atol
+        else:
+            assert not any(k.startswith("sampling/") for k in h)
+    return measured
+
+
+@pytest.mark.parametrize("where", ["served", "in the trainer"])
+def test_two_selfplay_grpo_steps_on_the_transformers_backends_sampling_log_probabilities(tmp_path, shared_data,
+                                                                                         embedder, where):
+    """Served: the transformers backend serves the policy's adapter, saved before each rollout, and trl's
+    importance-sampling correction reads its log-probabilities (``EngineGRPOTrainer``). In the trainer: the policy
+    samples its own rollouts, on-policy, so trl (``use_vllm`` off) applies no correction; the log-probabilities
+    come back all the same. Either way they are the trained model's own within ``TRANSFORMERS_ATOL``, and the second
+    rollout is the updated policy's."""
+    from kit.llm.hf_backend import HFBackend
+    from kit.train.trainers import sampling_correction
+
+    engine = HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=8) if where == "served" else None
+    result, compared = selfplay_steps(tmp_path, moralchoice(shared_data), embedder, "tiny-random",
+                                      engine)
+    measured = check_sampling_logprobs(result, compared, TRANSFORMERS_ATOL, corrected=engine is not None)
+    print(f"{where}: sampling vs the trained model's log-probabilities, max |difference| {measured}")
+    if engine is not None:
+        served = [a for a in engine._adapters if "rollout-adapter" in a]
+        assert len(served) == 1 and engine._loads == 2  # one folder, loaded again after the step changed it
+    # what notebook 31 reports, from the run's records: the served path trained through EngineGRPOTrainer
+    found = sampling_correction(result.adapter_dir)
+    assert (found["sampler"], found["correction"]) == (("engine", True) if engine is not None else ("trainer", False))
+    assert 0 < found["logprob_known"] <= 1 and (found["importance_ratio"] is not None) == (engine is not None)
+
+
+def test_trls_correction_reads_the_rollouts_log_probabilities_as_returned(tmp_path, shared_data, embedder):
+    """Golden: rollout log-probabilities lowered by 0.1 nats on every own token whose value is known make trl's
+    per-token importance ratio exp(0.1) there and its logged mean difference 0.1 — the correction reads what the
+    rollout returns, token for token, not a copy of the trainer's own."""
+    from kit.llm.hf_backend import HFBackend
+
+    def lowered(rollout):
+        def lower(prompts, trainer):
+            out = rollout(prompts, trainer)
+            out["logprobs"] = [[lp - 0.1 if m and not math.isnan(lp) else lp for lp, m in zip(lps, mask)]
+                               for lps, mask in zip(out["logprobs"], out["env_mask"])]
+            return out
+
+        lower.engine = rollout.engine
+        return lower
+
+    engine = HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=8)
+    result, compared = selfplay_steps(tmp_path, moralchoice(shared_data), embedder, "tiny-random",
+                                      engine, {"max_steps": 1, "vllm_importance_sampling_mode": "token_truncate"},
+                                      wrap=lowered)
+    (logged,) = [h for h in result.log_history if "reward" in h]
+    (out, _, _), = compared.calls
+    # every own token: exp(0.1) where the log-probability is known, 1 (no correction) where it is NaN
+    ratios = [1.0 if math.isnan(lp) else math.exp(0.1)
+              for lps, mask in zip(out["logprobs"], out["env_mask"]) for lp, m in zip(lps, mask) if m]
+    assert 0 < sum(r > 1 for r in ratios) < len(ratios)  # both kinds are in this batch
+    assert logged["sampling/sampling_logp_difference/mean"] == pytest.approx(0.1, abs=1e-5)
+    assert logged["sampling/importance_sampling_ratio/mean"] == pytest.approx(sum(ratios) / len(ratios), abs=1e-5)
+    assert logged["sampling/importance_sampling_ratio/max"] == pytest.approx(math.exp(0.1), abs=1e-5)
+
+
+def tiny_qwen2(folder) -> str:
+    """A random two-layer Qwen2 in bfloat16 with the tiny model's tokenizer and chat template (head size 64, which
+    every vLLM attention backend on a GPU takes), saved to ``folder``; returns the folder."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from kit.llm.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("tiny-random").path)
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         tie_word_embeddings=True)
+    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+# nats per token between the sampling log-probabilities and the trained model's own in bfloat16 on a GPU: the
+# engine's kernels and the trainer's round differently at bfloat16's 8-bit mantissa (trl's correction exists for
+# this gap); the tiny random model's logits are small, so its gaps stay far below this
+CUDA_BF16_ATOL = 0.05
+
+
+def test_one_selfplay_grpo_step_on_cuda(tmp_path, embedder):
+    """The GPU node's path (make gpu-check): one self-play GRPO step of a tiny random Qwen2 in bfloat16 on CUDA,
+    with the recipe's defaults there — trl's colocated vLLM where vLLM is installed (weights synced before the
+    rollout, trl's importance-sampling correction on the rollouts' log-probabilities), else the policy in the
+    trainer. Needs no shared data. Skipped without a CUDA GPU."""
+    from importlib.util import find_spec
+
+    import torch
+
+    from kit.train.trainers import sampling_correction
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here: this is the GPU node's check (make gpu-check)")
+    other = Dilemma("d2", "generated", "Two villages share one well and the summer is dry.",
+                    Persona("Ida", "The older village dug the well and should draw first."),
+                    Persona("Tom", "Water is for everyone and should be shared equally."))
+    result, compared = selfplay_steps(tmp_path, [D, other], embedder, tiny_qwen2(tmp_path / "qwen2"),
+                                      trl={"max_steps": 1, "bf16": True})
+    assert result.global_step == 1 and len(compared.calls) == 1
+    (out, own, _), = compared.calls
+    assert out["logprobs"] is not None
+    for ids, lps, mask in zip(out["completion_ids"], out["logprobs"], out["env_mask"]):
+        assert len(lps) == len(ids) == len(mask) and all(lp == 0.0 for lp, m in zip(lps, mask) if not m)
+    gaps = [abs(a - b) for a, b in known_pairs(out, own)]
+    sampling = sampling_correction(result.adapter_dir)
+    print(f"one self-play GRPO step on {torch.cuda.get_device_name()}: sampler {sampling['sampler']}, correction "
+          f"{sampling['correction']}, own tokens with a sampling log-probability {sampling['logprob_known']}, "
+          f"max |sampling - trained| {max(gaps):.3g} nats (mean {sum(gaps) / len(gaps):.3g})")
+    assert gaps and max(gaps) < CUDA_BF16_ATOL
+    if find_spec("vllm") is not None:  # what recipes.py turns on there: trl's engine, and its correction
+        assert sampling["sampler"] == "trl-vllm" and sampling["correction"]
 
 
 def test_rollouts_take_trls_colocated_engine_and_refuse_server_mode():

@@ -161,6 +161,8 @@ class FakeLLM:
         self.kwargs = kwargs
         self.calls: list[dict] = []
         self.resets = 0
+        mode = kwargs.get("logprobs_mode", "raw_logprobs")  # where vLLM keeps it: llm.llm_engine.model_config
+        self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(logprobs_mode=mode))
 
     def reset_prefix_cache(self):
         self.resets += 1
@@ -176,12 +178,15 @@ class FakeLLM:
         outs = []
         for p in prompts:
             ids = p["prompt_token_ids"]
-            completion = types.SimpleNamespace(text=" ".join(map(str, ids)), logprobs=None, token_ids=ids[:2])
+            completion = types.SimpleNamespace(text=" ".join(map(str, ids)), logprobs=None, token_ids=ids[:2],
+                                               finish_reason="length")
             prompt_logprobs = None
             if kw.get("prompt_logprobs"):
                 prompt_logprobs = [None] + [{t: Logprob(-0.1 * pos)} for pos, t in enumerate(ids) if pos]
             if kw.get("logprobs") == -1:
                 completion.logprobs = [{t: Logprob(v) for t, v in enumerate(next_token_logprobs(ids))}]
+            elif kw.get("logprobs") == 0:  # the drawn token's, as processed_logprobs: one entry per step
+                completion.logprobs = [{t: Logprob(-0.5 * (i + 1))} for i, t in enumerate(completion.token_ids)]
             outs.append(types.SimpleNamespace(outputs=[completion], prompt_logprobs=prompt_logprobs,
                                               num_cached_tokens=len(ids) // 2))
         return outs
@@ -212,6 +217,7 @@ def test_backend_builds_engine_with_lora_and_full_logprobs(backend):
     assert kw["model"] == "org/tiny" and kw["revision"] == kw["tokenizer_revision"] == "abc123"
     assert kw["enable_lora"] is True and kw["max_loras"] == 4 and kw["max_lora_rank"] == 64
     assert kw["max_logprobs"] == -1 and kw["seed"] == 3 and kw["enable_prefix_caching"] is True
+    assert kw["logprobs_mode"] == "processed_logprobs" and backend.sampling_logprobs
     assert backend.identity == "org/tiny@abc123" and backend.name == "vllm"
     # a GPU node: vLLM's own KV-cache share, compiled graphs, chunked prefill
     assert not {"kv_cache_memory_bytes", "enforce_eager", "max_num_batched_tokens"} & set(kw)
@@ -326,3 +332,38 @@ def test_every_request_draws_its_own_stream_whatever_its_neighbours(backend):
     assert backend.stats["generate_calls"] == 4 and 0 < backend.stats["prefill_tokens_saved"] < prompt
     backend.reset_prefix_cache()  # benchmarks start each phase cold
     assert backend.llm.resets == 1
+
+
+def test_generate_sampled_asks_for_the_drawn_tokens_log_probabilities(backend):
+    reqs = [ChatRequest(chat(t), adapter=a) for t, a in zip(["hello", "the cat", "sat on a mat", "world"], ADAPTERS)]
+    params = GenParams(temperature=0.7, top_p=0.9, max_new_tokens=8, seed=1)
+    out = backend.generate_sampled(reqs, params)
+    call = backend.llm.calls[-1]
+    assert len(backend.llm.calls) == 1 and call["lora"] == expected_loras()
+    assert call["params"] == [{**vb.sampling_kwargs(params), "seed": vb.request_seed(1, r), "logprobs": 0} for r in reqs]
+    for prompt, o in zip(call["prompts"], out):
+        assert o.token_ids == tuple(prompt["prompt_token_ids"][:2]) and o.logprobs == (-0.5, -1.0) and not o.stopped
+        assert o.text == " ".join(map(str, prompt["prompt_token_ids"]))  # generate's text
+    with pytest.raises(ValueError, match="no stop strings"):
+        backend.generate_sampled(reqs, GenParams(max_new_tokens=4, stop=("\n",)))
+
+
+def test_sampled_from_reads_the_drawn_token_and_refuses_a_misaligned_output():
+    out = types.SimpleNamespace(text="ab", token_ids=[5, 9], logprobs=[{5: Logprob(-0.1), 2: Logprob(-3.0)},
+                                                                       {9: Logprob(None)}], finish_reason="stop")
+    sampled = vb.sampled_from(out)
+    assert sampled.token_ids == (5, 9) and sampled.logprobs[0] == -0.1 and math.isnan(sampled.logprobs[1])
+    assert sampled.stopped and not vb.sampled_from(types.SimpleNamespace(**{**vars(out), "finish_reason": "length"})).stopped
+    with pytest.raises(ValueError, match="lack the drawn token 9"):
+        vb.sampled_from(types.SimpleNamespace(text="ab", token_ids=[5, 9], logprobs=[{5: Logprob(-0.1)}, {2: Logprob(-1)}],
+                                              finish_reason="stop"))
+    with pytest.raises(ValueError, match="ask with logprobs=0"):
+        vb.sampled_from(types.SimpleNamespace(text="ab", token_ids=[5, 9], logprobs=None, finish_reason="stop"))
+
+
+def test_an_engine_in_raw_logprobs_mode_gives_no_sampled_log_probabilities(backend):
+    raw = vb.VLLMBackend.around(FakeLLM(logprobs_mode="raw_logprobs"))  # e.g. one built elsewhere, in vLLM's default
+    assert not raw.sampling_logprobs
+    with pytest.raises(ValueError, match="logprobs_mode='processed_logprobs'"):
+        raw.generate_sampled([ChatRequest(chat("hello"))], GenParams(temperature=1.0, seed=1))
+    assert vb.VLLMBackend.around(FakeLLM(logprobs_mode="processed_logprobs")).sampling_logprobs

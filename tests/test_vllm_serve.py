@@ -16,8 +16,8 @@ pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm`
 from kit.config import ModelParams  # noqa: E402
 from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest  # noqa: E402
 from kit.llm.models import SMOLLM2  # noqa: E402
-from tests.test_vllm_engine import (NEAR_TIE, SCORE_ATOL, TOKENS, adapters, first_divergence, model,  # noqa: E402,F401
-                                    questions, reference, top_two_gap)
+from tests.test_vllm_engine import (NEAR_TIE, SCORE_ATOL, TOKENS, adapters, check_sampled,  # noqa: E402,F401
+                                    first_divergence, model, questions, reference, top_two_gap)
 
 pytestmark = pytest.mark.vllm
 SERVED_PROB_ATOL = 5e-3
@@ -86,3 +86,9 @@ def test_served_seeded_sampling_reproduces_itself_and_samples_differ(served):
     first, again = served.generate(reqs, gp), served.generate(reqs, gp)
     assert first == again
     assert len(set(first)) == len(first)
+
+
+def test_served_sampled_tokens_and_log_probabilities_are_the_samplers(served, reference):
+    """/v1/completions with logprobs 0 and token ids, the server run with --logprobs-mode processed_logprobs
+    (kit.llm.serve): what the in-process engine gives (tests/test_vllm_engine.py::check_sampled)."""
+    print(f"served vLLM: sampling log-probabilities within {check_sampled(served, reference):.2e} of transformers'")

@@ -23,7 +23,7 @@ from kit.selfplay.rewards import JudgeContext
 from kit.selfplay.rollout import rollout_func
 from kit.selfplay.training import selfplay_records, single_records
 from kit.train.rewards import bind
-from kit.train.trainers import reward_fell, reward_history, train
+from kit.train.trainers import reward_fell, reward_history, sampling_correction, train
 
 TRAINED = ("single_agent_grpo", "self_play_grpo")
 
@@ -45,9 +45,18 @@ def reward_parts(session, weights: dict[str, float], dilemmas: list[Dilemma]) ->
             "dilemmas": cache_key([d.as_dict() for d in dilemmas])}
 
 
-def _recipe(recipe, weights: dict[str, float], served: bool = False):
-    # rollouts through the profile's engine need no second vLLM engine inside trl (unless a param asks for one)
-    trl = {**({"use_vllm": False} if served else {}), **recipe.trl, "reward_weights": list(weights.values())}
+def _recipe(recipe, weights: dict[str, float], engine=None, where: str = "selfplay.policy"):
+    """The recipe with the rewards' weights. Rollouts through the profile's ``engine`` need no second vLLM engine
+    inside trl (unless a param asks for one), and trl's importance-sampling correction reads that engine's sampling
+    log-probabilities (``kit.train.correction``) — turned off here, explicitly, where the engine gives none."""
+    from kit.config import ParamsError
+
+    trl = {**({"use_vllm": False} if engine is not None else {}), **recipe.trl, "reward_weights": list(weights.values())}
+    if engine is not None and not engine.sampling_logprobs:
+        if trl.get("vllm_importance_sampling_correction"):
+            raise ParamsError(f"{where}.trl.vllm_importance_sampling_correction: true, but the {engine.name} engine that "
+                              "rolls out gives no sampling log-probabilities; fix: set it false")
+        trl["vllm_importance_sampling_correction"] = False
     return recipe.model_copy(update={"trl": trl})
 
 
@@ -69,7 +78,7 @@ def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]
                            session.embedder, sp.agree_cosine, engine=engine)
     with session.timed("train self_play_grpo", row="self_play_grpo"):
         result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "self_play_grpo",
-                       _recipe(sp.policy, sp.rewards, served=engine is not None), p.seed,
+                       _recipe(sp.policy, sp.rewards, engine), p.seed,
                        reward_funcs=bind(list(sp.rewards), context),
                        rewards=reward_parts(session, sp.rewards, dilemmas), rollout_func=rollout)
     return result.adapter_dir, records
@@ -83,7 +92,7 @@ def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dic
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
     with session.timed("train single_agent_grpo", row="single_agent_grpo"):
         result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "single_agent_grpo",
-                       _recipe(sp.single, sp.single_rewards), p.seed,
+                       _recipe(sp.single, sp.single_rewards, where="selfplay.single"), p.seed,
                        reward_funcs=bind(list(sp.single_rewards), context),
                        rewards=reward_parts(session, sp.single_rewards, dilemmas))
     return result.adapter_dir, records
@@ -140,10 +149,41 @@ def reward_figure(session, history: pd.DataFrame) -> None:
         ax.legend(fontsize=7)
 
 
-def key_numbers(session, records: dict[str, list[dict]], history: pd.DataFrame, held_out_ids: set[str]) -> dict:
+SAMPLERS = {"trl-vllm": "trl's colocated vLLM engine, its weights synced from the policy before each rollout",
+            "engine": "the profile's engine, serving the policy's adapter saved before each rollout",
+            "trainer": "the policy itself, in the trainer (on-policy: trl corrects nothing)"}
+
+
+def sampling(adapter_dirs: dict[str, Path]) -> dict[str, dict]:
+    """Per method: who sampled its rollouts and whether trl's importance-sampling correction read their
+    log-probabilities, with what it measured (``kit.train.trainers.sampling_correction``)."""
+    return {m: sampling_correction(a) for m, a in adapter_dirs.items()}
+
+
+def sampling_lines(found: dict[str, dict]) -> str:
+    """One line per method: the sampler, and the correction with its mean ratio, or why it is off."""
+    lines = []
+    for method, s in found.items():
+        if s["correction"]:
+            said = (f"trl's importance-sampling correction on (mean ratio {s['importance_ratio']:.4f}, mean "
+                    f"|trainer − sampling| log-probability {s['logp_difference']:.2e} nats per token)")
+        elif s["sampler"] == "trainer":
+            said = "no importance-sampling correction (not needed)"
+        else:
+            said = "importance-sampling correction OFF" + (" (vllm_importance_sampling_correction: false)"
+                                                           if not s["correction_asked"] else "")
+        known = "" if s["logprob_known"] is None else \
+            f"; own tokens with a known sampling log-probability: {s['logprob_known']:.0%}"
+        lines.append(f"{method}: sampled by {SAMPLERS[s['sampler']]}; {said}{known}")
+    return "\n".join(lines)
+
+
+def key_numbers(session, records: dict[str, list[dict]], history: pd.DataFrame, held_out_ids: set[str],
+                sampled: dict[str, dict] | None = None) -> dict:
     out = {"records": {m: len(r) for m, r in records.items()},
            "heldout_in_training": len(held_out_ids & {r["dilemma_id"] for rs in records.values() for r in rs}),
-           "seconds": {m: session.timings.get(f"train {m}") for m in TRAINED}}
+           "seconds": {m: session.timings.get(f"train {m}") for m in TRAINED},
+           **({"sampling": sampled} if sampled is not None else {})}
     for method, g in history.groupby("method", sort=False) if len(history) else ():
         out[method] = {"steps": len(g), "reward_first": round(float(g["reward"].iloc[0]), 4),
                        "reward_last": round(float(g["reward"].iloc[-1]), 4), "reward_fell": reward_fell(g["reward"])}

@@ -112,6 +112,44 @@ class GenParams:
 
 
 @dataclass(frozen=True)
+class Sampled:
+    """A sampled completion with the tokens the engine drew and the log-probability of each.
+
+    ``token_ids`` are the drawn ids in order; ``stopped`` says the engine stopped on the last of them, an
+    end-of-sequence token (else it ran out of ``max_new_tokens``); ``text`` is what ``generate`` returns for
+    the same call (special tokens skipped). ``logprobs[i]`` is the natural log of the
+    probability ``token_ids[i]`` had in the distribution it was drawn from: softmax(logits /
+    temperature) within the top-p nucleus, renormalised — vLLM's ``processed_logprobs``, what trl's
+    importance-sampling correction compares with the trainer's own. Greedy decoding: the untempered
+    log-softmax of the chosen token, as vLLM gives it.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    stopped: bool
+
+    def __post_init__(self):
+        object.__setattr__(self, "token_ids", tuple(int(t) for t in self.token_ids))
+        object.__setattr__(self, "logprobs", tuple(float(v) for v in self.logprobs))
+        if len(self.token_ids) != len(self.logprobs):
+            raise ValueError(f"{len(self.token_ids)} sampled tokens but {len(self.logprobs)} log-probabilities")
+        if self.stopped and not self.token_ids:
+            raise ValueError("a sampled completion that stopped on a token holds that token")
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "token_ids": list(self.token_ids), "logprobs": list(self.logprobs),
+                "stopped": self.stopped}
+
+
+def refuse_stop_strings(params: GenParams, backend: str) -> None:
+    """Sampled generation returns the drawn ids: a stop string would cut the text but not the ids."""
+    if params.stop:
+        raise ValueError(f"{backend}: generate_sampled takes no stop strings (got {list(params.stop)}): they cut the "
+                         "text but not the drawn token ids; use generate, or stop on the end-of-turn token")
+
+
+@dataclass(frozen=True)
 class ChoiceResult:
     """Renormalised option probabilities and the raw probability mass that fell on the labels."""
 
@@ -127,10 +165,19 @@ class Backend(abc.ABC):
     name: str
     identity: str
     numerics: str = ""
+    # whether generate_sampled gives the drawn tokens and their sampling log-probabilities
+    sampling_logprobs: bool = False
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
         """Chat completions, one text per request, in request order."""
+
+    def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
+        """``generate`` with the drawn token ids and each one's sampling log-probability (:class:`Sampled`), in
+        request order; the texts are ``generate``'s. Stop strings are refused: they cut the text, not the ids.
+        Backends that cannot tell them say so with ``sampling_logprobs = False`` and raise here."""
+        raise NotImplementedError(f"the {self.name} backend gives no sampling log-probabilities (sampling_logprobs "
+                                  "is False); ask for texts with generate")
 
     @abc.abstractmethod
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Callable, Sequence, TypeVar
 
-from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest
 from kit.llm.chat import render_chat
 from kit.run import cost
 from kit.run.cache import Cache, cache_key
@@ -23,6 +23,7 @@ class CachedBackend(Backend):
     def __init__(self, inner: Backend, cache: Cache):
         self.inner, self.cache = inner, cache
         self.name, self.identity, self.numerics = inner.name, inner.identity, inner.numerics
+        self.sampling_logprobs = inner.sampling_logprobs
         self._adapter_ids: dict[str, str] = {}
 
     def reset_prefix_cache(self) -> None:
@@ -71,6 +72,18 @@ class CachedBackend(Backend):
                                 lambda t: t, lambda t: t, {"params": params.key()})
         if cost.measuring():
             cost.count(calls=len(requests), generated_tokens=self._tokens(list(out)), model=self.identity)
+        return out
+
+    def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
+        """The inner backend's, cached as ``generate`` is (seeded or greedy only) under a verb of its own: an entry
+        holds the drawn ids and log-probabilities beside the text, and a text-only entry has none to give."""
+        if not params.deterministic:
+            out = self.inner.generate_sampled(requests, params)
+        else:
+            out = self._through("generate_sampled", requests, lambda rs: self.inner.generate_sampled(rs, params),
+                                Sampled.as_dict, lambda d: Sampled(**d), {"params": params.key()})
+        if cost.measuring():
+            cost.count(calls=len(requests), generated_tokens=self._tokens([s.text for s in out]), model=self.identity)
         return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:

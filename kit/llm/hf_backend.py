@@ -33,12 +33,13 @@ import torch
 from transformers import LogitsProcessorList
 
 from kit.llm import kv_cache
-from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+from kit.llm.base import (Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest,
+                          refuse_stop_strings)
 from kit.llm.chat import label_token_ids, render_chat
 from kit.llm.kv_cache import new_cache, row_layers
 from kit.llm.models import ResolvedModel, resolve_model
 from kit.llm.prefix_store import Layers, PrefixStore, common_length
-from kit.llm.sampling import NucleusSampler
+from kit.llm.sampling import ChosenLogprob, NucleusSampler
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def numerics(dtype: str = "auto", device: str = "auto") -> str:
 
 class HFBackend(Backend):
     name = "transformers"
+    sampling_logprobs = True
 
     def __init__(self, model: str | ResolvedModel, *, revision: str | None = None, dtype: str = "auto",
                  device: str = "auto", batch_size: int = 8, trust_remote_code: bool = False,
@@ -260,29 +262,49 @@ class HFBackend(Backend):
     # --- verbs ----------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
+        return [text for text, _, _ in self._generate_rows(requests, params, keep_logprobs=False)]
+
+    @torch.inference_mode()
+    def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
+        refuse_stop_strings(params, self.name)
+        ends = set(_as_list(self.model.generation_config.eos_token_id))
+        return [Sampled(text, ids, logprobs, bool(ids) and ids[-1] in ends)
+                for text, ids, logprobs in self._generate_rows(requests, params, True)]
+
+    def _generate_rows(self, requests: Sequence[ChatRequest], params: GenParams,
+                       keep_logprobs: bool) -> list[tuple[str, list[int], list[float]]]:
+        """(text, drawn ids through the first end-of-sequence token, their sampling log-probabilities) per request;
+        the ids and log-probabilities stay empty unless ``keep_logprobs``."""
         prompts = [self._encode(render_chat(self.tokenizer, r.chat)) for r in requests]
-        out: list[str] = [""] * len(requests)
+        out: list[tuple[str, list[int], list[float]]] = [("", [], [])] * len(requests)
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        ends = set(_as_list(self.model.generation_config.eos_token_id))  # what stops generate
         # token order puts prompts with a common prefix next to each other, so they share a batch
         order = prompts if self.prefix_sharing else [len(p) for p in prompts]
         for adapter, idx in self._batches(requests, order):
             seqs = [prompts[i] for i in idx]
             with self._using(adapter):
-                ids, new = self._generate_batch(seqs, adapter, params)
+                ids, new, logprobs = self._generate_batch(seqs, adapter, params, keep_logprobs)
             self.stats["prompt_tokens"] += sum(map(len, seqs))
             self.stats["generate_calls"] += 1
             self.stats["generated_tokens"] += int((new != self.tokenizer.pad_token_id).sum())
             for row, i in enumerate(idx):
-                out[i] = _cut_at_stop(self.tokenizer.decode(new[row], skip_special_tokens=True), params.stop)
+                text = _cut_at_stop(self.tokenizer.decode(new[row], skip_special_tokens=True), params.stop)
+                drawn: list[int] = []
+                if keep_logprobs:  # a finished row is padded after its end-of-sequence token
+                    produced = new[row].tolist()
+                    drawn = produced[: next((j + 1 for j, t in enumerate(produced) if t in ends), len(produced))]
+                out[i] = (text, drawn, logprobs[row, : len(drawn)].tolist() if keep_logprobs else [])
         self.stats["requests"] += len(requests)
         return out
 
-    def _generate_batch(self, seqs: list[list[int]], adapter: str | None,
-                        params: GenParams) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the batch's input ids, its new tokens). Prefixes shared in the batch are prefilled once and
-        those run in earlier calls not at all; every row's keys and values are stored for later calls."""
-        kwargs = self.generate_kwargs(params)
+    def _generate_batch(self, seqs: list[list[int]], adapter: str | None, params: GenParams,
+                        keep_logprobs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(the batch's input ids, its new tokens, each new token's sampling log-probability or None). Prefixes
+        shared in the batch are prefilled once and those run in earlier calls not at all; every row's keys and
+        values are stored for later calls."""
+        kwargs = self.generate_kwargs(params, keep_logprobs)
         # without a store across calls, one for this call alone still serves the batch's shared prefixes
         store = (self.store if self.store is not None else PrefixStore(2**62, MIN_SHARED_PREFIX)) \
             if self.prefix_sharing else None
@@ -299,7 +321,13 @@ class HFBackend(Backend):
         new = gen[:, ids.shape[1]:]
         if self.store is not None:
             self._keep(adapter, ids, mask, new, cache)
-        return ids, new
+        logprobs = None
+        if keep_logprobs:  # the last processor kept one (rows,) tensor per generation step
+            kept = kwargs["logits_processor"][-1].logprobs
+            logprobs = torch.stack(kept, dim=1) if kept else torch.zeros((new.shape[0], 0))
+            if logprobs.shape[1] != new.shape[1]:
+                raise RuntimeError(f"kept {logprobs.shape[1]} sampling log-probabilities for {new.shape[1]} new tokens")
+        return ids, new, logprobs
 
     def _prefill_shared(self, seqs: list[list[int]], adapter: str | None, store: PrefixStore) -> int:
         """Run the prefixes that rows of this batch share (``prefix_groups``) and ``store`` doesn't hold
@@ -353,14 +381,18 @@ class HFBackend(Backend):
                             torch.arange(width, width + min(k, cached - width), device=ids.device)])
             self.store.put(adapter, torch.cat([ids[row], new[row]])[at].tolist(), row_layers(cache, row, at))
 
-    def generate_kwargs(self, params: GenParams) -> dict:
-        """transformers ``generate`` arguments for backend-neutral sampling params."""
+    def generate_kwargs(self, params: GenParams, keep_logprobs: bool = False) -> dict:
+        """transformers ``generate`` arguments for backend-neutral sampling params; with ``keep_logprobs`` the last
+        logits processor keeps each drawn token's sampling log-probability (``kit.llm.sampling``)."""
         # greedy decoding either way: a sampled call draws in NucleusSampler, which leaves one token
         # per row; None overrides the sampling defaults a model's generation_config may carry
         kw = dict(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens or None,
                   pad_token_id=self.tokenizer.pad_token_id, do_sample=False, temperature=None, top_p=None, top_k=None)
         if not params.greedy:
-            kw.update(logits_processor=LogitsProcessorList([NucleusSampler(params.temperature, params.top_p)]))
+            kw.update(logits_processor=LogitsProcessorList([NucleusSampler(params.temperature, params.top_p,
+                                                                           keep_logprobs)]))
+        elif keep_logprobs:
+            kw.update(logits_processor=LogitsProcessorList([ChosenLogprob()]))
         if params.stop:
             kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         return kw

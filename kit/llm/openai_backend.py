@@ -11,6 +11,10 @@ The verbs:
 
 - ``generate``: ``/v1/chat/completions``, one request per ``ChatRequest`` with its own seed
   (``vllm_backend.request_seed``), so the k-th sample of a prompt is drawn as the in-process engines draw it.
+- ``generate_sampled`` (``api: completions`` only): ``/v1/completions`` with the prompt as token ids, ``logprobs: 0``
+  and ``return_tokens_as_token_ids``: the drawn ids and their log-probabilities, which are the sampling
+  distribution's only where the server runs ``--logprobs-mode processed_logprobs`` (``python -m kit serve`` does).
+  A chat endpoint renders the prompt itself and a hosted one names no token ids: no sampled log-probabilities.
 - ``score``: ``/v1/completions`` with the prompt as token ids, ``echo`` and ``logprobs``: the prompt's own
   log-probabilities, the continuation's read off. Only ``api: completions`` (hosted chat APIs return no
   prompt log-probabilities; ``python -m kit check`` refuses a role that needs ``score`` there).
@@ -35,6 +39,7 @@ import email.utils
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -46,7 +51,8 @@ from typing import Any, Callable, Sequence
 import httpx
 from scipy.special import logsumexp
 
-from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+from kit.llm.base import (Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest,
+                          refuse_stop_strings)
 from kit.llm.chat import label_token_ids
 from kit.llm.vllm_backend import choice_from_logprobs, encode_prompt, request_seed, score_prompt
 from kit.run import cost
@@ -200,6 +206,24 @@ def served_adapter(models: dict, path: str, name: str) -> str | None:
     return None
 
 
+def token_id(token: str) -> int:
+    """The id in a "token_id:N" token string (``return_tokens_as_token_ids``)."""
+    if not isinstance(token, str) or not token.startswith("token_id:"):
+        raise ValueError(f"token {token!r} is not a token id; the server ignored return_tokens_as_token_ids")
+    return int(token.removeprefix("token_id:"))
+
+
+def sampled_from_completion(choice: dict) -> Sampled:
+    """A :class:`Sampled` from a ``/v1/completions`` choice asked with ``logprobs: 0`` and token ids (a null
+    log-probability is kept as NaN, trl's "not known"; finish reason ``stop``: it stopped on its last token)."""
+    logprobs = choice.get("logprobs") or {}
+    tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
+    if tokens is None or values is None or len(tokens) != len(values):
+        raise ValueError("the reply has no per-token logprobs (tokens, token_logprobs) of equal length")
+    return Sampled(choice.get("text") or "", [token_id(t) for t in tokens],
+                   [math.nan if v is None else float(v) for v in values], choice.get("finish_reason") == "stop")
+
+
 def top_logprobs_by_id(entry: dict) -> dict[int, float]:
     """A completions reply's first-token top log-probabilities keyed by token id ("token_id:N" keys)."""
     out: dict[int, float] = {}
@@ -237,6 +261,7 @@ class OpenAIBackend(Backend):
         self.client = Client(urls, api_key_env=api_key_env, timeout_s=timeout_s, max_retries=max_retries,
                              max_concurrency=max_concurrency, sleep=sleep, seed=seed)
         self.api, self.tokenizer, self.top_logprobs = api, tokenizer, top_logprobs
+        self.sampling_logprobs = api == "completions"
         self._models = {url: self.client.request("GET", "/models", start=i) for i, url in enumerate(self.client.urls)}
         served = {url: served_base(m, url, served_model) for url, m in self._models.items()}
         if len(set(served.values())) != 1:
@@ -345,6 +370,31 @@ class OpenAIBackend(Backend):
             if content is None:
                 raise EndpointError(f"/chat/completions: reply has no message content: {first_line(json.dumps(reply))}")
             out.append(content)
+        return out
+
+    def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
+        refuse_stop_strings(params, self.name)
+        if self.api != "completions":
+            raise EndpointError(f"{self.identity}: api: chat renders prompts on the server and names no token ids, so "
+                                "no sampled log-probabilities; serve the model behind /v1/completions (api: completions)")
+        if not requests:
+            return []
+        common: dict[str, Any] = {"max_tokens": params.max_new_tokens, "top_p": params.top_p,
+                                  "temperature": 0.0 if params.greedy else params.temperature, "logprobs": 0,
+                                  "return_tokens_as_token_ids": True}
+        if params.min_new_tokens:
+            common["min_tokens"] = params.min_new_tokens
+        bodies = [{"prompt": encode_prompt(self.tokenizer, r.chat), **common,
+                   **({"seed": request_seed(params.seed, r)} if params.seed is not None and not params.greedy else {})}
+                  for r in requests]
+        replies = self._send("/completions", requests, bodies)
+        self._count(replies, "completion_tokens", "generated_tokens")
+        out = []
+        for reply in replies:
+            try:
+                out.append(sampled_from_completion(self._choice(reply, "/completions")))
+            except (TypeError, ValueError) as exc:
+                raise EndpointError(f"/completions: generate_sampled: {exc}: {first_line(json.dumps(reply))}") from None
         return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:

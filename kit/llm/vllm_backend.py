@@ -26,7 +26,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.special import logsumexp
 
-from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Message, ScoreRequest
+from kit.llm.base import (Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Message, Sampled, ScoreRequest,
+                          refuse_stop_strings)
 from kit.llm.chat import label_token_ids, render_chat
 from kit.run import seeds
 from kit.run.cache import cache_key
@@ -90,6 +91,31 @@ def score_prompt(tokenizer, req: ScoreRequest) -> tuple[list[int], int]:
 
 def _logprob(entry) -> float:
     return float(getattr(entry, "logprob", entry))
+
+
+# The engine returns the log-probabilities its sampler drew from (temperature and top-p applied) rather than the
+# raw ones: what trl's own colocated engine sets, and what its importance-sampling correction compares with the
+# trainer's. Greedy requests and prompt log-probabilities (score, choice_probs) read the same in either mode.
+LOGPROBS_MODE = "processed_logprobs"
+
+
+def sampled_from(completion) -> Sampled:
+    """A :class:`Sampled` from one vLLM ``CompletionOutput`` asked with ``logprobs=0``: each step's entry holds
+    the drawn token (vLLM gives ``None`` for a NaN log-probability: kept as NaN, trl's "not known"); finish reason
+    ``stop`` (no stop strings here) means it stopped on its last token, an end-of-sequence one."""
+    ids = list(completion.token_ids)
+    steps = completion.logprobs
+    if steps is None or len(steps) != len(ids):
+        raise ValueError(f"vLLM returned {0 if steps is None else len(steps)} sampled log-probabilities for "
+                         f"{len(ids)} tokens; ask with logprobs=0")
+    values = []
+    for pos, (token, entry) in enumerate(zip(ids, steps)):
+        if token not in entry:
+            raise ValueError(f"vLLM's log-probabilities lack the drawn token {token} at step {pos}")
+        value = entry[token]
+        value = _logprob(value) if getattr(value, "logprob", value) is not None else math.nan
+        values.append(value)
+    return Sampled(completion.text, ids, values, completion.finish_reason == "stop")
 
 
 def continuation_logprobs(prompt_logprobs: Sequence[Mapping[int, Any] | None], token_ids: Sequence[int],
@@ -176,6 +202,13 @@ def platform_settings(cpu: bool, kv_cache_gb: float | None, enforce_eager: bool 
     return out
 
 
+def logprobs_mode(llm) -> str:
+    """Which log-probabilities a ``vllm.LLM`` returns (its model config's ``logprobs_mode``; vLLM's default
+    ``raw_logprobs`` where the config does not say)."""
+    config = getattr(getattr(llm, "llm_engine", None), "model_config", None) or getattr(llm, "model_config", None)
+    return str(getattr(config, "logprobs_mode", "raw_logprobs"))
+
+
 def startup_utilization(model) -> float:
     """The ``gpu_memory_utilization`` an engine starts with. vLLM refuses to start unless that share of the GPU
     is free, even when ``kv_cache_memory_bytes`` sizes its cache; so with ``model.kv_cache_gb`` set on a GPU the
@@ -248,8 +281,10 @@ class VLLMBackend(Backend):
             enable_prefix_caching=True,
             # a stage that trains or merges puts the engine to sleep (weights to host memory, KV cache freed)
             enable_sleep_mode=sleep_mode(current_platform),
-            **({"max_num_batched_tokens": max_num_batched_tokens} if max_num_batched_tokens else {}),
-            **platform_settings(current_platform.is_cpu(), kv_cache_gb, enforce_eager, max_model_len),
+            logprobs_mode=LOGPROBS_MODE,
+            # the CPU's settings win: one scheduler step holds a whole batch's prompts there
+            **{**({"max_num_batched_tokens": max_num_batched_tokens} if max_num_batched_tokens else {}),
+               **platform_settings(current_platform.is_cpu(), kv_cache_gb, enforce_eager, max_model_len)},
         )
         self._wire(llm, identity, numerics(dtype, tensor_parallel_size, quantization))
         self._sleeps, self._lora_enabled = sleep_mode(current_platform), max_loras > 0
@@ -264,6 +299,8 @@ class VLLMBackend(Backend):
         self._lora_ids: dict[str, int] = {}
         self.llm, self.tokenizer, self.identity, self.numerics = llm, llm.get_tokenizer(), identity, numerics_
         self.asleep, self._sleeps = False, False
+        # an engine built elsewhere (trl's) may return raw log-probabilities: then no sampled ones from here
+        self.sampling_logprobs = logprobs_mode(llm) == LOGPROBS_MODE
         # the transformers backend's counters; prefill_tokens_saved: prompt tokens the prefix cache served
         self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0,
                       "prompt_tokens": 0, "prefill_tokens_saved": 0}
@@ -329,10 +366,20 @@ class VLLMBackend(Backend):
                                  lora_request=self._loras(requests), use_tqdm=False)
 
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
+        return [o.outputs[0].text for o in self._generate(requests, params, {})]
+
+    def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
+        refuse_stop_strings(params, self.name)
+        if not self.sampling_logprobs:
+            raise ValueError(f"this vLLM engine returns {logprobs_mode(self.llm)}, not the sampling distribution's "
+                             f"log-probabilities; build it with logprobs_mode={LOGPROBS_MODE!r}")
+        return [sampled_from(o.outputs[0]) for o in self._generate(requests, params, {"logprobs": 0})]
+
+    def _generate(self, requests: Sequence[ChatRequest], params: GenParams, extra: dict) -> list:
         if not requests:
             return []
         prompts = [encode_prompt(self.tokenizer, r.chat) for r in requests]
-        kwargs = sampling_kwargs(params)
+        kwargs = {**sampling_kwargs(params), **extra}
         if params.seed is not None and not params.greedy:
             sampling = [self._sampling_params(**{**kwargs, "seed": request_seed(params.seed, r)}) for r in requests]
         else:  # greedy decoding draws nothing: one SamplingParams for the call
@@ -343,7 +390,7 @@ class VLLMBackend(Backend):
         self.stats["prompt_tokens"] += sum(map(len, prompts))
         self.stats["generated_tokens"] += sum(len(o.outputs[0].token_ids) for o in outputs)
         self.stats["prefill_tokens_saved"] += sum(getattr(o, "num_cached_tokens", 0) or 0 for o in outputs)
-        return [o.outputs[0].text for o in outputs]
+        return outputs
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         if not requests:

@@ -6,7 +6,8 @@ Collective Agency score with the loss on its own dialogue tokens.
 - ``dialogue``: each side's view, turn alternation, the joint-solution marker, lock-step play;
 - ``judge``: the Collective Agency rubric and the expected score from one forward pass;
 - ``rewards``: the GRPO reward functions (registered in ``kit.train.rewards``);
-- ``rollout``: trl's ``rollout_func`` — token streams with ``env_mask`` on the policy's own turns;
+- ``rollout``: trl's ``rollout_func`` — token streams with ``env_mask`` on the policy's own turns and the
+  log-probabilities its tokens were sampled with;
 - ``training``: the self-play and single-agent training records;
 - ``evaluation``: held-out dialogues per method, scores and the table.
 """

@@ -1,5 +1,6 @@
 """Finetuning on negotiation data: records from traces (``records``), trl recipes (``recipes``), LoRA
-training (``trainers``) and the ``python -m kit train`` command (``cli``).
+training (``trainers``), trl's importance-sampling correction for rollouts a kit engine sampled
+(``correction``) and the ``python -m kit train`` command (``cli``).
 
 trl, peft and datasets are imported only when a trainer runs, so importing this package is cheap.
 """

@@ -165,7 +165,9 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
 
     Online methods (GRPO) also take ``reward_funcs`` (trl reward functions) and ``rewards``, a
     description of them for the fingerprint (their names, weights, and the models they read), and
-    may take a ``rollout_func`` (trl's multi-turn rollouts; describe it in ``rewards`` too).
+    may take a ``rollout_func`` (trl's multi-turn rollouts; describe it in ``rewards`` too). A rollout function
+    whose ``engine`` attribute names a backend outside the trainer trains with
+    ``kit.train.correction.EngineGRPOTrainer``: trl's importance-sampling correction on its log-probabilities.
 
     ``output_dir/fingerprint.json`` records what the run depends on (:func:`train_parts`). A
     finished adapter with the same fingerprint is reused; an unfinished run with the same one
@@ -220,6 +222,9 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
             if not spec.online:
                 raise ValueError(f"{method} samples no rollouts; rollout_func is for online methods (grpo)")
             online["rollout_func"] = rollout_func
+            if method == "grpo" and getattr(rollout_func, "engine", None) is not None:
+                # rollouts an engine outside the trainer sampled: trl's importance-sampling correction on them
+                from kit.train.correction import EngineGRPOTrainer as trainer_cls
         trainer = trainer_cls(model=model, args=args, processing_class=tok, peft_config=lora_config(recipe.lora), **online,
                               train_dataset=_dataset(train_records, method),
                               eval_dataset=_dataset(eval_records, method) if eval_records else None,
@@ -240,7 +245,8 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     if trainer.is_world_process_zero():
         atomic_write_json(output_dir / "log_history.json", history)
         atomic_write_json(output_dir / "train_config.json", secrets.redact({
-            "method": method, "base_model": base_model, "base_identity": resolved.identity, "seed": seed,
+            "method": method, "trainer": type(trainer).__name__, "base_model": base_model,
+            "base_identity": resolved.identity, "seed": seed,
             "lora": recipe.lora, "trl": recipe.trl, "per_method": per_method, "args": args.to_dict(),
             "n_train": len(train_records), "n_eval": len(eval_records),
             "global_step": trainer.state.global_step, "resumed_from": last, "versions": _versions(),
@@ -298,6 +304,36 @@ def reward_history(adapter_dir: Path):
              **{k.split("/")[1]: v for k, v in h.items() if k.startswith("rewards/") and k.endswith("/mean")}}
             for h in history if "reward" in h]
     return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+
+
+def sampling_correction(adapter_dir: Path) -> dict:
+    """How a finished GRPO run's rollouts were sampled and corrected, from its own records (train_config.json and
+    log_history.json beside the adapter):
+
+    - ``sampler``: ``trl-vllm`` (trl's own vLLM engine, ``use_vllm``), ``engine`` (an engine of the kit's through a
+      rollout function: ``kit.train.correction.EngineGRPOTrainer``) or ``trainer`` (the trained model generates:
+      on-policy, so trl corrects nothing);
+    - ``correction``: whether trl's importance-sampling correction ran, i.e. logged its ratios;
+    - the means over the logged steps of trl's ``sampling/sampling_logp_difference/mean`` (|trainer's − sampling
+      log-probability| per token) and ``sampling/importance_sampling_ratio/mean``, and of the rollout's
+      ``selfplay/logprob_known`` (the share of own tokens with a known sampling log-probability); None where not logged.
+    """
+    folder = Path(adapter_dir).parent
+    config = read_json(folder / "train_config.json", {})
+    args = config.get("args", {})
+    sampler = "trl-vllm" if args.get("use_vllm") else "engine" if config.get("trainer") == "EngineGRPOTrainer" \
+        else "trainer"
+    steps = [h for h in read_json(folder / "log_history.json", []) if "reward" in h]
+
+    def mean(key: str) -> float | None:
+        values = [float(h[key]) for h in steps if h.get(key) is not None and not math.isnan(float(h[key]))]
+        return round(sum(values) / len(values), 6) if values else None
+
+    return {"sampler": sampler, "correction": mean("sampling/importance_sampling_ratio/mean") is not None,
+            "correction_asked": bool(args.get("vllm_importance_sampling_correction")),
+            "logp_difference": mean("sampling/sampling_logp_difference/mean"),
+            "importance_ratio": mean("sampling/importance_sampling_ratio/mean"),
+            "logprob_known": mean("selfplay/logprob_known")}
 
 
 def reward_fell(rewards, window: int | None = None) -> bool | None:
