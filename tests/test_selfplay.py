@@ -417,7 +417,7 @@ def test_a_backend_without_sampling_log_probabilities_is_refused_while_the_corre
     assert drawn is None and len(dialogues[0].turns) == 2  # texts only; the rollout returns logprobs None
     # notebook 31's recipe turns the correction off, explicitly, for an engine without them; asked for, it stops
     from kit.config import ParamsError, TrainRecipe
-    from kit.lessons.selfplay_training import _recipe
+    from kit.train.rollouts import grpo_recipe as _recipe
 
     recipe = TrainRecipe(trl={"learning_rate": 1e-4})
     assert _recipe(recipe, {"collective_agency": 1.0}, backend).trl == {

@@ -22,6 +22,7 @@ from kit.selfplay.dilemmas import Dilemma
 from kit.selfplay.rewards import JudgeContext
 from kit.selfplay.rollout import rollout_func
 from kit.selfplay.training import selfplay_records, single_records
+from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func, grpo_recipe
 from kit.train.rewards import bind
 from kit.train.trainers import reward_fell, reward_history, sampling_correction, train
 
@@ -45,26 +46,10 @@ def reward_parts(session, weights: dict[str, float], dilemmas: list[Dilemma]) ->
             "dilemmas": cache_key([d.as_dict() for d in dilemmas])}
 
 
-def _recipe(recipe, weights: dict[str, float], engine=None, where: str = "selfplay.policy"):
-    """The recipe with the rewards' weights. Rollouts through the profile's ``engine`` need no second vLLM engine
-    inside trl (unless a param asks for one), and trl's importance-sampling correction reads that engine's sampling
-    log-probabilities (``kit.train.correction``) — turned off here, explicitly, where the engine gives none."""
-    from kit.config import ParamsError
-
-    trl = {**({"use_vllm": False} if engine is not None else {}), **recipe.trl, "reward_weights": list(weights.values())}
-    if engine is not None and not engine.sampling_logprobs:
-        if trl.get("vllm_importance_sampling_correction"):
-            raise ParamsError(f"{where}.trl.vllm_importance_sampling_correction: true, but the {engine.name} engine that "
-                              "rolls out gives no sampling log-probabilities; fix: set it false")
-        trl["vllm_importance_sampling_correction"] = False
-    return recipe.model_copy(update={"trl": trl})
-
-
 def rollout_engine(session):
-    """The profile's vLLM engine, which serves the policy's adapter to the self-play rollouts (None on transformers:
-    the policy generates in the trainer)."""
-    backend = session.backend
-    return getattr(backend, "inner", backend) if backend.name == "vllm" else None
+    """The profile's vLLM engine, which serves the policy's adapter to the rollouts (None on transformers: the policy
+    generates in the trainer)."""
+    return engine_of(session)
 
 
 @in_stage("31", "self-play GRPO")
@@ -78,7 +63,7 @@ def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]
                            session.embedder, sp.agree_cosine, engine=engine)
     with session.timed("train self_play_grpo", row="self_play_grpo"):
         result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "self_play_grpo",
-                       _recipe(sp.policy, sp.rewards, engine), p.seed,
+                       grpo_recipe(sp.policy, sp.rewards, engine), p.seed,
                        reward_funcs=bind(list(sp.rewards), context),
                        rewards=reward_parts(session, sp.rewards, dilemmas), rollout_func=rollout)
     return result.adapter_dir, records
@@ -90,11 +75,13 @@ def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dic
     p, sp = session.params, session.params.selfplay
     records = single_records(dilemmas, sp.turn_words)
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
+    engine = rollout_engine(session)
+    recipe = grpo_recipe(sp.single, sp.single_rewards, engine, "selfplay.single")
+    rollout = engine_rollout_func(engine, completion_tokens(recipe), p.seed) if engine is not None else None
     with session.timed("train single_agent_grpo", row="single_agent_grpo"):
         result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "single_agent_grpo",
-                       _recipe(sp.single, sp.single_rewards, where="selfplay.single"), p.seed,
-                       reward_funcs=bind(list(sp.single_rewards), context),
-                       rewards=reward_parts(session, sp.single_rewards, dilemmas))
+                       recipe, p.seed, reward_funcs=bind(list(sp.single_rewards), context),
+                       rewards=reward_parts(session, sp.single_rewards, dilemmas), rollout_func=rollout)
     return result.adapter_dir, records
 
 

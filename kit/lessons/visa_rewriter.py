@@ -16,6 +16,7 @@ import pandas as pd
 from kit.run.session import in_stage
 from kit.lessons import visa_detector
 from kit.reporting import plots
+from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func, grpo_recipe
 from kit.train.rewards import bind
 from kit.train.trainers import reward_fell, train
 from kit.values import make_value_detector
@@ -56,11 +57,13 @@ def train_grpo(session, items: list[vc.Item], detector) -> tuple[Path, list[dict
     """The GRPO rewriter adapter and its records."""
     p, v = session.params, session.params.visa
     records = grpo_records(items, targets_of(items, p.seed, v.n_targeted))
-    recipe = v.rewriter.model_copy(update={"trl": {**v.rewriter.trl, "reward_weights": list(v.rewards.values())}})
+    engine = engine_of(session)  # the notebook's vLLM engine samples the groups: no second engine inside trl
+    recipe = grpo_recipe(v.rewriter, v.rewards, engine, "visa.rewriter")
+    rollout = engine_rollout_func(engine, completion_tokens(recipe), p.seed) if engine is not None else None
     with session.timed("train grpo", row="grpo"):
         result = train("grpo", records, None, p.model.ref, visa_detector.folder(session) / "train" / "grpo", recipe,
                        p.seed, reward_funcs=bind(list(v.rewards), reward_context(session, detector)),
-                       rewards=reward_parts(session, detector))
+                       rewards=reward_parts(session, detector), rollout_func=rollout)
     return result.adapter_dir, records
 
 

@@ -15,7 +15,7 @@ import gc
 import logging
 from typing import Callable, Sequence
 
-from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
+from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,10 @@ class Resident(Backend):
     current stage does not allow there)."""
 
     def __init__(self, key: str, load: Callable[[], Backend], parts: dict[str, str],
-                 tokenizer: Callable[[], object] | None = None, on_use: Callable[["Resident"], None] | None = None):
+                 tokenizer: Callable[[], object] | None = None, on_use: Callable[["Resident"], None] | None = None,
+                 sampling_logprobs: bool = False):
         self.key, self._load, self._on_use = key, load, on_use
+        self.sampling_logprobs = sampling_logprobs  # the backend class's, known before it loads
         self.name, self.identity, self.numerics = parts["backend"], parts["identity"], parts["numerics"]
         self._tokenizer_loader = tokenizer
         self._tokenizer = None
@@ -89,6 +91,9 @@ class Resident(Backend):
 
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
         return self.live().generate(requests, params) if requests else []
+
+    def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
+        return self.live().generate_sampled(requests, params) if requests else []
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         return self.live().score(requests) if requests else []

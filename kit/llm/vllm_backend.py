@@ -253,6 +253,7 @@ class VLLMBackend(Backend):
     """One base model in a ``vllm.LLM`` engine, serving LoRA adapters per request."""
 
     name = "vllm"
+    sampling_logprobs = True  # the kit builds its engines with processed log-probabilities; around() checks trl's
 
     def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto",
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,

@@ -96,7 +96,8 @@ class Session:
             with self.timed(f"load {label or key}"):
                 return BACKENDS.get(model.backend).from_params(model, seed=self.params.seed)
 
-        resident = Resident(key, load, model_parts(model), tokenizer=lambda: _tokenizer(model), on_use=self._on_use)
+        resident = Resident(key, load, model_parts(model), tokenizer=lambda: _tokenizer(model), on_use=self._on_use,
+                            sampling_logprobs=getattr(BACKENDS.get(model.backend), "sampling_logprobs", False))
         self._residents[key] = resident
         self._backends[key] = CachedBackend(resident, self.cache)
         return self._backends[key]
