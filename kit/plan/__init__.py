@@ -17,7 +17,7 @@ from pathlib import Path
 from kit.config import Params
 from kit.plan import catalog, memory
 from kit.plan.memory import GiB, Need, Recipe
-from kit.plan.stages import MERGES, Part, Stage, notebook_stages
+from kit.plan.stages import ENCODERS, MERGES, Part, Stage, notebook_stages
 
 PROCESS_RSS_GIB = 0.7  # what a kernel holds before any model: Python, torch, transformers, pandas (CPU plans)
 
@@ -213,9 +213,12 @@ def make_plan(params: Params, gpus: int | None = None, gpu_gb: float | None = No
                              "with --gpus N --gpu-gb G")
         return plan
     for stages in notebook_stages(params).values():
+        kept: list[Part] = []  # encoders an earlier stage of the notebook loaded: they stay (kit.plan.stages)
         for stage in stages:
             by_device: dict[int, tuple[list[Need], list[Need]]] = {}
-            for group, parts in ((0, stage.parts), (1, stage.swap)):
+            carried = tuple(p for p in kept if p not in stage.parts)
+            kept += [p for p in stage.parts if p.kind in ENCODERS and p not in kept]
+            for group, parts in ((0, stage.parts + carried), (1, stage.swap)):
                 for part in parts:
                     need = part_need(params, part, budget, on_gpu)
                     if need is None:

@@ -13,6 +13,9 @@ A part is one thing resident on a device:
 - ``merge``: a mergekit build; ``router``: the built MoE read for its router shares;
 - ``embedder`` and ``cross-encoder``: sentence-transformers models.
 
+Embedders and cross-encoders (``ENCODERS``) are small and, once a stage of a notebook loads them, stay for the
+rest of the notebook: the plan counts them in every later stage of it, and the session does not release them.
+
 A stage's ``swap`` parts are engines it uses one at a time: using one puts the others to sleep
 (notebook 12 asks the base model and the three merged models in turn; together they do not fit). An
 NLI judge on the agents' own engine (``palette.nli: judge``) is that swapped engine too.
@@ -27,6 +30,7 @@ from kit.config import ROLES, Params
 
 PartKind = Literal["engine", "merged", "trainer", "merge", "router", "embedder", "cross-encoder"]
 MERGES = ("ties", "model_stock", "moe")
+ENCODERS = ("embedder", "cross-encoder")  # kinds of part that stay once loaded (see the module docstring)
 
 
 @dataclass(frozen=True)
