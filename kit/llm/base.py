@@ -127,6 +127,10 @@ class Backend(abc.ABC):
     name: str
     identity: str
     numerics: str = ""
+    # a backend that answers a batch request by request (a server) calls this with (index in the batch, result)
+    # as each answer arrives, in the caller's thread, so the cache keeps what came back before a failure; a
+    # backend that computes a batch at once leaves it alone
+    on_answer = None
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:

@@ -1,6 +1,7 @@
 """One writer per run folder: an advisory lock on ``runs/<profile>/``.
 
-``kit run``, ``kit train``, ``kit report`` and every notebook session (headless or in the lab) take
+``kit run``, ``kit train``, ``kit report``, ``kit merge`` (the folder of its output, :func:`run_folder_of`)
+and every notebook session (headless or in the lab) take
 the lock of the folder they write before they write. Two processes appending to one JSONL store,
 rotating one training folder's checkpoints or rewriting one merge would corrupt each other's files;
 the second one stops instead, with one line naming the holder. The lock is ``flock`` on
@@ -72,6 +73,16 @@ def hold(run_dir: str | os.PathLike) -> None:
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": _command()}).encode(), 0)
     _held[folder] = fd
     os.environ[ENV] = os.pathsep.join(sorted(_inherited() | {str(folder)}))
+
+
+def run_folder_of(path: str | os.PathLike) -> Path:
+    """The run folder a file belongs to: the nearest folder above it holding ``records/``, ``manifest.json`` or
+    a lock file (``runs/<profile>/`` for ``runs/<profile>/records/…/x.jsonl``); else the file's own folder."""
+    start = Path(path).resolve().parent
+    for folder in [start, *start.parents]:
+        if (folder / "records").is_dir() or (folder / "manifest.json").is_file() or (folder / LOCK_FILE).is_file():
+            return folder
+    return start
 
 
 def release(run_dir: str | os.PathLike) -> None:

@@ -89,9 +89,10 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
     # The bar (cells done of all, elapsed) is drawn here, on the terminal; the kernel's own bars
     # stay off (QUIET_ENV), so the executed notebook holds no progress output.
     bar = {"disable": not progress, "desc": f"  {notebook.stem}", "leave": True, "file": sys.stderr}
+    # cell_timeout_s: a hung cell fails the notebook (papermill's execution_timeout) instead of holding the run
     pm.execute_notebook(str(notebook), str(out), parameters=values, kernel_name=kernel,
                         progress_bar=bar, log_output=False, cwd=str(paths.ROOT),
-                        kernel_manager_class=local_kernel_manager())
+                        kernel_manager_class=local_kernel_manager(), execution_timeout=params.cell_timeout_s)
     return time.perf_counter() - start
 
 
@@ -99,8 +100,15 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     from kit.run.files import read_json
     from kit.run.records import MANIFEST, git_info, write_manifest
 
+    from kit.tools.doctor import served_problems
+
     code = git_info()  # the code the notebooks run, taken before any of them writes into the checkout
     selected = notebooks(only)
+    refused = served_problems(params)  # a served role lacking a verb stops here, before any model call
+    if refused:
+        print(f"error: {params_path}: {refused[0]}" + (f" [+{len(refused) - 1} more]" if len(refused) > 1 else ""),
+              file=sys.stderr)
+        return 2
     lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it
     kernel = ensure_kernel()
     out_dir = params.run_dir / "notebooks"

@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a params file (exit 0 or 2)")
     c.add_argument("params")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--offline", action="store_true",
+                   help="do not ask a served model's URLs what they offer (backend openai)")
     b = sub.add_parser("bench", help="benchmarks that print ratios; the last line is JSON")
     b.add_argument("what", choices=BENCHES.names())
     b.add_argument("--params", required=True)
@@ -47,8 +49,15 @@ def _parser() -> argparse.ArgumentParser:
                                       "for backend openai on other nodes")
     sv.add_argument("--params", required=True)
     sv.add_argument("--role", help="serve this role's model (kit.config.ROLES) instead of model")
-    sv.add_argument("--host", default="0.0.0.0")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only); any other needs an API key")
     sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key-env", metavar="NAME", help="the environment variable holding the server's API key "
+                                                          "(default: the profile's model.api_key_env, else AGORA_API_KEY)")
+    sv.add_argument("--runtime-lora", action="store_true",
+                    help="let clients load adapters at run time (/v1/load_lora_adapter: any path the server reads)")
+    sv.add_argument("--adapter", action="append", default=[], metavar="PATH",
+                    help="serve this PEFT adapter folder under its content name (repeatable)")
     sv.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     sv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks, agora-kit kernel (no browser; prints the URL)")
@@ -91,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "merge":
             from kit.run.records import merge_record_files
 
+            lock.hold(lock.run_folder_of(args.out))  # it rewrites a store a live run may be appending to
             print(f"{args.out}: {merge_record_files(args.shards, args.out)} records")
             return 0
         if args.command == "docs-results":
@@ -100,12 +110,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         params = load_params(args.params, args.set)
         if args.command == "check":
+            from kit.tools.doctor import served_problems
+
+            if not args.offline and (refused := served_problems(params)):
+                print(f"error: {args.params}: {refused[0]}" + (f" [+{len(refused) - 1} more]" if len(refused) > 1 else ""),
+                      file=sys.stderr)
+                return 2
             print(f"{args.params}: ok (profile {params.profile}, model {params.model.name} on {params.model.backend})")
             return 0
         if args.command == "serve":
             from kit.llm.serve import main as serve_main
 
-            return serve_main(params, args.role, args.host, args.port, args.dry_run)
+            return serve_main(params, args.role, args.host, args.port, args.dry_run, args.api_key_env,
+                              args.runtime_lora, args.adapter)
         if args.command == "report":
             from kit.reporting.report import write
 
