@@ -728,7 +728,10 @@ def _one_line(err: ValidationError, source: str) -> str:
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     hint = _HINTS.get(e["type"], "")
-    got = "" if e["type"] in ("missing", "value_error") else f" (got {repr(e.get('input'))[:60]})"
+    # a value given where a credential's name belongs (api_key_env: sk-…) is never echoed
+    hidden = e["type"] in ("missing", "value_error") or any(
+        isinstance(p, str) and (p == "api_key_env" or secrets.is_secret(p)) for p in e["loc"])
+    got = "" if hidden else f" (got {repr(e.get('input'))[:60]})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     where = f"{key}: " if e["loc"] else ""  # a whole-profile check names its keys itself
     return f"{source}: {where}{msg}{got}" + (f"; fix: {hint}" if hint else "") + more

@@ -76,12 +76,12 @@ def hold(run_dir: str | os.PathLike) -> None:
 
 
 def run_folder_of(path: str | os.PathLike) -> Path:
-    """The run folder a file belongs to: the nearest folder above it holding ``records/``, ``manifest.json`` or
-    a lock file (``runs/<profile>/`` for ``runs/<profile>/records/…/x.jsonl``); else the file's own folder."""
+    """The run folder a file belongs to: the folder holding the nearest ``records/`` above it
+    (``runs/<profile>/`` for ``runs/<profile>/records/…/x.jsonl``); else the file's own folder."""
     start = Path(path).resolve().parent
     for folder in [start, *start.parents]:
-        if (folder / "records").is_dir() or (folder / "manifest.json").is_file() or (folder / LOCK_FILE).is_file():
-            return folder
+        if folder.name == "records":
+            return folder.parent
     return start
 
 

@@ -213,28 +213,32 @@ class RecordStore:
         if not lines:
             return
         data = "".join(lines).encode("utf-8")
-        with open(self.path, "ab") as f:
-            if os.fstat(f.fileno()).st_size != self._size:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # unbuffered: a refusal is seen here
+        try:
+            if os.fstat(fd).st_size != self._size:
                 raise ValueError(
                     f"{self.path} changed on disk since it was opened (a second writer?); "
                     f"use one RecordStore per file and reopen it"
                 )
             try:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
             except OSError as err:
-                self._undo(f, err, len(lines))
+                self._undo(fd, err, len(lines))
+        finally:
+            os.close(fd)
         self._size += len(data)
         self._records.update(batch)
 
-    def _undo(self, f, err: OSError, n: int) -> None:
+    def _undo(self, fd: int, err: OSError, n: int) -> None:
         """A write the disk refused (full, over a quota, a size limit): cut the file back to its last complete
         record, so the store reads as before this write, and stop with one line."""
         kept = "the file is as it was before this write"
         try:
-            f.truncate(self._size)
-            os.fsync(f.fileno())
+            os.ftruncate(fd, self._size)
+            os.fsync(fd)
         except OSError:  # the next open drops the torn last line instead
             kept = "a torn last line is dropped when the store is next opened"
         raise RecordWriteError(f"{self.path}: could not write {n} record(s): {err.strerror or err} "
