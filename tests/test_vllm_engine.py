@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` builds .venv-gpu-stack with it")
+from conftest import require_vllm  # noqa: E402
+
+require_vllm()
 
 from kit.bench.common import chat_requests  # noqa: E402
 from kit.config import ModelParams  # noqa: E402

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` builds .venv-gpu-stack with it")
+from conftest import require_vllm  # noqa: E402
+
+require_vllm()
 
 from kit.config import ModelParams  # noqa: E402
 from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest  # noqa: E402
