@@ -72,6 +72,16 @@ def pytest_make_collect_report(collector):
     _fail_unexpected_skip(outcome.get_result())
 
 
+def pytest_collection_modifyitems(config, items):
+    """llama.cpp's live tests are opt-in (make test-llamacpp builds the server and names it in LLAMA_SERVER)."""
+    if os.environ.get("LLAMA_SERVER"):
+        return
+    dropped = [item for item in items if item.get_closest_marker("llamacpp")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("llamacpp")]
+
+
 def pytest_terminal_summary(terminalreporter):
     if CI:
         skipped = terminalreporter.stats.get("skipped", [])

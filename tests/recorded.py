@@ -175,6 +175,55 @@ def ask_everything(url: str, api: str, model: str | None, served: str | None = N
     return out
 
 
+TABLE_HEAD = ["| server | `api` | echo with prompt logprobs (`score`) | first-token top logprobs (`choice_probs`) "
+              "| seeds | verbs the kit takes | top-logprob shape |", "|---|---|---|---|---|---|---|"]
+
+
+def shape(fixture: dict) -> str:
+    """How the server's replies carry the first token's alternatives (from its recorded replies)."""
+    for ex in fixture["exchanges"]:
+        reply = ex["reply"]
+        if not isinstance(reply, dict) or not reply.get("choices"):
+            continue
+        lp = (reply["choices"][0] or {}).get("logprobs") or {}
+        content = lp.get("content")
+        if isinstance(content, list) and content and content[0].get("top_logprobs"):
+            ids = "id" in content[0]["top_logprobs"][0]
+            return "chat-style `content[].top_logprobs`" + (" with token ids" if ids else " (token texts)")
+        tops = lp.get("top_logprobs")
+        if isinstance(tops, list) and tops and tops[0]:
+            keyed = all(k.startswith("token_id:") for k in tops[0])
+            return "completions `top_logprobs` list" + (" by token id" if keyed else " (token texts)")
+    return "none"
+
+
+def offers(name: str):
+    """What :func:`kit.llm.openai_backend.probe` finds the recorded server to offer, asked of its replay."""
+    from kit.llm import replies
+    from kit.llm.openai_backend import Client, probe, served_base
+
+    fixture = json.loads((FIXTURES / f"{name}.json").read_text())
+    with Replay(name) as url:
+        client = Client([url], max_retries=0)
+        served = served_base({"data": client.request("GET", "/models", parse=replies.models)}, url, None)
+        found = probe(client, 0, served, fixture["api"])
+        client.close()
+    return fixture, found
+
+
+def table() -> list[str]:
+    """The compatibility table of docs/backends.md, read off the recorded servers."""
+    yes = {True: "yes", False: "no", None: "not told"}
+    rows = list(TABLE_HEAD)
+    for name, label in SERVERS.items():
+        if not (FIXTURES / f"{name}.json").is_file():
+            continue
+        fixture, found = offers(name)
+        rows.append(f"| {label} | `{fixture['api']}` | {yes[found.echo] if fixture['api'] == 'completions' else 'no (chat)'} "
+                    f"| {yes[found.top_logprobs]} | {yes[found.seeds]} | {', '.join(found.verbs())} | {shape(fixture)} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name", help="fixture name, e.g. vllm, llamacpp")

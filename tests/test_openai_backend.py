@@ -535,6 +535,26 @@ def test_doctor_reports_each_endpoint_in_one_line(server):
     assert "model 'other' is not served" in lines[2][0] and lines[2][1]
 
 
+def test_check_refuses_a_role_whose_server_lacks_its_verb_before_any_model_call(server, capsys, shared_data):
+    """A server that ignores echo (llama.cpp's) serves generate and choice_probs, not score: kit check asks it once
+    and refuses the agents there in one line; a role needing only choice_probs passes."""
+    from kit.tools.cli import main
+
+    server.when('"echo": true', body={"choices": [{"text": " Paris", "logprobs": {"token_logprobs": [-0.2]}}]})
+    rc = main(["check", "params/tiny.yaml", "--set", "model.backend=openai", "--set", f"model.base_url={server.url}"])
+    out = capsys.readouterr()
+    assert rc == 2 and out.err.strip().splitlines() == [
+        f"error: params/tiny.yaml: model needs score, which {server.url} does not offer (echo with prompt logprobs: "
+        "no, top logprobs: yes, seeds: not told (draws never varied)); fix: serve it with vLLM (python -m kit serve), "
+        "which echoes prompt log-probabilities, or give model a local backend"]
+    assert f"endpoint {server.url} (for model, " in out.out
+    assert not posts(server, "/chat/completions")  # no model call of the run was made: only the probe's
+    assert main(["check", "params/tiny.yaml", "--set",
+                 f"models={{selfplay_judge: {{backend: openai, base_url: '{server.url}', name: tiny-random}}}}"]) == 0
+    assert main(["check", "params/tiny.yaml", "--offline", "--set", "model.backend=openai",
+                 "--set", f"model.base_url={server.url}"]) == 0  # not asked
+
+
 def test_kit_serve_dry_run_prints_the_engine_settings(capsys, monkeypatch):
     from kit.tools.cli import main
 
@@ -804,3 +824,65 @@ def test_fault_one_failing_request_in_a_batch_of_ten(server, sleeps, tmp_path):
     run_jobs([Job(str(i), program(i)) for i in store.pending(range(6))], engine,
              on_finish=lambda done: store.extend(j.result for j in done))
     assert sorted(store.ids()) == list(range(6)) and len(posts(server, "/chat/completions")) - sent == 1
+
+
+# ------------------------------------------------------------------------------------------ a real model, served
+class TinyServer:
+    """The tiny random model behind a loopback OpenAI-compatible server, adapters loaded at run time as vLLM does
+    (``/v1/load_lora_adapter`` by name and path, listed on ``/v1/models`` with their root): its answers come from
+    the weights, so a test can tell old weights from new."""
+
+    def __init__(self, backend):
+        self.backend, self.loras, self.lock = backend, {}, threading.Lock()
+
+    def reply(self, path: str, request: dict | None):
+        with self.lock:
+            if path.endswith("/models"):
+                return {"data": [{"id": "tiny", "root": "tiny", "parent": None},
+                                 *({"id": n, "root": p, "parent": "tiny"} for n, p in self.loras.items())]}
+            if path.endswith("/load_lora_adapter"):
+                if request["lora_name"] in self.loras:
+                    return f"The lora adapter '{request['lora_name']}' has already been loaded."
+                self.loras[request["lora_name"]] = request["lora_path"]
+                return "Success: LoRA adapter loaded"
+            if path.endswith("/unload_lora_adapter"):
+                self.loras.pop(request["lora_name"], None)
+                return "Success: LoRA adapter unloaded"
+            adapter = None if request["model"] == "tiny" else self.loras[request["model"]]
+            (text,) = self.backend.generate([ChatRequest(request["messages"], adapter=adapter)],
+                                            GenParams(max_new_tokens=request["max_tokens"]))
+            return {"choices": [{"message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+
+
+def test_an_adapter_retrained_in_place_answers_anew_through_a_served_model(tmp_path, tiny_backend):
+    """The served backend and the cache in one process: retrain the adapter in place, call again, and the new
+    weights answer (a new content name on the server, a new cache key), as the same model answers in-process."""
+    import shutil
+
+    from test_llm_backend import _random_adapter
+
+    from kit.llm.cached import CachedBackend
+    from kit.llm.hf_backend import HFBackend
+    from kit.run.cache import Cache
+
+    model = TinyServer(HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=2))
+    script = Script()
+    script.default_reply = model.reply
+    httpd, url = serve_script(script)
+    try:
+        adapter = _random_adapter(tiny_backend.resolved.path, tmp_path / "agent", 1)
+        other = _random_adapter(tiny_backend.resolved.path, tmp_path / "other", 3)
+        served = CachedBackend(OpenAIBackend([url], api="chat"), Cache(tmp_path / "cache.sqlite"))
+        ask = [ChatRequest([{"role": "user", "content": "What matters most?"}], adapter=adapter)]
+        params = GenParams(max_new_tokens=12)
+        first = served.generate(ask, params)
+        shutil.copy(Path(other) / "adapter_model.safetensors", Path(adapter) / "adapter_model.safetensors")
+        again = served.generate(ask, params)
+        direct = HFBackend("tiny-random", dtype="float32", device="cpu").generate(
+            [ChatRequest(ask[0].chat, adapter=other)], params)
+        assert again == direct and again != first
+        assert len(model.loras) == 1 and next(iter(model.loras)).startswith("agent-")  # the old content unloaded
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -141,6 +141,27 @@ def test_lora_per_request_in_one_batch_equals_each_served_alone(engine, adapters
     assert len(set(together)) == 3  # base and both adapters write different text
 
 
+def test_an_adapter_retrained_in_place_answers_anew_through_the_cache(engine, reference, adapters, tmp_path):
+    """Retrain in place and call again in the same process: the cache keys on the adapter's content, and vLLM
+    gets a new LoRA id for it, so the new weights' scores come back (as transformers gives them)."""
+    import shutil
+    from pathlib import Path
+
+    from kit.llm.cached import CachedBackend
+    from kit.run.cache import Cache
+
+    folder = tmp_path / "agent"
+    shutil.copytree(adapters[0], folder)
+    cached = CachedBackend(engine, Cache(tmp_path / "cache.sqlite"))
+    req = [ScoreRequest(questions(1)[0].chat, "Family comes first.", adapter=str(folder))]
+    first = cached.score(req)[0]
+    shutil.copy(Path(adapters[1]) / "adapter_model.safetensors", folder / "adapter_model.safetensors")  # retrained
+    again = cached.score(req)[0]
+    want = reference.score([ScoreRequest(req[0].chat, req[0].continuation, adapter=adapters[1])])[0]
+    assert max(abs(x - y) for x, y in zip(again, want)) < SCORE_ATOL
+    assert max(abs(x - y) for x, y in zip(again, first)) > 0.01
+
+
 def long_requests(n: int) -> list[ChatRequest]:
     """Prompts of ~500 tokens: vLLM caches whole KV blocks (128 tokens on CPU), so short prompts cache nothing."""
     return [ChatRequest([{"role": "user", "content": " ".join(["The village council debated the harvest."] * 60)
