@@ -118,7 +118,7 @@ class ModelParams(Section):
     max_response_mb: float = Field(32.0, gt=0, le=1024)  # a reply's body is read up to this, then the request fails
     # send the API key over plain http to a host other than this machine (127.0.0.1, ::1, localhost): off,
     # since anyone on the path reads it; on only inside a network you trust
-    allow_plain_http_key: bool = False
+    allow_key_over_plain_http: bool = False
     top_logprobs: int = Field(20, ge=1, le=100)  # choice_probs: the first token's alternatives asked for
 
     @property
@@ -180,14 +180,14 @@ class ModelParams(Section):
         elif self.base_url or self.api_key_env or self.served_model:
             raise ValueError(f"base_url, api_key_env and served_model are for backend openai, not {self.backend}; "
                              "fix: drop them or set backend: openai")
-        if self.backend == "openai" and self.api_key_env and not self.allow_plain_http_key:
+        if self.backend == "openai" and self.api_key_env and not self.allow_key_over_plain_http:
             from kit.llm.openai_backend import plain_http_remote
 
             for url in self.base_url:
                 if plain_http_remote(url):
                     raise ValueError(f"base_url {url} is plain http to another machine, so the API key "
                                      f"({self.api_key_env}) would cross the network readable; fix: use https, or set "
-                                     "allow_plain_http_key: true on a network you trust")
+                                     "allow_key_over_plain_http: true on a network you trust")
         return self
 
 

@@ -45,7 +45,7 @@ in the same process, so the new weights answer.
 The API key is read from the environment variable ``model.api_key_env`` names when the client is built,
 lives only in the client's headers, is scrubbed from every error and log line and from the text the
 server returns, and is sent over plain ``http://`` only to this machine unless
-``model.allow_plain_http_key`` says otherwise.
+``model.allow_key_over_plain_http`` says otherwise.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class Client:
     def __init__(self, urls: Sequence[str], *, api_key_env: str | None = None, timeout_s: float = 120.0,
                  max_retries: int = 5, max_concurrency: int = 16, sleep: Callable[[float], None] = time.sleep,
                  seed: int = 0, retry_after_max_s: float = 60.0, max_response_mb: float = 32.0,
-                 allow_plain_http_key: bool = False):
+                 allow_key_over_plain_http: bool = False):
         if not urls:
             raise ValueError("an endpoint needs at least one base URL")
         for url in urls:
@@ -163,10 +163,10 @@ class Client:
                                     f"export {api_key_env}=… before the run")
             secrets.register_value(key)
             remote = [u for u in urls if plain_http_remote(u)]
-            if remote and not allow_plain_http_key:
+            if remote and not allow_key_over_plain_http:
                 raise EndpointError(f"{secrets.public_url(remote[0])} is plain http to another machine, so the API key "
                                     "would cross the network readable; fix: use https, or set "
-                                    "model.allow_plain_http_key: true on a network you trust")
+                                    "model.allow_key_over_plain_http: true on a network you trust")
             headers["Authorization"] = f"Bearer {key}"
         self.urls = [u.rstrip("/") for u in urls]
         self.shown = [secrets.public_url(u) for u in self.urls]  # what lines and identities carry
@@ -435,7 +435,7 @@ class OpenAIBackend(Backend):
                  tokenizer=None, identity: str | None = None, api_key_env: str | None = None,
                  timeout_s: float = 120.0, max_retries: int = 5, max_concurrency: int = 16, top_logprobs: int = 20,
                  seed: int = 0, sleep: Callable[[float], None] = time.sleep, retry_after_max_s: float = 60.0,
-                 max_response_mb: float = 32.0, allow_plain_http_key: bool = False):
+                 max_response_mb: float = 32.0, allow_key_over_plain_http: bool = False):
         if api not in VERBS:
             raise ValueError(f"api must be one of {', '.join(VERBS)}, got {api!r}")
         if api == "completions" and tokenizer is None:
@@ -443,7 +443,7 @@ class OpenAIBackend(Backend):
         self.client = Client(urls, api_key_env=api_key_env, timeout_s=timeout_s, max_retries=max_retries,
                              max_concurrency=max_concurrency, sleep=sleep, seed=seed,
                              retry_after_max_s=retry_after_max_s, max_response_mb=max_response_mb,
-                             allow_plain_http_key=allow_plain_http_key)
+                             allow_key_over_plain_http=allow_key_over_plain_http)
         self.api, self.tokenizer, self.top_logprobs = api, tokenizer, top_logprobs
         self._models = {url: self._list(i) for i, url in enumerate(self.client.urls)}
         served = {url: served_base(m, shown, served_model)
@@ -470,7 +470,7 @@ class OpenAIBackend(Backend):
                    identity=cls.identity_for(model), api_key_env=model.api_key_env, timeout_s=model.timeout_s,
                    max_retries=model.max_retries, max_concurrency=model.max_concurrency,
                    top_logprobs=model.top_logprobs, seed=seed, retry_after_max_s=model.retry_after_max_s,
-                   max_response_mb=model.max_response_mb, allow_plain_http_key=model.allow_plain_http_key)
+                   max_response_mb=model.max_response_mb, allow_key_over_plain_http=model.allow_key_over_plain_http)
 
     @staticmethod
     def numerics_for(model) -> str:

@@ -202,14 +202,14 @@ def endpoints(params, timeout_s: float = 10.0) -> list[tuple[str, str | None]]:
     for role, model in [("model", params.model), *((r, params.role_model(r)) for r in ROLES)]:
         if model.backend == "openai":
             users.setdefault((tuple(model.base_url), model.served_model, model.api, model.api_key_env,
-                              model.allow_plain_http_key), []).append(role)
+                              model.allow_key_over_plain_http), []).append(role)
     out = []
     for (urls, wanted, api, key_env, plain), roles in users.items():
         for url in urls:
             who = f"endpoint {secrets.public_url(url)} (for {', '.join(roles)})"
             try:
                 client = Client([url], api_key_env=key_env, timeout_s=timeout_s, max_retries=0,
-                                allow_plain_http_key=plain)
+                                allow_key_over_plain_http=plain)
                 try:
                     entries = client.request("GET", "/models", parse=replies.models)
                     served = served_base({"data": entries}, client.shown[0], wanted)
