@@ -233,9 +233,17 @@ class Client:
                  text: bool) -> Any:
         where = f"{self.shown[i]}{path}"
         deadline = time.monotonic() + self.timeout_s
+
+        def trace(event: str, info: dict) -> None:
+            # waiting for the headers may use what connecting and sending left of the deadline, no more
+            if event.endswith("receive_response_headers.started"):
+                timeouts = info["request"].extensions.get("timeout")
+                if isinstance(timeouts, dict):
+                    timeouts["read"] = max(0.001, deadline - time.monotonic())
+
         try:
-            with self._http.stream(method, f"{self.urls[i]}{path}", json=body,
-                                   timeout=httpx.Timeout(self.timeout_s)) as reply:
+            with self._http.stream(method, f"{self.urls[i]}{path}", json=body, timeout=httpx.Timeout(self.timeout_s),
+                                   extensions={"trace": trace}) as reply:
                 raw = self._read(reply, where, deadline)
                 status, headers = reply.status_code, reply.headers
         except httpx.TimeoutException:

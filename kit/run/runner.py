@@ -122,8 +122,8 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
             print(f"  {nb.name} done in {seconds:.0f}s", flush=True)
             ran[nb.stem] = {"status": "ran", "seconds": round(seconds, 1), "params": values}
         except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
-            print(f"  {nb.name} FAILED: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}",
-                  flush=True)
+            last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            print(secrets.scrub(f"  {nb.name} FAILED: {last}"), flush=True)
             print(f"    see the partly executed notebook: {out_dir / nb.name}", flush=True)
             ran[nb.stem] = {"status": "failed", "params": values}
             status = 1

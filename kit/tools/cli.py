@@ -12,7 +12,10 @@ from pathlib import Path
 
 from kit.bench import BENCHES
 from kit.config import ParamsError, load_params
-from kit.run import lock
+from kit.llm.errors import EndpointError
+from kit.run import lock, secrets
+from kit.run.cache import CacheUnavailable
+from kit.run.records import RecordWriteError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     except (ParamsError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(secrets.scrub(f"error: {e}"), file=sys.stderr)
         return 2
-    except lock.RunFolderBusy as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (lock.RunFolderBusy, RecordWriteError, CacheUnavailable, EndpointError) as e:  # busy, disk full, a server
+        print(secrets.scrub(f"error: {' '.join(str(e).split())}"), file=sys.stderr)
         return 1
