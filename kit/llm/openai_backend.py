@@ -590,7 +590,8 @@ class OpenAIBackend(Backend):
 
         def read(reply, i: int) -> list[float]:
             ids, n_context = built[i]
-            lp = replies.echo_logprobs(reply)
+            # a server that ignores echo (llama.cpp) gives no log-probabilities at all for logprobs 0
+            lp = replies.echo_logprobs(reply) if replies.first_choice(reply).get("logprobs") is not None else []
             if len(lp) < len(ids) or any(v is None for v in lp[n_context:len(ids)]):
                 raise replies.ReplyError(f"echo gave {len(lp)} prompt log-probabilities for a {len(ids)}-token prompt; "
                                          "the server must support echo with logprobs")
