@@ -47,8 +47,12 @@ def _pytest(tmp_path, ci: bool, broken_vllm: bool = False, expect_vllm: bool = F
 
 
 def test_outside_ci_what_is_missing_skips(tmp_path):
+    import importlib.util
+
     rc, out = _pytest(tmp_path, ci=False)
-    assert rc == 0 and "3 skipped" in out, out
+    # vLLM, where it is installed (.venv-gpu-stack), imports and its case passes
+    expected = "1 passed, 2 skipped" if importlib.util.find_spec("vllm") is not None else "3 skipped"
+    assert rc == 0 and expected in out, out
 
 
 def test_under_ci_what_is_missing_fails(tmp_path):
