@@ -886,3 +886,21 @@ def test_an_adapter_retrained_in_place_answers_anew_through_a_served_model(tmp_p
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_key_goes_over_plain_http_only_to_this_machine_unless_allowed(monkeypatch):
+    from kit.llm.openai_backend import loopback, plain_http_remote
+
+    monkeypatch.setenv("AGORA_TEST_KEY", "sk-plain-0a9b8c7d")
+    assert [loopback(h) for h in ("127.0.0.1", "127.8.0.3", "::1", "[::1]", "localhost", "0.0.0.0", "node7", "10.0.0.2")] \
+        == [True, True, True, True, True, False, False, False]
+    assert plain_http_remote("http://node7:8000/v1") and not plain_http_remote("https://node7/v1")
+    with pytest.raises(EndpointError, match=r"http://node7:8000/v1 is plain http to another machine, so the API key "
+                                            r"would cross the network readable; fix: use https, or set "
+                                            r"model.allow_key_over_plain_http: true"):
+        Client(["http://127.0.0.1:9/v1", "http://node7:8000/v1"], api_key_env="AGORA_TEST_KEY")
+    Client(["http://node7:8000/v1"], api_key_env="AGORA_TEST_KEY", allow_key_over_plain_http=True).close()
+    Client(["https://node7/v1", "http://localhost:9/v1"], api_key_env="AGORA_TEST_KEY").close()
+    Client(["http://node7:8000/v1"]).close()  # no key, nothing to leak
+    with pytest.raises(EndpointError, match=r"http://h:9/v1: the URL carries a credential \(userinfo"):
+        Client(["http://u:sk-x@h:9/v1"])
