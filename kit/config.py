@@ -128,9 +128,16 @@ class ModelParams(Section):
     # the name of the environment variable holding the API key (never the key: it is read at run time)
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     served_model: str | None = None  # the model id the server lists; null: its only base model
-    max_concurrency: PositiveInt = 16  # requests in flight per URL
-    timeout_s: PositiveFloat = 120.0
+    max_concurrency: int = Field(16, ge=1, le=1024)  # requests in flight per URL
+    # the whole of one attempt: connect, send and every read (a server trickling bytes is cut off here)
+    timeout_s: float = Field(120.0, gt=0, le=3600)
     max_retries: int = Field(5, ge=0, le=MAX_RETRIES)  # per request, over 429, 5xx, timeouts and unreadable replies
+    # the longest wait a Retry-After header may ask for between two attempts (a longer one is cut to this)
+    retry_after_max_s: float = Field(60.0, ge=0, le=3600)
+    max_response_mb: float = Field(32.0, gt=0, le=1024)  # a reply's body is read up to this, then the request fails
+    # send the API key over plain http to a host other than this machine (127.0.0.1, ::1, localhost): off,
+    # since anyone on the path reads it; on only inside a network you trust
+    allow_key_over_plain_http: bool = False
     top_logprobs: int = Field(20, ge=1, le=100)  # choice_probs: the first token's alternatives asked for
 
     @property
@@ -172,7 +179,16 @@ class ModelParams(Section):
             raise ValueError("base_url is one URL or a non-empty list of URLs")
         for url in urls:
             if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"{url!r} is not an http(s) URL; fix: e.g. http://node7:8000/v1")
+                shown = secrets.public_url(url) if isinstance(url, str) else url
+                raise ValueError(f"{shown!r} is not an http(s) URL; fix: e.g. http://node7:8000/v1")
+            if (what := secrets.credential_in_url(url)) is not None:
+                # the URL is copied into identities, cache keys, made_by, the manifest and error lines
+                raise ValueError(f"{secrets.public_url(url)} carries a credential ({what}), which would be copied into "
+                                 "fingerprints, the manifest and error lines; fix: remove it from the URL, export the "
+                                 "key in an environment variable and name that variable with api_key_env")
+            if "?" in url or "#" in url:
+                raise ValueError(f"{secrets.public_url(url)}?…: a base URL has no query or fragment; fix: end it at the "
+                                 "API root, e.g. http://node7:8000/v1")
         return [u.rstrip("/") for u in urls]
 
     @model_validator(mode="after")
@@ -197,6 +213,14 @@ class ModelParams(Section):
         elif self.base_url or self.api_key_env or self.served_model:
             raise ValueError(f"base_url, api_key_env and served_model are for backend openai, not {self.backend}; "
                              "fix: drop them or set backend: openai")
+        if self.backend == "openai" and self.api_key_env and not self.allow_key_over_plain_http:
+            from kit.llm.openai_backend import plain_http_remote
+
+            for url in self.base_url:
+                if plain_http_remote(url):
+                    raise ValueError(f"base_url {url} is plain http to another machine, so the API key "
+                                     f"({self.api_key_env}) would cross the network readable; fix: use https, or set "
+                                     "allow_key_over_plain_http: true on a network you trust")
         return self
 
 
@@ -240,8 +264,10 @@ class DataParams(Section):
 class ReferencesParams(Section):
     """The neighbour prior every alignment table carries (``kit.metrics.alignment.neighbour_prior_reference``)."""
 
-    neighbour_k: PositiveInt = 5  # the most similar countries (mean js_similarity on train questions) averaged
-    min_shared: PositiveInt = 3  # train questions two countries must share for their similarity to count
+    # the most similar countries (mean js_similarity on train questions) averaged: at most the other countries
+    # in data.goqa_path (kit check counts them)
+    neighbour_k: int = Field(5, ge=1, le=1000)
+    min_shared: int = Field(3, ge=1, le=100_000)  # train questions two countries must share for their similarity to count
 
 
 class QuickstartParams(Section):
@@ -706,8 +732,10 @@ class Params(Section):
     profile: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: NonNegativeInt = 0
     # bootstrap resamples of every confidence interval: fewer than 100 give intervals that move from run to run
-    n_boot: int = Field(1000, ge=100)
+    n_boot: int = Field(1000, ge=100, le=100_000)  # above 100000 only the run time grows
     runs_dir: str = "runs"
+    # papermill's limit on one notebook cell (seconds): a hung cell fails the run instead of holding it; null: none
+    cell_timeout_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     model: ModelParams = ModelParams()
     # role -> the keys where its model differs from ``model`` (kit.config.ROLES); every other key is model's
     models: dict[Literal[tuple(ROLES)], ModelParams] = Field(default_factory=dict)
@@ -805,7 +833,10 @@ def _one_line(err: ValidationError, source: str) -> str:
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     hint = _HINTS.get(e["type"], "")
-    got = "" if e["type"] in ("missing", "value_error") else f" (got {repr(e.get('input'))[:60]})"
+    # a value given where a credential's name belongs (api_key_env: sk-…) is never echoed
+    hidden = e["type"] in ("missing", "value_error") or any(
+        isinstance(p, str) and (p == "api_key_env" or secrets.is_secret(p)) for p in e["loc"])
+    got = "" if hidden else f" (got {repr(e.get('input'))[:60]})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     where = f"{key}: " if e["loc"] else ""  # a whole-profile check names its keys itself
     return f"{source}: {where}{msg}{got}" + (f"; fix: {hint}" if hint else "") + more
@@ -819,7 +850,7 @@ def validate(values: dict, source: str = "params") -> Params:
     try:
         params = Params.model_validate(values)
     except ValidationError as err:
-        raise ParamsError(_one_line(err, source)) from None
+        raise ParamsError(secrets.scrub(_one_line(err, source))) from None
     try:
         _check_countries(params, values)
         _check_sources(params, values)
@@ -828,7 +859,7 @@ def validate(values: dict, source: str = "params") -> Params:
         _check_merges(params, values)
         _check_palette_items(params, values)
     except ValueError as err:
-        raise ParamsError(f"{source}: {err}") from None
+        raise ParamsError(secrets.scrub(f"{source}: {err}")) from None
     return params
 
 
@@ -841,6 +872,10 @@ def _check_countries(params: Params, values: dict) -> None:
     from kit.data.goqa import country_labels
 
     labels = country_labels(params.data.goqa_path)
+    if "references" in values and params.references.neighbour_k > len(labels) - 1:
+        raise ValueError(f"references.neighbour_k: {params.references.neighbour_k} is more than the "
+                         f"{len(labels) - 1} other countries in {params.data.goqa_path}; fix: use at most "
+                         f"{len(labels) - 1}")
 
     def label(key: str, name: str) -> str:
         try:
@@ -966,11 +1001,32 @@ def _check_recipes(params: Params, values: dict) -> None:
             check(recipe.lora, recipe.trl, methods, per_method, where, modules)
 
 
+MAX_PARAMS_BYTES = 1 << 20  # a profile is a few KiB; a larger file is a mistake (or an attack) read in vain
+MAX_PARAMS_DEPTH = 64  # nesting of mappings and lists: the profiles use five
+
+
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` with YAML 1.2's numbers (``1e-4`` is a float, not the string PyYAML's 1.1
-    rules make it) and duplicate keys an error (PyYAML keeps the last silently)."""
+    rules make it), duplicate keys an error (PyYAML keeps the last silently), and no aliases: ``*name``
+    copies a node, so nine aliases nested ten deep expand to 9^10 nodes (a "billion laughs" file that
+    hangs a reader); a profile writes its values out. Nesting is bounded too (a deep one is a recursion
+    error in the reader)."""
 
     yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} (params files use no YAML aliases)",
+                                              event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_PARAMS_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_PARAMS_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -998,12 +1054,14 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ParamsError(f"--set {item!r}: expected key=value, e.g. --set model.batch_size=4")
+    if len(item) > 10_000:
+        raise ParamsError(f"--set {key}=…: a value of {len(raw)} characters; fix: put it in a params file")
     try:
         return key.split("."), parse_yaml(raw)
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or "not valid YAML"
-        raise ParamsError(f"--set {item}: the value is not valid YAML ({problem}); fix: quote it, "
-                          f"e.g. --set '{key}=\"{raw}\"'") from None
+        raise ParamsError(secrets.scrub(f"--set {item}: the value is not valid YAML ({problem}); fix: quote it, "
+                                        f"e.g. --set '{key}=\"{raw}\"'")) from None
 
 
 def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Params:
@@ -1011,6 +1069,9 @@ def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file; fix: pass one of params/tiny.yaml, params/smoke.yaml, params/full.yaml")
+    if path.stat().st_size > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path}: {path.stat().st_size} bytes, more than a params file holds "
+                          f"({MAX_PARAMS_BYTES} at most); fix: start from params/smoke.yaml")
     try:
         values = parse_yaml(path.read_text())
     except yaml.YAMLError as e:
@@ -1018,7 +1079,13 @@ def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         where = f" at line {mark.line + 1}" if mark else ""
         if isinstance(e, yaml.constructor.ConstructorError) and "twice" in str(e.problem):
             raise ParamsError(f"{path}: {e.problem}{where}; fix: merge the two into one") from None
+        if isinstance(e, yaml.composer.ComposerError) and "alias" in str(e.problem):
+            raise ParamsError(f"{path}: {e.problem}{where}; fix: write the value out where the alias stands") from None
+        if isinstance(e, yaml.composer.ComposerError) and "nested" in str(e.problem):
+            raise ParamsError(f"{path}: {e.problem}{where}; fix: a profile's sections nest a few levels") from None
         raise ParamsError(f"{path}: not valid YAML{where}; fix: check indentation and quoting there") from None
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}); fix: save it as UTF-8") from None
     if values is None:
         raise ParamsError(f"{path}: file is empty; fix: start from params/smoke.yaml")
     if not isinstance(values, dict):
@@ -1029,7 +1096,7 @@ def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise ParamsError(f"--set {item}: {k} is not a section")
+                raise ParamsError(secrets.scrub(f"--set {item}: {k} is not a section"))
         node[keys[-1]] = value
     return validate(values, str(path))
 

@@ -2,7 +2,10 @@
 
 Every case edits the tiny profile (``--set`` overrides) or writes a small file; the expected text names
 the key at fault. One case is valid by design: ``1e-4`` is a float under YAML 1.2, not a string.
+``PROBE`` keeps the twenty edits of the third probe (served models, credentials, bounds, hostile YAML).
 """
+
+import time
 
 import pytest
 
@@ -117,3 +120,73 @@ def test_yaml_12_numbers_are_floats(capsys, shared_data):
     assert load_params(TINY, ["finetune.trl.learning_rate=1e-4"]).finetune.trl["learning_rate"] == 1e-4
     assert load_params(TINY, ["finetune.trl.learning_rate=5E-5"]).finetune.trl["learning_rate"] == 5e-5
 
+
+
+# The third probe: twenty edits, each refused in one line naming the key and the fix, none echoing a secret.
+# (overrides or a file's text, text the one error line contains, text it must not contain)
+SECRET = "sk-SECRET-7f3a"
+_OPENAI = ["model.backend=openai"]
+PROBE = {
+    "url_userinfo": ([*_OPENAI, f"model.base_url=http://user:{SECRET}@127.0.0.1:9/v1"],
+                     "model.base_url: http://127.0.0.1:9/v1 carries a credential (userinfo (user:password@))"),
+    "url_query_api_key": ([*_OPENAI, f"model.base_url=http://127.0.0.1:9/v1?api_key={SECRET}"],
+                          "carries a credential (query parameter 'api_key')"),
+    "url_query_token_in_list": ([*_OPENAI, f"model.base_url=[http://127.0.0.1:9/v1, 'https://h/v1?access_token={SECRET}']"],
+                                "https://h/v1 carries a credential (query parameter 'access_token')"),
+    "url_role_signed": ([f"models={{nli: {{backend: openai, base_url: 'https://h/v1?sig={SECRET}'}}}}"],
+                        "models.nli.base_url: https://h/v1 carries a credential (query parameter 'sig')"),
+    "url_query_other": ([*_OPENAI, "model.base_url=http://127.0.0.1:9/v1?debug=1"], "a base URL has no query or fragment"),
+    "url_not_http": ([*_OPENAI, "model.base_url=ftp://127.0.0.1/v1"], "is not an http(s) URL"),
+    "key_over_plain_http": ([*_OPENAI, "model.base_url=http://node7:8000/v1", "model.api_key_env=AGORA_KEY"],
+                            "is plain http to another machine, so the API key (AGORA_KEY) would cross the network"),
+    "key_value_as_name": ([*_OPENAI, "model.base_url=http://127.0.0.1:9/v1", f"model.api_key_env={SECRET}"],
+                          "model.api_key_env: String should match pattern"),
+    "n_boot_huge": (["n_boot=1000000000"], "n_boot: Input should be less than or equal to 100000"),
+    "neighbour_k_huge": (["references.neighbour_k=1000000"], "references.neighbour_k"),
+    "neighbour_k_above_countries": (["references.neighbour_k=900"], "other countries in"),
+    "min_shared_huge": (["references.min_shared=1000000000"], "references.min_shared"),
+    "timeout_huge": (["model.timeout_s=1e9"], "model.timeout_s"),
+    "retry_after_negative": (["model.retry_after_max_s=-1"], "model.retry_after_max_s"),
+    "response_size_zero": (["model.max_response_mb=0"], "model.max_response_mb"),
+    "concurrency_huge": (["model.max_concurrency=100000"], "model.max_concurrency"),
+    "cell_timeout_zero": (["cell_timeout_s=0"], "cell_timeout_s"),
+    "set_alias": (["model.batch_size=*size"], "alias *size (params files use no YAML aliases)"),
+}
+_BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else 'lol'}]\n"
+                for prev, name in zip([None, *"abcdefghi"], "abcdefghij")) + "profile: t\n"
+PROBE_FILES = {
+    # nine aliases nested ten deep (9^10 nodes), then a valid profile: once a hang past a minute
+    "alias_bomb": (_BOMB, "alias *a (params files use no YAML aliases) at line 2; fix: write the value out"),
+    "nested_deep": ("profile: t\nmodel: " + "[" * 200 + "]" * 200 + "\n", "nested more than 64 levels deep"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROBE))
+def test_third_probe_edit_is_one_line(case, capsys, shared_data):
+    overrides, expected = PROBE[case]
+    rc, err = _check(["--offline", TINY, *(a for o in overrides for a in ("--set", o))], capsys)
+    _assert_one_error(rc, err, expected)
+    assert SECRET not in err[0]
+
+
+@pytest.mark.parametrize("case", sorted(PROBE_FILES))
+def test_third_probe_file_fails_in_one_line_within_a_second(case, tmp_path, capsys):
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(PROBE_FILES[case][0])
+    start = time.perf_counter()
+    rc, err = _check([str(path)], capsys)
+    assert time.perf_counter() - start < 1.0
+    _assert_one_error(rc, err, PROBE_FILES[case][1])
+
+
+def test_third_probe_counts_twenty_edits():
+    assert len(PROBE) + len(PROBE_FILES) == 20
+
+
+def test_a_file_of_many_megabytes_fails_before_it_is_parsed(tmp_path, capsys):
+    path = tmp_path / "huge.yaml"
+    path.write_text("profile: t\n" + "# padding\n" * 200_000)
+    start = time.perf_counter()
+    rc, err = _check([str(path)], capsys)
+    assert time.perf_counter() - start < 1.0
+    _assert_one_error(rc, err, "more than a params file holds")

@@ -159,3 +159,23 @@ def test_a_cache_that_cannot_be_opened_is_an_error_not_corruption(tmp_path):
     with pytest.raises(CacheUnavailable, match="left as it is") as err:
         Cache(path)
     assert "\n" not in str(err.value) and path.is_dir() and not list(tmp_path.glob("c.corrupt-*"))
+
+
+def test_a_full_database_is_one_line_and_keeps_what_was_stored(tmp_path):
+    """SQLite's own SQLITE_FULL (the database may grow no further): one line, the transaction rolled back,
+    every earlier entry readable, and writes go on once there is room."""
+    from kit.run.cache import CacheUnavailable
+
+    cache = Cache(tmp_path / "c.sqlite")
+    cache.put_many({"a": b'"kept"'})
+    pages = cache._db.execute("PRAGMA page_count").fetchone()[0]
+    cache._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(CacheUnavailable) as err:
+        cache.put_many({f"k{i}": b"x" * 5000 for i in range(20)})
+    assert str(err.value) == (f"cache {tmp_path / 'c.sqlite'}: could not store 20 entries (database or disk is full); "
+                              "the entries stored before are kept and readable. Fix: free disk space, make its folder "
+                              "writable, or wait for the process holding it, and rerun")
+    assert cache.get_many(["a", "k0"]) == {"a": b'"kept"'} and len(cache) == 1
+    cache._db.execute(f"PRAGMA max_page_count = {pages * 100}")
+    cache.put_many({"b": b'"later"'})
+    assert len(cache) == 2

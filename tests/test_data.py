@@ -8,6 +8,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+
+from conftest import missing
 import yaml
 from scipy import stats
 
@@ -36,7 +38,7 @@ from kit.data.splits import goqa_split
 from kit.data.topics import Topic
 from kit.run import seeds
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA  # noqa: E402
 
 
 # ---------------------------------------------------------------- fixtures
@@ -128,7 +130,7 @@ def goqa_csv(tmp_path: Path) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "globalopinionqa" / "dev.json").is_file():
-        pytest.skip("shared data not present beside the project")
+        missing("shared data not present beside the project")
     return SHARED_DATA
 
 

@@ -367,7 +367,8 @@ def wide_run(run):
     return params
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package); "
+                    "under CI this skip is a failure (conftest.py)")
 def test_the_report_fits_the_window_and_opens_on_the_verdicts(wide_run, tmp_path):
     from kit.reporting import report
 
@@ -382,7 +383,8 @@ def test_the_report_fits_the_window_and_opens_on_the_verdicts(wide_run, tmp_path
     assert (width, height) == WINDOW
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package); "
+                    "under CI this skip is a failure (conftest.py)")
 def test_a_click_on_a_column_head_sorts_its_board_by_value_with_blanks_last(run, tmp_path):
     from kit.reporting import report
 
@@ -397,7 +399,8 @@ def test_a_click_on_a_column_head_sorts_its_board_by_value_with_blanks_last(run,
     assert got["arrow"] == "descending"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package); "
+                    "under CI this skip is a failure (conftest.py)")
 def test_the_browser_check_sees_a_page_wider_than_the_window(tmp_path):
     wide = tmp_path / "wide.html"
     wide.write_text("<html><body><section id='verdicts'>v</section><pre>" + "x" * 600 + "</pre></body></html>")

@@ -205,3 +205,38 @@ def test_threads_leave_cores_busy_elsewhere_free(monkeypatch):
         assert hf_backend.use_threads(2) == 2  # model.threads decides when set
     finally:
         torch.set_num_threads(before)
+
+
+def _random_adapter(base_path: str, folder: Path, seed: int) -> str:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
+                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(folder)
+    return str(folder)
+
+
+def test_an_adapter_retrained_in_place_answers_anew_through_the_cache(tmp_path, tiny_backend):
+    """Retrain in place (a lab cell run twice), call again in the same process: the cache keys on the adapter's
+    content as it is now, so the new weights answer — never the old weights' answers stored under the new hash."""
+    import shutil
+
+    from kit.llm.cached import CachedBackend
+    from kit.llm.hf_backend import HFBackend
+    from kit.run.cache import Cache
+
+    adapter = _random_adapter(tiny_backend.resolved.path, tmp_path / "agent", 1)
+    other = _random_adapter(tiny_backend.resolved.path, tmp_path / "other", 2)
+    cached = CachedBackend(HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=2),
+                           Cache(tmp_path / "cache.sqlite"))
+    req = SCORE_REQS[0]
+    first = cached.score([ScoreRequest(req.chat, req.continuation, adapter=adapter)])[0]
+    assert cached.score([ScoreRequest(req.chat, req.continuation, adapter=adapter)])[0] == first  # a cache hit
+    shutil.copy(Path(other) / "adapter_model.safetensors", Path(adapter) / "adapter_model.safetensors")  # retrained
+    again = cached.score([ScoreRequest(req.chat, req.continuation, adapter=adapter)])[0]
+    fresh = HFBackend("tiny-random", dtype="float32", device="cpu").score(
+        [ScoreRequest(req.chat, req.continuation, adapter=other)])[0]
+    assert again == pytest.approx(fresh, abs=1e-5) and again != pytest.approx(first, abs=1e-4)
+    assert len(cached.cache) == 2  # one entry per content

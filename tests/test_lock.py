@@ -129,3 +129,29 @@ def test_the_cache_works_with_dot_file_locks(tmp_path):
     dotted.put_many({"k": b"v"})
     assert dotted.get_many(["k"]) == {"k": b"v"} and len(dotted) == 1
     assert dotted._db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+def test_merge_takes_the_lock_of_the_run_folder_it_writes(tmp_path):
+    """kit merge rewrites a store a live run may be appending to: it waits its turn like any writer."""
+    from kit.run import lock
+
+    run = tmp_path / "runs" / "full"
+    store = run / "records" / "negotiations" / "fp.jsonl"
+    store.parent.mkdir(parents=True)
+    store.write_text('{"id": "a"}\n')
+    shard = tmp_path / "shard.jsonl"
+    shard.write_text('{"id": "b"}\n')
+    assert lock.run_folder_of(store) == run.resolve()  # the folder holding records/, not records/ itself
+    assert lock.run_folder_of(shard) == tmp_path.resolve()
+    env = {k: v for k, v in os.environ.items() if k != lock.ENV}
+    proc = _holder(run)
+    try:
+        out = subprocess.run([sys.executable, "-m", "kit", "merge", str(store), str(store), str(shard)], cwd=ROOT,
+                             capture_output=True, text=True, env=env, timeout=120)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1 and f"in use by PID {proc.pid}" in lines[0], out.stderr
+        assert store.read_text() == '{"id": "a"}\n'  # untouched
+    finally:
+        proc.kill()
+        proc.wait()
+    out = subprocess.run([sys.executable, "-m", "kit", "merge", str(store), str(store), str(shard)], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("2 records"), out.stderr

@@ -103,6 +103,18 @@ def test_shipped_profiles_are_valid(shared_data):
     assert load_params(ROOT / "params/full.yaml").model.backend == "vllm"
 
 
+def test_every_section_round_trips_as_a_notebook_receives_it(shared_data):
+    """A notebook validates the whole dump of its sections (every key, defaults included): no setting may read
+    as a credential (a key named ``*_key`` is refused) or fail its own check."""
+    from kit.config import ModelParams, validate
+
+    for name in ("tiny", "smoke", "full"):
+        p = load_params(ROOT / "params" / f"{name}.yaml")
+        assert validate(p.sections(), name) == p
+    served = ModelParams(name="tiny-random", backend="openai", base_url=["http://127.0.0.1:9/v1"], api_key_env="K")
+    assert validate({"profile": "s", "model": served.model_dump(mode="json")}, "served").model == served
+
+
 def test_overrides(tmp_path, goqa):
     f = _write(tmp_path, "ok", GOOD % {"goqa": goqa}, goqa)
     p = load_params(f, ["model.batch_size=3", "quickstart.countries=[Iraq, Mexico]"])

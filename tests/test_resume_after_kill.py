@@ -1,5 +1,6 @@
-"""kill -9 anywhere: a run killed at random points of grounding SFT (01), finetuning (04), synthesis (10)
-and the merges (11) resumes, with nothing lost, nothing doubled and the same numbers as a run never killed.
+"""kill -9 anywhere: a run killed at random points of grounding SFT (01), finetuning (04), synthesis (10),
+the merges (11), the value detector (20), VISA's GRPO rewriter and its baselines (21) and self-play GRPO (31)
+resumes, with nothing lost, nothing doubled and the same numbers as a run never killed.
 
 Every process of the run dies at once (the runner, the notebook's kernel, a merge's child), as when a
 node is lost. The kill times are drawn from a fixed seed, each a share of that notebook's
@@ -25,8 +26,10 @@ import pytest
 
 from conftest import ROOT
 
-ORDER = ("01", "02", "04", "10", "11")
-KILLS = {"01": 1, "04": 2, "10": 1, "11": 2}  # 02, never killed, is copied: its traces are what 04 trains on
+ORDER = ("01", "02", "04", "10", "11", "20", "21", "30", "31")
+KILLS = {"01": 1, "04": 2, "10": 1, "11": 2, "20": 1, "21": 1, "31": 1}
+# never killed, copied from the run never killed: 02's traces are what 04 trains on, 30's dilemmas what 31 plays
+COPIED = {"02": ["records/negotiations"], "30": ["records/selfplay_generated_*.jsonl"]}
 # what one call spent, not what it made: seconds, memory, tokens this call trained, where it resumed from
 VOLATILE = ("seconds", "rss", "cost", "resumed", "train_tokens", "tokens_per_second", "step_seconds", "timings")
 
@@ -84,7 +87,8 @@ def _weights(run_dir: Path) -> dict[str, dict]:
     """Every trained adapter's and merged model's tensors."""
     from safetensors.torch import load_file
 
-    found = [*run_dir.rglob("adapter_model.safetensors"), *(run_dir / "palette" / "models").glob("*/*.safetensors")]
+    found = [*run_dir.rglob("adapter_model.safetensors"), *(run_dir / "palette" / "models").glob("*/*.safetensors"),
+             *run_dir.rglob("detector.safetensors")]
     return {str(f.relative_to(run_dir)): {k: v.tolist() for k, v in load_file(f).items()} for f in sorted(found)}
 
 
@@ -93,6 +97,7 @@ def _name(nb: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # every notebook of ORDER twice or more, on two cores
 def test_a_run_killed_at_random_points_resumes_to_the_numbers_of_a_run_never_killed(tmp_path, tiny_params):
     rng = random.Random(31)
     a, runs = tiny_params.run_dir, tmp_path / "killed"
@@ -104,8 +109,13 @@ def test_a_run_killed_at_random_points_resumes_to_the_numbers_of_a_run_never_kil
             for nb in ORDER}
     points = []
     for nb in ORDER:
-        if nb == "02":
-            shutil.copytree(a / "records" / "negotiations", b / "records" / "negotiations")
+        if nb in COPIED:
+            for pattern in COPIED[nb]:
+                for found in a.glob(pattern):
+                    target = b / found.relative_to(a)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    (shutil.copytree if found.is_dir() else shutil.copy)(found, target)
+            (b / "metrics").mkdir(parents=True, exist_ok=True)
             shutil.copy(a / "metrics" / f"{_name(nb)}.json", b / "metrics" / f"{_name(nb)}.json")
             continue
         for _ in range(KILLS[nb]):
@@ -115,6 +125,7 @@ def test_a_run_killed_at_random_points_resumes_to_the_numbers_of_a_run_never_kil
         _run(runs, nb)
     print(f"\n{len(points)} kill points: {points}")
     assert {nb for nb, _ in points} == set(KILLS)  # every notebook was killed at least once while it ran
+    assert len(points) >= len(KILLS)
 
     for nb in KILLS:
         m_a = _plain(json.loads((a / "metrics" / f"{_name(nb)}.json").read_text()))

@@ -295,3 +295,58 @@ def test_killed_run_resumes_with_nothing_lost_or_doubled(tmp_path):
     for r in records:
         assert r == {"id": r["id"], "square": r["id"] ** 2, "text": f"item-{r['id']}-" + "z" * 2000}
     assert RecordStore(path).ids() == ids
+
+
+FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    from kit.run.cache import Cache, CacheUnavailable
+    from kit.run.records import RecordStore, RecordWriteError
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the kernel refuses the write (EFBIG) instead of killing us
+    folder = sys.argv[1]
+    store = RecordStore(folder + "/records.jsonl")
+    store.append({"id": "a", "text": "x" * 100})
+    cache = Cache(folder + "/cache.sqlite")
+    cache.put_many({"k0": b'"kept"'})
+    from pathlib import Path
+
+    def largest(suffix):
+        return max(p.stat().st_size for p in Path(folder).iterdir() if p.name.startswith(suffix))
+
+    for name, first, write in (("records", "records", lambda: store.append({"id": "b", "text": "y" * 4000})),
+                               ("cache", "cache", lambda: cache.put_many({f"k{i}": b'"' + b"z" * 4000 + b'"'
+                                                                          for i in range(1, 40)}))):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (largest(first) + 60, resource.RLIM_INFINITY))
+        try:
+            write()
+            print(name, "WROTE")
+        except (RecordWriteError, CacheUnavailable) as e:
+            print(name, "ERROR", e)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    store.append({"id": "c", "text": "after"})  # the disk has room again: the store goes on where it was
+    print("records", sorted(store.ids()), "cache", sorted(cache.get_many(["k0", "k1"])))
+""")
+
+
+def test_a_full_disk_mid_write_is_one_line_and_leaves_the_stores_readable(tmp_path):
+    """The kernel refuses a write part-way (a file size limit, as a full disk does): the record store cuts
+    the torn line back and says so in one line (not "changed on disk … a second writer?"), the cache rolls its
+    transaction back (not a raw sqlite3.OperationalError); both read as before, and both go on afterwards."""
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    records, cache = lines[0], lines[1]
+    assert records.startswith(f"records ERROR {tmp_path}/records.jsonl: could not write 1 record(s): File too large "
+                              "(EFBIG); the file is as it was before this write, nothing stored is lost; fix: free "
+                              "disk space"), records
+    # SQLite names the refusal a disk I/O error here (a full disk: "database or disk is full", test_cache.py)
+    assert cache.startswith(f"cache ERROR cache {tmp_path}/cache.sqlite: could not store 39 entries (disk I/O error); "
+                            "the entries stored before are kept and readable"), cache
+    assert lines[2] == "records ['a', 'c'] cache ['k0']"
+    reopened = RecordStore(tmp_path / "records.jsonl")  # a fresh reader: whole lines only
+    assert reopened.ids() == ["a", "c"] and all(line.endswith("}") for line in _lines(tmp_path / "records.jsonl"))
+    from kit.run.cache import Cache
+
+    assert Cache(tmp_path / "cache.sqlite").get_many(["k0"]) == {"k0": b'"kept"'}

@@ -791,3 +791,51 @@ def test_rollouts_take_trls_colocated_engine_and_refuse_server_mode():
     server = SimpleNamespace(use_vllm=True, args=SimpleNamespace(vllm_mode="server"))
     with pytest.raises(ValueError, match="colocate mode, not 'server'; fix: set selfplay.policy.trl.vllm_mode"):
         vllm_engine(server)
+
+
+@pytest.mark.slow
+def test_rollout_seeds_follow_the_global_step_not_the_rollouts_this_process_made(tmp_path, shared_data, embedder):
+    """A GRPO run resumed from a checkpoint at step 2 samples its rollouts with the seeds a run never killed used at
+    step 2: the seeds come from (seed, global step, rollout of the step, rank), not from a per-process counter
+    (which restarted at 0 and made the resumed run replay step 0's draws)."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kit.llm.hf_backend import HFBackend
+    from kit.llm.models import resolve_model
+    from kit.selfplay.dilemmas import from_moralchoice
+    from kit.selfplay.rollout import rollout_func
+    from kit.selfplay.training import selfplay_records
+
+    class SeedLog(HFBackend):  # the real tiny model, noting each turn's seed
+        def generate(self, requests, params):
+            self.seeds.append(params.seed)
+            return super().generate(requests, params)
+
+    path = resolve_model("tiny-random").path
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=2, target_modules=["q_proj"]))
+    ds = from_moralchoice(str(shared_data / "moralchoice" / "dev.json"), 2, 0)
+    records, lookup = selfplay_records(ds, 0, 20)
+    prompts = [records[0]["prompt"]] * 2
+
+    def trainer_at(step: int):
+        return SimpleNamespace(state=SimpleNamespace(global_step=step), model=policy, processing_class=AutoTokenizer.from_pretrained(path),
+                               args=SimpleNamespace(temperature=1.0, top_p=1.0, output_dir=str(tmp_path)),
+                               accelerator=SimpleNamespace(process_index=0, unwrap_model=lambda m: m))
+
+    def fresh_process():
+        engine = SeedLog("tiny-random", dtype="float32", device="cpu", batch_size=4)
+        engine.seeds = []
+        return engine, rollout_func(lookup, max_turns=2, turn_tokens=4, turn_words=20, seed=0, batch_size=4,
+                                    embedder=embedder, agree_cosine=AGREE_COSINE, engine=engine)
+
+    never_killed, rollout = fresh_process()
+    for step in (0, 1, 2):
+        start = len(never_killed.seeds)
+        rollout(prompts, trainer_at(step))
+    at_step_2 = never_killed.seeds[start:]
+    resumed, rollout_again = fresh_process()
+    rollout_again(prompts, trainer_at(2))
+    assert resumed.seeds == at_step_2 and at_step_2 != never_killed.seeds[:len(at_step_2)]

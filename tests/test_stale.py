@@ -172,3 +172,48 @@ def test_the_manifest_keeps_per_notebook_the_params_that_ran_it(shared_data, tmp
     assert notebooks["01_cultural_agents"]["params"]["seed"] == 5
     assert "agents" in notebooks["01_cultural_agents"]["params"] and "visa" not in notebooks["00_quickstart"]["params"]
     assert yaml.safe_load(json.dumps(notebooks))  # plain JSON values
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from kit.embed import Embedder
+
+    return Embedder("all-minilm-l6-v2")
+
+
+def test_the_trained_detector_is_a_checked_hand_off_written_whole(shared_data, tmp_path, embedder):
+    """Notebook 20 writes the detector's files whole and records its content and params; notebook 22 reads it only
+    with the params that fitted it (its own evaluation settings aside) and only as recorded."""
+    import os
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from kit.lessons import visa_detector
+    from kit.values.schwartz import SCHWARTZ_VALUES
+    from kit.values.trained import WEIGHTS, TrainedValueDetector
+
+    params = _params(shared_data, tmp_path)
+    session = SimpleNamespace(params=params, run_dir=params.run_dir)
+    rng = np.random.default_rng(0)
+    texts = [f"text {i} about {w}" for i, w in enumerate(["family", "power", "tradition", "nature"] * 3)]
+    labels = rng.integers(-1, 2, size=(len(texts), len(SCHWARTZ_VALUES)))
+    detector = TrainedValueDetector.fit(embedder, texts, labels, card={"embedder": embedder.identity})
+    folder = visa_detector.folder(session) / "detector"
+    detector.save(folder)
+    artifacts.hand_off(visa_detector.folder(session) / visa_detector.DETECTOR_FILE, params, {"detector": folder})
+    assert visa_detector.trained_folder(session) == str(folder.resolve())
+    assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS, "detector.json"])  # no temp file left
+    # notebook 22's own settings change nothing the detector depends on
+    evaluating = _params(shared_data, tmp_path, "visa.max_test_items=3", "visa.rewards={value_match: 2.0}")
+    assert visa_detector.trained_folder(SimpleNamespace(params=evaluating, run_dir=params.run_dir))
+    # what fitted it does
+    refitted = _params(shared_data, tmp_path, "visa.detector_c=0.5")
+    with pytest.raises(artifacts.StaleArtifact, match=r"the trained value detector was made with other params "
+                                                      r"\(visa.detector_c changed\): rerun notebook 20"):
+        visa_detector.trained_folder(SimpleNamespace(params=refitted, run_dir=params.run_dir))
+    # weights rewritten after it was recorded (a refit killed before its hand-off was written)
+    st = (folder / WEIGHTS).stat()
+    os.utime(folder / WEIGHTS, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with pytest.raises(artifacts.StaleArtifact, match="changed on disk since notebook 20 .* recorded it"):
+        visa_detector.trained_folder(session)

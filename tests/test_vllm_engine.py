@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` builds .venv-gpu-stack with it")
+from conftest import require_vllm  # noqa: E402
+
+require_vllm()
 
 from kit.bench.common import chat_requests  # noqa: E402
 from kit.config import ModelParams  # noqa: E402
@@ -143,6 +145,27 @@ def test_lora_per_request_in_one_batch_equals_each_served_alone(engine, adapters
     alone = [engine.generate([r], gp)[0] for r in mixed]
     assert together == alone
     assert len(set(together)) == 3  # base and both adapters write different text
+
+
+def test_an_adapter_retrained_in_place_answers_anew_through_the_cache(engine, reference, adapters, tmp_path):
+    """Retrain in place and call again in the same process: the cache keys on the adapter's content, and vLLM
+    gets a new LoRA id for it, so the new weights' scores come back (as transformers gives them)."""
+    import shutil
+    from pathlib import Path
+
+    from kit.llm.cached import CachedBackend
+    from kit.run.cache import Cache
+
+    folder = tmp_path / "agent"
+    shutil.copytree(adapters[0], folder)
+    cached = CachedBackend(engine, Cache(tmp_path / "cache.sqlite"))
+    req = [ScoreRequest(questions(1)[0].chat, "Family comes first.", adapter=str(folder))]
+    first = cached.score(req)[0]
+    shutil.copy(Path(adapters[1]) / "adapter_model.safetensors", folder / "adapter_model.safetensors")  # retrained
+    again = cached.score(req)[0]
+    want = reference.score([ScoreRequest(req[0].chat, req[0].continuation, adapter=adapters[1])])[0]
+    assert max(abs(x - y) for x, y in zip(again, want)) < SCORE_ATOL
+    assert max(abs(x - y) for x, y in zip(again, first)) > 0.01
 
 
 def long_requests(n: int) -> list[ChatRequest]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` builds .venv-gpu-stack with it")
+from conftest import require_vllm  # noqa: E402
+
+require_vllm()
 
 from kit.config import ModelParams  # noqa: E402
 from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest  # noqa: E402
@@ -25,14 +27,16 @@ SERVED_PROB_ATOL = 5e-3
 
 @pytest.fixture(scope="module")
 def served(adapters, tmp_path_factory):
-    """The embedded model served with adapter 1 named on the command line; adapter 2 is loaded at run time."""
-    from kit.llm.openai_backend import OpenAIBackend
+    """The embedded model served with adapter 1 named on the command line by its content (as ``kit serve --adapter``
+    does); adapter 2 is loaded at run time, which the server allows only when asked (``--runtime-lora``)."""
+    from kit.llm.openai_backend import OpenAIBackend, served_adapter_name
     from kit.llm.serve import Server, free_port, serve_args
 
     port = free_port()
-    args = serve_args(model("vllm"), port, served_name="smollm2", lora_modules={"adapter-one": adapters[0]}, cpu=True)
+    args = serve_args(model("vllm"), port, served_name="smollm2",
+                      lora_modules={served_adapter_name(adapters[0]): adapters[0]}, cpu=True)
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
-    with Server(args, log, port) as server:
+    with Server(args, log, port, runtime_lora=True) as server:
         print(f"vllm serve answered after {server.start_seconds:.1f} s")
         backend = OpenAIBackend.from_params(ModelParams(name=SMOLLM2, backend="openai", base_url=server.url,
                                                         served_model="smollm2"))
@@ -64,9 +68,11 @@ def test_served_score_matches_transformers_for_the_base_and_both_adapters(served
     for got, want in zip(served.score(reqs), reference.score(reqs)):
         assert len(got) == len(want)
         assert max(abs(x - y) for x, y in zip(got, want)) < SCORE_ATOL
-    names = {name for (_, path), name in served._adapters.items()}
-    assert "adapter-one" in names  # adapter 1 by its --lora-modules name, adapter 2 loaded under a content name
-    assert any(n.startswith(f"{adapters[1].rsplit('/', 1)[-1]}-") for n in names)
+    from kit.llm.openai_backend import served_adapter_name
+
+    names = set(served._adapters.values())
+    # adapter 1 by its --lora-modules content name, adapter 2 loaded at run time under its content name
+    assert names == {served_adapter_name(adapters[0]), served_adapter_name(adapters[1])}
 
 
 def test_served_choice_probs_match_transformers(served, reference, adapters):

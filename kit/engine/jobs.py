@@ -115,6 +115,12 @@ class Job:
             raise ValueError(f"job {self.id}: reply has {got} (texts, vectors, choices, scores); it needs {wanted}")
         self._resume(lambda: self._program.send(reply))
 
+    def fail(self, error: Exception) -> None:
+        """The pending need cannot be answered (its server failed the request): ``error`` is raised inside the
+        program where it waits, which may handle it; otherwise the job is done with that error."""
+        self.pending()
+        self._resume(lambda: self._program.throw(error))
+
     def _resume(self, run: Callable[[], Need]) -> None:
         try:
             self._need = run()

@@ -13,6 +13,9 @@ re-asks of the latest) — all of them, in the common case — by collecting the
   whose requests are batched the same way, apart,
 
 so the number of model calls per step depends on the programs, not on the number of jobs.
+A served model that fails some requests of a batch (:class:`kit.llm.errors.PartialFailure`) fails the
+jobs that asked them, with that request's line, and the step goes on for the others, as for a job
+whose program raises; the answers that came back are cached, so a rerun sends only the failed ones.
 When some jobs re-ask an unreadable output, the others wait for that step: a re-ask is its own
 call anyway (its seed differs), and without the wait the jobs would drift apart for good and
 every later step would split into one call per drifted group.
@@ -31,6 +34,7 @@ import numpy as np
 
 from kit.engine.jobs import Job, Program, Reply
 from kit.llm.base import Backend, ChatRequest, GenParams
+from kit.llm.errors import EndpointError, PartialFailure
 
 
 class TextEmbedder(Protocol):
@@ -82,27 +86,41 @@ def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = 
     for need in needs:
         for request, params in need.generate:
             groups.setdefault((need.model, params), {})[request] = None
+    failed: dict[tuple, str] = {}  # (verb, model, params, request) -> the line its server failed with
+
+    def call(verb: str, model: str | None, requests: list, *args) -> list:
+        """The verb's results; a server's partial failure fails its requests only (None in their place)."""
+        try:
+            out = getattr(serving(model), verb)(requests, *args)
+        except PartialFailure as partial:
+            out = [partial.answers.get(i) for i in range(len(requests))]
+            failed.update({(verb, model, *args, requests[i]): line for i, line in partial.failures.items()})
+        _check(out, requests, verb, serving(model))
+        return out
+
     for (model, params), outputs in groups.items():
         requests = list(outputs)
-        out = serving(model).generate(requests, params)
-        _check(out, requests, "generate", serving(model))
-        outputs.update(zip(requests, out))
+        outputs.update(zip(requests, call("generate", model, requests, params)))
 
     served: dict[tuple[str, str | None], dict] = {}
     for verb, attr in (("choice_probs", "choose"), ("score", "score")):
         for model in dict.fromkeys(need.model for need in needs if getattr(need, attr)):
             requests = _unique(r for need in needs if need.model == model for r in getattr(need, attr))
-            out = getattr(serving(model), verb)(requests)
-            _check(out, requests, verb, serving(model))
-            served[(attr, model)] = dict(zip(requests, out))
+            served[(attr, model)] = dict(zip(requests, call(verb, model, requests)))
 
     finished, offset = [], 0
     for job, need in zip(active, needs):
         rows = vectors[offset : offset + len(need.embed)] if need.embed else np.zeros((0, 0), np.float32)
         offset += len(need.embed)
-        job.receive(Reply(tuple(groups[(need.model, params)][request] for request, params in need.generate), rows,
-                          tuple(served[("choose", need.model)][r] for r in need.choose),
-                          tuple(served[("score", need.model)][r] for r in need.score)))
+        lost = [failed[k] for k in [*(("generate", need.model, p, r) for r, p in need.generate),
+                                    *(("choice_probs", need.model, r) for r in need.choose),
+                                    *(("score", need.model, r) for r in need.score)] if k in failed]
+        if lost:  # this job's request failed at the server: the job fails with that line, the others go on
+            job.fail(EndpointError(lost[0]))
+        else:
+            job.receive(Reply(tuple(groups[(need.model, params)][request] for request, params in need.generate), rows,
+                              tuple(served[("choose", need.model)][r] for r in need.choose),
+                              tuple(served[("score", need.model)][r] for r in need.score)))
         if job.done:
             finished.append(job)
     return finished

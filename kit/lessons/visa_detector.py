@@ -23,6 +23,15 @@ from kit.visa.targets import sample_target
 from kit.visa.translator import INSTRUCTION_EXAMPLES, ValueTranslator, instruction
 
 
+DETECTOR_FILE = "detector.json"  # the hand-off: the detector folder's content and the params it was fitted with
+# what notebooks 21 and 22 hold that the detector does not depend on: the rewriters' training and the evaluation
+NOT_THE_DETECTOR = ("n_boot", "references", "models.visa_judge", "visa.eval_detector", "visa.max_test_items",
+                    "visa.capability_items", "visa.goqa_items", "visa.culture_countries", "visa.n_targeted",
+                    "visa.translator_tokens", "visa.round_trip_targets", "visa.rewrite_tokens", "visa.rewards",
+                    "visa.reward_detector", "visa.nli", "visa.max_words", "visa.rewriter", "visa.best_of",
+                    "visa.sample_temperature", "visa.sft", "visa.direct")
+
+
 def folder(session) -> Path:
     return session.run_dir / "visa"
 
@@ -85,7 +94,20 @@ def fit_detector(session, labels: pd.DataFrame) -> TrainedValueDetector:
     detector = TrainedValueDetector.fit(session.embedder, list(train["text"]), train[list(SCHWARTZ_VALUES)].to_numpy(),
                                         c=p.visa.detector_c, card=card)
     detector.save(folder(session) / "detector")
+    from kit.run.artifacts import hand_off
+
+    hand_off(folder(session) / DETECTOR_FILE, session.params, {"detector": folder(session) / "detector"})
     return detector
+
+
+def trained_folder(session) -> str:
+    """The detector folder as notebook 20 (or 21, which fits it again) recorded it, after checking it was fitted
+    with these params and has not changed on disk since (``kit.run.artifacts.take_over``)."""
+    from kit.run.artifacts import take_over
+
+    found, _ = take_over(folder(session) / DETECTOR_FILE, session.params, "the trained value detector",
+                         "notebook 20 (20_value_detector)", NOT_THE_DETECTOR)
+    return found["detector"]
 
 
 def detector(session) -> TrainedValueDetector:

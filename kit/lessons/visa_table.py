@@ -20,6 +20,7 @@ from kit.data.countries import resolve_country
 from kit.engine import ask, run
 from kit.evals.capability import capability_kept
 from kit.evals.references import study_references
+from kit.lessons import visa_detector
 from kit.llm.base import ChatRequest, GenParams
 from kit.metrics.alignment import (
     REFERENCES,
@@ -63,7 +64,7 @@ def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> 
     targets = targets_of(items, p.seed, v.n_targeted)
     with session.timed("rewrites"):
         rewrites = rewrite_all(session.backend, used, items, targets, v.rewrite_tokens)
-    path = {"path": str(session.run_dir / "visa" / "detector")} if v.eval_detector == "trained" else {}
+    path = {"path": visa_detector.trained_folder(session)} if v.eval_detector == "trained" else {}
     detector = make_value_detector(v.eval_detector, backend=session.role_backend("visa_judge"), embedder=session.embedder, seed=p.seed,
                                    **path)
     with session.timed("evaluation detector"):
@@ -155,8 +156,7 @@ def country_targets(session, countries: list[str] | None = None) -> dict[str, np
             found[country] = described[resolve_country(country, list(described))]
         except ValueError:
             continue  # no described agent of that culture in this run
-    detector = make_value_detector("trained", embedder=session.embedder,
-                                   path=str(session.run_dir / "visa" / "detector"))
+    detector = make_value_detector("trained", embedder=session.embedder, path=visa_detector.trained_folder(session))
     readings = detector.vectors([a.system_prompt for a in found.values()])
     targets = {c: culture_target(r.vector) for c, r in zip(found, readings)}
     return {c: t for c, t in targets.items() if t is not None}

@@ -167,6 +167,10 @@ class Backend(abc.ABC):
     numerics: str = ""
     # whether generate_sampled gives the drawn tokens and their sampling log-probabilities
     sampling_logprobs: bool = False
+    # a backend that answers a batch request by request (a server) calls this with (index in the batch, result)
+    # as each answer arrives, in the caller's thread, so the cache keeps what came back before a failure; a
+    # backend that computes a batch at once leaves it alone
+    on_answer = None
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:

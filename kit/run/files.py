@@ -35,6 +35,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     The temporary file sits in the same directory, because ``os.replace`` is atomic only within
     one file system.
     """
+    from kit.run.secrets import scrub_values
+
+    text = scrub_values(text)  # an API key this process read never lands in a file it writes
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

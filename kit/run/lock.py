@@ -1,6 +1,7 @@
 """One writer per run folder: an advisory lock on ``runs/<profile>/``.
 
-``kit run``, ``kit train``, ``kit report`` and every notebook session (headless or in the lab) take
+``kit run``, ``kit train``, ``kit report``, ``kit merge`` (the folder of its output, :func:`run_folder_of`)
+and every notebook session (headless or in the lab) take
 the lock of the folder they write before they write. Two processes appending to one JSONL store,
 rotating one training folder's checkpoints or rewriting one merge would corrupt each other's files;
 the second one stops instead, with one line naming the holder. The lock is ``flock`` on
@@ -140,6 +141,14 @@ def holder_file(run_dir: str | os.PathLike) -> dict:
 def _remove_files() -> None:
     for folder in list(_files):
         release(folder)
+def run_folder_of(path: str | os.PathLike) -> Path:
+    """The run folder a file belongs to: the folder holding the nearest ``records/`` above it
+    (``runs/<profile>/`` for ``runs/<profile>/records/…/x.jsonl``); else the file's own folder."""
+    start = Path(path).resolve().parent
+    for folder in [start, *start.parents]:
+        if folder.name == "records":
+            return folder.parent
+    return start
 
 
 def release(run_dir: str | os.PathLike) -> None:

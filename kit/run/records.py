@@ -9,13 +9,15 @@ by item id, so a killed run resumes where it stopped with nothing lost and nothi
 
 Concurrency model: one writer per file, no locks. A record is committed once its line, newline
 included, has been written and fsync'ed; a kill can only leave a partial *last* line, which the
-next open drops. Two processes appending to the same file is a bug the store detects (the file
+next open drops. A write the disk refuses (full, a quota) is cut back to the last complete record
+and stops with one line (:class:`RecordWriteError`). Two processes appending to the same file is a bug the store detects (the file
 grew behind its back) rather than tolerates.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import importlib.metadata
 import json
 import logging
@@ -33,6 +35,10 @@ from kit.run.paths import FIGURES
 logger = logging.getLogger(__name__)
 
 RecordId = str | int
+
+
+class RecordWriteError(OSError):
+    """The disk refused a record write (full, a quota, a file size limit): one line; the store stays readable."""
 
 MANIFEST = "manifest.json"
 MANIFEST_PACKAGES = (
@@ -190,7 +196,7 @@ class RecordStore:
             if not isinstance(record, dict):
                 raise ValueError(f"{self.path}: records must be dicts, got {type(record).__name__}")
             try:
-                line = _dumps_line(record)
+                line = secrets.scrub_values(_dumps_line(record))  # an API key a server echoed never lands here
             except TypeError as err:
                 raise ValueError(f"{self.path}: record {record.get(self.key)!r}: {err}") from None
             # Keep what a reopen would read back (numpy values already converted), so the
@@ -207,17 +213,37 @@ class RecordStore:
         if not lines:
             return
         data = "".join(lines).encode("utf-8")
-        with open(self.path, "ab") as f:
-            if os.fstat(f.fileno()).st_size != self._size:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # unbuffered: a refusal is seen here
+        try:
+            if os.fstat(fd).st_size != self._size:
                 raise ValueError(
                     f"{self.path} changed on disk since it was opened (a second writer?); "
                     f"use one RecordStore per file and reopen it"
                 )
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError as err:
+                self._undo(fd, err, len(lines))
+        finally:
+            os.close(fd)
         self._size += len(data)
         self._records.update(batch)
+
+    def _undo(self, fd: int, err: OSError, n: int) -> None:
+        """A write the disk refused (full, over a quota, a size limit): cut the file back to its last complete
+        record, so the store reads as before this write, and stop with one line."""
+        kept = "the file is as it was before this write"
+        try:
+            os.ftruncate(fd, self._size)
+            os.fsync(fd)
+        except OSError:  # the next open drops the torn last line instead
+            kept = "a torn last line is dropped when the store is next opened"
+        raise RecordWriteError(f"{self.path}: could not write {n} record(s): {err.strerror or err} "
+                               f"({errno.errorcode.get(err.errno, err.errno)}); {kept}, nothing stored is lost; "
+                               "fix: free disk space (or raise the quota) and rerun, which resumes here") from None
 
 
 def merge_record_files(paths: Iterable[str | os.PathLike], out: str | os.PathLike, key: str = "id") -> int:

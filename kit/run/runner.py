@@ -89,15 +89,18 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
     # The bar (cells done of all, elapsed) is drawn here, on the terminal; the kernel's own bars
     # stay off (QUIET_ENV), so the executed notebook holds no progress output.
     bar = {"disable": not progress, "desc": f"  {notebook.stem}", "leave": True, "file": sys.stderr}
+    # cell_timeout_s: a hung cell fails the notebook (papermill's execution_timeout) instead of holding the run
     pm.execute_notebook(str(notebook), str(out), parameters=values, kernel_name=kernel,
                         progress_bar=bar, log_output=False, cwd=str(paths.ROOT),
-                        kernel_manager_class=local_kernel_manager())
+                        kernel_manager_class=local_kernel_manager(), execution_timeout=params.cell_timeout_s)
     return time.perf_counter() - start
 
 
 def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     from kit.run.files import read_json
     from kit.run.records import MANIFEST, git_info, write_manifest
+
+    from kit.tools.doctor import served_problems
 
     code = git_info()  # the code the notebooks run, taken before any of them writes into the checkout
     selected = notebooks(only)
@@ -107,6 +110,11 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
             print(f"refused: {line}", file=sys.stderr)
         print("the memory plan says this profile does not fit the visible GPUs (python -m kit plan "
               f"{params_path}); nothing was run", file=sys.stderr)
+        return 2
+    refused = served_problems(params)  # a served role lacking a verb stops here, before any model call
+    if refused:
+        print(f"error: {params_path}: {refused[0]}" + (f" [+{len(refused) - 1} more]" if len(refused) > 1 else ""),
+              file=sys.stderr)
         return 2
     lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it
     kernel = ensure_kernel()
@@ -121,8 +129,8 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
             print(f"  {nb.name} done in {seconds:.0f}s", flush=True)
             ran[nb.stem] = {"status": "ran", "seconds": round(seconds, 1), "params": values}
         except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
-            print(f"  {nb.name} FAILED: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}",
-                  flush=True)
+            last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            print(secrets.scrub(f"  {nb.name} FAILED: {last}"), flush=True)
             print(f"    see the partly executed notebook: {out_dir / nb.name}", flush=True)
             ran[nb.stem] = {"status": "failed", "params": values}
             status = 1

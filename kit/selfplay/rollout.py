@@ -182,7 +182,7 @@ def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_to
     """trl's ``rollout_func``: ``lookup`` maps a record's prompt (:func:`prompt_key`) to (dilemma, learning side);
     ``embedder`` and ``agree_cosine`` decide when two stated solutions are one (``kit.selfplay.dialogue``);
     ``engine`` serves the policy's adapter for the rollouts (see the module docstring; None: the trainer's)."""
-    calls = itertools.count()
+    calls: dict[int, itertools.count] = {}  # per global step: rollouts made in it (a resumed run counts as a fresh one)
 
     def rollout(prompts: list, trainer) -> dict:
         games, sides, seen = [], [], {}
@@ -195,11 +195,16 @@ def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_to
             seen[key] = seen.get(key, -1) + 1  # the k-th rollout of this prompt in the group
             games.append((d, seen[key], None))
             sides.append(side)
-        args, call = trainer.args, next(calls)
+        # seeds from (seed, global step, rollout of the step, rank): a run resumed from a checkpoint draws what a run
+        # never killed draws at that step (a per-process counter restarted at 0); each item's own stream comes from
+        # its request (vllm_backend.request_seed: the dilemma, the side, the turns so far, its sample k)
+        step = trainer.state.global_step
+        args, call = trainer.args, (step, next(calls.setdefault(step, itertools.count())),
+                                    trainer.accelerator.process_index)
 
         def params_for(turn: int) -> GenParams:  # the policy's sampling, as trl computes its log-probs
             return GenParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=turn_tokens,
-                             seed=seeds.derive(seed, "selfplay-rollout", call, turn))
+                             seed=seeds.derive(seed, "selfplay-rollout", *call, turn))
 
         tokenizer = trainer.processing_class
         if engine is not None:  # the policy's adapter as it is now, served per request

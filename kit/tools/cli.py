@@ -12,7 +12,10 @@ from pathlib import Path
 
 from kit.bench import BENCHES
 from kit.config import ParamsError, load_params
-from kit.run import lock
+from kit.llm.errors import EndpointError
+from kit.run import lock, secrets
+from kit.run.cache import CacheUnavailable
+from kit.run.records import RecordWriteError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a params file (exit 0 or 2)")
     c.add_argument("params")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--offline", action="store_true",
+                   help="do not ask a served model's URLs what they offer (backend openai)")
     b = sub.add_parser("bench", help="benchmarks that print ratios; the last line is JSON")
     b.add_argument("what", choices=BENCHES.names())
     b.add_argument("--params", required=True)
@@ -53,8 +58,15 @@ def _parser() -> argparse.ArgumentParser:
                                       "for backend openai on other nodes")
     sv.add_argument("--params", required=True)
     sv.add_argument("--role", help="serve this role's model (kit.config.ROLES) instead of model")
-    sv.add_argument("--host", default="0.0.0.0")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only); any other needs an API key")
     sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key-env", metavar="NAME", help="the environment variable holding the server's API key "
+                                                          "(default: the profile's model.api_key_env, else AGORA_API_KEY)")
+    sv.add_argument("--runtime-lora", action="store_true",
+                    help="let clients load adapters at run time (/v1/load_lora_adapter: any path the server reads)")
+    sv.add_argument("--adapter", action="append", default=[], metavar="PATH",
+                    help="serve this PEFT adapter folder under its content name (repeatable)")
     sv.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     sv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks, agora-kit kernel (no browser; prints the URL)")
@@ -97,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "merge":
             from kit.run.records import merge_record_files
 
+            lock.hold(lock.run_folder_of(args.out))  # it rewrites a store a live run may be appending to
             print(f"{args.out}: {merge_record_files(args.shards, args.out)} records")
             return 0
         if args.command == "docs-results":
@@ -106,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         params = load_params(args.params, args.set)
         if args.command == "check":
+            from kit.tools.doctor import served_problems
+
+            if not args.offline and (refused := served_problems(params)):
+                print(f"error: {args.params}: {refused[0]}" + (f" [+{len(refused) - 1} more]" if len(refused) > 1 else ""),
+                      file=sys.stderr)
+                return 2
             print(f"{args.params}: ok (profile {params.profile}, model {params.model.name} on {params.model.backend})")
             return 0
         if args.command == "plan":
@@ -115,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from kit.llm.serve import main as serve_main
 
-            return serve_main(params, args.role, args.host, args.port, args.dry_run)
+            return serve_main(params, args.role, args.host, args.port, args.dry_run, args.api_key_env,
+                              args.runtime_lora, args.adapter)
         if args.command == "report":
             from kit.reporting.report import write
 
@@ -134,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     except (ParamsError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(secrets.scrub(f"error: {e}"), file=sys.stderr)
         return 2
-    except lock.RunFolderBusy as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (lock.RunFolderBusy, RecordWriteError, CacheUnavailable, EndpointError) as e:  # busy, disk full, a server
+        print(secrets.scrub(f"error: {' '.join(str(e).split())}"), file=sys.stderr)
         return 1

@@ -341,42 +341,70 @@ def report(m: Machine) -> list[str]:
     return lines
 
 
-def endpoints(params, timeout_s: float = 5.0) -> list[tuple[str, str | None]]:
+def endpoints(params, timeout_s: float = 10.0) -> list[tuple[str, str | None]]:
     """Per served model URL of the profile (``backend: openai``): (one report line, a problem or None).
 
-    The line says whether the URL answers, whether it serves the model the roles name, and which verbs the
-    kit takes from it; a problem is the same line with the fix."""
-    import httpx
-
+    Each URL is asked once what it offers (:func:`kit.llm.openai_backend.probe`: echo with prompt
+    log-probabilities, top log-probabilities, seeds); the line says whether it answers, the model it serves
+    and the verbs it offers, and a problem names a role that needs a verb the server lacks, with the fix —
+    before any of the run's model calls."""
     from kit.config import AGENT_VERBS, ROLES
-    from kit.llm.openai_backend import VERBS, EndpointError, served_base
+    from kit.llm import replies
+    from kit.llm.openai_backend import Client, EndpointError, probe, served_base
+    from kit.run import secrets
 
     users: dict[tuple, list[str]] = {}
     # the merged palette models are folders notebook 11 builds here: never served from an endpoint
     for role, model in [("model", params.model), *((r, params.role_model(r)) for r in ROLES if r != "palette_merged")]:
         if model.backend == "openai":
-            users.setdefault((tuple(model.base_url), model.served_model, model.api, model.api_key_env), []).append(role)
+            users.setdefault((tuple(model.base_url), model.served_model, model.api, model.api_key_env,
+                              model.allow_key_over_plain_http), []).append(role)
     out = []
-    for (urls, wanted, api, key_env), roles in users.items():
-        needs = sorted({v for r in roles for v in (AGENT_VERBS if r == "model" else ROLES[r])})
-        headers = {"Authorization": f"Bearer {os.environ[key_env]}"} if key_env and os.environ.get(key_env) else {}
+    for (urls, wanted, api, key_env, plain), roles in users.items():
         for url in urls:
-            who = f"endpoint {url} (for {', '.join(roles)})"
+            who = f"endpoint {secrets.public_url(url)} (for {', '.join(roles)})"
             try:
-                reply = httpx.get(f"{url}/models", headers=headers, timeout=timeout_s)
-                reply.raise_for_status()
-                served = served_base(reply.json(), url, wanted)
-            except (httpx.HTTPError, ValueError, EndpointError) as exc:
-                line = f"{who}: not usable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                client = Client([url], api_key_env=key_env, timeout_s=timeout_s, max_retries=0,
+                                allow_key_over_plain_http=plain)
+                try:
+                    entries = client.request("GET", "/models", parse=replies.models)
+                    served = served_base({"data": entries}, client.shown[0], wanted)
+                    offers = probe(client, 0, served, api)
+                finally:
+                    client.close()
+            except EndpointError as exc:
+                line = f"{who}: not usable: {exc}"
                 out.append((line, f"{line}; fix: start the server (python -m kit serve --params P on that node) "
                                   "or correct base_url / served_model"))
                 continue
-            offered = VERBS[api]
-            missing = [v for v in needs if v not in offered]
-            line = f"{who}: reachable, serves {served}, offers {', '.join(offered)} (api: {api})"
-            out.append((line, f"{line}, not {', '.join(missing)}; fix: api: completions on a vLLM server"
-                        if missing else None))
+            offered = offers.verbs()
+            line = f"{who}: reachable, serves {served}, offers {', '.join(offered)} (api: {api}; {offers.line()})"
+            lacking = [(r, [v for v in (AGENT_VERBS if r == "model" else ROLES[r]) if v not in offered]) for r in roles]
+            lacking = [(r, vs) for r, vs in lacking if vs]
+            if lacking:
+                role, verbs = lacking[0]
+                fix = ("serve it with vLLM (python -m kit serve), which echoes prompt log-probabilities"
+                       if "score" in verbs and api == "completions" else
+                       "serve it behind /v1/completions with vLLM (api: completions)" if "score" in verbs else
+                       "serve it with a server that returns top log-probabilities (vLLM)")
+                out.append((line, f"{role} needs {', '.join(verbs)}, which {secrets.public_url(url)} does not offer "
+                                  f"({offers.line()}); fix: {fix}, or give {role} a local backend"))
+            else:
+                out.append((line, None))
     return out
+
+
+def served_problems(params) -> list[str]:
+    """What the profile's served models (backend openai) cannot do for the roles that use them, asked of each URL
+    once (``kit.tools.doctor.endpoints``); empty when the profile serves no model or every role is served."""
+    from kit.config import ROLES
+
+    if all(m.backend != "openai" for m in [params.model, *(params.role_model(r) for r in ROLES)]):
+        return []
+    found = endpoints(params)
+    for line, _ in found:
+        print(line)
+    return [problem for _, problem in found if problem]
 
 
 def main(params_path: str | None, overrides: list[str]) -> int:

@@ -80,10 +80,21 @@ class TrainedValueDetector:
     def save(self, folder: str | Path) -> Path:
         from safetensors.numpy import save_file
 
+        import os
+        import secrets
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({f"{k}.{name}": np.ascontiguousarray(v) for name, h in self.heads.items() for k, v in h.items()},
-                  str(folder / WEIGHTS))
+        # each file replaced whole (a reader or a kill sees the old file or the new one, never half of one)
+        tmp = folder / f".{WEIGHTS}.{secrets.token_hex(4)}.tmp"
+        try:
+            save_file({f"{k}.{name}": np.ascontiguousarray(v) for name, h in self.heads.items() for k, v in h.items()},
+                      str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / WEIGHTS)
+        finally:
+            tmp.unlink(missing_ok=True)
         atomic_write_json(folder / CARD, {**self.card, "values": list(SCHWARTZ_VALUES)})
         return folder
 
