@@ -184,3 +184,22 @@ def test_the_trainer_estimate_matches_the_measured_peak_on_the_cpu(checkpointing
     shape = catalog.shape("smollm2-135m-instruct")
     estimate = memory.trainer(shape, memory.Recipe("sft", False, checkpointing, batch, length, 8), on_gpu=False).gib
     assert abs(estimate - measured) <= TOLERANCE * measured, (estimate, measured)
+
+
+def test_the_eight_gpu_profile_is_the_full_profile_but_where_the_models_sit():
+    """params/full-8gpu.yaml differs from params/full.yaml only in the placement of models: the profile's name, the
+    agents' KV cache, and the roles that move to GPUs of their own."""
+    from kit.config import parse_yaml
+
+    def flat(node, prefix=""):
+        out = {}
+        for key, value in node.items():
+            out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+        return out
+
+    full = flat(parse_yaml((ROOT / "params" / "full.yaml").read_text()))
+    eight = flat(parse_yaml((ROOT / "params" / "full-8gpu.yaml").read_text()))
+    placement = {"profile", "model.kv_cache_gb"}
+    differ = {k for k in set(full) | set(eight) if full.get(k) != eight.get(k)}
+    assert all(k in placement or k.startswith(("models.selfplay_judge.", "models.palette_merged.")) for k in differ), \
+        sorted(differ)

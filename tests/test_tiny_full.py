@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # keys whose values name models (tiny random models of the same architectures) or the machine
 MODEL_IDS = re.compile(r"^(model|models\.\w+|embedder)\.name$")
-MACHINE = {"profile", "model.backend", "model.device",
+MACHINE = {"profile", "model.backend", "model.device", "cell_timeout_s",
            # vLLM's own settings: the transformers backend on the CPU has no fp8
            "models.selfplay_judge.quantization", "models.palette_merged.quantization"}
 # keys that size the run: tiny-full's value is at most full's (a list: a part of full's)
