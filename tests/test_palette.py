@@ -315,3 +315,38 @@ def test_jobs_naming_different_models_in_one_step_get_one_batch_per_model():
         ("generate", "base", 2), ("generate", "moe", 2), ("choose", "moe", 4)]
     with pytest.raises(ValueError, match="asked for model 'ties'; the scheduler serves \\['moe'\\]"):
         run_jobs([Job("x", program(0, "ties"))], Scripted("base", []), models={"moe": Scripted("moe", [])})
+
+
+def test_the_moe_recipe_is_checked_against_the_base_family_before_anything_trains():
+    """mergekit's Mixtral output takes only Llama and Mistral bases; its Qwen MoE output (one shared expert) takes
+    Qwen2. kit check runs mergekit's own rules on the profile's base (a tiny Qwen2 here, the full profile's family)
+    and refuses an impossible recipe in one line with mergekit's reason and the recipe that fits."""
+    from kit.config import ParamsError, load_params
+    from kit.palette.merges import check_moe
+
+    with pytest.raises(ValueError, match="Mixtral requires all input models to be Llama or Mistral") as found:
+        check_moe(ROOT / "params/merges/moe.yml", "tiny-random-qwen2")
+    assert "moe_qwen.yml" in str(found.value) and "\n" not in str(found.value)
+    check_moe(ROOT / "params/merges/moe_qwen.yml", "tiny-random-qwen2")
+    check_moe(ROOT / "params/merges/moe.yml", "tiny-random")
+    with pytest.raises(ValueError, match="mergekit-moe has no output architecture for a qwen2 base"):
+        check_moe(ROOT / "params/merges/moe.yml", "Qwen/Qwen2.5-7B-Instruct")  # the catalog's config, offline
+    merges = "palette.merges={ties: params/merges/ties.yml, model_stock: params/merges/model_stock.yml, " \
+             "moe: params/merges/moe.yml}"
+    with pytest.raises(ParamsError, match=r"palette\.merges\.moe: .*Mixtral requires") as refused:
+        load_params(ROOT / "params" / "tiny-full.yaml", [merges])
+    assert "\n" not in str(refused.value)
+
+
+def test_a_refused_moe_says_what_mergekit_logged(tmp_path):
+    from kit.llm.models import resolve_model
+    from kit.palette.merges import build_moe
+
+    bad = tmp_path / "moe.yml"
+    bad.write_text(yaml.safe_dump({"base_model": "{base}", "gate_mode": "hidden", "experts_per_token": 2,
+                                   "experts": [{"source_model": f"{{{c}}}", "positive_prompts": ["same"]}
+                                               for c in CONTINENTS]}))
+    base = resolve_model("tiny-random").path
+    with pytest.raises(ValueError, match="mergekit-moe refused the recipe: .+") as found:
+        build_moe(bad, base, {c: str(_adapter(tmp_path, c)) for c in CONTINENTS}, tmp_path / "out", tmp_path / "cache")
+    assert "no reason given" not in str(found.value)
