@@ -203,3 +203,16 @@ def test_the_eight_gpu_profile_is_the_full_profile_but_where_the_models_sit():
     differ = {k for k in set(full) | set(eight) if full.get(k) != eight.get(k)}
     assert all(k in placement or k.startswith(("models.selfplay_judge.", "models.palette_merged.")) for k in differ), \
         sorted(differ)
+
+
+def test_kit_run_refuses_a_profile_that_does_not_fit_the_visible_gpus(full, monkeypatch, capsys):
+    """On a node whose GPU is too small, kit run stops before any notebook (and any model) with the plan's lines."""
+    from kit.run import runner
+
+    monkeypatch.setattr("kit.plan.visible_gpus", lambda: [24.0])
+    ran = []
+    monkeypatch.setattr(runner, "execute", lambda *a, **k: ran.append(a))
+    assert runner.run(full, "params/full.yaml", ["00", "01"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ran == [] and err[-1].startswith("the memory plan says this profile does not fit the visible GPUs")
+    assert all(line.startswith("refused: notebook 0") for line in err[:-1]) and len(err) > 2
