@@ -2,6 +2,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# a model used outside its memory stage (kit.plan.stages) is an error in every test and notebook the tests run
+os.environ.setdefault("AGORA_STRICT_STAGES", "1")
 
 from pathlib import Path  # noqa: E402
 
