@@ -809,10 +809,14 @@ def test_rollout_seeds_follow_the_global_step_not_the_rollouts_this_process_made
     from kit.selfplay.rollout import rollout_func
     from kit.selfplay.training import selfplay_records
 
-    class SeedLog(HFBackend):  # the real tiny model, noting each turn's seed
+    class SeedLog(HFBackend):  # the real tiny model, noting each turn's seed (rollouts draw through generate_sampled)
         def generate(self, requests, params):
             self.seeds.append(params.seed)
             return super().generate(requests, params)
+
+        def generate_sampled(self, requests, params):
+            self.seeds.append(params.seed)
+            return super().generate_sampled(requests, params)
 
     path = resolve_model("tiny-random").path
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=2, target_modules=["q_proj"]))

@@ -21,7 +21,8 @@ MACHINE = {"profile", "model.backend", "model.device", "cell_timeout_s",
 # keys that size the run: tiny-full's value is at most full's (a list: a part of full's)
 SIZES = re.compile(r"(^|\.)(n|n_\w+|\w+_items|\w+_tokens|\w+_words|max_\w+|batch_size|per_device_train_batch_size|"
                    r"gradient_accumulation_steps|num_train_epochs|num_generations|r|lora_alpha|samples_per_item|best_of|"
-                   r"heldout_topics|kv_cache_gb|n_boot|countries|pairs|culture_countries|max_retries|\w+_dialogues|n_choice)$")
+                   r"heldout_topics|kv_cache_gb|n_boot|countries|pairs|culture_countries|max_retries|\w+_dialogues|n_choice|"
+                   r"from_methods)$")
 # what a random model cannot do, and why tiny-full's value differs
 RANDOM_MODEL = {
     "negotiation.agent_kind": "a random model writes no grounding data, so notebook 01 builds no grounded agent",
