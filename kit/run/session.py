@@ -52,6 +52,7 @@ class Session:
         self._backends: dict[str, object] = {}  # cached backends by engine key
         self._residents: dict[str, object] = {}  # engine key -> kit.llm.resident.Resident
         self._stage = None  # the kit.plan.stages.Stage now open
+        self._entry: dict | None = None  # its entry in stage_log
         self._encoders: set[str] = set()  # sentence-transformers parts loaded (embedder, cross-encoder:nli)
         # per stage entered: the distinct sets of parts that were resident at once in it
         self.stage_log: list[dict] = []
@@ -143,8 +144,10 @@ class Session:
         """Run a stage of ``kit.plan.stages``: engines it does not list are released first."""
         from kit.plan.stages import find
 
-        outer, self._stage = self._stage, find(self.params, notebook, name)
-        self.stage_log.append({"stage": self._stage.label, "resident": []})
+        outer, outer_entry = self._stage, self._entry
+        self._stage = find(self.params, notebook, name)
+        self._entry = {"stage": self._stage.label, "resident": []}
+        self.stage_log.append(self._entry)
         try:
             for key, resident in self._residents.items():
                 if not self._stage.allows(_part(key)):
@@ -152,7 +155,7 @@ class Session:
             self._note()
             yield
         finally:
-            self._stage = outer
+            self._stage, self._entry = outer, outer_entry
 
     def _on_use(self, resident) -> None:
         """Before a resident backend computes: check the stage allows it, and put the other swap engines to sleep."""
@@ -191,9 +194,8 @@ class Session:
         if part is not None:
             resident.add(str(part))
         snapshot = sorted(resident)
-        entry = self.stage_log[-1]["resident"]
-        if snapshot not in entry:
-            entry.append(snapshot)
+        if self._entry is not None and snapshot not in self._entry["resident"]:
+            self._entry["resident"].append(snapshot)
 
     def records(self, name: str):
         """An append-only JSONL store in the run folder, keyed by item id (resumable)."""
