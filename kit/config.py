@@ -270,6 +270,21 @@ class ReferencesParams(Section):
     min_shared: int = Field(3, ge=1, le=100_000)  # train questions two countries must share for their similarity to count
 
 
+class EvalsParams(Section):
+    """How every evaluation reads a model's answer (``kit.metrics.alignment.apply_label_floor``)."""
+
+    # an answer whose probability on the option letters is below this is missing (counted per row), never the
+    # uniform answer a renormalised near-zero mass gives; an answer with no mass at all is missing at any floor
+    min_label_mass: float = Field(0.1, ge=0, le=1)
+
+
+class VerdictsParams(Section):
+    """When a table may say "better", "beats" or "worse" (``kit.metrics.verdicts``)."""
+
+    # fewer common items than this and a verdict is "too few", whatever its interval
+    min_items: int = Field(20, ge=1, le=100_000)
+
+
 class QuickstartParams(Section):
     countries: list[str] = Field(default_factory=lambda: ["Japan", "Brazil"], min_length=2, max_length=2)
     prompt: str = "In two sentences: what matters most when raising children?"
@@ -742,6 +757,8 @@ class Params(Section):
     embedder: EmbedderParams = EmbedderParams()
     data: DataParams = DataParams()
     references: ReferencesParams = ReferencesParams()
+    evals: EvalsParams = EvalsParams()
+    verdicts: VerdictsParams = VerdictsParams()
     quickstart: QuickstartParams = QuickstartParams()
     agents: AgentsParams = AgentsParams()
     negotiation: NegotiationParams = NegotiationParams()

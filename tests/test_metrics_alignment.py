@@ -13,9 +13,15 @@ from scipy.stats import bootstrap, entropy
 from kit.metrics.alignment import (
     NEIGHBOUR_AGENT,
     OTHER_COUNTRIES_AGENT,
+    ENTROPY_AGENT,
     REFERENCES,
     UNIFORM_AGENT,
+    WORLD_REFERENCES,
+    apply_label_floor,
     argmax_agree,
+    entropy_matched_reference,
+    flatten_to_entropy,
+    missing_answers,
     between_culture_distance,
     bootstrap_ci,
     continent_table,
@@ -271,10 +277,16 @@ def test_paired_verdicts_by_hand():
 
     rows = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3 + ["c"] * 3, "id": [1, 2, 3] * 3,
                          "score": [0.5, 0.6, 0.7, 0.1, 0.2, 0.3, 0.5, 0.7, 0.6]})
-    out = {v["against"]: v for v in paired_verdicts(rows, "a", "score", n_boot=200, seed=0)}
+    out = {v["against"]: v for v in paired_verdicts(rows, "a", "score", n_boot=200, seed=0, min_items=3)}
     assert out["b"]["mean_diff"] == pytest.approx(0.4) and out["b"]["verdict"] == "better" and out["b"]["n"] == 3
     assert out["b"]["ci_low"] == pytest.approx(0.4) and out["b"]["ci_high"] == pytest.approx(0.4)  # constant diffs
     assert out["c"]["mean_diff"] == pytest.approx(0.0) and out["c"]["verdict"] == "no difference"
+    # a zero-width interval over three items is no evidence at the default minimum (verdicts.min_items)
+    assert {v["verdict"] for v in paired_verdicts(rows, "a", "score", n_boot=200, seed=0)} == {"too few"}
+    # a lower-is-better score turns the words round
+    low = {v["against"]: v for v in paired_verdicts(rows, "a", "score", n_boot=200, seed=0, min_items=3,
+                                                    direction="lower")}
+    assert low["b"]["verdict"] == "worse"
 
 
 @pytest.mark.parametrize("p, q", HAND_PAIRS + _random_pairs())
@@ -325,14 +337,14 @@ def test_neighbour_prior_never_reads_test_answers_for_similarity():
 def test_reference_rows_hold_all_three_on_the_wanted_pairs():
     rows = reference_rows(NEIGHBOUR_TRAIN, NEIGHBOUR_TEST, {("A", "x"), ("C", "x")}, k=1)
     assert sorted((r["agent"], r["country"]) for r in rows) == sorted(
-        (ref, c) for ref in REFERENCES for c in ("A", "C"))
+        (ref, c) for ref in WORLD_REFERENCES for c in ("A", "C"))
 
 
 def test_reference_comparison_says_when_a_reference_has_no_rows():
     rows = [{"agent": "m", "country": c, "question_id": f"q{i}", "p_gen": [0.5, 0.5], "p_gold": [0.5, 0.5]}
             for c in "AB" for i in range(3)] + uniform_reference(
         [Item(f"q{i}", c, ("x", "y"), (0.5, 0.5)) for c in "AB" for i in range(3)])
-    out = reference_comparison(rows, ["m"], [UNIFORM_AGENT, NEIGHBOUR_AGENT], n_boot=50).set_index("reference")
+    out = reference_comparison(rows, ["m"], [UNIFORM_AGENT, NEIGHBOUR_AGENT], n_boot=50, min_items=6).set_index("reference")
     assert out.loc[UNIFORM_AGENT, "verdict"] == "no difference" and out.loc[UNIFORM_AGENT, "n"] == 6
     assert out.loc[NEIGHBOUR_AGENT, "verdict"] == "no rows" and out.loc[NEIGHBOUR_AGENT, "n"] == 0
 
@@ -372,3 +384,55 @@ def test_between_culture_distance_by_hand():
     assert got["n"] == 1
     assert got["model_distance"] == pytest.approx(0.0)  # the model answers alike as both: homogenised
     assert got["gold_distance"] == pytest.approx(jensenshannon([1, 0], [0, 1], base=2) * 100)
+
+
+# --- the letter-mass floor and the entropy-matched reference ------------------------------------------------------
+
+def test_an_answer_below_the_letter_mass_floor_is_missing_never_uniform():
+    rows = [{"agent": "m", "country": "A", "question_id": "q1", "p_gen": [0.5, 0.5], "p_gold": [1, 0], "letter_mass": 0.0},
+            {"agent": "m", "country": "A", "question_id": "q2", "p_gen": [0.9, 0.1], "p_gold": [1, 0], "letter_mass": 0.04},
+            {"agent": "m", "country": "A", "question_id": "q3", "p_gen": [0.9, 0.1], "p_gold": [1, 0], "letter_mass": 0.6},
+            {"agent": "uniform", "country": "A", "question_id": "q1", "p_gen": [0.5, 0.5], "p_gold": [1, 0]}]
+    # zero mass is missing even with no floor; 0.04 only under a floor of 0.05; a reference (no mass) never is
+    assert missing_answers(apply_label_floor(rows, 0.0)) == {"m": 1, "uniform": 0}
+    floored = apply_label_floor(rows, 0.05)
+    assert missing_answers(floored) == {"m": 2, "uniform": 0} and floored[0]["missing"] and rows[0]["p_gen"] == [0.5, 0.5]
+    table = score_table(floored, n_boot=50).set_index("agent")
+    assert table.loc["m", "n"] == 1 and table.loc["m", "missing"] == 2  # answered rows scored, missing counted
+    assert per_question_scores(floored)["agent"].tolist() == ["m", "uniform"]
+    worst = per_question_scores(floored, missing="worst")
+    assert worst[worst["question_id"] == "q1"].set_index("agent").loc["m", "js_similarity"] == 0.0
+
+
+def test_a_missing_answer_counts_against_its_kind_in_the_verdict():
+    # the kind answers the questions it knows perfectly and leaves the rest missing: dropped, it would beat uniform
+    rows = []
+    for i in range(40):
+        gold = [0.8, 0.2]
+        rows.append({"agent": "uniform", "country": "A", "question_id": f"q{i}", "p_gen": [0.5, 0.5], "p_gold": gold})
+        rows.append({"agent": "m", "country": "A", "question_id": f"q{i}", "p_gold": gold,
+                     "p_gen": gold if i < 10 else None})
+    out = reference_comparison(rows, ["m"], [UNIFORM_AGENT], n_boot=200, min_items=20).iloc[0]
+    assert out["n"] == 40 and out["verdict"] == "worse"
+
+
+def test_flatten_to_entropy_reaches_the_target_by_mixing_with_uniform():
+    p = np.array([0.7, 0.2, 0.1])
+    for target in (1.2, 1.5, math.log2(3)):
+        q = flatten_to_entropy(p, target)
+        assert entropy(q, base=2) == pytest.approx(target, abs=1e-6)
+        lam = (q - p) / (np.full(3, 1 / 3) - p)  # one mixing weight for every option
+        assert np.allclose(lam, lam[0]) and 0 <= lam[0] <= 1
+    assert np.allclose(flatten_to_entropy(p, 0.5), p)  # already flatter than the target: unchanged
+
+
+def test_the_entropy_matched_row_is_the_agents_answers_at_the_world_answers_entropy():
+    world = [0.4, 0.35, 0.25]
+    refs = [{"agent": OTHER_COUNTRIES_AGENT, "country": "A", "question_id": "q", "p_gen": world, "p_gold": [1, 0, 0]}]
+    answers = [{"agent": "vanilla", "country": "A", "question_id": "q", "p_gen": [0.9, 0.05, 0.05], "p_gold": [1, 0, 0]},
+               {"agent": "vanilla", "country": "A", "question_id": "r", "p_gen": [0.9, 0.1], "p_gold": [1, 0]},
+               {"agent": "other", "country": "A", "question_id": "q", "p_gen": [0.1, 0.8, 0.1], "p_gold": [1, 0, 0]}]
+    (row,) = entropy_matched_reference(answers, refs, "vanilla")
+    assert row["agent"] == ENTROPY_AGENT and np.argmax(row["p_gen"]) == 0
+    assert entropy(row["p_gen"], base=2) == pytest.approx(entropy(world, base=2), abs=1e-6)
+    assert ENTROPY_AGENT in REFERENCES and ENTROPY_AGENT not in WORLD_REFERENCES

@@ -35,12 +35,14 @@ from kit.metrics.consensus import (
     acceptance_summary,
     distance_reduction,
     perplexity,
+    rel_logppl,
     value_consensus,
     value_distance,
     value_self_consistency,
     value_summary,
 )
-from kit.metrics.text import degenerate
+from kit.metrics.text import copied, degenerate
+from kit.metrics.verdicts import MIN_ITEMS
 from kit.negotiation.trace import STOPPING_RULES
 from kit.values import ValueDetector
 
@@ -91,19 +93,27 @@ def trace_agents(trace: Trace, agents: Mapping[str, Agent]) -> tuple[Agent, Agen
     return agents[cultures[0]], agents[cultures[1]]
 
 
+def copied_the_other_side(texts: Mapping[str, str]) -> bool:
+    """Whether a side's consensus statement is the other side's opening copied (``kit.metrics.text.copied``):
+    the copy is as likely under the other persona as its own words, so it would win acceptance unread."""
+    return copied(texts["final_a"], texts["initial_b"]) or copied(texts["final_b"], texts["initial_a"])
+
+
 def split_usable(traces: Sequence[Trace]) -> tuple[list[Trace], int, int, dict[str, int]]:
     """(usable traces, failed count, empty count, degenerate count per method): a trace is unusable if it
-    failed, lacks one of its texts, or one of them is degenerate (``kit.metrics.text.degenerate``: markup,
-    repetition, a word or two) — a perplexity or a value vector of such a text measures its format."""
+    failed, lacks one of its texts, one of them is degenerate (``kit.metrics.text.degenerate``: markup,
+    repetition, a word or two, headings only, a non-answer) — a perplexity or a value vector of such a text
+    measures its format — or a consensus statement copies the other side's opening."""
     usable, failed, empty, bad = [], 0, 0, {}
     for trace in traces:
         if _get(trace, "failed"):
             failed += 1
             continue
-        texts = trace_texts(trace).values()
+        named = trace_texts(trace)
+        texts = named.values()
         if not all(t.strip() for t in texts):
             empty += 1
-        elif any(degenerate(t) for t in texts):
+        elif any(degenerate(t) for t in texts) or copied_the_other_side(named):
             bad[trace["method"]] = bad.get(trace["method"], 0) + 1
         else:
             usable.append(trace)
@@ -131,8 +141,12 @@ def acceptance_row(ppl_b_of_initial_a: float, ppl_a_of_initial_b: float, ppl_b_o
     final and its change (< 0: each side's persona came to find the other's text likelier)."""
     d0 = acceptance_gap(ppl_b_of_initial_a, ppl_a_of_initial_b)
     d1 = acceptance_gap(ppl_b_of_final_a, ppl_a_of_final_b)
-    rel0 = (np.log(ppl_b_of_initial_a / ppl_base_of_initial_a) + np.log(ppl_a_of_initial_b / ppl_base_of_initial_b)) / 2
-    rel1 = (np.log(ppl_b_of_final_a / ppl_base_of_final_a) + np.log(ppl_a_of_final_b / ppl_base_of_final_b)) / 2
+    known = all(np.isfinite(x) for x in (ppl_base_of_initial_a, ppl_base_of_initial_b, ppl_base_of_final_a,
+                                         ppl_base_of_final_b))
+    rel0 = rel_logppl(ppl_b_of_initial_a, ppl_base_of_initial_a, ppl_a_of_initial_b, ppl_base_of_initial_b) \
+        if known else float("nan")
+    rel1 = rel_logppl(ppl_b_of_final_a, ppl_base_of_final_a, ppl_a_of_final_b, ppl_base_of_final_b) \
+        if known else float("nan")
     return {"d_initial": d0, "d_final": d1, "d_ratio": acceptance_ratio(d0, d1), "improved": d1 < d0,
             "rel_logppl_initial": float(rel0), "rel_logppl_final": float(rel1), "rel_logppl_change": float(rel1 - rel0)}
 
@@ -297,30 +311,30 @@ def common_items(df: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.D
     return df[keys.isin(shared) & df["method"].isin(methods)]
 
 
-PAIRED_SCORES = {"rel_logppl_change": "lower", "value_consensus": "higher", "self_consistency": "higher"}
+PAIRED_SCORES = ("rel_logppl_change", "value_consensus", "self_consistency")  # directions: kit.metrics.scorers
 
 
 def paired_against(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
-                   seed: int = 0) -> pd.DataFrame:
+                   seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
     """Each method minus ``reference`` on the shared items, per score of ``PAIRED_SCORES`` (self-consistency:
     the mean of the two agents'; the reference's is 1 by construction, so it is compared among the others
     only): mean difference, 95 % bootstrap interval over items, n, and whether the method is ``better``,
-    ``worse`` or shows ``no difference`` (the score's direction taken into account)."""
+    ``worse`` or shows ``no difference`` (the score's direction from the registry) — ``too few`` below
+    ``min_items`` shared items."""
     rows = df.assign(id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1))
     out = []
     for method in [m for m in dict.fromkeys(rows["method"]) if m != reference and reference in set(rows["method"])]:
-        for score, better in PAIRED_SCORES.items():
+        for score in PAIRED_SCORES:
             if score == "self_consistency":
                 continue
-            for v in paired_verdicts(rows[rows["method"].isin([method, reference])], method, score, n_boot, seed):
-                if better == "lower" and v["verdict"] != "no difference":
-                    v["verdict"] = {"better": "worse", "worse": "better"}[v["verdict"]]
+            for v in paired_verdicts(rows[rows["method"].isin([method, reference])], method, score, n_boot, seed,
+                                     min_items=min_items):
                 out.append({"method": method, **v})
     return pd.DataFrame(out, columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
 
 
 def self_consistency_ranking(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
-                             seed: int = 0) -> pd.DataFrame:
+                             seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
     """The negotiating methods by mean self-consistency (``reference`` left out: cos(v, v) = 1 for it), the
     best one paired against each other on the shared items."""
     rows = df[df["method"] != reference].assign(
@@ -329,4 +343,5 @@ def self_consistency_ranking(df: pd.DataFrame, reference: str = REFERENCE_METHOD
     if len(means) < 2:
         return pd.DataFrame(columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
     best = means.index[0]
-    return pd.DataFrame([{"method": best, **v} for v in paired_verdicts(rows, best, "self_consistency", n_boot, seed)])
+    return pd.DataFrame([{"method": best, **v}
+                         for v in paired_verdicts(rows, best, "self_consistency", n_boot, seed, min_items=min_items)])

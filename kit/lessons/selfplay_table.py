@@ -88,7 +88,8 @@ def paired(session, rows: pd.DataFrame, method: str = "self_play_grpo") -> pd.Da
     """``method`` minus each other method on the same dilemmas, for CA and resolution: mean, 95 % interval, verdict."""
     p = session.params
     seed = seeds.derive(p.seed, "bootstrap")
-    out = [v for score in ("collective_agency", "resolved") for v in paired_verdicts(rows, method, score, p.n_boot, seed)]
+    out = [v for score in ("collective_agency", "resolved")
+           for v in paired_verdicts(rows, method, score, p.n_boot, seed, min_items=p.verdicts.min_items, direction="higher")]
     return pd.DataFrame(out).set_index(["score", "against"])
 
 

@@ -15,9 +15,16 @@ with ``p_gold`` (the country's answer shares):
 
 ``score_table`` averages them per (agent, country) with percentile-bootstrap CIs over questions;
 ``reference_rows`` makes the rows of three reference "agents" that go into the same tables (a
-uniform answer, the other countries' mean, and the neighbour prior); ``paired_difference``
-compares two agents question by question. Every interval is a percentile of the bootstrap
-distribution of a (weighted) mean of the scores, so it lies inside the score's range.
+uniform answer, the other countries' mean, and the neighbour prior), and
+``entropy_matched_reference`` a fourth from a model's own answers, flattened toward uniform until each
+has the other-countries mean's entropy: a row that gains on it gained by flattening, not by knowing;
+``paired_difference`` compares two agents question by question. Every interval is a percentile of the
+bootstrap distribution of a (weighted) mean of the scores, so it lies inside the score's range.
+
+An answer whose probability on the option letters fell below ``evals.min_label_mass`` (or is 0) is
+*missing* (:func:`apply_label_floor`: ``p_gen`` None), never the uniform answer a renormalised near-zero
+mass gives: tables leave it out and count it per row (``missing``); a verdict scores it as the score's
+worst value (``kit.metrics.scorers``), so a method that stops answering in format is not credited.
 """
 
 from __future__ import annotations
@@ -33,11 +40,15 @@ from scipy.special import rel_entr
 
 from kit.data.countries import base_country
 from kit.data.cultures import region_of
+from kit.metrics.verdicts import MIN_ITEMS
+from kit.metrics.verdicts import verdict as verdict_of
 
 UNIFORM_AGENT = "uniform"
 OTHER_COUNTRIES_AGENT = "other-countries mean"
 NEIGHBOUR_AGENT = "neighbour prior"
-REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT, NEIGHBOUR_AGENT)
+ENTROPY_AGENT = "entropy-matched"
+WORLD_REFERENCES = (UNIFORM_AGENT, OTHER_COUNTRIES_AGENT, NEIGHBOUR_AGENT)  # no model: from the survey alone
+REFERENCES = (*WORLD_REFERENCES, ENTROPY_AGENT)
 SCORES = ("s_align", "js_similarity", "js_similarity_e", "argmax_agree")
 _ROW_KEYS = ("agent", "country", "question_id", "p_gen", "p_gold")
 _ITEM_FIELDS = "items need question_id, country, options, distribution"
@@ -160,11 +171,40 @@ def _check_row(row: Mapping[str, Any]) -> None:
         raise ValueError(f"score row is missing keys {missing}; each row needs {list(_ROW_KEYS)}")
 
 
-def per_question_scores(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One line per row: agent, country, question_id and the three scores.
+def below_floor(row: Mapping[str, Any], min_label_mass: float) -> bool:
+    """Whether an answer row's letter mass says it is no answer: 0, or below ``min_label_mass`` (rows that
+    carry no ``letter_mass`` — references — always answer)."""
+    mass = row.get("letter_mass")
+    return mass is not None and (not mass > 0 or mass < min_label_mass)
 
+
+def apply_label_floor(rows: Iterable[Mapping[str, Any]], min_label_mass: float) -> list[dict[str, Any]]:
+    """The rows, each answer below the floor (:func:`below_floor`) made *missing*: ``p_gen`` None and
+    ``missing`` True. Nothing is dropped: the tables count what is missing per row."""
+    if not 0 <= min_label_mass <= 1:
+        raise ValueError(f"min_label_mass must lie in [0, 1], got {min_label_mass}")
+    return [{**r, "p_gen": None, "missing": True} if below_floor(r, min_label_mass) else dict(r) for r in rows]
+
+
+def missing_answers(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Agent → how many of its rows are missing (``p_gen`` None), every agent named (0 when none)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r["agent"]] = out.get(r["agent"], 0) + (r.get("p_gen") is None)
+    return out
+
+
+def per_question_scores(rows: Iterable[Mapping[str, Any]], missing: str = "drop") -> pd.DataFrame:
+    """One line per row: agent, country, question_id and the four scores.
+
+    A missing answer (``p_gen`` None) is left out (``missing="drop"``) or scored as each score's worst
+    value (``missing="worst"``, ``kit.metrics.scorers``), where a failure must count against its agent.
     Raises on a repeated (agent, country, question_id), which would silently double-weight it.
     """
+    from kit.metrics.scorers import worst
+
+    if missing not in ("drop", "worst"):
+        raise ValueError(f"missing must be 'drop' or 'worst', got {missing!r}")
     records = []
     seen: set[tuple[Any, Any, Any]] = set()
     for row in rows:
@@ -174,6 +214,11 @@ def per_question_scores(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             raise ValueError(f"duplicate score row for (agent, country, question_id) = {key}; keep one per question")
         seen.add(key)
         p_gen, p_gold = row["p_gen"], row["p_gold"]
+        if p_gen is None:
+            if missing == "worst":
+                records.append({"agent": key[0], "country": key[1], "question_id": key[2],
+                                **{score: worst(score) for score in SCORES}})
+            continue
         records.append(
             {
                 "agent": key[0],
@@ -191,21 +236,30 @@ def per_question_scores(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def score_table(
     rows: Iterable[Mapping[str, Any]], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> pd.DataFrame:
-    """Per (agent, country): ``n`` questions, and for each score its mean and bootstrap CI.
+    """Per (agent, country): ``n`` questions answered, ``missing`` answers left out, and for each score its
+    mean and bootstrap CI over the answered ones.
 
-    ``rows`` are dicts with keys agent, country, question_id, p_gen, p_gold. Columns: agent,
-    country, n, then ``<score>``, ``<score>_ci_low``, ``<score>_ci_high`` for s_align, js_similarity,
+    ``rows`` are dicts with keys agent, country, question_id, p_gen (None: missing), p_gold. Columns: agent,
+    country, n, missing, then ``<score>``, ``<score>_ci_low``, ``<score>_ci_high`` for s_align, js_similarity,
     js_similarity_e (0–100) and argmax_agree (0–1).
     """
+    rows = list(rows)
     scores = per_question_scores(rows)
-    columns = ["agent", "country", "n"] + [f"{s}{suffix}" for s in SCORES for suffix in ("", "_ci_low", "_ci_high")]
+    lost: dict[tuple[Any, Any], int] = {}
+    for r in rows:
+        lost[(r["agent"], r["country"])] = lost.get((r["agent"], r["country"]), 0) + (r.get("p_gen") is None)
+    columns = ["agent", "country", "n", "missing"] + [f"{s}{suffix}" for s in SCORES
+                                                      for suffix in ("", "_ci_low", "_ci_high")]
+    groups = dict(iter(scores.groupby(["agent", "country"], sort=True)))
     records = []
-    for (agent, country), group in scores.groupby(["agent", "country"], sort=True):
-        record: dict[str, Any] = {"agent": agent, "country": country, "n": len(group)}
+    for agent, country in sorted(lost, key=lambda k: (str(k[0]), str(k[1]))):
+        group = groups.get((agent, country), scores.iloc[0:0])
+        record: dict[str, Any] = {"agent": agent, "country": country, "n": len(group), "missing": lost[(agent, country)]}
         for score in SCORES:
             values = group[score].to_numpy()
             low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed, alpha=alpha)
-            record.update({score: float(values.mean()), f"{score}_ci_low": low, f"{score}_ci_high": high})
+            record.update({score: float(values.mean()) if len(values) else float("nan"),
+                           f"{score}_ci_low": low, f"{score}_ci_high": high})
         records.append(record)
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -330,12 +384,55 @@ def neighbour_prior_reference(train_items: Iterable[Any], test_items: Iterable[A
 
 def reference_rows(train_items: Iterable[Any], test_items: Iterable[Any], wanted: set[tuple[Any, Any]] | None = None,
                    k: int = 5, min_shared: int = 3) -> list[dict[str, Any]]:
-    """The rows of every reference (``REFERENCES``) on ``test_items``, kept to the (country, question_id) pairs
+    """The rows of every reference without a model (``WORLD_REFERENCES``) on ``test_items``, kept to the (country, question_id) pairs
     in ``wanted`` (all when None): what every alignment table carries beside its own rows."""
     test_items = list(test_items)
     rows = (uniform_reference(test_items) + other_countries_reference(test_items)
             + neighbour_prior_reference(train_items, test_items, k, min_shared))
     return [r for r in rows if wanted is None or (r["country"], r["question_id"]) in wanted]
+
+
+def entropy(p: Any) -> float:
+    """Shannon entropy of a distribution, in bits."""
+    arr = _distribution(p, "p")
+    nz = arr[arr > 0]
+    return float(-(nz * np.log2(nz)).sum())
+
+
+def flatten_to_entropy(p: Any, target_bits: float, tol: float = 1e-9) -> np.ndarray:
+    """``(1 − λ)·p + λ·uniform`` with the smallest λ in [0, 1] whose entropy reaches ``target_bits`` (capped at
+    the uniform's): ``p`` itself when it is already as flat. Entropy grows monotonically with λ, so a
+    bisection finds it."""
+    arr = _distribution(p, "p")
+    flat = np.full(arr.size, 1.0 / arr.size)
+    target = min(float(target_bits), float(np.log2(arr.size)))
+    if entropy(arr) >= target - tol:
+        return arr
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if entropy((1 - mid) * arr + mid * flat) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (1 - hi) * arr + hi * flat
+
+
+def entropy_matched_reference(answers: Iterable[Mapping[str, Any]], references: Iterable[Mapping[str, Any]],
+                              agent: str, name: str = ENTROPY_AGENT) -> list[dict[str, Any]]:
+    """Score rows of ``agent``'s own answers, each flattened toward uniform (:func:`flatten_to_entropy`) to the
+    entropy of the other-countries mean's answer to the same (country, question) — what flattening alone
+    earns a model that knows what ``agent`` knows. An answer that is missing, or a pair with no
+    other-countries row, gets no row."""
+    world = {(r["country"], r["question_id"]): r["p_gen"] for r in references if r["agent"] == OTHER_COUNTRIES_AGENT}
+    rows = []
+    for r in answers:
+        key = (r["country"], r["question_id"])
+        if r["agent"] != agent or r.get("p_gen") is None or key not in world:
+            continue
+        rows.append({"agent": name, "country": key[0], "question_id": key[1],
+                     "p_gen": flatten_to_entropy(r["p_gen"], entropy(world[key])), "p_gold": r["p_gold"]})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -351,16 +448,33 @@ class PairedDifference:
     n: int
 
 
-def paired_verdicts(rows: pd.DataFrame, method: str, score: str, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def paired_verdicts(rows: pd.DataFrame, method: str, score: str, n_boot: int = 1000, seed: int = 0,
+                    min_items: int = MIN_ITEMS, direction: str | None = None) -> list[dict]:
     """``method`` minus each other method on the items both scored (``rows``: one row per method and
-    ``id``): mean difference, 95 % bootstrap interval, n, and "better" / "worse" when the interval
-    excludes 0, else "no difference"."""
+    ``id``): mean difference, 95 % bootstrap interval, n, and "better" / "worse" when the interval excludes 0
+    in the score's direction (``direction``, else the registry's for ``score``, else higher), "no difference"
+    when it holds 0, "too few" below ``min_items`` items (:func:`kit.metrics.verdicts.verdict`).
+
+    A row flagged ``failed`` (a column of ``rows``, when present) is the method's failure on that item: it is
+    scored as the score's worst value (``kit.metrics.scorers``), so failing on the items it would lose does
+    not help a method; where the worst value is unbounded, the item is dropped for both. A score that is
+    merely undefined (NaN, not failed) drops the item for both."""
+    from kit.metrics.scorers import SCORERS
+
+    known = SCORERS.get(score)
+    direction = direction or (known.direction if known else "higher")
+    sign = 1.0 if direction == "higher" else -1.0
+    rows = rows.copy()
+    if "failed" in rows.columns:
+        worst = known.worst if known else (-np.inf if direction == "higher" else np.inf)
+        failed = rows["failed"].fillna(False).astype(bool)
+        rows.loc[failed, score] = worst if np.isfinite(worst) else np.nan
     wide = rows.pivot(index="id", columns="method", values=score)
     out = []
     for other in [m for m in wide.columns if m != method]:
         diffs = (wide[method] - wide[other]).dropna().to_numpy(dtype=float)
         low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
-        verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
+        verdict = verdict_of(*sorted((sign * low, sign * high)), len(diffs), min_items)
         out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()) if diffs.size else np.nan,
                     "ci_low": low,
                     "ci_high": high, "n": len(diffs), "verdict": verdict})
@@ -387,9 +501,10 @@ def paired_difference(
     if metric not in SCORES:
         raise ValueError(f"unknown metric {metric!r}; choose one of {list(SCORES)}")
     wanted = {agent_a, agent_b}
+    # a missing answer of either agent is scored as the worst value: a failure counts against its agent
     scores = per_question_scores(
-        r for r in table_rows if r.get("agent") in wanted and (country is None or r.get("country") == country)
-    )
+        (r for r in table_rows if r.get("agent") in wanted and (country is None or r.get("country") == country)),
+        missing="worst")
     wide = scores.pivot(index=["country", "question_id"], columns="agent", values=metric)
     if agent_a not in wide or agent_b not in wide:
         raise ValueError(f"no rows for agent {agent_a!r} or {agent_b!r}; check the agent names and country filter")
@@ -409,13 +524,16 @@ def reference_comparison(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    min_items: int = MIN_ITEMS,
 ) -> pd.DataFrame:
     """Each kind against each reference on the (country, question) rows both scored, with the paired
     bootstrap interval of the difference (:func:`paired_difference`).
 
     Columns: kind, reference, n, diff, ci_low, ci_high, and ``verdict`` — ``"beats"`` only when the
-    interval lies above 0, ``"worse"`` when below, ``"no difference"`` when it holds 0, ``"no rows"`` for a
-    reference that scored none of these rows. Comparing
+    interval lies above 0 over at least ``min_items`` rows, ``"worse"`` when below, ``"no difference"`` when it
+    holds 0, ``"too few"`` below ``min_items`` rows (:func:`kit.metrics.verdicts.verdict`), ``"no rows"`` for a
+    reference that scored none of these rows. A kind's missing answer (``p_gen`` None) counts as the score's
+    worst value on its row, so it cannot drop the questions it would lose. Comparing
     means taken over different countries (a kind that skipped one) would credit or blame the kind
     for the countries' difficulty; pairing removes that.
     """
@@ -423,12 +541,16 @@ def reference_comparison(
     present = {r.get("agent") for r in table_rows}
     for kind in kinds:
         for ref in references:
+            if kind in REFERENCES:  # a reference row is compared against, never scored as a winner
+                rows.append({"kind": kind, "reference": ref, "n": 0, "diff": np.nan, "ci_low": np.nan,
+                             "ci_high": np.nan, "verdict": "reference"})
+                continue
             if ref not in present:  # e.g. a neighbour prior with no neighbour for these countries: said, not hidden
                 rows.append({"kind": kind, "reference": ref, "n": 0, "diff": np.nan, "ci_low": np.nan,
                              "ci_high": np.nan, "verdict": "no rows"})
                 continue
             d = paired_difference(table_rows, kind, ref, metric, n_boot=n_boot, seed=seed, alpha=alpha)
-            verdict = "beats" if d.ci_low > 0 else "worse" if d.ci_high < 0 else "no difference"
+            verdict = verdict_of(d.ci_low, d.ci_high, d.n, min_items, better="beats")
             rows.append({"kind": kind, "reference": ref, "n": d.n, "diff": d.mean, "ci_low": d.ci_low,
                          "ci_high": d.ci_high, "verdict": verdict})
     return pd.DataFrame(rows, columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])
@@ -466,6 +588,8 @@ def between_culture_distance(score_rows: Iterable[Mapping[str, Any]]) -> pd.Data
     """
     by: dict[tuple[Any, Any], dict[Any, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
     for r in score_rows:
+        if r.get("p_gen") is None:  # a missing answer has no distribution to compare
+            continue
         by[(r["agent"], r["question_id"])][r["country"]] = (_distribution(r["p_gen"], "p_gen"),
                                                             _distribution(r["p_gold"], "p_gold"))
     out: dict[Any, list[tuple[float, float]]] = defaultdict(list)

@@ -4,11 +4,13 @@ Three boards, each a table a reader can sort and every row of which says what it
 
 - **alignment** — GlobalOpinionQA held-out questions. Every row any unit scored (``scores/alignment/
   <notebook>.jsonl``: notebook 01's agent kinds, 04's finetuned adapters, 12's Table 1 rows and
-  ablations, 22's rewritten answers), beside the uniform answer and the other countries' mean on the
-  same (country, question) pairs. S_align and js_similarity (overall = mean of country means, and per
-  continent) with 95 % bootstrap intervals resampling questions; the paired js_similarity difference
-  against the better reference on the row's own pairs; coverage (countries × questions scored, and
-  the share of the most complete row of its unit).
+  ablations, 22's rewritten answers), beside the four references on the same (country, question) pairs
+  (uniform, the other countries' mean, the neighbour prior, and the unit's base row flattened to the
+  world answer's entropy), ``evals.min_label_mass`` applied (``missing``: answers below it, never uniform).
+  S_align and js_similarity (overall = mean of country means, and per continent) with 95 % bootstrap
+  intervals resampling questions; the paired js_similarity difference against the best reference on the
+  row's own pairs (a missing answer scored as the worst value; "too few" below ``verdicts.min_items``);
+  coverage (countries × questions answered, and the share of the most complete row of its unit).
 - **consensus** — every negotiation method and self-play policy on the same study topics and pairs
   (``scores/consensus``: notebook 32's joint evaluation, else notebook 03's without the judge).
 - **capability** — every trained artifact's (grounded agents, NCN's adapters, the palette's adapters and
@@ -34,15 +36,19 @@ import numpy as np
 import pandas as pd
 
 from kit.data import goqa_split
+from kit.evals.references import with_references
 from kit.evals.traces import summarise
 from kit.metrics.alignment import (
     REFERENCES,
     bootstrap_ci,
     continent_table,
+    missing_answers,
     per_question_scores,
     reference_comparison,
     reference_rows,
 )
+from kit.metrics.scorers import spec
+from kit.metrics.verdicts import MIN_ITEMS
 from kit.run import seeds
 from kit.run.cost import COUNTERS
 
@@ -52,6 +58,9 @@ BOARDS = {
     "capability": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table",
                    "32_selfplay_table"),
 }
+# the row of each unit whose answers the entropy-matched reference flattens: the model before the unit's method
+BASE_ROWS = {"01_cultural_agents": "vanilla", "04_finetune_on_negotiation": "base", "12_palette_table": "vanilla",
+             "22_visa_table": "original"}
 NOT_RUN = "not run"
 NO_ROWS = "ran, no rows"  # the unit ran but scored nothing (e.g. notebook 22 without notebook 01's agents)
 
@@ -125,10 +134,11 @@ def _absent(stored: Stored, board: str, notebooks: list[str]) -> list[dict]:
 
 # --- alignment ---------------------------------------------------------------------------------
 
-def alignment_board(stored: Stored, data, references, n_boot: int = 1000,
-                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def alignment_board(stored: Stored, data, references, n_boot: int = 1000, seed: int = 0, min_label_mass: float = 0.1,
+                    min_items: int = MIN_ITEMS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(overall board, per-continent S_align, js_similarity and js_similarity_e) over every unit's stored score
-    rows, each unit beside the three references (``references``: the params section) on its own pairs."""
+    rows, each unit beside the four references (``references``: the params section; the entropy-matched one
+    from the unit's ``BASE_ROWS`` answers) on its own pairs, answers below ``min_label_mass`` missing."""
     train, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
     rng_seed = seeds.derive(seed, "bootstrap")
     rows, continents = [], []
@@ -139,8 +149,10 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000,
         pairs = {(r["country"], r["question_id"]) for r in scored}
         refs = reference_rows(train, test, pairs, k=references.neighbour_k, min_shared=references.min_shared)
         names = list(dict.fromkeys(r["agent"] for r in scored))
+        base = BASE_ROWS.get(nb) if BASE_ROWS.get(nb) in names else names[0]
         every = [{**{k: r[k] for k in ("country", "question_id", "p_gen", "p_gold")}, "agent": label(nb, r["agent"])}
-                 for r in scored + refs]
+                 for r in with_references(scored, refs, base, min_label_mass)]
+        lost = missing_answers(every)
         tables = {m: continent_table(every, m, n_boot=n_boot, seed=rng_seed)
                   for m in ("s_align", "js_similarity", "js_similarity_e")}
         per_pair = per_question_scores(every)
@@ -158,19 +170,19 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000,
                     continents.append({"unit": nb, "row": agent, "continent": c["continent"], "metric": metric,
                                        "mean": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c["n"]})
             if name not in REFERENCES:
-                line |= _against_best_reference(every, per_pair, mine, nb, agent, n_boot, rng_seed)
+                line |= _against_best_reference(every, per_pair, mine, nb, agent, n_boot, rng_seed, min_items)
                 line |= row_cost(stored, nb, name)
             line |= {"countries": mine["country"].nunique(), "questions": mine["question_id"].nunique(),
-                     "pairs": len(mine), "coverage": len(mine) / most if most else np.nan}
+                     "pairs": len(mine), "missing": lost.get(agent, 0), "coverage": len(mine) / most if most else np.nan}
             rows.append(line)
     board = pd.DataFrame(rows + _absent(stored, "alignment", stored.missing("alignment")))
     return board, pd.DataFrame(continents)
 
 
 def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.DataFrame, nb: str, agent: str,
-                            n_boot: int, seed: int) -> dict:
-    """The best of the three references on the row's own (country, question) pairs, and the paired difference
-    to it."""
+                            n_boot: int, seed: int, min_items: int = MIN_ITEMS) -> dict:
+    """The best of the four references on the row's own (country, question) pairs, and the paired difference
+    to it (its missing answers scored as the worst value, :func:`kit.metrics.alignment.reference_comparison`)."""
     keys = set(zip(mine["country"], mine["question_id"]))
     means = {}
     for ref in REFERENCES:
@@ -181,7 +193,8 @@ def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.
     if not means:
         return {"best_reference": None}
     best = max(means, key=means.get)
-    d = reference_comparison(every, [agent], [label(nb, best)], "js_similarity", n_boot=n_boot, seed=seed).iloc[0]
+    d = reference_comparison(every, [agent], [label(nb, best)], "js_similarity", n_boot=n_boot, seed=seed,
+                             min_items=min_items).iloc[0]
     return {"best_reference": best, "diff_vs_best": d["diff"], "diff_low": d["ci_low"], "diff_high": d["ci_high"],
             "verdict": d["verdict"]}
 
@@ -289,7 +302,8 @@ def stale_units(stored: Stored, params) -> dict[str, str]:
 
 def boards(params, stored: Stored | None = None) -> Boards:
     stored = stored or load(params.run_dir)
-    alignment, by_continent = alignment_board(stored, params.data, params.references, params.n_boot, params.seed)
+    alignment, by_continent = alignment_board(stored, params.data, params.references, params.n_boot, params.seed,
+                                              params.evals.min_label_mass, params.verdicts.min_items)
     tables = [alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed), capability_board(stored)]
     stale = stale_units(stored, params)
     for df in tables:
@@ -305,7 +319,8 @@ def _number(v):
 
 
 # columns that count things: shown as whole numbers even when a table stored them as floats
-COUNTS = {"n", "calls", "generated_tokens", "scored_tokens", "countries", "questions", "pairs", "items"}
+COUNTS = {"n", "calls", "generated_tokens", "scored_tokens", "countries", "questions", "pairs", "items", "missing",
+          "common_items", "failed"}
 
 
 def fmt(v, digits: int = 2) -> str:
@@ -363,7 +378,8 @@ def verdicts(b: Boards) -> dict[str, str]:
     if c.empty or c["mean_rel_logppl_change"].isna().all():
         out["consensus"] = "nothing scored yet."
     else:
-        best = c.loc[c["mean_rel_logppl_change"].idxmin()]
+        lower = spec("rel_logppl_change").direction == "lower"  # which way is better: the registry's
+        best = c.loc[c["mean_rel_logppl_change"].idxmin() if lower else c["mean_rel_logppl_change"].idxmax()]
         low, high = best.get("mean_rel_logppl_change_low"), best.get("mean_rel_logppl_change_high")
         sure = ("its interval lies below 0" if pd.notna(high) and high < 0 else
                 "its interval includes 0" if pd.notna(high) else "one item, so no interval")
