@@ -184,6 +184,35 @@ def test_consensus_board_prefers_the_judged_evaluation(run):
     assert leaderboard.NOT_RUN not in set(board["status"])
 
 
+def test_consensus_board_reads_common_items_counts_failures_and_never_scores_none(run):
+    params, _, _ = run
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(30):
+        for method, shift in (("none", 0.0), ("ncn", -0.2), ("debate", 0.0)):
+            if method == "debate" and k >= 25:  # debate failed on five items: dropped for every method, counted
+                continue
+            rows.append({"id": f"{method}{k}", "method": method, "topic_id": f"t{k}", "pair": "A vs B",
+                         "culture_a": "A", "culture_b": "B", "rounds_used": 1, "converged": None, "resolved": None,
+                         "d_initial": 2.0, "d_final": 1.0, "d_ratio": 0.5, "improved": True,
+                         "rel_logppl_change": shift + rng.normal(0, 0.05), "self_consistency_a": 0.5,
+                         "self_consistency_b": 0.5, "value_consensus": 0.4, "value_distance_initial": 2.0,
+                         "value_distance_final": 1.0, "distance_reduction": 50.0,
+                         # NCN's best items are those debate failed on: over all of its own items it would look better
+                         "collective_agency": 5.0 if (method == "ncn" and k >= 25) else 3.0})
+    _write(params.run_dir, "consensus", "03_consensus_evaluation", rows)
+    board = leaderboard.boards(params).consensus.set_index("row")
+    assert set(board.loc[["03 · none", "03 · ncn", "03 · debate"], "common_items"]) == {25}
+    assert board.loc["03 · debate", "failed"] == 5 and board.loc["03 · ncn", "failed"] == 0
+    assert board.loc["03 · none", "status"] == "reference" and board.loc["03 · ncn", "status"] == "scored"
+    assert board.loc["03 · ncn", "collective_agency"] == pytest.approx(3.0)  # the common items only
+    # each method paired against none on the common items, in the score's direction (lower is better)
+    assert board.loc["03 · ncn", "verdict"] == "better" and board.loc["03 · ncn", "vs_none_high"] < 0
+    assert board.loc["03 · debate", "verdict"] == "no difference" and pd.isna(board.loc["03 · none", "verdict"])
+    v = leaderboard.verdicts(leaderboard.boards(params))["consensus"]
+    assert v.startswith("most acceptable to the other side: 03 · ncn") and "25 common items: better" in v
+
+
 def test_capability_board_against_each_base(run):
     params, _, _ = run
     _write(params.run_dir, "capability", "22_visa_table", [
@@ -195,6 +224,18 @@ def test_capability_board_against_each_base(run):
     assert list(board[board["status"] == "scored"].index) == ["22 · grpo"]
     assert board.loc["22 · grpo", "accuracy_change"] == pytest.approx(-0.25)
     assert board.loc["22 · grpo", "ppl_ratio"] == pytest.approx(1.25)
+    # one item of four is no evidence: an interval that holds the point, and too few items for a verdict
+    low, high = board.loc["22 · grpo", ["accuracy_change_low", "accuracy_change_high"]]
+    assert -1 <= low <= -0.25 <= high <= 1 and board.loc["22 · grpo", "verdict"] == "too few"
+    assert leaderboard.verdicts(leaderboard.boards(params))["capability"].startswith(
+        "largest MoralChoice accuracy drop -0.25 [")
+
+
+def test_the_accuracy_change_interval_is_a_difference_of_two_binomials():
+    # 60/100 against 40/100: the normal approximation's interval is 0.2 ± 1.96·sqrt(2·0.24/100) ≈ [0.064, 0.336]
+    low, high = leaderboard.accuracy_change_interval(60, 100, 40, 100, n_boot=20000, seed=0)
+    assert low == pytest.approx(0.2 - 1.96 * math.sqrt(0.0048), abs=0.02)
+    assert high == pytest.approx(0.2 + 1.96 * math.sqrt(0.0048), abs=0.02)
 
 
 # --- the report ----------------------------------------------------------------------------------

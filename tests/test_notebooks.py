@@ -302,6 +302,15 @@ def check_90(m):
                                                                                "12 · other-countries mean",
                                                                                "01 · entropy-matched", "22 · entropy-matched"}
     assert {"32 · ncn", "32 · debate", "32 · self_play_grpo"} <= set(m["consensus"])
+    # every consensus row is read on the items every method scored, and none is a reference, never scored
+    consensus = m["consensus"]
+    assert len({v["common_items"] for v in consensus.values() if v["status"] in ("scored", "reference")}) == 1
+    assert consensus["32 · none"]["status"] == "reference" and consensus["32 · none"]["verdict"] is None
+    assert all(v["verdict"] in {"better", "worse", "no difference", "too few"} for k, v in consensus.items()
+               if v["status"] == "scored")
+    assert all(v["agency_judge"] == "the policies' reward judge" for v in consensus.values()
+               if v.get("collective_agency") is not None)
+    assert all(v["verdict"] == "too few" for v in m["capability"].values() if v["status"] == "scored")
     assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo"} <= set(m["capability"])
 
 

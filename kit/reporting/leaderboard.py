@@ -12,10 +12,17 @@ Three boards, each a table a reader can sort and every row of which says what it
   row's own pairs (a missing answer scored as the worst value; "too few" below ``verdicts.min_items``);
   coverage (countries × questions answered, and the share of the most complete row of its unit).
 - **consensus** — every negotiation method and self-play policy on the same study topics and pairs
-  (``scores/consensus``: notebook 32's joint evaluation, else notebook 03's without the judge).
+  (``scores/consensus``: notebook 32's joint evaluation, else notebook 03's without the judge), every mean
+  over the (pair, topic) items *every* method scored (``common_items``; an item a method failed on is
+  dropped for every method, and ``failed`` counts each method's items lost so), each method paired
+  against ``none`` on them (relative acceptance change: interval and verdict, ``verdicts.min_items``);
+  ``none`` is a reference row, never scored; ``agency_judge`` says whether Collective Agency was graded by
+  the judge the self-play policies were trained on.
 - **capability** — every trained artifact's (grounded agents, NCN's adapters, the palette's adapters and
   merges, the VISA models, the self-play policies) MoralChoice low-ambiguity accuracy and neutral-text
-  perplexity beside its base model's (``scores/capability``).
+  perplexity beside its base model's (``scores/capability``), the accuracy change with a 95 % bootstrap
+  interval (the two models' right/wrong answers resampled apart: the stored counts carry no pairing) and a
+  verdict (``too few`` below ``verdicts.min_items`` items).
 
 Cost columns come from the units' metrics (``cost.rows``, :mod:`kit.run.cost`): a row's cost is what its
 method's units (notebooks of the same decade) spent under its name — training or building it,
@@ -37,10 +44,11 @@ import pandas as pd
 
 from kit.data import goqa_split
 from kit.evals.references import with_references
-from kit.evals.traces import summarise
+from kit.evals.traces import REFERENCE_METHOD, common_items, item_key, summarise
 from kit.metrics.alignment import (
     REFERENCES,
     bootstrap_ci,
+    paired_verdicts,
     continent_table,
     missing_answers,
     per_question_scores,
@@ -49,6 +57,7 @@ from kit.metrics.alignment import (
 )
 from kit.metrics.scorers import spec
 from kit.metrics.verdicts import MIN_ITEMS
+from kit.metrics.verdicts import verdict as verdict_of
 from kit.run import seeds
 from kit.run.cost import COUNTERS
 
@@ -201,24 +210,46 @@ def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.
 
 # --- consensus ---------------------------------------------------------------------------------
 
-CONSENSUS_COLUMNS = ("n", "mean_rel_logppl_change", "mean_rel_logppl_change_low", "mean_rel_logppl_change_high",
+CONSENSUS_COLUMNS = ("n", "common_items", "failed", "mean_rel_logppl_change", "mean_rel_logppl_change_low",
+                     "mean_rel_logppl_change_high", "vs_none", "vs_none_low", "vs_none_high", "verdict",
                      "mean_d_ratio", "mean_d_ratio_low", "mean_d_ratio_high", "share_improved", "mean_consensus",
                      "mean_self_consistency", "share_converged", "resolution_rate", "collective_agency",
-                     "collective_agency_low", "collective_agency_high", "mean_rounds")
+                     "collective_agency_low", "collective_agency_high", "agency_judge", "mean_rounds")
 
 
-def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per method: acceptance (relative log-perplexity change; the paper's D ratio, share improved), values
-    (consensus, self-consistency), the stopping rule met (``share_converged``: NCN, debate), dialogues
-    resolved (``resolution_rate``: self-play only), Collective Agency (when judged) and rounds, with 95 %
-    bootstrap intervals. NaN where a column does not apply to the method."""
-    table = summarise(rows, n_boot=n_boot, seed=seed).set_index("method")
+def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS,
+                    reward_judge: bool | None = None) -> pd.DataFrame:
+    """Per method, on the (pair, topic) items every method scored (``common_items``): acceptance (relative
+    log-perplexity change; the paper's D ratio, share improved), each method minus ``none`` on the relative
+    acceptance change (paired interval, verdict), values (consensus, self-consistency), the stopping rule met
+    (``share_converged``: NCN, debate), dialogues resolved (``resolution_rate``: self-play only), Collective
+    Agency (when judged; ``agency_judge`` names whether the judge was the policies' reward judge) and rounds,
+    with 95 % bootstrap intervals. ``failed``: the items of any method's that this one did not score (failed,
+    degenerate, or not run), dropped for every method. NaN where a column does not apply to the method."""
+    every = set(item_key(rows))
+    shared = common_items(rows)
+    methods = list(dict.fromkeys(rows["method"]))
+    table = (summarise(shared, n_boot=n_boot, seed=seed).set_index("method") if len(shared)
+             else pd.DataFrame(index=pd.Index(methods, name="method"))).reindex(sorted(methods))
+    extra: dict[str, dict] = {m: {"common_items": item_key(shared).nunique() if len(shared) else 0,
+                                  "failed": len(every - set(item_key(rows[rows["method"] == m])))} for m in methods}
+    keyed = shared.assign(id=item_key(shared)) if len(shared) else shared
+    if len(shared) and REFERENCE_METHOD in set(shared["method"]):
+        for method in [m for m in methods if m != REFERENCE_METHOD]:
+            (v,) = paired_verdicts(keyed[keyed["method"].isin([method, REFERENCE_METHOD])], method,
+                                   "rel_logppl_change", n_boot, seed, min_items=min_items)
+            extra[method] |= {"vs_none": v["mean_diff"], "vs_none_low": v["ci_low"], "vs_none_high": v["ci_high"],
+                              "verdict": v["verdict"]}
     if "collective_agency" in rows:
-        for method, g in rows.groupby("method"):
+        for method, g in (shared.groupby("method") if len(shared) else []):
             values = g["collective_agency"].dropna().to_numpy(float)
             low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed) if len(values) else (np.nan, np.nan)
-            table.loc[method, ["collective_agency", "collective_agency_low", "collective_agency_high"]] = (
-                values.mean() if len(values) else np.nan, low, high)
+            extra[method] |= {"collective_agency": values.mean() if len(values) else np.nan,
+                              "collective_agency_low": low, "collective_agency_high": high}
+            if len(values) and reward_judge is not None:
+                extra[method]["agency_judge"] = "the policies' reward judge" if reward_judge else "another judge"
+    added = pd.DataFrame.from_dict(extra, orient="index")
+    table = table.drop(columns=[c for c in added.columns if c in table.columns]).join(added)
     return table.reindex(columns=list(CONSENSUS_COLUMNS))
 
 
@@ -236,17 +267,20 @@ def consensus_rows(stored: Stored) -> tuple[pd.DataFrame, dict[str, str]]:
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), source
 
 
-def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
     rows, source = consensus_rows(stored)
     out = []
     if len(rows):
-        table = consensus_board(rows, n_boot, seeds.derive(seed, "bootstrap"))
+        judged = stored.metrics.get("32_selfplay_table", {}).get("eval_judge", {})
+        table = consensus_board(rows, n_boot, seeds.derive(seed, "bootstrap"), min_items,
+                                judged.get("is_reward_judge"))
         negotiated = stored.metrics.get("02_negotiation", {}).get("cost", {}).get("rows", {})
         for method, r in table.iterrows():
             nb = source[method]
             # NCN and its baselines negotiated in notebook 02: that is their cost; a policy's is its unit's
             cost = row_cost(stored, "02_negotiation" if method in negotiated else nb, method)
-            out.append({"unit": nb, "row": label(nb, method), "status": "scored", **r.to_dict(), **cost})
+            status = "reference" if method == REFERENCE_METHOD else "scored"  # none is compared against, never scored
+            out.append({"unit": nb, "row": label(nb, method), "status": status, **r.to_dict(), **cost})
     missing = stored.missing("consensus")
     if out:  # notebook 03 only stands in for notebook 32
         missing = [nb for nb in missing if nb != "03_consensus_evaluation"]
@@ -255,8 +289,22 @@ def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0) -> pd.D
 
 # --- capability --------------------------------------------------------------------------------
 
-def capability_board(stored: Stored) -> pd.DataFrame:
-    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy and neutral perplexity."""
+def accuracy_change_interval(correct: int, items: int, base_correct: int, base_items: int, n_boot: int = 1000,
+                             seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of ``correct / items − base_correct / base_items``, each model's right/wrong
+    answers resampled apart (the stored counts carry no pairing, so the interval is the wider, unpaired one)."""
+    if items < 1 or base_items < 1:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    mine = rng.binomial(items, correct / items, n_boot) / items
+    base = rng.binomial(base_items, base_correct / base_items, n_boot) / base_items
+    low, high = np.quantile(mine - base, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def capability_board(stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
+    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy (its change with a 95 %
+    interval and a verdict) and neutral perplexity."""
     out = []
     for nb in BOARDS["capability"]:
         found = stored.scores.get("capability", {}).get(nb)
@@ -267,10 +315,14 @@ def capability_board(stored: Stored) -> pd.DataFrame:
             base = by.get(r["base"])
             if r["model"] == r["base"] or base is None:
                 continue
+            low, high = accuracy_change_interval(r["correct"], r["items"], base["correct"], base["items"], n_boot,
+                                                 seeds.derive(seed, "capability", r["model"]))
             out.append({"unit": nb, "row": label(nb, r["model"]), "status": "scored", "base": label(nb, r["base"]),
                         "moralchoice_low_accuracy": r["moralchoice_low_accuracy"],
                         "base_accuracy": base["moralchoice_low_accuracy"],
                         "accuracy_change": r["moralchoice_low_accuracy"] - base["moralchoice_low_accuracy"],
+                        "accuracy_change_low": low, "accuracy_change_high": high,
+                        "verdict": verdict_of(low, high, int(r["items"]), min_items),
                         "items": r["items"], "neutral_ppl": r["neutral_ppl"], "base_ppl": base["neutral_ppl"],
                         "ppl_ratio": r["neutral_ppl"] / base["neutral_ppl"], **row_cost(stored, nb, r["model"])})
     return pd.DataFrame(out + _absent(stored, "capability", stored.missing("capability")))
@@ -304,7 +356,8 @@ def boards(params, stored: Stored | None = None) -> Boards:
     stored = stored or load(params.run_dir)
     alignment, by_continent = alignment_board(stored, params.data, params.references, params.n_boot, params.seed,
                                               params.evals.min_label_mass, params.verdicts.min_items)
-    tables = [alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed), capability_board(stored)]
+    tables = [alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed, params.verdicts.min_items),
+              capability_board(stored, params.n_boot, params.seed, params.verdicts.min_items)]
     stale = stale_units(stored, params)
     for df in tables:
         if "unit" in df.columns:
@@ -380,23 +433,27 @@ def verdicts(b: Boards) -> dict[str, str]:
     else:
         lower = spec("rel_logppl_change").direction == "lower"  # which way is better: the registry's
         best = c.loc[c["mean_rel_logppl_change"].idxmin() if lower else c["mean_rel_logppl_change"].idxmax()]
-        low, high = best.get("mean_rel_logppl_change_low"), best.get("mean_rel_logppl_change_high")
-        sure = ("its interval lies below 0" if pd.notna(high) and high < 0 else
-                "its interval includes 0" if pd.notna(high) else "one item, so no interval")
+        low, high = best.get("vs_none_low"), best.get("vs_none_high")
+        said = best.get("verdict")
+        sure = (f"against none {interval(best.get('vs_none'), low, high)} over {cell('n', best.get('common_items'))} "
+                f"common items: {said}" if isinstance(said, str) else "no none row to pair it with")
         ca = c.dropna(subset=["collective_agency"]) if "collective_agency" in c.columns else c.iloc[0:0]
         agency = (f"; Collective Agency {fmt(ca['collective_agency'].min())}–{fmt(ca['collective_agency'].max())} "
                   f"across {len(ca)} rows" if len(ca) else "")
         out["consensus"] = (f"most acceptable to the other side: {best['row']}, relative log-perplexity change "
-                            f"{interval(best['mean_rel_logppl_change'], low, high)} ({sure}){agency}.")
+                            f"{interval(best['mean_rel_logppl_change'], best.get('mean_rel_logppl_change_low'), best.get('mean_rel_logppl_change_high'))}"
+                            f" ({sure}){agency}.")
     k = _scored(b.capability)
     if k.empty:
         out["capability"] = "nothing scored yet."
     else:
         drop = k.loc[k["accuracy_change"].idxmin()]
         ppl = k.loc[k["ppl_ratio"].idxmax()]
-        out["capability"] = (f"largest MoralChoice accuracy change {fmt(drop['accuracy_change'])} ({drop['row']}, "
-                             f"on {int(drop['items'])} items); largest neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} "
-                             f"({ppl['row']}); {len(k)} artifacts against their base.")
+        out["capability"] = (f"largest MoralChoice accuracy drop "
+                             f"{interval(drop['accuracy_change'], drop.get('accuracy_change_low'), drop.get('accuracy_change_high'))} "
+                             f"({drop['row']}, on {int(drop['items'])} items: {drop.get('verdict', '')}); largest "
+                             f"neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} ({ppl['row']}); {len(k)} artifacts against "
+                             "their base.")
     return out
 
 
@@ -410,10 +467,11 @@ def key_numbers(b: Boards) -> dict:
     stale = {r["unit"]: r["stale"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
              if r.get("stale")}
     return {"alignment": pick(b.alignment, ("status", "s_align", "js_similarity", "diff_vs_best", "verdict",
-                                            "coverage", "calls", "seconds")),
-            "consensus": pick(b.consensus, ("status", "mean_rel_logppl_change", "mean_d_ratio", "share_improved",
-                                            "share_converged", "resolution_rate",
-                                            "collective_agency", "calls", "seconds")),
-            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
+                                            "coverage", "missing", "calls", "seconds")),
+            "consensus": pick(b.consensus, ("status", "common_items", "failed", "mean_rel_logppl_change", "verdict",
+                                            "mean_d_ratio", "share_improved", "share_converged", "resolution_rate",
+                                            "collective_agency", "agency_judge", "calls", "seconds")),
+            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change",
+                                              "accuracy_change_low", "accuracy_change_high", "verdict", "ppl_ratio",
                                               "seconds")),
             "verdicts": verdicts(b), "not_run": sorted(absent), "stale": dict(sorted(stale.items()))}
