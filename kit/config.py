@@ -679,7 +679,7 @@ class SelfPlayParams(Section):
     max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     n_moralchoice: int = Field(12, ge=0)  # high-ambiguity MoralChoice scenarios, one action per persona
     dedup_cosine: float = Field(0.9, gt=0, le=1)  # a dilemma this close to a kept one is dropped
-    test_fraction: float = Field(0.3, gt=0, lt=1)  # dilemmas held out from every training, by id
+    test_fraction: float = Field(0.3, gt=0, lt=1)  # dilemmas held out from every training, by the stem of their text
     max_turns: int = Field(6, ge=2)  # turns of a dialogue, both sides together; a speaks first
     turn_tokens: PositiveInt = 96
     turn_words: PositiveInt = 60  # the length each side is asked to keep a turn under

@@ -41,6 +41,7 @@ def check_00(m):
 
 def check_01(m):
     assert m["countries"] == 3 and m["test_items"] == 12 and m["skipped_countries"] == []
+    assert m["leaks"] == {"train_test_stems": 0, "test_questions_in_agent_texts": 0}
     kinds = {"vanilla", "prompted", "described"}
     refs = {"uniform", "other-countries mean", "neighbour prior", "entropy-matched"}
     assert kinds | refs <= set(m["js_similarity"]) and kinds | refs <= set(m["js_similarity_e"])
@@ -180,8 +181,8 @@ PALETTE_ROWS = {"vanilla", "prompted", "joint", "ties", "model_stock", "moe_rout
 
 def check_12(m):
     assert set(m["js_similarity"]) == set(m["s_align"]) == set(m["js_similarity_e"]) == PALETTE_ROWS
-    assert m["leaks"] == {"train_queries_in_test": 0, "heldout_queries_in_test": 0, "training_prompts_in_test": 0,
-                          "router_prompts_in_test": 0}
+    assert m["leaks"] == {"train_queries_in_test": 0, "heldout_queries_in_test": 0, "heldout_queries_in_training": 0,
+                          "training_prompts_in_test": 0, "router_prompts_in_test": 0}
     assert m["s_align"]["neighbour prior"] > m["s_align"]["uniform"] + 3
     # near-uniform tiny answers score like the uniform row; the world-opinion reference beats both
     assert all(abs(v - m["s_align"]["uniform"]) < 2 for k, v in m["s_align"].items()

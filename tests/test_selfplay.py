@@ -107,8 +107,8 @@ def test_near_duplicates_by_cosine_against_scipy():
     assert [d.id for d in kept] == ["d0", "d1"] and dropped == [{"id": "d2", "duplicate_of": "example", "cosine": 1.0}]
 
 
-def test_split_is_by_id_and_an_empty_side_fails_with_the_fix():
-    ds = [Dilemma(f"d{i}", "moralchoice", "t", D.a, D.b) for i in range(40)]
+def test_split_is_by_stem_and_an_empty_side_fails_with_the_fix():
+    ds = [Dilemma(f"d{i}", "moralchoice", f"Dilemma number {i}: who gets the house?", D.a, D.b) for i in range(40)]
     out = split(ds, seed=0, test_fraction=0.3)
     assert split(list(reversed(ds)), seed=0, test_fraction=0.3)[::-1] == out  # order does not matter
     assert 0 < sum(d.split == "test" for d in out) < 40
@@ -116,6 +116,12 @@ def test_split_is_by_id_and_an_empty_side_fails_with_the_fix():
         split(ds[:1], seed=0, test_fraction=0.3)
     counts = overlap(out, capability_ids={"d3"}, trained_ids={d.id for d in out if d.split == "test"})
     assert counts["train_test_dilemmas"] == 0 and counts["heldout_in_training"] == sum(d.split == "test" for d in out)
+    # the same dilemma under two ids is one dilemma: one side, and counted when forced to straddle
+    twins = split([Dilemma("x1", "generated", D.text, D.a, D.b), Dilemma("x2", "generated", D.text, D.a, D.b)] + ds,
+                  seed=0, test_fraction=0.3)
+    assert twins[0].split == twins[1].split
+    straddle = [Dilemma("x1", "generated", D.text, D.a, D.b, "train"), Dilemma("x2", "generated", D.text, D.a, D.b, "test")]
+    assert overlap(straddle, set())["train_test_dilemmas"] == 1
 
 
 def test_too_few_parsed_generations_stop_with_the_param_and_the_fix():

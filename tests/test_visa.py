@@ -282,7 +282,7 @@ def test_agreement_macro_f1_hand_computed_and_confusion():
 
 # --- the unit's data -------------------------------------------------------------------------------
 
-def test_corpus_questions_come_from_train_splits_and_items_split_by_id(shared_data):
+def test_corpus_questions_come_from_train_splits_and_items_split_by_stem(shared_data):
     from kit.config import DataParams
     from kit.data import goqa_split, load_moralchoice
 
@@ -291,7 +291,7 @@ def test_corpus_questions_come_from_train_splits_and_items_split_by_id(shared_da
     qs = vc.questions(data, 30, 20, seed=0)
     _, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed)
     low = load_moralchoice(data.moralchoice_path, ambiguity="low")
-    items = [vc.Item(q.id, q.source, q.text, "an answer", vc.split_of(0, q.id, 0.3)) for q in qs]
+    items = [vc.Item(q.id, q.source, q.text, "an answer", vc.split_of(0, q.text, 0.3)) for q in qs]
     assert vc.overlap(items, test, {s.id for s in low}) == {
         "train_test_items": 0, "goqa_test_questions": 0, "capability_scenarios": 0}
     share = np.mean([it.split == "test" for it in items])
@@ -300,6 +300,13 @@ def test_corpus_questions_come_from_train_splits_and_items_split_by_id(shared_da
     assert vc.overlap(items + items[:1], [], set())["train_test_items"] == 0
     clash = [items[0], vc.Item(items[0].id, "goqa", "q", "a", "train" if items[0].split == "test" else "test")]
     assert vc.overlap(clash, [], set())["train_test_items"] == 1
+    # a battery's siblings are one question: they land on one side, and a straddling pair is counted
+    battery = "How much of a problem, if any, would you say each of the following is in your country?"
+    siblings = [f"{vc.VIEW}{battery} {x}" for x in ("a. crime", "b. corruption", "c. pollution")]
+    assert len({vc.split_of(0, q, 0.5) for q in siblings}) == 1
+    straddle = [vc.Item("goqa:a", "goqa", siblings[0], "an answer", "train"),
+                vc.Item("goqa:b", "goqa", siblings[1], "an answer", "test")]
+    assert vc.overlap(straddle, [], set())["train_test_items"] == 1
 
 
 def test_corpus_refuses_an_empty_split():

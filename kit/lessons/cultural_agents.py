@@ -199,6 +199,7 @@ def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s
         "countries": len(s.countries),
         "test_items": sum(len(v) for v in s.test.values()),
         "skipped_countries": sorted(s.skipped),
+        "leaks": agent_set.report.get("leaks", {}),
         "js_similarity": means["js_similarity"].to_dict(),
         "js_similarity_e": means["js_similarity_e"].to_dict(),
         "s_align": means["s_align"].to_dict(),
