@@ -255,8 +255,12 @@ def check_30(m):
 
 def check_31(m):
     assert m["heldout_in_training"] == 0
-    assert m["records"]["self_play_grpo"] == m["records"]["single_agent_grpo"] > 0
-    for method in ("self_play_grpo", "single_agent_grpo"):
+    policies = ("self_play_grpo", "self_play_grpo+joint", "single_agent_grpo")
+    assert m["records"]["self_play_grpo"] == m["records"]["single_agent_grpo"] == m["records"]["self_play_grpo+joint"] > 0
+    # self-play trains on Collective Agency alone, as the paper does; the joint-solution reward is the ablation's
+    assert m["rewards"] == {"self_play_grpo": {"collective_agency": 1.0}, "single_agent_grpo": {"collective_agency": 1.0},
+                            "self_play_grpo+joint": {"collective_agency": 1.0, "joint_solution": 0.5}}
+    for method in policies:
         assert m[method]["steps"] >= 1 and 0 <= m[method]["reward_first"] <= 1.5
         assert m[method]["reward_fell"] in (True, False, None)  # None: a single logged step says nothing
     # tiny trains on the CPU in transformers: each policy samples its own rollouts, so trl corrects nothing; the
@@ -267,12 +271,19 @@ def check_31(m):
 
 
 def check_32(m):
-    policies = {"untrained", "single_agent_grpo", "self_play_grpo"}
+    policies = {"untrained", "single_agent_grpo", "self_play_grpo", "self_play_grpo+joint"}
     assert set(m["methods"]) == policies | {"trivial solution"}
     for method in policies:
         scores = m["methods"][method]
         assert {"collective_agency", "resolution_rate", "moralchoice_low_accuracy"} <= set(scores)
         assert 1 <= scores["collective_agency"] <= 5 and 0 <= scores["resolution_rate"] <= 1
+    assert m["rewards"]["self_play_grpo"] == {"collective_agency": 1.0} and "joint_solution" in m["rewards"][
+        "self_play_grpo+joint"]
+    # every method also in the single-agent baseline's own format: one solution after the marker, judged alike
+    assert set(m["single_answer"]) == policies
+    assert all(1 <= v["collective_agency"] <= 5 and 0 <= v["stated_rate"] <= 1 for v in m["single_answer"].values())
+    assert set(m["single_agent_vs"]) == policies - {"single_agent_grpo"}
+    assert set(m["single_agent_vs"].values()) == {"too few"}  # a handful of dilemmas is no evidence
     # tiny names no evaluation judge: the reward judge grades, and the metrics say so; judge_min_mass 0 misses none
     assert m["eval_judge"] == {"name": "tiny-random", "is_reward_judge": True}
     assert m["judge_missing"] == dict.fromkeys(policies | {"trivial solution"}, 0)
@@ -281,7 +292,7 @@ def check_32(m):
     assert m["n_dilemmas"] > 0
     # the policies on notebook 02's topics and pairs, beside every negotiation method, one evaluation for all
     study = m["ncn_study"]
-    methods = {"ncn", "debate", "consultancy", "none", "untrained", "single_agent_grpo", "self_play_grpo"}
+    methods = {"ncn", "debate", "consultancy", "none", *policies}
     # resolution belongs to the dialogues: only the policies have a rate
     assert set(study["collective_agency"]) == methods and set(study["resolution_rate"]) == methods - {
         "ncn", "debate", "consultancy", "none"}
@@ -312,7 +323,8 @@ def check_90(m):
     assert all(v["agency_judge"] == "the policies' reward judge" for v in consensus.values()
                if v.get("collective_agency") is not None)
     assert all(v["verdict"] == "too few" for v in m["capability"].values() if v["status"] == "scored")
-    assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo"} <= set(m["capability"])
+    assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo", "32 · self_play_grpo+joint"} <= set(
+        m["capability"])
 
 
 CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05,

@@ -27,8 +27,11 @@ from kit.run import seeds
 from kit.selfplay.dialogue import Dialogue, play, setting
 from kit.selfplay.dilemmas import Dilemma
 from kit.selfplay.judge import judgements, no_solution
+from kit.selfplay.rewards import stated_solution
+from kit.selfplay.dialogue import stated
+from kit.selfplay.training import single_prompt
 
-METHODS = ("untrained", "single_agent_grpo", "self_play_grpo")
+METHODS = ("untrained", "single_agent_grpo", "self_play_grpo", "self_play_grpo+joint")
 TRIVIAL = "Both sides should compromise."
 TRIVIAL_ROW = "trivial solution"
 SCORES = ("collective_agency", "resolved", "turns", "rel_logppl")
@@ -77,6 +80,32 @@ def score_rows(backend: Backend, judge: Backend, dilemmas: list[Dilemma], by_met
               "resolved": np.nan, "turns": np.nan, "ppl_a": np.nan, "ppl_b": np.nan, "ppl_base": np.nan,
               "rel_logppl": np.nan, "solution": TRIVIAL} for d, j in zip(dilemmas, judged[len(flat):])]
     return pd.DataFrame(rows)
+
+
+def single_answers(backend: Backend, dilemmas: list[Dilemma], adapters: dict[str, str | None], turn_words: int,
+                   turn_tokens: int) -> dict[str, list[str]]:
+    """Each method's one answer to every dilemma in the single-agent baseline's own format (the dilemma and
+    both stances, one solution after the marker: ``kit.selfplay.training.single_prompt``), greedy, one batch."""
+    from kit.llm.base import ChatRequest
+
+    keys = [(m, d) for m in adapters for d in dilemmas]
+    texts = backend.generate([ChatRequest(single_prompt(d, turn_words), adapter=adapters[m]) for m, d in keys],
+                             GenParams(temperature=0.0, max_new_tokens=turn_tokens)) if keys else []
+    n = len(dilemmas)
+    return {m: texts[i * n:(i + 1) * n] for i, m in enumerate(adapters)}
+
+
+def single_rows(judge: Backend, dilemmas: list[Dilemma], answers: dict[str, list[str]],
+                min_mass: float = 0.0) -> pd.DataFrame:
+    """One row per (method, dilemma) of the single-answer mode: the judge's CA score of the stated solution (as the
+    single-agent reward reads it; no solution scores 1, a missing judgement is NaN) and whether a readable solution
+    was stated after the marker (``stated``)."""
+    flat = [(m, d, text) for m, texts in answers.items() for d, text in zip(dilemmas, texts)]
+    judged = judgements(judge, [d for _, d, _ in flat], [stated_solution(t) for _, _, t in flat], min_mass)
+    return pd.DataFrame([{"method": m, "id": d.id, "collective_agency": j.score, "judge_mass": j.mass,
+                          "stated": float(stated(t) is not None), "answer": t}
+                         for (m, d, t), j in zip(flat, judged)],
+                        columns=["method", "id", "collective_agency", "judge_mass", "stated", "answer"])
 
 
 def judge_missing(rows: pd.DataFrame) -> dict[str, int]:
