@@ -265,9 +265,18 @@ class ReferencesParams(Section):
     """The neighbour prior every alignment table carries (``kit.metrics.alignment.neighbour_prior_reference``)."""
 
     # the most similar countries (mean js_similarity on train questions) averaged: at most the other countries
-    # in data.goqa_path (kit check counts them)
-    neighbour_k: int = Field(5, ge=1, le=1000)
-    min_shared: int = Field(3, ge=1, le=100_000)  # train questions two countries must share for their similarity to count
+    # in data.goqa_path (kit check counts them); cv: chosen by cross-validation inside the train split
+    neighbour_k: int | Literal["cv"] = "cv"
+    # train questions two countries must share for their similarity to count; cv: chosen with neighbour_k
+    min_shared: int | Literal["cv"] = "cv"
+    cv_folds: int = Field(5, ge=2, le=50)  # folds of the train questions (by stem) the cross-validation uses
+
+    @field_validator("neighbour_k", "min_shared")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if not isinstance(v, str) and not 1 <= v <= 100_000:
+            raise ValueError(f"must be cv or a whole number from 1 to 100000, got {v}")
+        return v
 
 
 class EvalsParams(Section):
@@ -897,7 +906,8 @@ def _check_countries(params: Params, values: dict) -> None:
     from kit.data.goqa import country_labels
 
     labels = country_labels(params.data.goqa_path)
-    if "references" in values and params.references.neighbour_k > len(labels) - 1:
+    if "references" in values and isinstance(params.references.neighbour_k, int) \
+            and params.references.neighbour_k > len(labels) - 1:
         raise ValueError(f"references.neighbour_k: {params.references.neighbour_k} is more than the "
                          f"{len(labels) - 1} other countries in {params.data.goqa_path}; fix: use at most "
                          f"{len(labels) - 1}")

@@ -195,7 +195,8 @@ def check_12(m):
                                                         "entropy-matched"}
     assert m["nli_scorer"].startswith("judge:") and set(m["semantic_consistency"]) == {
         "prompted", "joint", "ties", "model_stock", "moe_routing", "moe"}
-    assert all(0 < v < 1 for v in m["semantic_consistency"].values())
+    # a random model's answers are mostly degenerate, and a degenerate answer entails nothing (0)
+    assert all(0 <= v < 1 for v in m["semantic_consistency"].values())
     artifacts = {"base", "Africa", "America", "Asia", "Europe", "Oceania", "joint", "ties", "model_stock", "moe"}
     assert set(m["moralchoice_low_accuracy"]) == set(m["neutral_ppl"]) == artifacts
     # every Table 1 row's own cost was measured (the rows ran one at a time)

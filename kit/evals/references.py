@@ -17,16 +17,30 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from kit.data import goqa_split
-from kit.metrics.alignment import apply_label_floor, entropy_matched_reference, reference_rows
+from kit.metrics.alignment import apply_label_floor, choose_neighbours, entropy_matched_reference, reference_rows
 
 ROW_KEYS = ("agent", "country", "question_id", "p_gen", "p_gold")
 
 
+def neighbour_settings(params, train) -> tuple[int, int]:
+    """The neighbour prior's ``(k, min_shared)``: the params' numbers, or where they say ``cv`` the pair
+    cross-validation chooses inside the ``train`` side of the split (``kit.metrics.alignment.choose_neighbours``)."""
+    r = params.references
+    if r.neighbour_k != "cv" and r.min_shared != "cv":
+        return int(r.neighbour_k), int(r.min_shared)
+    ks = [r.neighbour_k] if r.neighbour_k != "cv" else None
+    shared = [r.min_shared] if r.min_shared != "cv" else None
+    k, m, _ = choose_neighbours(train, r.cv_folds, params.data.split_seed,
+                                **({"ks": ks} if ks else {}), **({"shared": shared} if shared else {}))
+    return k, m
+
+
 def study_references(params, wanted: Iterable[tuple[str, str]]) -> list[dict]:
     """Score rows of the three survey references on the (country data label, question_id) pairs ``wanted``."""
-    d, r = params.data, params.references
+    d = params.data
     train, test = goqa_split(d.goqa_path, d.test_fraction, d.split_seed, d.goqa_test_path)
-    return reference_rows(train, test, set(wanted), k=r.neighbour_k, min_shared=r.min_shared)
+    k, m = neighbour_settings(params, train)
+    return reference_rows(train, test, set(wanted), k=k, min_shared=m)
 
 
 def with_references(answers: Sequence[Mapping], world: Sequence[Mapping], base: str | None,

@@ -22,7 +22,7 @@ from kit.agents import Agent, AgentSet
 from kit.agents.build import build_agents
 from kit.data import SurveySplits, resolve_countries, survey_splits
 from kit.evals.capability import capability_kept
-from kit.evals.references import with_references
+from kit.evals.references import neighbour_settings, with_references
 from kit.evals.survey import answer_rows
 from kit.llm.base import GenParams
 from kit.metrics.alignment import (
@@ -32,6 +32,7 @@ from kit.metrics.alignment import (
     REFERENCES,
     UNIFORM_AGENT,
     missing_answers,
+    prior_check,
     reference_comparison,
     reference_rows,
     score_table,
@@ -76,6 +77,7 @@ class Evaluation:
     answers: list[dict]
     score_rows: list[dict]
     expected: int  # (country, question) pairs on the test split: what full coverage means
+    neighbours: tuple[int, int] = (5, 3)  # the neighbour prior's (k, min_shared), cross-validated on the train split
 
 
 @in_stage("01", "fidelity and capability")
@@ -89,11 +91,11 @@ def evaluate(session, agents: Sequence[Agent], s: SurveySplits) -> Evaluation:
             answers += answer_rows(session.backend, [a for a in agents if a.kind == kind], s.test_items)
     session.save_scores(NOTEBOOK, "alignment", answers)
     wanted = {(it.country, it.question_id) for it in s.test_items}
-    refs = reference_rows(s.train_all_countries, s.test_all_countries, wanted, k=p.references.neighbour_k,
-                          min_shared=p.references.min_shared)
+    k, m = neighbour_settings(p, s.train_all_countries)
+    refs = reference_rows(s.train_all_countries, s.test_all_countries, wanted, k=k, min_shared=m)
     rows = with_references(answers, refs, base_kind(answers), p.evals.min_label_mass)
     table = score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
-    return Evaluation(table, answers, rows, len(wanted))
+    return Evaluation(table, answers, rows, len(wanted), (k, m))
 
 
 def base_kind(answers: Sequence[dict]) -> str | None:
@@ -150,6 +152,13 @@ def verdict(compared: pd.DataFrame, summary: pd.DataFrame, metric: str = "js_sim
     return "\n".join(lines)
 
 
+def prior_line(session, ev: Evaluation, metric: str = "js_similarity") -> dict:
+    """The neighbour prior against the other-countries mean on the same rows (``kit.metrics.alignment.prior_check``):
+    the table says so when the prior is not the stronger bar."""
+    p = session.params
+    return prior_check(ev.score_rows, metric, p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
+
+
 def letter_mass(ev: Evaluation) -> pd.DataFrame:
     """Format adherence per agent kind: the probability that fell on option letters at all."""
     return pd.DataFrame(ev.answers).groupby("agent")["letter_mass"].agg(["mean", "min", "count"])
@@ -190,7 +199,7 @@ def capability(session, agent_set: AgentSet) -> pd.DataFrame:
 
 
 def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s: SurveySplits,
-                agent_set: AgentSet, kept: pd.DataFrame) -> dict:
+                agent_set: AgentSet, kept: pd.DataFrame, prior: dict | None = None) -> dict:
     """Per-kind averages over countries, the references, each kind's verdict and coverage, and what
     was built or skipped."""
     means = ev.table.groupby("agent")[["js_similarity", "js_similarity_e", "s_align"]].mean().round(2)
@@ -206,6 +215,8 @@ def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s
         "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
         "coverage": summary["coverage"].round(3).to_dict(),
         "missing_answers": {k: v for k, v in missing_answers(ev.score_rows).items() if k in kinds},
+        "neighbour_prior": {"k": ev.neighbours[0], "min_shared": ev.neighbours[1],
+                            **({"vs_other_countries": prior["verdict"]} if prior else {})},
         "letter_mass_mean": round(float(pd.DataFrame(ev.answers)["letter_mass"].mean()), 4),
         "grounded_records_kept": {c: st.get("kept", 0) for c, st in agent_set.report.get("grounding", {}).items()},
         "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),

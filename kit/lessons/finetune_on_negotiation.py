@@ -27,7 +27,7 @@ from kit.evals.distance import BASE, distance_summary, distance_table, persona
 from kit.evals.references import table_rows
 from kit.evals.survey import answer_rows
 from kit.lessons import negotiation
-from kit.metrics.alignment import REFERENCES, between_culture_distance, reference_comparison, score_table
+from kit.metrics.alignment import REFERENCES, between_culture_distance, prior_check, reference_comparison, score_table
 from kit.negotiation.ncn_release import training_traces
 from kit.negotiation.run import resolve_pairs
 from kit.reporting import plots
@@ -172,7 +172,13 @@ def goqa_alignment(session, compared: dict[str, str | None]) -> tuple[pd.DataFra
         session.backend, [persona(c, a, m) for m, a in one.items() for c in held_out], items)) for r in part]
     session.save_scores(NOTEBOOK, "alignment", rows)
     rows = table_rows(p, rows, BASE)
-    return score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap")), rows
+    table = score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
+    # the table says when its strongest reference is not the stronger bar on these rows
+    table.attrs["neighbour_prior"] = prior_check(rows, "js_similarity", p.n_boot, seeds.derive(p.seed, "bootstrap"),
+                                                 p.verdicts.min_items)
+    if table.attrs["neighbour_prior"]["line"]:
+        print(table.attrs["neighbour_prior"]["line"])
+    return table, rows
 
 
 def paired_with_base(session, rows: list[dict], adapters: dict[str, Path], metric: str = "js_similarity") -> pd.DataFrame:
@@ -223,6 +229,7 @@ def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.Data
         "js_similarity_e": {m: round(float(v), 2) for m, v in means["js_similarity_e"].items()},
         "missing_answers": {m: int(v) for m, v in alignment.groupby("agent")["missing"].sum().items()
                             if m not in REFERENCES},
+        "neighbour_prior_vs_other_countries": alignment.attrs.get("neighbour_prior", {}).get("verdict"),
         "between_culture_items": int(fidelity["n"].max()) if len(fidelity) else 0,
         "between_culture_distance": {m: rounded(v) for m, v in fidelity["model_distance"].items()},
         "between_culture_gold": rounded(fidelity["gold_distance"].mean()) if len(fidelity) else None,

@@ -21,6 +21,7 @@ from kit.metrics.alignment import (
     UNIFORM_AGENT,
     continent_table,
     missing_answers,
+    prior_check,
     reference_comparison,
 )
 from kit.palette.agents import load_models
@@ -88,6 +89,9 @@ def comparison(session, rows: list[dict], long: pd.DataFrame, metric: str = "s_a
     flattened to the world answer's entropy, paired on the same rows."""
     p = session.params
     against = list(dict.fromkeys(["vanilla", best_baseline(long), UNIFORM_AGENT, NEIGHBOUR_AGENT, ENTROPY_AGENT]))
+    prior = prior_check(rows, metric, p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
+    if prior["line"]:  # the table says when its strongest reference is not the stronger bar on these rows
+        print(prior["line"])
     return reference_comparison(rows, list(VARIANTS), against, metric, n_boot=p.n_boot,
                                 seed=seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items)
 
@@ -141,6 +145,7 @@ def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFra
 
     frame = pd.DataFrame(rows)
     scored = frame[frame["p_gen"].notna()].groupby("agent").size()
+    p = session.params
     return {
         "js_similarity": overall(js), "js_similarity_e": overall(js_e), "s_align": overall(s_align),
         "leaks": leak,
@@ -148,6 +153,8 @@ def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFra
         "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
         "coverage": (scored / scored.max()).round(3).to_dict(),
         "missing_answers": {k: v for k, v in missing_answers(rows).items() if k not in REFERENCES},
+        "neighbour_prior_vs_other_countries": prior_check(rows, "s_align", p.n_boot, seeds.derive(p.seed, "bootstrap"),
+                                                          p.verdicts.min_items)["verdict"],
         "letter_mass_mean": round(float(pd.DataFrame([r for r in rows if "letter_mass" in r])["letter_mass"].mean()), 4),
         "semantic_consistency": {m: round(float(v), 4) for m, v in
                                  nli[nli["continent"] == "overall"].set_index("model")["mean"].items()},

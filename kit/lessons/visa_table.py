@@ -25,6 +25,7 @@ from kit.llm.base import ChatRequest, GenParams
 from kit.metrics.alignment import (
     REFERENCES,
     paired_verdicts,
+    prior_check,
     per_question_scores,
     reference_comparison,
 )
@@ -210,7 +211,11 @@ def survey_table(session, rows: list[dict], items: list[OpinionItem]) -> pd.Data
     kinds = [k for k in dict.fromkeys(r["agent"] for r in rows) if k != ORIGINAL]
     if not kinds:
         return pd.DataFrame(columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])
-    return reference_comparison(table_rows(p, rows, ORIGINAL), kinds, (ORIGINAL, *REFERENCES), "js_similarity",
+    scored = table_rows(p, rows, ORIGINAL)
+    prior = prior_check(scored, "js_similarity", p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
+    if prior["line"]:  # the table says when its strongest reference is not the stronger bar on these rows
+        print(prior["line"])
+    return reference_comparison(scored, kinds, (ORIGINAL, *REFERENCES), "js_similarity",
                                 n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items)
 
 
@@ -234,4 +239,7 @@ def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, ro
         "neutral_ppl": summary_table["neutral_ppl"].dropna().round(3).to_dict() if "neutral_ppl" in summary_table else {},
         "goqa_js_similarity": {k: round(float(v), 2) for k, v in dict(survey).items()},
         "goqa_overlap": survey_overlap,
+        "goqa_neighbour_prior_vs_other_countries": prior_check(
+            floored, "js_similarity", session.params.n_boot, seeds.derive(session.params.seed, "bootstrap"),
+            session.params.verdicts.min_items)["verdict"] if floored else None,
     }

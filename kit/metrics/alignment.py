@@ -29,6 +29,7 @@ worst value (``kit.metrics.scorers``), so a method that stops answering in forma
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from kit.data.countries import base_country
 from kit.data.cultures import region_of
 from kit.metrics.verdicts import MIN_ITEMS
 from kit.metrics.verdicts import verdict as verdict_of
+
+log = logging.getLogger(__name__)
 
 UNIFORM_AGENT = "uniform"
 OTHER_COUNTRIES_AGENT = "other-countries mean"
@@ -337,11 +340,8 @@ def _pairwise_js_similarity(dists: np.ndarray) -> np.ndarray:
     return (1.0 - np.sqrt(np.clip(jsd, 0.0, 1.0))) * 100.0
 
 
-def country_similarity(items: Iterable[Any], min_shared: int = 3) -> dict[tuple[str, str], float]:
-    """(country, other country) → the mean js_similarity of their answers over the questions both answered
-    in ``items`` (the train side of a split), for pairs that share at least ``min_shared`` questions and are
-    not samples of one country. Symmetric; each pair is listed both ways."""
-    gold = _gold_by_question(items)
+def _similarity_sums(gold: Mapping[Any, Mapping[Any, np.ndarray]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(sorted country names, Σ js_similarity, count of shared questions) of every pair over ``gold``'s questions."""
     names = sorted({c for by_country in gold.values() for c in by_country})
     index = {c: i for i, c in enumerate(names)}
     total, count = np.zeros((len(names), len(names))), np.zeros((len(names), len(names)))
@@ -351,6 +351,14 @@ def country_similarity(items: Iterable[Any], min_shared: int = 3) -> dict[tuple[
         at = np.array([index[c] for c in by_country])
         total[np.ix_(at, at)] += _pairwise_js_similarity(np.stack(list(by_country.values())))
         count[np.ix_(at, at)] += 1
+    return names, total, count
+
+
+def country_similarity(items: Iterable[Any], min_shared: int = 3) -> dict[tuple[str, str], float]:
+    """(country, other country) → the mean js_similarity of their answers over the questions both answered
+    in ``items`` (the train side of a split), for pairs that share at least ``min_shared`` questions and are
+    not samples of one country. Symmetric; each pair is listed both ways."""
+    names, total, count = _similarity_sums(_gold_by_question(items))
     base = [base_country(c) for c in names]
     return {(a, b): float(total[i, j] / count[i, j]) for i, a in enumerate(names) for j, b in enumerate(names)
             if count[i, j] >= min_shared and base[i] != base[j]}
@@ -361,11 +369,14 @@ def neighbour_prior_reference(train_items: Iterable[Any], test_items: Iterable[A
     """Score rows that predict (question, country) by the mean answer to that question of the ``k`` countries
     whose answers on the *train* questions were most like the country's (:func:`country_similarity`).
 
-    No language model: it knows only which countries answer alike. A cultural agent that cannot beat it
-    has learned "countries like this one answered so", not the culture. Similarity never reads a test
-    answer; the prediction reads the neighbours' answers to the question itself, as the other-countries
-    mean does. Ties in similarity go to the country named first; a (question, country) with no
-    neighbour that answered it gets no row.
+    No language model: it knows only which countries answer alike. A cultural agent that cannot beat it has learned
+    "countries like this one answered so", not the culture. Similarity never reads a test answer; the prediction
+    reads the neighbours' answers to the question itself, as the other-countries mean does. Ties in similarity go
+    to the country named first. Where fewer than ``k`` countries that answered the question are neighbours (share
+    ``min_shared`` train questions with the country), each missing neighbour counts as the other countries' mean
+    answer: the mean of one or two countries' answers is noisier than the world's, and a prior that dropped such
+    rows, or averaged them as they are, trailed the other-countries mean it should beat. So it has a row wherever
+    the other-countries mean has one (the same rows: a table compares the two on the same questions).
     """
     if k < 1:
         raise ValueError(f"the neighbour prior needs k >= 1 neighbours, got {k}")
@@ -373,13 +384,126 @@ def neighbour_prior_reference(train_items: Iterable[Any], test_items: Iterable[A
     rows = []
     for qid, by_country in _gold_by_question(test_items).items():
         for country, dist in by_country.items():
-            ranked = sorted((c for c in by_country if (country, c) in similar and by_country[c].size == dist.size),
-                            key=lambda c: (-similar[(country, c)], c))[:k]
-            if ranked:
-                rows.append({"agent": agent, "country": country, "question_id": qid,
-                             "p_gen": np.mean([by_country[c] for c in ranked], axis=0), "p_gold": dist,
-                             "neighbours": ranked})
+            others = [c for c in by_country if base_country(c) != base_country(country) and by_country[c].size == dist.size]
+            if not others:
+                continue
+            world = np.mean([by_country[c] for c in others], axis=0)
+            ranked = sorted((c for c in others if (country, c) in similar), key=lambda c: (-similar[(country, c)], c))[:k]
+            p_gen = (np.sum([by_country[c] for c in ranked], axis=0) + (k - len(ranked)) * world) / k
+            rows.append({"agent": agent, "country": country, "question_id": qid, "p_gen": p_gen, "p_gold": dist,
+                         "neighbours": ranked})
     return rows
+
+
+# the neighbour prior's settings cross-validation chooses among (references.neighbour_k / min_shared: cv)
+NEIGHBOUR_K_GRID = (1, 2, 3, 5, 8, 13, 20)
+NEIGHBOUR_DEFAULT = (5, 3)  # (k, min_shared) where there is nothing to cross-validate on
+MIN_SHARED_GRID = (1, 2, 3, 5, 10, 20)
+_CHOSEN: dict[str, tuple[int, int, pd.DataFrame]] = {}
+
+
+def choose_neighbours(train_items: Iterable[Any], folds: int = 5, seed: int = 0,
+                      ks: Sequence[int] = NEIGHBOUR_K_GRID,
+                      shared: Sequence[int] = MIN_SHARED_GRID) -> tuple[int, int, pd.DataFrame]:
+    """``(k, min_shared)`` of the neighbour prior by ``folds``-fold cross-validation *inside the train split*:
+    the train questions are split by stem into folds (``kit.run.seeds``); each fold's answers are predicted from
+    the similarity of the other folds' questions, and the pair with the highest mean js_similarity over every
+    predicted (country, question) row wins (ties: the smaller k, then the smaller min_shared). Never reads a test
+    answer. Also returns the grid's scores (columns k, min_shared, js_similarity, rows). Cached per train set."""
+    from kit.run import seeds
+
+    items = list(train_items)
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    import hashlib
+
+    key = hashlib.sha256("|".join(
+        [str(folds), str(seed), repr(tuple(ks)), repr(tuple(shared))]
+        + sorted(f"{_get(it, 'question_id')}/{_get(it, 'country')}/{tuple(_get(it, 'distribution'))}" for it in items)
+    ).encode()).hexdigest()
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    gold = _gold_by_question(items)
+    stems = {}
+    for it in items:
+        stems[_get(it, "question_id")] = str(getattr(it, "stem", None) or _get(it, "question_id"))
+    fold_of = {q: int(seeds.unit(seed, "neighbour-cv", stems[q]) * folds) for q in gold}
+    ks = sorted(set(ks))
+    totals: dict[tuple[int, int], list[np.ndarray]] = defaultdict(list)
+    for f in range(folds):
+        fit = {q: g for q, g in gold.items() if fold_of[q] != f}
+        held = {q: g for q, g in gold.items() if fold_of[q] == f}
+        if not fit or not held:
+            continue
+        names, total, count = _similarity_sums(fit)
+        index = {c: i for i, c in enumerate(names)}
+        base = [base_country(c) for c in names]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_sim = total / count
+        for m in shared:
+            for q, by_country in held.items():
+                scores = _fold_scores(by_country, index, base, np.where(count >= m, mean_sim, np.nan), ks)
+                for k, values in scores.items():
+                    totals[(k, m)].append(values)
+    grid = pd.DataFrame([{"k": k, "min_shared": m, "js_similarity": float(np.concatenate(v).mean()),
+                          "rows": int(sum(len(x) for x in v))} for (k, m), v in totals.items() if sum(len(x) for x in v)])
+    if grid.empty:  # nothing to cross-validate on: no train question two countries answered
+        log.warning("the neighbour prior's cross-validation found no train question two countries answered; it uses "
+                    "k=%d, min_shared=%d (where every neighbour is missing it is the other countries' mean)",
+                    *NEIGHBOUR_DEFAULT)
+        return (*NEIGHBOUR_DEFAULT, grid)
+    best = grid.sort_values(["js_similarity", "k", "min_shared"], ascending=[False, True, True]).iloc[0]
+    _CHOSEN[key] = (int(best["k"]), int(best["min_shared"]), grid)
+    return _CHOSEN[key]
+
+
+def _fold_scores(by_country: Mapping[str, np.ndarray], index: Mapping[str, int], base: Sequence[str],
+                 sim: np.ndarray, ks: Sequence[int]) -> dict[int, np.ndarray]:
+    """js_similarity of the neighbour prior's prediction for every country of one question, for each ``k``: the same
+    rule as :func:`neighbour_prior_reference` (countries unknown to the fit's similarity have no neighbour)."""
+    names = list(by_country)
+    dists = np.stack([by_country[c] for c in names]) if len({d.size for d in by_country.values()}) == 1 else None
+    out: dict[int, list[float]] = {k: [] for k in ks}
+    if dists is None:
+        return {k: np.array([]) for k in ks}
+    idx = [index.get(c) for c in names]
+    bases = [base_country(c) for c in names]
+    for i, country in enumerate(names):
+        others = [j for j in range(len(names)) if bases[j] != bases[i]]
+        if not others:
+            continue
+        world = dists[others].mean(axis=0)
+        sims = [(sim[idx[i], idx[j]] if idx[i] is not None and idx[j] is not None else np.nan, names[j], j)
+                for j in others]
+        ranked = [j for s_, _, j in sorted((t for t in sims if not np.isnan(t[0])), key=lambda t: (-t[0], t[1]))]
+        cum = np.cumsum(dists[ranked], axis=0) if ranked else np.zeros((0, dists.shape[1]))
+        preds = []
+        for k in ks:
+            n = min(k, len(ranked))
+            preds.append(((cum[n - 1] if n else 0) + (k - n) * world) / k)
+        p = np.stack(preds)
+        q = np.broadcast_to(dists[i], p.shape)
+        mid = (p + q) / 2
+        jsd = 0.5 * (rel_entr(p, mid).sum(-1) + rel_entr(q, mid).sum(-1)) / np.log(2)
+        for k, v in zip(ks, (1.0 - np.sqrt(np.clip(jsd, 0.0, 1.0))) * 100.0):
+            out[k].append(float(v))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def prior_check(rows: Sequence[Mapping[str, Any]], metric: str = "js_similarity", n_boot: int = 1000, seed: int = 0,
+                min_items: int = MIN_ITEMS) -> dict[str, Any]:
+    """Whether the neighbour prior beats the other-countries mean on the rows both scored (paired, as every verdict):
+    ``{"diff", "ci_low", "ci_high", "n", "verdict", "line"}``, ``line`` saying so in words when it does not."""
+    present = {r.get("agent") for r in rows}
+    if not {NEIGHBOUR_AGENT, OTHER_COUNTRIES_AGENT} <= present:
+        return {"diff": None, "ci_low": None, "ci_high": None, "n": 0, "verdict": "no rows",
+                "line": "the neighbour prior or the other-countries mean has no row here"}
+    d = paired_difference(rows, NEIGHBOUR_AGENT, OTHER_COUNTRIES_AGENT, metric, n_boot=n_boot, seed=seed)
+    verdict = verdict_of(d.ci_low, d.ci_high, d.n, min_items, better="beats")
+    line = ("" if verdict == "beats" else
+            f"the neighbour prior does NOT beat the other-countries mean here ({metric} {d.mean:+.2f} "
+            f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}] over {d.n} rows: {verdict}): a reference row, not the strongest bar")
+    return {"diff": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high, "n": d.n, "verdict": verdict, "line": line}
 
 
 def reference_rows(train_items: Iterable[Any], test_items: Iterable[Any], wanted: set[tuple[Any, Any]] | None = None,

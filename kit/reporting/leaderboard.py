@@ -38,20 +38,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from kit.data import goqa_split
-from kit.evals.references import with_references
+from kit.evals.references import neighbour_settings, with_references
 from kit.evals.traces import REFERENCE_METHOD, common_items, item_key, summarise
 from kit.metrics.alignment import (
+    NEIGHBOUR_AGENT,
     REFERENCES,
     bootstrap_ci,
-    paired_verdicts,
     continent_table,
     missing_answers,
+    paired_verdicts,
     per_question_scores,
+    prior_check,
     reference_comparison,
     reference_rows,
 )
@@ -149,6 +152,7 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000, seed: 
     rows, each unit beside the four references (``references``: the params section; the entropy-matched one
     from the unit's ``BASE_ROWS`` answers) on its own pairs, answers below ``min_label_mass`` missing."""
     train, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
+    k, m = neighbour_settings(SimpleNamespace(references=references, data=data), train)
     rng_seed = seeds.derive(seed, "bootstrap")
     rows, continents = [], []
     for nb in BOARDS["alignment"]:
@@ -156,12 +160,14 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000, seed: 
         if not scored:
             continue
         pairs = {(r["country"], r["question_id"]) for r in scored}
-        refs = reference_rows(train, test, pairs, k=references.neighbour_k, min_shared=references.min_shared)
+        refs = reference_rows(train, test, pairs, k=k, min_shared=m)
         names = list(dict.fromkeys(r["agent"] for r in scored))
         base = BASE_ROWS.get(nb) if BASE_ROWS.get(nb) in names else names[0]
         every = [{**{k: r[k] for k in ("country", "question_id", "p_gen", "p_gold")}, "agent": label(nb, r["agent"])}
                  for r in with_references(scored, refs, base, min_label_mass)]
         lost = missing_answers(every)
+        unlabelled = [{**r, "agent": r["agent"].split(" · ", 1)[1]} for r in every]
+        prior = prior_check(unlabelled, "js_similarity", n_boot, rng_seed, min_items)
         tables = {m: continent_table(every, m, n_boot=n_boot, seed=rng_seed)
                   for m in ("s_align", "js_similarity", "js_similarity_e")}
         per_pair = per_question_scores(every)
@@ -181,6 +187,8 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000, seed: 
             if name not in REFERENCES:
                 line |= _against_best_reference(every, per_pair, mine, nb, agent, n_boot, rng_seed, min_items)
                 line |= row_cost(stored, nb, name)
+            if name == NEIGHBOUR_AGENT:  # the table says when its strongest reference is not the stronger bar
+                line["verdict"] = prior["verdict"]
             line |= {"countries": mine["country"].nunique(), "questions": mine["question_id"].nunique(),
                      "pairs": len(mine), "missing": lost.get(agent, 0), "coverage": len(mine) / most if most else np.nan}
             rows.append(line)
@@ -423,9 +431,13 @@ def verdicts(b: Boards) -> dict[str, str]:
         head = (f"{len(beats)} of {len(a)} scored rows beat the better of their references "
                 f"({', '.join(beats['row'])})" if len(beats) else
                 f"no scored row beats the better of its references (0 of {len(a)})")
+        priors = b.alignment[b.alignment["row"].str.endswith(f" · {NEIGHBOUR_AGENT}")]
+        weak = [r["row"].split(" · ")[0] for _, r in priors.iterrows() if r.get("verdict") != "beats"]
         out["alignment"] = (f"{head}; closest: {closest['row']}, js_similarity "
                             f"{interval(closest['diff_vs_best'], closest['diff_low'], closest['diff_high'])} "
-                            f"against {closest['best_reference']}.")
+                            f"against {closest['best_reference']}"
+                            + (f"; the neighbour prior does not beat the other countries' mean in unit(s) "
+                               f"{', '.join(weak)}" if weak else "") + ".")
     c = _scored(b.consensus)
     c = c[~c["row"].str.endswith(" · none")] if not c.empty else c
     if c.empty or c["mean_rel_logppl_change"].isna().all():
