@@ -455,8 +455,10 @@ def test_baselines_debate_agreement_and_consultancy_exchange(embedder):
 
 
 def test_agreement_marker_truncation_and_temperatures():
-    assert agrees("We share this now.\nAGREE") and agrees("Fine.\n**I agree.**\n") and agrees("We agree!")
+    assert agrees("We share this now.\nAGREE") and agrees("Fine, we share it.\n**I agree.**\n")
     assert not agrees("I do not agree") and not agrees("AGREE\nbut not really") and not agrees("")
+    # a bare marker, or markup before it, agrees to nothing: a debate does not converge on it
+    assert not agrees("AGREE") and not agrees("We agree!") and not agrees("##\n##\nAGREE") and not agrees("Fine.\nAGREE")
     assert truncate_words("  a b  c ", 3) == ("a b  c", False) and truncate_words("a b c d", 2) == ("a b", True)
     assert [t for _, _, t in candidate_slots(2, 2, 1, 0.6, 0.8)] == [0.6, 0.65, 0.7, 0.75, 0.8]
     assert candidate_slots(0, 0, 1, 0.6, 0.8) == [("innovative", 0, 0.6)]
