@@ -390,6 +390,12 @@ def test_ncn_traces_weights_gaps_utilities_and_statements(embedder):
         assert trace["settings"]["weights"] == {"alpha": alpha, "beta": beta, "gamma": gamma}
         for rnd in trace["rounds"]:
             assert rnd["nash_gap"] <= 1e-6
+            # the gap recomputed from the stored payoffs and weights, by its definition, not the solver's number
+            A, B = (np.asarray(m) for m in rnd["payoffs"])
+            x, y = (np.asarray(w) for w in rnd["weights"])
+            assert A.shape == B.shape == (len(rnd["pools"][0]), len(rnd["pools"][1]))
+            regret = max(max(A @ y) - x @ A @ y, max(x @ B) - x @ B @ y)
+            assert regret == pytest.approx(rnd["nash_gap"], abs=1e-9) and regret <= 1e-6
             for i in range(2):
                 assert sum(rnd["weights"][i]) == pytest.approx(1.0, abs=1e-9)
                 assert min(rnd["weights"][i]) >= 0 and len(rnd["pools"][i]) == rnd["round"] + 1

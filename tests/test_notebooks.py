@@ -353,6 +353,23 @@ def test_notebook_runs_with_tiny_params(notebook, tiny_params, capfd):
 
 
 @pytest.mark.slow
+def test_the_tiny_runs_nash_gaps_recompute_from_the_stored_weights_and_payoffs(tiny_params):
+    """After notebook 02: every NCN round's Nash gap, recomputed from the payoffs and weights its trace stored, is the
+    reported one (and an equilibrium's: near 0) — the integration tests never take the solver's word for it."""
+    import numpy as np
+
+    rounds = [r for f in (tiny_params.run_dir / "records" / "negotiations").glob("*.jsonl")
+              for line in f.read_text().splitlines() if line.strip()
+              for t in [json.loads(line)] if t.get("method") == "ncn" for r in t.get("rounds", [])]
+    assert rounds and all("payoffs" in r for r in rounds)
+    for r in rounds:
+        A, B = (np.asarray(m, float) for m in r["payoffs"])
+        x, y = (np.asarray(w, float) for w in r["weights"])
+        gap = max(float((A @ y).max() - x @ A @ y), float((x @ B).max() - x @ B @ y))
+        assert abs(gap - r["nash_gap"]) < 1e-9 and gap <= 1e-6
+
+
+@pytest.mark.slow
 def test_the_tiny_run_alignment_intervals_stay_in_the_scale(tiny_params):
     """After the notebooks above: every interval of the alignment boards lies in [0, 100] and holds its point."""
     import pandas as pd
