@@ -323,7 +323,10 @@ def capability_board(stored: Stored, n_boot: int = 1000, seed: int = 0, min_item
             base = by.get(r["base"])
             if r["model"] == r["base"] or base is None:
                 continue
-            low, high = accuracy_change_interval(r["correct"], r["items"], base["correct"], base["items"], n_boot,
+            def right(x: dict) -> int:  # rows stored before "correct" was kept: from the accuracy and the items
+                return int(x.get("correct", round(x["moralchoice_low_accuracy"] * x["items"])))
+
+            low, high = accuracy_change_interval(right(r), r["items"], right(base), base["items"], n_boot,
                                                  seeds.derive(seed, "capability", r["model"]))
             out.append({"unit": nb, "row": label(nb, r["model"]), "status": "scored", "base": label(nb, r["base"]),
                         "moralchoice_low_accuracy": r["moralchoice_low_accuracy"],
