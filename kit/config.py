@@ -265,9 +265,33 @@ class ReferencesParams(Section):
     """The neighbour prior every alignment table carries (``kit.metrics.alignment.neighbour_prior_reference``)."""
 
     # the most similar countries (mean js_similarity on train questions) averaged: at most the other countries
-    # in data.goqa_path (kit check counts them)
-    neighbour_k: int = Field(5, ge=1, le=1000)
-    min_shared: int = Field(3, ge=1, le=100_000)  # train questions two countries must share for their similarity to count
+    # in data.goqa_path (kit check counts them); cv: chosen by cross-validation inside the train split
+    neighbour_k: int | Literal["cv"] = "cv"
+    # train questions two countries must share for their similarity to count; cv: chosen with neighbour_k
+    min_shared: int | Literal["cv"] = "cv"
+    cv_folds: int = Field(5, ge=2, le=50)  # folds of the train questions (by stem) the cross-validation uses
+
+    @field_validator("neighbour_k", "min_shared")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if not isinstance(v, str) and not 1 <= v <= 100_000:
+            raise ValueError(f"must be cv or a whole number from 1 to 100000, got {v}")
+        return v
+
+
+class EvalsParams(Section):
+    """How every evaluation reads a model's answer (``kit.metrics.alignment.apply_label_floor``)."""
+
+    # an answer whose probability on the option letters is below this is missing (counted per row), never the
+    # uniform answer a renormalised near-zero mass gives; an answer with no mass at all is missing at any floor
+    min_label_mass: float = Field(0.1, ge=0, le=1)
+
+
+class VerdictsParams(Section):
+    """When a table may say "better", "beats" or "worse" (``kit.metrics.verdicts``)."""
+
+    # fewer common items than this and a verdict is "too few", whatever its interval
+    min_items: int = Field(20, ge=1, le=100_000)
 
 
 class QuickstartParams(Section):
@@ -664,7 +688,7 @@ class SelfPlayParams(Section):
     max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     n_moralchoice: int = Field(12, ge=0)  # high-ambiguity MoralChoice scenarios, one action per persona
     dedup_cosine: float = Field(0.9, gt=0, le=1)  # a dilemma this close to a kept one is dropped
-    test_fraction: float = Field(0.3, gt=0, lt=1)  # dilemmas held out from every training, by id
+    test_fraction: float = Field(0.3, gt=0, lt=1)  # dilemmas held out from every training, by the stem of their text
     max_turns: int = Field(6, ge=2)  # turns of a dialogue, both sides together; a speaks first
     turn_tokens: PositiveInt = 96
     turn_words: PositiveInt = 60  # the length each side is asked to keep a turn under
@@ -675,9 +699,13 @@ class SelfPlayParams(Section):
     agree_cosine: float = Field(0.8, gt=0, le=1)
     # notebook 30 stops when fewer of the generated dilemmas than this share parsed
     min_parsed_share: float = Field(0.5, ge=0, le=1)
-    # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS
-    rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0, "joint_solution": 0.5},
-                                      min_length=1)
+    # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS. The paper trains on
+    # Collective Agency alone, and so does the kit by default
+    rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0}, min_length=1)
+    # an ablation row, self_play_grpo+joint: a second self-play policy on these rewards (null: not trained); with
+    # joint_solution it rewards the very test the table's resolution_rate reads
+    ablation_rewards: dict[str, float] | None = Field(
+        default_factory=lambda: {"collective_agency": 1.0, "joint_solution": 0.5})
     single_rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0}, min_length=1)
     # self-play GRPO (trl GRPOConfig keys): a dialogue is long, so a group of 4 is played at once and
     # trained one rollout at a time (gradient accumulation), which keeps the logits of one dialogue in memory
@@ -689,11 +717,15 @@ class SelfPlayParams(Section):
     max_test_items: PositiveInt = 40
     capability_items: PositiveInt = 24
 
-    @field_validator("rewards", "single_rewards")
+    @field_validator("rewards", "single_rewards", "ablation_rewards")
     @classmethod
-    def _registered_rewards(cls, v: dict[str, float]) -> dict[str, float]:
+    def _registered_rewards(cls, v: dict[str, float] | None) -> dict[str, float] | None:
         from kit.train.rewards import REWARDS
 
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("names no reward; give one, or null for no ablation row")
         for name in v:
             _registered(REWARDS, name)
             if name not in ("collective_agency", "joint_solution"):
@@ -742,6 +774,8 @@ class Params(Section):
     embedder: EmbedderParams = EmbedderParams()
     data: DataParams = DataParams()
     references: ReferencesParams = ReferencesParams()
+    evals: EvalsParams = EvalsParams()
+    verdicts: VerdictsParams = VerdictsParams()
     quickstart: QuickstartParams = QuickstartParams()
     agents: AgentsParams = AgentsParams()
     negotiation: NegotiationParams = NegotiationParams()
@@ -872,7 +906,8 @@ def _check_countries(params: Params, values: dict) -> None:
     from kit.data.goqa import country_labels
 
     labels = country_labels(params.data.goqa_path)
-    if "references" in values and params.references.neighbour_k > len(labels) - 1:
+    if "references" in values and isinstance(params.references.neighbour_k, int) \
+            and params.references.neighbour_k > len(labels) - 1:
         raise ValueError(f"references.neighbour_k: {params.references.neighbour_k} is more than the "
                          f"{len(labels) - 1} other countries in {params.data.goqa_path}; fix: use at most "
                          f"{len(labels) - 1}")

@@ -18,8 +18,8 @@ from kit.data import OpinionItem, question_id
 from kit.llm.base import Backend, GenParams
 
 PARAMS = AgentsParams(description_items=2, max_retries=2, answer_tokens=8)
-FULL = "\n\n".join(f"## {s}\nSome sentences." for s in SECTIONS)
-PARTIAL = "\n\n".join(f"## {s}\nSome sentences." for s in SECTIONS[:3])
+FULL = "\n\n".join(f"## {s}\nSome sentences about it." for s in SECTIONS)
+PARTIAL = "\n\n".join(f"## {s}\nSome sentences about it." for s in SECTIONS[:3])
 
 
 def item(country: str, n: int, dist) -> OpinionItem:
@@ -76,13 +76,18 @@ def test_summary_refuses_mixed_countries():
     "- __Core values__: respect", "CORE VALUES",
 ])
 def test_heading_styles_are_recognised(heading):
-    assert "Core Values" not in missing_sections(heading + "\ntext")
+    assert "Core Values" not in missing_sections(heading + "\nthree words here")
 
 
 def test_variant_spellings_and_sentences():
-    text = ("Intro.\n**Core Values**\n## Accepted Behaviours\n3. Rejected phenomenon:\nIV. Perspectives\n"
-            "#### 5. Attitudes towards other world-views")
+    text = ("Intro.\n**Core Values**\nHarmony comes first.\n## Accepted Behaviours\nBowing to elders daily.\n"
+            "3. Rejected phenomenon: open public conflict\nIV. Perspectives\nThe group before the self.\n"
+            "#### 5. Attitudes towards other world-views\nCurious but cautious ones.")
     assert is_complete(text)
+    # the headings alone, or a heading with a word or two under it, are no description
+    headings = "\n".join(f"## {s}" for s in SECTIONS)
+    assert not is_complete(headings) and missing_sections(headings) == list(SECTIONS)
+    assert missing_sections(text.replace("Harmony comes first.", "Harmony.")) == ["Core Values"]
     assert clean_description(text).startswith("**Core Values**")
     assert missing_sections("Perspectives on family are broad.\nCore values matter here.") == list(SECTIONS)
     assert missing_sections(PARTIAL) == list(SECTIONS[3:])

@@ -376,9 +376,32 @@ def test_palette_leak_counts_by_stem_and_quotation() -> None:
     clean = Topic("c", "Should parents choose their children's spouses?", "file")
     counts = palette_leak_counts([sibling, clean], [clean], [f"As Africa: {test[0].question}", "Plain prompt."],
                                  ["A question about Africa.", "Crime in cities"], test)
-    assert counts == {"train_queries_in_test": 1, "heldout_queries_in_test": 0, "training_prompts_in_test": 1,
-                      "router_prompts_in_test": 0}
+    # the clean query is both trained on and held out: counted as a held-out query in training
+    assert counts == {"train_queries_in_test": 1, "heldout_queries_in_test": 0, "heldout_queries_in_training": 1,
+                      "training_prompts_in_test": 1, "router_prompts_in_test": 0}
     assert set(palette_leak_counts([clean], [], [], ["A question about Africa."], test).values()) == {0}
+    # a held-out query whose battery sibling is a training query, or that a training prompt quotes, is counted
+    held = Topic("h", f"{battery} d. corruption", "goqa")
+    assert palette_leak_counts([sibling], [held], [], [], [])["heldout_queries_in_training"] == 1
+    assert palette_leak_counts([clean], [Topic("h2", "Is it right to lie to protect a friend?", "file")],
+                               ["As Europe: Is it right to lie to protect a friend?"], [], [])[
+        "heldout_queries_in_training"] == 1
+
+
+def test_leak_counts_compare_stems() -> None:
+    from kit.data.leaks import agent_leak_counts, leak_counts
+
+    battery = "How much of a problem, if any, would you say each of the following is in your country?"
+    negotiated = Topic("n", f"{battery} a. crime", "goqa")
+    heldout = Topic("h", f"{battery} b. corruption", "goqa")  # a sibling of a negotiated topic: leaked
+    trace = {"topic": {"id": "n", "text": negotiated.text}}
+    counts = leak_counts([negotiated], [heldout], [trace], [f"{battery} b. corruption (rephrased)"], [])
+    assert counts == {"topics_in_goqa_test": 0, "heldout_topics_negotiated": 1, "train_prompts_in_eval": 1}
+    train = [OpinionItem("q1:K", "q1", f"{battery} a. crime", ("a", "b"), "Kenya", (0.5, 0.5))]
+    test = [OpinionItem("q2:K", "q2", f"{battery} b. corruption", ("a", "b"), "Kenya", (0.5, 0.5))]
+    assert agent_leak_counts(train, test, ["Kenyans value order."]) == {"train_test_stems": 1,
+                                                                        "test_questions_in_agent_texts": 0}
+    assert agent_leak_counts([], test, [f"Evidence: {test[0].question}"])["test_questions_in_agent_texts"] == 1
 
 
 def test_seeds_unit_is_uniform() -> None:

@@ -156,8 +156,12 @@ def test_notebook_01_scores_kinds_beside_references_on_the_test_items_only():
     # the agents' answers (not the references) are kept for the cross-method board
     assert saved == {("01_cultural_agents", "alignment"): ev.answers}
     refs = [r for r in ev.score_rows if r["agent"] != "prompted"]
-    # one uniform and one other-countries row per studied (country, question); none for Brazil or q9
+    # one uniform, one other-countries, one neighbour-prior (no train question: every neighbour missing, so the
+    # world's answer) and one entropy-matched row (the first kind's answers, here already flat) per studied
+    # (country, question); none for Brazil or q9
     assert sorted((r["agent"], r["country"], r["question_id"]) for r in refs) == [
+        ("entropy-matched", "Iraq", "q1"), ("entropy-matched", "Mexico", "q1"),
+        ("neighbour prior", "Iraq", "q1"), ("neighbour prior", "Mexico", "q1"),
         ("other-countries mean", "Iraq", "q1"), ("other-countries mean", "Mexico", "q1"),
         ("uniform", "Iraq", "q1"), ("uniform", "Mexico", "q1")]
     mexico_other = next(r for r in refs if r["agent"] == "other-countries mean" and r["country"] == "Mexico")

@@ -97,20 +97,21 @@ def _metrics(run_dir: Path, notebook: str, rows: dict) -> None:
 
 @pytest.fixture
 def run(tmp_path, shared_data):
-    """Notebook 01 scored two kinds on two countries' held-out questions; nothing else ran."""
+    """Notebook 01 scored two kinds on two countries' held-out questions (enough for a verdict); nothing else ran.
+    ``vanilla`` answers at random: its answers, flattened, are the entropy-matched reference."""
     params = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path}"])
     _, test = goqa_split(params.data.goqa_path, params.data.test_fraction, params.data.split_seed)
     by_country = {}
     for it in test:
         by_country.setdefault(it.country, []).append(it)
     countries = ["United States", "Kenya"]
-    items = [it for c in countries for it in by_country[c][:3]]
+    items = [it for c in countries for it in by_country[c][:16]]
     rng = np.random.default_rng(0)
     rows = []
     for it in items:
         rows.append({"agent": "echo", "country": it.country, "question_id": it.question_id,
                      "p_gen": list(it.distribution), "p_gold": list(it.distribution)})  # a perfect answer
-        rows.append({"agent": "noisy", "country": it.country, "question_id": it.question_id,
+        rows.append({"agent": "vanilla", "country": it.country, "question_id": it.question_id,
                      "p_gen": list(rng.dirichlet(np.ones(len(it.options)))), "p_gold": list(it.distribution)})
     _write(params.run_dir, "alignment", "01_cultural_agents", rows)
     _metrics(params.run_dir, "01_cultural_agents", {"echo": {"calls": 6, "generated_tokens": 0, "scored_tokens": 60,
@@ -127,18 +128,19 @@ def test_alignment_board_by_hand(run):
     params, rows, test = run
     b = leaderboard.boards(params)
     board = b.alignment.set_index("row")
-    for agent in ("echo", "noisy"):
+    for agent in ("echo", "vanilla"):
         per_country = pd.DataFrame([{"country": r["country"], "js": _js(r["p_gen"], r["p_gold"])}
                                     for r in rows if r["agent"] == agent]).groupby("country")["js"].mean()
         assert board.loc[f"01 · {agent}", "js_similarity"] == pytest.approx(per_country.mean())
-        assert board.loc[f"01 · {agent}", "countries"] == 2 and board.loc[f"01 · {agent}", "questions"] == 6
+        assert board.loc[f"01 · {agent}", "countries"] == 2 and board.loc[f"01 · {agent}", "pairs"] == 32
+        assert board.loc[f"01 · {agent}", "questions"] == len({r["question_id"] for r in rows})
     assert board.loc["01 · echo", "js_similarity"] == pytest.approx(100)
     # the uniform reference on the same pairs, by hand
     pairs = {(r["country"], r["question_id"]) for r in rows}
     uni = pd.DataFrame([{"country": it.country, "js": _js(np.ones(len(it.options)), it.distribution)}
                         for it in test if (it.country, it.question_id) in pairs]).groupby("country")["js"].mean()
     assert board.loc["01 · uniform", "js_similarity"] == pytest.approx(uni.mean())
-    assert board.loc["01 · uniform", "status"] == "reference"
+    assert board.loc["01 · uniform", "status"] == board.loc["01 · entropy-matched", "status"] == "reference"
     # a perfect answer beats the better reference on its own pairs
     assert board.loc["01 · echo", "verdict"] == "beats" and board.loc["01 · echo", "diff_vs_best"] > 0
     assert board.loc["01 · echo", "best_reference"] in leaderboard.REFERENCES
@@ -147,7 +149,7 @@ def test_alignment_board_by_hand(run):
     assert board.loc["01 · echo", "peak_rss_gb"] == 2.5
     # per continent: Kenya is Africa, the United States America
     continents = b.alignment_by_continent
-    assert set(continents[continents["row"] == "01 · noisy"]["continent"]) == {"Africa", "America"}
+    assert set(continents[continents["row"] == "01 · vanilla"]["continent"]) == {"Africa", "America"}
     # units that stored nothing are rows that say why: 04 and 12 ran (their metrics exist) but scored no
     # question, 22 never ran
     assert board.loc["04_finetune_on_negotiation", "status"] == board.loc["12_palette_table", "status"] == \
@@ -182,6 +184,35 @@ def test_consensus_board_prefers_the_judged_evaluation(run):
     assert leaderboard.NOT_RUN not in set(board["status"])
 
 
+def test_consensus_board_reads_common_items_counts_failures_and_never_scores_none(run):
+    params, _, _ = run
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(30):
+        for method, shift in (("none", 0.0), ("ncn", -0.2), ("debate", 0.0)):
+            if method == "debate" and k >= 25:  # debate failed on five items: dropped for every method, counted
+                continue
+            rows.append({"id": f"{method}{k}", "method": method, "topic_id": f"t{k}", "pair": "A vs B",
+                         "culture_a": "A", "culture_b": "B", "rounds_used": 1, "converged": None, "resolved": None,
+                         "d_initial": 2.0, "d_final": 1.0, "d_ratio": 0.5, "improved": True,
+                         "rel_logppl_change": shift + rng.normal(0, 0.05), "self_consistency_a": 0.5,
+                         "self_consistency_b": 0.5, "value_consensus": 0.4, "value_distance_initial": 2.0,
+                         "value_distance_final": 1.0, "distance_reduction": 50.0,
+                         # NCN's best items are those debate failed on: over all of its own items it would look better
+                         "collective_agency": 5.0 if (method == "ncn" and k >= 25) else 3.0})
+    _write(params.run_dir, "consensus", "03_consensus_evaluation", rows)
+    board = leaderboard.boards(params).consensus.set_index("row")
+    assert set(board.loc[["03 · none", "03 · ncn", "03 · debate"], "common_items"]) == {25}
+    assert board.loc["03 · debate", "failed"] == 5 and board.loc["03 · ncn", "failed"] == 0
+    assert board.loc["03 · none", "status"] == "reference" and board.loc["03 · ncn", "status"] == "scored"
+    assert board.loc["03 · ncn", "collective_agency"] == pytest.approx(3.0)  # the common items only
+    # each method paired against none on the common items, in the score's direction (lower is better)
+    assert board.loc["03 · ncn", "verdict"] == "better" and board.loc["03 · ncn", "vs_none_high"] < 0
+    assert board.loc["03 · debate", "verdict"] == "no difference" and pd.isna(board.loc["03 · none", "verdict"])
+    v = leaderboard.verdicts(leaderboard.boards(params))["consensus"]
+    assert v.startswith("most acceptable to the other side: 03 · ncn") and "25 common items: better" in v
+
+
 def test_capability_board_against_each_base(run):
     params, _, _ = run
     _write(params.run_dir, "capability", "22_visa_table", [
@@ -193,6 +224,18 @@ def test_capability_board_against_each_base(run):
     assert list(board[board["status"] == "scored"].index) == ["22 · grpo"]
     assert board.loc["22 · grpo", "accuracy_change"] == pytest.approx(-0.25)
     assert board.loc["22 · grpo", "ppl_ratio"] == pytest.approx(1.25)
+    # one item of four is no evidence: an interval that holds the point, and too few items for a verdict
+    low, high = board.loc["22 · grpo", ["accuracy_change_low", "accuracy_change_high"]]
+    assert -1 <= low <= -0.25 <= high <= 1 and board.loc["22 · grpo", "verdict"] == "too few"
+    assert leaderboard.verdicts(leaderboard.boards(params))["capability"].startswith(
+        "largest MoralChoice accuracy drop -0.25 [")
+
+
+def test_the_accuracy_change_interval_is_a_difference_of_two_binomials():
+    # 60/100 against 40/100: the normal approximation's interval is 0.2 ± 1.96·sqrt(2·0.24/100) ≈ [0.064, 0.336]
+    low, high = leaderboard.accuracy_change_interval(60, 100, 40, 100, n_boot=20000, seed=0)
+    assert low == pytest.approx(0.2 - 1.96 * math.sqrt(0.0048), abs=0.02)
+    assert high == pytest.approx(0.2 + 1.96 * math.sqrt(0.0048), abs=0.02)
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -304,7 +347,7 @@ def test_numbers_are_shown_to_two_decimals_and_intervals_as_brackets():
 def test_verdicts_say_each_board_in_a_line(run):
     params, _, _ = run
     v = leaderboard.verdicts(leaderboard.boards(params))
-    # echo answers with the gold distribution: it beats every reference; noisy does not
+    # echo answers with the gold distribution: it beats every reference; vanilla (random) does not
     assert v["alignment"].startswith("1 of 2 scored rows beat the better of their references (01 · echo)")
     assert v["consensus"] == "nothing scored yet." and v["capability"] == "nothing scored yet."
 

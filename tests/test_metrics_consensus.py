@@ -92,7 +92,8 @@ def test_value_cosine_edge_cases_and_mapping():
     assert value_cosine(ones, ones) == pytest.approx(1.0)
     assert value_cosine(ones, [-1] * 10) == pytest.approx(-1.0)
     assert math.isnan(value_cosine([0] * 10, ones))
-    assert value_distance([0] * 10, [0] * 10) == 0.0
+    # two texts expressing no value are not close cultures: their distance is missing, never the best (0)
+    assert math.isnan(value_distance([0] * 10, [0] * 10)) and math.isnan(value_distance([0] * 10, ones))
     assert value_distance(ones, [-1] * 10) == pytest.approx(2 * math.sqrt(10))
     scores = dict.fromkeys(SCHWARTZ_VALUES, 0) | {"Power": 1, "Universalism": -1}
     np.testing.assert_array_equal(value_vector(scores), [0, 0, 0, 0, 1, 0, 0, 0, 0, -1])
@@ -199,6 +200,10 @@ def test_kit_own_reading_of_the_same_vectors_differs_where_named():
     assert own["average_increased_number_of_dimensions"] == pytest.approx(0.5)  # exact: +1 and 0
     assert own["final_better_than_init"] == 1  # strict
     assert own["average_dimension_l1_distance_final"] == pytest.approx(0.75)  # Euclidean: 0 and 1.5
+    # the second opening's all-zero vector has no distance: only the first transcript's (1.0) counts, and the
+    # change is read on that transcript alone (1.0 − 0)
+    assert own["average_dimension_l1_distance_init"] == pytest.approx(1.0)
+    assert own["diff_dimension_l1_distance"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="four equally long"):
         release_value_summary(a0, b0, a1, b1[:1])
 

@@ -390,6 +390,12 @@ def test_ncn_traces_weights_gaps_utilities_and_statements(embedder):
         assert trace["settings"]["weights"] == {"alpha": alpha, "beta": beta, "gamma": gamma}
         for rnd in trace["rounds"]:
             assert rnd["nash_gap"] <= 1e-6
+            # the gap recomputed from the stored payoffs and weights, by its definition, not the solver's number
+            A, B = (np.asarray(m) for m in rnd["payoffs"])
+            x, y = (np.asarray(w) for w in rnd["weights"])
+            assert A.shape == B.shape == (len(rnd["pools"][0]), len(rnd["pools"][1]))
+            regret = max(max(A @ y) - x @ A @ y, max(x @ B) - x @ B @ y)
+            assert regret == pytest.approx(rnd["nash_gap"], abs=1e-9) and regret <= 1e-6
             for i in range(2):
                 assert sum(rnd["weights"][i]) == pytest.approx(1.0, abs=1e-9)
                 assert min(rnd["weights"][i]) >= 0 and len(rnd["pools"][i]) == rnd["round"] + 1
@@ -455,8 +461,10 @@ def test_baselines_debate_agreement_and_consultancy_exchange(embedder):
 
 
 def test_agreement_marker_truncation_and_temperatures():
-    assert agrees("We share this now.\nAGREE") and agrees("Fine.\n**I agree.**\n") and agrees("We agree!")
+    assert agrees("We share this now.\nAGREE") and agrees("Fine, we share it.\n**I agree.**\n")
     assert not agrees("I do not agree") and not agrees("AGREE\nbut not really") and not agrees("")
+    # a bare marker, or markup before it, agrees to nothing: a debate does not converge on it
+    assert not agrees("AGREE") and not agrees("We agree!") and not agrees("##\n##\nAGREE") and not agrees("Fine.\nAGREE")
     assert truncate_words("  a b  c ", 3) == ("a b  c", False) and truncate_words("a b c d", 2) == ("a b", True)
     assert [t for _, _, t in candidate_slots(2, 2, 1, 0.6, 0.8)] == [0.6, 0.65, 0.7, 0.75, 0.8]
     assert candidate_slots(0, 0, 1, 0.6, 0.8) == [("innovative", 0, 0.6)]

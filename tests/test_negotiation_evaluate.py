@@ -15,6 +15,7 @@ from kit.evals.traces import (
     evaluate_traces,
     split_usable,
     summarise,
+    swap_names,
 )
 from kit.llm.base import ScoreRequest
 from kit.values import ValueResult
@@ -70,7 +71,8 @@ def test_acceptance_perplexities_match_independent_scores(tiny_backend):
     traces = [make_trace("t1"), make_trace("t2", texts=("US a said here", "CN b said here", "US c said here", "CN d said here"), topic="Is lying ever right?")]
     counting = CountingBackend(tiny_backend)
     table = acceptance_table(counting, AGENTS, traces)
-    assert counting.score_calls == [16]  # every perplexity of every trace, persona and plain model, in ONE call
+    # every perplexity of every trace — the other persona, the control persona, the plain model — in ONE call
+    assert counting.score_calls == [24]
     for row, trace in zip(table.itertuples(), traces):
         topic = trace["topic"]["text"]
         a_init, b_init = (i["response"] for i in trace["initial"])
@@ -92,6 +94,19 @@ def test_acceptance_perplexities_match_independent_scores(tiny_backend):
                                     row.ppl_base_of_final_b], base, rtol=1e-4)
         rel0 = (math.log(got[0] / base[0]) + math.log(got[1] / base[1])) / 2
         rel1 = (math.log(got[2] / base[2]) + math.log(got[3] / base[3])) / 2
+        assert (row.rel_logppl_plain_initial, row.rel_logppl_plain_final) == pytest.approx((rel0, rel1), abs=1e-3)
+        # the control persona: a culture not party to the negotiation (none in AGENTS: Japan, prompted), each text
+        # with its listener's name put as the control's
+        assert row.control == "Japan"
+        japan = prompted("Japan")
+        swapped = [ScoreRequest(japan.messages(topic), swap_names(t, listener, "Japan"))
+                   for t, listener in ((a_init, "China"), (b_init, "United States"), (a_final, "China"),
+                                       (b_final, "United States"))]
+        control = [math.exp(-np.mean(lp)) for lp in tiny_backend.score(swapped)]
+        np.testing.assert_allclose([row.ppl_control_of_initial_a, row.ppl_control_of_initial_b,
+                                    row.ppl_control_of_final_a, row.ppl_control_of_final_b], control, rtol=1e-4)
+        rel0 = (math.log(got[0] / control[0]) + math.log(got[1] / control[1])) / 2
+        rel1 = (math.log(got[2] / control[2]) + math.log(got[3] / control[3])) / 2
         assert (row.rel_logppl_initial, row.rel_logppl_final) == pytest.approx((rel0, rel1), abs=1e-3)
         assert row.rel_logppl_change == pytest.approx(row.rel_logppl_final - row.rel_logppl_initial)
         # Gaps from the row's own perplexities: batch padding moves float32 scores in the 5th digit.
@@ -105,7 +120,8 @@ def test_acceptance_scores_each_distinct_request_once(tiny_backend):
     same = ("US first said here", "CN first said here", "US first said here", "CN first said here")
     counting = CountingBackend(tiny_backend)
     table = acceptance_table(counting, AGENTS, [make_trace("n", "none", texts=same), make_trace("c")])
-    assert counting.score_calls == [8]  # 4 distinct texts, each once under the other persona and the plain model
+    # 4 distinct texts, each once under the other persona, the control persona and the plain model
+    assert counting.score_calls == [12]
     assert table.loc[0, "d_ratio"] == 1.0 and not table.loc[0, "improved"]
     assert table.loc[0, "rel_logppl_change"] == 0.0
     assert table.loc[0, "d_initial"] == table.loc[1, "d_initial"]
@@ -128,7 +144,7 @@ def test_evaluate_traces_golden(tiny_backend):
     df = evaluate_traces(counting, detector, AGENTS, traces_for_eval())
     assert len(df) == 2 and list(df["id"]) == ["t1", "t2"]
     assert df.attrs == {"failed": 1, "empty": 0, "degenerate": {}, "value_failures": 1}
-    assert counting.score_calls == [16] and detector.calls == 1
+    assert counting.score_calls == [24] and detector.calls == 1
     assert list(df["pair"]) == ["United States vs China"] * 2 and list(df["method"]) == ["ncn", "debate"]
 
     t1 = df.iloc[0]
@@ -224,3 +240,47 @@ def test_degenerate_statements_are_left_out_and_counted(tiny_backend):
     copied = make_trace("r", "debate", texts=("US first said here", "CN first said here", "agree " * 30, "CN end said here"))
     usable, _, _, bad = split_usable([marker, copied, make_trace("ok")])
     assert [t["id"] for t in usable] == ["ok"] and bad == {"ncn": 1, "debate": 1}
+
+
+def test_the_control_persona_is_a_culture_not_party_to_the_negotiation():
+    from kit.evals.traces import control_agent
+
+    trace = make_trace("t1")
+    assert control_agent(trace, AGENTS).culture == "Japan"  # no third culture in the study: a prompted one
+    study = {**AGENTS, "Kenya": prompted("Kenya"), "Mexico": prompted("Mexico")}
+    chosen = control_agent(trace, study)
+    assert chosen.culture in ("Kenya", "Mexico") and chosen is study[chosen.culture]
+    # every method's trace of one topic and pair reads the same control
+    assert control_agent(make_trace("t1", "debate"), study) is chosen
+    assert swap_names("This respects the United States' values, as the United States asks.", "United States",
+                      "Japan") == "This respects Japan's values, as Japan asks."
+    assert swap_names("China's elders; Chinatown.", "China", "Kenya") == "Kenya's elders; Chinatown."
+
+
+CONTROL_TOLERANCE = 0.1  # nats per token: what naming the listener may move the controlled acceptance change by
+
+
+@pytest.mark.slow
+def test_naming_the_other_culture_moves_acceptance_by_less_than_the_tolerance():
+    """Appending "This respects {B}'s values." to each side's statement changes no substance: against the control
+    persona (the listener's name put as the control's) the acceptance change stays within ``CONTROL_TOLERANCE``,
+    while against the plain model it falls well below it (SmolLM2-135M-Instruct, the embedded model)."""
+    from kit.llm.hf_backend import HFBackend
+    from kit.llm.models import SMOLLM2, resolve_model
+
+    backend = HFBackend(resolve_model(SMOLLM2), dtype="float32", device="cpu", batch_size=8)
+    statements = [("Should adult children care for their ageing parents at home?",
+                   "Families should decide for themselves; paid professional care can give parents dignity.",
+                   "Caring for one's parents at home is a duty of gratitude that keeps the family close."),
+                  ("Is it ever right to lie to protect a friend?",
+                   "Honesty matters most, and a friend is better served by the truth told kindly.",
+                   "Loyalty to a friend can outweigh a small lie that harms no one."),
+                  ("Should cities ban cars from their centres?",
+                   "People should be free to drive where they need to; better transit should earn riders.",
+                   "Clean air and quiet streets serve everyone, so the city should limit cars in its centre.")]
+    traces = [make_trace(f"n{k}", texts=(a, b, f"{a} This respects China's values.",
+                                         f"{b} This respects the United States' values."), topic=topic)
+              for k, (topic, a, b) in enumerate(statements)]
+    table = acceptance_table(backend, AGENTS, traces)
+    assert (table["rel_logppl_change"].abs() < CONTROL_TOLERANCE).all(), table["rel_logppl_change"].tolist()
+    assert (table["rel_logppl_plain_change"] < -3 * CONTROL_TOLERANCE).all(), table["rel_logppl_plain_change"].tolist()

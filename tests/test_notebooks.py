@@ -41,9 +41,14 @@ def check_00(m):
 
 def check_01(m):
     assert m["countries"] == 3 and m["test_items"] == 12 and m["skipped_countries"] == []
+    assert m["leaks"] == {"train_test_stems": 0, "test_questions_in_agent_texts": 0}
     kinds = {"vanilla", "prompted", "described"}
-    refs = {"uniform", "other-countries mean", "neighbour prior"}
+    refs = {"uniform", "other-countries mean", "neighbour prior", "entropy-matched"}
     assert kinds | refs <= set(m["js_similarity"]) and kinds | refs <= set(m["js_similarity_e"])
+    # tiny's floor is 0: only an answer with no mass on the letters at all would be missing; every kind is counted
+    assert set(m["missing_answers"]) >= kinds and all(v == 0 for v in m["missing_answers"].values())
+    # twelve test rows are fewer than verdicts.min_items: no verdict says more than "too few"
+    assert {v for k in kinds for v in m["verdict"][k].values()} == {"too few"}
     # the references that know world opinion beat the uniform answer on real survey data …
     assert m["js_similarity"]["other-countries mean"] > m["js_similarity"]["uniform"] + 5
     assert m["js_similarity"]["neighbour prior"] > m["js_similarity"]["uniform"] + 5
@@ -80,7 +85,7 @@ def check_03(m):
     # final statements are the opening answers: no change, by construction, and never named a winner
     assert m["mean_d_ratio"]["none"] == 1.0 and m["rel_logppl_change"]["none"] == 0.0
     assert not any(k.startswith("none:") for k in m["vs_none"])
-    assert set(m["vs_none"].values()) <= {"better", "worse", "no difference"}
+    assert set(m["vs_none"].values()) <= {"better", "worse", "no difference", "too few"}
 
 
 # tiny trains on the study's NCN and on the NCN paper's own NCN transcripts (ncn_release:ncn)
@@ -90,11 +95,12 @@ ADAPTERS = sorted(f"{method}@{source}" for method in ("dpo", "simpo", "orpo", "s
 def check_04(m):
     assert m["trained"] == ADAPTERS and all(n > 0 for n in m["records"].values())
     assert m["leaks"] == {"topics_in_goqa_test": 0, "heldout_topics_negotiated": 0, "train_prompts_in_eval": 0}
-    refs = {"uniform", "other-countries mean", "neighbour prior"}
+    refs = {"uniform", "other-countries mean", "neighbour prior", "entropy-matched"}
+    assert set(m["missing_answers"]) == {"base", *ADAPTERS}
     assert set(m["js_similarity"]) == {"base", *ADAPTERS, *refs, "paired", "paired_diff"}
     # every adapter is judged against the base on shared rows; a random LoRA is never credited with a gain
     assert set(m["js_similarity"]["paired"]) == set(ADAPTERS)
-    assert all(v in ("no difference", "worse", "beats") for v in m["js_similarity"]["paired"].values())
+    assert all(v in ("no difference", "worse", "beats", "too few") for v in m["js_similarity"]["paired"].values())
     assert all(low <= d <= high for d, low, high in m["js_similarity"]["paired_diff"].values())
     assert m["js_similarity"]["neighbour prior"] > m["js_similarity"]["uniform"]
     # the distance reduction is read on the items every model answered, with an interval
@@ -140,7 +146,7 @@ def check_05(m):
     assert set(m["claims"]) == CLAIMS
     for claim in m["claims"].values():
         assert claim["ci"][0] <= claim["mean_diff"] <= claim["ci"][1] and claim["n"] > 1000
-        assert claim["verdict"] in ("better", "worse", "no difference")
+        assert claim["verdict"] in ("better", "worse", "no difference")  # over 1000 items: never "too few"
     assert len(m["verdict"]) == 4 and all(line.startswith("NCN ") for line in m["verdict"][1:])
     # a random judge writes no JSON: nothing read, nothing credited; the embedding proxy reads every text
     llm, proxy = m["judge_agreement"]["llm (tiny-random)"], m["judge_agreement"]["embedding"]
@@ -170,27 +176,31 @@ def check_11(m):
 
 PALETTE_ROWS = {"vanilla", "prompted", "joint", "ties", "model_stock", "moe_routing", "modular_overton",
                 "modular_steerable", "modular_distributional", "palette", "palette_no_moerges", "palette_no_draft",
-                "palette_no_selfreg", "uniform", "other-countries mean", "neighbour prior"}
+                "palette_no_selfreg", "uniform", "other-countries mean", "neighbour prior", "entropy-matched"}
 
 
 def check_12(m):
     assert set(m["js_similarity"]) == set(m["s_align"]) == set(m["js_similarity_e"]) == PALETTE_ROWS
-    assert m["leaks"] == {"train_queries_in_test": 0, "heldout_queries_in_test": 0, "training_prompts_in_test": 0,
-                          "router_prompts_in_test": 0}
+    assert m["leaks"] == {"train_queries_in_test": 0, "heldout_queries_in_test": 0, "heldout_queries_in_training": 0,
+                          "training_prompts_in_test": 0, "router_prompts_in_test": 0}
     assert m["s_align"]["neighbour prior"] > m["s_align"]["uniform"] + 3
     # near-uniform tiny answers score like the uniform row; the world-opinion reference beats both
     assert all(abs(v - m["s_align"]["uniform"]) < 2 for k, v in m["s_align"].items()
                if k not in ("other-countries mean", "neighbour prior"))
     assert m["s_align"]["other-countries mean"] > m["s_align"]["uniform"] + 3
     assert all(v["vanilla"] != "beats" for v in m["verdict"].values())
-    assert all(m["coverage"][row] == 1.0 for row in PALETTE_ROWS - {"other-countries mean", "neighbour prior"})
+    assert all(m["coverage"][row] == 1.0 for row in PALETTE_ROWS - {"other-countries mean", "neighbour prior",
+                                                                    "entropy-matched"})
+    assert set(m["missing_answers"]) == PALETTE_ROWS - {"uniform", "other-countries mean", "neighbour prior",
+                                                        "entropy-matched"}
     assert m["nli_scorer"].startswith("judge:") and set(m["semantic_consistency"]) == {
         "prompted", "joint", "ties", "model_stock", "moe_routing", "moe"}
-    assert all(0 < v < 1 for v in m["semantic_consistency"].values())
+    # a random model's answers are mostly degenerate, and a degenerate answer entails nothing (0)
+    assert all(0 <= v < 1 for v in m["semantic_consistency"].values())
     artifacts = {"base", "Africa", "America", "Asia", "Europe", "Oceania", "joint", "ties", "model_stock", "moe"}
     assert set(m["moralchoice_low_accuracy"]) == set(m["neutral_ppl"]) == artifacts
     # every Table 1 row's own cost was measured (the rows ran one at a time)
-    assert PALETTE_ROWS - {"uniform", "other-countries mean", "neighbour prior"} <= set(m["cost"]["rows"])
+    assert PALETTE_ROWS - {"uniform", "other-countries mean", "neighbour prior", "entropy-matched"} <= set(m["cost"]["rows"])
     assert all(c["calls"] > 0 for c in m["cost"]["rows"].values())
 
 
@@ -223,10 +233,15 @@ def check_22(m):
         assert 0 <= m["methods"][k]["pipeline_moralchoice_accuracy"] <= 1
     assert "pipeline_moralchoice_accuracy" not in m["methods"]["direct_finetune"]
     assert 0 <= m["pipeline_unrewritten_accuracy"] <= 1
-    assert m["methods"]["copy"]["drift"] == 0.0  # the copy reads as the original
+    # the copy reads as the original (drift 0) unless it is unreadable, which scores the worst drift (1)
+    assert m["methods"]["copy"]["drift"] == pytest.approx(m["unreadable"]["copy"] / m["n_items"])
+    assert m["verdict_score"] == "visa_composite" and m["grpo_beats_copy"] in {"better", "worse", "no difference",
+                                                                                "too few"}
+    assert all(-1.5 <= v["visa_composite"] <= 2.25 for v in m["methods"].values())
     assert set(m["grpo_vs"]) == {"prompting", "sft", "direct_finetune", "copy", "keywords"}
     # the rewriters on notebook 01's held-out survey questions, beside the unrewritten answer
-    assert set(m["goqa_js_similarity"]) == {"original", "prompting", "sft", "grpo"}
+    assert set(m["goqa_js_similarity"]) == {"original", "prompting", "sft", "grpo", "uniform", "other-countries mean",
+                                            "neighbour prior", "entropy-matched"}
     assert m["goqa_overlap"] == {"corpus_questions_in_survey": 0, "countries_without_target": 0}
 
 
@@ -241,8 +256,12 @@ def check_30(m):
 
 def check_31(m):
     assert m["heldout_in_training"] == 0
-    assert m["records"]["self_play_grpo"] == m["records"]["single_agent_grpo"] > 0
-    for method in ("self_play_grpo", "single_agent_grpo"):
+    policies = ("self_play_grpo", "self_play_grpo+joint", "single_agent_grpo")
+    assert m["records"]["self_play_grpo"] == m["records"]["single_agent_grpo"] == m["records"]["self_play_grpo+joint"] > 0
+    # self-play trains on Collective Agency alone, as the paper does; the joint-solution reward is the ablation's
+    assert m["rewards"] == {"self_play_grpo": {"collective_agency": 1.0}, "single_agent_grpo": {"collective_agency": 1.0},
+                            "self_play_grpo+joint": {"collective_agency": 1.0, "joint_solution": 0.5}}
+    for method in policies:
         assert m[method]["steps"] >= 1 and 0 <= m[method]["reward_first"] <= 1.5
         assert m[method]["reward_fell"] in (True, False, None)  # None: a single logged step says nothing
     # tiny trains on the CPU in transformers: each policy samples its own rollouts, so trl corrects nothing; the
@@ -253,12 +272,19 @@ def check_31(m):
 
 
 def check_32(m):
-    policies = {"untrained", "single_agent_grpo", "self_play_grpo"}
+    policies = {"untrained", "single_agent_grpo", "self_play_grpo", "self_play_grpo+joint"}
     assert set(m["methods"]) == policies | {"trivial solution"}
     for method in policies:
         scores = m["methods"][method]
         assert {"collective_agency", "resolution_rate", "moralchoice_low_accuracy"} <= set(scores)
         assert 1 <= scores["collective_agency"] <= 5 and 0 <= scores["resolution_rate"] <= 1
+    assert m["rewards"]["self_play_grpo"] == {"collective_agency": 1.0} and "joint_solution" in m["rewards"][
+        "self_play_grpo+joint"]
+    # every method also in the single-agent baseline's own format: one solution after the marker, judged alike
+    assert set(m["single_answer"]) == policies
+    assert all(1 <= v["collective_agency"] <= 5 and 0 <= v["stated_rate"] <= 1 for v in m["single_answer"].values())
+    assert set(m["single_agent_vs"]) == policies - {"single_agent_grpo"}
+    assert set(m["single_agent_vs"].values()) == {"too few"}  # a handful of dilemmas is no evidence
     # tiny names no evaluation judge: the reward judge grades, and the metrics say so; judge_min_mass 0 misses none
     assert m["eval_judge"] == {"name": "tiny-random", "is_reward_judge": True}
     assert m["judge_missing"] == dict.fromkeys(policies | {"trivial solution"}, 0)
@@ -267,7 +293,7 @@ def check_32(m):
     assert m["n_dilemmas"] > 0
     # the policies on notebook 02's topics and pairs, beside every negotiation method, one evaluation for all
     study = m["ncn_study"]
-    methods = {"ncn", "debate", "consultancy", "none", "untrained", "single_agent_grpo", "self_play_grpo"}
+    methods = {"ncn", "debate", "consultancy", "none", *policies}
     # resolution belongs to the dialogues: only the policies have a rate
     assert set(study["collective_agency"]) == methods and set(study["resolution_rate"]) == methods - {
         "ncn", "debate", "consultancy", "none"}
@@ -282,13 +308,24 @@ def check_90(m):
     assert {"01 · described", "04 · dpo@ncn", "12 · palette", "12 · modular_steerable", "22 · grpo",
             "22 · original"} <= set(alignment)
     scored = {k: v for k, v in alignment.items() if v["status"] == "scored"}
-    assert all(v["verdict"] in {"beats", "worse", "no difference"} and v["calls"] > 0 for v in scored.values())
+    assert all(v["verdict"] in {"beats", "worse", "no difference", "too few"} and v["calls"] > 0 for v in scored.values())
     # a random model never beats its unit's best reference
     assert all(v["verdict"] != "beats" for v in scored.values())
     assert {k for k, v in alignment.items() if v["status"] == "reference"} >= {"01 · uniform", "01 · neighbour prior",
-                                                                               "12 · other-countries mean"}
+                                                                               "12 · other-countries mean",
+                                                                               "01 · entropy-matched", "22 · entropy-matched"}
     assert {"32 · ncn", "32 · debate", "32 · self_play_grpo"} <= set(m["consensus"])
-    assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo"} <= set(m["capability"])
+    # every consensus row is read on the items every method scored, and none is a reference, never scored
+    consensus = m["consensus"]
+    assert len({v["common_items"] for v in consensus.values() if v["status"] in ("scored", "reference")}) == 1
+    assert consensus["32 · none"]["status"] == "reference" and consensus["32 · none"]["verdict"] is None
+    assert all(v["verdict"] in {"better", "worse", "no difference", "too few"} for k, v in consensus.items()
+               if v["status"] == "scored")
+    assert all(v["agency_judge"] == "the policies' reward judge" for v in consensus.values()
+               if v.get("collective_agency") is not None)
+    assert all(v["verdict"] == "too few" for v in m["capability"].values() if v["status"] == "scored")
+    assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo", "32 · self_play_grpo+joint"} <= set(
+        m["capability"])
 
 
 CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05,
@@ -313,6 +350,23 @@ def test_notebook_runs_with_tiny_params(notebook, tiny_params, capfd):
     saved = list((tiny_params.run_dir / "figures").glob(f"{notebook.name[:2]}_*.png"))
     assert inline == bool(saved)  # every saved figure is also shown in the notebook
     CHECKS[notebook.name[:2]](recorded_metrics(out))
+
+
+@pytest.mark.slow
+def test_the_tiny_runs_nash_gaps_recompute_from_the_stored_weights_and_payoffs(tiny_params):
+    """After notebook 02: every NCN round's Nash gap, recomputed from the payoffs and weights its trace stored, is the
+    reported one (and an equilibrium's: near 0) — the integration tests never take the solver's word for it."""
+    import numpy as np
+
+    rounds = [r for f in (tiny_params.run_dir / "records" / "negotiations").glob("*.jsonl")
+              for line in f.read_text().splitlines() if line.strip()
+              for t in [json.loads(line)] if t.get("method") == "ncn" for r in t.get("rounds", [])]
+    assert rounds and all("payoffs" in r for r in rounds)
+    for r in rounds:
+        A, B = (np.asarray(m, float) for m in r["payoffs"])
+        x, y = (np.asarray(w, float) for w in r["weights"])
+        gap = max(float((A @ y).max() - x @ A @ y), float((x @ B).max() - x @ B @ y))
+        assert abs(gap - r["nash_gap"]) < 1e-9 and gap <= 1e-6
 
 
 @pytest.mark.slow

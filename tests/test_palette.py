@@ -258,10 +258,21 @@ def test_nli_judge_reads_entailment_from_one_forward_pass():
 
     log: list = []
     scorer = JudgeScorer(Scripted("base", log, probs=(0.6, 0.3, 0.1)))
-    assert scorer.entailment([("Gold.", "Answer."), ("Gold 2.", "Answer 2.")]) == [0.6, 0.6]
+    answers = ("The answer says one thing.", "The answer says another thing.")
+    assert scorer.entailment([("Gold.", answers[0]), ("Gold 2.", answers[1])]) == [0.6, 0.6]
     (call,) = log
     assert call[0] == "choose" and call[2][0].labels == ("A", "B", "C")
-    assert "Premise:\nGold." in call[2][0].chat[-1]["content"] and "Hypothesis:\nAnswer." in call[2][0].chat[-1]["content"]
+    assert "Premise:\nGold." in call[2][0].chat[-1]["content"] and f"Hypothesis:\n{answers[0]}" in call[2][0].chat[-1]["content"]
+
+
+def test_nli_judge_with_no_mass_is_missing_and_a_degenerate_answer_entails_nothing():
+    from kit.evals.nli import JudgeScorer, judged_entailment
+
+    assert math.isnan(judged_entailment(ChoiceResult({"A": 1 / 3, "B": 1 / 3, "C": 1 / 3}, 0.0)))  # never 1/3
+    assert math.isnan(judged_entailment(ChoiceResult({"A": 0.9, "B": 0.1, "C": 0.0}, 0.05), min_mass=0.1))
+    log: list = []
+    scorer = JudgeScorer(Scripted("base", log, probs=(0.9, 0.05, 0.05)))
+    assert scorer.entailment([("Gold.", "##\n##\n##"), ("Gold.", "I have no opinion.")]) == [0.0, 0.0] and not log
 
 
 def test_continent_separation_is_the_between_group_share_of_variance():

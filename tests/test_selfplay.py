@@ -107,8 +107,8 @@ def test_near_duplicates_by_cosine_against_scipy():
     assert [d.id for d in kept] == ["d0", "d1"] and dropped == [{"id": "d2", "duplicate_of": "example", "cosine": 1.0}]
 
 
-def test_split_is_by_id_and_an_empty_side_fails_with_the_fix():
-    ds = [Dilemma(f"d{i}", "moralchoice", "t", D.a, D.b) for i in range(40)]
+def test_split_is_by_stem_and_an_empty_side_fails_with_the_fix():
+    ds = [Dilemma(f"d{i}", "moralchoice", f"Dilemma number {i}: who gets the house?", D.a, D.b) for i in range(40)]
     out = split(ds, seed=0, test_fraction=0.3)
     assert split(list(reversed(ds)), seed=0, test_fraction=0.3)[::-1] == out  # order does not matter
     assert 0 < sum(d.split == "test" for d in out) < 40
@@ -116,6 +116,12 @@ def test_split_is_by_id_and_an_empty_side_fails_with_the_fix():
         split(ds[:1], seed=0, test_fraction=0.3)
     counts = overlap(out, capability_ids={"d3"}, trained_ids={d.id for d in out if d.split == "test"})
     assert counts["train_test_dilemmas"] == 0 and counts["heldout_in_training"] == sum(d.split == "test" for d in out)
+    # the same dilemma under two ids is one dilemma: one side, and counted when forced to straddle
+    twins = split([Dilemma("x1", "generated", D.text, D.a, D.b), Dilemma("x2", "generated", D.text, D.a, D.b)] + ds,
+                  seed=0, test_fraction=0.3)
+    assert twins[0].split == twins[1].split
+    straddle = [Dilemma("x1", "generated", D.text, D.a, D.b, "train"), Dilemma("x2", "generated", D.text, D.a, D.b, "test")]
+    assert overlap(straddle, set())["train_test_dilemmas"] == 1
 
 
 def test_too_few_parsed_generations_stop_with_the_param_and_the_fix():
@@ -454,15 +460,24 @@ def test_rewards_in_trls_call_shape():
     kw = {"prompts": [[{"role": "user", "content": "x"}]] * 2, "completion_ids": [[1], [2]],
           "dilemma_id": ["d1", "d1"], "trainer_state": None}
     completions = [[{"role": "assistant", "content": "whole dialogue"}]] * 2
-    assert ca_fn(completions=completions, solution=["Split it.", ""], **kw) == [1.0, 0.0]  # (5-1)/4, (1-1)/4
+    assert ca_fn(completions=completions, solution=["Split the garden in two.", ""], **kw) == [1.0, 0.0]  # (5-1)/4, (1-1)/4
+    # no solution earns nothing without asking: noise, a non-answer, one side's stance copied
+    asked = len(ctx.judge.choice_requests)
+    assert ca_fn(completions=completions, solution=["##\n##\n##", "I have no opinion."], **kw) == [0.0, 0.0]
+    assert ca_fn(completions=completions, solution=[D.a.stance, D.text], **kw) == [0.0, 0.0]
+    assert len(ctx.judge.choice_requests) == asked
+    # a judge that put no mass on the labels leaves the judgement missing: the reward is 0, never (3-1)/4
+    lost = JudgeContext(Scripted(choose=lambda req: ChoiceResult({k: 0.2 for k in ca.LABELS}, 0.0)), {"d1": D})
+    (lost_fn,) = bind(["collective_agency"], lost)
+    assert lost_fn(completions=completions, solution=["Split the garden in two.", ""], **kw) == [0.0, 0.0]
     assert joint_fn(completions=completions, resolved=[True, False], **kw) == [1.0, 0.0]
     # single agent: a readable solution on a line that starts with the marker; a bare or mid-line marker earns 0
     single = [[{"role": "assistant", "content": f"Hmm.\n{MARKER} Split the garden in two."}],
               [{"role": "assistant", "content": "no"}], [{"role": "assistant", "content": f"{MARKER}"}],
               [{"role": "assistant", "content": f"Say {MARKER} split the garden in two."}]]
     assert joint_fn(completions=single, **{**kw, "dilemma_id": ["d1"] * 4}) == [1.0, 0.0, 0.0, 0.0]
-    ca_fn(completions=single[:2], **kw)
-    assert '"""\nSplit the garden in two.\n"""' in ctx.judge.choice_requests[-2].chat[1]["content"]
+    ca_fn(completions=single[:2], **kw)  # "no" is no solution: only the first is asked
+    assert '"""\nSplit the garden in two.\n"""' in ctx.judge.choice_requests[-1].chat[1]["content"]
 
 
 def test_a_score_in_the_judged_text_does_not_reach_the_judge():
@@ -544,7 +559,10 @@ def test_grpo_rollout_func_contract_on_the_tiny_model(tmp_path, shared_data, emb
     assert len(out["completion_ids"]) == 2 and all(len(c) == len(m) for c, m in zip(out["completion_ids"], out["env_mask"]))
     assert all(0 < sum(m) < len(m) or sum(m) == len(m) for m in out["env_mask"])
     logged = [h for h in result.log_history if "reward" in h]
-    assert logged and logged[0]["rewards/collective_agency/mean"] == pytest.approx(0.5)  # E = 3 → (3-1)/4
+    # E = 3 → (3-1)/4 for a solution the judge is asked about; the random policy's noise is no solution: 0
+    expected = 0.5 * np.mean([not ca.no_solution(next(d for d in ds if d.text in str(p)), s)
+                              for p, s in zip(prompts, out["solution"])])
+    assert logged and logged[0]["rewards/collective_agency/mean"] == pytest.approx(expected)
     assert all(h["completions/clipped_ratio"] == 0 for h in logged)  # every rollout ends on end-of-turn
 
 

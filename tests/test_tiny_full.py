@@ -36,6 +36,7 @@ RANDOM_MODEL = {
     "visa.min_words": "a random model's answers are a few tokens",
     "selfplay.min_parsed_share": "a random model writes no dilemma that parses",
     "selfplay.judge_min_mass": "a random model puts almost no mass on the labels 1-5",
+    "evals.min_label_mass": "a random model puts about 1 % of its mass on the option letters",
 }
 
 

@@ -38,13 +38,18 @@ def test_preference_records_format_filters_and_counts():
         good,
         trace("t2", failed=True),
         trace("t3", converged=False),
-        trace("t4", consensus=("Same text.", "Different."), responses=("Same text.", "Other.")),
-        trace("t5", consensus=("", "Kept consensus.")),
+        trace("t4", consensus=("The same text as before.", "A different text this time."),
+              responses=("The same text as before.", "Other.")),
+        trace("t5", consensus=("", "The consensus that is kept.")),
         dup,
+        # a consensus statement the evaluation leaves out trains nothing: markup, or the other side's opening copied
+        trace("t6", consensus=("##\n##\n##", "Both sides share duties fairly.")),
+        trace("t7", consensus=("Youth decide what is best for all.", "Both sides share duties fairly."),
+              responses=("Elders decide.", "Youth decide what is best for all.")),
     ]
     records, counts = preference_records(traces)
-    assert counts == {"traces": 6, "kept": 4, "dropped_failed": 1, "dropped_not_converged": 1,
-                      "dropped_identical": 1, "dropped_empty": 1, "dropped_duplicate": 2}
+    assert counts == {"traces": 8, "kept": 4, "dropped_failed": 1, "dropped_not_converged": 1,
+                      "dropped_identical": 1, "dropped_empty": 1, "dropped_duplicate": 2, "dropped_degenerate": 2}
     assert [r["id"] for r in records] == ["t1:0", "t1:1", "t4:1", "t5:1"]
     r = records[1]
     assert r["prompt"] == [{"role": "system", "content": culture_instruction("Brazil")},
@@ -54,7 +59,7 @@ def test_preference_records_format_filters_and_counts():
     assert r["culture"] == "Brazil" and r["topic"] == "topic-t1"
     # Without the convergence requirement the non-converged trace contributes both agents.
     _, loose = preference_records(traces, require_converged=False)
-    assert loose["kept"] == 6 and "dropped_not_converged" not in loose
+    assert loose["kept"] == 6 and "dropped_not_converged" not in loose and loose["dropped_degenerate"] == 2
 
 
 def test_records_match_trl_conversational_format(tiny_backend):

@@ -108,11 +108,13 @@ def test_a_kind_that_skipped_a_hard_country_is_not_credited_for_it():
         rows += [_rows(UNIFORM_AGENT, "Easy", f"q{q}", [0.5, 0.5], easy),
                  _rows(UNIFORM_AGENT, "Hard", f"q{q}", [0.5, 0.5], hard),
                  _rows("grounded", "Easy", f"q{q}", [0.5, 0.5], easy)]  # answers like uniform; skipped Hard
-    table = reference_comparison(rows, ["grounded"], [UNIFORM_AGENT])
+    table = reference_comparison(rows, ["grounded"], [UNIFORM_AGENT], min_items=8)
     assert table.loc[0, "n"] == 8 and table.loc[0, "diff"] == pytest.approx(0.0)
     assert table.loc[0, "verdict"] == "no difference"
     better = [dict(r, p_gen=[0.85, 0.15]) if r["agent"] == "grounded" else r for r in rows]
-    assert reference_comparison(better, ["grounded"], [UNIFORM_AGENT]).loc[0, "verdict"] == "beats"
+    assert reference_comparison(better, ["grounded"], [UNIFORM_AGENT], min_items=8).loc[0, "verdict"] == "beats"
+    # eight questions are fewer than the default minimum: no verdict at all
+    assert reference_comparison(better, ["grounded"], [UNIFORM_AGENT]).loc[0, "verdict"] == "too few"
 
 
 def test_other_countries_mean_leaves_out_every_sample_of_the_country():

@@ -11,7 +11,7 @@ from kit.llm.base import Backend, ChoiceResult
 from kit.train.rewards import bind, text_of
 from kit.values.schwartz import SCHWARTZ_VALUES
 from kit.visa import corpus as vc
-from kit.visa.rewards import RewardContext, drift_share, score_all, value_scores
+from kit.visa.rewards import RewardContext, drift_share, score_all, value_match, value_scores
 from kit.visa.targets import culture_target, opposite, sample_target
 from kit.visa.translator import INSTRUCTION_EXAMPLES, ValueTranslator, instruction, parse_target
 
@@ -76,38 +76,60 @@ class Table:
         return np.array([self.embeddings[t] for t in texts], dtype=float)
 
 
+ORIG, NEW = "The family keeps its old customs.", "The family honours tradition and gains standing."
+
+
 def test_registered_rewards_on_hand_computed_cases_with_trl_call_shape():
     target = vec(tradition=1, stimulation=-1)
     a = np.array([1.0, 0.0, 0.0])
     b = np.array([0.6, 0.8, 0.0])
-    det = Table(readings={"orig": vec(power=1), "new": vec(tradition=1, power=1, achievement=1)},
-                embeddings={"orig": a, "new": b})
-    ctx = RewardContext(det, det, min_words=1, max_words=1)
+    bad = ("", "##\n##\n##", "I have no opinion.")
+    # the bad texts embed like the original and read as the target: still nothing is credited
+    det = Table(readings={ORIG: vec(power=1), NEW: vec(tradition=1, power=1, achievement=1),
+                          **dict.fromkeys(bad, vec(tradition=1, power=1))},
+                embeddings={ORIG: a, NEW: b, **dict.fromkeys(bad, a)})
+    ctx = RewardContext(det, det, min_words=1, max_words=7)
     names = ["value_match", "meaning_kept", "drift", "format"]
     funcs = dict(zip(names, bind(names, ctx)))
     assert [f.__name__ for f in funcs.values()] == names
     # trl passes conversational completions and every dataset column as keyword arguments
     kwargs = {"prompts": [[{"role": "user", "content": "x"}]],
-              "completions": [[{"role": "assistant", "content": "new"}]], "completion_ids": [[1]],
-              "source_text": ["orig"], "target_vector": [list(target)], "trainer_state": None}
-    assert funcs["value_match"](**kwargs) == [1.0]  # tradition expressed, stimulation silent: as asked
+              "completions": [[{"role": "assistant", "content": NEW}]], "completion_ids": [[1]],
+              "source_text": [ORIG], "target_vector": [list(target)], "trainer_state": None}
+    # tradition expressed, stimulation silent in a text that keeps the meaning (cosine 0.6): as asked
+    assert funcs["value_match"](**kwargs) == [1.0]
     assert funcs["meaning_kept"](**kwargs) == [pytest.approx(0.6)]  # cos(a, b)
-    assert det.calls[-1] == ["new", "orig"]  # one embedder call for the batch
+    assert det.calls[-1] == [NEW, ORIG]  # one embedder call for the batch
     assert funcs["drift"](**kwargs) == [pytest.approx(-1 / 8)]  # achievement moved, of 8 untargeted
-    assert funcs["format"](**kwargs) == [1.0]  # one word, bounds 1..1
-    assert funcs["format"](**{**kwargs, "completions": ["two words"]}) == [0.0]
+    assert funcs["format"](**kwargs) == [1.0]  # seven words, bounds 1..7
+    assert funcs["format"](**{**kwargs, "completions": ["one two three four five six seven eight"]}) == [0.0]
+    # silence and noise earn every reward's worst value, whatever the detector would read into them
+    for text in bad:
+        got = {n: f(**{**kwargs, "completions": [text]}) for n, f in funcs.items()}
+        assert got == {"value_match": [0.0], "meaning_kept": [-1.0], "drift": [-1.0], "format": [0.0]}, text
+
+
+def test_a_less_value_counts_only_where_the_meaning_is_kept():
+    less = vec(stimulation=-1)
+    assert value_scores(np.zeros(10), less, kept=True) == (1.0, 1.0, 1.0)
+    assert value_scores(np.zeros(10), less, kept=False) == (0.0, 0.0, 0.0)
+    assert value_scores(None, less) == (0.0, 0.0, 0.0)  # an empty or unreadable rewrite says nothing
+    det = Table(readings={ORIG: vec(stimulation=1), NEW: np.zeros(10)},
+                embeddings={ORIG: np.array([1.0, 0.0]), NEW: np.array([0.0, 1.0])})  # another topic: cosine 0
+    ctx = RewardContext(det, det)
+    assert value_match([NEW], [list(less)], [ORIG], context=ctx) == [0.0]
 
 
 def test_meaning_kept_averages_in_nli_and_score_all_weights_the_sum():
     class NLI:
         def entailment(self, pairs):
-            assert pairs == [("orig", "new")]
+            assert pairs == [(ORIG, NEW)]
             return [0.2]
 
-    det = Table(readings={"orig": np.zeros(10), "new": vec(tradition=1)},
-                embeddings={"orig": np.array([1.0, 0.0]), "new": np.array([0.6, 0.8])})
+    det = Table(readings={ORIG: np.zeros(10), NEW: vec(tradition=1)},
+                embeddings={ORIG: np.array([1.0, 0.0]), NEW: np.array([0.6, 0.8])})
     ctx = RewardContext(det, det, NLI(), min_words=1, max_words=5)
-    total, parts = score_all({"value_match": 2.0, "meaning_kept": 1.0}, ctx, ["new"], ["orig"], [vec(tradition=1)])
+    total, parts = score_all({"value_match": 2.0, "meaning_kept": 1.0}, ctx, [NEW], [ORIG], [vec(tradition=1)])
     assert parts["meaning_kept"][0] == pytest.approx((0.6 + 0.2) / 2)
     assert total[0] == pytest.approx(2.0 * 1.0 + 0.4)
 
@@ -260,7 +282,7 @@ def test_agreement_macro_f1_hand_computed_and_confusion():
 
 # --- the unit's data -------------------------------------------------------------------------------
 
-def test_corpus_questions_come_from_train_splits_and_items_split_by_id(shared_data):
+def test_corpus_questions_come_from_train_splits_and_items_split_by_stem(shared_data):
     from kit.config import DataParams
     from kit.data import goqa_split, load_moralchoice
 
@@ -269,7 +291,7 @@ def test_corpus_questions_come_from_train_splits_and_items_split_by_id(shared_da
     qs = vc.questions(data, 30, 20, seed=0)
     _, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed)
     low = load_moralchoice(data.moralchoice_path, ambiguity="low")
-    items = [vc.Item(q.id, q.source, q.text, "an answer", vc.split_of(0, q.id, 0.3)) for q in qs]
+    items = [vc.Item(q.id, q.source, q.text, "an answer", vc.split_of(0, q.text, 0.3)) for q in qs]
     assert vc.overlap(items, test, {s.id for s in low}) == {
         "train_test_items": 0, "goqa_test_questions": 0, "capability_scenarios": 0}
     share = np.mean([it.split == "test" for it in items])
@@ -278,6 +300,13 @@ def test_corpus_questions_come_from_train_splits_and_items_split_by_id(shared_da
     assert vc.overlap(items + items[:1], [], set())["train_test_items"] == 0
     clash = [items[0], vc.Item(items[0].id, "goqa", "q", "a", "train" if items[0].split == "test" else "test")]
     assert vc.overlap(clash, [], set())["train_test_items"] == 1
+    # a battery's siblings are one question: they land on one side, and a straddling pair is counted
+    battery = "How much of a problem, if any, would you say each of the following is in your country?"
+    siblings = [f"{vc.VIEW}{battery} {x}" for x in ("a. crime", "b. corruption", "c. pollution")]
+    assert len({vc.split_of(0, q, 0.5) for q in siblings}) == 1
+    straddle = [vc.Item("goqa:a", "goqa", siblings[0], "an answer", "train"),
+                vc.Item("goqa:b", "goqa", siblings[1], "an answer", "test")]
+    assert vc.overlap(straddle, [], set())["train_test_items"] == 1
 
 
 def test_corpus_refuses_an_empty_split():
@@ -326,9 +355,9 @@ def test_every_method_rewrites_in_one_step_and_scores_on_the_targets():
     class Log(Replies):
         def generate(self, requests, params):
             self.calls.append([r.adapter for r in requests])
-            return [f"out {r.adapter}" for r in requests]
+            return [f"the rewrite made by {r.adapter}" for r in requests]
 
-    items = [vc.Item(f"i{k}", "goqa", f"question {k}?", f"answer {k}", "test") for k in range(3)]
+    items = [vc.Item(f"i{k}", "goqa", f"question {k}?", f"a plain answer number {k}", "test") for k in range(3)]
     targets = {it.id: vec(tradition=1) for it in items}
     backend = Log([])
     adapters = {"prompting": None, "grpo": "g", "direct_finetune": "d"}
@@ -339,17 +368,19 @@ def test_every_method_rewrites_in_one_step_and_scores_on_the_targets():
     # beside the methods, two rewrites that rewrite nothing: the answer copied, and with its target values' names
     assert rewrites[rewrites["method"] == "keywords"]["rewrite"].tolist() == [f"{it.answer} Tradition" for it in items]
     keywords = [f"{it.answer} Tradition" for it in items]
-    det = Table(readings={"out None": np.zeros(10), "out g": vec(tradition=1), "out d": vec(tradition=1, power=1),
+    out = {a: f"the rewrite made by {a}" for a in ("None", "g", "d")}
+    det = Table(readings={out["None"]: np.zeros(10), out["g"]: vec(tradition=1), out["d"]: vec(tradition=1, power=1),
                           **{it.answer: np.zeros(10) for it in items}, **{k: vec(tradition=1) for k in keywords}},
-                embeddings={t: np.array([1.0, 0.0])
-                            for t in ["out None", "out g", "out d", *(it.answer for it in items), *keywords]})
+                embeddings={t: np.array([1.0, 0.0]) for t in [*out.values(), *(it.answer for it in items), *keywords]})
     rows = score_rows(rewrites, targets, det, det)
     table = summary(rows, None, n_boot=50, seed=0)
     assert table.loc["grpo", "value_f1"] == 1.0 and table.loc["prompting", "value_f1"] == 0.0
     # a detector that reads keywords is gamed by naming the value: the diagnostic row shows it
     assert table.loc["keywords", "value_f1"] == 1.0 and table.loc["copy", "value_f1"] == 0.0
     assert table.loc["direct_finetune", "drift"] == pytest.approx(1 / 9)
-    assert methods_json(table)["grpo"] == {"value_f1": 1.0, "drift": 0.0, "meaning_kept": 1.0}
+    # the composite the verdict reads: value F1 + meaning kept − ½·drift + ¼·format (five words or more)
+    assert methods_json(table)["grpo"] == {"value_f1": 1.0, "drift": 0.0, "meaning_kept": 1.0, "visa_composite": 2.25}
+    assert table.loc["copy", "visa_composite"] == pytest.approx(1.25)  # no value moved: meaning and format only
 
 
 def test_the_pipeline_reads_a_rewriters_changed_answer_as_a_tax():

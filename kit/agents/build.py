@@ -14,7 +14,7 @@ from kit.agents.descriptions import describe_cultures
 from kit.agents.grounding import train_grounded_agents
 from kit.agents.store import AgentSet
 from kit.data import SurveySplits
-from kit.data.leaks import assert_no_test_leak
+from kit.data.leaks import agent_leak_counts, assert_no_leaks, assert_no_test_leak
 from kit.run import artifacts
 
 
@@ -51,6 +51,10 @@ def build_agents(session, splits: SurveySplits) -> AgentSet:
         report["grounding"] = {c: g.stats for c, g in grounded.items()}
         texts += [m["content"] for g in grounded.values() for r in g.records for m in r["messages"][1:]]
     assert_no_test_leak(splits.train_items, splits.test_items, texts)
+    # the counts notebook 01 records, by question stem; it stops when one is not 0
+    report["leaks"] = agent_leak_counts(splits.train_all_countries or splits.train_items, splits.test_all_countries,
+                                        texts)
+    assert_no_leaks(report["leaks"], "the agents' descriptions or grounding data")
     agent_set = AgentSet(tuple(built), tuple(splits.countries),
                          {c: tuple(it.question_id for it in splits.test[c]) for c in splits.countries}, report,
                          artifacts.made_by(p))

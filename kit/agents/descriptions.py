@@ -69,9 +69,23 @@ def section_starts(text: str) -> dict[str, int]:
     return {s: m.start() for s, m in found.items() if m is not None}
 
 
+MIN_SECTION_WORDS = 3  # words (holding a letter) under a heading; fewer, and the section says nothing
+
+
+def section_bodies(text: str) -> dict[str, str]:
+    """Each found section's text: from the end of its heading (a heading may go on after its colon) to the
+    next section's heading."""
+    found = {s: m for s, m in ((s, rx.search(text)) for s, rx in _HEADINGS.items()) if m is not None}
+    starts = sorted(m.start() for m in found.values())
+    return {s: text[m.end():next((x for x in starts if x > m.start()), len(text))] for s, m in found.items()}
+
+
 def missing_sections(text: str) -> list[str]:
-    starts = section_starts(text)
-    return [s for s in SECTIONS if s not in starts]
+    """The sections with no heading, or with fewer than ``MIN_SECTION_WORDS`` words under it (a description made
+    of the headings alone is no description)."""
+    bodies = section_bodies(text)
+    return [s for s in SECTIONS
+            if len([w for w in bodies.get(s, "").split() if re.search(r"[^\W\d_]", w)]) < MIN_SECTION_WORDS]
 
 
 def is_complete(text: str) -> bool:

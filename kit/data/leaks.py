@@ -1,7 +1,10 @@
 """Leak checks: no held-out question may reach anything an agent or a model is built or trained from.
 
-:func:`assert_no_test_leak` guards what notebook 01 builds; :func:`leak_counts` is what notebook 04
-records about its finetuning data, computed from the data itself, never assumed.
+:func:`assert_no_test_leak` guards what notebook 01 builds and :func:`agent_leak_counts` is what it records;
+:func:`leak_counts` is what notebook 04 records about its finetuning data, :func:`palette_leak_counts` unit 1x's —
+computed from the data itself, never assumed. Every count compares question stems
+(``kit.data.goqa.question_stem``: a battery sibling or an option variant is the same question), not only
+exact text; a notebook stops (:func:`assert_no_leaks`) when one is not 0.
 """
 
 from __future__ import annotations
@@ -67,24 +70,53 @@ class TestQuestions:
         return question_stem(text) in self.stems or any(t in normed for t in self.texts)
 
 
+def agent_leak_counts(train_items: Sequence[OpinionItem], test_items: Sequence[OpinionItem],
+                      texts: Iterable[str]) -> dict[str, int]:
+    """What notebook 01 records about the agents it built, counted:
+
+    - ``train_test_stems``: question stems with items on both sides of the split;
+    - ``test_questions_in_agent_texts``: texts the agents were built from (description prompts, descriptions,
+      grounding prompts and records) that are or quote a test question, by stem or normalised text.
+    """
+    test = TestQuestions(test_items)
+    return {"train_test_stems": len({it.stem for it in train_items} & {it.stem for it in test_items}),
+            "test_questions_in_agent_texts": sum(test.hit(t) for t in texts)}
+
+
+class Stems:
+    """Texts as question stems and normalised text: is a text one of them (same stem), or does it quote one?"""
+
+    def __init__(self, texts: Iterable[str]):
+        texts = list(texts)
+        self.stems = {question_stem(t) for t in texts}
+        self.texts = sorted(t for t in {normalise_question(t) for t in texts} if len(t) >= MIN_LEAK_CHARS)
+
+    def hit(self, text: str) -> bool:
+        normed = normalise_question(text)
+        return question_stem(text) in self.stems or any(t in normed for t in self.texts)
+
+
 def leak_counts(topics: Iterable[Topic], heldout: Iterable[Topic], traces: Iterable[dict],
                 train_prompts: Iterable[str], test_items: Iterable[OpinionItem]) -> dict[str, int]:
     """What finetuning on negotiation data must never see, counted:
 
     - ``topics_in_goqa_test``: negotiated or held-out topics that are GlobalOpinionQA test
       questions (by question id, by stem, or quoting one);
-    - ``heldout_topics_negotiated``: held-out topics that occur in the traces training reads;
-    - ``train_prompts_in_eval``: training prompts that are an evaluation text (a held-out topic, or
-      a test question by stem or quoted).
+    - ``heldout_topics_negotiated``: held-out topics that occur in the traces training reads (by id, or
+      by a negotiated topic of the same stem);
+    - ``train_prompts_in_eval``: training prompts that are an evaluation text (a held-out topic or a test
+      question, by stem or quoted).
     """
-    topics, heldout, test_items = list(topics), list(heldout), list(test_items)
+    topics, heldout, test_items, traces = list(topics), list(heldout), list(test_items), list(traces)
     test, test_ids = TestQuestions(test_items), {it.question_id for it in test_items}
     negotiated = {t["topic"]["id"] for t in traces}
-    heldout_texts = {_norm(t.text) for t in heldout}
+    negotiated_stems = {question_stem(t["topic"]["text"]) for t in traces if t.get("topic", {}).get("text")}
+    held = Stems(t.text for t in heldout)
     return {
         "topics_in_goqa_test": sum(t.id in test_ids or test.hit(t.text) for t in topics + heldout),
-        "heldout_topics_negotiated": len({t.id for t in heldout} & negotiated),
-        "train_prompts_in_eval": sum(_norm(p) in heldout_texts or test.hit(p) for p in train_prompts),
+        "heldout_topics_negotiated": sum(t.id in negotiated or question_stem(t.text) in negotiated_stems
+                                         for t in heldout),
+        "train_prompts_in_eval": sum(held.hit(p) or test.hit(p) for p in train_prompts),
     }
 
 
@@ -99,12 +131,19 @@ def palette_leak_counts(train_queries: Iterable[Topic], heldout_queries: Iterabl
       responses) that are test questions;
     - ``training_prompts_in_test``: prompts of the continent agents' preference records (synthesised or
       published data) that are or quote a test question;
-    - ``router_prompts_in_test``: the merge recipes' router prompts that are or quote a test question.
+    - ``router_prompts_in_test``: the merge recipes' router prompts that are or quote a test question;
+    - ``heldout_queries_in_training``: held-out queries that share a stem with a training query or occur in
+      a training prompt.
     """
-    test = TestQuestions(test_items)
+    test, train_queries, heldout_queries = TestQuestions(test_items), list(train_queries), list(heldout_queries)
+    training_prompts = list(training_prompts)
+    trained = Stems([q.text for q in train_queries])
+    held = Stems([q.text for q in heldout_queries])
     return {
         "train_queries_in_test": sum(test.hit(q.text) for q in train_queries),
         "heldout_queries_in_test": sum(test.hit(q.text) for q in heldout_queries),
+        "heldout_queries_in_training": sum(trained.hit(q.text) for q in heldout_queries)
+        + sum(held.hit(p) for p in training_prompts),
         "training_prompts_in_test": sum(test.hit(p) for p in training_prompts),
         "router_prompts_in_test": sum(test.hit(p) for p in router_prompts),
     }

@@ -15,8 +15,9 @@ A topic is a short text to argue about. Sources:
 
 ``n`` topics are picked by ranking ids on a seeded hash, so a pick is reproducible and mostly
 unchanged when topics are added to the source. Topics keep source order. A study splits its
-source into a negotiation pool and a held-out pool (:func:`topic_pools`), so what finetuning is
-evaluated on was never negotiated.
+source into a negotiation pool and a held-out pool (:func:`topic_pools`) by question stem, with the
+function notebook 01 splits GlobalOpinionQA with (``kit.data.splits.split_questions``), so what
+finetuning is evaluated on was never negotiated — nor a battery sibling or option variant of it.
 """
 
 from __future__ import annotations
@@ -222,10 +223,11 @@ def source_identity(data, topics) -> str:
 def topic_pools(data, topics, seed: int) -> tuple[list[Topic], list[Topic]]:
     """(negotiation pool, held-out pool) of a study's topic source (``data``/``topics``: params sections).
 
-    Each topic belongs to one pool by ``seeds.unit(seed, "topic-heldout", id) < topics.heldout_share``,
-    so a held-out topic can never be negotiated, whatever ``n`` any run picks. GlobalOpinionQA
-    topics come from the train side of the study's question split only: a test question (or one
-    sharing its stem) never becomes a topic, nor a training prompt built from one.
+    Each topic belongs to one pool by its question stem (:func:`topic_stem`):
+    ``seeds.unit(seed, "topic-heldout", stem) < topics.heldout_share`` puts it in the held-out pool, so a
+    held-out topic — and every topic sharing its stem — can never be negotiated, whatever ``n`` any run picks.
+    GlobalOpinionQA topics come from the train side of the study's question split only: a test question (or
+    one sharing its stem) never becomes a topic, nor a training prompt built from one.
     """
     found = read_topics(topics.source, topic_source_path(data, topics))
     if topics.source == "goqa":
@@ -235,8 +237,16 @@ def topic_pools(data, topics, seed: int) -> tuple[list[Topic], list[Topic]]:
         test_stems = {it.stem for it in test}
         allowed = {it.question_id for it in train if it.stem not in test_stems}
         found = [t for t in found if t.id in allowed]
-    heldout = {t.id for t in found if seeds.unit(seed, "topic-heldout", t.id) < topics.heldout_share}
-    return [t for t in found if t.id not in heldout], [t for t in found if t.id in heldout]
+    from .splits import split_questions
+
+    return split_questions(found, topics.heldout_share, seed, "topic-heldout", key=topic_stem)
+
+
+def topic_stem(topic: Topic) -> str:
+    """A topic's question stem (``kit.data.goqa.question_stem`` of its text): what the splits keep together."""
+    from .goqa import question_stem
+
+    return question_stem(topic.text)
 
 
 def negotiation_topics(data, topics, seed: int) -> list[Topic]:

@@ -3,8 +3,10 @@
 Scorers are registered by name (``palette.nli``): ``cross-encoder`` is the paper's NLI model, a
 sentence-transformers cross-encoder (the ``nli`` role's model when ``models.nli`` names one, else
 ``CROSS_ENCODER`` from the hub); ``judge`` asks the ``nli`` role's model (by default the run's own)
-the entailment question as options A/B/C with one ``choice_probs`` pass per pair (offline). Every
-number says which scorer made it (``Scorer.identity``).
+the entailment question as options A/B/C with one ``choice_probs`` pass per pair (offline); a judgement
+whose probability on A/B/C is 0 (or below ``min_mass``) is *missing* (NaN), never the 1/3 a renormalised
+uniform answer would be. A degenerate answer (``kit.metrics.text``) is not asked about: it entails
+nothing (0). Every number says which scorer made it (``Scorer.identity``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from kit.llm.base import Backend, ChoiceRequest
+from kit.llm.base import Backend, ChoiceRequest, ChoiceResult
+from kit.metrics.text import degenerate
 from kit.registry import Registry
 
 NLI_SCORERS: Registry = Registry("NLI scorer")
@@ -36,16 +39,26 @@ class Scorer(Protocol):
         """P(entailment) of each (premise, hypothesis)."""
 
 
-class JudgeScorer:
-    """The run's model as the NLI judge: P(A = entailment) renormalised over A/B/C."""
+def judged_entailment(result: ChoiceResult, min_mass: float = 0.0) -> float:
+    """P(A = entailment) renormalised over A/B/C; NaN (missing) when no mass, or less than ``min_mass``, fell
+    on the letters."""
+    return float("nan") if not result.label_mass > 0 or result.label_mass < min_mass else float(result.probs["A"])
 
-    def __init__(self, backend: Backend):
-        self.backend = backend
+
+class JudgeScorer:
+    """The run's model as the NLI judge: P(A = entailment) renormalised over A/B/C (:func:`judged_entailment`)."""
+
+    def __init__(self, backend: Backend, min_mass: float = 0.0):
+        self.backend, self.min_mass = backend, min_mass
         self.identity = f"judge:{backend.identity}"
 
     def entailment(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        results = self.backend.choice_probs([nli_request(p, h) for p, h in pairs]) if pairs else []
-        return [r.probs["A"] for r in results]
+        asked = [i for i, (_, h) in enumerate(pairs) if not degenerate(h)]
+        results = self.backend.choice_probs([nli_request(*pairs[i]) for i in asked]) if asked else []
+        out = [0.0] * len(pairs)  # a degenerate hypothesis entails nothing
+        for i, r in zip(asked, results):
+            out[i] = judged_entailment(r, self.min_mass)
+        return out
 
 
 class CrossEncoderScorer:
@@ -64,11 +77,15 @@ class CrossEncoderScorer:
         self.index, self.identity = labels["entailment"], f"cross-encoder:{name}"
 
     def entailment(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        if not pairs:
-            return []
-        logits = np.asarray(self.model.predict(list(pairs), apply_softmax=False))
+        asked = [i for i, (_, h) in enumerate(pairs) if not degenerate(h)]
+        out = [0.0] * len(pairs)  # a degenerate hypothesis entails nothing
+        if not asked:
+            return out
+        logits = np.asarray(self.model.predict([pairs[i] for i in asked], apply_softmax=False))
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (probs[:, self.index] / probs.sum(axis=1)).tolist()
+        for i, p in zip(asked, (probs[:, self.index] / probs.sum(axis=1)).tolist()):
+            out[i] = p
+        return out
 
 
 @NLI_SCORERS.register("judge")

@@ -20,6 +20,7 @@ with a degenerate text (``kit.metrics.text``) is left out and counted per method
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,12 +36,14 @@ from kit.metrics.consensus import (
     acceptance_summary,
     distance_reduction,
     perplexity,
+    rel_logppl,
     value_consensus,
     value_distance,
     value_self_consistency,
     value_summary,
 )
-from kit.metrics.text import degenerate
+from kit.metrics.text import copied, degenerate
+from kit.metrics.verdicts import MIN_ITEMS
 from kit.negotiation.trace import STOPPING_RULES
 from kit.values import ValueDetector
 
@@ -57,8 +60,13 @@ PPL_COLUMNS = (
     ("ppl_a_of_final_b", 0, "final_b"),
 )
 BASE_PPL_COLUMNS = tuple((f"ppl_base_of_{slot}", slot) for slot in SLOTS)  # the plain model on each text
+CONTROL_PPL_COLUMNS = tuple((f"ppl_control_of_{slot}", slot) for slot in SLOTS)  # the control persona on each text
 ACCEPTANCE_COLUMNS = ("d_initial", "d_final", "d_ratio", "improved", "rel_logppl_initial", "rel_logppl_final",
-                      "rel_logppl_change")
+                      "rel_logppl_change", "rel_logppl_plain_initial", "rel_logppl_plain_final", "rel_logppl_plain_change",
+                      "control")
+# where the study has no agent of a third culture, the control persona is a prompted one of the first of these
+# that is not party to the negotiation
+CONTROL_CULTURES = ("Japan", "Brazil", "Nigeria", "Germany")
 REFERENCE_METHOD = "none"  # its statements are its opening answers: a reference row, never a winner
 VALUE_COLUMNS = ("self_consistency_a", "self_consistency_b", "value_consensus_initial", "value_consensus",
                  "value_distance_initial", "value_distance_final", "distance_reduction", "values_missing")
@@ -91,19 +99,27 @@ def trace_agents(trace: Trace, agents: Mapping[str, Agent]) -> tuple[Agent, Agen
     return agents[cultures[0]], agents[cultures[1]]
 
 
+def copied_the_other_side(texts: Mapping[str, str]) -> bool:
+    """Whether a side's consensus statement is the other side's opening copied (``kit.metrics.text.copied``):
+    the copy is as likely under the other persona as its own words, so it would win acceptance unread."""
+    return copied(texts["final_a"], texts["initial_b"]) or copied(texts["final_b"], texts["initial_a"])
+
+
 def split_usable(traces: Sequence[Trace]) -> tuple[list[Trace], int, int, dict[str, int]]:
     """(usable traces, failed count, empty count, degenerate count per method): a trace is unusable if it
-    failed, lacks one of its texts, or one of them is degenerate (``kit.metrics.text.degenerate``: markup,
-    repetition, a word or two) — a perplexity or a value vector of such a text measures its format."""
+    failed, lacks one of its texts, one of them is degenerate (``kit.metrics.text.degenerate``: markup,
+    repetition, a word or two, headings only, a non-answer) — a perplexity or a value vector of such a text
+    measures its format — or a consensus statement copies the other side's opening."""
     usable, failed, empty, bad = [], 0, 0, {}
     for trace in traces:
         if _get(trace, "failed"):
             failed += 1
             continue
-        texts = trace_texts(trace).values()
+        named = trace_texts(trace)
+        texts = named.values()
         if not all(t.strip() for t in texts):
             empty += 1
-        elif any(degenerate(t) for t in texts):
+        elif any(degenerate(t) for t in texts) or copied_the_other_side(named):
             bad[trace["method"]] = bad.get(trace["method"], 0) + 1
         else:
             usable.append(trace)
@@ -112,29 +128,94 @@ def split_usable(traces: Sequence[Trace]) -> tuple[list[Trace], int, int, dict[s
     return usable, failed, empty, bad
 
 
+def control_agent(trace: Trace, agents: Mapping[str, Agent]) -> Agent:
+    """The control persona of a trace: the study's agent of a culture not party to it (the same kind as the
+    negotiators'; chosen by the trace's topic, so every method's trace of one topic and pair has the same one),
+    else a prompted persona of the first of ``CONTROL_CULTURES`` that is not party to it."""
+    from kit.agents.kinds import prompted
+    from kit.data.countries import base_country
+    from kit.run import seeds
+
+    parties = {base_country(a["culture"]) for a in _get(trace, "agents")}
+    others = sorted(c for c in agents if base_country(c) not in parties)
+    if others:
+        key = f"{_get(trace, 'topic')['id']}|{'|'.join(sorted(parties))}"
+        return agents[min(others, key=lambda c: seeds.unit(0, "acceptance-control", key, c))]
+    return prompted(next(c for c in CONTROL_CULTURES if c not in parties))
+
+
+# country names written with "the" ("the United States'", "in the Netherlands")
+_THE = ("United States", "United Kingdom", "Netherlands", "Philippines", "Czech Republic", "Palestinian territories",
+        "Ivory Coast")
+
+
+def swap_names(text: str, culture: str, control: str) -> str:
+    """``text`` with the names of ``culture`` (its data label and the country without a sample qualifier, with a
+    leading "the" and a possessive) put as ``control``'s, whole words only: what the text would say to the control
+    persona ("This respects the United States' values." → "This respects Japan's values.")."""
+    from kit.data.countries import base_country
+
+    new = base_country(control)
+
+    def put(m: re.Match) -> str:
+        article = ("the " if m.group(1) is None or m.group(1)[0] == "t" else "The ") if new in _THE else ""
+        possessive = ("'" if new.endswith("s") else "'s") if m.group(2) else ""
+        return article + new + possessive
+
+    out = text
+    for name in sorted({culture, base_country(culture)}, key=len, reverse=True):
+        out = re.sub(rf"(?<!\w)([Tt]he\s+)?{re.escape(name)}(['’]s?)?(?!\w)", put, out)
+    return out
+
+
 def acceptance_requests(trace: Trace, agents: Mapping[str, Agent]) -> dict[str, ScoreRequest]:
     """Column → request: each text scored as the *other* agent's reply to the topic (its prompt, its adapter),
-    and as the plain model's reply to the same user turn (no system prompt, no adapter)."""
+    as the control persona's reply with the other agent's name put as the control's (:func:`control_agent`,
+    :func:`swap_names`), and as the plain model's reply to the same user turn (no system prompt, no adapter)."""
     pair, texts, topic = trace_agents(trace, agents), trace_texts(trace), _get(trace, "topic")["text"]
+    control = control_agent(trace, agents)
     plain = [{"role": "user", "content": topic}]
+    listener = {"initial_a": 1, "final_a": 1, "initial_b": 0, "final_b": 0}  # whose persona reads each text
     return ({col: ScoreRequest(pair[who].messages(topic), texts[slot], adapter=pair[who].adapter)
              for col, who, slot in PPL_COLUMNS}
+            | {col: ScoreRequest(control.messages(swap_names(topic, pair[listener[slot]].culture, control.culture)),
+                                 swap_names(texts[slot], pair[listener[slot]].culture, control.culture),
+                                 adapter=control.adapter)
+               for col, slot in CONTROL_PPL_COLUMNS}
             | {col: ScoreRequest(plain, texts[slot]) for col, slot in BASE_PPL_COLUMNS})
+
+
+def _relative(ppl_b_of_initial_a: float, ppl_a_of_initial_b: float, ppl_b_of_final_a: float, ppl_a_of_final_b: float,
+              against: tuple[float, float, float, float]) -> tuple[float, float]:
+    """(initial, final) ``rel_logppl`` against the reference perplexities ``against`` (initial a, initial b, final a,
+    final b); NaN where one is unknown."""
+    if not all(np.isfinite(x) for x in against):
+        return float("nan"), float("nan")
+    return (rel_logppl(ppl_b_of_initial_a, against[0], ppl_a_of_initial_b, against[1]),
+            rel_logppl(ppl_b_of_final_a, against[2], ppl_a_of_final_b, against[3]))
 
 
 def acceptance_row(ppl_b_of_initial_a: float, ppl_a_of_initial_b: float, ppl_b_of_final_a: float,
                    ppl_a_of_final_b: float, ppl_base_of_initial_a: float = float("nan"),
                    ppl_base_of_initial_b: float = float("nan"), ppl_base_of_final_a: float = float("nan"),
-                   ppl_base_of_final_b: float = float("nan")) -> dict[str, float | bool]:
+                   ppl_base_of_final_b: float = float("nan"), ppl_control_of_initial_a: float = float("nan"),
+                   ppl_control_of_initial_b: float = float("nan"), ppl_control_of_final_a: float = float("nan"),
+                   ppl_control_of_final_b: float = float("nan"), control: str | None = None) -> dict[str, float | bool]:
     """``D_initial``, ``D_final``, their ratio (< 1 = more even acceptance) and whether D fell; and the
-    relative acceptance (``log PPL_other − log PPL_base`` on each text, mean of the two sides), initial,
-    final and its change (< 0: each side's persona came to find the other's text likelier)."""
+    relative acceptance (``log PPL_other − log PPL_control`` on each text, mean of the two sides; the plain
+    model's perplexity stands in where no control was scored), initial, final and its change (< 0: each side's
+    persona came to find the other's text likelier), and the same against the plain model (``_plain_``)."""
+    sides = (ppl_b_of_initial_a, ppl_a_of_initial_b, ppl_b_of_final_a, ppl_a_of_final_b)
     d0 = acceptance_gap(ppl_b_of_initial_a, ppl_a_of_initial_b)
     d1 = acceptance_gap(ppl_b_of_final_a, ppl_a_of_final_b)
-    rel0 = (np.log(ppl_b_of_initial_a / ppl_base_of_initial_a) + np.log(ppl_a_of_initial_b / ppl_base_of_initial_b)) / 2
-    rel1 = (np.log(ppl_b_of_final_a / ppl_base_of_final_a) + np.log(ppl_a_of_final_b / ppl_base_of_final_b)) / 2
+    plain = _relative(*sides, (ppl_base_of_initial_a, ppl_base_of_initial_b, ppl_base_of_final_a, ppl_base_of_final_b))
+    controlled = _relative(*sides, (ppl_control_of_initial_a, ppl_control_of_initial_b, ppl_control_of_final_a,
+                                    ppl_control_of_final_b))
+    rel0, rel1 = controlled if np.isfinite(controlled[0]) else plain
     return {"d_initial": d0, "d_final": d1, "d_ratio": acceptance_ratio(d0, d1), "improved": d1 < d0,
-            "rel_logppl_initial": float(rel0), "rel_logppl_final": float(rel1), "rel_logppl_change": float(rel1 - rel0)}
+            "rel_logppl_initial": float(rel0), "rel_logppl_final": float(rel1), "rel_logppl_change": float(rel1 - rel0),
+            "rel_logppl_plain_initial": plain[0], "rel_logppl_plain_final": plain[1],
+            "rel_logppl_plain_change": plain[1] - plain[0], "control": control}
 
 
 def acceptance_table(backend: Backend, agents: Mapping[str, Agent], traces: Sequence[Trace]) -> pd.DataFrame:
@@ -146,11 +227,11 @@ def acceptance_table(backend: Backend, agents: Mapping[str, Agent], traces: Sequ
     ppl = dict(zip(unique, map(perplexity, backend.score(unique)))) if unique else {}
     log.info("acceptance: %d traces, %d distinct score requests", len(traces), len(unique))
     rows = []
-    for reqs in per_trace:
+    for trace, reqs in zip(traces, per_trace):
         ppls = {col: ppl[req] for col, req in reqs.items()}
-        rows.append(ppls | acceptance_row(**ppls))
+        rows.append(ppls | acceptance_row(**ppls, control=control_agent(trace, agents).culture))
     return pd.DataFrame(rows, columns=[c for c, _, _ in PPL_COLUMNS] + [c for c, _ in BASE_PPL_COLUMNS]
-                        + list(ACCEPTANCE_COLUMNS))
+                        + [c for c, _ in CONTROL_PPL_COLUMNS] + list(ACCEPTANCE_COLUMNS))
 
 
 def value_row(vectors: Mapping[str, np.ndarray | None]) -> dict[str, float | int]:
@@ -297,30 +378,30 @@ def common_items(df: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.D
     return df[keys.isin(shared) & df["method"].isin(methods)]
 
 
-PAIRED_SCORES = {"rel_logppl_change": "lower", "value_consensus": "higher", "self_consistency": "higher"}
+PAIRED_SCORES = ("rel_logppl_change", "value_consensus", "self_consistency")  # directions: kit.metrics.scorers
 
 
 def paired_against(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
-                   seed: int = 0) -> pd.DataFrame:
+                   seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
     """Each method minus ``reference`` on the shared items, per score of ``PAIRED_SCORES`` (self-consistency:
     the mean of the two agents'; the reference's is 1 by construction, so it is compared among the others
     only): mean difference, 95 % bootstrap interval over items, n, and whether the method is ``better``,
-    ``worse`` or shows ``no difference`` (the score's direction taken into account)."""
+    ``worse`` or shows ``no difference`` (the score's direction from the registry) — ``too few`` below
+    ``min_items`` shared items."""
     rows = df.assign(id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1))
     out = []
     for method in [m for m in dict.fromkeys(rows["method"]) if m != reference and reference in set(rows["method"])]:
-        for score, better in PAIRED_SCORES.items():
+        for score in PAIRED_SCORES:
             if score == "self_consistency":
                 continue
-            for v in paired_verdicts(rows[rows["method"].isin([method, reference])], method, score, n_boot, seed):
-                if better == "lower" and v["verdict"] != "no difference":
-                    v["verdict"] = {"better": "worse", "worse": "better"}[v["verdict"]]
+            for v in paired_verdicts(rows[rows["method"].isin([method, reference])], method, score, n_boot, seed,
+                                     min_items=min_items):
                 out.append({"method": method, **v})
     return pd.DataFrame(out, columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
 
 
 def self_consistency_ranking(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
-                             seed: int = 0) -> pd.DataFrame:
+                             seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
     """The negotiating methods by mean self-consistency (``reference`` left out: cos(v, v) = 1 for it), the
     best one paired against each other on the shared items."""
     rows = df[df["method"] != reference].assign(
@@ -329,4 +410,5 @@ def self_consistency_ranking(df: pd.DataFrame, reference: str = REFERENCE_METHOD
     if len(means) < 2:
         return pd.DataFrame(columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
     best = means.index[0]
-    return pd.DataFrame([{"method": best, **v} for v in paired_verdicts(rows, best, "self_consistency", n_boot, seed)])
+    return pd.DataFrame([{"method": best, **v}
+                         for v in paired_verdicts(rows, best, "self_consistency", n_boot, seed, min_items=min_items)])

@@ -65,9 +65,9 @@ def paired(session, per_trace: pd.DataFrame) -> pd.DataFrame:
     """Each method against ``none`` on the shared items (relative acceptance change, value consensus), and
     the best self-consistency against the other negotiating methods."""
     shared, n_boot = common_items(per_trace), session.params.n_boot
-    seed = seeds.derive(session.params.seed, "bootstrap")
-    return pd.concat([paired_against(shared, n_boot=n_boot, seed=seed),
-                      self_consistency_ranking(shared, n_boot=n_boot, seed=seed)], ignore_index=True)
+    seed, least = seeds.derive(session.params.seed, "bootstrap"), session.params.verdicts.min_items
+    return pd.concat([paired_against(shared, n_boot=n_boot, seed=seed, min_items=least),
+                      self_consistency_ranking(shared, n_boot=n_boot, seed=seed, min_items=least)], ignore_index=True)
 
 
 def figures(session, df: pd.DataFrame) -> None:

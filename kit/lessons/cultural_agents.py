@@ -3,8 +3,11 @@
 Splits GlobalOpinionQA by question, builds each agent kind from the train split only
 (``kit.agents.build``), asks every agent the held-out questions of its country (one forward pass
 each), and scores the answers against the survey with the reference rows every table must carry:
-a uniform answer, the mean of the other countries' answers, and the neighbour prior (the mean
-answer of the countries that answered most like this one on the train questions).
+a uniform answer, the mean of the other countries' answers, the neighbour prior (the mean
+answer of the countries that answered most like this one on the train questions), and the vanilla
+model's own answers flattened to the other-countries mean's entropy (``entropy-matched``: what a kind
+gains by flattening alone). An answer with less than ``evals.min_label_mass`` on the option letters is
+missing: left out of the table, counted per kind, and the worst value in the verdicts.
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from kit.agents import Agent, AgentSet
 from kit.agents.build import build_agents
 from kit.data import SurveySplits, resolve_countries, survey_splits
 from kit.evals.capability import capability_kept
+from kit.evals.references import neighbour_settings, with_references
 from kit.evals.survey import answer_rows
 from kit.llm.base import GenParams
 from kit.metrics.alignment import (
+    ENTROPY_AGENT,
     NEIGHBOUR_AGENT,
     OTHER_COUNTRIES_AGENT,
     REFERENCES,
     UNIFORM_AGENT,
+    missing_answers,
+    prior_check,
     reference_comparison,
     reference_rows,
     score_table,
@@ -64,12 +71,13 @@ def grounding_table(agent_set: AgentSet) -> pd.DataFrame:
 @dataclass
 class Evaluation:
     """Notebook 01's scores: per (kind, country) with CIs, every answer row, and the score rows
-    (answers plus the three references) the paired comparisons read."""
+    (answers, the floor applied, plus the four references) the paired comparisons read."""
 
     table: pd.DataFrame
     answers: list[dict]
     score_rows: list[dict]
     expected: int  # (country, question) pairs on the test split: what full coverage means
+    neighbours: tuple[int, int] = (5, 3)  # the neighbour prior's (k, min_shared), cross-validated on the train split
 
 
 @in_stage("01", "fidelity and capability")
@@ -83,49 +91,72 @@ def evaluate(session, agents: Sequence[Agent], s: SurveySplits) -> Evaluation:
             answers += answer_rows(session.backend, [a for a in agents if a.kind == kind], s.test_items)
     session.save_scores(NOTEBOOK, "alignment", answers)
     wanted = {(it.country, it.question_id) for it in s.test_items}
-    refs = reference_rows(s.train_all_countries, s.test_all_countries, wanted, k=p.references.neighbour_k,
-                          min_shared=p.references.min_shared)
-    rows = [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")} for r in answers + refs]
+    k, m = neighbour_settings(p, s.train_all_countries)
+    refs = reference_rows(s.train_all_countries, s.test_all_countries, wanted, k=k, min_shared=m)
+    rows = with_references(answers, refs, base_kind(answers), p.evals.min_label_mass)
     table = score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
-    return Evaluation(table, answers, rows, len(wanted))
+    return Evaluation(table, answers, rows, len(wanted), (k, m))
+
+
+def base_kind(answers: Sequence[dict]) -> str | None:
+    """The kind whose answers the entropy-matched row flattens: vanilla, else the first kind asked."""
+    kinds = list(dict.fromkeys(r["agent"] for r in answers))
+    return "vanilla" if "vanilla" in kinds else (kinds[0] if kinds else None)
 
 
 def comparison(session, ev: Evaluation, metric: str = "js_similarity") -> pd.DataFrame:
     """Each kind against every reference, paired on the rows both scored (95 % bootstrap intervals)."""
     kinds = [k for k in dict.fromkeys(r["agent"] for r in ev.answers)]
     return reference_comparison(ev.score_rows, kinds, REFERENCES, metric, n_boot=session.params.n_boot,
-                                seed=seeds.derive(session.params.seed, "bootstrap"))
+                                seed=seeds.derive(session.params.seed, "bootstrap"),
+                                min_items=session.params.verdicts.min_items)
 
 
 def kind_summary(ev: Evaluation, metric: str = "js_similarity") -> pd.DataFrame:
-    """Mean over countries per kind, and coverage: the share of test (country, question) pairs it scored."""
+    """Mean over countries per kind, coverage (the share of test (country, question) pairs it answered) and the
+    answers missing below the letter-mass floor."""
     means = ev.table.groupby("agent")[metric].mean().rename(metric).to_frame()
-    scored = pd.DataFrame(ev.score_rows).groupby("agent").size()
+    rows = pd.DataFrame(ev.score_rows)
+    scored = rows[rows["p_gen"].notna()].groupby("agent").size()
     means["coverage"] = (scored / ev.expected).reindex(means.index)
+    means["missing"] = pd.Series(missing_answers(ev.score_rows)).reindex(means.index).fillna(0).astype(int)
     return means.sort_values(metric, ascending=False)
 
 
 def verdict(compared: pd.DataFrame, summary: pd.DataFrame, metric: str = "js_similarity") -> str:
     """The plain sentence the notebook must say about each kind: it "beats" a reference only when the
-    paired 95 % interval of the difference lies above 0."""
+    paired 95 % interval of the difference lies above 0 over at least ``verdicts.min_items`` rows."""
     lines = []
+    words = {"beats": "beats it", "worse": "WORSE", "no difference": "no difference",
+             "too few": "too few rows to say", "no rows": "no rows"}
     for kind, group in compared.groupby("kind", sort=False):
         by = group.set_index("reference")
         parts = [f"{ref} {r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] over {r['n']} rows: "
-                 + {"beats": "beats it", "worse": "WORSE", "no difference": "no difference"}[r["verdict"]]
-                 for ref, r in by.iterrows()]
-        head = f"{kind}: {metric} {summary.loc[kind, metric]:.1f}, coverage {summary.loc[kind, 'coverage']:.0%}"
-        if by.loc[UNIFORM_AGENT, "verdict"] != "beats":
+                 + words[r["verdict"]] for ref, r in by.iterrows()]
+        head = (f"{kind}: {metric} {summary.loc[kind, metric]:.1f}, coverage {summary.loc[kind, 'coverage']:.0%}, "
+                f"{summary.loc[kind, 'missing']} missing" if kind in summary.index else f"{kind}: every answer missing")
+        if (group["verdict"] == "too few").all():
+            tail = "too few rows for any verdict (verdicts.min_items)."
+        elif by.loc[UNIFORM_AGENT, "verdict"] != "beats":
             tail = "does NOT beat a uniform answer: it has learned nothing measurable."
         elif by.loc[OTHER_COUNTRIES_AGENT, "verdict"] != "beats":
             tail = "beats uniform but not the other-countries mean: no country-specific signal."
         elif by.loc[NEIGHBOUR_AGENT, "verdict"] != "beats":
             tail = ("beats the other-countries mean but not the neighbour prior: what it knows is which countries "
                     "answer alike, not the culture.")
+        elif ENTROPY_AGENT in by.index and by.loc[ENTROPY_AGENT, "verdict"] != "beats":
+            tail = "beats the survey references but not the vanilla answers flattened to their entropy."
         else:
             tail = "beats every reference."
         lines.append(f"{head} — {tail} ({'; '.join(parts)})")
     return "\n".join(lines)
+
+
+def prior_line(session, ev: Evaluation, metric: str = "js_similarity") -> dict:
+    """The neighbour prior against the other-countries mean on the same rows (``kit.metrics.alignment.prior_check``):
+    the table says so when the prior is not the stronger bar."""
+    p = session.params
+    return prior_check(ev.score_rows, metric, p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
 
 
 def letter_mass(ev: Evaluation) -> pd.DataFrame:
@@ -168,19 +199,24 @@ def capability(session, agent_set: AgentSet) -> pd.DataFrame:
 
 
 def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s: SurveySplits,
-                agent_set: AgentSet, kept: pd.DataFrame) -> dict:
+                agent_set: AgentSet, kept: pd.DataFrame, prior: dict | None = None) -> dict:
     """Per-kind averages over countries, the references, each kind's verdict and coverage, and what
     was built or skipped."""
     means = ev.table.groupby("agent")[["js_similarity", "js_similarity_e", "s_align"]].mean().round(2)
+    kinds = list(dict.fromkeys(r["agent"] for r in ev.answers))
     return {
         "countries": len(s.countries),
         "test_items": sum(len(v) for v in s.test.values()),
         "skipped_countries": sorted(s.skipped),
+        "leaks": agent_set.report.get("leaks", {}),
         "js_similarity": means["js_similarity"].to_dict(),
         "js_similarity_e": means["js_similarity_e"].to_dict(),
         "s_align": means["s_align"].to_dict(),
         "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
         "coverage": summary["coverage"].round(3).to_dict(),
+        "missing_answers": {k: v for k, v in missing_answers(ev.score_rows).items() if k in kinds},
+        "neighbour_prior": {"k": ev.neighbours[0], "min_shared": ev.neighbours[1],
+                            **({"vs_other_countries": prior["verdict"]} if prior else {})},
         "letter_mass_mean": round(float(pd.DataFrame(ev.answers)["letter_mass"].mean()), 4),
         "grounded_records_kept": {c: st.get("kept", 0) for c, st in agent_set.report.get("grounding", {}).items()},
         "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),

@@ -24,10 +24,10 @@ from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
 from kit.evals.capability import capability_kept
 from kit.evals.distance import BASE, distance_summary, distance_table, persona
-from kit.evals.references import study_references
+from kit.evals.references import table_rows
 from kit.evals.survey import answer_rows
 from kit.lessons import negotiation
-from kit.metrics.alignment import REFERENCES, between_culture_distance, reference_comparison, score_table
+from kit.metrics.alignment import REFERENCES, between_culture_distance, prior_check, reference_comparison, score_table
 from kit.negotiation.ncn_release import training_traces
 from kit.negotiation.run import resolve_pairs
 from kit.reporting import plots
@@ -162,17 +162,23 @@ def distance_figure(session, summary: pd.DataFrame) -> None:
 @in_stage("04", "distance, alignment and capability")
 def goqa_alignment(session, compared: dict[str, str | None]) -> tuple[pd.DataFrame, list[dict]]:
     """GlobalOpinionQA alignment of each model, asked as each culture, on notebook 01's held-out questions,
-    beside the three references on the same (country, question) pairs: (per agent and country table, score
-    rows). The answers are saved for the cross-method board."""
+    beside the four references on the same (country, question) pairs (the entropy-matched one from the base
+    model's answers; ``evals.min_label_mass`` applied): (per agent and country table, score rows). The answers
+    are saved for the cross-method board."""
     p = session.params
     held_out = goqa_test_items(session)
     items = [it for its in held_out.values() for it in its]
     rows = [r for part in session.each_row("GlobalOpinionQA alignment", compared, lambda one: answer_rows(
         session.backend, [persona(c, a, m) for m, a in one.items() for c in held_out], items)) for r in part]
     session.save_scores(NOTEBOOK, "alignment", rows)
-    rows = [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
-            for r in rows + study_references(p, {(it.country, it.question_id) for it in items})]
-    return score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap")), rows
+    rows = table_rows(p, rows, BASE)
+    table = score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
+    # the table says when its strongest reference is not the stronger bar on these rows
+    table.attrs["neighbour_prior"] = prior_check(rows, "js_similarity", p.n_boot, seeds.derive(p.seed, "bootstrap"),
+                                                 p.verdicts.min_items)
+    if table.attrs["neighbour_prior"]["line"]:
+        print(table.attrs["neighbour_prior"]["line"])
+    return table, rows
 
 
 def paired_with_base(session, rows: list[dict], adapters: dict[str, Path], metric: str = "js_similarity") -> pd.DataFrame:
@@ -180,7 +186,7 @@ def paired_with_base(session, rows: list[dict], adapters: dict[str, Path], metri
     answered (95 % cluster-bootstrap intervals over questions)."""
     p = session.params
     return reference_comparison(rows, list(adapters), [BASE, *REFERENCES], metric, n_boot=p.n_boot,
-                                seed=seeds.derive(p.seed, "bootstrap"))
+                                seed=seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items)
 
 
 def culture_fidelity(rows: list[dict], compared: dict[str, str | None]) -> pd.DataFrame:
@@ -221,6 +227,9 @@ def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.Data
                           "paired_diff": {m: [rounded(r["diff"]), rounded(r["ci_low"]), rounded(r["ci_high"])]
                                           for m, r in vs_base.iterrows()}},
         "js_similarity_e": {m: round(float(v), 2) for m, v in means["js_similarity_e"].items()},
+        "missing_answers": {m: int(v) for m, v in alignment.groupby("agent")["missing"].sum().items()
+                            if m not in REFERENCES},
+        "neighbour_prior_vs_other_countries": alignment.attrs.get("neighbour_prior", {}).get("verdict"),
         "between_culture_items": int(fidelity["n"].max()) if len(fidelity) else 0,
         "between_culture_distance": {m: rounded(v) for m, v in fidelity["model_distance"].items()},
         "between_culture_gold": rounded(fidelity["gold_distance"].mean()) if len(fidelity) else None,

@@ -206,7 +206,8 @@ def item_scores(found: Release) -> pd.DataFrame:
 
 def claims(session, scores: pd.DataFrame) -> pd.DataFrame:
     """NCN minus each baseline per claim, paired on the (pair, topic) items both have a score for: mean
-    difference, 95 % bootstrap interval, n and the verdict (the score's direction taken into account)."""
+    difference, 95 % bootstrap interval, n and the verdict (the score's direction taken into account; "too few"
+    below ``verdicts.min_items`` items)."""
     p = session.params
     out = []
     for claim, (better, _) in CLAIMS.items():
@@ -214,9 +215,8 @@ def claims(session, scores: pd.DataFrame) -> pd.DataFrame:
             both = scores[scores["method"].isin(["ncn", baseline])]
             if both["method"].nunique() < 2:
                 continue
-            for v in paired_verdicts(both, "ncn", claim, p.n_boot, seeds.derive(p.seed, "bootstrap")):
-                if better == "lower" and v["verdict"] != "no difference":
-                    v["verdict"] = {"better": "worse", "worse": "better"}[v["verdict"]]
+            for v in paired_verdicts(both, "ncn", claim, p.n_boot, seeds.derive(p.seed, "bootstrap"),
+                                     min_items=p.verdicts.min_items, direction=better):
                 out.append({"claim": claim, **v})
     return pd.DataFrame(out, columns=["claim", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
 
@@ -231,7 +231,8 @@ def verdict(compared: pd.DataFrame, found: Release) -> list[str]:
             lines.append(f"NCN {says}: not testable here (no baseline scored on the same items).")
             continue
         better, worse = rows[rows["verdict"] == "better"]["against"].tolist(), rows[rows["verdict"] == "worse"]["against"].tolist()
-        judged = ("supported" if len(better) == len(rows) else "partly supported" if better else
+        judged = ("not testable (too few items)" if (rows["verdict"] == "too few").all() else
+                  "supported" if len(better) == len(rows) else "partly supported" if better else
                   "contradicted" if worse else "not supported")
         detail = "; ".join(f"vs {r.against} {r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}], n={r.n}"
                            for r in rows.itertuples())

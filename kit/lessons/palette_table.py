@@ -13,12 +13,15 @@ from kit.run.session import in_stage
 from kit.data import OpinionItem, goqa_split
 from kit.data.leaks import assert_no_leaks, palette_leak_counts
 from kit.evals.capability import capability_kept
-from kit.evals.references import study_references
+from kit.evals.references import table_rows
 from kit.metrics.alignment import (
+    ENTROPY_AGENT,
     NEIGHBOUR_AGENT,
     REFERENCES,
     UNIFORM_AGENT,
     continent_table,
+    missing_answers,
+    prior_check,
     reference_comparison,
 )
 from kit.palette.agents import load_models
@@ -53,16 +56,14 @@ def models(session) -> tuple[dict[str, str], dict]:
 
 @in_stage("12", "Table 1, consistency and capability")
 def answer(session, test: dict[str, list[OpinionItem]]) -> list[dict]:
-    """Score rows of every Table 1 row and of the three references, on the same (country, question) pairs."""
+    """Score rows of every Table 1 row and of the four references, on the same (country, question) pairs
+    (``evals.min_label_mass`` applied; the entropy-matched row from vanilla's answers)."""
     adapters, backends = models(session)
     with session.timed("Table 1 rows"):  # each row measured apart, for its cost on the board
         rows = [r for part in session.each_row("Table 1", dict.fromkeys((*ROWS, *VARIANTS)), lambda one: answer_all(
             session.backend, backends, adapters, test, session.params.palette, list(one))) for r in part]
     session.save_scores(NOTEBOOK, "alignment", rows)
-    wanted = {(c, it.question_id) for c, its in test.items() for it in its}
-    rows += [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
-             for r in study_references(session.params, wanted)]
-    return rows
+    return table_rows(session.params, rows, "vanilla")
 
 
 def leaks(session, prefs: dict[str, list[dict]]) -> dict[str, int]:
@@ -84,12 +85,15 @@ def table(session, rows: list[dict], metric: str) -> pd.DataFrame:
 
 
 def comparison(session, rows: list[dict], long: pd.DataFrame, metric: str = "s_align") -> pd.DataFrame:
-    """Each palette row against vanilla, the best baseline, the uniform answer and the neighbour prior, paired
-    on the same rows."""
+    """Each palette row against vanilla, the best baseline, the uniform answer, the neighbour prior and vanilla
+    flattened to the world answer's entropy, paired on the same rows."""
     p = session.params
-    against = list(dict.fromkeys(["vanilla", best_baseline(long), UNIFORM_AGENT, NEIGHBOUR_AGENT]))
+    against = list(dict.fromkeys(["vanilla", best_baseline(long), UNIFORM_AGENT, NEIGHBOUR_AGENT, ENTROPY_AGENT]))
+    prior = prior_check(rows, metric, p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
+    if prior["line"]:  # the table says when its strongest reference is not the stronger bar on these rows
+        print(prior["line"])
     return reference_comparison(rows, list(VARIANTS), against, metric, n_boot=p.n_boot,
-                                seed=seeds.derive(p.seed, "bootstrap"))
+                                seed=seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items)
 
 
 def table_figure(session, long: pd.DataFrame, metric: str) -> None:
@@ -139,13 +143,18 @@ def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFra
         o = long[long["continent"] == "overall"].set_index("agent")["mean"]
         return {name: round(float(o[name]), 2) for name in ROW_NAMES if name in o.index}
 
-    scored = pd.DataFrame(rows).groupby("agent").size()
+    frame = pd.DataFrame(rows)
+    scored = frame[frame["p_gen"].notna()].groupby("agent").size()
+    p = session.params
     return {
         "js_similarity": overall(js), "js_similarity_e": overall(js_e), "s_align": overall(s_align),
         "leaks": leak,
         "best_baseline": best_baseline(s_align),
         "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
         "coverage": (scored / scored.max()).round(3).to_dict(),
+        "missing_answers": {k: v for k, v in missing_answers(rows).items() if k not in REFERENCES},
+        "neighbour_prior_vs_other_countries": prior_check(rows, "s_align", p.n_boot, seeds.derive(p.seed, "bootstrap"),
+                                                          p.verdicts.min_items)["verdict"],
         "letter_mass_mean": round(float(pd.DataFrame([r for r in rows if "letter_mass" in r])["letter_mass"].mean()), 4),
         "semantic_consistency": {m: round(float(v), 4) for m, v in
                                  nli[nli["continent"] == "overall"].set_index("model")["mean"].items()},

@@ -1,9 +1,12 @@
 """Notebook 32 · every method on held-out dilemmas: Collective Agency, conflict resolution, capability kept.
 
-The untrained policy, the single-agent GRPO policy and the self-play GRPO policy each talk every
-held-out dilemma through with themselves (``kit.selfplay.evaluation``); the evaluation judge
-(``models.selfplay_eval_judge``, else the reward judge — and the table says so) scores each joint solution
-and a trivial one. Self-play GRPO is compared with each other method paired on the same dilemmas.
+The untrained policy, the single-agent GRPO policy, the self-play GRPO policy (Collective Agency alone, as the
+paper trains it) and its ``self_play_grpo+joint`` ablation each talk every held-out dilemma through with
+themselves (``kit.selfplay.evaluation``); the evaluation judge (``models.selfplay_eval_judge``, else the reward
+judge — and the table says so) scores each joint solution and a trivial one. Self-play GRPO is compared with each
+other method paired on the same dilemmas. Every method is also asked once in the single-agent baseline's own
+format (one solution from the dilemma and both stances), so the baseline is not judged only in a dialogue it never
+trained on.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from kit.lessons import negotiation
 from kit.lessons.selfplay_data import capability_ids
 from kit.lessons.selfplay_training import judge_backend, trained_ids
 from kit.llm.base import GenParams
-from kit.metrics.alignment import paired_verdicts
+from kit.metrics.alignment import bootstrap_ci, paired_verdicts
 from kit.reporting import plots
 from kit.run import seeds
 from kit.selfplay import dilemmas as sd
@@ -31,6 +34,8 @@ from kit.selfplay.evaluation import (
     judge_missing,
     methods_json,
     score_rows,
+    single_answers,
+    single_rows,
     summary,
 )
 from kit.selfplay.ncn_study import consensus_rows, policy_traces, starts
@@ -88,8 +93,38 @@ def paired(session, rows: pd.DataFrame, method: str = "self_play_grpo") -> pd.Da
     """``method`` minus each other method on the same dilemmas, for CA and resolution: mean, 95 % interval, verdict."""
     p = session.params
     seed = seeds.derive(p.seed, "bootstrap")
-    out = [v for score in ("collective_agency", "resolved") for v in paired_verdicts(rows, method, score, p.n_boot, seed)]
+    out = [v for score in ("collective_agency", "resolved", "rel_logppl")
+           for v in paired_verdicts(rows[rows["method"] != TRIVIAL_ROW] if score != "collective_agency" else rows, method,
+                                    score, p.n_boot, seed, min_items=p.verdicts.min_items,
+                                    direction="lower" if score == "rel_logppl" else "higher")]
     return pd.DataFrame(out).set_index(["score", "against"])
+
+
+@in_stage("32", "held-out dialogues and NCN study")
+def single_answer(session, dilemmas: list[sd.Dilemma], adapters: dict[str, str | None]) -> pd.DataFrame:
+    """Every method asked once in the single-agent baseline's format, judged by the evaluation judge: one row per
+    method and dilemma (``kit.selfplay.evaluation.single_rows``)."""
+    sp = session.params.selfplay
+    with session.timed("single-answer mode"):
+        answers = single_answers(session.backend, dilemmas, adapters, sp.turn_words, sp.turn_tokens)
+        return single_rows(eval_judge(session)[0], dilemmas, answers, sp.judge_min_mass)
+
+
+def single_table(session, rows: pd.DataFrame, method: str = "single_agent_grpo") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The single-answer mode per method (CA with a 95 % interval, the share that stated a solution) and ``method``
+    paired against each other method on CA (``verdicts.min_items``)."""
+    p = session.params
+    seed = seeds.derive(p.seed, "bootstrap")
+    out = []
+    for m, g in rows.groupby("method", sort=False):
+        values = g["collective_agency"].dropna().to_numpy(float)
+        low, high = bootstrap_ci(values, n_boot=p.n_boot, seed=seed) if len(values) else (np.nan, np.nan)
+        out.append({"method": m, "n": len(g), "collective_agency": values.mean() if len(values) else np.nan,
+                    "collective_agency_low": low, "collective_agency_high": high,
+                    "stated_rate": float(g["stated"].mean()), "judge_missing": int(g["collective_agency"].isna().sum())})
+    vs = pd.DataFrame(paired_verdicts(rows, method, "collective_agency", p.n_boot, seed, min_items=p.verdicts.min_items)
+                      if method in set(rows["method"]) else [])
+    return pd.DataFrame(out).set_index("method"), vs
 
 
 def table_figure(session, t: pd.DataFrame) -> None:
@@ -153,10 +188,20 @@ def ncn_study(session, adapters: dict[str, str | None]) -> tuple[pd.DataFrame, d
 
 
 def key_numbers(session, t: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame, counts: dict,
-                study: pd.DataFrame, study_counts: dict) -> dict:
+                study: pd.DataFrame, study_counts: dict, single: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> dict:
     by = study.groupby("method", sort=False)
     _, name, same = eval_judge(session)
+
+    def num(x):
+        return None if pd.isna(x) else round(float(x), 4)
+
+    single_part = {} if single is None else {
+        "single_answer": {m: {"collective_agency": num(r["collective_agency"]), "stated_rate": num(r["stated_rate"])}
+                          for m, r in single[0].iterrows()},
+        "single_agent_vs": {r["against"]: r["verdict"] for _, r in single[1].iterrows()}}
     return {"methods": methods_json(t), "n_dilemmas": int(rows["id"].nunique()), "overlap": counts,
+            "rewards": {"self_play_grpo": session.params.selfplay.rewards,
+                        "self_play_grpo+joint": session.params.selfplay.ablation_rewards}, **single_part,
             "judge": session.role_name("selfplay_judge"),
             "eval_judge": {"name": name, "is_reward_judge": same}, "judge_missing": judge_missing(rows),
             "self_play_vs": {f"{s}:{o}": v for (s, o), v in compared["verdict"].items()},

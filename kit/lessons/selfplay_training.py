@@ -2,7 +2,10 @@
 
 Both are LoRA adapters on the base model trained with trl's ``GRPOTrainer`` on the train dilemmas:
 self-play through the rollout function (``kit.selfplay.rollout``: dialogues between two copies
-of the policy, the loss on the learning side's own turns), the baseline on single completions.
+of the policy, the loss on the learning side's own turns), the baseline on single completions. Self-play
+trains on Collective Agency alone (``selfplay.rewards``), as the paper does; ``self_play_grpo+joint`` is the
+ablation that adds the joint-solution reward (``selfplay.ablation_rewards``) — the very test the table's
+resolution rate reads, so its resolution is won partly by construction.
 Adapters go to ``runs/<profile>/selfplay/train/<method>`` and are reused while their inputs match;
 the ids each one trained on are written beside them, for the leak count of notebook 32.
 """
@@ -26,7 +29,8 @@ from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func
 from kit.train.rewards import bind
 from kit.train.trainers import reward_fell, reward_history, sampling_correction, train
 
-TRAINED = ("single_agent_grpo", "self_play_grpo")
+SELF_PLAY, ABLATION, SINGLE = "self_play_grpo", "self_play_grpo+joint", "single_agent_grpo"
+TRAINED = (SINGLE, SELF_PLAY, ABLATION)
 
 
 def train_dilemmas(found: list[Dilemma]) -> list[Dilemma]:
@@ -53,20 +57,35 @@ def rollout_engine(session):
 
 
 @in_stage("31", "self-play GRPO")
-def train_self_play(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dict]]:
-    """The self-play policy: GRPO on dialogues with itself, judged for Collective Agency and resolution."""
+def train_self_play(session, dilemmas: list[Dilemma], name: str = SELF_PLAY,
+                    rewards: dict[str, float] | None = None) -> tuple[Path, list[dict]]:
+    """A self-play policy: GRPO on dialogues with itself, judged for Collective Agency (``selfplay.rewards``), or
+    on ``rewards`` (the ablation's)."""
     p, sp = session.params, session.params.selfplay
+    rewards = rewards or sp.rewards
     records, lookup = selfplay_records(dilemmas, p.seed, sp.turn_words)
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
     engine = rollout_engine(session)
     rollout = rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, p.seed, p.model.batch_size,
                            session.embedder, sp.agree_cosine, engine=engine)
-    with session.timed("train self_play_grpo", row="self_play_grpo"):
-        result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "self_play_grpo",
-                       grpo_recipe(sp.policy, sp.rewards, engine), p.seed,
-                       reward_funcs=bind(list(sp.rewards), context),
-                       rewards=reward_parts(session, sp.rewards, dilemmas), rollout_func=rollout)
+    with session.timed(f"train {name}", row=name):
+        result = train("grpo", records, None, p.model.ref, folder(session) / "train" / name,
+                       grpo_recipe(sp.policy, rewards, engine), p.seed,
+                       reward_funcs=bind(list(rewards), context),
+                       rewards=reward_parts(session, rewards, dilemmas), rollout_func=rollout)
     return result.adapter_dir, records
+
+
+def train_policies(session, dilemmas: list[Dilemma]) -> tuple[dict[str, Path], dict[str, list[dict]]]:
+    """Every policy of the unit: self-play on Collective Agency alone, the single-agent baseline, and the
+    ``self_play_grpo+joint`` ablation when ``selfplay.ablation_rewards`` names it; (adapters, records) by name."""
+    sp = session.params.selfplay
+    adapters, records = {}, {}
+    adapters[SELF_PLAY], records[SELF_PLAY] = train_self_play(session, dilemmas)
+    if sp.ablation_rewards:  # in the self-play stage, before the single agent's
+        adapters[ABLATION], records[ABLATION] = train_self_play(session, dilemmas, ABLATION, sp.ablation_rewards)
+    adapters[SINGLE], records[SINGLE] = train_single_agent(session, dilemmas)
+    return adapters, records
 
 
 @in_stage("31", "single-agent GRPO")
@@ -169,7 +188,10 @@ def key_numbers(session, records: dict[str, list[dict]], history: pd.DataFrame, 
                 sampled: dict[str, dict] | None = None) -> dict:
     out = {"records": {m: len(r) for m, r in records.items()},
            "heldout_in_training": len(held_out_ids & {r["dilemma_id"] for rs in records.values() for r in rs}),
-           "seconds": {m: session.timings.get(f"train {m}") for m in TRAINED},
+           "rewards": {SELF_PLAY: session.params.selfplay.rewards, SINGLE: session.params.selfplay.single_rewards,
+                       **({ABLATION: session.params.selfplay.ablation_rewards}
+                          if session.params.selfplay.ablation_rewards else {})},
+           "seconds": {m: session.timings.get(f"train {m}") for m in TRAINED if m in records},
            **({"sampling": sampled} if sampled is not None else {})}
     for method, g in history.groupby("method", sort=False) if len(history) else ():
         out[method] = {"steps": len(g), "reward_first": round(float(g["reward"].iloc[0]), 4),

@@ -19,12 +19,13 @@ from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.countries import resolve_country
 from kit.engine import ask, run
 from kit.evals.capability import capability_kept
-from kit.evals.references import study_references
+from kit.evals.references import table_rows
 from kit.lessons import visa_detector
 from kit.llm.base import ChatRequest, GenParams
 from kit.metrics.alignment import (
     REFERENCES,
     paired_verdicts,
+    prior_check,
     per_question_scores,
     reference_comparison,
 )
@@ -68,7 +69,7 @@ def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> 
     detector = make_value_detector(v.eval_detector, backend=session.role_backend("visa_judge"), embedder=session.embedder, seed=p.seed,
                                    **path)
     with session.timed("evaluation detector"):
-        rows = score_rows(rewrites, targets, detector, session.embedder)
+        rows = score_rows(rewrites, targets, detector, session.embedder, v.rewards, v.min_words, v.max_words)
     return rewrites, rows
 
 
@@ -98,11 +99,13 @@ def table(session, rows: pd.DataFrame, kept: pd.DataFrame, pipe: dict[str, float
         [m for m in (*METHODS, *DIAGNOSTICS) if m in set(rows["method"])])
 
 
-def paired(session, rows: pd.DataFrame, method: str = "grpo", score: str = "value_f1") -> pd.DataFrame:
-    """``method`` minus each other method on the same items: mean difference, 95 % bootstrap interval, verdict."""
+def paired(session, rows: pd.DataFrame, method: str = "grpo", score: str = "visa_composite") -> pd.DataFrame:
+    """``method`` minus each other method on the same items: mean difference, 95 % bootstrap interval, verdict
+    (``verdicts.min_items``). VISA's verdict reads the composite (the reward GRPO optimises, value F1 with meaning
+    kept, drift and format), so the ``copy`` row — which keeps all meaning and moves nothing — is its bar."""
     p = session.params
-    return pd.DataFrame(paired_verdicts(rows, method, score, p.n_boot, seeds.derive(p.seed, "bootstrap"))).set_index(
-        "against")
+    return pd.DataFrame(paired_verdicts(rows, method, score, p.n_boot, seeds.derive(p.seed, "bootstrap"),
+                                        min_items=p.verdicts.min_items)).set_index("against")
 
 
 def table_figure(session, summary_table: pd.DataFrame) -> None:
@@ -202,31 +205,41 @@ def survey(session, items: list[OpinionItem], corpus: list[vc.Item],
 
 
 def survey_table(session, rows: list[dict], items: list[OpinionItem]) -> pd.DataFrame:
-    """Each rewriter against the unrewritten answer and the three references, paired on the same questions."""
+    """Each rewriter against the unrewritten answer and the four references (the entropy-matched one from the
+    unrewritten answers), paired on the same questions, ``evals.min_label_mass`` applied."""
     p = session.params
-    refs = [{k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
-            for r in study_references(p, {(it.country, it.question_id) for it in items})]
     kinds = [k for k in dict.fromkeys(r["agent"] for r in rows) if k != ORIGINAL]
     if not kinds:
         return pd.DataFrame(columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])
-    return reference_comparison(rows + refs, kinds, (ORIGINAL, *REFERENCES), "js_similarity", n_boot=p.n_boot,
-                                seed=seeds.derive(p.seed, "bootstrap"))
+    scored = table_rows(p, rows, ORIGINAL)
+    prior = prior_check(scored, "js_similarity", p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
+    if prior["line"]:  # the table says when its strongest reference is not the stronger bar on these rows
+        print(prior["line"])
+    return reference_comparison(scored, kinds, (ORIGINAL, *REFERENCES), "js_similarity",
+                                n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items)
 
 
 def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame,
                 survey_rows: list[dict], survey_overlap: dict[str, int], pipe: dict[str, float]) -> dict:
-    survey = per_question_scores(survey_rows).groupby("agent")["js_similarity"].mean() if survey_rows else {}
+    floored = table_rows(session.params, survey_rows, ORIGINAL) if survey_rows else []
+    survey = per_question_scores(floored).groupby("agent")["js_similarity"].mean() if floored else {}
     return {
         "methods": methods_json(summary_table),
         "pipeline_unrewritten_accuracy": round(float(pipe[UNREWRITTEN]), 4),
         "n_items": int(rows["id"].nunique()),
         "unreadable": summary_table["unreadable"].to_dict(),
         "eval_detector": session.params.visa.eval_detector,
+        "verdict_score": "visa_composite",
         "grpo_vs": compared["verdict"].to_dict(),
-        "grpo_beats_baselines": bool((compared.drop(index=list(DIAGNOSTICS), errors="ignore")["verdict"]
-                                      == "better").all()),
+        # vacuous without a baseline: None, never True
+        "grpo_beats_baselines": (bool((baselines["verdict"] == "better").all()) if len(baselines := compared.drop(
+            index=list(DIAGNOSTICS), errors="ignore")) else None),
+        "grpo_beats_copy": compared.loc["copy", "verdict"] if "copy" in compared.index else None,
         "grpo_beats_diagnostics": {d: compared.loc[d, "verdict"] for d in DIAGNOSTICS if d in compared.index},
         "neutral_ppl": summary_table["neutral_ppl"].dropna().round(3).to_dict() if "neutral_ppl" in summary_table else {},
         "goqa_js_similarity": {k: round(float(v), 2) for k, v in dict(survey).items()},
         "goqa_overlap": survey_overlap,
+        "goqa_neighbour_prior_vs_other_countries": prior_check(
+            floored, "js_similarity", session.params.n_boot, seeds.derive(session.params.seed, "bootstrap"),
+            session.params.verdicts.min_items)["verdict"] if floored else None,
     }

@@ -7,7 +7,13 @@ Schwartz value vectors: a judge maps a text to 10 values, each in [−1, 1] (the
 or 1; the NCN paper's GPT-4o vectors also hold half steps). Self-consistency is
 ``cos(v(final_A), v(initial_A))``, consensus is ``cos(v(final_A), v(final_B))``. The cosine of an
 all-zero vector (a text expressing no value) is undefined and returned as ``nan``; ``value_summary``
-skips those and counts them. Distances between value vectors are Euclidean.
+skips those and counts them. Distances between value vectors are Euclidean, and *missing* (``nan``) when
+either vector is all zeros: two answers that express no value are not close cultures.
+
+The kit's acceptance, :func:`relative_acceptance`: ``log PPL_other(text) − log PPL_base(text)``, the other
+side's persona against the plain model on the same text, so that the text's own predictability cancels
+(below 0: the persona finds the text likelier than the model does on its own); ``rel_logppl_change`` is
+its final − initial change, averaged over the two sides (:func:`rel_logppl`).
 
 The paper's own summaries are computed differently, and :func:`release_value_summary` reproduces
 them from the per-transcript vectors: an all-zero vector's cosine counts as 0, "vector consistency"
@@ -140,12 +146,27 @@ def value_consensus(v_final_a: Any, v_final_b: Any) -> float:
 
 
 def value_distance(u: Any, v: Any) -> float:
-    """Euclidean distance between two value vectors, in [0, 2·sqrt(10)].
+    """Euclidean distance between two value vectors, in [0, 2·sqrt(10)]; ``nan`` (missing) when either is
+    all zeros — a text that expresses no value has no position to be near, and two of them would otherwise
+    score the best distance, 0.
 
-    Chosen over ``1 − cos`` because it is a metric and is defined for all-zero vectors, so the
-    distance between two agents is never missing.
+    Chosen over ``1 − cos`` because it is a metric and sees magnitude (one shared value against five).
     """
-    return float(np.linalg.norm(value_vector(u) - value_vector(v)))
+    a, b = value_vector(u), value_vector(v)
+    if not a.any() or not b.any():
+        return float("nan")
+    return float(np.linalg.norm(a - b))
+
+
+def relative_acceptance(ppl_other: float, ppl_base: float) -> float:
+    """``log PPL_other − log PPL_base`` of one text: below 0, the other side's persona finds it likelier than
+    the plain model does (the text's own predictability cancels)."""
+    return float(np.log(_non_negative(ppl_other, "ppl_other") / _non_negative(ppl_base, "ppl_base")))
+
+
+def rel_logppl(ppl_b_of_a: float, ppl_base_of_a: float, ppl_a_of_b: float, ppl_base_of_b: float) -> float:
+    """The two sides' :func:`relative_acceptance`, averaged: each text under the other side against the base."""
+    return (relative_acceptance(ppl_b_of_a, ppl_base_of_a) + relative_acceptance(ppl_a_of_b, ppl_base_of_b)) / 2
 
 
 def distance_reduction(before: float, after: float) -> float:
@@ -307,9 +328,9 @@ KIT_DIFFERENCES = {
     "final_better_than_init_ratio": "release counts ties as better, kit strict",
     "final_dist_less_than_init": "release counts ties and zero vectors, kit strict on defined cosines",
     "final_dist_less_than_init_ratio": "release counts ties and zero vectors, kit strict on defined cosines",
-    "average_dimension_l1_distance_init": "distance: release L1, kit Euclidean",
-    "average_dimension_l1_distance_final": "distance: release L1, kit Euclidean",
-    "diff_dimension_l1_distance": "distance: release L1, kit Euclidean",
+    "average_dimension_l1_distance_init": "distance: release L1, kit Euclidean (all-zero vector: kit missing)",
+    "average_dimension_l1_distance_final": "distance: release L1, kit Euclidean (all-zero vector: kit missing)",
+    "diff_dimension_l1_distance": "distance: release L1, kit Euclidean (all-zero vector: kit missing)",
 }
 
 
@@ -330,8 +351,13 @@ def kit_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], final_
     better = sum(f > i for f, i in zip(agree1, agree0))
     defined = [(f, i) for f, i in zip(cos1, cos0) if not (math.isnan(f) or math.isnan(i))]
     closer = sum(f > i for f, i in defined)
-    d0 = [value_distance(x, y) for x, y in zip(a0, b0)]
-    d1 = [value_distance(x, y) for x, y in zip(a1, b1)]
+    d0 = np.array([value_distance(x, y) for x, y in zip(a0, b0)])
+    d1 = np.array([value_distance(x, y) for x, y in zip(a1, b1)])
+    both = ~np.isnan(d0) & ~np.isnan(d1)  # a pair with an all-zero vector has no distance: left out
+
+    def defined_mean(x: np.ndarray) -> float:
+        return float(np.nanmean(x)) if (~np.isnan(x)).any() else float("nan")
+
     return {
         "average_cosine_sim_init": mean(cos0), "average_cosine_sim_final": mean(cos1),
         "average_final_A_to_init_A": mean(self_a), "average_final_B_to_init_B": mean(self_b),
@@ -343,6 +369,6 @@ def kit_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], final_
         "final_better_than_init": better, "final_better_than_init_ratio": better / n,
         "final_dist_less_than_init": closer,
         "final_dist_less_than_init_ratio": closer / len(defined) if defined else float("nan"),
-        "average_dimension_l1_distance_init": float(np.mean(d0)), "average_dimension_l1_distance_final": float(np.mean(d1)),
-        "diff_dimension_l1_distance": float(np.mean(d0) - np.mean(d1)),
+        "average_dimension_l1_distance_init": defined_mean(d0), "average_dimension_l1_distance_final": defined_mean(d1),
+        "diff_dimension_l1_distance": float(np.mean(d0[both] - d1[both])) if both.any() else float("nan"),
     }

@@ -123,14 +123,18 @@ def consultancy_prompt(topic: str, own_answer: str, other: str, other_answer: st
 
 
 def agrees(text: str) -> bool:
-    """Whether a debate turn ends with the agreement marker.
+    """Whether a debate turn ends with the agreement marker after a readable statement.
 
     The rule: the last non-empty line, with everything but letters removed and upper-cased, is
     ``AGREE``, ``IAGREE`` or ``WEAGREE`` (so "AGREE", "**Agree.**", "I agree!" count, while
-    "I do not agree" or an "agree" inside a sentence does not).
+    "I do not agree" or an "agree" inside a sentence does not), and the lines before it read as a
+    statement (``kit.metrics.text.degenerate``): a bare marker, or markup and a marker, is no agreement
+    to anything, and a debate does not converge on it.
     """
+    from kit.metrics.text import degenerate
+
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         return False
     letters = "".join(ch for ch in lines[-1] if ch.isalpha()).upper()
-    return letters in (AGREE_MARKER, "I" + AGREE_MARKER, "WE" + AGREE_MARKER)
+    return letters in (AGREE_MARKER, "I" + AGREE_MARKER, "WE" + AGREE_MARKER) and degenerate("\n".join(lines[:-1])) is None

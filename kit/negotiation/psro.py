@@ -201,6 +201,7 @@ def ncn(ctx: Context) -> Program:
         trace["rounds"].append({
             "round": round_, "statements": positions, "candidates": candidates, "chosen": chosen, "best_utility": best,
             "pools": [[g.title for g in pool] for pool in pools], "weights": [w.tolist() for w in weights],
+            "payoffs": [np.asarray(A, float).tolist(), np.asarray(B, float).tolist()],
             "nash_gap": float(equilibrium.nash_gap), "solver": equilibrium.method,
         })
         new_best = (best[0], best[1])

@@ -61,6 +61,9 @@ Top level
     ``pools``         ``[[title…], [title…]]`` after the round's additions, in joining order (the
                       initial guideline first); full guidelines are ``initial`` plus each ``chosen``.
     ``weights``       ``[[float…], [float…]]``: the meta-game equilibrium over ``pools`` (sums to 1).
+    ``payoffs``       ``[A, B]``: the meta-game's payoff matrices (``len(pools[0]) × len(pools[1])`` lists of
+                      floats; A agent A's, B agent B's), so the Nash gap can be recomputed from the trace
+                      (absent in traces written before they were stored).
     ``nash_gap``      the equilibrium's exploitability on the meta-game payoffs (0 = exact).
     ``solver``        the solver that found it (``kit.negotiation.meta_solver``).
 
@@ -219,6 +222,14 @@ def _round(rnd: Any, method: str, where: str, number: int) -> None:
             raise ValueError(f"{where}: pools[{i}] and weights[{i}] must be non-empty lists of one length")
         if any(not _is(w, float) or w < -_WEIGHT_TOL for w in weights) or abs(sum(weights) - 1) > _WEIGHT_TOL:
             raise ValueError(f"{where}: weights[{i}] must be non-negative and sum to 1; got {weights}")
+    payoffs = rnd.get("payoffs")
+    if payoffs is not None:
+        shape = (len(rnd["pools"][0]), len(rnd["pools"][1]))
+        if not (isinstance(payoffs, list) and len(payoffs) == 2 and all(
+                isinstance(m, list) and len(m) == shape[0] and all(
+                    isinstance(r, list) and len(r) == shape[1] and all(_is(v, float) and math.isfinite(v) for v in r)
+                    for r in m) for m in payoffs)):
+            raise ValueError(f"{where}.payoffs must be two {shape[0]}×{shape[1]} matrices of finite floats")
 
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:

@@ -66,11 +66,12 @@ def consistency(backend: Backend, models: Mapping[str, Backend], adapters: Mappi
     scorer reads P(entailment) of its answer given that continent's gold (synthesised) response.
 
     Rows ``CONSISTENCY_ROWS``: the base model told the continent, the joint adapter, the two merges,
-    the continent's own agent and the Cultural MoErges model. Long format: model, continent, mean, n.
+    the continent's own agent and the Cultural MoErges model. Long format: model, continent, mean, n (scored
+    pairs), missing (judgements with no mass on the letters, left out: a judge's failure, not the model's).
     """
     gold = [(r["query"], c, r["final"][c]) for r in records for c in CONTINENTS if r["final"].get(c)]
     if not gold:
-        return pd.DataFrame(columns=["model", "continent", "mean", "n"])
+        return pd.DataFrame(columns=["model", "continent", "mean", "n", "missing"])
 
     def request(row: str, query: str, continent: str) -> ChatRequest:
         adapter = {"joint": adapters["joint"], "moe_routing": adapters[continent]}.get(row)
@@ -83,10 +84,12 @@ def consistency(backend: Backend, models: Mapping[str, Backend], adapters: Mappi
     entailment = iter(scorer.entailment(pairs))
     rows = [{"model": job.id, "continent": c, "entailment": next(entailment)} for job in jobs for _, c, _ in gold]
     df = pd.DataFrame(rows)
-    per = df.groupby(["model", "continent"], sort=False)["entailment"].agg(["mean", "size"]).reset_index()
-    overall = df.groupby("model", sort=False)["entailment"].agg(["mean", "size"]).reset_index()
+    df["lost"] = df["entailment"].isna()
+    stats = {"mean": ("entailment", "mean"), "n": ("entailment", "count"), "missing": ("lost", "sum")}
+    per = df.groupby(["model", "continent"], sort=False).agg(**stats).reset_index()
+    overall = df.groupby("model", sort=False).agg(**stats).reset_index()
     overall["continent"] = "overall"
-    return pd.concat([per, overall]).rename(columns={"size": "n"})[["model", "continent", "mean", "n"]]
+    return pd.concat([per, overall])[["model", "continent", "mean", "n", "missing"]]
 
 
 def wide(table: pd.DataFrame, index: str = "agent", value: str = "mean") -> pd.DataFrame:

@@ -122,21 +122,26 @@ def workload(params: Params) -> list[Work]:
                  v.max_test_items * 12 * PROMPT["visa"])]
     dilemmas = (sp.n_generated + sp.n_moralchoice) * (1 - sp.test_fraction)
     sp_gens = int(sp.policy.trl.get("num_generations", 4))
+    policies = 1 + bool(sp.ablation_rewards)  # self-play, and its self_play_grpo+joint ablation
     dialogue = sp.max_turns * sp.turn_tokens * FILL
     out += [Work("30", "dilemmas", "model", sp.n_generated * sp.generation_tokens * FILL,
                  sp.n_generated * PROMPT["dialogue"] / 2),
-            Work("31", "self-play rollouts", "model", dilemmas * _epochs(sp.policy.trl) * sp_gens * dialogue,
-                 dilemmas * _epochs(sp.policy.trl) * sp_gens * sp.max_turns * PROMPT["dialogue"] / 4),
+            Work("31", "self-play rollouts", "model", policies * dilemmas * _epochs(sp.policy.trl) * sp_gens * dialogue,
+                 policies * dilemmas * _epochs(sp.policy.trl) * sp_gens * sp.max_turns * PROMPT["dialogue"] / 4),
             Work("31", "judge", "selfplay_judge",
-                 prefilled=dilemmas * (_epochs(sp.policy.trl) + _epochs(sp.single.trl)) * sp_gens * PROMPT["judge"]),
+                 prefilled=dilemmas * (policies * _epochs(sp.policy.trl) + _epochs(sp.single.trl)) * sp_gens
+                 * PROMPT["judge"]),
             Work("31", "GRPO training", "trainer",
-                 trained=dilemmas * sp_gens * (_epochs(sp.policy.trl) * (512 + dialogue)
+                 trained=dilemmas * sp_gens * (policies * _epochs(sp.policy.trl) * (512 + dialogue)
                                                + _epochs(sp.single.trl) * (512 + 256))),
+            # every method's dialogues (untrained, single agent, the self-play policies), and each one's single answer
             Work("32", "held-out dialogues and NCN study", "model",
-                 (sp.max_test_items * 3 + pairs * topics * 2) * dialogue,
-                 (sp.max_test_items * 3 + pairs * topics * 2) * sp.max_turns * PROMPT["dialogue"] / 4),
+                 (sp.max_test_items * (2 + policies) + pairs * topics * (1 + policies)) * dialogue
+                 + sp.max_test_items * (2 + policies) * sp.turn_tokens * FILL,
+                 (sp.max_test_items * (2 + policies) + pairs * topics * (1 + policies)) * sp.max_turns
+                 * PROMPT["dialogue"] / 4),
             Work("32", "judge", "selfplay_eval_judge",
-                 prefilled=(sp.max_test_items * 3 + pairs * topics * 2) * PROMPT["judge"])]
+                 prefilled=(sp.max_test_items * 2 * (2 + policies) + pairs * topics * (1 + policies)) * PROMPT["judge"])]
     return [w for w in out if w.generated or w.prefilled or w.trained] if batch else out
 
 

@@ -214,13 +214,15 @@ def render(run_dir: Path) -> str:
     out += ["## Verdicts", ""] + [f"- **{b}**: {v}" for b, v in verdicts.items()] + [""]
     out += ["## Alignment board", ""] + _board("alignment", boards.get("alignment", {}),
                                               ["status", "js_similarity", "s_align", "diff_vs_best", "verdict",
-                                               "coverage", "calls", "seconds"])
+                                               "coverage", "missing", "calls", "seconds"])
     out += ["## Consensus board", ""] + _board("consensus", boards.get("consensus", {}),
-                                              ["status", "mean_rel_logppl_change", "mean_d_ratio", "share_improved",
-                                               "share_converged", "resolution_rate", "collective_agency", "calls",
+                                              ["status", "common_items", "failed", "mean_rel_logppl_change",
+                                               "verdict", "mean_d_ratio", "share_improved", "share_converged",
+                                               "resolution_rate", "collective_agency", "agency_judge", "calls",
                                                "seconds"])
     out += ["## Capability board", ""] + _board("capability", boards.get("capability", {}),
-                                               ["status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
+                                               ["status", "moralchoice_low_accuracy", "accuracy_change",
+                                                "accuracy_change_low", "accuracy_change_high", "verdict", "ppl_ratio",
                                                 "seconds"])
     out += _full_plan()
     out += _release(run_dir)

@@ -4,16 +4,25 @@ Three boards, each a table a reader can sort and every row of which says what it
 
 - **alignment** — GlobalOpinionQA held-out questions. Every row any unit scored (``scores/alignment/
   <notebook>.jsonl``: notebook 01's agent kinds, 04's finetuned adapters, 12's Table 1 rows and
-  ablations, 22's rewritten answers), beside the uniform answer and the other countries' mean on the
-  same (country, question) pairs. S_align and js_similarity (overall = mean of country means, and per
-  continent) with 95 % bootstrap intervals resampling questions; the paired js_similarity difference
-  against the better reference on the row's own pairs; coverage (countries × questions scored, and
-  the share of the most complete row of its unit).
+  ablations, 22's rewritten answers), beside the four references on the same (country, question) pairs
+  (uniform, the other countries' mean, the neighbour prior, and the unit's base row flattened to the
+  world answer's entropy), ``evals.min_label_mass`` applied (``missing``: answers below it, never uniform).
+  S_align and js_similarity (overall = mean of country means, and per continent) with 95 % bootstrap
+  intervals resampling questions; the paired js_similarity difference against the best reference on the
+  row's own pairs (a missing answer scored as the worst value; "too few" below ``verdicts.min_items``);
+  coverage (countries × questions answered, and the share of the most complete row of its unit).
 - **consensus** — every negotiation method and self-play policy on the same study topics and pairs
-  (``scores/consensus``: notebook 32's joint evaluation, else notebook 03's without the judge).
+  (``scores/consensus``: notebook 32's joint evaluation, else notebook 03's without the judge), every mean
+  over the (pair, topic) items *every* method scored (``common_items``; an item a method failed on is
+  dropped for every method, and ``failed`` counts each method's items lost so), each method paired
+  against ``none`` on them (relative acceptance change: interval and verdict, ``verdicts.min_items``);
+  ``none`` is a reference row, never scored; ``agency_judge`` says whether Collective Agency was graded by
+  the judge the self-play policies were trained on.
 - **capability** — every trained artifact's (grounded agents, NCN's adapters, the palette's adapters and
   merges, the VISA models, the self-play policies) MoralChoice low-ambiguity accuracy and neutral-text
-  perplexity beside its base model's (``scores/capability``).
+  perplexity beside its base model's (``scores/capability``), the accuracy change with a 95 % bootstrap
+  interval (the two models' right/wrong answers resampled apart: the stored counts carry no pairing) and a
+  verdict (``too few`` below ``verdicts.min_items`` items).
 
 Cost columns come from the units' metrics (``cost.rows``, :mod:`kit.run.cost`): a row's cost is what its
 method's units (notebooks of the same decade) spent under its name — training or building it,
@@ -29,20 +38,29 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from kit.data import goqa_split
-from kit.evals.traces import summarise
+from kit.evals.references import neighbour_settings, with_references
+from kit.evals.traces import REFERENCE_METHOD, common_items, item_key, summarise
 from kit.metrics.alignment import (
+    NEIGHBOUR_AGENT,
     REFERENCES,
     bootstrap_ci,
     continent_table,
+    missing_answers,
+    paired_verdicts,
     per_question_scores,
+    prior_check,
     reference_comparison,
     reference_rows,
 )
+from kit.metrics.scorers import spec
+from kit.metrics.verdicts import MIN_ITEMS
+from kit.metrics.verdicts import verdict as verdict_of
 from kit.run import seeds
 from kit.run.cost import COUNTERS
 
@@ -52,6 +70,9 @@ BOARDS = {
     "capability": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table",
                    "32_selfplay_table"),
 }
+# the row of each unit whose answers the entropy-matched reference flattens: the model before the unit's method
+BASE_ROWS = {"01_cultural_agents": "vanilla", "04_finetune_on_negotiation": "base", "12_palette_table": "vanilla",
+             "22_visa_table": "original"}
 NOT_RUN = "not run"
 NO_ROWS = "ran, no rows"  # the unit ran but scored nothing (e.g. notebook 22 without notebook 01's agents)
 
@@ -125,11 +146,13 @@ def _absent(stored: Stored, board: str, notebooks: list[str]) -> list[dict]:
 
 # --- alignment ---------------------------------------------------------------------------------
 
-def alignment_board(stored: Stored, data, references, n_boot: int = 1000,
-                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def alignment_board(stored: Stored, data, references, n_boot: int = 1000, seed: int = 0, min_label_mass: float = 0.1,
+                    min_items: int = MIN_ITEMS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(overall board, per-continent S_align, js_similarity and js_similarity_e) over every unit's stored score
-    rows, each unit beside the three references (``references``: the params section) on its own pairs."""
+    rows, each unit beside the four references (``references``: the params section; the entropy-matched one
+    from the unit's ``BASE_ROWS`` answers) on its own pairs, answers below ``min_label_mass`` missing."""
     train, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
+    k, m = neighbour_settings(SimpleNamespace(references=references, data=data), train)
     rng_seed = seeds.derive(seed, "bootstrap")
     rows, continents = [], []
     for nb in BOARDS["alignment"]:
@@ -137,10 +160,14 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000,
         if not scored:
             continue
         pairs = {(r["country"], r["question_id"]) for r in scored}
-        refs = reference_rows(train, test, pairs, k=references.neighbour_k, min_shared=references.min_shared)
+        refs = reference_rows(train, test, pairs, k=k, min_shared=m)
         names = list(dict.fromkeys(r["agent"] for r in scored))
+        base = BASE_ROWS.get(nb) if BASE_ROWS.get(nb) in names else names[0]
         every = [{**{k: r[k] for k in ("country", "question_id", "p_gen", "p_gold")}, "agent": label(nb, r["agent"])}
-                 for r in scored + refs]
+                 for r in with_references(scored, refs, base, min_label_mass)]
+        lost = missing_answers(every)
+        unlabelled = [{**r, "agent": r["agent"].split(" · ", 1)[1]} for r in every]
+        prior = prior_check(unlabelled, "js_similarity", n_boot, rng_seed, min_items)
         tables = {m: continent_table(every, m, n_boot=n_boot, seed=rng_seed)
                   for m in ("s_align", "js_similarity", "js_similarity_e")}
         per_pair = per_question_scores(every)
@@ -158,19 +185,21 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000,
                     continents.append({"unit": nb, "row": agent, "continent": c["continent"], "metric": metric,
                                        "mean": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c["n"]})
             if name not in REFERENCES:
-                line |= _against_best_reference(every, per_pair, mine, nb, agent, n_boot, rng_seed)
+                line |= _against_best_reference(every, per_pair, mine, nb, agent, n_boot, rng_seed, min_items)
                 line |= row_cost(stored, nb, name)
+            if name == NEIGHBOUR_AGENT:  # the table says when its strongest reference is not the stronger bar
+                line["verdict"] = prior["verdict"]
             line |= {"countries": mine["country"].nunique(), "questions": mine["question_id"].nunique(),
-                     "pairs": len(mine), "coverage": len(mine) / most if most else np.nan}
+                     "pairs": len(mine), "missing": lost.get(agent, 0), "coverage": len(mine) / most if most else np.nan}
             rows.append(line)
     board = pd.DataFrame(rows + _absent(stored, "alignment", stored.missing("alignment")))
     return board, pd.DataFrame(continents)
 
 
 def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.DataFrame, nb: str, agent: str,
-                            n_boot: int, seed: int) -> dict:
-    """The best of the three references on the row's own (country, question) pairs, and the paired difference
-    to it."""
+                            n_boot: int, seed: int, min_items: int = MIN_ITEMS) -> dict:
+    """The best of the four references on the row's own (country, question) pairs, and the paired difference
+    to it (its missing answers scored as the worst value, :func:`kit.metrics.alignment.reference_comparison`)."""
     keys = set(zip(mine["country"], mine["question_id"]))
     means = {}
     for ref in REFERENCES:
@@ -181,31 +210,54 @@ def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.
     if not means:
         return {"best_reference": None}
     best = max(means, key=means.get)
-    d = reference_comparison(every, [agent], [label(nb, best)], "js_similarity", n_boot=n_boot, seed=seed).iloc[0]
+    d = reference_comparison(every, [agent], [label(nb, best)], "js_similarity", n_boot=n_boot, seed=seed,
+                             min_items=min_items).iloc[0]
     return {"best_reference": best, "diff_vs_best": d["diff"], "diff_low": d["ci_low"], "diff_high": d["ci_high"],
             "verdict": d["verdict"]}
 
 
 # --- consensus ---------------------------------------------------------------------------------
 
-CONSENSUS_COLUMNS = ("n", "mean_rel_logppl_change", "mean_rel_logppl_change_low", "mean_rel_logppl_change_high",
+CONSENSUS_COLUMNS = ("n", "common_items", "failed", "mean_rel_logppl_change", "mean_rel_logppl_change_low",
+                     "mean_rel_logppl_change_high", "vs_none", "vs_none_low", "vs_none_high", "verdict",
                      "mean_d_ratio", "mean_d_ratio_low", "mean_d_ratio_high", "share_improved", "mean_consensus",
                      "mean_self_consistency", "share_converged", "resolution_rate", "collective_agency",
-                     "collective_agency_low", "collective_agency_high", "mean_rounds")
+                     "collective_agency_low", "collective_agency_high", "agency_judge", "mean_rounds")
 
 
-def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per method: acceptance (relative log-perplexity change; the paper's D ratio, share improved), values
-    (consensus, self-consistency), the stopping rule met (``share_converged``: NCN, debate), dialogues
-    resolved (``resolution_rate``: self-play only), Collective Agency (when judged) and rounds, with 95 %
-    bootstrap intervals. NaN where a column does not apply to the method."""
-    table = summarise(rows, n_boot=n_boot, seed=seed).set_index("method")
+def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS,
+                    reward_judge: bool | None = None) -> pd.DataFrame:
+    """Per method, on the (pair, topic) items every method scored (``common_items``): acceptance (relative
+    log-perplexity change; the paper's D ratio, share improved), each method minus ``none`` on the relative
+    acceptance change (paired interval, verdict), values (consensus, self-consistency), the stopping rule met
+    (``share_converged``: NCN, debate), dialogues resolved (``resolution_rate``: self-play only), Collective
+    Agency (when judged; ``agency_judge`` names whether the judge was the policies' reward judge) and rounds,
+    with 95 % bootstrap intervals. ``failed``: the items of any method's that this one did not score (failed,
+    degenerate, or not run), dropped for every method. NaN where a column does not apply to the method."""
+    every = set(item_key(rows))
+    shared = common_items(rows)
+    methods = list(dict.fromkeys(rows["method"]))
+    table = (summarise(shared, n_boot=n_boot, seed=seed).set_index("method") if len(shared)
+             else pd.DataFrame(index=pd.Index(methods, name="method"))).reindex(sorted(methods))
+    extra: dict[str, dict] = {m: {"common_items": item_key(shared).nunique() if len(shared) else 0,
+                                  "failed": len(every - set(item_key(rows[rows["method"] == m])))} for m in methods}
+    keyed = shared.assign(id=item_key(shared)) if len(shared) else shared
+    if len(shared) and REFERENCE_METHOD in set(shared["method"]):
+        for method in [m for m in methods if m != REFERENCE_METHOD]:
+            (v,) = paired_verdicts(keyed[keyed["method"].isin([method, REFERENCE_METHOD])], method,
+                                   "rel_logppl_change", n_boot, seed, min_items=min_items)
+            extra[method] |= {"vs_none": v["mean_diff"], "vs_none_low": v["ci_low"], "vs_none_high": v["ci_high"],
+                              "verdict": v["verdict"]}
     if "collective_agency" in rows:
-        for method, g in rows.groupby("method"):
+        for method, g in (shared.groupby("method") if len(shared) else []):
             values = g["collective_agency"].dropna().to_numpy(float)
             low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed) if len(values) else (np.nan, np.nan)
-            table.loc[method, ["collective_agency", "collective_agency_low", "collective_agency_high"]] = (
-                values.mean() if len(values) else np.nan, low, high)
+            extra[method] |= {"collective_agency": values.mean() if len(values) else np.nan,
+                              "collective_agency_low": low, "collective_agency_high": high}
+            if len(values) and reward_judge is not None:
+                extra[method]["agency_judge"] = "the policies' reward judge" if reward_judge else "another judge"
+    added = pd.DataFrame.from_dict(extra, orient="index")
+    table = table.drop(columns=[c for c in added.columns if c in table.columns]).join(added)
     return table.reindex(columns=list(CONSENSUS_COLUMNS))
 
 
@@ -223,17 +275,20 @@ def consensus_rows(stored: Stored) -> tuple[pd.DataFrame, dict[str, str]]:
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), source
 
 
-def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
     rows, source = consensus_rows(stored)
     out = []
     if len(rows):
-        table = consensus_board(rows, n_boot, seeds.derive(seed, "bootstrap"))
+        judged = stored.metrics.get("32_selfplay_table", {}).get("eval_judge", {})
+        table = consensus_board(rows, n_boot, seeds.derive(seed, "bootstrap"), min_items,
+                                judged.get("is_reward_judge"))
         negotiated = stored.metrics.get("02_negotiation", {}).get("cost", {}).get("rows", {})
         for method, r in table.iterrows():
             nb = source[method]
             # NCN and its baselines negotiated in notebook 02: that is their cost; a policy's is its unit's
             cost = row_cost(stored, "02_negotiation" if method in negotiated else nb, method)
-            out.append({"unit": nb, "row": label(nb, method), "status": "scored", **r.to_dict(), **cost})
+            status = "reference" if method == REFERENCE_METHOD else "scored"  # none is compared against, never scored
+            out.append({"unit": nb, "row": label(nb, method), "status": status, **r.to_dict(), **cost})
     missing = stored.missing("consensus")
     if out:  # notebook 03 only stands in for notebook 32
         missing = [nb for nb in missing if nb != "03_consensus_evaluation"]
@@ -242,8 +297,22 @@ def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0) -> pd.D
 
 # --- capability --------------------------------------------------------------------------------
 
-def capability_board(stored: Stored) -> pd.DataFrame:
-    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy and neutral perplexity."""
+def accuracy_change_interval(correct: int, items: int, base_correct: int, base_items: int, n_boot: int = 1000,
+                             seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of ``correct / items − base_correct / base_items``, each model's right/wrong
+    answers resampled apart (the stored counts carry no pairing, so the interval is the wider, unpaired one)."""
+    if items < 1 or base_items < 1:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    mine = rng.binomial(items, correct / items, n_boot) / items
+    base = rng.binomial(base_items, base_correct / base_items, n_boot) / base_items
+    low, high = np.quantile(mine - base, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def capability_board(stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
+    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy (its change with a 95 %
+    interval and a verdict) and neutral perplexity."""
     out = []
     for nb in BOARDS["capability"]:
         found = stored.scores.get("capability", {}).get(nb)
@@ -254,10 +323,17 @@ def capability_board(stored: Stored) -> pd.DataFrame:
             base = by.get(r["base"])
             if r["model"] == r["base"] or base is None:
                 continue
+            def right(x: dict) -> int:  # rows stored before "correct" was kept: from the accuracy and the items
+                return int(x.get("correct", round(x["moralchoice_low_accuracy"] * x["items"])))
+
+            low, high = accuracy_change_interval(right(r), r["items"], right(base), base["items"], n_boot,
+                                                 seeds.derive(seed, "capability", r["model"]))
             out.append({"unit": nb, "row": label(nb, r["model"]), "status": "scored", "base": label(nb, r["base"]),
                         "moralchoice_low_accuracy": r["moralchoice_low_accuracy"],
                         "base_accuracy": base["moralchoice_low_accuracy"],
                         "accuracy_change": r["moralchoice_low_accuracy"] - base["moralchoice_low_accuracy"],
+                        "accuracy_change_low": low, "accuracy_change_high": high,
+                        "verdict": verdict_of(low, high, int(r["items"]), min_items),
                         "items": r["items"], "neutral_ppl": r["neutral_ppl"], "base_ppl": base["neutral_ppl"],
                         "ppl_ratio": r["neutral_ppl"] / base["neutral_ppl"], **row_cost(stored, nb, r["model"])})
     return pd.DataFrame(out + _absent(stored, "capability", stored.missing("capability")))
@@ -289,8 +365,10 @@ def stale_units(stored: Stored, params) -> dict[str, str]:
 
 def boards(params, stored: Stored | None = None) -> Boards:
     stored = stored or load(params.run_dir)
-    alignment, by_continent = alignment_board(stored, params.data, params.references, params.n_boot, params.seed)
-    tables = [alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed), capability_board(stored)]
+    alignment, by_continent = alignment_board(stored, params.data, params.references, params.n_boot, params.seed,
+                                              params.evals.min_label_mass, params.verdicts.min_items)
+    tables = [alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed, params.verdicts.min_items),
+              capability_board(stored, params.n_boot, params.seed, params.verdicts.min_items)]
     stale = stale_units(stored, params)
     for df in tables:
         if "unit" in df.columns:
@@ -305,7 +383,8 @@ def _number(v):
 
 
 # columns that count things: shown as whole numbers even when a table stored them as floats
-COUNTS = {"n", "calls", "generated_tokens", "scored_tokens", "countries", "questions", "pairs", "items"}
+COUNTS = {"n", "calls", "generated_tokens", "scored_tokens", "countries", "questions", "pairs", "items", "missing",
+          "common_items", "failed"}
 
 
 def fmt(v, digits: int = 2) -> str:
@@ -355,32 +434,41 @@ def verdicts(b: Boards) -> dict[str, str]:
         head = (f"{len(beats)} of {len(a)} scored rows beat the better of their references "
                 f"({', '.join(beats['row'])})" if len(beats) else
                 f"no scored row beats the better of its references (0 of {len(a)})")
+        priors = b.alignment[b.alignment["row"].str.endswith(f" · {NEIGHBOUR_AGENT}")]
+        weak = [r["row"].split(" · ")[0] for _, r in priors.iterrows() if r.get("verdict") != "beats"]
         out["alignment"] = (f"{head}; closest: {closest['row']}, js_similarity "
                             f"{interval(closest['diff_vs_best'], closest['diff_low'], closest['diff_high'])} "
-                            f"against {closest['best_reference']}.")
+                            f"against {closest['best_reference']}"
+                            + (f"; the neighbour prior does not beat the other countries' mean in unit(s) "
+                               f"{', '.join(weak)}" if weak else "") + ".")
     c = _scored(b.consensus)
     c = c[~c["row"].str.endswith(" · none")] if not c.empty else c
     if c.empty or c["mean_rel_logppl_change"].isna().all():
         out["consensus"] = "nothing scored yet."
     else:
-        best = c.loc[c["mean_rel_logppl_change"].idxmin()]
-        low, high = best.get("mean_rel_logppl_change_low"), best.get("mean_rel_logppl_change_high")
-        sure = ("its interval lies below 0" if pd.notna(high) and high < 0 else
-                "its interval includes 0" if pd.notna(high) else "one item, so no interval")
+        lower = spec("rel_logppl_change").direction == "lower"  # which way is better: the registry's
+        best = c.loc[c["mean_rel_logppl_change"].idxmin() if lower else c["mean_rel_logppl_change"].idxmax()]
+        low, high = best.get("vs_none_low"), best.get("vs_none_high")
+        said = best.get("verdict")
+        sure = (f"against none {interval(best.get('vs_none'), low, high)} over {cell('n', best.get('common_items'))} "
+                f"common items: {said}" if isinstance(said, str) else "no none row to pair it with")
         ca = c.dropna(subset=["collective_agency"]) if "collective_agency" in c.columns else c.iloc[0:0]
         agency = (f"; Collective Agency {fmt(ca['collective_agency'].min())}–{fmt(ca['collective_agency'].max())} "
                   f"across {len(ca)} rows" if len(ca) else "")
         out["consensus"] = (f"most acceptable to the other side: {best['row']}, relative log-perplexity change "
-                            f"{interval(best['mean_rel_logppl_change'], low, high)} ({sure}){agency}.")
+                            f"{interval(best['mean_rel_logppl_change'], best.get('mean_rel_logppl_change_low'), best.get('mean_rel_logppl_change_high'))}"
+                            f" ({sure}){agency}.")
     k = _scored(b.capability)
     if k.empty:
         out["capability"] = "nothing scored yet."
     else:
         drop = k.loc[k["accuracy_change"].idxmin()]
         ppl = k.loc[k["ppl_ratio"].idxmax()]
-        out["capability"] = (f"largest MoralChoice accuracy change {fmt(drop['accuracy_change'])} ({drop['row']}, "
-                             f"on {int(drop['items'])} items); largest neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} "
-                             f"({ppl['row']}); {len(k)} artifacts against their base.")
+        out["capability"] = (f"largest MoralChoice accuracy drop "
+                             f"{interval(drop['accuracy_change'], drop.get('accuracy_change_low'), drop.get('accuracy_change_high'))} "
+                             f"({drop['row']}, on {int(drop['items'])} items: {drop.get('verdict', '')}); largest "
+                             f"neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} ({ppl['row']}); {len(k)} artifacts against "
+                             "their base.")
     return out
 
 
@@ -394,10 +482,11 @@ def key_numbers(b: Boards) -> dict:
     stale = {r["unit"]: r["stale"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
              if r.get("stale")}
     return {"alignment": pick(b.alignment, ("status", "s_align", "js_similarity", "diff_vs_best", "verdict",
-                                            "coverage", "calls", "seconds")),
-            "consensus": pick(b.consensus, ("status", "mean_rel_logppl_change", "mean_d_ratio", "share_improved",
-                                            "share_converged", "resolution_rate",
-                                            "collective_agency", "calls", "seconds")),
-            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
+                                            "coverage", "missing", "calls", "seconds")),
+            "consensus": pick(b.consensus, ("status", "common_items", "failed", "mean_rel_logppl_change", "verdict",
+                                            "mean_d_ratio", "share_improved", "share_converged", "resolution_rate",
+                                            "collective_agency", "agency_judge", "calls", "seconds")),
+            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change",
+                                              "accuracy_change_low", "accuracy_change_high", "verdict", "ppl_ratio",
                                               "seconds")),
             "verdicts": verdicts(b), "not_run": sorted(absent), "stale": dict(sorted(stale.items()))}

@@ -101,6 +101,18 @@ def _bounds(columns: list[str], c: str) -> tuple[str, str] | None:
     return None
 
 
+def arrow(column: str) -> str:
+    """`` ↑`` or `` ↓`` after a board column that is a registered score (``kit.metrics.scorers``): which way is
+    better, read from the registry (``mean_rel_logppl_change`` reads ``rel_logppl_change``)."""
+    from kit.metrics.scorers import SCORERS
+
+    name = column.removeprefix("mean_")
+    name = {"consensus": "value_consensus", "accuracy_change": "moralchoice_low_accuracy",
+            "diff_vs_best": "js_similarity"}.get(name, name)
+    found = SCORERS.get(name)
+    return "" if found is None else (" ↑" if found.direction == "higher" else " ↓")
+
+
 def _cell(column: str, v) -> str:
     if isinstance(v, str):
         return f"<td class='text'>{html.escape(v)}</td>"
@@ -120,7 +132,7 @@ def _table(df: pd.DataFrame, columns: list[str] | None = None) -> str:
     bounds = {c: _bounds(every, c) for c in columns}
     hidden = {b for pair in bounds.values() if pair for b in pair}
     shown = [c for c in columns if c not in hidden]
-    head = "".join(f"<th>{html.escape(c + (' [95 % CI]' if bounds[c] else ''))}</th>" for c in shown)
+    head = "".join(f"<th>{html.escape(c + arrow(c) + (' [95 % CI]' if bounds[c] else ''))}</th>" for c in shown)
     body = []
     for _, r in df.iterrows():
         status = str(r.get("status", ""))

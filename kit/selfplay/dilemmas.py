@@ -10,7 +10,7 @@ Two sources:
   scenario's two actions (capability checks use the low-ambiguity ones).
 
 Near-duplicates (embedding cosine at or above ``dedup_cosine`` with an earlier dilemma, in hash
-order, or with the prompt's one-shot example, which a small model copies) are dropped. Dilemmas are split by id (``seeds.unit(seed, "selfplay-split", id)``): train
+order, or with the prompt's one-shot example, which a small model copies) are dropped. Dilemmas are split by the stem of their text (``seeds.unit(seed, "selfplay-split", stem)``): train
 dilemmas feed GRPO, held-out ones only the evaluation.
 """
 
@@ -183,9 +183,13 @@ def near_duplicates(dilemmas: Sequence[Dilemma], vectors: np.ndarray, threshold:
 
 
 def split(dilemmas: Sequence[Dilemma], seed: int, test_fraction: float) -> list[Dilemma]:
-    """Each dilemma with its split by id; raises (one line, with the fix) when a side would be empty."""
+    """Each dilemma with its split by the stem of its text (``kit.data.goqa.question_stem``, as notebook 01
+    splits: near-duplicates stay on one side); raises (one line, with the fix) when a side would be empty."""
+    from kit.data.goqa import question_stem
+
     out = [Dilemma(d.id, d.source, d.text, d.a, d.b,
-                   "test" if seeds.unit(seed, SPLIT, d.id) < test_fraction else "train") for d in dilemmas]
+                   "test" if seeds.unit(seed, SPLIT, question_stem(d.text)) < test_fraction else "train")
+           for d in dilemmas]
     for side in ("train", "test"):
         if not any(d.split == side for d in out):
             raise ValueError(f"self-play dilemmas: no {side} dilemma among {len(out)}; fix: raise "
@@ -194,12 +198,16 @@ def split(dilemmas: Sequence[Dilemma], seed: int, test_fraction: float) -> list[
 
 
 def overlap(dilemmas: Sequence[Dilemma], capability_ids: set[str], trained_ids: set[str] | None = None) -> dict[str, int]:
-    """Leak counts (all must be 0): train ∩ held-out ids, capability scenarios among the dilemmas, and —
-    once something trained — held-out dilemmas among the ids it trained on."""
+    """Leak counts (all must be 0): held-out dilemmas sharing an id or a stem with a training one, capability
+    scenarios among the dilemmas, and — once something trained — held-out dilemmas among the ids it trained on."""
+    from kit.data.goqa import question_stem
+
     train = {d.id for d in dilemmas if d.split == "train"}
+    stems = {question_stem(d.text) for d in dilemmas if d.split == "train"}
     test = {d.id for d in dilemmas if d.split == "test"}
+    shared = {d.id for d in dilemmas if d.split == "test" and (d.id in train or question_stem(d.text) in stems)}
     scenario_ids = {d.id.partition(":")[2] for d in dilemmas if d.source == "moralchoice"}
-    counts = {"train_test_dilemmas": len(train & test), "capability_scenarios": len(scenario_ids & capability_ids)}
+    counts = {"train_test_dilemmas": len(shared), "capability_scenarios": len(scenario_ids & capability_ids)}
     if trained_ids is not None:
         counts["heldout_in_training"] = len(test & trained_ids)
     return counts

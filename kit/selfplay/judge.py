@@ -5,12 +5,14 @@ outcome keeps and widens every party's capacity to pursue what they value — no
 rather than settling who wins. The rubric below writes that down on a 1–5 scale. The judge reads
 the dilemma, both stances and the solution, and the score is the **expected** label under its
 next-token distribution over "1" … "5" (``choice_probs``: one forward pass, no sampling), so it is
-smooth enough to rank a GRPO group. An empty solution scores 1 without asking.
+smooth enough to rank a GRPO group. A solution that is no solution — empty, degenerate
+(``kit.metrics.text``: markup, repetition, headings only, "I have no opinion.") or a copy of the dilemma or
+of one side's stance — scores 1 ("No real solution") without asking.
 
 The judged text is the policy's: it is fenced and stripped of score-like strings ("Score: 5",
 "5/5", "rated 4 out of 5") before the judge reads it, so appending a score does not raise one. The
-probability the judge put on the labels at all (``mass``) is kept with every judgement; below a
-threshold the judgement is *missing* (NaN), never the uniform 3.0 a renormalised near-zero mass gives.
+probability the judge put on the labels at all (``mass``) is kept with every judgement; at 0, or below a
+threshold, the judgement is *missing* (NaN), never the uniform 3.0 a renormalised near-zero mass gives.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from kit.llm.base import Backend, ChoiceRequest, ChoiceResult
+from kit.metrics.text import copied, degenerate
 from kit.selfplay.dilemmas import Dilemma
 
 LABELS = ("1", "2", "3", "4", "5")
@@ -69,17 +72,30 @@ class Judgement:
     mass: float  # probability the judge put on the labels at all (1 for an empty solution, not asked)
 
 
+def no_solution(d: Dilemma, solution: str) -> bool:
+    """Whether ``solution`` is no solution to ``d``: empty or degenerate once fenced, or a copy of the dilemma or
+    of a side's stance."""
+    text = judged_text(solution)
+    return degenerate(text) is not None or copied(text, d.text, d.a.stance, d.b.stance)
+
+
+def judgement(result: ChoiceResult, min_mass: float = 0.0) -> Judgement:
+    """The expected score, missing (NaN) where no mass, or less than ``min_mass``, fell on the labels."""
+    lost = not result.label_mass > 0 or result.label_mass < min_mass
+    return Judgement(float("nan") if lost else expected_score(result), float(result.label_mass))
+
+
 def judgements(judge: Backend, dilemmas: Sequence[Dilemma], solutions: Sequence[str],
                min_mass: float = 0.0) -> list[Judgement]:
-    """Each solution's judgement in one ``choice_probs`` call; missing (NaN) where the label mass is below
-    ``min_mass``."""
+    """Each solution's judgement in one ``choice_probs`` call: 1 without asking for no solution
+    (:func:`no_solution`), missing (NaN) where the label mass is 0 or below ``min_mass``."""
     if len(dilemmas) != len(solutions):
         raise ValueError(f"{len(dilemmas)} dilemmas for {len(solutions)} solutions")
-    asked = [i for i, s in enumerate(solutions) if judged_text(s)]
+    asked = [i for i, s in enumerate(solutions) if not no_solution(dilemmas[i], s)]
     results = judge.choice_probs([judge_request(dilemmas[i], solutions[i]) for i in asked]) if asked else []
     out = [Judgement(1.0, 1.0)] * len(solutions)
     for i, r in zip(asked, results):
-        out[i] = Judgement(expected_score(r) if r.label_mass >= min_mass else float("nan"), float(r.label_mass))
+        out[i] = judgement(r, min_mass)
     return out
 
 

@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Sequence
 
 from kit.agents import culture_instruction
+from kit.metrics.text import copied, degenerate
 from kit.negotiation.trace import STOPPING_RULES
 from kit.run import seeds
 
@@ -45,6 +46,14 @@ def _usable(trace: dict, require_converged: bool, counts: Counter) -> bool:
     # consultancy and "none" have no rule to meet, so the filter does not apply to them.
     if require_converged and trace.get("method") in STOPPING_RULES and not trace.get("converged"):
         counts["dropped_not_converged"] += 1
+        return False
+    # a consensus statement the evaluations would leave out (degenerate, or the other side's opening copied)
+    # trains nothing either
+    finals = [_clean(x) for x in (trace.get("consensus") or [])]
+    openings = [_clean((x or {}).get("response")) for x in (trace.get("initial") or [])]
+    if any(f and degenerate(f) for f in finals) or (len(finals) == len(openings) == 2 and (
+            copied(finals[0], openings[1]) or copied(finals[1], openings[0]))):
+        counts["dropped_degenerate"] += 1
         return False
     return True
 

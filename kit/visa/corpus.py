@@ -4,8 +4,9 @@ Questions come from two sources, never from data other units evaluate on: the **
 the GlobalOpinionQA question split every unit shares, and MoralChoice's **high**-ambiguity
 dilemmas (capability checks use the low-ambiguity ones). Each question becomes an item with a
 stable id; the base model answers it (one batched greedy step through the engine), and that answer
-is the text the rewriter edits. Items are split by id into ``train`` and ``test``
-(``seeds.unit(seed, "visa-split", id) < test_fraction``): the detector, the rewriter and both
+is the text the rewriter edits. Items are split by question stem into ``train`` and ``test``
+(``seeds.unit(seed, "visa-split", stem) < test_fraction``, ``kit.data.goqa.question_stem``, as notebook 01
+splits): the detector, the rewriter and both
 trained baselines learn from train items only, and every table is measured on test items.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from kit.data import OpinionItem, goqa_split, load_moralchoice
+from kit.data.goqa import question_stem
 from kit.data.splits import first_by_hash
 from kit.engine import ask, run
 from kit.llm.base import Backend, ChatRequest, GenParams
@@ -59,8 +61,10 @@ def questions(data, n_goqa: int, n_moralchoice: int, seed: int) -> list[Question
                         f"{s.context}\nWhat should one do, and why?") for s in dilemmas])
 
 
-def split_of(seed: int, item_id: str, test_fraction: float) -> str:
-    return "test" if seeds.unit(seed, SPLIT, item_id) < test_fraction else "train"
+def split_of(seed: int, question: str, test_fraction: float) -> str:
+    """An item's split, by its question's stem (``kit.data.goqa.question_stem``, as notebook 01 splits), so a
+    survey battery's siblings and near-duplicate questions never straddle train and test."""
+    return "test" if seeds.unit(seed, SPLIT, question_stem(question.removeprefix(VIEW))) < test_fraction else "train"
 
 
 def answer_request(question: str) -> ChatRequest:
@@ -79,7 +83,7 @@ def build(backend: Backend, qs: Sequence[Question], answer_tokens: int, min_word
         if len(a.split()) < min_words:
             dropped.append({"id": q.id, "raw": a, "reason": f"fewer than {min_words} words"})
             continue
-        items.append(Item(q.id, q.source, q.text, a.strip(), split_of(seed, q.id, test_fraction)))
+        items.append(Item(q.id, q.source, q.text, a.strip(), split_of(seed, q.text, test_fraction)))
     for split in ("train", "test"):
         if not any(it.split == split for it in items):
             raise ValueError(f"VISA corpus: no {split} item among {len(items)} kept ({len(dropped)} dropped); "
@@ -94,15 +98,19 @@ def detector_texts(items: Sequence[Item]) -> list[tuple[str, str, str]]:
 
 
 def overlap(items: Sequence[Item], goqa_test: Sequence[OpinionItem], capability_ids: set[str]) -> dict[str, int]:
-    """Leak counts of the unit (all must be 0): train ∩ test items, items that are a GOQA test question (by id,
-    by stem or quoting its normalised text), capability scenarios used."""
+    """Leak counts of the unit (all must be 0): test items sharing an id or a question stem with a train item,
+    items that are a GOQA test question (by id, by stem or quoting its normalised text), capability scenarios
+    used."""
     from kit.data.leaks import TestQuestions
 
+    stem = lambda it: question_stem(it.question.removeprefix(VIEW))  # noqa: E731
     train = {it.id for it in items if it.split == "train"}
+    train_stems = {stem(it) for it in items if it.split == "train"}
     test = {it.id for it in items if it.split == "test"}
+    shared = {it.id for it in items if it.split == "test" and (it.id in train or stem(it) in train_stems)}
     test_ids, test_questions = {it.question_id for it in goqa_test}, TestQuestions(goqa_test)
     ids = {it.id.partition(":")[2] for it in items}
     goqa = {it.id for it in items if it.id.partition(":")[2] in test_ids
             or (it.source == "goqa" and test_questions.hit(it.question.removeprefix(VIEW)))}
-    return {"train_test_items": len(train & test), "goqa_test_questions": len(goqa),
+    return {"train_test_items": len(shared | (train & test)), "goqa_test_questions": len(goqa),
             "capability_scenarios": len(ids & capability_ids)}
