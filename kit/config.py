@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from kit.registry import PROTOCOLS
-from kit.run import paths, secrets
+from kit.run import paths, secrets, tracking
 
 
 class ParamsError(ValueError):
@@ -707,6 +707,53 @@ class SelfPlayParams(Section):
         return self
 
 
+class CapabilityParams(Section):
+    """Every unit's capability step: lm-evaluation-harness tasks on the base model and each trained artifact
+    (``kit.evals.harness``); each notebook's ``capability_items`` is lm-eval's ``limit``."""
+
+    # the kit's own (agora_*: offline, from data.moralchoice_path and the neutral passages) and any task lm-eval
+    # registers (ifeval, gpqa_diamond_zeroshot, mmlu …: their data from the Hugging Face Hub)
+    tasks: list[str] = Field(default_factory=lambda: ["agora_moralchoice_low", "agora_moralchoice_high",
+                                                      "agora_neutral_ppl"], min_length=1)
+
+    _once = field_validator("tasks")(_unique)
+
+    @field_validator("tasks")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        from kit.evals.harness import LOCAL_TASKS
+
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-.]*", name):
+                raise ValueError(f"{name!r} is not an lm-eval task name (letters, digits, _ - .)")
+            if name.startswith("agora_") and name not in LOCAL_TASKS:
+                raise ValueError(f"{name!r}: the kit ships {', '.join(LOCAL_TASKS)}")
+        return v
+
+
+TRACKERS = ("none", "trackio", "wandb", "mlflow")
+
+
+class TrackingParams(Section):
+    """Where training curves and every notebook's key numbers go (``kit.run.tracking``): trl's ``report_to``."""
+
+    # none: nowhere; trackio: local-first, its store in runs/<profile>/tracking (python -m kit track opens its
+    # dashboard); wandb, mlflow: their own clients (installed apart), offline / in the run folder unless their
+    # environment variables say otherwise
+    backend: Literal[TRACKERS] = "none"
+    project: str = Field("agora", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+    @field_validator("backend")
+    @classmethod
+    def _installed(cls, v: str) -> str:
+        import importlib.util
+
+        if v != "none" and importlib.util.find_spec(v) is None:
+            raise ValueError(f"{v!r} is not installed here; fix: pip install {v}, or use trackio (installed with the "
+                             "kit) or none")
+        return v
+
+
 class BenchParams(Section):
     n_requests: PositiveInt = 8
     max_new_tokens: PositiveInt = 64
@@ -750,6 +797,8 @@ class Params(Section):
     visa: VisaParams = VisaParams()
     selfplay: SelfPlayParams = SelfPlayParams()
     ncn_release: NcnReleaseParams = NcnReleaseParams()
+    capability: CapabilityParams = CapabilityParams()
+    tracking: TrackingParams = TrackingParams()
     bench: BenchParams = BenchParams()
 
     @model_validator(mode="before")
@@ -851,6 +900,8 @@ def validate(values: dict, source: str = "params") -> Params:
         params = Params.model_validate(values)
     except ValidationError as err:
         raise ParamsError(secrets.scrub(_one_line(err, source))) from None
+    # before the recipe checks import trl, which imports trackio, which reads where its store is once
+    tracking.point(params)
     try:
         _check_countries(params, values)
         _check_sources(params, values)

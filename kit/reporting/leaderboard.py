@@ -242,8 +242,18 @@ def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0) -> pd.D
 
 # --- capability --------------------------------------------------------------------------------
 
+# per lm-eval task of a capability row (kit.evals.capability): its value, standard error, paired change and interval
+TASK_COLUMNS = (("", "value"), ("_stderr", "stderr"), ("_change", "change"), ("_change_low", "change_low"),
+                ("_change_high", "change_high"))
+
+
+def _minus(a, b):
+    return None if a is None or b is None else a - b
+
+
 def capability_board(stored: Stored) -> pd.DataFrame:
-    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy and neutral perplexity."""
+    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy (with lm-eval's standard error
+    and the paired change's interval) and neutral perplexity, then every lm-eval task of the rows."""
     out = []
     for nb in BOARDS["capability"]:
         found = stored.scores.get("capability", {}).get(nb)
@@ -254,12 +264,19 @@ def capability_board(stored: Stored) -> pd.DataFrame:
             base = by.get(r["base"])
             if r["model"] == r["base"] or base is None:
                 continue
+            tasks = r.get("tasks") or {}
+            low = tasks.get("agora_moralchoice_low", {})
             out.append({"unit": nb, "row": label(nb, r["model"]), "status": "scored", "base": label(nb, r["base"]),
                         "moralchoice_low_accuracy": r["moralchoice_low_accuracy"],
+                        "accuracy_stderr": low.get("stderr"),
                         "base_accuracy": base["moralchoice_low_accuracy"],
-                        "accuracy_change": r["moralchoice_low_accuracy"] - base["moralchoice_low_accuracy"],
+                        "accuracy_change": _minus(r["moralchoice_low_accuracy"], base["moralchoice_low_accuracy"]),
+                        "accuracy_change_low": low.get("change_low"), "accuracy_change_high": low.get("change_high"),
                         "items": r["items"], "neutral_ppl": r["neutral_ppl"], "base_ppl": base["neutral_ppl"],
-                        "ppl_ratio": r["neutral_ppl"] / base["neutral_ppl"], **row_cost(stored, nb, r["model"])})
+                        "ppl_ratio": (r["neutral_ppl"] / base["neutral_ppl"]
+                                      if r["neutral_ppl"] is not None and base["neutral_ppl"] else None),
+                        **{f"{task}{end}": v.get(key) for task, v in tasks.items() for end, key in TASK_COLUMNS},
+                        **row_cost(stored, nb, r["model"])})
     return pd.DataFrame(out + _absent(stored, "capability", stored.missing("capability")))
 
 
@@ -378,9 +395,11 @@ def verdicts(b: Boards) -> dict[str, str]:
     else:
         drop = k.loc[k["accuracy_change"].idxmin()]
         ppl = k.loc[k["ppl_ratio"].idxmax()]
-        out["capability"] = (f"largest MoralChoice accuracy change {fmt(drop['accuracy_change'])} ({drop['row']}, "
-                             f"on {int(drop['items'])} items); largest neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} "
-                             f"({ppl['row']}); {len(k)} artifacts against their base.")
+        out["capability"] = (f"largest MoralChoice accuracy change "
+                             f"{interval(drop['accuracy_change'], drop.get('accuracy_change_low'), drop.get('accuracy_change_high'))}"
+                             f" ({drop['row']}, on {int(drop['items'])} items, lm-evaluation-harness); largest "
+                             f"neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} ({ppl['row']}); {len(k)} artifacts "
+                             "against their base.")
     return out
 
 
@@ -398,6 +417,6 @@ def key_numbers(b: Boards) -> dict:
             "consensus": pick(b.consensus, ("status", "mean_rel_logppl_change", "mean_d_ratio", "share_improved",
                                             "share_converged", "resolution_rate",
                                             "collective_agency", "calls", "seconds")),
-            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change", "ppl_ratio",
-                                              "seconds")),
+            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_stderr", "accuracy_change",
+                                              "accuracy_change_low", "accuracy_change_high", "ppl_ratio", "seconds")),
             "verdicts": verdicts(b), "not_run": sorted(absent), "stale": dict(sorted(stale.items()))}

@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, plan memory, train, benchmark, report, serve a model, open JupyterLab, check the machine.
+"""``python -m kit``: run notebooks, check params, plan memory, train, benchmark, report, serve a model, open JupyterLab, open the tracker's dashboard, check the machine.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="serve this PEFT adapter folder under its content name (repeatable)")
     sv.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     sv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tr = sub.add_parser("track", help="trackio's dashboard of a profile's run folder on 127.0.0.1 (training curves, "
+                                      "every notebook's key numbers; tracking.backend: trackio)")
+    tr.add_argument("params", nargs="?", default="params/smoke.yaml")
+    tr.add_argument("--port", type=int, help="default: the first free one from 7860")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks, agora-kit kernel (no browser; prints the URL)")
     lab.add_argument("--port", type=int, default=8888)
     lab.add_argument("--profile", help="every notebook reads this profile (tiny, smoke, full or a file) instead of "
@@ -136,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve_main(params, args.role, args.host, args.port, args.dry_run, args.api_key_env,
                               args.runtime_lora, args.adapter)
+        if args.command == "track":
+            from kit.run.tracking import serve
+
+            serve(params, args.port)
+            return 0
         if args.command == "report":
             from kit.reporting.report import write
 
