@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, plan memory, train, benchmark, report, serve a model, open JupyterLab, open the tracker's dashboard, check the machine.
+"""``python -m kit``: run notebooks, check params, plan memory, train, benchmark, report, serve a model, open JupyterLab, open the tracker's dashboard, export to the Hub's formats, check the machine.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="serve this PEFT adapter folder under its content name (repeatable)")
     sv.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     sv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ex = sub.add_parser("export", help="a run's record stores as Hugging Face datasets and its adapters and merged "
+                                       "models with model cards (RUN/export; --push ORG uploads them)")
+    ex.add_argument("run_dir", help="e.g. runs/smoke")
+    ex.add_argument("--out", help="default: RUN/export")
+    ex.add_argument("--push", metavar="ORG", help="upload every folder to ORG/<profile>-<name> (private; HF_TOKEN)")
     tr = sub.add_parser("track", help="trackio's dashboard of a profile's run folder on 127.0.0.1 (training curves, "
                                       "every notebook's key numbers; tracking.backend: trackio)")
     tr.add_argument("params", nargs="?", default="params/smoke.yaml")
@@ -117,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             lock.hold(lock.run_folder_of(args.out))  # it rewrites a store a live run may be appending to
             print(f"{args.out}: {merge_record_files(args.shards, args.out)} records")
             return 0
+        if args.command == "export":
+            from kit.tools.export import main as export_main
+
+            return export_main(args.run_dir, args.out, args.push)
         if args.command == "docs-results":
             from kit.reporting.docs_results import write as write_results
 
