@@ -731,6 +731,40 @@ class CapabilityParams(Section):
         return v
 
 
+class ClusterParams(Section):
+    """``python -m kit submit``: one cluster job per unit through submitit (``kit.tools.submit``)."""
+
+    partition: str | None = None  # SLURM partition (null: the cluster's default)
+    account: str | None = None
+    gpus: NonNegativeInt = 1  # per job (one node)
+    cpus: PositiveInt = 8
+    mem_gb: PositiveInt = 64
+    # wall time per unit ("0", "1", "2", "3", "9"), in minutes; a unit not named gets default_time_min
+    time_min: dict[str, PositiveFloat] = Field(default_factory=dict)
+    default_time_min: PositiveFloat = 240
+    max_requeue: int = Field(3, ge=0, le=100)  # a job killed at its wall time is requeued at most this often
+    signal_delay_s: PositiveInt = 120  # the cluster signals the job this long before its wall time
+    slurm: dict[str, str | int] = Field(default_factory=dict)  # further sbatch options (qos, constraint …)
+
+    @field_validator("time_min", mode="before")
+    @classmethod
+    def _units(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            v = {str(k): x for k, x in v.items()}
+            unknown = [k for k in v if k not in ("0", "1", "2", "3", "9")]
+            if unknown:
+                raise ValueError(f"unit {unknown[0]!r}: the units are 0, 1, 2, 3 and 9")
+        return v
+
+    @model_validator(mode="after")
+    def _signal_before_the_end(self) -> "ClusterParams":
+        shortest = min([*self.time_min.values(), self.default_time_min])
+        if self.signal_delay_s >= shortest * 60:
+            raise ValueError(f"signal_delay_s {self.signal_delay_s} is not shorter than the shortest wall time "
+                             f"({shortest} min): no job would run before its requeue signal; fix: a smaller delay")
+        return self
+
+
 TRACKERS = ("none", "trackio", "wandb", "mlflow")
 
 
@@ -799,6 +833,7 @@ class Params(Section):
     ncn_release: NcnReleaseParams = NcnReleaseParams()
     capability: CapabilityParams = CapabilityParams()
     tracking: TrackingParams = TrackingParams()
+    cluster: ClusterParams = ClusterParams()
     bench: BenchParams = BenchParams()
 
     @model_validator(mode="before")
