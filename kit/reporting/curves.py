@@ -22,6 +22,7 @@ from kit.run.files import read_json
 LOSSES = ("loss", "eval_loss")
 REWARD = "reward"  # GRPO's total: the weighted sum of the components
 COMPONENT = "reward/"  # GRPO's rewards/<name>/mean, as reward/<name>
+DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))  # one per component of a run
 
 
 def _history_file(folder: str | os.PathLike) -> Path:
@@ -94,7 +95,7 @@ def figure(paths, curves: pd.DataFrame, title: str) -> None:
                 components = [m for m in mine["metric"].unique() if m.startswith(COMPONENT)]
                 for k, metric in enumerate(components if len(components) > 1 else ()):  # one reward is the total
                     g = mine[mine["metric"] == metric].sort_values("step")
-                    ax.plot(g["step"], g["value"], ls=("--", ":", "-.")[k % 3], lw=1.1, color=line.get_color(),
+                    ax.plot(g["step"], g["value"], ls=DASHES[k % len(DASHES)], lw=1.1, color=line.get_color(),
                             label=f"{run}: {metric[len(COMPONENT):]}")
                 windows = fell_windows(total["step"].tolist())
                 if windows is not None:
