@@ -202,15 +202,6 @@ def _trackio_open(project: str, name: str, config: Mapping[str, Any]) -> None:
 
 # --- the dashboard ---------------------------------------------------------------------------------------------
 
-def runs_in(store: Path, project: str) -> list[str]:
-    """The runs a trackio store holds for ``project`` (read from its SQLite file)."""
-    from trackio.sqlite_storage import SQLiteStorage
-
-    if Path(os.environ.get("TRACKIO_DIR", "")).resolve() != Path(store).resolve():
-        raise RuntimeError(f"TRACKIO_DIR is not {store}: call Tracker.prepare first")
-    return [r["name"] if isinstance(r, dict) else r for r in SQLiteStorage.get_runs(project)]
-
-
 def serve(params, port: int | None = None, block: bool = True):
     """trackio's dashboard of ``params``'s run folder on 127.0.0.1 (this machine only); returns (handle, url)."""
     tracker = Tracker.of(params)
