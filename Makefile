@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm test-llamacpp bench lab chromium \
+.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm test-llamacpp bench lab track chromium \
         docs-results clean gpu-check gpu-wheels
 # every test target prints its 25 slowest tests (CI's log keeps them) and names each skip
 PYTEST_FLAGS ?= -q -rs --durations=25
@@ -92,6 +92,10 @@ test-llamacpp: install $(LLAMA_SERVER)
 LAB_PORT ?= 8888
 lab: install
 	$(PY) -m kit lab --port $(LAB_PORT) $(if $(PROFILE),--profile $(PROFILE))
+
+# trackio's dashboard of the run (training curves, every notebook's key numbers) on 127.0.0.1; open the printed URL
+track: install
+	$(PY) -m kit track $(PARAMS)
 
 bench: install
 	$(PY) -m kit bench generate --params $(PARAMS)

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from kit.registry import PROTOCOLS
-from kit.run import paths, secrets
+from kit.run import paths, secrets, tracking
 
 
 class ParamsError(ValueError):
@@ -739,6 +739,87 @@ class SelfPlayParams(Section):
         return self
 
 
+class CapabilityParams(Section):
+    """Every unit's capability step: lm-evaluation-harness tasks on the base model and each trained artifact
+    (``kit.evals.harness``); each notebook's ``capability_items`` is lm-eval's ``limit``."""
+
+    # the kit's own (agora_*: offline, from data.moralchoice_path and the neutral passages) and any task lm-eval
+    # registers (ifeval, gpqa_diamond_zeroshot, mmlu …: their data from the Hugging Face Hub)
+    tasks: list[str] = Field(default_factory=lambda: ["agora_moralchoice_low", "agora_moralchoice_high",
+                                                      "agora_neutral_ppl"], min_length=1)
+
+    _once = field_validator("tasks")(_unique)
+
+    @field_validator("tasks")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        from kit.evals.harness import LOCAL_TASKS
+
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-.]*", name):
+                raise ValueError(f"{name!r} is not an lm-eval task name (letters, digits, _ - .)")
+            if name.startswith("agora_") and name not in LOCAL_TASKS:
+                raise ValueError(f"{name!r}: the kit ships {', '.join(LOCAL_TASKS)}")
+        return v
+
+
+class ClusterParams(Section):
+    """``python -m kit submit``: one cluster job per unit through submitit (``kit.tools.submit``)."""
+
+    partition: str | None = None  # SLURM partition (null: the cluster's default)
+    account: str | None = None
+    gpus: NonNegativeInt = 1  # per job (one node)
+    cpus: PositiveInt = 8
+    mem_gb: PositiveInt = 64
+    # wall time per unit ("0", "1", "2", "3", "9"), in minutes; a unit not named gets default_time_min
+    time_min: dict[str, PositiveFloat] = Field(default_factory=dict)
+    default_time_min: PositiveFloat = 240
+    max_requeue: int = Field(3, ge=0, le=100)  # a job killed at its wall time is requeued at most this often
+    signal_delay_s: PositiveInt = 120  # the cluster signals the job this long before its wall time
+    slurm: dict[str, str | int] = Field(default_factory=dict)  # further sbatch options (qos, constraint …)
+
+    @field_validator("time_min", mode="before")
+    @classmethod
+    def _units(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            v = {str(k): x for k, x in v.items()}
+            unknown = [k for k in v if k not in ("0", "1", "2", "3", "9")]
+            if unknown:
+                raise ValueError(f"unit {unknown[0]!r}: the units are 0, 1, 2, 3 and 9")
+        return v
+
+    @model_validator(mode="after")
+    def _signal_before_the_end(self) -> "ClusterParams":
+        shortest = min([*self.time_min.values(), self.default_time_min])
+        if self.signal_delay_s >= shortest * 60:
+            raise ValueError(f"signal_delay_s {self.signal_delay_s} is not shorter than the shortest wall time "
+                             f"({shortest} min): no job would run before its requeue signal; fix: a smaller delay")
+        return self
+
+
+TRACKERS = ("none", "trackio", "wandb", "mlflow")
+
+
+class TrackingParams(Section):
+    """Where training curves and every notebook's key numbers go (``kit.run.tracking``): trl's ``report_to``."""
+
+    # none: nowhere; trackio: local-first, its store in runs/<profile>/tracking (python -m kit track opens its
+    # dashboard); wandb, mlflow: their own clients (installed apart), offline / in the run folder unless their
+    # environment variables say otherwise
+    backend: Literal[TRACKERS] = "none"
+    project: str = Field("agora", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+    @field_validator("backend")
+    @classmethod
+    def _installed(cls, v: str) -> str:
+        import importlib.util
+
+        if v != "none" and importlib.util.find_spec(v) is None:
+            raise ValueError(f"{v!r} is not installed here; fix: pip install {v}, or use trackio (installed with the "
+                             "kit) or none")
+        return v
+
+
 class BenchParams(Section):
     n_requests: PositiveInt = 8
     max_new_tokens: PositiveInt = 64
@@ -784,6 +865,9 @@ class Params(Section):
     visa: VisaParams = VisaParams()
     selfplay: SelfPlayParams = SelfPlayParams()
     ncn_release: NcnReleaseParams = NcnReleaseParams()
+    capability: CapabilityParams = CapabilityParams()
+    tracking: TrackingParams = TrackingParams()
+    cluster: ClusterParams = ClusterParams()
     bench: BenchParams = BenchParams()
 
     @model_validator(mode="before")
@@ -885,6 +969,8 @@ def validate(values: dict, source: str = "params") -> Params:
         params = Params.model_validate(values)
     except ValidationError as err:
         raise ParamsError(secrets.scrub(_one_line(err, source))) from None
+    # before the recipe checks import trl, which imports trackio, which reads where its store is once
+    tracking.point(params)
     try:
         _check_countries(params, values)
         _check_sources(params, values)

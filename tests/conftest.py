@@ -109,7 +109,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_params(tmp_path_factory, shared_data):
     """The tiny profile into a fresh runs folder: the notebooks test fills it in file order, and the
-    resume test (its file sorts after) reads it as the run that was never killed."""
+    resume test (its file sorts after) reads it as the run that was never killed. Its trainers and notebooks
+    report to trackio, whose dashboard tests/test_tracking.py (sorting after too) opens."""
     from kit.config import load_params
 
-    return load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path_factory.mktemp('runs')}"])
+    return load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path_factory.mktemp('runs')}",
+                                                       "tracking.backend=trackio"])

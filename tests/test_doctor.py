@@ -50,7 +50,9 @@ def test_full_profile_runs_on_a_gpu_node_with_vllm_and_cached_models(full):
     assert doctor.fitting_profile(node) == "full"
     assert doctor.hub_ids(full) == ["Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-14B-Instruct",
                                     "sileod/deberta-v3-large-tasksource-nli", "sentence-transformers/all-mpnet-base-v2"]
-    assert doctor.hub_datasets(full) == ["HannahRoseKirk/prism-alignment"]
+    # PRISM's opening prompts, and the data of lm-eval's ifeval, gpqa and mmlu (capability.tasks)
+    assert doctor.hub_datasets(full) == ["HannahRoseKirk/prism-alignment", "google/IFEval", "Idavidrein/gpqa",
+                                         "cais/mmlu"]
 
 
 def test_each_missing_piece_is_one_line_with_a_fix(full, smoke):

@@ -115,11 +115,20 @@ def check_04(m):
     items = m["moralchoice_items"]
     assert items == 4 and all(m["moralchoice_low_accuracy"][k] == m["moralchoice_correct"][k] / items
                               for k in m["moralchoice_correct"])
-    assert all(0 <= z <= items for z in m["moralchoice_zero_mass"].values())
-    # a random model's perplexity is near its vocabulary size (512); one tiny LoRA epoch barely moves it
+    assert all(0 <= v <= 1 for v in m["moralchoice_letter_mass"].values())
+    # lm-eval's byte perplexity of a random model on the neutral passages; one tiny LoRA epoch barely moves it
     base = m["neutral_ppl"]["base"]
-    assert 100 < base < 2000
+    assert 10 < base < 1000
     assert all(abs(v - base) / base < 0.2 for v in m["neutral_ppl"].values())
+    # every lm-eval task with its standard error, and each adapter's paired change against the base in its interval
+    capability = m["capability"]
+    assert set(capability) == {"agora_moralchoice_low", "agora_moralchoice_high", "agora_neutral_ppl"}
+    assert capability["agora_moralchoice_low"]["base"]["value"] == m["moralchoice_low_accuracy"]["base"]
+    for task in ("agora_moralchoice_low", "agora_moralchoice_high"):
+        assert capability[task]["base"]["change"] is None and capability[task]["base"]["stderr"] is not None
+        for name in ADAPTERS:
+            c = capability[task][name]
+            assert c["change_low"] <= c["change"] <= c["change_high"], (task, name, c)
 
 
 CLAIMS = {f"{claim} vs {baseline}" for claim in ("value_consensus_gain", "self_consistency", "d_ratio")

@@ -188,7 +188,7 @@ def test_the_trainer_estimate_matches_the_measured_peak_on_the_cpu(checkpointing
 
 def test_the_eight_gpu_profile_is_the_full_profile_but_where_the_models_sit():
     """params/full-8gpu.yaml differs from params/full.yaml only in the placement of models: the profile's name, the
-    agents' KV cache, and the roles that move to GPUs of their own."""
+    agents' KV cache, the roles that move to GPUs of their own, and what a job asks the cluster for (the node)."""
     from kit.config import parse_yaml
 
     def flat(node, prefix=""):
@@ -201,7 +201,8 @@ def test_the_eight_gpu_profile_is_the_full_profile_but_where_the_models_sit():
     eight = flat(parse_yaml((ROOT / "params" / "full-8gpu.yaml").read_text()))
     placement = {"profile", "model.kv_cache_gb"}
     differ = {k for k in set(full) | set(eight) if full.get(k) != eight.get(k)}
-    assert all(k in placement or k.startswith(("models.selfplay_judge.", "models.palette_merged.")) for k in differ), \
+    assert all(k in placement or k.startswith(("models.selfplay_judge.", "models.palette_merged.", "cluster."))
+               for k in differ), \
         sorted(differ)
 
 

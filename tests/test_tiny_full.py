@@ -29,6 +29,7 @@ RANDOM_MODEL = {
     "finetune.require_converged": "a random model's negotiations never converge",
     "finetune.eval_fraction": "a handful of records leaves none to hold out",
     "palette.queries.source": "PRISM is read from the hub; the tests are offline",
+    "capability.tasks": "lm-eval's ifeval, gpqa and mmlu read the hub; the tests are offline",
     "palette.min_words": "a random model's answers are a few tokens",
     "palette.min_dimensions": "a random model writes no review grid",
     "visa.teacher": "a random model writes no judge JSON, so there is no label to learn from",

@@ -190,10 +190,9 @@ def example_answers(session, agents: Sequence[Agent], s: SurveySplits) -> pd.Dat
     return pd.DataFrame({"agent": [a.name for a in pick], "question": item.question, "answer": [t.strip() for t in texts]})
 
 
-@in_stage("01", "fidelity and capability")
 def capability(session, agent_set: AgentSet) -> pd.DataFrame:
-    """MoralChoice low-ambiguity accuracy and neutral perplexity of every grounded agent's adapter beside the
-    base model's (saved for the capability board)."""
+    """lm-eval's capability tasks (``capability.tasks``) on every grounded agent's adapter beside the base model
+    (``kit.evals.capability``; saved for the capability board)."""
     models = {"base": None, **{a.name: a.adapter for a in agent_set.agents if a.adapter}}
     return capability_kept(session, NOTEBOOK, models, session.params.agents.capability_items, "base")
 

@@ -22,7 +22,7 @@ from kit.run.session import in_stage
 from kit.data import OpinionItem, Topic, goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
-from kit.evals.capability import capability_kept
+from kit.evals.capability import capability_kept, capability_numbers
 from kit.evals.distance import BASE, distance_summary, distance_table, persona
 from kit.evals.references import table_rows
 from kit.evals.survey import answer_rows
@@ -30,9 +30,8 @@ from kit.lessons import negotiation
 from kit.metrics.alignment import REFERENCES, between_culture_distance, prior_check, reference_comparison, score_table
 from kit.negotiation.ncn_release import training_traces
 from kit.negotiation.run import resolve_pairs
-from kit.reporting import plots
+from kit.reporting import curves, plots
 from kit.run import seeds
-from kit.run.files import read_json
 from kit.train.records import TrainingSet, source_folder, training_sets
 from kit.train.trainers import train
 from kit.values import make_value_detector
@@ -118,19 +117,10 @@ def models(adapters: dict[str, Path]) -> dict[str, str | None]:
     return {BASE: None, **{m: str(a) for m, a in adapters.items()}}
 
 
-def loss_figure(session, adapters: dict[str, Path]) -> None:
-    """Training loss per adapter, from each trainer's saved log history."""
-    with plots.figure(session.figure_paths("04_loss_curves.png"), figsize=(7, 3.8)) as (_, ax):
-        for name, adapter in adapters.items():
-            history = read_json(Path(adapter).parent / "log_history.json", [])
-            steps = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
-            if steps:
-                ax.plot(*zip(*steps), marker="o", label=name)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-        ax.set_title("LoRA finetuning on negotiation data")
-        if ax.lines:  # a run too short to log a loss has no curve to label
-            ax.legend(fontsize=7)
+def curves_figure(session, adapters: dict[str, Path]) -> None:
+    """Training (and evaluation) loss per adapter, from each trainer's log history (``kit.reporting.curves``)."""
+    curves.figure(session.figure_paths("04_training_curves.png"), curves.training_curves(adapters),
+                  "LoRA finetuning on negotiation data")
 
 
 @in_stage("04", "distance, alignment and capability")
@@ -196,10 +186,9 @@ def culture_fidelity(rows: list[dict], compared: dict[str, str | None]) -> pd.Da
     return table.reindex([m for m in compared if m in table.index])
 
 
-@in_stage("04", "distance, alignment and capability")
 def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
-    """MoralChoice low-ambiguity accuracy (letter mass and no-answer count beside it) and neutral-text
-    perplexity per model."""
+    """lm-eval's capability tasks (``capability.tasks``) per model, each with its standard error and paired change
+    against the base (``kit.evals.capability``)."""
     return capability_kept(session, NOTEBOOK, compared, session.params.finetune.capability_items, BASE)
 
 
@@ -236,7 +225,7 @@ def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.Data
         "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),
         "moralchoice_correct": kept["correct"].to_dict(),
         "moralchoice_items": int(kept["items"].iloc[0]),
-        "moralchoice_zero_mass": kept["zero_mass"].to_dict(),
+        "capability": capability_numbers(kept),
         "moralchoice_letter_mass": kept["letter_mass"].round(4).to_dict(),
         "neutral_ppl": kept["neutral_ppl"].round(3).to_dict(),
     }

@@ -18,7 +18,7 @@ from kit.llm.models import resolve_model
 from kit.palette.agents import palette_dir, save_models, train_agents
 from kit.palette.merges import build_moe, merge, router_shares
 from kit.palette.prompts import CONTINENTS
-from kit.reporting import plots
+from kit.reporting import curves, plots
 from kit.run.cost import peak_rss_gb
 
 
@@ -32,6 +32,12 @@ def train(session, records: dict[str, list[dict]]) -> dict[str, Path]:
     p = session.params
     with session.timed("train continent agents"):
         return train_agents(records, p.model.ref, folder(session) / "agents", p.palette.train, p.seed)
+
+
+def curves_figure(session, adapters: dict[str, Path]) -> None:
+    """Each continent agent's and the joint model's ORPO loss, from its trainer's log history (``kit.reporting.curves``)."""
+    curves.figure(session.figure_paths("11_training_curves.png"), curves.training_curves(adapters),
+                  "ORPO continent agents and the joint model")
 
 
 def merges(session, adapters: dict[str, Path]) -> tuple[dict[str, Path], pd.DataFrame]:

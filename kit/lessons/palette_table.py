@@ -128,13 +128,12 @@ def semantic_consistency(session, heldout: list[dict]) -> tuple[pd.DataFrame, st
         return consistency(session.backend, backends, adapters, heldout, scorer, p.palette.draft_tokens), scorer.identity
 
 
-@in_stage("12", "Table 1, consistency and capability")
 def capability(session) -> pd.DataFrame:
-    """MoralChoice low-ambiguity accuracy and neutral perplexity of every palette artifact (continent and
-    joint adapters, the merged models) beside the base model's."""
-    adapters, backends = models(session)
-    return capability_kept(session, NOTEBOOK, {"base": None, **adapters, **dict.fromkeys(backends)},
-                           session.params.palette.capability_items, "base", served_by=backends)
+    """lm-eval's capability tasks on every palette artifact (continent and joint adapters, the merged models by their
+    folders) beside the base model (``kit.evals.capability``)."""
+    adapters, merged = load_models(session.run_dir / "palette", session.params)
+    return capability_kept(session, NOTEBOOK, {"base": None, **adapters, **dict.fromkeys(merged)},
+                           session.params.palette.capability_items, "base", folders=merged)
 
 
 def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFrame, compared: pd.DataFrame,

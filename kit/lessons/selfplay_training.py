@@ -18,7 +18,7 @@ import pandas as pd
 
 from kit.run.session import in_stage
 from kit.lessons.selfplay_data import folder
-from kit.reporting import plots
+from kit.reporting.curves import figure as curve_figure, training_curves
 from kit.run.cache import cache_key
 from kit.selfplay import judge as ca
 from kit.selfplay.dilemmas import Dilemma
@@ -141,18 +141,10 @@ def curves(adapter_dirs: dict[str, Path]) -> pd.DataFrame:
     return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame()
 
 
-def reward_figure(session, history: pd.DataFrame) -> None:
-    with plots.figure(session.figure_paths("31_grpo_rewards.png"), figsize=(7.5, 3.8)) as (_, ax):
-        for method, g in history.groupby("method", sort=False):
-            line, = ax.plot(g["step"], g["reward"], marker="o", lw=2.2, label=f"{method}: total (weighted)")
-            components = [r for r in ("collective_agency", "joint_solution") if r in g and g[r].notna().any()]
-            for reward in components if len(components) > 1 else ():  # one reward is the total itself
-                    ax.plot(g["step"], g[reward], ls="--" if reward == "collective_agency" else ":",
-                            color=line.get_color(), lw=1.2, label=f"{method}: {reward}")
-        ax.set_xlabel("GRPO step")
-        ax.set_ylabel("mean reward of the step's rollouts")
-        ax.set_title("Self-play and single-agent GRPO: rewards over training")
-        ax.legend(fontsize=7)
+def curves_figure(session, adapter_dirs: dict[str, Path]) -> None:
+    """Each policy's reward by component and loss, from its trainer's log history (``kit.reporting.curves``)."""
+    curve_figure(session.figure_paths("31_training_curves.png"), training_curves(adapter_dirs),
+                 "Self-play and single-agent GRPO")
 
 
 SAMPLERS = {"trl-vllm": "trl's colocated vLLM engine, its weights synced from the policy before each rollout",

@@ -15,7 +15,7 @@ import pandas as pd
 
 from kit.run.session import in_stage
 from kit.lessons import visa_detector
-from kit.reporting import plots
+from kit.reporting import curves
 from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func, grpo_recipe
 from kit.train.rewards import bind
 from kit.train.trainers import reward_fell, train
@@ -140,15 +140,11 @@ def went_backwards(curves: pd.DataFrame) -> str:
             "REWARD FELL over training (last-quarter mean below the first)" if fell else "the reward did not fall")
 
 
-def reward_figure(session, curves: pd.DataFrame) -> None:
-    with plots.figure(session.figure_paths("21_grpo_rewards.png"), figsize=(7, 3.8)) as (_, ax):
-        for column in curves.columns:
-            ax.plot(curves.index, curves[column], marker="o", lw=2.5 if column == "reward" else 1.2,
-                    label="total (weighted)" if column == "reward" else column)
-        ax.set_xlabel("GRPO step")
-        ax.set_ylabel("mean reward of the step's samples")
-        ax.set_title("GRPO value rewriter: rewards over training")
-        ax.legend(fontsize=7)
+def curves_figure(session, adapters: dict[str, Path]) -> None:
+    """The GRPO rewriter's reward by component and every method's loss, from the trainers' log histories
+    (``kit.reporting.curves``)."""
+    curves.figure(session.figure_paths("21_training_curves.png"), curves.training_curves(adapters),
+                  "VISA: the GRPO rewriter, the SFT rewriter and direct finetuning")
 
 
 def key_numbers(session, grpo_records_: list[dict], curves: pd.DataFrame, best: list[float], pairs: int,

@@ -73,10 +73,9 @@ def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> 
     return rewrites, rows
 
 
-@in_stage("22", "held-out table")
 def capability(session, adapters: dict[str, str | None]) -> pd.DataFrame:
-    """MoralChoice low-ambiguity accuracy and neutral perplexity of the base model and every trained
-    model (the rewriters and the directly finetuned one), saved for the capability board."""
+    """lm-eval's capability tasks (``capability.tasks``) on the base model and every trained model (the rewriters
+    and the directly finetuned one), saved for the capability board (``kit.evals.capability``)."""
     models = {"base": None, **{m: a for m, a in adapters.items() if a}}
     return capability_kept(session, NOTEBOOK, models, session.params.visa.capability_items, "base")
 

@@ -159,6 +159,13 @@ def part_need(params: Params, part: Part, gpu_gib: float, on_gpu: bool) -> Need 
         if model.backend in ("vllm", "openai") and on_gpu:
             return memory.engine(shape, model, gpu_gib)
         return memory.hf_inference(shape, model, on_gpu)
+    if part.kind == "harness":  # lm-eval's model: the profile's (one adapter) or a merged one, on its backend
+        merged = part.key in MERGES
+        model = params.role_model("palette_merged") if merged else params.model
+        shape = _merge_shapes(params)[part.key] if merged else _shape(model)
+        if model.backend == "vllm" and on_gpu:
+            return memory.engine(shape, model.model_copy(update={"max_loras": 1}), gpu_gib)
+        return memory.hf_inference(shape, model, on_gpu)
     if part.kind == "trainer":
         recipe, shape = _recipe(params, part.key)
         return memory.trainer(shape, recipe, on_gpu)
@@ -191,6 +198,9 @@ def devices_of(params: Params, part: Part) -> list[int]:
     if part.kind == "merged":
         model = params.role_model("palette_merged")
         return list(model.devices or range(model.tensor_parallel_size))
+    if part.kind == "harness":  # lm-eval's own engine: the first GPUs, as many as the model's tensor parallelism
+        model = params.role_model("palette_merged") if part.key in MERGES else params.model
+        return list(range(model.tensor_parallel_size)) if model.backend == "vllm" else [0]
     return [0]
 
 

@@ -74,7 +74,6 @@ def workload(params: Params) -> list[Work]:
              generated=len(a.countries) * a.description_tokens + train_q * a.samples_per_item * a.rewrite_tokens * FILL,
              prefilled=train_q * a.samples_per_item * PROMPT["survey"] * 2),
         Work("01", "grounded SFT", "trainer", trained=sft_records * _epochs(a.sft.trl) * (PROMPT["survey"] + a.rewrite_tokens * FILL)),
-        Work("01", "capability", "model", prefilled=(len(a.countries) + 1) * a.capability_items * PROMPT["survey"]),
     ]
     pairs, topics = len(n.pairs), n.topics.n
     cands = n.n_counter + n.n_gap + n.n_innovative
@@ -94,7 +93,7 @@ def workload(params: Params) -> list[Work]:
     out += [Work("04", "finetune", "trainer", trained=models * records * _epochs(f.trl) * pref * PROMPT["negotiation"]),
             Work("04", "distance, alignment and capability", "model",
                  (models + 1) * f.heldout_topics * pairs * 2 * n.turn_tokens * FILL,
-                 (models + 1) * (test_q * PROMPT["survey"] + f.capability_items * PROMPT["survey"]))]
+                 (models + 1) * test_q * PROMPT["survey"])]
     queries = pal.queries.n
     per_query = pal.response_tokens + 4 * pal.feedback_tokens + pal.aggregate_tokens
     continents = 5
@@ -142,7 +141,33 @@ def workload(params: Params) -> list[Work]:
                  * PROMPT["dialogue"] / 4),
             Work("32", "judge", "selfplay_eval_judge",
                  prefilled=(sp.max_test_items * 2 * (2 + policies) + pairs * topics * (1 + policies)) * PROMPT["judge"])]
+    # every unit's capability step (kit.evals.harness): the base model and each artifact through lm-eval's tasks
+    out += [_capability(p, "01", len(a.countries) * grounded + 1, a.capability_items),
+            _capability(p, "04", models + 1, f.capability_items),
+            _capability(p, "12", continents + 1 + 3 + 1, pal.capability_items),
+            _capability(p, "22", 4, v.capability_items),
+            _capability(p, "32", 1 + 1 + policies, sp.capability_items)]
     return [w for w in out if w.generated or w.prefilled or w.trained] if batch else out
+
+
+# per lm-eval task: (prompt tokens read per item, tokens generated per item, items per ``limit`` item: mmlu's 57
+# subtasks each take the limit); the kit's MoralChoice items read one prompt for their four one-token continuations;
+# an MMLU question with its four options is under 200 tokens zero-shot, an IFEval reply a few hundred
+TASK_TOKENS = {"agora_moralchoice_low": (150, 0, 1), "agora_moralchoice_high": (150, 0, 1),
+               "agora_neutral_ppl": (60, 0, 0), "mmlu": (180, 0, 57), "gpqa_diamond_zeroshot": (400, 0, 1),
+               "ifeval": (100, 400, 1)}
+NEUTRAL_PASSAGES = 8
+
+
+def _capability(params: Params, notebook: str, models: int, limit: int) -> Work:
+    """A capability step's tokens: every model through every task of ``capability.tasks``, ``limit`` items each."""
+    prefilled = generated = 0.0
+    for task in params.capability.tasks:
+        prompt, gen, per = TASK_TOKENS.get(task, (500, 0, 1))
+        items = NEUTRAL_PASSAGES if task == "agora_neutral_ppl" else limit * per
+        prefilled += items * prompt
+        generated += items * gen
+    return Work(notebook, "capability (lm-eval)", "model", models * generated, models * prefilled)
 
 
 def _release_transcripts(params: Params) -> int:

@@ -11,7 +11,9 @@ A part is one thing resident on a device:
 - ``merged``: a merged model of notebook 11 served as its own engine (``ties``, ``model_stock``, ``moe``);
 - ``trainer``: a trl trainer of a recipe (its params key, e.g. ``agents.sft``);
 - ``merge``: a mergekit build; ``router``: the built MoE read for its router shares;
-- ``embedder`` and ``cross-encoder``: sentence-transformers models.
+- ``embedder`` and ``cross-encoder``: sentence-transformers models;
+- ``harness``: lm-eval's model of a capability step (``kit.evals.harness``): the profile's model (``model``) with
+  one adapter, or a merged model of notebook 11 (its name), one at a time, the inference engines asleep.
 
 Embedders and cross-encoders (``ENCODERS``) are small and, once a stage of a notebook loads them, stay for the
 rest of the notebook: the plan counts them in every later stage of it, and the session does not release them.
@@ -28,7 +30,7 @@ from typing import Literal
 
 from kit.config import ROLES, Params
 
-PartKind = Literal["engine", "merged", "trainer", "merge", "router", "embedder", "cross-encoder"]
+PartKind = Literal["engine", "merged", "trainer", "merge", "router", "embedder", "cross-encoder", "harness"]
 MERGES = ("ties", "model_stock", "moe")
 ENCODERS = ("embedder", "cross-encoder")  # kinds of part that stay once loaded (see the module docstring)
 
@@ -91,6 +93,19 @@ def _unique(*parts: Part) -> tuple[Part, ...]:
     return tuple(dict.fromkeys(parts))
 
 
+HARNESS = Part("harness", "model")
+
+
+def _capability(params: Params, notebook: str, merged: bool = False) -> Stage:
+    """A unit's capability step: lm-eval's model of one artifact at a time (notebook 12 also the merged models). On a
+    CPU profile the agents' engine stays beside it (host memory holds both, and a reload would redo its set-up:
+    threads, prefix cache); elsewhere the engines sleep."""
+    kept = (engine(params),) if params.model.device == "cpu" else ()
+    if merged:
+        return Stage(notebook, "capability (lm-eval)", kept, swap=(HARNESS, *(Part("harness", m) for m in MERGES)))
+    return Stage(notebook, "capability (lm-eval)", (*kept, HARNESS))
+
+
 def notebook_stages(params: Params) -> dict[str, list[Stage]]:
     """Every notebook's stages for ``params``, in the order they run (notebook 90 reads stored rows only)."""
     p, m = params, engine(params)
@@ -99,19 +114,19 @@ def notebook_stages(params: Params) -> dict[str, list[Stage]]:
         "00": [Stage("00", "chat and survey", (m,))],
         "01": [Stage("01", "agents and descriptions", (m,)),
                *([Stage("01", "grounded SFT", (Part("trainer", "agents.sft"),))] if "grounded" in p.agents.kinds else []),
-               Stage("01", "fidelity and capability", (m,))],
+               Stage("01", "fidelity and capability", (m,)), _capability(p, "01")],
         "02": [Stage("02", "negotiations", (m, EMBEDDER))],
         "03": [Stage("03", "acceptance and values", _unique(m, *_detector(p, neg.value_judge, "value_judge")))],
         "04": [Stage("04", "finetune", (Part("trainer", "finetune"),)),
                Stage("04", "distance, alignment and capability",
-                     _unique(m, *_detector(p, neg.value_judge, "value_judge")))],
+                     _unique(m, *_detector(p, neg.value_judge, "value_judge"))), _capability(p, "04")],
         "05": [Stage("05", "the release judged and scored", _unique(m, engine(p, "value_judge"), EMBEDDER))],
         "10": [Stage("10", "synthesis", _unique(engine(p, "palette_teacher"), EMBEDDER))],
         "11": [Stage("11", "ORPO continent agents", (Part("trainer", "palette.train"),)),
                *[Stage("11", f"merge {name}", (Part("merge", name),)) for name in MERGES],
                Stage("11", "router shares", (Part("router", "moe"),))],
         "12": [Stage("12", "Table 1, consistency and capability", _unique(*_nli(p, p.palette.nli)),
-                     swap=_unique(m, *(Part("merged", name) for name in MERGES)))],
+                     swap=_unique(m, *(Part("merged", name) for name in MERGES))), _capability(p, "12", merged=True)],
         "20": [Stage("20", "corpus, teacher and translator",
                      _unique(m, *_detector(p, v.teacher, "visa_teacher"), EMBEDDER))],
         "21": [Stage("21", "GRPO rewriter", _unique(Part("trainer", "visa.rewriter"), m,
@@ -120,7 +135,8 @@ def notebook_stages(params: Params) -> dict[str, list[Stage]]:
                      _unique(m, *_detector(p, v.reward_detector, "model"), *_nli(p, v.nli))),
                Stage("21", "SFT rewriter", (Part("trainer", "visa.sft"),)),
                Stage("21", "direct DPO", (Part("trainer", "visa.direct"),))],
-        "22": [Stage("22", "held-out table", _unique(m, *_detector(p, v.eval_detector, "visa_judge"), EMBEDDER))],
+        "22": [Stage("22", "held-out table", _unique(m, *_detector(p, v.eval_detector, "visa_judge"), EMBEDDER)),
+               _capability(p, "22")],
         "30": [Stage("30", "dilemmas", (m, EMBEDDER))],
         "31": [Stage("31", "self-play GRPO", _unique(Part("trainer", "selfplay.policy"), m,
                                                        engine(p, "selfplay_judge"), EMBEDDER)),
@@ -128,7 +144,7 @@ def notebook_stages(params: Params) -> dict[str, list[Stage]]:
                                                           engine(p, "selfplay_judge")))],
         "32": [Stage("32", "held-out dialogues and NCN study",
                      _unique(m, engine(p, "selfplay_eval_judge"), *_detector(p, neg.value_judge, "value_judge"),
-                             EMBEDDER))],
+                             EMBEDDER)), _capability(p, "32")],
         "90": [],
     }
     return out

@@ -297,10 +297,23 @@ def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0, min_ite
 
 # --- capability --------------------------------------------------------------------------------
 
+# per lm-eval task of a capability row (kit.evals.capability): its value, standard error, paired change and interval
+TASK_COLUMNS = (("", "value"), ("_stderr", "stderr"), ("_change", "change"), ("_change_low", "change_low"),
+                ("_change_high", "change_high"))
+
+
+def _minus(a, b):
+    return None if a is None or b is None else a - b
+
+
+def _finite(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
 def accuracy_change_interval(correct: int, items: int, base_correct: int, base_items: int, n_boot: int = 1000,
                              seed: int = 0) -> tuple[float, float]:
     """95 % bootstrap interval of ``correct / items − base_correct / base_items``, each model's right/wrong
-    answers resampled apart (the stored counts carry no pairing, so the interval is the wider, unpaired one)."""
+    answers resampled apart: for rows stored without lm-eval's paired per-item change (the wider, unpaired one)."""
     if items < 1 or base_items < 1:
         return (np.nan, np.nan)
     rng = np.random.default_rng(seed)
@@ -311,8 +324,9 @@ def accuracy_change_interval(correct: int, items: int, base_correct: int, base_i
 
 
 def capability_board(stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
-    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy (its change with a 95 %
-    interval and a verdict) and neutral perplexity."""
+    """Every trained artifact against its base: MoralChoice low-ambiguity accuracy (with lm-eval's standard error,
+    the paired change's 95 % interval and a verdict) and neutral perplexity, then every lm-eval task of the rows.
+    A row stored without lm-eval's paired change gets the unpaired interval of its counts."""
     out = []
     for nb in BOARDS["capability"]:
         found = stored.scores.get("capability", {}).get(nb)
@@ -323,19 +337,28 @@ def capability_board(stored: Stored, n_boot: int = 1000, seed: int = 0, min_item
             base = by.get(r["base"])
             if r["model"] == r["base"] or base is None:
                 continue
-            def right(x: dict) -> int:  # rows stored before "correct" was kept: from the accuracy and the items
-                return int(x.get("correct", round(x["moralchoice_low_accuracy"] * x["items"])))
+            tasks = r.get("tasks") or {}
+            low = dict(tasks.get("agora_moralchoice_low", {}))
+            if low.get("change_low") is None and r.get("items") and base.get("items"):
+                def right(x: dict) -> int:  # from the accuracy where a row did not keep its count
+                    return int(x.get("correct", round(x["moralchoice_low_accuracy"] * x["items"])))
 
-            low, high = accuracy_change_interval(right(r), r["items"], right(base), base["items"], n_boot,
-                                                 seeds.derive(seed, "capability", r["model"]))
+                low["change_low"], low["change_high"] = accuracy_change_interval(
+                    right(r), r["items"], right(base), base["items"], n_boot,
+                    seeds.derive(seed, "capability", r["model"]))
             out.append({"unit": nb, "row": label(nb, r["model"]), "status": "scored", "base": label(nb, r["base"]),
                         "moralchoice_low_accuracy": r["moralchoice_low_accuracy"],
+                        "accuracy_stderr": low.get("stderr"),
                         "base_accuracy": base["moralchoice_low_accuracy"],
-                        "accuracy_change": r["moralchoice_low_accuracy"] - base["moralchoice_low_accuracy"],
-                        "accuracy_change_low": low, "accuracy_change_high": high,
-                        "verdict": verdict_of(low, high, int(r["items"]), min_items),
+                        "accuracy_change": _minus(r["moralchoice_low_accuracy"], base["moralchoice_low_accuracy"]),
+                        "accuracy_change_low": low.get("change_low"), "accuracy_change_high": low.get("change_high"),
+                        "verdict": verdict_of(_finite(low.get("change_low")), _finite(low.get("change_high")),
+                                              int(r["items"]), min_items),
                         "items": r["items"], "neutral_ppl": r["neutral_ppl"], "base_ppl": base["neutral_ppl"],
-                        "ppl_ratio": r["neutral_ppl"] / base["neutral_ppl"], **row_cost(stored, nb, r["model"])})
+                        "ppl_ratio": (r["neutral_ppl"] / base["neutral_ppl"]
+                                      if r["neutral_ppl"] is not None and base["neutral_ppl"] else None),
+                        **{f"{task}{end}": v.get(key) for task, v in tasks.items() for end, key in TASK_COLUMNS},
+                        **row_cost(stored, nb, r["model"])})
     return pd.DataFrame(out + _absent(stored, "capability", stored.missing("capability")))
 
 
@@ -465,10 +488,11 @@ def verdicts(b: Boards) -> dict[str, str]:
         drop = k.loc[k["accuracy_change"].idxmin()]
         ppl = k.loc[k["ppl_ratio"].idxmax()]
         out["capability"] = (f"largest MoralChoice accuracy drop "
-                             f"{interval(drop['accuracy_change'], drop.get('accuracy_change_low'), drop.get('accuracy_change_high'))} "
-                             f"({drop['row']}, on {int(drop['items'])} items: {drop.get('verdict', '')}); largest "
-                             f"neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} ({ppl['row']}); {len(k)} artifacts against "
-                             "their base.")
+                             f"{interval(drop['accuracy_change'], drop.get('accuracy_change_low'), drop.get('accuracy_change_high'))}"
+                             f" ({drop['row']}, on {int(drop['items'])} items, lm-evaluation-harness: "
+                             f"{drop.get('verdict', '')}); largest "
+                             f"neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} ({ppl['row']}); {len(k)} artifacts "
+                             "against their base.")
     return out
 
 
@@ -486,7 +510,7 @@ def key_numbers(b: Boards) -> dict:
             "consensus": pick(b.consensus, ("status", "common_items", "failed", "mean_rel_logppl_change", "verdict",
                                             "mean_d_ratio", "share_improved", "share_converged", "resolution_rate",
                                             "collective_agency", "agency_judge", "calls", "seconds")),
-            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_change",
+            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_stderr", "accuracy_change",
                                               "accuracy_change_low", "accuracy_change_high", "verdict", "ppl_ratio",
                                               "seconds")),
             "verdicts": verdicts(b), "not_run": sorted(absent), "stale": dict(sorted(stale.items()))}

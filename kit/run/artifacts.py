@@ -103,9 +103,9 @@ def reusable(path: str | os.PathLike, parts: Mapping[str, Any], what: str) -> bo
     return False
 
 
-# Where a run goes, not what it makes; and the raw model section, whose identity and numerics
-# ``model_parts`` states (its batch size or thread count change no artifact).
-_NOT_MADE_BY = ("profile", "runs_dir", "model")
+# Where a run goes, where it reports (its tracker) and how a cluster schedules it, not what it makes; and the raw
+# model section, whose identity and numerics ``model_parts`` states (its batch size or thread count change no artifact).
+_NOT_MADE_BY = ("profile", "runs_dir", "model", "tracking", "cluster")
 
 
 def made_by(params) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from kit.config import PARAMS_ENV, Params
-from kit.run import lock, paths, secrets
+from kit.run import lock, paths, secrets, tracking
 
 KERNEL = "agora-kit"
 # Progress bars inside a papermill kernel write every update into the saved notebook.
@@ -141,6 +141,10 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
                               extra={"params_file": params_path, "selected": [nb.name for nb in selected]},
                               notebooks=dict(sorted(notebooks_.items())), git=code)
     print(f"executed notebooks: {out_dir}\nfigures: {params.run_dir / 'figures'}\nmanifest: {manifest}")
+    if params.tracking.backend != "none":
+        how = f" (python -m kit track {params_path})" if params.tracking.backend == "trackio" else ""
+        print(f"tracked ({params.tracking.backend}, project {params.tracking.project}): "
+              f"{params.run_dir / tracking.STORE}{how}")
     print(summary(params.run_dir))
     return status
 

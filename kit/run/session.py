@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from kit.config import Params
-from kit.run import artifacts, cost, lock, paths
+from kit.run import artifacts, cost, lock, paths, tracking
 from kit.run.cache import Cache
 from kit.run.files import atomic_write_json, atomic_write_text, json_default
 
@@ -57,6 +57,8 @@ class Session:
         # per stage entered: the distinct sets of parts that were resident at once in it
         self.stage_log: list[dict] = []
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # silence fork warnings in kernels
+        # the trainers of this process report to the profile's tracker (kit.run.tracking), the stages name the notebook
+        self.tracker = tracking.activate(params)
         _table_display()
 
     @cached_property
@@ -146,6 +148,7 @@ class Session:
 
         outer, outer_entry = self._stage, self._entry
         self._stage = find(self.params, notebook, name)
+        self.tracker.notebook = notebook
         self._entry = {"stage": self._stage.label, "resident": []}
         self.stage_log.append(self._entry)
         try:
@@ -168,6 +171,16 @@ class Session:
                 if key != resident.key and _part(key) in self._stage.swap:
                     other.release()
         self._note(part)
+
+    def resident(self, kind: str, key: str = "") -> None:
+        """A part loaded outside the session's backends (lm-eval's model in a capability stage) is resident now:
+        checked against the open stage and recorded in its log (it is dropped by its user, not kept)."""
+        from kit.plan.stages import Part
+
+        if self._stage is not None:
+            part = Part(kind, key)
+            self._check(part)
+            self._note(part)
 
     def _used(self, part_name: str) -> None:
         from kit.plan.stages import Part
@@ -252,7 +265,8 @@ class Session:
         return out
 
     def record_metrics(self, notebook: str, metrics: dict) -> None:
-        """Key numbers of a notebook: shown in its output (tests read them) and saved as JSON.
+        """Key numbers of a notebook: shown in its output (tests read them), saved as JSON and logged to the
+        profile's tracker with the run's fingerprint (``kit.run.tracking``).
 
         The unit's cost goes with them: every measured stage, per board row the sum of its stages,
         and the whole session (wall seconds since it started, peak memory of the process)."""
@@ -262,6 +276,7 @@ class Session:
                                                    "peak_rss_gb": round(cost.peak_rss_gb(), 3)}},
                    "plan_stages": self.stage_log}
         atomic_write_json(out, metrics)
+        self.tracker.log_numbers(notebook, metrics, artifacts.fingerprint(metrics["made_by"]))
         try:
             from IPython.display import display
 

@@ -1,4 +1,4 @@
-"""``python -m kit``: run notebooks, check params, plan memory, train, benchmark, report, serve a model, open JupyterLab, check the machine.
+"""``python -m kit``: run notebooks, check params, plan memory, train, benchmark, report, serve a model, open JupyterLab, open the tracker's dashboard, export to the Hub's formats, submit cluster jobs, check the machine.
 
 Exit codes: 0 ok, 1 a run failed, 2 bad params or usage (one line on stderr).
 """
@@ -69,6 +69,23 @@ def _parser() -> argparse.ArgumentParser:
                     help="serve this PEFT adapter folder under its content name (repeatable)")
     sv.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     sv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sb = sub.add_parser("submit", help="one cluster job per unit through submitit (cluster section), in unit order; "
+                                       "a job killed at its wall time is requeued and resumes")
+    sb.add_argument("params")
+    sb.add_argument("--only", help="comma-separated units (0,1) or notebooks (00,10)")
+    sb.add_argument("--executor", choices=["slurm", "local"], default="slurm",
+                    help="slurm: sbatch every job with its dependencies; local: the same jobs on this machine")
+    sb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ex = sub.add_parser("export", help="a run's record stores as Hugging Face datasets and its adapters and merged "
+                                       "models with model cards (RUN/export; --push ORG uploads them)")
+    ex.add_argument("run_dir", help="e.g. runs/smoke")
+    ex.add_argument("--out", help="default: RUN/export")
+    ex.add_argument("--push", metavar="ORG", help="upload every folder to ORG/<profile>-<name> (private; HF_TOKEN)")
+    tr = sub.add_parser("track", help="trackio's dashboard of a profile's run folder on 127.0.0.1 (training curves, "
+                                      "every notebook's key numbers; tracking.backend: trackio)")
+    tr.add_argument("params", nargs="?", default="params/smoke.yaml")
+    tr.add_argument("--port", type=int, help="default: the first free one from 7860")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks, agora-kit kernel (no browser; prints the URL)")
     lab.add_argument("--port", type=int, default=8888)
     lab.add_argument("--profile", help="every notebook reads this profile (tiny, smoke, full or a file) instead of "
@@ -112,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             lock.hold(lock.run_folder_of(args.out))  # it rewrites a store a live run may be appending to
             print(f"{args.out}: {merge_record_files(args.shards, args.out)} records")
             return 0
+        if args.command == "export":
+            from kit.tools.export import main as export_main
+
+            return export_main(args.run_dir, args.out, args.push)
         if args.command == "docs-results":
             from kit.reporting.docs_results import write as write_results
 
@@ -136,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve_main(params, args.role, args.host, args.port, args.dry_run, args.api_key_env,
                               args.runtime_lora, args.adapter)
+        if args.command == "submit":
+            from kit.tools.submit import main as submit_main
+
+            return submit_main(params, args.params, args.only.split(",") if args.only else None, args.executor, args.set)
+        if args.command == "track":
+            from kit.run.tracking import serve
+
+            serve(params, args.port)
+            return 0
         if args.command == "report":
             from kit.reporting.report import write
 

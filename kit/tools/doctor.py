@@ -110,13 +110,33 @@ def hub_ids(params) -> list[str]:
 
 
 def hub_datasets(params) -> list[str]:
-    """The hub data sets a profile reads (PRISM as a topic source, a published palette data set)."""
+    """The hub data sets a profile reads (PRISM as a topic source, a published palette data set, the data of
+    lm-eval's capability tasks)."""
     from kit.data.topics import PRISM
+    from kit.evals.harness import HUB_DATASETS
 
     found = [PRISM for t in (params.negotiation.topics, params.palette.queries) if t.source == "prism" and not t.path]
     if params.palette.dataset:
         found.append(params.palette.dataset)
+    found += [HUB_DATASETS[t] for t in params.capability.tasks if t in HUB_DATASETS]
     return list(dict.fromkeys(found))
+
+
+def capability_lines(params) -> list[str]:
+    """What the capability tasks need beyond this checkout: lm-eval's own tasks read their data from the Hub."""
+    from kit.evals.harness import GATED, HUB_DATASETS, hub_tasks
+
+    tasks = hub_tasks(params.capability.tasks)
+    if not tasks:
+        return []
+    lines = [f"capability.tasks: {', '.join(tasks)} are lm-evaluation-harness's and read their data from the Hugging "
+             "Face Hub: run with HF_HUB_OFFLINE=0 on a node that reaches huggingface.co (a GPU node), or with their "
+             "data sets in the hub cache; the kit's agora_* tasks run offline"]
+    gated = [t for t in tasks if HUB_DATASETS.get(t) in GATED]
+    if gated:
+        lines.append(f"capability.tasks: {', '.join(gated)} reads a gated data set: export HF_TOKEN of an account that "
+                     "accepted its terms on huggingface.co (never in params)")
+    return lines
 
 
 def _dataset_cached(repo: str) -> bool:
@@ -417,6 +437,8 @@ def main(params_path: str | None, overrides: list[str]) -> int:
     print("\n".join(report(m)))
     if params is None:
         return 0
+    for line in capability_lines(params):
+        print(line)
     served = endpoints(params)
     for line, _ in served:
         print(line)

@@ -9,8 +9,9 @@ gets is, from weakest to strongest:
 2. ``TrainerSpec.defaults`` — the method's paper defaults (DPO β, SimPO γ, ORPO λ as ``beta``);
 3. the recipe's ``trl`` keys that the method's config has, then ``per_method[method]``;
 4. ``TrainerSpec.fixed`` and what the run decides: the output folder, the seed, CPU or GPU, whether
-   there is an eval set, and ``bf16: auto`` (:func:`resolve_precision`). ``fixed`` keys make the method what it is (SimPO is the CPO trainer
-   with ``loss_type: simpo``) and cannot be overridden.
+   there is an eval set, ``bf16: auto`` (:func:`resolve_precision`) and where the trainer reports (trl's
+   ``report_to``, the run's name: ``kit.run.tracking``, from the ``tracking`` section). ``fixed`` keys make the
+   method what it is (SimPO is the CPO trainer with ``loss_type: simpo``) and cannot be overridden.
 
 A key no selected method's config knows is an error, found by :func:`check` before anything
 trains (``python -m kit check`` runs it).
@@ -112,9 +113,14 @@ def resolve_precision(trl: dict[str, Any]) -> dict[str, Any]:
     return {**trl, "bf16": native_bf16("cpu" if _use_cpu() else "cuda")}
 
 
+# where a trainer reports is the tracking section's to say (kit.run.tracking), for every trainer alike
+TRACKING_KEYS = ("report_to", "run_name", "project")
+
+
 def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], output_dir: str, seed: int,
-                  has_eval: bool) -> dict[str, Any]:
-    """The keyword arguments of ``method``'s trl config for a recipe (see the module docstring)."""
+                  has_eval: bool, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``method``'s trl config for a recipe (see the module docstring); ``report``:
+    ``report_to`` and the run's name (``kit.run.tracking.trainer_args``), none by default."""
     spec = TRAINERS.get(method)
     _, config_cls = spec.load()
     known = _fields(config_cls)
@@ -129,7 +135,7 @@ def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], 
         "output_dir": output_dir, "seed": seed, "data_seed": seed, "use_cpu": _use_cpu(),
         "eval_strategy": "epoch" if has_eval else "no",
         "disable_tqdm": True if os.environ.get("TQDM_DISABLE") == "1" else None,
-    }
+    } | (report or {"report_to": "none"})
     if spec.online and "use_vllm" not in given:
         # GPU: generate the groups with vLLM in the training process (colocate); CPU: transformers' generate
         kwargs["use_vllm"] = not kwargs["use_cpu"] and importlib.util.find_spec("vllm") is not None
@@ -137,10 +143,10 @@ def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], 
 
 
 def training_config(method: str, trl: dict[str, Any], per_method: dict[str, Any], output_dir: str, seed: int,
-                    has_eval: bool):
+                    has_eval: bool, report: dict[str, Any] | None = None):
     """The built trl config (``DPOConfig`` …) of ``method`` for a recipe."""
     _, config_cls = TRAINERS.get(method).load()
-    return config_cls(**config_kwargs(method, trl, per_method, output_dir, seed, has_eval))
+    return config_cls(**config_kwargs(method, trl, per_method, output_dir, seed, has_eval, report))
 
 
 def lora_config(lora: dict[str, Any]):
@@ -231,6 +237,10 @@ def check(lora: dict[str, Any], trl: dict[str, Any], methods: list[str], per_met
                              "(r, lora_alpha, lora_dropout, target_modules, …)")
     _check_lora(lora, where, modules)
     known = {m: _fields(TRAINERS.get(m).load()[1]) for m in methods}
+    for key in [*trl, *(k for keys in per_method.values() for k in keys)]:
+        if key in TRACKING_KEYS:
+            raise ValueError(f"{where}.trl.{key}: where trainers report is the tracking section's to say; fix: remove "
+                             "it and set tracking.backend (none, trackio, wandb, mlflow) and tracking.project")
     for key in trl:
         if not any(key in fields for fields in known.values()):
             names = ", ".join(TRAINERS.get(m).config.rpartition(":")[2] for m in methods)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from kit.run import artifacts, secrets
+from kit.run import artifacts, secrets, tracking
 from kit.run.cache import cache_key
 from kit.run.files import atomic_write_json, read_json
 from kit.train.recipes import TRAINERS, lora_config, resolve_precision, training_config
@@ -204,7 +204,10 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     state.wait_for_everyone()
 
     per_method = parts["per_method"]
-    args = training_config(method, recipe.trl, per_method, str(output_dir), seed, bool(eval_records))
+    # trl's report_to: the process's tracker (kit.run.tracking), the run named by the folder and this fingerprint
+    report = tracking.trainer_args(_tracked_as(output_dir), artifacts.fingerprint(parts)) if state.is_main_process \
+        else {"report_to": "none"}
+    args = training_config(method, recipe.trl, per_method, str(output_dir), seed, bool(eval_records), report)
     trainer_cls, _ = spec.load()
     resolved, tok, model = _load(base_model, args.bf16)
     meter = _meter()
@@ -263,6 +266,14 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
 
     free_accelerator_memory()
     return result
+
+
+def _tracked_as(output_dir: Path) -> str:
+    """A trainer's run name part: its folder within the run folder (``visa/train/grpo``), else the folder's name."""
+    tracker = tracking.active()
+    run_dir = tracker.store.parent.resolve() if tracker is not None else None
+    folder = Path(output_dir).resolve()
+    return str(folder.relative_to(run_dir)) if run_dir is not None and folder.is_relative_to(run_dir) else folder.name
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
@@ -336,13 +347,18 @@ def sampling_correction(adapter_dir: Path) -> dict:
             "logprob_known": mean("selfplay/logprob_known")}
 
 
+def reward_window(steps: int) -> int:
+    """The logged steps ``reward_fell`` compares at each end by default: a quarter of them, at least one."""
+    return max(1, steps // 4)
+
+
 def reward_fell(rewards, window: int | None = None) -> bool | None:
     """Whether training went backwards: the mean of the last ``window`` logged rewards below the mean of the first
-    ``window`` (default a quarter of the steps, at least one); None with fewer than two steps."""
+    ``window`` (default :func:`reward_window`); None with fewer than two steps."""
     values = [float(r) for r in rewards]
     if len(values) < 2:
         return None
-    w = window or max(1, len(values) // 4)
+    w = window or reward_window(len(values))
     return sum(values[-w:]) / w < sum(values[:w]) / w
 
 
