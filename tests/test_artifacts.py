@@ -14,7 +14,7 @@ from kit.llm.base import Backend, backend_parts
 from kit.negotiation.run import store_parts, trace_store
 from kit.run import artifacts
 
-DESCRIPTION = "\n".join(f"## {s}\nText." for s in ("Core Values", "Accepted Behaviors", "Rejected Phenomena",
+DESCRIPTION = "\n".join(f"## {s}\nFamily comes first here." for s in ("Core Values", "Accepted Behaviors", "Rejected Phenomena",
                                                    "Perspectives", "Attitude toward other worldviews"))
 
 

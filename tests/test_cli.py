@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.run.runner import notebooks
+from kit.runner import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 

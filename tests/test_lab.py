@@ -14,8 +14,8 @@ import nbformat
 import pytest
 
 from kit.config import PARAMS_ENV, load_params
-from kit.run.runner import KERNEL, ensure_kernel, execute, local_kernel_manager
-from kit.run.session import METRICS_MIME
+from kit.runner import KERNEL, ensure_kernel, execute, local_kernel_manager
+from kit.session import METRICS_MIME
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def test_an_executed_notebook_exports_to_html_with_its_figures(tmp_path):
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
-        "from kit.reporting import plots\nfrom kit.config import load_params\nfrom kit.run.session import Session\n"
+        "from kit.reporting import plots\nfrom kit.config import load_params\nfrom kit.session import Session\n"
         "import pandas as pd\n"
         "S = Session(load_params('params/tiny.yaml'))\n"
         f"with plots.figure({str(tmp_path / 'f.png')!r}) as (fig, ax):\n    ax.plot([1, 2, 3])\n"

@@ -20,7 +20,7 @@ from kit.llm.cached import CachedBackend
 from kit.reporting import leaderboard
 from kit.run import cost
 from kit.run.cache import Cache
-from kit.run.session import Session
+from kit.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kit.run.runner import ensure_kernel, execute, notebooks
-from kit.run.session import METRICS_MIME
+from kit.runner import ensure_kernel, execute, notebooks
+from kit.session import METRICS_MIME
 
 ROOT = Path(__file__).resolve().parents[1]
 

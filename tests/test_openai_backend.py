@@ -499,7 +499,7 @@ def test_api_key_is_sent_but_never_written(server, sleeps, tmp_path, monkeypatch
 
     from kit.config import validate
     from kit.run.records import write_manifest
-    from kit.run.session import Session
+    from kit.session import Session
 
     key = "sk-agora-test-3f9c1e7d5b"
     monkeypatch.setenv("AGORA_TEST_API_KEY", key)

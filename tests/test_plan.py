@@ -118,7 +118,7 @@ def test_a_stage_releases_what_it_does_not_list_and_swaps_one_engine_at_a_time(t
     """Entering a training stage releases the agents' engine; in notebook 12 using a merged model releases the
     base engine; a part a stage does not list is refused in strict mode."""
     from kit.llm.base import ChatRequest, GenParams
-    from kit.run.session import STRICT_STAGES_ENV, Session, StageError
+    from kit.session import STRICT_STAGES_ENV, Session, StageError
 
     params = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path}"])
     session = Session(params)
@@ -134,7 +134,7 @@ def test_a_stage_releases_what_it_does_not_list_and_swaps_one_engine_at_a_time(t
 
     merged = session.backend_of(resolve_model("tiny-random").path)  # any model folder stands for a merged model
     merged_key = next(k for k in session._residents if k.startswith("merged:"))
-    monkeypatch.setattr("kit.run.session._part", lambda key: Part("merged", "moe") if key.startswith("merged:")
+    monkeypatch.setattr("kit.session._part", lambda key: Part("merged", "moe") if key.startswith("merged:")
                         else Part("engine", key))
     with session.stage("12", "Table 1, consistency and capability"):
         session.backend.generate([ChatRequest([{"role": "user", "content": "again"}])], gen)
@@ -208,7 +208,7 @@ def test_the_eight_gpu_profile_is_the_full_profile_but_where_the_models_sit():
 
 def test_kit_run_refuses_a_profile_that_does_not_fit_the_visible_gpus(full, monkeypatch, capsys):
     """On a node whose GPU is too small, kit run stops before any notebook (and any model) with the plan's lines."""
-    from kit.run import runner
+    from kit import runner
 
     monkeypatch.setattr("kit.plan.visible_gpus", lambda: [24.0])
     ran = []

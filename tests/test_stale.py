@@ -160,7 +160,7 @@ def test_the_boards_mark_rows_made_with_other_params_stale(shared_data, tmp_path
 
 
 def test_the_manifest_keeps_per_notebook_the_params_that_ran_it(shared_data, tmp_path, monkeypatch):
-    from kit.run import runner
+    from kit import runner
 
     monkeypatch.setattr(runner, "execute", lambda nb, out, params, kernel, progress: 1.0)
     monkeypatch.setattr(runner, "ensure_kernel", lambda: "k")

@@ -89,7 +89,7 @@ def test_tiny_full_models_have_the_architectures_of_fulls():
 @pytest.fixture(scope="module")
 def tiny_full_run(tmp_path_factory, shared_data):
     """Every notebook run headless on tiny-full into a fresh runs folder, once for the module."""
-    from kit.run.runner import ensure_kernel, execute, notebooks
+    from kit.runner import ensure_kernel, execute, notebooks
 
     params = load_params(ROOT / "params" / "tiny-full.yaml", [f"runs_dir={tmp_path_factory.mktemp('runs')}"])
     kernel = ensure_kernel()

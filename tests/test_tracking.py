@@ -194,7 +194,7 @@ def _free_port() -> int:
 def test_the_tiny_run_tracked_every_trainer_and_every_notebook(tiny_params):
     """After the notebooks (tests/test_notebooks.py): a run in the tracker for every trainer that trained (each
     training folder with a log history) and for every notebook's key numbers."""
-    from kit.run.runner import notebooks
+    from kit.runner import notebooks
     from kit.run.tracking import name_part
 
     db = tiny_params.run_dir / "tracking" / "agora.db"

@@ -145,7 +145,7 @@ def test_prompts_name_the_country_not_the_survey_sample():
 
 def test_figures_follow_the_run_folder(tmp_path, monkeypatch):
     from kit.run import paths
-    from kit.run.session import Session
+    from kit.session import Session
 
     monkeypatch.setattr(paths, "ROOT", tmp_path / "project")
     elsewhere = Session(Params(profile="t", runs_dir=str(tmp_path / "elsewhere")))

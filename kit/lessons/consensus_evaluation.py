@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.evals.traces import (
     REFERENCE_METHOD,
     common_items,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.data import OpinionItem, Topic, goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics

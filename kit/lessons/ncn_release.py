@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.agents import Agent, prompted
 from kit.data import goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts

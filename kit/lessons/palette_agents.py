@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.data.cultures import PALETTE_CONTINENTS
 from kit.llm.models import resolve_model
 from kit.palette.agents import palette_dir, save_models, train_agents

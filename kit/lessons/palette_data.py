@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.data import Topic
 from kit.llm.base import backend_parts
 from kit.palette.prompts import CONTINENTS

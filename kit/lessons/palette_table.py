@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.data import OpinionItem, goqa_split
 from kit.data.leaks import assert_no_leaks, palette_leak_counts
 from kit.evals.capability import capability_kept

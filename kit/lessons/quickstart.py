@@ -6,7 +6,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.agents import Agent, vanilla
 from kit.data import OpinionItem, load_goqa, option_labels, questions, resolve_countries
 from kit.evals.survey import choice_request

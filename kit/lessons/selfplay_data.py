@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.data import load_moralchoice
 from kit.run import artifacts
 from kit.run.cache import cache_key

@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.evals.capability import capability_kept
 from kit.lessons import negotiation
 from kit.lessons.selfplay_data import capability_ids

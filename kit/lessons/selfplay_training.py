@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.lessons.selfplay_data import folder
 from kit.reporting.curves import figure as curve_figure, training_curves
 from kit.run.cache import cache_key

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.data import goqa_split, load_moralchoice
 from kit.reporting import plots
 from kit.values import SCHWARTZ_VALUES, TrainedValueDetector, agreement, confusion, make_value_detector

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.run.session import in_stage
+from kit.session import in_stage
 from kit.lessons import visa_detector
 from kit.reporting import curves
 from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func, grpo_recipe

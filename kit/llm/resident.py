@@ -1,7 +1,7 @@
 """A backend the session can put away and bring back: loaded on first use, released for a stage that needs
 the memory, restored on the next call.
 
-The session (``kit.run.session``) hands out ``Resident`` backends behind the cache, so a cached answer
+The session (``kit.session``) hands out ``Resident`` backends behind the cache, so a cached answer
 never wakes an engine. ``release()`` frees what the backend holds: a vLLM engine sleeps (weights to
 host memory, KV cache dropped; ``VLLMBackend.release``), a transformers backend is dropped and loaded
 again when next asked (its weights are read back from disk). Identity, backend name and numerics are

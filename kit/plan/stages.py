@@ -1,7 +1,7 @@
 """What each notebook holds in memory at once: its stages and their resident parts.
 
 One list, read two ways: the memory plan sums each stage's parts per GPU, and the session
-(``kit.run.session``) releases every engine a stage does not list before the stage starts
+(``kit.session``) releases every engine a stage does not list before the stage starts
 (``Session.stage``), so a stage that trains or merges runs with the inference engines asleep.
 
 A part is one thing resident on a device:

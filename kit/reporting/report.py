@@ -20,7 +20,7 @@ import pandas as pd
 
 from kit.reporting import leaderboard, plots
 from kit.run.files import atomic_write_text
-from kit.run.runner import notebooks
+from kit.runner import notebooks
 
 # Tables fit the window: long text wraps, intervals share one cell, cost columns fold away.
 STYLE = """

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {page}\nboards (CSV): {page.parent}")
             return 0
         if args.command == "run":
-            from kit.run.runner import run
+            from kit.runner import run
 
             return run(params, args.params, args.only.split(",") if args.only else None)
         lock.hold(params.run_dir)  # before the benchmark: its result is stored in the run folder

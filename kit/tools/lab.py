@@ -15,7 +15,7 @@ import sys
 
 from kit.config import PARAMS_ENV, profile_file
 from kit.run import paths
-from kit.run.runner import KERNEL, ensure_kernel
+from kit.runner import KERNEL, ensure_kernel
 
 
 def command(port: int, ip: str = "127.0.0.1") -> list[str]:

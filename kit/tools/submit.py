@@ -40,7 +40,7 @@ def after(unit: str) -> tuple[str, ...]:
 def plan(only: Sequence[str] | None) -> dict[str, list[str]]:
     """Unit -> the notebook numbers its job runs: every notebook, or those ``--only`` names (a unit: ``1``; a
     notebook: ``10``), in unit order."""
-    from kit.run.runner import notebooks
+    from kit.runner import notebooks
 
     numbers = [nb.name[:2] for nb in notebooks()]
     chosen = numbers
