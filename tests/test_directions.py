@@ -37,8 +37,16 @@ def _margins(backend, adapter) -> np.ndarray:
     return np.array(sums[0::2]) - np.array(sums[1::2])
 
 
+@pytest.fixture(scope="module")
+def scorer():
+    """A backend of its own: loading adapters wraps its model in peft, which the session's shared backend must not see."""
+    from kit.llm.hf_backend import HFBackend
+
+    return HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=4)
+
+
 @pytest.mark.parametrize("method", ["dpo", "orpo", "simpo"])
-def test_preference_training_raises_the_chosen_minus_rejected_margin(method, tmp_path, tiny_backend):
+def test_preference_training_raises_the_chosen_minus_rejected_margin(method, tmp_path, scorer):
     from kit.config import FinetuneParams
     from kit.train import train
 
@@ -46,7 +54,7 @@ def test_preference_training_raises_the_chosen_minus_rejected_margin(method, tmp
                                  "learning_rate": 2e-2, "warmup_steps": 0.0, "logging_steps": 1})
     result = train(method, _pref_records(), [], "tiny-random", tmp_path / method, recipe, seed=0)
     assert result.global_step == 4
-    before, after = _margins(tiny_backend, None), _margins(tiny_backend, str(result.adapter_dir))
+    before, after = _margins(scorer, None), _margins(scorer, str(result.adapter_dir))
     assert (after > before).all(), (method, before.tolist(), after.tolist())
     assert (after - before).mean() > 0.5  # a clear move, not rounding
 
