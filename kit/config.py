@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from kit.registry import PROTOCOLS
+from kit.registry import PROTOCOLS, protocol_names
 from kit.run import paths, secrets, tracking
 
 
@@ -379,7 +379,7 @@ class NegotiationParams(Section):
     pairs: list[list[str]] = Field(default_factory=lambda: [["United States", "China"], ["Mexico", "Iraq"]], min_length=1)
     # grounded: LoRA adapter plus culture description, as NCN builds its agents
     agent_kind: Literal["prompted", "described", "grounded"] = "described"
-    methods: list[str] = Field(default_factory=lambda: ["ncn", "debate", "consultancy", "none"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: list(protocol_names()), min_length=1)  # kit.registry.PROTOCOLS
     max_rounds: PositiveInt = 10
     epsilon: float = Field(0.02, gt=0)
     weights: UtilityWeightsParams = UtilityWeightsParams()

@@ -44,7 +44,7 @@ from kit.metrics.consensus import (
 )
 from kit.metrics.text import copied, degenerate
 from kit.metrics.verdicts import MIN_ITEMS
-from kit.negotiation.trace import STOPPING_RULES
+from kit.registry import stopping_rules
 from kit.values import ValueDetector
 
 log = logging.getLogger(__name__)
@@ -282,13 +282,14 @@ def evaluate_traces(backend: Backend, detector: ValueDetector, agents: Mapping[s
     agreement (``None`` for every other method).
     """
     usable, failed, empty, bad = split_usable(traces)
+    with_rule = stopping_rules()
     meta = []
     for t in usable:
         cultures = [a["culture"] for a in _get(t, "agents")]
         meta.append({"id": _get(t, "id"), "method": _get(t, "method"), "topic_id": _get(t, "topic")["id"],
                      "culture_a": cultures[0], "culture_b": cultures[1], "pair": " vs ".join(map(str, cultures)),
                      "rounds_used": _get(t, "rounds_used"),
-                     "converged": bool(_get(t, "converged")) if t["method"] in STOPPING_RULES else None,
+                     "converged": bool(_get(t, "converged")) if t["method"] in with_rule else None,
                      "resolved": None if t.get("resolved") is None else bool(t["resolved"])})
     columns = ["id", "method", "topic_id", "culture_a", "culture_b", "pair", "rounds_used", "converged", "resolved"]
     df = pd.concat([pd.DataFrame(meta, columns=columns), acceptance_table(backend, agents, usable),
