@@ -166,11 +166,32 @@ def test_ground_floor_imports_no_method_package():
 
 def test_middle_floor_imports_no_method_package():
     """kit.config, the judges, the agents, the evaluations, the trainers and the plan import no method
-    package at module level (a deferred import of a method's program by a trainer is listed below)."""
+    package at module level (kit.config composes the methods' params sections: the test below)."""
     wrong = sorted(f"{module} -> {target}" for module, targets in import_graph(module_level=True).items()
                    if package_of(module) in MIDDLE for target in targets if package_of(target) in METHOD
-                   and (module, package_of(target)) not in MIDDLE_EXCEPTIONS)
+                   and (module, package_of(target)) not in MIDDLE_EXCEPTIONS
+                   and not (module == "kit.config" and (target.endswith(".params") or target in METHOD)))
     assert not wrong, f"the middle floor imports a method package: {wrong}"
+
+
+def test_config_composes_the_packages_sections():
+    """kit.config reaches a package above the ground only for that package's own params section
+    (``kit.<package>.params``, imported at module level, trl-style), never lazily inside a validator; each such
+    params module imports no method package's program, and the package's ``__init__`` runs no kit import, so
+    loading the params loads no method."""
+    everything, top = import_graph(), import_graph(module_level=True)
+    above = {"kit.train", "kit.evals"} | set(METHOD)
+    reached = {t for t in everything["kit.config"] if package_of(t) in above}
+    params = {t for t in reached if t.endswith(".params")}
+    assert params, "kit.config composes no package's section"
+    assert reached == params | {package_of(t) for t in params}, f"kit.config reaches {sorted(reached - params)}"
+    assert params <= top["kit.config"], "kit.config imports a section inside a function"
+    for module in params:
+        wrong = sorted(t for t in top[module] if package_of(t) in METHOD and t != package_of(t)
+                       and not t.endswith(".params"))
+        assert not wrong, f"{module} imports a method's modules: {wrong}"
+        init = package_of(module)
+        assert not top[init], f"{init}/__init__.py imports {sorted(top[init])} when kit.config loads its section"
 
 
 def test_top_level_shows_the_house():
