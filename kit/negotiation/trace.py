@@ -74,6 +74,8 @@ Top level
                       or the consultancy revisions (each written after reading the other's answer).
     ``agree``         debate only: ``[bool, bool]``, whether each turn ended with the AGREE marker.
 
+``rounds[k]`` for any other registered protocol: at least ``round`` and ``statements`` as above.
+
 ``rounds[k]`` of a trace from the release (``origin: "ncn_release"``)
     ``ncn``           ``round``, ``statements`` (the first exchange: each side's position), ``responses`` (the
                       second exchange's restatements), ``chosen`` (``[{title, reason, description, consist,
