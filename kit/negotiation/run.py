@@ -28,7 +28,7 @@ from kit.negotiation.trace import TRACE_SCHEMA, validate_trace
 from kit.run import artifacts, seeds
 from kit.run.records import RecordStore
 
-if TYPE_CHECKING:  # annotations only: kit.config imports kit.train, which reads this package's traces
+if TYPE_CHECKING:  # annotations only: the params are read here, never built
     from kit.config import NegotiationParams, Params
 
 log = logging.getLogger(__name__)

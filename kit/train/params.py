@@ -57,7 +57,7 @@ class FinetuneParams(TrainRecipe):
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     eval_fraction: float = Field(0.2, ge=0, lt=1)
     # Preference pairs from converged negotiations only (small smoke runs rarely converge); it filters
-    # only methods with a stopping rule (ncn, debate): consultancy's one exchange and "none" have none.
+    # only the protocols with a stopping rule (kit.registry.stopping_rules()); the others have no rule to meet.
     require_converged: bool = True
     # Every source's training set cut to the smallest non-empty one (a seeded subsample), so that
     # method@source compares the methods' data, not its size.
