@@ -4,6 +4,11 @@ A profile's top-level keys are sections; papermill injects each as a notebook va
 same name (``papermill -f params/smoke.yaml``), and the notebook hands them back to
 :func:`from_notebook`, so a notebook run by hand, by papermill or by ``python -m kit run`` sees
 the same validated values. Relative paths are read from the project root.
+
+A package whose section needs its own knowledge (its registries, its data split, mergekit's rules) declares
+and validates that section in its ``params`` module (``kit/train/params.py``, ``kit/palette/params.py`` …);
+this module composes them into :class:`Params`, with the checks across sections, and imports nothing above
+it inside a validator (``tests/test_layout.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from kit.run.sections import MAX_RETRIES, ParamsError, Section, existing_file, r
 # Each package validates its own section (kit/<package>/params.py); the profile composes them here.
 from kit.data.params import TopicsParams
 from kit.evals.params import CapabilityParams
-from kit.palette.params import MLP_PROJECTIONS, PaletteParams, check_items, check_merges
+from kit.palette.params import MLP_PROJECTIONS, PaletteParams, check_items, check_merges  # noqa: F401 (re-exported)
 from kit.selfplay.params import SelfPlayParams
 from kit.train.params import (
     RELEASE_METHODS,
@@ -40,7 +45,7 @@ from kit.train.params import (
     FinetuneParams,
     TrainRecipe,
     check_recipes,
-    training_recipes,
+    training_recipes,  # noqa: F401 (re-exported: the plan and the trainers read every recipe of a profile)
 )
 from kit.visa.params import VisaParams
 
