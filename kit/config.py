@@ -4,6 +4,11 @@ A profile's top-level keys are sections; papermill injects each as a notebook va
 same name (``papermill -f params/smoke.yaml``), and the notebook hands them back to
 :func:`from_notebook`, so a notebook run by hand, by papermill or by ``python -m kit run`` sees
 the same validated values. Relative paths are read from the project root.
+
+A package whose section needs its own knowledge (its registries, its data split, mergekit's rules) declares
+and validates that section in its ``params`` module (``kit/train/params.py``, ``kit/palette/params.py`` …);
+this module composes them into :class:`Params`, with the checks across sections, and imports nothing above
+it inside a validator (``tests/test_layout.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +20,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
@@ -27,58 +30,24 @@ from pydantic import (
     model_validator,
 )
 
-from kit.registry import PROTOCOLS
+from kit.registry import PROTOCOLS, protocol_names
 from kit.run import paths, secrets, tracking
+from kit.run.sections import MAX_RETRIES, ParamsError, Section, existing_file, registered, unique
 
-
-class ParamsError(ValueError):
-    """A params problem, always one line: where, what, and how to fix it."""
-
-
-# Model output is re-asked at most this often: a larger budget only hides a prompt the model cannot follow.
-MAX_RETRIES = 10
-
-
-class Section(BaseModel):
-    # inf and nan are never a setting: a temperature or weight of .inf fails deep inside a run
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _unique(v: list) -> list:
-    """A list of names in which each appears once (a method listed twice would run, and count, twice)."""
-    seen = [x for i, x in enumerate(v) if x in v[:i]]
-    if seen:
-        raise ValueError(f"lists {seen[0]!r} twice; name each once")
-    return v
-
-
-def _reward_weights(v: dict[str, float]) -> dict[str, float]:
-    """Reward weights are ≥ 0 with one above 0: a negative weight trains the policy away from the named goal."""
-    negative = [k for k, w in v.items() if w < 0]
-    if negative:
-        raise ValueError(f"weight of {negative[0]!r} is {v[negative[0]]}; weights are ≥ 0 (drop a reward to leave it out)")
-    if not any(w > 0 for w in v.values()):
-        raise ValueError("every weight is 0, so nothing would be learned; give one reward a weight above 0")
-    return v
-
-
-def _existing_file(v: str | None) -> str | None:
-    if v is not None and not paths.resolve(v).is_file():
-        raise ValueError(f"file not found: {v} (resolved to {paths.resolve(v)})")
-    return v
-
-
-def _existing_path(v: str | None) -> str | None:
-    """A file or a folder (the NCN release is read from its tarball or from an unpacked copy)."""
-    if v is not None and not paths.resolve(v).exists():
-        raise ValueError(f"no such file or folder: {v} (resolved to {paths.resolve(v)})")
-    return v
-
-
-def _registered(registry, name: str) -> str:
-    if name not in registry:
-        raise ValueError(registry.unknown(name))
-    return name
+# Each package validates its own section (kit/<package>/params.py); the profile composes them here.
+from kit.data.params import TopicsParams
+from kit.evals.params import CapabilityParams
+from kit.palette.params import MLP_PROJECTIONS, PaletteParams, check_items, check_merges  # noqa: F401 (re-exported)
+from kit.selfplay.params import SelfPlayParams
+from kit.train.params import (
+    RELEASE_METHODS,
+    RELEASE_SOURCE,
+    FinetuneParams,
+    TrainRecipe,
+    check_recipes,
+    training_recipes,  # noqa: F401 (re-exported: the plan and the trainers read every recipe of a profile)
+)
+from kit.visa.params import VisaParams
 
 
 class ModelParams(Section):
@@ -167,7 +136,7 @@ class ModelParams(Section):
     def _registered_backend(cls, v: str) -> str:
         from kit.llm import BACKENDS
 
-        return _registered(BACKENDS, v)
+        return registered(BACKENDS, v)
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -258,7 +227,7 @@ class DataParams(Section):
     test_fraction: float = Field(0.3, gt=0, lt=1)
     split_seed: NonNegativeInt = 0
 
-    _files = field_validator("goqa_path", "moralchoice_path", "goqa_test_path")(_existing_file)
+    _files = field_validator("goqa_path", "moralchoice_path", "goqa_test_path")(existing_file)
 
 
 class ReferencesParams(Section):
@@ -300,18 +269,6 @@ class QuickstartParams(Section):
     max_new_tokens: PositiveInt = 48
 
 
-class TrainRecipe(Section):
-    """A LoRA training recipe in the libraries' own keys, as alignment-handbook recipes are written.
-
-    ``lora`` holds ``peft.LoraConfig`` keys and ``trl`` the keys of the trl configs (``DPOConfig``,
-    ``SFTConfig`` …, i.e. ``transformers.TrainingArguments`` plus each method's own); both are
-    merged over the kit's defaults (``kit.train.recipes``) and checked by building the configs.
-    """
-
-    lora: dict[str, Any] = Field(default_factory=dict)
-    trl: dict[str, Any] = Field(default_factory=dict)
-
-
 class AgentsParams(Section):
     """Notebook 01: cultural agents from survey data, and their fidelity on held-out questions."""
 
@@ -333,31 +290,7 @@ class AgentsParams(Section):
     capability_items: PositiveInt = 40  # MoralChoice low-ambiguity items for every grounded adapter
     sft: TrainRecipe = TrainRecipe()  # the grounded agents' SFT (trl SFTConfig keys)
 
-    _once = field_validator("countries", "kinds")(_unique)
-
-
-class TopicsParams(Section):
-    # goqa: train-split questions; moralchoice: high-ambiguity scenarios; file: your own; prism: the
-    # PRISM opening prompts from the hub (online runs); ncn_release: the NCN paper's 457 topics
-    source: Literal["goqa", "moralchoice", "file", "prism", "ncn_release"] = "moralchoice"
-    n: PositiveInt = 4
-    # file: the topic file; ncn_release: the release's tarball or unpacked folder (null: the release beside the project)
-    path: str | None = None
-    # share of the source kept out of every negotiation, for evaluating finetuning (notebook 04)
-    heldout_share: float = Field(0.2, gt=0, lt=1)
-
-    @field_validator("path")
-    @classmethod
-    def _topic_path(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is not None and info.data.get("source") == "ncn_release":
-            return _existing_path(v)
-        return _existing_file(v)
-
-    @model_validator(mode="after")
-    def _file_has_path(self):
-        if self.source == "file" and self.path is None:
-            raise ValueError("source file needs path: a JSON or JSONL file of topics; fix: set path, or use goqa or moralchoice")
-        return self
+    _once = field_validator("countries", "kinds")(unique)
 
 
 class UtilityWeightsParams(Section):
@@ -379,7 +312,7 @@ class NegotiationParams(Section):
     pairs: list[list[str]] = Field(default_factory=lambda: [["United States", "China"], ["Mexico", "Iraq"]], min_length=1)
     # grounded: LoRA adapter plus culture description, as NCN builds its agents
     agent_kind: Literal["prompted", "described", "grounded"] = "described"
-    methods: list[str] = Field(default_factory=lambda: ["ncn", "debate", "consultancy", "none"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: list(protocol_names()), min_length=1)  # kit.registry.PROTOCOLS
     max_rounds: PositiveInt = 10
     epsilon: float = Field(0.02, gt=0)
     weights: UtilityWeightsParams = UtilityWeightsParams()
@@ -414,14 +347,14 @@ class NegotiationParams(Section):
     @classmethod
     def _registered_protocols(cls, v: list[str]) -> list[str]:
 
-        return _unique([_registered(PROTOCOLS, name) for name in v])
+        return unique([registered(PROTOCOLS, name) for name in v])
 
     @field_validator("value_judge")
     @classmethod
     def _registered_detector(cls, v: str) -> str:
-        from kit.values import DETECTORS
+        from kit.values import DETECTORS  # the judges (a floor beside this one) load pandas: read when checked
 
-        return _registered(DETECTORS, v)
+        return registered(DETECTORS, v)
 
     @field_validator("pairs")
     @classmethod
@@ -429,19 +362,8 @@ class NegotiationParams(Section):
         for pair in v:
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise ValueError(f"each pair names two different countries, got {pair}")
-        _unique([tuple(sorted(pair)) for pair in v])  # a pair in either order is one pair
+        unique([tuple(sorted(pair)) for pair in v])  # a pair in either order is one pair
         return v
-
-
-RELEASE_SOURCE = "ncn_release:"  # finetune.from_methods: the NCN paper's own transcripts of a method (ncn_release section)
-RELEASE_METHODS = ("ncn", "debate", "consultancy")  # the methods the release holds, as the kit names them
-
-
-def _release_source(name: str) -> str:
-    method = name.removeprefix(RELEASE_SOURCE)
-    if method not in RELEASE_METHODS:
-        raise ValueError(f"{name!r}: the NCN release holds {', '.join(RELEASE_SOURCE + m for m in RELEASE_METHODS)}")
-    return name
 
 
 class NcnReleaseParams(Section):
@@ -459,7 +381,7 @@ class NcnReleaseParams(Section):
     # topics per pair read as transcripts (the same for every method); null: all
     max_items: PositiveInt | None = None
 
-    _once = field_validator("methods")(_unique)
+    _once = field_validator("methods")(unique)
 
     @field_validator("path")
     @classmethod
@@ -480,287 +402,7 @@ class NcnReleaseParams(Section):
             if not re.fullmatch(r"\S+ and \S+", name):
                 raise ValueError(f"{name!r} is not a pair folder of the release ('<ZoneA> and <ZoneB>', e.g. "
                                  "'Confucian and African_Islamic')")
-        return _unique(v)
-
-
-class FinetuneParams(TrainRecipe):
-    """Notebook 04 and ``python -m kit train``: DPO / SimPO / ORPO / SFT with LoRA on negotiation data.
-
-    ``trl`` keys apply to every method whose trl config has them (``beta`` to DPO, SimPO and ORPO,
-    not SFT); ``per_method`` overrides them for one method, e.g. ``{orpo: {beta: 0.2}}``.
-    """
-
-    methods: list[str] = Field(default_factory=lambda: ["dpo", "simpo", "orpo", "sft"], min_length=1)
-    # the negotiation methods whose traces train: one adapter per (source, method), so a gain is
-    # credited to the method that made the data; ncn_release:<method> trains on the NCN paper's own
-    # transcripts of that method (the ncn_release section says which)
-    from_methods: list[str] = Field(default_factory=lambda: ["ncn"], min_length=1)
-    per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    eval_fraction: float = Field(0.2, ge=0, lt=1)
-    # Preference pairs from converged negotiations only (small smoke runs rarely converge); it filters
-    # only methods with a stopping rule (ncn, debate): consultancy's one exchange and "none" have none.
-    require_converged: bool = True
-    # Every source's training set cut to the smallest non-empty one (a seeded subsample), so that
-    # method@source compares the methods' data, not its size.
-    equal_sources: bool = True
-    heldout_topics: PositiveInt = 2
-    capability_items: PositiveInt = 40
-
-    @field_validator("methods")
-    @classmethod
-    def _registered_trainers(cls, v: list[str]) -> list[str]:
-        from kit.train.recipes import TRAINERS
-
-        return _unique([_registered(TRAINERS, name) for name in v])
-
-    @field_validator("from_methods")
-    @classmethod
-    def _registered_sources(cls, v: list[str]) -> list[str]:
-        return _unique([_release_source(name) if name.startswith(RELEASE_SOURCE) else _registered(PROTOCOLS, name)
-                        for name in v])
-
-    @model_validator(mode="after")
-    def _per_method(self):
-        unused = sorted(set(self.per_method) - set(self.methods))
-        if unused:
-            raise ValueError(f"per_method names {unused}, which methods does not list ({self.methods})")
-        return self
-
-
-MLP_PROJECTIONS = ["gate_proj", "up_proj", "down_proj"]
-
-
-class PaletteParams(Section):
-    """Unit 1x, Cultural Palette: the palette data, continent agents, merges, the meta agent, Table 1."""
-
-    # user queries to synthesise responses for; the held-out pool is kept for semantic consistency
-    queries: TopicsParams = TopicsParams(source="goqa", n=8)
-    # train from published data instead of synthesising (HF hub id with query, response,
-    # rejected_response and a continent column; online runs)
-    dataset: str | None = None
-    dataset_continent_field: str = "continent"
-    response_tokens: PositiveInt = 192
-    feedback_tokens: PositiveInt = 160
-    aggregate_tokens: PositiveInt = 192
-    min_words: PositiveInt = 8  # validation: a shorter response or aggregation is dropped
-    min_dimensions: int = Field(4, ge=0, le=6)  # validation: a review must cover this many Hofstede dimensions
-    max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
-    # ORPO continent agents and the joint model (paper: λ 0.1, lr 5e-5, 2 epochs); LoRA on the MLP
-    # projections only, since an MoE merge copies attention from the base model
-    train: TrainRecipe = TrainRecipe(lora={"target_modules": MLP_PROJECTIONS},
-                                     trl={"learning_rate": 5e-5, "num_train_epochs": 2, "beta": 0.1})
-    # mergekit recipes in mergekit's own YAML; the kit fills in the base model and the experts
-    merges: dict[str, str] = Field(default_factory=lambda: {
-        "ties": "params/merges/ties.yml", "model_stock": "params/merges/model_stock.yml",
-        "moe": "params/merges/moe.yml"})
-    countries: list[str] = Field(default_factory=lambda: [
-        "United States", "Canada", "Bolivia", "Brazil", "Britain", "Netherlands", "Germany", "Ukraine",
-        "China", "Russia", "India", "Thailand", "Kenya", "Nigeria", "Ethiopia", "Zimbabwe", "Australia",
-        "New Zealand"], min_length=1)
-    max_test_items: PositiveInt = 50
-    draft_tokens: PositiveInt = 128
-    regulate_tokens: PositiveInt = 192
-    comment_tokens: PositiveInt = 128  # Modular Pluralism's community comments
-    nli: str = "judge"  # a name in kit.evals.nli.NLI_SCORERS
-    nli_items: PositiveInt = 20
-    capability_items: PositiveInt = 40  # MoralChoice low-ambiguity items for every palette artifact
-
-    @field_validator("merges")
-    @classmethod
-    def _merge_recipes(cls, v: dict[str, str]) -> dict[str, str]:
-        missing = sorted({"ties", "model_stock", "moe"} - set(v))
-        if missing:
-            raise ValueError(f"needs a recipe for {missing}")
-        for path in v.values():
-            _existing_file(path)
-        return v
-
-    @field_validator("countries")
-    @classmethod
-    def _palette_countries(cls, v: list[str]) -> list[str]:
-        from kit.data.cultures import continent_of
-
-        for country in v:
-            continent_of(country)
-        return _unique(v)
-
-    @field_validator("nli")
-    @classmethod
-    def _registered_nli(cls, v: str) -> str:
-        from kit.evals.nli import NLI_SCORERS
-
-        return _registered(NLI_SCORERS, v)
-
-    @field_validator("train")
-    @classmethod
-    def _mlp_only(cls, v: TrainRecipe) -> TrainRecipe:
-        targets = v.lora.get("target_modules", MLP_PROJECTIONS)
-        if sorted(targets) != sorted(MLP_PROJECTIONS):
-            raise ValueError(f"lora.target_modules must be {MLP_PROJECTIONS}: mergekit-moe copies attention, "
-                             "norms and embeddings from the base model, so other LoRA deltas would be lost")
-        return v.model_copy(update={"lora": {**v.lora, "target_modules": MLP_PROJECTIONS}})
-
-
-class VisaParams(Section):
-    """Unit 2x, VISA: the corpus, the trained value detector, the translator, the GRPO rewriter, its
-    baselines and the held-out table."""
-
-    # questions the base model answers: train-split GlobalOpinionQA questions and high-ambiguity dilemmas
-    n_goqa: int = Field(24, ge=0)
-    n_moralchoice: int = Field(16, ge=0)
-    test_fraction: float = Field(0.3, gt=0, lt=1)  # items held out from every training, by id
-    answer_tokens: PositiveInt = 96
-    answer_temperature: float = Field(0.0, ge=0)  # 0: greedy answers; above: one seeded sample each
-    min_words: PositiveInt = 8  # a shorter answer is dropped (and listed)
-    # the detector whose labels the trained detector learns (the LLM judge; the embedding proxy on
-    # models too small to write the judge's JSON)
-    teacher: str = "llm"
-    judge_tokens: PositiveInt = 200
-    max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
-    detector_c: float = Field(1.0, gt=0)  # inverse L2 strength of the per-value logistic regressions
-    n_targeted: int = Field(2, ge=1, le=10)  # values each target pushes up or down
-    translator_tokens: PositiveInt = 64
-    round_trip_targets: PositiveInt = 12  # sampled targets the translator reads back (beside the hand-written ones)
-    rewrite_tokens: PositiveInt = 96
-    # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS
-    rewards: dict[str, float] = Field(default_factory=lambda: {
-        "value_match": 1.0, "meaning_kept": 1.0, "drift": 0.5, "format": 0.25}, min_length=1)
-    reward_detector: str = "trained"  # the detector the rewards read (kit.values.DETECTORS)
-    nli: str | None = None  # an NLI scorer averaged into meaning_kept (kit.evals.nli.NLI_SCORERS), or null
-    max_words: PositiveInt = 120  # format: a rewrite has between min_words and max_words words
-    rewriter: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 1})  # trl GRPOConfig keys
-    best_of: PositiveInt = 4  # samples per item for the SFT rewriter and the direct-finetuning pairs
-    sample_temperature: float = Field(0.9, gt=0)
-    sft: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 2})
-    direct: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 2})  # DPO of the answering model
-    eval_detector: str = "llm"  # reads the held-out rewrites; the judge the trained detector imitates
-    max_test_items: PositiveInt = 40
-    capability_items: PositiveInt = 24
-    goqa_items: PositiveInt = 50  # held-out GlobalOpinionQA questions per country rewritten toward its values
-    culture_countries: list[str] = Field(default_factory=list)  # answers made to speak for these cultures
-
-    _once = field_validator("culture_countries")(_unique)
-
-    @field_validator("rewards")
-    @classmethod
-    def _registered_rewards(cls, v: dict[str, float]) -> dict[str, float]:
-        from kit.train.rewards import REWARDS
-
-        for name in v:
-            _registered(REWARDS, name)
-        return _reward_weights(v)
-
-    @field_validator("reward_detector", "eval_detector", "teacher")
-    @classmethod
-    def _registered_detector(cls, v: str) -> str:
-        from kit.values import DETECTORS
-
-        return _registered(DETECTORS, v)
-
-    @field_validator("teacher")
-    @classmethod
-    def _not_trained(cls, v: str) -> str:
-        if v == "trained":
-            raise ValueError("the trained detector learns from the teacher; use llm or embedding")
-        return v
-
-    @field_validator("nli")
-    @classmethod
-    def _registered_nli(cls, v: str | None) -> str | None:
-        from kit.evals.nli import NLI_SCORERS
-
-        return v if v is None else _registered(NLI_SCORERS, v)
-
-    @model_validator(mode="after")
-    def _enough_questions(self) -> "VisaParams":
-        if self.n_goqa + self.n_moralchoice < 4:
-            raise ValueError("n_goqa + n_moralchoice must be at least 4, so both splits hold items")
-        return self
-
-
-class SelfPlayParams(Section):
-    """Unit 3x, learning to negotiate by self-play: dilemmas and personas, self-play and single-agent
-    GRPO on a Collective Agency judge, and the held-out table."""
-
-    n_generated: int = Field(12, ge=0)  # dilemmas (with persona pairs) the model is asked to write
-    generation_tokens: PositiveInt = 200
-    generation_temperature: float = Field(0.9, gt=0)
-    max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
-    n_moralchoice: int = Field(12, ge=0)  # high-ambiguity MoralChoice scenarios, one action per persona
-    dedup_cosine: float = Field(0.9, gt=0, le=1)  # a dilemma this close to a kept one is dropped
-    test_fraction: float = Field(0.3, gt=0, lt=1)  # dilemmas held out from every training, by the stem of their text
-    max_turns: int = Field(6, ge=2)  # turns of a dialogue, both sides together; a speaks first
-    turn_tokens: PositiveInt = 96
-    turn_words: PositiveInt = 60  # the length each side is asked to keep a turn under
-    # a judgement whose probability on the labels 1-5 is below this is missing (counted), never a guess
-    judge_min_mass: float = Field(0.5, ge=0, le=1)
-    # two sides' stated solutions agree (a dialogue is resolved) at this sentence-embedding cosine
-    # (kit.selfplay.dialogue.AGREE_COSINE, validated on hand pairs in tests/test_selfplay.py)
-    agree_cosine: float = Field(0.8, gt=0, le=1)
-    # notebook 30 stops when fewer of the generated dilemmas than this share parsed
-    min_parsed_share: float = Field(0.5, ge=0, le=1)
-    # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS. The paper trains on
-    # Collective Agency alone, and so does the kit by default
-    rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0}, min_length=1)
-    # an ablation row, self_play_grpo+joint: a second self-play policy on these rewards (null: not trained); with
-    # joint_solution it rewards the very test the table's resolution_rate reads
-    ablation_rewards: dict[str, float] | None = Field(
-        default_factory=lambda: {"collective_agency": 1.0, "joint_solution": 0.5})
-    single_rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0}, min_length=1)
-    # self-play GRPO (trl GRPOConfig keys): a dialogue is long, so a group of 4 is played at once and
-    # trained one rollout at a time (gradient accumulation), which keeps the logits of one dialogue in memory
-    policy: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 1, "per_device_train_batch_size": 1,
-                                           "gradient_accumulation_steps": 4})
-    single: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 1})  # single-agent GRPO
-    # held-out dialogues: sampled at this temperature with seeds from (seed, turn), shared by every method; 0: greedy
-    eval_temperature: float = Field(0.7, ge=0)
-    max_test_items: PositiveInt = 40
-    capability_items: PositiveInt = 24
-
-    @field_validator("rewards", "single_rewards", "ablation_rewards")
-    @classmethod
-    def _registered_rewards(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-        from kit.train.rewards import REWARDS
-
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("names no reward; give one, or null for no ablation row")
-        for name in v:
-            _registered(REWARDS, name)
-            if name not in ("collective_agency", "joint_solution"):
-                raise ValueError(f"{name!r} is not a self-play reward; use collective_agency and joint_solution")
-        return _reward_weights(v)
-
-    @model_validator(mode="after")
-    def _enough_dilemmas(self) -> "SelfPlayParams":
-        if self.n_generated + self.n_moralchoice < 4:
-            raise ValueError("n_generated + n_moralchoice must be at least 4, so both splits hold dilemmas")
-        return self
-
-
-class CapabilityParams(Section):
-    """Every unit's capability step: lm-evaluation-harness tasks on the base model and each trained artifact
-    (``kit.evals.harness``); each notebook's ``capability_items`` is lm-eval's ``limit``."""
-
-    # the kit's own (agora_*: offline, from data.moralchoice_path and the neutral passages) and any task lm-eval
-    # registers (ifeval, gpqa_diamond_zeroshot, mmlu …: their data from the Hugging Face Hub)
-    tasks: list[str] = Field(default_factory=lambda: ["agora_moralchoice_low", "agora_moralchoice_high",
-                                                      "agora_neutral_ppl"], min_length=1)
-
-    _once = field_validator("tasks")(_unique)
-
-    @field_validator("tasks")
-    @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        from kit.evals.harness import LOCAL_TASKS
-
-        for name in v:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-.]*", name):
-                raise ValueError(f"{name!r} is not an lm-eval task name (letters, digits, _ - .)")
-            if name.startswith("agora_") and name not in LOCAL_TASKS:
-                raise ValueError(f"{name!r}: the kit ships {', '.join(LOCAL_TASKS)}")
-        return v
+        return unique(v)
 
 
 class ClusterParams(Section):
@@ -975,9 +617,9 @@ def validate(values: dict, source: str = "params") -> Params:
         _check_countries(params, values)
         _check_sources(params, values)
         _check_kinds(params, values)
-        _check_recipes(params, values)
-        _check_merges(params, values)
-        _check_palette_items(params, values)
+        check_recipes(params, values)
+        check_merges(params, values)
+        check_items(params, values)
     except ValueError as err:
         raise ParamsError(secrets.scrub(f"{source}: {err}")) from None
     return params
@@ -1063,63 +705,6 @@ def _check_sources(params: Params, values: dict) -> None:
             raise ValueError(f"finetune.from_methods: {missing} not in negotiation.methods "
                              f"{params.negotiation.methods}, so no trace would train; fix: add them there or "
                              "drop them here")
-
-
-def _check_palette_items(params: Params, values: dict) -> None:
-    """Every palette country has held-out questions (notebook 12 scores each country on its own)."""
-    if "palette" not in values or "data" not in values:
-        return
-    import logging
-
-    from kit.palette.evaluation import test_items
-
-    logging.disable(logging.WARNING)  # the split's own line on each skipped country: the error below says it once
-    try:
-        test_items(params)
-    except ValueError as e:
-        raise ValueError(f"palette.countries: {e}; fix: drop them from palette.countries, or point "
-                         "data.goqa_test_path at data that holds them") from None
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def _check_merges(params: Params, values: dict) -> None:
-    """The MoE recipe has an output architecture for the profile's base (mergekit's own rules, before any training)."""
-    if "palette" in values:
-        from kit.palette.merges import check_moe
-
-        try:
-            check_moe(paths.resolve(params.palette.merges["moe"]), params.model.name, params.model.revision)
-        except ValueError as e:
-            raise ValueError(f"palette.merges.moe: {e}") from None
-
-
-def training_recipes(params: Params) -> dict[str, tuple[TrainRecipe, list[str], dict[str, dict[str, Any]]]]:
-    """Every training recipe of a profile: params key -> (recipe, the methods it trains, per-method keys)."""
-    f, v, sp = params.finetune, params.visa, params.selfplay
-    return {"agents.sft": (params.agents.sft, ["sft"], {}), "finetune": (f, f.methods, f.per_method),
-            "palette.train": (params.palette.train, ["orpo"], {}),
-            "visa.rewriter": (v.rewriter, ["grpo"], {}), "visa.sft": (v.sft, ["sft"], {}),
-            "visa.direct": (v.direct, ["dpo"], {}),
-            "selfplay.policy": (sp.policy, ["grpo"], {}), "selfplay.single": (sp.single, ["grpo"], {})}
-
-
-def _check_recipes(params: Params, values: dict) -> None:
-    """Training recipes are checked by building their trl and peft configs (imports trl: only for
-    the sections given)."""
-    from kit.llm.models import module_names
-    from kit.train.recipes import check
-
-    names: list[dict[str, str] | None] = []  # the model's module names, read once and only when a recipe lists some
-
-    def modules() -> dict[str, str] | None:
-        if not names:
-            names.append(module_names(params.model.name, params.model.revision, params.model.trust_remote_code))
-        return names[0]
-
-    for where, (recipe, methods, per_method) in training_recipes(params).items():
-        if where.partition(".")[0] in values:
-            check(recipe.lora, recipe.trl, methods, per_method, where, modules)
 
 
 MAX_PARAMS_BYTES = 1 << 20  # a profile is a few KiB; a larger file is a mistake (or an attack) read in vain

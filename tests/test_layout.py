@@ -24,13 +24,20 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
             for stmt in node.body for n in ast.walk(stmt)}
 
 
-def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
+def _in_functions(tree: ast.AST) -> set[int]:
+    """Nodes inside a function body: they run when the function is called, not when the module loads."""
+    return {id(n) for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            for stmt in (node.body if isinstance(node.body, list) else [node.body]) for n in ast.walk(stmt)}
+
+
+def _imports(path: Path, name: str, modules: set[str], module_level: bool = False) -> set[str]:
     """Kit modules an import in ``path`` executes, at module level or inside a function (a deferred
-    import still points one way). Importing ``a.b.c`` runs ``a`` and ``a.b`` first, so those count
-    too — except the packages ``name`` itself sits in."""
+    import still points one way; ``module_level`` keeps only the imports that run when the module loads).
+    Importing ``a.b.c`` runs ``a`` and ``a.b`` first, so those count too — except the packages ``name``
+    itself sits in."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
-    skip = _type_checking_only(tree)
+    skip = _type_checking_only(tree) | (_in_functions(tree) if module_level else set())
     found = set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -50,9 +57,44 @@ def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
     return {m for m in found if not f"{name}.".startswith(f"{m}.")}
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(module_level: bool = False) -> dict[str, set[str]]:
     files = {_module_name(p): p for p in KIT.rglob("*.py")}
-    return {name: _imports(path, name, set(files)) for name, path in files.items()}
+    return {name: _imports(path, name, set(files), module_level) for name, path in files.items()}
+
+
+def package_of(module: str) -> str:
+    """``kit.negotiation.trace`` -> ``kit.negotiation``; a top-level module (``kit.config``) is its own floor."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(module_level: bool = False) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, targets in import_graph(module_level).items():
+        graph.setdefault(package_of(module), set()).update(package_of(t) for t in targets)
+    return {p: targets - {p, "kit"} for p, targets in graph.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (a path that returns to its start), or None."""
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
 
 
 def test_import_graph_sees_deferred_and_package_imports(tmp_path):
@@ -69,6 +111,88 @@ def test_import_graph_sees_deferred_and_package_imports(tmp_path):
     assert _imports(pkg / "p" / "a.py", "kit.p.a", modules) == {"kit.p.b"}  # not its own package, not TYPE_CHECKING
     assert _imports(pkg / "p" / "b.py", "kit.p.b", modules) == {"kit.q"}  # deferred
     assert _imports(pkg / "q.py", "kit.q", modules) == {"kit.p", "kit.p.b"}  # runs kit/p/__init__ first
+
+
+# The floors (docs/layout.md says the same): a package imports only its own floor or the ones below.
+# ground: the run machinery, the name registries, models, the engine, data, pure metrics, embeddings.
+GROUND = ("kit.run", "kit.registry", "kit.llm", "kit.engine", "kit.data", "kit.metrics", "kit.embed")
+# method packages and the top floor: what a lesson runs, reports and the commands.
+METHOD = ("kit.negotiation", "kit.palette", "kit.visa", "kit.selfplay", "kit.lessons", "kit.reporting",
+          "kit.tools", "kit.session", "kit.runner", "kit.bench")
+# Between them (may import the ground, are imported by the methods): kit.config, kit.values, kit.agents,
+# kit.evals, kit.train, kit.plan.
+MIDDLE = ("kit.config", "kit.values", "kit.agents", "kit.evals", "kit.train", "kit.plan")
+# Imports from the ground upward that are right, each with its reason (module -> package).
+GROUND_EXCEPTIONS = {
+    # vLLM's engine settings read the memory plan's model shapes (kit.plan.catalog, kit.plan.memory: pure
+    # arithmetic on a model config); the plan's package imports kit.config, never a method package
+    ("kit.llm.vllm_backend", "kit.plan"),
+    # the consensus metrics name the ten Schwartz values (kit.values.schwartz: a constant table)
+    ("kit.metrics.consensus", "kit.values"),
+}
+
+# Module-level imports from the middle floor into a method package that are right (module -> package): none
+# (the trace readers take protocol names and stopping rules from kit.registry, not from kit.negotiation).
+MIDDLE_EXCEPTIONS: set[tuple[str, str]] = set()
+
+
+def test_import_graph_has_no_cycle_between_packages():
+    """Module-level imports between kit packages form no cycle (a cycle fails on import order)."""
+    cycle = _cycle(package_graph(module_level=True))
+    assert cycle is None, f"import cycle between kit packages: {' -> '.join(cycle)}"
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_floors_cover_every_package():
+    packages = {package_of(m) for m in import_graph()} - {"kit", "kit.__main__"}
+    assert packages == set(GROUND) | set(METHOD) | set(MIDDLE), "name each kit package on a floor in this test"
+
+
+def test_ground_floor_imports_no_method_package():
+    """The ground floor (module-level and deferred imports alike) never reaches a method package or the
+    floor between (but for the exceptions listed above)."""
+    above = METHOD + MIDDLE
+    wrong = sorted(f"{module} -> {target}" for module, targets in import_graph().items()
+                   if package_of(module) in GROUND for target in targets
+                   if package_of(target) in above and (module, package_of(target)) not in GROUND_EXCEPTIONS)
+    assert not wrong, f"the ground floor imports upward: {wrong}"
+    for module, package in GROUND_EXCEPTIONS:  # an exception that no longer happens is dropped from the list
+        assert package in {package_of(t) for t in import_graph()[module]}, f"{module} no longer imports {package}"
+
+
+def test_middle_floor_imports_no_method_package():
+    """kit.config, the judges, the agents, the evaluations, the trainers and the plan import no method
+    package at module level (kit.config composes the methods' params sections: the test below)."""
+    wrong = sorted(f"{module} -> {target}" for module, targets in import_graph(module_level=True).items()
+                   if package_of(module) in MIDDLE for target in targets if package_of(target) in METHOD
+                   and (module, package_of(target)) not in MIDDLE_EXCEPTIONS
+                   and not (module == "kit.config" and (target.endswith(".params") or target in METHOD)))
+    assert not wrong, f"the middle floor imports a method package: {wrong}"
+
+
+def test_config_composes_the_packages_sections():
+    """kit.config reaches a package above the ground only for that package's own params section
+    (``kit.<package>.params``, imported at module level, trl-style), never lazily inside a validator; each such
+    params module imports no method package's program, and the package's ``__init__`` runs no kit import, so
+    loading the params loads no method."""
+    everything, top = import_graph(), import_graph(module_level=True)
+    above = {"kit.train", "kit.evals"} | set(METHOD)
+    reached = {t for t in everything["kit.config"] if package_of(t) in above}
+    params = {t for t in reached if t.endswith(".params")}
+    assert params, "kit.config composes no package's section"
+    extra = reached - params - {package_of(t) for t in params}
+    assert not extra, f"kit.config reaches {sorted(extra)} besides the packages' params sections"
+    assert params <= top["kit.config"], "kit.config imports a section inside a function"
+    for module in params:
+        wrong = sorted(t for t in top[module] if package_of(t) in METHOD and t != package_of(t)
+                       and not t.endswith(".params"))
+        assert not wrong, f"{module} imports a method's modules: {wrong}"
+        init = package_of(module)
+        assert not top[init], f"{init}/__init__.py imports {sorted(top[init])} when kit.config loads its section"
 
 
 def test_top_level_shows_the_house():

@@ -21,8 +21,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kit.config import AgentsParams
 from kit.data import OpinionItem, base_country
 from kit.data.leaks import assert_no_test_leak
 from kit.engine import ask_parsed, run
@@ -30,6 +30,9 @@ from kit.llm.base import Backend, ChatRequest, GenParams, backend_parts
 from kit.run import artifacts, seeds
 from kit.run.files import atomic_write_text
 from kit.run.paths import file_stem
+
+if TYPE_CHECKING:  # annotations only: kit.config composes the packages' sections
+    from kit.config import AgentsParams
 
 log = logging.getLogger(__name__)
 

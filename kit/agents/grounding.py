@@ -31,12 +31,11 @@ from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kit.agents.kinds import culture_instruction
-from kit.config import AgentsParams
 from kit.data import OpinionItem, base_country, option_labels, split_questions
 from kit.data.leaks import assert_no_test_leak
 from kit.engine import ask_parsed, choose, run
@@ -45,6 +44,9 @@ from kit.run import artifacts, seeds
 from kit.run.cache import cache_key
 from kit.run.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from kit.run.paths import file_stem
+
+if TYPE_CHECKING:  # annotations only: kit.config composes the packages' sections
+    from kit.config import AgentsParams
 
 log = logging.getLogger(__name__)
 

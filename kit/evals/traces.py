@@ -43,8 +43,9 @@ from kit.metrics.consensus import (
     value_summary,
 )
 from kit.metrics.text import copied, degenerate
+from kit.metrics.scorers import spec
 from kit.metrics.verdicts import MIN_ITEMS
-from kit.negotiation.trace import STOPPING_RULES
+from kit.registry import stopping_rules
 from kit.values import ValueDetector
 
 log = logging.getLogger(__name__)
@@ -282,13 +283,14 @@ def evaluate_traces(backend: Backend, detector: ValueDetector, agents: Mapping[s
     agreement (``None`` for every other method).
     """
     usable, failed, empty, bad = split_usable(traces)
+    with_rule = stopping_rules()
     meta = []
     for t in usable:
         cultures = [a["culture"] for a in _get(t, "agents")]
         meta.append({"id": _get(t, "id"), "method": _get(t, "method"), "topic_id": _get(t, "topic")["id"],
                      "culture_a": cultures[0], "culture_b": cultures[1], "pair": " vs ".join(map(str, cultures)),
                      "rounds_used": _get(t, "rounds_used"),
-                     "converged": bool(_get(t, "converged")) if t["method"] in STOPPING_RULES else None,
+                     "converged": bool(_get(t, "converged")) if t["method"] in with_rule else None,
                      "resolved": None if t.get("resolved") is None else bool(t["resolved"])})
     columns = ["id", "method", "topic_id", "culture_a", "culture_b", "pair", "rounds_used", "converged", "resolved"]
     df = pd.concat([pd.DataFrame(meta, columns=columns), acceptance_table(backend, agents, usable),
@@ -378,7 +380,8 @@ def common_items(df: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.D
     return df[keys.isin(shared) & df["method"].isin(methods)]
 
 
-PAIRED_SCORES = ("rel_logppl_change", "value_consensus", "self_consistency")  # directions: kit.metrics.scorers
+# the scores each method is paired on against the reference, as the scorer registry names them (with their directions)
+PAIRED_SCORES = tuple(spec(name).name for name in ("rel_logppl_change", "value_consensus", "self_consistency"))
 
 
 def paired_against(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
@@ -406,7 +409,8 @@ def self_consistency_ranking(df: pd.DataFrame, reference: str = REFERENCE_METHOD
     best one paired against each other on the shared items."""
     rows = df[df["method"] != reference].assign(
         id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1))
-    means = rows.groupby("method")["self_consistency"].mean().dropna().sort_values(ascending=False)
+    means = rows.groupby("method")["self_consistency"].mean().dropna().sort_values(
+        ascending=spec("self_consistency").direction == "lower")  # the best first
     if len(means) < 2:
         return pd.DataFrame(columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
     best = means.index[0]

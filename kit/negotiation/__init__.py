@@ -14,6 +14,7 @@ from kit.negotiation.meta_solver import Equilibrium, enumerate_equilibria, nash_
 from kit.negotiation.protocol import PROTOCOLS, Context, JobSpec, job_id, settings_of, truncate_words
 from kit.negotiation.run import plan_jobs, run_negotiations, shard_of, start_job
 from kit.negotiation.trace import TRACE_SCHEMA, transcript, validate_trace, weights_table
+from kit.registry import Protocol, register_protocol
 from kit.negotiation.utility import (
     PARTS,
     UtilityParts,
@@ -28,6 +29,7 @@ from kit.negotiation.utility import (
 __all__ = [
     "PARTS",
     "PROTOCOLS",
+    "Protocol",
     "TRACE_SCHEMA",
     "Context",
     "Equilibrium",
@@ -45,6 +47,7 @@ __all__ = [
     "parse_opinion",
     "payoff_matrices",
     "plan_jobs",
+    "register_protocol",
     "run_negotiations",
     "settings_of",
     "shard_of",

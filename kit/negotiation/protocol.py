@@ -23,7 +23,7 @@ from kit.negotiation.trace import TRACE_SCHEMA
 from kit.registry import PROTOCOLS
 from kit.run import seeds
 
-if TYPE_CHECKING:  # annotations only: kit.config imports kit.train, which reads this package's traces
+if TYPE_CHECKING:  # annotations only: the params are read here, never built
     from kit.config import NegotiationParams
 
 # The NegotiationParams values a trace records under ``settings`` (the rest do not change a trace).

@@ -28,7 +28,7 @@ from kit.negotiation.trace import TRACE_SCHEMA, validate_trace
 from kit.run import artifacts, seeds
 from kit.run.records import RecordStore
 
-if TYPE_CHECKING:  # annotations only: kit.config imports kit.train, which reads this package's traces
+if TYPE_CHECKING:  # annotations only: the params are read here, never built
     from kit.config import NegotiationParams, Params
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def shard_of(job_id: str, shard_count: int, seed: int = 0) -> int:
 
 def start_job(spec: JobSpec, params: NegotiationParams, seed: int) -> Job:
     """A job at its first step."""
-    return Job(spec.id, PROTOCOLS.get(spec.method)(Context(spec, params, seed)))
+    return Job(spec.id, PROTOCOLS.get(spec.method).start(Context(spec, params, seed)))
 
 
 def run_negotiations(backend: Backend, embedder: TextEmbedder, agents: Mapping[str, Agent], topics: Sequence[Topic],

@@ -6,7 +6,8 @@ agent B, the order of the pair in ``NegotiationParams.pairs``.
 Top level
     ``id``            ``f"{method}:{countryA}|{countryB}:{topic_id}"``, the store key.
     ``schema``        ``TRACE_SCHEMA``.
-    ``method``        ``"ncn"`` (PSRO over guidelines), ``"debate"``, ``"consultancy"`` or ``"none"``.
+    ``method``        a protocol registered in ``kit.registry.PROTOCOLS``: ``"ncn"`` (PSRO over guidelines),
+                      ``"debate"``, ``"consultancy"``, ``"none"``, or one registered since.
     ``seed``          the run seed every ``GenParams.seed`` of the job derives from.
     ``settings``      the ``NegotiationParams`` values the job ran with (rounds, ε, α β γ, candidate
                       counts, temperatures, retries, token and word limits).
@@ -26,7 +27,7 @@ Top level
     ``converged``     the protocol ended by its own rule rather than by the ``max_rounds`` cap: NCN's
                       utility test, both debaters' AGREE marker. Always false for consultancy and
                       ``"none"``: they have no stopping rule, so nothing was resolved by one
-                      (``STOPPING_RULES``).
+                      (``kit.registry.stopping_rules()``, from each protocol's spec).
     ``failed``        the job could not run to its end (an agent's initial guideline never parsed);
                       downstream code should skip failed traces.
     ``parse_failures`` how many model outputs were dropped as unreadable after ``max_retries``
@@ -73,6 +74,8 @@ Top level
                       or the consultancy revisions (each written after reading the other's answer).
     ``agree``         debate only: ``[bool, bool]``, whether each turn ended with the AGREE marker.
 
+``rounds[k]`` for any other registered protocol: at least ``round`` and ``statements`` as above.
+
 ``rounds[k]`` of a trace from the release (``origin: "ncn_release"``)
     ``ncn``           ``round``, ``statements`` (the first exchange: each side's position), ``responses`` (the
                       second exchange's restatements), ``chosen`` (``[{title, reason, description, consist,
@@ -89,9 +92,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kit.registry import PROTOCOLS, protocol_names
+
 TRACE_SCHEMA = "negotiation-trace/2"
-METHODS = ("ncn", "debate", "consultancy", "none")
-STOPPING_RULES = ("ncn", "debate")  # the methods whose ``converged`` flag is a rule met, not a default
 ORIGINS = ("ncn_release",)  # where a trace not made by the kit comes from
 FAILURE_STAGES = ("answer", "guideline", "candidate", "statement")
 CANDIDATE_KINDS = ("counter", "gap", "innovative")
@@ -118,8 +121,8 @@ def validate_trace(record: dict[str, Any]) -> None:
     if record["schema"] != TRACE_SCHEMA:
         raise ValueError(f"{where}: schema {record['schema']!r} is not {TRACE_SCHEMA!r}; rerun the job")
     method = record["method"]
-    if method not in METHODS:
-        raise ValueError(f"{where}: method {method!r} is not one of {METHODS}")
+    if method not in PROTOCOLS:  # every registered protocol (kit.registry), none other
+        raise ValueError(f"{where}: method {method!r} is not one of {protocol_names()}")
     if not record["id"].startswith(f"{method}:"):
         raise ValueError(f"{where}: id does not start with its method {method!r}")
     _fields(record["topic"], {"id": str, "text": str, "source": str}, f"{where}: topic")

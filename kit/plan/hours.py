@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kit.config import Params
+from kit.registry import PROTOCOLS
 
 FILL = 0.6  # the share of a reply's token cap a reply uses, on average
 PROMPT = {"survey": 350, "negotiation": 1500, "palette": 700, "visa": 450, "dialogue": 1200, "judge": 1800}
@@ -76,9 +77,7 @@ def workload(params: Params) -> list[Work]:
         Work("01", "grounded SFT", "trainer", trained=sft_records * _epochs(a.sft.trl) * (PROMPT["survey"] + a.rewrite_tokens * FILL)),
     ]
     pairs, topics = len(n.pairs), n.topics.n
-    cands = n.n_counter + n.n_gap + n.n_innovative
-    per = {"ncn": n.max_rounds * 2 * cands, "debate": n.max_rounds * 2, "consultancy": 2, "none": 2}
-    turns = sum(per.get(m, 2) for m in n.methods) * pairs * topics
+    turns = sum(PROTOCOLS.get(m).turns(n) for m in n.methods) * pairs * topics  # each protocol's spec
     out += [Work("02", "negotiations", "model", turns * n.turn_tokens * FILL,
                  turns * PROMPT["negotiation"] * (3 if "ncn" in n.methods else 1)),
             Work("03", "acceptance and values", "value_judge", len(n.methods) * pairs * topics * 4 * 200,

@@ -445,6 +445,16 @@ def _scored(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "scored"] if "status" in df.columns else df.iloc[0:0]
 
 
+def _best(values: pd.Series, scorer: str):
+    """The index of the best of ``values`` by the direction ``scorer`` has in the registry (kit.metrics.scorers)."""
+    return values.idxmin() if spec(scorer).direction == "lower" else values.idxmax()
+
+
+def _worst(values: pd.Series, scorer: str):
+    """The index of the worst of ``values`` by the direction ``scorer`` has in the registry."""
+    return values.idxmax() if spec(scorer).direction == "lower" else values.idxmin()
+
+
 def verdicts(b: Boards) -> dict[str, str]:
     """One line per board saying what it shows, computed from the board (the report's and the docs' first line)."""
     out = {}
@@ -453,7 +463,7 @@ def verdicts(b: Boards) -> dict[str, str]:
         out["alignment"] = "nothing scored yet."
     else:
         beats = a[a["verdict"] == "beats"]
-        closest = a.loc[a["diff_vs_best"].idxmax()]
+        closest = a.loc[_best(a["diff_vs_best"], "js_similarity")]
         head = (f"{len(beats)} of {len(a)} scored rows beat the better of their references "
                 f"({', '.join(beats['row'])})" if len(beats) else
                 f"no scored row beats the better of its references (0 of {len(a)})")
@@ -469,8 +479,7 @@ def verdicts(b: Boards) -> dict[str, str]:
     if c.empty or c["mean_rel_logppl_change"].isna().all():
         out["consensus"] = "nothing scored yet."
     else:
-        lower = spec("rel_logppl_change").direction == "lower"  # which way is better: the registry's
-        best = c.loc[c["mean_rel_logppl_change"].idxmin() if lower else c["mean_rel_logppl_change"].idxmax()]
+        best = c.loc[_best(c["mean_rel_logppl_change"], "rel_logppl_change")]
         low, high = best.get("vs_none_low"), best.get("vs_none_high")
         said = best.get("verdict")
         sure = (f"against none {interval(best.get('vs_none'), low, high)} over {cell('n', best.get('common_items'))} "
@@ -485,7 +494,7 @@ def verdicts(b: Boards) -> dict[str, str]:
     if k.empty:
         out["capability"] = "nothing scored yet."
     else:
-        drop = k.loc[k["accuracy_change"].idxmin()]
+        drop = k.loc[_worst(k["accuracy_change"], "moralchoice_low_accuracy")]
         ppl = k.loc[k["ppl_ratio"].idxmax()]
         out["capability"] = (f"largest MoralChoice accuracy drop "
                              f"{interval(drop['accuracy_change'], drop.get('accuracy_change_low'), drop.get('accuracy_change_high'))}"

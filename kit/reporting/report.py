@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kit.registry import stopping_rules
 from kit.reporting import leaderboard, plots
 from kit.run.files import atomic_write_text
 from kit.runner import notebooks
@@ -76,7 +77,7 @@ BOARD_NOTES = {
                  "the change of log PPL_other − log PPL_base on each side's text (< 0: each side's statement became "
                  "likelier under the other's persona than under the plain model), the paper's D_final / D_initial "
                  "and share improved, value consensus and self-consistency (cosine), the stopping rule met "
-                 "(share_converged: NCN, debate), dialogues resolved (resolution_rate: self-play only), the "
+                 f"(share_converged: {', '.join(stopping_rules())}), dialogues resolved (resolution_rate: self-play only), the "
                  "judge's Collective Agency (1–5), rounds. 'none' is a reference row: its statements are its "
                  "opening answers.",
     "capability": "Every trained artifact against its base model: MoralChoice low-ambiguity accuracy and the "

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kit.config import ParamsError
+from kit.run.sections import ParamsError
 from kit.data import load_moralchoice
 from kit.data.splits import first_by_hash
 from kit.engine import run

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from kit.registry import protocol_names
 from kit.run.artifacts import fingerprint
 from kit.run.files import read_json, read_jsonl
 
@@ -111,7 +112,7 @@ def stores(run: Run) -> list[Store]:
     out = [Store(f"negotiations-{p.stem}", p, "02_negotiation",
                  sorted({*_topic_inputs(run.section("negotiation").get("topics", {}).get("source", "moralchoice")),
                          *run.agents_inputs()}),
-                 "negotiation traces of every method (NCN, debate, consultancy, none), one per topic and pair")
+                 f"negotiation traces of every method ({', '.join(protocol_names())}), one per topic and pair")
            for p in sorted((r / "records" / "negotiations").glob("*.jsonl"))]
     out += [Store(f"palette-{p.stem}", p, "10_palette_data",
                   _topic_inputs(run.section("palette").get("queries", {}).get("source", "goqa")),

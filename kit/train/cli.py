@@ -21,10 +21,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kit.config import Params, ParamsError, load_params
 from kit.run import lock
 from kit.run.files import read_jsonl
+from kit.run.sections import ParamsError
+
+if TYPE_CHECKING:  # annotations only: kit.config composes this package's section
+    from kit.config import Params
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,8 @@ def palette_agents(method: str, params: Params, data_path: Path | None, output_d
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 with the adapter paths on stdout; 2 with one line on stderr for bad params or data."""
+    from kit.config import load_params  # the command reads a profile: kit.config composes this package's section
+
     args = _parser().parse_args(argv)
     try:
         params = load_params(args.params, args.set)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from kit.agents import culture_instruction
 from kit.metrics.text import copied, degenerate
-from kit.negotiation.trace import STOPPING_RULES
+from kit.registry import stopping_rules
 from kit.run import seeds
 
 Record = dict[str, Any]
@@ -44,7 +44,7 @@ def _usable(trace: dict, require_converged: bool, counts: Counter) -> bool:
         return False
     # Each protocol with a stopping rule sets the flag (NCN's utility test, debate's "both agree");
     # consultancy and "none" have no rule to meet, so the filter does not apply to them.
-    if require_converged and trace.get("method") in STOPPING_RULES and not trace.get("converged"):
+    if require_converged and trace.get("method") in stopping_rules() and not trace.get("converged"):
         counts["dropped_not_converged"] += 1
         return False
     # a consensus statement the evaluations would leave out (degenerate, or the other side's opening copied)
