@@ -103,6 +103,30 @@ def notebook_values(notebook: Path, params: Params, profile: str | None = None) 
     return values
 
 
+def read_sections(notebook: Path, params: Params) -> dict:
+    """The sections the notebook reads (its ``from_notebook`` call: ``profile``, ``runs_dir``, the names it lists
+    and the ones its parameters cell shows), at ``params``' values: what it ran with, for the manifest. Every
+    section where no such call is found."""
+    import ast
+
+    import nbformat
+
+    sections = params.sections()
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type != "code" or "from_notebook(" not in cell.source:
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "from_notebook":
+                listed = node.args[1].value.split() if len(node.args) > 1 and isinstance(node.args[1], ast.Constant) else []
+                names = ["profile", "runs_dir", *listed, *(k.arg for k in node.keywords if k.arg)]
+                return {k: sections[k] for k in dict.fromkeys(names) if k in sections}
+    return sections
+
+
 def _shaped(value, shape):
     """``value`` cut to the keys of ``shape`` where both are mappings (all of it elsewhere)."""
     if isinstance(value, dict) and isinstance(shape, dict):
@@ -155,12 +179,11 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it
     kernel = ensure_kernel()
     out_dir = params.run_dir / "notebooks"
-    profile = run_params_file(params)
     print(f"profile {params.profile}: {len(selected)} notebook(s) -> {out_dir}", flush=True)
     status = 0
     ran: dict[str, dict] = {}  # per notebook: what it ran with, how it ended
     for nb in selected:
-        values = secrets.redact(notebook_values(nb, params, profile))
+        values = secrets.redact(read_sections(nb, params))
         try:
             seconds = execute(nb, out_dir / nb.name, params, kernel, progress=True)
             print(f"  {nb.name} done in {seconds:.0f}s", flush=True)

@@ -74,6 +74,10 @@ def check_02(m):
     # consultancy has no stopping rule, so nothing of it counts as converged
     assert m["converged_share"]["consultancy"] == 0.0 and m["rounds_mean"]["debate"] == 2
     assert m["max_nash_gap"] <= 1e-6
+    # the lesson's negotiation, scored again in the notebook by utility_matrix: the terms the run stored, and
+    # the meta-game it solves there is at an equilibrium
+    lesson = m["lesson"]
+    assert lesson["rounds"] >= 0 and lesson["terms_max_diff"] < 1e-5 and lesson["nash_gap"] <= 1e-6
 
 
 def check_03(m):
@@ -86,6 +90,10 @@ def check_03(m):
     assert m["mean_d_ratio"]["none"] == 1.0 and m["rel_logppl_change"]["none"] == 0.0
     assert not any(k.startswith("none:") for k in m["vs_none"])
     assert set(m["vs_none"].values()) <= {"better", "worse", "no difference", "too few"}
+    # one row recomputed by hand in the notebook equals the kit's
+    h = m["by_hand"]
+    assert h["d_initial"] == pytest.approx(h["kit_d_initial"], rel=1e-4) and h["d_initial"] >= 0
+    assert h["self_consistency_a"] == pytest.approx(h["kit_self_consistency_a"], nan_ok=True)
 
 
 # tiny trains on the study's NCN and on the NCN paper's own NCN transcripts (ncn_release:ncn)
@@ -453,7 +461,9 @@ def test_papermill_runs_a_profile_on_its_own(how, tmp_path, shared_data):
     assert run.returncode == 0, run.stderr[-3000:]
     assert recorded_metrics(out)["model"] == "tiny-random"
     printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
-    assert "the parameters cell sets" not in printed  # nothing of the cell overrode tiny's values
+    # the cell's smoke values (quickstart's countries and prompt) left tiny's alone; only the -p runs_dir applied
+    assert [line.split(" = ")[0] for line in printed.splitlines() if line.startswith("the parameters cell sets")] == [
+        "the parameters cell sets runs_dir"]
     assert (tmp_path / "runs" / "tiny" / "metrics" / "00_quickstart.json").is_file()
 
 
@@ -509,7 +519,7 @@ def test_an_injected_run_reads_the_profile_as_given(shared_data, tmp_path):
     stored artifacts record (`made_by`) is what the run's sections give, as when the runner injected whole sections."""
     from kit.config import from_notebook, load_params, validate
     from kit.run.artifacts import made_by
-    from kit.runner import notebook_values
+    from kit.runner import notebook_values, read_sections
 
     run = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path / 'runs'}", "tracking.backend=trackio",
                                                       "negotiation.epsilon=0.05", "model.batch_size=3"])
@@ -519,6 +529,7 @@ def test_an_injected_run_reads_the_profile_as_given(shared_data, tmp_path):
         given = eval(_from_notebook_call(nb_path), namespace)  # noqa: S307 — the committed notebook's own call
         read = given.model_fields_set
         assert {"profile", "runs_dir", "seed", "model"} <= read, nb_path.name
+        assert read == set(read_sections(nb_path, run)), nb_path.name  # what the manifest records it read
         assert given.model_dump(include=read) == run.model_dump(include=read), nb_path.name
         assert made_by(given) == made_by(validate({k: sections[k] for k in read})), nb_path.name
 
