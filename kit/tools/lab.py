@@ -38,5 +38,6 @@ def main(port: int = 8888, profile: str | None = None, ip: str = "127.0.0.1") ->
     ensure_kernel()
     env = environment(profile)
     print(f"JupyterLab on the notebooks, kernel {KERNEL}"
-          + (f", profile {env[PARAMS_ENV]}" if profile else ", the profile each notebook's parameters cell names (smoke)"), flush=True)
+          + (f", profile {env[PARAMS_ENV]}" if profile else ", the profile each notebook's parameters cell names (smoke)"),
+          flush=True)
     return subprocess.call(command(port, ip), env=env)
