@@ -88,7 +88,7 @@ test-llamacpp: install $(LLAMA_SERVER)
 	LLAMA_SERVER=$(abspath $(LLAMA_SERVER)) $(PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider -m llamacpp
 
 # JupyterLab on the notebooks (no browser; open the printed URL). PROFILE=full: every notebook reads
-# params/full.yaml instead of its parameters cell.
+# params/full.yaml instead of the profile its parameters cell names.
 LAB_PORT ?= 8888
 lab: install
 	$(PY) -m kit lab --port $(LAB_PORT) $(if $(PROFILE),--profile $(PROFILE))

@@ -1,9 +1,9 @@
 """Params profiles: one YAML file per scale (tiny, smoke, full), validated before any model loads.
 
-A profile's top-level keys are sections; papermill injects each as a notebook variable of the
-same name (``papermill -f params/smoke.yaml``), and the notebook hands them back to
-:func:`from_notebook`, so a notebook run by hand, by papermill or by ``python -m kit run`` sees
-the same validated values. Relative paths are read from the project root.
+A profile's top-level keys are sections. A notebook's parameters cell names the profile and shows a few
+keys; :func:`from_notebook` reads the rest from the profile file, so a notebook run by hand, by papermill
+(``-p profile tiny``) or by ``python -m kit run`` sees the same validated values. Relative paths are read
+from the project root.
 
 A package whose section needs its own knowledge (its registries, its data split, mergekit's rules) declares
 and validates that section in its ``params`` module (``kit/train/params.py``, ``kit/palette/params.py`` …);
@@ -13,6 +13,7 @@ it inside a validator (``tests/test_layout.py``).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -773,6 +774,20 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Read, override (``section.key=value``, values parsed as YAML) and validate a profile."""
     path = Path(path)
+    values = read_profile(path)
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ParamsError(secrets.scrub(f"--set {item}: {k} is not a section"))
+        node[keys[-1]] = value
+    return validate(values, str(path))
+
+
+def read_profile(path: Path) -> dict:
+    """A profile file's sections as written (bounded, YAML 1.2 numbers), not yet validated; one-line errors."""
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file; fix: pass one of params/tiny.yaml, params/smoke.yaml, params/full.yaml")
     if path.stat().st_size > MAX_PARAMS_BYTES:
@@ -796,42 +811,90 @@ def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ParamsError(f"{path}: file is empty; fix: start from params/smoke.yaml")
     if not isinstance(values, dict):
         raise ParamsError(f"{path}: top level is a {type(values).__name__}, expected a mapping of sections (profile:, model:, …)")
-    for item in overrides:
-        keys, value = _parse_override(item)
-        node = values
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ParamsError(secrets.scrub(f"--set {item}: {k} is not a section"))
-        node[keys[-1]] = value
-    return validate(values, str(path))
+    return values
 
 
 PARAMS_ENV = "AGORA_PARAMS"  # a profile file (or name: full, smoke, tiny) for interactive kernels
+# The profile the committed notebooks' parameters cells show (tests/test_notebooks.py keeps them equal to it).
+NOTEBOOK_PROFILE = "smoke"
 
 
-def profile_file(value: str) -> Path:
+def profile_file(value: str, given_as: str = PARAMS_ENV) -> Path:
     """``params/<name>.yaml`` for a bare profile name, else the path as given (from the project root)."""
     path = paths.resolve(value if value.endswith((".yaml", ".yml")) else f"params/{value}.yaml")
     if not path.is_file():
-        raise ParamsError(f"{PARAMS_ENV}={value}: no such params file ({path}); fix: use tiny, smoke, full or a path")
+        raise ParamsError(f"{given_as}={value}: no such params file ({path}); fix: use tiny, smoke, full or a path")
     return path
 
 
-def from_notebook(**sections: Any) -> Params:
-    """Validate the values a notebook's parameters cell holds (possibly injected by papermill).
+def from_notebook(profile: str, reads: str | list[str] | tuple[str, ...] = (), **shown: Any) -> Params:
+    """The params a notebook runs with: the profile ``profile`` names, with what its parameters cell shows on top.
 
-    In a kernel started with ``AGORA_PARAMS`` set (``make lab PROFILE=full``), the sections the
-    notebook names come from that profile file instead of the cell's literals, so one setting
-    switches every notebook of a JupyterLab session; headless runs clear the variable and use
-    what papermill injected.
+    ``profile`` is a profile's name (``params/<name>.yaml``) or a params file's path. The notebook reads the
+    sections ``reads`` names (space-separated) and those it shows, with ``profile`` and ``runs_dir``; only these
+    are validated and set (what a notebook stores records the sections it read, ``kit.run.artifacts.made_by``).
+    ``shown`` are the parameters cell's variables, each named like a top-level key of a profile: a value, or for a
+    section a mapping of some of its keys (nested as in the profile), laid over the profile's section key by key.
+
+    A shown value equal to ``params/smoke.yaml``'s (what the committed cell holds) is left to the profile, so the
+    committed cell runs any profile as the profile says (``papermill -p profile tiny``); a changed one overrides it,
+    is validated with the rest (a bad one fails in one line naming its key) and is printed. ``python -m kit run``
+    injects ``profile`` (the run's params file) and the run's values of the shown keys.
+
+    In a kernel started with ``AGORA_PARAMS`` set (``make lab PROFILE=full``), that profile file is read instead of
+    the cell's ``profile``, so one setting switches every notebook of a JupyterLab session; headless runs clear
+    the variable and use what papermill injected.
     """
     chosen = os.environ.get(PARAMS_ENV)
-    if not chosen:
-        return validate(sections, "notebook parameters")
-    path = profile_file(chosen)
-    params = load_params(path)
-    shown = path.relative_to(paths.ROOT) if path.is_relative_to(paths.ROOT) else path
-    print(f"parameters from {shown} ({PARAMS_ENV}); the parameters cell's values are not used")
-    values = params.sections()
-    return validate({k: values[k] for k in sections}, str(path))
+    path = profile_file(chosen, PARAMS_ENV) if chosen else profile_file(str(profile), "profile")
+    shown_path = path.relative_to(paths.ROOT) if path.is_relative_to(paths.ROOT) else path
+    if chosen:
+        print(f"parameters from {shown_path} ({PARAMS_ENV}); the parameters cell's profile is not used")
+    names = reads.split() if isinstance(reads, str) else list(reads)
+    unknown = [n for n in [*names, *shown] if n not in Params.model_fields]
+    if unknown:
+        raise ParamsError(f"notebook parameters: {unknown[0]}: not a top-level key of a profile; fix: name one of "
+                          f"{', '.join(Params.model_fields)}")
+    raw = read_profile(path)
+    values = {k: copy.deepcopy(raw[k]) if k in raw else _default(k)
+              for k in dict.fromkeys(["profile", "runs_dir", *names, *shown]) if k in raw or _default(k) is not _ABSENT}
+    committed = read_profile(profile_file(NOTEBOOK_PROFILE))
+    changed: list[tuple[str, Any, Any]] = []
+    for name, value in shown.items():
+        _lay_over(values, name, value, committed.get(name, _ABSENT), name, changed)
+    source = str(shown_path) + (f" with the parameters cell's {', '.join(k for k, _, _ in changed)}" if changed else "")
+    params = validate(values, source)
+    for key, was, now in changed:
+        print(f"the parameters cell sets {key} = {now!r} (the profile has {'its default' if was is _ABSENT else repr(was)})")
+    return params
+
+
+_ABSENT = object()
+
+
+def _default(key: str) -> Any:
+    """A top-level key's default, as a profile would write it (``_ABSENT`` for a required one)."""
+    field = Params.model_fields[key]
+    if field.is_required():
+        return _ABSENT
+    value = field.get_default(call_default_factory=True)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else copy.deepcopy(value)
+
+
+def _lay_over(target: dict, key: str, value: Any, committed: Any, where: str, changed: list) -> None:
+    """Set ``target[key]`` to the cell's ``value``, key by key into mappings, leaving to the profile every value
+    equal to the committed cell's (``committed``); what differs from the profile is noted in ``changed``."""
+    if isinstance(value, dict) and value:
+        inner = target.get(key) if isinstance(target.get(key), dict) else {}
+        for k, v in value.items():
+            _lay_over(inner, k, v, committed.get(k, _ABSENT) if isinstance(committed, dict) else _ABSENT,
+                      f"{where}.{k}", changed)
+        if inner or key in target:  # a section the profile leaves out gets only the keys the cell changed
+            target[key] = inner
+        return
+    if committed is not _ABSENT and value == committed:
+        return
+    was = target.get(key, _ABSENT)
+    if was is _ABSENT or was != value:
+        changed.append((where, was, value))
+    target[key] = value

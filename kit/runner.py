@@ -67,23 +67,83 @@ def local_kernel_manager():
     return LocalKernelManager
 
 
-def notebook_values(notebook: Path, params: Params) -> dict:
-    """The sections a notebook's parameters cell names, from ``params``: what papermill injects."""
+RUN_PARAMS = "params.yaml"  # in the run folder: the params the notebooks of the latest run read (kit run, as validated)
+
+
+def run_params_file(params: Params) -> str:
+    """Write ``params`` as the run folder's params file; returns its path (from the project root where inside it).
+
+    JSON, which YAML reads as written (quoted strings stay strings), so a notebook reading it gets ``params``
+    exactly, ``--set`` overrides and all."""
+    from kit.run.files import atomic_write_text
+
+    path = atomic_write_text(params.run_dir / RUN_PARAMS, "# the params python -m kit run gave the notebooks, "
+                             "validated (kit.runner)\n" + json.dumps(params.sections(), indent=1) + "\n")
+    path = path.resolve()
+    return str(path.relative_to(paths.ROOT) if path.is_relative_to(paths.ROOT) else path)
+
+
+def notebook_values(notebook: Path, params: Params, profile: str | None = None) -> dict:
+    """What papermill injects: ``profile`` (the run's params file, :func:`run_params_file`) and, for every other
+    variable of the notebook's parameters cell named like a top-level key, ``params``' value in the cell's shape
+    (a section's keys the cell shows, nested as it shows them), so the cell's own literals never rule a run."""
+    import ast
+
     import papermill as pm
 
-    declared = pm.inspect_notebook(str(notebook))
-    return {k: v for k, v in params.sections().items() if k in declared}
+    sections = params.sections()
+    values = {"profile": profile or run_params_file(params)}
+    for name, spec in pm.inspect_notebook(str(notebook)).items():
+        if name != "profile" and name in sections:
+            try:
+                shape = ast.literal_eval(spec["default"])
+            except (ValueError, SyntaxError):
+                shape = None
+            values[name] = _shaped(sections[name], shape)
+    return values
+
+
+def read_sections(notebook: Path, params: Params) -> dict:
+    """The sections the notebook reads (its ``from_notebook`` call: ``profile``, ``runs_dir``, the names it lists
+    and the ones its parameters cell shows), at ``params``' values: what it ran with, for the manifest. Every
+    section where no such call is found."""
+    import ast
+
+    import nbformat
+
+    sections = params.sections()
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type != "code" or "from_notebook(" not in cell.source:
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "from_notebook":
+                listed = node.args[1].value.split() if len(node.args) > 1 and isinstance(node.args[1], ast.Constant) else []
+                names = ["profile", "runs_dir", *listed, *(k.arg for k in node.keywords if k.arg)]
+                return {k: sections[k] for k in dict.fromkeys(names) if k in sections}
+    return sections
+
+
+def _shaped(value, shape):
+    """``value`` cut to the keys of ``shape`` where both are mappings (all of it elsewhere)."""
+    if isinstance(value, dict) and isinstance(shape, dict):
+        return {k: _shaped(value[k], shape[k]) for k in shape if k in value}
+    return value
 
 
 def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, progress: bool = False) -> float:
-    """Execute one notebook with the profile's sections injected; returns seconds taken.
+    """Execute one notebook with the run's params file and the values its parameters cell shows injected;
+    returns seconds taken.
 
     ``progress`` shows a bar of executed cells on stderr while it runs."""
     import papermill as pm
 
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.update(QUIET_ENV)
-    os.environ.pop(PARAMS_ENV, None)  # the injected sections rule a headless run, not a profile file
+    os.environ.pop(PARAMS_ENV, None)  # the injected params file rules a headless run, not AGORA_PARAMS
     values = notebook_values(notebook, params)
     start = time.perf_counter()
     # The bar (cells done of all, elapsed) is drawn here, on the terminal; the kernel's own bars
@@ -123,7 +183,7 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     status = 0
     ran: dict[str, dict] = {}  # per notebook: what it ran with, how it ended
     for nb in selected:
-        values = secrets.redact(notebook_values(nb, params))
+        values = secrets.redact(read_sections(nb, params))
         try:
             seconds = execute(nb, out_dir / nb.name, params, kernel, progress=True)
             print(f"  {nb.name} done in {seconds:.0f}s", flush=True)

@@ -585,3 +585,50 @@ def test_a_failing_job_leaves_its_siblings_finished_and_stored():
     assert sorted(stored) == ["done 0", "done 2"]
     assert isinstance(jobs[1].error, KeyError) and jobs[1].done and jobs[1].result is None
     assert any("1 of 3 jobs failed (j1)" in note for note in err.value.__notes__)
+
+
+# -- a round read back from its trace (notebook 02's lesson) ----------------------------------
+
+
+def test_a_round_read_back_from_its_trace_scores_as_the_run_did(embedder):
+    """``rounds.round_texts`` rebuilds the pools and weights each round started from: embedded again and scored by
+    ``utility_matrix`` they give the terms the run stored and the candidate it kept; the meta-game over the pools
+    after the round gives the stored payoffs, and solving it again gives an equilibrium (its gap is 0)."""
+    from kit.negotiation import PARTS, UtilityWeights, nash_gap, payoff_matrices, solve_bimatrix, utility_matrix
+    from kit.negotiation.rounds import candidates_frame, payoff_frame, round_texts
+
+    params = negotiation(methods=["ncn"], max_rounds=3, epsilon=1e-9, n_counter=2)
+    job = start_job(plan_jobs(AGENTS, TOPICS[:1], params)[0], params, seed=3)
+    run_jobs([job], FakeBackend(), embedder)
+    trace = json.loads(json.dumps(job.result))  # as the store gives it back
+    assert len(trace["rounds"]) == 3
+    w = UtilityWeights(params.weights.alpha, params.weights.beta, params.weights.gamma)
+
+    def embed(guidelines):
+        return embedder.encode([g.text for g in guidelines])
+
+    for number, stored in enumerate(trace["rounds"], 1):
+        r = round_texts(trace, number)
+        after = []
+        for i in range(2):
+            opinion = embedder.encode([r.opinions[i]])[0]
+            parts = utility_matrix(embed(r.candidates[i]), opinion, embed(r.pools[1 - i]), r.weights[1 - i],
+                                   embed(r.pools[i]))
+            np.testing.assert_allclose(parts, [[c[p] for p in PARTS] for c in stored["candidates"][i]], atol=1e-5)
+            table = candidates_frame(r, i, parts, parts @ w.vector)
+            assert list(table.columns) == ["agent", "kind", "title", *PARTS, "U", "kept"]
+            assert table["kept"].tolist().index(True) == stored["chosen"][i]["index"]
+            np.testing.assert_allclose(table["U"], [c["total"] for c in stored["candidates"][i]], atol=1e-5)
+            after.append(r.pools[i] + [r.candidates[i][stored["chosen"][i]["index"]]])
+        assert [[g.title for g in pool] for pool in after] == stored["pools"]
+        A, B = payoff_matrices(embed(after[0]), embed(after[1]), embedder.encode([r.opinions[0]])[0],
+                               embedder.encode([r.opinions[1]])[0], w)
+        np.testing.assert_allclose(A, stored["payoffs"][0], atol=1e-5)
+        np.testing.assert_allclose(B, stored["payoffs"][1], atol=1e-5)
+        eq = solve_bimatrix(A, B)
+        assert nash_gap(A, B, eq.row, eq.col) <= 1e-6
+        assert payoff_frame(A, after[0], after[1]).shape == (len(after[0]), len(after[1]))
+    assert [len(p) for p in round_texts(trace, 3).pools] == [3, 3]  # the initial guideline and two kept ones
+    np.testing.assert_allclose(round_texts(trace, 2).weights[0], trace["rounds"][0]["weights"][0])
+    with pytest.raises(ValueError, match="held 3 round"):
+        round_texts(trace, 4)

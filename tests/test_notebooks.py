@@ -74,6 +74,10 @@ def check_02(m):
     # consultancy has no stopping rule, so nothing of it counts as converged
     assert m["converged_share"]["consultancy"] == 0.0 and m["rounds_mean"]["debate"] == 2
     assert m["max_nash_gap"] <= 1e-6
+    # the lesson's negotiation, scored again in the notebook by utility_matrix: the terms the run stored, and
+    # the meta-game it solves there is at an equilibrium
+    lesson = m["lesson"]
+    assert lesson["rounds"] >= 0 and lesson["terms_max_diff"] < 1e-5 and lesson["nash_gap"] <= 1e-6
 
 
 def check_03(m):
@@ -86,6 +90,10 @@ def check_03(m):
     assert m["mean_d_ratio"]["none"] == 1.0 and m["rel_logppl_change"]["none"] == 0.0
     assert not any(k.startswith("none:") for k in m["vs_none"])
     assert set(m["vs_none"].values()) <= {"better", "worse", "no difference", "too few"}
+    # one row recomputed by hand in the notebook equals the kit's
+    h = m["by_hand"]
+    assert h["d_initial"] == pytest.approx(h["kit_d_initial"], rel=1e-4) and h["d_initial"] >= 0
+    assert h["self_consistency_a"] == pytest.approx(h["kit_self_consistency_a"], nan_ok=True)
 
 
 # tiny trains on the study's NCN and on the NCN paper's own NCN transcripts (ncn_release:ncn)
@@ -435,31 +443,111 @@ def test_committed_notebooks_are_clean_and_parametrised():
         assert nb.cells[0].cell_type == "markdown"
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{nb_path.name}: needs exactly one cell tagged 'parameters'"
-        assert set(pm.inspect_notebook(str(nb_path))) >= {"profile", "seed", "runs_dir", "model"}
+        assert set(pm.inspect_notebook(str(nb_path))) >= {"profile", "runs_dir"}
 
 
 @pytest.mark.slow
-def test_papermill_dash_f_works_on_its_own(tmp_path, shared_data):
-    """`papermill -f params/tiny.yaml` injects the profile's sections without the kit's runner."""
+@pytest.mark.parametrize("how", [["-f", "params/tiny.yaml"], ["-p", "profile", "tiny"]], ids=["dash-f", "dash-p-profile"])
+def test_papermill_runs_a_profile_on_its_own(how, tmp_path, shared_data):
+    """`papermill -p profile tiny` (or `-f params/tiny.yaml`, which injects its `profile: tiny`) runs the tiny
+    profile without the kit's runner: the cell's smoke values of the keys it shows are left to the profile."""
     import subprocess
     import sys
 
     out = tmp_path / "00.ipynb"
-    run = subprocess.run([sys.executable, "-m", "papermill", "notebooks/00_quickstart.ipynb", str(out),
-                          "-f", "params/tiny.yaml", "-p", "runs_dir", str(tmp_path / "runs"), "-k", ensure_kernel(),
-                          "--no-progress-bar"], cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "papermill", "notebooks/00_quickstart.ipynb", str(out), *how,
+                          "-p", "runs_dir", str(tmp_path / "runs"), "-k", ensure_kernel(), "--no-progress-bar"],
+                         cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert recorded_metrics(out)["model"] == "tiny-random"
+    printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
+    # the cell's smoke values (quickstart's countries and prompt) left tiny's alone; only the -p runs_dir applied
+    assert [line.split(" = ")[0] for line in printed.splitlines() if line.startswith("the parameters cell sets")] == [
+        "the parameters cell sets runs_dir"]
+    assert (tmp_path / "runs" / "tiny" / "metrics" / "00_quickstart.json").is_file()
 
 
-def test_parameters_cells_hold_the_smoke_profile():
-    """Opened by hand, a notebook runs the smoke profile: its literals equal params/smoke.yaml."""
+def _leaves(value, prefix=""):
+    """``{dotted key: value}`` of every leaf of a nested mapping (a list is a leaf)."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, inner in value.items() for k, v in _leaves(inner, f"{prefix}.{key}" if prefix else key).items()}
+    return {prefix: value}
+
+
+def test_parameters_cells_show_the_smoke_profiles_values():
+    """Opened by hand, a notebook runs the smoke profile, and each key its parameters cell shows equals
+    params/smoke.yaml's value: the committed notebook shows what `make run` uses. A cell shows a few keys, not
+    copies of whole sections."""
     import ast
 
     import papermill as pm
     import yaml
 
-    smoke = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    from kit.config import NOTEBOOK_PROFILE
+
+    smoke = yaml.safe_load((ROOT / "params" / f"{NOTEBOOK_PROFILE}.yaml").read_text())
     for nb_path in notebooks():
-        for name, spec in pm.inspect_notebook(str(nb_path)).items():
-            assert ast.literal_eval(spec["default"]) == smoke[name], f"{nb_path.name}: {name} differs from smoke.yaml"
+        declared = pm.inspect_notebook(str(nb_path))
+        assert ast.literal_eval(declared.pop("profile")["default"]) == NOTEBOOK_PROFILE, nb_path.name
+        shown = {}
+        for name, spec in declared.items():
+            assert name in smoke, f"{nb_path.name}: {name} is not a top-level key of smoke.yaml"
+            shown.update(_leaves(ast.literal_eval(spec["default"]), name))
+        assert len(shown) <= 7, f"{nb_path.name}: the parameters cell shows {len(shown)} keys; show the lesson's few"
+        for key, value in shown.items():
+            want = smoke
+            for k in key.split("."):
+                assert isinstance(want, dict) and k in want, f"{nb_path.name}: {key} is not in smoke.yaml"
+                want = want[k]
+            assert value == want, f"{nb_path.name}: {key} = {value!r}, smoke.yaml has {want!r}"
+
+
+def _from_notebook_call(nb_path: Path) -> str:
+    """The ``from_notebook(...)`` expression of a notebook's setup cell (the cell after its parameters)."""
+    import ast
+
+    nb = nbformat.read(nb_path, as_version=4)
+    i = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    tree = ast.parse(nb.cells[i + 1].source)
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "from_notebook")
+    return ast.unparse(call)
+
+
+def test_an_injected_run_reads_the_profile_as_given(shared_data, tmp_path):
+    """What `python -m kit run` injects (the run's params file, and the run's values of the keys a cell shows) gives
+    each notebook the run's own params, `--set` overrides included, for exactly the sections it reads: what its
+    stored artifacts record (`made_by`) is what the run's sections give, as when the runner injected whole sections."""
+    from kit.config import from_notebook, load_params, validate
+    from kit.run.artifacts import made_by
+    from kit.runner import notebook_values, read_sections
+
+    run = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path / 'runs'}", "tracking.backend=trackio",
+                                                      "negotiation.epsilon=0.05", "model.batch_size=3"])
+    sections = run.sections()
+    for nb_path in notebooks():
+        namespace = {"from_notebook": from_notebook, **notebook_values(nb_path, run)}
+        given = eval(_from_notebook_call(nb_path), namespace)  # noqa: S307 — the committed notebook's own call
+        read = given.model_fields_set
+        assert {"profile", "runs_dir", "seed", "model"} <= read, nb_path.name
+        assert read == set(read_sections(nb_path, run)), nb_path.name  # what the manifest records it read
+        assert given.model_dump(include=read) == run.model_dump(include=read), nb_path.name
+        assert made_by(given) == made_by(validate({k: sections[k] for k in read})), nb_path.name
+
+
+def test_a_changed_value_in_a_parameters_cell_overrides_the_profile_and_is_checked(shared_data, capsys):
+    from kit.config import ParamsError, from_notebook
+
+    shown = {"weights": {"alpha": 0.5, "beta": 0.3, "gamma": 0.2}, "epsilon": 0.02}  # smoke's: tiny's are kept
+    tiny = from_notebook("tiny", "seed model", negotiation=shown)
+    assert tiny.negotiation.epsilon == from_notebook("tiny", "seed model").negotiation.epsilon
+    changed = from_notebook("tiny", "seed model", negotiation={**shown, "weights": {"alpha": 0.9, "beta": 0.3}})
+    assert (changed.negotiation.weights.alpha, changed.negotiation.weights.beta) == (0.9, tiny.negotiation.weights.beta)
+    assert "the parameters cell sets negotiation.weights.alpha = 0.9" in capsys.readouterr().out
+    for bad, key in [({"epsilon": -1}, "negotiation.epsilon"), ({"epsilom": 0.1}, "negotiation.epsilom")]:
+        with pytest.raises(ParamsError) as err:
+            from_notebook("tiny", "seed", negotiation=bad)
+        assert "\n" not in str(err.value) and f"the parameters cell's {key}: {key}:" in str(err.value)
+    with pytest.raises(ParamsError, match="profile=tinny: no such params file"):
+        from_notebook("tinny")
+    with pytest.raises(ParamsError, match="negotiations: not a top-level key"):
+        from_notebook("tiny", "seed negotiations")

@@ -20,8 +20,7 @@ def test_made_by_holds_the_given_sections_and_the_model_identity_not_where_the_r
     from kit.config import from_notebook
 
     p = _params(shared_data, tmp_path)
-    given = from_notebook(profile="x", seed=3, runs_dir="elsewhere", model={"name": "tiny-random", "dtype": "float32"},
-                          data=p.data.model_dump(mode="json"))
+    given = from_notebook("tiny", "data", seed=3, runs_dir="elsewhere", model={"name": "tiny-random", "dtype": "float32"})
     found = artifacts.made_by(given)
     assert set(found) == {"seed", "data", "model"}  # profile and runs_dir are where, not what
     assert found["model"]["identity"].startswith("tiny-random") and found["model"]["backend"] == "transformers"

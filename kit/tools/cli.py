@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks, agora-kit kernel (no browser; prints the URL)")
     lab.add_argument("--port", type=int, default=8888)
     lab.add_argument("--profile", help="every notebook reads this profile (tiny, smoke, full or a file) instead of "
-                                        "its parameters cell")
+                                        "the one its parameters cell names")
     return p
 
 

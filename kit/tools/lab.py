@@ -3,8 +3,8 @@
 Starts ``jupyter lab`` from the running interpreter (the project's ``.venv``) with the notebooks
 folder open and the ``agora-kit`` kernel as the default for new notebooks; no browser is opened
 (the URL with its token is printed, to open from wherever you are). With ``--profile full`` (or a
-params file) every notebook opened in this session reads that profile instead of its parameters
-cell (``AGORA_PARAMS``, see :func:`kit.config.from_notebook`).
+params file) every notebook opened in this session reads that profile instead of the one its
+parameters cell names (``AGORA_PARAMS``, see :func:`kit.config.from_notebook`).
 """
 
 from __future__ import annotations
@@ -38,5 +38,6 @@ def main(port: int = 8888, profile: str | None = None, ip: str = "127.0.0.1") ->
     ensure_kernel()
     env = environment(profile)
     print(f"JupyterLab on the notebooks, kernel {KERNEL}"
-          + (f", profile {env[PARAMS_ENV]}" if profile else ", each notebook's parameters cell (smoke)"), flush=True)
+          + (f", profile {env[PARAMS_ENV]}" if profile else ", the profile each notebook's parameters cell names (smoke)"),
+          flush=True)
     return subprocess.call(command(port, ip), env=env)
