@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     NonNegativeInt,
     PositiveFloat,

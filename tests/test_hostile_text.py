@@ -83,7 +83,9 @@ def _crashing_parser(text: str):
 
 def test_a_parser_that_raises_is_an_unreadable_attempt():
     backend = Replies(["boom 1", "boom 2", "fine"])
-    maker = lambda attempt: (ChatRequest([{"role": "user", "content": "q"}]), GenParams(max_new_tokens=4, seed=attempt))
+    def maker(attempt):
+        return ChatRequest([{"role": "user", "content": "q"}]), GenParams(max_new_tokens=4, seed=attempt)
+
     [got] = run(ask_parsed([maker], _crashing_parser, max_retries=2), backend)
     assert got.value == "fine" and got.attempts == 3 and got.unreadable == 2 and got.raws[:2] == ("boom 1", "boom 2")
 

@@ -78,7 +78,7 @@ def test_acceptance_perplexities_match_independent_scores(tiny_backend):
         a_init, b_init = (i["response"] for i in trace["initial"])
         a_final, b_final = trace["consensus"]
 
-        def under(agent, text):
+        def under(agent, text, topic=topic):
             return ScoreRequest([{"role": "system", "content": agent.system_prompt},
                                  {"role": "user", "content": topic}], text)
 

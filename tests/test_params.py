@@ -92,7 +92,7 @@ def test_cli_check_exit_codes_and_no_model_load(tmp_path, goqa):
     )
     out = subprocess.run([sys.executable, "-c", script, *map(str, files)], capture_output=True, text=True, cwd=ROOT)
     assert f"CODES {[2] * len(files)} HEAVY []" in out.stdout, out.stdout + out.stderr
-    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == len(files) == len(out.stderr.strip().splitlines())
 
 

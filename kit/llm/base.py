@@ -191,7 +191,7 @@ class Backend(abc.ABC):
     def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Option-label probabilities from one forward pass per request."""
 
-    def reset_prefix_cache(self) -> None:
+    def reset_prefix_cache(self) -> None:  # noqa: B027 (optional: most backends keep no prefix cache)
         """Forget the keys/values kept for prompt prefixes, so the next calls prefill from scratch
         (benchmarks compare runs from the same cold start); a backend that keeps none does nothing."""
 

@@ -251,9 +251,9 @@ class Client:
                 raw = self._read(reply, where, deadline)
                 status, headers = reply.status_code, reply.headers
         except httpx.TimeoutException:
-            raise _Retry(f"{where}: timed out (the whole request is bounded by model.timeout_s = {self.timeout_s:g} s)")
+            raise _Retry(f"{where}: timed out (the whole request is bounded by model.timeout_s = {self.timeout_s:g} s)") from None
         except httpx.TransportError as exc:
-            raise _Retry(f"{where}: {type(exc).__name__}: {first_line(str(exc))}")
+            raise _Retry(f"{where}: {type(exc).__name__}: {first_line(str(exc))}") from exc
         body_text = raw.decode("utf-8", errors="replace")
         if 300 <= status < 400:
             goes = headers.get("Location")
@@ -270,7 +270,7 @@ class Client:
         try:
             decoded = json.loads(body_text)
         except ValueError:
-            raise _Retry(f"{where}: HTTP {status} with unreadable JSON: {first_line(body_text)}")
+            raise _Retry(f"{where}: HTTP {status} with unreadable JSON: {first_line(body_text)}") from None
         except RecursionError:
             raise EndpointError(f"{where}: HTTP {status}: the JSON reply is nested too deep to read") from None
         if parse is None:
@@ -523,7 +523,7 @@ class OpenAIBackend(Backend):
                 except EndpointError as exc:
                     if "already been loaded" not in str(exc):
                         raise EndpointError(f"{exc}; fix: serve the adapter with `python -m kit serve … --adapter "
-                                            f"{path}`, or start the server with `python -m kit serve … --runtime-lora`")
+                                            f"{path}`, or start the server with `python -m kit serve … --runtime-lora`") from exc
                 entries = self._list(i)["data"]
                 found = served_adapter(entries, path, name, shown)
                 if found is None:  # loaded, so the server must list it from this path now

@@ -441,7 +441,7 @@ def choose_neighbours(train_items: Iterable[Any], folds: int = 5, seed: int = 0,
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_sim = total / count
         for m in shared:
-            for q, by_country in held.items():
+            for by_country in held.values():
                 scores = _fold_scores(by_country, index, base, np.where(count >= m, mean_sim, np.nan), ks)
                 for k, values in scores.items():
                     totals[(k, m)].append(values)
@@ -468,7 +468,7 @@ def _fold_scores(by_country: Mapping[str, np.ndarray], index: Mapping[str, int],
         return {k: np.array([]) for k in ks}
     idx = [index.get(c) for c in names]
     bases = [base_country(c) for c in names]
-    for i, country in enumerate(names):
+    for i in range(len(names)):
         others = [j for j in range(len(names)) if bases[j] != bases[i]]
         if not others:
             continue

@@ -225,7 +225,7 @@ _LEAD_LABEL = re.compile(r"^[\s>#*_\-•\d.)]*(?:guideline|description|title|rea
 def parse_plain_field(text: str, max_sentences: int) -> str:
     """One prose field from a free reply: the first non-empty line, label and quotes removed,
     cut to ``max_sentences`` sentences; ``""`` when nothing is left."""
-    line = next((l for l in (x.strip() for x in text.strip().splitlines()) if l), "")
+    line = next((s for s in (x.strip() for x in text.strip().splitlines()) if s), "")
     line = _EMPHASIS.sub("", _LEAD_LABEL.sub("", line)).strip().strip('"“”\'').strip()
     return " ".join(_SENTENCE_END.split(line)[:max_sentences]).strip()
 

@@ -151,10 +151,11 @@ def ncn(ctx: Context) -> Program:
         positions = yield from ask([ctx.request(agents[i], position_prompt(topic, pools[i], weights[i]), round_,
                                                 "position") for i in range(2)])
 
+        # the prompts read this round's positions and weights: asked (and re-asked) before the round ends
         def candidate_item(i: int, kind: str, index: int, temperature: float, count: int):
             def prompt(fmt: str) -> str:
-                return candidate_prompt(topic, opinions[i] or responses[i].strip(), pools[i], weights[i], names[1 - i],
-                                        positions[1 - i], _top(pools[1 - i], weights[1 - i], TOP_OPPONENT_GUIDELINES),
+                return candidate_prompt(topic, opinions[i] or responses[i].strip(), pools[i], weights[i], names[1 - i],  # noqa: B023
+                                        positions[1 - i], _top(pools[1 - i], weights[1 - i], TOP_OPPONENT_GUIDELINES),  # noqa: B023
                                         kind, index, count, fmt)
             return i, prompt, f"{kind}{index}", temperature
 

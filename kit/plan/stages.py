@@ -109,7 +109,7 @@ def _capability(params: Params, notebook: str, merged: bool = False) -> Stage:
 def notebook_stages(params: Params) -> dict[str, list[Stage]]:
     """Every notebook's stages for ``params``, in the order they run (notebook 90 reads stored rows only)."""
     p, m = params, engine(params)
-    neg, v, sp = p.negotiation, p.visa, p.selfplay
+    neg, v = p.negotiation, p.visa
     out: dict[str, list[Stage]] = {
         "00": [Stage("00", "chat and survey", (m,))],
         "01": [Stage("01", "agents and descriptions", (m,)),

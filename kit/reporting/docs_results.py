@@ -49,8 +49,12 @@ def _unit_figure(span: str) -> bool:
 
 def hand_typed_figures(text: str) -> list[tuple[int, str, str]]:
     """``(line number, kind, figure)`` for every measured-looking number outside code in markdown ``text``."""
-    blank = lambda m: re.sub(r"[^\n]", " ", m.group(0))  # keep line numbers and columns
-    spans = lambda m: m.group(0).strip("`").center(len(m.group(0))) if _unit_figure(m.group(0)) else blank(m)
+    def blank(m: re.Match) -> str:  # keep line numbers and columns
+        return re.sub(r"[^\n]", " ", m.group(0))
+
+    def spans(m: re.Match) -> str:
+        return m.group(0).strip("`").center(len(m.group(0))) if _unit_figure(m.group(0)) else blank(m)
+
     prose = _LINK_TARGET.sub(blank, _CODE_SPAN.sub(spans, _CODE_BLOCK.sub(blank, text)))
     found = []
     for no, line in enumerate(prose.split("\n"), 1):
