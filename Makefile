@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test test-fast test-gpu-stack test-gpu-stack-fast test-vllm test-llamacpp bench lab track chromium \
+.PHONY: install run lint format test test-fast test-gpu-stack test-gpu-stack-fast test-vllm test-llamacpp bench lab track chromium \
         docs-results clean gpu-check gpu-wheels
 # every test target prints its 25 slowest tests (CI's log keeps them) and names each skip
 PYTEST_FLAGS ?= -q -rs --durations=25
@@ -30,7 +30,16 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m kit run $(PARAMS)
 
-test: install
+# the formatter and the linter first (pyproject's [tool.ruff]): `make format` fixes what they can
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: lint
 	$(PY) -m pytest $(PYTEST_FLAGS)
 
 test-fast: install
