@@ -189,6 +189,8 @@ def check_11(m):
     assert m["adapters"] == ["Africa", "America", "Asia", "Europe", "Oceania", "joint"]
     assert set(m["merge_seconds"]) == {"ties", "model_stock", "moe"} and m["peak_rss_gb"] < 6
     assert 0 <= m["router_own_share"] <= 1 and 0 <= m["experts_preferring_own"] <= 5
+    # the lesson's TIES merge by hand (trim, elect, disjoint mean) is mergekit's on the same two task vectors
+    assert m["ties_lesson_matches_mergekit"] is True
 
 
 PALETTE_ROWS = {"vanilla", "prompted", "joint", "ties", "model_stock", "moe_routing", "modular_overton",
@@ -237,6 +239,8 @@ def check_21(m):
     assert m["reward_fell"] in (True, False, None) and m["reward_detector"] == "trained"
     # the reward of rewrites that rewrite nothing, beside GRPO's (copy: meaning kept in full, no drift)
     assert m["reward_copy"] is not None and m["reward_keywords"] is not None
+    # the lesson's GRPO group: its advantages by hand are trl's for the same rewards (float32 in trl)
+    assert 0 <= m["grpo_group_advantage_max_error"] < 1e-4
 
 
 def check_22(m):
@@ -286,6 +290,8 @@ def check_31(m):
     sampling = m["sampling"]
     assert {s["sampler"] for s in sampling.values()} == {"trainer"} and not any(s["correction"] for s in sampling.values())
     assert 0 < sampling["self_play_grpo"]["logprob_known"] <= 1 and sampling["single_agent_grpo"]["logprob_known"] is None
+    # the lesson's dialogue: its env_mask is 1 exactly on the learning side's turns of the rendered chat
+    assert m["selfplay_lesson_mask_matches_turns"] is True
 
 
 def check_32(m):

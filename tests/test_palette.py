@@ -361,3 +361,66 @@ def test_a_refused_moe_says_what_mergekit_logged(tmp_path):
     with pytest.raises(ValueError, match="mergekit-moe refused the recipe: .+") as found:
         build_moe(bad, base, {c: str(_adapter(tmp_path, c)) for c in CONTINENTS}, tmp_path / "out", tmp_path / "cache")
     assert "no reason given" not in str(found.value)
+
+
+def _hand_ties(deltas, density):
+    """TIES by hand (Yadav et al. 2023): each task vector's top-``density`` magnitudes kept, the sign of their sum
+    elected per entry, the kept entries of that sign averaged."""
+    import numpy as np
+
+    deltas = np.asarray(deltas, dtype=np.float64)
+    k = max(1, int(density * deltas[0].size))
+    trimmed = np.zeros_like(deltas)
+    for i, d in enumerate(deltas):
+        keep = np.argsort(-np.abs(d).ravel())[:k]
+        trimmed[i].flat[keep] = d.flat[keep]
+    sign = np.where(trimmed.sum(0) >= 0, 1.0, -1.0)
+    agree = np.sign(trimmed) == sign
+    return (trimmed * agree).sum(0) / np.maximum(agree.sum(0), 1)
+
+
+def test_mergekit_ties_is_trim_elect_and_disjoint_mean_by_hand():
+    import numpy as np
+
+    from kit.palette.merges import mergekit_ties
+
+    a = np.array([[1.0, -2.0, 0.5], [3.0, -0.1, -4.0]])
+    b = np.array([[-3.0, 1.5, 0.2], [1.0, 0.3, 2.0]])
+    # density 0.5 keeps three entries each: a's −4, 3, −2 and b's −3, 2, 1.5; [0, 1] elects −2 + 1.5 < 0: a's alone
+    assert mergekit_ties([a, b], 0.5) == pytest.approx(np.array([[-3.0, -2.0, 0.0], [3.0, 0.0, -4.0]]))
+    # density 1 trims nothing: the agreeing entries' mean, e.g. [0, 2]: (0.5 + 0.2) / 2
+    assert mergekit_ties([a, b], 1.0) == pytest.approx(np.array([[-3.0, -2.0, 0.35], [2.0, 0.3, -4.0]]))
+    rng = np.random.default_rng(0)
+    tensors = rng.normal(size=(3, 5, 7))
+    for density in (0.1, 0.3, 0.5, 0.9):
+        assert mergekit_ties(tensors, density) == pytest.approx(_hand_ties(tensors, density), abs=1e-6)
+    # a weight scales its task vector and counts in the mean's divisor
+    assert mergekit_ties([a, b], 0.5, weights=[1.0, 3.0]) == pytest.approx(
+        np.array([[-3.0, 1.5, 0.0], [3.0, 0.0, 2.0]]))
+
+
+def test_a_lora_delta_is_what_peft_adds_to_the_weight_when_it_merges(tmp_path):
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kit.llm.models import resolve_model
+    from kit.palette.merges import lora_delta, lora_modules
+
+    base = resolve_model("tiny-random").path
+    torch.manual_seed(0)
+    for rslora in (False, True):
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                               LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj", "up_proj"],
+                                          init_lora_weights=False, use_rslora=rslora))
+        model.save_pretrained(tmp_path / str(rslora))
+        before = model.base_model.model.model.layers[0].mlp.down_proj.base_layer.weight.detach().clone()
+        merged = model.merge_and_unload()
+        after = merged.model.layers[0].mlp.down_proj.weight.detach()
+        assert "model.layers.0.mlp.down_proj" in lora_modules(tmp_path / str(rslora))
+        delta = lora_delta(tmp_path / str(rslora), "layers.0.mlp.down_proj")
+        assert delta.shape == tuple(after.shape)
+        assert delta == pytest.approx((after - before).numpy(), abs=1e-5)
+    with pytest.raises(ValueError, match="LoRA weights match"):
+        lora_delta(tmp_path / "False", "mlp.down_proj")  # one per layer: not one weight

@@ -433,6 +433,32 @@ def test_a_backend_without_sampling_log_probabilities_is_refused_while_the_corre
         _recipe(TrainRecipe(trl={"vllm_importance_sampling_correction": True}), {"collective_agency": 1.0}, backend)
 
 
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_the_lesson_strip_shows_own_turns_in_the_loss_and_the_mask_check_fails_on_a_wrong_mask(tokenizer, side):
+    from kit.selfplay.rollout import mask_matches_turns, token_parts
+
+    turns = [Turn("a", "I want vegetables here."), Turn("b", "Flowers feed the bees."),
+             Turn("a", f"Fine.\n{MARKER} half and half."), Turn("b", f"{MARKER} half and half.")]
+    messages = view(D, side, turns, 40)
+    stream = token_stream(tokenizer, messages)
+    parts = token_parts(tokenizer, stream)
+    end = tokenizer.eos_token
+    own = {"a": f"I want vegetables here.{end}Fine.\n{MARKER} half and half.{end}",
+           "b": f"Flowers feed the bees.{end}{MARKER} half and half.{end}"}[side]  # by hand
+    assert "".join(t for t, p in parts if p == "own") == own
+    # the prompt: the persona and the opening (for b, with a's first turn), then the assistant header
+    assert "".join(t for t, p in parts if p == "prompt") == tokenizer.apply_chat_template(
+        messages[:2], tokenize=False, add_generation_prompt=True)
+    masked = "".join(t for t, p in parts if p == "masked")
+    assert ("Flowers feed the bees." if side == "a" else "Fine.") in masked
+    assert mask_matches_turns(tokenizer, messages, stream)
+    flipped = list(stream.env_mask)
+    flipped[0] = 1 - flipped[0]
+    assert not mask_matches_turns(tokenizer, messages, stream._replace(env_mask=flipped))
+    other = view(D, "b" if side == "a" else "a", turns, 40)
+    assert not mask_matches_turns(tokenizer, other, stream)
+
+
 def test_token_stream_needs_an_own_turn(tokenizer):
     with pytest.raises(ValueError, match="assistant"):
         token_stream(tokenizer, [{"role": "user", "content": "hi"}])

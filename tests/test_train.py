@@ -415,3 +415,21 @@ def test_resume_takes_the_newest_complete_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-9"]
     (nine / "adapter_model.safetensors").write_bytes(b"\x00" * 16)  # a full disk's stub
     assert last_complete_checkpoint(tmp_path) == two
+
+
+def test_trl_group_advantages_are_the_weighted_rewards_centred_on_the_group_and_scaled_by_its_std():
+    import numpy as np
+
+    from kit.train.trainers import trl_group_advantages
+
+    parts = {"value_match": [0.5, 0.0, 1.0, 0.25], "format": [1.0, 1.0, 0.0, 1.0]}
+    weights = {"value_match": 1.0, "format": 0.5}
+    total = np.array([0.5 + 0.5, 0.0 + 0.5, 1.0 + 0.0, 0.25 + 0.5])  # by hand
+    centred = total - total.mean()
+    sample_std = np.sqrt(np.sum(centred ** 2) / (len(total) - 1))  # Bessel-corrected, as trl's nanstd
+    assert trl_group_advantages(parts, weights) == pytest.approx(centred / (sample_std + 1e-4), abs=1e-5)
+    assert trl_group_advantages(parts, weights, {"scale_rewards": "none"}) == pytest.approx(centred, abs=1e-6)
+    # a group whose completions all score alike teaches nothing: every advantage 0
+    assert trl_group_advantages({"format": [1.0, 1.0, 1.0]}, {"format": 1.0}) == pytest.approx([0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="GRPO group"):
+        trl_group_advantages({"format": [1.0]}, {"format": 1.0})

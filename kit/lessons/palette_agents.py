@@ -80,9 +80,33 @@ def routing(session, moe: Path) -> pd.DataFrame:
     return shares
 
 
-def key_numbers(session, adapters: dict[str, Path], costs: pd.DataFrame, shares: pd.DataFrame) -> dict:
+def ties_figure(session, pair, deltas, trimmed, sign, merged, theirs, title: str = "") -> None:
+    """The lesson's TIES merge as heatmaps, step by step from left to right: each continent's task vector and its
+    trimmed copy (one row each), the elected sign, the hand merge and mergekit's."""
+    import numpy as np
+    import seaborn as sns
+
+    panels = {(0, 0): (f"{pair[0]}: task vector", deltas[0]), (0, 1): (f"{pair[0]}: trimmed", trimmed[0]),
+              (1, 0): (f"{pair[1]}: task vector", deltas[1]), (1, 1): (f"{pair[1]}: trimmed", trimmed[1]),
+              (0, 2): ("elected sign (red +, blue −)", sign), (0, 3): ("disjoint mean, by hand", merged),
+              (1, 3): ("mergekit's TIES", theirs)}
+    scale = float(np.abs(np.asarray(deltas)).max()) or 1.0
+    with plots.figure(session.figure_paths("11_ties_lesson.png"), 2, 4, figsize=(13, 5)) as (fig, axes):
+        for (row, col), (name, values) in panels.items():
+            limit = 1.0 if "sign" in name else scale
+            sns.heatmap(values, cmap="vlag", vmin=-limit, vmax=limit, cbar=False, square=True, ax=axes[row, col],
+                        xticklabels=False, yticklabels=False)
+            axes[row, col].set_title(name, fontsize=9)
+        axes[1, 2].axis("off")
+        fig.suptitle(title)
+
+
+def key_numbers(session, adapters: dict[str, Path], costs: pd.DataFrame, shares: pd.DataFrame,
+                ties_lesson_error: float | None = None) -> dict:
     diagonal = [shares.loc[c, c] for c in CONTINENTS]
     return {
+        # the lesson's TIES by hand equals mergekit's on the same task vectors (largest difference below 1e-6)
+        **({} if ties_lesson_error is None else {"ties_lesson_matches_mergekit": bool(ties_lesson_error < 1e-6)}),
         "adapters": sorted(adapters),
         "merge_seconds": costs["seconds"].round(2).to_dict(),
         "peak_rss_gb": round(float(costs["peak RSS (GB)"].max()), 3),  # the largest merge's own process

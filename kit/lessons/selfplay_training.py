@@ -176,9 +176,31 @@ def sampling_lines(found: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+MASK_COLOURS = {"prompt": "#e4e4e4", "own": "#a6e3a1", "masked": "#f5b8b8"}
+MASK_LEGEND = {"prompt": "prompt (before the first own turn)", "own": "own turn: env_mask 1, in the loss",
+               "masked": "env_mask 0: the other persona and the template"}
+
+
+def mask_strip(parts: list[tuple[str, str]]):
+    """The lesson's token stream as a coloured strip (``kit.selfplay.rollout.token_parts``): one box per token."""
+    import html
+
+    from IPython.display import HTML
+
+    def box(text: str, part: str) -> str:
+        shown = html.escape(text).replace("\n", "↵<br>") or "∅"
+        return f'<span title="{part}" style="background:{MASK_COLOURS[part]};border-right:1px solid #fff">{shown}</span>'
+
+    legend = " ".join(box(MASK_LEGEND[p], p) for p in MASK_COLOURS)
+    return HTML(f'<div style="font-family:monospace;font-size:12px;line-height:1.7;white-space:pre-wrap">{legend}'
+                f'<hr>{"".join(box(t, p) for t, p in parts)}</div>')
+
+
 def key_numbers(session, records: dict[str, list[dict]], history: pd.DataFrame, held_out_ids: set[str],
-                sampled: dict[str, dict] | None = None) -> dict:
+                sampled: dict[str, dict] | None = None, lesson_mask_ok: bool | None = None) -> dict:
     out = {"records": {m: len(r) for m, r in records.items()},
+           # the lesson's dialogue: its env_mask marks exactly the learning side's turns in the rendered chat
+           **({} if lesson_mask_ok is None else {"selfplay_lesson_mask_matches_turns": bool(lesson_mask_ok)}),
            "heldout_in_training": len(held_out_ids & {r["dilemma_id"] for rs in records.values() for r in rs}),
            "rewards": {SELF_PLAY: session.params.selfplay.rewards, SINGLE: session.params.selfplay.single_rewards,
                        **({ABLATION: session.params.selfplay.ablation_rewards}

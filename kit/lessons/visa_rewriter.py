@@ -148,10 +148,12 @@ def curves_figure(session, adapters: dict[str, Path]) -> None:
 
 
 def key_numbers(session, grpo_records_: list[dict], curves: pd.DataFrame, best: list[float], pairs: int,
-                ties: int, gaming: pd.DataFrame) -> dict:
+                ties: int, gaming: pd.DataFrame, lesson_error: float | None = None) -> dict:
     first, last = (curves.iloc[0], curves.iloc[-1]) if len(curves) else (None, None)
     g = gaming["mean weighted reward"]
     return {
+        # the lesson's GRPO group: its advantages by hand against trl's scoring of the same rewards
+        **({} if lesson_error is None else {"grpo_group_advantage_max_error": float(f"{lesson_error:.3g}")}),
         "grpo_records": len(grpo_records_), "grpo_steps": len(curves),
         "reward_detector": session.params.visa.reward_detector,
         "reward_first": None if first is None else round(float(first["reward"]), 4),

@@ -301,3 +301,53 @@ def router_prompts(recipe_paths: Sequence[str | Path]) -> list[str]:
         return [t for v in node for t in walk(v)] if isinstance(node, list) else []
 
     return [t for path in recipe_paths for t in walk(yaml.safe_load(resolve(path).read_text(encoding="utf-8")))]
+
+
+# One TIES merge by hand (notebook 11's lesson): the task vectors of two adapters, and mergekit's TIES on them.
+
+def lora_modules(adapter_dir: str | Path) -> list[str]:
+    """The weights a PEFT LoRA adapter changes, as module names (``model.layers.0.mlp.down_proj``)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), framework="np") as f:
+        keys = list(f.keys())
+    return sorted(k.removeprefix("base_model.model.").removesuffix(".lora_A.weight") for k in keys
+                  if k.endswith(".lora_A.weight"))
+
+
+def lora_delta(adapter_dir: str | Path, module: str):
+    """The change ``(alpha / r) · B · A`` (``alpha / sqrt(r)`` with rsLoRA) a LoRA adapter makes to the weight of
+    ``module`` (a name or its tail: ``layers.0.mlp.down_proj``), as a float32 array of the weight's shape: the
+    adapter's task vector for that weight, which TIES merges."""
+    import json
+    import math
+
+    import numpy as np
+    from safetensors import safe_open
+
+    folder = Path(adapter_dir)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    found = [m for m in lora_modules(folder) if m == module or m.endswith(f".{module}")]
+    if len(found) != 1:
+        raise ValueError(f"{folder}: {len(found)} LoRA weights match {module!r}; fix: one of {lora_modules(folder)[:6]} …")
+    r, alpha = config["r"], config["lora_alpha"]
+    scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    with safe_open(str(folder / "adapter_model.safetensors"), framework="np") as f:
+        a = f.get_tensor(f"base_model.model.{found[0]}.lora_A.weight").astype(np.float32)
+        b = f.get_tensor(f"base_model.model.{found[0]}.lora_B.weight").astype(np.float32)
+    return (scale * (b @ a)).astype(np.float32)
+
+
+def mergekit_ties(deltas, density: float, weights=None, normalize: bool = True):
+    """mergekit's own TIES (``merge_method: ties``, as ``params/merges/ties.yml`` runs it) on task vectors ``deltas``
+    (arrays of one shape) over a zero base: the merged task vector, float32. ``weights`` default to 1 each."""
+    import numpy as np
+    import torch
+    from mergekit.merge_methods.api import merge_tensors
+
+    tensors = [torch.as_tensor(np.asarray(d, dtype=np.float32)) for d in deltas]
+    merged = merge_tensors([torch.zeros_like(tensors[0]), *tensors], "ties", base_index=0,
+                           parameters={"density": float(density), "normalize": normalize,
+                                       "weight": [1.0] * len(tensors) if weights is None else list(weights)},
+                           dtype=torch.float32)
+    return merged.numpy()

@@ -128,6 +128,32 @@ def token_stream(tokenizer, messages: Sequence[dict], sampled: Sequence[Sampled 
     return Stream(prompt, completion, mask, None if sampled is None else logprobs)
 
 
+def token_parts(tokenizer, stream: Stream) -> list[tuple[str, str]]:
+    """Each token of ``stream``, prompt first, as (its text, its part): ``prompt`` (the chat before the learning
+    side's first turn, never in the loss), ``own`` (``env_mask`` 1: the loss reads it) or ``masked`` (``env_mask`` 0:
+    the other persona's turns and the chat template between turns)."""
+    ids = [*stream.prompt_ids, *stream.completion_ids]
+    parts = ["prompt"] * len(stream.prompt_ids) + ["own" if m else "masked" for m in stream.env_mask]
+    return [(tokenizer.decode([i], skip_special_tokens=False), part) for i, part in zip(ids, parts)]
+
+
+def mask_matches_turns(tokenizer, messages: Sequence[dict], stream: Stream) -> bool:
+    """Whether ``stream`` (not sampled: each own turn's text encoded) is the chat ``messages`` as the template renders
+    it, through the learning side's last turn and its end-of-turn token, and its ``env_mask`` marks exactly the
+    learning side's turns (the assistant messages), each run of 1 one turn's text followed by the end-of-turn token."""
+    own = [m["content"] for m in messages if m["role"] == "assistant"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    rendered = tokenizer.apply_chat_template([dict(m) for m in messages[: last + 1]], tokenize=False)
+    eos = tokenizer.eos_token
+    decoded = tokenizer.decode([*stream.prompt_ids, *stream.completion_ids], skip_special_tokens=False)
+    if rendered[: rendered.rindex(eos) + len(eos)] != decoded:
+        return False
+    runs = [list(g) for key, g in itertools.groupby(zip(stream.completion_ids, stream.env_mask), lambda x: x[1]) if key]
+    return len(runs) == len(own) and all(
+        [i for i, _ in run] == [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+        for run, text in zip(runs, own))
+
+
 class Drawn(Backend):
     """A backend that generates every text through ``inner.generate_sampled`` and keeps what each request drew
     (``drawn[request]``), for one rollout: a request repeated in a call is one draw (the scheduler sends it once)."""

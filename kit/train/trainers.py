@@ -373,3 +373,54 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     return {p: md.version(p) for p in ("torch", "transformers", "trl", "peft")}
+
+
+# the GRPO config keys that decide a group's advantages from its rewards (trl's GRPOTrainer)
+ADVANTAGE_KEYS = ("scale_rewards", "multi_objective_aggregation")
+
+
+def trl_group_advantages(rewards: dict[str, Sequence[float]], weights: dict[str, float], trl: dict | None = None):
+    """The advantages trl's ``GRPOTrainer`` gives one group of completions whose reward functions returned
+    ``rewards`` (name -> one score per completion), weighted by ``weights`` as ``reward_weights``, under the recipe
+    ``trl``'s :data:`ADVANTAGE_KEYS` (trl's defaults where unset): trl's own scoring step
+    (``_generate_and_score_completions``) run on a trainer of the tiny random model, whose rollout function returns
+    the group and whose reward functions return the given scores. The advantages read only the rewards, so the model
+    is a stand-in; a float32 array, one per completion."""
+    import tempfile
+
+    import numpy as np
+    from datasets import Dataset
+
+    from kit.llm.models import TINY
+
+    group = len(next(iter(rewards.values())))
+    if group < 2 or any(len(v) != group for v in rewards.values()) or set(rewards) != set(weights):
+        raise ValueError("a GRPO group is two or more completions, with one score each from every weighted reward")
+    names = list(weights)
+
+    def reward_of(name: str):
+        def reward(completions, row, **_):
+            return [float(rewards[name][r]) for r in row]
+
+        reward.__name__ = name
+        return reward
+
+    def rollout(prompts, trainer) -> dict:  # the group's tokens do not enter its advantages
+        eos = trainer.processing_class.eos_token_id
+        return {"prompt_ids": [[eos]] * len(prompts), "completion_ids": [[eos]] * len(prompts), "logprobs": None}
+
+    given = {k: v for k, v in (trl or {}).items() if k in ADVANTAGE_KEYS}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        args = training_config("grpo", {**given, "num_generations": group, "per_device_train_batch_size": group,
+                                        "reward_weights": [float(weights[n]) for n in names], "use_vllm": False,
+                                        "bf16": False, "max_completion_length": 1}, {}, tmp, 0, False)
+        trainer_cls, _ = TRAINERS.get("grpo").load()
+        _, tok, model = _load(TINY, False)
+        prompt = [{"role": "user", "content": "a group"}]
+        trainer = trainer_cls(model=model, args=args, processing_class=tok, reward_funcs=[reward_of(n) for n in names],
+                              train_dataset=Dataset.from_list([{"prompt": prompt, "row": 0}]), rollout_func=rollout)
+        trainer.model.train()  # trl scores a training batch (num_generations, not the eval count)
+        scored = trainer._generate_and_score_completions([{"prompt": prompt, "row": i} for i in range(group)])
+    return scored["advantages"].detach().cpu().float().numpy()
