@@ -32,14 +32,13 @@ from pydantic import (
     model_validator,
 )
 
-from kit.registry import PROTOCOLS, protocol_names
-from kit.run import paths, secrets, tracking
-from kit.run.sections import MAX_RETRIES, ParamsError, Section, existing_file, registered, unique
-
 # Each package validates its own section (kit/<package>/params.py); the profile composes them here.
 from kit.data.params import TopicsParams
 from kit.evals.params import CapabilityParams
 from kit.palette.params import MLP_PROJECTIONS, PaletteParams, check_items, check_merges  # noqa: F401 (re-exported)
+from kit.registry import PROTOCOLS, protocol_names
+from kit.run import paths, secrets, tracking
+from kit.run.sections import MAX_RETRIES, ParamsError, Section, existing_file, registered, unique
 from kit.selfplay.params import SelfPlayParams
 from kit.train.params import (
     RELEASE_METHODS,
@@ -163,7 +162,7 @@ class ModelParams(Section):
         return [u.rstrip("/") for u in urls]
 
     @model_validator(mode="after")
-    def _engine_keys(self) -> "ModelParams":
+    def _engine_keys(self) -> ModelParams:
         if self.quantization and self.backend != "vllm":
             raise ValueError(f"quantization is a vLLM setting, not {self.backend}'s; fix: drop it or use backend: vllm")
         if self.devices is not None:
@@ -177,7 +176,7 @@ class ModelParams(Section):
         return self
 
     @model_validator(mode="after")
-    def _served(self) -> "ModelParams":
+    def _served(self) -> ModelParams:
         if self.backend == "openai":
             if not self.base_url:
                 raise ValueError("backend openai needs base_url (the server's /v1 URL, or a list of them)")
@@ -354,7 +353,9 @@ class NegotiationParams(Section):
     @field_validator("value_judge")
     @classmethod
     def _registered_detector(cls, v: str) -> str:
-        from kit.values import DETECTORS  # the judges (a floor beside this one) load pandas: read when checked
+        from kit.values import (
+            DETECTORS,  # the judges (a floor beside this one) load pandas: read when checked
+        )
 
         return registered(DETECTORS, v)
 
@@ -433,7 +434,7 @@ class ClusterParams(Section):
         return v
 
     @model_validator(mode="after")
-    def _signal_before_the_end(self) -> "ClusterParams":
+    def _signal_before_the_end(self) -> ClusterParams:
         shortest = min([*self.time_min.values(), self.default_time_min])
         if self.signal_delay_s >= shortest * 60:
             raise ValueError(f"signal_delay_s {self.signal_delay_s} is not shorter than the shortest wall time "
@@ -537,7 +538,7 @@ class Params(Section):
         return {**values, "models": merged}
 
     @model_validator(mode="after")
-    def _verbs(self) -> "Params":
+    def _verbs(self) -> Params:
         for role, model, verbs in [("model", self.model, AGENT_VERBS),
                                    *((f"models.{r}", m, ROLES[r]) for r, m in self.models.items())]:
             if model.backend == "openai" and model.api == "chat" and "score" in verbs:
@@ -547,7 +548,7 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
-    def _placement(self) -> "Params":
+    def _placement(self) -> Params:
         if self.model.backend == "vllm" and self.model.max_loras == 0:
             raise ValueError("model.max_loras: 0, but the agents' model serves their adapters; fix: 1 or more")
         for role, model in [("model", self.model), *((f"models.{r}", m) for r, m in self.models.items())]:

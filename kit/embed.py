@@ -7,7 +7,7 @@ folder (full runs).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -159,7 +159,6 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
 def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     from kit.run.files import read_json
     from kit.run.records import MANIFEST, git_info, write_manifest
-
     from kit.tools.doctor import served_problems
 
     code = git_info()  # the code the notebooks run, taken before any of them writes into the checkout

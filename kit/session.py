@@ -18,10 +18,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from kit.config import Params
 from kit.run import artifacts, cost, lock, paths, tracking

@@ -8,11 +8,10 @@ the key at fault. One case is valid by design: ``1e-4`` is a float under YAML 1.
 import time
 
 import pytest
+from conftest import ROOT
 
 from kit.config import load_params
 from kit.tools.cli import main
-
-from conftest import ROOT
 
 TINY = str(ROOT / "params" / "tiny.yaml")
 

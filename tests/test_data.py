@@ -8,9 +8,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-
-from conftest import missing
 import yaml
+from conftest import (
+    SHARED_DATA,  # noqa: E402
+    missing,
+)
 from scipy import stats
 
 from kit.data import (
@@ -37,9 +39,6 @@ from kit.data.leaks import palette_leak_counts
 from kit.data.splits import goqa_split
 from kit.data.topics import Topic
 from kit.run import seeds
-
-from conftest import SHARED_DATA  # noqa: E402
-
 
 # ---------------------------------------------------------------- fixtures
 

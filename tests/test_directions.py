@@ -138,6 +138,8 @@ def _weights(folder: Path) -> dict:
 
 @pytest.mark.slow
 def test_merges_of_identical_adapters_are_that_adapter(tmp_path):
+    import shutil
+
     import torch
     import yaml
     from peft import PeftModel
@@ -146,8 +148,6 @@ def test_merges_of_identical_adapters_are_that_adapter(tmp_path):
     from kit.llm.models import resolve_model
     from kit.palette.merges import merge
     from kit.palette.prompts import CONTINENTS
-
-    import shutil
 
     base = resolve_model("tiny-random").path
     one = str(_adapter(tmp_path / "adapter", 7))

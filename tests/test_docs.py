@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from kit.reporting.docs_results import PLAN_SECTION, RELEASE_SECTION, RESULTS, check, hand_typed_figures, render, write
+from kit.reporting.docs_results import (
+    PLAN_SECTION,
+    RELEASE_SECTION,
+    RESULTS,
+    check,
+    hand_typed_figures,
+    render,
+    write,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

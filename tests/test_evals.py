@@ -4,8 +4,7 @@ and notebook 01's reference rows — each against numbers computed by hand."""
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
 import numpy as np

@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 TRACES = [  # records of more than one shape, as negotiation traces are (a guideline or none, rounds of any length)
@@ -130,10 +128,8 @@ def test_the_tiny_run_exports_every_store_and_model(tiny_params, tmp_path):
     from datasets import load_dataset
     from huggingface_hub import DatasetCard, ModelCard
 
-    from kit.tools.export import export, read_jsonl, stores
-
     from kit.run.records import write_manifest
-    from kit.tools.export import Run
+    from kit.tools.export import Run, export, read_jsonl, stores
 
     if not (tiny_params.run_dir / "metrics" / "90_leaderboard.json").is_file():
         pytest.skip("the tiny notebooks did not run in this session (run tests/test_notebooks.py first)")

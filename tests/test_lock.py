@@ -6,8 +6,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from conftest import ROOT
 
 HOLD = textwrap.dedent("""

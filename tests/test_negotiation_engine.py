@@ -594,7 +594,14 @@ def test_a_round_read_back_from_its_trace_scores_as_the_run_did(embedder):
     """``rounds.round_texts`` rebuilds the pools and weights each round started from: embedded again and scored by
     ``utility_matrix`` they give the terms the run stored and the candidate it kept; the meta-game over the pools
     after the round gives the stored payoffs, and solving it again gives an equilibrium (its gap is 0)."""
-    from kit.negotiation import PARTS, UtilityWeights, nash_gap, payoff_matrices, solve_bimatrix, utility_matrix
+    from kit.negotiation import (
+        PARTS,
+        UtilityWeights,
+        nash_gap,
+        payoff_matrices,
+        solve_bimatrix,
+        utility_matrix,
+    )
     from kit.negotiation.rounds import candidates_frame, payoff_frame, round_texts
 
     params = negotiation(methods=["ncn"], max_rounds=3, epsilon=1e-9, n_counter=2)

@@ -15,8 +15,17 @@ from pathlib import Path
 import pytest
 
 from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest
-from kit.llm.openai_backend import (Client, EndpointError, OpenAIBackend, backoff_s, choice_from_chat, retry_after_s,
-                                    served_adapter, served_base, top_logprobs_by_id)
+from kit.llm.openai_backend import (
+    Client,
+    EndpointError,
+    OpenAIBackend,
+    backoff_s,
+    choice_from_chat,
+    retry_after_s,
+    served_adapter,
+    served_base,
+    top_logprobs_by_id,
+)
 
 MODELS = {"object": "list", "data": [{"id": "served-m", "root": "/models/m", "parent": None}]}
 

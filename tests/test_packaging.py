@@ -1,8 +1,8 @@
 """Set-up files agree with each other: environment.yml mirrors pyproject.toml, CI calls make test."""
 
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -400,7 +400,6 @@ def test_mergekit_ties_is_trim_elect_and_disjoint_mean_by_hand():
 
 
 def test_a_lora_delta_is_what_peft_adds_to_the_weight_when_it_merges(tmp_path):
-    import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

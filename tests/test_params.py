@@ -1,7 +1,7 @@
 """Params are validated before any model loads; every problem is one line with exit code 2."""
 
-import re
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path

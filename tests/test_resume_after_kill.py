@@ -23,7 +23,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import ROOT
 
 ORDER = ("01", "02", "04", "10", "11", "20", "21", "30", "31")

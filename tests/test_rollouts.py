@@ -5,6 +5,7 @@ returns, and they are the trained model's own."""
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from kit.config import TrainRecipe

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
-from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from kit.llm.base import ChatRequest, GenParams
 from kit.llm.sampling import NucleusSampler, draw, nucleus

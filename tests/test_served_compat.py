@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 from recorded import FIXTURES, SERVERS, Replay, offers, table
 
@@ -102,9 +101,9 @@ def test_choice_probs_reads_both_shapes_alike():
 def test_the_backend_over_a_recorded_server_answers_as_it_did(name):
     """generate, choice_probs and score through OpenAIBackend against the replay: the answers the kit read
     when it recorded them (SmolLM2's tokenizer builds the same token-id prompts)."""
-    from recorded import ask_everything
-
     import re
+
+    from recorded import ask_everything
 
     fixture = json.loads((FIXTURES / f"{name}.json").read_text())
     with Replay(name) as url:

@@ -10,7 +10,6 @@ import signal
 import time
 
 import pytest
-
 from conftest import ROOT
 
 

@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, missing
 
 CHROMIUM = next((p for p in (__import__("shutil").which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
@@ -194,8 +193,8 @@ def _free_port() -> int:
 def test_the_tiny_run_tracked_every_trainer_and_every_notebook(tiny_params):
     """After the notebooks (tests/test_notebooks.py): a run in the tracker for every trainer that trained (each
     training folder with a log history) and for every notebook's key numbers."""
-    from kit.runner import notebooks
     from kit.run.tracking import name_part
+    from kit.runner import notebooks
 
     db = tiny_params.run_dir / "tracking" / "agora.db"
     if not (tiny_params.run_dir / "metrics" / "90_leaderboard.json").is_file():

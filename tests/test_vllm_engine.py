@@ -20,7 +20,6 @@ Both backends run the embedded SmolLM2 in float32, so the reference is exact up 
 from __future__ import annotations
 
 import pytest
-
 from conftest import require_vllm  # noqa: E402
 
 require_vllm()

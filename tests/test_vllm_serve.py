@@ -10,7 +10,6 @@ carries no mass; probabilities are compared within ``SERVED_PROB_ATOL``.
 from __future__ import annotations
 
 import pytest
-
 from conftest import require_vllm  # noqa: E402
 
 require_vllm()
@@ -18,8 +17,18 @@ require_vllm()
 from kit.config import ModelParams  # noqa: E402
 from kit.llm.base import ChatRequest, ChoiceRequest, GenParams, ScoreRequest  # noqa: E402
 from kit.llm.models import SMOLLM2  # noqa: E402
-from tests.test_vllm_engine import (NEAR_TIE, SCORE_ATOL, TOKENS, adapters, check_sampled,  # noqa: E402,F401
-                                    first_divergence, model, questions, reference, top_two_gap)
+from tests.test_vllm_engine import (  # noqa: E402,F401
+    NEAR_TIE,
+    SCORE_ATOL,
+    TOKENS,
+    adapters,
+    check_sampled,
+    first_divergence,
+    model,
+    questions,
+    reference,
+    top_two_gap,
+)
 
 pytestmark = pytest.mark.vllm
 SERVED_PROB_ATOL = 5e-3

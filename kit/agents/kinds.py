@@ -8,8 +8,8 @@ sample)"), since that is what its answers are scored against; its prompts name t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from kit.data.countries import base_country
 from kit.llm.base import ChatRequest, Message

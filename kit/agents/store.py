@@ -53,7 +53,7 @@ class AgentSet:
             "made_by": self.made_by})
 
     @classmethod
-    def load(cls, run_dir: Path, params=None) -> "AgentSet":
+    def load(cls, run_dir: Path, params=None) -> AgentSet:
         """The stored agents; with ``params``, only if notebook 01 made them with the same model, seed and
         data (the sections both notebooks are given), else one line naming what changed."""
         from kit.run.artifacts import check_made_by

@@ -4,8 +4,8 @@ meta agent (an item is a country and a question), plus raw batched generation of
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from kit.bench.common import Recorder, timed
 from kit.config import Params

@@ -14,8 +14,9 @@ The step helpers :func:`ask`, :func:`embed`, :func:`choose` and :func:`score` ar
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Sequence
+from typing import Any
 
 import numpy as np
 

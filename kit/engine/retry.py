@@ -11,8 +11,9 @@ stopping the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Generator, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from kit.engine.jobs import Need, Reply, ask
 from kit.llm.base import ChatRequest, GenParams

@@ -13,13 +13,13 @@ mean letter mass.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from kit.data import MoralScenario, load_moralchoice
+from kit.data import MoralScenario
 from kit.data.neutral import NEUTRAL_PASSAGES
 from kit.llm.base import Backend, ChoiceRequest, ChoiceResult, ScoreRequest
 from kit.metrics.consensus import perplexity

@@ -269,7 +269,8 @@ def selfplay_reward(name: str, case: str, bench: Bench) -> float:
     """``reward:collective_agency`` (through the registered reward, or its mapping of a judgement for the
     distribution cases) and ``reward:joint_solution`` of a single agent's completion."""
     from kit.selfplay.judge import judgement
-    from kit.selfplay.rewards import JudgeContext, agency_reward, collective_agency as ca_reward, joint_solution
+    from kit.selfplay.rewards import JudgeContext, agency_reward, joint_solution
+    from kit.selfplay.rewards import collective_agency as ca_reward
 
     f = bench.faithful["selfplay"]
     d = _dilemma(bench)

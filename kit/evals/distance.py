@@ -13,7 +13,7 @@ over those items. A model that ignores the culture instruction would reduce it p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from kit.run.paths import resolve
 

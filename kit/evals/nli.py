@@ -11,7 +11,8 @@ nothing (0). Every number says which scorer made it (``Scorer.identity``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

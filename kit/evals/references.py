@@ -17,7 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from kit.data import goqa_split
-from kit.metrics.alignment import apply_label_floor, choose_neighbours, entropy_matched_reference, reference_rows
+from kit.metrics.alignment import (
+    apply_label_floor,
+    choose_neighbours,
+    entropy_matched_reference,
+    reference_rows,
+)
 
 ROW_KEYS = ("agent", "country", "question_id", "p_gen", "p_gold")
 

@@ -7,7 +7,7 @@ mass that fell on the letters at all is kept as a format-adherence measure.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from kit.agents import Agent
 from kit.data import OpinionItem, option_labels

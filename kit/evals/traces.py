@@ -42,8 +42,8 @@ from kit.metrics.consensus import (
     value_self_consistency,
     value_summary,
 )
-from kit.metrics.text import copied, degenerate
 from kit.metrics.scorers import spec
+from kit.metrics.text import copied, degenerate
 from kit.metrics.verdicts import MIN_ITEMS
 from kit.registry import stopping_rules
 from kit.values import ValueDetector

@@ -9,10 +9,8 @@ those tables, never recomputed here.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from kit.session import in_stage
 from kit.evals.traces import (
     REFERENCE_METHOD,
     common_items,
@@ -24,6 +22,7 @@ from kit.evals.traces import (
 from kit.lessons import negotiation
 from kit.reporting import plots
 from kit.run import seeds
+from kit.session import in_stage
 from kit.values import SCHWARTZ_VALUES, make_value_detector
 
 SUMMARY_COLUMNS = ["method", "n", "mean_rel_logppl_change", "median_rel_logppl_change", "mean_rel_logppl_change_low",

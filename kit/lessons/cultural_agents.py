@@ -12,12 +12,11 @@ missing: left out of the table, counted per kind, and the worst value in the ver
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.agents import Agent, AgentSet
 from kit.agents.build import build_agents
 from kit.data import SurveySplits, resolve_countries, survey_splits
@@ -39,6 +38,7 @@ from kit.metrics.alignment import (
 )
 from kit.reporting import plots
 from kit.run import seeds
+from kit.session import in_stage
 
 NOTEBOOK = "01_cultural_agents"
 

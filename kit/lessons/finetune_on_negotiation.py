@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.data import OpinionItem, Topic, goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
 from kit.data.topics import heldout_topics
@@ -27,11 +26,18 @@ from kit.evals.distance import BASE, distance_summary, distance_table, persona
 from kit.evals.references import table_rows
 from kit.evals.survey import answer_rows
 from kit.lessons import negotiation
-from kit.metrics.alignment import REFERENCES, between_culture_distance, prior_check, reference_comparison, score_table
+from kit.metrics.alignment import (
+    REFERENCES,
+    between_culture_distance,
+    prior_check,
+    reference_comparison,
+    score_table,
+)
 from kit.negotiation.ncn_release import training_traces
 from kit.negotiation.run import resolve_pairs
 from kit.reporting import curves, plots
 from kit.run import seeds
+from kit.session import in_stage
 from kit.train.records import TrainingSet, source_folder, training_sets
 from kit.train.trainers import train
 from kit.values import make_value_detector

@@ -18,7 +18,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from kit.session import in_stage
 from kit.agents import Agent, prompted
 from kit.data import goqa_split
 from kit.data.leaks import assert_no_leaks, leak_counts
@@ -50,6 +49,7 @@ from kit.negotiation.ncn_release import (
 )
 from kit.reporting import plots
 from kit.run import seeds
+from kit.session import in_stage
 from kit.values import SCHWARTZ_VALUES, make_value_detector
 
 NOTEBOOK = "05_ncn_release"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.agents import Agent
 from kit.data import Topic
 from kit.data.topics import negotiation_topics
@@ -18,6 +17,7 @@ from kit.llm.base import backend_parts
 from kit.negotiation.run import planned_traces, resolve_pairs, run_negotiations, study_agents, study_store
 from kit.reporting import plots
 from kit.run.records import RecordStore
+from kit.session import in_stage
 
 
 def topics(session) -> list[Topic]:

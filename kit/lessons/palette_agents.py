@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.data.cultures import PALETTE_CONTINENTS
 from kit.llm.models import resolve_model
 from kit.palette.agents import palette_dir, save_models, train_agents
@@ -20,6 +19,7 @@ from kit.palette.merges import build_moe, merge, router_shares
 from kit.palette.prompts import CONTINENTS
 from kit.reporting import curves, plots
 from kit.run.cost import peak_rss_gb
+from kit.session import in_stage
 
 
 def folder(session) -> Path:

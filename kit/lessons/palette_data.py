@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.data import Topic
 from kit.llm.base import backend_parts
 from kit.palette.prompts import CONTINENTS
 from kit.palette.synthesis import query_split, run_synthesis, study_store, training_data, validation_counts
 from kit.reporting import plots
 from kit.run.records import RecordStore
+from kit.session import in_stage
 
 
 def queries(session) -> tuple[list[Topic], list[Topic]]:

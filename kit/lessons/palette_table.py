@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.data import OpinionItem, goqa_split
 from kit.data.leaks import assert_no_leaks, palette_leak_counts
 from kit.evals.capability import capability_kept
@@ -38,6 +37,7 @@ from kit.palette.meta_agent import META, VARIANTS
 from kit.palette.synthesis import query_split
 from kit.reporting import plots
 from kit.run import seeds
+from kit.session import in_stage
 
 ROW_NAMES = (*ROWS, *VARIANTS, *REFERENCES)
 NOTEBOOK = "12_palette_table"

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.agents import Agent, vanilla
 from kit.data import OpinionItem, load_goqa, option_labels, questions, resolve_countries
 from kit.evals.survey import choice_request
 from kit.llm.base import Backend, GenParams
 from kit.metrics.alignment import UNIFORM_AGENT, s_align
 from kit.run import seeds
+from kit.session import in_stage
 
 CHAT, SURVEY, RERUN = "chat (2 agents, 1 batch)", "choice_probs (2 agents + vanilla)", "rerun of both steps (cached)"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.data import load_moralchoice
 from kit.run import artifacts
 from kit.run.cache import cache_key
 from kit.selfplay import dilemmas as sd
+from kit.session import in_stage
 
 
 def folder(session) -> Path:

@@ -16,11 +16,10 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from kit.session import in_stage
 from kit.evals.capability import capability_kept
 from kit.lessons import negotiation
 from kit.lessons.selfplay_data import capability_ids
-from kit.lessons.selfplay_training import judge_backend, trained_ids
+from kit.lessons.selfplay_training import trained_ids
 from kit.llm.base import GenParams
 from kit.metrics.alignment import bootstrap_ci, paired_verdicts
 from kit.reporting import plots
@@ -39,6 +38,7 @@ from kit.selfplay.evaluation import (
     summary,
 )
 from kit.selfplay.ncn_study import consensus_rows, policy_traces, starts
+from kit.session import in_stage
 from kit.values import make_value_detector
 
 NOTEBOOK = "32_selfplay_table"

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.lessons.selfplay_data import folder
-from kit.reporting.curves import figure as curve_figure, training_curves
+from kit.reporting.curves import figure as curve_figure
+from kit.reporting.curves import training_curves
 from kit.run.cache import cache_key
 from kit.selfplay import judge as ca
 from kit.selfplay.dilemmas import Dilemma
 from kit.selfplay.rewards import JudgeContext
 from kit.selfplay.rollout import rollout_func
 from kit.selfplay.training import selfplay_records, single_records
-from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func, grpo_recipe
+from kit.session import in_stage
 from kit.train.rewards import bind
+from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func, grpo_recipe
 from kit.train.trainers import reward_fell, reward_history, sampling_correction, train
 
 SELF_PLAY, ABLATION, SINGLE = "self_play_grpo", "self_play_grpo+joint", "single_agent_grpo"

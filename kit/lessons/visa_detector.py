@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit.session import in_stage
 from kit.data import goqa_split, load_moralchoice
 from kit.reporting import plots
+from kit.session import in_stage
 from kit.values import SCHWARTZ_VALUES, TrainedValueDetector, agreement, confusion, make_value_detector
 from kit.visa import corpus as vc
 from kit.visa.targets import sample_target
 from kit.visa.translator import INSTRUCTION_EXAMPLES, ValueTranslator, instruction
-
 
 DETECTOR_FILE = "detector.json"  # the hand-off: the detector folder's content and the params it was fitted with
 # what notebooks 21 and 22 hold that the detector does not depend on: the rewriters' training and the evaluation

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.session import in_stage
 from kit.lessons import visa_detector
 from kit.reporting import curves
-from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func, grpo_recipe
+from kit.session import in_stage
 from kit.train.rewards import bind
+from kit.train.rollouts import completion_tokens, engine_of, engine_rollout_func, grpo_recipe
 from kit.train.trainers import reward_fell, train
 from kit.values import make_value_detector
 from kit.visa import corpus as vc

@@ -14,7 +14,6 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from kit.session import in_stage
 from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.countries import resolve_country
 from kit.engine import ask, run
@@ -25,12 +24,13 @@ from kit.llm.base import ChatRequest, GenParams
 from kit.metrics.alignment import (
     REFERENCES,
     paired_verdicts,
-    prior_check,
     per_question_scores,
+    prior_check,
     reference_comparison,
 )
 from kit.reporting import plots
 from kit.run import seeds
+from kit.session import in_stage
 from kit.values import make_value_detector
 from kit.visa import corpus as vc
 from kit.visa.evaluation import (
@@ -46,8 +46,7 @@ from kit.visa.evaluation import (
 )
 from kit.visa.rewriter import rewrite_messages, targets_of
 from kit.visa.survey import ORIGINAL, survey_rows
-from kit.visa.targets import sample_target
-from kit.visa.targets import culture_target, opposite
+from kit.visa.targets import culture_target, opposite, sample_target
 from kit.visa.translator import instruction
 
 NOTEBOOK = "22_visa_table"

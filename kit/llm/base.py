@@ -8,8 +8,8 @@ every backend and in the cache. Messages follow the Hugging Face chat format
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 Message = dict[str, str]
 

@@ -26,15 +26,23 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import torch
 from transformers import LogitsProcessorList
 
 from kit.llm import kv_cache
-from kit.llm.base import (Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest,
-                          refuse_stop_strings)
+from kit.llm.base import (
+    Backend,
+    ChatRequest,
+    ChoiceRequest,
+    ChoiceResult,
+    GenParams,
+    Sampled,
+    ScoreRequest,
+    refuse_stop_strings,
+)
 from kit.llm.chat import label_token_ids, render_chat
 from kit.llm.kv_cache import new_cache, row_layers
 from kit.llm.models import ResolvedModel, resolve_model
@@ -160,7 +168,7 @@ class HFBackend(Backend):
 
     @classmethod
     def around(cls, model, tokenizer, batch_size: int = 8, identity: str = "in-memory",
-               prefix_cache_mb: int = 1024) -> "HFBackend":
+               prefix_cache_mb: int = 1024) -> HFBackend:
         """A backend over a model already in memory, e.g. a policy while it trains (it is not copied,
         loaded or put in eval mode here; requests must not name adapters)."""
         self = cls.__new__(cls)
@@ -183,7 +191,7 @@ class HFBackend(Backend):
         self.stats = _fresh_stats()
 
     @classmethod
-    def from_params(cls, model, seed: int = 0) -> "HFBackend":
+    def from_params(cls, model, seed: int = 0) -> HFBackend:
         """The backend a ``ModelParams`` section describes (sampling seeds come per call); sets torch's threads."""
         use_threads(model.threads)
         device = f"cuda:{model.devices[0]}" if model.devices and model.device in ("auto", "cuda") else model.device

@@ -65,17 +65,26 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from kit.llm import replies
-from kit.llm.base import (Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest,
-                          refuse_stop_strings)
+from kit.llm.base import (
+    Backend,
+    ChatRequest,
+    ChoiceRequest,
+    ChoiceResult,
+    GenParams,
+    Sampled,
+    ScoreRequest,
+    refuse_stop_strings,
+)
 from kit.llm.chat import label_token_ids
 from kit.llm.errors import EndpointError, PartialFailure
 from kit.llm.vllm_backend import choice_from_logprobs, encode_prompt, request_seed, score_prompt
@@ -479,7 +488,7 @@ class OpenAIBackend(Backend):
         return {"data": self.client.request("GET", "/models", start=i, parse=replies.models)}
 
     @classmethod
-    def from_params(cls, model, seed: int = 0) -> "OpenAIBackend":
+    def from_params(cls, model, seed: int = 0) -> OpenAIBackend:
         return cls(model.base_url, served_model=model.served_model, api=model.api, tokenizer=local_tokenizer(model),
                    identity=cls.identity_for(model), api_key_env=model.api_key_env, timeout_s=model.timeout_s,
                    max_retries=model.max_retries, max_concurrency=model.max_concurrency,

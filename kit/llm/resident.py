@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Sampled, ScoreRequest
 
@@ -36,7 +36,7 @@ class Resident(Backend):
     current stage does not allow there)."""
 
     def __init__(self, key: str, load: Callable[[], Backend], parts: dict[str, str],
-                 tokenizer: Callable[[], object] | None = None, on_use: Callable[["Resident"], None] | None = None,
+                 tokenizer: Callable[[], object] | None = None, on_use: Callable[[Resident], None] | None = None,
                  sampling_logprobs: bool = False):
         self.key, self._load, self._on_use = key, load, on_use
         self.sampling_logprobs = sampling_logprobs  # the backend class's, known before it loads

@@ -24,8 +24,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
 API_KEY_ENV = "AGORA_API_KEY"  # where python -m kit serve reads the server's key when nothing names another
@@ -93,7 +93,7 @@ class Server:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.start_seconds = 0.0
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         import httpx
 
         start = time.perf_counter()

@@ -21,13 +21,23 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
 
-from kit.llm.base import (Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, Message, Sampled, ScoreRequest,
-                          refuse_stop_strings)
+from kit.llm.base import (
+    Backend,
+    ChatRequest,
+    ChoiceRequest,
+    ChoiceResult,
+    GenParams,
+    Message,
+    Sampled,
+    ScoreRequest,
+    refuse_stop_strings,
+)
 from kit.llm.chat import label_token_ids, render_chat
 from kit.run import seeds
 from kit.run.cache import cache_key
@@ -307,7 +317,7 @@ class VLLMBackend(Backend):
                       "prompt_tokens": 0, "prefill_tokens_saved": 0}
 
     @classmethod
-    def around(cls, llm, identity: str = "in-memory") -> "VLLMBackend":
+    def around(cls, llm, identity: str = "in-memory") -> VLLMBackend:
         """A backend on an engine someone else built: trl's colocated ``vllm.LLM``, whose weights
         the trainer syncs before each rollout (LoRA merged in, so requests carry no adapter)."""
         self = cls.__new__(cls)
@@ -316,7 +326,7 @@ class VLLMBackend(Backend):
         return self
 
     @classmethod
-    def from_params(cls, model, seed: int = 0) -> "VLLMBackend":
+    def from_params(cls, model, seed: int = 0) -> VLLMBackend:
         """The backend a ``ModelParams`` section describes; registry names become local folders."""
         from kit.llm.models import module_names, resolve_model
 

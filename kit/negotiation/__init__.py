@@ -14,7 +14,6 @@ from kit.negotiation.meta_solver import Equilibrium, enumerate_equilibria, nash_
 from kit.negotiation.protocol import PROTOCOLS, Context, JobSpec, job_id, settings_of, truncate_words
 from kit.negotiation.run import plan_jobs, run_negotiations, shard_of, start_job
 from kit.negotiation.trace import TRACE_SCHEMA, transcript, validate_trace, weights_table
-from kit.registry import Protocol, register_protocol
 from kit.negotiation.utility import (
     PARTS,
     UtilityParts,
@@ -25,6 +24,7 @@ from kit.negotiation.utility import (
     utility_matrix,
     utility_parts,
 )
+from kit.registry import Protocol, register_protocol
 
 __all__ = [
     "PARTS",

@@ -7,7 +7,8 @@ engine sends a repeated request once) and differ only in what follows.
 
 from __future__ import annotations
 
-from typing import Any, Generator, Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 from kit.engine import Need, Program, Reply, ask, ask_parsed
 from kit.metrics.text import degenerate, readable

@@ -7,7 +7,7 @@ Every function returns plain text, so a prompt can be read, diffed and cached as
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from kit.agents import Agent, culture_instruction
 from kit.data import base_country

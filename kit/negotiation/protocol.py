@@ -13,14 +13,14 @@ logical round and the prompt's role, never on the job, so all jobs at the same s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kit.agents import Agent
 from kit.data.topics import Topic
 from kit.llm.base import ChatRequest, GenParams
 from kit.negotiation.trace import TRACE_SCHEMA
-from kit.registry import PROTOCOLS
 from kit.run import seeds
 
 if TYPE_CHECKING:  # annotations only: the params are read here, never built

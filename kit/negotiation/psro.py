@@ -24,8 +24,9 @@ and the stopping test waits for two rounds in which both agents had one.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import asdict
-from typing import Any, Callable, Generator
+from typing import Any
 
 import numpy as np
 

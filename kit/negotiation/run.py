@@ -14,8 +14,9 @@ as this study's. Readers take the traces of the current plan only (:func:`planne
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kit.agents import Agent, AgentSet, prompted
 from kit.agents.kinds import fingerprint as agent_fingerprint

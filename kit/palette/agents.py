@@ -9,8 +9,8 @@ adapter of the same records and recipe is reused, a killed one resumes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from kit.palette.prompts import CONTINENTS
 

@@ -16,7 +16,7 @@ model it names; comments depend on the question only, so they are written once p
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

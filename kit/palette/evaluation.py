@@ -9,7 +9,7 @@ engine programs together: one batch per model per step across rows, countries an
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 

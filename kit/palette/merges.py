@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -210,7 +211,7 @@ def _mergekit_messages() -> Iterator[Callable[[], str]]:
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        yield lambda: "; ".join(dict.fromkeys(l for l in handler.lines if l and not l.startswith("*")))[:600] \
+        yield lambda: "; ".join(dict.fromkeys(line for line in handler.lines if line and not line.startswith("*")))[:600] \
             or "no reason given (see the merge's .log)"
     finally:
         root.removeHandler(handler)

@@ -17,8 +17,8 @@ reproducible and cached.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from kit.data import OpinionItem, option_labels
 from kit.engine import Program, ask, choose

@@ -13,7 +13,7 @@ from kit.data.cultures import continent_of
 from kit.data.params import TopicsParams
 from kit.evals.params import registered_nli
 from kit.run import paths
-from kit.run.sections import MAX_RETRIES, Section, existing_file, registered, unique
+from kit.run.sections import MAX_RETRIES, Section, existing_file, unique
 from kit.train.params import TrainRecipe
 
 if TYPE_CHECKING:  # annotations only: kit.config composes this module

@@ -7,8 +7,8 @@ Each function returns a request; the texts are plain so they can be read, diffed
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from kit.data import OpinionItem, base_country
 from kit.data.cultures import PALETTE_CONTINENTS

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from kit.data import Topic
 from kit.engine import Job, Program, ask_parsed, run_jobs

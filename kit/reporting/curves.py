@@ -11,8 +11,8 @@ components, where the windows ``reward_fell`` compares (the first and the last q
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kit.run import paths, secrets
 from kit.run.cache import cache_key

@@ -23,9 +23,9 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 COUNTERS = ("calls", "generated_tokens", "scored_tokens")
 COLUMNS = (*COUNTERS, "seconds", "peak_rss_gb")

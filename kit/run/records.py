@@ -25,8 +25,8 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePath
-from typing import Iterable, Iterator
 
 from kit.run import secrets
 from kit.run.files import atomic_write_json, atomic_write_text, json_default, sha256_file
@@ -356,7 +356,7 @@ def write_manifest(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git": git if git is not None else git_info(),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -30,9 +30,10 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Tracker:
     notebook: str = field(default="")
 
     @classmethod
-    def of(cls, params) -> "Tracker":
+    def of(cls, params) -> Tracker:
         return cls(params.tracking.backend, params.tracking.project, params.run_dir / STORE, params.profile)
 
     @property

@@ -19,8 +19,8 @@ backend call per turn and one embedder call for every pair of that turn (``kit.e
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class Dialogue:
         return {**asdict(self), "turns": [asdict(t) for t in self.turns]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Dialogue":
+    def from_dict(cls, d: dict) -> Dialogue:
         return cls(d["dilemma_id"], d["sample"], tuple(Turn(**t) for t in d["turns"]), d["resolved"], d["solution"])
 
 

@@ -16,18 +16,18 @@ dilemmas feed GRPO, held-out ones only the evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
-from kit.run.sections import ParamsError
 from kit.data import load_moralchoice
 from kit.data.splits import first_by_hash
 from kit.engine import run
 from kit.engine.retry import ask_parsed
 from kit.llm.base import ChatRequest, GenParams
 from kit.run import seeds
+from kit.run.sections import ParamsError
 from kit.values.detectors import first_json
 
 SPLIT = "selfplay-split"
@@ -63,7 +63,7 @@ class Dilemma:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Dilemma":
+    def from_dict(cls, d: dict) -> Dilemma:
         return cls(d["id"], d["source"], d["text"], Persona(**d["a"]), Persona(**d["b"]), d.get("split", ""))
 
 

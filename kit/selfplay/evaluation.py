@@ -24,11 +24,10 @@ from kit.llm.base import Backend, GenParams, ScoreRequest
 from kit.metrics.alignment import bootstrap_ci
 from kit.metrics.consensus import perplexity, rel_logppl
 from kit.run import seeds
-from kit.selfplay.dialogue import Dialogue, play, setting
+from kit.selfplay.dialogue import Dialogue, play, setting, stated
 from kit.selfplay.dilemmas import Dilemma
 from kit.selfplay.judge import judgements, no_solution
 from kit.selfplay.rewards import stated_solution
-from kit.selfplay.dialogue import stated
 from kit.selfplay.training import single_prompt
 
 METHODS = ("untrained", "single_agent_grpo", "self_play_grpo", "self_play_grpo+joint")

@@ -18,8 +18,8 @@ threshold, the judgement is *missing* (NaN), never the uniform 3.0 a renormalise
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from kit.llm.base import Backend, ChoiceRequest, ChoiceResult
 from kit.metrics.text import copied, degenerate

@@ -63,7 +63,7 @@ class SelfPlayParams(Section):
         return reward_weights(v)
 
     @model_validator(mode="after")
-    def _enough_dilemmas(self) -> "SelfPlayParams":
+    def _enough_dilemmas(self) -> SelfPlayParams:
         if self.n_generated + self.n_moralchoice < 4:
             raise ValueError("n_generated + n_moralchoice must be at least 4, so both splits hold dilemmas")
         return self

@@ -17,8 +17,9 @@ Both read the ``dilemma_id`` column of the training records; the judge and the d
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from kit.llm.base import Backend
 from kit.selfplay import judge as ca

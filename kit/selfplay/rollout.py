@@ -48,7 +48,8 @@ import itertools
 import json
 import math
 import re
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from kit.llm.base import Backend, ChatRequest, GenParams, Sampled
 from kit.llm.chat import render_chat

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from kit.run import seeds
 from kit.selfplay.dialogue import MARKER, setting

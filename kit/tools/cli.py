@@ -104,7 +104,7 @@ def store_bench(params, what: str, result: dict, argv: list[str]) -> Path:
     name = what if params.model.backend == "transformers" else f"{what}@{params.model.backend}"
     return atomic_write_json(params.run_dir / "bench" / f"{name}.json", {
         "command": "python -m kit " + " ".join(argv), "result": result, "machine": machine_info(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": git_info()})
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "git": git_info()})
 
 
 def main(argv: list[str] | None = None) -> int:

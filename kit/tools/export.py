@@ -22,9 +22,10 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from kit.registry import protocol_names
 from kit.run.artifacts import fingerprint
@@ -68,7 +69,7 @@ class Run:
         self.profile = self.params.get("profile") or self.folder.name
 
     @classmethod
-    def read(cls, folder: str | os.PathLike) -> "Run":
+    def read(cls, folder: str | os.PathLike) -> Run:
         folder = Path(folder)
         manifest = read_json(folder / "manifest.json")
         if manifest is None:

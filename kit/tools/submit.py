@@ -21,9 +21,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from kit.run import paths
 from kit.run.files import atomic_write_text
@@ -183,7 +183,7 @@ class Submission:
         self.jobs[unit] = job
         return job
 
-    def start(self) -> "Submission":
+    def start(self) -> Submission:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.kind == "slurm":
             for unit in self.units:

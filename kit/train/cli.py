@@ -135,7 +135,9 @@ def palette_agents(method: str, params: Params, data_path: Path | None, output_d
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 with the adapter paths on stdout; 2 with one line on stderr for bad params or data."""
-    from kit.config import load_params  # the command reads a profile: kit.config composes this package's section
+    from kit.config import (
+        load_params,  # the command reads a profile: kit.config composes this package's section
+    )
 
     args = _parser().parse_args(argv)
     try:

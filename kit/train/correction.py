@@ -20,8 +20,8 @@ it is trl's trainer unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from trl import GRPOTrainer
 

@@ -12,7 +12,8 @@ the methods that define them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from kit.registry import Registry
 

@@ -14,7 +14,7 @@ same completions for the same step as one never stopped.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from kit.llm.base import ChatRequest, GenParams
 from kit.run import seeds

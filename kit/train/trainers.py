@@ -23,9 +23,9 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from kit.run import artifacts, secrets, tracking
 from kit.run.cache import cache_key
@@ -388,7 +388,6 @@ def trl_group_advantages(rewards: dict[str, Sequence[float]], weights: dict[str,
     is a stand-in; a float32 array, one per completion."""
     import tempfile
 
-    import numpy as np
     from datasets import Dataset
 
     from kit.llm.models import TINY

@@ -11,8 +11,9 @@ prediction is the linear decision rule on them, so loading needs neither pickle 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ class TrainedValueDetector:
 
     @classmethod
     def fit(cls, embedder: Any, texts: Sequence[str], labels: np.ndarray, c: float = 1.0,
-            card: dict | None = None) -> "TrainedValueDetector":
+            card: dict | None = None) -> TrainedValueDetector:
         """Fit on ``texts`` and their ``(n, 10)`` labels in {−1, 0, 1}; a value with one label is a constant."""
         from sklearn.linear_model import LogisticRegression
 
@@ -78,10 +79,10 @@ class TrainedValueDetector:
         return [ValueResult(v, json.dumps(dict(zip(SCHWARTZ_VALUES, map(int, v)))), 1) for v in self.predict(texts)]
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.numpy import save_file
-
         import os
         import secrets
+
+        from safetensors.numpy import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ class TrainedValueDetector:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, embedder: Any) -> "TrainedValueDetector":
+    def load(cls, folder: str | Path, embedder: Any) -> TrainedValueDetector:
         from safetensors.numpy import load_file
 
         folder = Path(folder)

@@ -12,8 +12,8 @@ trained baselines learn from train items only, and every table is measured on te
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 from kit.data import OpinionItem, goqa_split, load_moralchoice
 from kit.data.goqa import question_stem

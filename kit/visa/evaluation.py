@@ -27,7 +27,7 @@ rewritten anything the detector can tell from naming values.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,6 @@ from kit.engine import Job, Program, ask, choose, run, run_jobs
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, GenParams
 from kit.metrics.alignment import bootstrap_ci
 from kit.visa.corpus import Item
-from kit.metrics.text import degenerate
 from kit.visa.rewards import KEPT_COSINE, drift_share, keyword_text, unreadable, value_scores
 from kit.visa.rewriter import direct_messages, rewrite_messages
 

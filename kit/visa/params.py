@@ -76,7 +76,7 @@ class VisaParams(Section):
         return registered_nli(v)
 
     @model_validator(mode="after")
-    def _enough_questions(self) -> "VisaParams":
+    def _enough_questions(self) -> VisaParams:
         if self.n_goqa + self.n_moralchoice < 4:
             raise ValueError("n_goqa + n_moralchoice must be at least 4, so both splits hold items")
         return self

@@ -18,7 +18,7 @@ seeded from (seed, purpose, index).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -11,7 +11,7 @@ rewriter's row minus it, paired on the same questions, is what the rewrite alone
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

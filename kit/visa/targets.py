@@ -8,7 +8,7 @@ can be made to speak for a culture.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -38,15 +38,15 @@ def _docs(path: str, ambiguity: str):
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
-def moralchoice_low(moralchoice_path: str, **_) -> "datasets.DatasetDict":  # noqa: F821
+def moralchoice_low(moralchoice_path: str, **_) -> datasets.DatasetDict:  # noqa: F821
     return _docs(moralchoice_path, "low")
 
 
-def moralchoice_high(moralchoice_path: str, **_) -> "datasets.DatasetDict":  # noqa: F821
+def moralchoice_high(moralchoice_path: str, **_) -> datasets.DatasetDict:  # noqa: F821
     return _docs(moralchoice_path, "high")
 
 
-def neutral(**_) -> "datasets.DatasetDict":  # noqa: F821
+def neutral(**_) -> datasets.DatasetDict:  # noqa: F821
     import datasets
 
     from kit.data.neutral import NEUTRAL_PASSAGES
