@@ -11,7 +11,7 @@ stores one ``trace`` per negotiation.
 
 from kit.negotiation.guidelines import Guideline, format_guidelines, parse_guidelines, parse_opinion
 from kit.negotiation.meta_solver import Equilibrium, enumerate_equilibria, nash_gap, solve_bimatrix
-from kit.negotiation.protocol import PROTOCOLS, Context, JobSpec, job_id, settings_of, truncate_words
+from kit.negotiation.protocol import Context, JobSpec, job_id, settings_of, truncate_words
 from kit.negotiation.run import plan_jobs, run_negotiations, shard_of, start_job
 from kit.negotiation.trace import TRACE_SCHEMA, transcript, validate_trace, weights_table
 from kit.negotiation.utility import (
@@ -24,7 +24,7 @@ from kit.negotiation.utility import (
     utility_matrix,
     utility_parts,
 )
-from kit.registry import Protocol, register_protocol
+from kit.registry import PROTOCOLS, Protocol, register_protocol
 
 __all__ = [
     "PARTS",

@@ -24,8 +24,9 @@ from kit.data import resolve_countries
 from kit.data.topics import Topic, source_identity
 from kit.engine import Job, TextEmbedder, run_jobs
 from kit.llm.base import Backend
-from kit.negotiation.protocol import PROTOCOLS, Context, JobSpec, job_id, settings_of
+from kit.negotiation.protocol import Context, JobSpec, job_id, settings_of
 from kit.negotiation.trace import TRACE_SCHEMA, validate_trace
+from kit.registry import PROTOCOLS
 from kit.run import artifacts, seeds
 from kit.run.records import RecordStore
 
