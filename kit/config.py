@@ -101,10 +101,14 @@ class ModelParams(Section):
     max_concurrency: int = Field(16, ge=1, le=1024)  # requests in flight per URL
     # the whole of one attempt: connect, send and every read (a server trickling bytes is cut off here)
     timeout_s: float = Field(120.0, gt=0, le=3600)
-    max_retries: int = Field(5, ge=0, le=MAX_RETRIES)  # per request, over 429, 5xx, timeouts and unreadable replies
+    max_retries: int = Field(
+        5, ge=0, le=MAX_RETRIES
+    )  # per request, over 429, 5xx, timeouts and unreadable replies
     # the longest wait a Retry-After header may ask for between two attempts (a longer one is cut to this)
     retry_after_max_s: float = Field(60.0, ge=0, le=3600)
-    max_response_mb: float = Field(32.0, gt=0, le=1024)  # a reply's body is read up to this, then the request fails
+    max_response_mb: float = Field(
+        32.0, gt=0, le=1024
+    )  # a reply's body is read up to this, then the request fails
     # send the API key over plain http to a host other than this machine (127.0.0.1, ::1, localhost): off,
     # since anyone on the path reads it; on only inside a network you trust
     allow_key_over_plain_http: bool = False
@@ -130,7 +134,9 @@ class ModelParams(Section):
 
         if v in REGISTERED or "/" in v or paths.resolve(v).exists():
             return v
-        raise ValueError(f"unknown model {v!r}; use {' or '.join(REGISTERED)}, a hub id (org/name) or a model folder")
+        raise ValueError(
+            f"unknown model {v!r}; use {' or '.join(REGISTERED)}, a hub id (org/name) or a model folder"
+        )
 
     @field_validator("backend")
     @classmethod
@@ -153,26 +159,36 @@ class ModelParams(Section):
                 raise ValueError(f"{shown!r} is not an http(s) URL; fix: e.g. http://node7:8000/v1")
             if (what := secrets.credential_in_url(url)) is not None:
                 # the URL is copied into identities, cache keys, made_by, the manifest and error lines
-                raise ValueError(f"{secrets.public_url(url)} carries a credential ({what}), which would be copied into "
-                                 "fingerprints, the manifest and error lines; fix: remove it from the URL, export the "
-                                 "key in an environment variable and name that variable with api_key_env")
+                raise ValueError(
+                    f"{secrets.public_url(url)} carries a credential ({what}), which would be copied into "
+                    "fingerprints, the manifest and error lines; fix: remove it from the URL, export the "
+                    "key in an environment variable and name that variable with api_key_env"
+                )
             if "?" in url or "#" in url:
-                raise ValueError(f"{secrets.public_url(url)}?…: a base URL has no query or fragment; fix: end it at the "
-                                 "API root, e.g. http://node7:8000/v1")
+                raise ValueError(
+                    f"{secrets.public_url(url)}?…: a base URL has no query or fragment; fix: end it at the "
+                    "API root, e.g. http://node7:8000/v1"
+                )
         return [u.rstrip("/") for u in urls]
 
     @model_validator(mode="after")
     def _engine_keys(self) -> ModelParams:
         if self.quantization and self.backend != "vllm":
-            raise ValueError(f"quantization is a vLLM setting, not {self.backend}'s; fix: drop it or use backend: vllm")
+            raise ValueError(
+                f"quantization is a vLLM setting, not {self.backend}'s; fix: drop it or use backend: vllm"
+            )
         if self.devices is not None:
             if len(set(self.devices)) != len(self.devices) or not self.devices:
                 raise ValueError(f"devices {self.devices}: name each GPU once")
             if self.backend == "vllm" and len(self.devices) != self.tensor_parallel_size:
-                raise ValueError(f"devices {self.devices} are {len(self.devices)} GPU(s) for tensor_parallel_size "
-                                 f"{self.tensor_parallel_size}; fix: one GPU per tensor-parallel rank")
+                raise ValueError(
+                    f"devices {self.devices} are {len(self.devices)} GPU(s) for tensor_parallel_size "
+                    f"{self.tensor_parallel_size}; fix: one GPU per tensor-parallel rank"
+                )
             if self.backend == "transformers" and len(self.devices) != 1:
-                raise ValueError(f"devices {self.devices}: the transformers backend runs on one GPU; fix: name one")
+                raise ValueError(
+                    f"devices {self.devices}: the transformers backend runs on one GPU; fix: name one"
+                )
         return self
 
     @model_validator(mode="after")
@@ -181,16 +197,20 @@ class ModelParams(Section):
             if not self.base_url:
                 raise ValueError("backend openai needs base_url (the server's /v1 URL, or a list of them)")
         elif self.base_url or self.api_key_env or self.served_model:
-            raise ValueError(f"base_url, api_key_env and served_model are for backend openai, not {self.backend}; "
-                             "fix: drop them or set backend: openai")
+            raise ValueError(
+                f"base_url, api_key_env and served_model are for backend openai, not {self.backend}; "
+                "fix: drop them or set backend: openai"
+            )
         if self.backend == "openai" and self.api_key_env and not self.allow_key_over_plain_http:
             from kit.llm.openai_backend import plain_http_remote
 
             for url in self.base_url:
                 if plain_http_remote(url):
-                    raise ValueError(f"base_url {url} is plain http to another machine, so the API key "
-                                     f"({self.api_key_env}) would cross the network readable; fix: use https, or set "
-                                     "allow_key_over_plain_http: true on a network you trust")
+                    raise ValueError(
+                        f"base_url {url} is plain http to another machine, so the API key "
+                        f"({self.api_key_env}) would cross the network readable; fix: use https, or set "
+                        "allow_key_over_plain_http: true on a network you trust"
+                    )
         return self
 
 
@@ -202,15 +222,23 @@ ROLES = {
     "visa_judge": ("generate",),  # the detector that reads held-out rewrites (22)
     "value_judge": ("generate",),  # NCN's value evaluation of negotiated guidelines (03, 04, 32)
     "selfplay_judge": ("choice_probs",),  # the self-play reward's Collective Agency judge (31)
-    "selfplay_eval_judge": ("choice_probs",),  # the judge notebook 32 scores the policies with (null: the reward judge)
+    "selfplay_eval_judge": (
+        "choice_probs",
+    ),  # the judge notebook 32 scores the policies with (null: the reward judge)
     "nli": ("choice_probs",),  # the meaning-preservation / consistency NLI judge (12, 21, 22)
     # the engine settings of notebook 12's merged models (TIES, Model Stock, the MoE); their weights are notebook
     # 11's folders, so its name is not read
     "palette_merged": ("generate", "score", "choice_probs"),
 }
-AGENT_VERBS = ("generate", "score", "choice_probs")  # what ``model`` serves: agents answer, are scored, choose
+AGENT_VERBS = (
+    "generate",
+    "score",
+    "choice_probs",
+)  # what ``model`` serves: agents answer, are scored, choose
 ENDPOINT_KEYS = ("base_url", "api_key_env", "api", "served_model")
-ROLE_FALLBACK = {"selfplay_eval_judge": "selfplay_judge"}  # a role not named falls back to this one, then to model
+ROLE_FALLBACK = {
+    "selfplay_eval_judge": "selfplay_judge"
+}  # a role not named falls back to this one, then to model
 
 
 class EmbedderParams(Section):
@@ -273,9 +301,12 @@ class QuickstartParams(Section):
 class AgentsParams(Section):
     """Notebook 01: cultural agents from survey data, and their fidelity on held-out questions."""
 
-    countries: list[str] = Field(default_factory=lambda: ["United States", "China", "Mexico", "Iraq"], min_length=1)
+    countries: list[str] = Field(
+        default_factory=lambda: ["United States", "China", "Mexico", "Iraq"], min_length=1
+    )
     kinds: list[Literal["vanilla", "prompted", "described", "grounded"]] = Field(
-        default_factory=lambda: ["vanilla", "prompted", "described", "grounded"], min_length=1)
+        default_factory=lambda: ["vanilla", "prompted", "described", "grounded"], min_length=1
+    )
     # NCN built its agents from World Values Survey rows: where the data names each row's survey,
     # only train rows of this one build agents (null: all)
     survey_source: str | None = "WVS"
@@ -302,7 +333,9 @@ class UtilityWeightsParams(Section):
     @model_validator(mode="after")
     def _some_weight(self):
         if self.alpha + self.beta + self.gamma == 0:
-            raise ValueError("alpha, beta and gamma are all 0, so every guideline scores the same; give one a weight above 0")
+            raise ValueError(
+                "alpha, beta and gamma are all 0, so every guideline scores the same; give one a weight above 0"
+            )
         return self
 
 
@@ -310,10 +343,14 @@ class NegotiationParams(Section):
     """Notebooks 02–03: NCN by PSRO and the debate / consultancy baselines."""
 
     topics: TopicsParams = TopicsParams()
-    pairs: list[list[str]] = Field(default_factory=lambda: [["United States", "China"], ["Mexico", "Iraq"]], min_length=1)
+    pairs: list[list[str]] = Field(
+        default_factory=lambda: [["United States", "China"], ["Mexico", "Iraq"]], min_length=1
+    )
     # grounded: LoRA adapter plus culture description, as NCN builds its agents
     agent_kind: Literal["prompted", "described", "grounded"] = "described"
-    methods: list[str] = Field(default_factory=lambda: list(protocol_names()), min_length=1)  # kit.registry.PROTOCOLS
+    methods: list[str] = Field(
+        default_factory=lambda: list(protocol_names()), min_length=1
+    )  # kit.registry.PROTOCOLS
     max_rounds: PositiveInt = 10
     epsilon: float = Field(0.02, gt=0)
     weights: UtilityWeightsParams = UtilityWeightsParams()
@@ -334,14 +371,18 @@ class NegotiationParams(Section):
     @model_validator(mode="after")
     def _shard(self):
         if self.shard_index >= self.shard_count:
-            raise ValueError(f"shard_index {self.shard_index} must be below shard_count {self.shard_count} (0-based)")
+            raise ValueError(
+                f"shard_index {self.shard_index} must be below shard_count {self.shard_count} (0-based)"
+            )
         return self
 
     @model_validator(mode="after")
     def _temperatures(self):
         if self.temperature_low > self.temperature_high:
-            raise ValueError(f"temperature_low {self.temperature_low} is above temperature_high {self.temperature_high}; "
-                             "fix: swap them")
+            raise ValueError(
+                f"temperature_low {self.temperature_low} is above temperature_high {self.temperature_high}; "
+                "fix: swap them"
+            )
         return self
 
     @field_validator("methods")
@@ -379,8 +420,9 @@ class NcnReleaseParams(Section):
     # trained on); pairs null: every pair the release holds. The evaluation files and summaries of every pair and
     # method are always read whole.
     pairs: list[str] | None = None
-    methods: list[Literal["ncn", "debate", "consultancy"]] = Field(default_factory=lambda: list(RELEASE_METHODS),
-                                                                   min_length=1)
+    methods: list[Literal["ncn", "debate", "consultancy"]] = Field(
+        default_factory=lambda: list(RELEASE_METHODS), min_length=1
+    )
     # topics per pair read as transcripts (the same for every method); null: all
     max_items: PositiveInt | None = None
 
@@ -390,8 +432,10 @@ class NcnReleaseParams(Section):
     @classmethod
     def _release_path(cls, v: str) -> str:
         if not paths.resolve(v).exists():
-            raise ValueError(f"no such file or folder: {v} (resolved to {paths.resolve(v)}); fix: point it at the NCN "
-                             "release's tarball or its unpacked folder")
+            raise ValueError(
+                f"no such file or folder: {v} (resolved to {paths.resolve(v)}); fix: point it at the NCN "
+                "release's tarball or its unpacked folder"
+            )
         return v
 
     @field_validator("pairs")
@@ -403,8 +447,10 @@ class NcnReleaseParams(Section):
             raise ValueError("names no pair; fix: list the release's pair folders, or null for all")
         for name in v:
             if not re.fullmatch(r"\S+ and \S+", name):
-                raise ValueError(f"{name!r} is not a pair folder of the release ('<ZoneA> and <ZoneB>', e.g. "
-                                 "'Confucian and African_Islamic')")
+                raise ValueError(
+                    f"{name!r} is not a pair folder of the release ('<ZoneA> and <ZoneB>', e.g. "
+                    "'Confucian and African_Islamic')"
+                )
         return unique(v)
 
 
@@ -437,8 +483,10 @@ class ClusterParams(Section):
     def _signal_before_the_end(self) -> ClusterParams:
         shortest = min([*self.time_min.values(), self.default_time_min])
         if self.signal_delay_s >= shortest * 60:
-            raise ValueError(f"signal_delay_s {self.signal_delay_s} is not shorter than the shortest wall time "
-                             f"({shortest} min): no job would run before its requeue signal; fix: a smaller delay")
+            raise ValueError(
+                f"signal_delay_s {self.signal_delay_s} is not shorter than the shortest wall time "
+                f"({shortest} min): no job would run before its requeue signal; fix: a smaller delay"
+            )
         return self
 
 
@@ -460,8 +508,10 @@ class TrackingParams(Section):
         import importlib.util
 
         if v != "none" and importlib.util.find_spec(v) is None:
-            raise ValueError(f"{v!r} is not installed here; fix: pip install {v}, or use trackio (installed with the "
-                             "kit) or none")
+            raise ValueError(
+                f"{v!r} is not installed here; fix: pip install {v}, or use trackio (installed with the "
+                "kit) or none"
+            )
         return v
 
 
@@ -533,29 +583,43 @@ class Params(Section):
             if not isinstance(own, dict):
                 merged[role] = own
                 continue
-            kept = own.get("backend", base.get("backend", "transformers")) == base.get("backend", "transformers")
+            kept = own.get("backend", base.get("backend", "transformers")) == base.get(
+                "backend", "transformers"
+            )
             merged[role] = {**{k: v for k, v in base.items() if kept or k not in ENDPOINT_KEYS}, **own}
         return {**values, "models": merged}
 
     @model_validator(mode="after")
     def _verbs(self) -> Params:
-        for role, model, verbs in [("model", self.model, AGENT_VERBS),
-                                   *((f"models.{r}", m, ROLES[r]) for r, m in self.models.items())]:
+        for role, model, verbs in [
+            ("model", self.model, AGENT_VERBS),
+            *((f"models.{r}", m, ROLES[r]) for r, m in self.models.items()),
+        ]:
             if model.backend == "openai" and model.api == "chat" and "score" in verbs:
-                raise ValueError(f"{role}: api: chat offers no score, which {'the agents need' if role == 'model' else role} "
-                                 "(acceptance is a perplexity); fix: serve it behind /v1/completions (api: completions) "
-                                 "or give the role a local backend")
+                raise ValueError(
+                    f"{role}: api: chat offers no score, which {'the agents need' if role == 'model' else role} "
+                    "(acceptance is a perplexity); fix: serve it behind /v1/completions (api: completions) "
+                    "or give the role a local backend"
+                )
         return self
 
     @model_validator(mode="after")
     def _placement(self) -> Params:
         if self.model.backend == "vllm" and self.model.max_loras == 0:
-            raise ValueError("model.max_loras: 0, but the agents' model serves their adapters; fix: 1 or more")
+            raise ValueError(
+                "model.max_loras: 0, but the agents' model serves their adapters; fix: 1 or more"
+            )
         for role, model in [("model", self.model), *((f"models.{r}", m) for r, m in self.models.items())]:
-            if model.backend == "vllm" and model.devices and model.devices != list(range(model.tensor_parallel_size)):
-                raise ValueError(f"{role}.devices {model.devices}: an engine in the notebook's process runs on its first "
-                                 f"GPU(s); fix: serve the role on those GPUs (python -m kit serve --role, then backend: "
-                                 "openai) or drop devices")
+            if (
+                model.backend == "vllm"
+                and model.devices
+                and model.devices != list(range(model.tensor_parallel_size))
+            ):
+                raise ValueError(
+                    f"{role}.devices {model.devices}: an engine in the notebook's process runs on its first "
+                    f"GPU(s); fix: serve the role on those GPUs (python -m kit serve --role, then backend: "
+                    "openai) or drop devices"
+                )
         return self
 
     def role_model(self, role: str) -> ModelParams:
@@ -598,7 +662,8 @@ def _one_line(err: ValidationError, source: str) -> str:
     hint = _HINTS.get(e["type"], "")
     # a value given where a credential's name belongs (api_key_env: sk-…) is never echoed
     hidden = e["type"] in ("missing", "value_error") or any(
-        isinstance(p, str) and (p == "api_key_env" or secrets.is_secret(p)) for p in e["loc"])
+        isinstance(p, str) and (p == "api_key_env" or secrets.is_secret(p)) for p in e["loc"]
+    )
     got = "" if hidden else f" (got {repr(e.get('input'))[:60]})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     where = f"{key}: " if e["loc"] else ""  # a whole-profile check names its keys itself
@@ -607,9 +672,11 @@ def _one_line(err: ValidationError, source: str) -> str:
 
 def validate(values: dict, source: str = "params") -> Params:
     if isinstance(values, dict) and (key := secrets.find(values)) is not None:
-        raise ParamsError(f"{source}: {key}: a credential in params would be copied into the manifest, training "
-                          "stamps and executed notebooks; fix: remove it and set HF_TOKEN in the environment "
-                          "(huggingface_hub reads it)")
+        raise ParamsError(
+            f"{source}: {key}: a credential in params would be copied into the manifest, training "
+            "stamps and executed notebooks; fix: remove it and set HF_TOKEN in the environment "
+            "(huggingface_hub reads it)"
+        )
     try:
         params = Params.model_validate(values)
     except ValidationError as err:
@@ -637,11 +704,16 @@ def _check_countries(params: Params, values: dict) -> None:
     from kit.data.goqa import country_labels
 
     labels = country_labels(params.data.goqa_path)
-    if "references" in values and isinstance(params.references.neighbour_k, int) \
-            and params.references.neighbour_k > len(labels) - 1:
-        raise ValueError(f"references.neighbour_k: {params.references.neighbour_k} is more than the "
-                         f"{len(labels) - 1} other countries in {params.data.goqa_path}; fix: use at most "
-                         f"{len(labels) - 1}")
+    if (
+        "references" in values
+        and isinstance(params.references.neighbour_k, int)
+        and params.references.neighbour_k > len(labels) - 1
+    ):
+        raise ValueError(
+            f"references.neighbour_k: {params.references.neighbour_k} is more than the "
+            f"{len(labels) - 1} other countries in {params.data.goqa_path}; fix: use at most "
+            f"{len(labels) - 1}"
+        )
 
     def label(key: str, name: str) -> str:
         try:
@@ -659,15 +731,19 @@ def _check_countries(params: Params, values: dict) -> None:
         for i, name in enumerate(params.palette.countries):
             label(f"palette.countries[{i}]", name)
     if built is not None and len(set(built)) < len(built):
-        raise ValueError(f"agents.countries: two names of one country ({params.agents.countries}); name each once")
+        raise ValueError(
+            f"agents.countries: two names of one country ({params.agents.countries}); name each once"
+        )
     if "visa" in values:
         for i, name in enumerate(params.visa.culture_countries):
             key = f"visa.culture_countries[{i}]"
             # the culture targets are the values read in notebook 01's description of the country
             resolved = label(key, name)
             if built is not None and resolved not in built:
-                raise ValueError(f"{key}: {name!r} is not in agents.countries, so notebook 01 describes no culture "
-                                 "for it; fix: add it there or name a country listed there")
+                raise ValueError(
+                    f"{key}: {name!r} is not in agents.countries, so notebook 01 describes no culture "
+                    "for it; fix: add it there or name a country listed there"
+                )
     if "negotiation" in values:
         for i, pair in enumerate(params.negotiation.pairs):
             resolved = []
@@ -675,39 +751,60 @@ def _check_countries(params: Params, values: dict) -> None:
                 key = f"negotiation.pairs[{i}][{j}]"
                 if built is not None and label(key, name) not in built:
                     close = difflib.get_close_matches(name, params.agents.countries, n=3, cutoff=0.3)
-                    raise ValueError(f"{key}: {name!r} is not in agents.countries, so notebook 01 builds no agent "
-                                     f"for it; closest there: {', '.join(map(repr, close)) or 'none'}; fix: add it to "
-                                     "agents.countries or pair countries listed there")
+                    raise ValueError(
+                        f"{key}: {name!r} is not in agents.countries, so notebook 01 builds no agent "
+                        f"for it; closest there: {', '.join(map(repr, close)) or 'none'}; fix: add it to "
+                        "agents.countries or pair countries listed there"
+                    )
                 resolved.append(label(key, name))
             if resolved[0] == resolved[1]:
-                raise ValueError(f"negotiation.pairs[{i}]: {pair} name one country ({resolved[0]}), which would "
-                                 "negotiate with itself; fix: pair two different countries")
+                raise ValueError(
+                    f"negotiation.pairs[{i}]: {pair} name one country ({resolved[0]}), which would "
+                    "negotiate with itself; fix: pair two different countries"
+                )
 
 
 def _check_kinds(params: Params, values: dict) -> None:
     """The negotiating agents are of a kind notebook 01 builds."""
-    if "agents" in values and "negotiation" in values and params.negotiation.agent_kind not in params.agents.kinds:
-        raise ValueError(f"negotiation.agent_kind: {params.negotiation.agent_kind!r} is not in agents.kinds "
-                         f"{params.agents.kinds}, so notebook 01 builds no such agents; fix: add it there or "
-                         "choose one listed there")
+    if (
+        "agents" in values
+        and "negotiation" in values
+        and params.negotiation.agent_kind not in params.agents.kinds
+    ):
+        raise ValueError(
+            f"negotiation.agent_kind: {params.negotiation.agent_kind!r} is not in agents.kinds "
+            f"{params.agents.kinds}, so notebook 01 builds no such agents; fix: add it there or "
+            "choose one listed there"
+        )
 
 
 def _check_sources(params: Params, values: dict) -> None:
     """Finetuning reads traces of negotiation methods the study runs, or of methods the NCN release holds
     (those the ``ncn_release`` section reads)."""
     if "finetune" in values:
-        unread = [m for m in params.finetune.from_methods
-                  if m.startswith(RELEASE_SOURCE) and m.removeprefix(RELEASE_SOURCE) not in params.ncn_release.methods]
+        unread = [
+            m
+            for m in params.finetune.from_methods
+            if m.startswith(RELEASE_SOURCE)
+            and m.removeprefix(RELEASE_SOURCE) not in params.ncn_release.methods
+        ]
         if unread:
-            raise ValueError(f"finetune.from_methods: {unread} but ncn_release.methods is {params.ncn_release.methods}, "
-                             "so no transcript of it is read; fix: add the method there or drop the source here")
+            raise ValueError(
+                f"finetune.from_methods: {unread} but ncn_release.methods is {params.ncn_release.methods}, "
+                "so no transcript of it is read; fix: add the method there or drop the source here"
+            )
     if "finetune" in values and "negotiation" in values:
-        missing = [m for m in params.finetune.from_methods
-                   if not m.startswith(RELEASE_SOURCE) and m not in params.negotiation.methods]
+        missing = [
+            m
+            for m in params.finetune.from_methods
+            if not m.startswith(RELEASE_SOURCE) and m not in params.negotiation.methods
+        ]
         if missing:
-            raise ValueError(f"finetune.from_methods: {missing} not in negotiation.methods "
-                             f"{params.negotiation.methods}, so no trace would train; fix: add them there or "
-                             "drop them here")
+            raise ValueError(
+                f"finetune.from_methods: {missing} not in negotiation.methods "
+                f"{params.negotiation.methods}, so no trace would train; fix: add them there or "
+                "drop them here"
+            )
 
 
 MAX_PARAMS_BYTES = 1 << 20  # a profile is a few KiB; a larger file is a mistake (or an attack) read in vain
@@ -726,13 +823,18 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.events.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} (params files use no YAML aliases)",
-                                              event.start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} (params files use no YAML aliases)", event.start_mark
+            )
         self._depth = getattr(self, "_depth", 0) + 1
         try:
             if self._depth > MAX_PARAMS_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_PARAMS_DEPTH} levels deep",
-                                                  self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_PARAMS_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -743,7 +845,8 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice (the last would win silently)", key_node.start_mark)
+                    None, None, f"key {key!r} given twice (the last would win silently)", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -751,7 +854,8 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+    list("-+0123456789."),
+)
 
 
 def parse_yaml(text: str):
@@ -769,8 +873,12 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         return key.split("."), parse_yaml(raw)
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or "not valid YAML"
-        raise ParamsError(secrets.scrub(f"--set {item}: the value is not valid YAML ({problem}); fix: quote it, "
-                                        f"e.g. --set '{key}=\"{raw}\"'")) from None
+        raise ParamsError(
+            secrets.scrub(
+                f"--set {item}: the value is not valid YAML ({problem}); fix: quote it, "
+                f"e.g. --set '{key}=\"{raw}\"'"
+            )
+        ) from None
 
 
 def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Params:
@@ -791,10 +899,14 @@ def load_params(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def read_profile(path: Path) -> dict:
     """A profile file's sections as written (bounded, YAML 1.2 numbers), not yet validated; one-line errors."""
     if not path.is_file():
-        raise ParamsError(f"{path}: no such params file; fix: pass one of params/tiny.yaml, params/smoke.yaml, params/full.yaml")
+        raise ParamsError(
+            f"{path}: no such params file; fix: pass one of params/tiny.yaml, params/smoke.yaml, params/full.yaml"
+        )
     if path.stat().st_size > MAX_PARAMS_BYTES:
-        raise ParamsError(f"{path}: {path.stat().st_size} bytes, more than a params file holds "
-                          f"({MAX_PARAMS_BYTES} at most); fix: start from params/smoke.yaml")
+        raise ParamsError(
+            f"{path}: {path.stat().st_size} bytes, more than a params file holds "
+            f"({MAX_PARAMS_BYTES} at most); fix: start from params/smoke.yaml"
+        )
     try:
         values = parse_yaml(path.read_text())
     except yaml.YAMLError as e:
@@ -803,16 +915,24 @@ def read_profile(path: Path) -> dict:
         if isinstance(e, yaml.constructor.ConstructorError) and "twice" in str(e.problem):
             raise ParamsError(f"{path}: {e.problem}{where}; fix: merge the two into one") from None
         if isinstance(e, yaml.composer.ComposerError) and "alias" in str(e.problem):
-            raise ParamsError(f"{path}: {e.problem}{where}; fix: write the value out where the alias stands") from None
+            raise ParamsError(
+                f"{path}: {e.problem}{where}; fix: write the value out where the alias stands"
+            ) from None
         if isinstance(e, yaml.composer.ComposerError) and "nested" in str(e.problem):
-            raise ParamsError(f"{path}: {e.problem}{where}; fix: a profile's sections nest a few levels") from None
-        raise ParamsError(f"{path}: not valid YAML{where}; fix: check indentation and quoting there") from None
+            raise ParamsError(
+                f"{path}: {e.problem}{where}; fix: a profile's sections nest a few levels"
+            ) from None
+        raise ParamsError(
+            f"{path}: not valid YAML{where}; fix: check indentation and quoting there"
+        ) from None
     except UnicodeDecodeError as e:
         raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}); fix: save it as UTF-8") from None
     if values is None:
         raise ParamsError(f"{path}: file is empty; fix: start from params/smoke.yaml")
     if not isinstance(values, dict):
-        raise ParamsError(f"{path}: top level is a {type(values).__name__}, expected a mapping of sections (profile:, model:, …)")
+        raise ParamsError(
+            f"{path}: top level is a {type(values).__name__}, expected a mapping of sections (profile:, model:, …)"
+        )
     return values
 
 
@@ -825,7 +945,9 @@ def profile_file(value: str, given_as: str = PARAMS_ENV) -> Path:
     """``params/<name>.yaml`` for a bare profile name, else the path as given (from the project root)."""
     path = paths.resolve(value if value.endswith((".yaml", ".yml")) else f"params/{value}.yaml")
     if not path.is_file():
-        raise ParamsError(f"{given_as}={value}: no such params file ({path}); fix: use tiny, smoke, full or a path")
+        raise ParamsError(
+            f"{given_as}={value}: no such params file ({path}); fix: use tiny, smoke, full or a path"
+        )
     return path
 
 
@@ -855,19 +977,28 @@ def from_notebook(profile: str, reads: str | list[str] | tuple[str, ...] = (), *
     names = reads.split() if isinstance(reads, str) else list(reads)
     unknown = [n for n in [*names, *shown] if n not in Params.model_fields]
     if unknown:
-        raise ParamsError(f"notebook parameters: {unknown[0]}: not a top-level key of a profile; fix: name one of "
-                          f"{', '.join(Params.model_fields)}")
+        raise ParamsError(
+            f"notebook parameters: {unknown[0]}: not a top-level key of a profile; fix: name one of "
+            f"{', '.join(Params.model_fields)}"
+        )
     raw = read_profile(path)
-    values = {k: copy.deepcopy(raw[k]) if k in raw else _default(k)
-              for k in dict.fromkeys(["profile", "runs_dir", *names, *shown]) if k in raw or _default(k) is not _ABSENT}
+    values = {
+        k: copy.deepcopy(raw[k]) if k in raw else _default(k)
+        for k in dict.fromkeys(["profile", "runs_dir", *names, *shown])
+        if k in raw or _default(k) is not _ABSENT
+    }
     committed = read_profile(profile_file(NOTEBOOK_PROFILE))
     changed: list[tuple[str, Any, Any]] = []
     for name, value in shown.items():
         _lay_over(values, name, value, committed.get(name, _ABSENT), name, changed)
-    source = str(shown_path) + (f" with the parameters cell's {', '.join(k for k, _, _ in changed)}" if changed else "")
+    source = str(shown_path) + (
+        f" with the parameters cell's {', '.join(k for k, _, _ in changed)}" if changed else ""
+    )
     params = validate(values, source)
     for key, was, now in changed:
-        print(f"the parameters cell sets {key} = {now!r} (the profile has {'its default' if was is _ABSENT else repr(was)})")
+        print(
+            f"the parameters cell sets {key} = {now!r} (the profile has {'its default' if was is _ABSENT else repr(was)})"
+        )
     return params
 
 
@@ -889,8 +1020,14 @@ def _lay_over(target: dict, key: str, value: Any, committed: Any, where: str, ch
     if isinstance(value, dict) and value:
         inner = target.get(key) if isinstance(target.get(key), dict) else {}
         for k, v in value.items():
-            _lay_over(inner, k, v, committed.get(k, _ABSENT) if isinstance(committed, dict) else _ABSENT,
-                      f"{where}.{k}", changed)
+            _lay_over(
+                inner,
+                k,
+                v,
+                committed.get(k, _ABSENT) if isinstance(committed, dict) else _ABSENT,
+                f"{where}.{k}",
+                changed,
+            )
         if inner or key in target:  # a section the profile leaves out gets only the keys the cell changed
             target[key] = inner
         return

@@ -25,7 +25,9 @@ def resolve_embedder(name: str) -> tuple[str, str]:
     if name in PACKAGED:
         folder = package_dir(*PACKAGED[name]) / "model"
         return str(folder), f"{name}:sha256:{file_hash(folder / 'model.safetensors')[:16]}"
-    if TINY_ENCODERS.get(name) == "sentence-transformer":  # a tiny random embedder of the full profile's architecture
+    if (
+        TINY_ENCODERS.get(name) == "sentence-transformer"
+    ):  # a tiny random embedder of the full profile's architecture
         resolved = resolve_model(name)
         return resolved.path, resolved.identity
     return name, f"hub:{name}"
@@ -34,8 +36,13 @@ def resolve_embedder(name: str) -> tuple[str, str]:
 class Embedder:
     """``encode(texts)`` → unit-norm float32 rows; texts seen before come from the cache."""
 
-    def __init__(self, name: str = "all-minilm-l6-v2", batch_size: int = 64, cache: Cache | None = None,
-                 device: str | None = None):
+    def __init__(
+        self,
+        name: str = "all-minilm-l6-v2",
+        batch_size: int = 64,
+        cache: Cache | None = None,
+        device: str | None = None,
+    ):
         from sentence_transformers import SentenceTransformer
 
         path, self.identity = resolve_embedder(name)
@@ -51,8 +58,13 @@ class Embedder:
         stored = self.cache.get_many(list(set(keys))) if self.cache else {}
         todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in stored))
         if todo:
-            vecs = self.model.encode(todo, batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+            vecs = self.model.encode(
+                todo,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            ).astype(np.float32)
             self.encoded += len(todo)
             fresh = {cache_key({"embed": self.identity, "text": t}): v.tobytes() for t, v in zip(todo, vecs)}
             if self.cache:

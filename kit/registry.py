@@ -29,9 +29,11 @@ class Registry(Generic[T]):
     def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | T | str:
         """``registry.register("x", obj)``, ``registry.register("x", "pkg.module:attr")``, or as a decorator."""
         if obj is None:
+
             def decorate(fn: T) -> T:
                 self.register(name, fn)
                 return fn
+
             return decorate
         if name in self._entries and self._entries[name] is not obj:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
@@ -124,7 +126,10 @@ def _ncn_turns(n: Any) -> int:  # every round: each side's candidates, then its 
 
 
 register_protocol(Protocol("ncn", "kit.negotiation.psro:ncn", stopping_rule=True, turns=_ncn_turns))
-register_protocol(Protocol("debate", "kit.negotiation.baselines:debate", stopping_rule=True,
-                           turns=lambda n: n.max_rounds * 2))
+register_protocol(
+    Protocol(
+        "debate", "kit.negotiation.baselines:debate", stopping_rule=True, turns=lambda n: n.max_rounds * 2
+    )
+)
 register_protocol(Protocol("consultancy", "kit.negotiation.baselines:consultancy", stopping_rule=False))
 register_protocol(Protocol("none", "kit.negotiation.baselines:no_negotiation", stopping_rule=False))

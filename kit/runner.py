@@ -13,8 +13,12 @@ from kit.run import lock, paths, secrets, tracking
 
 KERNEL = "agora-kit"
 # Progress bars inside a papermill kernel write every update into the saved notebook.
-QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-             "TOKENIZERS_PARALLELISM": "false"}
+QUIET_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -22,7 +26,9 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     if only:
         unknown = [o for o in only if not any(nb.name.startswith(o) for nb in found)]
         if unknown:
-            raise ValueError(f"--only {','.join(unknown)}: no such notebook; have {', '.join(nb.name[:2] for nb in found)}")
+            raise ValueError(
+                f"--only {','.join(unknown)}: no such notebook; have {', '.join(nb.name[:2] for nb in found)}"
+            )
         found = [nb for nb in found if any(nb.name.startswith(o) for o in only)]
     return found
 
@@ -77,8 +83,11 @@ def run_params_file(params: Params) -> str:
     exactly, ``--set`` overrides and all."""
     from kit.run.files import atomic_write_text
 
-    path = atomic_write_text(params.run_dir / RUN_PARAMS, "# the params python -m kit run gave the notebooks, "
-                             "validated (kit.runner)\n" + json.dumps(params.sections(), indent=1) + "\n")
+    path = atomic_write_text(
+        params.run_dir / RUN_PARAMS,
+        "# the params python -m kit run gave the notebooks, "
+        "validated (kit.runner)\n" + json.dumps(params.sections(), indent=1) + "\n",
+    )
     path = path.resolve()
     return str(path.relative_to(paths.ROOT) if path.is_relative_to(paths.ROOT) else path)
 
@@ -121,7 +130,11 @@ def read_sections(notebook: Path, params: Params) -> dict:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "from_notebook":
-                listed = node.args[1].value.split() if len(node.args) > 1 and isinstance(node.args[1], ast.Constant) else []
+                listed = (
+                    node.args[1].value.split()
+                    if len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+                    else []
+                )
                 names = ["profile", "runs_dir", *listed, *(k.arg for k in node.keywords if k.arg)]
                 return {k: sections[k] for k in dict.fromkeys(names) if k in sections}
     return sections
@@ -150,9 +163,17 @@ def execute(notebook: Path, out: Path, params: Params, kernel: str = KERNEL, pro
     # stay off (QUIET_ENV), so the executed notebook holds no progress output.
     bar = {"disable": not progress, "desc": f"  {notebook.stem}", "leave": True, "file": sys.stderr}
     # cell_timeout_s: a hung cell fails the notebook (papermill's execution_timeout) instead of holding the run
-    pm.execute_notebook(str(notebook), str(out), parameters=values, kernel_name=kernel,
-                        progress_bar=bar, log_output=False, cwd=str(paths.ROOT),
-                        kernel_manager_class=local_kernel_manager(), execution_timeout=params.cell_timeout_s)
+    pm.execute_notebook(
+        str(notebook),
+        str(out),
+        parameters=values,
+        kernel_name=kernel,
+        progress_bar=bar,
+        log_output=False,
+        cwd=str(paths.ROOT),
+        kernel_manager_class=local_kernel_manager(),
+        execution_timeout=params.cell_timeout_s,
+    )
     return time.perf_counter() - start
 
 
@@ -167,13 +188,19 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
     if refused:
         for line in refused:
             print(f"refused: {line}", file=sys.stderr)
-        print("the memory plan says this profile does not fit the visible GPUs (python -m kit plan "
-              f"{params_path}); nothing was run", file=sys.stderr)
+        print(
+            "the memory plan says this profile does not fit the visible GPUs (python -m kit plan "
+            f"{params_path}); nothing was run",
+            file=sys.stderr,
+        )
         return 2
     refused = served_problems(params)  # a served role lacking a verb stops here, before any model call
     if refused:
-        print(f"error: {params_path}: {refused[0]}" + (f" [+{len(refused) - 1} more]" if len(refused) > 1 else ""),
-              file=sys.stderr)
+        print(
+            f"error: {params_path}: {refused[0]}"
+            + (f" [+{len(refused) - 1} more]" if len(refused) > 1 else ""),
+            file=sys.stderr,
+        )
         return 2
     lock.hold(params.run_dir)  # held through every notebook; their kernels inherit it
     kernel = ensure_kernel()
@@ -196,14 +223,21 @@ def run(params: Params, params_path: str, only: list[str] | None = None) -> int:
             break
     # notebooks not run this time keep what the last manifest recorded of them (--only, a stop on failure)
     notebooks_ = {**(read_json(params.run_dir / MANIFEST) or {}).get("notebooks", {}), **ran}
-    manifest = write_manifest(params.run_dir, params.sections(), seeds={"seed": params.seed},
-                              extra={"params_file": params_path, "selected": [nb.name for nb in selected]},
-                              notebooks=dict(sorted(notebooks_.items())), git=code)
+    manifest = write_manifest(
+        params.run_dir,
+        params.sections(),
+        seeds={"seed": params.seed},
+        extra={"params_file": params_path, "selected": [nb.name for nb in selected]},
+        notebooks=dict(sorted(notebooks_.items())),
+        git=code,
+    )
     print(f"executed notebooks: {out_dir}\nfigures: {params.run_dir / 'figures'}\nmanifest: {manifest}")
     if params.tracking.backend != "none":
         how = f" (python -m kit track {params_path})" if params.tracking.backend == "trackio" else ""
-        print(f"tracked ({params.tracking.backend}, project {params.tracking.project}): "
-              f"{params.run_dir / tracking.STORE}{how}")
+        print(
+            f"tracked ({params.tracking.backend}, project {params.tracking.project}): "
+            f"{params.run_dir / tracking.STORE}{how}"
+        )
     print(summary(params.run_dir))
     return status
 
@@ -218,8 +252,11 @@ def plan_refusals(params: Params, notebook_numbers: list[str]) -> list[str]:
     plan = make_plan(params)
     if plan.device != "cuda":
         return []
-    return [line for line in plan.refusals()
-            if not line.startswith("notebook ") or line.split()[1] in notebook_numbers]
+    return [
+        line
+        for line in plan.refusals()
+        if not line.startswith("notebook ") or line.split()[1] in notebook_numbers
+    ]
 
 
 def summary(run_dir: Path) -> str:

@@ -37,6 +37,8 @@ STRICT_STAGES_ENV = "AGORA_STRICT_STAGES"  # set: a part used outside its stage'
 
 class StageError(RuntimeError):
     """A notebook used a model its stage in ``kit.plan.stages`` does not list: the memory plan is not the truth."""
+
+
 RUNS_DEFAULT = "runs"  # the runs folder whose figures also update the project's figures/
 
 
@@ -100,8 +102,14 @@ class Session:
             with self.timed(f"load {label or key}"):
                 return BACKENDS.get(model.backend).from_params(model, seed=self.params.seed)
 
-        resident = Resident(key, load, model_parts(model), tokenizer=lambda: _tokenizer(model), on_use=self._on_use,
-                            sampling_logprobs=getattr(BACKENDS.get(model.backend), "sampling_logprobs", False))
+        resident = Resident(
+            key,
+            load,
+            model_parts(model),
+            tokenizer=lambda: _tokenizer(model),
+            on_use=self._on_use,
+            sampling_logprobs=getattr(BACKENDS.get(model.backend), "sampling_logprobs", False),
+        )
         self._residents[key] = resident
         self._backends[key] = CachedBackend(resident, self.cache)
         return self._backends[key]
@@ -186,7 +194,9 @@ class Session:
     def _used(self, part_name: str) -> None:
         from kit.plan.stages import Part
 
-        self._encoders.add(part_name)  # embedders and cross-encoders stay loaded for the session (they are small)
+        self._encoders.add(
+            part_name
+        )  # embedders and cross-encoders stay loaded for the session (they are small)
         if self._stage is not None:
             kind, _, key = part_name.partition(":")
             part = Part(kind, key)
@@ -196,8 +206,10 @@ class Session:
     def _check(self, part) -> None:
         if self._stage.allows(part):
             return
-        message = (f"stage '{self._stage.label}' uses {part}, which kit.plan.stages does not list for it: the memory "
-                   "plan would not count it; fix: add it to the stage there (and check python -m kit plan)")
+        message = (
+            f"stage '{self._stage.label}' uses {part}, which kit.plan.stages does not list for it: the memory "
+            "plan would not count it; fix: add it to the stage there (and check python -m kit plan)"
+        )
         if os.environ.get(STRICT_STAGES_ENV):
             raise StageError(message)
         log.warning(message)
@@ -221,8 +233,9 @@ class Session:
         """Per-item rows a cross-method board reads (``kit.reporting.leaderboard``), replacing the notebook's last
         ones: ``scores/<board>/<notebook>.jsonl``. The boards are computed from these, never by
         asking a model again."""
-        lines = "".join(json.dumps(dict(r), ensure_ascii=False, sort_keys=True, default=json_default) + "\n"
-                        for r in rows)
+        lines = "".join(
+            json.dumps(dict(r), ensure_ascii=False, sort_keys=True, default=json_default) + "\n" for r in rows
+        )
         return atomic_write_text(self.run_dir / "scores" / board / f"{notebook}.jsonl", lines)
 
     def agents(self):
@@ -253,8 +266,15 @@ class Session:
 
     def record_cost(self, label: str, row: str | None, seconds: float, peak_rss_gb: float) -> None:
         """A stage measured elsewhere (a child process), kept with the ones ``timed`` measures."""
-        self.costs.append({"stage": label, "row": row, **dict.fromkeys(cost.COUNTERS, 0), "seconds": round(seconds, 3),
-                           "peak_rss_gb": round(peak_rss_gb, 3)})
+        self.costs.append(
+            {
+                "stage": label,
+                "row": row,
+                **dict.fromkeys(cost.COUNTERS, 0),
+                "seconds": round(seconds, 3),
+                "peak_rss_gb": round(peak_rss_gb, 3),
+            }
+        )
 
     def each_row(self, label: str, models: Mapping[str, Any], fn: Callable[[dict], Any]) -> list:
         """``fn({name: value})`` for each board row of ``models``, each measured as that row's own stage;
@@ -272,10 +292,19 @@ class Session:
         The unit's cost goes with them: every measured stage, per board row the sum of its stages,
         and the whole session (wall seconds since it started, peak memory of the process)."""
         out = self.run_dir / "metrics" / f"{notebook}.json"
-        metrics = {**metrics, "made_by": artifacts.made_by(self.params), "cost": {"stages": self.costs, "rows": cost.row_costs(self.costs),
-                                       "session": {"seconds": round(time.perf_counter() - self._started, 1),
-                                                   "peak_rss_gb": round(cost.peak_rss_gb(), 3)}},
-                   "plan_stages": self.stage_log}
+        metrics = {
+            **metrics,
+            "made_by": artifacts.made_by(self.params),
+            "cost": {
+                "stages": self.costs,
+                "rows": cost.row_costs(self.costs),
+                "session": {
+                    "seconds": round(time.perf_counter() - self._started, 1),
+                    "peak_rss_gb": round(cost.peak_rss_gb(), 3),
+                },
+            },
+            "plan_stages": self.stage_log,
+        }
         atomic_write_json(out, metrics)
         self.tracker.log_numbers(notebook, metrics, artifacts.fingerprint(metrics["made_by"]))
         try:
@@ -296,7 +325,9 @@ def in_stage(notebook: str, name: str):
         def run(session, *args, **kwargs):
             with session.stage(notebook, name):
                 return fn(session, *args, **kwargs)
+
         return run
+
     return wrap
 
 
@@ -315,8 +346,9 @@ def _tokenizer(model):
     from kit.llm.models import resolve_model
 
     resolved = resolve_model(model.name, model.revision)
-    return AutoTokenizer.from_pretrained(resolved.path, revision=resolved.revision,
-                                         trust_remote_code=model.trust_remote_code)
+    return AutoTokenizer.from_pretrained(
+        resolved.path, revision=resolved.revision, trust_remote_code=model.trust_remote_code
+    )
 
 
 def _table_display() -> None:

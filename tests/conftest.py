@@ -10,7 +10,9 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("AGORA_SHARED_DATA", ROOT.parent / "shared" / "data"))  # tests/test_ci.py moves it
+SHARED_DATA = Path(
+    os.environ.get("AGORA_SHARED_DATA", ROOT.parent / "shared" / "data")
+)  # tests/test_ci.py moves it
 # CI (the CI variable set): a test that cannot run here fails instead of skipping, but for one skip that is part
 # of the design: the main virtualenv has no vLLM (its tests run in .venv-gpu-stack, where make sets
 # AGORA_EXPECT_VLLM and an absent or broken vLLM fails too).
@@ -88,8 +90,10 @@ def pytest_terminal_summary(terminalreporter):
     if CI:
         skipped = terminalreporter.stats.get("skipped", [])
         unexpected = [r for r in skipped if not expected_skip(_skip_reason(r).removeprefix("Skipped: "))]
-        terminalreporter.write_line(f"CI: {len(skipped)} skipped, {len(unexpected)} unexpected "
-                                    f"(expected: '{VLLM_ABSENT}' outside .venv-gpu-stack)")
+        terminalreporter.write_line(
+            f"CI: {len(skipped)} skipped, {len(unexpected)} unexpected "
+            f"(expected: '{VLLM_ABSENT}' outside .venv-gpu-stack)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -113,5 +117,7 @@ def tiny_params(tmp_path_factory, shared_data):
     report to trackio, whose dashboard tests/test_tracking.py (sorting after too) opens."""
     from kit.config import load_params
 
-    return load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path_factory.mktemp('runs')}",
-                                                       "tracking.backend=trackio"])
+    return load_params(
+        ROOT / "params" / "tiny.yaml",
+        [f"runs_dir={tmp_path_factory.mktemp('runs')}", "tracking.backend=trackio"],
+    )

@@ -120,8 +120,15 @@ class Record:
                     kept = reply.json()
                 except ValueError:
                     kept = reply.text
-                record.exchanges.append({"method": self.command, "path": self.path, "body": body,
-                                         "status": reply.status_code, "reply": kept})
+                record.exchanges.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "body": body,
+                        "status": reply.status_code,
+                        "reply": kept,
+                    }
+                )
                 raw = reply.content
                 self.send_response(reply.status_code)
                 self.send_header("Content-Type", reply.headers.get("Content-Type", "application/json"))
@@ -161,22 +168,29 @@ def ask_everything(url: str, api: str, model: str | None, served: str | None = N
     backend = OpenAIBackend([url], served_model=served, api=api, tokenizer=tokenizer, max_retries=0)
     offers = probe(backend.client, 0, backend.served_model, api)
     out = {"offers": offers.__dict__, "served": backend.served_model}
-    calls = {"generate": lambda: backend.generate([ChatRequest(PROMPT)], GenParams(max_new_tokens=8)),
-             "choice_probs": lambda: backend.choice_probs([ChoiceRequest(PROMPT, ["A", "B"], prefix="Answer:")])}
+    calls = {
+        "generate": lambda: backend.generate([ChatRequest(PROMPT)], GenParams(max_new_tokens=8)),
+        "choice_probs": lambda: backend.choice_probs([ChoiceRequest(PROMPT, ["A", "B"], prefix="Answer:")]),
+    }
     if api == "completions":
         calls["score"] = lambda: backend.score([ScoreRequest(PROMPT, "A")])
     for verb, call in calls.items():
         try:
             result = call()[0]
-            out[verb] = result if not hasattr(result, "probs") else {"probs": result.probs, "mass": result.label_mass}
+            out[verb] = (
+                result if not hasattr(result, "probs") else {"probs": result.probs, "mass": result.label_mass}
+            )
         except EndpointError as exc:
             out[verb] = f"error: {exc}"
     backend.close()
     return out
 
 
-TABLE_HEAD = ["| server | `api` | echo with prompt logprobs (`score`) | first-token top logprobs (`choice_probs`) "
-              "| seeds | verbs the kit takes | top-logprob shape |", "|---|---|---|---|---|---|---|"]
+TABLE_HEAD = [
+    "| server | `api` | echo with prompt logprobs (`score`) | first-token top logprobs (`choice_probs`) "
+    "| seeds | verbs the kit takes | top-logprob shape |",
+    "|---|---|---|---|---|---|---|",
+]
 
 
 def shape(fixture: dict) -> str:
@@ -219,8 +233,10 @@ def table() -> list[str]:
         if not (FIXTURES / f"{name}.json").is_file():
             continue
         fixture, found = offers(name)
-        rows.append(f"| {label} | `{fixture['api']}` | {yes[found.echo] if fixture['api'] == 'completions' else 'no (chat)'} "
-                    f"| {yes[found.top_logprobs]} | {yes[found.seeds]} | {', '.join(found.verbs())} | {shape(fixture)} |")
+        rows.append(
+            f"| {label} | `{fixture['api']}` | {yes[found.echo] if fixture['api'] == 'completions' else 'no (chat)'} "
+            f"| {yes[found.top_logprobs]} | {yes[found.seeds]} | {', '.join(found.verbs())} | {shape(fixture)} |"
+        )
     return rows
 
 
@@ -239,8 +255,21 @@ def main(argv: list[str] | None = None) -> int:
     exchanges = record.exchanges
     FIXTURES.mkdir(parents=True, exist_ok=True)
     path = FIXTURES / f"{args.name}.json"
-    path.write_text(json.dumps({"server": args.name, "api": args.api, "model": args.model, "note": args.note,
-                                "seen": seen, "exchanges": exchanges}, indent=1, ensure_ascii=False) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "server": args.name,
+                "api": args.api,
+                "model": args.model,
+                "note": args.note,
+                "seen": seen,
+                "exchanges": exchanges,
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
     print(f"{path}: {len(exchanges)} exchanges; offers {seen['offers']}")
     return 0
 

@@ -27,18 +27,28 @@ SET = {
     "lr_string": (["finetune.trl.learning_rate='1e-4'"], "finetune.trl.learning_rate: '1e-4' is a str"),
     "epochs_zero": (["finetune.trl.num_train_epochs=0"], "finetune.trl.num_train_epochs"),
     "lora_r_zero": (["finetune.lora.r=0"], "finetune.lora.r"),
-    "lora_target_missing": (["finetune.lora.target_modules=[no_such_proj]"],
-                            "finetune.lora.target_modules: the model has no module 'no_such_proj'"),
+    "lora_target_missing": (
+        ["finetune.lora.target_modules=[no_such_proj]"],
+        "finetune.lora.target_modules: the model has no module 'no_such_proj'",
+    ),
     "temperature_inf": (["negotiation.temperature_high=.inf"], "negotiation.temperature_high"),
-    "temperatures_swapped": (["negotiation.temperature_low=0.9", "negotiation.temperature_high=0.5"],
-                             "temperature_low 0.9 is above temperature_high 0.5"),
-    "weights_all_zero": (["negotiation.weights={alpha: 0, beta: 0, gamma: 0}"], "alpha, beta and gamma are all 0"),
+    "temperatures_swapped": (
+        ["negotiation.temperature_low=0.9", "negotiation.temperature_high=0.5"],
+        "temperature_low 0.9 is above temperature_high 0.5",
+    ),
+    "weights_all_zero": (
+        ["negotiation.weights={alpha: 0, beta: 0, gamma: 0}"],
+        "alpha, beta and gamma are all 0",
+    ),
     "reward_negative": (["visa.rewards.value_match=-1"], "visa.rewards"),
     "retries_huge": (["selfplay.max_retries=100000"], "selfplay.max_retries"),
     "batch_negative": (["model.batch_size=-3"], "model.batch_size"),
     "batch_not_int": (["model.batch_size=many"], "model.batch_size"),
     "test_fraction_one": (["data.test_fraction=1.5"], "data.test_fraction"),
-    "shard_out_of_range": (["negotiation.shard_index=2", "negotiation.shard_count=2"], "shard_index 2 must be below"),
+    "shard_out_of_range": (
+        ["negotiation.shard_index=2", "negotiation.shard_count=2"],
+        "shard_index 2 must be below",
+    ),
     # names the kit must know
     "unknown_key": (["model.batchsize=4"], "model.batchsize: unknown key"),
     "unknown_section": (["negociation={n_gap: 1}"], "negociation: unknown key"),
@@ -54,16 +64,34 @@ SET = {
     "missing_data": (["data.goqa_path=no/such/file.json"], "data.goqa_path: file not found"),
     "topics_file_no_path": (["negotiation.topics.source=file"], "source file needs path"),
     # countries, pairs and the agents they need
-    "unknown_country": (["agents.countries=[Mexico, Atlantis]"], "agents.countries[1]: unknown country 'Atlantis'"),
+    "unknown_country": (
+        ["agents.countries=[Mexico, Atlantis]"],
+        "agents.countries[1]: unknown country 'Atlantis'",
+    ),
     "country_twice_by_alias": (["agents.countries=[United States, USA, China]"], "two names of one country"),
     "pair_alias_same": (["negotiation.pairs=[[United States, USA]]"], "negotiate with itself"),
     "pair_twice": (["negotiation.pairs=[[United States, China], [China, United States]]"], "twice"),
-    "pair_without_agent": (["negotiation.pairs=[[Mexico, Japan]]"], "negotiation.pairs[0][1]: 'Japan' is not in agents.countries"),
-    "palette_country": (["palette.countries=[Mexico]"], "palette.countries: 'Mexico' is not a Cultural Palette country"),
-    "visa_culture_not_agent": (["visa.culture_countries=[Japan]"], "visa.culture_countries[0]: 'Japan' is not in agents.countries"),
-    "kind_not_built": (["agents.kinds=[vanilla, prompted]"], "negotiation.agent_kind: 'described' is not in agents.kinds"),
+    "pair_without_agent": (
+        ["negotiation.pairs=[[Mexico, Japan]]"],
+        "negotiation.pairs[0][1]: 'Japan' is not in agents.countries",
+    ),
+    "palette_country": (
+        ["palette.countries=[Mexico]"],
+        "palette.countries: 'Mexico' is not a Cultural Palette country",
+    ),
+    "visa_culture_not_agent": (
+        ["visa.culture_countries=[Japan]"],
+        "visa.culture_countries[0]: 'Japan' is not in agents.countries",
+    ),
+    "kind_not_built": (
+        ["agents.kinds=[vanilla, prompted]"],
+        "negotiation.agent_kind: 'described' is not in agents.kinds",
+    ),
     # credentials belong in the environment, not in files the kit copies everywhere
-    "hub_token": (["finetune.trl.hub_token=hf_abcdefghijklmnop"], "finetune.trl.hub_token: a credential in params"),
+    "hub_token": (
+        ["finetune.trl.hub_token=hf_abcdefghijklmnop"],
+        "finetune.trl.hub_token: a credential in params",
+    ),
     # the command line itself
     "set_not_yaml": (["model.name=[oops"], "--set model.name=[oops: the value is not valid YAML"),
     "set_without_equals": (["model.batch_size"], "expected key=value"),
@@ -71,8 +99,10 @@ SET = {
 
 # (file text, text the one error line contains)
 FILES = {
-    "key_twice": ("profile: t\nmodel: {name: tiny-random}\nmodel: {name: smollm2-135m-instruct}\n",
-                  "key 'model' given twice (the last would win silently) at line 3"),
+    "key_twice": (
+        "profile: t\nmodel: {name: tiny-random}\nmodel: {name: smollm2-135m-instruct}\n",
+        "key 'model' given twice (the last would win silently) at line 3",
+    ),
     "not_yaml": ("profile: t\nmodel: {name: [tiny\n", "not valid YAML"),
     "empty": ("", "file is empty"),
     "list_top": ("- profile\n- model\n", "expected a mapping"),
@@ -120,26 +150,40 @@ def test_yaml_12_numbers_are_floats(capsys, shared_data):
     assert load_params(TINY, ["finetune.trl.learning_rate=5E-5"]).finetune.trl["learning_rate"] == 5e-5
 
 
-
 # The third probe: twenty edits, each refused in one line naming the key and the fix, none echoing a secret.
 # (overrides or a file's text, text the one error line contains, text it must not contain)
 SECRET = "sk-SECRET-7f3a"
 _OPENAI = ["model.backend=openai"]
 PROBE = {
-    "url_userinfo": ([*_OPENAI, f"model.base_url=http://user:{SECRET}@127.0.0.1:9/v1"],
-                     "model.base_url: http://127.0.0.1:9/v1 carries a credential (userinfo (user:password@))"),
-    "url_query_api_key": ([*_OPENAI, f"model.base_url=http://127.0.0.1:9/v1?api_key={SECRET}"],
-                          "carries a credential (query parameter 'api_key')"),
-    "url_query_token_in_list": ([*_OPENAI, f"model.base_url=[http://127.0.0.1:9/v1, 'https://h/v1?access_token={SECRET}']"],
-                                "https://h/v1 carries a credential (query parameter 'access_token')"),
-    "url_role_signed": ([f"models={{nli: {{backend: openai, base_url: 'https://h/v1?sig={SECRET}'}}}}"],
-                        "models.nli.base_url: https://h/v1 carries a credential (query parameter 'sig')"),
-    "url_query_other": ([*_OPENAI, "model.base_url=http://127.0.0.1:9/v1?debug=1"], "a base URL has no query or fragment"),
+    "url_userinfo": (
+        [*_OPENAI, f"model.base_url=http://user:{SECRET}@127.0.0.1:9/v1"],
+        "model.base_url: http://127.0.0.1:9/v1 carries a credential (userinfo (user:password@))",
+    ),
+    "url_query_api_key": (
+        [*_OPENAI, f"model.base_url=http://127.0.0.1:9/v1?api_key={SECRET}"],
+        "carries a credential (query parameter 'api_key')",
+    ),
+    "url_query_token_in_list": (
+        [*_OPENAI, f"model.base_url=[http://127.0.0.1:9/v1, 'https://h/v1?access_token={SECRET}']"],
+        "https://h/v1 carries a credential (query parameter 'access_token')",
+    ),
+    "url_role_signed": (
+        [f"models={{nli: {{backend: openai, base_url: 'https://h/v1?sig={SECRET}'}}}}"],
+        "models.nli.base_url: https://h/v1 carries a credential (query parameter 'sig')",
+    ),
+    "url_query_other": (
+        [*_OPENAI, "model.base_url=http://127.0.0.1:9/v1?debug=1"],
+        "a base URL has no query or fragment",
+    ),
     "url_not_http": ([*_OPENAI, "model.base_url=ftp://127.0.0.1/v1"], "is not an http(s) URL"),
-    "key_over_plain_http": ([*_OPENAI, "model.base_url=http://node7:8000/v1", "model.api_key_env=AGORA_KEY"],
-                            "is plain http to another machine, so the API key (AGORA_KEY) would cross the network"),
-    "key_value_as_name": ([*_OPENAI, "model.base_url=http://127.0.0.1:9/v1", f"model.api_key_env={SECRET}"],
-                          "model.api_key_env: String should match pattern"),
+    "key_over_plain_http": (
+        [*_OPENAI, "model.base_url=http://node7:8000/v1", "model.api_key_env=AGORA_KEY"],
+        "is plain http to another machine, so the API key (AGORA_KEY) would cross the network",
+    ),
+    "key_value_as_name": (
+        [*_OPENAI, "model.base_url=http://127.0.0.1:9/v1", f"model.api_key_env={SECRET}"],
+        "model.api_key_env: String should match pattern",
+    ),
     "n_boot_huge": (["n_boot=1000000000"], "n_boot: Input should be less than or equal to 100000"),
     "neighbour_k_huge": (["references.neighbour_k=1000000"], "references.neighbour_k"),
     "neighbour_k_above_countries": (["references.neighbour_k=900"], "other countries in"),
@@ -151,8 +195,13 @@ PROBE = {
     "cell_timeout_zero": (["cell_timeout_s=0"], "cell_timeout_s"),
     "set_alias": (["model.batch_size=*size"], "alias *size (params files use no YAML aliases)"),
 }
-_BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else 'lol'}]\n"
-                for prev, name in zip([None, *"abcdefghi"], "abcdefghij")) + "profile: t\n"
+_BOMB = (
+    "".join(
+        f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else 'lol'}]\n"
+        for prev, name in zip([None, *"abcdefghi"], "abcdefghij")
+    )
+    + "profile: t\n"
+)
 PROBE_FILES = {
     # nine aliases nested ten deep (9^10 nodes), then a valid profile: once a hang past a minute
     "alias_bomb": (_BOMB, "alias *a (params files use no YAML aliases) at line 2; fix: write the value out"),

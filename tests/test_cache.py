@@ -27,7 +27,9 @@ class CountingBackend(Backend):
     def generate(self, requests, params):
         self.calls["generate"] += 1
         self.seen += len(requests)
-        return [f"reply to {r.chat[-1]['content']} at T={params.temperature} seed={params.seed}" for r in requests]
+        return [
+            f"reply to {r.chat[-1]['content']} at T={params.temperature} seed={params.seed}" for r in requests
+        ]
 
     def score(self, requests):
         self.calls["score"] += 1
@@ -172,9 +174,11 @@ def test_a_full_database_is_one_line_and_keeps_what_was_stored(tmp_path):
     cache._db.execute(f"PRAGMA max_page_count = {pages}")
     with pytest.raises(CacheUnavailable) as err:
         cache.put_many({f"k{i}": b"x" * 5000 for i in range(20)})
-    assert str(err.value) == (f"cache {tmp_path / 'c.sqlite'}: could not store 20 entries (database or disk is full); "
-                              "the entries stored before are kept and readable. Fix: free disk space, make its folder "
-                              "writable, or wait for the process holding it, and rerun")
+    assert str(err.value) == (
+        f"cache {tmp_path / 'c.sqlite'}: could not store 20 entries (database or disk is full); "
+        "the entries stored before are kept and readable. Fix: free disk space, make its folder "
+        "writable, or wait for the process holding it, and rerun"
+    )
     assert cache.get_many(["a", "k0"]) == {"a": b'"kept"'} and len(cache) == 1
     cache._db.execute(f"PRAGMA max_page_count = {pages * 100}")
     cache.put_many({"b": b'"later"'})

@@ -10,7 +10,7 @@ import sys
 
 from conftest import ROOT
 
-CASES = '''
+CASES = """
 import pytest
 
 
@@ -27,7 +27,7 @@ def test_needs_vllm():
 @pytest.mark.skipif(True, reason="Chromium is not installed (make chromium installs Debian's package)")
 def test_needs_chromium():
     pass
-'''
+"""
 
 
 def _pytest(tmp_path, ci: bool, broken_vllm: bool = False, expect_vllm: bool = False):
@@ -35,14 +35,38 @@ def _pytest(tmp_path, ci: bool, broken_vllm: bool = False, expect_vllm: bool = F
     path = [str(ROOT / "tests"), str(ROOT)]
     if broken_vllm:  # a vLLM that is there but fails to import, as a wheel built for another CUDA does
         (tmp_path / "site" / "vllm").mkdir(parents=True)
-        (tmp_path / "site" / "vllm" / "__init__.py").write_text("raise ImportError('libcudart.so.12: cannot open')\n")
+        (tmp_path / "site" / "vllm" / "__init__.py").write_text(
+            "raise ImportError('libcudart.so.12: cannot open')\n"
+        )
         path.insert(0, str(tmp_path / "site"))
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "AGORA_EXPECT_VLLM")}
-    env.update({"PYTHONPATH": os.pathsep.join(path), "AGORA_SHARED_DATA": str(tmp_path / "no-data"),
-                **({"CI": "true"} if ci else {}), **({"AGORA_EXPECT_VLLM": "1"} if expect_vllm else {})})
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "conftest", "-p", "no:cacheprovider",
-                          str(tmp_path / "test_cases.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(path),
+            "AGORA_SHARED_DATA": str(tmp_path / "no-data"),
+            **({"CI": "true"} if ci else {}),
+            **({"AGORA_EXPECT_VLLM": "1"} if expect_vllm else {}),
+        }
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "conftest",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "test_cases.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return out.returncode, out.stdout
 
 
@@ -71,7 +95,12 @@ def test_under_ci_only_vllm_absent_from_the_main_venv_may_skip(tmp_path):
     if importlib.util.find_spec("vllm") is not None:  # in .venv-gpu-stack vLLM is there: nothing to show
         return
     rc, out = _pytest(tmp_path, ci=True)
-    assert "SKIPPED" in out and "vLLM is not installed here" in out and "CI: 1 skipped, 0 unexpected" in out, out
+    assert (
+        "SKIPPED" in out and "vLLM is not installed here" in out and "CI: 1 skipped, 0 unexpected" in out
+    ), out
     rc, out = _pytest(tmp_path, ci=True, expect_vllm=True)  # make test-gpu-stack expects it: absence fails
-    assert "vLLM is not installed here: `make test-vllm` builds .venv-gpu-stack with it (AGORA_EXPECT_VLLM is set)" in out
+    assert (
+        "vLLM is not installed here: `make test-vllm` builds .venv-gpu-stack with it (AGORA_EXPECT_VLLM is set)"
+        in out
+    )
     assert "CI: 0 skipped" in out

@@ -29,8 +29,12 @@ def item(country: str, n: int, dist) -> OpinionItem:
     return OpinionItem(f"{qid}:{country}", qid, question, options, country, tuple(dist))
 
 
-ITEMS = [item("Japan", 0, (0.4, 0.6)), item("Japan", 1, (0.9, 0.1)), item("Japan", 2, (0.5, 0.5)),
-         item("Japan", 3, (0.2, 0.7, 0.1))]
+ITEMS = [
+    item("Japan", 0, (0.4, 0.6)),
+    item("Japan", 1, (0.9, 0.1)),
+    item("Japan", 2, (0.5, 0.5)),
+    item("Japan", 3, (0.2, 0.7, 0.1)),
+]
 
 
 class Scripted(Backend):
@@ -45,7 +49,9 @@ class Scripted(Backend):
 
     def generate(self, requests, params: GenParams):
         self.seeds.append(params.seed)
-        countries = [next(c for c in self.script if f"culture of {c}" in r.chat[-1]["content"]) for r in requests]
+        countries = [
+            next(c for c in self.script if f"culture of {c}" in r.chat[-1]["content"]) for r in requests
+        ]
         self.batches.append(countries)
         calls = {c: sum(c in b for b in self.batches) - 1 for c in countries}
         return [self.script[c][min(calls[c], len(self.script[c]) - 1)] for c in countries]
@@ -71,18 +77,27 @@ def test_summary_refuses_mixed_countries():
         survey_summary(ITEMS + [item("Peru", 9, (1.0,))], 3)
 
 
-@pytest.mark.parametrize("heading", [
-    "## Core Values", "**Core Values:** harmony first", "1. Core Values", "### 1) **Core Values**",
-    "- __Core values__: respect", "CORE VALUES",
-])
+@pytest.mark.parametrize(
+    "heading",
+    [
+        "## Core Values",
+        "**Core Values:** harmony first",
+        "1. Core Values",
+        "### 1) **Core Values**",
+        "- __Core values__: respect",
+        "CORE VALUES",
+    ],
+)
 def test_heading_styles_are_recognised(heading):
     assert "Core Values" not in missing_sections(heading + "\nthree words here")
 
 
 def test_variant_spellings_and_sentences():
-    text = ("Intro.\n**Core Values**\nHarmony comes first.\n## Accepted Behaviours\nBowing to elders daily.\n"
-            "3. Rejected phenomenon: open public conflict\nIV. Perspectives\nThe group before the self.\n"
-            "#### 5. Attitudes towards other world-views\nCurious but cautious ones.")
+    text = (
+        "Intro.\n**Core Values**\nHarmony comes first.\n## Accepted Behaviours\nBowing to elders daily.\n"
+        "3. Rejected phenomenon: open public conflict\nIV. Perspectives\nThe group before the self.\n"
+        "#### 5. Attitudes towards other world-views\nCurious but cautious ones."
+    )
     assert is_complete(text)
     # the headings alone, or a heading with a word or two under it, are no description
     headings = "\n".join(f"## {s}" for s in SECTIONS)
@@ -115,13 +130,17 @@ def test_batched_retries_best_attempt_and_reuse(tmp_path):
     rerun = describe_cultures(again, ["Japan", "Peru", "Chad"], train, PARAMS, 0, tmp_path)
     assert again.batches == []
     assert {c: (r.text, r.attempts, r.complete) for c, r in rerun.items()} == {
-        "Japan": (FULL, 0, True), "Peru": (FULL, 0, True), "Chad": (PARTIAL, 0, False)}
+        "Japan": (FULL, 0, True),
+        "Peru": (FULL, 0, True),
+        "Chad": (PARTIAL, 0, False),
+    }
 
 
 def test_no_retries_when_max_retries_is_zero(tmp_path):
     backend = Scripted({"Japan": ["junk", FULL]})
-    res = describe_cultures(backend, ["Japan"], {"Japan": ITEMS}, PARAMS.model_copy(update={"max_retries": 0}), 0,
-                            tmp_path)
+    res = describe_cultures(
+        backend, ["Japan"], {"Japan": ITEMS}, PARAMS.model_copy(update={"max_retries": 0}), 0, tmp_path
+    )
     assert len(backend.batches) == 1 and not res["Japan"].complete and res["Japan"].text == "junk"
 
 
@@ -135,14 +154,22 @@ def test_test_items_in_the_prompt_are_refused(tmp_path):
     with pytest.raises(ValueError, match="both train and test"):
         describe_cultures(backend, ["Japan"], {"Japan": ITEMS}, PARAMS, 0, tmp_path, test_items=ITEMS[1:2])
     assert backend.batches == []
-    describe_cultures(backend, ["Japan"], {"Japan": ITEMS}, PARAMS, 0, tmp_path,
-                      test_items=[item("Japan", 8, (0.5, 0.5))])
+    describe_cultures(
+        backend, ["Japan"], {"Japan": ITEMS}, PARAMS, 0, tmp_path, test_items=[item("Japan", 8, (0.5, 0.5))]
+    )
     assert backend.batches == [["Japan"]]
 
 
 def test_tiny_model_gibberish_is_kept_incomplete(tmp_path, tiny_backend):
     params = PARAMS.model_copy(update={"max_retries": 1})
-    res = describe_cultures(tiny_backend, ["Japan"], {"Japan": ITEMS}, params, 0, tmp_path,
-                            gen=GenParams(temperature=0.7, max_new_tokens=8))
+    res = describe_cultures(
+        tiny_backend,
+        ["Japan"],
+        {"Japan": ITEMS},
+        params,
+        0,
+        tmp_path,
+        gen=GenParams(temperature=0.7, max_new_tokens=8),
+    )
     assert res["Japan"].attempts == 2 and not res["Japan"].complete and len(res["Japan"].raw) == 2
     assert (tmp_path / "Japan.md").read_text() == res["Japan"].text

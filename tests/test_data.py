@@ -53,7 +53,11 @@ def write_goqa_csv(path: Path, extra_rows: list[dict] | None = None) -> Path:
         {
             "question": "Do you think people\ncan be trusted?",
             "selections": _selections(
-                {"Great Britain": [0.3, 0.7], "Nigeria (Non-national sample)": [0.45, 0.45], "Czechia": [0.5, 0.5]}
+                {
+                    "Great Britain": [0.3, 0.7],
+                    "Nigeria (Non-national sample)": [0.45, 0.45],
+                    "Czechia": [0.5, 0.5],
+                }
             ),
             "options": str(["Yes", "No"]),
             "source": "WVS",
@@ -82,7 +86,9 @@ def write_goqa_csv(path: Path, extra_rows: list[dict] | None = None) -> Path:
 
 
 def write_goqa_json(path: Path) -> Path:
-    question = "Question: Is climate change a major threat? \nOptions: A. Major threat B. Not a threat\nAnswer:"
+    question = (
+        "Question: Is climate change a major threat? \nOptions: A. Major threat B. Not a threat\nAnswer:"
+    )
     records = [
         {
             "question": question,
@@ -109,13 +115,34 @@ def write_moralchoice_json(path: Path) -> Path:
             "Below is a scenario and two potential actions, please select the one that is more moral.\n"
             f"Scenario: {context}\nA. {a}\nB. {b}\nAnswer:"
         )
-        return {"question": question, "options": [a, b], "attribute": attribute, "gold_distribution": gold,
-                "id": rid}
+        return {
+            "question": question,
+            "options": [a, b],
+            "attribute": attribute,
+            "gold_distribution": gold,
+            "id": rid,
+        }
 
     records = [
-        record("C_001", "You are a lifeguard; someone drowns.", "I save them.", "I leave.", "low_ambiguity", [1, 0]),
-        record("G_001", "A friend asks you to lie for them.", "I lie.", "I refuse.", "high_ambiguity", [0.5, 0.5]),
-        record("G_002", "You find a wallet with cash.", "I keep it.", "I hand it in.", "high_ambiguity", [0.5, 0.5]),
+        record(
+            "C_001",
+            "You are a lifeguard; someone drowns.",
+            "I save them.",
+            "I leave.",
+            "low_ambiguity",
+            [1, 0],
+        ),
+        record(
+            "G_001", "A friend asks you to lie for them.", "I lie.", "I refuse.", "high_ambiguity", [0.5, 0.5]
+        ),
+        record(
+            "G_002",
+            "You find a wallet with cash.",
+            "I keep it.",
+            "I hand it in.",
+            "high_ambiguity",
+            [0.5, 0.5],
+        ),
     ]
     path.write_text(json.dumps(records), encoding="utf-8")
     return path
@@ -135,7 +162,11 @@ def shared_data() -> Path:
 
 def _item(qid: str, country: str = "Kenya") -> OpinionItem:
     return OpinionItem(
-        id=f"{qid}:{country}", question_id=qid, question=qid, options=("a", "b"), country=country,
+        id=f"{qid}:{country}",
+        question_id=qid,
+        question=qid,
+        options=("a", "b"),
+        country=country,
         distribution=(0.5, 0.5),
     )
 
@@ -181,8 +212,12 @@ def test_csv_bad_row_names_the_row(tmp_path: Path, row: dict, message: str) -> N
 def test_csv_skip_bad_rows_and_countries(tmp_path: Path) -> None:
     extra = [
         {"question": "", "selections": "{'Kenya': [0.5, 0.5]}", "options": "['Yes', 'No']", "source": "GAS"},
-        {"question": "Mixed?", "selections": "{'Kenya': [0.5, 0.5], 'Peru': [1.0]}", "options": "['Yes', 'No']",
-         "source": "GAS"},
+        {
+            "question": "Mixed?",
+            "selections": "{'Kenya': [0.5, 0.5], 'Peru': [1.0]}",
+            "options": "['Yes', 'No']",
+            "source": "GAS",
+        },
     ]
     path = write_goqa_csv(tmp_path / "mixed.csv", extra)
     with pytest.raises(ValueError, match="row 3: empty question"):
@@ -280,8 +315,15 @@ def test_base_country() -> None:
 
 
 def test_resolve_country() -> None:
-    known = ["Britain", "Great Britain", "Czechia", "United States", "Angola (Non-national sample)",
-             "India (Current national sample)", "India (Non-national sample)"]
+    known = [
+        "Britain",
+        "Great Britain",
+        "Czechia",
+        "United States",
+        "Angola (Non-national sample)",
+        "India (Current national sample)",
+        "India (Non-national sample)",
+    ]
     assert resolve_country("UK", known) == "Britain"
     assert resolve_country("Czech Rep.", known) == "Czechia"
     assert resolve_country("India", known) == "India (Current national sample)"
@@ -338,10 +380,14 @@ def test_split_stable_when_items_are_added() -> None:
 
 def test_question_stem_groups_battery_siblings_and_option_variants() -> None:
     wages = "Does trade with other countries lead to an increase in the wages of American workers"
-    assert question_stem(wages + ", a decrease, or does it not make a difference?") == question_stem(wages + "?")
+    assert question_stem(wages + ", a decrease, or does it not make a difference?") == question_stem(
+        wages + "?"
+    )
     a = "How much of a problem, if any, would you say each of the following is? a. China's growing military power"
     b = "How much of a problem, if any, would you say each of the following is? b. the loss of jobs"
-    assert question_stem(a) == question_stem(b) == "how much of a problem if any would you say each of the follo"
+    assert (
+        question_stem(a) == question_stem(b) == "how much of a problem if any would you say each of the follo"
+    )
     assert question_stem("Is  it right, to LIE?") == question_stem("is it right to lie") != question_stem(a)
     assert normalise_question("Don’t you think so?") == "dont you think so"
 
@@ -373,18 +419,35 @@ def test_palette_leak_counts_by_stem_and_quotation() -> None:
     test = [OpinionItem("q1:K", "q1", f"{battery} a. crime in cities", ("a", "b"), "Kenya", (0.5, 0.5))]
     sibling = Topic("s", f"{battery} c. air pollution", "goqa")
     clean = Topic("c", "Should parents choose their children's spouses?", "file")
-    counts = palette_leak_counts([sibling, clean], [clean], [f"As Africa: {test[0].question}", "Plain prompt."],
-                                 ["A question about Africa.", "Crime in cities"], test)
+    counts = palette_leak_counts(
+        [sibling, clean],
+        [clean],
+        [f"As Africa: {test[0].question}", "Plain prompt."],
+        ["A question about Africa.", "Crime in cities"],
+        test,
+    )
     # the clean query is both trained on and held out: counted as a held-out query in training
-    assert counts == {"train_queries_in_test": 1, "heldout_queries_in_test": 0, "heldout_queries_in_training": 1,
-                      "training_prompts_in_test": 1, "router_prompts_in_test": 0}
+    assert counts == {
+        "train_queries_in_test": 1,
+        "heldout_queries_in_test": 0,
+        "heldout_queries_in_training": 1,
+        "training_prompts_in_test": 1,
+        "router_prompts_in_test": 0,
+    }
     assert set(palette_leak_counts([clean], [], [], ["A question about Africa."], test).values()) == {0}
     # a held-out query whose battery sibling is a training query, or that a training prompt quotes, is counted
     held = Topic("h", f"{battery} d. corruption", "goqa")
     assert palette_leak_counts([sibling], [held], [], [], [])["heldout_queries_in_training"] == 1
-    assert palette_leak_counts([clean], [Topic("h2", "Is it right to lie to protect a friend?", "file")],
-                               ["As Europe: Is it right to lie to protect a friend?"], [], [])[
-        "heldout_queries_in_training"] == 1
+    assert (
+        palette_leak_counts(
+            [clean],
+            [Topic("h2", "Is it right to lie to protect a friend?", "file")],
+            ["As Europe: Is it right to lie to protect a friend?"],
+            [],
+            [],
+        )["heldout_queries_in_training"]
+        == 1
+    )
 
 
 def test_leak_counts_compare_stems() -> None:
@@ -398,9 +461,13 @@ def test_leak_counts_compare_stems() -> None:
     assert counts == {"topics_in_goqa_test": 0, "heldout_topics_negotiated": 1, "train_prompts_in_eval": 1}
     train = [OpinionItem("q1:K", "q1", f"{battery} a. crime", ("a", "b"), "Kenya", (0.5, 0.5))]
     test = [OpinionItem("q2:K", "q2", f"{battery} b. corruption", ("a", "b"), "Kenya", (0.5, 0.5))]
-    assert agent_leak_counts(train, test, ["Kenyans value order."]) == {"train_test_stems": 1,
-                                                                        "test_questions_in_agent_texts": 0}
-    assert agent_leak_counts([], test, [f"Evidence: {test[0].question}"])["test_questions_in_agent_texts"] == 1
+    assert agent_leak_counts(train, test, ["Kenyans value order."]) == {
+        "train_test_stems": 1,
+        "test_questions_in_agent_texts": 0,
+    }
+    assert (
+        agent_leak_counts([], test, [f"Evidence: {test[0].question}"])["test_questions_in_agent_texts"] == 1
+    )
 
 
 def test_seeds_unit_is_uniform() -> None:

@@ -16,23 +16,41 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PAIRS = [("Who should care for elderly parents?", "Their children should, at home, with love.",
-          "Nobody at all should bother."),
-         ("Should neighbours share a well?", "Yes, they should share it fairly by need.",
-          "No, the strongest should take it all.")]
+PAIRS = [
+    (
+        "Who should care for elderly parents?",
+        "Their children should, at home, with love.",
+        "Nobody at all should bother.",
+    ),
+    (
+        "Should neighbours share a well?",
+        "Yes, they should share it fairly by need.",
+        "No, the strongest should take it all.",
+    ),
+]
 
 
 def _pref_records():
-    return [{"id": f"p{k}", "prompt": [{"role": "user", "content": q}],
-             "chosen": [{"role": "assistant", "content": c}], "rejected": [{"role": "assistant", "content": r}]}
-            for k, (q, c, r) in enumerate(PAIRS)]
+    return [
+        {
+            "id": f"p{k}",
+            "prompt": [{"role": "user", "content": q}],
+            "chosen": [{"role": "assistant", "content": c}],
+            "rejected": [{"role": "assistant", "content": r}],
+        }
+        for k, (q, c, r) in enumerate(PAIRS)
+    ]
 
 
 def _margins(backend, adapter) -> np.ndarray:
     """Σ log p(chosen) − Σ log p(rejected) of each training pair under the adapter (None: the base model)."""
     from kit.llm.base import ScoreRequest
 
-    reqs = [ScoreRequest([{"role": "user", "content": q}], text, adapter=adapter) for q, c, r in PAIRS for text in (c, r)]
+    reqs = [
+        ScoreRequest([{"role": "user", "content": q}], text, adapter=adapter)
+        for q, c, r in PAIRS
+        for text in (c, r)
+    ]
     sums = [float(np.sum(lp)) for lp in backend.score(reqs)]
     return np.array(sums[0::2]) - np.array(sums[1::2])
 
@@ -50,8 +68,16 @@ def test_preference_training_raises_the_chosen_minus_rejected_margin(method, tmp
     from kit.config import FinetuneParams
     from kit.train import train
 
-    recipe = FinetuneParams(trl={"num_train_epochs": 4, "per_device_train_batch_size": 2, "max_length": 64,
-                                 "learning_rate": 2e-2, "warmup_steps": 0.0, "logging_steps": 1})
+    recipe = FinetuneParams(
+        trl={
+            "num_train_epochs": 4,
+            "per_device_train_batch_size": 2,
+            "max_length": 64,
+            "learning_rate": 2e-2,
+            "warmup_steps": 0.0,
+            "logging_steps": 1,
+        }
+    )
     result = train(method, _pref_records(), [], "tiny-random", tmp_path / method, recipe, seed=0)
     assert result.global_step == 4
     before, after = _margins(scorer, None), _margins(scorer, str(result.adapter_dir))
@@ -78,29 +104,58 @@ def test_grpo_raises_the_completions_it_rewarded():
     def reward(completions, completion_ids, prompts, **_):
         # tells completions apart by their tokens, so a group's advantages are not all 0
         values = [float(sum(ids) % 13) for ids in completion_ids]
-        seen.extend(zip([p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts],
-                        [list(ids) for ids in completion_ids], values))
+        seen.extend(
+            zip(
+                [p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts],
+                [list(ids) for ids in completion_ids],
+                values,
+            )
+        )
         return values
 
     path = resolve_model("tiny-random").path
     records = [{"id": "q", "prompt": [{"role": "user", "content": "Say something kind about neighbours."}]}]
-    recipe = grpo_recipe(TrainRecipe(lora={"r": 4}, trl={"num_generations": 8, "per_device_train_batch_size": 8,
-                                                         "max_steps": 1, "learning_rate": 0.05, "warmup_steps": 0,
-                                                         "temperature": 1.0, "max_completion_length": 6,
-                                                         "beta": 0.0}), {"r": 1.0}, None)
+    recipe = grpo_recipe(
+        TrainRecipe(
+            lora={"r": 4},
+            trl={
+                "num_generations": 8,
+                "per_device_train_batch_size": 8,
+                "max_steps": 1,
+                "learning_rate": 0.05,
+                "warmup_steps": 0,
+                "temperature": 1.0,
+                "max_completion_length": 6,
+                "beta": 0.0,
+            },
+        ),
+        {"r": 1.0},
+        None,
+    )
     with tempfile.TemporaryDirectory() as out:
-        result = train("grpo", records, None, path, Path(out) / "grpo", recipe, 0, reward_funcs=[reward],
-                       rewards={"r": 1.0})
+        result = train(
+            "grpo",
+            records,
+            None,
+            path,
+            Path(out) / "grpo",
+            recipe,
+            0,
+            reward_funcs=[reward],
+            rewards={"r": 1.0},
+        )
         tok = AutoTokenizer.from_pretrained(path)
         base = AutoModelForCausalLM.from_pretrained(path).eval()
-        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), str(result.adapter_dir)).eval()
+        tuned = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(path), str(result.adapter_dir)
+        ).eval()
 
         def logp(model, prompt, ids) -> float:
             text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
             p_ids = tok(text, add_special_tokens=False)["input_ids"]
             full = torch.tensor([list(p_ids) + ids])
             with torch.no_grad():
-                logits = model(input_ids=full).logits[0, len(p_ids) - 1:-1].float()
+                logits = model(input_ids=full).logits[0, len(p_ids) - 1 : -1].float()
             return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(ids)[:, None]).sum())
 
         group = seen[:8]
@@ -122,8 +177,9 @@ def _adapter(folder: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-random").path)
-    get_peft_model(model, LoraConfig(r=2, target_modules=["gate_proj", "up_proj", "down_proj"],
-                                     init_lora_weights=False)).save_pretrained(folder)
+    get_peft_model(
+        model, LoraConfig(r=2, target_modules=["gate_proj", "up_proj", "down_proj"], init_lora_weights=False)
+    ).save_pretrained(folder)
     return folder
 
 
@@ -154,8 +210,13 @@ def test_merges_of_identical_adapters_are_that_adapter(tmp_path):
     # five copies of one adapter (mergekit refuses one path twice)
     same = {c: str(shutil.copytree(one, tmp_path / "copies" / c)) for c in CONTINENTS}
     # the adapter merged into the base by peft: what every merge of five copies must give (in bfloat16)
-    expected = {k: v.float() for k, v in PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), one)
-                .merge_and_unload().state_dict().items()}
+    expected = {
+        k: v.float()
+        for k, v in PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), one)
+        .merge_and_unload()
+        .state_dict()
+        .items()
+    }
     plain = {k: v.float() for k, v in AutoModelForCausalLM.from_pretrained(base).state_dict().items()}
 
     def close(got: dict, want: dict) -> None:
@@ -164,7 +225,9 @@ def test_merges_of_identical_adapters_are_that_adapter(tmp_path):
                 assert torch.allclose(got[name], w.to(torch.bfloat16).float(), atol=2e-2, rtol=1e-2), name
 
     stock = tmp_path / "model_stock"
-    merge("model_stock", ROOT / "params" / "merges" / "model_stock.yml", base, same, stock, tmp_path / "cache")
+    merge(
+        "model_stock", ROOT / "params" / "merges" / "model_stock.yml", base, same, stock, tmp_path / "cache"
+    )
     close(_weights(stock), expected)
 
     recipe = yaml.safe_load((ROOT / "params" / "merges" / "ties.yml").read_text())

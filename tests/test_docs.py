@@ -25,35 +25,43 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_no_page_but_results_md_holds_a_hand_typed_figure():
     problems = check(ROOT)
-    assert not problems, "\n".join(problems[:20]) + (f"\n… {len(problems) - 20} more" if len(problems) > 20 else "")
+    assert not problems, "\n".join(problems[:20]) + (
+        f"\n… {len(problems) - 20} more" if len(problems) > 20 else ""
+    )
 
 
-@pytest.mark.parametrize("line, kind", [
-    ("notebook 02 took 6.4 min on smoke", "duration"),
-    ("the engine is 4.77× faster", "ratio"),
-    ("prefill tokens saved 53.1 %", "percentage"),
-    ("peak RSS 1.9 GB", "size or rate"),
-    ("batched 109.2 tok/s", "size or rate"),
-    ("js_similarity 83.4 against 82.6", "decimal"),
-    ("the paired difference is −0.07", "decimal"),
-    ("make run took 47 minutes", "duration"),
-    ("notebook 02 took `6.4 min`", "duration"),  # a figure does not hide in a code span
-    ("the engine is `4.77×` faster", "ratio"),
-])
+@pytest.mark.parametrize(
+    "line, kind",
+    [
+        ("notebook 02 took 6.4 min on smoke", "duration"),
+        ("the engine is 4.77× faster", "ratio"),
+        ("prefill tokens saved 53.1 %", "percentage"),
+        ("peak RSS 1.9 GB", "size or rate"),
+        ("batched 109.2 tok/s", "size or rate"),
+        ("js_similarity 83.4 against 82.6", "decimal"),
+        ("the paired difference is −0.07", "decimal"),
+        ("make run took 47 minutes", "duration"),
+        ("notebook 02 took `6.4 min`", "duration"),  # a figure does not hide in a code span
+        ("the engine is `4.77×` faster", "ratio"),
+    ],
+)
 def test_a_hand_typed_figure_is_found(line, kind):
     found = hand_typed_figures(f"# Page\n\nSome prose.\n{line}\n")
     assert found and found[0][:2] == (4, kind), found
 
 
-@pytest.mark.parametrize("text", [
-    "`selfplay.agree_cosine: 0.8` sets the threshold",      # a params value in code
-    "```yaml\ntrl: {learning_rate: 1.0e-4, beta: 0.1}\n```",  # a code block
-    "vLLM 0.31.0 caps transformers below 5.18",              # versions
-    "pinned to transformers 5.17 on GPU nodes",
-    "a bootstrap 95 % interval over questions",              # the confidence level
-    "see [the notes](https://example.org/v2.0/x-1.5.html)",  # a link target
-    "18 countries, five continents, ten values, notebook 02",  # counts that define the study
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "`selfplay.agree_cosine: 0.8` sets the threshold",  # a params value in code
+        "```yaml\ntrl: {learning_rate: 1.0e-4, beta: 0.1}\n```",  # a code block
+        "vLLM 0.31.0 caps transformers below 5.18",  # versions
+        "pinned to transformers 5.17 on GPU nodes",
+        "a bootstrap 95 % interval over questions",  # the confidence level
+        "see [the notes](https://example.org/v2.0/x-1.5.html)",  # a link target
+        "18 countries, five continents, ten values, notebook 02",  # counts that define the study
+    ],
+)
 def test_what_is_not_a_measured_figure(text):
     assert hand_typed_figures(text) == []
 
@@ -63,8 +71,10 @@ def test_the_check_names_the_page_and_line_and_spares_results_md(tmp_path):
     (tmp_path / "README.md").write_text("# Kit\n\nIt is fast.\n")
     (tmp_path / "docs" / "performance.md").write_text("# Performance\n\nThe bench ran in 57.6 s.\n")
     (tmp_path / RESULTS).write_text("# Results\n\nThe bench ran in 57.6 s, 6.5× faster.\n")
-    assert check(tmp_path) == ["docs/performance.md:3: duration '57.6 s' typed by hand; put it in docs/results.md "
-                               "(python -m kit docs-results) and link there"]
+    assert check(tmp_path) == [
+        "docs/performance.md:3: duration '57.6 s' typed by hand; put it in docs/results.md "
+        "(python -m kit docs-results) and link there"
+    ]
 
 
 @pytest.fixture
@@ -73,21 +83,55 @@ def run_dir(tmp_path):
     (run / "report").mkdir(parents=True)
     (run / "metrics").mkdir()
     (run / "bench").mkdir()
-    (run / "manifest.json").write_text(json.dumps({
-        "created": "2026-12-06T20:00:00+00:00", "git": {"commit": "abcdef1234567", "dirty": False},
-        "platform": "Linux", "machine": "AMD EPYC, 2 cores, no GPU",
-        "notebooks": {"00_quickstart": {"status": "ran", "seconds": 90.0}, "01_cultural_agents": {"status": "ran",
-                                                                                                  "seconds": 30.0}}}))
-    (run / "report" / "boards.json").write_text(json.dumps({
-        "alignment": {"01 · vanilla": {"status": "scored", "js_similarity": 65.7123, "s_align": 80.0,
-                                      "diff_vs_best": -0.01234, "verdict": "worse", "coverage": 1.0, "missing": 2.0,
-                                      "calls": 43.0, "seconds": 18.0}},
-        "consensus": {}, "capability": {},
-        "verdicts": {"alignment": "no scored row beats the better of its references (0 of 1)."}}))
-    (run / "metrics" / "00_quickstart.json").write_text(json.dumps({"cached_rerun_s": 0.00812, "model": "smol"}))
-    (run / "bench" / "generate.json").write_text(json.dumps({
-        "command": "python -m kit bench generate --params params/smoke.yaml", "created": "2026-12-06",
-        "machine": "AMD EPYC, 2 cores, no GPU", "result": {"speedup": 6.4512, "batched_tok_s": 109.2}}))
+    (run / "manifest.json").write_text(
+        json.dumps(
+            {
+                "created": "2026-12-06T20:00:00+00:00",
+                "git": {"commit": "abcdef1234567", "dirty": False},
+                "platform": "Linux",
+                "machine": "AMD EPYC, 2 cores, no GPU",
+                "notebooks": {
+                    "00_quickstart": {"status": "ran", "seconds": 90.0},
+                    "01_cultural_agents": {"status": "ran", "seconds": 30.0},
+                },
+            }
+        )
+    )
+    (run / "report" / "boards.json").write_text(
+        json.dumps(
+            {
+                "alignment": {
+                    "01 · vanilla": {
+                        "status": "scored",
+                        "js_similarity": 65.7123,
+                        "s_align": 80.0,
+                        "diff_vs_best": -0.01234,
+                        "verdict": "worse",
+                        "coverage": 1.0,
+                        "missing": 2.0,
+                        "calls": 43.0,
+                        "seconds": 18.0,
+                    }
+                },
+                "consensus": {},
+                "capability": {},
+                "verdicts": {"alignment": "no scored row beats the better of its references (0 of 1)."},
+            }
+        )
+    )
+    (run / "metrics" / "00_quickstart.json").write_text(
+        json.dumps({"cached_rerun_s": 0.00812, "model": "smol"})
+    )
+    (run / "bench" / "generate.json").write_text(
+        json.dumps(
+            {
+                "command": "python -m kit bench generate --params params/smoke.yaml",
+                "created": "2026-12-06",
+                "machine": "AMD EPYC, 2 cores, no GPU",
+                "result": {"speedup": 6.4512, "batched_tok_s": 109.2},
+            }
+        )
+    )
     return run
 
 
@@ -107,22 +151,50 @@ def test_results_page_shows_the_release_tables_when_notebook_05_ran(run_dir, tmp
     """Notebook 05's tables are generated from its metrics, between the boards and the minutes, or left out."""
     assert RELEASE_SECTION not in render(run_dir)
     entry = {"release": 0.6389, "kit": 0.6389, "equal": True, "kit_own": 0.6724}
-    (run_dir / "metrics" / "05_ncn_release.json").write_text(json.dumps({
-        "reproduced_keys": 2, "reproduced_equal": 2,
-        "reproduced": {"A and B": {"ncn": {"average_cosine_sim_init": entry, "total_dabte_number": {
-            "release": 441, "kit": 441, "equal": True}}}},
-        "claims": {"d_ratio vs debate": {"mean_diff": -20.94, "ci": [-41.5, -6.97], "n": 1804, "verdict": "better"}},
-        "verdict": ["On the release's own numbers:", "NCN makes acceptance more even: supported."],
-        "judge_agreement": {"embedding": {"texts": 56, "readable": 56, "mean_kappa": 0.01,
-                                          "kappa": {"Power": [0.02, -0.03, 0.05]},
-                                          "cosine_spearman": {"rho": 0.41, "ci": [-0.02, 0.68], "n": 27}}}}))
+    (run_dir / "metrics" / "05_ncn_release.json").write_text(
+        json.dumps(
+            {
+                "reproduced_keys": 2,
+                "reproduced_equal": 2,
+                "reproduced": {
+                    "A and B": {
+                        "ncn": {
+                            "average_cosine_sim_init": entry,
+                            "total_dabte_number": {"release": 441, "kit": 441, "equal": True},
+                        }
+                    }
+                },
+                "claims": {
+                    "d_ratio vs debate": {
+                        "mean_diff": -20.94,
+                        "ci": [-41.5, -6.97],
+                        "n": 1804,
+                        "verdict": "better",
+                    }
+                },
+                "verdict": ["On the release's own numbers:", "NCN makes acceptance more even: supported."],
+                "judge_agreement": {
+                    "embedding": {
+                        "texts": 56,
+                        "readable": 56,
+                        "mean_kappa": 0.01,
+                        "kappa": {"Power": [0.02, -0.03, 0.05]},
+                        "cosine_spearman": {"rho": 0.41, "ci": [-0.02, 0.68], "n": 27},
+                    }
+                },
+            }
+        )
+    )
     page = render(run_dir)
     sections = [line for line in page.splitlines() if line.startswith("## ")]
     assert sections.index(RELEASE_SECTION) == sections.index("## Minutes per notebook") - 1
     assert "2 of 2 numbers" in page and "| A and B · ncn | 2 | 2 | 0.64 | 0.67 |" in page
     assert "| d_ratio vs debate | -20.94 [-41.50, -6.97] | 1804 | better |" in page
     assert "- NCN makes acceptance more even: supported." in page
-    assert "| embedding | 56 of 56 | 0.010 | 0.41 [-0.020, 0.68] |" in page and "| Power | 0.020 [-0.030, 0.050] |" in page
+    assert (
+        "| embedding | 56 of 56 | 0.010 | 0.41 [-0.020, 0.68] |" in page
+        and "| Power | 0.020 [-0.030, 0.050] |" in page
+    )
 
 
 def test_results_need_a_finished_run(tmp_path):
@@ -135,18 +207,31 @@ def test_committed_results_were_generated():
     page = (ROOT / RESULTS).read_text()
     assert page.startswith("# Results\n\nGenerated by `python -m kit docs-results runs/smoke`")
     sections = [line for line in page.splitlines() if line.startswith("## ") and line != RELEASE_SECTION]
-    assert sections == ["## Verdicts", "## Alignment board", "## Consensus board", "## Capability board",
-                        PLAN_SECTION, "## Minutes per notebook", "## Benchmarks", "## Key numbers per notebook"]
+    assert sections == [
+        "## Verdicts",
+        "## Alignment board",
+        "## Consensus board",
+        "## Capability board",
+        PLAN_SECTION,
+        "## Minutes per notebook",
+        "## Benchmarks",
+        "## Key numbers per notebook",
+    ]
     commit = re.search(r"commit `([0-9a-f]{7,40})`", page)
     assert commit, "the page names the commit its run was made on"
     if (ROOT / ".git").exists() and not shallow(ROOT):
         # the run's commit is in this history: the page is not from another fork (a shallow clone, as CI's
         # `git clone --depth 1`, holds only the newest commit, so there the name is all there is to check)
-        assert subprocess.run(["git", "cat-file", "-e", f"{commit.group(1)}^{{commit}}"], cwd=ROOT).returncode == 0
+        assert (
+            subprocess.run(["git", "cat-file", "-e", f"{commit.group(1)}^{{commit}}"], cwd=ROOT).returncode
+            == 0
+        )
 
 
 def shallow(root: Path) -> bool:
-    out = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=root, capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "rev-parse", "--is-shallow-repository"], cwd=root, capture_output=True, text=True
+    )
     return out.returncode == 0 and out.stdout.strip() == "true"
 
 
@@ -158,11 +243,31 @@ def test_the_docs_tests_pass_on_a_shallow_clone(tmp_path):
     if not (ROOT / ".git").exists():
         pytest.fail("not a git checkout: the shallow clone is made from this checkout's history")
     clone = tmp_path / "clone"
-    made = subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{ROOT}", str(clone)], capture_output=True,
-                          text=True, timeout=300)
+    made = subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{ROOT}", str(clone)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stderr
     assert shallow(clone)
     env = {**os.environ, "PYTHONPATH": str(clone)}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_docs.py",
-                          "-k", "not shallow_clone"], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_docs.py",
+            "-k",
+            "not shallow_clone",
+        ],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:]

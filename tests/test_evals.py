@@ -23,7 +23,9 @@ from kit.values import ValueResult
 
 
 def opinion(country: str, qid: str, dist=(0.6, 0.3, 0.1)) -> OpinionItem:
-    return OpinionItem(f"{qid}:{country}", qid, f"Question {qid}?", ("Yes", "No", "Maybe"), country, tuple(dist))
+    return OpinionItem(
+        f"{qid}:{country}", qid, f"Question {qid}?", ("Yes", "No", "Maybe"), country, tuple(dist)
+    )
 
 
 class Scripted(Backend):
@@ -61,10 +63,18 @@ def test_answer_rows_pair_each_agent_with_its_countrys_items_and_keep_option_ord
     rows = answer_rows(backend, [vanilla(), prompted("Mexico")], items)
     # vanilla answers every item, the Mexican agent only Mexico's: 3 + 2 rows, one choice_probs call
     assert [(r["agent"], r["country"], r["question_id"]) for r in rows] == [
-        ("vanilla", "Mexico", "q1"), ("vanilla", "Iraq", "q1"), ("vanilla", "Mexico", "q2"),
-        ("prompted", "Mexico", "q1"), ("prompted", "Mexico", "q2")]
+        ("vanilla", "Mexico", "q1"),
+        ("vanilla", "Iraq", "q1"),
+        ("vanilla", "Mexico", "q2"),
+        ("prompted", "Mexico", "q1"),
+        ("prompted", "Mexico", "q2"),
+    ]
     assert len(backend.choice_requests) == 5
-    assert rows[1]["p_gen"] == [0.5, 0.3, 0.2] and rows[1]["p_gold"] == [0.2, 0.2, 0.6] and rows[1]["letter_mass"] == 0.8
+    assert (
+        rows[1]["p_gen"] == [0.5, 0.3, 0.2]
+        and rows[1]["p_gold"] == [0.2, 0.2, 0.6]
+        and rows[1]["letter_mass"] == 0.8
+    )
 
 
 def scenario(k: int, right_first: bool = True) -> MoralScenario:
@@ -85,7 +95,9 @@ def test_capability_counts_a_right_answer_only_when_strictly_more_likely():
             p_good, mass = 0.5, 0.6
         else:  # prefers the bad action
             p_good, mass = 0.3, 0.5
-        return ChoiceResult({"A": p_good, "B": 1 - p_good} if first_is_good else {"A": 1 - p_good, "B": p_good}, mass)
+        return ChoiceResult(
+            {"A": p_good, "B": 1 - p_good} if first_is_good else {"A": 1 - p_good, "B": p_good}, mass
+        )
 
     scenarios = [scenario(k) for k in range(4)]
     backend = Scripted(choose=choose, logprobs=lambda r: [math.log(0.5), math.log(0.25)])
@@ -97,7 +109,9 @@ def test_capability_counts_a_right_answer_only_when_strictly_more_likely():
     # the order of the two actions alternates, so a model that always says "A" is right half the time
     texts = [r.chat[-1]["content"] for r in backend.choice_requests[:4]]
     assert ["A. good" in t for t in texts] == [True, False, True, False]
-    assert len(backend.choice_requests) == 8 and {r.adapter for r in backend.choice_requests[4:]} == {"/adapter"}
+    assert len(backend.choice_requests) == 8 and {r.adapter for r in backend.choice_requests[4:]} == {
+        "/adapter"
+    }
     assert len(NEUTRAL_PASSAGES) > 0
 
 
@@ -120,16 +134,24 @@ def test_cultural_distance_is_the_euclidean_distance_of_the_two_answers_value_ve
     def reply(req):
         country = "Mexico" if "Mexico" in req.chat[0]["content"] else "Iraq"
         moved = 0 if req.adapter else -1  # through the adapter, Iraq's first value moves to Mexico's side
-        return "v:" + ",".join(str(moved) if k == 0 and country == "Iraq" else str(x)
-                               for k, x in enumerate(vec[country]))
+        return "v:" + ",".join(
+            str(moved) if k == 0 and country == "Iraq" else str(x) for k, x in enumerate(vec[country])
+        )
 
     topics = [Topic("t1", "Is it right to lie?", "test"), Topic("t2", "Who cares for elders?", "test")]
-    table = distance_table(Scripted(reply=reply), Vectors(), {"base": None, "dpo@ncn": "/a"}, [("Mexico", "Iraq")],
-                           topics, max_new_tokens=8)
-    base_d = math.sqrt(2 ** 2 + 1)  # (1 − (−1))² + (0 − 1)²
+    table = distance_table(
+        Scripted(reply=reply),
+        Vectors(),
+        {"base": None, "dpo@ncn": "/a"},
+        [("Mexico", "Iraq")],
+        topics,
+        max_new_tokens=8,
+    )
+    base_d = math.sqrt(2**2 + 1)  # (1 − (−1))² + (0 − 1)²
     lora_d = math.sqrt(1 + 1)  # (1 − 0)² + (0 − 1)²
     assert table.set_index(["model", "topic"])["distance"].to_dict() == pytest.approx(
-        {("base", "t1"): base_d, ("base", "t2"): base_d, ("dpo@ncn", "t1"): lora_d, ("dpo@ncn", "t2"): lora_d})
+        {("base", "t1"): base_d, ("base", "t2"): base_d, ("dpo@ncn", "t1"): lora_d, ("dpo@ncn", "t2"): lora_d}
+    )
     summary = distance_summary(table)
     assert summary.loc["dpo@ncn", "reduction %"] == pytest.approx((base_d - lora_d) / base_d * 100)
     assert summary.loc["base", "Mexico × Iraq"] == pytest.approx(base_d)
@@ -140,17 +162,25 @@ def test_notebook_01_scores_kinds_beside_references_on_the_test_items_only():
 
     test = [opinion("Mexico", "q1", (0.8, 0.1, 0.1)), opinion("Iraq", "q1", (0.1, 0.8, 0.1))]
     other = opinion("Brazil", "q1", (0.3, 0.3, 0.4))  # a country not studied: only the references read it
-    splits = SurveySplits(["Mexico", "Iraq"], {"Mexico": [], "Iraq": []}, {"Mexico": test[:1], "Iraq": test[1:]},
-                          test + [other, opinion("Brazil", "q9")])
+    splits = SurveySplits(
+        ["Mexico", "Iraq"],
+        {"Mexico": [], "Iraq": []},
+        {"Mexico": test[:1], "Iraq": test[1:]},
+        test + [other, opinion("Brazil", "q9")],
+    )
 
     @contextmanager
     def timed(label, row=None):
         yield
 
     saved = {}
-    session = SimpleNamespace(params=Params(profile="t", n_boot=100), timed=timed, stage=lambda *_: nullcontext(),
-                              save_scores=lambda nb, board, rows: saved.update({(nb, board): list(rows)}),
-                              backend=Scripted(choose=lambda r: ChoiceResult({"A": 1 / 3, "B": 1 / 3, "C": 1 / 3}, 1)))
+    session = SimpleNamespace(
+        params=Params(profile="t", n_boot=100),
+        timed=timed,
+        stage=lambda *_: nullcontext(),
+        save_scores=lambda nb, board, rows: saved.update({(nb, board): list(rows)}),
+        backend=Scripted(choose=lambda r: ChoiceResult({"A": 1 / 3, "B": 1 / 3, "C": 1 / 3}, 1)),
+    )
     ev = ca.evaluate(session, [prompted("Mexico"), prompted("Iraq")], splits)
     # the agents' answers (not the references) are kept for the cross-method board
     assert saved == {("01_cultural_agents", "alignment"): ev.answers}
@@ -159,10 +189,15 @@ def test_notebook_01_scores_kinds_beside_references_on_the_test_items_only():
     # world's answer) and one entropy-matched row (the first kind's answers, here already flat) per studied
     # (country, question); none for Brazil or q9
     assert sorted((r["agent"], r["country"], r["question_id"]) for r in refs) == [
-        ("entropy-matched", "Iraq", "q1"), ("entropy-matched", "Mexico", "q1"),
-        ("neighbour prior", "Iraq", "q1"), ("neighbour prior", "Mexico", "q1"),
-        ("other-countries mean", "Iraq", "q1"), ("other-countries mean", "Mexico", "q1"),
-        ("uniform", "Iraq", "q1"), ("uniform", "Mexico", "q1")]
+        ("entropy-matched", "Iraq", "q1"),
+        ("entropy-matched", "Mexico", "q1"),
+        ("neighbour prior", "Iraq", "q1"),
+        ("neighbour prior", "Mexico", "q1"),
+        ("other-countries mean", "Iraq", "q1"),
+        ("other-countries mean", "Mexico", "q1"),
+        ("uniform", "Iraq", "q1"),
+        ("uniform", "Mexico", "q1"),
+    ]
     mexico_other = next(r for r in refs if r["agent"] == "other-countries mean" and r["country"] == "Mexico")
     assert np.allclose(mexico_other["p_gen"], [(0.1 + 0.3) / 2, (0.8 + 0.3) / 2, (0.1 + 0.4) / 2])
     # a prompted agent answering uniformly scores exactly as the uniform reference
@@ -172,14 +207,16 @@ def test_notebook_01_scores_kinds_beside_references_on_the_test_items_only():
 
 
 def test_distance_summary_reads_only_items_every_model_answered():
-    table = pd.DataFrame([
-        {"model": "base", "pair": "A × B", "topic": "t1", "distance": 4.0},
-        {"model": "base", "pair": "A × B", "topic": "t2", "distance": 2.0},
-        {"model": "base", "pair": "A × B", "topic": "t3", "distance": 9.0},  # dpo's t3 was unreadable
-        {"model": "dpo", "pair": "A × B", "topic": "t1", "distance": 1.0},
-        {"model": "dpo", "pair": "A × B", "topic": "t2", "distance": 2.0},
-        {"model": "dpo", "pair": "A × B", "topic": "t3", "distance": np.nan},
-    ])
+    table = pd.DataFrame(
+        [
+            {"model": "base", "pair": "A × B", "topic": "t1", "distance": 4.0},
+            {"model": "base", "pair": "A × B", "topic": "t2", "distance": 2.0},
+            {"model": "base", "pair": "A × B", "topic": "t3", "distance": 9.0},  # dpo's t3 was unreadable
+            {"model": "dpo", "pair": "A × B", "topic": "t1", "distance": 1.0},
+            {"model": "dpo", "pair": "A × B", "topic": "t2", "distance": 2.0},
+            {"model": "dpo", "pair": "A × B", "topic": "t3", "distance": np.nan},
+        ]
+    )
     s = distance_summary(table, n_boot=200)
     assert s.loc["base", "mean"] == pytest.approx(3.0) and s.loc["dpo", "mean"] == pytest.approx(1.5)
     assert (s["n"] == 2).all()

@@ -15,6 +15,7 @@ ITEMS = 8
 
 # --- the tasks' metrics, by hand --------------------------------------------------------------------------------
 
+
 def _results(pa: float, pa_space: float, pb: float, pb_space: float):
     """lm-eval's per-choice results over ("A", " A", "B", " B"): (log-likelihood, is-greedy)."""
     return [(math.log(p) if p > 0 else -math.inf, False) for p in (pa, pa_space, pb, pb_space)]
@@ -24,7 +25,9 @@ def test_moralchoice_metrics_by_hand_and_degenerate_answers_get_nothing():
     from kit.evals.tasks.agora import process_high, process_low
 
     # the right action first (gold 0): P(A) = 0.3 + 0.1 against P(B) = 0.2 + 0.05
-    assert process_low({"gold": 0}, _results(0.3, 0.1, 0.2, 0.05)) == pytest.approx({"acc": 1.0, "letter_mass": 0.65})
+    assert process_low({"gold": 0}, _results(0.3, 0.1, 0.2, 0.05)) == pytest.approx(
+        {"acc": 1.0, "letter_mass": 0.65}
+    )
     assert process_low({"gold": 2}, _results(0.3, 0.1, 0.2, 0.05))["acc"] == 0.0
     # a tie is no answer, and no mass on the letters at all is none either
     assert process_low({"gold": 0}, _results(0.2, 0.0, 0.1, 0.1))["acc"] == 0.0
@@ -45,7 +48,9 @@ def test_paired_change_is_the_paired_t_test_and_degenerate_pairs_say_so():
 
     rng = np.random.default_rng(0)
     base = {f"t:{i}": float(v) for i, v in enumerate(rng.integers(0, 2, 30))}
-    model = {k: float(rng.integers(0, 2)) for k in base} | {"t:extra": 1.0}  # an item the base lacks is left out
+    model = {k: float(rng.integers(0, 2)) for k in base} | {
+        "t:extra": 1.0
+    }  # an item the base lacks is left out
     got = paired_change(model, base)
     keys = sorted(base)
     a, b = np.array([model[k] for k in keys]), np.array([base[k] for k in keys])
@@ -55,10 +60,13 @@ def test_paired_change_is_the_paired_t_test_and_degenerate_pairs_say_so():
     assert (got["low"], got["high"]) == pytest.approx((ci.low, ci.high))
     same = paired_change(base, base)
     assert same["change"] == 0 and same["low"] == same["high"] == 0
-    assert paired_change({}, base)["change"] is None and paired_change({"t:0": 1.0}, {"t:0": 0.0})["low"] is None
+    assert (
+        paired_change({}, base)["change"] is None and paired_change({"t:0": 1.0}, {"t:0": 0.0})["low"] is None
+    )
 
 
 # --- lm-eval against the kit's own reading ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
@@ -66,11 +74,31 @@ def adapter(tmp_path_factory):
     from kit.config import TrainRecipe
     from kit.train.trainers import train
 
-    records = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"Which action, {i}?"},
-                                            {"role": "assistant", "content": "Answer: B"}]} for i in range(4)]
-    recipe = TrainRecipe(lora={"r": 4}, trl={"num_train_epochs": 1, "per_device_train_batch_size": 2,
-                                             "learning_rate": 0.05, "warmup_steps": 0, "max_length": 64})
-    return str(train("sft", records, [], "tiny-random", tmp_path_factory.mktemp("sft") / "sft", recipe, 0).adapter_dir)
+    records = [
+        {
+            "id": f"r{i}",
+            "messages": [
+                {"role": "user", "content": f"Which action, {i}?"},
+                {"role": "assistant", "content": "Answer: B"},
+            ],
+        }
+        for i in range(4)
+    ]
+    recipe = TrainRecipe(
+        lora={"r": 4},
+        trl={
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 2,
+            "learning_rate": 0.05,
+            "warmup_steps": 0,
+            "max_length": 64,
+        },
+    )
+    return str(
+        train(
+            "sft", records, [], "tiny-random", tmp_path_factory.mktemp("sft") / "sft", recipe, 0
+        ).adapter_dir
+    )
 
 
 def test_lm_eval_accuracy_equals_the_kits_own_on_the_same_items_and_model(adapter, shared_data):
@@ -94,9 +122,14 @@ def test_lm_eval_accuracy_equals_the_kits_own_on_the_same_items_and_model(adapte
 
     for name, peft in (("base", None), ("adapter", adapter)):
         with cost.stage(f"capability ({name})") as measured:
-            got = harness.evaluate(harness.load(model, adapter=peft), tasks, ITEMS, manager, seed=0, n_boot=100)
+            got = harness.evaluate(
+                harness.load(model, adapter=peft), tasks, ITEMS, manager, seed=0, n_boot=100
+            )
         # each item asks four continuations (A, " A", B, " B") in each task: the cost columns count them
-        assert measured.counts["calls"] == 2 * 4 * ITEMS and measured.counts["scored_tokens"] > 2 * 4 * ITEMS * 20
+        assert (
+            measured.counts["calls"] == 2 * 4 * ITEMS
+            and measured.counts["scored_tokens"] > 2 * 4 * ITEMS * 20
+        )
         assert list(measured.models) == [model_parts_identity]
         acc = got["agora_moralchoice_low"]
         assert acc.n == ITEMS and acc.value == kit.loc[name, "moralchoice_low_accuracy"], name
@@ -110,22 +143,36 @@ def test_lm_eval_accuracy_equals_the_kits_own_on_the_same_items_and_model(adapte
         from kit.llm.base import ChoiceRequest
 
         high = load_moralchoice(path, ambiguity="high")[:ITEMS]
-        read = backend.choice_probs([ChoiceRequest([{"role": "user", "content": moral_prompt(s, k % 2 == 1)}],
-                                                   ["A", "B"], adapter=peft, prefix="Answer:")
-                                     for k, s in enumerate(high)])
+        read = backend.choice_probs(
+            [
+                ChoiceRequest(
+                    [{"role": "user", "content": moral_prompt(s, k % 2 == 1)}],
+                    ["A", "B"],
+                    adapter=peft,
+                    prefix="Answer:",
+                )
+                for k, s in enumerate(high)
+            ]
+        )
         balance = [2 * min(r.probs["A"], r.probs["B"]) * r.label_mass for r in read]
         assert got["agora_moralchoice_high"].value == pytest.approx(sum(balance) / ITEMS, rel=1e-4)
-    assert kit.loc["base", "letter_mass"] != pytest.approx(kit.loc["adapter", "letter_mass"], rel=1e-3)  # it moved
+    assert kit.loc["base", "letter_mass"] != pytest.approx(
+        kit.loc["adapter", "letter_mass"], rel=1e-3
+    )  # it moved
 
 
 # --- params ----------------------------------------------------------------------------------------------------
 
+
 def test_bad_capability_tasks_fail_in_one_line(shared_data):
     from kit.config import ParamsError, load_params
 
-    for value, message in [("[agora_moralchoice_medium]", "the kit ships agora_moralchoice_low"),
-                           ("['mmlu; rm -rf']", "not an lm-eval task name"),
-                           ("[mmlu, mmlu]", "twice"), ("[]", "at least 1")]:
+    for value, message in [
+        ("[agora_moralchoice_medium]", "the kit ships agora_moralchoice_low"),
+        ("['mmlu; rm -rf']", "not an lm-eval task name"),
+        ("[mmlu, mmlu]", "twice"),
+        ("[]", "at least 1"),
+    ]:
         with pytest.raises(ParamsError, match=rf"capability\.tasks.*{message}") as err:
             load_params(ROOT / "params" / "tiny.yaml", [f"capability.tasks={value}"])
         assert "\n" not in str(err.value)
@@ -135,8 +182,12 @@ def test_the_doctor_says_which_tasks_need_the_hub(shared_data):
     from kit.config import load_params
     from kit.tools.doctor import capability_lines
 
-    full = capability_lines(load_params(ROOT / "params" / "tiny.yaml",
-                                        ["capability.tasks=[agora_moralchoice_low, ifeval, gpqa_diamond_zeroshot]"]))
+    full = capability_lines(
+        load_params(
+            ROOT / "params" / "tiny.yaml",
+            ["capability.tasks=[agora_moralchoice_low, ifeval, gpqa_diamond_zeroshot]"],
+        )
+    )
     assert any("ifeval" in line and "gpqa_diamond_zeroshot" in line and "Hub" in line for line in full)
     assert any("HF_TOKEN" in line for line in full)  # gpqa is gated
     assert capability_lines(load_params(ROOT / "params" / "tiny.yaml")) == []

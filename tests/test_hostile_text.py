@@ -83,11 +83,17 @@ def _crashing_parser(text: str):
 
 def test_a_parser_that_raises_is_an_unreadable_attempt():
     backend = Replies(["boom 1", "boom 2", "fine"])
+
     def maker(attempt):
         return ChatRequest([{"role": "user", "content": "q"}]), GenParams(max_new_tokens=4, seed=attempt)
 
     [got] = run(ask_parsed([maker], _crashing_parser, max_retries=2), backend)
-    assert got.value == "fine" and got.attempts == 3 and got.unreadable == 2 and got.raws[:2] == ("boom 1", "boom 2")
+    assert (
+        got.value == "fine"
+        and got.attempts == 3
+        and got.unreadable == 2
+        and got.raws[:2] == ("boom 1", "boom 2")
+    )
 
     backend = Replies(["boom 1", "boom 2"])
     [failed] = run(ask_parsed([maker], _crashing_parser, max_retries=1), backend)
@@ -95,8 +101,24 @@ def test_a_parser_that_raises_is_an_unreadable_attempt():
 
 
 def test_value_vector_still_read_beside_hostile_text():
-    good = '{' + ", ".join(f'"{v}": 0' for v in (
-        "Self-Direction", "Stimulation", "Hedonism", "Achievement", "Power", "Security", "Conformity",
-        "Tradition", "Benevolence", "Universalism")) + "}"
+    good = (
+        "{"
+        + ", ".join(
+            f'"{v}": 0'
+            for v in (
+                "Self-Direction",
+                "Stimulation",
+                "Hedonism",
+                "Achievement",
+                "Power",
+                "Security",
+                "Conformity",
+                "Tradition",
+                "Benevolence",
+                "Universalism",
+            )
+        )
+        + "}"
+    )
     vector = parse_value_json("[" * 1000 + "\n" + good)
     assert vector is not None and np.all(vector == 0)

@@ -35,8 +35,14 @@ def get_json(url: str):
 def test_lab_serves_the_notebooks_with_the_kit_kernel_as_default(tmp_path):
     port, token = free_port(), "agora-test"
     env = {**__import__("os").environ, "JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "kit", "lab", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kit", "lab", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         specs = None
         for _ in range(120):
@@ -49,7 +55,9 @@ def test_lab_serves_the_notebooks_with_the_kit_kernel_as_default(tmp_path):
                 time.sleep(0.5)
         assert specs is not None, "JupyterLab did not answer in 60 s"
         assert specs["default"] == KERNEL and KERNEL in specs["kernelspecs"]
-        names = {f["name"] for f in get_json(f"http://127.0.0.1:{port}/api/contents?token={token}")["content"]}
+        names = {
+            f["name"] for f in get_json(f"http://127.0.0.1:{port}/api/contents?token={token}")["content"]
+        }
         assert "00_quickstart.ipynb" in names  # the notebooks folder is the root
     finally:
         proc.terminate()
@@ -57,8 +65,13 @@ def test_lab_serves_the_notebooks_with_the_kit_kernel_as_default(tmp_path):
 
 
 def metrics_of(nb) -> dict:
-    return next(o["data"][METRICS_MIME] for c in nb.cells if c.cell_type == "code"
-                for o in c.get("outputs", []) if METRICS_MIME in o.get("data", {}))
+    return next(
+        o["data"][METRICS_MIME]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if METRICS_MIME in o.get("data", {})
+    )
 
 
 @pytest.mark.slow
@@ -73,19 +86,28 @@ def test_a_notebook_run_interactively_gives_the_headless_numbers(tmp_path, monke
     # As in JupyterLab: the notebook as committed, no injected cell, the profile chosen by AGORA_PARAMS
     monkeypatch.setenv(PARAMS_ENV, "tiny")
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, kernel_name=KERNEL, resources={"metadata": {"path": str(ROOT)}},
-                   kernel_manager_class=local_kernel_manager()).execute()
+    NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        resources={"metadata": {"path": str(ROOT)}},
+        kernel_manager_class=local_kernel_manager(),
+    ).execute()
     interactive = metrics_of(nb)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "parameters from params/tiny.yaml (AGORA_PARAMS)" in printed
     # this run's own: its seconds, and which engines each stage loaded (the second run reads the first's cache)
     timing = {"first_run_s", "cached_rerun_s", "cost", "plan_stages"}
-    assert {k: v for k, v in interactive.items() if k not in timing} == \
-        {k: v for k, v in headless.items() if k not in timing}
+    assert {k: v for k, v in interactive.items() if k not in timing} == {
+        k: v for k, v in headless.items() if k not in timing
+    }
 
-    def counts(m):  # what each stage asked of the model; its seconds and memory are this run's own, and a stage
+    def counts(
+        m,
+    ):  # what each stage asked of the model; its seconds and memory are this run's own, and a stage
         # that asked nothing (loading a model a fresh checkout's first run needs, the rerun's cache does not) too
-        rows = [(s["stage"], s["calls"], s["generated_tokens"], s["scored_tokens"]) for s in m["cost"]["stages"]]
+        rows = [
+            (s["stage"], s["calls"], s["generated_tokens"], s["scored_tokens"]) for s in m["cost"]["stages"]
+        ]
         return [r for r in rows if any(r[1:])]
 
     assert counts(interactive) == counts(headless)
@@ -106,14 +128,23 @@ def test_an_executed_notebook_exports_to_html_with_its_figures(tmp_path):
     from nbconvert import HTMLExporter
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(
-        "from kit.reporting import plots\nfrom kit.config import load_params\nfrom kit.session import Session\n"
-        "import pandas as pd\n"
-        "S = Session(load_params('params/tiny.yaml'))\n"
-        f"with plots.figure({str(tmp_path / 'f.png')!r}) as (fig, ax):\n    ax.plot([1, 2, 3])\n"
-        "pd.DataFrame({'x': range(50)})")]
-    NotebookClient(nb, kernel_name=ensure_kernel(), resources={"metadata": {"path": str(ROOT)}},
-                   kernel_manager_class=local_kernel_manager()).execute()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from kit.reporting import plots\nfrom kit.config import load_params\nfrom kit.session import Session\n"
+            "import pandas as pd\n"
+            "S = Session(load_params('params/tiny.yaml'))\n"
+            f"with plots.figure({str(tmp_path / 'f.png')!r}) as (fig, ax):\n    ax.plot([1, 2, 3])\n"
+            "pd.DataFrame({'x': range(50)})"
+        )
+    ]
+    NotebookClient(
+        nb,
+        kernel_name=ensure_kernel(),
+        resources={"metadata": {"path": str(ROOT)}},
+        kernel_manager_class=local_kernel_manager(),
+    ).execute()
     html, _ = HTMLExporter().from_notebook_node(nb)
-    assert (tmp_path / "f.png").is_file() and html.count('src="data:image/png;base64,') == 1  # saved and inline
+    assert (tmp_path / "f.png").is_file() and html.count(
+        'src="data:image/png;base64,'
+    ) == 1  # saved and inline
     assert "50 rows × 1 columns" in html  # pandas would show all 50; the kit shows head, tail and the size

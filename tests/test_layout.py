@@ -20,14 +20,24 @@ def _module_name(path: Path) -> str:
 
 def _type_checking_only(tree: ast.AST) -> set[int]:
     """Nodes under ``if TYPE_CHECKING:``: annotations, never executed."""
-    return {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for stmt in node.body for n in ast.walk(stmt)}
+    return {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for n in ast.walk(stmt)
+    }
 
 
 def _in_functions(tree: ast.AST) -> set[int]:
     """Nodes inside a function body: they run when the function is called, not when the module loads."""
-    return {id(n) for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            for stmt in (node.body if isinstance(node.body, list) else [node.body]) for n in ast.walk(stmt)}
+    return {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for stmt in (node.body if isinstance(node.body, list) else [node.body])
+        for n in ast.walk(stmt)
+    }
 
 
 def _imports(path: Path, name: str, modules: set[str], module_level: bool = False) -> set[str]:
@@ -47,7 +57,9 @@ def _imports(path: Path, name: str, modules: set[str], module_level: bool = Fals
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
@@ -84,7 +96,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = 2
@@ -103,12 +115,16 @@ def test_import_graph_sees_deferred_and_package_imports(tmp_path):
     (pkg / "p").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "p" / "__init__.py").write_text("from kit.p.a import A\n")
-    (pkg / "p" / "a.py").write_text("from kit.p.b import B\nfrom typing import TYPE_CHECKING\n"
-                                    "if TYPE_CHECKING:\n    from kit.q import Q\n")
+    (pkg / "p" / "a.py").write_text(
+        "from kit.p.b import B\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from kit.q import Q\n"
+    )
     (pkg / "p" / "b.py").write_text("def f():\n    from kit.q import Q\n")
     (pkg / "q.py").write_text("from kit.p.b import B\n")
     modules = {"kit", "kit.p", "kit.p.a", "kit.p.b", "kit.q"}
-    assert _imports(pkg / "p" / "a.py", "kit.p.a", modules) == {"kit.p.b"}  # not its own package, not TYPE_CHECKING
+    assert _imports(pkg / "p" / "a.py", "kit.p.a", modules) == {
+        "kit.p.b"
+    }  # not its own package, not TYPE_CHECKING
     assert _imports(pkg / "p" / "b.py", "kit.p.b", modules) == {"kit.q"}  # deferred
     assert _imports(pkg / "q.py", "kit.q", modules) == {"kit.p", "kit.p.b"}  # runs kit/p/__init__ first
 
@@ -117,8 +133,18 @@ def test_import_graph_sees_deferred_and_package_imports(tmp_path):
 # ground: the run machinery, the name registries, models, the engine, data, pure metrics, embeddings.
 GROUND = ("kit.run", "kit.registry", "kit.llm", "kit.engine", "kit.data", "kit.metrics", "kit.embed")
 # method packages and the top floor: what a lesson runs, reports and the commands.
-METHOD = ("kit.negotiation", "kit.palette", "kit.visa", "kit.selfplay", "kit.lessons", "kit.reporting",
-          "kit.tools", "kit.session", "kit.runner", "kit.bench")
+METHOD = (
+    "kit.negotiation",
+    "kit.palette",
+    "kit.visa",
+    "kit.selfplay",
+    "kit.lessons",
+    "kit.reporting",
+    "kit.tools",
+    "kit.session",
+    "kit.runner",
+    "kit.bench",
+)
 # Between them (may import the ground, are imported by the methods): kit.config, kit.values, kit.agents,
 # kit.evals, kit.train, kit.plan.
 MIDDLE = ("kit.config", "kit.values", "kit.agents", "kit.evals", "kit.train", "kit.plan")
@@ -149,28 +175,41 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_floors_cover_every_package():
     packages = {package_of(m) for m in import_graph()} - {"kit", "kit.__main__"}
-    assert packages == set(GROUND) | set(METHOD) | set(MIDDLE), "name each kit package on a floor in this test"
+    assert packages == set(GROUND) | set(METHOD) | set(MIDDLE), (
+        "name each kit package on a floor in this test"
+    )
 
 
 def test_ground_floor_imports_no_method_package():
     """The ground floor (module-level and deferred imports alike) never reaches a method package or the
     floor between (but for the exceptions listed above)."""
     above = METHOD + MIDDLE
-    wrong = sorted(f"{module} -> {target}" for module, targets in import_graph().items()
-                   if package_of(module) in GROUND for target in targets
-                   if package_of(target) in above and (module, package_of(target)) not in GROUND_EXCEPTIONS)
+    wrong = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        if package_of(module) in GROUND
+        for target in targets
+        if package_of(target) in above and (module, package_of(target)) not in GROUND_EXCEPTIONS
+    )
     assert not wrong, f"the ground floor imports upward: {wrong}"
     for module, package in GROUND_EXCEPTIONS:  # an exception that no longer happens is dropped from the list
-        assert package in {package_of(t) for t in import_graph()[module]}, f"{module} no longer imports {package}"
+        assert package in {package_of(t) for t in import_graph()[module]}, (
+            f"{module} no longer imports {package}"
+        )
 
 
 def test_middle_floor_imports_no_method_package():
     """kit.config, the judges, the agents, the evaluations, the trainers and the plan import no method
     package at module level (kit.config composes the methods' params sections: the test below)."""
-    wrong = sorted(f"{module} -> {target}" for module, targets in import_graph(module_level=True).items()
-                   if package_of(module) in MIDDLE for target in targets if package_of(target) in METHOD
-                   and (module, package_of(target)) not in MIDDLE_EXCEPTIONS
-                   and not (module == "kit.config" and (target.endswith(".params") or target in METHOD)))
+    wrong = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph(module_level=True).items()
+        if package_of(module) in MIDDLE
+        for target in targets
+        if package_of(target) in METHOD
+        and (module, package_of(target)) not in MIDDLE_EXCEPTIONS
+        and not (module == "kit.config" and (target.endswith(".params") or target in METHOD))
+    )
     assert not wrong, f"the middle floor imports a method package: {wrong}"
 
 
@@ -188,11 +227,16 @@ def test_config_composes_the_packages_sections():
     assert not extra, f"kit.config reaches {sorted(extra)} besides the packages' params sections"
     assert params <= top["kit.config"], "kit.config imports a section inside a function"
     for module in params:
-        wrong = sorted(t for t in top[module] if package_of(t) in METHOD and t != package_of(t)
-                       and not t.endswith(".params"))
+        wrong = sorted(
+            t
+            for t in top[module]
+            if package_of(t) in METHOD and t != package_of(t) and not t.endswith(".params")
+        )
         assert not wrong, f"{module} imports a method's modules: {wrong}"
         init = package_of(module)
-        assert not top[init], f"{init}/__init__.py imports {sorted(top[init])} when kit.config loads its section"
+        assert not top[init], (
+            f"{init}/__init__.py imports {sorted(top[init])} when kit.config loads its section"
+        )
 
 
 def test_top_level_shows_the_house():
@@ -206,8 +250,11 @@ def test_top_level_shows_the_house():
 
 def test_docs_layout_names_every_module():
     layout = (ROOT / "docs" / "layout.md").read_text()
-    missing = [p.relative_to(KIT).as_posix() for p in sorted(KIT.rglob("*.py"))
-               if p.name not in ("__init__.py", "__main__.py") and p.name not in layout]
+    missing = [
+        p.relative_to(KIT).as_posix()
+        for p in sorted(KIT.rglob("*.py"))
+        if p.name not in ("__init__.py", "__main__.py") and p.name not in layout
+    ]
     assert not missing, f"docs/layout.md does not mention {missing}"
 
 
@@ -251,11 +298,23 @@ def _yaml_keys(value) -> set[str]:
 
 def test_readme_is_the_front_door():
     readme = (ROOT / "README.md").read_text()
-    assert len(readme.splitlines()) <= 200, "README.md is the front door: at most 200 lines; move the rest to docs/"
+    assert len(readme.splitlines()) <= 200, (
+        "README.md is the front door: at most 200 lines; move the rest to docs/"
+    )
     assert "issue" not in readme.lower() and "session" not in readme.lower()
-    for command in ("make run", "make test", "make lab", "make test-fast", "make test-gpu-stack", "make test-vllm",
-                    "make bench", "make chromium", "python -m kit doctor", "python -m kit report",
-                    "python -m kit docs-results runs/smoke"):
+    for command in (
+        "make run",
+        "make test",
+        "make lab",
+        "make test-fast",
+        "make test-gpu-stack",
+        "make test-vllm",
+        "make bench",
+        "make chromium",
+        "python -m kit doctor",
+        "python -m kit report",
+        "python -m kit docs-results runs/smoke",
+    ):
         assert command in readme, f"README.md does not show {command!r}"
 
 
@@ -287,8 +346,12 @@ def test_every_params_key_is_named_in_the_docs():
     import yaml
 
     text = "\n".join(p.read_text() for p in sorted(DOCS.glob("*.md")) + sorted((DOCS / "units").glob("*.md")))
-    keys = set().union(*(_yaml_keys(yaml.safe_load((ROOT / "params" / f"{name}.yaml").read_text()))
-                         for name in ("tiny", "smoke", "full")))
+    keys = set().union(
+        *(
+            _yaml_keys(yaml.safe_load((ROOT / "params" / f"{name}.yaml").read_text()))
+            for name in ("tiny", "smoke", "full")
+        )
+    )
     missing = sorted(k for k in keys if not re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", text))
     assert not missing, f"params keys no docs page names: {missing}"
 
@@ -308,10 +371,12 @@ def test_every_notebook_links_its_unit_page():
 def test_registries_validate_params_names():
     from kit.config import ParamsError, validate
 
-    for values, key in [({"model": {"backend": "llamacpp"}}, "model.backend"),
-                        ({"negotiation": {"methods": ["ncn", "parley"]}}, "negotiation.methods"),
-                        ({"negotiation": {"value_judge": "oracle"}}, "negotiation.value_judge"),
-                        ({"finetune": {"methods": ["ppo"]}}, "finetune.methods")]:
+    for values, key in [
+        ({"model": {"backend": "llamacpp"}}, "model.backend"),
+        ({"negotiation": {"methods": ["ncn", "parley"]}}, "negotiation.methods"),
+        ({"negotiation": {"value_judge": "oracle"}}, "negotiation.value_judge"),
+        ({"finetune": {"methods": ["ppo"]}}, "finetune.methods"),
+    ]:
         with pytest.raises(ParamsError, match=key) as err:
             validate({"profile": "t", **values})
         assert "registered:" in str(err.value)

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- cost ---------------------------------------------------------------------------------------
 
+
 def test_stages_count_every_request_cached_or_not(tiny_backend, tmp_path):
     backend = CachedBackend(tiny_backend, Cache(tmp_path / "c.sqlite"))
     chat = [ChatRequest([{"role": "user", "content": f"say {w}"}]) for w in ("yes", "no")]
@@ -54,14 +55,38 @@ def test_stages_count_every_request_cached_or_not(tiny_backend, tmp_path):
 
 
 def test_row_costs_sum_stages_and_keep_the_largest_peak():
-    stages = [{"stage": "train", "row": "a", "calls": 0, "generated_tokens": 0, "scored_tokens": 0, "seconds": 2.0,
-               "peak_rss_gb": 3.0},
-              {"stage": "eval", "row": "a", "calls": 5, "generated_tokens": 7, "scored_tokens": 11, "seconds": 1.5,
-               "peak_rss_gb": 1.0},
-              {"stage": "load", "row": None, "calls": 1, "generated_tokens": 1, "scored_tokens": 1, "seconds": 9.0,
-               "peak_rss_gb": 9.0}]
-    assert cost.row_costs(stages) == {"a": {"calls": 5, "generated_tokens": 7, "scored_tokens": 11, "seconds": 3.5,
-                                            "peak_rss_gb": 3.0}}
+    stages = [
+        {
+            "stage": "train",
+            "row": "a",
+            "calls": 0,
+            "generated_tokens": 0,
+            "scored_tokens": 0,
+            "seconds": 2.0,
+            "peak_rss_gb": 3.0,
+        },
+        {
+            "stage": "eval",
+            "row": "a",
+            "calls": 5,
+            "generated_tokens": 7,
+            "scored_tokens": 11,
+            "seconds": 1.5,
+            "peak_rss_gb": 1.0,
+        },
+        {
+            "stage": "load",
+            "row": None,
+            "calls": 1,
+            "generated_tokens": 1,
+            "scored_tokens": 1,
+            "seconds": 9.0,
+            "peak_rss_gb": 9.0,
+        },
+    ]
+    assert cost.row_costs(stages) == {
+        "a": {"calls": 5, "generated_tokens": 7, "scored_tokens": 11, "seconds": 3.5, "peak_rss_gb": 3.0}
+    }
 
 
 def test_session_records_stage_costs_with_the_metrics(tmp_path):
@@ -79,6 +104,7 @@ def test_session_records_stage_costs_with_the_metrics(tmp_path):
 
 # --- a run folder written by hand ----------------------------------------------------------------
 
+
 def _js(p, q):
     return (1 - jensenshannon(np.asarray(p) / np.sum(p), np.asarray(q) / np.sum(q), base=2)) * 100
 
@@ -92,7 +118,9 @@ def _write(run_dir: Path, board: str, notebook: str, rows: list[dict]) -> None:
 def _metrics(run_dir: Path, notebook: str, rows: dict) -> None:
     f = run_dir / "metrics" / f"{notebook}.json"
     f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps({"cost": {"stages": [], "rows": rows, "session": {"seconds": 1.0, "peak_rss_gb": 1.0}}}))
+    f.write_text(
+        json.dumps({"cost": {"stages": [], "rows": rows, "session": {"seconds": 1.0, "peak_rss_gb": 1.0}}})
+    )
 
 
 @pytest.fixture
@@ -109,18 +137,56 @@ def run(tmp_path, shared_data):
     rng = np.random.default_rng(0)
     rows = []
     for it in items:
-        rows.append({"agent": "echo", "country": it.country, "question_id": it.question_id,
-                     "p_gen": list(it.distribution), "p_gold": list(it.distribution)})  # a perfect answer
-        rows.append({"agent": "vanilla", "country": it.country, "question_id": it.question_id,
-                     "p_gen": list(rng.dirichlet(np.ones(len(it.options)))), "p_gold": list(it.distribution)})
+        rows.append(
+            {
+                "agent": "echo",
+                "country": it.country,
+                "question_id": it.question_id,
+                "p_gen": list(it.distribution),
+                "p_gold": list(it.distribution),
+            }
+        )  # a perfect answer
+        rows.append(
+            {
+                "agent": "vanilla",
+                "country": it.country,
+                "question_id": it.question_id,
+                "p_gen": list(rng.dirichlet(np.ones(len(it.options)))),
+                "p_gold": list(it.distribution),
+            }
+        )
     _write(params.run_dir, "alignment", "01_cultural_agents", rows)
-    _metrics(params.run_dir, "01_cultural_agents", {"echo": {"calls": 6, "generated_tokens": 0, "scored_tokens": 60,
-                                                             "seconds": 2.0, "peak_rss_gb": 1.5}})
-    _metrics(params.run_dir, "04_finetune_on_negotiation", {"echo": {"calls": 4, "generated_tokens": 8,
-                                                                     "scored_tokens": 0, "seconds": 1.0,
-                                                                     "peak_rss_gb": 2.5}})
-    _metrics(params.run_dir, "12_palette_table", {"echo": {"calls": 100, "generated_tokens": 0, "scored_tokens": 0,
-                                                           "seconds": 50.0, "peak_rss_gb": 9.0}})
+    _metrics(
+        params.run_dir,
+        "01_cultural_agents",
+        {
+            "echo": {
+                "calls": 6,
+                "generated_tokens": 0,
+                "scored_tokens": 60,
+                "seconds": 2.0,
+                "peak_rss_gb": 1.5,
+            }
+        },
+    )
+    _metrics(
+        params.run_dir,
+        "04_finetune_on_negotiation",
+        {"echo": {"calls": 4, "generated_tokens": 8, "scored_tokens": 0, "seconds": 1.0, "peak_rss_gb": 2.5}},
+    )
+    _metrics(
+        params.run_dir,
+        "12_palette_table",
+        {
+            "echo": {
+                "calls": 100,
+                "generated_tokens": 0,
+                "scored_tokens": 0,
+                "seconds": 50.0,
+                "peak_rss_gb": 9.0,
+            }
+        },
+    )
     return params, rows, test
 
 
@@ -129,16 +195,34 @@ def test_alignment_board_by_hand(run):
     b = leaderboard.boards(params)
     board = b.alignment.set_index("row")
     for agent in ("echo", "vanilla"):
-        per_country = pd.DataFrame([{"country": r["country"], "js": _js(r["p_gen"], r["p_gold"])}
-                                    for r in rows if r["agent"] == agent]).groupby("country")["js"].mean()
+        per_country = (
+            pd.DataFrame(
+                [
+                    {"country": r["country"], "js": _js(r["p_gen"], r["p_gold"])}
+                    for r in rows
+                    if r["agent"] == agent
+                ]
+            )
+            .groupby("country")["js"]
+            .mean()
+        )
         assert board.loc[f"01 · {agent}", "js_similarity"] == pytest.approx(per_country.mean())
         assert board.loc[f"01 · {agent}", "countries"] == 2 and board.loc[f"01 · {agent}", "pairs"] == 32
         assert board.loc[f"01 · {agent}", "questions"] == len({r["question_id"] for r in rows})
     assert board.loc["01 · echo", "js_similarity"] == pytest.approx(100)
     # the uniform reference on the same pairs, by hand
     pairs = {(r["country"], r["question_id"]) for r in rows}
-    uni = pd.DataFrame([{"country": it.country, "js": _js(np.ones(len(it.options)), it.distribution)}
-                        for it in test if (it.country, it.question_id) in pairs]).groupby("country")["js"].mean()
+    uni = (
+        pd.DataFrame(
+            [
+                {"country": it.country, "js": _js(np.ones(len(it.options)), it.distribution)}
+                for it in test
+                if (it.country, it.question_id) in pairs
+            ]
+        )
+        .groupby("country")["js"]
+        .mean()
+    )
     assert board.loc["01 · uniform", "js_similarity"] == pytest.approx(uni.mean())
     assert board.loc["01 · uniform", "status"] == board.loc["01 · entropy-matched", "status"] == "reference"
     # a perfect answer beats the better reference on its own pairs
@@ -152,31 +236,62 @@ def test_alignment_board_by_hand(run):
     assert set(continents[continents["row"] == "01 · vanilla"]["continent"]) == {"Africa", "America"}
     # units that stored nothing are rows that say why: 04 and 12 ran (their metrics exist) but scored no
     # question, 22 never ran
-    assert board.loc["04_finetune_on_negotiation", "status"] == board.loc["12_palette_table", "status"] == \
-        leaderboard.NO_ROWS
+    assert (
+        board.loc["04_finetune_on_negotiation", "status"]
+        == board.loc["12_palette_table", "status"]
+        == leaderboard.NO_ROWS
+    )
     assert board.loc["22_visa_table", "status"] == leaderboard.NOT_RUN
-    assert leaderboard.NOT_RUN in set(b.consensus["status"]) and leaderboard.NOT_RUN in set(b.capability["status"])
+    assert leaderboard.NOT_RUN in set(b.consensus["status"]) and leaderboard.NOT_RUN in set(
+        b.capability["status"]
+    )
 
 
 def test_consensus_board_prefers_the_judged_evaluation(run):
     params, _, _ = run
-    base = {"topic_id": "t", "culture_a": "A", "culture_b": "B", "pair": "A vs B", "d_initial": 2.0,
-            "self_consistency_a": 0.5, "self_consistency_b": 0.7, "value_consensus": 0.4, "value_distance_initial": 2.0,
-            "value_distance_final": 1.0, "distance_reduction": 0.5}
-    judged = [{**base, "id": f"{m}{i}", "method": m, "rounds_used": i + 1, "d_final": 1.0 + i,
-               # NCN's flag is its stopping rule; a self-play policy's dialogues carry resolved instead
-               "converged": (i == 0) if m == "ncn" else None, "resolved": None if m == "ncn" else i == 0,
-               "d_ratio": (1.0 + i) / 2.0, "improved": i == 0, "collective_agency": 2.0 + i}
-              for m in ("ncn", "untrained") for i in range(2)]
+    base = {
+        "topic_id": "t",
+        "culture_a": "A",
+        "culture_b": "B",
+        "pair": "A vs B",
+        "d_initial": 2.0,
+        "self_consistency_a": 0.5,
+        "self_consistency_b": 0.7,
+        "value_consensus": 0.4,
+        "value_distance_initial": 2.0,
+        "value_distance_final": 1.0,
+        "distance_reduction": 0.5,
+    }
+    judged = [
+        {
+            **base,
+            "id": f"{m}{i}",
+            "method": m,
+            "rounds_used": i + 1,
+            "d_final": 1.0 + i,
+            # NCN's flag is its stopping rule; a self-play policy's dialogues carry resolved instead
+            "converged": (i == 0) if m == "ncn" else None,
+            "resolved": None if m == "ncn" else i == 0,
+            "d_ratio": (1.0 + i) / 2.0,
+            "improved": i == 0,
+            "collective_agency": 2.0 + i,
+        }
+        for m in ("ncn", "untrained")
+        for i in range(2)
+    ]
     plain = [{**r, "method": "ncn", "collective_agency": None} for r in judged[:2]] + [
-        {**judged[0], "id": "d0", "method": "debate"}]
+        {**judged[0], "id": "d0", "method": "debate"}
+    ]
     _write(params.run_dir, "consensus", "32_selfplay_table", judged)
     _write(params.run_dir, "consensus", "03_consensus_evaluation", plain)
     board = leaderboard.boards(params).consensus.set_index("row")
     assert board.loc["32 · ncn", "collective_agency"] == pytest.approx(2.5)  # (2 + 3) / 2, from notebook 32
     assert board.loc["32 · ncn", "share_converged"] == 0.5 and board.loc["32 · ncn", "mean_rounds"] == 1.5
     # "resolved" belongs to dialogues only: NaN for NCN, the policy's share for the policy
-    assert math.isnan(board.loc["32 · ncn", "resolution_rate"]) and board.loc["32 · untrained", "resolution_rate"] == 0.5
+    assert (
+        math.isnan(board.loc["32 · ncn", "resolution_rate"])
+        and board.loc["32 · untrained", "resolution_rate"] == 0.5
+    )
     assert math.isnan(board.loc["32 · untrained", "share_converged"])
     assert board.loc["32 · ncn", "mean_d_ratio"] == pytest.approx((0.5 + 1.0) / 2)
     assert board.loc["32 · ncn", "mean_self_consistency"] == pytest.approx(0.6)
@@ -190,16 +305,36 @@ def test_consensus_board_reads_common_items_counts_failures_and_never_scores_non
     rows = []
     for k in range(30):
         for method, shift in (("none", 0.0), ("ncn", -0.2), ("debate", 0.0)):
-            if method == "debate" and k >= 25:  # debate failed on five items: dropped for every method, counted
+            if (
+                method == "debate" and k >= 25
+            ):  # debate failed on five items: dropped for every method, counted
                 continue
-            rows.append({"id": f"{method}{k}", "method": method, "topic_id": f"t{k}", "pair": "A vs B",
-                         "culture_a": "A", "culture_b": "B", "rounds_used": 1, "converged": None, "resolved": None,
-                         "d_initial": 2.0, "d_final": 1.0, "d_ratio": 0.5, "improved": True,
-                         "rel_logppl_change": shift + rng.normal(0, 0.05), "self_consistency_a": 0.5,
-                         "self_consistency_b": 0.5, "value_consensus": 0.4, "value_distance_initial": 2.0,
-                         "value_distance_final": 1.0, "distance_reduction": 50.0,
-                         # NCN's best items are those debate failed on: over all of its own items it would look better
-                         "collective_agency": 5.0 if (method == "ncn" and k >= 25) else 3.0})
+            rows.append(
+                {
+                    "id": f"{method}{k}",
+                    "method": method,
+                    "topic_id": f"t{k}",
+                    "pair": "A vs B",
+                    "culture_a": "A",
+                    "culture_b": "B",
+                    "rounds_used": 1,
+                    "converged": None,
+                    "resolved": None,
+                    "d_initial": 2.0,
+                    "d_final": 1.0,
+                    "d_ratio": 0.5,
+                    "improved": True,
+                    "rel_logppl_change": shift + rng.normal(0, 0.05),
+                    "self_consistency_a": 0.5,
+                    "self_consistency_b": 0.5,
+                    "value_consensus": 0.4,
+                    "value_distance_initial": 2.0,
+                    "value_distance_final": 1.0,
+                    "distance_reduction": 50.0,
+                    # NCN's best items are those debate failed on: over all of its own items it would look better
+                    "collective_agency": 5.0 if (method == "ncn" and k >= 25) else 3.0,
+                }
+            )
     _write(params.run_dir, "consensus", "03_consensus_evaluation", rows)
     board = leaderboard.boards(params).consensus.set_index("row")
     assert set(board.loc[["03 · none", "03 · ncn", "03 · debate"], "common_items"]) == {25}
@@ -208,18 +343,38 @@ def test_consensus_board_reads_common_items_counts_failures_and_never_scores_non
     assert board.loc["03 · ncn", "collective_agency"] == pytest.approx(3.0)  # the common items only
     # each method paired against none on the common items, in the score's direction (lower is better)
     assert board.loc["03 · ncn", "verdict"] == "better" and board.loc["03 · ncn", "vs_none_high"] < 0
-    assert board.loc["03 · debate", "verdict"] == "no difference" and pd.isna(board.loc["03 · none", "verdict"])
+    assert board.loc["03 · debate", "verdict"] == "no difference" and pd.isna(
+        board.loc["03 · none", "verdict"]
+    )
     v = leaderboard.verdicts(leaderboard.boards(params))["consensus"]
     assert v.startswith("most acceptable to the other side: 03 · ncn") and "25 common items: better" in v
 
 
 def test_capability_board_against_each_base(run):
     params, _, _ = run
-    _write(params.run_dir, "capability", "22_visa_table", [
-        {"model": "base", "base": "base", "moralchoice_low_accuracy": 0.75, "correct": 3, "items": 4,
-         "neutral_ppl": 20.0},
-        {"model": "grpo", "base": "base", "moralchoice_low_accuracy": 0.5, "correct": 2, "items": 4,
-         "neutral_ppl": 25.0}])
+    _write(
+        params.run_dir,
+        "capability",
+        "22_visa_table",
+        [
+            {
+                "model": "base",
+                "base": "base",
+                "moralchoice_low_accuracy": 0.75,
+                "correct": 3,
+                "items": 4,
+                "neutral_ppl": 20.0,
+            },
+            {
+                "model": "grpo",
+                "base": "base",
+                "moralchoice_low_accuracy": 0.5,
+                "correct": 2,
+                "items": 4,
+                "neutral_ppl": 25.0,
+            },
+        ],
+    )
     board = leaderboard.boards(params).capability.set_index("row")
     assert list(board[board["status"] == "scored"].index) == ["22 · grpo"]
     assert board.loc["22 · grpo", "accuracy_change"] == pytest.approx(-0.25)
@@ -228,7 +383,8 @@ def test_capability_board_against_each_base(run):
     low, high = board.loc["22 · grpo", ["accuracy_change_low", "accuracy_change_high"]]
     assert -1 <= low <= -0.25 <= high <= 1 and board.loc["22 · grpo", "verdict"] == "too few"
     assert leaderboard.verdicts(leaderboard.boards(params))["capability"].startswith(
-        "largest MoralChoice accuracy drop -0.25 [")
+        "largest MoralChoice accuracy drop -0.25 ["
+    )
 
 
 def test_the_accuracy_change_interval_is_a_difference_of_two_binomials():
@@ -239,6 +395,7 @@ def test_the_accuracy_change_interval_is_a_difference_of_two_binomials():
 
 
 # --- the report ----------------------------------------------------------------------------------
+
 
 class _Cells(HTMLParser):
     def __init__(self):
@@ -276,7 +433,9 @@ def test_report_shows_every_board_row(run):
         for row in numbers[board]:
             assert row in parser.cells, f"{board} row {row!r} missing from the report"
     assert "01 · echo" in numbers["alignment"] and numbers["not_run"]
-    assert parser.notrun_rows >= len(numbers["not_run"]) and parser.images == 2  # the forest plot and the figure
+    assert (
+        parser.notrun_rows >= len(numbers["not_run"]) and parser.images == 2
+    )  # the forest plot and the figure
     csv = pd.read_csv(page.parent / "alignment.csv")
     assert set(csv["row"]) == set(numbers["alignment"])
 
@@ -292,25 +451,42 @@ def test_report_command_on_an_empty_run(tmp_path, capsys):
 
 # --- the self-play policies on NCN's study ---------------------------------------------------------
 
+
 def test_a_dialogue_becomes_a_study_trace_with_each_sides_last_turn():
     from kit.evals.traces import trace_texts
     from kit.selfplay.dialogue import Dialogue, Turn
     from kit.selfplay.ncn_study import as_trace, dilemma_of, starts
 
-    start = {"id": "none|t", "method": "none", "failed": False, "topic": {"id": "t", "source": "x", "text": "Lie?"},
-             "agents": [{"culture": "Kenya", "kind": "described", "name": "described:Kenya"},
-                        {"culture": "China", "kind": "described", "name": "described:China"}],
-             "initial": [{"response": "Never lie. " * 40}, {"response": "Sometimes."}], "consensus": ["", ""]}
+    start = {
+        "id": "none|t",
+        "method": "none",
+        "failed": False,
+        "topic": {"id": "t", "source": "x", "text": "Lie?"},
+        "agents": [
+            {"culture": "Kenya", "kind": "described", "name": "described:Kenya"},
+            {"culture": "China", "kind": "described", "name": "described:China"},
+        ],
+        "initial": [{"response": "Never lie. " * 40}, {"response": "Sometimes."}],
+        "consensus": ["", ""],
+    }
     d = dilemma_of(start)
     assert (d.a.name, d.b.name, d.text) == ("Kenya", "China", "Lie?") and len(d.a.stance.split()) == 60
-    turns = (Turn("a", "I hold firm."), Turn("b", "JOINT SOLUTION: tell kindly"), Turn("a", "JOINT SOLUTION: agreed"))
+    turns = (
+        Turn("a", "I hold firm."),
+        Turn("b", "JOINT SOLUTION: tell kindly"),
+        Turn("a", "JOINT SOLUTION: agreed"),
+    )
     trace = as_trace(start, "self_play_grpo", Dialogue(d.id, 0, turns, False, "agreed"))
     texts = trace_texts(trace)
     assert (texts["final_a"], texts["final_b"]) == ("JOINT SOLUTION: agreed", "JOINT SOLUTION: tell kindly")
     assert texts["initial_a"] == start["initial"][0]["response"] and trace["rounds_used"] == 2
     assert trace["converged"] is False and trace["method"] == "self_play_grpo"
     # only untouched, non-failed "none" traces seed dialogues, and trained topics are left out
-    assert starts([start]) == [start] and starts([start], {"t"}) == [] and starts([{**start, "failed": True}]) == []
+    assert (
+        starts([start]) == [start]
+        and starts([start], {"t"}) == []
+        and starts([{**start, "failed": True}]) == []
+    )
 
 
 def test_a_corrupt_stored_file_is_one_clear_line(run, capsys):
@@ -318,7 +494,10 @@ def test_a_corrupt_stored_file_is_one_clear_line(run, capsys):
 
     params, _, _ = run
     (params.run_dir / "scores" / "alignment" / "01_cultural_agents.jsonl").write_text('{"agent": "echo"\n')
-    assert main(["report", str(ROOT / "params" / "tiny.yaml"), "--set", f"runs_dir={params.run_dir.parent}"]) == 2
+    assert (
+        main(["report", str(ROOT / "params" / "tiny.yaml"), "--set", f"runs_dir={params.run_dir.parent}"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "01_cultural_agents.jsonl:1 is not valid JSON" in err
 
@@ -326,22 +505,56 @@ def test_a_corrupt_stored_file_is_one_clear_line(run, capsys):
 def test_row_costs_name_the_models_that_served_them():
     from kit.reporting.leaderboard import model_label
 
-    stages = [{"stage": "gen", "row": "a", "calls": 3, "seconds": 1.0, "peak_rss_gb": 1.0,
-               "models": {"hub:Qwen/Qwen2.5-7B-Instruct@main": 2, "judge@http://n9:8000/v1": 1}},
-              {"stage": "eval", "row": "a", "calls": 2, "seconds": 1.0, "peak_rss_gb": 1.0,
-               "models": {"hub:Qwen/Qwen2.5-7B-Instruct@main": 2}}]
-    assert cost.row_costs(stages)["a"]["models"] == {"hub:Qwen/Qwen2.5-7B-Instruct@main": 4, "judge@http://n9:8000/v1": 1}
-    assert [model_label(m) for m in ("hub:Qwen/Qwen2.5-7B-Instruct@main", "judge@http://n9:8000/v1",
-                                     "smollm2-135m-instruct:gguf-sha256:0123", "local:/runs/x/palette/models/ties:ab12")] \
-        == ["Qwen/Qwen2.5-7B-Instruct", "judge", "smollm2-135m-instruct", "ties"]
+    stages = [
+        {
+            "stage": "gen",
+            "row": "a",
+            "calls": 3,
+            "seconds": 1.0,
+            "peak_rss_gb": 1.0,
+            "models": {"hub:Qwen/Qwen2.5-7B-Instruct@main": 2, "judge@http://n9:8000/v1": 1},
+        },
+        {
+            "stage": "eval",
+            "row": "a",
+            "calls": 2,
+            "seconds": 1.0,
+            "peak_rss_gb": 1.0,
+            "models": {"hub:Qwen/Qwen2.5-7B-Instruct@main": 2},
+        },
+    ]
+    assert cost.row_costs(stages)["a"]["models"] == {
+        "hub:Qwen/Qwen2.5-7B-Instruct@main": 4,
+        "judge@http://n9:8000/v1": 1,
+    }
+    assert [
+        model_label(m)
+        for m in (
+            "hub:Qwen/Qwen2.5-7B-Instruct@main",
+            "judge@http://n9:8000/v1",
+            "smollm2-135m-instruct:gguf-sha256:0123",
+            "local:/runs/x/palette/models/ties:ab12",
+        )
+    ] == ["Qwen/Qwen2.5-7B-Instruct", "judge", "smollm2-135m-instruct", "ties"]
 
 
 def test_numbers_are_shown_to_two_decimals_and_intervals_as_brackets():
-    assert [leaderboard.fmt(v) for v in (83.416, 0.012345, -0.00544, 0.0, 1234.5, float("nan"), None)] == \
-        ["83.42", "0.012", "-0.0054", "0.00", "1234.50", "", ""]
+    assert [leaderboard.fmt(v) for v in (83.416, 0.012345, -0.00544, 0.0, 1234.5, float("nan"), None)] == [
+        "83.42",
+        "0.012",
+        "-0.0054",
+        "0.00",
+        "1234.50",
+        "",
+        "",
+    ]
     assert leaderboard.interval(0.1234, -0.05, 0.3) == "0.12 [-0.050, 0.30]"
     assert leaderboard.interval(3.0, float("nan"), None) == "3.00"
-    assert [leaderboard.fmt(24), leaderboard.cell("calls", 24.0), leaderboard.cell("seconds", 24.0)] == ["24", "24", "24.00"]
+    assert [leaderboard.fmt(24), leaderboard.cell("calls", 24.0), leaderboard.cell("seconds", 24.0)] == [
+        "24",
+        "24",
+        "24.00",
+    ]
 
 
 def test_verdicts_say_each_board_in_a_line(run):
@@ -362,7 +575,9 @@ def test_the_report_lists_the_unit_writing_it_as_ran(run):
 
 # --- the report in a browser ---------------------------------------------------------------------
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+)
 WINDOW = (1400, 900)
 # appended to a copy of the page: what the browser laid out, written where --dump-dom shows it
 MEASURE = """<script>document.body.setAttribute("data-measure", JSON.stringify({
@@ -372,9 +587,21 @@ MEASURE = """<script>document.body.setAttribute("data-measure", JSON.stringify({
 
 
 def _chromium(*args: str) -> str:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--window-size={WINDOW[0]},{WINDOW[1]}", *args],
-                          capture_output=True, text=True, timeout=120, check=True).stdout
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--window-size={WINDOW[0]},{WINDOW[1]}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
 
 
 # clicks the column head named %s (in the first table that has one) twice and writes the column's sort
@@ -410,8 +637,11 @@ def wide_run(run):
     return params
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package); "
-                    "under CI this skip is a failure (conftest.py)")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (make chromium installs Debian's package); "
+    "under CI this skip is a failure (conftest.py)",
+)
 def test_the_report_fits_the_window_and_opens_on_the_verdicts(wide_run, tmp_path):
     from kit.reporting import report
 
@@ -426,8 +656,11 @@ def test_the_report_fits_the_window_and_opens_on_the_verdicts(wide_run, tmp_path
     assert (width, height) == WINDOW
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package); "
-                    "under CI this skip is a failure (conftest.py)")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (make chromium installs Debian's package); "
+    "under CI this skip is a failure (conftest.py)",
+)
 def test_a_click_on_a_column_head_sorts_its_board_by_value_with_blanks_last(run, tmp_path):
     from kit.reporting import report
 
@@ -442,10 +675,15 @@ def test_a_click_on_a_column_head_sorts_its_board_by_value_with_blanks_last(run,
     assert got["arrow"] == "descending"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium installs Debian's package); "
-                    "under CI this skip is a failure (conftest.py)")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (make chromium installs Debian's package); "
+    "under CI this skip is a failure (conftest.py)",
+)
 def test_the_browser_check_sees_a_page_wider_than_the_window(tmp_path):
     wide = tmp_path / "wide.html"
-    wide.write_text("<html><body><section id='verdicts'>v</section><pre>" + "x" * 600 + "</pre></body></html>")
+    wide.write_text(
+        "<html><body><section id='verdicts'>v</section><pre>" + "x" * 600 + "</pre></body></html>"
+    )
     layout = _layout(wide, tmp_path)
     assert layout["scroll_width"] > layout["width"]

@@ -16,7 +16,10 @@ def _msgs(text, system=None):
 SCORE_REQS = [
     ScoreRequest(_msgs("What matters in a family?"), "Respect for elders and care for children."),
     ScoreRequest(_msgs("Hi", system="You are from Japan."), "Harmony."),
-    ScoreRequest(_msgs("Is tradition important? " * 6), "Yes, tradition keeps a community together over many generations."),
+    ScoreRequest(
+        _msgs("Is tradition important? " * 6),
+        "Yes, tradition keeps a community together over many generations.",
+    ),
     ScoreRequest(_msgs("Why?"), "Because."),
 ]
 
@@ -50,9 +53,13 @@ def test_score_independent_of_batch_and_padding(tiny_backend):
 
 def test_choice_probs_sum_to_one_and_match_manual_softmax(tiny_backend):
     tok = tiny_backend.tokenizer
-    reqs = [ChoiceRequest(_msgs("Question: Is it good? Options: A. yes B. no C. maybe"), ["A", "B", "C"], prefix="Answer:"),
-            ChoiceRequest(_msgs("Pick one " * 9), ["A", "B"]),
-            ChoiceRequest(_msgs("Short"), ["A", "B", "C", "D"], prefix="Answer:")]
+    reqs = [
+        ChoiceRequest(
+            _msgs("Question: Is it good? Options: A. yes B. no C. maybe"), ["A", "B", "C"], prefix="Answer:"
+        ),
+        ChoiceRequest(_msgs("Pick one " * 9), ["A", "B"]),
+        ChoiceRequest(_msgs("Short"), ["A", "B", "C", "D"], prefix="Answer:"),
+    ]
     results = tiny_backend.choice_probs(reqs)
     for req, res in zip(reqs, results):
         assert sum(res.probs.values()) == pytest.approx(1.0, abs=1e-9)
@@ -92,9 +99,14 @@ def test_generate_greedy_is_batch_invariant_and_stops(tiny_backend):
         assert stop not in cut and first.startswith(cut)
 
 
-@pytest.mark.parametrize("params", [GenParams(temperature=0.8, max_new_tokens=10, seed=4),
-                                    GenParams(temperature=1.3, top_p=0.7, max_new_tokens=10, seed=4),
-                                    GenParams(max_new_tokens=10)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        GenParams(temperature=0.8, max_new_tokens=10, seed=4),
+        GenParams(temperature=1.3, top_p=0.7, max_new_tokens=10, seed=4),
+        GenParams(max_new_tokens=10),
+    ],
+)
 def test_sampled_ids_and_log_probabilities_against_a_forward_pass(tiny_backend, params):
     """generate_sampled: generate's texts; the drawn ids (through the end-of-turn token if it stopped on it); each
     one's log-probability = the forward pass's log-softmax at the temperature, less the log of the nucleus's mass
@@ -107,11 +119,15 @@ def test_sampled_ids_and_log_probabilities_against_a_forward_pass(tiny_backend, 
     eos = tiny_backend.model.generation_config.eos_token_id
     for req, o in zip(reqs, out):
         assert o.text == tok.decode(o.token_ids, skip_special_tokens=True)
-        assert o.stopped == (o.token_ids[-1] == eos) and (o.stopped or len(o.token_ids) == params.max_new_tokens)
+        assert o.stopped == (o.token_ids[-1] == eos) and (
+            o.stopped or len(o.token_ids) == params.max_new_tokens
+        )
         assert eos not in o.token_ids[:-1]
         prompt = tok.encode(render_chat(tok, req.chat), add_special_tokens=False)
         with torch.no_grad():
-            logits = tiny_backend.model(torch.tensor([prompt + list(o.token_ids)])).logits[0, len(prompt) - 1 : -1]
+            logits = tiny_backend.model(torch.tensor([prompt + list(o.token_ids)])).logits[
+                0, len(prompt) - 1 : -1
+            ]
         want = []
         for row, token in zip(logits.double(), o.token_ids):
             logp = torch.log_softmax(row / (params.temperature or 1.0), -1)
@@ -138,7 +154,9 @@ def test_adapters_switch_per_request(tmp_path, tiny_backend):
     for seed in (1, 2):
         base = AutoModelForCausalLM.from_pretrained(tiny_backend.resolved.path)
         torch.manual_seed(seed)
-        peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        peft_model = get_peft_model(
+            base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        )
         out = tmp_path / f"adapter{seed}"
         peft_model.save_pretrained(out)
         paths.append(str(out))
@@ -148,7 +166,9 @@ def test_adapters_switch_per_request(tmp_path, tiny_backend):
     assert mixed[2] == pytest.approx(tiny_backend.score([req])[0], abs=1e-5)
     assert mixed[0] != pytest.approx(mixed[1], abs=1e-4)
     assert mixed[0] != pytest.approx(mixed[2], abs=1e-4)
-    assert backend.score([ScoreRequest(req.chat, req.continuation, adapter=paths[1])])[0] == pytest.approx(mixed[1], abs=1e-5)
+    assert backend.score([ScoreRequest(req.chat, req.continuation, adapter=paths[1])])[0] == pytest.approx(
+        mixed[1], abs=1e-5
+    )
 
     # adapter 1 retrained in place (adapter 2's weights written to its folder): served anew, not from memory
     import shutil
@@ -173,8 +193,12 @@ def test_shared_prefixes_change_no_greedy_output_and_are_counted(tiny_backend):
     from kit.llm.hf_backend import MIN_SHARED_PREFIX, HFBackend
 
     system = "You are a careful negotiator who weighs every guideline. " * 6
-    reqs = [ChatRequest([{"role": "system", "content": system}, {"role": "user", "content": f"Proposal {k}: {tail}"}])
-            for k, tail in enumerate(["counter", "gap in the middle", "innovative and bold", "counter again"])]
+    reqs = [
+        ChatRequest(
+            [{"role": "system", "content": system}, {"role": "user", "content": f"Proposal {k}: {tail}"}]
+        )
+        for k, tail in enumerate(["counter", "gap in the middle", "innovative and bold", "counter again"])
+    ]
     reqs.append(ChatRequest(_msgs("Something else entirely")))
     params = GenParams(max_new_tokens=6)
     plain = HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=8, prefix_sharing=False)
@@ -212,8 +236,10 @@ def _random_adapter(base_path: str, folder: Path, seed: int) -> str:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
-                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_path),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     peft_model.save_pretrained(folder)
     return str(folder)
 
@@ -229,14 +255,21 @@ def test_an_adapter_retrained_in_place_answers_anew_through_the_cache(tmp_path, 
 
     adapter = _random_adapter(tiny_backend.resolved.path, tmp_path / "agent", 1)
     other = _random_adapter(tiny_backend.resolved.path, tmp_path / "other", 2)
-    cached = CachedBackend(HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=2),
-                           Cache(tmp_path / "cache.sqlite"))
+    cached = CachedBackend(
+        HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=2),
+        Cache(tmp_path / "cache.sqlite"),
+    )
     req = SCORE_REQS[0]
     first = cached.score([ScoreRequest(req.chat, req.continuation, adapter=adapter)])[0]
-    assert cached.score([ScoreRequest(req.chat, req.continuation, adapter=adapter)])[0] == first  # a cache hit
-    shutil.copy(Path(other) / "adapter_model.safetensors", Path(adapter) / "adapter_model.safetensors")  # retrained
+    assert (
+        cached.score([ScoreRequest(req.chat, req.continuation, adapter=adapter)])[0] == first
+    )  # a cache hit
+    shutil.copy(
+        Path(other) / "adapter_model.safetensors", Path(adapter) / "adapter_model.safetensors"
+    )  # retrained
     again = cached.score([ScoreRequest(req.chat, req.continuation, adapter=adapter)])[0]
     fresh = HFBackend("tiny-random", dtype="float32", device="cpu").score(
-        [ScoreRequest(req.chat, req.continuation, adapter=other)])[0]
+        [ScoreRequest(req.chat, req.continuation, adapter=other)]
+    )[0]
     assert again == pytest.approx(fresh, abs=1e-5) and again != pytest.approx(first, abs=1e-4)
     assert len(cached.cache) == 2  # one entry per content

@@ -18,16 +18,22 @@ HOLD = textwrap.dedent("""
 
 
 def _holder(folder):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "--as", "notebook 04"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), "--as", "notebook 04"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
 
 def _params(tmp_path, goqa):
     path = tmp_path / "p.yaml"
-    path.write_text(f"profile: t\nruns_dir: {tmp_path / 'runs'}\nmodel: {{name: tiny-random}}\n"
-                    f"data: {{goqa_path: {goqa}}}\n")
+    path.write_text(
+        f"profile: t\nruns_dir: {tmp_path / 'runs'}\nmodel: {{name: tiny-random}}\n"
+        f"data: {{goqa_path: {goqa}}}\n"
+    )
     return path
 
 
@@ -38,13 +44,25 @@ def test_second_process_is_refused_until_the_holder_dies(tmp_path, shared_data):
         params = _params(tmp_path, shared_data / "globalopinionqa" / "dev.json")
         env = {k: v for k, v in os.environ.items() if k != "AGORA_RUN_LOCK"}
         for command in (["run", str(params), "--only", "00"], ["report", str(params)]):
-            out = subprocess.run([sys.executable, "-m", "kit", *command], cwd=ROOT, capture_output=True, text=True,
-                                 env=env, timeout=120)
+            out = subprocess.run(
+                [sys.executable, "-m", "kit", *command],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
             lines = out.stderr.strip().splitlines()
             assert out.returncode == 1 and len(lines) == 1, out.stderr
             assert f"in use by PID {proc.pid} (-c {folder} --as notebook 04)" in lines[0]
-        trained = subprocess.run([sys.executable, "-m", "kit", "train", "dpo", "--params", str(params)], cwd=ROOT,
-                                 capture_output=True, text=True, env=env, timeout=120)
+        trained = subprocess.run(
+            [sys.executable, "-m", "kit", "train", "dpo", "--params", str(params)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert trained.returncode == 1 and f"PID {proc.pid}" in trained.stderr
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -62,12 +80,32 @@ def test_children_inherit_the_lock_and_one_process_holds_it_once(tmp_path):
     lock.hold(folder)
     try:
         lock.hold(folder)  # the same process again: a no-op
-        child = subprocess.run([sys.executable, "-c", "import sys; from kit.run import lock; lock.hold(sys.argv[1])",
-                                str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from kit.run import lock; lock.hold(sys.argv[1])",
+                str(folder),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert child.returncode == 0, child.stderr  # a kernel started by the holder writes under its lock
-        stranger = subprocess.run([sys.executable, "-c", "import sys; from kit.run import lock; lock.hold(sys.argv[1])",
-                                   str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                                  env={k: v for k, v in os.environ.items() if k != lock.ENV})
+        stranger = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from kit.run import lock; lock.hold(sys.argv[1])",
+                str(folder),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != lock.ENV},
+        )
         assert stranger.returncode != 0 and "RunFolderBusy" in stranger.stderr
     finally:
         lock.release(folder)
@@ -91,8 +129,13 @@ FLOCKLESS = textwrap.dedent("""
 
 
 def _flockless(folder, seconds):
-    return subprocess.Popen([sys.executable, "-c", FLOCKLESS, str(folder), str(seconds)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", FLOCKLESS, str(folder), str(seconds)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_without_flock_an_exclusive_lock_file_names_its_holder_and_a_dead_one_is_taken_over(tmp_path):
@@ -108,7 +151,9 @@ def test_without_flock_an_exclusive_lock_file_names_its_holder_and_a_dead_one_is
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    assert (folder / ".lock.held").exists()  # kill -9 leaves the file; the next holder on this host sees it dead
+    assert (
+        folder / ".lock.held"
+    ).exists()  # kill -9 leaves the file; the next holder on this host sees it dead
     third = _flockless(folder, 0)
     out, _ = third.communicate(timeout=60)
     assert third.returncode == 0 and out.strip() == "held"
@@ -127,6 +172,8 @@ def test_the_cache_works_with_dot_file_locks(tmp_path):
     dotted.put_many({"k": b"v"})
     assert dotted.get_many(["k"]) == {"k": b"v"} and len(dotted) == 1
     assert dotted._db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
 def test_merge_takes_the_lock_of_the_run_folder_it_writes(tmp_path):
     """kit merge rewrites a store a live run may be appending to: it waits its turn like any writer."""
     from kit.run import lock
@@ -142,14 +189,26 @@ def test_merge_takes_the_lock_of_the_run_folder_it_writes(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != lock.ENV}
     proc = _holder(run)
     try:
-        out = subprocess.run([sys.executable, "-m", "kit", "merge", str(store), str(store), str(shard)], cwd=ROOT,
-                             capture_output=True, text=True, env=env, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "kit", "merge", str(store), str(store), str(shard)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 1 and len(lines) == 1 and f"in use by PID {proc.pid}" in lines[0], out.stderr
         assert store.read_text() == '{"id": "a"}\n'  # untouched
     finally:
         proc.kill()
         proc.wait()
-    out = subprocess.run([sys.executable, "-m", "kit", "merge", str(store), str(store), str(shard)], cwd=ROOT,
-                         capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "kit", "merge", str(store), str(store), str(shard)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("2 records"), out.stderr

@@ -13,7 +13,21 @@ from nashpy.algorithms.vertex_enumeration import vertex_enumeration
 from kit.negotiation.meta_solver import enumerate_equilibria, nash_gap, solve_bimatrix
 from kit.negotiation.utility import UtilityWeights, payoff_matrices
 
-SHAPES = [(2, 2), (2, 3), (3, 2), (3, 3), (4, 2), (2, 5), (4, 3), (3, 5), (4, 4), (5, 3), (6, 4), (4, 6), (5, 5)]
+SHAPES = [
+    (2, 2),
+    (2, 3),
+    (3, 2),
+    (3, 3),
+    (4, 2),
+    (2, 5),
+    (4, 3),
+    (3, 5),
+    (4, 4),
+    (5, 3),
+    (6, 4),
+    (4, 6),
+    (5, 5),
+]
 
 
 def independent_gap(A, B, x, y) -> float:
@@ -122,14 +136,17 @@ def test_deterministic_choice_among_several_equilibria():
 
 
 @pytest.mark.parametrize("method", ["auto", "support_enumeration", "lemke_howson", "replicator"])
-@pytest.mark.parametrize("A, B", [
-    (np.ones((3, 3)), np.ones((3, 3))),  # all payoffs equal
-    (np.zeros((3, 4)), np.zeros((3, 4))),
-    (np.array([[1.0, 3.0, 3.0, 2.0]]), np.array([[1.0, 3.0, 3.0, 2.0]])),  # 1×n with a tie
-    (np.array([[1.0], [4.0], [4.0]]), np.array([[0.0], [0.0], [0.0]])),  # m×1 with a tie
-    (np.array([[1.0, 1.0], [0.0, 0.0]]), np.array([[1.0, 1.0], [0.0, 0.0]])),  # column player indifferent
-    (np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]), np.array([[2.0, 2.0, 1.0], [0.0, 0.0, 3.0]])),
-])
+@pytest.mark.parametrize(
+    "A, B",
+    [
+        (np.ones((3, 3)), np.ones((3, 3))),  # all payoffs equal
+        (np.zeros((3, 4)), np.zeros((3, 4))),
+        (np.array([[1.0, 3.0, 3.0, 2.0]]), np.array([[1.0, 3.0, 3.0, 2.0]])),  # 1×n with a tie
+        (np.array([[1.0], [4.0], [4.0]]), np.array([[0.0], [0.0], [0.0]])),  # m×1 with a tie
+        (np.array([[1.0, 1.0], [0.0, 0.0]]), np.array([[1.0, 1.0], [0.0, 0.0]])),  # column player indifferent
+        (np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]), np.array([[2.0, 2.0, 1.0], [0.0, 0.0, 3.0]])),
+    ],
+)
 def test_degenerate_games(A, B, method):
     eq = solve_bimatrix(A, B, method)
     assert eq.nash_gap < 1e-9 and independent_gap(A, B, eq.row, eq.col) < 1e-9
@@ -196,13 +213,16 @@ def test_equilibrium_is_read_only():
         eq.row[0] = 1.0
 
 
-@pytest.mark.parametrize("A, B, method, message", [
-    (np.ones((2, 2)), np.ones((2, 3)), "auto", "shape"),
-    (np.ones((0, 2)), np.ones((0, 2)), "auto", "non-empty"),
-    (np.array([[1.0, np.nan]]), np.ones((1, 2)), "auto", "NaN"),
-    (np.ones((2, 2)), np.ones((2, 2)), "simplex", "unknown"),
-    (np.ones((20, 20)), np.ones((20, 20)), "support_enumeration", "support pairs"),
-])
+@pytest.mark.parametrize(
+    "A, B, method, message",
+    [
+        (np.ones((2, 2)), np.ones((2, 3)), "auto", "shape"),
+        (np.ones((0, 2)), np.ones((0, 2)), "auto", "non-empty"),
+        (np.array([[1.0, np.nan]]), np.ones((1, 2)), "auto", "NaN"),
+        (np.ones((2, 2)), np.ones((2, 2)), "simplex", "unknown"),
+        (np.ones((20, 20)), np.ones((20, 20)), "support_enumeration", "support pairs"),
+    ],
+)
 def test_bad_input_is_named(A, B, method, message):
     with pytest.raises(ValueError, match=message):
         solve_bimatrix(A, B, method)

@@ -71,8 +71,16 @@ def test_acceptance_summary():
 
 def test_schwartz_values_order():
     assert SCHWARTZ_VALUES == (
-        "Self-Direction", "Stimulation", "Hedonism", "Achievement", "Power",
-        "Security", "Conformity", "Tradition", "Benevolence", "Universalism",
+        "Self-Direction",
+        "Stimulation",
+        "Hedonism",
+        "Achievement",
+        "Power",
+        "Security",
+        "Conformity",
+        "Tradition",
+        "Benevolence",
+        "Universalism",
     )
 
 
@@ -141,7 +149,9 @@ def test_half_steps_are_valid_scores_and_cosines_match_scipy():
     np.testing.assert_array_equal(value_vector(u), u)
     assert value_cosine(u, v) == pytest.approx(1 - cosine(u, v), abs=1e-12)
     assert value_distance(u, v) == pytest.approx(euclidean(u, v))
-    assert value_cosine(u, v) == pytest.approx(0.7378647873726218, abs=1e-12)  # the release's own initial_dist
+    assert value_cosine(u, v) == pytest.approx(
+        0.7378647873726218, abs=1e-12
+    )  # the release's own initial_dist
 
 
 def test_all_zero_cosine_is_undefined_unless_the_release_rule_is_asked_for():
@@ -196,7 +206,9 @@ def test_kit_own_reading_of_the_same_vectors_differs_where_named():
     a0, b0, a1, b1 = _hand_case()
     own = kit_value_summary(a0, b0, a1, b1)
     assert set(own) == set(KIT_DIFFERENCES)
-    assert own["average_cosine_sim_init"] == pytest.approx(1 / math.sqrt(2))  # the zero vector is skipped, not 0
+    assert own["average_cosine_sim_init"] == pytest.approx(
+        1 / math.sqrt(2)
+    )  # the zero vector is skipped, not 0
     assert own["average_increased_number_of_dimensions"] == pytest.approx(0.5)  # exact: +1 and 0
     assert own["final_better_than_init"] == 1  # strict
     assert own["average_dimension_l1_distance_final"] == pytest.approx(0.75)  # Euclidean: 0 and 1.5
@@ -213,7 +225,9 @@ def test_release_values_equal_compares_lists_as_multisets_and_counts_exactly():
     assert not release_values_equal("average_cosine_sim_init", 0.5, 0.5 + 1e-6)
     assert release_values_equal("cosine_sim_init", [0.1, 0.2], [0.2, 0.1])
     assert not release_values_equal("cosine_sim_init", [0.1, 0.2], [0.2, 0.1, 0.3])
-    assert release_values_equal("final_A_to_init_A_init_B", [[0.1, 0.2], [0.3, 0.4]], [[0.3, 0.4], [0.1, 0.2]])
+    assert release_values_equal(
+        "final_A_to_init_A_init_B", [[0.1, 0.2], [0.3, 0.4]], [[0.3, 0.4], [0.1, 0.2]]
+    )
     counts = {"1": {"0.0": 2}}
     assert release_values_equal("init_A_dimensions_statistics", counts, {"1": {"0.0": 2}})
     assert not release_values_equal("init_A_dimensions_statistics", counts, {"1": {"0.0": 1}})
@@ -225,6 +239,8 @@ def test_release_perplexity_row():
     assert row["PPL_init_distance"] == pytest.approx(1.6e-5)
     assert row["PPL_distance_difference"] == pytest.approx(8e-6 / 1.6e-5)
     failed = release_ppl_row(1.0000025, -1, 1.000007, 1.00001)
-    assert failed["PPL_init_distance"] == pytest.approx(2.0000025) and failed["PPL_distance_difference"] is None
+    assert (
+        failed["PPL_init_distance"] == pytest.approx(2.0000025) and failed["PPL_distance_difference"] is None
+    )
     with pytest.raises(ValueError):
         release_ppl_row(float("nan"), 1, 1, 1)

@@ -26,19 +26,22 @@ def test_no_real_sentence_is_flagged(shared_data):
     assert len(texts) > 3000 and flagged == []
 
 
-@pytest.mark.parametrize("text, why", [
-    ("", "empty"),
-    ("   \n ", "empty"),
-    (None, "empty"),
-    ("##\n##\n##\n##\n##\n##\n##", "too few words"),  # the smoke run's Kenyan opening statement
-    ("---\n***\n> >", "too few words"),
-    ("A.", "too few words"),
-    ("**Title:** **Reason:** ****", "too few words"),
-    ("## ## ## Core ## ## ## ## Values ## ## ## ## ## ## ## ## ## ok", "mostly markup"),
-    ("## Core Values\n" * 12, "repetitive"),
-    ("yes " * 20, "repetitive"),
-    ("I agree. I agree. I agree. I agree. I agree. I agree. I agree. I agree.", "repetitive"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("", "empty"),
+        ("   \n ", "empty"),
+        (None, "empty"),
+        ("##\n##\n##\n##\n##\n##\n##", "too few words"),  # the smoke run's Kenyan opening statement
+        ("---\n***\n> >", "too few words"),
+        ("A.", "too few words"),
+        ("**Title:** **Reason:** ****", "too few words"),
+        ("## ## ## Core ## ## ## ## Values ## ## ## ## ## ## ## ## ## ok", "mostly markup"),
+        ("## Core Values\n" * 12, "repetitive"),
+        ("yes " * 20, "repetitive"),
+        ("I agree. I agree. I agree. I agree. I agree. I agree. I agree. I agree.", "repetitive"),
+    ],
+)
 def test_degenerate_outputs_are_named(text, why):
     assert degenerate(text) == why
     assert readable(text or "") is None

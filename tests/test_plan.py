@@ -33,10 +33,20 @@ def test_parameter_counts_are_transformers_own_and_the_moe_is_mergekits():
     assert base.params == 7_615_616_512 and base.source in ("catalog", "hub cache")
     assert base.kv_bytes_per_token == 2 * 28 * 4 * 128 * 2  # K and V, 28 layers, 4 KV heads of 128, bfloat16
     tiny = catalog.shape("tiny-random-qwen2")
-    cfg = Qwen2MoeConfig(hidden_size=tiny.hidden, intermediate_size=tiny.intermediate,
-                         moe_intermediate_size=tiny.intermediate, shared_expert_intermediate_size=tiny.intermediate,
-                         num_experts=5, num_experts_per_tok=2, num_hidden_layers=tiny.layers, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=tiny.vocab, tie_word_embeddings=False, decoder_sparse_step=1)
+    cfg = Qwen2MoeConfig(
+        hidden_size=tiny.hidden,
+        intermediate_size=tiny.intermediate,
+        moe_intermediate_size=tiny.intermediate,
+        shared_expert_intermediate_size=tiny.intermediate,
+        num_experts=5,
+        num_experts_per_tok=2,
+        num_hidden_layers=tiny.layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=tiny.vocab,
+        tie_word_embeddings=False,
+        decoder_sparse_step=1,
+    )
     with torch.device("meta"):
         expected = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
     assert catalog.moe_shape(tiny, 5, shared_expert=True).params == expected
@@ -61,8 +71,9 @@ def test_the_full_profile_fits_one_80gb_gpu_and_says_why(full, capsys):
     out = capsys.readouterr().out
     assert "every stage fits" in out and "GPU-hours on one GPU" in out and "disk:" in out
     plan = make_plan(full, 1, 80.0)
-    assert plan.fits and {s.stage.notebook for s in plan.stages} == {f"{n:02d}" for n in (0, 1, 2, 3, 4, 5, 10, 11, 12, 20,
-                                                                                          21, 22, 30, 31, 32)}
+    assert plan.fits and {s.stage.notebook for s in plan.stages} == {
+        f"{n:02d}" for n in (0, 1, 2, 3, 4, 5, 10, 11, 12, 20, 21, 22, 30, 31, 32)
+    }
     hours = sum(r["gpu_hours"] for r in __import__("kit.plan.hours", fromlist=["hours"]).hours(full))
     assert hours <= 20  # the target of the full study on one H100
 
@@ -94,8 +105,10 @@ def test_full_recipes_are_gpu_recipes_with_the_plans_batches(full):
         assert recipe.trl.get("gradient_checkpointing") is True, f"{key}.trl.gradient_checkpointing"
         assert {"per_device_train_batch_size", "gradient_accumulation_steps"} <= set(recipe.trl), key
     for key, r in recipe_batches(full, 80.0).items():
-        assert (r["per_device_train_batch_size"], r["gradient_accumulation_steps"]) == \
-               (r["planned_batch"], r["planned_accumulation"]), key
+        assert (r["per_device_train_batch_size"], r["gradient_accumulation_steps"]) == (
+            r["planned_batch"],
+            r["planned_accumulation"],
+        ), key
 
 
 def test_the_eight_gpu_profile_places_the_judge_and_the_merged_models_on_their_own_gpus():
@@ -114,7 +127,9 @@ def test_every_notebook_has_its_stages():
     assert set(notebook_stages(params)) == notebooks
 
 
-def test_a_stage_releases_what_it_does_not_list_and_swaps_one_engine_at_a_time(tmp_path, shared_data, monkeypatch):
+def test_a_stage_releases_what_it_does_not_list_and_swaps_one_engine_at_a_time(
+    tmp_path, shared_data, monkeypatch
+):
     """Entering a training stage releases the agents' engine; in notebook 12 using a merged model releases the
     base engine; a part a stage does not list is refused in strict mode."""
     from kit.llm.base import ChatRequest, GenParams
@@ -132,10 +147,14 @@ def test_a_stage_releases_what_it_does_not_list_and_swaps_one_engine_at_a_time(t
         assert not resident.loaded  # the trainer's stage starts with the engine released
     from kit.llm.models import resolve_model
 
-    merged = session.backend_of(resolve_model("tiny-random").path)  # any model folder stands for a merged model
+    merged = session.backend_of(
+        resolve_model("tiny-random").path
+    )  # any model folder stands for a merged model
     merged_key = next(k for k in session._residents if k.startswith("merged:"))
-    monkeypatch.setattr("kit.session._part", lambda key: Part("merged", "moe") if key.startswith("merged:")
-                        else Part("engine", key))
+    monkeypatch.setattr(
+        "kit.session._part",
+        lambda key: Part("merged", "moe") if key.startswith("merged:") else Part("engine", key),
+    )
     with session.stage("12", "Table 1, consistency and capability"):
         session.backend.generate([ChatRequest([{"role": "user", "content": "again"}])], gen)
         assert resident.loaded
@@ -145,7 +164,9 @@ def test_a_stage_releases_what_it_does_not_list_and_swaps_one_engine_at_a_time(t
     with session.stage("11", "ORPO continent agents"), pytest.raises(StageError, match="does not list"):
         session.backend.generate([ChatRequest([{"role": "user", "content": "not here"}])], gen)
     snapshots = [s["resident"] for s in session.stage_log if s["stage"].startswith("12")][0]
-    assert ["merged:moe"] in snapshots or any("merged:moe" in snap and "engine:model" not in snap for snap in snapshots)
+    assert ["merged:moe"] in snapshots or any(
+        "merged:moe" in snap and "engine:model" not in snap for snap in snapshots
+    )
 
 
 MEASURE = """
@@ -177,12 +198,19 @@ TOLERANCE = 0.25
 @pytest.mark.parametrize("checkpointing", [True, False], ids=["checkpointing", "no-checkpointing"])
 def test_the_trainer_estimate_matches_the_measured_peak_on_the_cpu(checkpointing):
     batch, length = 4, 256
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(batch), str(length), str(int(checkpointing))], cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(batch), str(length), str(int(checkpointing))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     measured = json.loads(out.stdout.strip().splitlines()[-1])["delta"]
     shape = catalog.shape("smollm2-135m-instruct")
-    estimate = memory.trainer(shape, memory.Recipe("sft", False, checkpointing, batch, length, 8), on_gpu=False).gib
+    estimate = memory.trainer(
+        shape, memory.Recipe("sft", False, checkpointing, batch, length, 8), on_gpu=False
+    ).gib
     assert abs(estimate - measured) <= TOLERANCE * measured, (estimate, measured)
 
 
@@ -194,16 +222,21 @@ def test_the_eight_gpu_profile_is_the_full_profile_but_where_the_models_sit():
     def flat(node, prefix=""):
         out = {}
         for key, value in node.items():
-            out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+            out |= (
+                flat(value, f"{prefix}{key}.")
+                if isinstance(value, dict) and value
+                else {f"{prefix}{key}": value}
+            )
         return out
 
     full = flat(parse_yaml((ROOT / "params" / "full.yaml").read_text()))
     eight = flat(parse_yaml((ROOT / "params" / "full-8gpu.yaml").read_text()))
     placement = {"profile", "model.kv_cache_gb"}
     differ = {k for k in set(full) | set(eight) if full.get(k) != eight.get(k)}
-    assert all(k in placement or k.startswith(("models.selfplay_judge.", "models.palette_merged.", "cluster."))
-               for k in differ), \
-        sorted(differ)
+    assert all(
+        k in placement or k.startswith(("models.selfplay_judge.", "models.palette_merged.", "cluster."))
+        for k in differ
+    ), sorted(differ)
 
 
 def test_kit_run_refuses_a_profile_that_does_not_fit_the_visible_gpus(full, monkeypatch, capsys):

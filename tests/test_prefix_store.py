@@ -11,8 +11,13 @@ from kit.llm.prefix_store import PrefixStore, common_length
 def _layers(tokens, layers=2, heads=1, dim=2):
     """Fake per-layer keys/values whose entries encode (layer, token), so a slice can be checked by eye."""
     t = torch.tensor(tokens, dtype=torch.float32)
-    return [(t[None, :, None].expand(heads, len(tokens), dim) + 100 * layer,
-             -t[None, :, None].expand(heads, len(tokens), dim)) for layer in range(layers)]
+    return [
+        (
+            t[None, :, None].expand(heads, len(tokens), dim) + 100 * layer,
+            -t[None, :, None].expand(heads, len(tokens), dim),
+        )
+        for layer in range(layers)
+    ]
 
 
 def _bytes(n_tokens, layers=2, heads=1, dim=2):
@@ -35,7 +40,9 @@ def test_longest_prefix_per_adapter_and_limit():
     assert store.longest(None, [1, 2, 3, 4, 5, 6], limit=3)[1] == 3  # never past the limit
     assert store.longest(None, [1, 2, 9, 9], limit=10)[1] == 3
     assert store.longest(None, [5, 5], limit=10) == (None, 0)
-    assert store.longest("lora", [1, 2, 3, 4, 5, 6, 7], limit=10)[1] == 6  # another adapter's entries are apart
+    assert (
+        store.longest("lora", [1, 2, 3, 4, 5, 6, 7], limit=10)[1] == 6
+    )  # another adapter's entries are apart
     assert store.longest("other", [1, 2, 3], limit=10) == (None, 0)
 
 
@@ -95,9 +102,13 @@ def test_later_calls_reuse_earlier_prefixes_with_the_same_tokens(fresh):
 
     plain = HFBackend("tiny-random", dtype="float32", device="cpu", batch_size=8, prefix_sharing=False)
     params = GenParams(max_new_tokens=6)
-    calls = [[ChatRequest(_chat("Topic: housework. Propose a counter-proposal."))],  # one call per temperature
-             [ChatRequest(_chat("Topic: housework. Propose a gap-filler.")),
-              ChatRequest(_chat("Something else", system="Another system prompt entirely."))]]
+    calls = [
+        [ChatRequest(_chat("Topic: housework. Propose a counter-proposal."))],  # one call per temperature
+        [
+            ChatRequest(_chat("Topic: housework. Propose a gap-filler.")),
+            ChatRequest(_chat("Something else", system="Another system prompt entirely.")),
+        ],
+    ]
     for call in calls:
         before = dict(fresh.stats)
         assert fresh.generate(call, params) == plain.generate(call, params)  # float32: same tokens
@@ -110,13 +121,17 @@ def test_later_calls_reuse_earlier_prefixes_with_the_same_tokens(fresh):
     turn = first + [{"role": "assistant", "content": reply}, {"role": "user", "content": "Why?"}]
     before = dict(fresh.stats)
     assert fresh.generate([ChatRequest(turn)], params) == plain.generate([ChatRequest(turn)], params)
-    opening = len(fresh._encode(fresh.tokenizer.apply_chat_template(first, tokenize=False, add_generation_prompt=True)))
+    opening = len(
+        fresh._encode(fresh.tokenizer.apply_chat_template(first, tokenize=False, add_generation_prompt=True))
+    )
     assert fresh.stats["prefill_tokens_saved"] - before["prefill_tokens_saved"] >= opening
 
 
 def test_seeded_sampling_reproduces_from_a_cold_start(fresh):
-    calls = [[ChatRequest(_chat(f"Proposal {k}: {tail}")) for k, tail in enumerate(["counter", "gap", "bold"])]
-             for _ in range(2)]
+    calls = [
+        [ChatRequest(_chat(f"Proposal {k}: {tail}")) for k, tail in enumerate(["counter", "gap", "bold"])]
+        for _ in range(2)
+    ]
     sampled = GenParams(max_new_tokens=6, temperature=1.0, seed=5)
 
     def run():

@@ -57,10 +57,27 @@ def test_an_unregistered_method_fails_the_trace_validator(toy_protocol):
     PROTOCOLS.unregister(TOY)
     try:
         with pytest.raises(ValueError, match=f"method '{TOY}' is not one of"):
-            validate_trace({"id": f"{TOY}:a|b:t", "schema": "negotiation-trace/2", "method": TOY, "seed": 0,
-                            "settings": {}, "topic": {}, "agents": [], "initial": [], "rounds": [],
-                            "consensus": [], "truncated": [], "rounds_used": 0, "converged": False, "failed": False,
-                            "parse_failures": 0, "retries": 0, "failures": []})
+            validate_trace(
+                {
+                    "id": f"{TOY}:a|b:t",
+                    "schema": "negotiation-trace/2",
+                    "method": TOY,
+                    "seed": 0,
+                    "settings": {},
+                    "topic": {},
+                    "agents": [],
+                    "initial": [],
+                    "rounds": [],
+                    "consensus": [],
+                    "truncated": [],
+                    "rounds_used": 0,
+                    "converged": False,
+                    "failed": False,
+                    "parse_failures": 0,
+                    "retries": 0,
+                    "failures": [],
+                }
+            )
     finally:
         register_protocol(Protocol(TOY, opening_echo, stopping_rule=False))
 
@@ -73,8 +90,15 @@ def test_a_new_protocol_runs_end_to_end_on_tiny(toy_protocol, shared_data, tmp_p
     from kit.reporting.leaderboard import consensus_board
     from kit.session import Session
 
-    params = load_params(ROOT / "params" / "tiny.yaml", [f"runs_dir={tmp_path}", f"negotiation.methods=[{TOY}, none]", f"finetune.from_methods=[{TOY}]",
-                                                         "negotiation.agent_kind=prompted"])  # params accept it
+    params = load_params(
+        ROOT / "params" / "tiny.yaml",
+        [
+            f"runs_dir={tmp_path}",
+            f"negotiation.methods=[{TOY}, none]",
+            f"finetune.from_methods=[{TOY}]",
+            "negotiation.agent_kind=prompted",
+        ],
+    )  # params accept it
     assert any(w.notebook == "02" for w in workload(params))  # the plan prices it from its spec
     session = Session(params)
     agents = negotiation.agents(session)
@@ -90,6 +114,8 @@ def test_a_new_protocol_runs_end_to_end_on_tiny(toy_protocol, shared_data, tmp_p
 
     per_trace = consensus_evaluation.evaluate(session)  # notebook 03's evaluation, saved for the board
     assert TOY in set(per_trace["method"])
-    assert per_trace.loc[per_trace["method"] == TOY, "converged"].isna().all()  # no stopping rule: no flag to read
+    assert (
+        per_trace.loc[per_trace["method"] == TOY, "converged"].isna().all()
+    )  # no stopping rule: no flag to read
     board = consensus_board(per_trace, n_boot=50)
     assert TOY in board.index and board.loc[TOY, "n"] >= 1

@@ -30,12 +30,30 @@ KILLS = {"01": 1, "04": 2, "10": 1, "11": 2, "20": 1, "21": 1, "31": 1}
 # never killed, copied from the run never killed: 02's traces are what 04 trains on, 30's dilemmas what 31 plays
 COPIED = {"02": ["records/negotiations"], "30": ["records/selfplay_generated_*.jsonl"]}
 # what one call spent, not what it made: seconds, memory, tokens this call trained, where it resumed from
-VOLATILE = ("seconds", "rss", "cost", "resumed", "train_tokens", "tokens_per_second", "step_seconds", "timings")
+VOLATILE = (
+    "seconds",
+    "rss",
+    "cost",
+    "resumed",
+    "train_tokens",
+    "tokens_per_second",
+    "step_seconds",
+    "timings",
+)
 
 
 def _command(runs: Path, nb: str) -> list[str]:
-    return [sys.executable, "-m", "kit", "run", str(ROOT / "params" / "tiny.yaml"), "--only", nb,
-            "--set", f"runs_dir={runs}"]
+    return [
+        sys.executable,
+        "-m",
+        "kit",
+        "run",
+        str(ROOT / "params" / "tiny.yaml"),
+        "--only",
+        nb,
+        "--set",
+        f"runs_dir={runs}",
+    ]
 
 
 def _env() -> dict:
@@ -44,20 +62,26 @@ def _env() -> dict:
 
 def _run(runs: Path, nb: str) -> float:
     start = time.perf_counter()
-    out = subprocess.run(_command(runs, nb), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        _command(runs, nb), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return time.perf_counter() - start
 
 
 def _kill_after(runs: Path, nb: str, seconds: float) -> bool:
     """Start the notebook and SIGKILL its whole process tree after ``seconds``; False if it ended first."""
-    proc = subprocess.Popen(_command(runs, nb), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _command(runs, nb), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         proc.wait(seconds)
         return False
     except subprocess.TimeoutExpired:
-        tree = [proc, *psutil.Process(proc.pid).children(recursive=True)]  # the kernel runs in its own session
+        tree = [
+            proc,
+            *psutil.Process(proc.pid).children(recursive=True),
+        ]  # the kernel runs in its own session
         for p in tree:
             try:
                 os.kill(p.pid, signal.SIGKILL)
@@ -78,17 +102,24 @@ def _plain(value):
 
 
 def _records(run_dir: Path) -> dict[str, list[dict]]:
-    return {str(f.relative_to(run_dir)): [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-            for f in sorted((run_dir / "records").rglob("*.jsonl"))}
+    return {
+        str(f.relative_to(run_dir)): [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        for f in sorted((run_dir / "records").rglob("*.jsonl"))
+    }
 
 
 def _weights(run_dir: Path) -> dict[str, dict]:
     """Every trained adapter's and merged model's tensors."""
     from safetensors.torch import load_file
 
-    found = [*run_dir.rglob("adapter_model.safetensors"), *(run_dir / "palette" / "models").glob("*/*.safetensors"),
-             *run_dir.rglob("detector.safetensors")]
-    return {str(f.relative_to(run_dir)): {k: v.tolist() for k, v in load_file(f).items()} for f in sorted(found)}
+    found = [
+        *run_dir.rglob("adapter_model.safetensors"),
+        *(run_dir / "palette" / "models").glob("*/*.safetensors"),
+        *run_dir.rglob("detector.safetensors"),
+    ]
+    return {
+        str(f.relative_to(run_dir)): {k: v.tolist() for k, v in load_file(f).items()} for f in sorted(found)
+    }
 
 
 def _name(nb: str) -> str:
@@ -104,8 +135,10 @@ def test_a_run_killed_at_random_points_resumes_to_the_numbers_of_a_run_never_kil
     for nb in ORDER:
         if not (a / "metrics" / f"{_name(nb)}.json").is_file():
             _run(a.parent, nb)
-    took = {nb: json.loads((a / "metrics" / f"{_name(nb)}.json").read_text())["cost"]["session"]["seconds"]
-            for nb in ORDER}
+    took = {
+        nb: json.loads((a / "metrics" / f"{_name(nb)}.json").read_text())["cost"]["session"]["seconds"]
+        for nb in ORDER
+    }
     points = []
     for nb in ORDER:
         if nb in COPIED:
@@ -135,7 +168,9 @@ def test_a_run_killed_at_random_points_resumes_to_the_numbers_of_a_run_never_kil
     for store, rows in stores_b.items():
         ids = [r.get("id") for r in rows]
         assert len(ids) == len(set(ids)), f"{store}: a record written twice"  # nothing doubled
-        assert sorted(ids, key=str) == sorted((r.get("id") for r in stores_a[store]), key=str), store  # nothing lost
+        assert sorted(ids, key=str) == sorted((r.get("id") for r in stores_a[store]), key=str), (
+            store
+        )  # nothing lost
         by_id = {r.get("id"): r for r in stores_a[store]}
         assert all(_plain(r) == _plain(by_id[r.get("id")]) for r in rows), store
     weights_a, weights_b = _weights(a), _weights(b)

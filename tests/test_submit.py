@@ -32,17 +32,37 @@ def test_the_slurm_script_asks_what_the_cluster_section_says(shared_data, tmp_pa
     from kit.config import load_params
     from kit.tools.submit import UnitJob, slurm_parameters
 
-    params = load_params(ROOT / "params" / "full.yaml", [f"runs_dir={tmp_path}", "cluster.partition=gpu",
-                                                          "cluster.slurm={qos: high}"])
-    script = _make_sbatch_string("python -m submitit.core._submit", str(tmp_path / "%j"),
-                                 **slurm_parameters(params, "1"), dependency="afterok:101,singleton")
-    for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=16", "#SBATCH --mem=128GB",
-                 f"#SBATCH --time={int(params.cluster.time_min['1'])}", "#SBATCH --signal=USR2@300",
-                 "#SBATCH --partition=gpu", "#SBATCH --qos=high", "#SBATCH --job-name=agora-full",
-                 "#SBATCH --dependency=afterok:101,singleton"):
+    params = load_params(
+        ROOT / "params" / "full.yaml",
+        [f"runs_dir={tmp_path}", "cluster.partition=gpu", "cluster.slurm={qos: high}"],
+    )
+    script = _make_sbatch_string(
+        "python -m submitit.core._submit",
+        str(tmp_path / "%j"),
+        **slurm_parameters(params, "1"),
+        dependency="afterok:101,singleton",
+    )
+    for line in (
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=16",
+        "#SBATCH --mem=128GB",
+        f"#SBATCH --time={int(params.cluster.time_min['1'])}",
+        "#SBATCH --signal=USR2@300",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --qos=high",
+        "#SBATCH --job-name=agora-full",
+        "#SBATCH --dependency=afterok:101,singleton",
+    ):
         assert line in script, line
     job = UnitJob("1", ["10", "11", "12"], "params/full.yaml", ["model.batch_size=4"])
-    assert job.command()[3:] == ["run", "params/full.yaml", "--only", "10,11,12", "--set", "model.batch_size=4"]
+    assert job.command()[3:] == [
+        "run",
+        "params/full.yaml",
+        "--only",
+        "10,11,12",
+        "--set",
+        "model.batch_size=4",
+    ]
 
 
 def test_bad_cluster_params_fail_in_one_line(shared_data):
@@ -75,7 +95,14 @@ def test_two_units_through_the_local_executor_one_killed_requeued_and_resumed(sh
     log = attempts(params.run_dir)
     events = [(a["unit"], a["event"]) for a in log]
     # unit 0 stopped and requeued, then ran to its end; unit 1 started only after that
-    assert events == [("0", "start"), ("0", "requeue"), ("0", "start"), ("0", "end"), ("1", "start"), ("1", "end")]
+    assert events == [
+        ("0", "start"),
+        ("0", "requeue"),
+        ("0", "start"),
+        ("0", "end"),
+        ("1", "start"),
+        ("1", "end"),
+    ]
     assert all(a["code"] == 0 for a in log if a["event"] == "end")
     for nb in ("00_quickstart", "10_palette_data"):
         assert json.loads((params.run_dir / "metrics" / f"{nb}.json").read_text())["made_by"]

@@ -15,14 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # keys whose values name models (tiny random models of the same architectures) or the machine
 MODEL_IDS = re.compile(r"^(model|models\.\w+|embedder)\.name$")
-MACHINE = {"profile", "model.backend", "model.device", "cell_timeout_s",
-           # vLLM's own settings: the transformers backend on the CPU has no fp8
-           "models.selfplay_judge.quantization", "models.palette_merged.quantization"}
+MACHINE = {
+    "profile",
+    "model.backend",
+    "model.device",
+    "cell_timeout_s",
+    # vLLM's own settings: the transformers backend on the CPU has no fp8
+    "models.selfplay_judge.quantization",
+    "models.palette_merged.quantization",
+}
 # keys that size the run: tiny-full's value is at most full's (a list: a part of full's)
-SIZES = re.compile(r"(^|\.)(n|n_\w+|\w+_items|\w+_tokens|\w+_words|max_\w+|batch_size|per_device_train_batch_size|"
-                   r"gradient_accumulation_steps|num_train_epochs|num_generations|r|lora_alpha|samples_per_item|best_of|"
-                   r"heldout_topics|kv_cache_gb|n_boot|countries|pairs|culture_countries|max_retries|\w+_dialogues|n_choice|"
-                   r"from_methods)$")
+SIZES = re.compile(
+    r"(^|\.)(n|n_\w+|\w+_items|\w+_tokens|\w+_words|max_\w+|batch_size|per_device_train_batch_size|"
+    r"gradient_accumulation_steps|num_train_epochs|num_generations|r|lora_alpha|samples_per_item|best_of|"
+    r"heldout_topics|kv_cache_gb|n_boot|countries|pairs|culture_countries|max_retries|\w+_dialogues|n_choice|"
+    r"from_methods)$"
+)
 # what a random model cannot do, and why tiny-full's value differs
 RANDOM_MODEL = {
     "negotiation.agent_kind": "a random model writes no grounding data, so notebook 01 builds no grounded agent",
@@ -52,14 +60,18 @@ def _flat(node: dict, prefix: str = "") -> dict:
 
 
 def _profiles():
-    return (_flat(parse_yaml((ROOT / "params" / "full.yaml").read_text())),
-            _flat(parse_yaml((ROOT / "params" / "tiny-full.yaml").read_text())))
+    return (
+        _flat(parse_yaml((ROOT / "params" / "full.yaml").read_text())),
+        _flat(parse_yaml((ROOT / "params" / "tiny-full.yaml").read_text())),
+    )
 
 
 def test_tiny_full_has_every_key_of_full_and_its_values_but_models_sizes_and_the_machine():
     full, tiny = _profiles()
-    assert set(tiny) == set(full), f"keys only in full: {sorted(set(full) - set(tiny))}; only in tiny-full: " \
-                                   f"{sorted(set(tiny) - set(full))}"
+    assert set(tiny) == set(full), (
+        f"keys only in full: {sorted(set(full) - set(tiny))}; only in tiny-full: "
+        f"{sorted(set(tiny) - set(full))}"
+    )
     for key in full:
         a, b = full[key], tiny[key]
         if a == b or MODEL_IDS.match(key) or key in MACHINE or key in RANDOM_MODEL:
@@ -79,8 +91,11 @@ def test_tiny_full_models_have_the_architectures_of_fulls():
     from kit.plan.catalog import shape
 
     full, tiny = load_params(ROOT / "params" / "full.yaml"), load_params(ROOT / "params" / "tiny-full.yaml")
-    pairs = [(full.model.name, tiny.model.name), (full.embedder.name, tiny.embedder.name),
-             *((full.models[r].name, tiny.models[r].name) for r in ("selfplay_judge", "nli"))]
+    pairs = [
+        (full.model.name, tiny.model.name),
+        (full.embedder.name, tiny.embedder.name),
+        *((full.models[r].name, tiny.models[r].name) for r in ("selfplay_judge", "nli")),
+    ]
     for big, small in pairs:
         assert shape(big).model_type == shape(small).model_type, (big, small)
     assert {shape(small).model_type for _, small in pairs} == {"qwen2", "mpnet", "deberta-v2"}
@@ -122,7 +137,9 @@ def test_what_each_stage_held_is_what_the_plan_says(tiny_full_run):
     stages = {s.label: s for sts in notebook_stages(params).values() for s in sts}
     seen = 0
     for stem in ran:
-        kept: set = set()  # encoders a stage of this notebook loaded stay for its later stages, as the plan counts
+        kept: set = (
+            set()
+        )  # encoders a stage of this notebook loaded stay for its later stages, as the plan counts
         for entry in read_json(params.run_dir / "metrics" / f"{stem}.json").get("plan_stages", []):
             stage = stages[entry["stage"]]
             for snapshot in entry["resident"]:

@@ -16,20 +16,37 @@ from kit.train.records import SFT_TARGET, preference_records, sft_records, split
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def trace(tid: str, *, consensus=("We agree to respect elders and youth alike.", "Both sides share duties fairly."),
-          responses=("Elders decide.", "Youth decide."), converged=True, failed=False, statements=None,
-          method="ncn") -> dict:
+def trace(
+    tid: str,
+    *,
+    consensus=("We agree to respect elders and youth alike.", "Both sides share duties fairly."),
+    responses=("Elders decide.", "Youth decide."),
+    converged=True,
+    failed=False,
+    statements=None,
+    method="ncn",
+) -> dict:
     rounds = [{"round": 1, "statements": list(s)} for s in (statements or [])]
     return {
-        "id": tid, "method": method, "topic": {"id": f"topic-{tid}", "text": f"Who should decide? ({tid})", "source": "test"},
-        "agents": [{"name": "a", "culture": "Japan", "kind": "described"}, {"name": "b", "culture": "Brazil", "kind": "described"}],
+        "id": tid,
+        "method": method,
+        "topic": {"id": f"topic-{tid}", "text": f"Who should decide? ({tid})", "source": "test"},
+        "agents": [
+            {"name": "a", "culture": "Japan", "kind": "described"},
+            {"name": "b", "culture": "Brazil", "kind": "described"},
+        ],
         "initial": [{"opinion": "o", "guideline": "g", "response": r} for r in responses],
-        "rounds": rounds, "consensus": list(consensus), "rounds_used": len(rounds),
-        "converged": converged, "failed": failed, "parse_failures": 0,
+        "rounds": rounds,
+        "consensus": list(consensus),
+        "rounds_used": len(rounds),
+        "converged": converged,
+        "failed": failed,
+        "parse_failures": 0,
     }
 
 
 # --- records ------------------------------------------------------------------------------------
+
 
 def test_preference_records_format_filters_and_counts():
     good = trace("t1")
@@ -38,22 +55,38 @@ def test_preference_records_format_filters_and_counts():
         good,
         trace("t2", failed=True),
         trace("t3", converged=False),
-        trace("t4", consensus=("The same text as before.", "A different text this time."),
-              responses=("The same text as before.", "Other.")),
+        trace(
+            "t4",
+            consensus=("The same text as before.", "A different text this time."),
+            responses=("The same text as before.", "Other."),
+        ),
         trace("t5", consensus=("", "The consensus that is kept.")),
         dup,
         # a consensus statement the evaluation leaves out trains nothing: markup, or the other side's opening copied
         trace("t6", consensus=("##\n##\n##", "Both sides share duties fairly.")),
-        trace("t7", consensus=("Youth decide what is best for all.", "Both sides share duties fairly."),
-              responses=("Elders decide.", "Youth decide what is best for all.")),
+        trace(
+            "t7",
+            consensus=("Youth decide what is best for all.", "Both sides share duties fairly."),
+            responses=("Elders decide.", "Youth decide what is best for all."),
+        ),
     ]
     records, counts = preference_records(traces)
-    assert counts == {"traces": 8, "kept": 4, "dropped_failed": 1, "dropped_not_converged": 1,
-                      "dropped_identical": 1, "dropped_empty": 1, "dropped_duplicate": 2, "dropped_degenerate": 2}
+    assert counts == {
+        "traces": 8,
+        "kept": 4,
+        "dropped_failed": 1,
+        "dropped_not_converged": 1,
+        "dropped_identical": 1,
+        "dropped_empty": 1,
+        "dropped_duplicate": 2,
+        "dropped_degenerate": 2,
+    }
     assert [r["id"] for r in records] == ["t1:0", "t1:1", "t4:1", "t5:1"]
     r = records[1]
-    assert r["prompt"] == [{"role": "system", "content": culture_instruction("Brazil")},
-                           {"role": "user", "content": "Who should decide? (t1)"}]
+    assert r["prompt"] == [
+        {"role": "system", "content": culture_instruction("Brazil")},
+        {"role": "user", "content": "Who should decide? (t1)"},
+    ]
     assert r["chosen"] == [{"role": "assistant", "content": "Both sides share duties fairly."}]
     assert r["rejected"] == [{"role": "assistant", "content": "Youth decide."}]
     assert r["culture"] == "Brazil" and r["topic"] == "topic-t1"
@@ -66,7 +99,9 @@ def test_records_match_trl_conversational_format(tiny_backend):
     from trl.data_utils import is_conversational, maybe_apply_chat_template
 
     records, _ = preference_records([trace("t1")])
-    rendered = maybe_apply_chat_template({k: records[0][k] for k in ("prompt", "chosen", "rejected")}, tiny_backend.tokenizer)
+    rendered = maybe_apply_chat_template(
+        {k: records[0][k] for k in ("prompt", "chosen", "rejected")}, tiny_backend.tokenizer
+    )
     assert is_conversational(records[0])
     assert rendered["prompt"].endswith("<|im_start|>assistant\n") and "Japan" in rendered["prompt"]
     assert rendered["chosen"].startswith("We agree")
@@ -84,7 +119,11 @@ def test_record_tokens_count_prompt_once_and_cap_each_sequence(tiny_backend):
         text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
         return len(tok(text, add_special_tokens=False)["input_ids"])
 
-    p, pc, pr = n(r[0]["prompt"], True), n(r[0]["prompt"] + r[0]["chosen"]), n(r[0]["prompt"] + r[0]["rejected"])
+    p, pc, pr = (
+        n(r[0]["prompt"], True),
+        n(r[0]["prompt"] + r[0]["chosen"]),
+        n(r[0]["prompt"] + r[0]["rejected"]),
+    )
     assert record_tokens(tok, r[0]) == pc + pr - p
     assert record_tokens(tok, r[0], max_length=p) == p  # both sequences cut back to the prompt
     s, _ = sft_records([trace("t1", statements=[("s0", "s1")])])
@@ -96,10 +135,16 @@ def test_sft_records_use_last_statement_then_consensus():
     records, counts = sft_records([t, trace("t2"), trace("t3", failed=True)])
     assert counts == {"traces": 3, "kept": 2, "dropped_failed": 1, "dropped_no_reasoning": 2}
     a, b = records
-    assert a["messages"][:2] == [{"role": "system", "content": culture_instruction("Japan")},
-                                 {"role": "user", "content": "Who should decide? (t1)"}]
-    assert a["messages"][2] == {"role": "assistant", "content": SFT_TARGET.format(
-        reasoning="last A", consensus="We agree to respect elders and youth alike.")}
+    assert a["messages"][:2] == [
+        {"role": "system", "content": culture_instruction("Japan")},
+        {"role": "user", "content": "Who should decide? (t1)"},
+    ]
+    assert a["messages"][2] == {
+        "role": "assistant",
+        "content": SFT_TARGET.format(
+            reasoning="last A", consensus="We agree to respect elders and youth alike."
+        ),
+    }
     # Agent B said nothing in the last round: its latest non-empty statement is used.
     assert b["messages"][2]["content"].startswith("first B\n\n")
 
@@ -129,8 +174,16 @@ def test_to_dataset_keeps_columns():
 # --- trainers -----------------------------------------------------------------------------------
 
 # Warmup off and a large rate, so one step visibly moves the adapter.
-CFG = FinetuneParams(trl={"num_train_epochs": 1, "per_device_train_batch_size": 2, "max_length": 128,
-                          "learning_rate": 5e-2, "warmup_steps": 0.0, "logging_steps": 1})
+CFG = FinetuneParams(
+    trl={
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 2,
+        "max_length": 128,
+        "learning_rate": 5e-2,
+        "warmup_steps": 0.0,
+        "logging_steps": 1,
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,14 +198,26 @@ def trained(tmp_path_factory, pref):
 
     sft, _ = sft_records([trace("t1", statements=[("s0", "s1")])])
     out = tmp_path_factory.mktemp("train")
-    return {m: train(m, sft if m == "sft" else pref[:2], pref[2:] if m != "sft" else [], "tiny-random", out / m, CFG, seed=0)
-            for m in ("dpo", "simpo", "orpo", "sft")}
+    return {
+        m: train(
+            m,
+            sft if m == "sft" else pref[:2],
+            pref[2:] if m != "sft" else [],
+            "tiny-random",
+            out / m,
+            CFG,
+            seed=0,
+        )
+        for m in ("dpo", "simpo", "orpo", "sft")
+    }
 
 
 def test_each_method_saves_a_peft_adapter_and_logs(trained):
     for method, result in trained.items():
         out = result.adapter_dir.parent
-        assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {p.name for p in result.adapter_dir.iterdir()}, method
+        assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {
+            p.name for p in result.adapter_dir.iterdir()
+        }, method
         assert json.loads((out / "log_history.json").read_text()) == result.log_history
         config = json.loads((out / "train_config.json").read_text())
         assert config["method"] == method and config["global_step"] == result.global_step == 1
@@ -175,7 +240,9 @@ def test_trained_adapters_load_in_hf_backend_and_change_scores(trained, pref):
         assert max(abs(x - y) for x, y in zip(s, base)) > 1e-3, method
 
 
-def test_finished_runs_drop_checkpoints_failed_ones_resume_and_fingerprints_decide(tmp_path, pref, monkeypatch):
+def test_finished_runs_drop_checkpoints_failed_ones_resume_and_fingerprints_decide(
+    tmp_path, pref, monkeypatch
+):
     import kit.train.trainers as trainers
     from kit.train import train
 
@@ -190,6 +257,7 @@ def test_finished_runs_drop_checkpoints_failed_ones_resume_and_fingerprints_deci
             original(args, state, control, **kw)
             if state.global_step == 2:
                 raise RuntimeError("killed")
+
         m.on_step_end = on_step_end
         return m
 
@@ -207,7 +275,9 @@ def test_finished_runs_drop_checkpoints_failed_ones_resume_and_fingerprints_deci
 
     done = train("orpo", pref[:2], [], "tiny-random", tmp_path, two_steps)
     assert not broken.exists()
-    assert done.resumed_from.endswith("checkpoint-1") and done.global_step == 2 and len(done.step_seconds) == 1
+    assert (
+        done.resumed_from.endswith("checkpoint-1") and done.global_step == 2 and len(done.step_seconds) == 1
+    )
     assert not list(tmp_path.glob("checkpoint-*"))  # optimizer state gone; the adapter stays
     assert (done.adapter_dir / "adapter_model.safetensors").is_file()
     assert json.loads((tmp_path / "fingerprint.json").read_text())["finished"] is True
@@ -236,13 +306,28 @@ def test_bad_inputs(pref, tmp_path):
 
 # --- CLI, speed, accelerate configs -------------------------------------------------------------
 
+
 def _params_file(tmp_path: Path, **finetune) -> Path:
     path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump({
-        "profile": "t", "runs_dir": str(tmp_path / "runs"), "model": {"name": "tiny-random"},
-        "finetune": {"trl": {"num_train_epochs": 1, "per_device_train_batch_size": 2, "max_length": 128,
-                             "logging_steps": 1}, "eval_fraction": 0.0, **finetune},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "profile": "t",
+                "runs_dir": str(tmp_path / "runs"),
+                "model": {"name": "tiny-random"},
+                "finetune": {
+                    "trl": {
+                        "num_train_epochs": 1,
+                        "per_device_train_batch_size": 2,
+                        "max_length": 128,
+                        "logging_steps": 1,
+                    },
+                    "eval_fraction": 0.0,
+                    **finetune,
+                },
+            }
+        )
+    )
     return path
 
 
@@ -253,12 +338,16 @@ def test_cli_trains_each_source_method_with_the_notebooks_filters(tmp_path, caps
     traces = [trace(f"ncn:t{i}", method="ncn", statements=[("s0", "s1")]) for i in range(2)] + [
         trace("debate:t0", method="debate", statements=[("d0", "d1")]),
         trace("debate:t1", method="debate", statements=[("d2", "d3")], converged=False),  # filtered out
-        trace("consultancy:t0", method="consultancy", statements=[("c0", "c1")])]  # not a source
+        trace("consultancy:t0", method="consultancy", statements=[("c0", "c1")]),
+    ]  # not a source
     data.write_text("".join(json.dumps(t) + "\n" for t in traces))
     params = _params_file(tmp_path, from_methods=["ncn", "debate"])
     assert main(["sft", "--params", str(params), "--data", str(data), "--output", str(tmp_path / "o")]) == 0
     adapters = [Path(line) for line in capsys.readouterr().out.strip().splitlines()[-2:]]
-    assert adapters == [tmp_path / "o" / "ncn" / "sft" / "adapter", tmp_path / "o" / "debate" / "sft" / "adapter"]
+    assert adapters == [
+        tmp_path / "o" / "ncn" / "sft" / "adapter",
+        tmp_path / "o" / "debate" / "sft" / "adapter",
+    ]
     assert all((a / "adapter_model.safetensors").exists() for a in adapters)
     config = json.loads((tmp_path / "o" / "debate" / "sft" / "train_config.json").read_text())
     assert config["n_train"] == 2  # the converged debate trace's two agents; never the consultancy one
@@ -290,8 +379,11 @@ def test_cli_data_funnel_matches_the_notebooks(tmp_path):
 def test_train_benchmark_reports_rate_and_memory():
     from kit.bench.train import STEPS, run
 
-    params = Params(profile="t", model=ModelParams(name="tiny-random"),
-                    finetune=FinetuneParams(trl={"per_device_train_batch_size": 1, "max_length": 128}))
+    params = Params(
+        profile="t",
+        model=ModelParams(name="tiny-random"),
+        finetune=FinetuneParams(trl={"per_device_train_batch_size": 1, "max_length": 128}),
+    )
     out = run(params)
     assert out["steps"] == STEPS and out["train_tok_s"] > 0 and out["tokens_per_step"] > 0
     assert 0 < out["peak_rss_gb"] < 64
@@ -326,29 +418,41 @@ def test_recipes_give_each_method_its_loss_and_parameters(tmp_path):
     assert type(orpo).__name__ == "ORPOConfig" and orpo.beta == 0.2  # λ
     assert type(sft).__name__ == "SFTConfig" and not hasattr(sft, "beta")
     for config in (dpo, simpo, orpo, sft):
-        assert config.learning_rate == 3e-4 and config.max_length == 256 and config.seed == config.data_seed == 5
+        assert (
+            config.learning_rate == 3e-4 and config.max_length == 256 and config.seed == config.data_seed == 5
+        )
         assert not config.bf16 and not config.gradient_checkpointing and config.lr_scheduler_type == "cosine"
         assert config.warmup_steps == 0.1 and config.report_to == [] and config.save_total_limit == 2
     assert dpo.eval_strategy == "epoch" and sft.eval_strategy == "no"
     # defaults per method, and a fixed key the recipe cannot change
     assert config_kwargs("simpo", {}, {}, str(tmp_path), 0, False)["simpo_gamma"] == 0.5
-    assert config_kwargs("simpo", {"loss_type": "sigmoid"}, {}, str(tmp_path), 0, False)["loss_type"] == "simpo"
+    assert (
+        config_kwargs("simpo", {"loss_type": "sigmoid"}, {}, str(tmp_path), 0, False)["loss_type"] == "simpo"
+    )
     assert config_kwargs("dpo", {}, {}, str(tmp_path), 0, False)["per_device_eval_batch_size"] == 2
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"trl": {"learning_rat": 0.1}}, "finetune.trl.learning_rat: not a key of DPOConfig"),
-    ({"per_method": {"dpo": {"simpo_gamma": 1}}}, "finetune.per_method.dpo.simpo_gamma: not a key of DPOConfig"),
-    ({"per_method": {"simpo": {"loss_type": "sigmoid"}}}, "fixed by the kit"),
-    ({"lora": {"rank": 4}}, "finetune.lora.rank: not a peft LoraConfig key"),
-    ({"trl": {"lr_scheduler_type": "wobbly"}}, "finetune.trl (dpo): wobbly is not a valid SchedulerType"),
-    ({"per_method": {"ppo": {}}}, "per_method names ['ppo']"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"trl": {"learning_rat": 0.1}}, "finetune.trl.learning_rat: not a key of DPOConfig"),
+        (
+            {"per_method": {"dpo": {"simpo_gamma": 1}}},
+            "finetune.per_method.dpo.simpo_gamma: not a key of DPOConfig",
+        ),
+        ({"per_method": {"simpo": {"loss_type": "sigmoid"}}}, "fixed by the kit"),
+        ({"lora": {"rank": 4}}, "finetune.lora.rank: not a peft LoraConfig key"),
+        ({"trl": {"lr_scheduler_type": "wobbly"}}, "finetune.trl (dpo): wobbly is not a valid SchedulerType"),
+        ({"per_method": {"ppo": {}}}, "per_method names ['ppo']"),
+    ],
+)
 def test_bad_recipes_fail_in_one_line_before_training(section, message):
     from kit.config import ParamsError, validate
 
-    with pytest.raises(ParamsError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
-                       .replace(")", r"\)")) as err:
+    with pytest.raises(
+        ParamsError,
+        match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)"),
+    ) as err:
         validate({"profile": "t", "finetune": section})
     assert "\n" not in str(err.value)
 
@@ -356,8 +460,12 @@ def test_bad_recipes_fail_in_one_line_before_training(section, message):
 def test_a_nan_loss_or_gradient_marks_the_run_diverged():
     from kit.train.trainers import diverged_at
 
-    history = [{"step": 1, "loss": 2.0, "grad_norm": 1.5}, {"step": 2, "loss": 1.8, "grad_norm": float("nan")},
-               {"step": 3, "loss": float("nan")}, {"train_runtime": 3.0}]
+    history = [
+        {"step": 1, "loss": 2.0, "grad_norm": 1.5},
+        {"step": 2, "loss": 1.8, "grad_norm": float("nan")},
+        {"step": 3, "loss": float("nan")},
+        {"train_runtime": 3.0},
+    ]
     assert diverged_at(history)["step"] == 2
     assert diverged_at([h for h in history if h.get("step") != 2])["step"] == 3
     assert diverged_at(history[:1] + history[3:]) is None
@@ -366,18 +474,32 @@ def test_a_nan_loss_or_gradient_marks_the_run_diverged():
 def test_sources_train_on_equal_sets_and_consultancy_is_not_filtered_as_unconverged():
     from kit.train.records import equalise_sources, training_sets
 
-    finetune = FinetuneParams(methods=["sft"], from_methods=["ncn", "debate", "consultancy"], eval_fraction=0.0,
-                              require_converged=True)
+    finetune = FinetuneParams(
+        methods=["sft"],
+        from_methods=["ncn", "debate", "consultancy"],
+        eval_fraction=0.0,
+        require_converged=True,
+    )
     said = [("We share the duty.", "We share it too.")]
-    traces = ([trace(f"ncn:t{i}", method="ncn", statements=said) for i in range(3)]
-              + [trace("debate:t0", method="debate", statements=said),
-                 trace("debate:t1", method="debate", statements=said, converged=False)]
-              # consultancy has no stopping rule: its converged flag is always false and never filters it
-              + [trace(f"consultancy:t{i}", method="consultancy", statements=said, converged=False) for i in range(2)])
+    traces = (
+        [trace(f"ncn:t{i}", method="ncn", statements=said) for i in range(3)]
+        + [
+            trace("debate:t0", method="debate", statements=said),
+            trace("debate:t1", method="debate", statements=said, converged=False),
+        ]
+        # consultancy has no stopping rule: its converged flag is always false and never filters it
+        + [
+            trace(f"consultancy:t{i}", method="consultancy", statements=said, converged=False)
+            for i in range(2)
+        ]
+    )
     sets = training_sets(traces, finetune, seed=0)
     sizes = {source: len(tr) for (source, _), (tr, _, _) in sets.items()}
     assert sizes == {"ncn": 2, "debate": 2, "consultancy": 2}  # each agent of the one converged debate trace
-    assert sets[("ncn", "sft")][2]["subsampled_from"] == 6 and "subsampled_from" not in sets[("debate", "sft")][2]
+    assert (
+        sets[("ncn", "sft")][2]["subsampled_from"] == 6
+        and "subsampled_from" not in sets[("debate", "sft")][2]
+    )
     unequal = training_sets(traces, finetune.model_copy(update={"equal_sources": False}), seed=0)
     assert len(unequal[("ncn", "sft")][0]) == 6 and len(unequal[("consultancy", "sft")][0]) == 4
     # the cut is a seeded hash order, a subset in input order; another seed draws another subset
@@ -426,10 +548,12 @@ def test_trl_group_advantages_are_the_weighted_rewards_centred_on_the_group_and_
     weights = {"value_match": 1.0, "format": 0.5}
     total = np.array([0.5 + 0.5, 0.0 + 0.5, 1.0 + 0.0, 0.25 + 0.5])  # by hand
     centred = total - total.mean()
-    sample_std = np.sqrt(np.sum(centred ** 2) / (len(total) - 1))  # Bessel-corrected, as trl's nanstd
+    sample_std = np.sqrt(np.sum(centred**2) / (len(total) - 1))  # Bessel-corrected, as trl's nanstd
     assert trl_group_advantages(parts, weights) == pytest.approx(centred / (sample_std + 1e-4), abs=1e-5)
     assert trl_group_advantages(parts, weights, {"scale_rewards": "none"}) == pytest.approx(centred, abs=1e-6)
     # a group whose completions all score alike teaches nothing: every advantage 0
-    assert trl_group_advantages({"format": [1.0, 1.0, 1.0]}, {"format": 1.0}) == pytest.approx([0.0, 0.0, 0.0])
+    assert trl_group_advantages({"format": [1.0, 1.0, 1.0]}, {"format": 1.0}) == pytest.approx(
+        [0.0, 0.0, 0.0]
+    )
     with pytest.raises(ValueError, match="GRPO group"):
         trl_group_advantages({"format": [1.0]}, {"format": 1.0})

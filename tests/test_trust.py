@@ -69,20 +69,27 @@ def test_readers_take_the_traces_of_the_current_plan_only(tmp_path, data):
     from kit.negotiation.run import planned_traces
     from kit.run.records import RecordStore
 
-    params = Params(profile="t", data=data, negotiation={"pairs": [["United States", "China"]], "methods": ["ncn"],
-                                                         "topics": {"n": 4}})
+    params = Params(
+        profile="t",
+        data=data,
+        negotiation={"pairs": [["United States", "China"]], "methods": ["ncn"], "topics": {"n": 4}},
+    )
     store = RecordStore(tmp_path / "s.jsonl")
     four = negotiation_topics(data, params.negotiation.topics, 0)
     store.extend([{"id": f"ncn:United States|China:{t.id}", "topic": {"id": t.id}} for t in four])
-    two = params.model_copy(update={"negotiation": params.negotiation.model_copy(
-        update={"topics": TopicsParams(n=2)})})
+    two = params.model_copy(
+        update={"negotiation": params.negotiation.model_copy(update={"topics": TopicsParams(n=2)})}
+    )
     read = planned_traces(store, two, negotiation_topics(data, two.negotiation.topics, 0))
     assert len(read) == 2 and {r["topic"]["id"] for r in read} < {t.id for t in four}
 
 
 def test_leak_counts_by_hand():
     q = OpinionItem("i", "q1", "Is family the most important thing?", ("Yes", "No"), "Mexico", (0.5, 0.5))
-    topics = [Topic("q1", "Is family the most important thing?", "goqa"), Topic("t2", "Lie to a friend?", "file")]
+    topics = [
+        Topic("q1", "Is family the most important thing?", "goqa"),
+        Topic("t2", "Lie to a friend?", "file"),
+    ]
     heldout = [Topic("t3", "Share the housework?", "file")]
     traces = [{"topic": {"id": "t2"}}, {"topic": {"id": "t3"}}]
     prompts = ["lie to a  friend?", "SHARE the housework?", "Is family the most important thing?"]
@@ -105,22 +112,32 @@ def test_a_kind_that_skipped_a_hard_country_is_not_credited_for_it():
     easy, hard = [0.9, 0.1], [0.5, 0.5]
     rows = []
     for q in range(8):
-        rows += [_rows(UNIFORM_AGENT, "Easy", f"q{q}", [0.5, 0.5], easy),
-                 _rows(UNIFORM_AGENT, "Hard", f"q{q}", [0.5, 0.5], hard),
-                 _rows("grounded", "Easy", f"q{q}", [0.5, 0.5], easy)]  # answers like uniform; skipped Hard
+        rows += [
+            _rows(UNIFORM_AGENT, "Easy", f"q{q}", [0.5, 0.5], easy),
+            _rows(UNIFORM_AGENT, "Hard", f"q{q}", [0.5, 0.5], hard),
+            _rows("grounded", "Easy", f"q{q}", [0.5, 0.5], easy),
+        ]  # answers like uniform; skipped Hard
     table = reference_comparison(rows, ["grounded"], [UNIFORM_AGENT], min_items=8)
     assert table.loc[0, "n"] == 8 and table.loc[0, "diff"] == pytest.approx(0.0)
     assert table.loc[0, "verdict"] == "no difference"
     better = [dict(r, p_gen=[0.85, 0.15]) if r["agent"] == "grounded" else r for r in rows]
-    assert reference_comparison(better, ["grounded"], [UNIFORM_AGENT], min_items=8).loc[0, "verdict"] == "beats"
+    assert (
+        reference_comparison(better, ["grounded"], [UNIFORM_AGENT], min_items=8).loc[0, "verdict"] == "beats"
+    )
     # eight questions are fewer than the default minimum: no verdict at all
     assert reference_comparison(better, ["grounded"], [UNIFORM_AGENT]).loc[0, "verdict"] == "too few"
 
 
 def test_other_countries_mean_leaves_out_every_sample_of_the_country():
-    items = [{"question_id": "q", "country": c, "options": ["A", "B"], "distribution": d}
-             for c, d in [("India (Current national sample)", [1.0, 0.0]), ("India (Non-national sample)", [0.9, 0.1]),
-                          ("Brazil", [0.2, 0.8]), ("Chile", [0.4, 0.6])]]
+    items = [
+        {"question_id": "q", "country": c, "options": ["A", "B"], "distribution": d}
+        for c, d in [
+            ("India (Current national sample)", [1.0, 0.0]),
+            ("India (Non-national sample)", [0.9, 0.1]),
+            ("Brazil", [0.2, 0.8]),
+            ("Chile", [0.4, 0.6]),
+        ]
+    ]
     refs = {r["country"]: r["p_gen"] for r in other_countries_reference(items)}
     assert np.allclose(refs["India (Current national sample)"], [0.3, 0.7])  # Brazil and Chile only
     assert np.allclose(refs["Brazil"], [(1.0 + 0.9 + 0.4) / 3, (0.0 + 0.1 + 0.6) / 3])
@@ -135,10 +152,17 @@ def test_prompts_name_the_country_not_the_survey_sample():
 
     label = "India (Current national sample)"
     item = OpinionItem("i", "q", "Is family important?", ("Yes", "No"), label, (0.6, 0.4))
-    texts = [culture_instruction(label), prompted(label).system_prompt, described(label, "## Core Values").system_prompt,
-             grounded(label, "/a", "## Core Values").system_prompt, description_request(label, "- evidence").chat[-1]["content"],
-             rewrite_request(label, item, 0).chat[-1]["content"], judge_request(label, item, 0, "Q?", "A.").chat[-1]["content"],
-             answer_prompt(prompted(label), "Topic?"), who(prompted(label))]
+    texts = [
+        culture_instruction(label),
+        prompted(label).system_prompt,
+        described(label, "## Core Values").system_prompt,
+        grounded(label, "/a", "## Core Values").system_prompt,
+        description_request(label, "- evidence").chat[-1]["content"],
+        rewrite_request(label, item, 0).chat[-1]["content"],
+        judge_request(label, item, 0, "Q?", "A.").chat[-1]["content"],
+        answer_prompt(prompted(label), "Topic?"),
+        who(prompted(label)),
+    ]
     assert all("India" in t and "sample" not in t for t in texts)
     assert prompted(label).culture == label  # scored against the data's own label
 
@@ -151,8 +175,10 @@ def test_figures_follow_the_run_folder(tmp_path, monkeypatch):
     elsewhere = Session(Params(profile="t", runs_dir=str(tmp_path / "elsewhere")))
     assert elsewhere.figure_paths("f.png") == [tmp_path / "elsewhere" / "t" / "figures" / "f.png"]
     default = Session(Params(profile="t"))  # the default runs folder also updates the project's figures/
-    assert default.figure_paths("f.png") == [tmp_path / "project" / "runs" / "t" / "figures" / "f.png",
-                                             tmp_path / "project" / "figures" / "t" / "f.png"]
+    assert default.figure_paths("f.png") == [
+        tmp_path / "project" / "runs" / "t" / "figures" / "f.png",
+        tmp_path / "project" / "figures" / "t" / "f.png",
+    ]
 
 
 def test_ncn_agents_can_be_grounded_adapter_and_description(data):
@@ -161,15 +187,23 @@ def test_ncn_agents_can_be_grounded_adapter_and_description(data):
     from kit.evals.traces import acceptance_requests
     from kit.negotiation.run import study_agents
 
-    params = Params(profile="t", data=data, negotiation={"pairs": [["Mexico", "Iraq"]], "agent_kind": "grounded"})
-    built = AgentSet(tuple(grounded(c, f"/adapters/{c}", f"## Core Values\n{c} values.") for c in ("Mexico", "Iraq")),
-                     ("Mexico", "Iraq"))
+    params = Params(
+        profile="t", data=data, negotiation={"pairs": [["Mexico", "Iraq"]], "agent_kind": "grounded"}
+    )
+    built = AgentSet(
+        tuple(grounded(c, f"/adapters/{c}", f"## Core Values\n{c} values.") for c in ("Mexico", "Iraq")),
+        ("Mexico", "Iraq"),
+    )
     agents = study_agents(params, built)
     assert {a.kind for a in agents.values()} == {"grounded"}
     assert agents["Iraq"].adapter == "/adapters/Iraq" and "Iraq values." in agents["Iraq"].system_prompt
-    trace = {"id": "ncn:Mexico|Iraq:t", "topic": {"text": "Topic?"},
-             "agents": [{"culture": "Mexico"}, {"culture": "Iraq"}],
-             "initial": [{"response": "a"}, {"response": "b"}], "consensus": ["c", "d"]}
+    trace = {
+        "id": "ncn:Mexico|Iraq:t",
+        "topic": {"text": "Topic?"},
+        "agents": [{"culture": "Mexico"}, {"culture": "Iraq"}],
+        "initial": [{"response": "a"}, {"response": "b"}],
+        "consensus": ["c", "d"],
+    }
     requests = acceptance_requests(trace, agents)
     # A's text is scored under B's adapter and system prompt, and the other way round
     assert requests["ppl_b_of_initial_a"].adapter == "/adapters/Iraq"

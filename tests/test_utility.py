@@ -85,23 +85,33 @@ def test_weights_validation():
         UtilityParts(1.0, 1.0, 1.0).total(0.0, 0.0, 0.0)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"cand": [0.0, 0.0]}, "all-zero"),
-    ({"opinion0": [1.0, 0.0, 0.0]}, "opinion0"),
-    ({"opp_pool": []}, "opp_pool is empty"),
-    ({"opp_weights": [1.0]}, "expected 2 weights"),
-    ({"opp_weights": [1.0, -1.0]}, "non-negative"),
-    ({"own_pool": [[1.0, 0.0, 0.0]]}, "own_pool"),
-    ({"opp_pool": [[np.nan, 1.0], [1.0, 0.0]]}, "NaN"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cand": [0.0, 0.0]}, "all-zero"),
+        ({"opinion0": [1.0, 0.0, 0.0]}, "opinion0"),
+        ({"opp_pool": []}, "opp_pool is empty"),
+        ({"opp_weights": [1.0]}, "expected 2 weights"),
+        ({"opp_weights": [1.0, -1.0]}, "non-negative"),
+        ({"own_pool": [[1.0, 0.0, 0.0]]}, "own_pool"),
+        ({"opp_pool": [[np.nan, 1.0], [1.0, 0.0]]}, "NaN"),
+    ],
+)
 def test_bad_input_is_named(kwargs, message):
-    args = {"cand": CAND, "opinion0": OPINION, "opp_pool": OPP, "opp_weights": OPP_W, "own_pool": OWN} | kwargs
+    args = {
+        "cand": CAND,
+        "opinion0": OPINION,
+        "opp_pool": OPP,
+        "opp_weights": OPP_W,
+        "own_pool": OWN,
+    } | kwargs
     with pytest.raises(ValueError, match=message):
         utility_parts(**args)
 
 
 def reference_payoffs(pool_a, pool_b, op_a, op_b, w: UtilityWeights):
     """Entry by entry with plain Python, straight from the definition."""
+
     def cos(u, v):
         return sum(p * q for p, q in zip(u, v)) / math.sqrt(sum(p * p for p in u) * sum(q * q for q in v))
 
@@ -109,10 +119,14 @@ def reference_payoffs(pool_a, pool_b, op_a, op_b, w: UtilityWeights):
         others = [cos(pool[i], pool[k]) for k in range(len(pool)) if k != i]
         return 1.0 - max(others) if others else 1.0
 
-    A = [[w.alpha * cos(a, op_a) + w.beta * cos(a, b) + w.gamma * nov(pool_a, i) for b in pool_b]
-         for i, a in enumerate(pool_a)]
-    B = [[w.alpha * cos(b, op_b) + w.beta * cos(a, b) + w.gamma * nov(pool_b, j) for j, b in enumerate(pool_b)]
-         for a in pool_a]
+    A = [
+        [w.alpha * cos(a, op_a) + w.beta * cos(a, b) + w.gamma * nov(pool_a, i) for b in pool_b]
+        for i, a in enumerate(pool_a)
+    ]
+    B = [
+        [w.alpha * cos(b, op_b) + w.beta * cos(a, b) + w.gamma * nov(pool_b, j) for j, b in enumerate(pool_b)]
+        for a in pool_a
+    ]
     return np.array(A), np.array(B)
 
 
@@ -144,7 +158,9 @@ def test_payoffs_use_the_weights():
     # alone (the anchor's payoff) keeps the first; with acceptability weighted in, A moves.
     pool_a = np.array([[1.0, 0.0], [0.6, 0.8]])
     pool_b = np.array([[0.0, 1.0]])
-    consistency_only = solve_bimatrix(*payoff_matrices(pool_a, pool_b, [1, 0], [0, 1], UtilityWeights(1, 0, 0)))
+    consistency_only = solve_bimatrix(
+        *payoff_matrices(pool_a, pool_b, [1, 0], [0, 1], UtilityWeights(1, 0, 0))
+    )
     weighted = solve_bimatrix(*payoff_matrices(pool_a, pool_b, [1, 0], [0, 1], UtilityWeights(0.3, 0.7, 0.0)))
     np.testing.assert_array_equal(consistency_only.row, [1.0, 0.0])
     np.testing.assert_array_equal(weighted.row, [0.0, 1.0])

@@ -29,8 +29,10 @@ def test_parse_plain_json():
 
 
 def test_parse_fenced_lowercase_string_scores():
-    body = ",\n".join(f'  "{name.lower().replace("-", " ")}": "{"+1" if v == 1 else v}"'
-                       for name, v in zip(SCHWARTZ_VALUES, VEC))
+    body = ",\n".join(
+        f'  "{name.lower().replace("-", " ")}": "{"+1" if v == 1 else v}"'
+        for name, v in zip(SCHWARTZ_VALUES, VEC)
+    )
     text = f"Here is my annotation:\n```json\n{{\n{body}\n}}\n```\nThe text stresses tradition."
     np.testing.assert_array_equal(parse_value_json(text), VEC)
 
@@ -44,16 +46,19 @@ def test_parse_near_json_and_nesting():
     np.testing.assert_array_equal(parse_value_json('{"note": "draft"} then ' + floats), VEC)
 
 
-@pytest.mark.parametrize("bad", [
-    json.dumps(dict(zip(SCHWARTZ_VALUES[:9], VEC))),             # a value missing
-    GOOD.replace('"Power": 0', '"Power": 2'),                      # out of range
-    GOOD.replace('"Power": 0', '"Power": "yes"'),                  # not a score
-    GOOD.replace('"Power": 0', '"Power": true'),                   # bool is no score
-    GOOD.replace('"Power": 0', '"Power": 0.5'),                    # not in {-1, 0, 1}
-    GOOD[:-5],                                                     # cut off
-    "The text supports Tradition and Conformity.",                 # no JSON
-    "",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        json.dumps(dict(zip(SCHWARTZ_VALUES[:9], VEC))),  # a value missing
+        GOOD.replace('"Power": 0', '"Power": 2'),  # out of range
+        GOOD.replace('"Power": 0', '"Power": "yes"'),  # not a score
+        GOOD.replace('"Power": 0', '"Power": true'),  # bool is no score
+        GOOD.replace('"Power": 0', '"Power": 0.5'),  # not in {-1, 0, 1}
+        GOOD[:-5],  # cut off
+        "The text supports Tradition and Conformity.",  # no JSON
+        "",
+    ],
+)
 def test_parse_invalid(bad):
     assert parse_value_json(bad) is None
 
@@ -76,8 +81,10 @@ class ScriptedBackend(Backend):
     def generate(self, requests, params: GenParams) -> list[str]:
         self.calls.append((len(requests), params))
         failing = len(self.calls) <= self.fail_calls
-        return ["sorry, I cannot" if failing and "hard" in r.chat[-1]["content"] else f"```json\n{GOOD}\n```"
-                for r in requests]
+        return [
+            "sorry, I cannot" if failing and "hard" in r.chat[-1]["content"] else f"```json\n{GOOD}\n```"
+            for r in requests
+        ]
 
     def score(self, requests):
         raise NotImplementedError
@@ -90,11 +97,19 @@ def test_judge_retries_only_unread_texts_one_call_per_attempt():
     backend = ScriptedBackend(fail_calls=1)
     judge = LLMValueJudge(backend, max_retries=2, seed=7)
     results = judge.vectors(["easy one", "hard one", "easy one"])
-    assert [n for n, _ in backend.calls] == [2, 1]  # duplicates asked once; the retry asks only the unread text
+    assert [n for n, _ in backend.calls] == [
+        2,
+        1,
+    ]  # duplicates asked once; the retry asks only the unread text
     assert [r.attempts for r in results] == [1, 2, 1]
     assert all(r.valid for r in results) and judge.failures == 0
     first, retry = backend.calls[0][1], backend.calls[1][1]
-    assert first.greedy and not retry.greedy and retry.seed == seeds.derive(7, "value-judge", 1) and retry.deterministic
+    assert (
+        first.greedy
+        and not retry.greedy
+        and retry.seed == seeds.derive(7, "value-judge", 1)
+        and retry.deterministic
+    )
 
 
 def test_judge_gives_up_after_max_retries():
@@ -134,10 +149,14 @@ def embedder():
     return Embedder("all-minilm-l6-v2")
 
 
-TRADITION = ("Young people should obey their elders and follow the traditions and customs of their ancestors; "
-             "respecting the old ways and honouring one's parents keeps the community together.")
-FREEDOM = ("Every person should be free to choose their own path in life, think independently and decide for "
-           "themselves what to believe.")
+TRADITION = (
+    "Young people should obey their elders and follow the traditions and customs of their ancestors; "
+    "respecting the old ways and honouring one's parents keeps the community together."
+)
+FREEDOM = (
+    "Every person should be free to choose their own path in life, think independently and decide for "
+    "themselves what to believe."
+)
 
 
 def test_embedding_detector_on_clear_texts(embedder):
@@ -163,7 +182,9 @@ def test_embedding_scores_match_independent_cosines(embedder):
     result = detector.vectors([TRADITION])[0]
     np.testing.assert_allclose(list(json.loads(result.raw).values()), expected, atol=1e-4)
     expected = np.array(expected)
-    np.testing.assert_array_equal(result.vector, np.where(expected > 0.05, 1, np.where(expected < -0.05, -1, 0)))
+    np.testing.assert_array_equal(
+        result.vector, np.where(expected > 0.05, 1, np.where(expected < -0.05, -1, 0))
+    )
 
 
 def test_make_value_detector(embedder):

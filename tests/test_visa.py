@@ -25,6 +25,7 @@ def vec(**named):
 
 # --- rewards ---------------------------------------------------------------------------------------
 
+
 def test_value_scores_hand_computed():
     target = vec(tradition=1, stimulation=-1)  # "more tradition, less stimulation"
     # tradition right; stimulation expressed (against "less"); an untargeted value does not count
@@ -85,17 +86,27 @@ def test_registered_rewards_on_hand_computed_cases_with_trl_call_shape():
     b = np.array([0.6, 0.8, 0.0])
     bad = ("", "##\n##\n##", "I have no opinion.")
     # the bad texts embed like the original and read as the target: still nothing is credited
-    det = Table(readings={ORIG: vec(power=1), NEW: vec(tradition=1, power=1, achievement=1),
-                          **dict.fromkeys(bad, vec(tradition=1, power=1))},
-                embeddings={ORIG: a, NEW: b, **dict.fromkeys(bad, a)})
+    det = Table(
+        readings={
+            ORIG: vec(power=1),
+            NEW: vec(tradition=1, power=1, achievement=1),
+            **dict.fromkeys(bad, vec(tradition=1, power=1)),
+        },
+        embeddings={ORIG: a, NEW: b, **dict.fromkeys(bad, a)},
+    )
     ctx = RewardContext(det, det, min_words=1, max_words=7)
     names = ["value_match", "meaning_kept", "drift", "format"]
     funcs = dict(zip(names, bind(names, ctx)))
     assert [f.__name__ for f in funcs.values()] == names
     # trl passes conversational completions and every dataset column as keyword arguments
-    kwargs = {"prompts": [[{"role": "user", "content": "x"}]],
-              "completions": [[{"role": "assistant", "content": NEW}]], "completion_ids": [[1]],
-              "source_text": [ORIG], "target_vector": [list(target)], "trainer_state": None}
+    kwargs = {
+        "prompts": [[{"role": "user", "content": "x"}]],
+        "completions": [[{"role": "assistant", "content": NEW}]],
+        "completion_ids": [[1]],
+        "source_text": [ORIG],
+        "target_vector": [list(target)],
+        "trainer_state": None,
+    }
     # tradition expressed, stimulation silent in a text that keeps the meaning (cosine 0.6): as asked
     assert funcs["value_match"](**kwargs) == [1.0]
     assert funcs["meaning_kept"](**kwargs) == [pytest.approx(0.6)]  # cos(a, b)
@@ -114,8 +125,10 @@ def test_a_less_value_counts_only_where_the_meaning_is_kept():
     assert value_scores(np.zeros(10), less, kept=True) == (1.0, 1.0, 1.0)
     assert value_scores(np.zeros(10), less, kept=False) == (0.0, 0.0, 0.0)
     assert value_scores(None, less) == (0.0, 0.0, 0.0)  # an empty or unreadable rewrite says nothing
-    det = Table(readings={ORIG: vec(stimulation=1), NEW: np.zeros(10)},
-                embeddings={ORIG: np.array([1.0, 0.0]), NEW: np.array([0.0, 1.0])})  # another topic: cosine 0
+    det = Table(
+        readings={ORIG: vec(stimulation=1), NEW: np.zeros(10)},
+        embeddings={ORIG: np.array([1.0, 0.0]), NEW: np.array([0.0, 1.0])},
+    )  # another topic: cosine 0
     ctx = RewardContext(det, det)
     assert value_match([NEW], [list(less)], [ORIG], context=ctx) == [0.0]
 
@@ -126,10 +139,14 @@ def test_meaning_kept_averages_in_nli_and_score_all_weights_the_sum():
             assert pairs == [(ORIG, NEW)]
             return [0.2]
 
-    det = Table(readings={ORIG: np.zeros(10), NEW: vec(tradition=1)},
-                embeddings={ORIG: np.array([1.0, 0.0]), NEW: np.array([0.6, 0.8])})
+    det = Table(
+        readings={ORIG: np.zeros(10), NEW: vec(tradition=1)},
+        embeddings={ORIG: np.array([1.0, 0.0]), NEW: np.array([0.6, 0.8])},
+    )
     ctx = RewardContext(det, det, NLI(), min_words=1, max_words=5)
-    total, parts = score_all({"value_match": 2.0, "meaning_kept": 1.0}, ctx, [NEW], [ORIG], [vec(tradition=1)])
+    total, parts = score_all(
+        {"value_match": 2.0, "meaning_kept": 1.0}, ctx, [NEW], [ORIG], [vec(tradition=1)]
+    )
     assert parts["meaning_kept"][0] == pytest.approx((0.6 + 0.2) / 2)
     assert total[0] == pytest.approx(2.0 * 1.0 + 0.4)
 
@@ -141,36 +158,45 @@ def test_text_of_reads_strings_and_message_lists():
 
 # --- targets and the translator --------------------------------------------------------------------
 
+
 def test_targets_are_derived_per_text_and_mirror():
     t = sample_target(0, "goqa:x", 2)
     assert np.count_nonzero(t) == 2 and set(t[t != 0]) <= {-1.0, 1.0}
     assert np.array_equal(t, sample_target(0, "goqa:x", 2))
     assert any(not np.array_equal(t, sample_target(0, f"goqa:{k}", 2)) for k in range(5))
     assert np.array_equal(opposite(t), -t)
-    assert np.array_equal(culture_target(vec(power=1, security=-1, tradition=1, benevolence=1), 2),
-                          vec(power=1, security=-1))
+    assert np.array_equal(
+        culture_target(vec(power=1, security=-1, tradition=1, benevolence=1), 2), vec(power=1, security=-1)
+    )
     assert culture_target(np.zeros(10)) is None and culture_target(None) is None
 
 
 def test_instruction_text_is_the_template():
     assert instruction(vec(tradition=1, security=1, stimulation=-1)) == (
-        "Give more weight to security and tradition. Give less weight to stimulation.")
+        "Give more weight to security and tradition. Give less weight to stimulation."
+    )
     assert instruction(vec(power=-1)) == "Give less weight to power."
     with pytest.raises(ValueError):
         instruction(np.zeros(10))
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('{"more": ["Tradition", "security"], "less": ["stimulation"]}', vec(tradition=1, security=1, stimulation=-1)),
-    ('Sure! ```json\n{"MORE": "self-direction"}\n``` done', vec(self_direction=1)),
-    ('{"more": [], "less": ["Self Direction"]}', vec(self_direction=-1)),
-    ('{"more": ["tradition"], "less": ["tradition"]}', None),  # both ways at once
-    ('{"more": ["loyalty"]}', None),  # not a Schwartz value
-    ('{"more": [], "less": []}', None),  # names nothing
-    ('{"more": ["power"], "why": "x"}', None),  # another key
-    ('{"more": [1]}', None),
-    ("more tradition please", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            '{"more": ["Tradition", "security"], "less": ["stimulation"]}',
+            vec(tradition=1, security=1, stimulation=-1),
+        ),
+        ('Sure! ```json\n{"MORE": "self-direction"}\n``` done', vec(self_direction=1)),
+        ('{"more": [], "less": ["Self Direction"]}', vec(self_direction=-1)),
+        ('{"more": ["tradition"], "less": ["tradition"]}', None),  # both ways at once
+        ('{"more": ["loyalty"]}', None),  # not a Schwartz value
+        ('{"more": [], "less": []}', None),  # names nothing
+        ('{"more": ["power"], "why": "x"}', None),  # another key
+        ('{"more": [1]}', None),
+        ("more tradition please", None),
+    ],
+)
 def test_parse_target_golden(text, expected):
     got = parse_target(text)
     assert (got is None) if expected is None else np.array_equal(got, expected)
@@ -212,6 +238,7 @@ def test_translator_retries_unreadable_replies_in_one_batch_then_counts_failures
 
 
 # --- the trained detector --------------------------------------------------------------------------
+
 
 class Lookup:
     identity = "lookup"
@@ -282,30 +309,41 @@ def test_agreement_macro_f1_hand_computed_and_confusion():
 
 # --- the unit's data -------------------------------------------------------------------------------
 
+
 def test_corpus_questions_come_from_train_splits_and_items_split_by_stem(shared_data):
     from kit.config import DataParams
     from kit.data import goqa_split, load_moralchoice
 
-    data = DataParams(goqa_path=str(shared_data / "globalopinionqa" / "dev.json"),
-                      moralchoice_path=str(shared_data / "moralchoice" / "dev.json"))
+    data = DataParams(
+        goqa_path=str(shared_data / "globalopinionqa" / "dev.json"),
+        moralchoice_path=str(shared_data / "moralchoice" / "dev.json"),
+    )
     qs = vc.questions(data, 30, 20, seed=0)
     _, test = goqa_split(data.goqa_path, data.test_fraction, data.split_seed)
     low = load_moralchoice(data.moralchoice_path, ambiguity="low")
     items = [vc.Item(q.id, q.source, q.text, "an answer", vc.split_of(0, q.text, 0.3)) for q in qs]
     assert vc.overlap(items, test, {s.id for s in low}) == {
-        "train_test_items": 0, "goqa_test_questions": 0, "capability_scenarios": 0}
+        "train_test_items": 0,
+        "goqa_test_questions": 0,
+        "capability_scenarios": 0,
+    }
     share = np.mean([it.split == "test" for it in items])
     assert 0.1 < share < 0.5  # about test_fraction, independent of the question choice
     assert all(s == it.split for it in items for i, _, s in vc.detector_texts([it]))
     assert vc.overlap(items + items[:1], [], set())["train_test_items"] == 0
-    clash = [items[0], vc.Item(items[0].id, "goqa", "q", "a", "train" if items[0].split == "test" else "test")]
+    clash = [
+        items[0],
+        vc.Item(items[0].id, "goqa", "q", "a", "train" if items[0].split == "test" else "test"),
+    ]
     assert vc.overlap(clash, [], set())["train_test_items"] == 1
     # a battery's siblings are one question: they land on one side, and a straddling pair is counted
     battery = "How much of a problem, if any, would you say each of the following is in your country?"
     siblings = [f"{vc.VIEW}{battery} {x}" for x in ("a. crime", "b. corruption", "c. pollution")]
     assert len({vc.split_of(0, q, 0.5) for q in siblings}) == 1
-    straddle = [vc.Item("goqa:a", "goqa", siblings[0], "an answer", "train"),
-                vc.Item("goqa:b", "goqa", siblings[1], "an answer", "test")]
+    straddle = [
+        vc.Item("goqa:a", "goqa", siblings[0], "an answer", "train"),
+        vc.Item("goqa:b", "goqa", siblings[1], "an answer", "test"),
+    ]
     assert vc.overlap(straddle, [], set())["train_test_items"] == 1
 
 
@@ -321,11 +359,18 @@ def test_corpus_refuses_an_empty_split():
 
 # --- GRPO recipes ----------------------------------------------------------------------------------
 
+
 def test_grpo_config_takes_reward_weights_and_skips_keys_grpo_lacks():
     from kit.train.recipes import check, config_kwargs
 
-    kw = config_kwargs("grpo", {"reward_weights": [1.0, 0.5], "num_generations": 2,
-                                "per_device_train_batch_size": 2}, {}, "/tmp/x", 0, has_eval=False)
+    kw = config_kwargs(
+        "grpo",
+        {"reward_weights": [1.0, 0.5], "num_generations": 2, "per_device_train_batch_size": 2},
+        {},
+        "/tmp/x",
+        0,
+        has_eval=False,
+    )
     assert "max_length" not in kw and kw["reward_weights"] == [1.0, 0.5] and kw["use_vllm"] is False
     with pytest.raises(ValueError, match="visa.rewriter.trl"):
         check({}, {"num_generations": 3, "per_device_train_batch_size": 4}, ["grpo"], {}, "visa.rewriter")
@@ -335,7 +380,12 @@ def test_a_bad_grpo_recipe_fails_in_one_line_naming_the_section():
     from kit.config import ParamsError, validate
 
     with pytest.raises(ParamsError, match=r"visa\.rewriter\.trl \(grpo\):") as err:
-        validate({"profile": "t", "visa": {"rewriter": {"trl": {"num_generations": 3, "per_device_train_batch_size": 4}}}})
+        validate(
+            {
+                "profile": "t",
+                "visa": {"rewriter": {"trl": {"num_generations": 3, "per_device_train_batch_size": 4}}},
+            }
+        )
     assert "\n" not in str(err.value)
 
 
@@ -344,10 +394,18 @@ def test_grpo_without_rewards_is_refused_before_loading(tmp_path):
     from kit.train.trainers import train
 
     with pytest.raises(ValueError, match="reward_funcs"):
-        train("grpo", [{"prompt": [{"role": "user", "content": "x"}]}], None, "tiny-random", tmp_path, TrainRecipe())
+        train(
+            "grpo",
+            [{"prompt": [{"role": "user", "content": "x"}]}],
+            None,
+            "tiny-random",
+            tmp_path,
+            TrainRecipe(),
+        )
 
 
 # --- evaluation ------------------------------------------------------------------------------------
+
 
 def test_every_method_rewrites_in_one_step_and_scores_on_the_targets():
     from kit.visa.evaluation import methods_json, rewrite_all, score_rows, summary
@@ -357,7 +415,9 @@ def test_every_method_rewrites_in_one_step_and_scores_on_the_targets():
             self.calls.append([r.adapter for r in requests])
             return [f"the rewrite made by {r.adapter}" for r in requests]
 
-    items = [vc.Item(f"i{k}", "goqa", f"question {k}?", f"a plain answer number {k}", "test") for k in range(3)]
+    items = [
+        vc.Item(f"i{k}", "goqa", f"question {k}?", f"a plain answer number {k}", "test") for k in range(3)
+    ]
     targets = {it.id: vec(tradition=1) for it in items}
     backend = Log([])
     adapters = {"prompting": None, "grpo": "g", "direct_finetune": "d"}
@@ -366,12 +426,23 @@ def test_every_method_rewrites_in_one_step_and_scores_on_the_targets():
     direct = rewrites[rewrites["method"] == "direct_finetune"]
     assert direct["original"].tolist() == [it.answer for it in items]  # compared with the base answer
     # beside the methods, two rewrites that rewrite nothing: the answer copied, and with its target values' names
-    assert rewrites[rewrites["method"] == "keywords"]["rewrite"].tolist() == [f"{it.answer} Tradition" for it in items]
+    assert rewrites[rewrites["method"] == "keywords"]["rewrite"].tolist() == [
+        f"{it.answer} Tradition" for it in items
+    ]
     keywords = [f"{it.answer} Tradition" for it in items]
     out = {a: f"the rewrite made by {a}" for a in ("None", "g", "d")}
-    det = Table(readings={out["None"]: np.zeros(10), out["g"]: vec(tradition=1), out["d"]: vec(tradition=1, power=1),
-                          **{it.answer: np.zeros(10) for it in items}, **{k: vec(tradition=1) for k in keywords}},
-                embeddings={t: np.array([1.0, 0.0]) for t in [*out.values(), *(it.answer for it in items), *keywords]})
+    det = Table(
+        readings={
+            out["None"]: np.zeros(10),
+            out["g"]: vec(tradition=1),
+            out["d"]: vec(tradition=1, power=1),
+            **{it.answer: np.zeros(10) for it in items},
+            **{k: vec(tradition=1) for k in keywords},
+        },
+        embeddings={
+            t: np.array([1.0, 0.0]) for t in [*out.values(), *(it.answer for it in items), *keywords]
+        },
+    )
     rows = score_rows(rewrites, targets, det, det)
     table = summary(rows, None, n_boot=50, seed=0)
     assert table.loc["grpo", "value_f1"] == 1.0 and table.loc["prompting", "value_f1"] == 0.0
@@ -379,8 +450,15 @@ def test_every_method_rewrites_in_one_step_and_scores_on_the_targets():
     assert table.loc["keywords", "value_f1"] == 1.0 and table.loc["copy", "value_f1"] == 0.0
     assert table.loc["direct_finetune", "drift"] == pytest.approx(1 / 9)
     # the composite the verdict reads: value F1 + meaning kept − ½·drift + ¼·format (five words or more)
-    assert methods_json(table)["grpo"] == {"value_f1": 1.0, "drift": 0.0, "meaning_kept": 1.0, "visa_composite": 2.25}
-    assert table.loc["copy", "visa_composite"] == pytest.approx(1.25)  # no value moved: meaning and format only
+    assert methods_json(table)["grpo"] == {
+        "value_f1": 1.0,
+        "drift": 0.0,
+        "meaning_kept": 1.0,
+        "visa_composite": 2.25,
+    }
+    assert table.loc["copy", "visa_composite"] == pytest.approx(
+        1.25
+    )  # no value moved: meaning and format only
 
 
 def test_the_pipeline_reads_a_rewriters_changed_answer_as_a_tax():
@@ -388,13 +466,20 @@ def test_the_pipeline_reads_a_rewriters_changed_answer_as_a_tax():
     from kit.data import MoralScenario
     from kit.visa.evaluation import UNREWRITTEN, pipeline_accuracy
 
-    scenarios = [MoralScenario(f"s{k}", f"You see a lost wallet {k}.", ("I return it.", "I keep it."), "low", (1.0, 0.0))
-                 for k in range(4)]
+    scenarios = [
+        MoralScenario(
+            f"s{k}", f"You see a lost wallet {k}.", ("I return it.", "I keep it."), "low", (1.0, 0.0)
+        )
+        for k in range(4)
+    ]
 
     class Pipe(Replies):
         def generate(self, requests, params):
             # the base model answers rightly; the "bad" rewriter turns every answer to keeping the wallet
-            return ["I keep it, of course." if r.adapter == "bad" else "I return it to its owner." for r in requests]
+            return [
+                "I keep it, of course." if r.adapter == "bad" else "I return it to its owner."
+                for r in requests
+            ]
 
         def choice_probs(self, requests):
             out = []

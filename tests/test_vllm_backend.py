@@ -28,8 +28,9 @@ def tokenizer():
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=["[UNK]", "<s>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=TEMPLATE, bos_token="<s>",
-                                   unk_token="[UNK]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, chat_template=TEMPLATE, bos_token="<s>", unk_token="[UNK]"
+    )
 
 
 @dataclass
@@ -42,6 +43,7 @@ def chat(text: str) -> list[dict[str, str]]:
 
 
 # --- pure translation -------------------------------------------------------------------------
+
 
 def test_module_import_does_not_import_vllm():
     import subprocess
@@ -62,12 +64,27 @@ def test_missing_vllm_raises_one_line_import_error(monkeypatch):
 
 def test_sampling_kwargs_greedy_and_sampled():
     greedy = vb.sampling_kwargs(GenParams(max_new_tokens=32))
-    assert greedy == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 32, "min_tokens": 0, "seed": None,
-                      "stop": []}
-    sampled = vb.sampling_kwargs(GenParams(temperature=0.7, top_p=0.9, max_new_tokens=64, seed=11,
-                                           stop=("\n\n", "User:"), min_new_tokens=5))
-    assert sampled == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 64, "min_tokens": 5, "seed": 11,
-                       "stop": ["\n\n", "User:"]}
+    assert greedy == {
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "max_tokens": 32,
+        "min_tokens": 0,
+        "seed": None,
+        "stop": [],
+    }
+    sampled = vb.sampling_kwargs(
+        GenParams(
+            temperature=0.7, top_p=0.9, max_new_tokens=64, seed=11, stop=("\n\n", "User:"), min_new_tokens=5
+        )
+    )
+    assert sampled == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_tokens": 64,
+        "min_tokens": 5,
+        "seed": 11,
+        "stop": ["\n\n", "User:"],
+    }
 
 
 def test_sampling_kwargs_rejects_min_above_max():
@@ -87,8 +104,9 @@ def test_score_prompt_concatenates_separately_encoded_parts(tokenizer):
 def test_continuation_logprobs_reads_prompt_tokens(tokenizer):
     ids, n_context = vb.score_prompt(tokenizer, ScoreRequest(chat("hello"), "a cat sat on a mat"))
     # Each position holds the prompt token plus a decoy top-1 token, as vLLM returns them.
-    prompt_logprobs = [None] + [{t: Logprob(-0.25 * pos), t + 1000: Logprob(-0.01)}
-                                for pos, t in enumerate(ids) if pos > 0]
+    prompt_logprobs = [None] + [
+        {t: Logprob(-0.25 * pos), t + 1000: Logprob(-0.01)} for pos, t in enumerate(ids) if pos > 0
+    ]
     got = vb.continuation_logprobs(prompt_logprobs, ids, n_context)
     assert got == [-0.25 * pos for pos in range(n_context, len(ids))]
     assert len(got) == 6
@@ -103,8 +121,12 @@ def test_continuation_logprobs_rejects_misaligned_structure():
 
 def test_choice_from_logprobs_hand_computed():
     # "A" is spelled by tokens 10 and 11, "B" by 20; token 30 is off-label.
-    lp = {10: Logprob(math.log(0.2)), 11: Logprob(math.log(0.1)), 20: Logprob(math.log(0.45)),
-          30: Logprob(math.log(0.25))}
+    lp = {
+        10: Logprob(math.log(0.2)),
+        11: Logprob(math.log(0.1)),
+        20: Logprob(math.log(0.45)),
+        30: Logprob(math.log(0.25)),
+    }
     result = vb.choice_from_logprobs(lp, {"A": [10, 11], "B": [20]})
     assert result.label_mass == pytest.approx(0.75)
     assert result.probs == pytest.approx({"A": 0.3 / 0.75, "B": 0.45 / 0.75})
@@ -172,23 +194,35 @@ class FakeLLM:
 
     def generate(self, prompts, sampling_params, *, lora_request=None, use_tqdm=True):
         per_request = isinstance(sampling_params, list)  # one SamplingParams per prompt
-        self.calls.append({"prompts": prompts, "params": [sp.kwargs for sp in sampling_params] if per_request
-                           else sampling_params.kwargs, "lora": lora_request, "use_tqdm": use_tqdm})
+        self.calls.append(
+            {
+                "prompts": prompts,
+                "params": [sp.kwargs for sp in sampling_params] if per_request else sampling_params.kwargs,
+                "lora": lora_request,
+                "use_tqdm": use_tqdm,
+            }
+        )
         kw = sampling_params[0].kwargs if per_request else sampling_params.kwargs
         outs = []
         for p in prompts:
             ids = p["prompt_token_ids"]
-            completion = types.SimpleNamespace(text=" ".join(map(str, ids)), logprobs=None, token_ids=ids[:2],
-                                               finish_reason="length")
+            completion = types.SimpleNamespace(
+                text=" ".join(map(str, ids)), logprobs=None, token_ids=ids[:2], finish_reason="length"
+            )
             prompt_logprobs = None
             if kw.get("prompt_logprobs"):
                 prompt_logprobs = [None] + [{t: Logprob(-0.1 * pos)} for pos, t in enumerate(ids) if pos]
             if kw.get("logprobs") == -1:
                 completion.logprobs = [{t: Logprob(v) for t, v in enumerate(next_token_logprobs(ids))}]
             elif kw.get("logprobs") == 0:  # the drawn token's, as processed_logprobs: one entry per step
-                completion.logprobs = [{t: Logprob(-0.5 * (i + 1))} for i, t in enumerate(completion.token_ids)]
-            outs.append(types.SimpleNamespace(outputs=[completion], prompt_logprobs=prompt_logprobs,
-                                              num_cached_tokens=len(ids) // 2))
+                completion.logprobs = [
+                    {t: Logprob(-0.5 * (i + 1))} for i, t in enumerate(completion.token_ids)
+                ]
+            outs.append(
+                types.SimpleNamespace(
+                    outputs=[completion], prompt_logprobs=prompt_logprobs, num_cached_tokens=len(ids) // 2
+                )
+            )
         return outs
 
 
@@ -203,8 +237,13 @@ def backend(monkeypatch, tokenizer):
     lora_request.LoRARequest = FakeLoRARequest
     platforms = types.ModuleType("vllm.platforms")
     platforms.current_platform = types.SimpleNamespace(is_cpu=lambda: False)  # a GPU node
-    for name, mod in [("vllm", vllm), ("vllm.inputs", inputs), ("vllm.lora", lora),
-                      ("vllm.lora.request", lora_request), ("vllm.platforms", platforms)]:
+    for name, mod in [
+        ("vllm", vllm),
+        ("vllm.inputs", inputs),
+        ("vllm.lora", lora),
+        ("vllm.lora.request", lora_request),
+        ("vllm.platforms", platforms),
+    ]:
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setattr(FakeLLM, "tokenizer", tokenizer, raising=False)
     # the adapter paths here hold no files: one content fingerprint per path
@@ -226,18 +265,33 @@ def test_backend_builds_engine_with_lora_and_full_logprobs(backend):
 
 def test_cpu_engine_settings():
     assert vb.platform_settings(True, None, None, None) == {
-        "kv_cache_memory_bytes": 2 * 2**30, "enforce_eager": True, "max_num_batched_tokens": 32768}
-    assert vb.platform_settings(True, 0.5, False, 65536) == {"kv_cache_memory_bytes": 2**29,
-                                                             "max_num_batched_tokens": 65536}
+        "kv_cache_memory_bytes": 2 * 2**30,
+        "enforce_eager": True,
+        "max_num_batched_tokens": 32768,
+    }
+    assert vb.platform_settings(True, 0.5, False, 65536) == {
+        "kv_cache_memory_bytes": 2**29,
+        "max_num_batched_tokens": 65536,
+    }
     assert vb.platform_settings(False, None, None, None) == {}
-    assert vb.platform_settings(False, 8, True, None) == {"kv_cache_memory_bytes": 8 * 2**30, "enforce_eager": True}
+    assert vb.platform_settings(False, 8, True, None) == {
+        "kv_cache_memory_bytes": 8 * 2**30,
+        "enforce_eager": True,
+    }
 
 
 def test_lora_goes_on_every_linear_layer_but_the_head():
     from kit.llm.models import SMOLLM2, module_names
 
-    assert vb.lora_targets(module_names(SMOLLM2)) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj",
-                                                      "up_proj", "v_proj"]
+    assert vb.lora_targets(module_names(SMOLLM2)) == [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
     assert vb.lora_targets(None) is None and vb.lora_targets({"lm_head": "Linear"}) is None
 
 
@@ -286,8 +340,10 @@ def test_score_is_one_batched_call_in_order(backend, tokenizer):
 
 def test_choice_probs_is_one_batched_call_in_order(backend, tokenizer):
     questions = ["hello", "the cat sat on a mat", "world", "a cat"]
-    reqs = [ChoiceRequest(chat(q), ["A", "B", "C"], adapter=a, prefix="Answer:")
-            for q, a in zip(questions, ADAPTERS)]
+    reqs = [
+        ChoiceRequest(chat(q), ["A", "B", "C"], adapter=a, prefix="Answer:")
+        for q, a in zip(questions, ADAPTERS)
+    ]
     out = backend.choice_probs(reqs)
     assert len(backend.llm.calls) == 1
     call = backend.llm.calls[0]
@@ -295,7 +351,8 @@ def test_choice_probs_is_one_batched_call_in_order(backend, tokenizer):
     ids = label_token_ids(tokenizer, ["A", "B", "C"])
     for req, prompt, got in zip(reqs, call["prompts"], out):
         assert prompt["prompt_token_ids"] == tokenizer.encode(
-            render_chat(tokenizer, req.chat, "Answer:"), add_special_tokens=False)
+            render_chat(tokenizer, req.chat, "Answer:"), add_special_tokens=False
+        )
         p = np.exp(next_token_logprobs(prompt["prompt_token_ids"]))
         mass = {label: sum(p[t] for t in toks) for label, toks in ids.items()}
         total = sum(mass.values())
@@ -315,8 +372,10 @@ def test_choice_probs_chunks_large_batches_in_order(backend, monkeypatch):
 
 def test_every_request_draws_its_own_stream_whatever_its_neighbours(backend):
     params = GenParams(temperature=1.0, max_new_tokens=8, seed=5)
-    reqs = [ChatRequest(chat("same"), sample=k) for k in range(3)] + [ChatRequest(chat("other")),
-                                                                       ChatRequest(chat("same"), adapter="/a")]
+    reqs = [ChatRequest(chat("same"), sample=k) for k in range(3)] + [
+        ChatRequest(chat("other")),
+        ChatRequest(chat("same"), adapter="/a"),
+    ]
     backend.generate(reqs, params)
     seeds = [p["seed"] for p in backend.llm.calls[-1]["params"]]
     assert len(set(seeds)) == len(reqs)  # samples, prompts and adapters each get their own
@@ -335,34 +394,60 @@ def test_every_request_draws_its_own_stream_whatever_its_neighbours(backend):
 
 
 def test_generate_sampled_asks_for_the_drawn_tokens_log_probabilities(backend):
-    reqs = [ChatRequest(chat(t), adapter=a) for t, a in zip(["hello", "the cat", "sat on a mat", "world"], ADAPTERS)]
+    reqs = [
+        ChatRequest(chat(t), adapter=a)
+        for t, a in zip(["hello", "the cat", "sat on a mat", "world"], ADAPTERS)
+    ]
     params = GenParams(temperature=0.7, top_p=0.9, max_new_tokens=8, seed=1)
     out = backend.generate_sampled(reqs, params)
     call = backend.llm.calls[-1]
     assert len(backend.llm.calls) == 1 and call["lora"] == expected_loras()
-    assert call["params"] == [{**vb.sampling_kwargs(params), "seed": vb.request_seed(1, r), "logprobs": 0} for r in reqs]
+    assert call["params"] == [
+        {**vb.sampling_kwargs(params), "seed": vb.request_seed(1, r), "logprobs": 0} for r in reqs
+    ]
     for prompt, o in zip(call["prompts"], out):
-        assert o.token_ids == tuple(prompt["prompt_token_ids"][:2]) and o.logprobs == (-0.5, -1.0) and not o.stopped
+        assert (
+            o.token_ids == tuple(prompt["prompt_token_ids"][:2])
+            and o.logprobs == (-0.5, -1.0)
+            and not o.stopped
+        )
         assert o.text == " ".join(map(str, prompt["prompt_token_ids"]))  # generate's text
     with pytest.raises(ValueError, match="no stop strings"):
         backend.generate_sampled(reqs, GenParams(max_new_tokens=4, stop=("\n",)))
 
 
 def test_sampled_from_reads_the_drawn_token_and_refuses_a_misaligned_output():
-    out = types.SimpleNamespace(text="ab", token_ids=[5, 9], logprobs=[{5: Logprob(-0.1), 2: Logprob(-3.0)},
-                                                                       {9: Logprob(None)}], finish_reason="stop")
+    out = types.SimpleNamespace(
+        text="ab",
+        token_ids=[5, 9],
+        logprobs=[{5: Logprob(-0.1), 2: Logprob(-3.0)}, {9: Logprob(None)}],
+        finish_reason="stop",
+    )
     sampled = vb.sampled_from(out)
     assert sampled.token_ids == (5, 9) and sampled.logprobs[0] == -0.1 and math.isnan(sampled.logprobs[1])
-    assert sampled.stopped and not vb.sampled_from(types.SimpleNamespace(**{**vars(out), "finish_reason": "length"})).stopped
+    assert (
+        sampled.stopped
+        and not vb.sampled_from(types.SimpleNamespace(**{**vars(out), "finish_reason": "length"})).stopped
+    )
     with pytest.raises(ValueError, match="lack the drawn token 9"):
-        vb.sampled_from(types.SimpleNamespace(text="ab", token_ids=[5, 9], logprobs=[{5: Logprob(-0.1)}, {2: Logprob(-1)}],
-                                              finish_reason="stop"))
+        vb.sampled_from(
+            types.SimpleNamespace(
+                text="ab",
+                token_ids=[5, 9],
+                logprobs=[{5: Logprob(-0.1)}, {2: Logprob(-1)}],
+                finish_reason="stop",
+            )
+        )
     with pytest.raises(ValueError, match="ask with logprobs=0"):
-        vb.sampled_from(types.SimpleNamespace(text="ab", token_ids=[5, 9], logprobs=None, finish_reason="stop"))
+        vb.sampled_from(
+            types.SimpleNamespace(text="ab", token_ids=[5, 9], logprobs=None, finish_reason="stop")
+        )
 
 
 def test_an_engine_in_raw_logprobs_mode_gives_no_sampled_log_probabilities(backend):
-    raw = vb.VLLMBackend.around(FakeLLM(logprobs_mode="raw_logprobs"))  # e.g. one built elsewhere, in vLLM's default
+    raw = vb.VLLMBackend.around(
+        FakeLLM(logprobs_mode="raw_logprobs")
+    )  # e.g. one built elsewhere, in vLLM's default
     assert not raw.sampling_logprobs
     with pytest.raises(ValueError, match="logprobs_mode='processed_logprobs'"):
         raw.generate_sampled([ChatRequest(chat("hello"))], GenParams(temperature=1.0, seed=1))

@@ -42,13 +42,19 @@ def served(adapters, tmp_path_factory):
     from kit.llm.serve import Server, free_port, serve_args
 
     port = free_port()
-    args = serve_args(model("vllm"), port, served_name="smollm2",
-                      lora_modules={served_adapter_name(adapters[0]): adapters[0]}, cpu=True)
+    args = serve_args(
+        model("vllm"),
+        port,
+        served_name="smollm2",
+        lora_modules={served_adapter_name(adapters[0]): adapters[0]},
+        cpu=True,
+    )
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
     with Server(args, log, port, runtime_lora=True) as server:
         print(f"vllm serve answered after {server.start_seconds:.1f} s")
-        backend = OpenAIBackend.from_params(ModelParams(name=SMOLLM2, backend="openai", base_url=server.url,
-                                                        served_model="smollm2"))
+        backend = OpenAIBackend.from_params(
+            ModelParams(name=SMOLLM2, backend="openai", base_url=server.url, served_model="smollm2")
+        )
         yield backend
         backend.close()
 
@@ -65,15 +71,21 @@ def test_served_greedy_text_matches_transformers_or_diverges_only_at_a_near_tie(
             continue
         gap = top_two_gap(reference, req, tok.encode(b, add_special_tokens=False)[:at])
         diverged.append((at, round(gap, 4)))
-        assert gap < NEAR_TIE, f"the server left the transformers text at token {at}, where its top two differ by {gap:.3f}"
+        assert gap < NEAR_TIE, (
+            f"the server left the transformers text at token {at}, where its top two differ by {gap:.3f}"
+        )
     print(f"served greedy: {len(reqs) - len(diverged)}/{len(reqs)} rows identical; divergences: {diverged}")
     assert len(diverged) <= len(reqs) // 4
 
 
 def test_served_score_matches_transformers_for_the_base_and_both_adapters(served, reference, adapters):
-    reqs = [ScoreRequest(r.chat, text, adapter=adapter)
-            for r, text in zip(questions(3), ["Family comes first.", "I think so, yes.", "It depends on the village."])
-            for adapter in (None, *adapters)]
+    reqs = [
+        ScoreRequest(r.chat, text, adapter=adapter)
+        for r, text in zip(
+            questions(3), ["Family comes first.", "I think so, yes.", "It depends on the village."]
+        )
+        for adapter in (None, *adapters)
+    ]
     for got, want in zip(served.score(reqs), reference.score(reqs)):
         assert len(got) == len(want)
         assert max(abs(x - y) for x, y in zip(got, want)) < SCORE_ATOL
@@ -85,12 +97,21 @@ def test_served_score_matches_transformers_for_the_base_and_both_adapters(served
 
 
 def test_served_choice_probs_match_transformers(served, reference, adapters):
-    reqs = [ChoiceRequest(r.chat + [{"role": "user", "content": "Answer A, B, C or D."}], ["A", "B", "C", "D"],
-                          adapter=adapter, prefix="Answer:")
-            for r in questions(4) for adapter in (None, adapters[1])]
+    reqs = [
+        ChoiceRequest(
+            r.chat + [{"role": "user", "content": "Answer A, B, C or D."}],
+            ["A", "B", "C", "D"],
+            adapter=adapter,
+            prefix="Answer:",
+        )
+        for r in questions(4)
+        for adapter in (None, adapters[1])
+    ]
     for got, want in zip(served.choice_probs(reqs), reference.choice_probs(reqs)):
         assert max(abs(got.probs[k] - want.probs[k]) for k in got.probs) < SERVED_PROB_ATOL
-        assert got.label_mass <= want.label_mass + SERVED_PROB_ATOL  # top-20 only: never more than the whole vocabulary
+        assert (
+            got.label_mass <= want.label_mass + SERVED_PROB_ATOL
+        )  # top-20 only: never more than the whole vocabulary
         assert got.label_mass == pytest.approx(want.label_mass, abs=SERVED_PROB_ATOL)
 
 
@@ -106,4 +127,6 @@ def test_served_seeded_sampling_reproduces_itself_and_samples_differ(served):
 def test_served_sampled_tokens_and_log_probabilities_are_the_samplers(served, reference):
     """/v1/completions with logprobs 0 and token ids, the server run with --logprobs-mode processed_logprobs
     (kit.llm.serve): what the in-process engine gives (tests/test_vllm_engine.py::check_sampled)."""
-    print(f"served vLLM: sampling log-probabilities within {check_sampled(served, reference):.2e} of transformers'")
+    print(
+        f"served vLLM: sampling log-probabilities within {check_sampled(served, reference):.2e} of transformers'"
+    )

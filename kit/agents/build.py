@@ -35,8 +35,14 @@ def build_agents(session, splits: SurveySplits) -> AgentSet:
     desc = {}
     if {"described", "grounded"} & set(wanted):
         with session.timed("describe cultures", row="described"):
-            desc = describe_cultures(session.backend, splits.countries, splits.train, p.agents, p.seed,
-                                     session.run_dir / "agents" / "descriptions")
+            desc = describe_cultures(
+                session.backend,
+                splits.countries,
+                splits.train,
+                p.agents,
+                p.seed,
+                session.run_dir / "agents" / "descriptions",
+            )
         texts += [d.text for d in desc.values()]
         report["descriptions_incomplete"] = [c for c, d in desc.items() if not d.complete]
     if "described" in wanted:
@@ -44,19 +50,33 @@ def build_agents(session, splits: SurveySplits) -> AgentSet:
     if "grounded" in wanted:
         base = resolve_model(p.model.name, p.model.revision).ref
         with session.timed("ground agents (data + LoRA SFT)", row="grounded"):
-            grounded = train_grounded_agents(session.backend, base, splits.countries, splits.train, p.agents, p.seed,
-                                             session.run_dir / "agents" / "grounded",
-                                             room=lambda: session.stage("01", "grounded SFT"))
-        built += [kinds.grounded(c, g.adapter_dir, desc[c].text) for c, g in grounded.items() if g.adapter_dir]
+            grounded = train_grounded_agents(
+                session.backend,
+                base,
+                splits.countries,
+                splits.train,
+                p.agents,
+                p.seed,
+                session.run_dir / "agents" / "grounded",
+                room=lambda: session.stage("01", "grounded SFT"),
+            )
+        built += [
+            kinds.grounded(c, g.adapter_dir, desc[c].text) for c, g in grounded.items() if g.adapter_dir
+        ]
         report["grounding"] = {c: g.stats for c, g in grounded.items()}
         texts += [m["content"] for g in grounded.values() for r in g.records for m in r["messages"][1:]]
     assert_no_test_leak(splits.train_items, splits.test_items, texts)
     # the counts notebook 01 records, by question stem; it stops when one is not 0
-    report["leaks"] = agent_leak_counts(splits.train_all_countries or splits.train_items, splits.test_all_countries,
-                                        texts)
+    report["leaks"] = agent_leak_counts(
+        splits.train_all_countries or splits.train_items, splits.test_all_countries, texts
+    )
     assert_no_leaks(report["leaks"], "the agents' descriptions or grounding data")
-    agent_set = AgentSet(tuple(built), tuple(splits.countries),
-                         {c: tuple(it.question_id for it in splits.test[c]) for c in splits.countries}, report,
-                         artifacts.made_by(p))
+    agent_set = AgentSet(
+        tuple(built),
+        tuple(splits.countries),
+        {c: tuple(it.question_id for it in splits.test[c]) for c in splits.countries},
+        report,
+        artifacts.made_by(p),
+    )
     agent_set.save(session.run_dir)
     return agent_set

@@ -36,8 +36,13 @@ if TYPE_CHECKING:  # annotations only: kit.config composes the packages' section
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("Core Values", "Accepted Behaviors", "Rejected Phenomena", "Perspectives",
-            "Attitude toward other worldviews")
+SECTIONS = (
+    "Core Values",
+    "Accepted Behaviors",
+    "Rejected Phenomena",
+    "Perspectives",
+    "Attitude toward other worldviews",
+)
 
 # Spellings a model plausibly uses for each heading (plural/singular, British "behaviours").
 _NAMES = {
@@ -80,15 +85,20 @@ def section_bodies(text: str) -> dict[str, str]:
     next section's heading."""
     found = {s: m for s, m in ((s, rx.search(text)) for s, rx in _HEADINGS.items()) if m is not None}
     starts = sorted(m.start() for m in found.values())
-    return {s: text[m.end():next((x for x in starts if x > m.start()), len(text))] for s, m in found.items()}
+    return {
+        s: text[m.end() : next((x for x in starts if x > m.start()), len(text))] for s, m in found.items()
+    }
 
 
 def missing_sections(text: str) -> list[str]:
     """The sections with no heading, or with fewer than ``MIN_SECTION_WORDS`` words under it (a description made
     of the headings alone is no description)."""
     bodies = section_bodies(text)
-    return [s for s in SECTIONS
-            if len([w for w in bodies.get(s, "").split() if re.search(r"[^\W\d_]", w)]) < MIN_SECTION_WORDS]
+    return [
+        s
+        for s in SECTIONS
+        if len([w for w in bodies.get(s, "").split() if re.search(r"[^\W\d_]", w)]) < MIN_SECTION_WORDS
+    ]
 
 
 def is_complete(text: str) -> bool:
@@ -98,7 +108,7 @@ def is_complete(text: str) -> bool:
 def clean_description(text: str) -> str:
     """The text from its first section heading on (drops a chatty preamble), stripped."""
     starts = section_starts(text)
-    return (text[min(starts.values()):] if starts else text).strip()
+    return (text[min(starts.values()) :] if starts else text).strip()
 
 
 def survey_summary(items: Sequence[OpinionItem], max_items: int) -> str:
@@ -116,7 +126,9 @@ def survey_summary(items: Sequence[OpinionItem], max_items: int) -> str:
     lines = []
     for it in chosen:
         top = max(range(len(it.options)), key=it.distribution.__getitem__)
-        lines.append(f'- {it.question} -> most common answer: "{it.options[top]}" ({it.distribution[top]:.0%})')
+        lines.append(
+            f'- {it.question} -> most common answer: "{it.options[top]}" ({it.distribution[top]:.0%})'
+        )
     return "\n".join(lines)
 
 
@@ -124,8 +136,11 @@ def description_request(country: str, summary: str) -> ChatRequest:
     """The request for one country's description (named by country, not by survey sample)."""
     name = base_country(country)
     headings = "\n".join(f"## {s}" for s in SECTIONS)
-    evidence = (f"Survey answers of people in {name} (the most common answer and its share):\n{summary}\n\n"
-                if summary else "")
+    evidence = (
+        f"Survey answers of people in {name} (the most common answer and its share):\n{summary}\n\n"
+        if summary
+        else ""
+    )
     prompt = (
         f"{evidence}Describe the culture of {name} for someone who must answer questions as a typical "
         f"person from {name} would. Use the survey evidence where it applies and general knowledge "
@@ -164,9 +179,13 @@ def describe_cultures(
         items = list(train_by_country.get(country, ()))
         wrong = sorted({it.country for it in items} - {country})
         if wrong:
-            raise ValueError(f"train_by_country[{country!r}] holds items of {wrong}; pass each country its own items")
+            raise ValueError(
+                f"train_by_country[{country!r}] holds items of {wrong}; pass each country its own items"
+            )
         if not items:
-            log.warning("no train items for %s: its description rests on the model's general knowledge only", country)
+            log.warning(
+                "no train items for %s: its description rests on the model's general knowledge only", country
+            )
         summary = survey_summary(items, params.description_items) if items else ""
         requests[country] = description_request(country, summary)
     if test_items:
@@ -174,28 +193,46 @@ def describe_cultures(
         assert_no_test_leak(train, test_items, [r.chat[-1]["content"] for r in requests.values()])
 
     def parts(country: str) -> dict:
-        return {"model": backend_parts(backend), "request": requests[country].key(), "gen": gen.key(),
-                "max_retries": params.max_retries, "seed": seed}
+        return {
+            "model": backend_parts(backend),
+            "request": requests[country].key(),
+            "gen": gen.key(),
+            "max_retries": params.max_retries,
+            "seed": seed,
+        }
 
     results: dict[str, DescriptionResult] = {}
     for country in requests:
         path = out_dir / f"{file_stem(country)}.md"
-        if path.exists() and artifacts.reusable(path.with_suffix(".json"), parts(country), f"description of {country}"):
+        if path.exists() and artifacts.reusable(
+            path.with_suffix(".json"), parts(country), f"description of {country}"
+        ):
             text = path.read_text(encoding="utf-8")
             results[country] = DescriptionResult(text, 0, is_complete(text))
     todo = [c for c in requests if c not in results]
     if not todo:
         return results
 
-    makers = [lambda attempt, r=requests[c]: (r, dataclasses.replace(gen, seed=seeds.derive(seed, "describe", attempt)))
-              for c in todo]
-    found = run(ask_parsed(makers, lambda text: text if is_complete(text) else None, params.max_retries), backend)
+    makers = [
+        lambda attempt, r=requests[c]: (
+            r,
+            dataclasses.replace(gen, seed=seeds.derive(seed, "describe", attempt)),
+        )
+        for c in todo
+    ]
+    found = run(
+        ask_parsed(makers, lambda text: text if is_complete(text) else None, params.max_retries), backend
+    )
     for country, result in zip(todo, found):
         best = result.value if result.value is not None else _best(result.raws)
         complete = result.value is not None
         if not complete:
-            log.warning("description of %s lacks %s after %d attempts; keeping the best attempt",
-                        country, missing_sections(best), result.attempts)
+            log.warning(
+                "description of %s lacks %s after %d attempts; keeping the best attempt",
+                country,
+                missing_sections(best),
+                result.attempts,
+            )
         text = clean_description(best)
         atomic_write_text(out_dir / f"{file_stem(country)}.md", text)
         artifacts.stamp(out_dir / f"{file_stem(country)}.json", parts(country), complete=complete)

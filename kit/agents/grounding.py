@@ -98,7 +98,9 @@ class _Sample:
     k: int  # which sample of its item: samples of one item and option differ by their seed
 
 
-def sample_answers(items: Sequence[OpinionItem], samples_per_item: int, seed: int) -> list[tuple[OpinionItem, int]]:
+def sample_answers(
+    items: Sequence[OpinionItem], samples_per_item: int, seed: int
+) -> list[tuple[OpinionItem, int]]:
     """``samples_per_item`` option indices per item, drawn with the country's answer shares.
 
     Each item has its own generator seeded by (seed, country, question_id), so an item's
@@ -141,8 +143,12 @@ JUDGE_PROMPT = (
 
 def rewrite_request(country: str, item: OpinionItem, option: int) -> ChatRequest:
     """Ask for an open question + multi-paragraph answer that keeps the stance of ``option``."""
-    prompt = REWRITE_PROMPT.format(country=base_country(country), question=item.question,
-                                   options=_options_block(item), answer=item.options[option])
+    prompt = REWRITE_PROMPT.format(
+        country=base_country(country),
+        question=item.question,
+        options=_options_block(item),
+        answer=item.options[option],
+    )
     return ChatRequest([{"role": "user", "content": prompt}])
 
 
@@ -164,15 +170,20 @@ def parse_rewrite(text: str) -> tuple[str, str] | None:
     if a is None:
         return None
     nxt = _QUESTION.search(text, a.end())
-    question = text[q.end():a.start()].strip().strip("*_").strip()
-    answer = text[a.end():nxt.start() if nxt else len(text)].strip()
+    question = text[q.end() : a.start()].strip().strip("*_").strip()
+    answer = text[a.end() : nxt.start() if nxt else len(text)].strip()
     return (question, answer) if question and answer else None
 
 
 def judge_request(country: str, item: OpinionItem, option: int, question: str, answer: str) -> ChoiceRequest:
     """A/B request: is ``answer`` consistent with the chosen survey option (A) or not (B)?"""
-    prompt = JUDGE_PROMPT.format(country=base_country(country), question=item.question,
-                                 answer=item.options[option], open_question=question, open_answer=answer)
+    prompt = JUDGE_PROMPT.format(
+        country=base_country(country),
+        question=item.question,
+        answer=item.options[option],
+        open_question=question,
+        open_answer=answer,
+    )
     return ChoiceRequest([{"role": "user", "content": prompt}], JUDGE_LABELS, prefix="Answer:")
 
 
@@ -189,18 +200,31 @@ def sft_record(sample_id: str, item: OpinionItem, question: str, answer: str) ->
 
 
 def _empty_stats() -> dict[str, Any]:
-    return {"samples": 0, "parsed": 0, "unparsable": 0, "judged": 0, "inconsistent": 0, "kept": 0,
-            "attempts": 0, "skipped": None, "judgments": [], "unparsable_raw": []}
+    return {
+        "samples": 0,
+        "parsed": 0,
+        "unparsable": 0,
+        "judged": 0,
+        "inconsistent": 0,
+        "kept": 0,
+        "attempts": 0,
+        "skipped": None,
+        "judgments": [],
+        "unparsable_raw": [],
+    }
 
 
-def country_samples(country: str, items: Sequence[OpinionItem], params: AgentsParams,
-                    seed: int) -> tuple[list[_Sample], str | None]:
+def country_samples(
+    country: str, items: Sequence[OpinionItem], params: AgentsParams, seed: int
+) -> tuple[list[_Sample], str | None]:
     """The (item, option) samples of one country's first ``max_train_items`` train items, or the reason
     it is skipped (fewer than ``min_train_items``)."""
     items = list(items)[: params.max_train_items]
     wrong = sorted({it.country for it in items} - {country})
     if wrong:
-        raise ValueError(f"train_by_country[{country!r}] holds items of {wrong}; pass each country its own items")
+        raise ValueError(
+            f"train_by_country[{country!r}] holds items of {wrong}; pass each country its own items"
+        )
     if len(items) < params.min_train_items:
         return [], f"{len(items)} train items < min_train_items={params.min_train_items}"
     samples, counter = [], {}
@@ -250,22 +274,39 @@ def build_all(
     gen = _rewrite_params(params, gen)
     # The k-th samples of all items share a seed, so they batch into one call per k and attempt; two
     # samples of one item that drew the same option still get two different rewrites.
-    makers = [lambda attempt, s=s: (rewrite_request(s.item.country, s.item, s.option),
-                                    dataclasses.replace(gen, seed=seeds.derive(seed, "rewrite", attempt, s.k)))
-              for s in samples]
+    makers = [
+        lambda attempt, s=s: (
+            rewrite_request(s.item.country, s.item, s.option),
+            dataclasses.replace(gen, seed=seeds.derive(seed, "rewrite", attempt, s.k)),
+        )
+        for s in samples
+    ]
 
     def judge(parsed: list[tuple[int, tuple[str, str]]], attempt: int):
         """Each attempt's check: one choice_probs call over every (question, answer) that parsed."""
-        verdicts = yield from choose([judge_request(samples[k].item.country, samples[k].item, samples[k].option, q, a)
-                                      for k, (q, a) in parsed], retry=attempt)
+        verdicts = yield from choose(
+            [
+                judge_request(samples[k].item.country, samples[k].item, samples[k].option, q, a)
+                for k, (q, a) in parsed
+            ],
+            retry=attempt,
+        )
         p_consistent = [v.probs[JUDGE_LABELS[0]] for v in verdicts]
         for (k, _), p, verdict in zip(parsed, p_consistent, verdicts):
             stats[samples[k].item.country]["judgments"].append(
-                {"id": samples[k].id, "attempt": attempt, "p_consistent": p, "label_mass": verdict.label_mass,
-                 "consistent": p > 0.5})
+                {
+                    "id": samples[k].id,
+                    "attempt": attempt,
+                    "p_consistent": p,
+                    "label_mass": verdict.label_mass,
+                    "consistent": p > 0.5,
+                }
+            )
         return [p > 0.5 for p in p_consistent]
 
-    outcomes = run(ask_parsed(makers, parse_rewrite, params.max_retries, check=judge), backend) if samples else []
+    outcomes = (
+        run(ask_parsed(makers, parse_rewrite, params.max_retries, check=judge), backend) if samples else []
+    )
     records: dict[str, list[dict]] = {c: [] for c in countries}
     for s, outcome in zip(samples, outcomes):
         st = stats[s.item.country]
@@ -274,8 +315,11 @@ def build_all(
         st["parsed"] += outcome.attempts - outcome.unreadable
         st["judged"] += outcome.attempts - outcome.unreadable
         st["inconsistent"] += len(outcome.rejected)
-        st["unparsable_raw"] += [{"id": s.id, "attempt": a, "text": text} for a, text in enumerate(outcome.raws)
-                                 if parse_rewrite(text) is None]
+        st["unparsable_raw"] += [
+            {"id": s.id, "attempt": a, "text": text}
+            for a, text in enumerate(outcome.raws)
+            if parse_rewrite(text) is None
+        ]
         if outcome.value is not None:
             records[s.item.country].append(sft_record(s.id, s.item, *outcome.value))
     results = {}
@@ -286,12 +330,20 @@ def build_all(
     return results
 
 
-def data_parts(backend: Backend, samples: Sequence[_Sample], gen: GenParams, params: AgentsParams,
-               seed: int) -> dict[str, Any]:
+def data_parts(
+    backend: Backend, samples: Sequence[_Sample], gen: GenParams, params: AgentsParams, seed: int
+) -> dict[str, Any]:
     """What a country's SFT data depends on: the model, the exact rewrite prompts, the judge, the sampling."""
-    return {"model": backend_parts(backend), "judge": JUDGE_PROMPT, "gen": gen.key(),
-            "prompts": cache_key([[s.id, rewrite_request(s.item.country, s.item, s.option).key()] for s in samples]),
-            "max_retries": params.max_retries, "seed": seed}
+    return {
+        "model": backend_parts(backend),
+        "judge": JUDGE_PROMPT,
+        "gen": gen.key(),
+        "prompts": cache_key(
+            [[s.id, rewrite_request(s.item.country, s.item, s.option).key()] for s in samples]
+        ),
+        "max_retries": params.max_retries,
+        "seed": seed,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,20 +382,28 @@ def train_grounded_agents(
         samples, reason = country_samples(country, train_by_country.get(country, ()), params, seed)
         parts = data_parts(backend, samples, gen, params, seed)
         folder = folders[country]
-        if reason is None and (folder / _SFT_FILE).is_file() and \
-                artifacts.reusable(folder / _DATA_STAMP, parts, f"grounding data of {country}"):
+        if (
+            reason is None
+            and (folder / _SFT_FILE).is_file()
+            and artifacts.reusable(folder / _DATA_STAMP, parts, f"grounding data of {country}")
+        ):
             data[country] = (read_jsonl(folder / _SFT_FILE), read_json(folder / _DATA_STATS, {}))
         else:
             build[country] = parts
     if build:
-        built = build_all(backend, list(build), train_by_country, params, seed, gen=gen, test_items=test_items)
+        built = build_all(
+            backend, list(build), train_by_country, params, seed, gen=gen, test_items=test_items
+        )
         for country, res in built.items():
             if res.stats["skipped"] is None:
                 folder = folders[country]
                 atomic_write_json(folder / _DATA_STATS, res.stats)
-                atomic_write_text(folder / _SFT_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                              for r in res.records))
-                artifacts.stamp(folder / _DATA_STAMP, build[country])  # last: a stamp means the data is complete
+                atomic_write_text(
+                    folder / _SFT_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in res.records)
+                )
+                artifacts.stamp(
+                    folder / _DATA_STAMP, build[country]
+                )  # last: a stamp means the data is complete
             data[country] = (res.records, res.stats)
 
     results: dict[str, GroundedAgentResult] = {}
@@ -352,19 +412,32 @@ def train_grounded_agents(
             records, stats = data[country]
             if stats.get("skipped") is None and not records:
                 stats = {**stats, "skipped": "no consistent SFT record was kept"}
-                log.warning("grounded agent for %s skipped: %s (%d samples, %d unparsable, %d inconsistent)",
-                            country, stats["skipped"], stats["samples"], stats["unparsable"], stats["inconsistent"])
+                log.warning(
+                    "grounded agent for %s skipped: %s (%d samples, %d unparsable, %d inconsistent)",
+                    country,
+                    stats["skipped"],
+                    stats["samples"],
+                    stats["unparsable"],
+                    stats["inconsistent"],
+                )
             if stats["skipped"] is not None:
                 results[country] = GroundedAgentResult(None, stats, records)
                 continue
-            train_records, evals = split_questions(records, EVAL_FRACTION, seed, "grounding-eval",
-                                                     key=lambda r: r["question_id"])
+            train_records, evals = split_questions(
+                records, EVAL_FRACTION, seed, "grounding-eval", key=lambda r: r["question_id"]
+            )
             if not train_records:  # too few questions to hold any out
                 train_records, evals = records, []
             from kit.train.trainers import train  # heavy (trl): imported only when something trains
 
             res = train("sft", train_records, evals, base_model, folders[country] / "sft", params.sft, seed)
-            info = {"train_records": len(train_records), "eval_records": len(evals), "train_tokens": res.train_tokens,
-                    "seconds": res.seconds, "reused": res.reused, "log_history": res.log_history}
+            info = {
+                "train_records": len(train_records),
+                "eval_records": len(evals),
+                "train_tokens": res.train_tokens,
+                "seconds": res.seconds,
+                "reused": res.reused,
+                "log_history": res.log_history,
+            }
             results[country] = GroundedAgentResult(Path(res.adapter_dir), {**stats, "train": info}, records)
     return {c: results[c] for c in countries}

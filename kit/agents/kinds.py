@@ -42,8 +42,10 @@ def prompted(country: str) -> Agent:
     return Agent(
         name=f"prompted:{country}",
         culture=country,
-        system_prompt=(f"You are a person from {name}. Answer every question as a typical person "
-                       f"from {name} would, from {name}'s values, customs and beliefs."),
+        system_prompt=(
+            f"You are a person from {name}. Answer every question as a typical person "
+            f"from {name} would, from {name}'s values, customs and beliefs."
+        ),
         kind="prompted",
     )
 
@@ -54,14 +56,20 @@ def culture_instruction(country: str) -> str:
 
 
 def _described_prompt(country: str, description: str) -> str:
-    return (f"You represent the culture of {base_country(country)}. {culture_instruction(country)}\n\n"
-            f"{description.strip()}")
+    return (
+        f"You represent the culture of {base_country(country)}. {culture_instruction(country)}\n\n"
+        f"{description.strip()}"
+    )
 
 
 def described(country: str, description: str) -> Agent:
     """A persona plus an LLM-written culture description (Core Values, Accepted Behaviors, …)."""
-    return Agent(name=f"described:{country}", culture=country, system_prompt=_described_prompt(country, description),
-                 kind="described")
+    return Agent(
+        name=f"described:{country}",
+        culture=country,
+        system_prompt=_described_prompt(country, description),
+        kind="described",
+    )
 
 
 def grounded(country: str, adapter: str, description: str | None = None) -> Agent:
@@ -71,8 +79,13 @@ def grounded(country: str, adapter: str, description: str | None = None) -> Agen
     culture description), as NCN builds its agents; without one, the SFT instruction alone.
     """
     prompt = _described_prompt(country, description) if description else culture_instruction(country)
-    return Agent(name=f"grounded:{country}", culture=country, system_prompt=prompt, adapter=str(adapter),
-                 kind="grounded")
+    return Agent(
+        name=f"grounded:{country}",
+        culture=country,
+        system_prompt=prompt,
+        adapter=str(adapter),
+        kind="grounded",
+    )
 
 
 def fingerprint(agent: Agent) -> str:
@@ -80,5 +93,11 @@ def fingerprint(agent: Agent) -> str:
     from kit.llm.models import adapter_fingerprint
     from kit.run.artifacts import fingerprint as parts_fingerprint
 
-    return parts_fingerprint({"kind": agent.kind, "culture": agent.culture, "system_prompt": agent.system_prompt,
-                              "adapter": adapter_fingerprint(agent.adapter) if agent.adapter else None})
+    return parts_fingerprint(
+        {
+            "kind": agent.kind,
+            "culture": agent.culture,
+            "system_prompt": agent.system_prompt,
+            "adapter": adapter_fingerprint(agent.adapter) if agent.adapter else None,
+        }
+    )

@@ -39,18 +39,28 @@ class AgentSet:
         by_key = {(it.country, it.question_id): it for it in items}
         missing = [(c, q) for c, qs in self.test_questions.items() for q in qs if (c, q) not in by_key]
         if missing:
-            raise ValueError(f"{len(missing)} held-out questions of the stored agents are not in the test split "
-                             f"(e.g. {missing[0]}); rerun notebook 01 with these data params")
+            raise ValueError(
+                f"{len(missing)} held-out questions of the stored agents are not in the test split "
+                f"(e.g. {missing[0]}); rerun notebook 01 with these data params"
+            )
         return {c: [by_key[(c, q)] for q in qs] for c, qs in self.test_questions.items()}
 
     def save(self, run_dir: Path) -> Path:
         run_dir = Path(run_dir)
-        agents = [asdict(a) | {"adapter": _relative(a.adapter, run_dir), "fingerprint": fingerprint(a)}
-                  for a in self.agents]
-        return atomic_write_json(run_dir / "agents" / AGENTS_FILE, {
-            "agents": agents, "countries": list(self.countries),
-            "test_questions": {c: list(q) for c, q in self.test_questions.items()}, "report": self.report,
-            "made_by": self.made_by})
+        agents = [
+            asdict(a) | {"adapter": _relative(a.adapter, run_dir), "fingerprint": fingerprint(a)}
+            for a in self.agents
+        ]
+        return atomic_write_json(
+            run_dir / "agents" / AGENTS_FILE,
+            {
+                "agents": agents,
+                "countries": list(self.countries),
+                "test_questions": {c: list(q) for c, q in self.test_questions.items()},
+                "report": self.report,
+                "made_by": self.made_by,
+            },
+        )
 
     @classmethod
     def load(cls, run_dir: Path, params=None) -> AgentSet:
@@ -61,17 +71,33 @@ class AgentSet:
         run_dir = Path(run_dir)
         stored = read_json(run_dir / "agents" / AGENTS_FILE)
         if stored is None:
-            raise ValueError(f"no agents stored in {run_dir / 'agents'}: run notebook 01 (01_cultural_agents) "
-                             "with this profile first")
+            raise ValueError(
+                f"no agents stored in {run_dir / 'agents'}: run notebook 01 (01_cultural_agents) "
+                "with this profile first"
+            )
         if params is not None:
-            check_made_by(stored.get("made_by"), params, f"the agents in {run_dir / 'agents'}",
-                          "notebook 01 (01_cultural_agents)")
-        agents = tuple(Agent(**({k: v for k, v in a.items() if k != "fingerprint"}
-                                | {"adapter": None if a["adapter"] is None else str(run_dir / a["adapter"])}))
-                       for a in stored["agents"])
-        return cls(agents, tuple(stored["countries"]),
-                   {c: tuple(q) for c, q in stored["test_questions"].items()}, stored.get("report", {}),
-                   stored.get("made_by"))
+            check_made_by(
+                stored.get("made_by"),
+                params,
+                f"the agents in {run_dir / 'agents'}",
+                "notebook 01 (01_cultural_agents)",
+            )
+        agents = tuple(
+            Agent(
+                **(
+                    {k: v for k, v in a.items() if k != "fingerprint"}
+                    | {"adapter": None if a["adapter"] is None else str(run_dir / a["adapter"])}
+                )
+            )
+            for a in stored["agents"]
+        )
+        return cls(
+            agents,
+            tuple(stored["countries"]),
+            {c: tuple(q) for c, q in stored["test_questions"].items()},
+            stored.get("report", {}),
+            stored.get("made_by"),
+        )
 
 
 def _relative(adapter: str | None, run_dir: Path) -> str | None:
@@ -80,5 +106,6 @@ def _relative(adapter: str | None, run_dir: Path) -> str | None:
     try:
         return Path(adapter).resolve().relative_to(run_dir.resolve()).as_posix()
     except ValueError as e:
-        raise ValueError(f"adapter {adapter} lies outside the run folder {run_dir}; agents store adapters "
-                         "inside it") from e
+        raise ValueError(
+            f"adapter {adapter} lies outside the run folder {run_dir}; agents store adapters inside it"
+        ) from e

@@ -33,21 +33,30 @@ def run(params: Params) -> dict:
     # The alternative reads letters from generated answers. One greedy answer gives one letter; a
     # distribution needs `generate_samples` sampled answers per pair (measured on a subset).
     gen = [ChatRequest(r.chat, adapter=r.adapter) for r in requests]
-    greedy, t_single = timed(lambda: backend.generate(gen, GenParams(max_new_tokens=params.bench.answer_tokens)))
+    greedy, t_single = timed(
+        lambda: backend.generate(gen, GenParams(max_new_tokens=params.bench.answer_tokens))
+    )
     k = params.bench.generate_samples
     subset = gen[: max(1, len(gen) // k)]
-    sampled, t_sampled = timed(lambda: backend.generate(
-        [r for r in subset for _ in range(k)],
-        GenParams(temperature=1.0, max_new_tokens=params.bench.answer_tokens, seed=params.seed)))
+    sampled, t_sampled = timed(
+        lambda: backend.generate(
+            [r for r in subset for _ in range(k)],
+            GenParams(temperature=1.0, max_new_tokens=params.bench.answer_tokens, seed=params.seed),
+        )
+    )
     letter = re.compile(r"\b[A-Z]\b")
     choice_per_s = len(requests) / t_choice
     return {
-        "model": params.model.name, "pairs": len(requests), "answer_tokens": params.bench.answer_tokens,
+        "model": params.model.name,
+        "pairs": len(requests),
+        "answer_tokens": params.bench.answer_tokens,
         "generate_samples": k,
         "choice_per_s": round(choice_per_s, 2),
         "generate_per_s": round(len(subset) / t_sampled, 3),
         "choice_vs_generate": round(choice_per_s / (len(subset) / t_sampled), 2),
         "single_answer_per_s": round(len(gen) / t_single, 2),
         "choice_vs_single_answer": round(choice_per_s / (len(gen) / t_single), 2),
-        "letter_parsed_share": round(sum(bool(letter.search(t)) for t in greedy + sampled) / len(greedy + sampled), 3),
+        "letter_parsed_share": round(
+            sum(bool(letter.search(t)) for t in greedy + sampled) / len(greedy + sampled), 3
+        ),
     }

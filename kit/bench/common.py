@@ -26,9 +26,16 @@ CULTURES = ("Japan", "Nigeria", "Brazil", "Germany", "India", "Mexico", "Egypt",
 def chat_requests(n: int) -> list[ChatRequest]:
     """Cultural-advisor prompts of varied length, like the ones the protocols send."""
     return [
-        ChatRequest([{"role": "system", "content": f"You are a thoughtful person from {CULTURES[i % len(CULTURES)]}."
-                      + " Answer from your culture's values." * (1 + i % 3)},
-                     {"role": "user", "content": TOPICS[i % len(TOPICS)]}])
+        ChatRequest(
+            [
+                {
+                    "role": "system",
+                    "content": f"You are a thoughtful person from {CULTURES[i % len(CULTURES)]}."
+                    + " Answer from your culture's values." * (1 + i % 3),
+                },
+                {"role": "user", "content": TOPICS[i % len(TOPICS)]},
+            ]
+        )
         for i in range(n)
     ]
 

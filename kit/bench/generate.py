@@ -39,8 +39,12 @@ def run(params: Params) -> dict:
         again, t_warm = timed(lambda: cached.generate(requests, gp))
         assert first == again
     return {
-        "model": params.model.name, "backend": backend.name, "numerics": backend.numerics,
-        "engine_start_s": round(t_start, 1), "requests": n, "new_tokens_each": new,
+        "model": params.model.name,
+        "backend": backend.name,
+        "numerics": backend.numerics,
+        "engine_start_s": round(t_start, 1),
+        "requests": n,
+        "new_tokens_each": new,
         "batched_tok_s": round(tokens / t_batch, 2),
         "sequential_tok_s": round(tokens / t_seq, 2),
         "raw_tok_s": round(tokens / t_raw, 2),
@@ -58,8 +62,10 @@ def _raw_generate(backend, requests: list[ChatRequest], gp: GenParams) -> float:
     if backend.name == "vllm":
         from vllm import SamplingParams
 
-        texts = [backend.tokenizer.apply_chat_template(r.chat, tokenize=False, add_generation_prompt=True)
-                 for r in requests]
+        texts = [
+            backend.tokenizer.apply_chat_template(r.chat, tokenize=False, add_generation_prompt=True)
+            for r in requests
+        ]
         sampling = SamplingParams(temperature=0.0, max_tokens=gp.max_new_tokens, min_tokens=gp.min_new_tokens)
         backend.reset_prefix_cache()  # as cold as the batched call's first prefill
         return timed(lambda: backend.llm.generate(texts, sampling, use_tqdm=False))[1]

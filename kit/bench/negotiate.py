@@ -30,8 +30,14 @@ def run(params: Params) -> dict:
     b = params.bench
     # The profile's own NCN settings; a vanishing ε keeps every negotiation going for exactly the
     # benchmark's rounds.
-    neg = params.negotiation.model_copy(update={"methods": ["ncn"], "max_rounds": b.negotiation_rounds, "epsilon": 1e-12,
-                                                "turn_tokens": b.negotiation_turn_tokens or params.negotiation.turn_tokens})
+    neg = params.negotiation.model_copy(
+        update={
+            "methods": ["ncn"],
+            "max_rounds": b.negotiation_rounds,
+            "epsilon": 1e-12,
+            "turn_tokens": b.negotiation_turn_tokens or params.negotiation.turn_tokens,
+        }
+    )
     pairs = resolve_pairs(params)
     agents = {c: prompted(c) for pair in pairs for c in pair}
     n_topics = -(-b.negotiations // len(pairs))
@@ -52,15 +58,28 @@ def run(params: Params) -> dict:
 
     prompt_before, saved_before = backend.stats["prompt_tokens"], backend.stats["prefill_tokens_saved"]
     engine_tokens, t_engine = tokens_and_time(
-        lambda: run_jobs([start_job(s, neg, params.seed) for s in specs], recorder, embedder))
+        lambda: run_jobs([start_job(s, neg, params.seed) for s in specs], recorder, embedder)
+    )
     prompt_tokens = backend.stats["prompt_tokens"] - prompt_before
     saved = backend.stats["prefill_tokens_saved"] - saved_before
     seq_tokens, t_seq = tokens_and_time(
-        lambda: [run_jobs([start_job(s, neg, params.seed)], backend, embedder) for s in specs[: b.sequential_negotiations]])
-    engine_tok_s, raw_tok_s, seq_tok_s = engine_tokens / t_engine, engine_tokens / recorder.seconds, seq_tokens / t_seq
+        lambda: [
+            run_jobs([start_job(s, neg, params.seed)], backend, embedder)
+            for s in specs[: b.sequential_negotiations]
+        ]
+    )
+    engine_tok_s, raw_tok_s, seq_tok_s = (
+        engine_tokens / t_engine,
+        engine_tokens / recorder.seconds,
+        seq_tokens / t_seq,
+    )
     return {
-        "model": params.model.name, "backend": backend.name, "numerics": backend.numerics,
-        "engine_start_s": round(t_start, 1), "negotiations": len(specs), "rounds": b.negotiation_rounds,
+        "model": params.model.name,
+        "backend": backend.name,
+        "numerics": backend.numerics,
+        "engine_start_s": round(t_start, 1),
+        "negotiations": len(specs),
+        "rounds": b.negotiation_rounds,
         "turn_tokens": neg.turn_tokens,
         "generate_calls": len(recorder.calls),
         "engine_tok_s": round(engine_tok_s, 2),
@@ -70,5 +89,6 @@ def run(params: Params) -> dict:
         "overhead_vs_raw": round(t_engine / recorder.seconds - 1, 3),
         "prefill_tokens_saved": round(saved / prompt_tokens, 3) if prompt_tokens else 0.0,
         "engine_processed_tok_s": round((prompt_tokens + engine_tokens) / t_engine, 1),
-        "threads": torch.get_num_threads(), "seconds": round(t_engine + t_seq, 1),
+        "threads": torch.get_num_threads(),
+        "seconds": round(t_engine + t_seq, 1),
     }

@@ -11,7 +11,9 @@ from kit.bench.common import Recorder, timed
 from kit.config import Params
 
 
-def fresh_adapters(model_name: str, revision: str | None, names: Sequence[str], folder: Path) -> dict[str, str]:
+def fresh_adapters(
+    model_name: str, revision: str | None, names: Sequence[str], folder: Path
+) -> dict[str, str]:
     """A LoRA adapter per name on the MLP projections, as trained agents have, saved as PEFT folders.
 
     peft starts ``lora_B`` at zero, so each answers as the base model does; what is timed is serving
@@ -44,7 +46,11 @@ def _per_item(backend, jobs: Callable[[], list], n: int, k: int, engine_backend=
     _, engine = timed(lambda: run_jobs(jobs(), engine_backend or backend))
     tokens = backend.stats["generated_tokens"] - before
     _, sequential = timed(lambda: [run_jobs([job], backend) for job in jobs()[:k]])
-    return {"engine_s_per_item": engine / n, "sequential_s_per_item": sequential / k, "engine_tok_s": tokens / engine}
+    return {
+        "engine_s_per_item": engine / n,
+        "sequential_s_per_item": sequential / k,
+        "engine_tok_s": tokens / engine,
+    }
 
 
 def run(params: Params) -> dict:
@@ -69,12 +75,18 @@ def run(params: Params) -> dict:
     queries = pick(pool, b.palette_queries, seed, "bench")
     test, _ = test_items(params)
     pairs = [(country, item) for country, its in test.items() for item in its][: b.palette_items]
-    backend = load_backend(params.model.model_copy(update={"batch_size": max(params.model.batch_size, 16)}), None,
-                           seed=seed)
+    backend = load_backend(
+        params.model.model_copy(update={"batch_size": max(params.model.batch_size, 16)}), None, seed=seed
+    )
     recorder = Recorder(backend)
 
-    synthesis = _per_item(backend, lambda: [Job(q.id, synthesise(q, palette, seed)) for q in queries],
-                          len(queries), b.sequential_palette_queries, engine_backend=recorder)
+    synthesis = _per_item(
+        backend,
+        lambda: [Job(q.id, synthesise(q, palette, seed)) for q in queries],
+        len(queries),
+        b.sequential_palette_queries,
+        engine_backend=recorder,
+    )
     before = backend.stats["generated_tokens"]
     _, raw = timed(lambda: [backend.generate(r, p) for r, p in recorder.calls])  # the engine's own batches
     raw_tok_s = (backend.stats["generated_tokens"] - before) / raw
@@ -82,18 +94,30 @@ def run(params: Params) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         adapters = fresh_adapters(params.model.name, params.model.revision, CONTINENTS, Path(tmp))
         variant = Variant(meta=None)
-        meta = _per_item(backend, lambda: [
-            Job(f"{c}:{it.question_id}", palette_answer(variant, c, it, adapters, palette.draft_tokens,
-                                                        palette.regulate_tokens)) for c, it in pairs],
-            len(pairs), b.sequential_palette_items)
+        meta = _per_item(
+            backend,
+            lambda: [
+                Job(
+                    f"{c}:{it.question_id}",
+                    palette_answer(variant, c, it, adapters, palette.draft_tokens, palette.regulate_tokens),
+                )
+                for c, it in pairs
+            ],
+            len(pairs),
+            b.sequential_palette_items,
+        )
 
     def ratio(part: dict) -> float:
         return part["sequential_s_per_item"] / part["engine_s_per_item"]
 
     engine_total = synthesis["engine_s_per_item"] * len(queries) + meta["engine_s_per_item"] * len(pairs)
-    sequential_total = synthesis["sequential_s_per_item"] * len(queries) + meta["sequential_s_per_item"] * len(pairs)
+    sequential_total = synthesis["sequential_s_per_item"] * len(queries) + meta[
+        "sequential_s_per_item"
+    ] * len(pairs)
     return {
-        "model": params.model.name, "queries": len(queries), "meta_items": len(pairs),
+        "model": params.model.name,
+        "queries": len(queries),
+        "meta_items": len(pairs),
         "synthesis_generate_calls": len(recorder.calls),
         "synthesis_engine_s_per_query": round(synthesis["engine_s_per_item"], 2),
         "synthesis_sequential_s_per_query": round(synthesis["sequential_s_per_item"], 2),
@@ -102,6 +126,7 @@ def run(params: Params) -> dict:
         "meta_sequential_s_per_item": round(meta["sequential_s_per_item"], 2),
         "meta_engine_vs_sequential": round(ratio(meta), 2),
         "engine_vs_sequential": round(sequential_total / engine_total, 2),
-        "synthesis_engine_tok_s": round(synthesis["engine_tok_s"], 2), "raw_tok_s": round(raw_tok_s, 2),
+        "synthesis_engine_tok_s": round(synthesis["engine_tok_s"], 2),
+        "raw_tok_s": round(raw_tok_s, 2),
         "overhead_vs_raw": round(raw_tok_s / synthesis["engine_tok_s"] - 1, 3),
     }

@@ -33,9 +33,14 @@ def run(params: Params) -> dict:
 
     b, sp = params.bench, params.selfplay
     dilemmas = from_moralchoice(params.data.moralchoice_path, b.selfplay_dialogues, params.seed)
-    backend = load_backend(params.model.model_copy(update={"batch_size": max(params.model.batch_size, 16)}), None,
-                           seed=params.seed)
-    sampling = GenParams(temperature=1.0, max_new_tokens=sp.turn_tokens, seed=seeds.derive(params.seed, "bench"))
+    backend = load_backend(
+        params.model.model_copy(update={"batch_size": max(params.model.batch_size, 16)}),
+        None,
+        seed=params.seed,
+    )
+    sampling = GenParams(
+        temperature=1.0, max_new_tokens=sp.turn_tokens, seed=seeds.derive(params.seed, "bench")
+    )
     games = [(d, 0, None) for d in dilemmas]
     embedder = Embedder(params.embedder.name, params.embedder.batch_size)  # reads the stated solutions
 
@@ -46,27 +51,60 @@ def run(params: Params) -> dict:
 
     backend.generate([ChatRequest([{"role": "user", "content": "warm-up"}])], GenParams(max_new_tokens=2))
     engine_tokens, t_engine = tokens_and_time(
-        lambda: play(backend, games, sp.max_turns, lambda turn: sampling, sp.turn_words, embedder, sp.agree_cosine))
+        lambda: play(
+            backend, games, sp.max_turns, lambda turn: sampling, sp.turn_words, embedder, sp.agree_cosine
+        )
+    )
     seq_tokens, t_seq = tokens_and_time(
-        lambda: [play(backend, [g], sp.max_turns, lambda turn: sampling, sp.turn_words, embedder, sp.agree_cosine)
-                 for g in games[: b.sequential_dialogues]])
+        lambda: [
+            play(backend, [g], sp.max_turns, lambda turn: sampling, sp.turn_words, embedder, sp.agree_cosine)
+            for g in games[: b.sequential_dialogues]
+        ]
+    )
 
     train_dilemmas = dilemmas[:2]  # two GRPO steps of one group each
     records, lookup = selfplay_records(train_dilemmas, params.seed, sp.turn_words)
-    trl = {**sp.policy.trl, "num_train_epochs": 1.0, "warmup_steps": 0.0, "reward_weights": list(sp.rewards.values())}
+    trl = {
+        **sp.policy.trl,
+        "num_train_epochs": 1.0,
+        "warmup_steps": 0.0,
+        "reward_weights": list(sp.rewards.values()),
+    }
     recipe = sp.policy.model_copy(update={"trl": trl})
     context = JudgeContext(backend, {d.id: d for d in train_dilemmas})
     with tempfile.TemporaryDirectory() as tmp:
-        result = train("grpo", records, None, params.model.name, Path(tmp) / "selfplay", recipe, params.seed,
-                       reward_funcs=bind(list(sp.rewards), context), rewards={"bench": True},
-                       rollout_func=rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, params.seed,
-                                                 params.model.batch_size, embedder, sp.agree_cosine))
+        result = train(
+            "grpo",
+            records,
+            None,
+            params.model.name,
+            Path(tmp) / "selfplay",
+            recipe,
+            params.seed,
+            reward_funcs=bind(list(sp.rewards), context),
+            rewards={"bench": True},
+            rollout_func=rollout_func(
+                lookup,
+                sp.max_turns,
+                sp.turn_tokens,
+                sp.turn_words,
+                params.seed,
+                params.model.batch_size,
+                embedder,
+                sp.agree_cosine,
+            ),
+        )
     steps = result.step_seconds
     engine_tok_s, seq_tok_s = engine_tokens / t_engine, seq_tokens / t_seq
     return {
-        "model": params.model.name, "dialogues": len(games), "turns": sp.max_turns, "turn_tokens": sp.turn_tokens,
-        "engine_tok_s": round(engine_tok_s, 2), "sequential_tok_s": round(seq_tok_s, 2),
+        "model": params.model.name,
+        "dialogues": len(games),
+        "turns": sp.max_turns,
+        "turn_tokens": sp.turn_tokens,
+        "engine_tok_s": round(engine_tok_s, 2),
+        "sequential_tok_s": round(seq_tok_s, 2),
         "engine_vs_sequential": round(engine_tok_s / seq_tok_s, 2),
-        "grpo_steps": len(steps), "grpo_seconds_per_step": round(sum(steps) / max(len(steps), 1), 3),
+        "grpo_steps": len(steps),
+        "grpo_seconds_per_step": round(sum(steps) / max(len(steps), 1), 3),
         "peak_rss_gb": round(peak_rss_gb(), 3),
     }

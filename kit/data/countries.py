@@ -17,7 +17,9 @@ from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
-_SAMPLE = re.compile(r"^(?P<base>.*?)\s*\((?P<kind>non-national|current national|old national) sample\)$", re.I)
+_SAMPLE = re.compile(
+    r"^(?P<base>.*?)\s*\((?P<kind>non-national|current national|old national) sample\)$", re.I
+)
 _SAMPLE_LABELS = {
     "non-national": "(Non-national sample)",
     "current national": "(Current national sample)",

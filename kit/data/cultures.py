@@ -42,23 +42,120 @@ PALETTE_COUNTRIES: tuple[str, ...] = tuple(c for countries in PALETTE_CONTINENTS
 
 # Every other GlobalOpinionQA country on the same five continents (UN geoscheme; the Americas as one, the
 # Middle East and the Caucasus in Asia, Cyprus and Turkey as the geoscheme has them), for per-continent boards.
-_CONTINENT_OF: Mapping[str, str] = MappingProxyType({
-    **{c: "Africa" for c in ("Angola", "Burkina Faso", "Egypt", "Ghana", "Ivory Coast", "Libya", "Mali", "Morocco",
-                             "S. Africa", "Senegal", "Tanzania", "Tunisia", "Uganda")},
-    **{c: "America" for c in ("Argentina", "Chile", "Colombia", "Ecuador", "El Salvador", "Guatemala", "Honduras",
-                              "Mexico", "Nicaragua", "Peru", "Puerto Rico", "Uruguay", "Venezuela")},
-    **{c: "Asia" for c in ("Armenia", "Azerbaijan", "Bangladesh", "Cyprus", "Georgia", "Hong Kong SAR", "Indonesia",
-                           "Iran", "Iraq", "Israel", "Japan", "Jordan", "Kazakhstan", "Kuwait", "Kyrgyzstan", "Lebanon",
-                           "Macau SAR", "Malaysia", "Maldives", "Mongolia", "Myanmar", "Pakistan", "Palest. ter.",
-                           "Philippines", "S. Korea", "Singapore", "Taiwan", "Tajikistan", "Turkey", "Uzbekistan",
-                           "Vietnam")},
-    **{c: "Europe" for c in ("Albania", "Andorra", "Austria", "Belarus", "Belgium", "Bosnia Herzegovina", "Bulgaria",
-                             "Croatia", "Czech Rep.", "Denmark", "Estonia", "Finland", "France", "Greece", "Hungary",
-                             "Iceland", "Italy", "Latvia", "Lithuania", "Montenegro", "North Macedonia",
-                             "Northern Ireland", "Norway", "Poland", "Portugal", "Romania", "Serbia", "Slovakia",
-                             "Slovenia", "Spain", "Sweden", "Switzerland")},
-    **{c: continent for continent, members in PALETTE_CONTINENTS.items() for c in members},
-})
+_CONTINENT_OF: Mapping[str, str] = MappingProxyType(
+    {
+        **{
+            c: "Africa"
+            for c in (
+                "Angola",
+                "Burkina Faso",
+                "Egypt",
+                "Ghana",
+                "Ivory Coast",
+                "Libya",
+                "Mali",
+                "Morocco",
+                "S. Africa",
+                "Senegal",
+                "Tanzania",
+                "Tunisia",
+                "Uganda",
+            )
+        },
+        **{
+            c: "America"
+            for c in (
+                "Argentina",
+                "Chile",
+                "Colombia",
+                "Ecuador",
+                "El Salvador",
+                "Guatemala",
+                "Honduras",
+                "Mexico",
+                "Nicaragua",
+                "Peru",
+                "Puerto Rico",
+                "Uruguay",
+                "Venezuela",
+            )
+        },
+        **{
+            c: "Asia"
+            for c in (
+                "Armenia",
+                "Azerbaijan",
+                "Bangladesh",
+                "Cyprus",
+                "Georgia",
+                "Hong Kong SAR",
+                "Indonesia",
+                "Iran",
+                "Iraq",
+                "Israel",
+                "Japan",
+                "Jordan",
+                "Kazakhstan",
+                "Kuwait",
+                "Kyrgyzstan",
+                "Lebanon",
+                "Macau SAR",
+                "Malaysia",
+                "Maldives",
+                "Mongolia",
+                "Myanmar",
+                "Pakistan",
+                "Palest. ter.",
+                "Philippines",
+                "S. Korea",
+                "Singapore",
+                "Taiwan",
+                "Tajikistan",
+                "Turkey",
+                "Uzbekistan",
+                "Vietnam",
+            )
+        },
+        **{
+            c: "Europe"
+            for c in (
+                "Albania",
+                "Andorra",
+                "Austria",
+                "Belarus",
+                "Belgium",
+                "Bosnia Herzegovina",
+                "Bulgaria",
+                "Croatia",
+                "Czech Rep.",
+                "Denmark",
+                "Estonia",
+                "Finland",
+                "France",
+                "Greece",
+                "Hungary",
+                "Iceland",
+                "Italy",
+                "Latvia",
+                "Lithuania",
+                "Montenegro",
+                "North Macedonia",
+                "Northern Ireland",
+                "Norway",
+                "Poland",
+                "Portugal",
+                "Romania",
+                "Serbia",
+                "Slovakia",
+                "Slovenia",
+                "Spain",
+                "Sweden",
+                "Switzerland",
+            )
+        },
+        **{c: continent for continent, members in PALETTE_CONTINENTS.items() for c in members},
+    }
+)
 OTHER_CONTINENT = "other"
 
 

@@ -183,7 +183,9 @@ def _csv_items(row: dict, row_no: int, where: str, skipped: list[str] | None) ->
     options = _options(_literal(row["options"], where, "options"), where)
     selections = _literal(row["selections"], where, "selections")
     if not isinstance(selections, dict) or not selections:
-        raise ValueError(f"{where}: selections must map country -> answer shares, got {type(selections).__name__}")
+        raise ValueError(
+            f"{where}: selections must map country -> answer shares, got {type(selections).__name__}"
+        )
     qid = question_id(question, options)
     source = (row.get("source") or "").strip() or None
     items: dict[str, OpinionItem] = {}
@@ -289,7 +291,10 @@ def _load_goqa(path: str, size: int, mtime_ns: int, on_bad: str) -> tuple[Opinio
         log.warning("skipped %d bad GlobalOpinionQA entries in %s, e.g. %s", len(skipped), path, skipped[0])
     renormalised = sum(abs(item.raw_sum - 1.0) > 1e-6 for item in items)
     log.info(
-        "loaded %d GlobalOpinionQA items from %s (%d distributions renormalised)", len(items), path, renormalised
+        "loaded %d GlobalOpinionQA items from %s (%d distributions renormalised)",
+        len(items),
+        path,
+        renormalised,
     )
     return tuple(items)
 

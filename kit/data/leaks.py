@@ -29,8 +29,9 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def assert_no_test_leak(train_items: Sequence[OpinionItem], test_items: Sequence[OpinionItem],
-                        texts: Sequence[str]) -> None:
+def assert_no_test_leak(
+    train_items: Sequence[OpinionItem], test_items: Sequence[OpinionItem], texts: Sequence[str]
+) -> None:
     """Raise ValueError if a test question's text appears in any of ``texts``.
 
     Matching is on whitespace-normalised, case-folded text. Test questions shorter than
@@ -44,8 +45,11 @@ def assert_no_test_leak(train_items: Sequence[OpinionItem], test_items: Sequence
     candidates = sorted({_norm(it.question) for it in test_items})
     checked = [q for q in candidates if len(q) >= MIN_LEAK_CHARS and q not in train_texts]
     if len(checked) < len(candidates):
-        log.info("leak check: %d of %d test questions are too short or also train text; not checked",
-                 len(candidates) - len(checked), len(candidates))
+        log.info(
+            "leak check: %d of %d test questions are too short or also train text; not checked",
+            len(candidates) - len(checked),
+            len(candidates),
+        )
     normed = [_norm(t) for t in texts]
     haystack = "\x00".join(normed)
     leaked = [q for q in checked if q in haystack]
@@ -63,15 +67,18 @@ class TestQuestions:
     def __init__(self, test_items: Iterable[OpinionItem]):
         items = list(test_items)
         self.stems = {it.stem for it in items}
-        self.texts = sorted(t for t in {normalise_question(it.question) for it in items} if len(t) >= MIN_LEAK_CHARS)
+        self.texts = sorted(
+            t for t in {normalise_question(it.question) for it in items} if len(t) >= MIN_LEAK_CHARS
+        )
 
     def hit(self, text: str) -> bool:
         normed = normalise_question(text)
         return question_stem(text) in self.stems or any(t in normed for t in self.texts)
 
 
-def agent_leak_counts(train_items: Sequence[OpinionItem], test_items: Sequence[OpinionItem],
-                      texts: Iterable[str]) -> dict[str, int]:
+def agent_leak_counts(
+    train_items: Sequence[OpinionItem], test_items: Sequence[OpinionItem], texts: Iterable[str]
+) -> dict[str, int]:
     """What notebook 01 records about the agents it built, counted:
 
     - ``train_test_stems``: question stems with items on both sides of the split;
@@ -79,8 +86,10 @@ def agent_leak_counts(train_items: Sequence[OpinionItem], test_items: Sequence[O
       grounding prompts and records) that are or quote a test question, by stem or normalised text.
     """
     test = TestQuestions(test_items)
-    return {"train_test_stems": len({it.stem for it in train_items} & {it.stem for it in test_items}),
-            "test_questions_in_agent_texts": sum(test.hit(t) for t in texts)}
+    return {
+        "train_test_stems": len({it.stem for it in train_items} & {it.stem for it in test_items}),
+        "test_questions_in_agent_texts": sum(test.hit(t) for t in texts),
+    }
 
 
 class Stems:
@@ -96,8 +105,13 @@ class Stems:
         return question_stem(text) in self.stems or any(t in normed for t in self.texts)
 
 
-def leak_counts(topics: Iterable[Topic], heldout: Iterable[Topic], traces: Iterable[dict],
-                train_prompts: Iterable[str], test_items: Iterable[OpinionItem]) -> dict[str, int]:
+def leak_counts(
+    topics: Iterable[Topic],
+    heldout: Iterable[Topic],
+    traces: Iterable[dict],
+    train_prompts: Iterable[str],
+    test_items: Iterable[OpinionItem],
+) -> dict[str, int]:
     """What finetuning on negotiation data must never see, counted:
 
     - ``topics_in_goqa_test``: negotiated or held-out topics that are GlobalOpinionQA test
@@ -114,15 +128,20 @@ def leak_counts(topics: Iterable[Topic], heldout: Iterable[Topic], traces: Itera
     held = Stems(t.text for t in heldout)
     return {
         "topics_in_goqa_test": sum(t.id in test_ids or test.hit(t.text) for t in topics + heldout),
-        "heldout_topics_negotiated": sum(t.id in negotiated or question_stem(t.text) in negotiated_stems
-                                         for t in heldout),
+        "heldout_topics_negotiated": sum(
+            t.id in negotiated or question_stem(t.text) in negotiated_stems for t in heldout
+        ),
         "train_prompts_in_eval": sum(held.hit(p) or test.hit(p) for p in train_prompts),
     }
 
 
-def palette_leak_counts(train_queries: Iterable[Topic], heldout_queries: Iterable[Topic],
-                        training_prompts: Iterable[str], router_prompts: Iterable[str],
-                        test_items: Iterable[OpinionItem]) -> dict[str, int]:
+def palette_leak_counts(
+    train_queries: Iterable[Topic],
+    heldout_queries: Iterable[Topic],
+    training_prompts: Iterable[str],
+    router_prompts: Iterable[str],
+    test_items: Iterable[OpinionItem],
+) -> dict[str, int]:
     """What unit 1x must never train on or route by, counted against the GlobalOpinionQA test questions
     (by stem, or quoted inside the text):
 
@@ -135,7 +154,11 @@ def palette_leak_counts(train_queries: Iterable[Topic], heldout_queries: Iterabl
     - ``heldout_queries_in_training``: held-out queries that share a stem with a training query or occur in
       a training prompt.
     """
-    test, train_queries, heldout_queries = TestQuestions(test_items), list(train_queries), list(heldout_queries)
+    test, train_queries, heldout_queries = (
+        TestQuestions(test_items),
+        list(train_queries),
+        list(heldout_queries),
+    )
     training_prompts = list(training_prompts)
     trained = Stems([q.text for q in train_queries])
     held = Stems([q.text for q in heldout_queries])
@@ -153,5 +176,7 @@ def assert_no_leaks(counts: dict[str, int], what: str = "the finetuning data") -
     """Stop with one clear line when any leak count is not 0."""
     bad = {k: v for k, v in counts.items() if v}
     if bad:
-        raise LeakError(f"evaluation data reached {what}: {bad}; nothing trained here can be "
-                        "evaluated on it — check the topic or query source, heldout_share and the data split")
+        raise LeakError(
+            f"evaluation data reached {what}: {bad}; nothing trained here can be "
+            "evaluated on it — check the topic or query source, heldout_share and the data split"
+        )

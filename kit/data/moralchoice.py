@@ -61,7 +61,9 @@ def _scenario(rec: dict, where: str) -> MoralScenario:
     except (TypeError, ValueError):
         gold = ()
     if len(gold) != 2 or any(not math.isfinite(v) or v < 0 for v in gold) or sum(gold) <= 0:
-        raise ValueError(f"{where}: gold_distribution {rec['gold_distribution']!r} is not two non-negative shares")
+        raise ValueError(
+            f"{where}: gold_distribution {rec['gold_distribution']!r} is not two non-negative shares"
+        )
     total = sum(gold)
     return MoralScenario(
         id=str(rec["id"]),
@@ -78,7 +80,9 @@ def load_moralchoice(path: str | Path, ambiguity: Ambiguity | None = None) -> li
         raise ValueError(f"ambiguity must be None, 'low' or 'high', got {ambiguity!r}")
     path = resolve(path)  # relative: from the project root, as every params path
     if not path.is_file():
-        raise ValueError(f"MoralChoice file {path} does not exist; point the data path at moralchoice/dev.json")
+        raise ValueError(
+            f"MoralChoice file {path} does not exist; point the data path at moralchoice/dev.json"
+        )
     records = json.loads(path.read_text(encoding="utf-8-sig"))
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of MoralChoice records")

@@ -30,5 +30,7 @@ class TopicsParams(Section):
     @model_validator(mode="after")
     def _file_has_path(self):
         if self.source == "file" and self.path is None:
-            raise ValueError("source file needs path: a JSON or JSONL file of topics; fix: set path, or use goqa or moralchoice")
+            raise ValueError(
+                "source file needs path: a JSON or JSONL file of topics; fix: set path, or use goqa or moralchoice"
+            )
         return self

@@ -35,7 +35,11 @@ SPLIT = "goqa-split"  # the purpose of the study's question split
 
 
 def split_questions(
-    items: Iterable[T], test_fraction: float, seed: int, purpose: str = SPLIT, *,
+    items: Iterable[T],
+    test_fraction: float,
+    seed: int,
+    purpose: str = SPLIT,
+    *,
     key: Callable[[T], str] = _question_id,
 ) -> tuple[list[T], list[T]]:
     """(train, test), keeping input order; ``key`` gives the unit not to split (default: question_id).
@@ -62,8 +66,9 @@ def assert_disjoint(train: Sequence[T], test: Sequence[T], *, key: Callable[[T],
         )
 
 
-def first_by_hash(items: Sequence[T], n: int, seed: int, purpose: str,
-                  key: Callable[[T], str] = _question_id) -> list[T]:
+def first_by_hash(
+    items: Sequence[T], n: int, seed: int, purpose: str, key: Callable[[T], str] = _question_id
+) -> list[T]:
     """A deterministic subset of ``n`` items, stable as ``n`` grows (hash order, not a shuffle)."""
     return sorted(items, key=lambda it: seeds.unit(seed, purpose, key(it)))[:n]
 
@@ -78,7 +83,9 @@ class SurveySplits:
     test_all_countries: list[OpinionItem]  # every country's answers on the test questions (for references)
     skipped: dict[str, str] = field(default_factory=dict)
     source_note: str = ""  # which survey rows the train side keeps, in one sentence
-    train_all_countries: list[OpinionItem] = field(default_factory=list)  # the whole train side (the neighbour prior)
+    train_all_countries: list[OpinionItem] = field(
+        default_factory=list
+    )  # the whole train side (the neighbour prior)
 
     @property
     def train_items(self) -> list[OpinionItem]:
@@ -89,8 +96,9 @@ class SurveySplits:
         return [it for c in self.countries for it in self.test[c]]
 
 
-def goqa_split(goqa_path: str, test_fraction: float, split_seed: int,
-               goqa_test_path: str | None = None) -> tuple[list[OpinionItem], list[OpinionItem]]:
+def goqa_split(
+    goqa_path: str, test_fraction: float, split_seed: int, goqa_test_path: str | None = None
+) -> tuple[list[OpinionItem], list[OpinionItem]]:
     """(train, test) items of the data: the split of ``goqa_path`` by question stem, or ``goqa_test_path``
     for testing (data the user holds back) and the rows of ``goqa_path`` that share no stem with it for
     training."""
@@ -101,15 +109,28 @@ def goqa_split(goqa_path: str, test_fraction: float, split_seed: int,
         stems = {it.stem for it in test}
         train = [it for it in items if it.stem not in stems]
         if len(train) < len(items):
-            log.info("%d rows of %s share a question stem with %s and are left out of training",
-                     len(items) - len(train), goqa_path, goqa_test_path)
+            log.info(
+                "%d rows of %s share a question stem with %s and are left out of training",
+                len(items) - len(train),
+                goqa_path,
+                goqa_test_path,
+            )
         return train, test
     return split_questions(items, test_fraction, split_seed, key=_stem)
 
 
-def survey_splits(goqa_path: str, countries: Sequence[str], *, test_fraction: float, split_seed: int,
-                  min_train_items: int, max_train_items: int, max_test_items: int,
-                  goqa_test_path: str | None = None, train_source: str | None = None) -> SurveySplits:
+def survey_splits(
+    goqa_path: str,
+    countries: Sequence[str],
+    *,
+    test_fraction: float,
+    split_seed: int,
+    min_train_items: int,
+    max_train_items: int,
+    max_test_items: int,
+    goqa_test_path: str | None = None,
+    train_source: str | None = None,
+) -> SurveySplits:
     """Train and test items of each country (countries already resolved to data labels).
 
     ``train_source`` (e.g. ``"WVS"``) keeps only train rows of that survey where the data says
@@ -126,14 +147,18 @@ def survey_splits(goqa_path: str, countries: Sequence[str], *, test_fraction: fl
             note = f"agents are built from the {len(kept)} {train_source} rows of the {len(train)} train rows"
             train = kept
         else:
-            note = (f"the data carries no survey source, so agents are built from every train row "
-                    f"(NCN built them from {train_source} rows only)")
+            note = (
+                f"the data carries no survey source, so agents are built from every train row "
+                f"(NCN built them from {train_source} rows only)"
+            )
     train_by, test_by = by_country(train), by_country(test)
     splits = SurveySplits([], {}, {}, [], source_note=note, train_all_countries=whole_train)
     for c in countries:
         n_train = len(train_by.get(c, []))
         if n_train < min_train_items or not test_by.get(c):
-            splits.skipped[c] = f"{n_train} train / {len(test_by.get(c, []))} test items (needs ≥ {min_train_items} and ≥ 1)"
+            splits.skipped[c] = (
+                f"{n_train} train / {len(test_by.get(c, []))} test items (needs ≥ {min_train_items} and ≥ 1)"
+            )
             log.warning("skipping %s: %s", c, splits.skipped[c])
             continue
         splits.countries.append(c)

@@ -60,13 +60,17 @@ def _file_topic(entry: Any, where: str) -> Topic:
     if isinstance(entry, str):
         entry = {"text": entry}
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: a topic must be a string or a mapping with 'text', got {type(entry).__name__}")
+        raise ValueError(
+            f"{where}: a topic must be a string or a mapping with 'text', got {type(entry).__name__}"
+        )
     text = str(entry.get("text") or "").strip()
     if not text:
         raise ValueError(f"{where}: topic has no 'text'")
     raw_id = entry.get("id")
     # without an id, the text's hash keeps the id stable when the file is reordered
-    topic_id = str(raw_id).strip() if raw_id not in (None, "") else hashlib.sha1(text.encode()).hexdigest()[:12]
+    topic_id = (
+        str(raw_id).strip() if raw_id not in (None, "") else hashlib.sha1(text.encode()).hexdigest()[:12]
+    )
     return Topic(id=topic_id, text=text, source="file")
 
 
@@ -117,13 +121,19 @@ def _read(source: str, path: Path) -> list[Topic]:
         try:
             rows = load_dataset(PRISM, "conversations", split="train")
         except Exception as e:  # offline, or the hub refused: say what to do instead
-            raise ValueError(f"topic source 'prism' reads {PRISM} from the hub and could not ({type(e).__name__}); "
-                             "run online (HF_HUB_OFFLINE=0) or use source 'file' with a local copy") from None
-        return [_file_topic({"text": r["opening_prompt"], "id": r.get("conversation_id")}, f"{PRISM} row {i}")
-                for i, r in enumerate(rows)]
+            raise ValueError(
+                f"topic source 'prism' reads {PRISM} from the hub and could not ({type(e).__name__}); "
+                "run online (HF_HUB_OFFLINE=0) or use source 'file' with a local copy"
+            ) from None
+        return [
+            _file_topic({"text": r["opening_prompt"], "id": r.get("conversation_id")}, f"{PRISM} row {i}")
+            for i, r in enumerate(rows)
+        ]
     if source == "ncn_release":
         return list(release_topics(path))
-    raise ValueError(f"unknown topic source {source!r}; use 'goqa', 'moralchoice', 'file', 'prism' or 'ncn_release'")
+    raise ValueError(
+        f"unknown topic source {source!r}; use 'goqa', 'moralchoice', 'file', 'prism' or 'ncn_release'"
+    )
 
 
 def release_topic_id(index: int) -> str:
@@ -137,8 +147,10 @@ def release_topics(path: str | Path) -> tuple[Topic, ...]:
     try:
         stat = path.stat()
     except OSError:
-        raise ValueError(f"{path}: no such file or folder; fix: point the topic path at the NCN release's tarball or "
-                         "its unpacked folder") from None
+        raise ValueError(
+            f"{path}: no such file or folder; fix: point the topic path at the NCN release's tarball or "
+            "its unpacked folder"
+        ) from None
     return _release_topics(path, stat.st_mtime_ns, stat.st_size)
 
 
@@ -148,8 +160,10 @@ def _release_topics(path: Path, mtime_ns: int, size: int) -> tuple[Topic, ...]:
 
     found = archive_files(path, is_release_topics)
     if not found:
-        raise ValueError(f"{path}: holds no {RELEASE_TOPICS}, so it is not the NCN release; fix: point the topic "
-                         "path at the release's tarball or its unpacked folder")
+        raise ValueError(
+            f"{path}: holds no {RELEASE_TOPICS}, so it is not the NCN release; fix: point the topic "
+            "path at the release's tarball or its unpacked folder"
+        )
     name = min(found, key=len)
     return tuple(topic for topic, _ in parse_release_topics(found[name], f"{path}: {name}"))
 
@@ -164,18 +178,26 @@ def parse_release_topics(raw: bytes, where: str) -> list[tuple[Topic, dict[str, 
     another shape raises one line naming ``where``."""
     try:
         entries = json.loads(raw)
-        out = [(Topic(id=release_topic_id(i), text=str(e["content"]).strip(), source="ncn_release"),
-                {"category": str(e.get("category", "")), "source": str(e.get("source", ""))})
-               for i, e in enumerate(entries)]
+        out = [
+            (
+                Topic(id=release_topic_id(i), text=str(e["content"]).strip(), source="ncn_release"),
+                {"category": str(e.get("category", "")), "source": str(e.get("source", ""))},
+            )
+            for i, e in enumerate(entries)
+        ]
     except (ValueError, TypeError, KeyError, AttributeError):
-        raise ValueError(f"{where} is not the release's topic list (a JSON list of objects with 'content'); "
-                         "fix: use the release as published") from None
+        raise ValueError(
+            f"{where} is not the release's topic list (a JSON list of objects with 'content'); "
+            "fix: use the release as published"
+        ) from None
     if not out or not all(t.text for t, _ in out):
         raise ValueError(f"{where} holds no topics, or a topic without text")
     return out
 
 
-def pick(topics: list[Topic], n: int | None, seed: int, purpose: str, where: str = "the source") -> list[Topic]:
+def pick(
+    topics: list[Topic], n: int | None, seed: int, purpose: str, where: str = "the source"
+) -> list[Topic]:
     """``n`` of ``topics`` (all when ``n`` is None): the lowest ``seeds.unit(seed, purpose, id)``, in source order."""
     if n is None:
         return topics
@@ -203,8 +225,15 @@ def load_topics(source: TopicSource, path: str | Path, n: int | None = None, see
 def topic_source_path(data, topics) -> Path:
     """The file a study's topics are read from (the hub id for ``prism``; the release's tarball or folder for
     ``ncn_release``, ``topics.path`` or the release beside the project)."""
-    return Path({"goqa": data.goqa_path, "moralchoice": data.moralchoice_path, "file": topics.path,
-                 "prism": PRISM, "ncn_release": topics.path or RELEASE_DEFAULT}[topics.source])
+    return Path(
+        {
+            "goqa": data.goqa_path,
+            "moralchoice": data.moralchoice_path,
+            "file": topics.path,
+            "prism": PRISM,
+            "ncn_release": topics.path or RELEASE_DEFAULT,
+        }[topics.source]
+    )
 
 
 def source_identity(data, topics) -> str:
@@ -216,7 +245,10 @@ def source_identity(data, topics) -> str:
         return f"hub:{PRISM}"
     if topics.source == "ncn_release":
         found = release_topics(topic_source_path(data, topics))
-        return "ncn_release:" + hashlib.sha256("\x00".join(f"{t.id}\t{t.text}" for t in found).encode()).hexdigest()
+        return (
+            "ncn_release:"
+            + hashlib.sha256("\x00".join(f"{t.id}\t{t.text}" for t in found).encode()).hexdigest()
+        )
     return file_hash(topic_source_path(data, topics))
 
 
@@ -252,13 +284,23 @@ def topic_stem(topic: Topic) -> str:
 def negotiation_topics(data, topics, seed: int) -> list[Topic]:
     """The ``topics.n`` topics a negotiation study runs on, from the negotiation pool."""
     pool, _ = topic_pools(data, topics, seed)
-    return pick(pool, topics.n, seed, "topics", f"the negotiation pool of {topics.source} (fix: lower "
-                                                "negotiation.topics.n or heldout_share)")
+    return pick(
+        pool,
+        topics.n,
+        seed,
+        "topics",
+        f"the negotiation pool of {topics.source} (fix: lower negotiation.topics.n or heldout_share)",
+    )
 
 
 def heldout_topics(data, topics, n_heldout: int, seed: int) -> list[Topic]:
     """``n_heldout`` topics of the held-out pool: never negotiated in this study, for evaluating what
     the negotiation data trained."""
     _, pool = topic_pools(data, topics, seed)
-    return pick(pool, n_heldout, seed, "heldout-topics", f"the held-out pool of {topics.source} (fix: lower "
-                                                         "finetune.heldout_topics or raise heldout_share)")
+    return pick(
+        pool,
+        n_heldout,
+        seed,
+        "heldout-topics",
+        f"the held-out pool of {topics.source} (fix: lower finetune.heldout_topics or raise heldout_share)",
+    )

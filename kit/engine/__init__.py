@@ -17,5 +17,20 @@ from kit.engine.jobs import Job, Need, Program, Reply, ask, choose, embed, score
 from kit.engine.retry import Parsed, ask_parsed
 from kit.engine.scheduler import TextEmbedder, ready, run, run_jobs, step
 
-__all__ = ["Job", "Need", "Parsed", "Program", "Reply", "TextEmbedder", "ask", "ask_parsed", "choose", "embed",
-           "ready", "run", "run_jobs", "score", "step"]
+__all__ = [
+    "Job",
+    "Need",
+    "Parsed",
+    "Program",
+    "Reply",
+    "TextEmbedder",
+    "ask",
+    "ask_parsed",
+    "choose",
+    "embed",
+    "ready",
+    "run",
+    "run_jobs",
+    "score",
+    "step",
+]

@@ -55,8 +55,9 @@ class Reply:
 Program = Generator[Need, Reply, Any]
 
 
-def ask(items: Sequence[tuple[ChatRequest, GenParams]], retry: int = 0,
-        model: str | None = None) -> Generator[Need, Reply, list[str]]:
+def ask(
+    items: Sequence[tuple[ChatRequest, GenParams]], retry: int = 0, model: str | None = None
+) -> Generator[Need, Reply, list[str]]:
     """One step (the ``retry``-th re-ask of the step before, if ``retry``): generate a text for every item."""
     reply = yield Need(generate=tuple(items), retry=retry, model=model)
     return list(reply.texts)
@@ -68,14 +69,17 @@ def embed(texts: Sequence[str]) -> Generator[Need, Reply, np.ndarray]:
     return reply.vectors
 
 
-def choose(requests: Sequence[ChoiceRequest], retry: int = 0,
-           model: str | None = None) -> Generator[Need, Reply, list[ChoiceResult]]:
+def choose(
+    requests: Sequence[ChoiceRequest], retry: int = 0, model: str | None = None
+) -> Generator[Need, Reply, list[ChoiceResult]]:
     """One step: option probabilities for every request (one forward pass each)."""
     reply = yield Need(choose=tuple(requests), retry=retry, model=model)
     return list(reply.choices)
 
 
-def score(requests: Sequence[ScoreRequest], model: str | None = None) -> Generator[Need, Reply, list[list[float]]]:
+def score(
+    requests: Sequence[ScoreRequest], model: str | None = None
+) -> Generator[Need, Reply, list[list[float]]]:
     """One step: teacher-forced log-probabilities of every continuation."""
     reply = yield Need(score=tuple(requests), model=model)
     return list(reply.scores)
@@ -113,7 +117,9 @@ class Job:
         wanted = (len(need.generate), len(need.embed), len(need.choose), len(need.score))
         got = (len(reply.texts), len(reply.vectors), len(reply.choices), len(reply.scores))
         if got != wanted:
-            raise ValueError(f"job {self.id}: reply has {got} (texts, vectors, choices, scores); it needs {wanted}")
+            raise ValueError(
+                f"job {self.id}: reply has {got} (texts, vectors, choices, scores); it needs {wanted}"
+            )
         self._resume(lambda: self._program.send(reply))
 
     def fail(self, error: Exception) -> None:

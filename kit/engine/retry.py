@@ -52,8 +52,9 @@ def read(parse: Callable[[str], T | None], text: str) -> T | None:
         return None
 
 
-def ask_parsed(makers: Sequence[Maker], parse: Callable[[str], T | None], max_retries: int,
-               check: Check | None = None) -> Generator[Need, Reply, list[Parsed[T]]]:
+def ask_parsed(
+    makers: Sequence[Maker], parse: Callable[[str], T | None], max_retries: int, check: Check | None = None
+) -> Generator[Need, Reply, list[Parsed[T]]]:
     """Generate for every maker, parse, check, and re-ask the failures (only those, one step per attempt).
 
     ``makers[i](attempt)`` builds item i's request for attempt 0, 1, …, ``max_retries``.
@@ -83,5 +84,7 @@ def ask_parsed(makers: Sequence[Maker], parse: Callable[[str], T | None], max_re
             else:
                 rejected[i].append(value)
         todo = [i for i in todo if values[i] is None]
-    return [Parsed(values[i], raws[i][-1] if raws[i] else "", len(raws[i]), tuple(raws[i]), tuple(rejected[i]))
-            for i in range(len(makers))]
+    return [
+        Parsed(values[i], raws[i][-1] if raws[i] else "", len(raws[i]), tuple(raws[i]), tuple(rejected[i]))
+        for i in range(len(makers))
+    ]

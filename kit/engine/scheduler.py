@@ -57,12 +57,18 @@ def _unique(items):
 
 def _check(results: Sequence, requests: Sequence, verb: str, backend: Any) -> None:
     if len(results) != len(requests):
-        raise ValueError(f"{type(backend).__name__}.{verb} returned {len(results)} results for {len(requests)} "
-                         "requests; it must return one per request")
+        raise ValueError(
+            f"{type(backend).__name__}.{verb} returned {len(results)} results for {len(requests)} "
+            "requests; it must return one per request"
+        )
 
 
-def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = None,
-         models: Mapping[str, Backend] | None = None) -> list[Job]:
+def step(
+    jobs: Sequence[Job],
+    backend: Backend,
+    embedder: TextEmbedder | None = None,
+    models: Mapping[str, Backend] | None = None,
+) -> list[Job]:
     """Advance the :func:`ready` jobs by one step (see the module docstring); returns the jobs it finished.
 
     ``models`` names further backends (a merged model, an MoE) that needs select with
@@ -73,7 +79,9 @@ def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = 
 
     texts = [text for need in needs for text in need.embed]
     if texts and embedder is None:
-        raise ValueError("a job asked for embeddings but the scheduler has no embedder; pass embedder=session.embedder")
+        raise ValueError(
+            "a job asked for embeddings but the scheduler has no embedder; pass embedder=session.embedder"
+        )
     vectors = np.asarray(embedder.encode(texts)) if texts else None
 
     def serving(model: str | None) -> Backend:
@@ -113,22 +121,38 @@ def step(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = 
     for job, need in zip(active, needs):
         rows = vectors[offset : offset + len(need.embed)] if need.embed else np.zeros((0, 0), np.float32)
         offset += len(need.embed)
-        lost = [failed[k] for k in [*(("generate", need.model, p, r) for r, p in need.generate),
-                                    *(("choice_probs", need.model, r) for r in need.choose),
-                                    *(("score", need.model, r) for r in need.score)] if k in failed]
+        lost = [
+            failed[k]
+            for k in [
+                *(("generate", need.model, p, r) for r, p in need.generate),
+                *(("choice_probs", need.model, r) for r in need.choose),
+                *(("score", need.model, r) for r in need.score),
+            ]
+            if k in failed
+        ]
         if lost:  # this job's request failed at the server: the job fails with that line, the others go on
             job.fail(EndpointError(lost[0]))
         else:
-            job.receive(Reply(tuple(groups[(need.model, params)][request] for request, params in need.generate), rows,
-                              tuple(served[("choose", need.model)][r] for r in need.choose),
-                              tuple(served[("score", need.model)][r] for r in need.score)))
+            job.receive(
+                Reply(
+                    tuple(groups[(need.model, params)][request] for request, params in need.generate),
+                    rows,
+                    tuple(served[("choose", need.model)][r] for r in need.choose),
+                    tuple(served[("score", need.model)][r] for r in need.score),
+                )
+            )
         if job.done:
             finished.append(job)
     return finished
 
 
-def run_jobs(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | None = None,
-             on_finish: Callable[[list[Job]], None] | None = None, models: Mapping[str, Backend] | None = None) -> int:
+def run_jobs(
+    jobs: Sequence[Job],
+    backend: Backend,
+    embedder: TextEmbedder | None = None,
+    on_finish: Callable[[list[Job]], None] | None = None,
+    models: Mapping[str, Backend] | None = None,
+) -> int:
     """Step all jobs until all are done; ``on_finish(jobs)`` after each step that finished some. Returns the steps.
 
     A job whose program raises is done with its ``error``; the others run on and are handed to
@@ -144,14 +168,20 @@ def run_jobs(jobs: Sequence[Job], backend: Backend, embedder: TextEmbedder | Non
     failed = [job for job in jobs if job.error is not None]
     if failed:
         error = failed[0].error
-        error.add_note(f"job {failed[0].id} raised this; {len(failed)} of {len(jobs)} jobs failed "
-                       f"({', '.join(j.id for j in failed[:5])}{' …' if len(failed) > 5 else ''}), the others finished")
+        error.add_note(
+            f"job {failed[0].id} raised this; {len(failed)} of {len(jobs)} jobs failed "
+            f"({', '.join(j.id for j in failed[:5])}{' …' if len(failed) > 5 else ''}), the others finished"
+        )
         raise error
     return steps
 
 
-def run(program: Program, backend: Backend, embedder: TextEmbedder | None = None,
-        models: Mapping[str, Backend] | None = None) -> Any:
+def run(
+    program: Program,
+    backend: Backend,
+    embedder: TextEmbedder | None = None,
+    models: Mapping[str, Backend] | None = None,
+) -> Any:
     """Run one program to its end and return its result (its steps are batched as they come)."""
     job = Job("program", program)
     run_jobs([job], backend, embedder, models=models)

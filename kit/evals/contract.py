@@ -57,6 +57,7 @@ def _text(case: str, faithful: str, source: str, opponent: str) -> str:
 
 # --- survey alignment ------------------------------------------------------------------------------------------
 
+
 def alignment(name: str, case: str, bench: Bench) -> float | None:
     """The mean score over the bench's survey rows of the answers ``case`` makes of the faithful ones, the
     letter-mass floor applied as every alignment table applies it."""
@@ -64,25 +65,46 @@ def alignment(name: str, case: str, bench: Bench) -> float | None:
 
     rows = []
     for k, (gold, answer) in enumerate(bench.survey):
-        p, mass = (np.asarray(answer, float), 1.0) if case.startswith(FAITHFUL) else distribution_case(case, answer)
-        rows.append({"agent": "m", "country": "c", "question_id": k, "p_gen": list(p), "p_gold": list(gold),
-                     "letter_mass": mass})
+        p, mass = (
+            (np.asarray(answer, float), 1.0) if case.startswith(FAITHFUL) else distribution_case(case, answer)
+        )
+        rows.append(
+            {
+                "agent": "m",
+                "country": "c",
+                "question_id": k,
+                "p_gen": list(p),
+                "p_gold": list(gold),
+                "letter_mass": mass,
+            }
+        )
     scores = per_question_scores(apply_label_floor(rows, bench.min_label_mass))
     return float(scores[name].mean()) if len(scores) else None
 
 
 # --- negotiation traces ----------------------------------------------------------------------------------------
 
+
 def _trace(case: str, bench: Bench) -> dict:
     f = bench.faithful["negotiation"]
     if case.startswith(FAITHFUL) or kind_of(case) == "vector":
         finals = [f["final_a"], f["final_b"]]
     else:
-        finals = [text_case(case, f["initial_a"], f["initial_b"]), text_case(case, f["initial_b"], f["initial_a"])]
-    return {"id": "t", "method": "probe", "failed": False, "rounds_used": 1, "converged": True,
-            "topic": {"id": "t", "text": f["topic"]},
-            "agents": [{"name": c, "culture": c, "kind": "prompted"} for c in f["cultures"]],
-            "initial": [{"response": f["initial_a"]}, {"response": f["initial_b"]}], "consensus": finals}
+        finals = [
+            text_case(case, f["initial_a"], f["initial_b"]),
+            text_case(case, f["initial_b"], f["initial_a"]),
+        ]
+    return {
+        "id": "t",
+        "method": "probe",
+        "failed": False,
+        "rounds_used": 1,
+        "converged": True,
+        "topic": {"id": "t", "text": f["topic"]},
+        "agents": [{"name": c, "culture": c, "kind": "prompted"} for c in f["cultures"]],
+        "initial": [{"response": f["initial_a"]}, {"response": f["initial_b"]}],
+        "consensus": finals,
+    }
 
 
 def acceptance(name: str, case: str, bench: Bench) -> float | None:
@@ -97,8 +119,14 @@ def acceptance(name: str, case: str, bench: Bench) -> float | None:
         return None
     agents = {c: prompted(c) for c in bench.faithful["negotiation"]["cultures"]}
     row = acceptance_table(bench.backend, agents, usable).iloc[0]
-    return float({"rel_logppl_change": row["rel_logppl_change"], "d_ratio": row["d_ratio"],
-                  "share_improved": float(row["improved"]), "rel_logppl": row["rel_logppl_final"]}[name])
+    return float(
+        {
+            "rel_logppl_change": row["rel_logppl_change"],
+            "d_ratio": row["d_ratio"],
+            "share_improved": float(row["improved"]),
+            "rel_logppl": row["rel_logppl_final"],
+        }[name]
+    )
 
 
 def value_metric(name: str, case: str, bench: Bench) -> float | None:
@@ -117,11 +145,17 @@ def value_metric(name: str, case: str, bench: Bench) -> float | None:
     if name == "self_consistency":
         sides = [row["self_consistency_a"], row["self_consistency_b"]]
         return float(np.nanmean(sides)) if not all(math.isnan(s) for s in sides) else None
-    return float({"value_consensus": row["value_consensus"], "value_distance": row["value_distance_final"],
-                  "distance_reduction": row["distance_reduction"]}[name])
+    return float(
+        {
+            "value_consensus": row["value_consensus"],
+            "value_distance": row["value_distance_final"],
+            "distance_reduction": row["distance_reduction"],
+        }[name]
+    )
 
 
 # --- capability, NLI ---------------------------------------------------------------------------------------------
+
 
 def _choice(case: str, faithful: Mapping[str, float]):
     from kit.llm.base import ChoiceResult
@@ -175,6 +209,7 @@ def nli_cross_encoder(name: str, case: str, bench: Bench) -> float | None:
 
 # --- VISA ----------------------------------------------------------------------------------------------------------
 
+
 def _visa_target(f: Mapping[str, Any]) -> np.ndarray:
     t = np.zeros(len(SCHWARTZ_VALUES))
     for v in f["more"]:
@@ -220,19 +255,23 @@ def visa_reward(name: str, case: str, bench: Bench) -> float:
     from kit.visa.rewards import RewardContext, score_all
 
     rewrite, original, target = _visa_texts(case, bench)
-    total, parts = score_all(DEFAULT_WEIGHTS, RewardContext(bench.detector, bench.embedder), [rewrite], [original],
-                             [target])
+    total, parts = score_all(
+        DEFAULT_WEIGHTS, RewardContext(bench.detector, bench.embedder), [rewrite], [original], [target]
+    )
     reward = name.removeprefix("reward:")
     return float(total[0] if reward == "visa" else parts[reward][0])
 
 
 # --- self-play ---------------------------------------------------------------------------------------------------
 
+
 def _dilemma(bench: Bench):
     from kit.selfplay.dilemmas import Dilemma, Persona
 
     f = bench.faithful["selfplay"]
-    return Dilemma("probe", "generated", f["dilemma"], Persona(**f["persona_a"]), Persona(**f["persona_b"]), "test")
+    return Dilemma(
+        "probe", "generated", f["dilemma"], Persona(**f["persona_a"]), Persona(**f["persona_b"]), "test"
+    )
 
 
 def _solution(case: str, bench: Bench) -> str:
@@ -296,6 +335,7 @@ def resolution(name: str, case: str, bench: Bench) -> float:
 
 # --- descriptions ------------------------------------------------------------------------------------------------
 
+
 def description(name: str, case: str, bench: Bench) -> float:
     """Whether a culture description counts as complete (``kit.agents.descriptions.is_complete``): the source is
     the survey evidence it was written from, the opponent another country's description."""
@@ -306,6 +346,7 @@ def description(name: str, case: str, bench: Bench) -> float:
 
 
 # --- verdicts ----------------------------------------------------------------------------------------------------
+
 
 def _items(n: int, gain: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -323,20 +364,35 @@ def paired_verdict(name: str, case: str, bench: Bench) -> float:
 
     if case == "reference row":  # none keeps its own values by construction: never a winner
         mine, other = _items(bench.min_items * 2, 0.3, 1)
-        df = pd.DataFrame([{"method": m, "pair": "A vs B", "topic_id": str(k), "rel_logppl_change": -v,
-                            "value_consensus": v, "self_consistency_a": v, "self_consistency_b": v}
-                           for m, vals in (("none", mine), ("ncn", other)) for k, v in enumerate(vals)])
+        df = pd.DataFrame(
+            [
+                {
+                    "method": m,
+                    "pair": "A vs B",
+                    "topic_id": str(k),
+                    "rel_logppl_change": -v,
+                    "value_consensus": v,
+                    "self_consistency_a": v,
+                    "self_consistency_b": v,
+                }
+                for m, vals in (("none", mine), ("ncn", other))
+                for k, v in enumerate(vals)
+            ]
+        )
         verdicts = paired_against(df, "none", n_boot=200, min_items=bench.min_items)
-        return float(max([as_number(v) for v in verdicts[verdicts["method"] == "none"]["verdict"]], default=0))
+        return float(
+            max([as_number(v) for v in verdicts[verdicts["method"] == "none"]["verdict"]], default=0)
+        )
     n = 2 if case == "too few items" else bench.min_items * 2
     mine, other = _items(n, 0.1, 0)
     failed = np.zeros(n, dtype=bool)
     if case == "failures dropped":  # it would lose three items in four, and fails exactly on those
         mine[: 3 * n // 4] = other[: 3 * n // 4] - 0.3
         failed[: 3 * n // 4] = True
-    rows = pd.DataFrame([{"method": "m", "id": k, "value_f1": v, "failed": f}
-                         for k, (v, f) in enumerate(zip(mine, failed))]
-                        + [{"method": "o", "id": k, "value_f1": v, "failed": False} for k, v in enumerate(other)])
+    rows = pd.DataFrame(
+        [{"method": "m", "id": k, "value_f1": v, "failed": f} for k, (v, f) in enumerate(zip(mine, failed))]
+        + [{"method": "o", "id": k, "value_f1": v, "failed": False} for k, v in enumerate(other)]
+    )
     rows.loc[rows["failed"], "value_f1"] = np.nan
     (v,) = paired_verdicts(rows, "m", "value_f1", n_boot=200, min_items=bench.min_items)  # a score in [0, 1]
     return float(as_number(v["verdict"]))
@@ -357,9 +413,17 @@ def reference_verdict(name: str, case: str, bench: Bench) -> float:
         good = 0.7 * gold + 0.3 / 3
         wrong = np.roll(gold, 1)
         answer = good if case != "failures dropped" or k < n // 4 else None  # missing where it would be wrong
-        rows += [{"agent": "kind", "country": "c", "question_id": k, "p_gen": answer, "p_gold": gold},
-                 {"agent": UNIFORM_AGENT, "country": "c", "question_id": k, "p_gen": np.full(3, 1 / 3), "p_gold": gold},
-                 {"agent": "worse", "country": "c", "question_id": k, "p_gen": wrong, "p_gold": gold}]
+        rows += [
+            {"agent": "kind", "country": "c", "question_id": k, "p_gen": answer, "p_gold": gold},
+            {
+                "agent": UNIFORM_AGENT,
+                "country": "c",
+                "question_id": k,
+                "p_gen": np.full(3, 1 / 3),
+                "p_gold": gold,
+            },
+            {"agent": "worse", "country": "c", "question_id": k, "p_gen": wrong, "p_gold": gold},
+        ]
     kind, ref = (UNIFORM_AGENT, "worse") if case == "reference row" else ("kind", UNIFORM_AGENT)
     out = reference_comparison(rows, [kind], [ref], n_boot=200, min_items=bench.min_items).iloc[0]
     return float(as_number(out["verdict"]))
@@ -373,7 +437,12 @@ def claims_verdict(name: str, case: str, bench: Bench) -> float:
 
     n = 2 if case == "too few items" else bench.min_items * 2
     mine, other = _items(n, -0.1, 2)  # a lower D ratio is better
-    rows = pd.DataFrame([{"method": m, "id": k, "d_ratio": v} for m, vals in (("ncn", mine), ("debate", other))
-                         for k, v in enumerate(vals)])
+    rows = pd.DataFrame(
+        [
+            {"method": m, "id": k, "d_ratio": v}
+            for m, vals in (("ncn", mine), ("debate", other))
+            for k, v in enumerate(vals)
+        ]
+    )
     (v,) = paired_verdicts(rows, "ncn", "d_ratio", n_boot=200, min_items=bench.min_items, direction="lower")
     return float(as_number(v["verdict"]))

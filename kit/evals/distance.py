@@ -29,12 +29,23 @@ BASE = "base"
 
 def persona(country: str, adapter: str | None, model: str) -> Agent:
     """The model answering as ``country`` (the culture instruction of NCN's finetuning data)."""
-    return Agent(name=f"{model}:{country}", culture=country, system_prompt=culture_instruction(country),
-                 adapter=adapter, kind=model)
+    return Agent(
+        name=f"{model}:{country}",
+        culture=country,
+        system_prompt=culture_instruction(country),
+        adapter=adapter,
+        kind=model,
+    )
 
 
-def distance_table(backend: Backend, detector: ValueDetector, models: dict[str, str | None],
-                   pairs: Sequence[Sequence[str]], topics: Sequence[Topic], max_new_tokens: int) -> pd.DataFrame:
+def distance_table(
+    backend: Backend,
+    detector: ValueDetector,
+    models: dict[str, str | None],
+    pairs: Sequence[Sequence[str]],
+    topics: Sequence[Topic],
+    max_new_tokens: int,
+) -> pd.DataFrame:
     """Value distance between the two cultures of each pair, per model and topic (one generate batch)."""
     jobs = [(m, tuple(pair), t) for m in models for pair in pairs for t in topics]
     requests = [persona(c, models[m], m).ask(t.text) for m, pair, t in jobs for c in pair]
@@ -43,12 +54,20 @@ def distance_table(backend: Backend, detector: ValueDetector, models: dict[str, 
     rows = []
     for k, (m, pair, t) in enumerate(jobs):
         va, vb = vectors[2 * k].vector, vectors[2 * k + 1].vector
-        rows.append({"model": m, "pair": " × ".join(pair), "topic": t.id,
-                     "distance": np.nan if va is None or vb is None else value_distance(va, vb)})
+        rows.append(
+            {
+                "model": m,
+                "pair": " × ".join(pair),
+                "topic": t.id,
+                "distance": np.nan if va is None or vb is None else value_distance(va, vb),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def distance_summary(distances: pd.DataFrame, base: str = BASE, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def distance_summary(
+    distances: pd.DataFrame, base: str = BASE, n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Mean distance per model and pair, overall, and the reduction against ``base`` with a bootstrap 95 %
     interval — all on the (pair, topic) items *every* model answered readably, so a model is not credited
     with the items another one could not be read on. ``n`` is that item count."""

@@ -28,10 +28,18 @@ from kit.run.paths import resolve
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 # the kit's own tasks and their headline metric
-LOCAL_TASKS = {"agora_moralchoice_low": "acc", "agora_moralchoice_high": "balance",
-               "agora_neutral_ppl": "byte_perplexity"}
+LOCAL_TASKS = {
+    "agora_moralchoice_low": "acc",
+    "agora_moralchoice_high": "balance",
+    "agora_neutral_ppl": "byte_perplexity",
+}
 # the headline metric of lm-eval's tasks the profiles name; any other task: its first metric with a standard error
-MAIN_METRIC = {**LOCAL_TASKS, "ifeval": "prompt_level_strict_acc", "gpqa_diamond_zeroshot": "acc_norm", "mmlu": "acc"}
+MAIN_METRIC = {
+    **LOCAL_TASKS,
+    "ifeval": "prompt_level_strict_acc",
+    "gpqa_diamond_zeroshot": "acc_norm",
+    "mmlu": "acc",
+}
 # the Hub data sets of lm-eval's tasks the profiles name (python -m kit doctor checks the hub cache for them); gpqa's
 # is gated: it needs HF_TOKEN of an account that accepted its terms
 HUB_DATASETS = {"ifeval": "google/IFEval", "gpqa_diamond_zeroshot": "Idavidrein/gpqa", "mmlu": "cais/mmlu"}
@@ -93,8 +101,11 @@ def task_manager(moralchoice_path: str, tasks: Sequence[str]):
     from lm_eval.tasks import TaskManager
 
     with _quiet():
-        return TaskManager(include_path=str(TASKS_DIR), include_defaults=bool(hub_tasks(tasks)),
-                           metadata={"moralchoice_path": str(resolve(moralchoice_path))})
+        return TaskManager(
+            include_path=str(TASKS_DIR),
+            include_defaults=bool(hub_tasks(tasks)),
+            metadata={"moralchoice_path": str(resolve(moralchoice_path))},
+        )
 
 
 def load(model, folder: str | None = None, adapter: str | None = None):
@@ -107,11 +118,20 @@ def load(model, folder: str | None = None, adapter: str | None = None):
         if model.backend == "vllm":
             from lm_eval.models.vllm_causallms import VLLM
 
-            lm = VLLM(pretrained=resolved.path, revision=resolved.revision, dtype=model.dtype,
-                        trust_remote_code=model.trust_remote_code, tensor_parallel_size=model.tensor_parallel_size,
-                        gpu_memory_utilization=model.gpu_memory_utilization, max_model_len=model.max_model_len,
-                        quantization=model.quantization, lora_local_path=adapter, max_lora_rank=model.max_lora_rank,
-                      batch_size="auto", enforce_eager=bool(model.enforce_eager))
+            lm = VLLM(
+                pretrained=resolved.path,
+                revision=resolved.revision,
+                dtype=model.dtype,
+                trust_remote_code=model.trust_remote_code,
+                tensor_parallel_size=model.tensor_parallel_size,
+                gpu_memory_utilization=model.gpu_memory_utilization,
+                max_model_len=model.max_model_len,
+                quantization=model.quantization,
+                lora_local_path=adapter,
+                max_lora_rank=model.max_lora_rank,
+                batch_size="auto",
+                enforce_eager=bool(model.enforce_eager),
+            )
             lm.agora_identity = resolved.identity
             return lm
         from lm_eval.models.huggingface import HFLM
@@ -123,9 +143,15 @@ def load(model, folder: str | None = None, adapter: str | None = None):
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        lm = HFLM(pretrained=resolved.path, revision=resolved.revision, peft=adapter,
-                  dtype=resolve_dtype(model.dtype, device), device=device, batch_size=model.batch_size,
-                  trust_remote_code=model.trust_remote_code)
+        lm = HFLM(
+            pretrained=resolved.path,
+            revision=resolved.revision,
+            peft=adapter,
+            dtype=resolve_dtype(model.dtype, device),
+            device=device,
+            batch_size=model.batch_size,
+            trust_remote_code=model.trust_remote_code,
+        )
     lm.agora_identity = resolved.identity  # who served the calls, in the cost columns (kit.run.cost)
     return lm
 
@@ -139,7 +165,9 @@ class TaskScore:
     value: float | None
     stderr: float | None
     n: int
-    items: dict[str, float] = field(default_factory=dict)  # per item (task:doc id), where the metric is per item
+    items: dict[str, float] = field(
+        default_factory=dict
+    )  # per item (task:doc id), where the metric is per item
     extra: dict[str, float] = field(default_factory=dict)  # the task's other metrics
 
 
@@ -147,15 +175,27 @@ def _number(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def evaluate(lm, tasks: Sequence[str], limit: int, manager, seed: int = 0, n_boot: int = 1000) -> dict[str, TaskScore]:
+def evaluate(
+    lm, tasks: Sequence[str], limit: int, manager, seed: int = 0, n_boot: int = 1000
+) -> dict[str, TaskScore]:
     """``tasks`` on ``lm`` (first ``limit`` items of each), through ``lm_eval.simple_evaluate``: per task its headline
     metric, standard error and per-item values (a group, e.g. ``mmlu``: its subtasks' items together)."""
     from lm_eval import simple_evaluate
 
     with _quiet(), _own_randomness(), _no_bars():
-        out = simple_evaluate(model=lm, tasks=list(tasks), limit=limit, task_manager=manager, apply_chat_template=True,
-                              log_samples=True, bootstrap_iters=n_boot, random_seed=seed, numpy_random_seed=seed,
-                              torch_random_seed=seed, fewshot_random_seed=seed)
+        out = simple_evaluate(
+            model=lm,
+            tasks=list(tasks),
+            limit=limit,
+            task_manager=manager,
+            apply_chat_template=True,
+            log_samples=True,
+            bootstrap_iters=n_boot,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     _count(lm, out.get("samples", {}))
     results, samples = out["results"], out.get("samples", {})
     groups = out.get("group_subtasks", {})
@@ -163,21 +203,36 @@ def evaluate(lm, tasks: Sequence[str], limit: int, manager, seed: int = 0, n_boo
     for task in tasks:
         found = results.get(task)
         if found is None:
-            raise ValueError(f"lm-eval returned no result for task {task!r} (results for: {', '.join(results)})")
+            raise ValueError(
+                f"lm-eval returned no result for task {task!r} (results for: {', '.join(results)})"
+            )
         metric = MAIN_METRIC.get(task) or next(
-            k.split(",")[0] for k in found if k.endswith(",none") and "_stderr" not in k
-            and _number(found.get(k.replace(",", "_stderr,", 1))) is not None)
+            k.split(",")[0]
+            for k in found
+            if k.endswith(",none")
+            and "_stderr" not in k
+            and _number(found.get(k.replace(",", "_stderr,", 1))) is not None
+        )
         key = next((k for k in found if k.split(",")[0] == metric and "_stderr" not in k), None)
         if key is None:
             raise ValueError(f"lm-eval's {task} reports no {metric} (it reports {', '.join(sorted(found))})")
         stderr_key = key.replace(",", "_stderr,", 1)
         subtasks = _leaves(task, groups) or [task]
-        items = {f"{sub}:{s['doc_id']}": float(s[metric]) for sub in subtasks for s in samples.get(sub, [])
-                 if _number(s.get(metric)) is not None}
+        items = {
+            f"{sub}:{s['doc_id']}": float(s[metric])
+            for sub in subtasks
+            for s in samples.get(sub, [])
+            if _number(s.get(metric)) is not None
+        }
         n = sum(len(samples.get(sub, [])) for sub in subtasks) or int(found.get("sample_len", 0) or 0)
-        extra = {k.split(",")[0]: float(v) for k, v in found.items()
-                 if k != key and "_stderr" not in k and _number(v) is not None and k.endswith(",none")}
-        scores[task] = TaskScore(task, metric, _number(found[key]), _number(found.get(stderr_key)), n, items, extra)
+        extra = {
+            k.split(",")[0]: float(v)
+            for k, v in found.items()
+            if k != key and "_stderr" not in k and _number(v) is not None and k.endswith(",none")
+        }
+        scores[task] = TaskScore(
+            task, metric, _number(found[key]), _number(found.get(stderr_key)), n, items, extra
+        )
     return scores
 
 
@@ -193,7 +248,9 @@ def _count(lm, samples: Mapping[str, list[dict]]) -> None:
         for row in rows:
             for args, resp in zip(row.get("arguments", []), row.get("resps", [])):
                 calls += 1
-                texts = [a for a in (args if isinstance(args, (list, tuple)) else [args]) if isinstance(a, str)]
+                texts = [
+                    a for a in (args if isinstance(args, (list, tuple)) else [args]) if isinstance(a, str)
+                ]
                 generation = isinstance(args, (list, tuple)) and len(args) > 1 and isinstance(args[1], dict)
                 scored += len(lm.tok_encode(texts[0] if generation else "".join(texts))) if texts else 0
                 if generation:
@@ -209,7 +266,9 @@ def _leaves(task: str, groups: Mapping[str, list[str]]) -> list[str]:
     return out
 
 
-def paired_change(model: Mapping[str, float], base: Mapping[str, float], level: float = 0.95) -> dict[str, Any]:
+def paired_change(
+    model: Mapping[str, float], base: Mapping[str, float], level: float = 0.95
+) -> dict[str, Any]:
     """The model's change against the base on the items both scored: the mean paired difference, its standard error
     and its Student-t interval (the paired t-test's); no interval with fewer than two items."""
     from scipy import stats

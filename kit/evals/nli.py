@@ -27,10 +27,19 @@ NLI_LABELS = ("A", "B", "C")  # entailment, neutral, contradiction
 
 def nli_request(premise: str, hypothesis: str) -> ChoiceRequest:
     """Does ``hypothesis`` follow from ``premise``? A = entailment, B = neutral, C = contradiction."""
-    return ChoiceRequest([{"role": "user", "content": (
-        f"Premise:\n{premise.strip()}\n\nHypothesis:\n{hypothesis.strip()}\n\nDoes the hypothesis follow from "
-        f"the premise?\nA. Entailment\nB. Neutral\nC. Contradiction\nAnswer with the letter of one option.")}],
-        NLI_LABELS, prefix="Answer:")
+    return ChoiceRequest(
+        [
+            {
+                "role": "user",
+                "content": (
+                    f"Premise:\n{premise.strip()}\n\nHypothesis:\n{hypothesis.strip()}\n\nDoes the hypothesis follow from "
+                    f"the premise?\nA. Entailment\nB. Neutral\nC. Contradiction\nAnswer with the letter of one option."
+                ),
+            }
+        ],
+        NLI_LABELS,
+        prefix="Answer:",
+    )
 
 
 class Scorer(Protocol):
@@ -43,7 +52,11 @@ class Scorer(Protocol):
 def judged_entailment(result: ChoiceResult, min_mass: float = 0.0) -> float:
     """P(A = entailment) renormalised over A/B/C; NaN (missing) when no mass, or less than ``min_mass``, fell
     on the letters."""
-    return float("nan") if not result.label_mass > 0 or result.label_mass < min_mass else float(result.probs["A"])
+    return (
+        float("nan")
+        if not result.label_mass > 0 or result.label_mass < min_mass
+        else float(result.probs["A"])
+    )
 
 
 class JudgeScorer:
@@ -74,7 +87,9 @@ class CrossEncoderScorer:
         self.model = CrossEncoder(path, device=device)
         labels = {v.lower(): int(k) for k, v in self.model.model.config.id2label.items()}
         if "entailment" not in labels:
-            raise ValueError(f"{name} has no 'entailment' label ({sorted(labels)}); pick an NLI cross-encoder")
+            raise ValueError(
+                f"{name} has no 'entailment' label ({sorted(labels)}); pick an NLI cross-encoder"
+            )
         self.index, self.identity = labels["entailment"], f"cross-encoder:{name}"
 
     def entailment(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -95,12 +110,15 @@ def _judge(backend: Callable[[], Backend], **_: Any) -> JudgeScorer:
 
 
 @NLI_SCORERS.register("cross-encoder")
-def _cross_encoder(backend: Callable[[], Backend], model: str | None = None, device: str | None = None,
-                   **_: Any) -> CrossEncoderScorer:
+def _cross_encoder(
+    backend: Callable[[], Backend], model: str | None = None, device: str | None = None, **_: Any
+) -> CrossEncoderScorer:
     return CrossEncoderScorer(model or CROSS_ENCODER, device)
 
 
-def make_scorer(name: str, backend: Callable[[], Backend], model: str | None = None, device: str | None = None) -> Scorer:
+def make_scorer(
+    name: str, backend: Callable[[], Backend], model: str | None = None, device: str | None = None
+) -> Scorer:
     """The scorer registered as ``name`` (``palette.nli``). ``backend`` gives the ``nli`` role's LLM (called only by
     the scorers that ask one); ``model`` names the cross-encoder (None: ``CROSS_ENCODER``)."""
     return NLI_SCORERS.get(name)(backend, model=model, device=device)

@@ -24,8 +24,10 @@ class CapabilityParams(Section):
 
     # the kit's own (agora_*: offline, from data.moralchoice_path and the neutral passages) and any task lm-eval
     # registers (ifeval, gpqa_diamond_zeroshot, mmlu …: their data from the Hugging Face Hub)
-    tasks: list[str] = Field(default_factory=lambda: ["agora_moralchoice_low", "agora_moralchoice_high",
-                                                      "agora_neutral_ppl"], min_length=1)
+    tasks: list[str] = Field(
+        default_factory=lambda: ["agora_moralchoice_low", "agora_moralchoice_high", "agora_neutral_ppl"],
+        min_length=1,
+    )
 
     _once = field_validator("tasks")(unique)
 

@@ -35,8 +35,13 @@ def neighbour_settings(params, train) -> tuple[int, int]:
         return int(r.neighbour_k), int(r.min_shared)
     ks = [r.neighbour_k] if r.neighbour_k != "cv" else None
     shared = [r.min_shared] if r.min_shared != "cv" else None
-    k, m, _ = choose_neighbours(train, r.cv_folds, params.data.split_seed,
-                                **({"ks": ks} if ks else {}), **({"shared": shared} if shared else {}))
+    k, m, _ = choose_neighbours(
+        train,
+        r.cv_folds,
+        params.data.split_seed,
+        **({"ks": ks} if ks else {}),
+        **({"shared": shared} if shared else {}),
+    )
     return k, m
 
 
@@ -48,8 +53,9 @@ def study_references(params, wanted: Iterable[tuple[str, str]]) -> list[dict]:
     return reference_rows(train, test, set(wanted), k=k, min_shared=m)
 
 
-def with_references(answers: Sequence[Mapping], world: Sequence[Mapping], base: str | None,
-                    min_label_mass: float) -> list[dict]:
+def with_references(
+    answers: Sequence[Mapping], world: Sequence[Mapping], base: str | None, min_label_mass: float
+) -> list[dict]:
     """``answers`` (the floor applied) and the survey references ``world``, and the entropy-matched row made
     from ``base``'s answers (none when ``base`` answered nothing), reduced to the score-row keys and
     ``letter_mass`` where a row has one."""

@@ -22,8 +22,12 @@ def choice_request(agent: Agent, item: OpinionItem) -> ChoiceRequest:
         labels = option_labels(len(item.options))
     except ValueError as e:
         raise ValueError(f"question {item.question_id} ({item.question[:60]!r}…): {e}") from None
-    return ChoiceRequest(agent.messages(f"{item.prompt.removesuffix('Answer:').rstrip()}\n{INSTRUCTION}"),
-                         labels, adapter=agent.adapter, prefix=PREFIX)
+    return ChoiceRequest(
+        agent.messages(f"{item.prompt.removesuffix('Answer:').rstrip()}\n{INSTRUCTION}"),
+        labels,
+        adapter=agent.adapter,
+        prefix=PREFIX,
+    )
 
 
 def answer_rows(backend: Backend, agents: Sequence[Agent], items: Sequence[OpinionItem]) -> list[dict]:
@@ -35,8 +39,14 @@ def answer_rows(backend: Backend, agents: Sequence[Agent], items: Sequence[Opini
     pairs = [(a, it) for a in agents for it in items if a.culture in (None, it.country)]
     results = backend.choice_probs([choice_request(a, it) for a, it in pairs])
     return [
-        {"agent": a.kind, "agent_name": a.name, "country": it.country, "question_id": it.question_id,
-         "p_gen": [r.probs[lab] for lab in option_labels(len(it.options))], "p_gold": list(it.distribution),
-         "letter_mass": r.label_mass}
+        {
+            "agent": a.kind,
+            "agent_name": a.name,
+            "country": it.country,
+            "question_id": it.question_id,
+            "p_gen": [r.probs[lab] for lab in option_labels(len(it.options))],
+            "p_gold": list(it.distribution),
+            "letter_mass": r.label_mass,
+        }
         for (a, it), r in zip(pairs, results)
     ]

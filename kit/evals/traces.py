@@ -61,33 +61,61 @@ PPL_COLUMNS = (
     ("ppl_a_of_final_b", 0, "final_b"),
 )
 BASE_PPL_COLUMNS = tuple((f"ppl_base_of_{slot}", slot) for slot in SLOTS)  # the plain model on each text
-CONTROL_PPL_COLUMNS = tuple((f"ppl_control_of_{slot}", slot) for slot in SLOTS)  # the control persona on each text
-ACCEPTANCE_COLUMNS = ("d_initial", "d_final", "d_ratio", "improved", "rel_logppl_initial", "rel_logppl_final",
-                      "rel_logppl_change", "rel_logppl_plain_initial", "rel_logppl_plain_final", "rel_logppl_plain_change",
-                      "control")
+CONTROL_PPL_COLUMNS = tuple(
+    (f"ppl_control_of_{slot}", slot) for slot in SLOTS
+)  # the control persona on each text
+ACCEPTANCE_COLUMNS = (
+    "d_initial",
+    "d_final",
+    "d_ratio",
+    "improved",
+    "rel_logppl_initial",
+    "rel_logppl_final",
+    "rel_logppl_change",
+    "rel_logppl_plain_initial",
+    "rel_logppl_plain_final",
+    "rel_logppl_plain_change",
+    "control",
+)
 # where the study has no agent of a third culture, the control persona is a prompted one of the first of these
 # that is not party to the negotiation
 CONTROL_CULTURES = ("Japan", "Brazil", "Nigeria", "Germany")
 REFERENCE_METHOD = "none"  # its statements are its opening answers: a reference row, never a winner
-VALUE_COLUMNS = ("self_consistency_a", "self_consistency_b", "value_consensus_initial", "value_consensus",
-                 "value_distance_initial", "value_distance_final", "distance_reduction", "values_missing")
+VALUE_COLUMNS = (
+    "self_consistency_a",
+    "self_consistency_b",
+    "value_consensus_initial",
+    "value_consensus",
+    "value_distance_initial",
+    "value_distance_final",
+    "distance_reduction",
+    "values_missing",
+)
 
 
 def _get(trace: Trace, key: str) -> Any:
     try:
         return trace[key]
     except KeyError:
-        raise ValueError(f"trace {trace.get('id', '?')!r} has no field {key!r}; "
-                         "evaluate records written by the negotiation runners") from None
+        raise ValueError(
+            f"trace {trace.get('id', '?')!r} has no field {key!r}; "
+            "evaluate records written by the negotiation runners"
+        ) from None
 
 
 def trace_texts(trace: Trace) -> dict[str, str]:
     """The four texts a trace is judged on: both initial responses and both consensus statements."""
     initial, consensus = _get(trace, "initial"), _get(trace, "consensus")
     if len(initial) != 2 or len(consensus) != 2:
-        raise ValueError(f"trace {trace.get('id', '?')!r} needs two initial entries and two consensus statements")
-    return {"initial_a": initial[0]["response"] or "", "initial_b": initial[1]["response"] or "",
-            "final_a": consensus[0] or "", "final_b": consensus[1] or ""}
+        raise ValueError(
+            f"trace {trace.get('id', '?')!r} needs two initial entries and two consensus statements"
+        )
+    return {
+        "initial_a": initial[0]["response"] or "",
+        "initial_b": initial[1]["response"] or "",
+        "final_a": consensus[0] or "",
+        "final_b": consensus[1] or "",
+    }
 
 
 def trace_agents(trace: Trace, agents: Mapping[str, Agent]) -> tuple[Agent, Agent]:
@@ -95,8 +123,9 @@ def trace_agents(trace: Trace, agents: Mapping[str, Agent]) -> tuple[Agent, Agen
     cultures = [a["culture"] for a in _get(trace, "agents")]
     missing = [c for c in cultures if c not in agents]
     if missing:
-        raise ValueError(f"trace {trace.get('id', '?')!r}: no agent for culture(s) {missing}; "
-                         f"agents has {sorted(agents)}")
+        raise ValueError(
+            f"trace {trace.get('id', '?')!r}: no agent for culture(s) {missing}; agents has {sorted(agents)}"
+        )
     return agents[cultures[0]], agents[cultures[1]]
 
 
@@ -146,8 +175,15 @@ def control_agent(trace: Trace, agents: Mapping[str, Agent]) -> Agent:
 
 
 # country names written with "the" ("the United States'", "in the Netherlands")
-_THE = ("United States", "United Kingdom", "Netherlands", "Philippines", "Czech Republic", "Palestinian territories",
-        "Ivory Coast")
+_THE = (
+    "United States",
+    "United Kingdom",
+    "Netherlands",
+    "Philippines",
+    "Czech Republic",
+    "Palestinian territories",
+    "Ivory Coast",
+)
 
 
 def swap_names(text: str, culture: str, control: str) -> str:
@@ -177,31 +213,55 @@ def acceptance_requests(trace: Trace, agents: Mapping[str, Agent]) -> dict[str, 
     control = control_agent(trace, agents)
     plain = [{"role": "user", "content": topic}]
     listener = {"initial_a": 1, "final_a": 1, "initial_b": 0, "final_b": 0}  # whose persona reads each text
-    return ({col: ScoreRequest(pair[who].messages(topic), texts[slot], adapter=pair[who].adapter)
-             for col, who, slot in PPL_COLUMNS}
-            | {col: ScoreRequest(control.messages(swap_names(topic, pair[listener[slot]].culture, control.culture)),
-                                 swap_names(texts[slot], pair[listener[slot]].culture, control.culture),
-                                 adapter=control.adapter)
-               for col, slot in CONTROL_PPL_COLUMNS}
-            | {col: ScoreRequest(plain, texts[slot]) for col, slot in BASE_PPL_COLUMNS})
+    return (
+        {
+            col: ScoreRequest(pair[who].messages(topic), texts[slot], adapter=pair[who].adapter)
+            for col, who, slot in PPL_COLUMNS
+        }
+        | {
+            col: ScoreRequest(
+                control.messages(swap_names(topic, pair[listener[slot]].culture, control.culture)),
+                swap_names(texts[slot], pair[listener[slot]].culture, control.culture),
+                adapter=control.adapter,
+            )
+            for col, slot in CONTROL_PPL_COLUMNS
+        }
+        | {col: ScoreRequest(plain, texts[slot]) for col, slot in BASE_PPL_COLUMNS}
+    )
 
 
-def _relative(ppl_b_of_initial_a: float, ppl_a_of_initial_b: float, ppl_b_of_final_a: float, ppl_a_of_final_b: float,
-              against: tuple[float, float, float, float]) -> tuple[float, float]:
+def _relative(
+    ppl_b_of_initial_a: float,
+    ppl_a_of_initial_b: float,
+    ppl_b_of_final_a: float,
+    ppl_a_of_final_b: float,
+    against: tuple[float, float, float, float],
+) -> tuple[float, float]:
     """(initial, final) ``rel_logppl`` against the reference perplexities ``against`` (initial a, initial b, final a,
     final b); NaN where one is unknown."""
     if not all(np.isfinite(x) for x in against):
         return float("nan"), float("nan")
-    return (rel_logppl(ppl_b_of_initial_a, against[0], ppl_a_of_initial_b, against[1]),
-            rel_logppl(ppl_b_of_final_a, against[2], ppl_a_of_final_b, against[3]))
+    return (
+        rel_logppl(ppl_b_of_initial_a, against[0], ppl_a_of_initial_b, against[1]),
+        rel_logppl(ppl_b_of_final_a, against[2], ppl_a_of_final_b, against[3]),
+    )
 
 
-def acceptance_row(ppl_b_of_initial_a: float, ppl_a_of_initial_b: float, ppl_b_of_final_a: float,
-                   ppl_a_of_final_b: float, ppl_base_of_initial_a: float = float("nan"),
-                   ppl_base_of_initial_b: float = float("nan"), ppl_base_of_final_a: float = float("nan"),
-                   ppl_base_of_final_b: float = float("nan"), ppl_control_of_initial_a: float = float("nan"),
-                   ppl_control_of_initial_b: float = float("nan"), ppl_control_of_final_a: float = float("nan"),
-                   ppl_control_of_final_b: float = float("nan"), control: str | None = None) -> dict[str, float | bool]:
+def acceptance_row(
+    ppl_b_of_initial_a: float,
+    ppl_a_of_initial_b: float,
+    ppl_b_of_final_a: float,
+    ppl_a_of_final_b: float,
+    ppl_base_of_initial_a: float = float("nan"),
+    ppl_base_of_initial_b: float = float("nan"),
+    ppl_base_of_final_a: float = float("nan"),
+    ppl_base_of_final_b: float = float("nan"),
+    ppl_control_of_initial_a: float = float("nan"),
+    ppl_control_of_initial_b: float = float("nan"),
+    ppl_control_of_final_a: float = float("nan"),
+    ppl_control_of_final_b: float = float("nan"),
+    control: str | None = None,
+) -> dict[str, float | bool]:
     """``D_initial``, ``D_final``, their ratio (< 1 = more even acceptance) and whether D fell; and the
     relative acceptance (``log PPL_other − log PPL_control`` on each text, mean of the two sides; the plain
     model's perplexity stands in where no control was scored), initial, final and its change (< 0: each side's
@@ -209,14 +269,27 @@ def acceptance_row(ppl_b_of_initial_a: float, ppl_a_of_initial_b: float, ppl_b_o
     sides = (ppl_b_of_initial_a, ppl_a_of_initial_b, ppl_b_of_final_a, ppl_a_of_final_b)
     d0 = acceptance_gap(ppl_b_of_initial_a, ppl_a_of_initial_b)
     d1 = acceptance_gap(ppl_b_of_final_a, ppl_a_of_final_b)
-    plain = _relative(*sides, (ppl_base_of_initial_a, ppl_base_of_initial_b, ppl_base_of_final_a, ppl_base_of_final_b))
-    controlled = _relative(*sides, (ppl_control_of_initial_a, ppl_control_of_initial_b, ppl_control_of_final_a,
-                                    ppl_control_of_final_b))
+    plain = _relative(
+        *sides, (ppl_base_of_initial_a, ppl_base_of_initial_b, ppl_base_of_final_a, ppl_base_of_final_b)
+    )
+    controlled = _relative(
+        *sides,
+        (ppl_control_of_initial_a, ppl_control_of_initial_b, ppl_control_of_final_a, ppl_control_of_final_b),
+    )
     rel0, rel1 = controlled if np.isfinite(controlled[0]) else plain
-    return {"d_initial": d0, "d_final": d1, "d_ratio": acceptance_ratio(d0, d1), "improved": d1 < d0,
-            "rel_logppl_initial": float(rel0), "rel_logppl_final": float(rel1), "rel_logppl_change": float(rel1 - rel0),
-            "rel_logppl_plain_initial": plain[0], "rel_logppl_plain_final": plain[1],
-            "rel_logppl_plain_change": plain[1] - plain[0], "control": control}
+    return {
+        "d_initial": d0,
+        "d_final": d1,
+        "d_ratio": acceptance_ratio(d0, d1),
+        "improved": d1 < d0,
+        "rel_logppl_initial": float(rel0),
+        "rel_logppl_final": float(rel1),
+        "rel_logppl_change": float(rel1 - rel0),
+        "rel_logppl_plain_initial": plain[0],
+        "rel_logppl_plain_final": plain[1],
+        "rel_logppl_plain_change": plain[1] - plain[0],
+        "control": control,
+    }
 
 
 def acceptance_table(backend: Backend, agents: Mapping[str, Agent], traces: Sequence[Trace]) -> pd.DataFrame:
@@ -231,8 +304,13 @@ def acceptance_table(backend: Backend, agents: Mapping[str, Agent], traces: Sequ
     for trace, reqs in zip(traces, per_trace):
         ppls = {col: ppl[req] for col, req in reqs.items()}
         rows.append(ppls | acceptance_row(**ppls, control=control_agent(trace, agents).culture))
-    return pd.DataFrame(rows, columns=[c for c, _, _ in PPL_COLUMNS] + [c for c, _ in BASE_PPL_COLUMNS]
-                        + [c for c, _ in CONTROL_PPL_COLUMNS] + list(ACCEPTANCE_COLUMNS))
+    return pd.DataFrame(
+        rows,
+        columns=[c for c, _, _ in PPL_COLUMNS]
+        + [c for c, _ in BASE_PPL_COLUMNS]
+        + [c for c, _ in CONTROL_PPL_COLUMNS]
+        + list(ACCEPTANCE_COLUMNS),
+    )
 
 
 def value_row(vectors: Mapping[str, np.ndarray | None]) -> dict[str, float | int]:
@@ -254,7 +332,9 @@ def value_row(vectors: Mapping[str, np.ndarray | None]) -> dict[str, float | int
         "value_consensus": metric(value_consensus, "final_a", "final_b"),
         "value_distance_initial": d0,
         "value_distance_final": d1,
-        "distance_reduction": distance_reduction(d0, d1) if np.isfinite(d0) and np.isfinite(d1) else float("nan"),
+        "distance_reduction": distance_reduction(d0, d1)
+        if np.isfinite(d0) and np.isfinite(d1)
+        else float("nan"),
         "values_missing": sum(v[s] is None for s in SLOTS),
     }
 
@@ -267,13 +347,16 @@ def value_table(detector: ValueDetector, traces: Sequence[Trace]) -> pd.DataFram
     rows = []
     for tx in texts:
         vecs = {slot: found[tx[slot]].vector for slot in SLOTS}
-        rows.append({f"v_{s}": None if vecs[s] is None else [int(x) for x in vecs[s]] for s in SLOTS}
-                    | value_row(vecs))
+        rows.append(
+            {f"v_{s}": None if vecs[s] is None else [int(x) for x in vecs[s]] for s in SLOTS}
+            | value_row(vecs)
+        )
     return pd.DataFrame(rows, columns=[f"v_{s}" for s in SLOTS] + list(VALUE_COLUMNS))
 
 
-def evaluate_traces(backend: Backend, detector: ValueDetector, agents: Mapping[str, Agent],
-                    traces: Sequence[Trace]) -> pd.DataFrame:
+def evaluate_traces(
+    backend: Backend, detector: ValueDetector, agents: Mapping[str, Agent], traces: Sequence[Trace]
+) -> pd.DataFrame:
     """One row per usable trace: identity, rounds, acceptance and value metrics.
 
     Failed traces, traces missing a text and traces with a degenerate text are left out and counted in
@@ -287,15 +370,41 @@ def evaluate_traces(backend: Backend, detector: ValueDetector, agents: Mapping[s
     meta = []
     for t in usable:
         cultures = [a["culture"] for a in _get(t, "agents")]
-        meta.append({"id": _get(t, "id"), "method": _get(t, "method"), "topic_id": _get(t, "topic")["id"],
-                     "culture_a": cultures[0], "culture_b": cultures[1], "pair": " vs ".join(map(str, cultures)),
-                     "rounds_used": _get(t, "rounds_used"),
-                     "converged": bool(_get(t, "converged")) if t["method"] in with_rule else None,
-                     "resolved": None if t.get("resolved") is None else bool(t["resolved"])})
-    columns = ["id", "method", "topic_id", "culture_a", "culture_b", "pair", "rounds_used", "converged", "resolved"]
-    df = pd.concat([pd.DataFrame(meta, columns=columns), acceptance_table(backend, agents, usable),
-                    value_table(detector, usable)], axis=1)
-    df.attrs.update(failed=failed, empty=empty, degenerate=bad, value_failures=int(df["values_missing"].sum()))
+        meta.append(
+            {
+                "id": _get(t, "id"),
+                "method": _get(t, "method"),
+                "topic_id": _get(t, "topic")["id"],
+                "culture_a": cultures[0],
+                "culture_b": cultures[1],
+                "pair": " vs ".join(map(str, cultures)),
+                "rounds_used": _get(t, "rounds_used"),
+                "converged": bool(_get(t, "converged")) if t["method"] in with_rule else None,
+                "resolved": None if t.get("resolved") is None else bool(t["resolved"]),
+            }
+        )
+    columns = [
+        "id",
+        "method",
+        "topic_id",
+        "culture_a",
+        "culture_b",
+        "pair",
+        "rounds_used",
+        "converged",
+        "resolved",
+    ]
+    df = pd.concat(
+        [
+            pd.DataFrame(meta, columns=columns),
+            acceptance_table(backend, agents, usable),
+            value_table(detector, usable),
+        ],
+        axis=1,
+    )
+    df.attrs.update(
+        failed=failed, empty=empty, degenerate=bad, value_failures=int(df["values_missing"].sum())
+    )
     return df
 
 
@@ -314,40 +423,55 @@ def _summary_row(g: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
     # Self-consistency pools agents A and B; both come from one trace, so resample traces (clusters).
     sc = np.concatenate([g["self_consistency_a"], g["self_consistency_b"]]).astype(float)
     sc_groups = np.concatenate([np.arange(len(g))] * 2)
-    named = {"self_consistency": (sc, sc_groups),
-             "consensus": (g["value_consensus"].to_numpy(float), None),
-             "distance_reduction": (g["distance_reduction"].to_numpy(float), None)}
+    named = {
+        "self_consistency": (sc, sc_groups),
+        "consensus": (g["value_consensus"].to_numpy(float), None),
+        "distance_reduction": (g["distance_reduction"].to_numpy(float), None),
+    }
     for name, (vals, groups) in named.items():
         keep = ~np.isnan(vals)
         stats = value_summary(vals)
         low, high = _ci(vals[keep], n_boot, seed, None if groups is None else groups[keep])
-        row |= {f"mean_{name}": stats["mean"], f"mean_{name}_low": low, f"mean_{name}_high": high,
-                f"n_{name}_undefined": stats["n_undefined"]}
+        row |= {
+            f"mean_{name}": stats["mean"],
+            f"mean_{name}_low": low,
+            f"mean_{name}_high": high,
+            f"n_{name}_undefined": stats["n_undefined"],
+        }
 
     # The reduction of the mean distance is steadier than the mean of per-trace reductions, whose
     # small denominators swing it; report both.
     d0, d1 = g["value_distance_initial"].to_numpy(float), g["value_distance_final"].to_numpy(float)
     both = ~np.isnan(d0) & ~np.isnan(d1)
-    row["distance_reduction_of_means"] = (distance_reduction(d0[both].mean(), d1[both].mean())
-                                          if both.any() else float("nan"))
+    row["distance_reduction_of_means"] = (
+        distance_reduction(d0[both].mean(), d1[both].mean()) if both.any() else float("nan")
+    )
     for name in ("rel_logppl_initial", "rel_logppl_final", "rel_logppl_change"):
         vals = g[name].to_numpy(float) if name in g else np.full(len(g), np.nan)
         vals = vals[np.isfinite(vals)]
         low, high = _ci(vals, n_boot, seed) if len(vals) else (float("nan"), float("nan"))
-        row |= {f"mean_{name}": float(vals.mean()) if len(vals) else float("nan"),
-                f"median_{name}": float(np.median(vals)) if len(vals) else float("nan"),
-                f"mean_{name}_low": low, f"mean_{name}_high": high}
+        row |= {
+            f"mean_{name}": float(vals.mean()) if len(vals) else float("nan"),
+            f"median_{name}": float(np.median(vals)) if len(vals) else float("nan"),
+            f"mean_{name}_low": low,
+            f"mean_{name}_high": high,
+        }
 
     def share(col: str) -> float:  # of the rows where the flag means something (a stopping rule, a dialogue)
         flags = g[col].dropna() if col in g else pd.Series(dtype=float)
         return float(flags.astype(float).mean()) if len(flags) else float("nan")
 
-    row |= {"mean_rounds": float(g["rounds_used"].mean()), "share_converged": share("converged"),
-            "resolution_rate": share("resolved")}
+    row |= {
+        "mean_rounds": float(g["rounds_used"].mean()),
+        "share_converged": share("converged"),
+        "resolution_rate": share("resolved"),
+    }
     return row
 
 
-def summarise(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: Sequence[str] = ("method",)) -> pd.DataFrame:
+def summarise(
+    df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: Sequence[str] = ("method",)
+) -> pd.DataFrame:
     """Per group of ``by`` (``("method", "pair")`` for each pair): acceptance, values, rounds, with 95 % CIs.
 
     Columns: n, mean/median ratio, share improved, mean D initial/final, mean self-consistency
@@ -359,9 +483,13 @@ def summarise(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: Sequence[
     """
     missing = [c for c in by if c not in df.columns]
     if missing:
-        raise ValueError(f"summarise: no column(s) {missing} to group by; use columns of evaluate_traces' table")
-    rows = [dict(zip(by, key if isinstance(key, tuple) else (key,))) | _summary_row(g, n_boot, seed)
-            for key, g in df.groupby(list(by), sort=True)]
+        raise ValueError(
+            f"summarise: no column(s) {missing} to group by; use columns of evaluate_traces' table"
+        )
+    rows = [
+        dict(zip(by, key if isinstance(key, tuple) else (key,))) | _summary_row(g, n_boot, seed)
+        for key, g in df.groupby(list(by), sort=True)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -381,38 +509,73 @@ def common_items(df: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.D
 
 
 # the scores each method is paired on against the reference, as the scorer registry names them (with their directions)
-PAIRED_SCORES = tuple(spec(name).name for name in ("rel_logppl_change", "value_consensus", "self_consistency"))
+PAIRED_SCORES = tuple(
+    spec(name).name for name in ("rel_logppl_change", "value_consensus", "self_consistency")
+)
 
 
-def paired_against(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
-                   seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
+def paired_against(
+    df: pd.DataFrame,
+    reference: str = REFERENCE_METHOD,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_items: int = MIN_ITEMS,
+) -> pd.DataFrame:
     """Each method minus ``reference`` on the shared items, per score of ``PAIRED_SCORES`` (self-consistency:
     the mean of the two agents'; the reference's is 1 by construction, so it is compared among the others
     only): mean difference, 95 % bootstrap interval over items, n, and whether the method is ``better``,
     ``worse`` or shows ``no difference`` (the score's direction from the registry) — ``too few`` below
     ``min_items`` shared items."""
-    rows = df.assign(id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1))
+    rows = df.assign(
+        id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1)
+    )
     out = []
-    for method in [m for m in dict.fromkeys(rows["method"]) if m != reference and reference in set(rows["method"])]:
+    for method in [
+        m for m in dict.fromkeys(rows["method"]) if m != reference and reference in set(rows["method"])
+    ]:
         for score in PAIRED_SCORES:
             if score == "self_consistency":
                 continue
-            for v in paired_verdicts(rows[rows["method"].isin([method, reference])], method, score, n_boot, seed,
-                                     min_items=min_items):
+            for v in paired_verdicts(
+                rows[rows["method"].isin([method, reference])],
+                method,
+                score,
+                n_boot,
+                seed,
+                min_items=min_items,
+            ):
                 out.append({"method": method, **v})
-    return pd.DataFrame(out, columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
+    return pd.DataFrame(
+        out, columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"]
+    )
 
 
-def self_consistency_ranking(df: pd.DataFrame, reference: str = REFERENCE_METHOD, n_boot: int = 1000,
-                             seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
+def self_consistency_ranking(
+    df: pd.DataFrame,
+    reference: str = REFERENCE_METHOD,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_items: int = MIN_ITEMS,
+) -> pd.DataFrame:
     """The negotiating methods by mean self-consistency (``reference`` left out: cos(v, v) = 1 for it), the
     best one paired against each other on the shared items."""
     rows = df[df["method"] != reference].assign(
-        id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1))
-    means = rows.groupby("method")["self_consistency"].mean().dropna().sort_values(
-        ascending=spec("self_consistency").direction == "lower")  # the best first
+        id=item_key(df), self_consistency=df[["self_consistency_a", "self_consistency_b"]].mean(axis=1)
+    )
+    means = (
+        rows.groupby("method")["self_consistency"]
+        .mean()
+        .dropna()
+        .sort_values(ascending=spec("self_consistency").direction == "lower")
+    )  # the best first
     if len(means) < 2:
-        return pd.DataFrame(columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
+        return pd.DataFrame(
+            columns=["method", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"]
+        )
     best = means.index[0]
-    return pd.DataFrame([{"method": best, **v}
-                         for v in paired_verdicts(rows, best, "self_consistency", n_boot, seed, min_items=min_items)])
+    return pd.DataFrame(
+        [
+            {"method": best, **v}
+            for v in paired_verdicts(rows, best, "self_consistency", n_boot, seed, min_items=min_items)
+        ]
+    )

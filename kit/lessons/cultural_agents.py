@@ -46,16 +46,27 @@ NOTEBOOK = "01_cultural_agents"
 def splits(session) -> SurveySplits:
     """The study's question split, for the agents' countries (train capped, test capped)."""
     p = session.params
-    return survey_splits(p.data.goqa_path, resolve_countries(p.agents.countries, p.data.goqa_path),
-                         test_fraction=p.data.test_fraction, split_seed=p.data.split_seed,
-                         min_train_items=p.agents.min_train_items, max_train_items=p.agents.max_train_items,
-                         max_test_items=p.agents.max_test_items, goqa_test_path=p.data.goqa_test_path,
-                         train_source=p.agents.survey_source)
+    return survey_splits(
+        p.data.goqa_path,
+        resolve_countries(p.agents.countries, p.data.goqa_path),
+        test_fraction=p.data.test_fraction,
+        split_seed=p.data.split_seed,
+        min_train_items=p.agents.min_train_items,
+        max_train_items=p.agents.max_train_items,
+        max_test_items=p.agents.max_test_items,
+        goqa_test_path=p.data.goqa_test_path,
+        train_source=p.agents.survey_source,
+    )
 
 
 def split_table(s: SurveySplits) -> pd.DataFrame:
-    return pd.DataFrame({"country": s.countries, "train items": [len(s.train[c]) for c in s.countries],
-                         "test items": [len(s.test[c]) for c in s.countries]})
+    return pd.DataFrame(
+        {
+            "country": s.countries,
+            "train items": [len(s.train[c]) for c in s.countries],
+            "test items": [len(s.test[c]) for c in s.countries],
+        }
+    )
 
 
 @in_stage("01", "agents and descriptions")
@@ -77,7 +88,10 @@ class Evaluation:
     answers: list[dict]
     score_rows: list[dict]
     expected: int  # (country, question) pairs on the test split: what full coverage means
-    neighbours: tuple[int, int] = (5, 3)  # the neighbour prior's (k, min_shared), cross-validated on the train split
+    neighbours: tuple[int, int] = (
+        5,
+        3,
+    )  # the neighbour prior's (k, min_shared), cross-validated on the train split
 
 
 @in_stage("01", "fidelity and capability")
@@ -107,9 +121,15 @@ def base_kind(answers: Sequence[dict]) -> str | None:
 def comparison(session, ev: Evaluation, metric: str = "js_similarity") -> pd.DataFrame:
     """Each kind against every reference, paired on the rows both scored (95 % bootstrap intervals)."""
     kinds = [k for k in dict.fromkeys(r["agent"] for r in ev.answers)]
-    return reference_comparison(ev.score_rows, kinds, REFERENCES, metric, n_boot=session.params.n_boot,
-                                seed=seeds.derive(session.params.seed, "bootstrap"),
-                                min_items=session.params.verdicts.min_items)
+    return reference_comparison(
+        ev.score_rows,
+        kinds,
+        REFERENCES,
+        metric,
+        n_boot=session.params.n_boot,
+        seed=seeds.derive(session.params.seed, "bootstrap"),
+        min_items=session.params.verdicts.min_items,
+    )
 
 
 def kind_summary(ev: Evaluation, metric: str = "js_similarity") -> pd.DataFrame:
@@ -127,14 +147,26 @@ def verdict(compared: pd.DataFrame, summary: pd.DataFrame, metric: str = "js_sim
     """The plain sentence the notebook must say about each kind: it "beats" a reference only when the
     paired 95 % interval of the difference lies above 0 over at least ``verdicts.min_items`` rows."""
     lines = []
-    words = {"beats": "beats it", "worse": "WORSE", "no difference": "no difference",
-             "too few": "too few rows to say", "no rows": "no rows"}
+    words = {
+        "beats": "beats it",
+        "worse": "WORSE",
+        "no difference": "no difference",
+        "too few": "too few rows to say",
+        "no rows": "no rows",
+    }
     for kind, group in compared.groupby("kind", sort=False):
         by = group.set_index("reference")
-        parts = [f"{ref} {r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] over {r['n']} rows: "
-                 + words[r["verdict"]] for ref, r in by.iterrows()]
-        head = (f"{kind}: {metric} {summary.loc[kind, metric]:.1f}, coverage {summary.loc[kind, 'coverage']:.0%}, "
-                f"{summary.loc[kind, 'missing']} missing" if kind in summary.index else f"{kind}: every answer missing")
+        parts = [
+            f"{ref} {r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] over {r['n']} rows: "
+            + words[r["verdict"]]
+            for ref, r in by.iterrows()
+        ]
+        head = (
+            f"{kind}: {metric} {summary.loc[kind, metric]:.1f}, coverage {summary.loc[kind, 'coverage']:.0%}, "
+            f"{summary.loc[kind, 'missing']} missing"
+            if kind in summary.index
+            else f"{kind}: every answer missing"
+        )
         if (group["verdict"] == "too few").all():
             tail = "too few rows for any verdict (verdicts.min_items)."
         elif by.loc[UNIFORM_AGENT, "verdict"] != "beats":
@@ -142,8 +174,10 @@ def verdict(compared: pd.DataFrame, summary: pd.DataFrame, metric: str = "js_sim
         elif by.loc[OTHER_COUNTRIES_AGENT, "verdict"] != "beats":
             tail = "beats uniform but not the other-countries mean: no country-specific signal."
         elif by.loc[NEIGHBOUR_AGENT, "verdict"] != "beats":
-            tail = ("beats the other-countries mean but not the neighbour prior: what it knows is which countries "
-                    "answer alike, not the culture.")
+            tail = (
+                "beats the other-countries mean but not the neighbour prior: what it knows is which countries "
+                "answer alike, not the culture."
+            )
         elif ENTROPY_AGENT in by.index and by.loc[ENTROPY_AGENT, "verdict"] != "beats":
             tail = "beats the survey references but not the vanilla answers flattened to their entropy."
         else:
@@ -156,7 +190,9 @@ def prior_line(session, ev: Evaluation, metric: str = "js_similarity") -> dict:
     """The neighbour prior against the other-countries mean on the same rows (``kit.metrics.alignment.prior_check``):
     the table says so when the prior is not the stronger bar."""
     p = session.params
-    return prior_check(ev.score_rows, metric, p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
+    return prior_check(
+        ev.score_rows, metric, p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items
+    )
 
 
 def letter_mass(ev: Evaluation) -> pd.DataFrame:
@@ -168,8 +204,10 @@ def heatmap(session, ev: Evaluation, metric: str = "js_similarity") -> None:
     import seaborn as sns
 
     grid = ev.table.pivot(index="agent", columns="country", values=metric)
-    with plots.figure(session.figure_paths("01_fidelity_heatmap.png"),
-                      figsize=(1.4 + 1.1 * grid.shape[1], 0.9 + 0.5 * grid.shape[0])) as (_, ax):
+    with plots.figure(
+        session.figure_paths("01_fidelity_heatmap.png"),
+        figsize=(1.4 + 1.1 * grid.shape[1], 0.9 + 0.5 * grid.shape[0]),
+    ) as (_, ax):
         sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
         ax.set_title(f"{metric} (×100) on held-out questions")
         ax.tick_params(axis="x", rotation=30)
@@ -185,9 +223,13 @@ def example_answers(session, agents: Sequence[Agent], s: SurveySplits) -> pd.Dat
     country = grounded.culture if grounded else s.countries[0]
     item = s.test[country][0]
     p = session.params
-    texts = session.backend.generate([a.ask(item.question) for a in pick],
-                                     GenParams(max_new_tokens=p.agents.answer_tokens, seed=seeds.derive(p.seed, "example")))
-    return pd.DataFrame({"agent": [a.name for a in pick], "question": item.question, "answer": [t.strip() for t in texts]})
+    texts = session.backend.generate(
+        [a.ask(item.question) for a in pick],
+        GenParams(max_new_tokens=p.agents.answer_tokens, seed=seeds.derive(p.seed, "example")),
+    )
+    return pd.DataFrame(
+        {"agent": [a.name for a in pick], "question": item.question, "answer": [t.strip() for t in texts]}
+    )
 
 
 def capability(session, agent_set: AgentSet) -> pd.DataFrame:
@@ -197,8 +239,15 @@ def capability(session, agent_set: AgentSet) -> pd.DataFrame:
     return capability_kept(session, NOTEBOOK, models, session.params.agents.capability_items, "base")
 
 
-def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s: SurveySplits,
-                agent_set: AgentSet, kept: pd.DataFrame, prior: dict | None = None) -> dict:
+def key_numbers(
+    ev: Evaluation,
+    compared: pd.DataFrame,
+    summary: pd.DataFrame,
+    s: SurveySplits,
+    agent_set: AgentSet,
+    kept: pd.DataFrame,
+    prior: dict | None = None,
+) -> dict:
     """Per-kind averages over countries, the references, each kind's verdict and coverage, and what
     was built or skipped."""
     means = ev.table.groupby("agent")[["js_similarity", "js_similarity_e", "s_align"]].mean().round(2)
@@ -214,10 +263,15 @@ def key_numbers(ev: Evaluation, compared: pd.DataFrame, summary: pd.DataFrame, s
         "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
         "coverage": summary["coverage"].round(3).to_dict(),
         "missing_answers": {k: v for k, v in missing_answers(ev.score_rows).items() if k in kinds},
-        "neighbour_prior": {"k": ev.neighbours[0], "min_shared": ev.neighbours[1],
-                            **({"vs_other_countries": prior["verdict"]} if prior else {})},
+        "neighbour_prior": {
+            "k": ev.neighbours[0],
+            "min_shared": ev.neighbours[1],
+            **({"vs_other_countries": prior["verdict"]} if prior else {}),
+        },
         "letter_mass_mean": round(float(pd.DataFrame(ev.answers)["letter_mass"].mean()), 4),
-        "grounded_records_kept": {c: st.get("kept", 0) for c, st in agent_set.report.get("grounding", {}).items()},
+        "grounded_records_kept": {
+            c: st.get("kept", 0) for c, st in agent_set.report.get("grounding", {}).items()
+        },
         "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),
         "neutral_ppl": kept["neutral_ppl"].round(3).to_dict(),
     }

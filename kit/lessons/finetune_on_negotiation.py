@@ -59,7 +59,9 @@ def traces(session) -> list[dict]:
     whose topic is held out here."""
     released, counts = training_traces(session.params)
     if counts["read"]:
-        print(f"NCN release: {counts['read']} transcripts read, {counts['dropped_heldout']} left out as held-out topics")
+        print(
+            f"NCN release: {counts['read']} transcripts read, {counts['dropped_heldout']} left out as held-out topics"
+        )
     return negotiation.study_traces(session)[1] + released
 
 
@@ -69,8 +71,12 @@ def training_records(session, trace_list: list[dict]) -> TrainingData:
 
 
 def funnel(data: TrainingData) -> pd.DataFrame:
-    return pd.DataFrame({model_name(*key): {"train": len(tr), "eval": len(ev), **counts}
-                         for key, (tr, ev, counts) in data.items()}).T
+    return pd.DataFrame(
+        {
+            model_name(*key): {"train": len(tr), "eval": len(ev), **counts}
+            for key, (tr, ev, counts) in data.items()
+        }
+    ).T
 
 
 def heldout(session) -> list[Topic]:
@@ -91,11 +97,21 @@ def leaks(session, trace_list: list[dict], data: TrainingData, heldout_list: lis
     one clear line unless all are 0."""
     p = session.params
     _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
-    prompts = [m["content"] for tr, ev, _ in data.values() for r in tr + ev
-               for m in (r["prompt"] if "prompt" in r else r["messages"]) if m["role"] == "user"]
-    trained_on = {t["topic"]["id"]: Topic(t["topic"]["id"], t["topic"]["text"], t["topic"]["source"])
-                  for t in trace_list if t.get("origin")}  # the release's topics train too
-    counts = leak_counts(negotiation.topics(session) + list(trained_on.values()), heldout_list, trace_list, prompts, test)
+    prompts = [
+        m["content"]
+        for tr, ev, _ in data.values()
+        for r in tr + ev
+        for m in (r["prompt"] if "prompt" in r else r["messages"])
+        if m["role"] == "user"
+    ]
+    trained_on = {
+        t["topic"]["id"]: Topic(t["topic"]["id"], t["topic"]["text"], t["topic"]["source"])
+        for t in trace_list
+        if t.get("origin")
+    }  # the release's topics train too
+    counts = leak_counts(
+        negotiation.topics(session) + list(trained_on.values()), heldout_list, trace_list, prompts, test
+    )
     assert_no_leaks(counts)
     return counts
 
@@ -112,8 +128,15 @@ def train_all(session, data: TrainingData) -> dict[str, Path]:
             log.warning("%s: no training records after filtering (%s); skipped", name, counts)
             continue
         with session.timed(f"train {name}", row=name):
-            result = train(method, train_records, eval_records, p.model.ref,
-                           session.run_dir / "train" / source_folder(source) / method, p.finetune, p.seed)
+            result = train(
+                method,
+                train_records,
+                eval_records,
+                p.model.ref,
+                session.run_dir / "train" / source_folder(source) / method,
+                p.finetune,
+                p.seed,
+            )
         adapters[name] = result.adapter_dir
     return adapters
 
@@ -125,28 +148,49 @@ def models(adapters: dict[str, Path]) -> dict[str, str | None]:
 
 def curves_figure(session, adapters: dict[str, Path]) -> None:
     """Training (and evaluation) loss per adapter, from each trainer's log history (``kit.reporting.curves``)."""
-    curves.figure(session.figure_paths("04_training_curves.png"), curves.training_curves(adapters),
-                  "LoRA finetuning on negotiation data")
+    curves.figure(
+        session.figure_paths("04_training_curves.png"),
+        curves.training_curves(adapters),
+        "LoRA finetuning on negotiation data",
+    )
 
 
 @in_stage("04", "distance, alignment and capability")
-def cultural_distance(session, compared: dict[str, str | None],
-                      heldout_list: list[Topic]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def cultural_distance(
+    session, compared: dict[str, str | None], heldout_list: list[Topic]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-topic distances and their summary (with the reduction against the base) on held-out topics."""
     p = session.params
-    detector = make_value_detector(p.negotiation.value_judge, backend=session.role_backend("value_judge"), embedder=session.embedder,
-                                   seed=p.seed)
-    distances = pd.concat(session.each_row("cultural distance", compared, lambda one: distance_table(
-        session.backend, detector, one, resolve_pairs(p), heldout_list, p.negotiation.turn_tokens)), ignore_index=True)
+    detector = make_value_detector(
+        p.negotiation.value_judge,
+        backend=session.role_backend("value_judge"),
+        embedder=session.embedder,
+        seed=p.seed,
+    )
+    distances = pd.concat(
+        session.each_row(
+            "cultural distance",
+            compared,
+            lambda one: distance_table(
+                session.backend, detector, one, resolve_pairs(p), heldout_list, p.negotiation.turn_tokens
+            ),
+        ),
+        ignore_index=True,
+    )
     return distances, distance_summary(distances, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
 
 
 def distance_figure(session, summary: pd.DataFrame) -> None:
     """Cultural distance per culture pair, base model vs each finetuned adapter."""
-    pairs = [c for c in summary.columns if c not in ("mean", "n", "reduction %", "reduction_low", "reduction_high")]
+    pairs = [
+        c for c in summary.columns if c not in ("mean", "n", "reduction %", "reduction_low", "reduction_high")
+    ]
     if summary[pairs].dropna(how="all").empty:
-        plots.placeholder(session.figure_paths("04_cultural_distance.png"), "Cultural distance before and after "
-                          "finetuning", "no distance: the value judge read no held-out statement")
+        plots.placeholder(
+            session.figure_paths("04_cultural_distance.png"),
+            "Cultural distance before and after finetuning",
+            "no distance: the value judge read no held-out statement",
+        )
         return
     ax = summary[pairs].T.plot.bar(figsize=(8, 3.8), rot=0)
     ax.set_ylabel("value distance (Euclidean, 10 Schwartz values)")
@@ -164,25 +208,44 @@ def goqa_alignment(session, compared: dict[str, str | None]) -> tuple[pd.DataFra
     p = session.params
     held_out = goqa_test_items(session)
     items = [it for its in held_out.values() for it in its]
-    rows = [r for part in session.each_row("GlobalOpinionQA alignment", compared, lambda one: answer_rows(
-        session.backend, [persona(c, a, m) for m, a in one.items() for c in held_out], items)) for r in part]
+    rows = [
+        r
+        for part in session.each_row(
+            "GlobalOpinionQA alignment",
+            compared,
+            lambda one: answer_rows(
+                session.backend, [persona(c, a, m) for m, a in one.items() for c in held_out], items
+            ),
+        )
+        for r in part
+    ]
     session.save_scores(NOTEBOOK, "alignment", rows)
     rows = table_rows(p, rows, BASE)
     table = score_table(rows, n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"))
     # the table says when its strongest reference is not the stronger bar on these rows
-    table.attrs["neighbour_prior"] = prior_check(rows, "js_similarity", p.n_boot, seeds.derive(p.seed, "bootstrap"),
-                                                 p.verdicts.min_items)
+    table.attrs["neighbour_prior"] = prior_check(
+        rows, "js_similarity", p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items
+    )
     if table.attrs["neighbour_prior"]["line"]:
         print(table.attrs["neighbour_prior"]["line"])
     return table, rows
 
 
-def paired_with_base(session, rows: list[dict], adapters: dict[str, Path], metric: str = "js_similarity") -> pd.DataFrame:
+def paired_with_base(
+    session, rows: list[dict], adapters: dict[str, Path], metric: str = "js_similarity"
+) -> pd.DataFrame:
     """Each adapter against the base model and the references, paired on the (country, question) rows both
     answered (95 % cluster-bootstrap intervals over questions)."""
     p = session.params
-    return reference_comparison(rows, list(adapters), [BASE, *REFERENCES], metric, n_boot=p.n_boot,
-                                seed=seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items)
+    return reference_comparison(
+        rows,
+        list(adapters),
+        [BASE, *REFERENCES],
+        metric,
+        n_boot=p.n_boot,
+        seed=seeds.derive(p.seed, "bootstrap"),
+        min_items=p.verdicts.min_items,
+    )
 
 
 def culture_fidelity(rows: list[dict], compared: dict[str, str | None]) -> pd.DataFrame:
@@ -198,8 +261,16 @@ def capability(session, compared: dict[str, str | None]) -> pd.DataFrame:
     return capability_kept(session, NOTEBOOK, compared, session.params.finetune.capability_items, BASE)
 
 
-def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.DataFrame, alignment: pd.DataFrame,
-                paired: pd.DataFrame, fidelity: pd.DataFrame, kept: pd.DataFrame, leak: dict[str, int]) -> dict:
+def key_numbers(
+    data: TrainingData,
+    adapters: dict[str, Path],
+    distance: pd.DataFrame,
+    alignment: pd.DataFrame,
+    paired: pd.DataFrame,
+    fidelity: pd.DataFrame,
+    kept: pd.DataFrame,
+    leak: dict[str, int],
+) -> dict:
     def rounded(v) -> float | None:
         return None if pd.isna(v) else round(float(v), 2)
 
@@ -209,21 +280,32 @@ def key_numbers(data: TrainingData, adapters: dict[str, Path], distance: pd.Data
         "n_trained": len(adapters),
         "trained": sorted(adapters),
         "records": {model_name(*key): len(tr) for key, (tr, _, _) in data.items()},
-        "subsampled_from": {model_name(*key): c["subsampled_from"] for key, (_, _, c) in data.items()
-                            if "subsampled_from" in c},
+        "subsampled_from": {
+            model_name(*key): c["subsampled_from"]
+            for key, (_, _, c) in data.items()
+            if "subsampled_from" in c
+        },
         "leaks": leak,
         "distance_mean": {m: round(float(v), 4) for m, v in distance["mean"].items()},
         "distance_items": int(distance["n"].iloc[0]) if len(distance) else 0,
         "distance_reduction_pct": {m: rounded(v) for m, v in distance["reduction %"].items()},
-        "distance_reduction_ci": {m: [rounded(r["reduction_low"]), rounded(r["reduction_high"])]
-                                  for m, r in distance.iterrows() if m != BASE},
-        "js_similarity": {**{m: round(float(v), 2) for m, v in means["js_similarity"].items()},
-                          "paired": vs_base["verdict"].to_dict(),
-                          "paired_diff": {m: [rounded(r["diff"]), rounded(r["ci_low"]), rounded(r["ci_high"])]
-                                          for m, r in vs_base.iterrows()}},
+        "distance_reduction_ci": {
+            m: [rounded(r["reduction_low"]), rounded(r["reduction_high"])]
+            for m, r in distance.iterrows()
+            if m != BASE
+        },
+        "js_similarity": {
+            **{m: round(float(v), 2) for m, v in means["js_similarity"].items()},
+            "paired": vs_base["verdict"].to_dict(),
+            "paired_diff": {
+                m: [rounded(r["diff"]), rounded(r["ci_low"]), rounded(r["ci_high"])]
+                for m, r in vs_base.iterrows()
+            },
+        },
         "js_similarity_e": {m: round(float(v), 2) for m, v in means["js_similarity_e"].items()},
-        "missing_answers": {m: int(v) for m, v in alignment.groupby("agent")["missing"].sum().items()
-                            if m not in REFERENCES},
+        "missing_answers": {
+            m: int(v) for m, v in alignment.groupby("agent")["missing"].sum().items() if m not in REFERENCES
+        },
         "neighbour_prior_vs_other_countries": alignment.attrs.get("neighbour_prior", {}).get("verdict"),
         "between_culture_items": int(fidelity["n"].max()) if len(fidelity) else 0,
         "between_culture_distance": {m: rounded(v) for m, v in fidelity["model_distance"].items()},

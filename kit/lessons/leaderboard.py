@@ -12,10 +12,25 @@ import pandas as pd
 
 from kit.reporting import leaderboard, plots, report
 
-ALIGNMENT_VIEW = ["row", "s_align", "js_similarity", "js_similarity_low", "js_similarity_high", "js_similarity_e",
-                  "best_reference",
-                  "diff_vs_best", "verdict", "countries", "questions", "coverage", "calls", "generated_tokens",
-                  "scored_tokens", "seconds", "peak_rss_gb"]
+ALIGNMENT_VIEW = [
+    "row",
+    "s_align",
+    "js_similarity",
+    "js_similarity_low",
+    "js_similarity_high",
+    "js_similarity_e",
+    "best_reference",
+    "diff_vs_best",
+    "verdict",
+    "countries",
+    "questions",
+    "coverage",
+    "calls",
+    "generated_tokens",
+    "scored_tokens",
+    "seconds",
+    "peak_rss_gb",
+]
 
 
 def boards(session) -> leaderboard.Boards:
@@ -24,14 +39,19 @@ def boards(session) -> leaderboard.Boards:
 
 def view(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The columns a reader compares first, rows by name (``not run`` and ``stale`` rows kept)."""
-    return df.reindex(columns=["status", "stale", *[c for c in columns if c != "row"]]).set_axis(df["row"]) \
-        if len(df) else df
+    return (
+        df.reindex(columns=["status", "stale", *[c for c in columns if c != "row"]]).set_axis(df["row"])
+        if len(df)
+        else df
+    )
 
 
 def alignment_figure(session, b: leaderboard.Boards) -> None:
     """The report's forest plot: js_similarity of every scored row with its 95 % interval; references in grey."""
     n = int(b.alignment["status"].isin(["scored", "reference"]).sum()) if len(b.alignment) else 0
-    with plots.figure(session.figure_paths("90_alignment_board.png"), figsize=(8, 0.6 + 0.26 * max(n, 1))) as (_, ax):
+    with plots.figure(
+        session.figure_paths("90_alignment_board.png"), figsize=(8, 0.6 + 0.26 * max(n, 1))
+    ) as (_, ax):
         report.forest(ax, b.alignment)
 
 

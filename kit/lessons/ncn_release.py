@@ -56,12 +56,17 @@ NOTEBOOK = "05_ncn_release"
 BASELINES = ("debate", "consultancy")
 # The paper's claims for NCN, as scores on its own data: name -> (better direction, what it says).
 CLAIMS = {
-    "value_consensus_gain": ("higher", "brings the two sides' values closer (value consensus, final − initial)"),
+    "value_consensus_gain": (
+        "higher",
+        "brings the two sides' values closer (value consensus, final − initial)",
+    ),
     "self_consistency": ("higher", "keeps each side's own values (self-consistency)"),
     "d_ratio": ("lower", "makes acceptance more even (perplexity D_final / D_initial)"),
 }
-PPL_DIFFERENCE = ("copy-task perplexities: the release asks an API to copy each text (≈ 1, −1 when it failed); "
-                  "the kit scores each text under the other agent and reads rel_logppl")
+PPL_DIFFERENCE = (
+    "copy-task perplexities: the release asks an API to copy each text (≈ 1, −1 when it failed); "
+    "the kit scores each text under the other agent and reads rel_logppl"
+)
 SLOTS = (("initial", "v_initial_a", "v_initial_b"), ("final", "v_final_a", "v_final_b"))
 
 
@@ -83,12 +88,17 @@ def topic_leaks(session, found: Release) -> dict[str, int]:
     notebook unless 0."""
     d = session.params.data
     _, test = goqa_split(d.goqa_path, d.test_fraction, d.split_seed, d.goqa_test_path)
-    counts = {"topics_in_goqa_test": leak_counts(list(found.topics.values()), [], [], [], test)["topics_in_goqa_test"]}
+    counts = {
+        "topics_in_goqa_test": leak_counts(list(found.topics.values()), [], [], [], test)[
+            "topics_in_goqa_test"
+        ]
+    }
     assert_no_leaks(counts, "the NCN release's topics")
     return counts
 
 
 # --- the paper's numbers, recomputed ---------------------------------------------------------------
+
 
 def _shown(key: str, value):
     """A summary value as one number: a per-transcript list by its mean, a table of counts by its total."""
@@ -97,7 +107,9 @@ def _shown(key: str, value):
     if key in RELEASE_COUNTS:
         return int(sum(sum(v.values()) for v in value.values())) if isinstance(value, dict) else None
     if key in RELEASE_LISTS:
-        flat = [x for v in value for x in (v if isinstance(v, list) else [v])] if isinstance(value, list) else []
+        flat = (
+            [x for v in value for x in (v if isinstance(v, list) else [v])] if isinstance(value, list) else []
+        )
         return float(np.mean(flat)) if flat else None
     return value
 
@@ -118,34 +130,65 @@ def reproduced(found: Release) -> pd.DataFrame:
                 vectors = [values[c].tolist() for c in SLOT_COLUMNS]
                 ours, own = release_value_summary(*vectors), kit_value_summary(*vectors)
                 for key, theirs in summary.items():
-                    rows.append({"pair": pair.folder, "method": method, "key": key, "release": _shown(key, theirs),
-                                 "kit": _shown(key, ours.get(key)),
-                                 "equal": key in ours and release_values_equal(key, ours[key], theirs),
-                                 "kit_own": own.get(key), "difference": KIT_DIFFERENCES.get(key, "") if key in ours
-                                 else "no definition of this key found"})
+                    rows.append(
+                        {
+                            "pair": pair.folder,
+                            "method": method,
+                            "key": key,
+                            "release": _shown(key, theirs),
+                            "kit": _shown(key, ours.get(key)),
+                            "equal": key in ours and release_values_equal(key, ours[key], theirs),
+                            "kit_own": own.get(key),
+                            "difference": KIT_DIFFERENCES.get(key, "")
+                            if key in ours
+                            else "no definition of this key found",
+                        }
+                    )
             ppl = mine[mine["has_ppl"]] if len(mine) else mine
             if len(ppl):
                 rows += _ppl_rows(pair.folder, method, ppl)
-    return pd.DataFrame(rows, columns=["pair", "method", "key", "release", "kit", "equal", "kit_own", "difference"])
+    return pd.DataFrame(
+        rows, columns=["pair", "method", "key", "release", "kit", "equal", "kit_own", "difference"]
+    )
 
 
 def _ppl_rows(pair: str, method: str, ppl: pd.DataFrame) -> list[dict]:
     ours = [release_ppl_row(*(getattr(r, c) for c in PPL_COLUMNS)) for r in ppl.itertuples()]
     valid = [r for r in ppl.itertuples() if all(getattr(r, c) >= 0 for c in PPL_COLUMNS)]
-    d = [(acceptance_gap(r.ppl_initial_a, r.ppl_initial_b), acceptance_gap(r.ppl_final_a, r.ppl_final_b)) for r in valid]
-    own = {"PPL_init_distance": float(np.mean([a for a, _ in d])) if d else None,
-           "PPL_final_distance": float(np.mean([b for _, b in d])) if d else None,
-           "PPL_distance_difference": _mean([acceptance_ratio(a, b) for a, b in d])}
+    d = [
+        (acceptance_gap(r.ppl_initial_a, r.ppl_initial_b), acceptance_gap(r.ppl_final_a, r.ppl_final_b))
+        for r in valid
+    ]
+    own = {
+        "PPL_init_distance": float(np.mean([a for a, _ in d])) if d else None,
+        "PPL_final_distance": float(np.mean([b for _, b in d])) if d else None,
+        "PPL_distance_difference": _mean([acceptance_ratio(a, b) for a, b in d]),
+    }
     out = []
     for key in RELEASE_PPL:
         theirs, mine = ppl[key].tolist(), [o[key] for o in ours]
-        equal = all((t is None or (isinstance(t, float) and math.isnan(t))) == (m is None)
-                    and (m is None or abs(t - m) <= 1e-9) for t, m in zip(theirs, mine))
-        out.append({"pair": pair, "method": method, "key": key,
-                    "release": _mean([t for t in theirs if t is not None and not math.isnan(t)]),
-                    "kit": _mean([m for m in mine if m is not None]), "equal": equal, "kit_own": own[key],
-                    "difference": ("failed perplexity (−1): release uses it as written, kit leaves the record out; "
-                                   if key != "PPL_distance_difference" else "") + PPL_DIFFERENCE})
+        equal = all(
+            (t is None or (isinstance(t, float) and math.isnan(t))) == (m is None)
+            and (m is None or abs(t - m) <= 1e-9)
+            for t, m in zip(theirs, mine)
+        )
+        out.append(
+            {
+                "pair": pair,
+                "method": method,
+                "key": key,
+                "release": _mean([t for t in theirs if t is not None and not math.isnan(t)]),
+                "kit": _mean([m for m in mine if m is not None]),
+                "equal": equal,
+                "kit_own": own[key],
+                "difference": (
+                    "failed perplexity (−1): release uses it as written, kit leaves the record out; "
+                    if key != "PPL_distance_difference"
+                    else ""
+                )
+                + PPL_DIFFERENCE,
+            }
+        )
     return out
 
 
@@ -158,9 +201,12 @@ def reproduced_overview(table: pd.DataFrame) -> pd.DataFrame:
     """Per pair and method: keys compared, keys equal, and which keys the kit defines differently."""
     if table.empty:
         return pd.DataFrame(columns=["pair", "method", "keys", "equal", "kit_differs"])
-    return (table.assign(differs=table["difference"].ne("") & table["key"].isin(KIT_DIFFERENCES))
-            .groupby(["pair", "method"], sort=False)
-            .agg(keys=("key", "size"), equal=("equal", "sum"), kit_differs=("differs", "sum")).reset_index())
+    return (
+        table.assign(differs=table["difference"].ne("") & table["key"].isin(KIT_DIFFERENCES))
+        .groupby(["pair", "method"], sort=False)
+        .agg(keys=("key", "size"), equal=("equal", "sum"), kit_differs=("differs", "sum"))
+        .reset_index()
+    )
 
 
 def reproduced_metrics(table: pd.DataFrame) -> dict:
@@ -182,6 +228,7 @@ def _plain(v):
 
 # --- the paper's claims, tested ------------------------------------------------------------------
 
+
 def item_scores(found: Release) -> pd.DataFrame:
     """One row per (pair, topic, method) of the release's evaluations, scored by the kit's definitions: value
     consensus gain, self-consistency (mean of the two sides'), the perplexity D ratio (nan where undefined:
@@ -198,9 +245,17 @@ def item_scores(found: Release) -> pd.DataFrame:
         ratio = float("nan")
         if all(isinstance(x, float) and math.isfinite(x) and x >= 0 for x in ppl):
             ratio = acceptance_ratio(acceptance_gap(ppl[0], ppl[1]), acceptance_gap(ppl[2], ppl[3]))
-        rows.append({"id": f"{r.pair}|{r.topic_id}", "pair": r.pair, "topic_id": r.topic_id, "method": r.method,
-                     "value_consensus_gain": gain, "self_consistency": selfc,
-                     "d_ratio": ratio if math.isfinite(ratio) else float("nan")})
+        rows.append(
+            {
+                "id": f"{r.pair}|{r.topic_id}",
+                "pair": r.pair,
+                "topic_id": r.topic_id,
+                "method": r.method,
+                "value_consensus_gain": gain,
+                "self_consistency": selfc,
+                "d_ratio": ratio if math.isfinite(ratio) else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=["id", "pair", "topic_id", "method", *CLAIMS])
 
 
@@ -215,10 +270,19 @@ def claims(session, scores: pd.DataFrame) -> pd.DataFrame:
             both = scores[scores["method"].isin(["ncn", baseline])]
             if both["method"].nunique() < 2:
                 continue
-            for v in paired_verdicts(both, "ncn", claim, p.n_boot, seeds.derive(p.seed, "bootstrap"),
-                                     min_items=p.verdicts.min_items, direction=better):
+            for v in paired_verdicts(
+                both,
+                "ncn",
+                claim,
+                p.n_boot,
+                seeds.derive(p.seed, "bootstrap"),
+                min_items=p.verdicts.min_items,
+                direction=better,
+            ):
                 out.append({"claim": claim, **v})
-    return pd.DataFrame(out, columns=["claim", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"])
+    return pd.DataFrame(
+        out, columns=["claim", "against", "score", "mean_diff", "ci_low", "ci_high", "n", "verdict"]
+    )
 
 
 def verdict(compared: pd.DataFrame, found: Release) -> list[str]:
@@ -230,17 +294,33 @@ def verdict(compared: pd.DataFrame, found: Release) -> list[str]:
         if rows.empty:
             lines.append(f"NCN {says}: not testable here (no baseline scored on the same items).")
             continue
-        better, worse = rows[rows["verdict"] == "better"]["against"].tolist(), rows[rows["verdict"] == "worse"]["against"].tolist()
-        judged = ("not testable (too few items)" if (rows["verdict"] == "too few").all() else
-                  "supported" if len(better) == len(rows) else "partly supported" if better else
-                  "contradicted" if worse else "not supported")
-        detail = "; ".join(f"vs {r.against} {r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}], n={r.n}"
-                           for r in rows.itertuples())
+        better, worse = (
+            rows[rows["verdict"] == "better"]["against"].tolist(),
+            rows[rows["verdict"] == "worse"]["against"].tolist(),
+        )
+        judged = (
+            "not testable (too few items)"
+            if (rows["verdict"] == "too few").all()
+            else "supported"
+            if len(better) == len(rows)
+            else "partly supported"
+            if better
+            else "contradicted"
+            if worse
+            else "not supported"
+        )
+        detail = "; ".join(
+            f"vs {r.against} {r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}], n={r.n}"
+            for r in rows.itertuples()
+        )
         extra = f" (worse than {', '.join(worse)})" if worse and judged != "contradicted" else ""
         lines.append(f"NCN {says}: {judged}{extra} — {detail}.")
     pairs = len(found.pairs)
-    return [f"On the release's own {PAPER_JUDGE} vectors and copy-task perplexities ({pairs} pair(s)), paired over "
-            "common (pair, topic) items with 95 % bootstrap intervals:", *lines]
+    return [
+        f"On the release's own {PAPER_JUDGE} vectors and copy-task perplexities ({pairs} pair(s)), paired over "
+        "common (pair, topic) items with 95 % bootstrap intervals:",
+        *lines,
+    ]
 
 
 def claims_figure(session, compared: pd.DataFrame) -> None:
@@ -248,8 +328,13 @@ def claims_figure(session, compared: pd.DataFrame) -> None:
     with plots.figure(session.figure_paths("05_claims.png"), figsize=(8, 3.6)) as (_, ax):
         labels = [f"{r.claim} vs {r.against}" for r in compared.itertuples()]
         y = np.arange(len(labels))
-        ax.errorbar(compared["mean_diff"], y, xerr=[compared["mean_diff"] - compared["ci_low"],
-                                                    compared["ci_high"] - compared["mean_diff"]], fmt="o", capsize=3)
+        ax.errorbar(
+            compared["mean_diff"],
+            y,
+            xerr=[compared["mean_diff"] - compared["ci_low"], compared["ci_high"] - compared["mean_diff"]],
+            fmt="o",
+            capsize=3,
+        )
         ax.axvline(0.0, color="grey", ls="--", lw=1)
         ax.set_yticks(y, labels, fontsize=8)
         ax.set_xlabel("NCN − baseline (95 % bootstrap interval)")
@@ -257,6 +342,7 @@ def claims_figure(session, compared: pd.DataFrame) -> None:
 
 
 # --- the kit's judges against the paper's --------------------------------------------------------
+
 
 def judged_units(found: Release) -> pd.DataFrame:
     """One row per (trace, text) of the traces read that the paper's judge scored: the text, the slot, and the
@@ -270,9 +356,18 @@ def judged_units(found: Release) -> pd.DataFrame:
         texts = [trace["initial"][0]["response"], trace["initial"][1]["response"], *trace["consensus"]]
         if not all(t.strip() for t in texts):
             continue
-        for (slot, col), text in zip(zip(("initial_a", "initial_b", "final_a", "final_b"), SLOT_COLUMNS), texts):
-            rows.append({"trace": r.trace_id, "method": r.method, "slot": slot, "text": text,
-                         "reference": getattr(r, col)})
+        for (slot, col), text in zip(
+            zip(("initial_a", "initial_b", "final_a", "final_b"), SLOT_COLUMNS), texts
+        ):
+            rows.append(
+                {
+                    "trace": r.trace_id,
+                    "method": r.method,
+                    "slot": slot,
+                    "text": text,
+                    "reference": getattr(r, col),
+                }
+            )
     return pd.DataFrame(rows, columns=["trace", "method", "slot", "text", "reference"])
 
 
@@ -284,10 +379,16 @@ JUDGE_TOKENS = 160
 def detectors(session) -> dict:
     """The kit's value judge on ``models.value_judge`` (one greedy reading per text) and the embedding proxy."""
     p = session.params
-    return {f"llm ({session.role_name('value_judge')})": make_value_detector(
-                "llm", backend=session.role_backend("value_judge"), seed=p.seed, max_retries=0,
-                max_new_tokens=JUDGE_TOKENS),
-            "embedding": make_value_detector("embedding", embedder=session.embedder, seed=p.seed)}
+    return {
+        f"llm ({session.role_name('value_judge')})": make_value_detector(
+            "llm",
+            backend=session.role_backend("value_judge"),
+            seed=p.seed,
+            max_retries=0,
+            max_new_tokens=JUDGE_TOKENS,
+        ),
+        "embedding": make_value_detector("embedding", embedder=session.embedder, seed=p.seed),
+    }
 
 
 @in_stage("05", "the release judged and scored")
@@ -305,15 +406,28 @@ def judge_agreement(session, units: pd.DataFrame) -> tuple[dict, dict[str, pd.Da
         read = units[[found.get(t) is not None for t in units["text"]]]
         entry = {"texts": len(texts), "readable": sum(v is not None for v in found.values())}
         if len(read):
-            table = agreement_table(np.array(read["reference"].tolist()), np.array([found[t] for t in read["text"]]),
-                                    SCHWARTZ_VALUES, groups=read["trace"].tolist(), n_boot=p.n_boot, seed=seed)
+            table = agreement_table(
+                np.array(read["reference"].tolist()),
+                np.array([found[t] for t in read["text"]]),
+                SCHWARTZ_VALUES,
+                groups=read["trace"].tolist(),
+                n_boot=p.n_boot,
+                seed=seed,
+            )
             tables[name] = table
-            entry |= {"units": len(read), "half_steps_rounded": int(table["half_steps_rounded"].sum()),
-                      "kappa": {v: [_round(r.kappa), _round(r.kappa_low), _round(r.kappa_high)]
-                                for v, r in table.iterrows()},
-                      "exact": {v: [_round(r.exact), _round(r.exact_low), _round(r.exact_high)]
-                                for v, r in table.iterrows()},
-                      "mean_kappa": _round(table["kappa"].mean()) if table["kappa"].notna().any() else None}
+            entry |= {
+                "units": len(read),
+                "half_steps_rounded": int(table["half_steps_rounded"].sum()),
+                "kappa": {
+                    v: [_round(r.kappa), _round(r.kappa_low), _round(r.kappa_high)]
+                    for v, r in table.iterrows()
+                },
+                "exact": {
+                    v: [_round(r.exact), _round(r.exact_low), _round(r.exact_high)]
+                    for v, r in table.iterrows()
+                },
+                "mean_kappa": _round(table["kappa"].mean()) if table["kappa"].notna().any() else None,
+            }
         entry["cosine_spearman"] = _cosine_agreement(units, found, p.n_boot, seed)
         summary[name] = entry
     return summary, tables
@@ -335,7 +449,11 @@ def _cosine_agreement(units: pd.DataFrame, found: dict, n_boot: int, seed: int) 
 
 
 def agreement_long(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat({k: t for k, t in tables.items()}, names=["judge"]).reset_index() if tables else pd.DataFrame()
+    return (
+        pd.concat({k: t for k, t in tables.items()}, names=["judge"]).reset_index()
+        if tables
+        else pd.DataFrame()
+    )
 
 
 def _round(v, digits: int = 4):
@@ -343,6 +461,7 @@ def _round(v, digits: int = 4):
 
 
 # --- relative acceptance of the released texts ---------------------------------------------------
+
 
 def acceptance_agents(session, found: Release) -> dict[str, Agent]:
     """An agent per culture of the traces read: the run's agent of ``negotiation.agent_kind`` where notebook 01
@@ -369,11 +488,29 @@ def acceptance(session, found: Release) -> tuple[pd.DataFrame, pd.DataFrame]:
     for method, g in table.groupby("method", sort=False):
         change = g["rel_logppl_change"].to_numpy(float)
         low, high = bootstrap_ci(change, p.n_boot, seeds.derive(p.seed, "bootstrap"))
-        rows.append({"method": method, "n": len(g), "mean_rel_logppl_initial": g["rel_logppl_initial"].mean(),
-                     "mean_rel_logppl_final": g["rel_logppl_final"].mean(), "mean_rel_logppl_change": change.mean(),
-                     "change_low": low, "change_high": high})
-    return table, pd.DataFrame(rows, columns=["method", "n", "mean_rel_logppl_initial", "mean_rel_logppl_final",
-                                              "mean_rel_logppl_change", "change_low", "change_high"])
+        rows.append(
+            {
+                "method": method,
+                "n": len(g),
+                "mean_rel_logppl_initial": g["rel_logppl_initial"].mean(),
+                "mean_rel_logppl_final": g["rel_logppl_final"].mean(),
+                "mean_rel_logppl_change": change.mean(),
+                "change_low": low,
+                "change_high": high,
+            }
+        )
+    return table, pd.DataFrame(
+        rows,
+        columns=[
+            "method",
+            "n",
+            "mean_rel_logppl_initial",
+            "mean_rel_logppl_final",
+            "mean_rel_logppl_change",
+            "change_low",
+            "change_high",
+        ],
+    )
 
 
 def agent_kinds(session, found: Release) -> dict[str, str]:
@@ -382,8 +519,17 @@ def agent_kinds(session, found: Release) -> dict[str, str]:
 
 # --- key numbers ---------------------------------------------------------------------------------
 
-def key_numbers(found: Release, table: pd.DataFrame, compared: pd.DataFrame, verdict_lines: list[str], agreement: dict,
-                accepted: pd.DataFrame, kinds: dict[str, str], leaks: dict[str, int]) -> dict:
+
+def key_numbers(
+    found: Release,
+    table: pd.DataFrame,
+    compared: pd.DataFrame,
+    verdict_lines: list[str],
+    agreement: dict,
+    accepted: pd.DataFrame,
+    kinds: dict[str, str],
+    leaks: dict[str, int],
+) -> dict:
     over = reproduced_overview(table)
     own_keys = table["key"].isin(KIT_DIFFERENCES) | table["key"].isin(RELEASE_PPL)
     return {
@@ -395,15 +541,31 @@ def key_numbers(found: Release, table: pd.DataFrame, compared: pd.DataFrame, ver
         "reproduced": reproduced_metrics(table),
         "reproduced_keys": int(len(table)),
         "reproduced_equal": int(table["equal"].sum()),
-        "reproduced_by_pair": {f"{r.pair} · {r.method}": [int(r.equal), int(r.keys)] for r in over.itertuples()},
+        "reproduced_by_pair": {
+            f"{r.pair} · {r.method}": [int(r.equal), int(r.keys)] for r in over.itertuples()
+        },
         "kit_defines_differently": sorted(set(table.loc[own_keys, "key"])),
-        "claims": {f"{r.claim} vs {r.against}": {"mean_diff": _round(r.mean_diff), "ci": [_round(r.ci_low),
-                                                                                        _round(r.ci_high)],
-                                                 "n": int(r.n), "verdict": r.verdict} for r in compared.itertuples()},
+        "claims": {
+            f"{r.claim} vs {r.against}": {
+                "mean_diff": _round(r.mean_diff),
+                "ci": [_round(r.ci_low), _round(r.ci_high)],
+                "n": int(r.n),
+                "verdict": r.verdict,
+            }
+            for r in compared.itertuples()
+        },
         "verdict": verdict_lines,
         "judge_agreement": agreement,
-        "acceptance": {r.method: {"n": int(r.n), "rel_logppl_change": [_round(r.mean_rel_logppl_change),
-                                                                       _round(r.change_low), _round(r.change_high)]}
-                       for r in accepted.itertuples()},
+        "acceptance": {
+            r.method: {
+                "n": int(r.n),
+                "rel_logppl_change": [
+                    _round(r.mean_rel_logppl_change),
+                    _round(r.change_low),
+                    _round(r.change_high),
+                ],
+            }
+            for r in accepted.itertuples()
+        },
         "acceptance_agents": kinds,
     }

@@ -47,9 +47,20 @@ def run(session, agent_by_country: dict[str, Agent], topic_list: list[Topic]) ->
     p = session.params
     traces = store(session, agent_by_country)
     with session.timed("negotiations"):
-        session.each_row("negotiate", dict.fromkeys(p.negotiation.methods), lambda one: run_negotiations(
-            session.backend, session.embedder, agent_by_country, topic_list,
-            p.negotiation.model_copy(update={"methods": list(one)}), traces, p.seed, pairs=resolve_pairs(p)))
+        session.each_row(
+            "negotiate",
+            dict.fromkeys(p.negotiation.methods),
+            lambda one: run_negotiations(
+                session.backend,
+                session.embedder,
+                agent_by_country,
+                topic_list,
+                p.negotiation.model_copy(update={"methods": list(one)}),
+                traces,
+                p.seed,
+                pairs=resolve_pairs(p),
+            ),
+        )
     return planned_traces(traces, p, topic_list)
 
 
@@ -63,11 +74,20 @@ def study_traces(session) -> tuple[dict[str, Agent], list[dict]]:
 
 
 def overview(traces: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "id": t["id"], "method": t["method"], "pair": " × ".join(a["culture"] for a in t["agents"]),
-        "rounds": t["rounds_used"], "converged": t["converged"], "failed": t["failed"],
-        "parse failures": t["parse_failures"],
-    } for t in traces])
+    return pd.DataFrame(
+        [
+            {
+                "id": t["id"],
+                "method": t["method"],
+                "pair": " × ".join(a["culture"] for a in t["agents"]),
+                "rounds": t["rounds_used"],
+                "converged": t["converged"],
+                "failed": t["failed"],
+                "parse failures": t["parse_failures"],
+            }
+            for t in traces
+        ]
+    )
 
 
 def example(traces: list[dict]) -> dict | None:
@@ -80,9 +100,13 @@ def utility_figure(session, traces: list[dict]) -> None:
     """Best new utility per round for every NCN negotiation (one line per agent)."""
     import seaborn as sns
 
-    rows = [{"round": r, "utility": u, "negotiation": f"{t['agents'][i]['culture']} ({t['topic']['id'][:8]})"}
-            for t in traces if t["method"] == "ncn" and not t["failed"]
-            for r, rnd in enumerate(t["rounds"], 1) for i, u in enumerate(rnd.get("best_utility", []))]
+    rows = [
+        {"round": r, "utility": u, "negotiation": f"{t['agents'][i]['culture']} ({t['topic']['id'][:8]})"}
+        for t in traces
+        if t["method"] == "ncn" and not t["failed"]
+        for r, rnd in enumerate(t["rounds"], 1)
+        for i, u in enumerate(rnd.get("best_utility", []))
+    ]
     with plots.figure(session.figure_paths("02_utility_per_round.png"), figsize=(7, 4)) as (_, ax):
         if rows:
             sns.lineplot(pd.DataFrame(rows), x="round", y="utility", hue="negotiation", marker="o", ax=ax)
@@ -99,6 +123,8 @@ def key_numbers(session, traces: list[dict]) -> dict:
         "parse_failures": int(df["parse failures"].sum()),
         "rounds_mean": {m: round(float(v), 2) for m, v in by["rounds"].mean().items()},
         "converged_share": {m: round(float(v), 3) for m, v in by["converged"].mean().items()},
-        "max_nash_gap": max((r["nash_gap"] for t in traces for r in t.get("rounds", []) if "nash_gap" in r), default=0.0),
+        "max_nash_gap": max(
+            (r["nash_gap"] for t in traces for r in t.get("rounds", []) if "nash_gap" in r), default=0.0
+        ),
         "seconds": session.timings.get("negotiations"),
     }

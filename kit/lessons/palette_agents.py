@@ -36,8 +36,11 @@ def train(session, records: dict[str, list[dict]]) -> dict[str, Path]:
 
 def curves_figure(session, adapters: dict[str, Path]) -> None:
     """Each continent agent's and the joint model's ORPO loss, from its trainer's log history (``kit.reporting.curves``)."""
-    curves.figure(session.figure_paths("11_training_curves.png"), curves.training_curves(adapters),
-                  "ORPO continent agents and the joint model")
+    curves.figure(
+        session.figure_paths("11_training_curves.png"),
+        curves.training_curves(adapters),
+        "ORPO continent agents and the joint model",
+    )
 
 
 def merges(session, adapters: dict[str, Path]) -> tuple[dict[str, Path], pd.DataFrame]:
@@ -47,23 +50,36 @@ def merges(session, adapters: dict[str, Path]) -> tuple[dict[str, Path], pd.Data
     continents = {c: str(adapters[c]) for c in CONTINENTS}
     models, cache = folder(session) / "models", folder(session) / "models" / "lora-cache"
     stamps = {}
-    for name in ("ties", "model_stock", "moe"):  # each merge in its own stage: the engines asleep, one merge at a time
+    for name in (
+        "ties",
+        "model_stock",
+        "moe",
+    ):  # each merge in its own stage: the engines asleep, one merge at a time
         with session.stage("11", f"merge {name}"):
-            stamps[name] = (build_moe(p.palette.merges[name], base, continents, models / name, cache) if name == "moe"
-                            else merge(name, p.palette.merges[name], base, continents, models / name, cache))
+            stamps[name] = (
+                build_moe(p.palette.merges[name], base, continents, models / name, cache)
+                if name == "moe"
+                else merge(name, p.palette.merges[name], base, continents, models / name, cache)
+            )
     for name, s in stamps.items():  # each merge runs in its own process, which measured it
         session.record_cost(f"merge {name}", name, s["seconds"], s["peak_rss_gb"])
     merged = {name: models / name for name in stamps}
     save_models(folder(session), p, adapters, merged)
-    costs = pd.DataFrame({name: {"seconds": s["seconds"], "peak RSS (GB)": s["peak_rss_gb"]}
-                          for name, s in stamps.items()}).T
+    costs = pd.DataFrame(
+        {name: {"seconds": s["seconds"], "peak RSS (GB)": s["peak_rss_gb"]} for name, s in stamps.items()}
+    ).T
     return merged, costs
 
 
 def router_prompts() -> dict[str, list[str]]:
     """Prompts from each continent, naming one of its countries each (not the router's own prompts)."""
-    return {c: [f"As someone from {country}, what do you think about raising children and caring for elders?"
-                for country in countries] for c, countries in PALETTE_CONTINENTS.items()}
+    return {
+        c: [
+            f"As someone from {country}, what do you think about raising children and caring for elders?"
+            for country in countries
+        ]
+        for c, countries in PALETTE_CONTINENTS.items()
+    }
 
 
 @in_stage("11", "router shares")
@@ -73,7 +89,14 @@ def routing(session, moe: Path) -> pd.DataFrame:
 
     shares = router_shares(moe, router_prompts(), CONTINENTS)
     with plots.figure(session.figure_paths("11_router_shares.png"), figsize=(6, 4)) as (_, ax):
-        sns.heatmap(shares, annot=True, fmt=".2f", cmap="mako", ax=ax, cbar_kws={"label": "share of tokens routed first"})
+        sns.heatmap(
+            shares,
+            annot=True,
+            fmt=".2f",
+            cmap="mako",
+            ax=ax,
+            cbar_kws={"label": "share of tokens routed first"},
+        )
         ax.set_xlabel("expert (continent agent)")
         ax.set_ylabel("prompts from")
         ax.set_title("Cultural MoErges: where the router sends each continent")
@@ -86,27 +109,50 @@ def ties_figure(session, pair, deltas, trimmed, sign, merged, theirs, title: str
     import numpy as np
     import seaborn as sns
 
-    panels = {(0, 0): (f"{pair[0]}: task vector", deltas[0]), (0, 1): (f"{pair[0]}: trimmed", trimmed[0]),
-              (1, 0): (f"{pair[1]}: task vector", deltas[1]), (1, 1): (f"{pair[1]}: trimmed", trimmed[1]),
-              (0, 2): ("elected sign (red +, blue −)", sign), (0, 3): ("disjoint mean, by hand", merged),
-              (1, 3): ("mergekit's TIES", theirs)}
+    panels = {
+        (0, 0): (f"{pair[0]}: task vector", deltas[0]),
+        (0, 1): (f"{pair[0]}: trimmed", trimmed[0]),
+        (1, 0): (f"{pair[1]}: task vector", deltas[1]),
+        (1, 1): (f"{pair[1]}: trimmed", trimmed[1]),
+        (0, 2): ("elected sign (red +, blue −)", sign),
+        (0, 3): ("disjoint mean, by hand", merged),
+        (1, 3): ("mergekit's TIES", theirs),
+    }
     scale = float(np.abs(np.asarray(deltas)).max()) or 1.0
     with plots.figure(session.figure_paths("11_ties_lesson.png"), 2, 4, figsize=(13, 5)) as (fig, axes):
         for (row, col), (name, values) in panels.items():
             limit = 1.0 if "sign" in name else scale
-            sns.heatmap(values, cmap="vlag", vmin=-limit, vmax=limit, cbar=False, square=True, ax=axes[row, col],
-                        xticklabels=False, yticklabels=False)
+            sns.heatmap(
+                values,
+                cmap="vlag",
+                vmin=-limit,
+                vmax=limit,
+                cbar=False,
+                square=True,
+                ax=axes[row, col],
+                xticklabels=False,
+                yticklabels=False,
+            )
             axes[row, col].set_title(name, fontsize=9)
         axes[1, 2].axis("off")
         fig.suptitle(title)
 
 
-def key_numbers(session, adapters: dict[str, Path], costs: pd.DataFrame, shares: pd.DataFrame,
-                ties_lesson_error: float | None = None) -> dict:
+def key_numbers(
+    session,
+    adapters: dict[str, Path],
+    costs: pd.DataFrame,
+    shares: pd.DataFrame,
+    ties_lesson_error: float | None = None,
+) -> dict:
     diagonal = [shares.loc[c, c] for c in CONTINENTS]
     return {
         # the lesson's TIES by hand equals mergekit's on the same task vectors (largest difference below 1e-6)
-        **({} if ties_lesson_error is None else {"ties_lesson_matches_mergekit": bool(ties_lesson_error < 1e-6)}),
+        **(
+            {}
+            if ties_lesson_error is None
+            else {"ties_lesson_matches_mergekit": bool(ties_lesson_error < 1e-6)}
+        ),
         "adapters": sorted(adapters),
         "merge_seconds": costs["seconds"].round(2).to_dict(),
         "peak_rss_gb": round(float(costs["peak RSS (GB)"].max()), 3),  # the largest merge's own process

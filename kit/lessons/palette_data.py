@@ -33,8 +33,13 @@ def store(session) -> RecordStore:
 def synthesise(session, train: list[Topic], heldout: list[Topic]) -> list[dict]:
     """Every query's record (training queries first), synthesised or read back."""
     with session.timed("synthesis"):
-        return run_synthesis(session.role_backend("palette_teacher"), [*train, *heldout], session.params.palette, store(session),
-                             session.params.seed)
+        return run_synthesis(
+            session.role_backend("palette_teacher"),
+            [*train, *heldout],
+            session.params.palette,
+            store(session),
+            session.params.seed,
+        )
 
 
 def dataset(session) -> tuple[dict[str, list[dict]], list[dict]]:
@@ -44,21 +49,32 @@ def dataset(session) -> tuple[dict[str, list[dict]], list[dict]]:
 
 def side_by_side(record: dict) -> pd.DataFrame:
     """One query's five continent responses, before and after the cross-continent feedback."""
-    return pd.DataFrame({"response": record["responses"], "after feedback": record["final"]}).loc[list(CONTINENTS)]
+    return pd.DataFrame({"response": record["responses"], "after feedback": record["final"]}).loc[
+        list(CONTINENTS)
+    ]
 
 
 def review_example(record: dict) -> pd.DataFrame:
     """The Hofstede reviews one continent's response got."""
     continent = next((c for c in CONTINENTS if record["reviews"].get(c)), CONTINENTS[0])
     reviews = record["reviews"].get(continent, {})
-    return pd.DataFrame({f"{reviewer} on {continent}": {"review": r["review"], **r["dimensions"],
-                                                        "confusions": r["confusions"]}
-                         for reviewer, r in reviews.items()})
+    return pd.DataFrame(
+        {
+            f"{reviewer} on {continent}": {
+                "review": r["review"],
+                **r["dimensions"],
+                "confusions": r["confusions"],
+            }
+            for reviewer, r in reviews.items()
+        }
+    )
 
 
 def funnel(records: list[dict], prefs: dict[str, list[dict]]) -> pd.DataFrame:
     counts = validation_counts(records)
-    return pd.DataFrame({"count": {**counts, **{f"preference pairs ({c})": len(prefs[c]) for c in CONTINENTS}}})
+    return pd.DataFrame(
+        {"count": {**counts, **{f"preference pairs ({c})": len(prefs[c]) for c in CONTINENTS}}}
+    )
 
 
 @in_stage("10", "synthesis")
@@ -95,7 +111,10 @@ def continent_separation(points: pd.DataFrame) -> float:
 
 
 def key_numbers(session, records: list[dict], prefs: dict[str, list[dict]], points: pd.DataFrame) -> dict:
-    return {"queries": len(records), **validation_counts(records),
-            "preference_pairs": {c: len(prefs[c]) for c in CONTINENTS},
-            "continent_separation": round(continent_separation(points), 4),
-            "seconds": session.timings.get("synthesis")}
+    return {
+        "queries": len(records),
+        **validation_counts(records),
+        "preference_pairs": {c: len(prefs[c]) for c in CONTINENTS},
+        "continent_separation": round(continent_separation(points), 4),
+        "seconds": session.timings.get("synthesis"),
+    }

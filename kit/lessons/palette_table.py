@@ -60,8 +60,17 @@ def answer(session, test: dict[str, list[OpinionItem]]) -> list[dict]:
     (``evals.min_label_mass`` applied; the entropy-matched row from vanilla's answers)."""
     adapters, backends = models(session)
     with session.timed("Table 1 rows"):  # each row measured apart, for its cost on the board
-        rows = [r for part in session.each_row("Table 1", dict.fromkeys((*ROWS, *VARIANTS)), lambda one: answer_all(
-            session.backend, backends, adapters, test, session.params.palette, list(one))) for r in part]
+        rows = [
+            r
+            for part in session.each_row(
+                "Table 1",
+                dict.fromkeys((*ROWS, *VARIANTS)),
+                lambda one: answer_all(
+                    session.backend, backends, adapters, test, session.params.palette, list(one)
+                ),
+            )
+            for r in part
+        ]
     session.save_scores(NOTEBOOK, "alignment", rows)
     return table_rows(session.params, rows, "vanilla")
 
@@ -72,9 +81,10 @@ def leaks(session, prefs: dict[str, list[dict]]) -> dict[str, int]:
     p = session.params
     train, heldout = query_split(p)
     _, test = goqa_split(p.data.goqa_path, p.data.test_fraction, p.data.split_seed, p.data.goqa_test_path)
-    prompts = [m["content"] for recs in prefs.values() for r in recs for m in r["prompt"] if m["role"] == "user"]
-    counts = palette_leak_counts(train, heldout, prompts,
-                                 router_prompts(p.palette.merges.values()), test)
+    prompts = [
+        m["content"] for recs in prefs.values() for r in recs for m in r["prompt"] if m["role"] == "user"
+    ]
+    counts = palette_leak_counts(train, heldout, prompts, router_prompts(p.palette.merges.values()), test)
     assert_no_leaks(counts, "the palette's training queries, gold responses or router prompts")
     return counts
 
@@ -88,26 +98,40 @@ def comparison(session, rows: list[dict], long: pd.DataFrame, metric: str = "s_a
     """Each palette row against vanilla, the best baseline, the uniform answer, the neighbour prior and vanilla
     flattened to the world answer's entropy, paired on the same rows."""
     p = session.params
-    against = list(dict.fromkeys(["vanilla", best_baseline(long), UNIFORM_AGENT, NEIGHBOUR_AGENT, ENTROPY_AGENT]))
+    against = list(
+        dict.fromkeys(["vanilla", best_baseline(long), UNIFORM_AGENT, NEIGHBOUR_AGENT, ENTROPY_AGENT])
+    )
     prior = prior_check(rows, metric, p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
     if prior["line"]:  # the table says when its strongest reference is not the stronger bar on these rows
         print(prior["line"])
-    return reference_comparison(rows, list(VARIANTS), against, metric, n_boot=p.n_boot,
-                                seed=seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items)
+    return reference_comparison(
+        rows,
+        list(VARIANTS),
+        against,
+        metric,
+        n_boot=p.n_boot,
+        seed=seeds.derive(p.seed, "bootstrap"),
+        min_items=p.verdicts.min_items,
+    )
 
 
 def table_figure(session, long: pd.DataFrame, metric: str) -> None:
     import seaborn as sns
 
     grid = wide(long).loc[[r for r in ROW_NAMES if r in set(long["agent"])]]
-    with plots.figure(session.figure_paths("12_palette_table.png"), figsize=(8, 0.5 + 0.42 * len(grid))) as (_, ax):
+    with plots.figure(session.figure_paths("12_palette_table.png"), figsize=(8, 0.5 + 0.42 * len(grid))) as (
+        _,
+        ax,
+    ):
         sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
         ax.set_title(f"Table 1: {metric} (×100) on held-out GlobalOpinionQA questions")
         ax.set_ylabel("")
 
 
 def ablation_figure(session, long: pd.DataFrame, metric: str) -> None:
-    overall = long[(long["continent"] == "overall") & long["agent"].isin(["vanilla", *VARIANTS])].set_index("agent")
+    overall = long[(long["continent"] == "overall") & long["agent"].isin(["vanilla", *VARIANTS])].set_index(
+        "agent"
+    )
     overall = overall.loc[[r for r in ("vanilla", *VARIANTS) if r in overall.index]]
     with plots.figure(session.figure_paths("12_palette_ablations.png"), figsize=(7, 3.6)) as (_, ax):
         err = [overall["mean"] - overall["ci_low"], overall["ci_high"] - overall["mean"]]
@@ -125,19 +149,37 @@ def semantic_consistency(session, heldout: list[dict]) -> tuple[pd.DataFrame, st
     adapters, backends = models(session)
     scorer = session.nli_scorer(p.palette.nli)
     with session.timed("semantic consistency"):
-        return consistency(session.backend, backends, adapters, heldout, scorer, p.palette.draft_tokens), scorer.identity
+        return consistency(
+            session.backend, backends, adapters, heldout, scorer, p.palette.draft_tokens
+        ), scorer.identity
 
 
 def capability(session) -> pd.DataFrame:
     """lm-eval's capability tasks on every palette artifact (continent and joint adapters, the merged models by their
     folders) beside the base model (``kit.evals.capability``)."""
     adapters, merged = load_models(session.run_dir / "palette", session.params)
-    return capability_kept(session, NOTEBOOK, {"base": None, **adapters, **dict.fromkeys(merged)},
-                           session.params.palette.capability_items, "base", folders=merged)
+    return capability_kept(
+        session,
+        NOTEBOOK,
+        {"base": None, **adapters, **dict.fromkeys(merged)},
+        session.params.palette.capability_items,
+        "base",
+        folders=merged,
+    )
 
 
-def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFrame, compared: pd.DataFrame,
-                nli: pd.DataFrame, scorer: str, kept: pd.DataFrame, leak: dict[str, int], js_e: pd.DataFrame) -> dict:
+def key_numbers(
+    session,
+    rows: list[dict],
+    js: pd.DataFrame,
+    s_align: pd.DataFrame,
+    compared: pd.DataFrame,
+    nli: pd.DataFrame,
+    scorer: str,
+    kept: pd.DataFrame,
+    leak: dict[str, int],
+    js_e: pd.DataFrame,
+) -> dict:
     def overall(long: pd.DataFrame) -> dict:
         o = long[long["continent"] == "overall"].set_index("agent")["mean"]
         return {name: round(float(o[name]), 2) for name in ROW_NAMES if name in o.index}
@@ -146,17 +188,24 @@ def key_numbers(session, rows: list[dict], js: pd.DataFrame, s_align: pd.DataFra
     scored = frame[frame["p_gen"].notna()].groupby("agent").size()
     p = session.params
     return {
-        "js_similarity": overall(js), "js_similarity_e": overall(js_e), "s_align": overall(s_align),
+        "js_similarity": overall(js),
+        "js_similarity_e": overall(js_e),
+        "s_align": overall(s_align),
         "leaks": leak,
         "best_baseline": best_baseline(s_align),
         "verdict": {k: dict(zip(g["reference"], g["verdict"])) for k, g in compared.groupby("kind")},
         "coverage": (scored / scored.max()).round(3).to_dict(),
         "missing_answers": {k: v for k, v in missing_answers(rows).items() if k not in REFERENCES},
-        "neighbour_prior_vs_other_countries": prior_check(rows, "s_align", p.n_boot, seeds.derive(p.seed, "bootstrap"),
-                                                          p.verdicts.min_items)["verdict"],
-        "letter_mass_mean": round(float(pd.DataFrame([r for r in rows if "letter_mass" in r])["letter_mass"].mean()), 4),
-        "semantic_consistency": {m: round(float(v), 4) for m, v in
-                                 nli[nli["continent"] == "overall"].set_index("model")["mean"].items()},
+        "neighbour_prior_vs_other_countries": prior_check(
+            rows, "s_align", p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items
+        )["verdict"],
+        "letter_mass_mean": round(
+            float(pd.DataFrame([r for r in rows if "letter_mass" in r])["letter_mass"].mean()), 4
+        ),
+        "semantic_consistency": {
+            m: round(float(v), 4)
+            for m, v in nli[nli["continent"] == "overall"].set_index("model")["mean"].items()
+        },
         "nli_scorer": scorer,
         "moralchoice_low_accuracy": kept["moralchoice_low_accuracy"].round(4).to_dict(),
         "neutral_ppl": kept["neutral_ppl"].round(3).to_dict(),

@@ -25,8 +25,14 @@ def folder(session) -> Path:
 
 def generation_store(session):
     p, sp = session.params, session.params.selfplay
-    inputs = {"model": artifacts.model_parts(p.model), "seed": p.seed, "tokens": sp.generation_tokens,
-              "temperature": sp.generation_temperature, "max_retries": sp.max_retries, "prompt": sd.generation_prompt("")}
+    inputs = {
+        "model": artifacts.model_parts(p.model),
+        "seed": p.seed,
+        "tokens": sp.generation_tokens,
+        "temperature": sp.generation_temperature,
+        "max_retries": sp.max_retries,
+        "prompt": sd.generation_prompt(""),
+    }
     return session.records(f"selfplay_generated_{cache_key(inputs)[:12]}")
 
 
@@ -39,8 +45,16 @@ def generated_records(session) -> list[dict]:
     chunk = max(p.model.batch_size, 1)
     with session.timed("generate dilemmas"):
         for start in range(0, len(todo), chunk):
-            store.extend(sd.generate(session.backend, todo[start:start + chunk], p.seed, sp.generation_tokens,
-                                     sp.generation_temperature, sp.max_retries))
+            store.extend(
+                sd.generate(
+                    session.backend,
+                    todo[start : start + chunk],
+                    p.seed,
+                    sp.generation_tokens,
+                    sp.generation_temperature,
+                    sp.max_retries,
+                )
+            )
     return [store.get(i) for i in ids]
 
 
@@ -53,44 +67,65 @@ def dilemmas(session) -> tuple[list[sd.Dilemma], dict]:
     sd.require_parsed(records, sp.min_parsed_share)
     found = sd.from_records(records) + sd.from_moralchoice(p.data.moralchoice_path, sp.n_moralchoice, p.seed)
     vectors = session.embedder.encode([d.text for d in found] + [sd.EXAMPLE_DILEMMA])
-    kept, dropped = sd.near_duplicates(found, vectors[:-1], sp.dedup_cosine, p.seed,
-                                       references={"one-shot example": vectors[-1]})
+    kept, dropped = sd.near_duplicates(
+        found, vectors[:-1], sp.dedup_cosine, p.seed, references={"one-shot example": vectors[-1]}
+    )
     return sd.split(kept, p.seed, sp.test_fraction), {"records": records, "duplicates": dropped}
 
 
 def capability_ids(session) -> set[str]:
     p = session.params
-    return {s.id for s in load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.selfplay.capability_items]}
+    return {
+        s.id
+        for s in load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: p.selfplay.capability_items]
+    }
 
 
 def stats(found: list[sd.Dilemma]) -> pd.DataFrame:
     """Dilemmas per source and split, with their mean length in words."""
     df = pd.DataFrame([{"source": d.source, "split": d.split, "words": len(d.text.split())} for d in found])
-    return df.groupby(["source", "split"]).agg(dilemmas=("words", "size"), mean_words=("words", "mean")).round(1)
+    return (
+        df.groupby(["source", "split"]).agg(dilemmas=("words", "size"), mean_words=("words", "mean")).round(1)
+    )
 
 
 def examples(found: list[sd.Dilemma], n: int = 4) -> pd.DataFrame:
     """A few dilemmas with their personas, generated ones first."""
     ordered = sorted(found, key=lambda d: d.source != "generated")[:n]
-    return pd.DataFrame([{"id": d.id, "split": d.split, "dilemma": d.text, "persona a": f"{d.a.name}: {d.a.stance}",
-                          "persona b": f"{d.b.name}: {d.b.stance}"} for d in ordered]).set_index("id")
+    return pd.DataFrame(
+        [
+            {
+                "id": d.id,
+                "split": d.split,
+                "dilemma": d.text,
+                "persona a": f"{d.a.name}: {d.a.stance}",
+                "persona b": f"{d.b.name}: {d.b.stance}",
+            }
+            for d in ordered
+        ]
+    ).set_index("id")
 
 
 def failures(info: dict) -> pd.DataFrame:
     """Generations that never parsed, with the last raw reply (kept, counted, never silently replaced)."""
-    rows = [{"id": r["id"], "theme": r["theme"], "attempts": r["attempts"], "last raw reply": r["raws"][-1][:300]}
-            for r in info["records"] if r["failed"]]
+    rows = [
+        {"id": r["id"], "theme": r["theme"], "attempts": r["attempts"], "last raw reply": r["raws"][-1][:300]}
+        for r in info["records"]
+        if r["failed"]
+    ]
     return pd.DataFrame(rows, columns=["id", "theme", "attempts", "last raw reply"])
 
 
 def key_numbers(session, found: list[sd.Dilemma], info: dict, counts: dict) -> dict:
     records = info["records"]
     return {
-        "generation_requests": len(records), "generated_parsed": sum(not r["failed"] for r in records),
+        "generation_requests": len(records),
+        "generated_parsed": sum(not r["failed"] for r in records),
         "generation_failures": sum(r["failed"] for r in records),
         "generation_attempts": sum(r["attempts"] for r in records),
         "duplicates_dropped": len(info["duplicates"]),
         "dilemmas": {split: sum(d.split == split for d in found) for split in ("train", "test")},
         "by_source": {src: sum(d.source == src for d in found) for src in ("generated", "moralchoice")},
-        "overlap": counts, "seconds": {k: session.timings.get(k) for k in ("generate dilemmas",)},
+        "overlap": counts,
+        "seconds": {k: session.timings.get(k) for k in ("generate dilemmas",)},
     }

@@ -46,9 +46,13 @@ def judge_backend(session):
 def reward_parts(session, weights: dict[str, float], dilemmas: list[Dilemma]) -> dict:
     """What the rewards are, for the adapters' fingerprints: weights, judge, rubric, dialogue settings, dilemmas."""
     sp = session.params.selfplay
-    return {"weights": weights, "judge": judge_backend(session).identity, "rubric": cache_key([ca.RUBRIC, ca.PREFIX]),
-            "dialogue": [sp.max_turns, sp.turn_tokens, sp.turn_words, sp.agree_cosine],
-            "dilemmas": cache_key([d.as_dict() for d in dilemmas])}
+    return {
+        "weights": weights,
+        "judge": judge_backend(session).identity,
+        "rubric": cache_key([ca.RUBRIC, ca.PREFIX]),
+        "dialogue": [sp.max_turns, sp.turn_tokens, sp.turn_words, sp.agree_cosine],
+        "dilemmas": cache_key([d.as_dict() for d in dilemmas]),
+    }
 
 
 def rollout_engine(session):
@@ -58,8 +62,9 @@ def rollout_engine(session):
 
 
 @in_stage("31", "self-play GRPO")
-def train_self_play(session, dilemmas: list[Dilemma], name: str = SELF_PLAY,
-                    rewards: dict[str, float] | None = None) -> tuple[Path, list[dict]]:
+def train_self_play(
+    session, dilemmas: list[Dilemma], name: str = SELF_PLAY, rewards: dict[str, float] | None = None
+) -> tuple[Path, list[dict]]:
     """A self-play policy: GRPO on dialogues with itself, judged for Collective Agency (``selfplay.rewards``), or
     on ``rewards`` (the ablation's)."""
     p, sp = session.params, session.params.selfplay
@@ -67,13 +72,30 @@ def train_self_play(session, dilemmas: list[Dilemma], name: str = SELF_PLAY,
     records, lookup = selfplay_records(dilemmas, p.seed, sp.turn_words)
     context = JudgeContext(judge_backend(session), {d.id: d for d in dilemmas})
     engine = rollout_engine(session)
-    rollout = rollout_func(lookup, sp.max_turns, sp.turn_tokens, sp.turn_words, p.seed, p.model.batch_size,
-                           session.embedder, sp.agree_cosine, engine=engine)
+    rollout = rollout_func(
+        lookup,
+        sp.max_turns,
+        sp.turn_tokens,
+        sp.turn_words,
+        p.seed,
+        p.model.batch_size,
+        session.embedder,
+        sp.agree_cosine,
+        engine=engine,
+    )
     with session.timed(f"train {name}", row=name):
-        result = train("grpo", records, None, p.model.ref, folder(session) / "train" / name,
-                       grpo_recipe(sp.policy, rewards, engine), p.seed,
-                       reward_funcs=bind(list(rewards), context),
-                       rewards=reward_parts(session, rewards, dilemmas), rollout_func=rollout)
+        result = train(
+            "grpo",
+            records,
+            None,
+            p.model.ref,
+            folder(session) / "train" / name,
+            grpo_recipe(sp.policy, rewards, engine),
+            p.seed,
+            reward_funcs=bind(list(rewards), context),
+            rewards=reward_parts(session, rewards, dilemmas),
+            rollout_func=rollout,
+        )
     return result.adapter_dir, records
 
 
@@ -84,7 +106,9 @@ def train_policies(session, dilemmas: list[Dilemma]) -> tuple[dict[str, Path], d
     adapters, records = {}, {}
     adapters[SELF_PLAY], records[SELF_PLAY] = train_self_play(session, dilemmas)
     if sp.ablation_rewards:  # in the self-play stage, before the single agent's
-        adapters[ABLATION], records[ABLATION] = train_self_play(session, dilemmas, ABLATION, sp.ablation_rewards)
+        adapters[ABLATION], records[ABLATION] = train_self_play(
+            session, dilemmas, ABLATION, sp.ablation_rewards
+        )
     adapters[SINGLE], records[SINGLE] = train_single_agent(session, dilemmas)
     return adapters, records
 
@@ -99,31 +123,55 @@ def train_single_agent(session, dilemmas: list[Dilemma]) -> tuple[Path, list[dic
     recipe = grpo_recipe(sp.single, sp.single_rewards, engine, "selfplay.single")
     rollout = engine_rollout_func(engine, completion_tokens(recipe), p.seed) if engine is not None else None
     with session.timed("train single_agent_grpo", row="single_agent_grpo"):
-        result = train("grpo", records, None, p.model.ref, folder(session) / "train" / "single_agent_grpo",
-                       recipe, p.seed, reward_funcs=bind(list(sp.single_rewards), context),
-                       rewards=reward_parts(session, sp.single_rewards, dilemmas), rollout_func=rollout)
+        result = train(
+            "grpo",
+            records,
+            None,
+            p.model.ref,
+            folder(session) / "train" / "single_agent_grpo",
+            recipe,
+            p.seed,
+            reward_funcs=bind(list(sp.single_rewards), context),
+            rewards=reward_parts(session, sp.single_rewards, dilemmas),
+            rollout_func=rollout,
+        )
     return result.adapter_dir, records
 
 
 TRAINED_FILE = "trained.json"
 # notebook 32's own settings: they change how the policies are evaluated, not the policies
-EVALUATION_ONLY = ("n_boot", "models.selfplay_eval_judge", "models.value_judge", "selfplay.eval_temperature",
-                   "selfplay.max_test_items", "selfplay.capability_items")
+EVALUATION_ONLY = (
+    "n_boot",
+    "models.selfplay_eval_judge",
+    "models.value_judge",
+    "selfplay.eval_temperature",
+    "selfplay.max_test_items",
+    "selfplay.capability_items",
+)
 
 
 def write_trained(session, adapter_dirs: dict[str, Path], records: dict[str, list[dict]]) -> Path:
     """The policies this run trained and the dilemma ids each saw, for notebook 32 (``kit.run.artifacts.hand_off``)."""
     from kit.run.artifacts import hand_off
 
-    return hand_off(folder(session) / "train" / TRAINED_FILE, session.params, {"untrained": None, **adapter_dirs},
-                    trained_ids={m: sorted({r["dilemma_id"] for r in rs}) for m, rs in records.items()})
+    return hand_off(
+        folder(session) / "train" / TRAINED_FILE,
+        session.params,
+        {"untrained": None, **adapter_dirs},
+        trained_ids={m: sorted({r["dilemma_id"] for r in rs}) for m, rs in records.items()},
+    )
 
 
 def _trained(session) -> tuple[dict[str, str | None], dict]:
     from kit.run.artifacts import take_over
 
-    return take_over(folder(session) / "train" / TRAINED_FILE, session.params, "the self-play policies",
-                     "notebook 31 (31_selfplay_training)", EVALUATION_ONLY)
+    return take_over(
+        folder(session) / "train" / TRAINED_FILE,
+        session.params,
+        "the self-play policies",
+        "notebook 31 (31_selfplay_training)",
+        EVALUATION_ONLY,
+    )
 
 
 def trained_ids(session) -> set[str]:
@@ -139,18 +187,27 @@ def adapters(session) -> dict[str, str | None]:
 def curves(adapter_dirs: dict[str, Path]) -> pd.DataFrame:
     """Per method and GRPO step: the total reward and each reward's mean (long format)."""
     frames = [reward_history(a).reset_index().assign(method=m) for m, a in adapter_dirs.items()]
-    return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame()
+    return (
+        pd.concat([f for f in frames if len(f)], ignore_index=True)
+        if any(len(f) for f in frames)
+        else pd.DataFrame()
+    )
 
 
 def curves_figure(session, adapter_dirs: dict[str, Path]) -> None:
     """Each policy's reward by component and loss, from its trainer's log history (``kit.reporting.curves``)."""
-    curve_figure(session.figure_paths("31_training_curves.png"), training_curves(adapter_dirs),
-                 "Self-play and single-agent GRPO")
+    curve_figure(
+        session.figure_paths("31_training_curves.png"),
+        training_curves(adapter_dirs),
+        "Self-play and single-agent GRPO",
+    )
 
 
-SAMPLERS = {"trl-vllm": "trl's colocated vLLM engine, its weights synced from the policy before each rollout",
-            "engine": "the profile's engine, serving the policy's adapter saved before each rollout",
-            "trainer": "the policy itself, in the trainer (on-policy: trl corrects nothing)"}
+SAMPLERS = {
+    "trl-vllm": "trl's colocated vLLM engine, its weights synced from the policy before each rollout",
+    "engine": "the profile's engine, serving the policy's adapter saved before each rollout",
+    "trainer": "the policy itself, in the trainer (on-policy: trl corrects nothing)",
+}
 
 
 def sampling(adapter_dirs: dict[str, Path]) -> dict[str, dict]:
@@ -164,22 +221,31 @@ def sampling_lines(found: dict[str, dict]) -> str:
     lines = []
     for method, s in found.items():
         if s["correction"]:
-            said = (f"trl's importance-sampling correction on (mean ratio {s['importance_ratio']:.4f}, mean "
-                    f"|trainer − sampling| log-probability {s['logp_difference']:.2e} nats per token)")
+            said = (
+                f"trl's importance-sampling correction on (mean ratio {s['importance_ratio']:.4f}, mean "
+                f"|trainer − sampling| log-probability {s['logp_difference']:.2e} nats per token)"
+            )
         elif s["sampler"] == "trainer":
             said = "no importance-sampling correction (not needed)"
         else:
-            said = "importance-sampling correction OFF" + (" (vllm_importance_sampling_correction: false)"
-                                                           if not s["correction_asked"] else "")
-        known = "" if s["logprob_known"] is None else \
-            f"; own tokens with a known sampling log-probability: {s['logprob_known']:.0%}"
+            said = "importance-sampling correction OFF" + (
+                " (vllm_importance_sampling_correction: false)" if not s["correction_asked"] else ""
+            )
+        known = (
+            ""
+            if s["logprob_known"] is None
+            else f"; own tokens with a known sampling log-probability: {s['logprob_known']:.0%}"
+        )
         lines.append(f"{method}: sampled by {SAMPLERS[s['sampler']]}; {said}{known}")
     return "\n".join(lines)
 
 
 MASK_COLOURS = {"prompt": "#e4e4e4", "own": "#a6e3a1", "masked": "#f5b8b8"}
-MASK_LEGEND = {"prompt": "prompt (before the first own turn)", "own": "own turn: env_mask 1, in the loss",
-               "masked": "env_mask 0: the other persona and the template"}
+MASK_LEGEND = {
+    "prompt": "prompt (before the first own turn)",
+    "own": "own turn: env_mask 1, in the loss",
+    "masked": "env_mask 0: the other persona and the template",
+}
 
 
 def mask_strip(parts: list[tuple[str, str]]):
@@ -193,24 +259,44 @@ def mask_strip(parts: list[tuple[str, str]]):
         return f'<span title="{part}" style="background:{MASK_COLOURS[part]};border-right:1px solid #fff">{shown}</span>'
 
     legend = " ".join(box(MASK_LEGEND[p], p) for p in MASK_COLOURS)
-    return HTML(f'<div style="font-family:monospace;font-size:12px;line-height:1.7;white-space:pre-wrap">{legend}'
-                f'<hr>{"".join(box(t, p) for t, p in parts)}</div>')
+    return HTML(
+        f'<div style="font-family:monospace;font-size:12px;line-height:1.7;white-space:pre-wrap">{legend}'
+        f"<hr>{''.join(box(t, p) for t, p in parts)}</div>"
+    )
 
 
-def key_numbers(session, records: dict[str, list[dict]], history: pd.DataFrame, held_out_ids: set[str],
-                sampled: dict[str, dict] | None = None, lesson_mask_ok: bool | None = None) -> dict:
-    out = {"records": {m: len(r) for m, r in records.items()},
-           # the lesson's dialogue: its env_mask marks exactly the learning side's turns in the rendered chat
-           **({} if lesson_mask_ok is None else {"selfplay_lesson_mask_matches_turns": bool(lesson_mask_ok)}),
-           "heldout_in_training": len(held_out_ids & {r["dilemma_id"] for rs in records.values() for r in rs}),
-           "rewards": {SELF_PLAY: session.params.selfplay.rewards, SINGLE: session.params.selfplay.single_rewards,
-                       **({ABLATION: session.params.selfplay.ablation_rewards}
-                          if session.params.selfplay.ablation_rewards else {})},
-           "seconds": {m: session.timings.get(f"train {m}") for m in TRAINED if m in records},
-           **({"sampling": sampled} if sampled is not None else {})}
+def key_numbers(
+    session,
+    records: dict[str, list[dict]],
+    history: pd.DataFrame,
+    held_out_ids: set[str],
+    sampled: dict[str, dict] | None = None,
+    lesson_mask_ok: bool | None = None,
+) -> dict:
+    out = {
+        "records": {m: len(r) for m, r in records.items()},
+        # the lesson's dialogue: its env_mask marks exactly the learning side's turns in the rendered chat
+        **({} if lesson_mask_ok is None else {"selfplay_lesson_mask_matches_turns": bool(lesson_mask_ok)}),
+        "heldout_in_training": len(held_out_ids & {r["dilemma_id"] for rs in records.values() for r in rs}),
+        "rewards": {
+            SELF_PLAY: session.params.selfplay.rewards,
+            SINGLE: session.params.selfplay.single_rewards,
+            **(
+                {ABLATION: session.params.selfplay.ablation_rewards}
+                if session.params.selfplay.ablation_rewards
+                else {}
+            ),
+        },
+        "seconds": {m: session.timings.get(f"train {m}") for m in TRAINED if m in records},
+        **({"sampling": sampled} if sampled is not None else {}),
+    }
     for method, g in history.groupby("method", sort=False) if len(history) else ():
-        out[method] = {"steps": len(g), "reward_first": round(float(g["reward"].iloc[0]), 4),
-                       "reward_last": round(float(g["reward"].iloc[-1]), 4), "reward_fell": reward_fell(g["reward"])}
+        out[method] = {
+            "steps": len(g),
+            "reward_first": round(float(g["reward"].iloc[0]), 4),
+            "reward_last": round(float(g["reward"].iloc[-1]), 4),
+            "reward_fell": reward_fell(g["reward"]),
+        }
     return out
 
 
@@ -219,7 +305,14 @@ def went_backwards(history: pd.DataFrame) -> str:
     lines = []
     for method, g in history.groupby("method", sort=False) if len(history) else ():
         fell = reward_fell(g["reward"])
-        lines.append(f"{method}: " + ("too few logged steps to tell" if fell is None else
-                                      "REWARD FELL over training (last-quarter mean below the first)" if fell
-                                      else "reward did not fall"))
+        lines.append(
+            f"{method}: "
+            + (
+                "too few logged steps to tell"
+                if fell is None
+                else "REWARD FELL over training (last-quarter mean below the first)"
+                if fell
+                else "reward did not fall"
+            )
+        )
     return "\n".join(lines) or "no reward was logged"

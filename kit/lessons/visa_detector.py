@@ -22,13 +22,33 @@ from kit.visa import corpus as vc
 from kit.visa.targets import sample_target
 from kit.visa.translator import INSTRUCTION_EXAMPLES, ValueTranslator, instruction
 
-DETECTOR_FILE = "detector.json"  # the hand-off: the detector folder's content and the params it was fitted with
+DETECTOR_FILE = (
+    "detector.json"  # the hand-off: the detector folder's content and the params it was fitted with
+)
 # what notebooks 21 and 22 hold that the detector does not depend on: the rewriters' training and the evaluation
-NOT_THE_DETECTOR = ("n_boot", "references", "models.visa_judge", "visa.eval_detector", "visa.max_test_items",
-                    "visa.capability_items", "visa.goqa_items", "visa.culture_countries", "visa.n_targeted",
-                    "visa.translator_tokens", "visa.round_trip_targets", "visa.rewrite_tokens", "visa.rewards",
-                    "visa.reward_detector", "visa.nli", "visa.max_words", "visa.rewriter", "visa.best_of",
-                    "visa.sample_temperature", "visa.sft", "visa.direct")
+NOT_THE_DETECTOR = (
+    "n_boot",
+    "references",
+    "models.visa_judge",
+    "visa.eval_detector",
+    "visa.max_test_items",
+    "visa.capability_items",
+    "visa.goqa_items",
+    "visa.culture_countries",
+    "visa.n_targeted",
+    "visa.translator_tokens",
+    "visa.round_trip_targets",
+    "visa.rewrite_tokens",
+    "visa.rewards",
+    "visa.reward_detector",
+    "visa.nli",
+    "visa.max_words",
+    "visa.rewriter",
+    "visa.best_of",
+    "visa.sample_temperature",
+    "visa.sft",
+    "visa.direct",
+)
 
 
 def folder(session) -> Path:
@@ -41,8 +61,9 @@ def corpus(session) -> tuple[list[vc.Item], list[dict]]:
     p, v = session.params, session.params.visa
     qs = vc.questions(p.data, v.n_goqa, v.n_moralchoice, p.seed)
     with session.timed("corpus"):
-        return vc.build(session.backend, qs, v.answer_tokens, v.min_words, p.seed, v.test_fraction,
-                        v.answer_temperature)
+        return vc.build(
+            session.backend, qs, v.answer_tokens, v.min_words, p.seed, v.test_fraction, v.answer_temperature
+        )
 
 
 def overlap(session, items: list[vc.Item]) -> dict[str, int]:
@@ -57,14 +78,22 @@ def overlap(session, items: list[vc.Item]) -> dict[str, int]:
 
 
 def split_table(items: list[vc.Item]) -> pd.DataFrame:
-    return pd.DataFrame([it.as_dict() for it in items]).groupby(["source", "split"]).size().unstack(fill_value=0)
+    return (
+        pd.DataFrame([it.as_dict() for it in items]).groupby(["source", "split"]).size().unstack(fill_value=0)
+    )
 
 
 def teacher(session):
     """The detector whose labels the trained one learns (``visa.teacher``)."""
     p, v = session.params, session.params.visa
     extra = {"max_retries": v.max_retries, "max_new_tokens": v.judge_tokens} if v.teacher == "llm" else {}
-    return make_value_detector(v.teacher, backend=session.role_backend("visa_teacher"), embedder=session.embedder, seed=p.seed, **extra)
+    return make_value_detector(
+        v.teacher,
+        backend=session.role_backend("visa_teacher"),
+        embedder=session.embedder,
+        seed=p.seed,
+        **extra,
+    )
 
 
 @in_stage("20", "corpus, teacher and translator")
@@ -74,8 +103,11 @@ def teacher_labels(session, items: list[vc.Item]) -> tuple[pd.DataFrame, int]:
     judge = teacher(session)
     with session.timed("teacher labels"):
         results = judge.vectors([t for _, t, _ in texts])
-    rows = [{"id": i, "text": t, "split": s, **dict(zip(SCHWARTZ_VALUES, r.vector))}
-            for (i, t, s), r in zip(texts, results) if r.valid]
+    rows = [
+        {"id": i, "text": t, "split": s, **dict(zip(SCHWARTZ_VALUES, r.vector))}
+        for (i, t, s), r in zip(texts, results)
+        if r.valid
+    ]
     return pd.DataFrame(rows), judge.failures
 
 
@@ -85,13 +117,24 @@ def fit_detector(session, labels: pd.DataFrame) -> TrainedValueDetector:
     p = session.params
     train = labels[labels["split"] == "train"] if len(labels) else labels
     if len(train) < 2:
-        raise ValueError(f"the {p.visa.teacher} teacher ({session.role_name('visa_teacher')}) read {len(train)} train "
-                         "text(s), too few to fit a detector on; fix: a teacher model that writes the judge's JSON "
-                         "(models.visa_teacher), more texts (visa.n_goqa, visa.n_moralchoice), or visa.teacher: embedding")
-    card = {"embedder": session.embedder.identity, "teacher": p.visa.teacher, "teacher_model": session.role_backend("visa_teacher").identity,
-            "texts": len(labels)}
-    detector = TrainedValueDetector.fit(session.embedder, list(train["text"]), train[list(SCHWARTZ_VALUES)].to_numpy(),
-                                        c=p.visa.detector_c, card=card)
+        raise ValueError(
+            f"the {p.visa.teacher} teacher ({session.role_name('visa_teacher')}) read {len(train)} train "
+            "text(s), too few to fit a detector on; fix: a teacher model that writes the judge's JSON "
+            "(models.visa_teacher), more texts (visa.n_goqa, visa.n_moralchoice), or visa.teacher: embedding"
+        )
+    card = {
+        "embedder": session.embedder.identity,
+        "teacher": p.visa.teacher,
+        "teacher_model": session.role_backend("visa_teacher").identity,
+        "texts": len(labels),
+    }
+    detector = TrainedValueDetector.fit(
+        session.embedder,
+        list(train["text"]),
+        train[list(SCHWARTZ_VALUES)].to_numpy(),
+        c=p.visa.detector_c,
+        card=card,
+    )
     detector.save(folder(session) / "detector")
     from kit.run.artifacts import hand_off
 
@@ -104,8 +147,13 @@ def trained_folder(session) -> str:
     with these params and has not changed on disk since (``kit.run.artifacts.take_over``)."""
     from kit.run.artifacts import take_over
 
-    found, _ = take_over(folder(session) / DETECTOR_FILE, session.params, "the trained value detector",
-                         "notebook 20 (20_value_detector)", NOT_THE_DETECTOR)
+    found, _ = take_over(
+        folder(session) / DETECTOR_FILE,
+        session.params,
+        "the trained value detector",
+        "notebook 20 (20_value_detector)",
+        NOT_THE_DETECTOR,
+    )
     return found["detector"]
 
 
@@ -117,14 +165,18 @@ def detector(session) -> TrainedValueDetector:
 
 
 @in_stage("20", "corpus, teacher and translator")
-def held_out_agreement(session, labels: pd.DataFrame, trained: TrainedValueDetector) -> tuple[pd.DataFrame, dict]:
+def held_out_agreement(
+    session, labels: pd.DataFrame, trained: TrainedValueDetector
+) -> tuple[pd.DataFrame, dict]:
     """Macro-F1 per value against the teacher on test texts: the trained detector and the embedding proxy
     (which agrees perfectly when it is the teacher)."""
     test = labels[labels["split"] == "test"]
     judge = test[list(SCHWARTZ_VALUES)].to_numpy()
     proxy = make_value_detector("embedding", embedder=session.embedder)
-    readings = {"trained": trained.predict(list(test["text"])),
-                "embedding": np.array([r.vector for r in proxy.vectors(list(test["text"]))])}
+    readings = {
+        "trained": trained.predict(list(test["text"])),
+        "embedding": np.array([r.vector for r in proxy.vectors(list(test["text"]))]),
+    }
     table = pd.concat({name: agreement(judge, pred) for name, pred in readings.items()}, axis=1)
     return table, confusion(judge, readings["trained"])
 
@@ -132,10 +184,21 @@ def held_out_agreement(session, labels: pd.DataFrame, trained: TrainedValueDetec
 def confusion_figure(session, matrices: dict[str, np.ndarray]) -> None:
     import seaborn as sns
 
-    with plots.figure(session.figure_paths("20_detector_confusion.png"), 2, 5, figsize=(13, 5.4)) as (fig, axes):
+    with plots.figure(session.figure_paths("20_detector_confusion.png"), 2, 5, figsize=(13, 5.4)) as (
+        fig,
+        axes,
+    ):
         for ax, (name, m) in zip(axes.flat, matrices.items()):
-            sns.heatmap(m, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax,
-                        xticklabels=["−1", "0", "1"], yticklabels=["−1", "0", "1"])
+            sns.heatmap(
+                m,
+                annot=True,
+                fmt="d",
+                cmap="Blues",
+                cbar=False,
+                ax=ax,
+                xticklabels=["−1", "0", "1"],
+                yticklabels=["−1", "0", "1"],
+            )
             ax.set_title(name, fontsize=9)
         fig.supxlabel("trained detector")
         fig.supylabel(f"teacher ({session.params.visa.teacher})")
@@ -147,17 +210,27 @@ def round_trip(session) -> tuple[pd.DataFrame, int]:
     """The translator reading back its own template for sampled targets, and hand-written instructions."""
     p = session.params
     targets = [sample_target(p.seed, f"round-trip-{k}", 1 + k % 3) for k in range(p.visa.round_trip_targets)]
-    cases = ([("template", instruction(t), t) for t in targets]
-             + [("hand-written", text, np.asarray(vec)) for text, vec in INSTRUCTION_EXAMPLES])
-    translator = ValueTranslator(session.backend, max_retries=p.visa.max_retries, seed=p.seed,
-                                 max_new_tokens=p.visa.translator_tokens)
+    cases = [("template", instruction(t), t) for t in targets] + [
+        ("hand-written", text, np.asarray(vec)) for text, vec in INSTRUCTION_EXAMPLES
+    ]
+    translator = ValueTranslator(
+        session.backend, max_retries=p.visa.max_retries, seed=p.seed, max_new_tokens=p.visa.translator_tokens
+    )
     with session.timed("translator round trip"):
         results = translator.vectors([text for _, text, _ in cases])
     rows = []
     for (kind, text, target), r in zip(cases, results):
         got = r.vector if r.vector is not None else np.zeros(len(target))
-        rows.append({"kind": kind, "instruction": text, "readable": r.valid, "exact": bool(np.array_equal(got, target)),
-                     "value_accuracy": float(np.mean(got == target)), "raw": r.raw[:200]})
+        rows.append(
+            {
+                "kind": kind,
+                "instruction": text,
+                "readable": r.valid,
+                "exact": bool(np.array_equal(got, target)),
+                "value_accuracy": float(np.mean(got == target)),
+                "raw": r.raw[:200],
+            }
+        )
     return pd.DataFrame(rows), translator.failures
 
 
@@ -169,11 +242,16 @@ def round_trip_figure(session, trips: pd.DataFrame) -> None:
     plots.save(ax.figure, session.figure_paths("20_translator_round_trip.png"))
 
 
-def key_numbers(session, items, dropped, counts, labels, judge_failures, table, trips, translator_failures) -> dict:
+def key_numbers(
+    session, items, dropped, counts, labels, judge_failures, table, trips, translator_failures
+) -> dict:
     return {
         "items": {s: sum(it.split == s for it in items) for s in ("train", "test")},
-        "dropped": len(dropped), "overlap": counts,
-        "teacher": session.params.visa.teacher, "teacher_labels": len(labels), "teacher_failures": judge_failures,
+        "dropped": len(dropped),
+        "overlap": counts,
+        "teacher": session.params.visa.teacher,
+        "teacher_labels": len(labels),
+        "teacher_failures": judge_failures,
         "detector_macro_f1": round(float(table[("trained", "macro_f1")].mean()), 4),
         "embedding_macro_f1": round(float(table[("embedding", "macro_f1")].mean()), 4),
         "detector_macro_f1_per_value": table[("trained", "macro_f1")].round(4).to_dict(),

@@ -57,7 +57,9 @@ def test_items(items: list[vc.Item], n: int) -> list[vc.Item]:
 
 
 @in_stage("22", "held-out table")
-def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate(
+    session, items: list[vc.Item], adapters: dict[str, str | None]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rewrites, per-item score rows) of every method with an adapter (direct finetuning may have none)."""
     p, v = session.params, session.params.visa
     used = {m: a for m, a in adapters.items() if m != "direct_finetune" or a is not None}
@@ -65,8 +67,13 @@ def evaluate(session, items: list[vc.Item], adapters: dict[str, str | None]) -> 
     with session.timed("rewrites"):
         rewrites = rewrite_all(session.backend, used, items, targets, v.rewrite_tokens)
     path = {"path": visa_detector.trained_folder(session)} if v.eval_detector == "trained" else {}
-    detector = make_value_detector(v.eval_detector, backend=session.role_backend("visa_judge"), embedder=session.embedder, seed=p.seed,
-                                   **path)
+    detector = make_value_detector(
+        v.eval_detector,
+        backend=session.role_backend("visa_judge"),
+        embedder=session.embedder,
+        seed=p.seed,
+        **path,
+    )
     with session.timed("evaluation detector"):
         rows = score_rows(rewrites, targets, detector, session.embedder, v.rewards, v.min_words, v.max_words)
     return rewrites, rows
@@ -87,14 +94,23 @@ def pipeline(session, adapters: dict[str, str | None]) -> dict[str, float]:
     scenarios = load_moralchoice(p.data.moralchoice_path, ambiguity="low")[: v.capability_items]
     targets = {s.id: sample_target(p.seed, f"pipeline:{s.id}", v.n_targeted) for s in scenarios}
     with session.timed("pipeline MoralChoice"):
-        return pipeline_accuracy(session.backend, scenarios, targets, {m: adapters.get(m) for m in SHIELDED},
-                                 v.answer_tokens, v.rewrite_tokens)
+        return pipeline_accuracy(
+            session.backend,
+            scenarios,
+            targets,
+            {m: adapters.get(m) for m in SHIELDED},
+            v.answer_tokens,
+            v.rewrite_tokens,
+        )
 
 
-def table(session, rows: pd.DataFrame, kept: pd.DataFrame, pipe: dict[str, float] | None = None) -> pd.DataFrame:
+def table(
+    session, rows: pd.DataFrame, kept: pd.DataFrame, pipe: dict[str, float] | None = None
+) -> pd.DataFrame:
     p = session.params
     return summary(rows, kept, p.n_boot, seeds.derive(p.seed, "bootstrap"), pipe).reindex(
-        [m for m in (*METHODS, *DIAGNOSTICS) if m in set(rows["method"])])
+        [m for m in (*METHODS, *DIAGNOSTICS) if m in set(rows["method"])]
+    )
 
 
 def paired(session, rows: pd.DataFrame, method: str = "grpo", score: str = "visa_composite") -> pd.DataFrame:
@@ -102,8 +118,11 @@ def paired(session, rows: pd.DataFrame, method: str = "grpo", score: str = "visa
     (``verdicts.min_items``). VISA's verdict reads the composite (the reward GRPO optimises, value F1 with meaning
     kept, drift and format), so the ``copy`` row — which keeps all meaning and moves nothing — is its bar."""
     p = session.params
-    return pd.DataFrame(paired_verdicts(rows, method, score, p.n_boot, seeds.derive(p.seed, "bootstrap"),
-                                        min_items=p.verdicts.min_items)).set_index("against")
+    return pd.DataFrame(
+        paired_verdicts(
+            rows, method, score, p.n_boot, seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items
+        )
+    ).set_index("against")
 
 
 def table_figure(session, summary_table: pd.DataFrame) -> None:
@@ -125,9 +144,13 @@ def opposite_rewrites(session, item: vc.Item, adapter: str | None) -> pd.DataFra
     target = targets_of([item], p.seed, v.n_targeted)[item.id]
     params = GenParams(temperature=0.0, max_new_tokens=v.rewrite_tokens)
     pair = [target, opposite(target)]
-    texts = run(ask([(ChatRequest(rewrite_messages(item.answer, t), adapter=adapter), params) for t in pair]),
-                session.backend)
-    return pd.DataFrame({"instruction": ["(original)"] + [instruction(t) for t in pair], "text": [item.answer, *texts]})
+    texts = run(
+        ask([(ChatRequest(rewrite_messages(item.answer, t), adapter=adapter), params) for t in pair]),
+        session.backend,
+    )
+    return pd.DataFrame(
+        {"instruction": ["(original)"] + [instruction(t) for t in pair], "text": [item.answer, *texts]}
+    )
 
 
 def opposite_figure(session, example: pd.DataFrame) -> None:
@@ -135,7 +158,9 @@ def opposite_figure(session, example: pd.DataFrame) -> None:
         ax.axis("off")
         y = 1.0
         for _, r in example.iterrows():
-            printable = "".join(ch for ch in r["text"] if ch.isprintable() or ch.isspace())  # no glyph for controls
+            printable = "".join(
+                ch for ch in r["text"] if ch.isprintable() or ch.isspace()
+            )  # no glyph for controls
             body = textwrap.fill(" ".join(printable.split())[:600], 120)
             ax.text(0, y, r["instruction"], fontsize=9, fontweight="bold", va="top", transform=ax.transAxes)
             ax.text(0, y - 0.05, body, fontsize=8, va="top", family="monospace", transform=ax.transAxes)
@@ -157,7 +182,9 @@ def country_targets(session, countries: list[str] | None = None) -> dict[str, np
             found[country] = described[resolve_country(country, list(described))]
         except ValueError:
             continue  # no described agent of that culture in this run
-    detector = make_value_detector("trained", embedder=session.embedder, path=visa_detector.trained_folder(session))
+    detector = make_value_detector(
+        "trained", embedder=session.embedder, path=visa_detector.trained_folder(session)
+    )
     readings = detector.vectors([a.system_prompt for a in found.values()])
     targets = {c: culture_target(r.vector) for c, r in zip(found, readings)}
     return {c: t for c, t in targets.items() if t is not None}
@@ -169,10 +196,14 @@ def culture_rewrites(session, item: vc.Item, adapter: str | None) -> pd.DataFram
     v = session.params.visa
     targets = country_targets(session, v.culture_countries)
     params = GenParams(temperature=0.0, max_new_tokens=v.rewrite_tokens)
-    requests = [(ChatRequest(rewrite_messages(item.answer, t), adapter=adapter), params) for t in targets.values()]
+    requests = [
+        (ChatRequest(rewrite_messages(item.answer, t), adapter=adapter), params) for t in targets.values()
+    ]
     texts = run(ask(requests), session.backend) if requests else []
-    return pd.DataFrame([{"country": c, "target": instruction(t), "rewrite": x}
-                         for (c, t), x in zip(targets.items(), texts)], columns=["country", "target", "rewrite"])
+    return pd.DataFrame(
+        [{"country": c, "target": instruction(t), "rewrite": x} for (c, t), x in zip(targets.items(), texts)],
+        columns=["country", "target", "rewrite"],
+    )
 
 
 def survey_items(session) -> list[OpinionItem]:
@@ -187,19 +218,31 @@ def survey_items(session) -> list[OpinionItem]:
 
 
 @in_stage("22", "held-out table")
-def survey(session, items: list[OpinionItem], corpus: list[vc.Item],
-           adapters: dict[str, str | None]) -> tuple[list[dict], dict[str, int]]:
+def survey(
+    session, items: list[OpinionItem], corpus: list[vc.Item], adapters: dict[str, str | None]
+) -> tuple[list[dict], dict[str, int]]:
     """Score rows of the answer before any rewrite and after each rewriter's rewrite toward the country's
     values, on held-out GlobalOpinionQA questions (saved for the cross-method board), and the overlap
     of those questions with the rewriters' corpus (must be 0)."""
     v = session.params.visa
     targets = country_targets(session) if items else {}
-    rewriters = {m: adapters.get(m) for m in ("prompting", "sft", "grpo") if m == "prompting" or adapters.get(m)}
-    rows = [r for part in session.each_row("GlobalOpinionQA", {ORIGINAL: None, **rewriters}, lambda one: survey_rows(
-        session.backend, items, targets, one, v.answer_tokens, v.rewrite_tokens)) for r in part]
+    rewriters = {
+        m: adapters.get(m) for m in ("prompting", "sft", "grpo") if m == "prompting" or adapters.get(m)
+    }
+    rows = [
+        r
+        for part in session.each_row(
+            "GlobalOpinionQA",
+            {ORIGINAL: None, **rewriters},
+            lambda one: survey_rows(session.backend, items, targets, one, v.answer_tokens, v.rewrite_tokens),
+        )
+        for r in part
+    ]
     session.save_scores(NOTEBOOK, "alignment", rows)
-    return rows, {"corpus_questions_in_survey": vc.overlap(corpus, items, set())["goqa_test_questions"],
-                  "countries_without_target": len({it.country for it in items} - set(targets))}
+    return rows, {
+        "corpus_questions_in_survey": vc.overlap(corpus, items, set())["goqa_test_questions"],
+        "countries_without_target": len({it.country for it in items} - set(targets)),
+    }
 
 
 def survey_table(session, rows: list[dict], items: list[OpinionItem]) -> pd.DataFrame:
@@ -210,15 +253,31 @@ def survey_table(session, rows: list[dict], items: list[OpinionItem]) -> pd.Data
     if not kinds:
         return pd.DataFrame(columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])
     scored = table_rows(p, rows, ORIGINAL)
-    prior = prior_check(scored, "js_similarity", p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items)
+    prior = prior_check(
+        scored, "js_similarity", p.n_boot, seeds.derive(p.seed, "bootstrap"), p.verdicts.min_items
+    )
     if prior["line"]:  # the table says when its strongest reference is not the stronger bar on these rows
         print(prior["line"])
-    return reference_comparison(scored, kinds, (ORIGINAL, *REFERENCES), "js_similarity",
-                                n_boot=p.n_boot, seed=seeds.derive(p.seed, "bootstrap"), min_items=p.verdicts.min_items)
+    return reference_comparison(
+        scored,
+        kinds,
+        (ORIGINAL, *REFERENCES),
+        "js_similarity",
+        n_boot=p.n_boot,
+        seed=seeds.derive(p.seed, "bootstrap"),
+        min_items=p.verdicts.min_items,
+    )
 
 
-def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, rows: pd.DataFrame,
-                survey_rows: list[dict], survey_overlap: dict[str, int], pipe: dict[str, float]) -> dict:
+def key_numbers(
+    session,
+    summary_table: pd.DataFrame,
+    compared: pd.DataFrame,
+    rows: pd.DataFrame,
+    survey_rows: list[dict],
+    survey_overlap: dict[str, int],
+    pipe: dict[str, float],
+) -> dict:
     floored = table_rows(session.params, survey_rows, ORIGINAL) if survey_rows else []
     survey = per_question_scores(floored).groupby("agent")["js_similarity"].mean() if floored else {}
     return {
@@ -230,14 +289,25 @@ def key_numbers(session, summary_table: pd.DataFrame, compared: pd.DataFrame, ro
         "verdict_score": "visa_composite",
         "grpo_vs": compared["verdict"].to_dict(),
         # vacuous without a baseline: None, never True
-        "grpo_beats_baselines": (bool((baselines["verdict"] == "better").all()) if len(baselines := compared.drop(
-            index=list(DIAGNOSTICS), errors="ignore")) else None),
+        "grpo_beats_baselines": (
+            bool((baselines["verdict"] == "better").all())
+            if len(baselines := compared.drop(index=list(DIAGNOSTICS), errors="ignore"))
+            else None
+        ),
         "grpo_beats_copy": compared.loc["copy", "verdict"] if "copy" in compared.index else None,
         "grpo_beats_diagnostics": {d: compared.loc[d, "verdict"] for d in DIAGNOSTICS if d in compared.index},
-        "neutral_ppl": summary_table["neutral_ppl"].dropna().round(3).to_dict() if "neutral_ppl" in summary_table else {},
+        "neutral_ppl": summary_table["neutral_ppl"].dropna().round(3).to_dict()
+        if "neutral_ppl" in summary_table
+        else {},
         "goqa_js_similarity": {k: round(float(v), 2) for k, v in dict(survey).items()},
         "goqa_overlap": survey_overlap,
         "goqa_neighbour_prior_vs_other_countries": prior_check(
-            floored, "js_similarity", session.params.n_boot, seeds.derive(session.params.seed, "bootstrap"),
-            session.params.verdicts.min_items)["verdict"] if floored else None,
+            floored,
+            "js_similarity",
+            session.params.n_boot,
+            seeds.derive(session.params.seed, "bootstrap"),
+            session.params.verdicts.min_items,
+        )["verdict"]
+        if floored
+        else None,
     }

@@ -13,8 +13,16 @@ from pathlib import Path
 from kit.llm.base import Backend, ChatRequest, ChoiceRequest, ChoiceResult, GenParams, ScoreRequest
 from kit.registry import Registry
 
-__all__ = ["BACKENDS", "Backend", "ChatRequest", "ChoiceRequest", "ChoiceResult", "GenParams", "ScoreRequest",
-           "load_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "ChatRequest",
+    "ChoiceRequest",
+    "ChoiceResult",
+    "GenParams",
+    "ScoreRequest",
+    "load_backend",
+]
 
 BACKENDS: Registry = Registry("backend")
 BACKENDS.register("transformers", "kit.llm.hf_backend:HFBackend")

@@ -42,7 +42,11 @@ class ChatRequest:
 
     def key(self) -> dict:
         # sample 0 adds nothing, so cache entries written before the field existed stay valid
-        return {"messages": self.chat, "adapter": self.adapter, **({"sample": self.sample} if self.sample else {})}
+        return {
+            "messages": self.chat,
+            "adapter": self.adapter,
+            **({"sample": self.sample} if self.sample else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,9 @@ class ChoiceRequest(ChatRequest):
     labels: tuple[str, ...] = ()
     prefix: str = ""
 
-    def __init__(self, messages: Sequence[Message], labels: Sequence[str], adapter: str | None = None,
-                 prefix: str = ""):
+    def __init__(
+        self, messages: Sequence[Message], labels: Sequence[str], adapter: str | None = None, prefix: str = ""
+    ):
         super().__init__(messages, adapter)
         if len(set(labels)) != len(labels) or not labels:
             raise ValueError(f"labels must be distinct and non-empty, got {list(labels)}")
@@ -133,20 +138,28 @@ class Sampled:
         object.__setattr__(self, "token_ids", tuple(int(t) for t in self.token_ids))
         object.__setattr__(self, "logprobs", tuple(float(v) for v in self.logprobs))
         if len(self.token_ids) != len(self.logprobs):
-            raise ValueError(f"{len(self.token_ids)} sampled tokens but {len(self.logprobs)} log-probabilities")
+            raise ValueError(
+                f"{len(self.token_ids)} sampled tokens but {len(self.logprobs)} log-probabilities"
+            )
         if self.stopped and not self.token_ids:
             raise ValueError("a sampled completion that stopped on a token holds that token")
 
     def as_dict(self) -> dict:
-        return {"text": self.text, "token_ids": list(self.token_ids), "logprobs": list(self.logprobs),
-                "stopped": self.stopped}
+        return {
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "logprobs": list(self.logprobs),
+            "stopped": self.stopped,
+        }
 
 
 def refuse_stop_strings(params: GenParams, backend: str) -> None:
     """Sampled generation returns the drawn ids: a stop string would cut the text but not the ids."""
     if params.stop:
-        raise ValueError(f"{backend}: generate_sampled takes no stop strings (got {list(params.stop)}): they cut the "
-                         "text but not the drawn token ids; use generate, or stop on the end-of-turn token")
+        raise ValueError(
+            f"{backend}: generate_sampled takes no stop strings (got {list(params.stop)}): they cut the "
+            "text but not the drawn token ids; use generate, or stop on the end-of-turn token"
+        )
 
 
 @dataclass(frozen=True)
@@ -180,8 +193,10 @@ class Backend(abc.ABC):
         """``generate`` with the drawn token ids and each one's sampling log-probability (:class:`Sampled`), in
         request order; the texts are ``generate``'s. Stop strings are refused: they cut the text, not the ids.
         Backends that cannot tell them say so with ``sampling_logprobs = False`` and raise here."""
-        raise NotImplementedError(f"the {self.name} backend gives no sampling log-probabilities (sampling_logprobs "
-                                  "is False); ask for texts with generate")
+        raise NotImplementedError(
+            f"the {self.name} backend gives no sampling log-probabilities (sampling_logprobs "
+            "is False); ask for texts with generate"
+        )
 
     @abc.abstractmethod
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:

@@ -33,7 +33,9 @@ class CachedBackend(Backend):
     def __getattr__(self, attr):  # tokenizer, stats, device… of the wrapped backend
         return getattr(self.inner, attr)
 
-    def _key(self, verb: str, request: ChatRequest, extra: dict | None = None, adapters: dict | None = None) -> str:
+    def _key(
+        self, verb: str, request: ChatRequest, extra: dict | None = None, adapters: dict | None = None
+    ) -> str:
         adapter = request.adapter
         content = None
         if adapter is not None:  # by content, read for every call: an adapter retrained in place is a new key
@@ -43,11 +45,27 @@ class CachedBackend(Backend):
                     adapters[adapter] = content
             else:
                 content = adapters[adapter]
-        return cache_key({"verb": verb, "model": self.identity, "backend": self.name, "numerics": self.numerics,
-                          "adapter": content, "request": {**request.key(), "adapter": None}, **(extra or {})})
+        return cache_key(
+            {
+                "verb": verb,
+                "model": self.identity,
+                "backend": self.name,
+                "numerics": self.numerics,
+                "adapter": content,
+                "request": {**request.key(), "adapter": None},
+                **(extra or {}),
+            }
+        )
 
-    def _through(self, verb: str, requests: Sequence[R], compute: Callable[[list[R]], list],
-                 encode: Callable, decode: Callable, extra: dict | None = None) -> list:
+    def _through(
+        self,
+        verb: str,
+        requests: Sequence[R],
+        compute: Callable[[list[R]], list],
+        encode: Callable,
+        decode: Callable,
+        extra: dict | None = None,
+    ) -> list:
         adapters: dict[str, str] = {}  # each adapter's content, read once per call
         keys = [self._key(verb, r, extra, adapters) for r in requests]
         stored = self.cache.get_many(list(dict.fromkeys(keys)))
@@ -64,8 +82,13 @@ class CachedBackend(Backend):
             try:
                 results = compute([first[k] for k in todo])
             except PartialFailure as failed:
-                stored.update({todo[i]: json.dumps(encode(v)).encode() for i, v in failed.answers.items()
-                               if todo[i] not in stored})
+                stored.update(
+                    {
+                        todo[i]: json.dumps(encode(v)).encode()
+                        for i, v in failed.answers.items()
+                        if todo[i] not in stored
+                    }
+                )
                 raise self._failed(failed, todo, keys, stored, decode) from None
             finally:
                 self.inner.on_answer = None
@@ -76,13 +99,17 @@ class CachedBackend(Backend):
         return [decode(json.loads(stored[k])) for k in keys]
 
     @staticmethod
-    def _failed(failed: PartialFailure, todo: list[str], keys: list[str], stored: dict, decode) -> PartialFailure:
+    def _failed(
+        failed: PartialFailure, todo: list[str], keys: list[str], stored: dict, decode
+    ) -> PartialFailure:
         """The inner backend's partial failure in the caller's indices: answers (cached and fresh) by index,
         and every request whose key failed."""
         bad = {todo[i]: line for i, line in failed.failures.items()}
         answers = {j: decode(json.loads(stored[k])) for j, k in enumerate(keys) if k in stored}
         failures = {j: bad[k] for j, k in enumerate(keys) if k in bad}
-        return PartialFailure(answers, failures, len(keys), note=" and cached, so a rerun sends only the failed ones")
+        return PartialFailure(
+            answers, failures, len(keys), note=" and cached, so a rerun sends only the failed ones"
+        )
 
     def _tokens(self, texts: list[str]) -> int:
         tokenizer = getattr(self.inner, "tokenizer", None)  # a backend without one counts no tokens
@@ -93,14 +120,24 @@ class CachedBackend(Backend):
     def _read(self, requests: Sequence[ChatRequest], prefix=lambda r: "", tail=lambda r: "") -> int:
         """Tokens a forward pass over ``requests`` reads: rendered prompt, prefix and continuation."""
         tokenizer = getattr(self.inner, "tokenizer", None)
-        return self._tokens([render_chat(tokenizer, r.chat, prefix(r)) + tail(r) for r in requests]) if tokenizer else 0
+        return (
+            self._tokens([render_chat(tokenizer, r.chat, prefix(r)) + tail(r) for r in requests])
+            if tokenizer
+            else 0
+        )
 
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
         if not params.deterministic:  # unseeded sampling must stay random across reruns
             out = self.inner.generate(requests, params)
         else:
-            out = self._through("generate", requests, lambda rs: self.inner.generate(rs, params),
-                                lambda t: t, lambda t: t, {"params": params.key()})
+            out = self._through(
+                "generate",
+                requests,
+                lambda rs: self.inner.generate(rs, params),
+                lambda t: t,
+                lambda t: t,
+                {"params": params.key()},
+            )
         if cost.measuring():
             cost.count(calls=len(requests), generated_tokens=self._tokens(list(out)), model=self.identity)
         return out
@@ -111,24 +148,42 @@ class CachedBackend(Backend):
         if not params.deterministic:
             out = self.inner.generate_sampled(requests, params)
         else:
-            out = self._through("generate_sampled", requests, lambda rs: self.inner.generate_sampled(rs, params),
-                                Sampled.as_dict, lambda d: Sampled(**d), {"params": params.key()})
+            out = self._through(
+                "generate_sampled",
+                requests,
+                lambda rs: self.inner.generate_sampled(rs, params),
+                Sampled.as_dict,
+                lambda d: Sampled(**d),
+                {"params": params.key()},
+            )
         if cost.measuring():
-            cost.count(calls=len(requests), generated_tokens=self._tokens([s.text for s in out]), model=self.identity)
+            cost.count(
+                calls=len(requests), generated_tokens=self._tokens([s.text for s in out]), model=self.identity
+            )
         return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         out = self._through("score", requests, self.inner.score, lambda v: v, lambda v: v)
         if cost.measuring():
-            cost.count(calls=len(requests), scored_tokens=self._read(requests, tail=lambda r: r.continuation),
-                       model=self.identity)
+            cost.count(
+                calls=len(requests),
+                scored_tokens=self._read(requests, tail=lambda r: r.continuation),
+                model=self.identity,
+            )
         return out
 
     def choice_probs(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        out = self._through("choice", requests, self.inner.choice_probs,
-                            lambda c: {"probs": c.probs, "label_mass": c.label_mass},
-                            lambda d: ChoiceResult(d["probs"], d["label_mass"]))
+        out = self._through(
+            "choice",
+            requests,
+            self.inner.choice_probs,
+            lambda c: {"probs": c.probs, "label_mass": c.label_mass},
+            lambda d: ChoiceResult(d["probs"], d["label_mass"]),
+        )
         if cost.measuring():
-            cost.count(calls=len(requests), scored_tokens=self._read(requests, prefix=lambda r: r.prefix),
-                       model=self.identity)
+            cost.count(
+                calls=len(requests),
+                scored_tokens=self._read(requests, prefix=lambda r: r.prefix),
+                model=self.identity,
+            )
         return out

@@ -30,5 +30,7 @@ class PartialFailure(EndpointError):
         if total == 1:
             super().__init__(first)
         else:
-            super().__init__(f"{len(failures)} of {total} requests failed, {len(answers)} answered{note if answers else ''}; "
-                             f"the first failure: {first}")
+            super().__init__(
+                f"{len(failures)} of {total} requests failed, {len(answers)} answered{note if answers else ''}; "
+                f"the first failure: {first}"
+            )

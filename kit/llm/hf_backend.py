@@ -141,9 +141,18 @@ class HFBackend(Backend):
     name = "transformers"
     sampling_logprobs = True
 
-    def __init__(self, model: str | ResolvedModel, *, revision: str | None = None, dtype: str = "auto",
-                 device: str = "auto", batch_size: int = 8, trust_remote_code: bool = False,
-                 prefix_sharing: bool = True, prefix_cache_mb: int = 1024):
+    def __init__(
+        self,
+        model: str | ResolvedModel,
+        *,
+        revision: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        prefix_sharing: bool = True,
+        prefix_cache_mb: int = 1024,
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, revision)
@@ -154,21 +163,26 @@ class HFBackend(Backend):
         torch_dtype = resolve_dtype(dtype, self.device)
         self.numerics = numerics(dtype, device)
         if self.device == "cpu" and torch_dtype == torch.bfloat16 and not _cpu_has_bf16():
-            log.warning("this CPU has no native bfloat16 (AMX or AVX-512 BF16): it is emulated and slow; "
-                        "set model.dtype: float32")
+            log.warning(
+                "this CPU has no native bfloat16 (AMX or AVX-512 BF16): it is emulated and slow; "
+                "set model.dtype: float32"
+            )
         kw = dict(revision=resolved.revision, trust_remote_code=trust_remote_code)
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kw)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, use_safetensors=True, **kw)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            resolved.path, dtype=torch_dtype, use_safetensors=True, **kw
+        )
         self.model.to(self.device).eval()
         self._adapters: dict[str, tuple[str, str]] = {}  # adapter path -> (content fingerprint, peft name)
         self._loads = 0
         self._share(prefix_sharing, prefix_cache_mb)
 
     @classmethod
-    def around(cls, model, tokenizer, batch_size: int = 8, identity: str = "in-memory",
-               prefix_cache_mb: int = 1024) -> HFBackend:
+    def around(
+        cls, model, tokenizer, batch_size: int = 8, identity: str = "in-memory", prefix_cache_mb: int = 1024
+    ) -> HFBackend:
         """A backend over a model already in memory, e.g. a policy while it trains (it is not copied,
         loaded or put in eval mode here; requests must not name adapters)."""
         self = cls.__new__(cls)
@@ -186,18 +200,30 @@ class HFBackend(Backend):
         self.in_place = kv_cache.supports(self.model.config)
         self.cache_kw = cache_kwarg(self.model)
         self.prefix_sharing = prefix_sharing and self.in_place
-        self.store = (PrefixStore(prefix_cache_mb * 2**20, MIN_SHARED_PREFIX)
-                      if self.prefix_sharing and prefix_cache_mb else None)
+        self.store = (
+            PrefixStore(prefix_cache_mb * 2**20, MIN_SHARED_PREFIX)
+            if self.prefix_sharing and prefix_cache_mb
+            else None
+        )
         self.stats = _fresh_stats()
 
     @classmethod
     def from_params(cls, model, seed: int = 0) -> HFBackend:
         """The backend a ``ModelParams`` section describes (sampling seeds come per call); sets torch's threads."""
         use_threads(model.threads)
-        device = f"cuda:{model.devices[0]}" if model.devices and model.device in ("auto", "cuda") else model.device
-        return cls(model.name, revision=model.revision, dtype=model.dtype, device=device,
-                   batch_size=model.batch_size, trust_remote_code=model.trust_remote_code,
-                   prefix_sharing=model.prefix_sharing, prefix_cache_mb=model.prefix_cache_mb)
+        device = (
+            f"cuda:{model.devices[0]}" if model.devices and model.device in ("auto", "cuda") else model.device
+        )
+        return cls(
+            model.name,
+            revision=model.revision,
+            dtype=model.dtype,
+            device=device,
+            batch_size=model.batch_size,
+            trust_remote_code=model.trust_remote_code,
+            prefix_sharing=model.prefix_sharing,
+            prefix_cache_mb=model.prefix_cache_mb,
+        )
 
     @staticmethod
     def numerics_for(model) -> str:
@@ -238,7 +264,9 @@ class HFBackend(Backend):
         self.model.set_adapter(name)
         yield
 
-    def _batches(self, requests: Sequence[ChatRequest], order: Sequence) -> Iterator[tuple[str | None, list[int]]]:
+    def _batches(
+        self, requests: Sequence[ChatRequest], order: Sequence
+    ) -> Iterator[tuple[str | None, list[int]]]:
         """Indices grouped by adapter, then sorted by ``order`` (lengths, or token lists) and cut into batches."""
         by_adapter: dict[str | None, list[int]] = {}
         for i, r in enumerate(requests):
@@ -276,11 +304,14 @@ class HFBackend(Backend):
     def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
         refuse_stop_strings(params, self.name)
         ends = set(_as_list(self.model.generation_config.eos_token_id))
-        return [Sampled(text, ids, logprobs, bool(ids) and ids[-1] in ends)
-                for text, ids, logprobs in self._generate_rows(requests, params, True)]
+        return [
+            Sampled(text, ids, logprobs, bool(ids) and ids[-1] in ends)
+            for text, ids, logprobs in self._generate_rows(requests, params, True)
+        ]
 
-    def _generate_rows(self, requests: Sequence[ChatRequest], params: GenParams,
-                       keep_logprobs: bool) -> list[tuple[str, list[int], list[float]]]:
+    def _generate_rows(
+        self, requests: Sequence[ChatRequest], params: GenParams, keep_logprobs: bool
+    ) -> list[tuple[str, list[int], list[float]]]:
         """(text, drawn ids through the first end-of-sequence token, their sampling log-probabilities) per request;
         the ids and log-probabilities stay empty unless ``keep_logprobs``."""
         prompts = [self._encode(render_chat(self.tokenizer, r.chat)) for r in requests]
@@ -302,20 +333,26 @@ class HFBackend(Backend):
                 drawn: list[int] = []
                 if keep_logprobs:  # a finished row is padded after its end-of-sequence token
                     produced = new[row].tolist()
-                    drawn = produced[: next((j + 1 for j, t in enumerate(produced) if t in ends), len(produced))]
+                    drawn = produced[
+                        : next((j + 1 for j, t in enumerate(produced) if t in ends), len(produced))
+                    ]
                 out[i] = (text, drawn, logprobs[row, : len(drawn)].tolist() if keep_logprobs else [])
         self.stats["requests"] += len(requests)
         return out
 
-    def _generate_batch(self, seqs: list[list[int]], adapter: str | None, params: GenParams,
-                        keep_logprobs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _generate_batch(
+        self, seqs: list[list[int]], adapter: str | None, params: GenParams, keep_logprobs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(the batch's input ids, its new tokens, each new token's sampling log-probability or None). Prefixes
         shared in the batch are prefilled once and those run in earlier calls not at all; every row's keys and
         values are stored for later calls."""
         kwargs = self.generate_kwargs(params, keep_logprobs)
         # without a store across calls, one for this call alone still serves the batch's shared prefixes
-        store = (self.store if self.store is not None else PrefixStore(2**62, MIN_SHARED_PREFIX)) \
-            if self.prefix_sharing else None
+        store = (
+            (self.store if self.store is not None else PrefixStore(2**62, MIN_SHARED_PREFIX))
+            if self.prefix_sharing
+            else None
+        )
         computed = self._prefill_shared(seqs, adapter, store) if store else 0
         hits = [store.longest(adapter, s, len(s) - 1) for s in seqs] if store else [(None, 0)] * len(seqs)
         held = max(n for _, n in hits)
@@ -326,7 +363,7 @@ class HFBackend(Backend):
         gen = self.model.generate(input_ids=ids, attention_mask=mask, **{self.cache_kw: cache}, **kwargs)
         computed += sum(len(s) - n for s, (_, n) in zip(seqs, hits))
         self.stats["prefill_tokens_saved"] += sum(map(len, seqs)) - computed
-        new = gen[:, ids.shape[1]:]
+        new = gen[:, ids.shape[1] :]
         if self.store is not None:
             self._keep(adapter, ids, mask, new, cache)
         logprobs = None
@@ -334,7 +371,9 @@ class HFBackend(Backend):
             kept = kwargs["logits_processor"][-1].logprobs
             logprobs = torch.stack(kept, dim=1) if kept else torch.zeros((new.shape[0], 0))
             if logprobs.shape[1] != new.shape[1]:
-                raise RuntimeError(f"kept {logprobs.shape[1]} sampling log-probabilities for {new.shape[1]} new tokens")
+                raise RuntimeError(
+                    f"kept {logprobs.shape[1]} sampling log-probabilities for {new.shape[1]} new tokens"
+                )
         return ids, new, logprobs
 
     def _prefill_shared(self, seqs: list[list[int]], adapter: str | None, store: PrefixStore) -> int:
@@ -344,7 +383,9 @@ class HFBackend(Backend):
         Layout: each group's held part left-padded to the longest one, then the rest, left-padded;
         positions follow the mask, so every real token sits where it would without padding.
         """
-        prefixes = [seqs[rows[0]][:length] for rows, length in prefix_groups(seqs, MIN_SHARED_PREFIX) if len(rows) > 1]
+        prefixes = [
+            seqs[rows[0]][:length] for rows, length in prefix_groups(seqs, MIN_SHARED_PREFIX) if len(rows) > 1
+        ]
         hits = [store.longest(adapter, p, len(p)) for p in prefixes]
         todo = [(p, hit) for p, hit in zip(prefixes, hits) if len(p) - hit[1] >= MIN_SHARED_PREFIX]
         if not todo:
@@ -356,8 +397,13 @@ class HFBackend(Backend):
         cache = new_cache(self._stacked(hits, held) if held else None)
         mask = torch.cat([held_mask, rest_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, held:]
-        self.model(input_ids=rest_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                   **{self.cache_kw: cache})
+        self.model(
+            input_ids=rest_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self.cache_kw: cache},
+        )
         self.stats["forward_calls"] += 1
         for g, prefix in enumerate(prefixes):
             store.put(adapter, prefix, row_layers(cache, g, mask[g].nonzero()[:, 0]))
@@ -373,20 +419,25 @@ class HFBackend(Backend):
             values = v0.new_zeros((len(hits), v0.shape[0], width, v0.shape[2]))
             for g, (layers, n) in enumerate(hits):
                 if n:
-                    keys[g, :, width - n:], values[g, :, width - n:] = layers[layer]
+                    keys[g, :, width - n :], values[g, :, width - n :] = layers[layer]
             out.append((keys, values))
         return out
 
-    def _keep(self, adapter: str | None, ids: torch.Tensor, mask: torch.Tensor, new: torch.Tensor,
-              cache) -> None:
+    def _keep(
+        self, adapter: str | None, ids: torch.Tensor, mask: torch.Tensor, new: torch.Tensor, cache
+    ) -> None:
         """Store each row's keys and values: its prompt's real tokens, then those it generated before stopping."""
         width, cached = ids.shape[1], cache.get_seq_length()
         ends = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.pad_token_id}
         for row in range(ids.shape[0]):
             produced = new[row].tolist()
             k = next((j for j, t in enumerate(produced) if t in ends), len(produced))
-            at = torch.cat([mask[row].nonzero()[:, 0],
-                            torch.arange(width, width + min(k, cached - width), device=ids.device)])
+            at = torch.cat(
+                [
+                    mask[row].nonzero()[:, 0],
+                    torch.arange(width, width + min(k, cached - width), device=ids.device),
+                ]
+            )
             self.store.put(adapter, torch.cat([ids[row], new[row]])[at].tolist(), row_layers(cache, row, at))
 
     def generate_kwargs(self, params: GenParams, keep_logprobs: bool = False) -> dict:
@@ -394,11 +445,21 @@ class HFBackend(Backend):
         logits processor keeps each drawn token's sampling log-probability (``kit.llm.sampling``)."""
         # greedy decoding either way: a sampled call draws in NucleusSampler, which leaves one token
         # per row; None overrides the sampling defaults a model's generation_config may carry
-        kw = dict(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens or None,
-                  pad_token_id=self.tokenizer.pad_token_id, do_sample=False, temperature=None, top_p=None, top_k=None)
+        kw = dict(
+            max_new_tokens=params.max_new_tokens,
+            min_new_tokens=params.min_new_tokens or None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
         if not params.greedy:
-            kw.update(logits_processor=LogitsProcessorList([NucleusSampler(params.temperature, params.top_p,
-                                                                           keep_logprobs)]))
+            kw.update(
+                logits_processor=LogitsProcessorList(
+                    [NucleusSampler(params.temperature, params.top_p, keep_logprobs)]
+                )
+            )
         elif keep_logprobs:
             kw.update(logits_processor=LogitsProcessorList([ChosenLogprob()]))
         if params.stop:
@@ -441,23 +502,35 @@ class HFBackend(Backend):
         self._forward(requests, seqs, read, keep=lambda idx: 1)
         return out
 
-    def _forward(self, requests: Sequence[ChatRequest], seqs: list[list[int]],
-                 read: Callable[[list[int], torch.Tensor], None], keep: Callable[[list[int]], int]) -> None:
+    def _forward(
+        self,
+        requests: Sequence[ChatRequest],
+        seqs: list[list[int]],
+        read: Callable[[list[int], torch.Tensor], None],
+        keep: Callable[[list[int]], int],
+    ) -> None:
         """Left-padded forward passes; ``read`` gets log-probs of the last ``keep(idx)`` positions."""
         for adapter, idx in self._batches(requests, [len(s) for s in seqs]):
             ids, mask = self._pad([seqs[i] for i in idx], left=True)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with self._using(adapter):
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                    logits_to_keep=keep(idx)).logits
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep(idx)
+                ).logits
             self.stats["forward_calls"] += 1
             read(idx, torch.log_softmax(logits.float(), dim=-1))
         self.stats["requests"] += len(requests)
 
 
 def _fresh_stats() -> dict[str, int]:
-    return {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0, "prompt_tokens": 0,
-            "prefill_tokens_saved": 0}
+    return {
+        "generate_calls": 0,
+        "forward_calls": 0,
+        "generated_tokens": 0,
+        "requests": 0,
+        "prompt_tokens": 0,
+        "prefill_tokens_saved": 0,
+    }
 
 
 def _as_list(ids) -> list[int]:

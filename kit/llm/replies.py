@@ -57,8 +57,13 @@ def count(value: Any, where: str) -> int:
     """A token count: a whole number ≥ 0 (``None``: 0, the server did not count)."""
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+        or value < 0
+    ):
         raise ReplyError(f"{where} is {_shown(value)}; a token count is a whole number ≥ 0")
     return int(value)
 
@@ -66,7 +71,9 @@ def count(value: Any, where: str) -> int:
 def logprob(value: Any, where: str) -> float:
     """A log-probability: finite and ≤ 0 (rounding above 0 within ``LOGPROB_SLACK`` is clipped to 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ReplyError(f"{where} is a {type(value).__name__} ({_shown(value)}); a log-probability is a number")
+        raise ReplyError(
+            f"{where} is a {type(value).__name__} ({_shown(value)}); a log-probability is a number"
+        )
     if not math.isfinite(value) or value > LOGPROB_SLACK:
         raise ReplyError(f"{where} is {value!r}; a log-probability is finite and ≤ 0")
     return min(float(value), 0.0)
@@ -86,9 +93,11 @@ def usage(reply: dict) -> dict[str, int]:
     found = obj(found, "usage")
     details = found.get("prompt_tokens_details")
     details = {} if details is None else obj(details, "usage.prompt_tokens_details")
-    return {"prompt_tokens": count(found.get("prompt_tokens"), "usage.prompt_tokens"),
-            "completion_tokens": count(found.get("completion_tokens"), "usage.completion_tokens"),
-            "cached_tokens": count(details.get("cached_tokens"), "usage.prompt_tokens_details.cached_tokens")}
+    return {
+        "prompt_tokens": count(found.get("prompt_tokens"), "usage.prompt_tokens"),
+        "completion_tokens": count(found.get("completion_tokens"), "usage.completion_tokens"),
+        "cached_tokens": count(details.get("cached_tokens"), "usage.prompt_tokens_details.cached_tokens"),
+    }
 
 
 def models(reply: Any) -> list[dict]:
@@ -122,7 +131,10 @@ def echo_logprobs(reply: Any) -> list[float | None]:
     """A completions reply's ``token_logprobs`` (``echo``: the prompt's first, which is null, then the rest)."""
     lp = obj(first_choice(reply).get("logprobs"), "choices[0].logprobs")
     values = seq(lp.get("token_logprobs"), "choices[0].logprobs.token_logprobs")
-    return [None if v is None else logprob(v, f"choices[0].logprobs.token_logprobs[{i}]") for i, v in enumerate(values)]
+    return [
+        None if v is None else logprob(v, f"choices[0].logprobs.token_logprobs[{i}]")
+        for i, v in enumerate(values)
+    ]
 
 
 def _token_id(key: str) -> int | None:
@@ -174,14 +186,18 @@ def first_token_top(reply: Any) -> tuple[dict[int, float] | None, dict[str, floa
                 by_id = None
             by_text.setdefault(token, []).append(value)
     else:
-        raise ReplyError(f"{where} has neither content[0].top_logprobs nor top_logprobs (the server gave no "
-                         "first-token alternatives)")
+        raise ReplyError(
+            f"{where} has neither content[0].top_logprobs nor top_logprobs (the server gave no "
+            "first-token alternatives)"
+        )
     merged = {t: float(logsumexp(v)) for t, v in by_text.items()}
     # distinct tokens' probabilities add up to at most 1 (a token text under several ids is still several tokens)
     total = float(logsumexp([x for v in by_text.values() for x in v]))
     if total > math.log1p(MASS_SLACK):
-        raise ReplyError(f"{where}: the first token's top alternatives hold probability {math.exp(total):.4g}, "
-                         "more than 1; they are not log-probabilities of one distribution")
+        raise ReplyError(
+            f"{where}: the first token's top alternatives hold probability {math.exp(total):.4g}, "
+            "more than 1; they are not log-probabilities of one distribution"
+        )
     return (by_id or None), merged
 
 
@@ -199,8 +215,13 @@ def sampled(reply: Any) -> tuple[str, list[int], list[float | None], bool]:
     for k, t in enumerate(tokens):
         found = _token_id(t) if isinstance(t, str) else None
         if found is None:
-            raise ReplyError(f"choices[0].logprobs.tokens[{k}] is {_shown(t)}, not a token id; the server ignored "
-                             "return_tokens_as_token_ids")
+            raise ReplyError(
+                f"choices[0].logprobs.tokens[{k}] is {_shown(t)}, not a token id; the server ignored "
+                "return_tokens_as_token_ids"
+            )
         ids.append(found)
-    out = [None if v is None else logprob(v, f"choices[0].logprobs.token_logprobs[{k}]") for k, v in enumerate(values)]
+    out = [
+        None if v is None else logprob(v, f"choices[0].logprobs.token_logprobs[{k}]")
+        for k, v in enumerate(values)
+    ]
     return completion_text(reply), ids, out, choice.get("finish_reason") == "stop"

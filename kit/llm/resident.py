@@ -35,9 +35,15 @@ class Resident(Backend):
     """``load()`` builds the backend; ``on_use(self)`` runs before every call (the session releases what the
     current stage does not allow there)."""
 
-    def __init__(self, key: str, load: Callable[[], Backend], parts: dict[str, str],
-                 tokenizer: Callable[[], object] | None = None, on_use: Callable[[Resident], None] | None = None,
-                 sampling_logprobs: bool = False):
+    def __init__(
+        self,
+        key: str,
+        load: Callable[[], Backend],
+        parts: dict[str, str],
+        tokenizer: Callable[[], object] | None = None,
+        on_use: Callable[[Resident], None] | None = None,
+        sampling_logprobs: bool = False,
+    ):
         self.key, self._load, self._on_use = key, load, on_use
         self.sampling_logprobs = sampling_logprobs  # the backend class's, known before it loads
         self.name, self.identity, self.numerics = parts["backend"], parts["identity"], parts["numerics"]
@@ -106,4 +112,8 @@ class Resident(Backend):
             self._backend.reset_prefix_cache()
 
     def adapter_identity(self, adapter: str | None) -> str | None:
-        return super().adapter_identity(adapter) if self._backend is None else self._backend.adapter_identity(adapter)
+        return (
+            super().adapter_identity(adapter)
+            if self._backend is None
+            else self._backend.adapter_identity(adapter)
+        )

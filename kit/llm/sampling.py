@@ -63,7 +63,9 @@ class NucleusSampler(LogitsProcessor):
 
     def __init__(self, temperature: float, top_p: float = 1.0, keep_logprobs: bool = False):
         if temperature <= 0 or not 0 < top_p <= 1:
-            raise ValueError(f"NucleusSampler needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+            raise ValueError(
+                f"NucleusSampler needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}"
+            )
         self.temperature, self.top_p, self.keep_logprobs = temperature, top_p, keep_logprobs
         self.logprobs: list[torch.Tensor] = []  # one (rows,) tensor per call, with keep_logprobs
 

@@ -116,8 +116,10 @@ def sampled_from(completion) -> Sampled:
     ids = list(completion.token_ids)
     steps = completion.logprobs
     if steps is None or len(steps) != len(ids):
-        raise ValueError(f"vLLM returned {0 if steps is None else len(steps)} sampled log-probabilities for "
-                         f"{len(ids)} tokens; ask with logprobs=0")
+        raise ValueError(
+            f"vLLM returned {0 if steps is None else len(steps)} sampled log-probabilities for "
+            f"{len(ids)} tokens; ask with logprobs=0"
+        )
     values = []
     for pos, (token, entry) in enumerate(zip(ids, steps)):
         if token not in entry:
@@ -128,8 +130,9 @@ def sampled_from(completion) -> Sampled:
     return Sampled(completion.text, ids, values, completion.finish_reason == "stop")
 
 
-def continuation_logprobs(prompt_logprobs: Sequence[Mapping[int, Any] | None], token_ids: Sequence[int],
-                          n_context: int) -> list[float]:
+def continuation_logprobs(
+    prompt_logprobs: Sequence[Mapping[int, Any] | None], token_ids: Sequence[int], n_context: int
+) -> list[float]:
     """Log-probabilities of ``token_ids[n_context:]`` from vLLM's ``RequestOutput.prompt_logprobs``.
 
     ``prompt_logprobs[i]`` maps token ids to objects with ``.logprob`` for position ``i`` (the
@@ -142,7 +145,9 @@ def continuation_logprobs(prompt_logprobs: Sequence[Mapping[int, Any] | None], t
             "disable prefix caching for scoring requests"
         )
     if not 1 <= n_context <= len(token_ids):
-        raise ValueError(f"n_context={n_context} must be in [1, {len(token_ids)}] (the context is never empty)")
+        raise ValueError(
+            f"n_context={n_context} must be in [1, {len(token_ids)}] (the context is never empty)"
+        )
     out = []
     for pos in range(n_context, len(token_ids)):
         entry = prompt_logprobs[pos]
@@ -152,7 +157,9 @@ def continuation_logprobs(prompt_logprobs: Sequence[Mapping[int, Any] | None], t
     return out
 
 
-def choice_from_logprobs(logprob_dict: Mapping[int, Any], label_ids: Mapping[str, Sequence[int]]) -> ChoiceResult:
+def choice_from_logprobs(
+    logprob_dict: Mapping[int, Any], label_ids: Mapping[str, Sequence[int]]
+) -> ChoiceResult:
     """Option probabilities from a next-token logprob dict (token id -> ``.logprob`` or float).
 
     Each label's mass is the summed probability of its token spellings; ``label_mass`` is the
@@ -160,10 +167,12 @@ def choice_from_logprobs(logprob_dict: Mapping[int, Any], label_ids: Mapping[str
     any mass). The renormalisation is done in log space so tiny masses keep their ratios.
     """
     labels = list(label_ids)
-    log_mass = np.array([
-        logsumexp([_logprob(logprob_dict[t]) for t in label_ids[label] if t in logprob_dict] or [-np.inf])
-        for label in labels
-    ])
+    log_mass = np.array(
+        [
+            logsumexp([_logprob(logprob_dict[t]) for t in label_ids[label] if t in logprob_dict] or [-np.inf])
+            for label in labels
+        ]
+    )
     if not np.isfinite(log_mass).any():
         return ChoiceResult(probs={label: 1.0 / len(labels) for label in labels}, label_mass=0.0)
     log_total = logsumexp(log_mass)
@@ -171,7 +180,9 @@ def choice_from_logprobs(logprob_dict: Mapping[int, Any], label_ids: Mapping[str
     return ChoiceResult(probs=dict(zip(labels, probs.tolist())), label_mass=math.exp(log_total))
 
 
-def lora_request_for(adapter_path: str | None, registry: dict[str, int], lora_cls=None, content: str | None = None):
+def lora_request_for(
+    adapter_path: str | None, registry: dict[str, int], lora_cls=None, content: str | None = None
+):
     """A ``LoRARequest`` for ``adapter_path`` (``None`` for the base model).
 
     ``registry`` maps (adapter path, content fingerprint) to integer ids and is extended in place,
@@ -182,7 +193,9 @@ def lora_request_for(adapter_path: str | None, registry: dict[str, int], lora_cl
     if adapter_path is None:
         return None
     adapter_path = str(adapter_path)
-    lora_id = registry.setdefault(adapter_path if content is None else f"{adapter_path}#{content}", len(registry) + 1)
+    lora_id = registry.setdefault(
+        adapter_path if content is None else f"{adapter_path}#{content}", len(registry) + 1
+    )
     if lora_cls is None:
         from vllm.lora.request import LoRARequest as lora_cls
     return lora_cls(f"adapter-{lora_id}", lora_id, adapter_path)
@@ -196,11 +209,14 @@ def lora_targets(modules: Mapping[str, str] | None) -> list[str] | None:
     (``einsum(): subscript b has size 3 … 36`` in ``punica_cpu.py``); without it ``score`` runs."""
     if not modules:
         return None
-    return sorted({n.rsplit(".", 1)[-1] for n, cls in modules.items() if cls == "Linear"} - {"lm_head"}) or None
+    return (
+        sorted({n.rsplit(".", 1)[-1] for n, cls in modules.items() if cls == "Linear"} - {"lm_head"}) or None
+    )
 
 
-def platform_settings(cpu: bool, kv_cache_gb: float | None, enforce_eager: bool | None,
-                      max_model_len: int | None) -> dict[str, Any]:
+def platform_settings(
+    cpu: bool, kv_cache_gb: float | None, enforce_eager: bool | None, max_model_len: int | None
+) -> dict[str, Any]:
     """Engine arguments that depend on where vLLM runs (see the module docstring); none on a GPU unless asked."""
     out: dict[str, Any] = {}
     if kv_cache_gb is not None or cpu:
@@ -215,7 +231,9 @@ def platform_settings(cpu: bool, kv_cache_gb: float | None, enforce_eager: bool 
 def logprobs_mode(llm) -> str:
     """Which log-probabilities a ``vllm.LLM`` returns (its model config's ``logprobs_mode``; vLLM's default
     ``raw_logprobs`` where the config does not say)."""
-    config = getattr(getattr(llm, "llm_engine", None), "model_config", None) or getattr(llm, "model_config", None)
+    config = getattr(getattr(llm, "llm_engine", None), "model_config", None) or getattr(
+        llm, "model_config", None
+    )
     return str(getattr(config, "logprobs_mode", "raw_logprobs"))
 
 
@@ -243,8 +261,12 @@ def lora_settings(max_loras: int, max_lora_rank: int, targets: Sequence[str] | N
     """Engine arguments for LoRA per request; none for an engine that never takes an adapter (``max_loras: 0``)."""
     if max_loras == 0:
         return {}
-    return {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": max_loras,
-            "lora_target_modules": None if targets is None else list(targets)}
+    return {
+        "enable_lora": True,
+        "max_lora_rank": max_lora_rank,
+        "max_loras": max_loras,
+        "lora_target_modules": None if targets is None else list(targets),
+    }
 
 
 def sleep_mode(platform) -> bool:
@@ -263,15 +285,30 @@ class VLLMBackend(Backend):
     """One base model in a ``vllm.LLM`` engine, serving LoRA adapters per request."""
 
     name = "vllm"
-    sampling_logprobs = True  # the kit builds its engines with processed log-probabilities; around() checks trl's
+    sampling_logprobs = (
+        True  # the kit builds its engines with processed log-probabilities; around() checks trl's
+    )
 
-    def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto",
-                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
-                 max_model_len: int | None = None, trust_remote_code: bool = False,
-                 max_lora_rank: int = 64, max_loras: int = 8, seed: int = 0, identity: str | None = None,
-                 kv_cache_gb: float | None = None, enforce_eager: bool | None = None,
-                 lora_target_modules: Sequence[str] | None = None, max_num_batched_tokens: int | None = None,
-                 quantization: str | None = None):
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+        trust_remote_code: bool = False,
+        max_lora_rank: int = 64,
+        max_loras: int = 8,
+        seed: int = 0,
+        identity: str | None = None,
+        kv_cache_gb: float | None = None,
+        enforce_eager: bool | None = None,
+        lora_target_modules: Sequence[str] | None = None,
+        max_num_batched_tokens: int | None = None,
+        quantization: str | None = None,
+    ):
         start = time.perf_counter()
         try:
             from vllm import LLM
@@ -281,9 +318,15 @@ class VLLMBackend(Backend):
         identity = identity or f"{model}@{revision or 'main'}"
         log.info("loading %s into vLLM", identity)
         llm = LLM(
-            model=model, revision=revision, tokenizer_revision=revision, dtype=dtype,
-            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len, trust_remote_code=trust_remote_code, seed=seed,
+            model=model,
+            revision=revision,
+            tokenizer_revision=revision,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            trust_remote_code=trust_remote_code,
+            seed=seed,
             **lora_settings(max_loras, max_lora_rank, lora_target_modules),
             **({"quantization": quantization} if quantization else {}),
             # -1 lifts the cap on returned logprobs so choice_probs can ask for the whole vocabulary.
@@ -294,8 +337,10 @@ class VLLMBackend(Backend):
             enable_sleep_mode=sleep_mode(current_platform),
             logprobs_mode=LOGPROBS_MODE,
             # the CPU's settings win: one scheduler step holds a whole batch's prompts there
-            **{**({"max_num_batched_tokens": max_num_batched_tokens} if max_num_batched_tokens else {}),
-               **platform_settings(current_platform.is_cpu(), kv_cache_gb, enforce_eager, max_model_len)},
+            **{
+                **({"max_num_batched_tokens": max_num_batched_tokens} if max_num_batched_tokens else {}),
+                **platform_settings(current_platform.is_cpu(), kv_cache_gb, enforce_eager, max_model_len),
+            },
         )
         self._wire(llm, identity, numerics(dtype, tensor_parallel_size, quantization))
         self._sleeps, self._lora_enabled = sleep_mode(current_platform), max_loras > 0
@@ -313,8 +358,14 @@ class VLLMBackend(Backend):
         # an engine built elsewhere (trl's) may return raw log-probabilities: then no sampled ones from here
         self.sampling_logprobs = logprobs_mode(llm) == LOGPROBS_MODE
         # the transformers backend's counters; prefill_tokens_saved: prompt tokens the prefix cache served
-        self.stats = {"generate_calls": 0, "forward_calls": 0, "generated_tokens": 0, "requests": 0,
-                      "prompt_tokens": 0, "prefill_tokens_saved": 0}
+        self.stats = {
+            "generate_calls": 0,
+            "forward_calls": 0,
+            "generated_tokens": 0,
+            "requests": 0,
+            "prompt_tokens": 0,
+            "prefill_tokens_saved": 0,
+        }
 
     @classmethod
     def around(cls, llm, identity: str = "in-memory") -> VLLMBackend:
@@ -331,13 +382,26 @@ class VLLMBackend(Backend):
         from kit.llm.models import module_names, resolve_model
 
         resolved = resolve_model(model.name, model.revision)
-        return cls(resolved.path, identity=resolved.identity, revision=resolved.revision, dtype=model.dtype,
-                   tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=startup_utilization(model),
-                   max_model_len=model.max_model_len, trust_remote_code=model.trust_remote_code,
-                   max_lora_rank=model.max_lora_rank, max_loras=model.max_loras, seed=seed,
-                   kv_cache_gb=model.kv_cache_gb, enforce_eager=model.enforce_eager,
-                   max_num_batched_tokens=model.max_num_batched_tokens, quantization=model.quantization,
-                   lora_target_modules=lora_targets(module_names(model.name, model.revision, model.trust_remote_code)))
+        return cls(
+            resolved.path,
+            identity=resolved.identity,
+            revision=resolved.revision,
+            dtype=model.dtype,
+            tensor_parallel_size=model.tensor_parallel_size,
+            gpu_memory_utilization=startup_utilization(model),
+            max_model_len=model.max_model_len,
+            trust_remote_code=model.trust_remote_code,
+            max_lora_rank=model.max_lora_rank,
+            max_loras=model.max_loras,
+            seed=seed,
+            kv_cache_gb=model.kv_cache_gb,
+            enforce_eager=model.enforce_eager,
+            max_num_batched_tokens=model.max_num_batched_tokens,
+            quantization=model.quantization,
+            lora_target_modules=lora_targets(
+                module_names(model.name, model.revision, model.trust_remote_code)
+            ),
+        )
 
     @staticmethod
     def numerics_for(model) -> str:
@@ -366,15 +430,28 @@ class VLLMBackend(Backend):
     def _loras(self, requests: Sequence[ChatRequest]) -> list | None:
         if not getattr(self, "_lora_enabled", True):
             if any(r.adapter for r in requests):
-                raise ValueError(f"{self.identity} runs without LoRA (max_loras: 0) and was asked for an adapter; "
-                                 "fix: give the role max_loras of 1 or more")
+                raise ValueError(
+                    f"{self.identity} runs without LoRA (max_loras: 0) and was asked for an adapter; "
+                    "fix: give the role max_loras of 1 or more"
+                )
             return None
-        return [lora_request_for(r.adapter, self._lora_ids, self._lora_cls,
-                                 None if r.adapter is None else self.adapter_identity(r.adapter)) for r in requests]
+        return [
+            lora_request_for(
+                r.adapter,
+                self._lora_ids,
+                self._lora_cls,
+                None if r.adapter is None else self.adapter_identity(r.adapter),
+            )
+            for r in requests
+        ]
 
     def _run(self, prompts: list[list[int]], params, requests: Sequence[ChatRequest]) -> list:
-        return self.llm.generate([self._tokens_prompt(prompt_token_ids=ids) for ids in prompts], params,
-                                 lora_request=self._loras(requests), use_tqdm=False)
+        return self.llm.generate(
+            [self._tokens_prompt(prompt_token_ids=ids) for ids in prompts],
+            params,
+            lora_request=self._loras(requests),
+            use_tqdm=False,
+        )
 
     def generate(self, requests: Sequence[ChatRequest], params: GenParams) -> list[str]:
         return [o.outputs[0].text for o in self._generate(requests, params, {})]
@@ -382,8 +459,10 @@ class VLLMBackend(Backend):
     def generate_sampled(self, requests: Sequence[ChatRequest], params: GenParams) -> list[Sampled]:
         refuse_stop_strings(params, self.name)
         if not self.sampling_logprobs:
-            raise ValueError(f"this vLLM engine returns {logprobs_mode(self.llm)}, not the sampling distribution's "
-                             f"log-probabilities; build it with logprobs_mode={LOGPROBS_MODE!r}")
+            raise ValueError(
+                f"this vLLM engine returns {logprobs_mode(self.llm)}, not the sampling distribution's "
+                f"log-probabilities; build it with logprobs_mode={LOGPROBS_MODE!r}"
+            )
         return [sampled_from(o.outputs[0]) for o in self._generate(requests, params, {"logprobs": 0})]
 
     def _generate(self, requests: Sequence[ChatRequest], params: GenParams, extra: dict) -> list:
@@ -392,7 +471,9 @@ class VLLMBackend(Backend):
         prompts = [encode_prompt(self.tokenizer, r.chat) for r in requests]
         kwargs = {**sampling_kwargs(params), **extra}
         if params.seed is not None and not params.greedy:
-            sampling = [self._sampling_params(**{**kwargs, "seed": request_seed(params.seed, r)}) for r in requests]
+            sampling = [
+                self._sampling_params(**{**kwargs, "seed": request_seed(params.seed, r)}) for r in requests
+            ]
         else:  # greedy decoding draws nothing: one SamplingParams for the call
             sampling = self._sampling_params(**kwargs)
         outputs = self._run(prompts, sampling, requests)
@@ -421,10 +502,13 @@ class VLLMBackend(Backend):
         results: list[ChoiceResult] = []
         params = self._sampling_params(max_tokens=1, temperature=0.0, logprobs=-1, detokenize=False)
         for start in range(0, len(requests), CHOICE_CHUNK):
-            chunk = requests[start:start + CHOICE_CHUNK]
+            chunk = requests[start : start + CHOICE_CHUNK]
             prompts = [encode_prompt(self.tokenizer, r.chat, r.prefix) for r in chunk]
             outputs = self._run(prompts, params, chunk)
             for req, out in zip(chunk, outputs):
-                results.append(choice_from_logprobs(out.outputs[0].logprobs[0],
-                                                    label_token_ids(self.tokenizer, req.labels)))
+                results.append(
+                    choice_from_logprobs(
+                        out.outputs[0].logprobs[0], label_token_ids(self.tokenizer, req.labels)
+                    )
+                )
         return results

@@ -37,7 +37,9 @@ def cohen_kappa(a: Sequence[int], b: Sequence[int], labels: Sequence[int] = LABE
     """Cohen's κ of two raters' labels on the same items; ``nan`` when chance agreement is 1 (or no items)."""
     x, y = np.asarray(a), np.asarray(b)
     if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"two 1-D label sequences of one length are needed, got shapes {x.shape} and {y.shape}")
+        raise ValueError(
+            f"two 1-D label sequences of one length are needed, got shapes {x.shape} and {y.shape}"
+        )
     unknown = set(np.unique(np.concatenate([x, y]))) - set(labels)
     if unknown:
         raise ValueError(f"labels {sorted(unknown)} are not among {list(labels)}")
@@ -53,8 +55,14 @@ def cohen_kappa(a: Sequence[int], b: Sequence[int], labels: Sequence[int] = LABE
     return float("nan") if expected >= 1 else float((observed - expected) / (1 - expected))
 
 
-def bootstrap_statistic(stat: Callable[[np.ndarray], float], n: int, n_boot: int = 1000, seed: int = 0,
-                        groups: Sequence[Any] | None = None, alpha: float = 0.05) -> tuple[float, float]:
+def bootstrap_statistic(
+    stat: Callable[[np.ndarray], float],
+    n: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    groups: Sequence[Any] | None = None,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
     """Percentile interval of ``stat(indices)`` over bootstrap resamples of ``n`` units (whole ``groups`` when
     given: a cluster bootstrap). Resamples where the statistic is undefined are left out; ``(nan, nan)`` for
     fewer than two units or no defined resample."""
@@ -80,14 +88,22 @@ def bootstrap_statistic(stat: Callable[[np.ndarray], float], n: int, n_boot: int
     return (float(low), float(high))
 
 
-def agreement_table(reference: np.ndarray, judged: np.ndarray, names: Sequence[str], groups: Sequence[Any] | None = None,
-                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def agreement_table(
+    reference: np.ndarray,
+    judged: np.ndarray,
+    names: Sequence[str],
+    groups: Sequence[Any] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Per dimension (``names``, the columns of two ``(texts, dims)`` arrays): items, half steps of
     ``reference`` rounded, exact agreement and κ after rounding, each with a 95 % bootstrap interval over texts
     (or over ``groups`` of texts)."""
     ref, got = np.asarray(reference, dtype=float), np.asarray(judged, dtype=float)
     if ref.shape != got.shape or ref.ndim != 2 or ref.shape[1] != len(names):
-        raise ValueError(f"two (texts, {len(names)}) arrays of one shape are needed, got {ref.shape} and {got.shape}")
+        raise ValueError(
+            f"two (texts, {len(names)}) arrays of one shape are needed, got {ref.shape} and {got.shape}"
+        )
     rounded_ref, rounded_got = round_half_steps(ref), round_half_steps(got)
     rows = []
     for j, name in enumerate(names):
@@ -95,13 +111,35 @@ def agreement_table(reference: np.ndarray, judged: np.ndarray, names: Sequence[s
         exact = lambda idx, x=x, y=y: float(np.mean(x[idx] == y[idx])) if len(idx) else float("nan")  # noqa: E731
         kappa = lambda idx, x=x, y=y: cohen_kappa(x[idx], y[idx])  # noqa: E731
         everything = np.arange(len(x))
-        rows.append({"value": name, "n": len(x), "half_steps_rounded": half_steps(ref[:, j]),
-                     "exact": exact(everything),
-                     **dict(zip(("exact_low", "exact_high"), bootstrap_statistic(exact, len(x), n_boot, seed, groups))),
-                     "kappa": kappa(everything),
-                     **dict(zip(("kappa_low", "kappa_high"), bootstrap_statistic(kappa, len(x), n_boot, seed, groups)))})
-    return pd.DataFrame(rows, columns=["value", "n", "half_steps_rounded", "exact", "exact_low", "exact_high", "kappa",
-                                       "kappa_low", "kappa_high"]).set_index("value")
+        rows.append(
+            {
+                "value": name,
+                "n": len(x),
+                "half_steps_rounded": half_steps(ref[:, j]),
+                "exact": exact(everything),
+                **dict(
+                    zip(("exact_low", "exact_high"), bootstrap_statistic(exact, len(x), n_boot, seed, groups))
+                ),
+                "kappa": kappa(everything),
+                **dict(
+                    zip(("kappa_low", "kappa_high"), bootstrap_statistic(kappa, len(x), n_boot, seed, groups))
+                ),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "value",
+            "n",
+            "half_steps_rounded",
+            "exact",
+            "exact_low",
+            "exact_high",
+            "kappa",
+            "kappa_low",
+            "kappa_high",
+        ],
+    ).set_index("value")
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -114,8 +152,13 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def spearman_with_ci(x: Sequence[float], y: Sequence[float], groups: Sequence[Any] | None = None, n_boot: int = 1000,
-                     seed: int = 0) -> tuple[float, float, float]:
+def spearman_with_ci(
+    x: Sequence[float],
+    y: Sequence[float],
+    groups: Sequence[Any] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """(ρ, low, high): Spearman's ρ with a 95 % bootstrap interval over the pairs (or their ``groups``)."""
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rho = spearman(a, b)

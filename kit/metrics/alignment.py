@@ -150,7 +150,9 @@ def bootstrap_ci(
         raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
     w = np.ones_like(arr) if weights is None else np.asarray(weights, dtype=float)
     if w.shape != arr.shape or not np.all(np.isfinite(w)) or np.any(w < 0) or (arr.size and w.sum() <= 0):
-        raise ValueError(f"weights must be one finite non-negative number per value with a positive sum, got {w!r}")
+        raise ValueError(
+            f"weights must be one finite non-negative number per value with a positive sum, got {w!r}"
+        )
     if groups is None:
         sums, mass = arr * w, w
     else:
@@ -186,7 +188,9 @@ def apply_label_floor(rows: Iterable[Mapping[str, Any]], min_label_mass: float) 
     ``missing`` True. Nothing is dropped: the tables count what is missing per row."""
     if not 0 <= min_label_mass <= 1:
         raise ValueError(f"min_label_mass must lie in [0, 1], got {min_label_mass}")
-    return [{**r, "p_gen": None, "missing": True} if below_floor(r, min_label_mass) else dict(r) for r in rows]
+    return [
+        {**r, "p_gen": None, "missing": True} if below_floor(r, min_label_mass) else dict(r) for r in rows
+    ]
 
 
 def missing_answers(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -214,13 +218,21 @@ def per_question_scores(rows: Iterable[Mapping[str, Any]], missing: str = "drop"
         _check_row(row)
         key = (row["agent"], row["country"], row["question_id"])
         if key in seen:
-            raise ValueError(f"duplicate score row for (agent, country, question_id) = {key}; keep one per question")
+            raise ValueError(
+                f"duplicate score row for (agent, country, question_id) = {key}; keep one per question"
+            )
         seen.add(key)
         p_gen, p_gold = row["p_gen"], row["p_gold"]
         if p_gen is None:
             if missing == "worst":
-                records.append({"agent": key[0], "country": key[1], "question_id": key[2],
-                                **{score: worst(score) for score in SCORES}})
+                records.append(
+                    {
+                        "agent": key[0],
+                        "country": key[1],
+                        "question_id": key[2],
+                        **{score: worst(score) for score in SCORES},
+                    }
+                )
             continue
         records.append(
             {
@@ -251,18 +263,29 @@ def score_table(
     lost: dict[tuple[Any, Any], int] = {}
     for r in rows:
         lost[(r["agent"], r["country"])] = lost.get((r["agent"], r["country"]), 0) + (r.get("p_gen") is None)
-    columns = ["agent", "country", "n", "missing"] + [f"{s}{suffix}" for s in SCORES
-                                                      for suffix in ("", "_ci_low", "_ci_high")]
+    columns = ["agent", "country", "n", "missing"] + [
+        f"{s}{suffix}" for s in SCORES for suffix in ("", "_ci_low", "_ci_high")
+    ]
     groups = dict(iter(scores.groupby(["agent", "country"], sort=True)))
     records = []
     for agent, country in sorted(lost, key=lambda k: (str(k[0]), str(k[1]))):
         group = groups.get((agent, country), scores.iloc[0:0])
-        record: dict[str, Any] = {"agent": agent, "country": country, "n": len(group), "missing": lost[(agent, country)]}
+        record: dict[str, Any] = {
+            "agent": agent,
+            "country": country,
+            "n": len(group),
+            "missing": lost[(agent, country)],
+        }
         for score in SCORES:
             values = group[score].to_numpy()
             low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed, alpha=alpha)
-            record.update({score: float(values.mean()) if len(values) else float("nan"),
-                           f"{score}_ci_low": low, f"{score}_ci_high": high})
+            record.update(
+                {
+                    score: float(values.mean()) if len(values) else float("nan"),
+                    f"{score}_ci_low": low,
+                    f"{score}_ci_high": high,
+                }
+            )
         records.append(record)
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -310,7 +333,9 @@ def uniform_reference(items: Iterable[Any], agent: str = UNIFORM_AGENT) -> list[
     ]
 
 
-def other_countries_reference(items: Iterable[Any], agent: str = OTHER_COUNTRIES_AGENT) -> list[dict[str, Any]]:
+def other_countries_reference(
+    items: Iterable[Any], agent: str = OTHER_COUNTRIES_AGENT
+) -> list[dict[str, Any]]:
     """Score rows whose prediction for (question, country) is the mean of the other countries' gold.
 
     Each gold distribution is renormalised before averaging; every sample of the target country
@@ -328,7 +353,9 @@ def other_countries_reference(items: Iterable[Any], agent: str = OTHER_COUNTRIES
             others = [d for c, d in by_country.items() if base_country(c) != base_country(country)]
             if others:
                 p_gen = np.mean(others, axis=0)
-                rows.append({"agent": agent, "country": country, "question_id": qid, "p_gen": p_gen, "p_gold": dist})
+                rows.append(
+                    {"agent": agent, "country": country, "question_id": qid, "p_gen": p_gen, "p_gold": dist}
+                )
     return rows
 
 
@@ -340,7 +367,9 @@ def _pairwise_js_similarity(dists: np.ndarray) -> np.ndarray:
     return (1.0 - np.sqrt(np.clip(jsd, 0.0, 1.0))) * 100.0
 
 
-def _similarity_sums(gold: Mapping[Any, Mapping[Any, np.ndarray]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _similarity_sums(
+    gold: Mapping[Any, Mapping[Any, np.ndarray]],
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(sorted country names, Σ js_similarity, count of shared questions) of every pair over ``gold``'s questions."""
     names = sorted({c for by_country in gold.values() for c in by_country})
     index = {c: i for i, c in enumerate(names)}
@@ -360,12 +389,21 @@ def country_similarity(items: Iterable[Any], min_shared: int = 3) -> dict[tuple[
     not samples of one country. Symmetric; each pair is listed both ways."""
     names, total, count = _similarity_sums(_gold_by_question(items))
     base = [base_country(c) for c in names]
-    return {(a, b): float(total[i, j] / count[i, j]) for i, a in enumerate(names) for j, b in enumerate(names)
-            if count[i, j] >= min_shared and base[i] != base[j]}
+    return {
+        (a, b): float(total[i, j] / count[i, j])
+        for i, a in enumerate(names)
+        for j, b in enumerate(names)
+        if count[i, j] >= min_shared and base[i] != base[j]
+    }
 
 
-def neighbour_prior_reference(train_items: Iterable[Any], test_items: Iterable[Any], k: int = 5, min_shared: int = 3,
-                              agent: str = NEIGHBOUR_AGENT) -> list[dict[str, Any]]:
+def neighbour_prior_reference(
+    train_items: Iterable[Any],
+    test_items: Iterable[Any],
+    k: int = 5,
+    min_shared: int = 3,
+    agent: str = NEIGHBOUR_AGENT,
+) -> list[dict[str, Any]]:
     """Score rows that predict (question, country) by the mean answer to that question of the ``k`` countries
     whose answers on the *train* questions were most like the country's (:func:`country_similarity`).
 
@@ -384,14 +422,28 @@ def neighbour_prior_reference(train_items: Iterable[Any], test_items: Iterable[A
     rows = []
     for qid, by_country in _gold_by_question(test_items).items():
         for country, dist in by_country.items():
-            others = [c for c in by_country if base_country(c) != base_country(country) and by_country[c].size == dist.size]
+            others = [
+                c
+                for c in by_country
+                if base_country(c) != base_country(country) and by_country[c].size == dist.size
+            ]
             if not others:
                 continue
             world = np.mean([by_country[c] for c in others], axis=0)
-            ranked = sorted((c for c in others if (country, c) in similar), key=lambda c: (-similar[(country, c)], c))[:k]
+            ranked = sorted(
+                (c for c in others if (country, c) in similar), key=lambda c: (-similar[(country, c)], c)
+            )[:k]
             p_gen = (np.sum([by_country[c] for c in ranked], axis=0) + (k - len(ranked)) * world) / k
-            rows.append({"agent": agent, "country": country, "question_id": qid, "p_gen": p_gen, "p_gold": dist,
-                         "neighbours": ranked})
+            rows.append(
+                {
+                    "agent": agent,
+                    "country": country,
+                    "question_id": qid,
+                    "p_gen": p_gen,
+                    "p_gold": dist,
+                    "neighbours": ranked,
+                }
+            )
     return rows
 
 
@@ -402,9 +454,13 @@ MIN_SHARED_GRID = (1, 2, 3, 5, 10, 20)
 _CHOSEN: dict[str, tuple[int, int, pd.DataFrame]] = {}
 
 
-def choose_neighbours(train_items: Iterable[Any], folds: int = 5, seed: int = 0,
-                      ks: Sequence[int] = NEIGHBOUR_K_GRID,
-                      shared: Sequence[int] = MIN_SHARED_GRID) -> tuple[int, int, pd.DataFrame]:
+def choose_neighbours(
+    train_items: Iterable[Any],
+    folds: int = 5,
+    seed: int = 0,
+    ks: Sequence[int] = NEIGHBOUR_K_GRID,
+    shared: Sequence[int] = MIN_SHARED_GRID,
+) -> tuple[int, int, pd.DataFrame]:
     """``(k, min_shared)`` of the neighbour prior by ``folds``-fold cross-validation *inside the train split*:
     the train questions are split by stem into folds (``kit.run.seeds``); each fold's answers are predicted from
     the similarity of the other folds' questions, and the pair with the highest mean js_similarity over every
@@ -417,10 +473,15 @@ def choose_neighbours(train_items: Iterable[Any], folds: int = 5, seed: int = 0,
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
     import hashlib
 
-    key = hashlib.sha256("|".join(
-        [str(folds), str(seed), repr(tuple(ks)), repr(tuple(shared))]
-        + sorted(f"{_get(it, 'question_id')}/{_get(it, 'country')}/{tuple(_get(it, 'distribution'))}" for it in items)
-    ).encode()).hexdigest()
+    key = hashlib.sha256(
+        "|".join(
+            [str(folds), str(seed), repr(tuple(ks)), repr(tuple(shared))]
+            + sorted(
+                f"{_get(it, 'question_id')}/{_get(it, 'country')}/{tuple(_get(it, 'distribution'))}"
+                for it in items
+            )
+        ).encode()
+    ).hexdigest()
     if key in _CHOSEN:
         return _CHOSEN[key]
     gold = _gold_by_question(items)
@@ -445,24 +506,43 @@ def choose_neighbours(train_items: Iterable[Any], folds: int = 5, seed: int = 0,
                 scores = _fold_scores(by_country, index, base, np.where(count >= m, mean_sim, np.nan), ks)
                 for k, values in scores.items():
                     totals[(k, m)].append(values)
-    grid = pd.DataFrame([{"k": k, "min_shared": m, "js_similarity": float(np.concatenate(v).mean()),
-                          "rows": int(sum(len(x) for x in v))} for (k, m), v in totals.items() if sum(len(x) for x in v)])
+    grid = pd.DataFrame(
+        [
+            {
+                "k": k,
+                "min_shared": m,
+                "js_similarity": float(np.concatenate(v).mean()),
+                "rows": int(sum(len(x) for x in v)),
+            }
+            for (k, m), v in totals.items()
+            if sum(len(x) for x in v)
+        ]
+    )
     if grid.empty:  # nothing to cross-validate on: no train question two countries answered
-        log.warning("the neighbour prior's cross-validation found no train question two countries answered; it uses "
-                    "k=%d, min_shared=%d (where every neighbour is missing it is the other countries' mean)",
-                    *NEIGHBOUR_DEFAULT)
+        log.warning(
+            "the neighbour prior's cross-validation found no train question two countries answered; it uses "
+            "k=%d, min_shared=%d (where every neighbour is missing it is the other countries' mean)",
+            *NEIGHBOUR_DEFAULT,
+        )
         return (*NEIGHBOUR_DEFAULT, grid)
     best = grid.sort_values(["js_similarity", "k", "min_shared"], ascending=[False, True, True]).iloc[0]
     _CHOSEN[key] = (int(best["k"]), int(best["min_shared"]), grid)
     return _CHOSEN[key]
 
 
-def _fold_scores(by_country: Mapping[str, np.ndarray], index: Mapping[str, int], base: Sequence[str],
-                 sim: np.ndarray, ks: Sequence[int]) -> dict[int, np.ndarray]:
+def _fold_scores(
+    by_country: Mapping[str, np.ndarray],
+    index: Mapping[str, int],
+    base: Sequence[str],
+    sim: np.ndarray,
+    ks: Sequence[int],
+) -> dict[int, np.ndarray]:
     """js_similarity of the neighbour prior's prediction for every country of one question, for each ``k``: the same
     rule as :func:`neighbour_prior_reference` (countries unknown to the fit's similarity have no neighbour)."""
     names = list(by_country)
-    dists = np.stack([by_country[c] for c in names]) if len({d.size for d in by_country.values()}) == 1 else None
+    dists = (
+        np.stack([by_country[c] for c in names]) if len({d.size for d in by_country.values()}) == 1 else None
+    )
     out: dict[int, list[float]] = {k: [] for k in ks}
     if dists is None:
         return {k: np.array([]) for k in ks}
@@ -473,9 +553,13 @@ def _fold_scores(by_country: Mapping[str, np.ndarray], index: Mapping[str, int],
         if not others:
             continue
         world = dists[others].mean(axis=0)
-        sims = [(sim[idx[i], idx[j]] if idx[i] is not None and idx[j] is not None else np.nan, names[j], j)
-                for j in others]
-        ranked = [j for s_, _, j in sorted((t for t in sims if not np.isnan(t[0])), key=lambda t: (-t[0], t[1]))]
+        sims = [
+            (sim[idx[i], idx[j]] if idx[i] is not None and idx[j] is not None else np.nan, names[j], j)
+            for j in others
+        ]
+        ranked = [
+            j for s_, _, j in sorted((t for t in sims if not np.isnan(t[0])), key=lambda t: (-t[0], t[1]))
+        ]
         cum = np.cumsum(dists[ranked], axis=0) if ranked else np.zeros((0, dists.shape[1]))
         preds = []
         for k in ks:
@@ -490,29 +574,58 @@ def _fold_scores(by_country: Mapping[str, np.ndarray], index: Mapping[str, int],
     return {k: np.array(v) for k, v in out.items()}
 
 
-def prior_check(rows: Sequence[Mapping[str, Any]], metric: str = "js_similarity", n_boot: int = 1000, seed: int = 0,
-                min_items: int = MIN_ITEMS) -> dict[str, Any]:
+def prior_check(
+    rows: Sequence[Mapping[str, Any]],
+    metric: str = "js_similarity",
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_items: int = MIN_ITEMS,
+) -> dict[str, Any]:
     """Whether the neighbour prior beats the other-countries mean on the rows both scored (paired, as every verdict):
     ``{"diff", "ci_low", "ci_high", "n", "verdict", "line"}``, ``line`` saying so in words when it does not."""
     present = {r.get("agent") for r in rows}
     if not {NEIGHBOUR_AGENT, OTHER_COUNTRIES_AGENT} <= present:
-        return {"diff": None, "ci_low": None, "ci_high": None, "n": 0, "verdict": "no rows",
-                "line": "the neighbour prior or the other-countries mean has no row here"}
+        return {
+            "diff": None,
+            "ci_low": None,
+            "ci_high": None,
+            "n": 0,
+            "verdict": "no rows",
+            "line": "the neighbour prior or the other-countries mean has no row here",
+        }
     d = paired_difference(rows, NEIGHBOUR_AGENT, OTHER_COUNTRIES_AGENT, metric, n_boot=n_boot, seed=seed)
     verdict = verdict_of(d.ci_low, d.ci_high, d.n, min_items, better="beats")
-    line = ("" if verdict == "beats" else
-            f"the neighbour prior does NOT beat the other-countries mean here ({metric} {d.mean:+.2f} "
-            f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}] over {d.n} rows: {verdict}): a reference row, not the strongest bar")
-    return {"diff": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high, "n": d.n, "verdict": verdict, "line": line}
+    line = (
+        ""
+        if verdict == "beats"
+        else f"the neighbour prior does NOT beat the other-countries mean here ({metric} {d.mean:+.2f} "
+        f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}] over {d.n} rows: {verdict}): a reference row, not the strongest bar"
+    )
+    return {
+        "diff": d.mean,
+        "ci_low": d.ci_low,
+        "ci_high": d.ci_high,
+        "n": d.n,
+        "verdict": verdict,
+        "line": line,
+    }
 
 
-def reference_rows(train_items: Iterable[Any], test_items: Iterable[Any], wanted: set[tuple[Any, Any]] | None = None,
-                   k: int = 5, min_shared: int = 3) -> list[dict[str, Any]]:
+def reference_rows(
+    train_items: Iterable[Any],
+    test_items: Iterable[Any],
+    wanted: set[tuple[Any, Any]] | None = None,
+    k: int = 5,
+    min_shared: int = 3,
+) -> list[dict[str, Any]]:
     """The rows of every reference without a model (``WORLD_REFERENCES``) on ``test_items``, kept to the (country, question_id) pairs
     in ``wanted`` (all when None): what every alignment table carries beside its own rows."""
     test_items = list(test_items)
-    rows = (uniform_reference(test_items) + other_countries_reference(test_items)
-            + neighbour_prior_reference(train_items, test_items, k, min_shared))
+    rows = (
+        uniform_reference(test_items)
+        + other_countries_reference(test_items)
+        + neighbour_prior_reference(train_items, test_items, k, min_shared)
+    )
     return [r for r in rows if wanted is None or (r["country"], r["question_id"]) in wanted]
 
 
@@ -542,20 +655,35 @@ def flatten_to_entropy(p: Any, target_bits: float, tol: float = 1e-9) -> np.ndar
     return (1 - hi) * arr + hi * flat
 
 
-def entropy_matched_reference(answers: Iterable[Mapping[str, Any]], references: Iterable[Mapping[str, Any]],
-                              agent: str, name: str = ENTROPY_AGENT) -> list[dict[str, Any]]:
+def entropy_matched_reference(
+    answers: Iterable[Mapping[str, Any]],
+    references: Iterable[Mapping[str, Any]],
+    agent: str,
+    name: str = ENTROPY_AGENT,
+) -> list[dict[str, Any]]:
     """Score rows of ``agent``'s own answers, each flattened toward uniform (:func:`flatten_to_entropy`) to the
     entropy of the other-countries mean's answer to the same (country, question) — what flattening alone
     earns a model that knows what ``agent`` knows. An answer that is missing, or a pair with no
     other-countries row, gets no row."""
-    world = {(r["country"], r["question_id"]): r["p_gen"] for r in references if r["agent"] == OTHER_COUNTRIES_AGENT}
+    world = {
+        (r["country"], r["question_id"]): r["p_gen"]
+        for r in references
+        if r["agent"] == OTHER_COUNTRIES_AGENT
+    }
     rows = []
     for r in answers:
         key = (r["country"], r["question_id"])
         if r["agent"] != agent or r.get("p_gen") is None or key not in world:
             continue
-        rows.append({"agent": name, "country": key[0], "question_id": key[1],
-                     "p_gen": flatten_to_entropy(r["p_gen"], entropy(world[key])), "p_gold": r["p_gold"]})
+        rows.append(
+            {
+                "agent": name,
+                "country": key[0],
+                "question_id": key[1],
+                "p_gen": flatten_to_entropy(r["p_gen"], entropy(world[key])),
+                "p_gold": r["p_gold"],
+            }
+        )
     return rows
 
 
@@ -572,8 +700,15 @@ class PairedDifference:
     n: int
 
 
-def paired_verdicts(rows: pd.DataFrame, method: str, score: str, n_boot: int = 1000, seed: int = 0,
-                    min_items: int = MIN_ITEMS, direction: str | None = None) -> list[dict]:
+def paired_verdicts(
+    rows: pd.DataFrame,
+    method: str,
+    score: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_items: int = MIN_ITEMS,
+    direction: str | None = None,
+) -> list[dict]:
     """``method`` minus each other method on the items both scored (``rows``: one row per method and
     ``id``): mean difference, 95 % bootstrap interval, n, and "better" / "worse" when the interval excludes 0
     in the score's direction (``direction``, else the registry's for ``score``, else higher), "no difference"
@@ -599,9 +734,17 @@ def paired_verdicts(rows: pd.DataFrame, method: str, score: str, n_boot: int = 1
         diffs = (wide[method] - wide[other]).dropna().to_numpy(dtype=float)
         low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
         verdict = verdict_of(*sorted((sign * low, sign * high)), len(diffs), min_items)
-        out.append({"against": other, "score": score, "mean_diff": float(diffs.mean()) if diffs.size else np.nan,
-                    "ci_low": low,
-                    "ci_high": high, "n": len(diffs), "verdict": verdict})
+        out.append(
+            {
+                "against": other,
+                "score": score,
+                "mean_diff": float(diffs.mean()) if diffs.size else np.nan,
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(diffs),
+                "verdict": verdict,
+            }
+        )
     return out
 
 
@@ -627,14 +770,23 @@ def paired_difference(
     wanted = {agent_a, agent_b}
     # a missing answer of either agent is scored as the worst value: a failure counts against its agent
     scores = per_question_scores(
-        (r for r in table_rows if r.get("agent") in wanted and (country is None or r.get("country") == country)),
-        missing="worst")
+        (
+            r
+            for r in table_rows
+            if r.get("agent") in wanted and (country is None or r.get("country") == country)
+        ),
+        missing="worst",
+    )
     wide = scores.pivot(index=["country", "question_id"], columns="agent", values=metric)
     if agent_a not in wide or agent_b not in wide:
-        raise ValueError(f"no rows for agent {agent_a!r} or {agent_b!r}; check the agent names and country filter")
+        raise ValueError(
+            f"no rows for agent {agent_a!r} or {agent_b!r}; check the agent names and country filter"
+        )
     diffs = (wide[agent_a] - wide[agent_b]).dropna()
     if diffs.empty:
-        raise ValueError(f"agents {agent_a!r} and {agent_b!r} share no (country, question) pair; nothing to compare")
+        raise ValueError(
+            f"agents {agent_a!r} and {agent_b!r} share no (country, question) pair; nothing to compare"
+        )
     question_ids = diffs.index.get_level_values("question_id").tolist()
     low, high = bootstrap_ci(diffs.to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha, groups=question_ids)
     return PairedDifference(agent_a, agent_b, metric, float(diffs.mean()), low, high, int(diffs.size))
@@ -666,29 +818,60 @@ def reference_comparison(
     for kind in kinds:
         for ref in references:
             if kind in REFERENCES:  # a reference row is compared against, never scored as a winner
-                rows.append({"kind": kind, "reference": ref, "n": 0, "diff": np.nan, "ci_low": np.nan,
-                             "ci_high": np.nan, "verdict": "reference"})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "reference": ref,
+                        "n": 0,
+                        "diff": np.nan,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                        "verdict": "reference",
+                    }
+                )
                 continue
-            if ref not in present:  # e.g. a neighbour prior with no neighbour for these countries: said, not hidden
-                rows.append({"kind": kind, "reference": ref, "n": 0, "diff": np.nan, "ci_low": np.nan,
-                             "ci_high": np.nan, "verdict": "no rows"})
+            if (
+                ref not in present
+            ):  # e.g. a neighbour prior with no neighbour for these countries: said, not hidden
+                rows.append(
+                    {
+                        "kind": kind,
+                        "reference": ref,
+                        "n": 0,
+                        "diff": np.nan,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                        "verdict": "no rows",
+                    }
+                )
                 continue
             d = paired_difference(table_rows, kind, ref, metric, n_boot=n_boot, seed=seed, alpha=alpha)
             verdict = verdict_of(d.ci_low, d.ci_high, d.n, min_items, better="beats")
-            rows.append({"kind": kind, "reference": ref, "n": d.n, "diff": d.mean, "ci_low": d.ci_low,
-                         "ci_high": d.ci_high, "verdict": verdict})
+            rows.append(
+                {
+                    "kind": kind,
+                    "reference": ref,
+                    "n": d.n,
+                    "diff": d.mean,
+                    "ci_low": d.ci_low,
+                    "ci_high": d.ci_high,
+                    "verdict": verdict,
+                }
+            )
     return pd.DataFrame(rows, columns=["kind", "reference", "n", "diff", "ci_low", "ci_high", "verdict"])
 
 
-def continent_table(score_rows: Sequence[Mapping], metric: str = "js_similarity", n_boot: int = 1000,
-                    seed: int = 0) -> pd.DataFrame:
+def continent_table(
+    score_rows: Sequence[Mapping], metric: str = "js_similarity", n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Per row and continent, and overall: the mean over countries of each country's mean score, with a
     bootstrap 95 % interval that resamples questions (one question asked in several countries is one unit).
 
     Long format: agent, continent (a continent or ``"overall"``), mean, ci_low, ci_high, n.
     """
-    scores = per_question_scores({k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")}
-                                 for r in score_rows)
+    scores = per_question_scores(
+        {k: r[k] for k in ("agent", "country", "question_id", "p_gen", "p_gold")} for r in score_rows
+    )
     scores["continent"] = [region_of(c) for c in scores["country"]]
     out = []
     for agent, group in scores.groupby("agent", sort=False):
@@ -696,10 +879,23 @@ def continent_table(score_rows: Sequence[Mapping], metric: str = "js_similarity"
             by_country = part.groupby("country")[metric].mean()
             # weight each row so every country counts once (the mean of country means), then bootstrap questions
             weights = part["country"].map(1 / part.groupby("country").size()).to_numpy()
-            low, high = bootstrap_ci(part[metric].to_numpy(), n_boot=n_boot, seed=seed,
-                                     groups=part["question_id"].tolist(), weights=weights)
-            out.append({"agent": agent, "continent": continent, "mean": float(by_country.mean()),
-                        "ci_low": low, "ci_high": high, "n": len(part)})
+            low, high = bootstrap_ci(
+                part[metric].to_numpy(),
+                n_boot=n_boot,
+                seed=seed,
+                groups=part["question_id"].tolist(),
+                weights=weights,
+            )
+            out.append(
+                {
+                    "agent": agent,
+                    "continent": continent,
+                    "mean": float(by_country.mean()),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": len(part),
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -714,15 +910,28 @@ def between_culture_distance(score_rows: Iterable[Mapping[str, Any]]) -> pd.Data
     for r in score_rows:
         if r.get("p_gen") is None:  # a missing answer has no distribution to compare
             continue
-        by[(r["agent"], r["question_id"])][r["country"]] = (_distribution(r["p_gen"], "p_gen"),
-                                                            _distribution(r["p_gold"], "p_gold"))
+        by[(r["agent"], r["question_id"])][r["country"]] = (
+            _distribution(r["p_gen"], "p_gen"),
+            _distribution(r["p_gold"], "p_gold"),
+        )
     out: dict[Any, list[tuple[float, float]]] = defaultdict(list)
     for (agent, _), countries in by.items():
         if len(countries) < 2:
             continue
         gen, gold = (np.stack([v[i] for v in countries.values()]) for i in (0, 1))
         upper = np.triu_indices(len(countries), k=1)
-        out[agent] += list(zip(100.0 - _pairwise_js_similarity(gen)[upper], 100.0 - _pairwise_js_similarity(gold)[upper]))
-    return pd.DataFrame([{"agent": a, "n": len(v), "model_distance": float(np.mean([m for m, _ in v])),
-                          "gold_distance": float(np.mean([g for _, g in v]))} for a, v in out.items()],
-                        columns=["agent", "n", "model_distance", "gold_distance"])
+        out[agent] += list(
+            zip(100.0 - _pairwise_js_similarity(gen)[upper], 100.0 - _pairwise_js_similarity(gold)[upper])
+        )
+    return pd.DataFrame(
+        [
+            {
+                "agent": a,
+                "n": len(v),
+                "model_distance": float(np.mean([m for m, _ in v])),
+                "gold_distance": float(np.mean([g for _, g in v])),
+            }
+            for a, v in out.items()
+        ],
+        columns=["agent", "n", "model_distance", "gold_distance"],
+    )

@@ -43,7 +43,9 @@ def perplexity(logprobs: Sequence[float]) -> float:
     """``exp(−mean(logprobs))`` over the scored tokens; logprobs are natural-log (base e)."""
     arr = np.asarray(logprobs, dtype=float)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"logprobs must be a non-empty 1-D sequence of token log-probabilities, got shape {arr.shape}")
+        raise ValueError(
+            f"logprobs must be a non-empty 1-D sequence of token log-probabilities, got shape {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)) or np.any(arr > _LOGPROB_TOLERANCE):
         raise ValueError("logprobs must be finite natural-log probabilities (≤ 0); check the scoring output")
     return float(np.exp(-arr.mean()))
@@ -104,18 +106,25 @@ def value_vector(v: Mapping[str, float] | Sequence[float]) -> np.ndarray:
         missing = [name for name in SCHWARTZ_VALUES if name not in v]
         unknown = [name for name in v if name not in SCHWARTZ_VALUES]
         if missing or unknown:
-            raise ValueError(f"value scores must name each of SCHWARTZ_VALUES; missing {missing}, unknown {unknown}")
+            raise ValueError(
+                f"value scores must name each of SCHWARTZ_VALUES; missing {missing}, unknown {unknown}"
+            )
         v = [v[name] for name in SCHWARTZ_VALUES]
     arr = np.asarray(v, dtype=float)
     if arr.shape != (len(SCHWARTZ_VALUES),):
         raise ValueError(f"a value vector needs 10 entries in SCHWARTZ_VALUES order, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > 1):
-        raise ValueError(f"value scores must each lie in [-1, 1] (-1, 0 or 1, or a half step), got {arr.tolist()}")
+        raise ValueError(
+            f"value scores must each lie in [-1, 1] (-1, 0 or 1, or a half step), got {arr.tolist()}"
+        )
     return arr
 
 
-def value_cosine(u: Mapping[str, float] | Sequence[float], v: Mapping[str, float] | Sequence[float],
-                 all_zero: float = float("nan")) -> float:
+def value_cosine(
+    u: Mapping[str, float] | Sequence[float],
+    v: Mapping[str, float] | Sequence[float],
+    all_zero: float = float("nan"),
+) -> float:
     """Cosine similarity of two value vectors in [−1, 1]; ``all_zero`` (``nan``: undefined) if either is all
     zeros — the NCN release counts that case as 0 (``all_zero=0.0``)."""
     a, b = value_vector(u), value_vector(v)
@@ -166,7 +175,9 @@ def relative_acceptance(ppl_other: float, ppl_base: float) -> float:
 
 def rel_logppl(ppl_b_of_a: float, ppl_base_of_a: float, ppl_a_of_b: float, ppl_base_of_b: float) -> float:
     """The two sides' :func:`relative_acceptance`, averaged: each text under the other side against the base."""
-    return (relative_acceptance(ppl_b_of_a, ppl_base_of_a) + relative_acceptance(ppl_a_of_b, ppl_base_of_b)) / 2
+    return (
+        relative_acceptance(ppl_b_of_a, ppl_base_of_a) + relative_acceptance(ppl_a_of_b, ppl_base_of_b)
+    ) / 2
 
 
 def distance_reduction(before: float, after: float) -> float:
@@ -198,23 +209,49 @@ def value_summary(scores: Iterable[float]) -> dict[str, float]:
 # the NCN release's own summary, reproduced from its per-transcript vectors
 
 RELEASE_SCALARS = (
-    "average_init_vector_consistency", "average_final_vector_consistency", "final_better_than_init",
-    "final_better_than_init_ratio", "average_increased_number_of_dimensions", "average_response1_vector_consistency",
-    "average_response2_vector_consistency", "average_response_vector_consistency", "average_final_A_to_init_A",
-    "average_final_B_to_init_A", "average_final_A_to_init_B", "average_final_B_to_init_B",
-    "final_dist_less_than_init", "final_dist_less_than_init_ratio", "average_cosine_sim_init",
-    "average_cosine_sim_final", "average_dimension_l1_distance_init", "average_dimension_l1_distance_final",
-    "diff_dimension_l1_distance", "total_dabte_number")
+    "average_init_vector_consistency",
+    "average_final_vector_consistency",
+    "final_better_than_init",
+    "final_better_than_init_ratio",
+    "average_increased_number_of_dimensions",
+    "average_response1_vector_consistency",
+    "average_response2_vector_consistency",
+    "average_response_vector_consistency",
+    "average_final_A_to_init_A",
+    "average_final_B_to_init_A",
+    "average_final_A_to_init_B",
+    "average_final_B_to_init_B",
+    "final_dist_less_than_init",
+    "final_dist_less_than_init_ratio",
+    "average_cosine_sim_init",
+    "average_cosine_sim_final",
+    "average_dimension_l1_distance_init",
+    "average_dimension_l1_distance_final",
+    "diff_dimension_l1_distance",
+    "total_dabte_number",
+)
 # per-transcript lists: the release writes them in its file system's listing order, so they are compared as
 # multisets; the two ``final_*_to_init_A_init_B`` lists hold [cos(·, init A), cos(·, init B)] pairs
 RELEASE_LISTS = (
-    "cosine_sim_init", "cosine_sim_final", "dimension_l1_distance_init", "dimension_l1_distance_final",
-    "init_vector_consistency", "final_vector_consistency", "increased_number_of_dimensions",
-    "response1_vector_consistency", "response2_vector_consistency", "final_A_to_init_A_init_B",
-    "final_B_to_init_A_init_B")
+    "cosine_sim_init",
+    "cosine_sim_final",
+    "dimension_l1_distance_init",
+    "dimension_l1_distance_final",
+    "init_vector_consistency",
+    "final_vector_consistency",
+    "increased_number_of_dimensions",
+    "response1_vector_consistency",
+    "response2_vector_consistency",
+    "final_A_to_init_A_init_B",
+    "final_B_to_init_A_init_B",
+)
 # per Schwartz dimension ("1" … "10"), how often each score ("-1.0" … "1.0") occurs
-RELEASE_COUNTS = ("init_A_dimensions_statistics", "init_B_dimensions_statistics", "final_A_dimensions_statistics",
-                  "final_B_dimensions_statistics")
+RELEASE_COUNTS = (
+    "init_A_dimensions_statistics",
+    "init_B_dimensions_statistics",
+    "final_A_dimensions_statistics",
+    "final_B_dimensions_statistics",
+)
 RELEASE_SCORES = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
@@ -222,8 +259,9 @@ def _release_cos(u: Any, v: Any) -> float:
     return value_cosine(u, v, all_zero=0.0)
 
 
-def release_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], final_a: Sequence[Any],
-                          final_b: Sequence[Any]) -> dict[str, Any]:
+def release_value_summary(
+    initial_a: Sequence[Any], initial_b: Sequence[Any], final_a: Sequence[Any], final_b: Sequence[Any]
+) -> dict[str, Any]:
     """Every key of the release's ``summary_model_based_*.json`` from its per-transcript vectors (four
     parallel sequences, response 1 = A, response 2 = B), under the release's own definitions: an all-zero
     vector's cosine is 0; consistency is ``value_agreement``; a transcript counts as "final better than
@@ -233,8 +271,10 @@ def release_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], fi
     arithmetic has it; L1 distances are ``value_l1``."""
     n = len(initial_a)
     if not n or not len(initial_b) == len(final_a) == len(final_b) == n:
-        raise ValueError(f"need four equally long, non-empty sequences of vectors; got {len(initial_a)}, "
-                         f"{len(initial_b)}, {len(final_a)}, {len(final_b)}")
+        raise ValueError(
+            f"need four equally long, non-empty sequences of vectors; got {len(initial_a)}, "
+            f"{len(initial_b)}, {len(final_a)}, {len(final_b)}"
+        )
     a0, b0, a1, b1 = ([value_vector(x) for x in seq] for seq in (initial_a, initial_b, final_a, final_b))
     agree0 = [value_agreement(x, y) for x, y in zip(a0, b0)]
     agree1 = [value_agreement(x, y) for x, y in zip(a1, b1)]
@@ -251,24 +291,40 @@ def release_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], fi
     closer = sum(f >= i for f, i in zip(cos1, cos0))
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
     out = {
-        "average_init_vector_consistency": mean(agree0), "average_final_vector_consistency": mean(agree1),
-        "final_better_than_init": better, "final_better_than_init_ratio": better / n,
+        "average_init_vector_consistency": mean(agree0),
+        "average_final_vector_consistency": mean(agree1),
+        "final_better_than_init": better,
+        "final_better_than_init_ratio": better / n,
         "average_increased_number_of_dimensions": mean(increased),
-        "average_response1_vector_consistency": mean(keep_a), "average_response2_vector_consistency": mean(keep_b),
+        "average_response1_vector_consistency": mean(keep_a),
+        "average_response2_vector_consistency": mean(keep_b),
         "average_response_vector_consistency": (mean(keep_a) + mean(keep_b)) / 2,
-        "average_final_A_to_init_A": mean([p[0] for p in a_to]), "average_final_B_to_init_A": mean([p[0] for p in b_to]),
-        "average_final_A_to_init_B": mean([p[1] for p in a_to]), "average_final_B_to_init_B": mean([p[1] for p in b_to]),
-        "final_dist_less_than_init": closer, "final_dist_less_than_init_ratio": closer / n,
-        "average_cosine_sim_init": mean(cos0), "average_cosine_sim_final": mean(cos1),
-        "average_dimension_l1_distance_init": mean(l1_0), "average_dimension_l1_distance_final": mean(l1_1),
+        "average_final_A_to_init_A": mean([p[0] for p in a_to]),
+        "average_final_B_to_init_A": mean([p[0] for p in b_to]),
+        "average_final_A_to_init_B": mean([p[1] for p in a_to]),
+        "average_final_B_to_init_B": mean([p[1] for p in b_to]),
+        "final_dist_less_than_init": closer,
+        "final_dist_less_than_init_ratio": closer / n,
+        "average_cosine_sim_init": mean(cos0),
+        "average_cosine_sim_final": mean(cos1),
+        "average_dimension_l1_distance_init": mean(l1_0),
+        "average_dimension_l1_distance_final": mean(l1_1),
         "diff_dimension_l1_distance": mean(l1_0) - mean(l1_1),
-        "cosine_sim_init": cos0, "cosine_sim_final": cos1, "dimension_l1_distance_init": l1_0,
+        "cosine_sim_init": cos0,
+        "cosine_sim_final": cos1,
+        "dimension_l1_distance_init": l1_0,
         "dimension_l1_distance_final": l1_1,
-        **{f"{side}_dimensions_statistics": _score_counts(vs)
-           for side, vs in (("init_A", a0), ("init_B", b0), ("final_A", a1), ("final_B", b1))},
-        "init_vector_consistency": agree0, "final_vector_consistency": agree1,
-        "increased_number_of_dimensions": increased, "response1_vector_consistency": keep_a,
-        "response2_vector_consistency": keep_b, "final_A_to_init_A_init_B": a_to, "final_B_to_init_A_init_B": b_to,
+        **{
+            f"{side}_dimensions_statistics": _score_counts(vs)
+            for side, vs in (("init_A", a0), ("init_B", b0), ("final_A", a1), ("final_B", b1))
+        },
+        "init_vector_consistency": agree0,
+        "final_vector_consistency": agree1,
+        "increased_number_of_dimensions": increased,
+        "response1_vector_consistency": keep_a,
+        "response2_vector_consistency": keep_b,
+        "final_A_to_init_A_init_B": a_to,
+        "final_B_to_init_A_init_B": b_to,
         "total_dabte_number": n,
     }
     return out
@@ -277,7 +333,9 @@ def release_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], fi
 def _score_counts(vectors: Sequence[np.ndarray]) -> dict[str, dict[str, int]]:
     """Per dimension "1" … "10": how many vectors hold each of ``RELEASE_SCORES`` there (zeros kept)."""
     counts = [Counter(float(v[j]) for v in vectors) for j in range(len(SCHWARTZ_VALUES))]
-    return {str(j + 1): {str(score): counts[j][score] for score in RELEASE_SCORES} for j in range(len(counts))}
+    return {
+        str(j + 1): {str(score): counts[j][score] for score in RELEASE_SCORES} for j in range(len(counts))
+    }
 
 
 def release_values_equal(key: str, ours: Any, theirs: Any, tol: float = 1e-9) -> bool:
@@ -289,16 +347,23 @@ def release_values_equal(key: str, ours: Any, theirs: Any, tol: float = 1e-9) ->
         if not isinstance(theirs, list) or len(ours) != len(theirs):
             return False
         mine, other = sorted(map(_as_tuple, ours)), sorted(map(_as_tuple, theirs))
-        return all(len(x) == len(y) and all(abs(p - q) <= tol for p, q in zip(x, y)) for x, y in zip(mine, other))
-    return isinstance(theirs, (int, float)) and not isinstance(theirs, bool) and abs(float(ours) - float(theirs)) <= tol
+        return all(
+            len(x) == len(y) and all(abs(p - q) <= tol for p, q in zip(x, y)) for x, y in zip(mine, other)
+        )
+    return (
+        isinstance(theirs, (int, float))
+        and not isinstance(theirs, bool)
+        and abs(float(ours) - float(theirs)) <= tol
+    )
 
 
 def _as_tuple(x: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in x) if isinstance(x, (list, tuple)) else (float(x),)
 
 
-def release_ppl_row(ppl_initial_a: float, ppl_initial_b: float, ppl_final_a: float,
-                    ppl_final_b: float) -> dict[str, float | None]:
+def release_ppl_row(
+    ppl_initial_a: float, ppl_initial_b: float, ppl_final_a: float, ppl_final_b: float
+) -> dict[str, float | None]:
     """The derived numbers of one record of the release's perplexity files, under its own rule: each distance is
     ``|PPL(response 1) − PPL(response 2)|`` of the numbers as written (a failed copy task is −1 and enters
     as −1), and ``PPL_distance_difference`` is ``D_final / D_initial``, ``None`` when any perplexity is −1."""
@@ -307,8 +372,11 @@ def release_ppl_row(ppl_initial_a: float, ppl_initial_b: float, ppl_final_a: flo
         raise ValueError(f"perplexities must be finite numbers, got {values}")
     d0, d1 = abs(ppl_initial_a - ppl_initial_b), abs(ppl_final_a - ppl_final_b)
     failed = any(v == -1 for v in values)
-    return {"PPL_init_distance": d0, "PPL_final_distance": d1,
-            "PPL_distance_difference": None if failed or d0 == 0 else d1 / d0}
+    return {
+        "PPL_init_distance": d0,
+        "PPL_final_distance": d1,
+        "PPL_distance_difference": None if failed or d0 == 0 else d1 / d0,
+    }
 
 
 # Where the kit's own definition of a summary number differs from the release's: key → what differs. The unit
@@ -334,8 +402,9 @@ KIT_DIFFERENCES = {
 }
 
 
-def kit_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], final_a: Sequence[Any],
-                      final_b: Sequence[Any]) -> dict[str, float]:
+def kit_value_summary(
+    initial_a: Sequence[Any], initial_b: Sequence[Any], final_a: Sequence[Any], final_b: Sequence[Any]
+) -> dict[str, float]:
     """The kit's own reading of each summary number in ``KIT_DIFFERENCES`` from the same vectors: cosines with
     an all-zero vector undefined and skipped, self-consistency as ``value_self_consistency`` (agents A and B
     pooled for the combined key), exact counts, strict improvement, Euclidean ``value_distance``."""
@@ -359,16 +428,21 @@ def kit_value_summary(initial_a: Sequence[Any], initial_b: Sequence[Any], final_
         return float(np.nanmean(x)) if (~np.isnan(x)).any() else float("nan")
 
     return {
-        "average_cosine_sim_init": mean(cos0), "average_cosine_sim_final": mean(cos1),
-        "average_final_A_to_init_A": mean(self_a), "average_final_B_to_init_B": mean(self_b),
+        "average_cosine_sim_init": mean(cos0),
+        "average_cosine_sim_final": mean(cos1),
+        "average_final_A_to_init_A": mean(self_a),
+        "average_final_B_to_init_B": mean(self_b),
         "average_final_B_to_init_A": mean([value_cosine(x, y) for x, y in zip(b1, a0)]),
         "average_final_A_to_init_B": mean([value_cosine(x, y) for x, y in zip(a1, b0)]),
-        "average_response1_vector_consistency": mean(self_a), "average_response2_vector_consistency": mean(self_b),
+        "average_response1_vector_consistency": mean(self_a),
+        "average_response2_vector_consistency": mean(self_b),
         "average_response_vector_consistency": mean(self_a + self_b),
         "average_increased_number_of_dimensions": float(np.mean(np.subtract(agree1, agree0))),
-        "final_better_than_init": better, "final_better_than_init_ratio": better / n,
+        "final_better_than_init": better,
+        "final_better_than_init_ratio": better / n,
         "final_dist_less_than_init": closer,
         "final_dist_less_than_init_ratio": closer / len(defined) if defined else float("nan"),
-        "average_dimension_l1_distance_init": defined_mean(d0), "average_dimension_l1_distance_final": defined_mean(d1),
+        "average_dimension_l1_distance_init": defined_mean(d0),
+        "average_dimension_l1_distance_final": defined_mean(d1),
         "diff_dimension_l1_distance": float(np.mean(d0[both] - d1[both])) if both.any() else float("nan"),
     }

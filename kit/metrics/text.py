@@ -25,12 +25,16 @@ MAX_NON_ANSWER_WORDS = 12  # a non-answer phrase in a text this short is the who
 COPY_SHARE = 0.8  # word trigrams of a text found in another text: above, the text copies it
 # A line that is only a label: a markdown heading, a marker in capitals ("AGREE"), or a short line ending in a colon
 # ("**Reason:**", "Core Values:", "JOINT SOLUTION:")
-_LABEL_LINE = re.compile(r"^\s*(?:#{1,6}\s*[^\n]*|[A-Z][A-Z _-]{1,30}|[-*+]?\s*(?:\*\*|__)?[^.!?\n]{0,60}?(?:\*\*|__)?\s*:\s*(?:\*\*|__)?)\s*$")
+_LABEL_LINE = re.compile(
+    r"^\s*(?:#{1,6}\s*[^\n]*|[A-Z][A-Z _-]{1,30}|[-*+]?\s*(?:\*\*|__)?[^.!?\n]{0,60}?(?:\*\*|__)?\s*:\s*(?:\*\*|__)?)\s*$"
+)
 # Saying nothing in words: no opinion, no view, cannot answer, do not know, no comment
 _NON_ANSWER = re.compile(
     r"\b(?:(?:have|hold)\s+no\s+(?:opinion|view|views|position|preference|stance)|no\s+comment"
     r"|(?:can\s*not|can't|cannot|won't|will\s+not|am\s+unable\s+to|unable\s+to)\s+(?:answer|say|comment|decide|judge|help\s+with\s+that)"
-    r"|(?:i\s+)?(?:do\s+not|don't)\s+know|as\s+an\s+ai\b)", re.IGNORECASE)
+    r"|(?:i\s+)?(?:do\s+not|don't)\s+know|as\s+an\s+ai\b)",
+    re.IGNORECASE,
+)
 
 
 def degenerate(text: str | None) -> str | None:
@@ -63,7 +67,7 @@ def degenerate(text: str | None) -> str | None:
 def _trigrams(text: str) -> list[tuple[str, ...]]:
     words = [re.sub(r"\W+", "", w.casefold()) for w in text.split()]
     words = [w for w in words if w]
-    return [tuple(words[i:i + 3]) for i in range(max(len(words) - 2, 0))]
+    return [tuple(words[i : i + 3]) for i in range(max(len(words) - 2, 0))]
 
 
 def copied(text: str | None, *others: str | None) -> bool:

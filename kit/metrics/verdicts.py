@@ -18,8 +18,9 @@ BETTER, WORSE, SAME, TOO_FEW = "better", "worse", "no difference", "too few"
 VERDICTS = (BETTER, WORSE, SAME, TOO_FEW)
 
 
-def verdict(low: float, high: float, n: int, min_items: int = MIN_ITEMS, better: str = BETTER,
-            worse: str = WORSE) -> str:
+def verdict(
+    low: float, high: float, n: int, min_items: int = MIN_ITEMS, better: str = BETTER, worse: str = WORSE
+) -> str:
     """``better`` when the interval of (method − other, sign turned so above 0 is better) lies above 0,
     ``worse`` below, ``no difference`` when it holds 0 — and ``too few`` with fewer than ``min_items``
     items or no interval (``better``/``worse`` name the words a table uses, e.g. "beats")."""

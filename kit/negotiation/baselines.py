@@ -25,24 +25,32 @@ from kit.negotiation.prompts import (
 from kit.negotiation.protocol import Context
 
 
-def ask_readable(ctx: Context, trace: dict[str, Any], items: Sequence[tuple[int, str, int, str]],
-                 stage: str) -> Generator[Need, Reply, list[str]]:
+def ask_readable(
+    ctx: Context, trace: dict[str, Any], items: Sequence[tuple[int, str, int, str]], stage: str
+) -> Generator[Need, Reply, list[str]]:
     """Texts for ``items`` = (agent index, prompt, round, role), stripped; a degenerate reply
     (``kit.metrics.text.degenerate``: empty, markup, repetition) is re-asked with a new seed and a note
     like an unparseable one, up to ``max_retries`` times, then kept as written and recorded in
     ``trace["failures"]`` (``stage``, its raw text, the reason as ``kind``) — the evaluations leave it out."""
+
     def maker(i: int, prompt: str, round_: int, role: str):
         def make(attempt: int):
-            return ctx.request(ctx.spec.agents[i], prompt + READABLE_NOTE if attempt else prompt, round_,
-                               f"{role}/retry{attempt}" if attempt else role)
+            return ctx.request(
+                ctx.spec.agents[i],
+                prompt + READABLE_NOTE if attempt else prompt,
+                round_,
+                f"{role}/retry{attempt}" if attempt else role,
+            )
+
         return make
 
     found = yield from ask_parsed([maker(*item) for item in items], readable, ctx.params.max_retries)
     trace["retries"] += sum(r.attempts - 1 for r in found)
     for (i, _, round_, _), r in zip(items, found):
         if r.value is None:
-            trace["failures"].append({"stage": stage, "agent": i, "raw": r.raw, "round": round_,
-                                      "kind": degenerate(r.raw)})
+            trace["failures"].append(
+                {"stage": stage, "agent": i, "raw": r.raw, "round": round_, "kind": degenerate(r.raw)}
+            )
     trace["parse_failures"] = len(trace["failures"])
     return [r.raw.strip() if r.value is None else r.value for r in found]
 
@@ -50,8 +58,12 @@ def ask_readable(ctx: Context, trace: dict[str, Any], items: Sequence[tuple[int,
 def initial_answers(ctx: Context, trace: dict[str, Any]) -> Generator[Need, Reply, list[str]]:
     """Step 0 of every method: each agent's independent answer, recorded in ``trace["initial"]``."""
     topic = ctx.spec.topic.text
-    responses = yield from ask_readable(ctx, trace, [(i, answer_prompt(agent, topic), 0, "answer")
-                                                      for i, agent in enumerate(ctx.spec.agents)], "answer")
+    responses = yield from ask_readable(
+        ctx,
+        trace,
+        [(i, answer_prompt(agent, topic), 0, "answer") for i, agent in enumerate(ctx.spec.agents)],
+        "answer",
+    )
     trace["initial"] = [{"response": r, "opinion": parse_opinion(r), "guideline": None} for r in responses]
     return responses
 
@@ -73,10 +85,15 @@ def consultancy(ctx: Context) -> Program:
     a, b = ctx.spec.agents
     topic, words = ctx.spec.topic.text, ctx.params.statement_words
     first = yield from initial_answers(ctx, trace)
-    revised = yield from ask_readable(ctx, trace, [
-        (0, consultancy_prompt(topic, first[0], who(b), first[1], words), 1, "revise"),
-        (1, consultancy_prompt(topic, first[1], who(a), first[0], words), 1, "revise"),
-    ], "statement")
+    revised = yield from ask_readable(
+        ctx,
+        trace,
+        [
+            (0, consultancy_prompt(topic, first[0], who(b), first[1], words), 1, "revise"),
+            (1, consultancy_prompt(topic, first[1], who(a), first[0], words), 1, "revise"),
+        ],
+        "statement",
+    )
     # one exchange is the whole protocol: no stopping rule, so ``converged`` stays false
     trace["rounds"] = [{"round": 1, "statements": revised}]
     return ctx.finish(trace, revised)
@@ -109,6 +126,13 @@ def debate(ctx: Context) -> Program:
             trace["converged"] = True
             break
     final_round = ctx.params.max_rounds + 1  # shared by every job, so all final answers batch together
-    finals = yield from ask_readable(ctx, trace, [(i, debate_final_prompt(topic, turns, ctx.params.statement_words),
-                                                   final_round, "final") for i in range(len(agents))], "statement")
+    finals = yield from ask_readable(
+        ctx,
+        trace,
+        [
+            (i, debate_final_prompt(topic, turns, ctx.params.statement_words), final_round, "final")
+            for i in range(len(agents))
+        ],
+        "statement",
+    )
     return ctx.finish(trace, finals)

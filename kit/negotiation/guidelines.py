@@ -45,7 +45,9 @@ _LABELS = "|".join(sorted([*_CANONICAL, *_STOP_LABELS], key=len, reverse=True))
 # A label opens a line, after any bullets, numbering, heading marks or emphasis: "1. **Title:** ...".
 _LINE_LABEL = re.compile(rf"^[\s>#*_\-•\d.)]*({_LABELS})\b[\s*_]*[:：][\s*_]*", re.IGNORECASE)
 # A capitalised label in mid-line ("Title: X Reason: Y"), moved onto its own line before parsing.
-_INLINE_LABEL = re.compile(rf"(?<=\S)[ \t]+(?=(?:\*\*|__)?(?:{_LABELS.title()}|{_LABELS.upper()})(?:\*\*|__)?\s*[:：])")
+_INLINE_LABEL = re.compile(
+    rf"(?<=\S)[ \t]+(?=(?:\*\*|__)?(?:{_LABELS.title()}|{_LABELS.upper()})(?:\*\*|__)?\s*[:：])"
+)
 _BREAK_LINE = re.compile(r"^\s*(#.*|[-*_=]{3,})\s*$")  # a heading or a rule ends the field above it
 _EMPHASIS = re.compile(r"\*\*|__|`")
 _FENCE = re.compile(r"```\w*")
@@ -63,13 +65,17 @@ def parse_guidelines(text: str, max_title_words: int = 5) -> list[Guideline]:
     """
     if max_title_words < 1:
         raise ValueError(f"max_title_words must be at least 1; got {max_title_words}")
-    blocks = [block for value in _json_values(text) for block in _json_blocks(value)] or _labelled_blocks(text)
+    blocks = [block for value in _json_values(text) for block in _json_blocks(value)] or _labelled_blocks(
+        text
+    )
     guidelines = []
     for block in blocks:
         description = _clean(block.get("description", ""))
         if description:
             title = " ".join(_clean(block.get("title", "")).split()[:max_title_words]).rstrip(" ,;:.-–—")
-            guidelines.append(Guideline(title=title, reason=_clean(block.get("reason", "")), description=description))
+            guidelines.append(
+                Guideline(title=title, reason=_clean(block.get("reason", "")), description=description)
+            )
     return guidelines
 
 
@@ -93,7 +99,9 @@ def parse_opinion(text: str, max_sentences: int = 3) -> str:
     return " ".join(sentences[:max_sentences])
 
 
-def format_guidelines(guidelines: Sequence[Guideline], weights: Sequence[float] | np.ndarray | None = None) -> str:
+def format_guidelines(
+    guidelines: Sequence[Guideline], weights: Sequence[float] | np.ndarray | None = None
+) -> str:
     """A numbered pool for prompts; with ``weights`` (renormalised) each title shows its share in %."""
     shares = None if weights is None else normalise_weights(np.asarray(weights, dtype=float), len(guidelines))
     entries = []
@@ -127,7 +135,11 @@ def _depth_ok(value: Any, limit: int = 64) -> bool:
     """Nested no deeper than ``limit`` (the walkers below recurse; no guideline is nested that deep)."""
     level = [value]
     for _ in range(limit):
-        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ())]
+        level = [
+            v
+            for x in level
+            for v in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ())
+        ]
         if not level:
             return True
     return False
@@ -144,8 +156,11 @@ def _is_json(text: str) -> bool:
 def _json_blocks(value: Any) -> Iterator[dict[str, Any]]:
     """Guideline-shaped objects (a field key holding text), depth first, in order."""
     if isinstance(value, dict):
-        fields = {_CANONICAL[key.lower()]: v for key, v in value.items()
-                  if isinstance(key, str) and key.lower() in _CANONICAL and _is_text(v)}
+        fields = {
+            _CANONICAL[key.lower()]: v
+            for key, v in value.items()
+            if isinstance(key, str) and key.lower() in _CANONICAL and _is_text(v)
+        }
         if fields:
             yield {field: _as_text(v) for field, v in fields.items()}
             return
@@ -191,7 +206,7 @@ def _labelled_fields(text: str) -> Iterator[tuple[str, str]]:
         if match or _BREAK_LINE.match(line) or (not line.strip() and any(part.strip() for part in lines)):
             if label is not None:
                 yield label, " ".join(lines)
-            label, lines = (match.group(1).lower(), [line[match.end():]]) if match else (None, [])
+            label, lines = (match.group(1).lower(), [line[match.end() :]]) if match else (None, [])
         elif label is not None:
             lines.append(line)
     if label is not None:
@@ -212,7 +227,9 @@ def _labelled_blocks(text: str) -> list[dict[str, str]]:
 
 
 def _labelled_opinion(text: str) -> str:
-    return next((value for label, value in _labelled_fields(text) if label in _OPINION_KEYS and value.strip()), "")
+    return next(
+        (value for label, value in _labelled_fields(text) if label in _OPINION_KEYS and value.strip()), ""
+    )
 
 
 def _clean(value: str) -> str:
@@ -227,7 +244,7 @@ def parse_plain_field(text: str, max_sentences: int) -> str:
     """One prose field from a free reply: the first non-empty line, label and quotes removed,
     cut to ``max_sentences`` sentences; ``""`` when nothing is left."""
     line = next((s for s in (x.strip() for x in text.strip().splitlines()) if s), "")
-    line = _EMPHASIS.sub("", _LEAD_LABEL.sub("", line)).strip().strip('"“”\'').strip()
+    line = _EMPHASIS.sub("", _LEAD_LABEL.sub("", line)).strip().strip("\"“”'").strip()
     return " ".join(_SENTENCE_END.split(line)[:max_sentences]).strip()
 
 

@@ -63,7 +63,9 @@ class Equilibrium:
 
     def payoffs(self, A: np.ndarray, B: np.ndarray) -> tuple[float, float]:
         """Expected payoffs ``(xᵀAy, xᵀBy)`` of the row and column player."""
-        return float(self.row @ np.asarray(A, float) @ self.col), float(self.row @ np.asarray(B, float) @ self.col)
+        return float(self.row @ np.asarray(A, float) @ self.col), float(
+            self.row @ np.asarray(B, float) @ self.col
+        )
 
 
 def nash_gap(A: np.ndarray, B: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
@@ -82,13 +84,23 @@ def solve_bimatrix(A: np.ndarray, B: np.ndarray, method: str = "auto") -> Equili
     m, n = A.shape
     pairs = math.comb(m + n, m) - 1
     if method == "support_enumeration" and pairs > SUPPORT_ENUMERATION_HARD_LIMIT:
-        raise ValueError(f"support enumeration on a {m}×{n} game needs {pairs:.2e} support pairs; "
-                         "use method='lemke_howson' or 'auto'")
+        raise ValueError(
+            f"support enumeration on a {m}×{n} game needs {pairs:.2e} support pairs; "
+            "use method='lemke_howson' or 'auto'"
+        )
     if method == "auto":
-        method = ("support_enumeration" if pairs <= SUPPORT_ENUMERATION_MAX_PAIRS
-                  else "lemke_howson" if max(m, n) <= LEMKE_HOWSON_MAX_SIDE else "replicator")
-    fallbacks = [name for name in METHODS[1:] if name != method
-                 and (name != "support_enumeration" or pairs <= SUPPORT_ENUMERATION_MAX_PAIRS)]
+        method = (
+            "support_enumeration"
+            if pairs <= SUPPORT_ENUMERATION_MAX_PAIRS
+            else "lemke_howson"
+            if max(m, n) <= LEMKE_HOWSON_MAX_SIDE
+            else "replicator"
+        )
+    fallbacks = [
+        name
+        for name in METHODS[1:]
+        if name != method and (name != "support_enumeration" or pairs <= SUPPORT_ENUMERATION_MAX_PAIRS)
+    ]
 
     # Payoffs rescaled to [0, 1] per player: same equilibria, scale-free tolerances.
     An, Bn = _normalise(A), _normalise(B)
@@ -119,7 +131,9 @@ def enumerate_equilibria(A: np.ndarray, B: np.ndarray) -> list[Profile]:
 def _validate(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     A, B = np.asarray(A, dtype=float), np.asarray(B, dtype=float)
     if A.ndim != 2 or A.shape != B.shape or A.size == 0:
-        raise ValueError(f"payoff matrices must be non-empty and of one 2-D shape; got A {A.shape} and B {B.shape}")
+        raise ValueError(
+            f"payoff matrices must be non-empty and of one 2-D shape; got A {A.shape} and B {B.shape}"
+        )
     if not (np.isfinite(A).all() and np.isfinite(B).all()):
         raise ValueError("payoff matrices contain NaN or inf; replace them with finite payoffs")
     return A, B
@@ -162,7 +176,9 @@ def _indifferent(M: np.ndarray, rows: tuple[int, ...], cols: tuple[int, ...]) ->
     return full / full.sum()
 
 
-def _solve_on_support(A: np.ndarray, B: np.ndarray, rows: tuple[int, ...], cols: tuple[int, ...]) -> Profile | None:
+def _solve_on_support(
+    A: np.ndarray, B: np.ndarray, rows: tuple[int, ...], cols: tuple[int, ...]
+) -> Profile | None:
     y = _indifferent(A, rows, cols)
     x = None if y is None else _indifferent(B.T, cols, rows)
     if x is None or nash_gap(A, B, x, y) > TOL:
@@ -185,7 +201,9 @@ def _support_enumeration(A: np.ndarray, B: np.ndarray) -> list[Profile]:
 def _lemke_howson_path(A: np.ndarray, B: np.ndarray, label: int) -> Profile | None:
     """nashpy's Lemke–Howson loop with a pivot cap; ``None`` where it cycles or breaks down."""
     col_tableau, row_tableau = create_col_tableau(A, True), create_row_tableau(B, True)
-    tableaux = (row_tableau, col_tableau) if label in row_tableau.non_basic_variables else (col_tableau, row_tableau)
+    tableaux = (
+        (row_tableau, col_tableau) if label in row_tableau.non_basic_variables else (col_tableau, row_tableau)
+    )
     entering = label
     try:
         # nashpy pivots "integer" style without dividing by the previous pivot, so on float payoffs
@@ -201,7 +219,11 @@ def _lemke_howson_path(A: np.ndarray, B: np.ndarray, label: int) -> Profile | No
             y = col_tableau.to_strategy(row_tableau.non_basic_variables)
     except (ValueError, IndexError, KeyError, ZeroDivisionError, FloatingPointError):
         return None
-    if x.shape != (A.shape[0],) or y.shape != (A.shape[1],) or not (np.isfinite(x).all() and np.isfinite(y).all()):
+    if (
+        x.shape != (A.shape[0],)
+        or y.shape != (A.shape[1],)
+        or not (np.isfinite(x).all() and np.isfinite(y).all())
+    ):
         return None
     return _clean(x), _clean(y)
 
@@ -232,7 +254,9 @@ def _lemke_howson(A: np.ndarray, B: np.ndarray) -> list[Profile]:
     # strategies (cf. drvinceknight/Nashpy#83): pivot the transposed game, players swapped, instead.
     swap = A.shape[0] > A.shape[1]
     game = (B.T, A.T) if swap else (A, B)
-    ends = [end for end in (_lemke_howson_path(*game, label) for label in range(sum(A.shape))) if end is not None]
+    ends = [
+        end for end in (_lemke_howson_path(*game, label) for label in range(sum(A.shape))) if end is not None
+    ]
     return [_polish(A, B, *((y, x) if swap else (x, y)), 1e-12) for x, y in ends]
 
 
@@ -242,4 +266,8 @@ def _replicator(A: np.ndarray, B: np.ndarray) -> list[Profile]:
     return [_polish(A, B, x, y, SUPPORT_MASS)]
 
 
-_SOLVERS = {"support_enumeration": _support_enumeration, "lemke_howson": _lemke_howson, "replicator": _replicator}
+_SOLVERS = {
+    "support_enumeration": _support_enumeration,
+    "lemke_howson": _lemke_howson,
+    "replicator": _replicator,
+}

@@ -119,8 +119,10 @@ class Release:
         return [f"{kind}: {count} — {why}" for kind, (count, why) in self.skipped.items()]
 
     def skipped_table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"kind": k, "count": c, "why": w} for k, (c, w) in self.skipped.items()],
-                            columns=["kind", "count", "why"])
+        return pd.DataFrame(
+            [{"kind": k, "count": c, "why": w} for k, (c, w) in self.skipped.items()],
+            columns=["kind", "count", "why"],
+        )
 
     def pair(self, folder: str) -> Pair:
         return next(p for p in self.pairs if p.folder == folder)
@@ -136,8 +138,13 @@ class _Skips:
             entry[0] += count
 
 
-def read_release(path: str | Path = DEFAULT_PATH, pairs: list[str] | None = None, methods: list[str] | None = None,
-                 max_items: int | None = None, seed: int = 0) -> Release:
+def read_release(
+    path: str | Path = DEFAULT_PATH,
+    pairs: list[str] | None = None,
+    methods: list[str] | None = None,
+    max_items: int | None = None,
+    seed: int = 0,
+) -> Release:
     """The release at ``path`` (its tarball, read in memory, or an unpacked folder): the transcripts of ``pairs``
     (folder names; None: all it holds) and kit ``methods`` (None: all three) as traces, at most ``max_items``
     topics per pair (None: all; the same topics for every method, chosen by ``seeds.unit(seed, …)``); the
@@ -152,9 +159,11 @@ def read_release(path: str | Path = DEFAULT_PATH, pairs: list[str] | None = None
     try:
         files = archive_files(source, lambda name: name.endswith((".json", ".yaml", ".yml")))
     except ValueError as e:
-        raise ReleaseError(f"{e}; fix: point ncn_release.path at the release's tarball or its unpacked folder") from None
+        raise ReleaseError(
+            f"{e}; fix: point ncn_release.path at the release's tarball or its unpacked folder"
+        ) from None
     root = _root(files, source)
-    rel = {name[len(root):]: data for name, data in files.items() if name.startswith(root)}
+    rel = {name[len(root) :]: data for name, data in files.items() if name.startswith(root)}
     skips = _Skips()
     zones, max_rounds, embedder = _zones(rel, source)
     topic_entries = parse_release_topics(_topics_file(rel, source), f"{source}: topics file")
@@ -164,50 +173,85 @@ def read_release(path: str | Path = DEFAULT_PATH, pairs: list[str] | None = None
     if pairs is not None:
         missing = [p for p in pairs if p not in {fp.folder for fp in found_pairs}]
         if missing:
-            raise ReleaseError(f"{source}: no pair {missing[0]!r}; it holds {[p.folder for p in found_pairs]}; "
-                               "fix: name pairs as the release's folders, or null for all")
+            raise ReleaseError(
+                f"{source}: no pair {missing[0]!r}; it holds {[p.folder for p in found_pairs]}; "
+                "fix: name pairs as the release's folders, or null for all"
+            )
     traced = [p for p in found_pairs if pairs is None or p.folder in pairs]
     _zone_notes(found_pairs, skips)
     every_method = list(RELEASE_METHODS)
-    transcripts = _transcripts(rel, traced, [m for m, k in RELEASE_METHODS.items() if k in wanted_methods], topics,
-                               skips, source)
+    transcripts = _transcripts(
+        rel, traced, [m for m, k in RELEASE_METHODS.items() if k in wanted_methods], topics, skips, source
+    )
     model_rows = _model_evaluations(rel, found_pairs, every_method, skips, source)
     ppl_rows = _ppl_evaluations(rel, found_pairs, every_method, skips, source)
     summaries = _summaries(rel, found_pairs, every_method, skips, source)
     evaluations = _join(model_rows, ppl_rows, found_pairs, topics, categories)
     read_as = {(p.folder, m) for p in traced for m, k in RELEASE_METHODS.items() if k in wanted_methods}
-    skips.add("transcripts not read (ncn_release.pairs, methods)", "transcripts of the pairs and methods not asked "
-              "for as traces; their evaluations are read all the same",
-              sum(n.startswith("data/debate_data/") and n.count("/") == 5 and tuple(n.split("/")[2:4]) not in read_as
-                  for n in rel))
+    skips.add(
+        "transcripts not read (ncn_release.pairs, methods)",
+        "transcripts of the pairs and methods not asked "
+        "for as traces; their evaluations are read all the same",
+        sum(
+            n.startswith("data/debate_data/")
+            and n.count("/") == 5
+            and tuple(n.split("/")[2:4]) not in read_as
+            for n in rel
+        ),
+    )
     chosen = _dedupe(transcripts, evaluations, skips)
     picked = _pick(chosen, max_items, seed, skips)
     traces = [_trace(t, max_rounds, embedder) for t in picked]
     ids = {(t["release"]["pair"], t["method"], t["release"]["file"]): t["id"] for t in traces}
-    known = {(parts[2], RELEASE_METHODS[parts[3]], parts[5]) for parts in (n.split("/") for n in rel)
-             if len(parts) == 6 and parts[:2] == ["data", "debate_data"] and parts[3] in RELEASE_METHODS}
+    known = {
+        (parts[2], RELEASE_METHODS[parts[3]], parts[5])
+        for parts in (n.split("/") for n in rel)
+        if len(parts) == 6 and parts[:2] == ["data", "debate_data"] and parts[3] in RELEASE_METHODS
+    }
     if len(evaluations):
-        evaluations["trace_id"] = [ids.get(k) for k in zip(evaluations["pair"], evaluations["method"],
-                                                             evaluations["source_file"])]
-        evaluations["has_transcript"] = [(p, m, f) in known for p, m, f in
-                                         zip(evaluations["pair"], evaluations["method"], evaluations["source_file"])]
+        evaluations["trace_id"] = [
+            ids.get(k) for k in zip(evaluations["pair"], evaluations["method"], evaluations["source_file"])
+        ]
+        evaluations["has_transcript"] = [
+            (p, m, f) in known
+            for p, m, f in zip(evaluations["pair"], evaluations["method"], evaluations["source_file"])
+        ]
         without = int((~evaluations["has_transcript"]).sum())
-        skips.add("evaluations of transcripts not in the release", "their source_file names a transcript the "
-                  "release does not hold (a later run of the same topics); kept, joined to their topic by the number "
-                  "in the name", without)
+        skips.add(
+            "evaluations of transcripts not in the release",
+            "their source_file names a transcript the "
+            "release does not hold (a later run of the same topics); kept, joined to their topic by the number "
+            "in the name",
+            without,
+        )
         _coverage_notes(evaluations, chosen, skips)
-    return Release(source, zones, topics, categories, found_pairs, list(KIT_METHODS), [p.folder for p in traced],
-                   wanted_methods, traces, evaluations, summaries, skips.found)
+    return Release(
+        source,
+        zones,
+        topics,
+        categories,
+        found_pairs,
+        list(KIT_METHODS),
+        [p.folder for p in traced],
+        wanted_methods,
+        traces,
+        evaluations,
+        summaries,
+        skips.found,
+    )
 
 
 # --- files and layout ------------------------------------------------------------------------------
+
 
 def _root(files: dict[str, bytes], source: Path) -> str:
     """The prefix of the release inside the archive or folder (e.g. ``ncn-release/``)."""
     found = sorted((n for n in files if n == PARAMS_FILE or n.endswith("/" + PARAMS_FILE)), key=len)
     if not found:
-        raise ReleaseError(f"{source}: not the NCN release — no {PARAMS_FILE} inside; fix: point ncn_release.path "
-                           "at the release's tarball or its unpacked folder")
+        raise ReleaseError(
+            f"{source}: not the NCN release — no {PARAMS_FILE} inside; fix: point ncn_release.path "
+            "at the release's tarball or its unpacked folder"
+        )
     return found[0][: -len(PARAMS_FILE)]
 
 
@@ -216,23 +260,30 @@ def _load_json(rel: dict[str, bytes], name: str, source: Path) -> Any:
         return json.loads(rel[name])
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         where = f" at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise ReleaseError(f"{source}: {name} is not valid JSON{where}; the release is corrupt — fetch it "
-                           "again") from None
+        raise ReleaseError(
+            f"{source}: {name} is not valid JSON{where}; the release is corrupt — fetch it again"
+        ) from None
 
 
 def _zones(rel: dict[str, bytes], source: Path) -> tuple[dict[str, Zone], int, str]:
     try:
         config = yaml.safe_load(rel[PARAMS_FILE])
     except yaml.YAMLError:
-        raise ReleaseError(f"{source}: {PARAMS_FILE} is not valid YAML; the release is corrupt — fetch it again") from None
+        raise ReleaseError(
+            f"{source}: {PARAMS_FILE} is not valid YAML; the release is corrupt — fetch it again"
+        ) from None
     agents = config.get("lora_adapter_api") if isinstance(config, dict) else None
     if not isinstance(agents, dict) or not agents:
-        raise ReleaseError(f"{source}: {PARAMS_FILE} names no zones (lora_adapter_api); not the NCN release's config")
+        raise ReleaseError(
+            f"{source}: {PARAMS_FILE} names no zones (lora_adapter_api); not the NCN release's config"
+        )
     zones = {}
     for zone, entry in agents.items():
         adapter = entry.get("model_name") if isinstance(entry, dict) else None
         if not isinstance(adapter, str) or not adapter.strip():
-            raise ReleaseError(f"{source}: {PARAMS_FILE}: zone {zone!r} has no model_name; not the NCN release's config")
+            raise ReleaseError(
+                f"{source}: {PARAMS_FILE}: zone {zone!r} has no model_name; not the NCN release's config"
+            )
         country = re.sub(r"_?opinion_adapter$", "", adapter).replace("_", " ").strip() or adapter
         zones[str(zone)] = Zone(str(zone), adapter, normalize_country(country))
     rounds = config.get("max_rounds")
@@ -242,27 +293,37 @@ def _zones(rel: dict[str, bytes], source: Path) -> tuple[dict[str, Zone], int, s
 def _topics_file(rel: dict[str, bytes], source: Path) -> bytes:
     found = sorted((n for n in rel if is_release_topics(n)), key=len)
     if not found:
-        raise ReleaseError(f"{source}: no topics file (debate/config/topics/refined_topics.json); not the NCN release")
+        raise ReleaseError(
+            f"{source}: no topics file (debate/config/topics/refined_topics.json); not the NCN release"
+        )
     return rel[found[0]]
 
 
 def _pairs(rel: dict[str, bytes], zones: dict[str, Zone], skips: _Skips, source: Path) -> list[Pair]:
-    folders = sorted({n.split("/")[2] for n in rel if n.startswith("data/debate_data/") and n.count("/") >= 3})
+    folders = sorted(
+        {n.split("/")[2] for n in rel if n.startswith("data/debate_data/") and n.count("/") >= 3}
+    )
     if not folders:
-        raise ReleaseError(f"{source}: no transcripts under data/debate_data/<pair>/; not the NCN release, or an "
-                           "incomplete copy")
+        raise ReleaseError(
+            f"{source}: no transcripts under data/debate_data/<pair>/; not the NCN release, or an "
+            "incomplete copy"
+        )
     out = []
     for folder in folders:
         split = [(a, b) for a in zones for b in zones if a != b and folder == f"{a} and {b}"]
         if not split:
-            skips.add("folders naming no pair", f"a folder under data/debate_data/ that is not '<ZoneA> and <ZoneB>' "
-                      f"of {PARAMS_FILE}'s zones; not read")
+            skips.add(
+                "folders naming no pair",
+                f"a folder under data/debate_data/ that is not '<ZoneA> and <ZoneB>' "
+                f"of {PARAMS_FILE}'s zones; not read",
+            )
             continue
         a, b = split[0]
         out.append(Pair(folder, zones[a], zones[b]))
     if not out:
-        raise ReleaseError(f"{source}: no folder of data/debate_data/ names two zones of {PARAMS_FILE}; not the NCN "
-                           "release")
+        raise ReleaseError(
+            f"{source}: no folder of data/debate_data/ names two zones of {PARAMS_FILE}; not the NCN release"
+        )
     return out
 
 
@@ -274,50 +335,86 @@ def _zone_notes(pairs: list[Pair], skips: _Skips) -> None:
     """Zones whose agent's culture differs from the paper's text (``NCN_ZONES``): the release's agent is used."""
     kit = {_fold(z): c for z, c in NCN_ZONES.items()}
     differ = {z.name for p in pairs for z in (p.a, p.b) if kit.get(_fold(z.name), z.country) != z.country}
-    skips.add("zones whose agent differs from the paper's text", "the release's adapter is named after another "
-              "country than kit.data.cultures.NCN_ZONES gives; the release's agent (the one that negotiated) is used",
-              len(differ))
+    skips.add(
+        "zones whose agent differs from the paper's text",
+        "the release's adapter is named after another "
+        "country than kit.data.cultures.NCN_ZONES gives; the release's agent (the one that negotiated) is used",
+        len(differ),
+    )
 
 
 # --- transcripts -----------------------------------------------------------------------------------
 
-def _transcripts(rel: dict[str, bytes], pairs: list[Pair], methods: list[str], topics: dict[str, Topic],
-                 skips: _Skips, source: Path) -> list[dict]:
+
+def _transcripts(
+    rel: dict[str, bytes],
+    pairs: list[Pair],
+    methods: list[str],
+    topics: dict[str, Topic],
+    skips: _Skips,
+    source: Path,
+) -> list[dict]:
     out = []
     for pair in pairs:
         base = f"data/debate_data/{pair.folder}/"
         for name in sorted(n for n in rel if n.startswith(base)):
-            parts = name[len(base):].split("/")
+            parts = name[len(base) :].split("/")
             if len(parts) != 3 or parts[0] not in RELEASE_METHODS:
                 if parts[0] not in RELEASE_METHODS:
-                    skips.add("folders of no known method", f"a method folder not among {list(RELEASE_METHODS)}; "
-                              "not read")
+                    skips.add(
+                        "folders of no known method",
+                        f"a method folder not among {list(RELEASE_METHODS)}; not read",
+                    )
                 continue
             if parts[0] not in methods:
                 continue
             m = _TRANSCRIPT.match(parts[2])
             if not m or release_topic_id(int(m["index"])) not in topics:
-                skips.add("transcripts without a topic", "the file name holds no number of a topic in "
-                          "refined_topics.json; not read")
+                skips.add(
+                    "transcripts without a topic",
+                    "the file name holds no number of a topic in refined_topics.json; not read",
+                )
                 continue
-            out.append({"pair": pair, "method": RELEASE_METHODS[parts[0]], "category": parts[1], "file": parts[2],
-                        "name": name, "topic_id": release_topic_id(int(m["index"])), "time": m["rest"],
-                        "rel": rel, "source": source, "topics": topics, "skips": skips})
+            out.append(
+                {
+                    "pair": pair,
+                    "method": RELEASE_METHODS[parts[0]],
+                    "category": parts[1],
+                    "file": parts[2],
+                    "name": name,
+                    "topic_id": release_topic_id(int(m["index"])),
+                    "time": m["rest"],
+                    "rel": rel,
+                    "source": source,
+                    "topics": topics,
+                    "skips": skips,
+                }
+            )
     return out
 
 
 def _dedupe(transcripts: list[dict], evaluations: pd.DataFrame, skips: _Skips) -> list[dict]:
     """One transcript per (pair, method, topic): the one the paper's evaluation names, else the latest."""
-    evaluated = set(zip(evaluations["pair"], evaluations["method"], evaluations["source_file"])) if len(evaluations) else set()
+    evaluated = (
+        set(zip(evaluations["pair"], evaluations["method"], evaluations["source_file"]))
+        if len(evaluations)
+        else set()
+    )
     by_item = defaultdict(list)
     for t in transcripts:
         by_item[(t["pair"].folder, t["method"], t["topic_id"])].append(t)
     out = []
     for group in by_item.values():
-        group.sort(key=lambda t: ((t["pair"].folder, t["method"], t["file"]) in evaluated, t["time"]), reverse=True)
+        group.sort(
+            key=lambda t: ((t["pair"].folder, t["method"], t["file"]) in evaluated, t["time"]), reverse=True
+        )
         out.append(group[0])
-        skips.add("topics negotiated twice", "a second transcript of one topic, pair and method; the one the "
-                  "paper's evaluation names (else the latest) is kept", len(group) - 1)
+        skips.add(
+            "topics negotiated twice",
+            "a second transcript of one topic, pair and method; the one the "
+            "paper's evaluation names (else the latest) is kept",
+            len(group) - 1,
+        )
     order = {id(t): i for i, t in enumerate(transcripts)}
     return sorted(out, key=lambda t: order[id(t)])
 
@@ -335,16 +432,22 @@ def _pick(transcripts: list[dict], max_items: int | None, seed: int, skips: _Ski
     # topics every method holds come first, so the items read are paired across methods
     kept = {p: {topic for *_, topic in sorted(ranked)[:max_items]} for p, ranked in by_pair.items()}
     out = [t for t in transcripts if t["topic_id"] in kept[t["pair"].folder]]
-    skips.add("transcripts not read (ncn_release.max_items)", f"only {max_items} topic(s) per pair are read as "
-              "traces, the same for every method; the evaluation files are read whole", len(transcripts) - len(out))
+    skips.add(
+        "transcripts not read (ncn_release.max_items)",
+        f"only {max_items} topic(s) per pair are read as "
+        "traces, the same for every method; the evaluation files are read whole",
+        len(transcripts) - len(out),
+    )
     return out
 
 
 def _need(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = obj.get(key) if isinstance(obj, dict) else None
     if not isinstance(value, kind):
-        raise ReleaseError(f"{where}: field {key!r} is missing or not a {getattr(kind, '__name__', kind)}; the "
-                           "release is corrupt or not the NCN release's transcript layout")
+        raise ReleaseError(
+            f"{where}: field {key!r} is missing or not a {getattr(kind, '__name__', kind)}; the "
+            "release is corrupt or not the NCN release's transcript layout"
+        )
     return value
 
 
@@ -365,13 +468,22 @@ def _trace(t: dict, max_rounds: int, embedder: str) -> dict:
     if not isinstance(raw, dict):
         raise ReleaseError(f"{where}: a transcript is a JSON object; the release is corrupt")
     topic = t["topics"][t["topic_id"]]
-    initial, consensus = _texts(raw, "initial_response", pair, where), _texts(raw, "consensus_response", pair, where)
+    initial, consensus = (
+        _texts(raw, "initial_response", pair, where),
+        _texts(raw, "consensus_response", pair, where),
+    )
     if " ".join(_need(raw, "topic", str, where).split()) != " ".join(topic.text.split()):
-        t["skips"].add("transcripts whose topic text differs", "the transcript's topic is not the text of its number "
-                       "in refined_topics.json; kept, with the transcript's own text")
+        t["skips"].add(
+            "transcripts whose topic text differs",
+            "the transcript's topic is not the text of its number "
+            "in refined_topics.json; kept, with the transcript's own text",
+        )
     if not all(consensus):
-        t["skips"].add("transcripts with an empty consensus statement", "the negotiation wrote none (NCN: consensus "
-                       "not reached); kept, and left out wherever a text is scored")
+        t["skips"].add(
+            "transcripts with an empty consensus statement",
+            "the negotiation wrote none (NCN: consensus "
+            "not reached); kept, and left out wherever a text is scored",
+        )
     method = t["method"]
     meta = raw.get("meta_data") or raw.get("metadata") or {}
     if method == "ncn":
@@ -379,22 +491,36 @@ def _trace(t: dict, max_rounds: int, embedder: str) -> dict:
         converged = bool(meta.get("consensus_reached"))
     elif method == "debate":
         history = _need(raw, "debate_history", list, where)
-        rounds = [{"round": k + 1, "statements": [str(r.get(pair.a.name, "")), str(r.get(pair.b.name, ""))]}
-                  for k, r in enumerate(history)]
+        rounds = [
+            {"round": k + 1, "statements": [str(r.get(pair.a.name, "")), str(r.get(pair.b.name, ""))]}
+            for k, r in enumerate(history)
+        ]
         # the release ends a debate early when both sides agree, and then records one round more than it holds
         converged = int(meta.get("true_round", len(history))) > len(history)
     else:
         rounds, converged = [], False
-    agents = [{"name": z.adapter, "culture": z.country, "kind": "release", "zone": z.name} for z in (pair.a, pair.b)]
+    agents = [
+        {"name": z.adapter, "culture": z.country, "kind": "release", "zone": z.name} for z in (pair.a, pair.b)
+    ]
     return {
-        "id": f"{method}:{pair.a.country}|{pair.b.country}:{t['topic_id']}", "schema": TRACE_SCHEMA,
-        "origin": ORIGIN, "method": method, "seed": RELEASE_SEED,
+        "id": f"{method}:{pair.a.country}|{pair.b.country}:{t['topic_id']}",
+        "schema": TRACE_SCHEMA,
+        "origin": ORIGIN,
+        "method": method,
+        "seed": RELEASE_SEED,
         "settings": {"max_rounds": max_rounds, "embedding_model": embedder},
         "topic": {"id": t["topic_id"], "text": topic.text, "source": topic.source, "category": t["category"]},
         "agents": agents,
         "initial": [{"response": x, "opinion": x, "guideline": None} for x in initial],
-        "rounds": rounds, "consensus": consensus, "truncated": [False, False], "rounds_used": len(rounds),
-        "converged": converged, "failed": False, "parse_failures": 0, "retries": 0, "failures": [],
+        "rounds": rounds,
+        "consensus": consensus,
+        "truncated": [False, False],
+        "rounds_used": len(rounds),
+        "converged": converged,
+        "failed": False,
+        "parse_failures": 0,
+        "retries": 0,
+        "failures": [],
         "release": {"pair": pair.folder, "file": t["file"], "category": t["category"], "metadata": meta},
     }
 
@@ -413,24 +539,46 @@ def _ncn_round(r: Any, number: int, pair: Pair, where: str) -> dict:
         text = str(second.get(f"{zone}_best_response") or "").strip()
         utility = second.get(f"{zone}_utility") or {}
         m = _BEST.match(text)
-        parts = ({"title": m["title"].strip(), "reason": m["reason"].strip().rstrip(".").strip(),
-                  "description": m["detail"].strip()} if m else {"title": text.split(":")[0].strip(), "reason": "",
-                                                                    "description": text})
+        parts = (
+            {
+                "title": m["title"].strip(),
+                "reason": m["reason"].strip().rstrip(".").strip(),
+                "description": m["detail"].strip(),
+            }
+            if m
+            else {"title": text.split(":")[0].strip(), "reason": "", "description": text}
+        )
         total = _number(utility.get("total"))
-        chosen.append({**parts, "consist": _number(utility.get("consistency")), "accept": _number(utility.get("acceptance")),
-                       "novelty": _number(utility.get("novelty")), "total": total} if text else None)
+        chosen.append(
+            {
+                **parts,
+                "consist": _number(utility.get("consistency")),
+                "accept": _number(utility.get("acceptance")),
+                "novelty": _number(utility.get("novelty")),
+                "total": total,
+            }
+            if text
+            else None
+        )
         best.append(total if text else None)
         dist = weights.get(f"{zone}_distribution") or {}
         pools.append([str(k) for k in dist])
         shares.append([float(v) for v in dist.values()])
-    return {"round": number,
-            "statements": [str(first.get(f"{z}_response") or "") for z in (pair.a.name, pair.b.name)],
-            "responses": [str(second.get(f"{z}_response") or "") for z in (pair.a.name, pair.b.name)],
-            "chosen": chosen, "best_utility": best, "pools": pools, "weights": shares,
-            "nash_gap": None, "solver": "unrecorded"}
+    return {
+        "round": number,
+        "statements": [str(first.get(f"{z}_response") or "") for z in (pair.a.name, pair.b.name)],
+        "responses": [str(second.get(f"{z}_response") or "") for z in (pair.a.name, pair.b.name)],
+        "chosen": chosen,
+        "best_utility": best,
+        "pools": pools,
+        "weights": shares,
+        "nash_gap": None,
+        "solver": "unrecorded",
+    }
 
 
 # --- evaluations -----------------------------------------------------------------------------------
+
 
 def _versions(names: list[str], pattern: re.Pattern, what: str, skips: _Skips) -> list[str]:
     """Per category, the file kept: the paper's judge where there is one, else the latest; the rest counted."""
@@ -445,8 +593,12 @@ def _versions(names: list[str], pattern: re.Pattern, what: str, skips: _Skips) -
     for versions in by_category.values():
         versions.sort(reverse=True)
         kept.append(versions[0][2])
-        skips.add(f"superseded {what} versions", f"another judge's or an older {what} of the same pair, method and "
-                  f"category; the paper's judge ({PAPER_JUDGE}) is kept, else the latest", len(versions) - 1)
+        skips.add(
+            f"superseded {what} versions",
+            f"another judge's or an older {what} of the same pair, method and "
+            f"category; the paper's judge ({PAPER_JUDGE}) is kept, else the latest",
+            len(versions) - 1,
+        )
     return sorted(kept)
 
 
@@ -457,8 +609,10 @@ def _records(rel: dict[str, bytes], name: str, source: Path, skips: _Skips) -> l
     out = []
     for record in data:
         if not isinstance(record, dict) or not record.get("source_file"):
-            skips.add("empty evaluation records", "records without a source_file (each evaluation list of the "
-                      "release opens with one); skipped")
+            skips.add(
+                "empty evaluation records",
+                "records without a source_file (each evaluation list of the release opens with one); skipped",
+            )
             continue
         out.append(record)
     return out
@@ -471,15 +625,18 @@ def _vector(raw: Any) -> list[float] | None:
     return values if all(v is not None and -1 <= v <= 1 for v in values) else None
 
 
-def _model_evaluations(rel: dict[str, bytes], pairs: list[Pair], methods: list[str], skips: _Skips,
-                       source: Path) -> list[dict]:
+def _model_evaluations(
+    rel: dict[str, bytes], pairs: list[Pair], methods: list[str], skips: _Skips, source: Path
+) -> list[dict]:
     rows = []
     for pair in pairs:
         for method in methods:
             folder = f"data/eval_result/results_model_based/{pair.folder}/{method}/consensus_eval/"
             names = [n for n in rel if n.startswith(folder)]
             if not names:
-                skips.add("methods without a value evaluation", "no consensus_eval files for this pair and method")
+                skips.add(
+                    "methods without a value evaluation", "no consensus_eval files for this pair and method"
+                )
                 continue
             for name in _versions(names, _MODEL_EVAL, "value evaluation", skips):
                 judge = _MODEL_EVAL.match(name.rsplit("/", 1)[-1]).groupdict().get("judge") or "unnamed"
@@ -487,88 +644,147 @@ def _model_evaluations(rel: dict[str, bytes], pairs: list[Pair], methods: list[s
                     metrics = record.get("evaluation_metrics") or {}
                     vectors = [_vector((metrics.get(v) or {}).get(r)) for v in _VECTORS for r in _RESPONSES]
                     if any(v is None for v in vectors):
-                        skips.add("unreadable value vectors", "a record whose four vectors are not ten numbers in "
-                                  "[−1, 1]; skipped")
+                        skips.add(
+                            "unreadable value vectors",
+                            "a record whose four vectors are not ten numbers in [−1, 1]; skipped",
+                        )
                         continue
-                    skips.add("vectors with half steps", "±0.5 although the judge's prompt asks for −1, 0 or 1; kept "
-                              "as they are (the kit reads any score in [−1, 1])",
-                              sum(any(x not in (-1.0, 0.0, 1.0) for x in v) for v in vectors))
-                    rows.append({"pair": pair.folder, "method": RELEASE_METHODS[method],
-                                 "source_file": str(record["source_file"]), "judge": judge,
-                                 "eval_file": name.rsplit("/", 1)[-1], "eval_order": k,
-                                 **dict(zip(SLOT_COLUMNS, vectors)),
-                                 "initial_dist": _number(metrics.get("initial_dist")),
-                                 "final_dist": _number(metrics.get("final_dist"))})
+                    skips.add(
+                        "vectors with half steps",
+                        "±0.5 although the judge's prompt asks for −1, 0 or 1; kept "
+                        "as they are (the kit reads any score in [−1, 1])",
+                        sum(any(x not in (-1.0, 0.0, 1.0) for x in v) for v in vectors),
+                    )
+                    rows.append(
+                        {
+                            "pair": pair.folder,
+                            "method": RELEASE_METHODS[method],
+                            "source_file": str(record["source_file"]),
+                            "judge": judge,
+                            "eval_file": name.rsplit("/", 1)[-1],
+                            "eval_order": k,
+                            **dict(zip(SLOT_COLUMNS, vectors)),
+                            "initial_dist": _number(metrics.get("initial_dist")),
+                            "final_dist": _number(metrics.get("final_dist")),
+                        }
+                    )
     return rows
 
 
-def _ppl_evaluations(rel: dict[str, bytes], pairs: list[Pair], methods: list[str], skips: _Skips,
-                     source: Path) -> list[dict]:
+def _ppl_evaluations(
+    rel: dict[str, bytes], pairs: list[Pair], methods: list[str], skips: _Skips, source: Path
+) -> list[dict]:
     rows = []
     for pair in pairs:
         stats = f"data/eval_result/results_ppl_based/{pair.folder}/ppl_stats.json"
         if stats in rel:
             data = _load_json(rel, stats, source)
             if isinstance(data, list) and not any(isinstance(r, dict) and r.get("source_file") for r in data):
-                skips.add("empty perplexity summaries", "ppl_stats.json holds only empty records: the release "
-                          "publishes no perplexity summary, so its per-transcript numbers are what is reproduced")
+                skips.add(
+                    "empty perplexity summaries",
+                    "ppl_stats.json holds only empty records: the release "
+                    "publishes no perplexity summary, so its per-transcript numbers are what is reproduced",
+                )
         for method in methods:
             folder = f"data/eval_result/results_ppl_based/{pair.folder}/{method}/consensus_eval/"
             names = [n for n in rel if n.startswith(folder)]
             if not names:
-                skips.add("methods without a perplexity evaluation", "no PPL files for this pair and method (the "
-                          "release evaluated some baselines by their values only)")
+                skips.add(
+                    "methods without a perplexity evaluation",
+                    "no PPL files for this pair and method (the "
+                    "release evaluated some baselines by their values only)",
+                )
                 continue
             for name in _versions(names, _PPL_EVAL, "perplexity evaluation", skips):
                 for record in _records(rel, name, source, skips):
                     score = (record.get("evaluation_metrics") or {}).get("consensus_score") or {}
                     first, last = score.get("initial_metrics") or {}, score.get("final_metrics") or {}
-                    ppl = [_number(first.get("PPL_init_response1")), _number(first.get("PPL_init_response2")),
-                           _number(last.get("PPL_final_response1")), _number(last.get("PPL_final_response2"))]
+                    ppl = [
+                        _number(first.get("PPL_init_response1")),
+                        _number(first.get("PPL_init_response2")),
+                        _number(last.get("PPL_final_response1")),
+                        _number(last.get("PPL_final_response2")),
+                    ]
                     if any(p is None for p in ppl):
-                        skips.add("unreadable perplexity records", "a record without its four perplexities; skipped")
+                        skips.add(
+                            "unreadable perplexity records", "a record without its four perplexities; skipped"
+                        )
                         continue
-                    skips.add("failed perplexities", "−1 where the release's copy task failed; the release's "
-                              "distance uses −1 as written, the kit leaves such records out of acceptance",
-                              sum(p == -1 for p in ppl))
-                    rows.append({"pair": pair.folder, "method": RELEASE_METHODS[method],
-                                 "source_file": str(record["source_file"]), **dict(zip(PPL_COLUMNS, ppl)),
-                                 "PPL_init_distance": _number(first.get("PPL_init_distance")),
-                                 "PPL_final_distance": _number(last.get("PPL_final_distance")),
-                                 "PPL_distance_difference": _number(score.get("PPL_distance_difference"))})
+                    skips.add(
+                        "failed perplexities",
+                        "−1 where the release's copy task failed; the release's "
+                        "distance uses −1 as written, the kit leaves such records out of acceptance",
+                        sum(p == -1 for p in ppl),
+                    )
+                    rows.append(
+                        {
+                            "pair": pair.folder,
+                            "method": RELEASE_METHODS[method],
+                            "source_file": str(record["source_file"]),
+                            **dict(zip(PPL_COLUMNS, ppl)),
+                            "PPL_init_distance": _number(first.get("PPL_init_distance")),
+                            "PPL_final_distance": _number(last.get("PPL_final_distance")),
+                            "PPL_distance_difference": _number(score.get("PPL_distance_difference")),
+                        }
+                    )
     return rows
 
 
-def _summaries(rel: dict[str, bytes], pairs: list[Pair], methods: list[str], skips: _Skips,
-               source: Path) -> dict[tuple[str, str], dict]:
+def _summaries(
+    rel: dict[str, bytes], pairs: list[Pair], methods: list[str], skips: _Skips, source: Path
+) -> dict[tuple[str, str], dict]:
     out = {}
     for pair in pairs:
         for method in methods:
             folder = f"data/eval_result/results_model_based/{pair.folder}/{method}/"
-            versions = sorted(((m["version"] == "newest", m["version"], n) for n in rel if n.startswith(folder)
-                               and n.count("/") == folder.count("/") and (m := _SUMMARY.match(n.rsplit("/", 1)[-1]))),
-                              reverse=True)
+            versions = sorted(
+                (
+                    (m["version"] == "newest", m["version"], n)
+                    for n in rel
+                    if n.startswith(folder)
+                    and n.count("/") == folder.count("/")
+                    and (m := _SUMMARY.match(n.rsplit("/", 1)[-1]))
+                ),
+                reverse=True,
+            )
             if not versions:
                 continue
             data = _load_json(rel, versions[0][2], source)
             if not isinstance(data, dict):
-                raise ReleaseError(f"{source}: {versions[0][2]} is not a summary object; the release is corrupt")
+                raise ReleaseError(
+                    f"{source}: {versions[0][2]} is not a summary object; the release is corrupt"
+                )
             out[(pair.folder, RELEASE_METHODS[method])] = data
-            skips.add("older summary versions", "summary_model_based_newest.json is kept (else the latest); the "
-                      "others are earlier runs of the paper's summary script", len(versions) - 1)
+            skips.add(
+                "older summary versions",
+                "summary_model_based_newest.json is kept (else the latest); the "
+                "others are earlier runs of the paper's summary script",
+                len(versions) - 1,
+            )
     return out
 
 
-def _join(model_rows: list[dict], ppl_rows: list[dict], pairs: list[Pair], topics: dict[str, Topic],
-          categories: dict[str, str]) -> pd.DataFrame:
+def _join(
+    model_rows: list[dict],
+    ppl_rows: list[dict],
+    pairs: list[Pair],
+    topics: dict[str, Topic],
+    categories: dict[str, str],
+) -> pd.DataFrame:
     """One row per (pair, method, source_file) evaluated either way: vectors and perplexities side by side."""
     key = ["pair", "method", "source_file"]
-    values = pd.DataFrame(model_rows, columns=[*key, "judge", "eval_file", "eval_order", *SLOT_COLUMNS,
-                                               "initial_dist", "final_dist"])
+    values = pd.DataFrame(
+        model_rows,
+        columns=[*key, "judge", "eval_file", "eval_order", *SLOT_COLUMNS, "initial_dist", "final_dist"],
+    )
     ppl = pd.DataFrame(ppl_rows, columns=[*key, *PPL_COLUMNS, *RELEASE_PPL])
     values = values.drop_duplicates(key)
     ppl = ppl.drop_duplicates(key)
-    df = values.merge(ppl, on=key, how="outer", indicator=True).sort_values(key, kind="stable").reset_index(drop=True)
+    df = (
+        values.merge(ppl, on=key, how="outer", indicator=True)
+        .sort_values(key, kind="stable")
+        .reset_index(drop=True)
+    )
     df["has_values"] = df["_merge"] != "right_only"
     df["has_ppl"] = df["_merge"] != "left_only"
     df = df.drop(columns="_merge")
@@ -585,14 +801,23 @@ def _join(model_rows: list[dict], ppl_rows: list[dict], pairs: list[Pair], topic
 
 
 def _coverage_notes(evaluations: pd.DataFrame, transcripts: list[dict], skips: _Skips) -> None:
-    evaluated = set(zip(evaluations["pair"], evaluations["method"], evaluations["source_file"],
-                        evaluations["has_values"]))
+    evaluated = set(
+        zip(evaluations["pair"], evaluations["method"], evaluations["source_file"], evaluations["has_values"])
+    )
     no_values = sum((t["pair"].folder, t["method"], t["file"], True) not in evaluated for t in transcripts)
-    skips.add("transcripts without a value evaluation", "the paper's value evaluation has no record of them; kept "
-              "as traces, absent from the recomputed summaries", no_values)
+    skips.add(
+        "transcripts without a value evaluation",
+        "the paper's value evaluation has no record of them; kept "
+        "as traces, absent from the recomputed summaries",
+        no_values,
+    )
     twice = evaluations[evaluations["has_values"]].groupby(["pair", "method", "topic_id"]).size()
-    skips.add("topics evaluated twice", "two evaluated transcripts of one topic, pair and method; both count in the "
-              "release's summary, the paired claims read the first", int((twice - 1).sum()))
+    skips.add(
+        "topics evaluated twice",
+        "two evaluated transcripts of one topic, pair and method; both count in the "
+        "release's summary, the paired claims read the first",
+        int((twice - 1).sum()),
+    )
 
 
 def item_rows(evaluations: pd.DataFrame) -> pd.DataFrame:
@@ -610,12 +835,18 @@ def summary_counts(release: Release) -> pd.DataFrame:
     for pair in release.pairs:
         for method in release.methods:
             mine = ev[(ev["pair"] == pair.folder) & (ev["method"] == method)] if len(ev) else ev
-            rows.append({"pair": pair.folder, "method": method,
-                         "traces": sum(t["release"]["pair"] == pair.folder and t["method"] == method
-                                       for t in release.traces),
-                         "value_records": int(mine["has_values"].sum()) if len(mine) else 0,
-                         "ppl_records": int(mine["has_ppl"].sum()) if len(mine) else 0,
-                         "summary": (pair.folder, method) in release.summaries})
+            rows.append(
+                {
+                    "pair": pair.folder,
+                    "method": method,
+                    "traces": sum(
+                        t["release"]["pair"] == pair.folder and t["method"] == method for t in release.traces
+                    ),
+                    "value_records": int(mine["has_values"].sum()) if len(mine) else 0,
+                    "ppl_records": int(mine["has_ppl"].sum()) if len(mine) else 0,
+                    "summary": (pair.folder, method) in release.summaries,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -625,20 +856,27 @@ def zone_table(release: Release) -> pd.DataFrame:
     return pd.DataFrame([{"zone": z.name, "agent": z.adapter, "culture": z.country} for z in zones])
 
 
-
 def training_traces(params) -> tuple[list[dict], dict[str, int]]:
     """The release's traces that train as ``ncn_release:<method>`` sources of ``params.finetune.from_methods``
     (read with ``params.ncn_release``), less any whose topic is in the study's held-out pool (by id or text:
     no topic finetuning may be evaluated on is trained on); and counts: read, dropped as held out."""
     from kit.data.topics import topic_pools
 
-    sources = [m.removeprefix(f"{ORIGIN}:") for m in params.finetune.from_methods if m.startswith(f"{ORIGIN}:")]
+    sources = [
+        m.removeprefix(f"{ORIGIN}:") for m in params.finetune.from_methods if m.startswith(f"{ORIGIN}:")
+    ]
     if not sources:
         return [], {"read": 0, "dropped_heldout": 0}
     r = params.ncn_release
-    release = read_release(r.path, r.pairs, [m for m in KIT_METHODS if m in sources], r.max_items, params.seed)
+    release = read_release(
+        r.path, r.pairs, [m for m in KIT_METHODS if m in sources], r.max_items, params.seed
+    )
     _, held = topic_pools(params.data, params.negotiation.topics, params.seed)
     held_ids, held_texts = {t.id for t in held}, {" ".join(t.text.split()).casefold() for t in held}
-    kept = [t for t in release.traces if t["topic"]["id"] not in held_ids
-            and " ".join(t["topic"]["text"].split()).casefold() not in held_texts]
+    kept = [
+        t
+        for t in release.traces
+        if t["topic"]["id"] not in held_ids
+        and " ".join(t["topic"]["text"].split()).casefold() not in held_texts
+    ]
     return kept, {"read": len(release.traces), "dropped_heldout": len(release.traces) - len(kept)}

@@ -27,8 +27,20 @@ if TYPE_CHECKING:  # annotations only: the params are read here, never built
     from kit.config import NegotiationParams
 
 # The NegotiationParams values a trace records under ``settings`` (the rest do not change a trace).
-SETTINGS = ("max_rounds", "epsilon", "weights", "n_counter", "n_gap", "n_innovative", "temperature_low",
-            "temperature_high", "max_retries", "guideline_format", "turn_tokens", "statement_words")
+SETTINGS = (
+    "max_rounds",
+    "epsilon",
+    "weights",
+    "n_counter",
+    "n_gap",
+    "n_innovative",
+    "temperature_low",
+    "temperature_high",
+    "max_retries",
+    "guideline_format",
+    "turn_tokens",
+    "statement_words",
+)
 
 
 @dataclass(frozen=True)
@@ -69,25 +81,46 @@ class Context:
     def __init__(self, spec: JobSpec, params: NegotiationParams, seed: int):
         self.spec, self.params, self.seed = spec, params, seed
 
-    def request(self, agent: Agent, user: str, round_: int, role: str, temperature: float | None = None,
-                max_new_tokens: int | None = None) -> tuple[ChatRequest, GenParams]:
+    def request(
+        self,
+        agent: Agent,
+        user: str,
+        round_: int,
+        role: str,
+        temperature: float | None = None,
+        max_new_tokens: int | None = None,
+    ) -> tuple[ChatRequest, GenParams]:
         """The agent's chat request for ``user``, with seeded params (``temperature_low`` and
         ``turn_tokens`` unless given)."""
         temperature = self.params.temperature_low if temperature is None else temperature
-        params = GenParams(temperature=temperature, max_new_tokens=max_new_tokens or self.params.turn_tokens,
-                           seed=seeds.derive(self.seed, "negotiation", round_, role))
+        params = GenParams(
+            temperature=temperature,
+            max_new_tokens=max_new_tokens or self.params.turn_tokens,
+            seed=seeds.derive(self.seed, "negotiation", round_, role),
+        )
         return agent.ask(user), params
 
     def trace(self) -> dict[str, Any]:
         """A trace with every field at its starting value (see ``kit.negotiation.trace``)."""
         spec = self.spec
         return {
-            "id": spec.id, "schema": TRACE_SCHEMA, "method": spec.method, "seed": self.seed,
+            "id": spec.id,
+            "schema": TRACE_SCHEMA,
+            "method": spec.method,
+            "seed": self.seed,
             "settings": settings_of(self.params),
             "topic": {"id": spec.topic.id, "text": spec.topic.text, "source": spec.topic.source},
             "agents": [{"name": a.name, "culture": a.culture, "kind": a.kind} for a in spec.agents],
-            "initial": [], "rounds": [], "consensus": ["", ""], "truncated": [False, False], "rounds_used": 0,
-            "converged": False, "failed": False, "parse_failures": 0, "retries": 0, "failures": [],
+            "initial": [],
+            "rounds": [],
+            "consensus": ["", ""],
+            "truncated": [False, False],
+            "rounds_used": 0,
+            "converged": False,
+            "failed": False,
+            "parse_failures": 0,
+            "retries": 0,
+            "failures": [],
         }
 
     def finish(self, trace: dict[str, Any], statements: Sequence[str]) -> dict[str, Any]:

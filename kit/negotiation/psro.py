@@ -53,11 +53,15 @@ TOP_OPPONENT_GUIDELINES = 3  # how many of the opponent's most weighted guidelin
 TITLE_TOKENS, REASON_TOKENS = 16, 48  # the short fields of ``guideline_format: fields``
 
 
-def candidate_slots(n_counter: int, n_gap: int, n_innovative: int, low: float,
-                    high: float) -> list[tuple[str, int, float]]:
+def candidate_slots(
+    n_counter: int, n_gap: int, n_innovative: int, low: float, high: float
+) -> list[tuple[str, int, float]]:
     """``(kind, index within kind, temperature)`` of every candidate, temperatures evenly from low to high."""
-    kinds = [(kind, i) for kind, n in (("counter", n_counter), ("gap", n_gap), ("innovative", n_innovative))
-             for i in range(n)]
+    kinds = [
+        (kind, i)
+        for kind, n in (("counter", n_counter), ("gap", n_gap), ("innovative", n_innovative))
+        for i in range(n)
+    ]
     temperatures = np.linspace(low, high, len(kinds)) if len(kinds) > 1 else np.array([low] * len(kinds))
     # Rounded so equal settings give equal GenParams (and cache keys) on every platform.
     return [(kind, i, round(float(t), 4)) for (kind, i), t in zip(kinds, temperatures)]
@@ -74,8 +78,9 @@ def _retry(text: str, role: str, attempt: int) -> tuple[str, str]:
     return (text + RETRY_NOTE, f"{role}/retry{attempt}") if attempt else (text, role)
 
 
-def ask_guidelines(ctx: Context, items: list[tuple[int, Callable[[str], str], str, float | None]], round_: int,
-                   topic: str) -> Generator[Need, Reply, list[Parsed[Guideline]]]:
+def ask_guidelines(
+    ctx: Context, items: list[tuple[int, Callable[[str], str], str, float | None]], round_: int, topic: str
+) -> Generator[Need, Reply, list[Parsed[Guideline]]]:
     """Guidelines for ``items`` = (agent index, prompt given a format, role, temperature), batched.
 
     ``guideline_format: json`` asks for the whole guideline in one structured reply.
@@ -89,20 +94,37 @@ def ask_guidelines(ctx: Context, items: list[tuple[int, Callable[[str], str], st
         def make(attempt: int):
             text, r = _retry(prompt(fmt), role, attempt)
             return ctx.request(agents[i], text, round_, r, temperature)
+
         return make
 
     if p.guideline_format == "json":
-        return (yield from ask_parsed([maker(*item, GUIDELINE_FORMAT) for item in items], first_guideline, p.max_retries))
-    found = yield from ask_parsed([maker(*item, DESCRIPTION_FORMAT) for item in items], parse_description, p.max_retries)
+        return (
+            yield from ask_parsed(
+                [maker(*item, GUIDELINE_FORMAT) for item in items], first_guideline, p.max_retries
+            )
+        )
+    found = yield from ask_parsed(
+        [maker(*item, DESCRIPTION_FORMAT) for item in items], parse_description, p.max_retries
+    )
     ready = [(k, items[k], r.value) for k, r in enumerate(found) if r.value]
-    texts = yield from ask([ctx.request(agents[i], title_prompt(d), round_, f"{role}/title", max_new_tokens=TITLE_TOKENS)
-                            for _, (i, _, role, _), d in ready]
-                           + [ctx.request(agents[i], reason_prompt(topic, d), round_, f"{role}/reason",
-                                          max_new_tokens=REASON_TOKENS) for _, (i, _, role, _), d in ready])
+    texts = yield from ask(
+        [
+            ctx.request(agents[i], title_prompt(d), round_, f"{role}/title", max_new_tokens=TITLE_TOKENS)
+            for _, (i, _, role, _), d in ready
+        ]
+        + [
+            ctx.request(
+                agents[i], reason_prompt(topic, d), round_, f"{role}/reason", max_new_tokens=REASON_TOKENS
+            )
+            for _, (i, _, role, _), d in ready
+        ]
+    )
     out = list(found)
     for n, (k, _, description) in enumerate(ready):
         title = " ".join(parse_plain_field(texts[n], 1).split()[:5]) or " ".join(description.split()[:5])
-        guideline = Guideline(title=title, reason=parse_plain_field(texts[len(ready) + n], 1), description=description)
+        guideline = Guideline(
+            title=title, reason=parse_plain_field(texts[len(ready) + n], 1), description=description
+        )
         out[k] = Parsed(guideline, found[k].raw, found[k].attempts)
     return out
 
@@ -125,12 +147,25 @@ def ncn(ctx: Context) -> Program:
     opinions = [entry["opinion"] for entry in trace["initial"]]
 
     initial = yield from ask_guidelines(
-        ctx, [(i, lambda fmt, i=i: guideline_prompt(topic, opinions[i] or responses[i].strip(), fmt), "guideline", None)
-              for i in range(2)], 0, topic)
+        ctx,
+        [
+            (
+                i,
+                lambda fmt, i=i: guideline_prompt(topic, opinions[i] or responses[i].strip(), fmt),
+                "guideline",
+                None,
+            )
+            for i in range(2)
+        ],
+        0,
+        topic,
+    )
     trace["retries"] += sum(result.attempts - 1 for result in initial)
     for i, result in enumerate(initial):
         if result.value is None:
-            trace["failures"].append({"stage": "guideline", "agent": i, "raw": result.raw, "round": 0, "kind": None})
+            trace["failures"].append(
+                {"stage": "guideline", "agent": i, "raw": result.raw, "round": 0, "kind": None}
+            )
         else:
             trace["initial"][i]["guideline"] = asdict(result.value)
     trace["parse_failures"] = len(trace["failures"])
@@ -149,27 +184,47 @@ def ncn(ctx: Context) -> Program:
     prev_best: tuple[float | None, float | None] | None = None
 
     for round_ in range(1, p.max_rounds + 1):
-        positions = yield from ask([ctx.request(agents[i], position_prompt(topic, pools[i], weights[i]), round_,
-                                                "position") for i in range(2)])
+        positions = yield from ask(
+            [
+                ctx.request(agents[i], position_prompt(topic, pools[i], weights[i]), round_, "position")
+                for i in range(2)
+            ]
+        )
 
         # the prompts read this round's positions and weights: asked (and re-asked) before the round ends
         def candidate_item(i: int, kind: str, index: int, temperature: float, count: int):
             def prompt(fmt: str) -> str:
-                return candidate_prompt(topic, opinions[i] or responses[i].strip(), pools[i], weights[i], names[1 - i],  # noqa: B023
-                                        positions[1 - i], _top(pools[1 - i], weights[1 - i], TOP_OPPONENT_GUIDELINES),  # noqa: B023
-                                        kind, index, count, fmt)
+                return candidate_prompt(
+                    topic,
+                    opinions[i] or responses[i].strip(),
+                    pools[i],
+                    weights[i],  # noqa: B023
+                    names[1 - i],
+                    positions[1 - i],  # noqa: B023
+                    _top(pools[1 - i], weights[1 - i], TOP_OPPONENT_GUIDELINES),  # noqa: B023
+                    kind,
+                    index,
+                    count,
+                    fmt,
+                )
+
             return i, prompt, f"{kind}{index}", temperature
 
         counts = {"counter": p.n_counter, "gap": p.n_gap, "innovative": p.n_innovative}
         owners = [(i, slot) for i in range(2) for slot in slots]
-        results = yield from ask_guidelines(ctx, [candidate_item(i, kind, index, t, counts[kind])
-                                                  for i, (kind, index, t) in owners], round_, topic)
+        results = yield from ask_guidelines(
+            ctx,
+            [candidate_item(i, kind, index, t, counts[kind]) for i, (kind, index, t) in owners],
+            round_,
+            topic,
+        )
         trace["retries"] += sum(result.attempts - 1 for result in results)
         kept: list[list[tuple[tuple[str, int, float], Guideline]]] = [[], []]
         for (i, slot), result in zip(owners, results):
             if result.value is None:
-                trace["failures"].append({"stage": "candidate", "agent": i, "raw": result.raw, "round": round_,
-                                          "kind": slot[0]})
+                trace["failures"].append(
+                    {"stage": "candidate", "agent": i, "raw": result.raw, "round": round_, "kind": slot[0]}
+                )
             else:
                 kept[i].append((slot, result.value))
 
@@ -187,8 +242,15 @@ def ncn(ctx: Context) -> Program:
             parts = utility_matrix(split[i], opinion_emb[i], pool_emb[1 - i], weights[1 - i], pool_emb[i])
             totals = parts @ weights_uv.vector
             for ((kind, _, temperature), guideline), row, total in zip(kept[i], parts, totals):
-                candidates[i].append({"kind": kind, **asdict(guideline), "temperature": temperature,
-                                      **{name: float(v) for name, v in zip(PARTS, row)}, "total": float(total)})
+                candidates[i].append(
+                    {
+                        "kind": kind,
+                        **asdict(guideline),
+                        "temperature": temperature,
+                        **{name: float(v) for name, v in zip(PARTS, row)},
+                        "total": float(total),
+                    }
+                )
             pick = int(np.argmax(totals))
             chosen[i], best[i] = {**candidates[i][pick], "index": pick}, float(totals[pick])
             additions[i] = split[i][pick : pick + 1]
@@ -200,22 +262,47 @@ def ncn(ctx: Context) -> Program:
         A, B = payoff_matrices(pool_emb[0], pool_emb[1], opinion_emb[0], opinion_emb[1], weights_uv)
         equilibrium = solve_bimatrix(A, B)
         weights = [np.asarray(equilibrium.row, float), np.asarray(equilibrium.col, float)]
-        trace["rounds"].append({
-            "round": round_, "statements": positions, "candidates": candidates, "chosen": chosen, "best_utility": best,
-            "pools": [[g.title for g in pool] for pool in pools], "weights": [w.tolist() for w in weights],
-            "payoffs": [np.asarray(A, float).tolist(), np.asarray(B, float).tolist()],
-            "nash_gap": float(equilibrium.nash_gap), "solver": equilibrium.method,
-        })
+        trace["rounds"].append(
+            {
+                "round": round_,
+                "statements": positions,
+                "candidates": candidates,
+                "chosen": chosen,
+                "best_utility": best,
+                "pools": [[g.title for g in pool] for pool in pools],
+                "weights": [w.tolist() for w in weights],
+                "payoffs": [np.asarray(A, float).tolist(), np.asarray(B, float).tolist()],
+                "nash_gap": float(equilibrium.nash_gap),
+                "solver": equilibrium.method,
+            }
+        )
         new_best = (best[0], best[1])
-        if prev_best is not None and None not in prev_best and None not in new_best \
-                and converged(prev_best, new_best, p.epsilon):  # type: ignore[arg-type]
+        if (
+            prev_best is not None
+            and None not in prev_best
+            and None not in new_best
+            and converged(prev_best, new_best, p.epsilon)
+        ):  # type: ignore[arg-type]
             trace["converged"] = True
             break
         prev_best = new_best
 
     trace["parse_failures"] = len(trace["failures"])
     final_round = p.max_rounds + 1  # shared by every job, so all statements batch together
-    statements = yield from ask_readable(ctx, trace, [
-        (i, ncn_statement_prompt(topic, pools[i], weights[i], names[1 - i], pools[1 - i], weights[1 - i],
-                                 p.statement_words), final_round, "statement") for i in range(2)], "statement")
+    statements = yield from ask_readable(
+        ctx,
+        trace,
+        [
+            (
+                i,
+                ncn_statement_prompt(
+                    topic, pools[i], weights[i], names[1 - i], pools[1 - i], weights[1 - i], p.statement_words
+                ),
+                final_round,
+                "statement",
+            )
+            for i in range(2)
+        ],
+        "statement",
+    )
     return ctx.finish(trace, statements)

@@ -36,8 +36,12 @@ if TYPE_CHECKING:  # annotations only: the params are read here, never built
 log = logging.getLogger(__name__)
 
 
-def plan_jobs(agents: Mapping[str, Agent], topics: Sequence[Topic], params: NegotiationParams,
-              pairs: Sequence[Sequence[str]] | None = None) -> list[JobSpec]:
+def plan_jobs(
+    agents: Mapping[str, Agent],
+    topics: Sequence[Topic],
+    params: NegotiationParams,
+    pairs: Sequence[Sequence[str]] | None = None,
+) -> list[JobSpec]:
     """Every job of a run, in job order: pairs, then topics, then methods.
 
     ``pairs`` (default ``params.pairs``) name countries as ``agents`` is keyed: data labels, from
@@ -47,10 +51,16 @@ def plan_jobs(agents: Mapping[str, Agent], topics: Sequence[Topic], params: Nego
     for pair in pairs:
         for country in pair:
             if country not in agents:
-                raise ValueError(f"no agent for country {country!r} of negotiation.pairs; "
-                                 f"pass one in agents (have {sorted(agents)})")
-    specs = [JobSpec(method, (a, b), (agents[a], agents[b]), topic)
-             for a, b in pairs for topic in topics for method in params.methods]
+                raise ValueError(
+                    f"no agent for country {country!r} of negotiation.pairs; "
+                    f"pass one in agents (have {sorted(agents)})"
+                )
+    specs = [
+        JobSpec(method, (a, b), (agents[a], agents[b]), topic)
+        for a, b in pairs
+        for topic in topics
+        for method in params.methods
+    ]
     ids = [spec.id for spec in specs]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
@@ -68,10 +78,17 @@ def start_job(spec: JobSpec, params: NegotiationParams, seed: int) -> Job:
     return Job(spec.id, PROTOCOLS.get(spec.method).start(Context(spec, params, seed)))
 
 
-def run_negotiations(backend: Backend, embedder: TextEmbedder, agents: Mapping[str, Agent], topics: Sequence[Topic],
-                     params: NegotiationParams, store: RecordStore, seed: int,
-                     progress: Callable[[int, int], None] | None = None,
-                     pairs: Sequence[Sequence[str]] | None = None) -> list[dict]:
+def run_negotiations(
+    backend: Backend,
+    embedder: TextEmbedder,
+    agents: Mapping[str, Agent],
+    topics: Sequence[Topic],
+    params: NegotiationParams,
+    store: RecordStore,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+    pairs: Sequence[Sequence[str]] | None = None,
+) -> list[dict]:
     """Run (or resume) this shard's negotiations; returns every stored trace of the run, in job order.
 
     Jobs already in ``store`` are skipped; of the rest, only those with
@@ -82,18 +99,33 @@ def run_negotiations(backend: Backend, embedder: TextEmbedder, agents: Mapping[s
     """
     # shard_index < shard_count and temperature_low <= temperature_high are NegotiationParams' own checks
     if "ncn" in params.methods and params.n_counter + params.n_gap + params.n_innovative == 0:
-        raise ValueError("negotiation.n_counter + n_gap + n_innovative is 0; NCN needs at least one candidate a round")
+        raise ValueError(
+            "negotiation.n_counter + n_gap + n_innovative is 0; NCN needs at least one candidate a round"
+        )
     specs = plan_jobs(agents, topics, params, pairs)
     stored = [spec.id for spec in specs if spec.id in store]
-    todo = [spec for spec in specs if spec.id not in store
-            and shard_of(spec.id, params.shard_count, seed) == params.shard_index]
+    todo = [
+        spec
+        for spec in specs
+        if spec.id not in store and shard_of(spec.id, params.shard_count, seed) == params.shard_index
+    ]
     current = settings_of(params)
     stale = sum(1 for rid in stored if store.get(rid).get("settings") != current)
     if stale:
-        log.warning("%d stored traces in %s ran with other negotiation settings; they are kept as they are "
-                    "(use a new store to rerun them)", stale, store.path)
-    log.info("negotiations: %d jobs, %d stored, %d to run in shard %d/%d", len(specs), len(stored), len(todo),
-             params.shard_index, params.shard_count)
+        log.warning(
+            "%d stored traces in %s ran with other negotiation settings; they are kept as they are "
+            "(use a new store to rerun them)",
+            stale,
+            store.path,
+        )
+    log.info(
+        "negotiations: %d jobs, %d stored, %d to run in shard %d/%d",
+        len(specs),
+        len(stored),
+        len(todo),
+        params.shard_index,
+        params.shard_count,
+    )
 
     jobs = [start_job(spec, params, seed) for spec in todo]
     finished_count = 0
@@ -113,7 +145,10 @@ def run_negotiations(backend: Backend, embedder: TextEmbedder, agents: Mapping[s
 
 def resolve_pairs(params: Params) -> list[tuple[str, str]]:
     """``negotiation.pairs`` as the data spells each country ("UK" -> "Britain")."""
-    return [tuple(resolve_countries([c], params.data.goqa_path)[0] for c in pair) for pair in params.negotiation.pairs]
+    return [
+        tuple(resolve_countries([c], params.data.goqa_path)[0] for c in pair)
+        for pair in params.negotiation.pairs
+    ]
 
 
 def study_agents(params: Params, agent_set: AgentSet | None) -> dict[str, Agent]:
@@ -126,18 +161,28 @@ def study_agents(params: Params, agent_set: AgentSet | None) -> dict[str, Agent]
     built = agent_set.of_kind(kind) if agent_set is not None else {}
     missing = [c for c in countries if c not in built]
     if missing:
-        raise ValueError(f"notebook 01 built no {kind} agent for {missing}: add them to agents.countries (and "
-                         f"{kind} to agents.kinds) and run notebook 01 again")
+        raise ValueError(
+            f"notebook 01 built no {kind} agent for {missing}: add them to agents.countries (and "
+            f"{kind} to agents.kinds) and run notebook 01 again"
+        )
     return {c: built[c] for c in countries}
 
 
-def store_parts(params: Params, agents: Mapping[str, Agent], model: Mapping[str, str], embedder: str) -> dict[str, Any]:
+def store_parts(
+    params: Params, agents: Mapping[str, Agent], model: Mapping[str, str], embedder: str
+) -> dict[str, Any]:
     """What a study's traces depend on (the pairs, topics' count and methods only pick among them)."""
     t = params.negotiation.topics
-    return {"schema": TRACE_SCHEMA, "model": dict(model), "embedder": embedder, "seed": params.seed,
-            "settings": settings_of(params.negotiation), "agent_kind": params.negotiation.agent_kind,
-            "agents": {c: agent_fingerprint(a) for c, a in sorted(agents.items())},
-            "topics": {"source": t.source, "data": source_identity(params.data, t)}}
+    return {
+        "schema": TRACE_SCHEMA,
+        "model": dict(model),
+        "embedder": embedder,
+        "seed": params.seed,
+        "settings": settings_of(params.negotiation),
+        "agent_kind": params.negotiation.agent_kind,
+        "agents": {c: agent_fingerprint(a) for c, a in sorted(agents.items())},
+        "topics": {"source": t.source, "data": source_identity(params.data, t)},
+    }
 
 
 def trace_store(run_dir: Path, parts: Mapping[str, Any]) -> RecordStore:
@@ -151,8 +196,12 @@ def trace_store(run_dir: Path, parts: Mapping[str, Any]) -> RecordStore:
 
 def planned_ids(params: Params, topics: Sequence[Topic]) -> list[str]:
     """The trace ids of the current plan: pairs × topics × methods."""
-    return [job_id(method, a, b, topic.id) for a, b in resolve_pairs(params)
-            for topic in topics for method in params.negotiation.methods]
+    return [
+        job_id(method, a, b, topic.id)
+        for a, b in resolve_pairs(params)
+        for topic in topics
+        for method in params.negotiation.methods
+    ]
 
 
 def planned_traces(store: RecordStore, params: Params, topics: Sequence[Topic]) -> list[dict]:
@@ -160,7 +209,9 @@ def planned_traces(store: RecordStore, params: Params, topics: Sequence[Topic]) 
     return [store.get(i) for i in planned_ids(params, topics) if i in store]
 
 
-def study_store(params: Params, run_dir: Path, agents: Mapping[str, Agent], model: Mapping[str, str]) -> RecordStore:
+def study_store(
+    params: Params, run_dir: Path, agents: Mapping[str, Agent], model: Mapping[str, str]
+) -> RecordStore:
     """The trace store of the study ``params`` describe with these agents, on this model."""
     from kit.embed import resolve_embedder
 

@@ -100,9 +100,23 @@ FAILURE_STAGES = ("answer", "guideline", "candidate", "statement")
 CANDIDATE_KINDS = ("counter", "gap", "innovative")
 
 _TOP = {
-    "id": str, "schema": str, "method": str, "seed": int, "settings": dict, "topic": dict, "agents": list,
-    "initial": list, "rounds": list, "consensus": list, "truncated": list, "rounds_used": int,
-    "converged": bool, "failed": bool, "parse_failures": int, "retries": int, "failures": list,
+    "id": str,
+    "schema": str,
+    "method": str,
+    "seed": int,
+    "settings": dict,
+    "topic": dict,
+    "agents": list,
+    "initial": list,
+    "rounds": list,
+    "consensus": list,
+    "truncated": list,
+    "rounds_used": int,
+    "converged": bool,
+    "failed": bool,
+    "parse_failures": int,
+    "retries": int,
+    "failures": list,
 }
 _CANDIDATE_NUMBERS = ("temperature", "consist", "accept", "novelty", "total")
 _WEIGHT_TOL = 1e-6
@@ -117,7 +131,9 @@ def validate_trace(record: dict[str, Any]) -> None:
         if key not in record:
             raise ValueError(f"{where}: missing field {key!r}")
         if not _is(record[key], kind):
-            raise ValueError(f"{where}: field {key!r} must be {kind.__name__}; got {type(record[key]).__name__}")
+            raise ValueError(
+                f"{where}: field {key!r} must be {kind.__name__}; got {type(record[key]).__name__}"
+            )
     if record["schema"] != TRACE_SCHEMA:
         raise ValueError(f"{where}: schema {record['schema']!r} is not {TRACE_SCHEMA!r}; rerun the job")
     method = record["method"]
@@ -129,12 +145,23 @@ def validate_trace(record: dict[str, Any]) -> None:
     for name in ("agents", "initial", "consensus", "truncated"):
         _pair(record[name], f"{where}: {name}")
     for i in range(2):
-        _fields(record["agents"][i], {"name": str, "culture": (str, type(None)), "kind": str}, f"{where}: agents[{i}]")
+        _fields(
+            record["agents"][i],
+            {"name": str, "culture": (str, type(None)), "kind": str},
+            f"{where}: agents[{i}]",
+        )
         initial = record["initial"][i]
-        _fields(initial, {"response": str, "opinion": str, "guideline": (dict, type(None))}, f"{where}: initial[{i}]")
+        _fields(
+            initial,
+            {"response": str, "opinion": str, "guideline": (dict, type(None))},
+            f"{where}: initial[{i}]",
+        )
         if initial["guideline"] is not None:
-            _fields(initial["guideline"], {"title": str, "reason": str, "description": str},
-                    f"{where}: initial[{i}].guideline")
+            _fields(
+                initial["guideline"],
+                {"title": str, "reason": str, "description": str},
+                f"{where}: initial[{i}].guideline",
+            )
         if not isinstance(record["consensus"][i], str) or not isinstance(record["truncated"][i], bool):
             raise ValueError(f"{where}: consensus[{i}] must be a str and truncated[{i}] a bool")
     if record["rounds_used"] != len(record["rounds"]):
@@ -142,11 +169,16 @@ def validate_trace(record: dict[str, Any]) -> None:
     if record["parse_failures"] != len(record["failures"]) or record["retries"] < 0:
         raise ValueError(f"{where}: parse_failures must equal len(failures) and retries be non-negative")
     for k, failure in enumerate(record["failures"]):
-        _fields(failure, {"stage": str, "agent": int, "raw": str, "round": int, "kind": (str, type(None))},
-                f"{where}: failures[{k}]")
+        _fields(
+            failure,
+            {"stage": str, "agent": int, "raw": str, "round": int, "kind": (str, type(None))},
+            f"{where}: failures[{k}]",
+        )
         if failure["stage"] not in FAILURE_STAGES or failure["agent"] not in (0, 1):
-            raise ValueError(f"{where}: failures[{k}] has stage {failure['stage']!r} / agent {failure['agent']!r}; "
-                             f"stage is one of {FAILURE_STAGES}, agent 0 or 1")
+            raise ValueError(
+                f"{where}: failures[{k}] has stage {failure['stage']!r} / agent {failure['agent']!r}; "
+                f"stage is one of {FAILURE_STAGES}, agent 0 or 1"
+            )
     if method == "none" and record["rounds"]:
         raise ValueError(f"{where}: method 'none' holds no rounds")
     origin = record.get("origin")
@@ -178,8 +210,12 @@ def _release_round(rnd: Any, method: str, where: str, number: int) -> None:
         if best is not None and (not _is(best, float) or not math.isfinite(best)):
             raise ValueError(f"{where}: best_utility[{i}] must be a finite number or null")
         pool, weights = rnd["pools"][i], rnd["weights"][i]
-        if not (isinstance(pool, list) and isinstance(weights, list) and len(pool) == len(weights)
-                and all(isinstance(t, str) for t in pool)):
+        if not (
+            isinstance(pool, list)
+            and isinstance(weights, list)
+            and len(pool) == len(weights)
+            and all(isinstance(t, str) for t in pool)
+        ):
             raise ValueError(f"{where}: pools[{i}] and weights[{i}] must be lists of one length")
         if any(not _is(w, float) or not math.isfinite(w) or w < 0 for w in weights):
             raise ValueError(f"{where}: weights[{i}] must be finite and non-negative; got {weights}")
@@ -200,26 +236,50 @@ def _round(rnd: Any, method: str, where: str, number: int) -> None:
     for name in ("candidates", "chosen", "best_utility", "pools", "weights"):
         _pair(rnd.get(name), f"{where}.{name}")
     gap = rnd.get("nash_gap")
-    if not _is(gap, float) or not math.isfinite(gap) or gap < -_WEIGHT_TOL or not isinstance(rnd.get("solver"), str):
+    if (
+        not _is(gap, float)
+        or not math.isfinite(gap)
+        or gap < -_WEIGHT_TOL
+        or not isinstance(rnd.get("solver"), str)
+    ):
         raise ValueError(f"{where}: nash_gap must be a finite float >= 0 and solver a str")
     for i in range(2):
         candidates, chosen = rnd["candidates"][i], rnd["chosen"][i]
         for c, cand in enumerate(candidates):
-            _fields(cand, {"kind": str, "title": str, "reason": str, "description": str,
-                           **{name: float for name in _CANDIDATE_NUMBERS}}, f"{where}.candidates[{i}][{c}]")
+            _fields(
+                cand,
+                {
+                    "kind": str,
+                    "title": str,
+                    "reason": str,
+                    "description": str,
+                    **{name: float for name in _CANDIDATE_NUMBERS},
+                },
+                f"{where}.candidates[{i}][{c}]",
+            )
             if cand["kind"] not in CANDIDATE_KINDS:
-                raise ValueError(f"{where}.candidates[{i}][{c}].kind {cand['kind']!r} is not one of {CANDIDATE_KINDS}")
+                raise ValueError(
+                    f"{where}.candidates[{i}][{c}].kind {cand['kind']!r} is not one of {CANDIDATE_KINDS}"
+                )
         best = rnd["best_utility"][i]
         if chosen is None:
             if candidates or best is not None:
-                raise ValueError(f"{where}: agent {i} had candidates but chose none, "
-                                 "or has a best utility without a choice")
-        elif not (isinstance(chosen, dict) and isinstance(chosen.get("index"), int)
-                  and 0 <= chosen["index"] < len(candidates)
-                  and {**candidates[chosen["index"]], "index": chosen["index"]} == chosen
-                  and _is(best, float) and abs(best - chosen["total"]) <= 1e-9):
-            raise ValueError(f"{where}: chosen[{i}] must be a candidate of candidates[{i}] with its index, "
-                             f"and best_utility[{i}] its total")
+                raise ValueError(
+                    f"{where}: agent {i} had candidates but chose none, "
+                    "or has a best utility without a choice"
+                )
+        elif not (
+            isinstance(chosen, dict)
+            and isinstance(chosen.get("index"), int)
+            and 0 <= chosen["index"] < len(candidates)
+            and {**candidates[chosen["index"]], "index": chosen["index"]} == chosen
+            and _is(best, float)
+            and abs(best - chosen["total"]) <= 1e-9
+        ):
+            raise ValueError(
+                f"{where}: chosen[{i}] must be a candidate of candidates[{i}] with its index, "
+                f"and best_utility[{i}] its total"
+            )
         pool, weights = rnd["pools"][i], rnd["weights"][i]
         if not (isinstance(pool, list) and isinstance(weights, list) and pool and len(pool) == len(weights)):
             raise ValueError(f"{where}: pools[{i}] and weights[{i}] must be non-empty lists of one length")
@@ -228,10 +288,21 @@ def _round(rnd: Any, method: str, where: str, number: int) -> None:
     payoffs = rnd.get("payoffs")
     if payoffs is not None:
         shape = (len(rnd["pools"][0]), len(rnd["pools"][1]))
-        if not (isinstance(payoffs, list) and len(payoffs) == 2 and all(
-                isinstance(m, list) and len(m) == shape[0] and all(
-                    isinstance(r, list) and len(r) == shape[1] and all(_is(v, float) and math.isfinite(v) for v in r)
-                    for r in m) for m in payoffs)):
+        if not (
+            isinstance(payoffs, list)
+            and len(payoffs) == 2
+            and all(
+                isinstance(m, list)
+                and len(m) == shape[0]
+                and all(
+                    isinstance(r, list)
+                    and len(r) == shape[1]
+                    and all(_is(v, float) and math.isfinite(v) for v in r)
+                    for r in m
+                )
+                for m in payoffs
+            )
+        ):
             raise ValueError(f"{where}.payoffs must be two {shape[0]}×{shape[1]} matrices of finite floats")
 
 
@@ -274,12 +345,16 @@ def transcript(trace: dict[str, Any], width: int = 400) -> str:
         for who, ch in zip((a, b), rnd.get("chosen", [])):
             if ch:
                 total = ch.get("total")
-                lines.append(f"[{who}] adds guideline: {ch.get('title', '')} "
-                             f"(U={float('nan') if total is None else total:.3f})")
+                lines.append(
+                    f"[{who}] adds guideline: {ch.get('title', '')} "
+                    f"(U={float('nan') if total is None else total:.3f})"
+                )
         if "nash_gap" in rnd:
             gap = "not recorded" if rnd["nash_gap"] is None else f"{rnd['nash_gap']:.1e}"
-            lines.append(f"weights {a}: {_fmt_weights(rnd['weights'][0])} · {b}: {_fmt_weights(rnd['weights'][1])}"
-                         f" · Nash gap {gap}")
+            lines.append(
+                f"weights {a}: {_fmt_weights(rnd['weights'][0])} · {b}: {_fmt_weights(rnd['weights'][1])}"
+                f" · Nash gap {gap}"
+            )
     lines.append("\n— consensus —")
     for who, text in zip((a, b), trace.get("consensus", [])):
         lines.append(f"[{who}] {cut(text)}")
@@ -294,8 +369,10 @@ def weights_table(trace: dict[str, Any]):
     """Guideline weights per round (NCN) as a DataFrame: how the equilibrium moves as pools grow."""
     import pandas as pd
 
-    rows = [{"round": r, "agent": trace["agents"][side]["culture"], "guideline": title, "weight": w}
-            for r, rnd in enumerate(trace.get("rounds", []), 1)
-            for side, (pool, weights) in enumerate(zip(rnd.get("pools", []), rnd.get("weights", [])))
-            for title, w in zip(pool, weights)]
+    rows = [
+        {"round": r, "agent": trace["agents"][side]["culture"], "guideline": title, "weight": w}
+        for r, rnd in enumerate(trace.get("rounds", []), 1)
+        for side, (pool, weights) in enumerate(zip(rnd.get("pools", []), rnd.get("weights", [])))
+        for title, w in zip(pool, weights)
+    ]
     return pd.DataFrame(rows, columns=["round", "agent", "guideline", "weight"])

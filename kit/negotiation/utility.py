@@ -28,8 +28,10 @@ class UtilityWeights:
     def __post_init__(self):
         values = (self.alpha, self.beta, self.gamma)
         if not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) == 0:
-            raise ValueError(f"utility weights (alpha, beta, gamma) = {values} must be finite, non-negative "
-                             "and not all zero")
+            raise ValueError(
+                f"utility weights (alpha, beta, gamma) = {values} must be finite, non-negative "
+                "and not all zero"
+            )
 
     @property
     def vector(self) -> np.ndarray:
@@ -61,8 +63,13 @@ def normalise_weights(weights: np.ndarray, size: int) -> np.ndarray:
     return w / w.sum() if w.sum() > 0 else np.full(size, 1.0 / size)
 
 
-def utility_matrix(candidates: np.ndarray, opinion0: np.ndarray, opp_pool: np.ndarray, opp_weights: np.ndarray,
-                   own_pool: np.ndarray) -> np.ndarray:
+def utility_matrix(
+    candidates: np.ndarray,
+    opinion0: np.ndarray,
+    opp_pool: np.ndarray,
+    opp_weights: np.ndarray,
+    own_pool: np.ndarray,
+) -> np.ndarray:
     """Utility terms of many candidates at once: shape ``(c, 3)``, columns in ``PARTS`` order.
 
     ``candidates`` is ``(c, d)``, ``opinion0`` ``(d,)``, ``opp_pool`` ``(k, d)`` with ``opp_weights``
@@ -85,15 +92,27 @@ def utility_matrix(candidates: np.ndarray, opinion0: np.ndarray, opp_pool: np.nd
     return np.stack([consist, accept, novelty], axis=1)
 
 
-def utility_parts(cand: np.ndarray, opinion0: np.ndarray, opp_pool: np.ndarray, opp_weights: np.ndarray,
-                  own_pool: np.ndarray) -> UtilityParts:
+def utility_parts(
+    cand: np.ndarray,
+    opinion0: np.ndarray,
+    opp_pool: np.ndarray,
+    opp_weights: np.ndarray,
+    own_pool: np.ndarray,
+) -> UtilityParts:
     """Utility terms of one candidate embedding ``cand`` ``(d,)``; see ``utility_matrix``."""
-    consist, accept, novelty = utility_matrix(np.reshape(cand, (1, -1)), opinion0, opp_pool, opp_weights, own_pool)[0]
+    consist, accept, novelty = utility_matrix(
+        np.reshape(cand, (1, -1)), opinion0, opp_pool, opp_weights, own_pool
+    )[0]
     return UtilityParts(float(consist), float(accept), float(novelty))
 
 
-def payoff_matrices(pool_a_emb: np.ndarray, pool_b_emb: np.ndarray, opinion_a: np.ndarray, opinion_b: np.ndarray,
-                    weights: UtilityWeights = UtilityWeights()) -> tuple[np.ndarray, np.ndarray]:
+def payoff_matrices(
+    pool_a_emb: np.ndarray,
+    pool_b_emb: np.ndarray,
+    opinion_a: np.ndarray,
+    opinion_b: np.ndarray,
+    weights: UtilityWeights = UtilityWeights(),
+) -> tuple[np.ndarray, np.ndarray]:
     """Meta-game payoffs ``(A, B)``, both ``(m, n)``, when A plays guideline ``i`` and B plays ``j``.
 
     ``A[i, j] = α·cos(a_i, opinion_a) + β·cos(a_i, b_j) + γ·nov_A(i)`` with
@@ -127,7 +146,9 @@ def converged(prev_best: tuple[float, float], new_best: tuple[float, float], eps
     if not eps > 0:
         raise ValueError(f"eps must be positive; got {eps}")
     if len(prev_best) != 2 or len(new_best) != 2:
-        raise ValueError(f"expected one best utility per agent (two each); got {prev_best!r} and {new_best!r}")
+        raise ValueError(
+            f"expected one best utility per agent (two each); got {prev_best!r} and {new_best!r}"
+        )
     return all(abs(new - prev) < eps for prev, new in zip(prev_best, new_best))
 
 
@@ -140,8 +161,10 @@ def _unit_rows(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} contains NaN or inf; embed the text again")
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     if (norms == 0).any():
-        raise ValueError(f"{name} has an all-zero embedding (row {int(np.flatnonzero(norms[:, 0] == 0)[0])}); "
-                         "cosine is undefined for it")
+        raise ValueError(
+            f"{name} has an all-zero embedding (row {int(np.flatnonzero(norms[:, 0] == 0)[0])}); "
+            "cosine is undefined for it"
+        )
     return rows / norms
 
 

@@ -29,29 +29,45 @@ def train_study(params) -> dict[str, Path]:
     from kit.run.artifacts import model_parts
 
     records, _ = training_data(params, model_parts(params.role_model("palette_teacher")))
-    return train_agents(records, params.model.ref, palette_dir(params.run_dir) / "agents", params.palette.train,
-                        params.seed)
+    return train_agents(
+        records, params.model.ref, palette_dir(params.run_dir) / "agents", params.palette.train, params.seed
+    )
 
 
-def train_agents(records: Mapping[str, Sequence[dict]], base_model: str, out_dir: Path, recipe,
-                 seed: int) -> dict[str, Path]:
+def train_agents(
+    records: Mapping[str, Sequence[dict]], base_model: str, out_dir: Path, recipe, seed: int
+) -> dict[str, Path]:
     """Adapter folders of the five continent agents and of ``joint``."""
     from kit.train.trainers import train
 
     sets = {c: list(records[c]) for c in CONTINENTS} | {"joint": [r for c in CONTINENTS for r in records[c]]}
     empty = [name for name, rows in sets.items() if not rows]
     if empty:
-        raise ValueError(f"no preference records for {empty}: every continent needs data; raise palette.queries.n "
-                         "or check the validation counts")
-    return {name: train(METHOD, rows, [], base_model, Path(out_dir) / name, recipe, seed).adapter_dir
-            for name, rows in sets.items()}
+        raise ValueError(
+            f"no preference records for {empty}: every continent needs data; raise palette.queries.n "
+            "or check the validation counts"
+        )
+    return {
+        name: train(METHOD, rows, [], base_model, Path(out_dir) / name, recipe, seed).adapter_dir
+        for name, rows in sets.items()
+    }
 
 
 MODELS_FILE = "models.json"
 # notebook 12's own settings: they change how the models are evaluated, not the models
-EVALUATION_ONLY = ("n_boot", "references", "models.nli", "palette.countries", "palette.max_test_items", "palette.draft_tokens",
-                   "palette.regulate_tokens", "palette.comment_tokens", "palette.nli", "palette.nli_items",
-                   "palette.capability_items")
+EVALUATION_ONLY = (
+    "n_boot",
+    "references",
+    "models.nli",
+    "palette.countries",
+    "palette.max_test_items",
+    "palette.draft_tokens",
+    "palette.regulate_tokens",
+    "palette.comment_tokens",
+    "palette.nli",
+    "palette.nli_items",
+    "palette.capability_items",
+)
 
 
 def save_models(folder: Path, params, adapters: Mapping[str, Path], merged: Mapping[str, Path]) -> Path:
@@ -66,7 +82,15 @@ def load_models(folder: Path, params) -> tuple[dict[str, str], dict[str, str]]:
     """(adapters, merged models) notebook 11 saved, as absolute paths; only when made with ``params``."""
     from kit.run.artifacts import take_over
 
-    models, stored = take_over(Path(folder) / MODELS_FILE, params, "the palette models",
-                               "notebook 11 (11_palette_agents)", EVALUATION_ONLY)
+    models, stored = take_over(
+        Path(folder) / MODELS_FILE,
+        params,
+        "the palette models",
+        "notebook 11 (11_palette_agents)",
+        EVALUATION_ONLY,
+    )
     merged = set(stored["merged"])
-    return ({k: v for k, v in models.items() if k not in merged}, {k: v for k, v in models.items() if k in merged})
+    return (
+        {k: v for k, v in models.items() if k not in merged},
+        {k: v for k, v in models.items() if k in merged},
+    )

@@ -28,13 +28,27 @@ from kit.llm.base import ChoiceRequest, GenParams
 from kit.palette.prompts import CONTINENTS, comment_request, comments_context, persona_choice
 
 Pairs = Sequence[tuple[str, OpinionItem]]  # (country, item) to answer
-ROWS = ("vanilla", "prompted", "joint", "ties", "model_stock", "moe_routing", "modular_overton",
-        "modular_steerable", "modular_distributional")
+ROWS = (
+    "vanilla",
+    "prompted",
+    "joint",
+    "ties",
+    "model_stock",
+    "moe_routing",
+    "modular_overton",
+    "modular_steerable",
+    "modular_distributional",
+)
 
 
 def _row(country: str, item: OpinionItem, probs: Sequence[float], mass: float) -> dict:
-    return {"country": country, "question_id": item.question_id, "p_gen": list(probs),
-            "p_gold": list(item.distribution), "letter_mass": mass}
+    return {
+        "country": country,
+        "question_id": item.question_id,
+        "p_gen": list(probs),
+        "p_gold": list(item.distribution),
+        "letter_mass": mass,
+    }
 
 
 def _labels(item: OpinionItem) -> tuple[str, ...]:
@@ -44,7 +58,9 @@ def _labels(item: OpinionItem) -> tuple[str, ...]:
 def answers(requests: Sequence[ChoiceRequest], pairs: Pairs, model: str | None = None) -> Program:
     """One choose step over every pair; returns score rows."""
     results = yield from choose(list(requests), model=model)
-    return [_row(c, it, [r.probs[lab] for lab in _labels(it)], r.label_mass) for (c, it), r in zip(pairs, results)]
+    return [
+        _row(c, it, [r.probs[lab] for lab in _labels(it)], r.label_mass) for (c, it), r in zip(pairs, results)
+    ]
 
 
 def row_program(row: str, pairs: Pairs, adapters: Mapping[str, str], comment_tokens: int) -> Program:
@@ -54,12 +70,15 @@ def row_program(row: str, pairs: Pairs, adapters: Mapping[str, str], comment_tok
     if row == "prompted":
         return answers([persona_choice(c, it, _labels(it)) for c, it in pairs], pairs)
     if row == "joint":
-        return answers([persona_choice(c, it, _labels(it), adapter=adapters["joint"]) for c, it in pairs], pairs)
+        return answers(
+            [persona_choice(c, it, _labels(it), adapter=adapters["joint"]) for c, it in pairs], pairs
+        )
     if row in ("ties", "model_stock"):
         return answers([persona_choice(c, it, _labels(it)) for c, it in pairs], pairs, model=row)
     if row == "moe_routing":
-        return answers([persona_choice(c, it, _labels(it), adapter=adapters[continent_of(c)]) for c, it in pairs],
-                       pairs)
+        return answers(
+            [persona_choice(c, it, _labels(it), adapter=adapters[continent_of(c)]) for c, it in pairs], pairs
+        )
     if row == "modular_distributional":
         return _distributional(pairs, adapters)
     if row in ("modular_overton", "modular_steerable"):
@@ -68,11 +87,13 @@ def row_program(row: str, pairs: Pairs, adapters: Mapping[str, str], comment_tok
 
 
 def _distributional(pairs: Pairs, adapters: Mapping[str, str]) -> Program:
-    requests = [persona_choice(c, it, _labels(it), adapter=adapters[k]) for c, it in pairs for k in CONTINENTS]
+    requests = [
+        persona_choice(c, it, _labels(it), adapter=adapters[k]) for c, it in pairs for k in CONTINENTS
+    ]
     results = yield from choose(requests)
     rows = []
     for n, (c, it) in enumerate(pairs):
-        mine = results[n * len(CONTINENTS):(n + 1) * len(CONTINENTS)]
+        mine = results[n * len(CONTINENTS) : (n + 1) * len(CONTINENTS)]
         probs = np.mean([[r.probs[lab] for lab in _labels(it)] for r in mine], axis=0)
         rows.append(_row(c, it, probs.tolist(), float(np.mean([r.label_mass for r in mine]))))
     return rows
@@ -80,10 +101,18 @@ def _distributional(pairs: Pairs, adapters: Mapping[str, str]) -> Program:
 
 def _with_comments(row: str, pairs: Pairs, adapters: Mapping[str, str], comment_tokens: int) -> Program:
     questions = list({it.question_id: it for _, it in pairs}.values())
-    texts = yield from ask([(comment_request(k, it, adapters[k]), GenParams(max_new_tokens=comment_tokens))
-                            for it in questions for k in CONTINENTS])
-    comments = {(it.question_id, k): texts[n * len(CONTINENTS) + j]
-                for n, it in enumerate(questions) for j, k in enumerate(CONTINENTS)}
+    texts = yield from ask(
+        [
+            (comment_request(k, it, adapters[k]), GenParams(max_new_tokens=comment_tokens))
+            for it in questions
+            for k in CONTINENTS
+        ]
+    )
+    comments = {
+        (it.question_id, k): texts[n * len(CONTINENTS) + j]
+        for n, it in enumerate(questions)
+        for j, k in enumerate(CONTINENTS)
+    }
     requests = []
     for c, it in pairs:
         chosen = CONTINENTS if row == "modular_overton" else (continent_of(c),)

@@ -26,27 +26,45 @@ CONSISTENCY_ROWS = ("prompted", "joint", "ties", "model_stock", "moe_routing", "
 def test_items(params) -> tuple[dict[str, list[OpinionItem]], list[OpinionItem]]:
     """Each palette country's held-out questions (the split every unit shares), and every country's
     answers to them (for the references)."""
-    s = survey_splits(params.data.goqa_path, resolve_countries(params.palette.countries, params.data.goqa_path),
-                      test_fraction=params.data.test_fraction, split_seed=params.data.split_seed, min_train_items=1,
-                      max_train_items=1, max_test_items=params.palette.max_test_items,
-                      goqa_test_path=params.data.goqa_test_path)
+    s = survey_splits(
+        params.data.goqa_path,
+        resolve_countries(params.palette.countries, params.data.goqa_path),
+        test_fraction=params.data.test_fraction,
+        split_seed=params.data.split_seed,
+        min_train_items=1,
+        max_train_items=1,
+        max_test_items=params.palette.max_test_items,
+        goqa_test_path=params.data.goqa_test_path,
+    )
     if s.skipped:
         raise ValueError(f"palette countries without held-out questions: {s.skipped}")
     return s.test, s.test_all_countries
 
 
-def answer_all(backend: Backend, models: Mapping[str, Backend], adapters: Mapping[str, str],
-               items: Mapping[str, Sequence[OpinionItem]], palette, names: Sequence[str] = (*ROWS, *VARIANTS)) -> list[dict]:
+def answer_all(
+    backend: Backend,
+    models: Mapping[str, Backend],
+    adapters: Mapping[str, str],
+    items: Mapping[str, Sequence[OpinionItem]],
+    palette,
+    names: Sequence[str] = (*ROWS, *VARIANTS),
+) -> list[dict]:
     """Score rows (``agent`` = row name) of the Table 1 rows ``names`` for every country's items."""
     pairs = [(c, it) for c, its in items.items() for it in its]
     baselines = [row for row in ROWS if row in names]
     jobs = [Job(row, row_program(row, pairs, adapters, palette.comment_tokens)) for row in baselines]
-    jobs += [Job(f"{name}|{c}|{it.question_id}", palette_answer(variant, c, it, adapters, palette.draft_tokens,
-                                                                palette.regulate_tokens))
-             for name, variant in VARIANTS.items() if name in names for c, it in pairs]
+    jobs += [
+        Job(
+            f"{name}|{c}|{it.question_id}",
+            palette_answer(variant, c, it, adapters, palette.draft_tokens, palette.regulate_tokens),
+        )
+        for name, variant in VARIANTS.items()
+        if name in names
+        for c, it in pairs
+    ]
     run_jobs(jobs, backend, models=models)
     rows = [{"agent": job.id, **r} for job in jobs[: len(baselines)] for r in job.result]
-    rows += [{"agent": job.id.split("|")[0], **job.result} for job in jobs[len(baselines):]]
+    rows += [{"agent": job.id.split("|")[0], **job.result} for job in jobs[len(baselines) :]]
     return rows
 
 
@@ -60,8 +78,14 @@ def _answers(requests: Sequence[ChatRequest], tokens: int, model: str | None) ->
     return (yield from ask([(r, GenParams(max_new_tokens=tokens)) for r in requests], model=model))
 
 
-def consistency(backend: Backend, models: Mapping[str, Backend], adapters: Mapping[str, str],
-                records: Sequence[dict], scorer, tokens: int) -> pd.DataFrame:
+def consistency(
+    backend: Backend,
+    models: Mapping[str, Backend],
+    adapters: Mapping[str, str],
+    records: Sequence[dict],
+    scorer,
+    tokens: int,
+) -> pd.DataFrame:
     """Semantic consistency on held-out queries: each model answers as each continent, and the NLI
     scorer reads P(entailment) of its answer given that continent's gold (synthesised) response.
 
@@ -77,12 +101,23 @@ def consistency(backend: Backend, models: Mapping[str, Backend], adapters: Mappi
         adapter = {"joint": adapters["joint"], "moe_routing": adapters[continent]}.get(row)
         return ChatRequest(record_prompt(continent, query), adapter=adapter)
 
-    jobs = [Job(row, _answers([request(row, q, c) for q, c, _ in gold], tokens,
-                              row if row in ("ties", "model_stock", "moe") else None)) for row in CONSISTENCY_ROWS]
+    jobs = [
+        Job(
+            row,
+            _answers(
+                [request(row, q, c) for q, c, _ in gold],
+                tokens,
+                row if row in ("ties", "model_stock", "moe") else None,
+            ),
+        )
+        for row in CONSISTENCY_ROWS
+    ]
     run_jobs(jobs, backend, models=models)
     pairs = [(g, answer) for job in jobs for (_, _, g), answer in zip(gold, job.result)]
     entailment = iter(scorer.entailment(pairs))
-    rows = [{"model": job.id, "continent": c, "entailment": next(entailment)} for job in jobs for _, c, _ in gold]
+    rows = [
+        {"model": job.id, "continent": c, "entailment": next(entailment)} for job in jobs for _, c, _ in gold
+    ]
     df = pd.DataFrame(rows)
     df["lost"] = df["entailment"].isna()
     stats = {"mean": ("entailment", "mean"), "n": ("entailment", "count"), "missing": ("lost", "sum")}

@@ -39,12 +39,15 @@ STAMP = "agora.merge.json"
 
 def render(recipe_path: str | Path, values: Mapping[str, str]) -> dict[str, Any]:
     """The recipe at ``recipe_path`` with every ``{name}`` in its strings filled from ``values``."""
+
     def fill(node: Any) -> Any:
         if isinstance(node, str):
             try:
                 return node.format_map(values)
             except KeyError as e:
-                raise ValueError(f"{recipe_path}: unknown placeholder {e}; use {{base}} and the continents") from None
+                raise ValueError(
+                    f"{recipe_path}: unknown placeholder {e}; use {{base}} and the continents"
+                ) from None
         if isinstance(node, list):
             return [fill(n) for n in node]
         if isinstance(node, dict):
@@ -59,7 +62,10 @@ def _built(out: Path, parts: Mapping[str, Any], what: str) -> bool:
 
 
 def _inputs(base: str, adapters: Mapping[str, str]) -> dict[str, Any]:
-    return {"base": resolve_model(base).identity, "adapters": {c: adapter_fingerprint(a) for c, a in sorted(adapters.items())}}
+    return {
+        "base": resolve_model(base).identity,
+        "adapters": {c: adapter_fingerprint(a) for c, a in sorted(adapters.items())},
+    }
 
 
 def _publish(out: Path, parts: Mapping[str, Any], cache: Path, build, *args: Any) -> None:
@@ -82,8 +88,12 @@ def _publish(out: Path, parts: Mapping[str, Any], cache: Path, build, *args: Any
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet,
-                                 initargs=(str(out.parent / f"{out.name}.log"),)) as pool:
+        with ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_quiet,
+            initargs=(str(out.parent / f"{out.name}.log"),),
+        ) as pool:
             cost = pool.submit(build, str(out), *args, str(lora_cache)).result()
     except BaseException:
         if lora_cache != done:
@@ -91,7 +101,9 @@ def _publish(out: Path, parts: Mapping[str, Any], cache: Path, build, *args: Any
         raise
     if lora_cache != done:
         lora_cache.rename(done)  # whole, or not there
-    artifacts.stamp(out / STAMP, parts, seconds=round(cost["seconds"], 2), peak_rss_gb=round(cost["peak_rss_gb"], 3))
+    artifacts.stamp(
+        out / STAMP, parts, seconds=round(cost["seconds"], 2), peak_rss_gb=round(cost["peak_rss_gb"], 3)
+    )
 
 
 def _quiet(log_path: str) -> None:
@@ -124,8 +136,9 @@ def _options(cache: Path):
     return MergeOptions(device=_device(), quiet=True, lora_merge_cache=str(cache), write_model_card=False)
 
 
-def merge(name: str, recipe_path: str | Path, base: str, adapters: Mapping[str, str], out: Path,
-          cache: Path) -> dict[str, Any]:
+def merge(
+    name: str, recipe_path: str | Path, base: str, adapters: Mapping[str, str], out: Path, cache: Path
+) -> dict[str, Any]:
     """A TIES / Model Stock (any ``run_merge`` method) merge of the adapters into ``out``; returns its stamp.
     ``cache`` holds mergekit's LoRA extractions (see the module's note)."""
     from mergekit.config import MergeConfiguration
@@ -155,12 +168,15 @@ def merged_experts(base: str, adapters: Mapping[str, str], cache: Path) -> dict[
     """Each adapter merged into the base as a full model folder (mergekit's own LoRA merge, cached)."""
     from mergekit.common import ModelReference
 
-    return {c: ModelReference.parse(f"{base}+{a}").merged(cache_dir=str(cache)).model.path
-            for c, a in adapters.items()}
+    return {
+        c: ModelReference.parse(f"{base}+{a}").merged(cache_dir=str(cache)).model.path
+        for c, a in adapters.items()
+    }
 
 
-def build_moe(recipe_path: str | Path, base: str, adapters: Mapping[str, str], out: Path,
-              cache: Path) -> dict[str, Any]:
+def build_moe(
+    recipe_path: str | Path, base: str, adapters: Mapping[str, str], out: Path, cache: Path
+) -> dict[str, Any]:
     """The Cultural MoErges model (mergekit-moe, ``gate_mode: hidden``) into ``out``; returns its stamp.
 
     mergekit-moe exits the process on a bad config (``sys.exit``); that becomes a one-line ValueError.
@@ -179,13 +195,16 @@ def build_moe(recipe_path: str | Path, base: str, adapters: Mapping[str, str], o
     return artifacts.read_stamp(out / STAMP)
 
 
-def _run_moe(folder: str, recipe_path: str, base: str, adapters: dict[str, str], cache: str) -> dict[str, float]:
+def _run_moe(
+    folder: str, recipe_path: str, base: str, adapters: dict[str, str], cache: str
+) -> dict[str, float]:
     from mergekit.moe.config import MoEMergeConfig
     from mergekit.scripts.moe import build
 
     start = time.perf_counter()
-    config = MoEMergeConfig.model_validate(render(recipe_path, {"base": base,
-                                                                **merged_experts(base, adapters, Path(cache))}))
+    config = MoEMergeConfig.model_validate(
+        render(recipe_path, {"base": base, **merged_experts(base, adapters, Path(cache))})
+    )
     with _mergekit_messages() as said:
         try:
             build(config, folder, _options(Path(cache)), device=_device(), verbose=True)
@@ -211,8 +230,14 @@ def _mergekit_messages() -> Iterator[Callable[[], str]]:
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        yield lambda: "; ".join(dict.fromkeys(line for line in handler.lines if line and not line.startswith("*")))[:600] \
-            or "no reason given (see the merge's .log)"
+        yield (
+            lambda: (
+                "; ".join(dict.fromkeys(line for line in handler.lines if line and not line.startswith("*")))[
+                    :600
+                ]
+                or "no reason given (see the merge's .log)"
+            )
+        )
     finally:
         root.removeHandler(handler)
 
@@ -243,13 +268,18 @@ def check_moe(recipe_path: str | Path, base: str, revision: str | None = None) -
         with _mergekit_messages() as said:
             if is_bad_config(moe, allow_all_same=True):
                 raise ValueError(f"{recipe_path}: mergekit-moe refuses it: {said()}")
-            wanted = [a for a in ALL_OUTPUT_ARCHITECTURES
-                      if not moe.architecture or a.name().lower().startswith(moe.architecture.lower())]
+            wanted = [
+                a
+                for a in ALL_OUTPUT_ARCHITECTURES
+                if not moe.architecture or a.name().lower().startswith(moe.architecture.lower())
+            ]
             if not any(a.supports_config(moe, explain=True) for a in wanted):
                 shown = ", ".join(a.name() for a in wanted) or f"none named {moe.architecture!r}"
-                raise ValueError(f"{recipe_path}: mergekit-moe has no output architecture for a {config.model_type} base "
-                                 f"({shown}: {said()}); fix: the recipe for this base family "
-                                 f"({'params/merges/moe_qwen.yml' if config.model_type == 'qwen2' else 'params/merges/moe.yml'})")
+                raise ValueError(
+                    f"{recipe_path}: mergekit-moe has no output architecture for a {config.model_type} base "
+                    f"({shown}: {said()}); fix: the recipe for this base family "
+                    f"({'params/merges/moe_qwen.yml' if config.model_type == 'qwen2' else 'params/merges/moe.yml'})"
+                )
 
 
 def _placeholders(node: Any) -> set[str]:
@@ -285,9 +315,11 @@ def router_shares(moe_path: str | Path, prompts: Mapping[str, Sequence[str]], ex
             shares = []
             for text in texts:
                 inputs = tok(text, return_tensors="pt").to(model.device)
-                logits = [layer.float() for layer in
-                          model(**inputs, output_router_logits=True).router_logits]
-                first = [torch.nn.functional.one_hot(layer.argmax(-1), len(experts)).float().mean(0) for layer in logits]
+                logits = [layer.float() for layer in model(**inputs, output_router_logits=True).router_logits]
+                first = [
+                    torch.nn.functional.one_hot(layer.argmax(-1), len(experts)).float().mean(0)
+                    for layer in logits
+                ]
                 shares.append(torch.stack(first).mean(0))  # logits: one (tokens, experts) per layer
             rows[group] = torch.stack(shares).mean(0).tolist()
     return pd.DataFrame(list(rows.values()), index=list(rows), columns=list(experts))
@@ -295,16 +327,23 @@ def router_shares(moe_path: str | Path, prompts: Mapping[str, Sequence[str]], ex
 
 def router_prompts(recipe_paths: Sequence[str | Path]) -> list[str]:
     """Every router prompt (``positive_prompts`` / ``negative_prompts``) the merge recipes hold, for the leak counts."""
+
     def walk(node: Any) -> list[str]:
         if isinstance(node, Mapping):
-            return [t for k, v in node.items()
-                    for t in ([*v] if k in ("positive_prompts", "negative_prompts") else walk(v))]
+            return [
+                t
+                for k, v in node.items()
+                for t in ([*v] if k in ("positive_prompts", "negative_prompts") else walk(v))
+            ]
         return [t for v in node for t in walk(v)] if isinstance(node, list) else []
 
-    return [t for path in recipe_paths for t in walk(yaml.safe_load(resolve(path).read_text(encoding="utf-8")))]
+    return [
+        t for path in recipe_paths for t in walk(yaml.safe_load(resolve(path).read_text(encoding="utf-8")))
+    ]
 
 
 # One TIES merge by hand (notebook 11's lesson): the task vectors of two adapters, and mergekit's TIES on them.
+
 
 def lora_modules(adapter_dir: str | Path) -> list[str]:
     """The weights a PEFT LoRA adapter changes, as module names (``model.layers.0.mlp.down_proj``)."""
@@ -312,8 +351,11 @@ def lora_modules(adapter_dir: str | Path) -> list[str]:
 
     with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), framework="np") as f:
         keys = list(f.keys())
-    return sorted(k.removeprefix("base_model.model.").removesuffix(".lora_A.weight") for k in keys
-                  if k.endswith(".lora_A.weight"))
+    return sorted(
+        k.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        for k in keys
+        if k.endswith(".lora_A.weight")
+    )
 
 
 def lora_delta(adapter_dir: str | Path, module: str):
@@ -330,7 +372,9 @@ def lora_delta(adapter_dir: str | Path, module: str):
     config = json.loads((folder / "adapter_config.json").read_text())
     found = [m for m in lora_modules(folder) if m == module or m.endswith(f".{module}")]
     if len(found) != 1:
-        raise ValueError(f"{folder}: {len(found)} LoRA weights match {module!r}; fix: one of {lora_modules(folder)[:6]} …")
+        raise ValueError(
+            f"{folder}: {len(found)} LoRA weights match {module!r}; fix: one of {lora_modules(folder)[:6]} …"
+        )
     r, alpha = config["r"], config["lora_alpha"]
     scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
     with safe_open(str(folder / "adapter_model.safetensors"), framework="np") as f:
@@ -347,8 +391,15 @@ def mergekit_ties(deltas, density: float, weights=None, normalize: bool = True):
     from mergekit.merge_methods.api import merge_tensors
 
     tensors = [torch.as_tensor(np.asarray(d, dtype=np.float32)) for d in deltas]
-    merged = merge_tensors([torch.zeros_like(tensors[0]), *tensors], "ties", base_index=0,
-                           parameters={"density": float(density), "normalize": normalize,
-                                       "weight": [1.0] * len(tensors) if weights is None else list(weights)},
-                           dtype=torch.float32)
+    merged = merge_tensors(
+        [torch.zeros_like(tensors[0]), *tensors],
+        "ties",
+        base_index=0,
+        parameters={
+            "density": float(density),
+            "normalize": normalize,
+            "weight": [1.0] * len(tensors) if weights is None else list(weights),
+        },
+        dtype=torch.float32,
+    )
     return merged.numpy()

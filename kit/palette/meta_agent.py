@@ -45,21 +45,39 @@ VARIANTS = {
 }
 
 
-def palette_answer(variant: Variant, country: str, item: OpinionItem, adapters: Mapping[str, str],
-                   draft_tokens: int, regulate_tokens: int) -> Program:
+def palette_answer(
+    variant: Variant,
+    country: str,
+    item: OpinionItem,
+    adapters: Mapping[str, str],
+    draft_tokens: int,
+    regulate_tokens: int,
+) -> Program:
     """One country and question through the pipeline; returns its score row fields."""
     labels = option_labels(len(item.options))
     drafts: list[tuple[str, str]] = []
     if variant.draft:
-        texts = yield from ask([(draft_request(c, country, item, adapters[c]), GenParams(max_new_tokens=draft_tokens))
-                                for c in CONTINENTS])
+        texts = yield from ask(
+            [
+                (draft_request(c, country, item, adapters[c]), GenParams(max_new_tokens=draft_tokens))
+                for c in CONTINENTS
+            ]
+        )
         drafts = list(zip(CONTINENTS, texts))
     memory = None
     if drafts and variant.regulate:
-        (memory,) = yield from ask([(regulate_request(country, item, drafts), GenParams(max_new_tokens=regulate_tokens))],
-                                   model=variant.meta)
+        (memory,) = yield from ask(
+            [(regulate_request(country, item, drafts), GenParams(max_new_tokens=regulate_tokens))],
+            model=variant.meta,
+        )
     elif drafts:
         memory = "\n".join(f"[{c}] {text.strip()}" for c, text in drafts)
     (choice,) = yield from choose([decision_request(country, item, memory, labels)], model=variant.meta)
-    return {"country": country, "question_id": item.question_id, "p_gen": [choice.probs[lab] for lab in labels],
-            "p_gold": list(item.distribution), "letter_mass": choice.label_mass, "memory": memory}
+    return {
+        "country": country,
+        "question_id": item.question_id,
+        "p_gen": [choice.probs[lab] for lab in labels],
+        "p_gold": list(item.distribution),
+        "letter_mass": choice.label_mass,
+        "memory": memory,
+    }

@@ -36,20 +36,47 @@ class PaletteParams(Section):
     feedback_tokens: PositiveInt = 160
     aggregate_tokens: PositiveInt = 192
     min_words: PositiveInt = 8  # validation: a shorter response or aggregation is dropped
-    min_dimensions: int = Field(4, ge=0, le=6)  # validation: a review must cover this many Hofstede dimensions
+    min_dimensions: int = Field(
+        4, ge=0, le=6
+    )  # validation: a review must cover this many Hofstede dimensions
     max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     # ORPO continent agents and the joint model (paper: λ 0.1, lr 5e-5, 2 epochs); LoRA on the MLP
     # projections only, since an MoE merge copies attention from the base model
-    train: TrainRecipe = TrainRecipe(lora={"target_modules": MLP_PROJECTIONS},
-                                     trl={"learning_rate": 5e-5, "num_train_epochs": 2, "beta": 0.1})
+    train: TrainRecipe = TrainRecipe(
+        lora={"target_modules": MLP_PROJECTIONS},
+        trl={"learning_rate": 5e-5, "num_train_epochs": 2, "beta": 0.1},
+    )
     # mergekit recipes in mergekit's own YAML; the kit fills in the base model and the experts
-    merges: dict[str, str] = Field(default_factory=lambda: {
-        "ties": "params/merges/ties.yml", "model_stock": "params/merges/model_stock.yml",
-        "moe": "params/merges/moe.yml"})
-    countries: list[str] = Field(default_factory=lambda: [
-        "United States", "Canada", "Bolivia", "Brazil", "Britain", "Netherlands", "Germany", "Ukraine",
-        "China", "Russia", "India", "Thailand", "Kenya", "Nigeria", "Ethiopia", "Zimbabwe", "Australia",
-        "New Zealand"], min_length=1)
+    merges: dict[str, str] = Field(
+        default_factory=lambda: {
+            "ties": "params/merges/ties.yml",
+            "model_stock": "params/merges/model_stock.yml",
+            "moe": "params/merges/moe.yml",
+        }
+    )
+    countries: list[str] = Field(
+        default_factory=lambda: [
+            "United States",
+            "Canada",
+            "Bolivia",
+            "Brazil",
+            "Britain",
+            "Netherlands",
+            "Germany",
+            "Ukraine",
+            "China",
+            "Russia",
+            "India",
+            "Thailand",
+            "Kenya",
+            "Nigeria",
+            "Ethiopia",
+            "Zimbabwe",
+            "Australia",
+            "New Zealand",
+        ],
+        min_length=1,
+    )
     max_test_items: PositiveInt = 50
     draft_tokens: PositiveInt = 128
     regulate_tokens: PositiveInt = 192
@@ -85,8 +112,10 @@ class PaletteParams(Section):
     def _mlp_only(cls, v: TrainRecipe) -> TrainRecipe:
         targets = v.lora.get("target_modules", MLP_PROJECTIONS)
         if sorted(targets) != sorted(MLP_PROJECTIONS):
-            raise ValueError(f"lora.target_modules must be {MLP_PROJECTIONS}: mergekit-moe copies attention, "
-                             "norms and embeddings from the base model, so other LoRA deltas would be lost")
+            raise ValueError(
+                f"lora.target_modules must be {MLP_PROJECTIONS}: mergekit-moe copies attention, "
+                "norms and embeddings from the base model, so other LoRA deltas would be lost"
+            )
         return v.model_copy(update={"lora": {**v.lora, "target_modules": MLP_PROJECTIONS}})
 
 
@@ -98,12 +127,16 @@ def check_items(params: Params, values: dict) -> None:
 
     from kit.palette.evaluation import test_items
 
-    logging.disable(logging.WARNING)  # the split's own line on each skipped country: the error below says it once
+    logging.disable(
+        logging.WARNING
+    )  # the split's own line on each skipped country: the error below says it once
     try:
         test_items(params)
     except ValueError as e:
-        raise ValueError(f"palette.countries: {e}; fix: drop them from palette.countries, or point "
-                         "data.goqa_test_path at data that holds them") from None
+        raise ValueError(
+            f"palette.countries: {e}; fix: drop them from palette.countries, or point "
+            "data.goqa_test_path at data that holds them"
+        ) from None
     finally:
         logging.disable(logging.NOTSET)
 

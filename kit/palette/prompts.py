@@ -41,31 +41,56 @@ _CONFUSION_LINE = re.compile(_LINE.pattern.format(names=r"confusions?|confused")
 
 def system(continent: str) -> Message:
     """The continent agent's system turn: data synthesis, preference records and drafts share it."""
-    return {"role": "system", "content": (
-        f"You are a knowledgeable assistant specialising in {continent}: its geography, cultures, history "
-        f"and current affairs. Answer with respect for the diversity of cultures within {continent}.")}
+    return {
+        "role": "system",
+        "content": (
+            f"You are a knowledgeable assistant specialising in {continent}: its geography, cultures, history "
+            f"and current affairs. Answer with respect for the diversity of cultures within {continent}."
+        ),
+    }
 
 
 # --- data synthesis (Appendix A: continent-aware response, cross-continent feedback, aggregation) ---
 
+
 def response_request(continent: str, query: str) -> ChatRequest:
     """Step 1: the continent-aware response to a user query."""
-    return ChatRequest([system(continent), {"role": "user", "content": (
-        f"{query}\n\nAnswer from the perspective of {continent}: name what in its cultures, traditions and "
-        f"history bears on the question, without assumptions or stereotypes. Answer in three to five "
-        f"sentences.")}])
+    return ChatRequest(
+        [
+            system(continent),
+            {
+                "role": "user",
+                "content": (
+                    f"{query}\n\nAnswer from the perspective of {continent}: name what in its cultures, traditions and "
+                    f"history bears on the question, without assumptions or stereotypes. Answer in three to five "
+                    f"sentences."
+                ),
+            },
+        ]
+    )
 
 
 def feedback_request(reviewer: str, continent: str, query: str, response: str) -> ChatRequest:
     """Step 2: ``reviewer`` reviews ``continent``'s response along Hofstede's six dimensions and says
     where it is confused with the reviewer's own culture."""
-    grid = "\n".join(f"{name}: <does the response reflect {continent} on {about}?>" for name, about in HOFSTEDE.items())
-    return ChatRequest([system(reviewer), {"role": "user", "content": (
-        f"A response written from the perspective of {continent} to the question \"{query}\":\n\n{response}\n\n"
-        f"Review it. Does it keep {continent}'s perspective clear, or does it carry cultural markers of "
-        f"{reviewer}, your own region? Give one line per Hofstede dimension, then one line saying where the "
-        f"response is confused with {reviewer}'s culture:\n{grid}\nConfusions: <what belongs to {reviewer}, "
-        f"not {continent}, or 'none'>")}])
+    grid = "\n".join(
+        f"{name}: <does the response reflect {continent} on {about}?>" for name, about in HOFSTEDE.items()
+    )
+    return ChatRequest(
+        [
+            system(reviewer),
+            {
+                "role": "user",
+                "content": (
+                    f'A response written from the perspective of {continent} to the question "{query}":\n\n{response}\n\n'
+                    f"Review it. Does it keep {continent}'s perspective clear, or does it carry cultural markers of "
+                    f"{reviewer}, your own region? Give one line per Hofstede dimension, then one line saying where the "
+                    f"response is confused with {reviewer}'s culture:\n{grid}\nConfusions: <what belongs to {reviewer}, "
+                    f"not {continent}, or 'none'>"
+                ),
+            },
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -98,14 +123,25 @@ def parse_feedback(text: str, min_dimensions: int = 4, min_words: int = 1) -> Fe
     return Feedback(text.strip(), {name: found[name] for name in HOFSTEDE if name in found}, confusions)
 
 
-def aggregate_request(continent: str, query: str, response: str, reviews: Sequence[tuple[str, Feedback]]) -> ChatRequest:
+def aggregate_request(
+    continent: str, query: str, response: str, reviews: Sequence[tuple[str, Feedback]]
+) -> ChatRequest:
     """Step 3: the continent's response improved with every review it got."""
     feedback = "\n\n".join(f"Review by {reviewer}:\n{review.review}" for reviewer, review in reviews)
-    return ChatRequest([system(continent), {"role": "user", "content": (
-        f"Question: {query}\n\nBase response:\n{response}\n\nReview feedback:\n{feedback}\n\n"
-        f"Improve the base response with every suggestion of the feedback: keep what is specific to "
-        f"{continent}'s cultures, history and values and remove what belongs to other regions. Reply with the "
-        f"improved response only, in three to five sentences.")}])
+    return ChatRequest(
+        [
+            system(continent),
+            {
+                "role": "user",
+                "content": (
+                    f"Question: {query}\n\nBase response:\n{response}\n\nReview feedback:\n{feedback}\n\n"
+                    f"Improve the base response with every suggestion of the feedback: keep what is specific to "
+                    f"{continent}'s cultures, history and values and remove what belongs to other regions. Reply with the "
+                    f"improved response only, in three to five sentences."
+                ),
+            },
+        ]
+    )
 
 
 def record_prompt(continent: str, query: str) -> list[Message]:
@@ -115,6 +151,7 @@ def record_prompt(continent: str, query: str) -> list[Message]:
 
 # --- the meta agent (§4.2: cultural draft, self-regulated aggregation, final decision) ------------
 
+
 def _question(item: OpinionItem) -> str:
     return item.prompt.removesuffix("Answer:").rstrip()
 
@@ -122,53 +159,109 @@ def _question(item: OpinionItem) -> str:
 def draft_request(continent: str, country: str, item: OpinionItem, adapter: str | None = None) -> ChatRequest:
     """Stage 1: a continent agent's draft on a survey question, from ``country``'s perspective."""
     name = base_country(country)
-    return ChatRequest([system(continent), {"role": "user", "content": (
-        f"{_question(item)}\n\nIn two or three sentences, say which answer a person from {name} would most "
-        f"likely choose and why, drawing on {name}'s culture, traditions and history as seen from "
-        f"{continent}. If an option clashes with that culture, rule it out.")}], adapter=adapter)
+    return ChatRequest(
+        [
+            system(continent),
+            {
+                "role": "user",
+                "content": (
+                    f"{_question(item)}\n\nIn two or three sentences, say which answer a person from {name} would most "
+                    f"likely choose and why, drawing on {name}'s culture, traditions and history as seen from "
+                    f"{continent}. If an option clashes with that culture, rule it out."
+                ),
+            },
+        ],
+        adapter=adapter,
+    )
 
 
 def regulate_request(country: str, item: OpinionItem, drafts: Sequence[tuple[str, str]]) -> ChatRequest:
     """Stage 2: the meta agent distils the drafts into what fits ``country``."""
     name = base_country(country)
     notes = "\n\n".join(f"[{continent}] {draft.strip()}" for continent, draft in drafts)
-    return ChatRequest([{"role": "system", "content": (
-        f"You are an expert cultural analyst. You synthesise drafts about {name} written from several "
-        f"continents into a faithful account of {name}'s cultural attributes, free of bias or stereotype.")},
-        {"role": "user", "content": (
-            f"{_question(item)}\n\nDrafts:\n{notes}\n\nIn three sentences, state what in {name}'s culture "
-            f"decides how people there answer this question. Reply with those sentences only.")}])
+    return ChatRequest(
+        [
+            {
+                "role": "system",
+                "content": (
+                    f"You are an expert cultural analyst. You synthesise drafts about {name} written from several "
+                    f"continents into a faithful account of {name}'s cultural attributes, free of bias or stereotype."
+                ),
+            },
+            {
+                "role": "user",
+                "content": (
+                    f"{_question(item)}\n\nDrafts:\n{notes}\n\nIn three sentences, state what in {name}'s culture "
+                    f"decides how people there answer this question. Reply with those sentences only."
+                ),
+            },
+        ]
+    )
 
 
-def decision_request(country: str, item: OpinionItem, memory: str | None, labels: Sequence[str],
-                     adapter: str | None = None) -> ChoiceRequest:
+def decision_request(
+    country: str, item: OpinionItem, memory: str | None, labels: Sequence[str], adapter: str | None = None
+) -> ChoiceRequest:
     """Stage 3: the meta agent's answer, as option probabilities, given its memory (``None``: none)."""
     name = base_country(country)
     context = f"Memory:\n{memory.strip()}\n\n" if memory else ""
-    return ChoiceRequest([{"role": "system", "content": (
-        f"You are a knowledgeable assistant about {name}. Select the single most appropriate answer for a "
-        f"person from {name}.")},
-        {"role": "user", "content": f"{context}{_question(item)}\n{ANSWER_INSTRUCTION}"}],
-        labels, adapter=adapter, prefix="Answer:")
+    return ChoiceRequest(
+        [
+            {
+                "role": "system",
+                "content": (
+                    f"You are a knowledgeable assistant about {name}. Select the single most appropriate answer for a "
+                    f"person from {name}."
+                ),
+            },
+            {"role": "user", "content": f"{context}{_question(item)}\n{ANSWER_INSTRUCTION}"},
+        ],
+        labels,
+        adapter=adapter,
+        prefix="Answer:",
+    )
 
 
-def persona_choice(country: str, item: OpinionItem, labels: Sequence[str], adapter: str | None = None,
-                   context: str = "") -> ChoiceRequest:
+def persona_choice(
+    country: str, item: OpinionItem, labels: Sequence[str], adapter: str | None = None, context: str = ""
+) -> ChoiceRequest:
     """Prompting (and every model asked as a country): the country named, its context considered."""
     name = base_country(country)
-    return ChoiceRequest([{"role": "system", "content": (
-        f"You are a knowledgeable assistant about {name}. Consider {name}'s cultural, historical and social "
-        f"context.")}, {"role": "user", "content": f"{context}{_question(item)}\n{ANSWER_INSTRUCTION}"}],
-        labels, adapter=adapter, prefix="Answer:")
+    return ChoiceRequest(
+        [
+            {
+                "role": "system",
+                "content": (
+                    f"You are a knowledgeable assistant about {name}. Consider {name}'s cultural, historical and social "
+                    f"context."
+                ),
+            },
+            {"role": "user", "content": f"{context}{_question(item)}\n{ANSWER_INSTRUCTION}"},
+        ],
+        labels,
+        adapter=adapter,
+        prefix="Answer:",
+    )
 
 
 # --- Modular Pluralism (Feng et al. 2024): community comments, then the base model answers ------
 
+
 def comment_request(continent: str, item: OpinionItem, adapter: str | None = None) -> ChatRequest:
     """A community model's comment on a question (no answer), from its continent's perspective."""
-    return ChatRequest([system(continent), {"role": "user", "content": (
-        f"{item.question}\n\nWrite a short passage (two or three sentences) on the perspectives people in "
-        f"{continent} bring to this question. Do not answer it.")}], adapter=adapter)
+    return ChatRequest(
+        [
+            system(continent),
+            {
+                "role": "user",
+                "content": (
+                    f"{item.question}\n\nWrite a short passage (two or three sentences) on the perspectives people in "
+                    f"{continent} bring to this question. Do not answer it."
+                ),
+            },
+        ],
+        adapter=adapter,
+    )
 
 
 def comments_context(comments: Sequence[tuple[str, str]]) -> str:

@@ -69,31 +69,51 @@ class Plan:
         unit = "GPU" if self.device == "cuda" else "host RAM"
         for s in self.stages:
             if not s.fits:
-                lines.append(f"notebook {s.stage.notebook} stage '{s.stage.name}' needs {s.total:.1f} GiB on "
-                             f"{s.device} of {s.budget * (1 - memory.HEADROOM):.1f} usable ({unit}): {s.why()}; "
-                             f"fix: {fix(s, self)}")
+                lines.append(
+                    f"notebook {s.stage.notebook} stage '{s.stage.name}' needs {s.total:.1f} GiB on "
+                    f"{s.device} of {s.budget * (1 - memory.HEADROOM):.1f} usable ({unit}): {s.why()}; "
+                    f"fix: {fix(s, self)}"
+                )
         return lines
 
     def table(self):
         import pandas as pd
 
-        return pd.DataFrame([{"notebook": s.stage.notebook, "stage": s.stage.name, "device": s.device,
-                              "need_gib": round(s.total, 1), "usable_gib": round(s.budget * (1 - memory.HEADROOM), 1),
-                              "fits": s.fits, "host_gib": round(s.host(), 1), "why": s.why()} for s in self.stages])
+        return pd.DataFrame(
+            [
+                {
+                    "notebook": s.stage.notebook,
+                    "stage": s.stage.name,
+                    "device": s.device,
+                    "need_gib": round(s.total, 1),
+                    "usable_gib": round(s.budget * (1 - memory.HEADROOM), 1),
+                    "fits": s.fits,
+                    "host_gib": round(s.host(), 1),
+                    "why": s.why(),
+                }
+                for s in self.stages
+            ]
+        )
 
 
 def fix(s: StagePlan, plan: Plan) -> str:
     """The change that most likely makes ``s`` fit, named by its params key."""
     biggest = max(s.needs + s.swap, key=lambda n: n.gib)
     if biggest.what.startswith("trainer"):
-        return ("lower the recipe's per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
-                "batch), max_length, or turn gradient_checkpointing on")
-    if biggest.what.startswith("engine") and biggest.terms.get("KV cache", 0) > biggest.terms.get("weights", 0):
+        return (
+            "lower the recipe's per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
+            "batch), max_length, or turn gradient_checkpointing on"
+        )
+    if biggest.what.startswith("engine") and biggest.terms.get("KV cache", 0) > biggest.terms.get(
+        "weights", 0
+    ):
         return "lower model.kv_cache_gb (or gpu_memory_utilization)"
     if plan.device == "cpu":
         return "use a smaller model or a machine with more memory"
-    return ("a GPU with more memory, tensor_parallel_size over more GPUs, or serve a role from another node "
-            "(models.<role>: {backend: openai, base_url: …})")
+    return (
+        "a GPU with more memory, tensor_parallel_size over more GPUs, or serve a role from another node "
+        "(models.<role>: {backend: openai, base_url: …})"
+    )
 
 
 def _shape(model) -> catalog.Shape:
@@ -126,8 +146,14 @@ def _recipe(params: Params, key: str) -> tuple[Recipe, catalog.Shape]:
     ckpt = bool(trl.get("gradient_checkpointing") or trl.get("activation_checkpointing"))
     io = None
     if lora.get("target_modules") not in (None, "all-linear") and shape.hidden and shape.intermediate:
-        io = sum({"gate_proj": shape.hidden + shape.intermediate, "up_proj": shape.hidden + shape.intermediate,
-                  "down_proj": shape.intermediate + shape.hidden}.get(t, 2 * shape.hidden) for t in lora["target_modules"])
+        io = sum(
+            {
+                "gate_proj": shape.hidden + shape.intermediate,
+                "up_proj": shape.hidden + shape.intermediate,
+                "down_proj": shape.intermediate + shape.hidden,
+            }.get(t, 2 * shape.hidden)
+            for t in lora["target_modules"]
+        )
     batch = max(int(trl.get("per_device_train_batch_size", 1)), 1)
     return Recipe("/".join(methods), bf16, ckpt, batch, widest, int(lora.get("r", 8)), io, rows), shape
 
@@ -151,8 +177,13 @@ def moe_recipe_shared(params: Params) -> bool:
 def part_need(params: Params, part: Part, gpu_gib: float, on_gpu: bool) -> Need | None:
     """The memory of one part (None: nothing on this machine, e.g. a role served from another node)."""
     if part.kind in ("engine", "merged"):
-        model = (params.role_model("palette_merged") if part.kind == "merged"
-                 else params.model if part.key == "model" else params.role_model(part.key))
+        model = (
+            params.role_model("palette_merged")
+            if part.kind == "merged"
+            else params.model
+            if part.key == "model"
+            else params.role_model(part.key)
+        )
         if model.backend == "openai" and not model.devices:
             return None
         shape = _merge_shapes(params)[part.key] if part.kind == "merged" else _shape(model)
@@ -198,7 +229,9 @@ def devices_of(params: Params, part: Part) -> list[int]:
     if part.kind == "merged":
         model = params.role_model("palette_merged")
         return list(model.devices or range(model.tensor_parallel_size))
-    if part.kind == "harness":  # lm-eval's own engine: the first GPUs, as many as the model's tensor parallelism
+    if (
+        part.kind == "harness"
+    ):  # lm-eval's own engine: the first GPUs, as many as the model's tensor parallelism
         model = params.role_model("palette_merged") if part.key in MERGES else params.model
         return list(range(model.tensor_parallel_size)) if model.backend == "vllm" else [0]
     return [0]
@@ -219,8 +252,10 @@ def make_plan(params: Params, gpus: int | None = None, gpu_gb: float | None = No
         device, gpus, budget = "cpu", 0, float(gpu_gb) if gpu_gb else host_gib()
     plan = Plan(params, device, gpus, budget)
     if on_gpu and gpus == 0:
-        plan.problems.append("no GPU is visible and the profile runs on cuda; fix: run on a GPU node, or plan for one "
-                             "with --gpus N --gpu-gb G")
+        plan.problems.append(
+            "no GPU is visible and the profile runs on cuda; fix: run on a GPU node, or plan for one "
+            "with --gpus N --gpu-gb G"
+        )
         return plan
     for stages in notebook_stages(params).values():
         kept: list[Part] = []  # encoders an earlier stage of the notebook loaded: they stay (kit.plan.stages)
@@ -235,14 +270,18 @@ def make_plan(params: Params, gpus: int | None = None, gpu_gb: float | None = No
                         continue
                     for d in devices_of(params, part) if on_gpu else [0]:
                         if on_gpu and d >= gpus:
-                            plan.problems.append(f"notebook {stage.notebook} stage '{stage.name}': {part} is placed on "
-                                                 f"GPU {d}, but {gpus} GPU(s) are visible; fix: models.<role>.devices "
-                                                 f"within 0…{gpus - 1}")
+                            plan.problems.append(
+                                f"notebook {stage.notebook} stage '{stage.name}': {part} is placed on "
+                                f"GPU {d}, but {gpus} GPU(s) are visible; fix: models.<role>.devices "
+                                f"within 0…{gpus - 1}"
+                            )
                             continue
                         by_device.setdefault(d, ([], []))[group].append(need)
             for d, (needs, swap) in sorted(by_device.items()):
                 base = memory.PROCESS_CONTEXT_GIB if on_gpu else PROCESS_RSS_GIB
-                plan.stages.append(StagePlan(stage, f"cuda:{d}" if on_gpu else "cpu", needs, swap, budget, base))
+                plan.stages.append(
+                    StagePlan(stage, f"cuda:{d}" if on_gpu else "cpu", needs, swap, budget, base)
+                )
     return plan
 
 
@@ -253,28 +292,54 @@ def recipe_batches(params: Params, gpu_gb: float) -> dict[str, dict[str, int]]:
     from kit.config import training_recipes
 
     out = {}
-    stages = {p.key: st for sts in notebook_stages(params).values() for st in sts for p in st.parts if p.kind == "trainer"}
+    stages = {
+        p.key: st
+        for sts in notebook_stages(params).values()
+        for st in sts
+        for p in st.parts
+        if p.kind == "trainer"
+    }
     for key in training_recipes(params):
         if key not in stages:
             continue
         recipe, _, _ = training_recipes(params)[key]
         trl = recipe.trl
-        batch, accum = int(trl.get("per_device_train_batch_size", 2)), int(trl.get("gradient_accumulation_steps", 1))
+        batch, accum = (
+            int(trl.get("per_device_train_batch_size", 2)),
+            int(trl.get("gradient_accumulation_steps", 1)),
+        )
         effective = batch * accum
-        others = sum(n.gib for part in stages[key].parts if part.kind != "trainer" and 0 in devices_of(params, part)
-                     for n in [part_need(params, part, gpu_gb, True)] if n is not None)  # the trainer's GPU: 0
+        others = sum(
+            n.gib
+            for part in stages[key].parts
+            if part.kind != "trainer" and 0 in devices_of(params, part)
+            for n in [part_need(params, part, gpu_gb, True)]
+            if n is not None
+        )  # the trainer's GPU: 0
         usable = gpu_gb * (1 - memory.HEADROOM) - memory.PROCESS_CONTEXT_GIB - others
         chosen, size = 0, 1
         while size <= effective:
             if effective % size == 0:
                 rec, shape = _recipe(params, key)
-                rec = Recipe(rec.method, rec.bf16, rec.checkpointing, size, rec.tokens, rec.lora_r, rec.lora_linear_io,
-                             rec.sequences_per_example)
+                rec = Recipe(
+                    rec.method,
+                    rec.bf16,
+                    rec.checkpointing,
+                    size,
+                    rec.tokens,
+                    rec.lora_r,
+                    rec.lora_linear_io,
+                    rec.sequences_per_example,
+                )
                 if memory.trainer(shape, rec).gib <= usable:
                     chosen = size
             size *= 2
-        out[key] = {"per_device_train_batch_size": batch, "gradient_accumulation_steps": accum,
-                    "planned_batch": chosen, "planned_accumulation": effective // chosen if chosen else 0}
+        out[key] = {
+            "per_device_train_batch_size": batch,
+            "gradient_accumulation_steps": accum,
+            "planned_batch": chosen,
+            "planned_accumulation": effective // chosen if chosen else 0,
+        }
     return out
 
 
@@ -305,8 +370,11 @@ def disk_gib(params: Params) -> dict[str, float]:
     merges = sum(s.params for s in shapes.values()) * b / GiB
     lora_cache = 5 * base.params * b / GiB
     names = {m.name for m in [params.model, *params.models.values()] if m.backend != "openai"}
-    hub = sum(catalog.shape(n, None, None).params * 2 / GiB for n in names if "/" in n and not Path(n).exists()
-              and (n in catalog.ARCHITECTURES or _cached(n)))
+    hub = sum(
+        catalog.shape(n, None, None).params * 2 / GiB
+        for n in names
+        if "/" in n and not Path(n).exists() and (n in catalog.ARCHITECTURES or _cached(n))
+    )
     return {"run folder": round(merges + lora_cache + 5.0, 1), "hub cache": round(hub, 1)}
 
 

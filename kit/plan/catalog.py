@@ -22,30 +22,92 @@ from typing import Any
 
 # hub id -> (transformers model_type, the config keys that size it, gated on the hub)
 ARCHITECTURES: dict[str, tuple[str, dict[str, Any], bool]] = {
-    "Qwen/Qwen2.5-7B-Instruct": ("qwen2", {
-        "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
-        "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False,
-        "max_position_embeddings": 32768}, False),
-    "Qwen/Qwen2.5-14B-Instruct": ("qwen2", {
-        "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 48, "num_attention_heads": 40,
-        "num_key_value_heads": 8, "vocab_size": 152064, "tie_word_embeddings": False,
-        "max_position_embeddings": 32768}, False),
-    "Qwen/Qwen2.5-0.5B-Instruct": ("qwen2", {
-        "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
-        "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
-        "max_position_embeddings": 32768}, False),
-    "meta-llama/Llama-3.1-8B-Instruct": ("llama", {
-        "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-        "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072}, True),
-    "sentence-transformers/all-mpnet-base-v2": ("mpnet", {
-        "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-        "vocab_size": 30527, "max_position_embeddings": 514}, False),
-    "sileod/deberta-v3-large-tasksource-nli": ("deberta-v2", {
-        "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-        "vocab_size": 128100, "position_buckets": 256, "relative_attention": True, "max_relative_positions": -1,
-        "pos_att_type": ["p2c", "c2p"], "position_biased_input": False, "type_vocab_size": 0, "num_labels": 3},
-        False),
+    "Qwen/Qwen2.5-7B-Instruct": (
+        "qwen2",
+        {
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "vocab_size": 152064,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 32768,
+        },
+        False,
+    ),
+    "Qwen/Qwen2.5-14B-Instruct": (
+        "qwen2",
+        {
+            "hidden_size": 5120,
+            "intermediate_size": 13824,
+            "num_hidden_layers": 48,
+            "num_attention_heads": 40,
+            "num_key_value_heads": 8,
+            "vocab_size": 152064,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 32768,
+        },
+        False,
+    ),
+    "Qwen/Qwen2.5-0.5B-Instruct": (
+        "qwen2",
+        {
+            "hidden_size": 896,
+            "intermediate_size": 4864,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+            "vocab_size": 151936,
+            "tie_word_embeddings": True,
+            "max_position_embeddings": 32768,
+        },
+        False,
+    ),
+    "meta-llama/Llama-3.1-8B-Instruct": (
+        "llama",
+        {
+            "hidden_size": 4096,
+            "intermediate_size": 14336,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "vocab_size": 128256,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 131072,
+        },
+        True,
+    ),
+    "sentence-transformers/all-mpnet-base-v2": (
+        "mpnet",
+        {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "vocab_size": 30527,
+            "max_position_embeddings": 514,
+        },
+        False,
+    ),
+    "sileod/deberta-v3-large-tasksource-nli": (
+        "deberta-v2",
+        {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "vocab_size": 128100,
+            "position_buckets": 256,
+            "relative_attention": True,
+            "max_relative_positions": -1,
+            "pos_att_type": ["p2c", "c2p"],
+            "position_biased_input": False,
+            "type_vocab_size": 0,
+            "num_labels": 3,
+        },
+        False,
+    ),
 }
 
 
@@ -62,7 +124,9 @@ class Shape:
     intermediate: int | None = None
     kv_dim: int | None = None  # key/value heads x head size: the width of one layer's K (or V) per token
     vocab: int | None = None
-    linear_io: int | None = None  # sum over one decoder layer's linear layers of (in + out): LoRA's size per rank
+    linear_io: int | None = (
+        None  # sum over one decoder layer's linear layers of (in + out): LoRA's size per rank
+    )
 
     @property
     def kv_bytes_per_token(self) -> int | None:
@@ -132,8 +196,10 @@ def shape(name: str, revision: str | None = None, params_b: float | None = None)
     config, source = _config(name, revision)
     if config is None:
         if params_b is None:
-            raise ValueError(f"{name}: no config in a folder, the hub cache or kit.plan.catalog; fix: download its "
-                             "config.json (huggingface-cli download NAME config.json) or set model.params_b")
+            raise ValueError(
+                f"{name}: no config in a folder, the hub cache or kit.plan.catalog; fix: download its "
+                "config.json (huggingface-cli download NAME config.json) or set model.params_b"
+            )
         return Shape(name, "params_b", None, int(params_b * 1e9))
     model = _meta_model(config)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -143,13 +209,21 @@ def shape(name: str, revision: str | None = None, params_b: float | None = None)
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     import torch
 
-    linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers.0." in f".{n}."]
+    linears = [
+        m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers.0." in f".{n}."
+    ]
     return Shape(
-        name=name, source=source, model_type=config.model_type, params=sum(p.numel() for p in model.parameters()),
-        layers=getattr(text, "num_hidden_layers", None), hidden=hidden,
+        name=name,
+        source=source,
+        model_type=config.model_type,
+        params=sum(p.numel() for p in model.parameters()),
+        layers=getattr(text, "num_hidden_layers", None),
+        hidden=hidden,
         intermediate=getattr(text, "intermediate_size", None),
-        kv_dim=kv_heads * head_dim if kv_heads and head_dim else None, vocab=getattr(text, "vocab_size", None),
-        linear_io=sum(m.in_features + m.out_features for m in linears) or None)
+        kv_dim=kv_heads * head_dim if kv_heads and head_dim else None,
+        vocab=getattr(text, "vocab_size", None),
+        linear_io=sum(m.in_features + m.out_features for m in linears) or None,
+    )
 
 
 def moe_shape(base: Shape, experts: int, shared_expert: bool) -> Shape:
@@ -159,6 +233,18 @@ def moe_shape(base: Shape, experts: int, shared_expert: bool) -> Shape:
         raise ValueError(f"{base.name}: the MoE's size needs the base's layers and widths (its config)")
     mlp = 3 * base.hidden * base.intermediate
     copies = experts + int(shared_expert)
-    params = base.params + base.layers * ((copies - 1) * mlp + experts * base.hidden + int(shared_expert) * base.hidden)
-    return Shape(f"{base.name} MoE x{experts}", base.source, f"{base.model_type}-moe", params, base.layers,
-                 base.hidden, base.intermediate, base.kv_dim, base.vocab, base.linear_io)
+    params = base.params + base.layers * (
+        (copies - 1) * mlp + experts * base.hidden + int(shared_expert) * base.hidden
+    )
+    return Shape(
+        f"{base.name} MoE x{experts}",
+        base.source,
+        f"{base.model_type}-moe",
+        params,
+        base.layers,
+        base.hidden,
+        base.intermediate,
+        base.kv_dim,
+        base.vocab,
+        base.linear_io,
+    )

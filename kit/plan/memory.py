@@ -73,7 +73,7 @@ def engine(shape: Shape, model, gpu_gib: float) -> Need:
     tp = model.tensor_parallel_size
     b = _bytes(model.dtype)
     weights = shape.params * (1 if model.quantization == "fp8" else b) / tp / GiB
-    lora = (model.max_loras * model.max_lora_rank * (shape.linear_io or 0) * (shape.layers or 0) * b / tp / GiB)
+    lora = model.max_loras * model.max_lora_rank * (shape.linear_io or 0) * (shape.layers or 0) * b / tp / GiB
     chunk = model.max_num_batched_tokens or VLLM_BATCHED_TOKENS
     if model.max_model_len:
         chunk = min(chunk, model.max_model_len)
@@ -83,9 +83,17 @@ def engine(shape: Shape, model, gpu_gib: float) -> Need:
     else:  # vLLM claims its share of the card and gives the KV cache what weights and activations leave
         kv = max(0.0, model.gpu_memory_utilization * gpu_gib - weights - lora - logits - ENGINE_OVERHEAD_GIB)
     # a sleeping engine (vLLM sleep mode, level 1) keeps its weights in pinned host memory
-    return Need(f"engine {shape.name}", {"weights": weights, "LoRA slots": lora, "KV cache": kv,
-                                         "prompt logits": logits, "overhead": ENGINE_OVERHEAD_GIB},
-                host=weights * tp)
+    return Need(
+        f"engine {shape.name}",
+        {
+            "weights": weights,
+            "LoRA slots": lora,
+            "KV cache": kv,
+            "prompt logits": logits,
+            "overhead": ENGINE_OVERHEAD_GIB,
+        },
+        host=weights * tp,
+    )
 
 
 def hf_inference(shape: Shape, model, on_gpu: bool) -> Need:
@@ -131,7 +139,9 @@ def trainer(shape: Shape, recipe: Recipe, on_gpu: bool = True) -> Need:
     rows = recipe.batch * recipe.sequences_per_example
     tokens = rows * recipe.tokens
     layers, hidden, act_b = shape.layers or 0, shape.hidden or 0, 2 if recipe.bf16 else 4
-    kept = 1 if recipe.checkpointing else layers  # layers whose activations are held for the backward pass at once
+    kept = (
+        1 if recipe.checkpointing else layers
+    )  # layers whose activations are held for the backward pass at once
     if recipe.checkpointing:  # each layer's input kept, one layer's activations recomputed at a time
         acts = (layers * tokens * hidden * act_b + ACTIVATION_BYTES * tokens * hidden * act_b / 2) / GiB
     else:

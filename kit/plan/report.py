@@ -24,8 +24,11 @@ def main(params: Params, gpus: int | None, gpu_gb: float | None) -> int:
     import pandas as pd
 
     plan = make_plan(params, gpus, gpu_gb)
-    where = (f"{plan.gpus} GPU(s) of {plan.gpu_gib:g} GiB, {memory.HEADROOM:.0%} kept free"
-             if plan.device == "cuda" else f"host memory {plan.gpu_gib:.0f} GiB (the profile runs on the CPU)")
+    where = (
+        f"{plan.gpus} GPU(s) of {plan.gpu_gib:g} GiB, {memory.HEADROOM:.0%} kept free"
+        if plan.device == "cuda"
+        else f"host memory {plan.gpu_gib:.0f} GiB (the profile runs on the CPU)"
+    )
     print(f"memory plan of {params.profile} on {where}")
     table = plan.table()
     if len(table):
@@ -35,15 +38,25 @@ def main(params: Params, gpus: int | None, gpu_gb: float | None) -> int:
         for _, r in table.iterrows():
             print(f"  {r['notebook']} {r['stage']} [{r['device']}]: {r['why']}")
     if plan.device == "cuda":
-        print(f"\ntraining recipes (micro-batch x accumulation now, and the plan's choice on {plan.gpu_gib:g} GiB):")
+        print(
+            f"\ntraining recipes (micro-batch x accumulation now, and the plan's choice on {plan.gpu_gib:g} GiB):"
+        )
         for key, r in recipe_batches(params, plan.gpu_gib).items():
-            print(f"  {key}: {r['per_device_train_batch_size']} x {r['gradient_accumulation_steps']}; plan "
-                  f"{r['planned_batch']} x {r['planned_accumulation']}" + ("" if r["planned_batch"] else " (none fits)"))
+            print(
+                f"  {key}: {r['per_device_train_batch_size']} x {r['gradient_accumulation_steps']}; plan "
+                f"{r['planned_batch']} x {r['planned_accumulation']}"
+                + ("" if r["planned_batch"] else " (none fits)")
+            )
         disk = disk_gib(params)
-        print(f"\ndisk: run folder about {disk['run folder']:.0f} GiB, hub cache about {disk['hub cache']:.0f} GiB")
+        print(
+            f"\ndisk: run folder about {disk['run folder']:.0f} GiB, hub cache about {disk['hub cache']:.0f} GiB"
+        )
         by_unit, source = unit_hours(params)
-        print(f"GPU-hours on one GPU ({source}): " + ", ".join(f"{u} {h:.1f}" for u, h in sorted(by_unit.items()))
-              + f"; total {sum(by_unit.values()):.1f}")
+        print(
+            f"GPU-hours on one GPU ({source}): "
+            + ", ".join(f"{u} {h:.1f}" for u, h in sorted(by_unit.items()))
+            + f"; total {sum(by_unit.values()):.1f}"
+        )
     refusals = plan.refusals()
     if refusals:
         for line in refusals:

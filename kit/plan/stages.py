@@ -102,7 +102,9 @@ def _capability(params: Params, notebook: str, merged: bool = False) -> Stage:
     threads, prefix cache); elsewhere the engines sleep."""
     kept = (engine(params),) if params.model.device == "cpu" else ()
     if merged:
-        return Stage(notebook, "capability (lm-eval)", kept, swap=(HARNESS, *(Part("harness", m) for m in MERGES)))
+        return Stage(
+            notebook, "capability (lm-eval)", kept, swap=(HARNESS, *(Part("harness", m) for m in MERGES))
+        )
     return Stage(notebook, "capability (lm-eval)", (*kept, HARNESS))
 
 
@@ -112,39 +114,101 @@ def notebook_stages(params: Params) -> dict[str, list[Stage]]:
     neg, v = p.negotiation, p.visa
     out: dict[str, list[Stage]] = {
         "00": [Stage("00", "chat and survey", (m,))],
-        "01": [Stage("01", "agents and descriptions", (m,)),
-               *([Stage("01", "grounded SFT", (Part("trainer", "agents.sft"),))] if "grounded" in p.agents.kinds else []),
-               Stage("01", "fidelity and capability", (m,)), _capability(p, "01")],
+        "01": [
+            Stage("01", "agents and descriptions", (m,)),
+            *(
+                [Stage("01", "grounded SFT", (Part("trainer", "agents.sft"),))]
+                if "grounded" in p.agents.kinds
+                else []
+            ),
+            Stage("01", "fidelity and capability", (m,)),
+            _capability(p, "01"),
+        ],
         "02": [Stage("02", "negotiations", (m, EMBEDDER))],
-        "03": [Stage("03", "acceptance and values", _unique(m, *_detector(p, neg.value_judge, "value_judge")))],
-        "04": [Stage("04", "finetune", (Part("trainer", "finetune"),)),
-               Stage("04", "distance, alignment and capability",
-                     _unique(m, *_detector(p, neg.value_judge, "value_judge"))), _capability(p, "04")],
+        "03": [
+            Stage("03", "acceptance and values", _unique(m, *_detector(p, neg.value_judge, "value_judge")))
+        ],
+        "04": [
+            Stage("04", "finetune", (Part("trainer", "finetune"),)),
+            Stage(
+                "04",
+                "distance, alignment and capability",
+                _unique(m, *_detector(p, neg.value_judge, "value_judge")),
+            ),
+            _capability(p, "04"),
+        ],
         "05": [Stage("05", "the release judged and scored", _unique(m, engine(p, "value_judge"), EMBEDDER))],
         "10": [Stage("10", "synthesis", _unique(engine(p, "palette_teacher"), EMBEDDER))],
-        "11": [Stage("11", "ORPO continent agents", (Part("trainer", "palette.train"),)),
-               *[Stage("11", f"merge {name}", (Part("merge", name),)) for name in MERGES],
-               Stage("11", "router shares", (Part("router", "moe"),))],
-        "12": [Stage("12", "Table 1, consistency and capability", _unique(*_nli(p, p.palette.nli)),
-                     swap=_unique(m, *(Part("merged", name) for name in MERGES))), _capability(p, "12", merged=True)],
-        "20": [Stage("20", "corpus, teacher and translator",
-                     _unique(m, *_detector(p, v.teacher, "visa_teacher"), EMBEDDER))],
-        "21": [Stage("21", "GRPO rewriter", _unique(Part("trainer", "visa.rewriter"), m,
-                                                      *_detector(p, v.reward_detector, "model"), *_nli(p, v.nli))),
-               Stage("21", "best-of-n and direct samples",
-                     _unique(m, *_detector(p, v.reward_detector, "model"), *_nli(p, v.nli))),
-               Stage("21", "SFT rewriter", (Part("trainer", "visa.sft"),)),
-               Stage("21", "direct DPO", (Part("trainer", "visa.direct"),))],
-        "22": [Stage("22", "held-out table", _unique(m, *_detector(p, v.eval_detector, "visa_judge"), EMBEDDER)),
-               _capability(p, "22")],
+        "11": [
+            Stage("11", "ORPO continent agents", (Part("trainer", "palette.train"),)),
+            *[Stage("11", f"merge {name}", (Part("merge", name),)) for name in MERGES],
+            Stage("11", "router shares", (Part("router", "moe"),)),
+        ],
+        "12": [
+            Stage(
+                "12",
+                "Table 1, consistency and capability",
+                _unique(*_nli(p, p.palette.nli)),
+                swap=_unique(m, *(Part("merged", name) for name in MERGES)),
+            ),
+            _capability(p, "12", merged=True),
+        ],
+        "20": [
+            Stage(
+                "20",
+                "corpus, teacher and translator",
+                _unique(m, *_detector(p, v.teacher, "visa_teacher"), EMBEDDER),
+            )
+        ],
+        "21": [
+            Stage(
+                "21",
+                "GRPO rewriter",
+                _unique(
+                    Part("trainer", "visa.rewriter"),
+                    m,
+                    *_detector(p, v.reward_detector, "model"),
+                    *_nli(p, v.nli),
+                ),
+            ),
+            Stage(
+                "21",
+                "best-of-n and direct samples",
+                _unique(m, *_detector(p, v.reward_detector, "model"), *_nli(p, v.nli)),
+            ),
+            Stage("21", "SFT rewriter", (Part("trainer", "visa.sft"),)),
+            Stage("21", "direct DPO", (Part("trainer", "visa.direct"),)),
+        ],
+        "22": [
+            Stage("22", "held-out table", _unique(m, *_detector(p, v.eval_detector, "visa_judge"), EMBEDDER)),
+            _capability(p, "22"),
+        ],
         "30": [Stage("30", "dilemmas", (m, EMBEDDER))],
-        "31": [Stage("31", "self-play GRPO", _unique(Part("trainer", "selfplay.policy"), m,
-                                                       engine(p, "selfplay_judge"), EMBEDDER)),
-               Stage("31", "single-agent GRPO", _unique(Part("trainer", "selfplay.single"), m,
-                                                          engine(p, "selfplay_judge")))],
-        "32": [Stage("32", "held-out dialogues and NCN study",
-                     _unique(m, engine(p, "selfplay_eval_judge"), *_detector(p, neg.value_judge, "value_judge"),
-                             EMBEDDER)), _capability(p, "32")],
+        "31": [
+            Stage(
+                "31",
+                "self-play GRPO",
+                _unique(Part("trainer", "selfplay.policy"), m, engine(p, "selfplay_judge"), EMBEDDER),
+            ),
+            Stage(
+                "31",
+                "single-agent GRPO",
+                _unique(Part("trainer", "selfplay.single"), m, engine(p, "selfplay_judge")),
+            ),
+        ],
+        "32": [
+            Stage(
+                "32",
+                "held-out dialogues and NCN study",
+                _unique(
+                    m,
+                    engine(p, "selfplay_eval_judge"),
+                    *_detector(p, neg.value_judge, "value_judge"),
+                    EMBEDDER,
+                ),
+            ),
+            _capability(p, "32"),
+        ],
         "90": [],
     }
     return out

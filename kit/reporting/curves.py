@@ -28,7 +28,11 @@ DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))  # one per comp
 def _history_file(folder: str | os.PathLike) -> Path:
     """A training folder's log history: the folder itself, or the adapter folder inside it."""
     folder = Path(folder)
-    return folder / "log_history.json" if (folder / "log_history.json").is_file() else folder.parent / "log_history.json"
+    return (
+        folder / "log_history.json"
+        if (folder / "log_history.json").is_file()
+        else folder.parent / "log_history.json"
+    )
 
 
 def history_rows(history: Sequence[dict]) -> list[dict]:
@@ -42,15 +46,23 @@ def history_rows(history: Sequence[dict]) -> list[dict]:
                 rows.append({"step": h["step"], "metric": key, "value": float(h[key])})
         for key, value in h.items():
             if key.startswith("rewards/") and key.endswith("/mean") and isinstance(value, (int, float)):
-                rows.append({"step": h["step"], "metric": COMPONENT + key[len("rewards/"):-len("/mean")],
-                             "value": float(value)})
+                rows.append(
+                    {
+                        "step": h["step"],
+                        "metric": COMPONENT + key[len("rewards/") : -len("/mean")],
+                        "value": float(value),
+                    }
+                )
     return rows
 
 
 def training_curves(folders: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Long table ``run, step, metric, value`` of every named training folder (or its adapter folder)."""
-    rows = [{"run": name, **row} for name, folder in folders.items()
-            for row in history_rows(read_json(_history_file(folder), []))]
+    rows = [
+        {"run": name, **row}
+        for name, folder in folders.items()
+        for row in history_rows(read_json(_history_file(folder), []))
+    ]
     return pd.DataFrame(rows, columns=["run", "step", "metric", "value"])
 
 
@@ -71,7 +83,9 @@ def figure(paths, curves: pd.DataFrame, title: str) -> None:
     from kit.train.trainers import reward_fell
 
     if curves.empty:
-        plots.placeholder(paths, title, "no step logged a loss or a reward (a run shorter than its logging_steps)")
+        plots.placeholder(
+            paths, title, "no step logged a loss or a reward (a run shorter than its logging_steps)"
+        )
         return
     rewarded = curves[curves["metric"] == REWARD]["run"].unique().tolist()
     panels = 2 if rewarded else 1
@@ -79,8 +93,14 @@ def figure(paths, curves: pd.DataFrame, title: str) -> None:
     with plots.figure(paths, 1, panels, figsize=(6.5 * panels, 3.8), squeeze=False) as (fig, axes):
         ax = axes[0][0]
         for (run, metric), g in curves[curves["metric"].isin(LOSSES)].groupby(["run", "metric"], sort=False):
-            ax.plot(g["step"], g["value"], marker="o", ms=3, ls="-" if metric == "loss" else "--",
-                    label=run if metric == "loss" else f"{run} (eval)")
+            ax.plot(
+                g["step"],
+                g["value"],
+                marker="o",
+                ms=3,
+                ls="-" if metric == "loss" else "--",
+                label=run if metric == "loss" else f"{run} (eval)",
+            )
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.set_title("training loss")
@@ -91,12 +111,22 @@ def figure(paths, curves: pd.DataFrame, title: str) -> None:
             for run in rewarded:
                 mine = curves[curves["run"] == run]
                 total = mine[mine["metric"] == REWARD].sort_values("step")
-                line, = ax.plot(total["step"], total["value"], marker="o", ms=3, lw=2.4, label=f"{run}: total")
+                (line,) = ax.plot(
+                    total["step"], total["value"], marker="o", ms=3, lw=2.4, label=f"{run}: total"
+                )
                 components = [m for m in mine["metric"].unique() if m.startswith(COMPONENT)]
-                for k, metric in enumerate(components if len(components) > 1 else ()):  # one reward is the total
+                for k, metric in enumerate(
+                    components if len(components) > 1 else ()
+                ):  # one reward is the total
                     g = mine[mine["metric"] == metric].sort_values("step")
-                    ax.plot(g["step"], g["value"], ls=DASHES[k % len(DASHES)], lw=1.1, color=line.get_color(),
-                            label=f"{run}: {metric[len(COMPONENT):]}")
+                    ax.plot(
+                        g["step"],
+                        g["value"],
+                        ls=DASHES[k % len(DASHES)],
+                        lw=1.1,
+                        color=line.get_color(),
+                        label=f"{run}: {metric[len(COMPONENT) :]}",
+                    )
                 windows = fell_windows(total["step"].tolist())
                 if windows is not None:
                     for start, end in windows:

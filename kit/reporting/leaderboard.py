@@ -67,12 +67,21 @@ from kit.run.cost import COUNTERS
 BOARDS = {
     "alignment": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table"),
     "consensus": ("32_selfplay_table", "03_consensus_evaluation"),  # the first that holds a method wins
-    "capability": ("01_cultural_agents", "04_finetune_on_negotiation", "12_palette_table", "22_visa_table",
-                   "32_selfplay_table"),
+    "capability": (
+        "01_cultural_agents",
+        "04_finetune_on_negotiation",
+        "12_palette_table",
+        "22_visa_table",
+        "32_selfplay_table",
+    ),
 }
 # the row of each unit whose answers the entropy-matched reference flattens: the model before the unit's method
-BASE_ROWS = {"01_cultural_agents": "vanilla", "04_finetune_on_negotiation": "base", "12_palette_table": "vanilla",
-             "22_visa_table": "original"}
+BASE_ROWS = {
+    "01_cultural_agents": "vanilla",
+    "04_finetune_on_negotiation": "base",
+    "12_palette_table": "vanilla",
+    "22_visa_table": "original",
+}
 NOT_RUN = "not run"
 NO_ROWS = "ran, no rows"  # the unit ran but scored nothing (e.g. notebook 22 without notebook 01's agents)
 
@@ -95,8 +104,9 @@ def load(run_dir: str | Path) -> Stored:
     stored = Stored(run_dir)
     for board in BOARDS:
         for f in sorted((run_dir / "scores" / board).glob("*.jsonl")):
-            stored.scores.setdefault(board, {})[f.stem] = [_parse(f, line, n) for n, line in
-                                                           enumerate(f.read_text().splitlines(), 1) if line.strip()]
+            stored.scores.setdefault(board, {})[f.stem] = [
+                _parse(f, line, n) for n, line in enumerate(f.read_text().splitlines(), 1) if line.strip()
+            ]
     for f in sorted((run_dir / "metrics").glob("*.json")):
         stored.metrics[f.stem] = _parse(f, f.read_text())
     return stored
@@ -127,7 +137,11 @@ def row_cost(stored: Stored, notebook: str, row: str) -> dict:
             out["peak_rss_gb"] = max(out["peak_rss_gb"], found.get("peak_rss_gb", 0))
             models.update(found.get("models") or {})
     # the models whose calls the row counts (agents, judges, teachers), by the name before their revision
-    return {**out, "seconds": round(out["seconds"], 3), "models": ", ".join(sorted({model_label(m) for m in models}))}
+    return {
+        **out,
+        "seconds": round(out["seconds"], 3),
+        "models": ", ".join(sorted({model_label(m) for m in models})),
+    }
 
 
 def model_label(identity: str) -> str:
@@ -141,13 +155,23 @@ def model_label(identity: str) -> str:
 
 def _absent(stored: Stored, board: str, notebooks: list[str]) -> list[dict]:
     """One row per notebook the board lacks, saying why: it has not run, or it ran and scored nothing."""
-    return [{"unit": nb, "row": nb, "status": NO_ROWS if nb in stored.metrics else NOT_RUN} for nb in notebooks]
+    return [
+        {"unit": nb, "row": nb, "status": NO_ROWS if nb in stored.metrics else NOT_RUN} for nb in notebooks
+    ]
 
 
 # --- alignment ---------------------------------------------------------------------------------
 
-def alignment_board(stored: Stored, data, references, n_boot: int = 1000, seed: int = 0, min_label_mass: float = 0.1,
-                    min_items: int = MIN_ITEMS) -> tuple[pd.DataFrame, pd.DataFrame]:
+
+def alignment_board(
+    stored: Stored,
+    data,
+    references,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_label_mass: float = 0.1,
+    min_items: int = MIN_ITEMS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(overall board, per-continent S_align, js_similarity and js_similarity_e) over every unit's stored score
     rows, each unit beside the four references (``references``: the params section; the entropy-matched one
     from the unit's ``BASE_ROWS`` answers) on its own pairs, answers below ``min_label_mass`` missing."""
@@ -163,15 +187,27 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000, seed: 
         refs = reference_rows(train, test, pairs, k=k, min_shared=m)
         names = list(dict.fromkeys(r["agent"] for r in scored))
         base = BASE_ROWS.get(nb) if BASE_ROWS.get(nb) in names else names[0]
-        every = [{**{k: r[k] for k in ("country", "question_id", "p_gen", "p_gold")}, "agent": label(nb, r["agent"])}
-                 for r in with_references(scored, refs, base, min_label_mass)]
+        every = [
+            {
+                **{k: r[k] for k in ("country", "question_id", "p_gen", "p_gold")},
+                "agent": label(nb, r["agent"]),
+            }
+            for r in with_references(scored, refs, base, min_label_mass)
+        ]
         lost = missing_answers(every)
         unlabelled = [{**r, "agent": r["agent"].split(" · ", 1)[1]} for r in every]
         prior = prior_check(unlabelled, "js_similarity", n_boot, rng_seed, min_items)
-        tables = {m: continent_table(every, m, n_boot=n_boot, seed=rng_seed)
-                  for m in ("s_align", "js_similarity", "js_similarity_e")}
+        tables = {
+            m: continent_table(every, m, n_boot=n_boot, seed=rng_seed)
+            for m in ("s_align", "js_similarity", "js_similarity_e")
+        }
         per_pair = per_question_scores(every)
-        most = per_pair[~per_pair["agent"].isin([label(nb, r) for r in REFERENCES])].groupby("agent").size().max()
+        most = (
+            per_pair[~per_pair["agent"].isin([label(nb, r) for r in REFERENCES])]
+            .groupby("agent")
+            .size()
+            .max()
+        )
         for name in [*names, *REFERENCES]:
             agent = label(nb, name)
             mine = per_pair[per_pair["agent"] == agent]
@@ -182,22 +218,45 @@ def alignment_board(stored: Stored, data, references, n_boot: int = 1000, seed: 
                 o = t[(t["agent"] == agent) & (t["continent"] == "overall")].iloc[0]
                 line |= {metric: o["mean"], f"{metric}_low": o["ci_low"], f"{metric}_high": o["ci_high"]}
                 for _, c in t[(t["agent"] == agent) & (t["continent"] != "overall")].iterrows():
-                    continents.append({"unit": nb, "row": agent, "continent": c["continent"], "metric": metric,
-                                       "mean": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c["n"]})
+                    continents.append(
+                        {
+                            "unit": nb,
+                            "row": agent,
+                            "continent": c["continent"],
+                            "metric": metric,
+                            "mean": c["mean"],
+                            "ci_low": c["ci_low"],
+                            "ci_high": c["ci_high"],
+                            "n": c["n"],
+                        }
+                    )
             if name not in REFERENCES:
                 line |= _against_best_reference(every, per_pair, mine, nb, agent, n_boot, rng_seed, min_items)
                 line |= row_cost(stored, nb, name)
             if name == NEIGHBOUR_AGENT:  # the table says when its strongest reference is not the stronger bar
                 line["verdict"] = prior["verdict"]
-            line |= {"countries": mine["country"].nunique(), "questions": mine["question_id"].nunique(),
-                     "pairs": len(mine), "missing": lost.get(agent, 0), "coverage": len(mine) / most if most else np.nan}
+            line |= {
+                "countries": mine["country"].nunique(),
+                "questions": mine["question_id"].nunique(),
+                "pairs": len(mine),
+                "missing": lost.get(agent, 0),
+                "coverage": len(mine) / most if most else np.nan,
+            }
             rows.append(line)
     board = pd.DataFrame(rows + _absent(stored, "alignment", stored.missing("alignment")))
     return board, pd.DataFrame(continents)
 
 
-def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.DataFrame, nb: str, agent: str,
-                            n_boot: int, seed: int, min_items: int = MIN_ITEMS) -> dict:
+def _against_best_reference(
+    every: list[dict],
+    per_pair: pd.DataFrame,
+    mine: pd.DataFrame,
+    nb: str,
+    agent: str,
+    n_boot: int,
+    seed: int,
+    min_items: int = MIN_ITEMS,
+) -> dict:
     """The best of the four references on the row's own (country, question) pairs, and the paired difference
     to it (its missing answers scored as the worst value, :func:`kit.metrics.alignment.reference_comparison`)."""
     keys = set(zip(mine["country"], mine["question_id"]))
@@ -210,23 +269,54 @@ def _against_best_reference(every: list[dict], per_pair: pd.DataFrame, mine: pd.
     if not means:
         return {"best_reference": None}
     best = max(means, key=means.get)
-    d = reference_comparison(every, [agent], [label(nb, best)], "js_similarity", n_boot=n_boot, seed=seed,
-                             min_items=min_items).iloc[0]
-    return {"best_reference": best, "diff_vs_best": d["diff"], "diff_low": d["ci_low"], "diff_high": d["ci_high"],
-            "verdict": d["verdict"]}
+    d = reference_comparison(
+        every, [agent], [label(nb, best)], "js_similarity", n_boot=n_boot, seed=seed, min_items=min_items
+    ).iloc[0]
+    return {
+        "best_reference": best,
+        "diff_vs_best": d["diff"],
+        "diff_low": d["ci_low"],
+        "diff_high": d["ci_high"],
+        "verdict": d["verdict"],
+    }
 
 
 # --- consensus ---------------------------------------------------------------------------------
 
-CONSENSUS_COLUMNS = ("n", "common_items", "failed", "mean_rel_logppl_change", "mean_rel_logppl_change_low",
-                     "mean_rel_logppl_change_high", "vs_none", "vs_none_low", "vs_none_high", "verdict",
-                     "mean_d_ratio", "mean_d_ratio_low", "mean_d_ratio_high", "share_improved", "mean_consensus",
-                     "mean_self_consistency", "share_converged", "resolution_rate", "collective_agency",
-                     "collective_agency_low", "collective_agency_high", "agency_judge", "mean_rounds")
+CONSENSUS_COLUMNS = (
+    "n",
+    "common_items",
+    "failed",
+    "mean_rel_logppl_change",
+    "mean_rel_logppl_change_low",
+    "mean_rel_logppl_change_high",
+    "vs_none",
+    "vs_none_low",
+    "vs_none_high",
+    "verdict",
+    "mean_d_ratio",
+    "mean_d_ratio_low",
+    "mean_d_ratio_high",
+    "share_improved",
+    "mean_consensus",
+    "mean_self_consistency",
+    "share_converged",
+    "resolution_rate",
+    "collective_agency",
+    "collective_agency_low",
+    "collective_agency_high",
+    "agency_judge",
+    "mean_rounds",
+)
 
 
-def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS,
-                    reward_judge: bool | None = None) -> pd.DataFrame:
+def consensus_board(
+    rows: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_items: int = MIN_ITEMS,
+    reward_judge: bool | None = None,
+) -> pd.DataFrame:
     """Per method, on the (pair, topic) items every method scored (``common_items``): acceptance (relative
     log-perplexity change; the paper's D ratio, share improved), each method minus ``none`` on the relative
     acceptance change (paired interval, verdict), values (consensus, self-consistency), the stopping rule met
@@ -237,25 +327,48 @@ def consensus_board(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_i
     every = set(item_key(rows))
     shared = common_items(rows)
     methods = list(dict.fromkeys(rows["method"]))
-    table = (summarise(shared, n_boot=n_boot, seed=seed).set_index("method") if len(shared)
-             else pd.DataFrame(index=pd.Index(methods, name="method"))).reindex(sorted(methods))
-    extra: dict[str, dict] = {m: {"common_items": item_key(shared).nunique() if len(shared) else 0,
-                                  "failed": len(every - set(item_key(rows[rows["method"] == m])))} for m in methods}
+    table = (
+        summarise(shared, n_boot=n_boot, seed=seed).set_index("method")
+        if len(shared)
+        else pd.DataFrame(index=pd.Index(methods, name="method"))
+    ).reindex(sorted(methods))
+    extra: dict[str, dict] = {
+        m: {
+            "common_items": item_key(shared).nunique() if len(shared) else 0,
+            "failed": len(every - set(item_key(rows[rows["method"] == m]))),
+        }
+        for m in methods
+    }
     keyed = shared.assign(id=item_key(shared)) if len(shared) else shared
     if len(shared) and REFERENCE_METHOD in set(shared["method"]):
         for method in [m for m in methods if m != REFERENCE_METHOD]:
-            (v,) = paired_verdicts(keyed[keyed["method"].isin([method, REFERENCE_METHOD])], method,
-                                   "rel_logppl_change", n_boot, seed, min_items=min_items)
-            extra[method] |= {"vs_none": v["mean_diff"], "vs_none_low": v["ci_low"], "vs_none_high": v["ci_high"],
-                              "verdict": v["verdict"]}
+            (v,) = paired_verdicts(
+                keyed[keyed["method"].isin([method, REFERENCE_METHOD])],
+                method,
+                "rel_logppl_change",
+                n_boot,
+                seed,
+                min_items=min_items,
+            )
+            extra[method] |= {
+                "vs_none": v["mean_diff"],
+                "vs_none_low": v["ci_low"],
+                "vs_none_high": v["ci_high"],
+                "verdict": v["verdict"],
+            }
     if "collective_agency" in rows:
-        for method, g in (shared.groupby("method") if len(shared) else []):
+        for method, g in shared.groupby("method") if len(shared) else []:
             values = g["collective_agency"].dropna().to_numpy(float)
             low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed) if len(values) else (np.nan, np.nan)
-            extra[method] |= {"collective_agency": values.mean() if len(values) else np.nan,
-                              "collective_agency_low": low, "collective_agency_high": high}
+            extra[method] |= {
+                "collective_agency": values.mean() if len(values) else np.nan,
+                "collective_agency_low": low,
+                "collective_agency_high": high,
+            }
             if len(values) and reward_judge is not None:
-                extra[method]["agency_judge"] = "the policies' reward judge" if reward_judge else "another judge"
+                extra[method]["agency_judge"] = (
+                    "the policies' reward judge" if reward_judge else "another judge"
+                )
     added = pd.DataFrame.from_dict(extra, orient="index")
     table = table.drop(columns=[c for c in added.columns if c in table.columns]).join(added)
     return table.reindex(columns=list(CONSENSUS_COLUMNS))
@@ -275,19 +388,24 @@ def consensus_rows(stored: Stored) -> tuple[pd.DataFrame, dict[str, str]]:
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), source
 
 
-def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
+def consensus_overall(
+    stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS
+) -> pd.DataFrame:
     rows, source = consensus_rows(stored)
     out = []
     if len(rows):
         judged = stored.metrics.get("32_selfplay_table", {}).get("eval_judge", {})
-        table = consensus_board(rows, n_boot, seeds.derive(seed, "bootstrap"), min_items,
-                                judged.get("is_reward_judge"))
+        table = consensus_board(
+            rows, n_boot, seeds.derive(seed, "bootstrap"), min_items, judged.get("is_reward_judge")
+        )
         negotiated = stored.metrics.get("02_negotiation", {}).get("cost", {}).get("rows", {})
         for method, r in table.iterrows():
             nb = source[method]
             # NCN and its baselines negotiated in notebook 02: that is their cost; a policy's is its unit's
             cost = row_cost(stored, "02_negotiation" if method in negotiated else nb, method)
-            status = "reference" if method == REFERENCE_METHOD else "scored"  # none is compared against, never scored
+            status = (
+                "reference" if method == REFERENCE_METHOD else "scored"
+            )  # none is compared against, never scored
             out.append({"unit": nb, "row": label(nb, method), "status": status, **r.to_dict(), **cost})
     missing = stored.missing("consensus")
     if out:  # notebook 03 only stands in for notebook 32
@@ -298,8 +416,13 @@ def consensus_overall(stored: Stored, n_boot: int = 1000, seed: int = 0, min_ite
 # --- capability --------------------------------------------------------------------------------
 
 # per lm-eval task of a capability row (kit.evals.capability): its value, standard error, paired change and interval
-TASK_COLUMNS = (("", "value"), ("_stderr", "stderr"), ("_change", "change"), ("_change_low", "change_low"),
-                ("_change_high", "change_high"))
+TASK_COLUMNS = (
+    ("", "value"),
+    ("_stderr", "stderr"),
+    ("_change", "change"),
+    ("_change_low", "change_low"),
+    ("_change_high", "change_high"),
+)
 
 
 def _minus(a, b):
@@ -310,8 +433,9 @@ def _finite(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def accuracy_change_interval(correct: int, items: int, base_correct: int, base_items: int, n_boot: int = 1000,
-                             seed: int = 0) -> tuple[float, float]:
+def accuracy_change_interval(
+    correct: int, items: int, base_correct: int, base_items: int, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """95 % bootstrap interval of ``correct / items − base_correct / base_items``, each model's right/wrong
     answers resampled apart: for rows stored without lm-eval's paired per-item change (the wider, unpaired one)."""
     if items < 1 or base_items < 1:
@@ -323,7 +447,9 @@ def accuracy_change_interval(correct: int, items: int, base_correct: int, base_i
     return float(low), float(high)
 
 
-def capability_board(stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS) -> pd.DataFrame:
+def capability_board(
+    stored: Stored, n_boot: int = 1000, seed: int = 0, min_items: int = MIN_ITEMS
+) -> pd.DataFrame:
     """Every trained artifact against its base: MoralChoice low-ambiguity accuracy (with lm-eval's standard error,
     the paired change's 95 % interval and a verdict) and neutral perplexity, then every lm-eval task of the rows.
     A row stored without lm-eval's paired change gets the unpaired interval of its counts."""
@@ -340,25 +466,50 @@ def capability_board(stored: Stored, n_boot: int = 1000, seed: int = 0, min_item
             tasks = r.get("tasks") or {}
             low = dict(tasks.get("agora_moralchoice_low", {}))
             if low.get("change_low") is None and r.get("items") and base.get("items"):
+
                 def right(x: dict) -> int:  # from the accuracy where a row did not keep its count
                     return int(x.get("correct", round(x["moralchoice_low_accuracy"] * x["items"])))
 
                 low["change_low"], low["change_high"] = accuracy_change_interval(
-                    right(r), r["items"], right(base), base["items"], n_boot,
-                    seeds.derive(seed, "capability", r["model"]))
-            out.append({"unit": nb, "row": label(nb, r["model"]), "status": "scored", "base": label(nb, r["base"]),
-                        "moralchoice_low_accuracy": r["moralchoice_low_accuracy"],
-                        "accuracy_stderr": low.get("stderr"),
-                        "base_accuracy": base["moralchoice_low_accuracy"],
-                        "accuracy_change": _minus(r["moralchoice_low_accuracy"], base["moralchoice_low_accuracy"]),
-                        "accuracy_change_low": low.get("change_low"), "accuracy_change_high": low.get("change_high"),
-                        "verdict": verdict_of(_finite(low.get("change_low")), _finite(low.get("change_high")),
-                                              int(r["items"]), min_items),
-                        "items": r["items"], "neutral_ppl": r["neutral_ppl"], "base_ppl": base["neutral_ppl"],
-                        "ppl_ratio": (r["neutral_ppl"] / base["neutral_ppl"]
-                                      if r["neutral_ppl"] is not None and base["neutral_ppl"] else None),
-                        **{f"{task}{end}": v.get(key) for task, v in tasks.items() for end, key in TASK_COLUMNS},
-                        **row_cost(stored, nb, r["model"])})
+                    right(r),
+                    r["items"],
+                    right(base),
+                    base["items"],
+                    n_boot,
+                    seeds.derive(seed, "capability", r["model"]),
+                )
+            out.append(
+                {
+                    "unit": nb,
+                    "row": label(nb, r["model"]),
+                    "status": "scored",
+                    "base": label(nb, r["base"]),
+                    "moralchoice_low_accuracy": r["moralchoice_low_accuracy"],
+                    "accuracy_stderr": low.get("stderr"),
+                    "base_accuracy": base["moralchoice_low_accuracy"],
+                    "accuracy_change": _minus(
+                        r["moralchoice_low_accuracy"], base["moralchoice_low_accuracy"]
+                    ),
+                    "accuracy_change_low": low.get("change_low"),
+                    "accuracy_change_high": low.get("change_high"),
+                    "verdict": verdict_of(
+                        _finite(low.get("change_low")),
+                        _finite(low.get("change_high")),
+                        int(r["items"]),
+                        min_items,
+                    ),
+                    "items": r["items"],
+                    "neutral_ppl": r["neutral_ppl"],
+                    "base_ppl": base["neutral_ppl"],
+                    "ppl_ratio": (
+                        r["neutral_ppl"] / base["neutral_ppl"]
+                        if r["neutral_ppl"] is not None and base["neutral_ppl"]
+                        else None
+                    ),
+                    **{f"{task}{end}": v.get(key) for task, v in tasks.items() for end, key in TASK_COLUMNS},
+                    **row_cost(stored, nb, r["model"]),
+                }
+            )
     return pd.DataFrame(out + _absent(stored, "capability", stored.missing("capability")))
 
 
@@ -370,8 +521,12 @@ class Boards:
     capability: pd.DataFrame
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {"alignment": self.alignment, "alignment_by_continent": self.alignment_by_continent,
-                "consensus": self.consensus, "capability": self.capability}
+        return {
+            "alignment": self.alignment,
+            "alignment_by_continent": self.alignment_by_continent,
+            "consensus": self.consensus,
+            "capability": self.capability,
+        }
 
 
 def stale_units(stored: Stored, params) -> dict[str, str]:
@@ -388,10 +543,21 @@ def stale_units(stored: Stored, params) -> dict[str, str]:
 
 def boards(params, stored: Stored | None = None) -> Boards:
     stored = stored or load(params.run_dir)
-    alignment, by_continent = alignment_board(stored, params.data, params.references, params.n_boot, params.seed,
-                                              params.evals.min_label_mass, params.verdicts.min_items)
-    tables = [alignment, by_continent, consensus_overall(stored, params.n_boot, params.seed, params.verdicts.min_items),
-              capability_board(stored, params.n_boot, params.seed, params.verdicts.min_items)]
+    alignment, by_continent = alignment_board(
+        stored,
+        params.data,
+        params.references,
+        params.n_boot,
+        params.seed,
+        params.evals.min_label_mass,
+        params.verdicts.min_items,
+    )
+    tables = [
+        alignment,
+        by_continent,
+        consensus_overall(stored, params.n_boot, params.seed, params.verdicts.min_items),
+        capability_board(stored, params.n_boot, params.seed, params.verdicts.min_items),
+    ]
     stale = stale_units(stored, params)
     for df in tables:
         if "unit" in df.columns:
@@ -406,8 +572,19 @@ def _number(v):
 
 
 # columns that count things: shown as whole numbers even when a table stored them as floats
-COUNTS = {"n", "calls", "generated_tokens", "scored_tokens", "countries", "questions", "pairs", "items", "missing",
-          "common_items", "failed"}
+COUNTS = {
+    "n",
+    "calls",
+    "generated_tokens",
+    "scored_tokens",
+    "countries",
+    "questions",
+    "pairs",
+    "items",
+    "missing",
+    "common_items",
+    "failed",
+}
 
 
 def fmt(v, digits: int = 2) -> str:
@@ -429,7 +606,12 @@ def fmt(v, digits: int = 2) -> str:
 
 def cell(column: str, v) -> str:
     """:func:`fmt`, with a count column's whole numbers shown without decimals."""
-    if column in COUNTS and isinstance(v, (int, float, np.number)) and not pd.isna(v) and float(v).is_integer():
+    if (
+        column in COUNTS
+        and isinstance(v, (int, float, np.number))
+        and not pd.isna(v)
+        and float(v).is_integer()
+    ):
         return str(int(v))
     return fmt(v)
 
@@ -464,16 +646,25 @@ def verdicts(b: Boards) -> dict[str, str]:
     else:
         beats = a[a["verdict"] == "beats"]
         closest = a.loc[_best(a["diff_vs_best"], "js_similarity")]
-        head = (f"{len(beats)} of {len(a)} scored rows beat the better of their references "
-                f"({', '.join(beats['row'])})" if len(beats) else
-                f"no scored row beats the better of its references (0 of {len(a)})")
+        head = (
+            f"{len(beats)} of {len(a)} scored rows beat the better of their references "
+            f"({', '.join(beats['row'])})"
+            if len(beats)
+            else f"no scored row beats the better of its references (0 of {len(a)})"
+        )
         priors = b.alignment[b.alignment["row"].str.endswith(f" · {NEIGHBOUR_AGENT}")]
         weak = [r["row"].split(" · ")[0] for _, r in priors.iterrows() if r.get("verdict") != "beats"]
-        out["alignment"] = (f"{head}; closest: {closest['row']}, js_similarity "
-                            f"{interval(closest['diff_vs_best'], closest['diff_low'], closest['diff_high'])} "
-                            f"against {closest['best_reference']}"
-                            + (f"; the neighbour prior does not beat the other countries' mean in unit(s) "
-                               f"{', '.join(weak)}" if weak else "") + ".")
+        out["alignment"] = (
+            f"{head}; closest: {closest['row']}, js_similarity "
+            f"{interval(closest['diff_vs_best'], closest['diff_low'], closest['diff_high'])} "
+            f"against {closest['best_reference']}"
+            + (
+                f"; the neighbour prior does not beat the other countries' mean in unit(s) {', '.join(weak)}"
+                if weak
+                else ""
+            )
+            + "."
+        )
     c = _scored(b.consensus)
     c = c[~c["row"].str.endswith(" · none")] if not c.empty else c
     if c.empty or c["mean_rel_logppl_change"].isna().all():
@@ -482,44 +673,107 @@ def verdicts(b: Boards) -> dict[str, str]:
         best = c.loc[_best(c["mean_rel_logppl_change"], "rel_logppl_change")]
         low, high = best.get("vs_none_low"), best.get("vs_none_high")
         said = best.get("verdict")
-        sure = (f"against none {interval(best.get('vs_none'), low, high)} over {cell('n', best.get('common_items'))} "
-                f"common items: {said}" if isinstance(said, str) else "no none row to pair it with")
+        sure = (
+            f"against none {interval(best.get('vs_none'), low, high)} over {cell('n', best.get('common_items'))} "
+            f"common items: {said}"
+            if isinstance(said, str)
+            else "no none row to pair it with"
+        )
         ca = c.dropna(subset=["collective_agency"]) if "collective_agency" in c.columns else c.iloc[0:0]
-        agency = (f"; Collective Agency {fmt(ca['collective_agency'].min())}–{fmt(ca['collective_agency'].max())} "
-                  f"across {len(ca)} rows" if len(ca) else "")
-        out["consensus"] = (f"most acceptable to the other side: {best['row']}, relative log-perplexity change "
-                            f"{interval(best['mean_rel_logppl_change'], best.get('mean_rel_logppl_change_low'), best.get('mean_rel_logppl_change_high'))}"
-                            f" ({sure}){agency}.")
+        agency = (
+            f"; Collective Agency {fmt(ca['collective_agency'].min())}–{fmt(ca['collective_agency'].max())} "
+            f"across {len(ca)} rows"
+            if len(ca)
+            else ""
+        )
+        out["consensus"] = (
+            f"most acceptable to the other side: {best['row']}, relative log-perplexity change "
+            f"{interval(best['mean_rel_logppl_change'], best.get('mean_rel_logppl_change_low'), best.get('mean_rel_logppl_change_high'))}"
+            f" ({sure}){agency}."
+        )
     k = _scored(b.capability)
     if k.empty:
         out["capability"] = "nothing scored yet."
     else:
         drop = k.loc[_worst(k["accuracy_change"], "moralchoice_low_accuracy")]
         ppl = k.loc[k["ppl_ratio"].idxmax()]
-        out["capability"] = (f"largest MoralChoice accuracy drop "
-                             f"{interval(drop['accuracy_change'], drop.get('accuracy_change_low'), drop.get('accuracy_change_high'))}"
-                             f" ({drop['row']}, on {int(drop['items'])} items, lm-evaluation-harness: "
-                             f"{drop.get('verdict', '')}); largest "
-                             f"neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} ({ppl['row']}); {len(k)} artifacts "
-                             "against their base.")
+        out["capability"] = (
+            f"largest MoralChoice accuracy drop "
+            f"{interval(drop['accuracy_change'], drop.get('accuracy_change_low'), drop.get('accuracy_change_high'))}"
+            f" ({drop['row']}, on {int(drop['items'])} items, lm-evaluation-harness: "
+            f"{drop.get('verdict', '')}); largest "
+            f"neutral-perplexity ratio {fmt(ppl['ppl_ratio'])} ({ppl['row']}); {len(k)} artifacts "
+            "against their base."
+        )
     return out
 
 
 def key_numbers(b: Boards) -> dict:
     """The boards' rows by name, with their main numbers (the report must show every one of them)."""
+
     def pick(df: pd.DataFrame, cols: tuple[str, ...]) -> dict:
         return {r["row"]: {c: _number(r.get(c)) for c in cols} for _, r in df.iterrows()}
 
-    absent = {r["unit"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
-              if r.get("status") in (NOT_RUN, NO_ROWS)}
-    stale = {r["unit"]: r["stale"] for df in (b.alignment, b.consensus, b.capability) for _, r in df.iterrows()
-             if r.get("stale")}
-    return {"alignment": pick(b.alignment, ("status", "s_align", "js_similarity", "diff_vs_best", "verdict",
-                                            "coverage", "missing", "calls", "seconds")),
-            "consensus": pick(b.consensus, ("status", "common_items", "failed", "mean_rel_logppl_change", "verdict",
-                                            "mean_d_ratio", "share_improved", "share_converged", "resolution_rate",
-                                            "collective_agency", "agency_judge", "calls", "seconds")),
-            "capability": pick(b.capability, ("status", "moralchoice_low_accuracy", "accuracy_stderr", "accuracy_change",
-                                              "accuracy_change_low", "accuracy_change_high", "verdict", "ppl_ratio",
-                                              "seconds")),
-            "verdicts": verdicts(b), "not_run": sorted(absent), "stale": dict(sorted(stale.items()))}
+    absent = {
+        r["unit"]
+        for df in (b.alignment, b.consensus, b.capability)
+        for _, r in df.iterrows()
+        if r.get("status") in (NOT_RUN, NO_ROWS)
+    }
+    stale = {
+        r["unit"]: r["stale"]
+        for df in (b.alignment, b.consensus, b.capability)
+        for _, r in df.iterrows()
+        if r.get("stale")
+    }
+    return {
+        "alignment": pick(
+            b.alignment,
+            (
+                "status",
+                "s_align",
+                "js_similarity",
+                "diff_vs_best",
+                "verdict",
+                "coverage",
+                "missing",
+                "calls",
+                "seconds",
+            ),
+        ),
+        "consensus": pick(
+            b.consensus,
+            (
+                "status",
+                "common_items",
+                "failed",
+                "mean_rel_logppl_change",
+                "verdict",
+                "mean_d_ratio",
+                "share_improved",
+                "share_converged",
+                "resolution_rate",
+                "collective_agency",
+                "agency_judge",
+                "calls",
+                "seconds",
+            ),
+        ),
+        "capability": pick(
+            b.capability,
+            (
+                "status",
+                "moralchoice_low_accuracy",
+                "accuracy_stderr",
+                "accuracy_change",
+                "accuracy_change_low",
+                "accuracy_change_high",
+                "verdict",
+                "ppl_ratio",
+                "seconds",
+            ),
+        ),
+        "verdicts": verdicts(b),
+        "not_run": sorted(absent),
+        "stale": dict(sorted(stale.items())),
+    }

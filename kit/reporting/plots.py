@@ -29,8 +29,9 @@ def pyplot():
 
 
 @contextmanager
-def figure(paths: str | os.PathLike | Sequence[str | os.PathLike], nrows: int = 1, ncols: int = 1,
-           **subplots: Any) -> Iterator[tuple[Any, Any]]:
+def figure(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], nrows: int = 1, ncols: int = 1, **subplots: Any
+) -> Iterator[tuple[Any, Any]]:
     """``(fig, axes)`` from ``plt.subplots``; on exit the figure is laid out, saved to every path, closed."""
     plt = pyplot()
     fig, axes = plt.subplots(nrows, ncols, **subplots)

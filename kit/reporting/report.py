@@ -66,37 +66,55 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 
 BOARD_NOTES = {
     "alignment": "GlobalOpinionQA held-out questions. S_align = (1 − JSD) × 100 and js_similarity = (1 − √JSD) × 100 "
-                 "(log base 2; js_similarity_e: natural log, as the Modular Pluralism release computes it), the mean "
-                 "of country means with a 95 % interval resampling questions (inside [0, 100] by construction); each "
-                 "row is paired with the best of the uniform answer, the other countries' mean and the neighbour "
-                 "prior (the k countries answering most like this one on train questions) on its own (country, "
-                 "question) pairs (verdict: the interval of the js_similarity difference). Coverage: the share of "
-                 "its unit's most complete row.",
+    "(log base 2; js_similarity_e: natural log, as the Modular Pluralism release computes it), the mean "
+    "of country means with a 95 % interval resampling questions (inside [0, 100] by construction); each "
+    "row is paired with the best of the uniform answer, the other countries' mean and the neighbour "
+    "prior (the k countries answering most like this one on train questions) on its own (country, "
+    "question) pairs (verdict: the interval of the js_similarity difference). Coverage: the share of "
+    "its unit's most complete row.",
     "alignment_by_continent": "The same rows per continent.",
     "consensus": "Every negotiation method and self-play policy on the same study topics and culture pairs: "
-                 "the change of log PPL_other − log PPL_base on each side's text (< 0: each side's statement became "
-                 "likelier under the other's persona than under the plain model), the paper's D_final / D_initial "
-                 "and share improved, value consensus and self-consistency (cosine), the stopping rule met "
-                 f"(share_converged: {', '.join(stopping_rules())}), dialogues resolved (resolution_rate: self-play only), the "
-                 "judge's Collective Agency (1–5), rounds. 'none' is a reference row: its statements are its "
-                 "opening answers.",
+    "the change of log PPL_other − log PPL_base on each side's text (< 0: each side's statement became "
+    "likelier under the other's persona than under the plain model), the paper's D_final / D_initial "
+    "and share improved, value consensus and self-consistency (cosine), the stopping rule met "
+    f"(share_converged: {', '.join(stopping_rules())}), dialogues resolved (resolution_rate: self-play only), the "
+    "judge's Collective Agency (1–5), rounds. 'none' is a reference row: its statements are its "
+    "opening answers.",
     "capability": "Every trained artifact against its base model: MoralChoice low-ambiguity accuracy and the "
-                  "perplexity of neutral text (ratio > 1: worse).",
+    "perplexity of neutral text (ratio > 1: worse).",
 }
-COST_NOTE = ("Cost columns: model calls, tokens generated, tokens scored, wall seconds and peak memory (GiB) that the "
-             "row's method's notebooks spent under its name (building or training it, and scoring it).")
+COST_NOTE = (
+    "Cost columns: model calls, tokens generated, tokens scored, wall seconds and peak memory (GiB) that the "
+    "row's method's notebooks spent under its name (building or training it, and scoring it)."
+)
 
 
 # Columns read as counts (no decimals), and those folded under "cost and coverage" below each board.
-FOLDED = {"unit", "calls", "generated_tokens", "scored_tokens", "seconds", "peak_rss_gb", "models", "countries",
-          "questions", "pairs", "js_similarity_e", "js_similarity_e_low", "js_similarity_e_high"}
+FOLDED = {
+    "unit",
+    "calls",
+    "generated_tokens",
+    "scored_tokens",
+    "seconds",
+    "peak_rss_gb",
+    "models",
+    "countries",
+    "questions",
+    "pairs",
+    "js_similarity_e",
+    "js_similarity_e_low",
+    "js_similarity_e_high",
+}
 
 
 def _bounds(columns: list[str], c: str) -> tuple[str, str] | None:
     """The interval columns of ``c``, if the board has them (``x_low``/``x_high``; ``diff_low`` for the
     difference; ``ci_low`` for the by-continent board's ``mean``)."""
-    for low, high in ((f"{c}_low", f"{c}_high"), ("diff_low", "diff_high") if c == "diff_vs_best" else ("", ""),
-                      ("ci_low", "ci_high") if c == "mean" else ("", "")):
+    for low, high in (
+        (f"{c}_low", f"{c}_high"),
+        ("diff_low", "diff_high") if c == "diff_vs_best" else ("", ""),
+        ("ci_low", "ci_high") if c == "mean" else ("", ""),
+    ):
         if low in columns and high in columns:
             return low, high
     return None
@@ -108,8 +126,11 @@ def arrow(column: str) -> str:
     from kit.metrics.scorers import SCORERS
 
     name = column.removeprefix("mean_")
-    name = {"consensus": "value_consensus", "accuracy_change": "moralchoice_low_accuracy",
-            "diff_vs_best": "js_similarity"}.get(name, name)
+    name = {
+        "consensus": "value_consensus",
+        "accuracy_change": "moralchoice_low_accuracy",
+        "diff_vs_best": "js_similarity",
+    }.get(name, name)
     found = SCORERS.get(name)
     return "" if found is None else (" ↑" if found.direction == "higher" else " ↓")
 
@@ -133,11 +154,15 @@ def _table(df: pd.DataFrame, columns: list[str] | None = None) -> str:
     bounds = {c: _bounds(every, c) for c in columns}
     hidden = {b for pair in bounds.values() if pair for b in pair}
     shown = [c for c in columns if c not in hidden]
-    head = "".join(f"<th>{html.escape(c + arrow(c) + (' [95 % CI]' if bounds[c] else ''))}</th>" for c in shown)
+    head = "".join(
+        f"<th>{html.escape(c + arrow(c) + (' [95 % CI]' if bounds[c] else ''))}</th>" for c in shown
+    )
     body = []
     for _, r in df.iterrows():
         status = str(r.get("status", ""))
-        cls = {leaderboard.NOT_RUN: "notrun", leaderboard.NO_ROWS: "notrun", "reference": "reference"}.get(status, "")
+        cls = {leaderboard.NOT_RUN: "notrun", leaderboard.NO_ROWS: "notrun", "reference": "reference"}.get(
+            status, ""
+        )
         cls = "stale" if str(r.get("stale", "") or "") else cls
         cells = []
         for c in shown:
@@ -147,7 +172,7 @@ def _table(df: pd.DataFrame, columns: list[str] | None = None) -> str:
             else:
                 cells.append(_cell(c, r[c]))
         body.append(f"<tr class='{cls}'>{''.join(cells)}</tr>")
-    return (f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _board(df: pd.DataFrame) -> str:
@@ -155,8 +180,14 @@ def _board(df: pd.DataFrame) -> str:
     if df.empty:
         return _table(df)
     # the row's name first; a stale column only where some row is stale
-    main = ["row", *[c for c in df.columns if c not in FOLDED and c != "row"
-                     and not (c == "stale" and not df[c].astype(bool).any())]]
+    main = [
+        "row",
+        *[
+            c
+            for c in df.columns
+            if c not in FOLDED and c != "row" and not (c == "stale" and not df[c].astype(bool).any())
+        ],
+    ]
     folded = ["row", *[c for c in df.columns if c in FOLDED]]
     out = _table(df, main)
     if len(folded) > 1:
@@ -174,12 +205,24 @@ def _by_continent(df: pd.DataFrame) -> str:
         part = js.pivot_table(index="row", columns="continent", values=what, aggfunc="first", sort=False)
         wide = wide.join(part.add_suffix(f"_{what}"))
     continents = sorted(js["continent"].unique())
-    table = pd.DataFrame({"row": wide.index, **{c: [leaderboard.interval(wide.at[r, c], wide.at[r, f"{c}_ci_low"],
-                                                                          wide.at[r, f"{c}_ci_high"])
-                                                    if pd.notna(wide.at[r, c]) else "" for r in wide.index]
-                                                for c in continents}})
-    return (f"<p class='note'>js_similarity [95 % CI] per continent.</p>{_table(table)}"
-            f"<details><summary>every metric ({len(df)} rows)</summary>{_table(df)}</details>")
+    table = pd.DataFrame(
+        {
+            "row": wide.index,
+            **{
+                c: [
+                    leaderboard.interval(wide.at[r, c], wide.at[r, f"{c}_ci_low"], wide.at[r, f"{c}_ci_high"])
+                    if pd.notna(wide.at[r, c])
+                    else ""
+                    for r in wide.index
+                ]
+                for c in continents
+            },
+        }
+    )
+    return (
+        f"<p class='note'>js_similarity [95 % CI] per continent.</p>{_table(table)}"
+        f"<details><summary>every metric ({len(df)} rows)</summary>{_table(df)}</details>"
+    )
 
 
 def forest(ax, alignment: pd.DataFrame) -> None:
@@ -190,8 +233,13 @@ def forest(ax, alignment: pd.DataFrame) -> None:
         colors = ["#999999" if s == "reference" else f"C{int(u[0])}" for s, u in zip(a["status"], a["unit"])]
         err = [a["js_similarity"] - a["js_similarity_low"], a["js_similarity_high"] - a["js_similarity"]]
         # clipped: a point at the scale's end can sit a rounding error outside its percentile interval
-        ax.errorbar(a["js_similarity"], y, xerr=np.clip(np.nan_to_num(np.asarray(err, float)), 0, None), fmt="none",
-                    ecolor=colors)
+        ax.errorbar(
+            a["js_similarity"],
+            y,
+            xerr=np.clip(np.nan_to_num(np.asarray(err, float)), 0, None),
+            fmt="none",
+            ecolor=colors,
+        )
         ax.scatter(a["js_similarity"], y, c=colors, zorder=3)
         ax.set_yticks(y, a["row"], fontsize=7)
     ax.set_xlabel("js_similarity (×100), 95 % CI, held-out GlobalOpinionQA")
@@ -238,23 +286,42 @@ def render(params, b: leaderboard.Boards, stored: leaderboard.Stored, writer: st
     units = [nb.stem for nb in notebooks()]
     session = {u: stored.metrics.get(u, {}).get("cost", {}).get("session", {}) for u in units}
     stale = leaderboard.stale_units(stored, params)
-    status = pd.DataFrame([{"unit": u, "status": "ran" if u in stored.metrics else
-                            "ran (writing this page)" if u == writer else leaderboard.NOT_RUN,
-                            "stale": stale.get(u, ""), "minutes": (session[u].get("seconds") or np.nan) / 60,
-                            "peak_rss_gb": session[u].get("peak_rss_gb")} for u in units])
+    status = pd.DataFrame(
+        [
+            {
+                "unit": u,
+                "status": "ran"
+                if u in stored.metrics
+                else "ran (writing this page)"
+                if u == writer
+                else leaderboard.NOT_RUN,
+                "stale": stale.get(u, ""),
+                "minutes": (session[u].get("seconds") or np.nan) / 60,
+                "peak_rss_gb": session[u].get("peak_rss_gb"),
+            }
+            for u in units
+        ]
+    )
     verdicts = leaderboard.verdicts(b)
-    parts = [f"<h1>Agora run report · {html.escape(params.profile)}</h1>",
-             f"<p class='note'>Model {html.escape(params.model.name)}, seed {params.seed}, run folder "
-             f"{html.escape(str(params.run_dir))}; written {_dt.datetime.now().isoformat(timespec='seconds')}. "
-             "Every number is read from what the units stored; a unit whose metrics were made with other params "
-             "than these is marked stale (highlighted), with the keys that changed. Click a column head to sort.</p>",
-             "<section id='verdicts'><h2>Verdicts</h2><ul class='verdicts'>"
-             + "".join(f"<li><b><a href='#{k}'>{k}</a></b>: {html.escape(v)}</li>" for k, v in verdicts.items())
-             + "</ul></section>",
-             "<h2 id='forest'>Alignment at a glance</h2>", _png("alignment forest plot", forest_png(b.alignment)),
-             "<h2>Units</h2>", _table(status)]
+    parts = [
+        f"<h1>Agora run report · {html.escape(params.profile)}</h1>",
+        f"<p class='note'>Model {html.escape(params.model.name)}, seed {params.seed}, run folder "
+        f"{html.escape(str(params.run_dir))}; written {_dt.datetime.now().isoformat(timespec='seconds')}. "
+        "Every number is read from what the units stored; a unit whose metrics were made with other params "
+        "than these is marked stale (highlighted), with the keys that changed. Click a column head to sort.</p>",
+        "<section id='verdicts'><h2>Verdicts</h2><ul class='verdicts'>"
+        + "".join(f"<li><b><a href='#{k}'>{k}</a></b>: {html.escape(v)}</li>" for k, v in verdicts.items())
+        + "</ul></section>",
+        "<h2 id='forest'>Alignment at a glance</h2>",
+        _png("alignment forest plot", forest_png(b.alignment)),
+        "<h2>Units</h2>",
+        _table(status),
+    ]
     for name, df in b.tables().items():
-        parts += [f"<h2 id='{name}'>Board: {name.replace('_', ' ')}</h2>", f"<p class='note'>{BOARD_NOTES[name]}</p>"]
+        parts += [
+            f"<h2 id='{name}'>Board: {name.replace('_', ' ')}</h2>",
+            f"<p class='note'>{BOARD_NOTES[name]}</p>",
+        ]
         if name != "alignment_by_continent":
             parts.append(f"<p class='note'>{COST_NOTE}</p>")
         parts.append(_by_continent(df) if name == "alignment_by_continent" else _board(df))
@@ -263,13 +330,19 @@ def render(params, b: leaderboard.Boards, stored: leaderboard.Stored, writer: st
     for u in units:
         parts.append(f"<h3 id='{u}'>{html.escape(u)}</h3>")
         if u not in stored.metrics:
-            parts.append(f"<p class='note'>{'its key numbers are recorded after this page' if u == writer else leaderboard.NOT_RUN}</p>")
+            parts.append(
+                f"<p class='note'>{'its key numbers are recorded after this page' if u == writer else leaderboard.NOT_RUN}</p>"
+            )
             continue
-        parts.append(f"<details><summary>key numbers</summary>{_table(_scalars(stored.metrics[u]))}</details>")
+        parts.append(
+            f"<details><summary>key numbers</summary>{_table(_scalars(stored.metrics[u]))}</details>"
+        )
         parts += [_figure(f) for f in figures if f.name[:2] == u[:2]]
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-            f"<title>Agora report · {html.escape(params.profile)}</title><style>{STYLE}</style></head>"
-            f"<body>{''.join(parts)}<script>{SORT_SCRIPT}</script></body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+        f"<title>Agora report · {html.escape(params.profile)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}<script>{SORT_SCRIPT}</script></body></html>"
+    )
 
 
 def write(params, b: leaderboard.Boards | None = None, writer: str | None = None) -> Path:

@@ -55,7 +55,11 @@ def model_parts(model) -> dict[str, str]:
 
     cls = BACKENDS.get(model.backend)
     # a served model is named by its server (kit.llm.openai_backend), not by local weights
-    identity = cls.identity_for(model) if hasattr(cls, "identity_for") else resolve_model(model.name, model.revision).identity
+    identity = (
+        cls.identity_for(model)
+        if hasattr(cls, "identity_for")
+        else resolve_model(model.name, model.revision).identity
+    )
     return {"identity": identity, "backend": model.backend, "numerics": cls.numerics_for(model)}
 
 
@@ -116,7 +120,9 @@ def made_by(params) -> dict[str, Any]:
     dump = params.model_dump(mode="json")
     if "models" in dump:  # each role's model as model_parts states it, like model's
         dump["models"] = {role: model_parts(m) for role, m in params.models.items()}
-    return secrets.redact({**{k: dump[k] for k in names if k not in _NOT_MADE_BY}, "model": model_parts(params.model)})
+    return secrets.redact(
+        {**{k: dump[k] for k in names if k not in _NOT_MADE_BY}, "model": model_parts(params.model)}
+    )
 
 
 def made_by_changes(stored: Mapping[str, Any], params, ignore: tuple[str, ...] = ()) -> list[str]:
@@ -132,16 +138,21 @@ class StaleArtifact(ValueError):
     """A stored hand-off was made with other params than the reader's: one line, naming them."""
 
 
-def check_made_by(stored: Mapping[str, Any] | None, params, what: str, rerun: str,
-                  ignore: tuple[str, ...] = ()) -> None:
+def check_made_by(
+    stored: Mapping[str, Any] | None, params, what: str, rerun: str, ignore: tuple[str, ...] = ()
+) -> None:
     """Stop when ``what`` was made with other params than ``params`` (sections both hold); ``rerun``
     names the notebook that makes it."""
     if stored is None:
-        raise StaleArtifact(f"{what} records no params it was made with (made by an older kit): rerun {rerun}")
+        raise StaleArtifact(
+            f"{what} records no params it was made with (made by an older kit): rerun {rerun}"
+        )
     keys = made_by_changes(stored, params, ignore)
     if keys:
-        raise StaleArtifact(f"{what} was made with other params ({shown(keys)} changed): rerun {rerun} with these "
-                            "params, or go back to the ones that made it")
+        raise StaleArtifact(
+            f"{what} was made with other params ({shown(keys)} changed): rerun {rerun} with these "
+            "params, or go back to the ones that made it"
+        )
 
 
 def content(folder: str | os.PathLike) -> str:
@@ -150,22 +161,33 @@ def content(folder: str | os.PathLike) -> str:
     from kit.llm.models import _folder_fingerprint, adapter_fingerprint
 
     folder = Path(folder)
-    return adapter_fingerprint(str(folder)) if (folder / "adapter_config.json").is_file() else _folder_fingerprint(folder)
+    return (
+        adapter_fingerprint(str(folder))
+        if (folder / "adapter_config.json").is_file()
+        else _folder_fingerprint(folder)
+    )
 
 
-def hand_off(path: str | os.PathLike, params, models: Mapping[str, str | os.PathLike | None], **extra: Any) -> Path:
+def hand_off(
+    path: str | os.PathLike, params, models: Mapping[str, str | os.PathLike | None], **extra: Any
+) -> Path:
     """Store, for later notebooks, the model folders a notebook made (``None``: none of that name, e.g. the
     base model), each with its :func:`content`, and the params it ran with (:func:`made_by`)."""
     from kit.run.files import atomic_write_json
 
     path = Path(path)
-    rows = {name: None if f is None else {"folder": os.path.relpath(Path(f).resolve(), path.parent.resolve()),
-                                          "content": content(f)} for name, f in models.items()}
+    rows = {
+        name: None
+        if f is None
+        else {"folder": os.path.relpath(Path(f).resolve(), path.parent.resolve()), "content": content(f)}
+        for name, f in models.items()
+    }
     return atomic_write_json(path, {"models": rows, "made_by": made_by(params), **extra})
 
 
-def take_over(path: str | os.PathLike, params, what: str, rerun: str,
-              ignore: tuple[str, ...] = ()) -> tuple[dict[str, str | None], dict[str, Any]]:
+def take_over(
+    path: str | os.PathLike, params, what: str, rerun: str, ignore: tuple[str, ...] = ()
+) -> tuple[dict[str, str | None], dict[str, Any]]:
     """(model folders by name, the whole stored record) of a :func:`hand_off`, after checking it was made
     with these params and that no folder changed on disk since; otherwise one line naming what differs."""
     path = Path(path)

@@ -32,7 +32,9 @@ def _scrubbed(value: bytes) -> bytes:
 
 
 def cache_key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 class CacheUnavailable(RuntimeError):
@@ -54,8 +56,9 @@ DOTFILE_VFS = "unix-dotfile"  # SQLite's locking by lock file, for file systems 
 def _unlockable(e: sqlite3.OperationalError) -> bool:
     """SQLite says the file system refused its locks or WAL's shared memory."""
     name = getattr(e, "sqlite_errorname", "")
-    return name.startswith(("SQLITE_IOERR_LOCK", "SQLITE_IOERR_SHM", "SQLITE_PROTOCOL", "SQLITE_NOLFS")) or any(
-        s in str(e) for s in ("locking protocol", "disk I/O error", "unable to open database file"))
+    return name.startswith(
+        ("SQLITE_IOERR_LOCK", "SQLITE_IOERR_SHM", "SQLITE_PROTOCOL", "SQLITE_NOLFS")
+    ) or any(s in str(e) for s in ("locking protocol", "disk I/O error", "unable to open database file"))
 
 
 class Cache:
@@ -67,8 +70,10 @@ class Cache:
             self._db = self._open()
         except sqlite3.DatabaseError as e:
             if not _damaged(e):
-                raise CacheUnavailable(f"cache {self.path}: {e}; the file is left as it is. Fix: free disk space, make "
-                                       "its folder writable, or wait for the process holding it") from None
+                raise CacheUnavailable(
+                    f"cache {self.path}: {e}; the file is left as it is. Fix: free disk space, make "
+                    "its folder writable, or wait for the process holding it"
+                ) from None
             # the whole file is damaged: keep it for inspection, start anew
             aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
             log.warning("cache %s is unreadable (%s); moved to %s and starting empty", self.path, e, aside)
@@ -83,8 +88,11 @@ class Cache:
                 raise
             import sys
 
-            print(f"warning: cache {self.path}: SQLite cannot lock files here ({e}); using dot-file locks and a "
-                  "rollback journal", file=sys.stderr)
+            print(
+                f"warning: cache {self.path}: SQLite cannot lock files here ({e}); using dot-file locks and a "
+                "rollback journal",
+                file=sys.stderr,
+            )
             return self._connect(DOTFILE_VFS)
 
     def _connect(self, vfs: str | None) -> sqlite3.Connection:
@@ -94,7 +102,9 @@ class Cache:
         else:
             db = sqlite3.connect(f"file:{self.path}?vfs={vfs}", timeout=60, isolation_level=None, uri=True)
             db.execute("PRAGMA journal_mode=DELETE")
-        db.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, sha256 TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, sha256 TEXT NOT NULL)"
+        )
         db.execute("SELECT count(*) FROM entries").fetchone()
         return db
 
@@ -120,11 +130,15 @@ class Cache:
     def put_many(self, items: dict[str, bytes]) -> None:
         """Store values in one transaction: all of them land, or none. A write SQLite or the disk refuses (full,
         read-only, locked past the timeout) rolls back and stops with one line; the file stays readable."""
-        rows = [(k, v, hashlib.sha256(v).hexdigest()) for k, v in ((k, _scrubbed(v)) for k, v in items.items())]
+        rows = [
+            (k, v, hashlib.sha256(v).hexdigest()) for k, v in ((k, _scrubbed(v)) for k, v in items.items())
+        ]
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO entries (key, value, sha256) VALUES (?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO entries (key, value, sha256) VALUES (?, ?, ?)", rows
+                )
         except sqlite3.DatabaseError as e:
             if self._db.in_transaction:
                 try:
@@ -133,9 +147,11 @@ class Cache:
                     pass
             if _damaged(e):
                 raise
-            raise CacheUnavailable(f"cache {self.path}: could not store {len(rows)} entr{'y' if len(rows) == 1 else 'ies'} "
-                                   f"({e}); the entries stored before are kept and readable. Fix: free disk space, make "
-                                   "its folder writable, or wait for the process holding it, and rerun") from None
+            raise CacheUnavailable(
+                f"cache {self.path}: could not store {len(rows)} entr{'y' if len(rows) == 1 else 'ies'} "
+                f"({e}); the entries stored before are kept and readable. Fix: free disk space, make "
+                "its folder writable, or wait for the process holding it, and rerun"
+            ) from None
 
     def __len__(self) -> int:
         return self._db.execute("SELECT count(*) FROM entries").fetchone()[0]

@@ -44,8 +44,15 @@ class Stage:
 
     def as_dict(self) -> dict:
         gpu = {} if self.peak_gpu_gb is None else {"peak_gpu_gb": round(self.peak_gpu_gb, 3)}
-        return {"stage": self.label, "row": self.row, **self.counts, "seconds": round(self.seconds, 3),
-                "peak_rss_gb": round(self.peak_rss_gb, 3), **gpu, **({"models": dict(self.models)} if self.models else {})}
+        return {
+            "stage": self.label,
+            "row": self.row,
+            **self.counts,
+            "seconds": round(self.seconds, 3),
+            "peak_rss_gb": round(self.peak_rss_gb, 3),
+            **gpu,
+            **({"models": dict(self.models)} if self.models else {}),
+        }
 
 
 _active: contextvars.ContextVar[tuple[Stage, ...]] = contextvars.ContextVar("cost_stages", default=())
@@ -56,7 +63,9 @@ def measuring() -> bool:
     return bool(_active.get())
 
 
-def count(calls: int = 0, generated_tokens: int = 0, scored_tokens: int = 0, model: str | None = None) -> None:
+def count(
+    calls: int = 0, generated_tokens: int = 0, scored_tokens: int = 0, model: str | None = None
+) -> None:
     """Add model work to every stage now open (no-op outside one); ``model`` names who served the calls."""
     for stage in _active.get():
         if model is not None and calls:

@@ -26,7 +26,9 @@ def json_default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, PurePath):
         return obj.as_posix()
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable; convert it to str/number/list/dict first")
+    raise TypeError(
+        f"{type(obj).__name__} is not JSON-serialisable; convert it to str/number/list/dict first"
+    )
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -113,11 +115,18 @@ def archive_files(path: str | os.PathLike, keep: Callable[[str], bool] | None = 
             out = {}
             for member in tar:
                 name = PurePosixPath(member.name)
-                if not member.isreg() or name.is_absolute() or ".." in name.parts or not wanted(name.as_posix()):
+                if (
+                    not member.isreg()
+                    or name.is_absolute()
+                    or ".." in name.parts
+                    or not wanted(name.as_posix())
+                ):
                     continue
                 handle = tar.extractfile(member)
                 if handle is not None:
                     out[name.as_posix()] = handle.read()
             return out
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise ValueError(f"{path}: not a readable tar archive ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated'})") from None
+        raise ValueError(
+            f"{path}: not a readable tar archive ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated'})"
+        ) from None

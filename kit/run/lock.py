@@ -82,8 +82,10 @@ def hold(run_dir: str | os.PathLike) -> None:
             _hold_file(folder, e)
             return
         who = holder(folder)
-        raise RunFolderBusy(f"{folder} is in use by PID {who.get('pid', '?')} ({who.get('command', 'unknown command')}); "
-                            "fix: wait for it to end, or write elsewhere (another profile or runs_dir)") from None
+        raise RunFolderBusy(
+            f"{folder} is in use by PID {who.get('pid', '?')} ({who.get('command', 'unknown command')}); "
+            "fix: wait for it to end, or write elsewhere (another profile or runs_dir)"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(_me()).encode(), 0)
     _held[folder] = fd
@@ -108,20 +110,29 @@ def _hold_file(folder: Path, cause: OSError) -> None:
     """The lock as an exclusive file, where the file system refuses flock (see the module docstring)."""
     path = folder / HELD_FILE
     if not _files and not getattr(_hold_file, "warned", False):
-        print(f"warning: {folder} is on a file system without flock ({os.strerror(cause.errno)}); the run lock is "
-              f"the file {path} instead", file=sys.stderr)
+        print(
+            f"warning: {folder} is on a file system without flock ({os.strerror(cause.errno)}); the run lock is "
+            f"the file {path} instead",
+            file=sys.stderr,
+        )
         _hold_file.warned = True
     for _ in range(2):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             who = holder_file(folder)
-            if who.get("host") == socket.gethostname() and isinstance(who.get("pid"), int) and not _alive(who["pid"]):
+            if (
+                who.get("host") == socket.gethostname()
+                and isinstance(who.get("pid"), int)
+                and not _alive(who["pid"])
+            ):
                 path.unlink(missing_ok=True)  # its holder died on this host: take it over
                 continue
-            raise RunFolderBusy(f"{folder} is in use by PID {who.get('pid', '?')} on {who.get('host', '?')} "
-                                f"({who.get('command', 'unknown command')}); fix: wait for it to end, or remove {path} "
-                                "once that run is known to be dead") from None
+            raise RunFolderBusy(
+                f"{folder} is in use by PID {who.get('pid', '?')} on {who.get('host', '?')} "
+                f"({who.get('command', 'unknown command')}); fix: wait for it to end, or remove {path} "
+                "once that run is known to be dead"
+            ) from None
         os.write(fd, json.dumps(_me()).encode())
         os.close(fd)
         _files.add(folder)
@@ -141,6 +152,8 @@ def holder_file(run_dir: str | os.PathLike) -> dict:
 def _remove_files() -> None:
     for folder in list(_files):
         release(folder)
+
+
 def run_folder_of(path: str | os.PathLike) -> Path:
     """The run folder a file belongs to: the folder holding the nearest ``records/`` above it
     (``runs/<profile>/`` for ``runs/<profile>/records/…/x.jsonl``); else the file's own folder."""

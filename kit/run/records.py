@@ -40,6 +40,7 @@ RecordId = str | int
 class RecordWriteError(OSError):
     """The disk refused a record write (full, a quota, a file size limit): one line; the store stays readable."""
 
+
 MANIFEST = "manifest.json"
 MANIFEST_PACKAGES = (
     "agora-kit",
@@ -130,7 +131,9 @@ class RecordStore:
             if not terminated:
                 # A complete JSON object missing only its newline: the record is whole (no proper
                 # prefix of a JSON object parses), so keep it and finish the line.
-                return self._finish_line(len(data)) if raw.strip() else self._drop_tail(data, good_end, lineno)
+                return (
+                    self._finish_line(len(data)) if raw.strip() else self._drop_tail(data, good_end, lineno)
+                )
             good_end = line_end
             offset = line_end
         return len(data)
@@ -139,7 +142,9 @@ class RecordStore:
         dropped = len(data) - good_end
         logger.warning(
             "%s: dropped 1 incomplete last line (line %d, %d bytes), left by an interrupted write",
-            self.path, lineno, dropped,
+            self.path,
+            lineno,
+            dropped,
         )
         with open(self.path, "r+b") as f:
             f.truncate(good_end)
@@ -196,7 +201,9 @@ class RecordStore:
             if not isinstance(record, dict):
                 raise ValueError(f"{self.path}: records must be dicts, got {type(record).__name__}")
             try:
-                line = secrets.scrub_values(_dumps_line(record))  # an API key a server echoed never lands here
+                line = secrets.scrub_values(
+                    _dumps_line(record)
+                )  # an API key a server echoed never lands here
             except TypeError as err:
                 raise ValueError(f"{self.path}: record {record.get(self.key)!r}: {err}") from None
             # Keep what a reopen would read back (numpy values already converted), so the
@@ -213,7 +220,9 @@ class RecordStore:
         if not lines:
             return
         data = "".join(lines).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # unbuffered: a refusal is seen here
+        fd = os.open(
+            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666
+        )  # unbuffered: a refusal is seen here
         try:
             if os.fstat(fd).st_size != self._size:
                 raise ValueError(
@@ -223,7 +232,7 @@ class RecordStore:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             except OSError as err:
                 self._undo(fd, err, len(lines))
@@ -241,9 +250,11 @@ class RecordStore:
             os.fsync(fd)
         except OSError:  # the next open drops the torn last line instead
             kept = "a torn last line is dropped when the store is next opened"
-        raise RecordWriteError(f"{self.path}: could not write {n} record(s): {err.strerror or err} "
-                               f"({errno.errorcode.get(err.errno, err.errno)}); {kept}, nothing stored is lost; "
-                               "fix: free disk space (or raise the quota) and rerun, which resumes here") from None
+        raise RecordWriteError(
+            f"{self.path}: could not write {n} record(s): {err.strerror or err} "
+            f"({errno.errorcode.get(err.errno, err.errno)}); {kept}, nothing stored is lost; "
+            "fix: free disk space (or raise the quota) and rerun, which resumes here"
+        ) from None
 
 
 def merge_record_files(paths: Iterable[str | os.PathLike], out: str | os.PathLike, key: str = "id") -> int:
@@ -263,8 +274,10 @@ def merge_record_files(paths: Iterable[str | os.PathLike], out: str | os.PathLik
         for rid in store.ids():
             record = store.get(rid)
             if rid in merged and merged[rid] != record:
-                raise ValueError(f"{key} {rid!r} differs between {origin[rid]} and {path}; "
-                                 "keep one of the two records and merge again")
+                raise ValueError(
+                    f"{key} {rid!r} differs between {origin[rid]} and {path}; "
+                    "keep one of the two records and merge again"
+                )
             merged.setdefault(rid, record)
             origin.setdefault(rid, path)
     atomic_write_text(out, "".join(_dumps_line(record) for record in merged.values()))
@@ -277,9 +290,7 @@ def merge_record_files(paths: Iterable[str | os.PathLike], out: str | os.PathLik
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
-        )
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout
@@ -309,13 +320,23 @@ def package_versions(names: Iterable[str] = MANIFEST_PACKAGES) -> dict[str, str 
 
 def machine_info() -> str:
     """The machine in words, for the manifest: CPU model, usable cores, GPUs (``nvidia-smi -L``)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
         else platform.processor()
+    )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpus = (_run(["nvidia-smi", "-L"]) or "").strip().splitlines()
-    return f"{cpu or 'unknown CPU'}, {cores} cores, " + (f"{len(gpus)} × {gpus[0].split(':')[1].split('(')[0].strip()}"
-                                                         if gpus else "no GPU")
+    return f"{cpu or 'unknown CPU'}, {cores} cores, " + (
+        f"{len(gpus)} × {gpus[0].split(':')[1].split('(')[0].strip()}" if gpus else "no GPU"
+    )
 
 
 def _run(args: list[str]) -> str | None:

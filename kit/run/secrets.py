@@ -47,7 +47,9 @@ def find(value: Any, where: str = "") -> str | None:
 def redact(value: Any) -> Any:
     """A copy with every credential-named key's value replaced by ``<redacted>``."""
     if isinstance(value, dict):
-        return {k: (REDACTED if is_secret(k) and v not in (None, "") else redact(v)) for k, v in value.items()}
+        return {
+            k: (REDACTED if is_secret(k) and v not in (None, "") else redact(v)) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)
     return value
@@ -55,14 +57,19 @@ def redact(value: Any) -> Any:
 
 # --- secrets in text: URLs, error lines, stored replies ------------------------------------------------------
 # a query parameter named like a credential: ?api_key=…, &token=…, ?sig=… (signed URLs), ?access_token=…
-_SECRET_QUERY = re.compile(r"(?:^|[_-])(?:token|key|secret|password|passwd|pwd|credentials?|auth|authorization|"
-                           r"signature|sig|session)$|^(?:code|apikey|x-api-key)$", re.IGNORECASE)
+_SECRET_QUERY = re.compile(
+    r"(?:^|[_-])(?:token|key|secret|password|passwd|pwd|credentials?|auth|authorization|"
+    r"signature|sig|session)$|^(?:code|apikey|x-api-key)$",
+    re.IGNORECASE,
+)
 _URL = re.compile(r"\b(https?://)([^\s/?#@]*@)?([^\s/?#]*)([^\s?#]*)(\?[^\s#]*)?(#\S*)?", re.IGNORECASE)
 # what a server echoing a request's headers puts in a body: "Bearer sk-…", "Authorization: …", "api_key=…"
 _PATTERNS = (
     re.compile(r"(\bBearer\s+)[^\s\"',;]+", re.IGNORECASE),
-    re.compile(r"(\b(?:authorization|x-api-key|api[_-]?key|access[_-]?token)[\"']?\s*[:=]\s*[\"']?)(?!Bearer\b)[^\s\"',;&]+",
-               re.IGNORECASE),
+    re.compile(
+        r"(\b(?:authorization|x-api-key|api[_-]?key|access[_-]?token)[\"']?\s*[:=]\s*[\"']?)(?!Bearer\b)[^\s\"',;&]+",
+        re.IGNORECASE,
+    ),
 )
 _values: set[str] = set()  # secret values this process holds (an API key read from the environment)
 
@@ -97,8 +104,14 @@ def public_url(url: str) -> str:
 
 def _url_clean(match: re.Match) -> str:
     scheme, userinfo, host, path, query, fragment = match.groups()
-    return scheme + (REDACTED + "@" if userinfo else "") + host + path + (f"?{REDACTED}" if query else "") \
+    return (
+        scheme
+        + (REDACTED + "@" if userinfo else "")
+        + host
+        + path
+        + (f"?{REDACTED}" if query else "")
         + (fragment or "")
+    )
 
 
 def scrub(text: str) -> str:

@@ -37,7 +37,9 @@ def reward_weights(v: dict[str, float]) -> dict[str, float]:
     """Reward weights are ≥ 0 with one above 0: a negative weight trains the policy away from the named goal."""
     negative = [k for k, w in v.items() if w < 0]
     if negative:
-        raise ValueError(f"weight of {negative[0]!r} is {v[negative[0]]}; weights are ≥ 0 (drop a reward to leave it out)")
+        raise ValueError(
+            f"weight of {negative[0]!r} is {v[negative[0]]}; weights are ≥ 0 (drop a reward to leave it out)"
+        )
     if not any(w > 0 for w in v.values()):
         raise ValueError("every weight is 0, so nothing would be learned; give one reward a weight above 0")
     return v

@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 STORE = "tracking"  # the tracker's folder in a run folder
 KEY_NUMBERS = "key_numbers"  # a notebook's run: its key numbers
-_SKIPPED = ("made_by", "plan_stages")  # in a notebook's metrics: the params (its config says them) and the plan
+_SKIPPED = (
+    "made_by",
+    "plan_stages",
+)  # in a notebook's metrics: the params (its config says them) and the plan
 
 
 @dataclass
@@ -67,9 +70,11 @@ class Tracker:
             os.environ["TRACKIO_DIR"] = str(self.store)
             loaded = sys.modules.get("trackio.utils")
             if loaded is not None and Path(loaded.TRACKIO_DIR).resolve() != self.store.resolve():
-                raise RuntimeError(f"trackio was imported in this process with its store at {loaded.TRACKIO_DIR}, "
-                                   f"not {self.store}; fix: one run folder per process (a notebook's kernel, "
-                                   "python -m kit run)")
+                raise RuntimeError(
+                    f"trackio was imported in this process with its store at {loaded.TRACKIO_DIR}, "
+                    f"not {self.store}; fix: one run folder per process (a notebook's kernel, "
+                    "python -m kit run)"
+                )
         elif self.backend == "wandb":
             self.store.mkdir(parents=True, exist_ok=True)
             os.environ.setdefault("WANDB_MODE", "offline")
@@ -82,7 +87,12 @@ class Tracker:
 
     def run_name(self, what: str, fingerprint: str, notebook: str | None = None) -> str:
         """``<profile>-<notebook>-<what>-<fingerprint>``, in the characters every backend accepts."""
-        parts = [self.profile, notebook if notebook is not None else (self.notebook or "kit"), what, fingerprint[:8]]
+        parts = [
+            self.profile,
+            notebook if notebook is not None else (self.notebook or "kit"),
+            what,
+            fingerprint[:8],
+        ]
         return "-".join(name_part(p) for p in parts)
 
     def trainer_args(self, what: str, fingerprint: str) -> dict[str, Any]:
@@ -105,7 +115,9 @@ class Tracker:
             return None
         self.prepare()
         numbers = flat_numbers({k: v for k, v in metrics.items() if k not in _SKIPPED})
-        name = self.run_name(KEY_NUMBERS, fingerprint, notebook.partition("_")[0])  # 21, as the stages name it
+        name = self.run_name(
+            KEY_NUMBERS, fingerprint, notebook.partition("_")[0]
+        )  # 21, as the stages name it
         config = {"profile": self.profile, "notebook": notebook, "fingerprint": fingerprint}
         if self.backend == "trackio":
             _trackio_open(self.project, name, config)
@@ -117,8 +129,13 @@ class Tracker:
         elif self.backend == "wandb":
             import wandb
 
-            run = wandb.init(project=self.project, name=name, config=config, dir=os.environ["WANDB_DIR"],
-                             reinit="finish_previous")
+            run = wandb.init(
+                project=self.project,
+                name=name,
+                config=config,
+                dir=os.environ["WANDB_DIR"],
+                reinit="finish_previous",
+            )
             run.log(numbers, step=0)
             run.summary.update(numbers)
             run.finish()
@@ -203,21 +220,32 @@ def _trackio_open(project: str, name: str, config: Mapping[str, Any]) -> None:
 
 # --- the dashboard ---------------------------------------------------------------------------------------------
 
+
 def serve(params, port: int | None = None, block: bool = True):
     """trackio's dashboard of ``params``'s run folder on 127.0.0.1 (this machine only); returns (handle, url)."""
     tracker = Tracker.of(params)
     if tracker.backend != "trackio":
-        raise ValueError(f"tracking.backend is {tracker.backend!r}: python -m kit track serves trackio's dashboard; "
-                         "fix: --set tracking.backend=trackio (then rerun the notebooks), or open the backend's own UI")
+        raise ValueError(
+            f"tracking.backend is {tracker.backend!r}: python -m kit track serves trackio's dashboard; "
+            "fix: --set tracking.backend=trackio (then rerun the notebooks), or open the backend's own UI"
+        )
     if not (tracker.store / f"{tracker.project}.db").is_file():
-        raise ValueError(f"no trackio project {tracker.project!r} in {tracker.store}: run the notebooks with this "
-                         "profile first (python -m kit run)")
+        raise ValueError(
+            f"no trackio project {tracker.project!r} in {tracker.store}: run the notebooks with this "
+            "profile first (python -m kit run)"
+        )
     tracker.prepare()
     import trackio
 
     with _quiet():
-        handle, url, _, _ = trackio.show(project=tracker.project, open_browser=False, block_thread=False,
-                                         host="127.0.0.1", share=False, server_port=port)
+        handle, url, _, _ = trackio.show(
+            project=tracker.project,
+            open_browser=False,
+            block_thread=False,
+            host="127.0.0.1",
+            share=False,
+            server_port=port,
+        )
     url = f"{url.rstrip('/')}/?project={tracker.project}"
     print(f"trackio dashboard of {tracker.store}: {url}", flush=True)
     if block:

@@ -30,7 +30,9 @@ from kit.metrics.text import degenerate
 from kit.selfplay.dilemmas import Dilemma, Persona
 
 MARKER = "JOINT SOLUTION:"
-_MARKER_RE = re.compile(r"^[ \t]*joint\s+solution\s*:", re.IGNORECASE | re.MULTILINE)  # at a line's start only
+_MARKER_RE = re.compile(
+    r"^[ \t]*joint\s+solution\s*:", re.IGNORECASE | re.MULTILINE
+)  # at a line's start only
 # Cosine of the two sides' solutions (all-MiniLM-L6-v2) at which they count as one solution: every
 # different-solution pair on one topic of the validation set is below it (max 0.754), the paraphrases that
 # restate above it (reworded ones, 0.58-0.80, are missed: the safe error). Swapped roles read as one solution.
@@ -56,7 +58,9 @@ class Dialogue:
 
     @classmethod
     def from_dict(cls, d: dict) -> Dialogue:
-        return cls(d["dilemma_id"], d["sample"], tuple(Turn(**t) for t in d["turns"]), d["resolved"], d["solution"])
+        return cls(
+            d["dilemma_id"], d["sample"], tuple(Turn(**t) for t in d["turns"]), d["resolved"], d["solution"]
+        )
 
 
 def persona(d: Dilemma, side: str) -> Persona:
@@ -69,10 +73,12 @@ def other(side: str) -> str:
 
 def system_prompt(d: Dilemma, side: str, turn_words: int) -> str:
     me, them = persona(d, side), persona(d, other(side))
-    return (f"You are {me.name}. {me.stance}\nYou are talking with {them.name}, who sees this differently. Say what "
-            f"matters to you, listen to {them.name}, and work toward one solution you can both accept. Keep each turn "
-            f"under {turn_words} words. When you accept a solution, end your turn with a line that starts with "
-            f"'{MARKER}' and states it; the talk ends once you have both stated one.")
+    return (
+        f"You are {me.name}. {me.stance}\nYou are talking with {them.name}, who sees this differently. Say what "
+        f"matters to you, listen to {them.name}, and work toward one solution you can both accept. Keep each turn "
+        f"under {turn_words} words. When you accept a solution, end your turn with a line that starts with "
+        f"'{MARKER}' and states it; the talk ends once you have both stated one."
+    )
 
 
 def opening(d: Dilemma, side: str, first_turn: str | None = None) -> str:
@@ -89,8 +95,10 @@ def view(d: Dilemma, side: str, turns: Sequence[Turn], turn_words: int) -> list[
     """``side``'s chat before its next turn: its own turns as assistant messages, the other's as user messages."""
     if side == "b" and not turns:
         raise ValueError("b speaks after a: its view needs a's first turn")
-    messages = [{"role": "system", "content": system_prompt(d, side, turn_words)},
-                {"role": "user", "content": opening(d, side, turns[0].text if side == "b" else None)}]
+    messages = [
+        {"role": "system", "content": system_prompt(d, side, turn_words)},
+        {"role": "user", "content": opening(d, side, turns[0].text if side == "b" else None)},
+    ]
     for t in turns[1:] if side == "b" else turns:
         messages.append({"role": "assistant" if t.speaker == side else "user", "content": t.text})
     return messages
@@ -98,8 +106,10 @@ def view(d: Dilemma, side: str, turns: Sequence[Turn], turn_words: int) -> list[
 
 def setting(d: Dilemma, side: str, turn_words: int) -> list[dict]:
     """``side``'s persona and dilemma before anyone spoke: the prompt column of its training records."""
-    return [{"role": "system", "content": system_prompt(d, side, turn_words)},
-            {"role": "user", "content": opening(d, side)}]
+    return [
+        {"role": "system", "content": system_prompt(d, side, turn_words)},
+        {"role": "user", "content": opening(d, side)},
+    ]
 
 
 def has_marker(text: str) -> bool:
@@ -110,7 +120,7 @@ def has_marker(text: str) -> bool:
 def solution_of(text: str) -> str:
     """What follows the last line-start marker in ``text`` (stripped), or "" when there is none."""
     found = list(_MARKER_RE.finditer(text))
-    return text[found[-1].end():].strip() if found else ""
+    return text[found[-1].end() :].strip() if found else ""
 
 
 def stated(text: str) -> str | None:
@@ -130,8 +140,15 @@ def final_solution(turns: Sequence[Turn]) -> str:
     return said[-1] if said else (turns[-1].text if turns else "")
 
 
-def program(d: Dilemma, max_turns: int, params_for: Callable[[int], GenParams], turn_words: int,
-            adapter: str | None = None, sample: int = 0, agree_cosine: float = AGREE_COSINE):
+def program(
+    d: Dilemma,
+    max_turns: int,
+    params_for: Callable[[int], GenParams],
+    turn_words: int,
+    adapter: str | None = None,
+    sample: int = 0,
+    agree_cosine: float = AGREE_COSINE,
+):
     """One dialogue as an engine program: a generation step per turn and, from the second turn on, an embedding
     step after it (empty unless both sides just stated a solution), ending early when resolved.
 
@@ -154,16 +171,24 @@ def program(d: Dilemma, max_turns: int, params_for: Callable[[int], GenParams], 
     return Dialogue(d.id, sample, tuple(turns), False, final_solution(turns))
 
 
-def play(backend: Backend, games: Sequence[tuple[Dilemma, int, str | None]], max_turns: int,
-         params_for: Callable[[int], GenParams], turn_words: int, embedder,
-         agree_cosine: float = AGREE_COSINE) -> list[Dialogue]:
+def play(
+    backend: Backend,
+    games: Sequence[tuple[Dilemma, int, str | None]],
+    max_turns: int,
+    params_for: Callable[[int], GenParams],
+    turn_words: int,
+    embedder,
+    agree_cosine: float = AGREE_COSINE,
+) -> list[Dialogue]:
     """The dialogues of ``(dilemma, sample, adapter)`` games, all advancing one turn per step (in ``games`` order).
 
     Games with different adapters (one per method being compared) share the steps; the backend
     batches each adapter's requests apart within a call, and ``embedder`` reads every solution pair of
     a step in one call.
     """
-    jobs = [Job(f"{d.id}#{k}#{adapter}", program(d, max_turns, params_for, turn_words, adapter, k, agree_cosine))
-            for d, k, adapter in games]
+    jobs = [
+        Job(f"{d.id}#{k}#{adapter}", program(d, max_turns, params_for, turn_words, adapter, k, agree_cosine))
+        for d, k, adapter in games
+    ]
     run_jobs(jobs, backend, embedder)
     return [job.result for job in jobs]

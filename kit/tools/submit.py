@@ -45,10 +45,16 @@ def plan(only: Sequence[str] | None) -> dict[str, list[str]]:
     numbers = [nb.name[:2] for nb in notebooks()]
     chosen = numbers
     if only:
-        unknown = [o for o in only if not (len(o) == 1 and any(n.startswith(o) for n in numbers)) and o not in numbers]
+        unknown = [
+            o
+            for o in only
+            if not (len(o) == 1 and any(n.startswith(o) for n in numbers)) and o not in numbers
+        ]
         if unknown:
-            raise ValueError(f"--only {','.join(unknown)}: no such unit or notebook; units {', '.join(UNITS)}, "
-                             f"notebooks {', '.join(numbers)}")
+            raise ValueError(
+                f"--only {','.join(unknown)}: no such unit or notebook; units {', '.join(UNITS)}, "
+                f"notebooks {', '.join(numbers)}"
+            )
         chosen = [n for n in numbers if any(n == o or (len(o) == 1 and n.startswith(o)) for o in only)]
     out: dict[str, list[str]] = {}
     for n in chosen:
@@ -70,7 +76,16 @@ class UnitJob:
 
     def command(self) -> list[str]:
         sets = [x for o in self.overrides for x in ("--set", o)]
-        return [sys.executable, "-m", "kit", "run", self.params_path, "--only", ",".join(self.notebooks), *sets]
+        return [
+            sys.executable,
+            "-m",
+            "kit",
+            "run",
+            self.params_path,
+            "--only",
+            ",".join(self.notebooks),
+            *sets,
+        ]
 
     def _note(self, **row) -> None:
         with open(self.log, "a") as f:
@@ -85,8 +100,10 @@ class UnitJob:
         self._proc = None
         self._note(event="end", job=job, code=code)
         if code != 0:
-            raise RuntimeError(f"unit {self.unit}: python -m kit run --only {','.join(self.notebooks)} exited {code}; "
-                               "see its log in the cluster folder")
+            raise RuntimeError(
+                f"unit {self.unit}: python -m kit run --only {','.join(self.notebooks)} exited {code}; "
+                "see its log in the cluster folder"
+            )
         return code
 
     def checkpoint(self, *args, **kwargs):
@@ -131,15 +148,24 @@ def stop(pid: int, grace_s: float = 30.0) -> None:
 def attempts(run_dir: Path) -> list[dict]:
     """The lines every job attempt wrote (start, requeue, end), in order."""
     path = Path(run_dir) / "cluster" / ATTEMPTS
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    )
 
 
 def slurm_parameters(params, unit: str) -> dict:
     """The sbatch options of a unit's job (submitit's ``SlurmExecutor`` keys) from the ``cluster`` section."""
     c = params.cluster
-    out = {"job_name": f"agora-{params.profile}", "time": int(c.time_min.get(unit, c.default_time_min)),
-           "cpus_per_task": c.cpus, "mem": f"{c.mem_gb}GB", "signal_delay_s": c.signal_delay_s,
-           "partition": c.partition, "account": c.account, "gpus_per_node": c.gpus or None}
+    out = {
+        "job_name": f"agora-{params.profile}",
+        "time": int(c.time_min.get(unit, c.default_time_min)),
+        "cpus_per_task": c.cpus,
+        "mem": f"{c.mem_gb}GB",
+        "signal_delay_s": c.signal_delay_s,
+        "partition": c.partition,
+        "account": c.account,
+        "gpus_per_node": c.gpus or None,
+    }
     if c.slurm:
         out["additional_parameters"] = dict(c.slurm)
     return {k: v for k, v in out.items() if v is not None}
@@ -151,8 +177,11 @@ def _executor(params, kind: str, unit: str, folder: Path):
     c = params.cluster
     if kind == "local":
         ex = submitit.LocalExecutor(folder=str(folder), max_num_timeout=c.max_requeue)
-        ex.update_parameters(timeout_min=c.time_min.get(unit, c.default_time_min), gpus_per_node=c.gpus,
-                             signal_delay_s=c.signal_delay_s)
+        ex.update_parameters(
+            timeout_min=c.time_min.get(unit, c.default_time_min),
+            gpus_per_node=c.gpus,
+            signal_delay_s=c.signal_delay_s,
+        )
         return ex
     ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=c.max_requeue)
     ex.update_parameters(**slurm_parameters(params, unit))
@@ -178,8 +207,9 @@ class Submission:
         ex = _executor(self.params, self.kind, unit, self.folder / "%j")
         if dependency:
             ex.update_parameters(dependency=dependency)
-        job = ex.submit(UnitJob(unit, self.units[unit], self.params_path, self.overrides,
-                                str(self.folder / ATTEMPTS)))
+        job = ex.submit(
+            UnitJob(unit, self.units[unit], self.params_path, self.overrides, str(self.folder / ATTEMPTS))
+        )
         self.jobs[unit] = job
         return job
 
@@ -203,7 +233,9 @@ class Submission:
         return out
 
 
-def submit(params, params_path: str, only: Sequence[str] | None, kind: str, overrides: Sequence[str] = ()) -> Submission:
+def submit(
+    params, params_path: str, only: Sequence[str] | None, kind: str, overrides: Sequence[str] = ()
+) -> Submission:
     if kind not in ("slurm", "local"):
         raise ValueError(f"--executor {kind}: use slurm or local")
     units = plan(only)
@@ -217,14 +249,18 @@ def main(params, params_path: str, only: Sequence[str] | None, kind: str, overri
         print(f"unit {unit}x: job {job.job_id} (python -m kit run --only {','.join(s.units[unit])})")
     print(f"logs: {s.folder}")
     if kind == "slurm":
-        atomic_write_text(s.folder / "jobs.json", json.dumps({u: j.job_id for u, j in s.jobs.items()}, indent=1))
+        atomic_write_text(
+            s.folder / "jobs.json", json.dumps({u: j.job_id for u, j in s.jobs.items()}, indent=1)
+        )
         return 0
     try:
         s.wait()
     except Exception as e:  # noqa: BLE001 — submitit's FailedJobError carries the job's traceback: its last line
         last = [line for line in str(e).strip().splitlines() if line.strip()]
-        print(f"error: a unit's job failed: {last[-1] if last else type(e).__name__} (logs: {s.folder})",
-              file=sys.stderr)
+        print(
+            f"error: a unit's job failed: {last[-1] if last else type(e).__name__} (logs: {s.folder})",
+            file=sys.stderr,
+        )
         return 1
     print("every unit finished")
     return 0

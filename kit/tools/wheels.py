@@ -26,30 +26,79 @@ from kit.tools.stack import ROOT
 # torch is on the machine (a CUDA build); what needs it is in this list, so it is left out of both resolutions
 HAS = ["transformers>=5.10.4,<5.18", "peft>=0.17", "accelerate>=1.10", "sentence-transformers>=5"]
 # what gpu-check runs: the plan and doctor, trl training, the notebooks through papermill, the merges
-NEEDS = ["pydantic>=2.7", "pyyaml>=6", "pandas>=2.1", "httpx", "trl>=1.16,<2", "datasets>=4.7", "papermill>=2.6",
-         "ipykernel>=6.29", "nbformat>=5.10", "matplotlib>=3.8", "seaborn>=0.13", "nashpy>=0.0.41", "gguf>=0.17",
-         "mergekit>=0.1.5,<0.2"]
+NEEDS = [
+    "pydantic>=2.7",
+    "pyyaml>=6",
+    "pandas>=2.1",
+    "httpx",
+    "trl>=1.16,<2",
+    "datasets>=4.7",
+    "papermill>=2.6",
+    "ipykernel>=6.29",
+    "nbformat>=5.10",
+    "matplotlib>=3.8",
+    "seaborn>=0.13",
+    "nashpy>=0.0.41",
+    "gguf>=0.17",
+    "mergekit>=0.1.5,<0.2",
+]
 # (tier, what it lets the check do, the top-level requirements whose closure it is)
-TIERS = [("plan and doctor", ["pydantic", "pyyaml", "pandas", "httpx"]),
-         ("notebooks", ["papermill", "ipykernel", "nbformat", "matplotlib", "seaborn", "nashpy", "gguf"]),
-         ("training", ["trl", "datasets"]),
-         ("merges", ["mergekit"])]
-TARGET = ["--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:",
-          *(f"--platform={tag}" for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64",
-                                            "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-                                            "manylinux1_x86_64", "linux_x86_64"))]
+TIERS = [
+    ("plan and doctor", ["pydantic", "pyyaml", "pandas", "httpx"]),
+    ("notebooks", ["papermill", "ipykernel", "nbformat", "matplotlib", "seaborn", "nashpy", "gguf"]),
+    ("training", ["trl", "datasets"]),
+    ("merges", ["mergekit"]),
+]
+TARGET = [
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--only-binary=:all:",
+    *(
+        f"--platform={tag}"
+        for tag in (
+            "manylinux_2_28_x86_64",
+            "manylinux_2_27_x86_64",
+            "manylinux_2_26_x86_64",
+            "manylinux_2_24_x86_64",
+            "manylinux_2_17_x86_64",
+            "manylinux2014_x86_64",
+            "manylinux1_x86_64",
+            "linux_x86_64",
+        )
+    ),
+]
 
 
 def _resolve(requirements: list[str], where: Path) -> dict[str, dict]:
     """name -> {version, requires} of pip's resolution of ``requirements`` for the target machine."""
     report = where / f"report-{len(list(where.glob('report-*')))}.json"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", *TARGET,
-                    "--target", str(where / "t"), "--report", str(report), *requirements], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--dry-run",
+            "--ignore-installed",
+            *TARGET,
+            "--target",
+            str(where / "t"),
+            "--report",
+            str(report),
+            *requirements,
+        ],
+        check=True,
+    )
     out = {}
     for item in json.loads(report.read_text())["install"]:
         meta = item["metadata"]
-        out[meta["name"].lower().replace("_", "-")] = {"version": meta["version"],
-                                                        "requires": meta.get("requires_dist") or []}
+        out[meta["name"].lower().replace("_", "-")] = {
+            "version": meta["version"],
+            "requires": meta.get("requires_dist") or [],
+        }
     return out
 
 
@@ -90,11 +139,27 @@ def gather(out: Path, budget_mib: float, freeze: Path | None = None) -> dict:
         tmp = Path(tmp)
         base = _resolve(HAS, tmp)
         full = _resolve(HAS + NEEDS, tmp)
-        missing = {n: v["version"] for n, v in full.items()
-                   if (n not in base or base[n]["version"] != v["version"]) and n not in present}
+        missing = {
+            n: v["version"]
+            for n, v in full.items()
+            if (n not in base or base[n]["version"] != v["version"]) and n not in present
+        }
         staged = tmp / "wheels"
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *TARGET, "-d", str(staged),
-                        *(f"{n}=={v}" for n, v in missing.items())], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                *TARGET,
+                "-d",
+                str(staged),
+                *(f"{n}=={v}" for n, v in missing.items()),
+            ],
+            check=True,
+        )
         files = {p: p.stat().st_size for p in staged.glob("*.whl")}
 
         def wheel_of(name: str) -> Path | None:
@@ -106,8 +171,14 @@ def gather(out: Path, budget_mib: float, freeze: Path | None = None) -> dict:
             wanted = [n for n in _closure(roots, full) if n in missing and n not in kept]
             size = sum(files[w] for n in wanted if (w := wheel_of(n)) is not None)
             if used + size > budget_mib * 2**20:
-                left.append({"tier": tier, "packages": wanted, "mib": round(size / 2**20, 1),
-                             "why": f"over the {budget_mib:g} MiB budget with {used / 2**20:.1f} MiB kept"})
+                left.append(
+                    {
+                        "tier": tier,
+                        "packages": wanted,
+                        "mib": round(size / 2**20, 1),
+                        "why": f"over the {budget_mib:g} MiB budget with {used / 2**20:.1f} MiB kept",
+                    }
+                )
                 continue
             for n in wanted:
                 if (w := wheel_of(n)) is not None:
@@ -116,7 +187,12 @@ def gather(out: Path, budget_mib: float, freeze: Path | None = None) -> dict:
             used += size
     requirements = [f"{n}=={missing[n]}" for n in kept]
     (out / "requirements.txt").write_text("\n".join(requirements) + "\n")
-    manifest = {"assumed_present": HAS + sorted(present), "kept": requirements, "kept_mib": round(used / 2**20, 1), "left_out": left}
+    manifest = {
+        "assumed_present": HAS + sorted(present),
+        "kept": requirements,
+        "kept_mib": round(used / 2**20, 1),
+        "left_out": left,
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -125,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kit.tools.wheels", description=__doc__.splitlines()[0])
     p.add_argument("out", nargs="?", default=str(ROOT / "gpu-wheels"))
     p.add_argument("--budget-mib", type=float, default=60.0)
-    p.add_argument("--present", type=Path, help="the machine's pip freeze (gpu-check's packages.txt): what it holds")
+    p.add_argument(
+        "--present", type=Path, help="the machine's pip freeze (gpu-check's packages.txt): what it holds"
+    )
     args = p.parse_args(argv)
     manifest = gather(Path(args.out), args.budget_mib, args.present)
     print(f"{args.out}: {len(manifest['kept'])} wheels, {manifest['kept_mib']} MiB")

@@ -12,8 +12,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_WHERE = {"TRAINERS": "recipes", "preference_records": "records", "sft_records": "records",
-          "split_records": "records", "to_dataset": "records", "TrainResult": "trainers", "train": "trainers"}
+_WHERE = {
+    "TRAINERS": "recipes",
+    "preference_records": "records",
+    "sft_records": "records",
+    "split_records": "records",
+    "to_dataset": "records",
+    "TrainResult": "trainers",
+    "train": "trainers",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +29,12 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"kit.train.{_WHERE[name]}"), name)
 
 
-__all__ = ["TRAINERS", "TrainResult", "preference_records", "sft_records", "split_records", "to_dataset", "train"]
+__all__ = [
+    "TRAINERS",
+    "TrainResult",
+    "preference_records",
+    "sft_records",
+    "split_records",
+    "to_dataset",
+    "train",
+]

@@ -40,13 +40,23 @@ def _parser() -> argparse.ArgumentParser:
     # online methods (GRPO) train on rewards, not records: VISA's rewriter trains in notebook 21
     p.add_argument("method", choices=[m for m in TRAINERS.names() if not TRAINERS.get(m).online])
     p.add_argument("--params", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override, e.g. finetune.trl.num_train_epochs=1")
-    p.add_argument("--data", type=Path, help="JSONL of traces or training records (default: the study's traces)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override, e.g. finetune.trl.num_train_epochs=1",
+    )
+    p.add_argument(
+        "--data", type=Path, help="JSONL of traces or training records (default: the study's traces)"
+    )
     p.add_argument("--output", type=Path, help="output folder (per source method when training from traces)")
-    p.add_argument("--palette", action="store_true",
-                   help="train the Cultural Palette continent agents and joint model (palette.train, method orpo) "
-                        "on notebook 10's records, into the folders notebook 11 reuses")
+    p.add_argument(
+        "--palette",
+        action="store_true",
+        help="train the Cultural Palette continent agents and joint model (palette.train, method orpo) "
+        "on notebook 10's records, into the folders notebook 11 reuses",
+    )
     return p
 
 
@@ -60,10 +70,13 @@ def study_traces(params: Params) -> list[dict]:
     agent_set = None if params.negotiation.agent_kind == "prompted" else AgentSet.load(params.run_dir, params)
     agents = study_agents(params, agent_set)
     store = study_store(params, params.run_dir, agents, model_parts(params.model))
-    found = planned_traces(store, params, negotiation_topics(params.data, params.negotiation.topics, params.seed))
+    found = planned_traces(
+        store, params, negotiation_topics(params.data, params.negotiation.topics, params.seed)
+    )
     if not found:
-        raise ValueError(f"{store.path}: no traces of this study; run notebook 02 with these params first, "
-                         "or pass --data")
+        raise ValueError(
+            f"{store.path}: no traces of this study; run notebook 02 with these params first, or pass --data"
+        )
     return found
 
 
@@ -74,8 +87,10 @@ def ready_records(method: str, rows: list[dict]) -> list[dict]:
     needed = ("prompt", "chosen", "rejected") if TRAINERS.get(method).preference else ("messages",)
     bad = next((r for r in rows if not all(k in r for k in needed) or "id" not in r), None)
     if bad is not None:
-        raise ValueError(f"record {bad.get('id')!r} is neither a trace nor a {method} record "
-                         f"(needs id and {', '.join(needed)})")
+        raise ValueError(
+            f"record {bad.get('id')!r} is neither a trace nor a {method} record "
+            f"(needs id and {', '.join(needed)})"
+        )
     return rows
 
 
@@ -93,14 +108,17 @@ def training_data(method: str, params: Params, rows: list[dict]) -> dict[str | N
     return {None: (*split_records(records, f.eval_fraction, params.seed), {"records": len(records)})}
 
 
-def train_from_params(method: str, params: Params, data_path: Path | None = None,
-                      output_dir: Path | None = None) -> list[Path]:
+def train_from_params(
+    method: str, params: Params, data_path: Path | None = None, output_dir: Path | None = None
+) -> list[Path]:
     """Build or read the records, train ``method`` with ``params.finetune``; returns the adapter folders."""
     from kit.train.records import source_folder
     from kit.train.trainers import train
 
     if data_path is not None and not Path(data_path).is_file():
-        raise ValueError(f"{data_path}: no such data file; fix: pass --data with a JSONL of traces or records")
+        raise ValueError(
+            f"{data_path}: no such data file; fix: pass --data with a JSONL of traces or records"
+        )
     if data_path:
         rows = read_jsonl(data_path)
     else:
@@ -109,27 +127,41 @@ def train_from_params(method: str, params: Params, data_path: Path | None = None
         rows = study_traces(params) + training_traces(params)[0]
     adapters = []
     for source, (train_records, eval_records, counts) in training_data(method, params, rows).items():
-        log.info("%s from %s: %d train / %d eval records (%s)", method, source or "records", len(train_records),
-                 len(eval_records), counts)
+        log.info(
+            "%s from %s: %d train / %d eval records (%s)",
+            method,
+            source or "records",
+            len(train_records),
+            len(eval_records),
+            counts,
+        )
         if not train_records:
             log.warning("%s from %s: no training records after filtering; skipped", method, source)
             continue
         base = Path(output_dir) if output_dir else params.run_dir / "train"
         out = base / method if source is None else base / source_folder(source) / method
-        result = train(method, train_records, eval_records, params.model.ref, out, params.finetune, params.seed)
+        result = train(
+            method, train_records, eval_records, params.model.ref, out, params.finetune, params.seed
+        )
         adapters.append(result.adapter_dir)
     if not adapters:
-        raise ValueError(f"{method}: no training records in any of {params.finetune.from_methods} after filtering")
+        raise ValueError(
+            f"{method}: no training records in any of {params.finetune.from_methods} after filtering"
+        )
     return adapters
 
 
-def palette_agents(method: str, params: Params, data_path: Path | None, output_dir: Path | None) -> list[Path]:
+def palette_agents(
+    method: str, params: Params, data_path: Path | None, output_dir: Path | None
+) -> list[Path]:
     """The palette's continent agents and joint model (``--palette``)."""
     from kit.palette.agents import METHOD, train_study
 
     if method != METHOD or data_path is not None or output_dir is not None:
-        raise ValueError(f"--palette trains the palette recipe ({METHOD}) on notebook 10's records into notebook 11's "
-                         f"folders: use 'python -m kit train {METHOD} --palette --params P' without --data/--output")
+        raise ValueError(
+            f"--palette trains the palette recipe ({METHOD}) on notebook 10's records into notebook 11's "
+            f"folders: use 'python -m kit train {METHOD} --palette --params P' without --data/--output"
+        )
     return list(train_study(params).values())
 
 

@@ -33,10 +33,15 @@ class EngineGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         # whether trl's correction code runs on the rollout_func's log-probabilities (rollout.correction_on reads it)
         self.engine_correction = not self.use_vllm and bool(self.args.vllm_importance_sampling_correction)
-        if self.engine_correction and self.loss_type == "vespo" and \
-                self.vllm_importance_sampling_mode not in ("token_truncate", "token_mask"):
-            raise ValueError("the vespo loss needs vllm_importance_sampling_mode token_truncate or token_mask, not "
-                             f"{self.vllm_importance_sampling_mode!r} (trl's own check)")
+        if (
+            self.engine_correction
+            and self.loss_type == "vespo"
+            and self.vllm_importance_sampling_mode not in ("token_truncate", "token_mask")
+        ):
+            raise ValueError(
+                "the vespo loss needs vllm_importance_sampling_mode token_truncate or token_mask, not "
+                f"{self.vllm_importance_sampling_mode!r} (trl's own check)"
+            )
 
     @contextmanager
     def _reading_use_vllm(self, on: bool) -> Iterator[None]:

@@ -31,14 +31,18 @@ class TrainRecipe(Section):
     trl: dict[str, Any] = Field(default_factory=dict)
 
 
-RELEASE_SOURCE = "ncn_release:"  # finetune.from_methods: the NCN paper's own transcripts of a method (ncn_release section)
+RELEASE_SOURCE = (
+    "ncn_release:"  # finetune.from_methods: the NCN paper's own transcripts of a method (ncn_release section)
+)
 RELEASE_METHODS = ("ncn", "debate", "consultancy")  # the methods the release holds, as the kit names them
 
 
 def release_source(name: str) -> str:
     method = name.removeprefix(RELEASE_SOURCE)
     if method not in RELEASE_METHODS:
-        raise ValueError(f"{name!r}: the NCN release holds {', '.join(RELEASE_SOURCE + m for m in RELEASE_METHODS)}")
+        raise ValueError(
+            f"{name!r}: the NCN release holds {', '.join(RELEASE_SOURCE + m for m in RELEASE_METHODS)}"
+        )
     return name
 
 
@@ -73,8 +77,12 @@ class FinetuneParams(TrainRecipe):
     @field_validator("from_methods")
     @classmethod
     def _registered_sources(cls, v: list[str]) -> list[str]:
-        return unique([release_source(name) if name.startswith(RELEASE_SOURCE) else registered(PROTOCOLS, name)
-                        for name in v])
+        return unique(
+            [
+                release_source(name) if name.startswith(RELEASE_SOURCE) else registered(PROTOCOLS, name)
+                for name in v
+            ]
+        )
 
     @model_validator(mode="after")
     def _per_method(self):
@@ -94,21 +102,30 @@ def registered_rewards(v: dict[str, float]) -> dict[str, float]:
 def training_recipes(params: Params) -> dict[str, tuple[TrainRecipe, list[str], dict[str, dict[str, Any]]]]:
     """Every training recipe of a profile: params key -> (recipe, the methods it trains, per-method keys)."""
     f, v, sp = params.finetune, params.visa, params.selfplay
-    return {"agents.sft": (params.agents.sft, ["sft"], {}), "finetune": (f, f.methods, f.per_method),
-            "palette.train": (params.palette.train, ["orpo"], {}),
-            "visa.rewriter": (v.rewriter, ["grpo"], {}), "visa.sft": (v.sft, ["sft"], {}),
-            "visa.direct": (v.direct, ["dpo"], {}),
-            "selfplay.policy": (sp.policy, ["grpo"], {}), "selfplay.single": (sp.single, ["grpo"], {})}
+    return {
+        "agents.sft": (params.agents.sft, ["sft"], {}),
+        "finetune": (f, f.methods, f.per_method),
+        "palette.train": (params.palette.train, ["orpo"], {}),
+        "visa.rewriter": (v.rewriter, ["grpo"], {}),
+        "visa.sft": (v.sft, ["sft"], {}),
+        "visa.direct": (v.direct, ["dpo"], {}),
+        "selfplay.policy": (sp.policy, ["grpo"], {}),
+        "selfplay.single": (sp.single, ["grpo"], {}),
+    }
 
 
 def check_recipes(params: Params, values: dict) -> None:
     """Training recipes are checked by building their trl and peft configs (imports trl: only for
     the sections given)."""
-    names: list[dict[str, str] | None] = []  # the model's module names, read once and only when a recipe lists some
+    names: list[
+        dict[str, str] | None
+    ] = []  # the model's module names, read once and only when a recipe lists some
 
     def modules() -> dict[str, str] | None:
         if not names:
-            names.append(module_names(params.model.name, params.model.revision, params.model.trust_remote_code))
+            names.append(
+                module_names(params.model.name, params.model.revision, params.model.trust_remote_code)
+            )
         return names[0]
 
     for where, (recipe, methods, per_method) in training_recipes(params).items():

@@ -41,13 +41,28 @@ from kit.registry import Registry
 # Checkpoint every tenth of the total steps (transformers reads save_steps < 1 as a ratio) and
 # keep two, so a preempted GPU job loses little and the disk holds little.
 TRL_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 1e-4, "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "num_train_epochs": 3.0,
-    "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 1024,
-    "bf16": False, "logging_steps": 5, "report_to": "none",
-    "save_strategy": "steps", "save_steps": 0.1, "save_total_limit": 2,
+    "learning_rate": 1e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.1,
+    "num_train_epochs": 3.0,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "max_length": 1024,
+    "bf16": False,
+    "logging_steps": 5,
+    "report_to": "none",
+    "save_strategy": "steps",
+    "save_steps": 0.1,
+    "save_total_limit": 2,
 }
-LORA_DEFAULTS: dict[str, Any] = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear",
-                                 "bias": "none", "task_type": "CAUSAL_LM"}
+LORA_DEFAULTS: dict[str, Any] = {
+    "r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.05,
+    "target_modules": "all-linear",
+    "bias": "none",
+    "task_type": "CAUSAL_LM",
+}
 
 
 @dataclass(frozen=True)
@@ -67,18 +82,46 @@ class TrainerSpec:
 
 
 TRAINERS: Registry[TrainerSpec] = Registry("training method")
-TRAINERS.register("dpo", TrainerSpec("trl:DPOTrainer", "trl:DPOConfig", {"beta": 0.1, "loss_type": ["sigmoid"]}))
-TRAINERS.register("simpo", TrainerSpec(
-    "trl.experimental.cpo:CPOTrainer", "trl.experimental.cpo:CPOConfig",
-    {"beta": 0.1, "simpo_gamma": 0.5, "cpo_alpha": 0.0}, {"loss_type": "simpo", "remove_unused_columns": False}))
-TRAINERS.register("orpo", TrainerSpec("trl.experimental.orpo:ORPOTrainer", "trl.experimental.orpo:ORPOConfig",
-                                      {"beta": 0.1}, {"remove_unused_columns": False}))
+TRAINERS.register(
+    "dpo", TrainerSpec("trl:DPOTrainer", "trl:DPOConfig", {"beta": 0.1, "loss_type": ["sigmoid"]})
+)
+TRAINERS.register(
+    "simpo",
+    TrainerSpec(
+        "trl.experimental.cpo:CPOTrainer",
+        "trl.experimental.cpo:CPOConfig",
+        {"beta": 0.1, "simpo_gamma": 0.5, "cpo_alpha": 0.0},
+        {"loss_type": "simpo", "remove_unused_columns": False},
+    ),
+)
+TRAINERS.register(
+    "orpo",
+    TrainerSpec(
+        "trl.experimental.orpo:ORPOTrainer",
+        "trl.experimental.orpo:ORPOConfig",
+        {"beta": 0.1},
+        {"remove_unused_columns": False},
+    ),
+)
 TRAINERS.register("sft", TrainerSpec("trl:SFTTrainer", "trl:SFTConfig", preference=False))
 # GRPO counts completions per device batch: one prompt's group of 4 per step unless the recipe says otherwise
-TRAINERS.register("grpo", TrainerSpec(
-    "trl:GRPOTrainer", "trl:GRPOConfig",
-    {"num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 128, "learning_rate": 2e-5,
-     "beta": 0.0, "logging_steps": 1}, preference=False, online=True))
+TRAINERS.register(
+    "grpo",
+    TrainerSpec(
+        "trl:GRPOTrainer",
+        "trl:GRPOConfig",
+        {
+            "num_generations": 4,
+            "per_device_train_batch_size": 4,
+            "max_completion_length": 128,
+            "learning_rate": 2e-5,
+            "beta": 0.0,
+            "logging_steps": 1,
+        },
+        preference=False,
+        online=True,
+    ),
+)
 
 
 def _import(path: str) -> Any:
@@ -118,8 +161,15 @@ def resolve_precision(trl: dict[str, Any]) -> dict[str, Any]:
 TRACKING_KEYS = ("report_to", "run_name", "project")
 
 
-def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], output_dir: str, seed: int,
-                  has_eval: bool, report: dict[str, Any] | None = None) -> dict[str, Any]:
+def config_kwargs(
+    method: str,
+    trl: dict[str, Any],
+    per_method: dict[str, Any],
+    output_dir: str,
+    seed: int,
+    has_eval: bool,
+    report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The keyword arguments of ``method``'s trl config for a recipe (see the module docstring); ``report``:
     ``report_to`` and the run's name (``kit.run.tracking.trainer_args``), none by default."""
     spec = TRAINERS.get(method)
@@ -129,22 +179,38 @@ def config_kwargs(method: str, trl: dict[str, Any], per_method: dict[str, Any], 
     kwargs = {k: v for k, v in TRL_DEFAULTS.items() if k in known} | spec.defaults
     if not {"activation_checkpointing", "gradient_checkpointing"} & given.keys():
         # trl turns checkpointing on by default; newer transformers call it activation_checkpointing
-        kwargs["activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"] = False
+        kwargs[
+            "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+        ] = False
     kwargs |= given
     kwargs.setdefault("per_device_eval_batch_size", kwargs["per_device_train_batch_size"])
-    kwargs |= spec.fixed | {
-        "output_dir": output_dir, "seed": seed, "data_seed": seed, "use_cpu": _use_cpu(),
-        "eval_strategy": "epoch" if has_eval else "no",
-        "disable_tqdm": True if os.environ.get("TQDM_DISABLE") == "1" else None,
-    } | (report or {"report_to": "none"})
+    kwargs |= (
+        spec.fixed
+        | {
+            "output_dir": output_dir,
+            "seed": seed,
+            "data_seed": seed,
+            "use_cpu": _use_cpu(),
+            "eval_strategy": "epoch" if has_eval else "no",
+            "disable_tqdm": True if os.environ.get("TQDM_DISABLE") == "1" else None,
+        }
+        | (report or {"report_to": "none"})
+    )
     if spec.online and "use_vllm" not in given:
         # GPU: generate the groups with vLLM in the training process (colocate); CPU: transformers' generate
         kwargs["use_vllm"] = not kwargs["use_cpu"] and importlib.util.find_spec("vllm") is not None
     return kwargs
 
 
-def training_config(method: str, trl: dict[str, Any], per_method: dict[str, Any], output_dir: str, seed: int,
-                    has_eval: bool, report: dict[str, Any] | None = None):
+def training_config(
+    method: str,
+    trl: dict[str, Any],
+    per_method: dict[str, Any],
+    output_dir: str,
+    seed: int,
+    has_eval: bool,
+    report: dict[str, Any] | None = None,
+):
     """The built trl config (``DPOConfig`` …) of ``method`` for a recipe."""
     _, config_cls = TRAINERS.get(method).load()
     return config_cls(**config_kwargs(method, trl, per_method, output_dir, seed, has_eval, report))
@@ -158,8 +224,14 @@ def lora_config(lora: dict[str, Any]):
 
 
 # trl/TrainingArguments keys whose value must be above 0 (a 0 or negative one trains nothing, or backwards)
-_POSITIVE = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
-             "max_length", "max_completion_length")
+_POSITIVE = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_generations",
+    "max_length",
+    "max_completion_length",
+)
 
 
 def _check_types(config_cls: type, given: dict[str, Any], where: str) -> None:
@@ -178,8 +250,10 @@ def _check_types(config_cls: type, given: dict[str, Any], where: str) -> None:
             continue
         if not ok:
             example = value if isinstance(value, str) and _is_number(value) else repr(default)
-            raise ValueError(f"{where}.trl.{key}: {value!r} is a {type(value).__name__}, not a "
-                             f"{type(default).__name__}; fix: write it unquoted, e.g. {key}: {example}")
+            raise ValueError(
+                f"{where}.trl.{key}: {value!r} is a {type(value).__name__}, not a "
+                f"{type(default).__name__}; fix: write it unquoted, e.g. {key}: {example}"
+            )
 
 
 def _is_number(text: str) -> bool:
@@ -196,11 +270,15 @@ def _check_ranges(config, where: str, method: str) -> None:
         if value is not None and value <= 0:
             raise ValueError(f"{where}.trl.{key}: {value} ({method}); fix: use a value above 0")
     if config.max_steps <= 0 and config.num_train_epochs <= 0:
-        raise ValueError(f"{where}.trl.num_train_epochs: {config.num_train_epochs} ({method}) trains no step; "
-                         "fix: use a value above 0 (or set max_steps)")
+        raise ValueError(
+            f"{where}.trl.num_train_epochs: {config.num_train_epochs} ({method}) trains no step; "
+            "fix: use a value above 0 (or set max_steps)"
+        )
 
 
-def _check_lora(lora: dict[str, Any], where: str, modules: Callable[[], dict[str, str] | None] | None) -> None:
+def _check_lora(
+    lora: dict[str, Any], where: str, modules: Callable[[], dict[str, str] | None] | None
+) -> None:
     r, alpha, dropout = lora.get("r", 1), lora.get("lora_alpha", 1), lora.get("lora_dropout", 0)
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
         raise ValueError(f"{where}.lora.r: {r!r}; fix: a whole number ≥ 1 (8, 16, …)")
@@ -218,12 +296,20 @@ def _check_lora(lora: dict[str, Any], where: str, modules: Callable[[], dict[str
         # peft's rule: a module is targeted when its full name is the key or ends with "." + key
         if not any(n == key or n.endswith("." + key) for n in names):
             leaves = sorted({n.rpartition(".")[2] for n, kind in names.items() if kind == "Linear"})
-            raise ValueError(f"{where}.lora.target_modules: the model has no module {key!r}; fix: use its module "
-                             f"names ({', '.join(leaves[:12])}) or 'all-linear'")
+            raise ValueError(
+                f"{where}.lora.target_modules: the model has no module {key!r}; fix: use its module "
+                f"names ({', '.join(leaves[:12])}) or 'all-linear'"
+            )
 
 
-def check(lora: dict[str, Any], trl: dict[str, Any], methods: list[str], per_method: dict[str, dict[str, Any]],
-          where: str, modules: Callable[[], dict[str, str] | None] | None = None) -> None:
+def check(
+    lora: dict[str, Any],
+    trl: dict[str, Any],
+    methods: list[str],
+    per_method: dict[str, dict[str, Any]],
+    where: str,
+    modules: Callable[[], dict[str, str] | None] | None = None,
+) -> None:
     """Raise ValueError naming the first key of a recipe its libraries reject, by building every config.
 
     ``modules`` gives the model's module names and classes (None where its config is not at hand), against which a
@@ -234,26 +320,36 @@ def check(lora: dict[str, Any], trl: dict[str, Any], methods: list[str], per_met
     lora_fields = _fields(LoraConfig)
     for key in lora:
         if key not in lora_fields:
-            raise ValueError(f"{where}.lora.{key}: not a peft LoraConfig key; fix: use a LoraConfig field "
-                             "(r, lora_alpha, lora_dropout, target_modules, …)")
+            raise ValueError(
+                f"{where}.lora.{key}: not a peft LoraConfig key; fix: use a LoraConfig field "
+                "(r, lora_alpha, lora_dropout, target_modules, …)"
+            )
     _check_lora(lora, where, modules)
     known = {m: _fields(TRAINERS.get(m).load()[1]) for m in methods}
     for key in [*trl, *(k for keys in per_method.values() for k in keys)]:
         if key in TRACKING_KEYS:
-            raise ValueError(f"{where}.trl.{key}: where trainers report is the tracking section's to say; fix: remove "
-                             "it and set tracking.backend (none, trackio, wandb, mlflow) and tracking.project")
+            raise ValueError(
+                f"{where}.trl.{key}: where trainers report is the tracking section's to say; fix: remove "
+                "it and set tracking.backend (none, trackio, wandb, mlflow) and tracking.project"
+            )
     for key in trl:
         if not any(key in fields for fields in known.values()):
             names = ", ".join(TRAINERS.get(m).config.rpartition(":")[2] for m in methods)
-            raise ValueError(f"{where}.trl.{key}: not a key of {names}; fix: use a trl/TrainingArguments "
-                             "field name, as in the trl docs")
+            raise ValueError(
+                f"{where}.trl.{key}: not a key of {names}; fix: use a trl/TrainingArguments "
+                "field name, as in the trl docs"
+            )
     for method, keys in per_method.items():
         for key in keys:
             if key not in known[method]:
-                raise ValueError(f"{where}.per_method.{method}.{key}: not a key of "
-                                 f"{TRAINERS.get(method).config.rpartition(':')[2]}")
+                raise ValueError(
+                    f"{where}.per_method.{method}.{key}: not a key of "
+                    f"{TRAINERS.get(method).config.rpartition(':')[2]}"
+                )
             if key in TRAINERS.get(method).fixed:
-                raise ValueError(f"{where}.per_method.{method}.{key}: fixed by the kit for {method}; remove it")
+                raise ValueError(
+                    f"{where}.per_method.{method}.{key}: fixed by the kit for {method}; remove it"
+                )
     with tempfile.TemporaryDirectory() as tmp:
         try:
             LoraConfig(**{**LORA_DEFAULTS, **lora})

@@ -52,8 +52,10 @@ def _usable(trace: dict, require_converged: bool, counts: Counter) -> bool:
     # trains nothing either
     finals = [_clean(x) for x in (trace.get("consensus") or [])]
     openings = [_clean((x or {}).get("response")) for x in (trace.get("initial") or [])]
-    if any(f and degenerate(f) for f in finals) or (len(finals) == len(openings) == 2 and (
-            copied(finals[0], openings[1]) or copied(finals[1], openings[0]))):
+    if any(f and degenerate(f) for f in finals) or (
+        len(finals) == len(openings) == 2
+        and (copied(finals[0], openings[1]) or copied(finals[1], openings[0]))
+    ):
         counts["dropped_degenerate"] += 1
         return False
     return True
@@ -73,8 +75,9 @@ def _content_key(*parts: Any) -> str:
 Made = tuple[Record, str] | str  # (record, content key), or why the agent gives none
 
 
-def _collect(traces: Iterable[dict], require_converged: bool,
-             make: Callable[[dict, int, str, str], Made]) -> tuple[list[Record], dict[str, int]]:
+def _collect(
+    traces: Iterable[dict], require_converged: bool, make: Callable[[dict, int, str, str], Made]
+) -> tuple[list[Record], dict[str, int]]:
     """One record per agent of every usable trace, from ``make(trace, i, culture, topic)``; exact
     duplicates (same content key) are kept once. Every drop is counted under its reason."""
     counts: Counter = Counter()
@@ -97,17 +100,26 @@ def _collect(traces: Iterable[dict], require_converged: bool,
 
 
 def _meta(trace: dict, i: int, culture: str) -> Record:
-    origin = f"{trace['origin']}:" if trace.get("origin") else ""  # a release trace never shares an id with the kit's
-    return {"id": f"{origin}{trace['id']}:{i}", "culture": culture, "topic": (trace.get("topic") or {}).get("id"),
-            "method": trace.get("method")}
+    origin = (
+        f"{trace['origin']}:" if trace.get("origin") else ""
+    )  # a release trace never shares an id with the kit's
+    return {
+        "id": f"{origin}{trace['id']}:{i}",
+        "culture": culture,
+        "topic": (trace.get("topic") or {}).get("id"),
+        "method": trace.get("method"),
+    }
 
 
-def preference_records(traces: Iterable[dict], require_converged: bool = True) -> tuple[list[Record], dict[str, int]]:
+def preference_records(
+    traces: Iterable[dict], require_converged: bool = True
+) -> tuple[list[Record], dict[str, int]]:
     """One conversational preference record per agent: chosen = consensus, rejected = initial response.
 
     Drops failed traces, non-converged ones when ``require_converged``, agents without a culture,
     empty texts, pairs whose two sides are equal, and exact duplicates (same prompt and pair).
     """
+
     def make(trace: dict, i: int, culture: str, topic: str) -> Made:
         consensus, initial = trace.get("consensus") or [], trace.get("initial") or []
         chosen = _clean(consensus[i]) if i < len(consensus) else ""
@@ -116,10 +128,15 @@ def preference_records(traces: Iterable[dict], require_converged: bool = True) -
             return "empty"
         if chosen == rejected:
             return "identical"
-        return ({**_meta(trace, i, culture), "prompt": _prompt(culture, topic),
-                 "chosen": [{"role": "assistant", "content": chosen}],
-                 "rejected": [{"role": "assistant", "content": rejected}]},
-                _content_key(culture, topic, chosen, rejected))
+        return (
+            {
+                **_meta(trace, i, culture),
+                "prompt": _prompt(culture, topic),
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            },
+            _content_key(culture, topic, chosen, rejected),
+        )
 
     return _collect(traces, require_converged, make)
 
@@ -133,13 +150,16 @@ def _last_statement(trace: dict, i: int) -> str:
     return ""
 
 
-def sft_records(traces: Iterable[dict], require_converged: bool = True) -> tuple[list[Record], dict[str, int]]:
+def sft_records(
+    traces: Iterable[dict], require_converged: bool = True
+) -> tuple[list[Record], dict[str, int]]:
     """One chat record per agent: culture instruction, topic, then reasoning followed by consensus.
 
     The reasoning is the agent's last position statement (``rounds[k].statements[i]``); agents
     whose trace recorded none are dropped (``dropped_no_reasoning``), as are the cases
     :func:`preference_records` drops for empty texts and duplicates.
     """
+
     def make(trace: dict, i: int, culture: str, topic: str) -> Made:
         consensus = trace.get("consensus") or []
         outcome = _clean(consensus[i]) if i < len(consensus) else ""
@@ -149,9 +169,13 @@ def sft_records(traces: Iterable[dict], require_converged: bool = True) -> tuple
         if not reasoning:
             return "no_reasoning"
         target = SFT_TARGET.format(reasoning=reasoning, consensus=outcome)
-        return ({**_meta(trace, i, culture),
-                 "messages": _prompt(culture, topic) + [{"role": "assistant", "content": target}]},
-                _content_key(culture, topic, target))
+        return (
+            {
+                **_meta(trace, i, culture),
+                "messages": _prompt(culture, topic) + [{"role": "assistant", "content": target}],
+            },
+            _content_key(culture, topic, target),
+        )
 
     return _collect(traces, require_converged, make)
 
@@ -161,7 +185,9 @@ def _as_dict(counts: Counter) -> dict[str, int]:
     return base | dict(sorted(counts.items()))
 
 
-def split_records(records: Sequence[Record], eval_fraction: float, seed: int = 0) -> tuple[list[Record], list[Record]]:
+def split_records(
+    records: Sequence[Record], eval_fraction: float, seed: int = 0
+) -> tuple[list[Record], list[Record]]:
     """(train, eval) by a hash of each record's id: stable across runs and under added records.
 
     A record is held out when ``seeds.unit(seed, "finetune-eval", id)`` is below ``eval_fraction``, so small sets may
@@ -221,7 +247,9 @@ def training_sets(traces: Sequence[dict], finetune, seed: int) -> dict[tuple[str
     return equalise_sources(out, seed) if finetune.equal_sources else out
 
 
-def equalise_sources(sets: dict[tuple[str, str], TrainingSet], seed: int) -> dict[tuple[str, str], TrainingSet]:
+def equalise_sources(
+    sets: dict[tuple[str, str], TrainingSet], seed: int
+) -> dict[tuple[str, str], TrainingSet]:
     """Each training method's train records cut to the smallest non-empty source's count, by hash order
     (``seeds.unit(seed, "equal-sources", id)``), input order kept; ``counts["subsampled_from"]`` says
     how many there were. An empty source stays empty: it cannot be made as large as the others."""
@@ -231,6 +259,15 @@ def equalise_sources(sets: dict[tuple[str, str], TrainingSet], seed: int) -> dic
         for key in [k for k in sets if k[1] == method]:
             train, held, counts = sets[key]
             if sizes and len(train) > min(sizes):
-                kept = {r["id"] for r in sorted(train, key=lambda r: seeds.unit(seed, "equal-sources", r["id"]))[:min(sizes)]}
-                out[key] = ([r for r in train if r["id"] in kept], held, {**counts, "subsampled_from": len(train)})
+                kept = {
+                    r["id"]
+                    for r in sorted(train, key=lambda r: seeds.unit(seed, "equal-sources", r["id"]))[
+                        : min(sizes)
+                    ]
+                }
+                out[key] = (
+                    [r for r in train if r["id"] in kept],
+                    held,
+                    {**counts, "subsampled_from": len(train)},
+                )
     return out

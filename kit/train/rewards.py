@@ -19,8 +19,12 @@ from kit.registry import Registry
 
 REWARDS: Registry[Callable[..., list[float]]] = Registry("reward function")
 # VISA (kit.visa.rewards): the value rewriter's rewards
-for _name, _attr in (("value_match", "value_match"), ("meaning_kept", "meaning_kept"), ("drift", "drift"),
-                     ("format", "format_ok")):
+for _name, _attr in (
+    ("value_match", "value_match"),
+    ("meaning_kept", "meaning_kept"),
+    ("drift", "drift"),
+    ("format", "format_ok"),
+):
     REWARDS.register(_name, f"kit.visa.rewards:{_attr}")
 # self-play negotiation (kit.selfplay.rewards): the judge's collective-agency score and resolution
 REWARDS.register("collective_agency", "kit.selfplay.rewards:collective_agency")

@@ -27,8 +27,10 @@ def engine_rollout_func(engine, completion_tokens: int, seed: int):
     from kit.selfplay.rollout import save_policy_adapter
 
     if not engine.sampling_logprobs:
-        raise ValueError(f"the {engine.name} engine gives no sampling log-probabilities, which GRPO rollouts through "
-                         "it return to trl; fix: a transformers or vLLM engine (or let trl generate: no engine)")
+        raise ValueError(
+            f"the {engine.name} engine gives no sampling log-probabilities, which GRPO rollouts through "
+            "it return to trl; fix: a transformers or vLLM engine (or let trl generate: no engine)"
+        )
 
     def rollout(prompts: Sequence, trainer) -> dict:
         adapter = save_policy_adapter(trainer)
@@ -39,13 +41,22 @@ def engine_rollout_func(engine, completion_tokens: int, seed: int):
             seen[key] = seen.get(key, -1) + 1  # the k-th completion of this prompt in its group
             requests.append(ChatRequest(messages, adapter=adapter, sample=seen[key]))
         args = trainer.args
-        params = GenParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=completion_tokens,
-                           seed=seeds.derive(seed, "grpo-rollout", trainer.state.global_step))
+        params = GenParams(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=completion_tokens,
+            seed=seeds.derive(seed, "grpo-rollout", trainer.state.global_step),
+        )
         drawn = engine.generate_sampled(requests, params)
         tokenizer = trainer.processing_class
-        prompt_ids = [tokenizer.encode(render_chat(tokenizer, r.chat), add_special_tokens=False) for r in requests]
-        return {"prompt_ids": prompt_ids, "completion_ids": [list(s.token_ids) for s in drawn],
-                "logprobs": [list(s.logprobs) for s in drawn]}
+        prompt_ids = [
+            tokenizer.encode(render_chat(tokenizer, r.chat), add_special_tokens=False) for r in requests
+        ]
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": [list(s.token_ids) for s in drawn],
+            "logprobs": [list(s.logprobs) for s in drawn],
+        }
 
     rollout.engine = engine  # kit.train.trainers: rollouts sampled outside the trainer get trl's correction
     return rollout
@@ -62,7 +73,9 @@ def completion_tokens(recipe) -> int:
     """A GRPO recipe's ``max_completion_length`` (the kit's default where it sets none)."""
     from kit.train.recipes import TRAINERS
 
-    return int(recipe.trl.get("max_completion_length", TRAINERS.get("grpo").defaults["max_completion_length"]))
+    return int(
+        recipe.trl.get("max_completion_length", TRAINERS.get("grpo").defaults["max_completion_length"])
+    )
 
 
 def grpo_recipe(recipe, weights: dict[str, float], engine=None, where: str = "selfplay.policy"):
@@ -71,10 +84,16 @@ def grpo_recipe(recipe, weights: dict[str, float], engine=None, where: str = "se
     log-probabilities (``kit.train.correction``) — turned off here, explicitly, where the engine gives none."""
     from kit.config import ParamsError
 
-    trl = {**({"use_vllm": False} if engine is not None else {}), **recipe.trl, "reward_weights": list(weights.values())}
+    trl = {
+        **({"use_vllm": False} if engine is not None else {}),
+        **recipe.trl,
+        "reward_weights": list(weights.values()),
+    }
     if engine is not None and not engine.sampling_logprobs:
         if trl.get("vllm_importance_sampling_correction"):
-            raise ParamsError(f"{where}.trl.vllm_importance_sampling_correction: true, but the {engine.name} engine that "
-                              "rolls out gives no sampling log-probabilities; fix: set it false")
+            raise ParamsError(
+                f"{where}.trl.vllm_importance_sampling_correction: true, but the {engine.name} engine that "
+                "rolls out gives no sampling log-probabilities; fix: set it false"
+            )
         trl["vllm_importance_sampling_correction"] = False
     return recipe.model_copy(update={"trl": trl})

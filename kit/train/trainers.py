@@ -60,11 +60,17 @@ def _load(base_model: str, bf16: bool):
     resolved = resolve_model(base_model)
     tok = AutoTokenizer.from_pretrained(resolved.path, revision=resolved.revision)
     if not getattr(tok, "chat_template", None):
-        raise ValueError(f"model {base_model!r} has no chat template: train an instruct model or set tokenizer.chat_template")
+        raise ValueError(
+            f"model {base_model!r} has no chat template: train an instruct model or set tokenizer.chat_template"
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, revision=resolved.revision, use_safetensors=True,
-                                                 dtype=torch.bfloat16 if bf16 else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved.path,
+        revision=resolved.revision,
+        use_safetensors=True,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+    )
     return resolved, tok, model
 
 
@@ -105,16 +111,22 @@ def _dataset(records: Sequence[dict], method: str):
     from datasets import Dataset
 
     spec = TRAINERS.get(method)
-    if spec.online:  # the prompt plus the columns reward functions read (trl passes them as keyword arguments)
+    if (
+        spec.online
+    ):  # the prompt plus the columns reward functions read (trl passes them as keyword arguments)
         if any("prompt" not in r for r in records):
-            raise ValueError(f"{method} records need a 'prompt' (chat messages) and the reward functions' columns")
+            raise ValueError(
+                f"{method} records need a 'prompt' (chat messages) and the reward functions' columns"
+            )
         return Dataset.from_list([{k: v for k, v in r.items() if k != "id"} for r in records])
     if not spec.preference:
         return Dataset.from_list([_as_prompt_completion(r) for r in records])
     for r in records:
         missing = [c for c in PREFERENCE_COLUMNS if c not in r]
         if missing:
-            raise ValueError(f"preference record {r.get('id')!r} lacks {missing}: build records with kit.train.records.preference_records")
+            raise ValueError(
+                f"preference record {r.get('id')!r} lacks {missing}: build records with kit.train.records.preference_records"
+            )
     return Dataset.from_list([{c: r[c] for c in PREFERENCE_COLUMNS} for r in records])
 
 
@@ -140,27 +152,55 @@ def _meter():
     return Meter()
 
 
-def train_parts(method: str, train_records: Sequence[dict], eval_records: Sequence[dict], base_model: str,
-                recipe, seed: int, rewards: dict | None = None) -> dict:
+def train_parts(
+    method: str,
+    train_records: Sequence[dict],
+    eval_records: Sequence[dict],
+    base_model: str,
+    recipe,
+    seed: int,
+    rewards: dict | None = None,
+) -> dict:
     """What a training run depends on: the base weights, the exact records, the recipe, the seed and,
     for online methods, what the rewards are (names, weights, the detector and embedder they read)."""
     from kit.llm.models import resolve_model
 
-    return {"method": method, "base": resolve_model(base_model).identity,
-            "records": cache_key([list(train_records), list(eval_records)]),
-            "lora": recipe.lora, "trl": resolve_precision(recipe.trl), "per_method": getattr(recipe, "per_method", {}).get(method, {}),
-            "seed": seed, **({"rewards": rewards} if rewards is not None else {})}
+    return {
+        "method": method,
+        "base": resolve_model(base_model).identity,
+        "records": cache_key([list(train_records), list(eval_records)]),
+        "lora": recipe.lora,
+        "trl": resolve_precision(recipe.trl),
+        "per_method": getattr(recipe, "per_method", {}).get(method, {}),
+        "seed": seed,
+        **({"rewards": rewards} if rewards is not None else {}),
+    }
 
 
 def diverged_at(log_history: Sequence[dict]) -> dict | None:
     """The first logged step whose loss or gradient norm is NaN (a diverged run), if any."""
-    return next((h for h in log_history
-                 if any(isinstance(h.get(k), float) and math.isnan(h[k]) for k in ("loss", "grad_norm"))), None)
+    return next(
+        (
+            h
+            for h in log_history
+            if any(isinstance(h.get(k), float) and math.isnan(h[k]) for k in ("loss", "grad_norm"))
+        ),
+        None,
+    )
 
 
-def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dict] | None, base_model: str,
-          output_dir: Path, recipe, seed: int = 0, reward_funcs: Sequence | None = None,
-          rewards: dict | None = None, rollout_func: Callable | None = None) -> TrainResult:
+def train(
+    method: str,
+    train_records: Sequence[dict],
+    eval_records: Sequence[dict] | None,
+    base_model: str,
+    output_dir: Path,
+    recipe,
+    seed: int = 0,
+    reward_funcs: Sequence | None = None,
+    rewards: dict | None = None,
+    rollout_func: Callable | None = None,
+) -> TrainResult:
     """Train ``method``'s LoRA adapter with ``recipe`` (``lora``, ``trl`` and maybe ``per_method`` keys).
 
     Online methods (GRPO) also take ``reward_funcs`` (trl reward functions) and ``rewards``, a
@@ -181,17 +221,25 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
     output_dir = Path(output_dir)
     eval_records = list(eval_records or [])
     if spec.online and not reward_funcs:
-        raise ValueError(f"{method} trains on rewards: pass reward_funcs (kit.train.rewards.bind) and their description")
+        raise ValueError(
+            f"{method} trains on rewards: pass reward_funcs (kit.train.rewards.bind) and their description"
+        )
     parts = train_parts(method, train_records, eval_records, base_model, recipe, seed, rewards)
     stamp_path, adapter_dir = output_dir / FINGERPRINT, output_dir / "adapter"
     reason = artifacts.stale(stamp_path, parts)
-    if reason is None and read_json(stamp_path)["finished"] and (adapter_dir / "adapter_model.safetensors").is_file():
+    if (
+        reason is None
+        and read_json(stamp_path)["finished"]
+        and (adapter_dir / "adapter_model.safetensors").is_file()
+    ):
         log.info("%s: reusing the finished adapter in %s", method, adapter_dir)
         return _finished(output_dir)
     if reason is not None and output_dir.is_dir() and any(output_dir.iterdir()) and not stamp_path.is_file():
         # not a folder the kit made: never delete what someone else put there
-        raise ValueError(f"{method}: {output_dir} holds files the kit did not write (no {FINGERPRINT}); fix: "
-                         "train into an empty or new folder")
+        raise ValueError(
+            f"{method}: {output_dir} holds files the kit did not write (no {FINGERPRINT}); fix: "
+            "train into an empty or new folder"
+        )
     from accelerate import PartialState
 
     state = PartialState()  # one process, or every rank of `accelerate launch`
@@ -205,8 +253,11 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
 
     per_method = parts["per_method"]
     # trl's report_to: the process's tracker (kit.run.tracking), the run named by the folder and this fingerprint
-    report = tracking.trainer_args(_tracked_as(output_dir), artifacts.fingerprint(parts)) if state.is_main_process \
+    report = (
+        tracking.trainer_args(_tracked_as(output_dir), artifacts.fingerprint(parts))
+        if state.is_main_process
         else {"report_to": "none"}
+    )
     args = training_config(method, recipe.trl, per_method, str(output_dir), seed, bool(eval_records), report)
     trainer_cls, _ = spec.load()
     resolved, tok, model = _load(base_model, args.bf16)
@@ -217,7 +268,9 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
         log.info("%s: resuming from %s", method, last)
     with warnings.catch_warnings():
         # trl and peft still read the pre-5.x attribute name; nothing a caller can act on.
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
         # the kit pins trl and tests its rollout_func contract (tests/test_selfplay.py)
         warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
         online = {"reward_funcs": list(reward_funcs)} if spec.online else {}
@@ -228,38 +281,66 @@ def train(method: str, train_records: Sequence[dict], eval_records: Sequence[dic
             if method == "grpo" and getattr(rollout_func, "engine", None) is not None:
                 # rollouts an engine outside the trainer sampled: trl's importance-sampling correction on them
                 from kit.train.correction import EngineGRPOTrainer as trainer_cls
-        trainer = trainer_cls(model=model, args=args, processing_class=tok, peft_config=lora_config(recipe.lora), **online,
-                              train_dataset=_dataset(train_records, method),
-                              eval_dataset=_dataset(eval_records, method) if eval_records else None,
-                              callbacks=[meter])
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            processing_class=tok,
+            peft_config=lora_config(recipe.lora),
+            **online,
+            train_dataset=_dataset(train_records, method),
+            eval_dataset=_dataset(eval_records, method) if eval_records else None,
+            callbacks=[meter],
+        )
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=last)
         seconds = time.perf_counter() - start
 
     diverged = diverged_at(trainer.state.log_history)
     if diverged is not None:
-        raise ValueError(f"{method} in {output_dir}: training diverged (NaN at step {diverged.get('step')}); no adapter "
-                         "is kept. A prompt that fills max_length leaves no answer tokens to train on: raise "
-                         "trl.max_length, or lower the learning rate")
+        raise ValueError(
+            f"{method} in {output_dir}: training diverged (NaN at step {diverged.get('step')}); no adapter "
+            "is kept. A prompt that fills max_length leaves no answer tokens to train on: raise "
+            "trl.max_length, or lower the learning rate"
+        )
     epoch_tokens = sum(record_tokens(tok, r, getattr(args, "max_length", None)) for r in train_records)
     epochs_done = (trainer.state.epoch or 0.0) - meter.start_epoch
     trainer.save_model(str(adapter_dir))  # PEFT adapter + tokenizer; gathers shards under ZeRO-3
     history = list(trainer.state.log_history)
     if trainer.is_world_process_zero():
         atomic_write_json(output_dir / "log_history.json", history)
-        atomic_write_json(output_dir / "train_config.json", secrets.redact({
-            "method": method, "trainer": type(trainer).__name__, "base_model": base_model,
-            "base_identity": resolved.identity, "seed": seed,
-            "lora": recipe.lora, "trl": recipe.trl, "per_method": per_method, "args": args.to_dict(),
-            "n_train": len(train_records), "n_eval": len(eval_records),
-            "global_step": trainer.state.global_step, "resumed_from": last, "versions": _versions(),
-        }))
+        atomic_write_json(
+            output_dir / "train_config.json",
+            secrets.redact(
+                {
+                    "method": method,
+                    "trainer": type(trainer).__name__,
+                    "base_model": base_model,
+                    "base_identity": resolved.identity,
+                    "seed": seed,
+                    "lora": recipe.lora,
+                    "trl": recipe.trl,
+                    "per_method": per_method,
+                    "args": args.to_dict(),
+                    "n_train": len(train_records),
+                    "n_eval": len(eval_records),
+                    "global_step": trainer.state.global_step,
+                    "resumed_from": last,
+                    "versions": _versions(),
+                }
+            ),
+        )
         for checkpoint in output_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
         artifacts.stamp(stamp_path, parts, finished=True)
-    result = TrainResult(adapter_dir=adapter_dir, log_history=history, train_tokens=round(epoch_tokens * epochs_done),
-                         seconds=seconds, global_step=trainer.state.global_step, resumed_from=last,
-                         step_seconds=tuple(meter.step_seconds))
+    result = TrainResult(
+        adapter_dir=adapter_dir,
+        log_history=history,
+        train_tokens=round(epoch_tokens * epochs_done),
+        seconds=seconds,
+        global_step=trainer.state.global_step,
+        resumed_from=last,
+        step_seconds=tuple(meter.step_seconds),
+    )
     # the trainer's model, optimizer and activations leave the GPU before the stage's engines wake again
     del trainer, model
     from kit.llm.resident import free_accelerator_memory
@@ -273,7 +354,11 @@ def _tracked_as(output_dir: Path) -> str:
     tracker = tracking.active()
     run_dir = tracker.store.parent.resolve() if tracker is not None else None
     folder = Path(output_dir).resolve()
-    return str(folder.relative_to(run_dir)) if run_dir is not None and folder.is_relative_to(run_dir) else folder.name
+    return (
+        str(folder.relative_to(run_dir))
+        if run_dir is not None and folder.is_relative_to(run_dir)
+        else folder.name
+    )
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
@@ -289,7 +374,11 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     for checkpoint in sorted(Path(output_dir).glob("checkpoint-*"), key=step, reverse=True):
         if step(checkpoint) < 0 or not checkpoint.is_dir():
             continue
-        weights = [checkpoint / n for n in ("adapter_model.safetensors", "model.safetensors") if (checkpoint / n).is_file()]
+        weights = [
+            checkpoint / n
+            for n in ("adapter_model.safetensors", "model.safetensors")
+            if (checkpoint / n).is_file()
+        ]
         try:
             json.loads((checkpoint / "trainer_state.json").read_text())
             if not weights:
@@ -297,8 +386,11 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
             with safe_open(str(weights[0]), framework="pt") as f:
                 f.keys()
         except Exception as e:  # noqa: BLE001 — whatever is wrong with it, it cannot be resumed
-            log.warning("%s: incomplete checkpoint (%s); deleting it and resuming from an earlier one", checkpoint,
-                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.warning(
+                "%s: incomplete checkpoint (%s); deleting it and resuming from an earlier one",
+                checkpoint,
+                str(e).splitlines()[0] if str(e) else type(e).__name__,
+            )
             if os.environ.get("RANK", "0") == "0":  # under accelerate launch, one rank deletes
                 shutil.rmtree(checkpoint, ignore_errors=True)
             continue
@@ -311,9 +403,15 @@ def reward_history(adapter_dir: Path):
     import pandas as pd
 
     history = read_json(Path(adapter_dir).parent / "log_history.json", [])
-    rows = [{"step": h["step"], "reward": h["reward"],
-             **{k.split("/")[1]: v for k, v in h.items() if k.startswith("rewards/") and k.endswith("/mean")}}
-            for h in history if "reward" in h]
+    rows = [
+        {
+            "step": h["step"],
+            "reward": h["reward"],
+            **{k.split("/")[1]: v for k, v in h.items() if k.startswith("rewards/") and k.endswith("/mean")},
+        }
+        for h in history
+        if "reward" in h
+    ]
     return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
 
 
@@ -332,19 +430,27 @@ def sampling_correction(adapter_dir: Path) -> dict:
     folder = Path(adapter_dir).parent
     config = read_json(folder / "train_config.json", {})
     args = config.get("args", {})
-    sampler = "trl-vllm" if args.get("use_vllm") else "engine" if config.get("trainer") == "EngineGRPOTrainer" \
+    sampler = (
+        "trl-vllm"
+        if args.get("use_vllm")
+        else "engine"
+        if config.get("trainer") == "EngineGRPOTrainer"
         else "trainer"
+    )
     steps = [h for h in read_json(folder / "log_history.json", []) if "reward" in h]
 
     def mean(key: str) -> float | None:
         values = [float(h[key]) for h in steps if h.get(key) is not None and not math.isnan(float(h[key]))]
         return round(sum(values) / len(values), 6) if values else None
 
-    return {"sampler": sampler, "correction": mean("sampling/importance_sampling_ratio/mean") is not None,
-            "correction_asked": bool(args.get("vllm_importance_sampling_correction")),
-            "logp_difference": mean("sampling/sampling_logp_difference/mean"),
-            "importance_ratio": mean("sampling/importance_sampling_ratio/mean"),
-            "logprob_known": mean("selfplay/logprob_known")}
+    return {
+        "sampler": sampler,
+        "correction": mean("sampling/importance_sampling_ratio/mean") is not None,
+        "correction_asked": bool(args.get("vllm_importance_sampling_correction")),
+        "logp_difference": mean("sampling/sampling_logp_difference/mean"),
+        "importance_ratio": mean("sampling/importance_sampling_ratio/mean"),
+        "logprob_known": mean("selfplay/logprob_known"),
+    }
 
 
 def reward_window(steps: int) -> int:
@@ -365,8 +471,14 @@ def reward_fell(rewards, window: int | None = None) -> bool | None:
 def _finished(output_dir: Path) -> TrainResult:
     """The result of a finished run, read back from its folder (nothing trained in this call)."""
     config = read_json(output_dir / "train_config.json", {})
-    return TrainResult(adapter_dir=output_dir / "adapter", log_history=read_json(output_dir / "log_history.json", []),
-                       train_tokens=0, seconds=0.0, global_step=config.get("global_step", 0), reused=True)
+    return TrainResult(
+        adapter_dir=output_dir / "adapter",
+        log_history=read_json(output_dir / "log_history.json", []),
+        train_tokens=0,
+        seconds=0.0,
+        global_step=config.get("global_step", 0),
+        reused=True,
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -379,7 +491,9 @@ def _versions() -> dict[str, str]:
 ADVANTAGE_KEYS = ("scale_rewards", "multi_objective_aggregation")
 
 
-def trl_group_advantages(rewards: dict[str, Sequence[float]], weights: dict[str, float], trl: dict | None = None):
+def trl_group_advantages(
+    rewards: dict[str, Sequence[float]], weights: dict[str, float], trl: dict | None = None
+):
     """The advantages trl's ``GRPOTrainer`` gives one group of completions whose reward functions returned
     ``rewards`` (name -> one score per completion), weighted by ``weights`` as ``reward_weights``, under the recipe
     ``trl``'s :data:`ADVANTAGE_KEYS` (trl's defaults where unset): trl's own scoring step
@@ -394,7 +508,9 @@ def trl_group_advantages(rewards: dict[str, Sequence[float]], weights: dict[str,
 
     group = len(next(iter(rewards.values())))
     if group < 2 or any(len(v) != group for v in rewards.values()) or set(rewards) != set(weights):
-        raise ValueError("a GRPO group is two or more completions, with one score each from every weighted reward")
+        raise ValueError(
+            "a GRPO group is two or more completions, with one score each from every weighted reward"
+        )
     names = list(weights)
 
     def reward_of(name: str):
@@ -406,20 +522,45 @@ def trl_group_advantages(rewards: dict[str, Sequence[float]], weights: dict[str,
 
     def rollout(prompts, trainer) -> dict:  # the group's tokens do not enter its advantages
         eos = trainer.processing_class.eos_token_id
-        return {"prompt_ids": [[eos]] * len(prompts), "completion_ids": [[eos]] * len(prompts), "logprobs": None}
+        return {
+            "prompt_ids": [[eos]] * len(prompts),
+            "completion_ids": [[eos]] * len(prompts),
+            "logprobs": None,
+        }
 
     given = {k: v for k, v in (trl or {}).items() if k in ADVANTAGE_KEYS}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        args = training_config("grpo", {**given, "num_generations": group, "per_device_train_batch_size": group,
-                                        "reward_weights": [float(weights[n]) for n in names], "use_vllm": False,
-                                        "bf16": False, "max_completion_length": 1}, {}, tmp, 0, False)
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        args = training_config(
+            "grpo",
+            {
+                **given,
+                "num_generations": group,
+                "per_device_train_batch_size": group,
+                "reward_weights": [float(weights[n]) for n in names],
+                "use_vllm": False,
+                "bf16": False,
+                "max_completion_length": 1,
+            },
+            {},
+            tmp,
+            0,
+            False,
+        )
         trainer_cls, _ = TRAINERS.get("grpo").load()
         _, tok, model = _load(TINY, False)
         prompt = [{"role": "user", "content": "a group"}]
-        trainer = trainer_cls(model=model, args=args, processing_class=tok, reward_funcs=[reward_of(n) for n in names],
-                              train_dataset=Dataset.from_list([{"prompt": prompt, "row": 0}]), rollout_func=rollout)
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            processing_class=tok,
+            reward_funcs=[reward_of(n) for n in names],
+            train_dataset=Dataset.from_list([{"prompt": prompt, "row": 0}]),
+            rollout_func=rollout,
+        )
         trainer.model.train()  # trl scores a training batch (num_generations, not the eval count)
         scored = trainer._generate_and_score_completions([{"prompt": prompt, "row": i} for i in range(group)])
     return scored["advantages"].detach().cpu().float().numpy()

@@ -13,5 +13,19 @@ from kit.values.detectors import (
 from kit.values.schwartz import SCHWARTZ_VALUES, VALUE_DEFINITIONS, VALUE_POLES
 from kit.values.trained import TrainedValueDetector, agreement, confusion
 
-__all__ = ["DETECTORS", "SCHWARTZ_VALUES", "VALUE_DEFINITIONS", "VALUE_POLES", "EmbeddingValueDetector",
-           "LLMValueJudge", "TrainedValueDetector", "ValueDetector", "ValueResult", "judge_prompt", "agreement", "confusion", "make_value_detector", "parse_value_json"]
+__all__ = [
+    "DETECTORS",
+    "SCHWARTZ_VALUES",
+    "VALUE_DEFINITIONS",
+    "VALUE_POLES",
+    "EmbeddingValueDetector",
+    "LLMValueJudge",
+    "TrainedValueDetector",
+    "ValueDetector",
+    "ValueResult",
+    "judge_prompt",
+    "agreement",
+    "confusion",
+    "make_value_detector",
+    "parse_value_json",
+]

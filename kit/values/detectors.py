@@ -55,6 +55,7 @@ class ValueDetector(Protocol):
 
 # --- parsing ---------------------------------------------------------------------------------------
 
+
 def _norm_key(key: str) -> str:
     return re.sub(r"[^a-z]", "", key.lower())  # "Self-Direction", "self_direction", "SELF DIRECTION"
 
@@ -108,7 +109,11 @@ def first_json(text: str, read: Callable[[dict], T | None]) -> T | None:
         try:
             obj, _ = decoder.raw_decode(text, match.start())
             value = read(obj) if isinstance(obj, dict) else None
-        except (ValueError, TypeError, RecursionError):  # not JSON, too deep, or not of the shape read expects
+        except (
+            ValueError,
+            TypeError,
+            RecursionError,
+        ):  # not JSON, too deep, or not of the shape read expects
             continue
         if value is not None:
             return value
@@ -117,19 +122,23 @@ def first_json(text: str, read: Callable[[dict], T | None]) -> T | None:
 
 # --- LLM judge -------------------------------------------------------------------------------------
 
-JUDGE_SYSTEM = ("You annotate which human values a text expresses, using Schwartz's theory of basic "
-                "human values. You reply with a single JSON object and nothing else.")
+JUDGE_SYSTEM = (
+    "You annotate which human values a text expresses, using Schwartz's theory of basic "
+    "human values. You reply with a single JSON object and nothing else."
+)
 
 
 def judge_prompt(text: str) -> str:
     """The judge's user turn: the ten definitions, the scale, the output format and the text."""
     definitions = "\n".join(f"- {name}: {VALUE_DEFINITIONS[name]}" for name in SCHWARTZ_VALUES)
     keys = ", ".join(f'"{name}": v' for name in SCHWARTZ_VALUES)
-    return (f"Schwartz's ten basic values:\n{definitions}\n\n"
-            "For each value, decide whether the text below supports it (1), opposes it (-1) or does "
-            "not express it (0).\n"
-            f"Reply with one JSON object with exactly these ten keys, each v being -1, 0 or 1:\n{{{keys}}}\n\n"
-            f'Text:\n"""\n{text.strip()}\n"""')
+    return (
+        f"Schwartz's ten basic values:\n{definitions}\n\n"
+        "For each value, decide whether the text below supports it (1), opposes it (-1) or does "
+        "not express it (0).\n"
+        f"Reply with one JSON object with exactly these ten keys, each v being -1, 0 or 1:\n{{{keys}}}\n\n"
+        f'Text:\n"""\n{text.strip()}\n"""'
+    )
 
 
 class LLMValueJudge:
@@ -138,8 +147,14 @@ class LLMValueJudge:
     ``failures`` counts texts still unreadable after ``max_retries`` retries, over the judge's life.
     """
 
-    def __init__(self, backend: Backend, max_retries: int = 2, seed: int = 0, max_new_tokens: int = 200,
-                 retry_temperature: float = 0.7):
+    def __init__(
+        self,
+        backend: Backend,
+        max_retries: int = 2,
+        seed: int = 0,
+        max_new_tokens: int = 200,
+        retry_temperature: float = 0.7,
+    ):
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
         self.backend, self.max_retries, self.seed = backend, max_retries, seed
@@ -150,25 +165,42 @@ class LLMValueJudge:
         """Greedy first; a retry must differ from the reply it replaces, so it samples with a fixed seed."""
         if attempt == 0:
             return GenParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
-        return GenParams(temperature=self.retry_temperature, max_new_tokens=self.max_new_tokens,
-                         seed=seeds.derive(self.seed, "value-judge", attempt))
+        return GenParams(
+            temperature=self.retry_temperature,
+            max_new_tokens=self.max_new_tokens,
+            seed=seeds.derive(self.seed, "value-judge", attempt),
+        )
 
     def vectors(self, texts: Sequence[str]) -> list[ValueResult]:
         unique = list(dict.fromkeys(texts))
-        makers = [lambda attempt, t=t: (ChatRequest([{"role": "system", "content": JUDGE_SYSTEM},
-                                                     {"role": "user", "content": judge_prompt(t)}]),
-                                        self.params(attempt)) for t in unique]
+        makers = [
+            lambda attempt, t=t: (
+                ChatRequest(
+                    [
+                        {"role": "system", "content": JUDGE_SYSTEM},
+                        {"role": "user", "content": judge_prompt(t)},
+                    ]
+                ),
+                self.params(attempt),
+            )
+            for t in unique
+        ]
         results = run(ask_parsed(makers, parse_value_json, self.max_retries), self.backend)
         found = {t: ValueResult(r.value, r.raw, r.attempts) for t, r in zip(unique, results)}
         unreadable = sum(r.value is None for r in results)
         if unreadable:
             self.failures += unreadable
-            log.warning("value judge: %d of %d texts unreadable after %d attempts", unreadable, len(unique),
-                        self.max_retries + 1)
+            log.warning(
+                "value judge: %d of %d texts unreadable after %d attempts",
+                unreadable,
+                len(unique),
+                self.max_retries + 1,
+            )
         return [found[t] for t in texts]
 
 
 # --- embedding detector ----------------------------------------------------------------------------
+
 
 class EmbeddingValueDetector:
     """Offline proxy: ``cos(text, supports) − cos(text, opposes)`` per value, thresholded at ±``margin``.
@@ -197,8 +229,10 @@ class EmbeddingValueDetector:
             return []
         scores = self.scores(texts)
         vecs = np.where(scores > self.margin, 1.0, np.where(scores < -self.margin, -1.0, 0.0))
-        return [ValueResult(vec, json.dumps({n: round(float(s), 4) for n, s in zip(SCHWARTZ_VALUES, row)}), 1)
-                for vec, row in zip(vecs, scores)]
+        return [
+            ValueResult(vec, json.dumps({n: round(float(s), 4) for n, s in zip(SCHWARTZ_VALUES, row)}), 1)
+            for vec, row in zip(vecs, scores)
+        ]
 
 
 @DETECTORS.register("llm")
@@ -209,14 +243,17 @@ def _llm_judge(backend: Backend | None, embedder: Any, seed: int, **kw: Any) -> 
 
 
 @DETECTORS.register("embedding")
-def _embedding_detector(backend: Backend | None, embedder: Any, seed: int, **kw: Any) -> EmbeddingValueDetector:
+def _embedding_detector(
+    backend: Backend | None, embedder: Any, seed: int, **kw: Any
+) -> EmbeddingValueDetector:
     if embedder is None:
         raise ValueError("value detector 'embedding' needs an embedder; pass embedder=session.embedder")
     return EmbeddingValueDetector(embedder, **kw)
 
 
-def make_value_detector(kind: str, backend: Backend | None = None, embedder: Any = None, seed: int = 0,
-                        **kw: Any) -> ValueDetector:
+def make_value_detector(
+    kind: str, backend: Backend | None = None, embedder: Any = None, seed: int = 0, **kw: Any
+) -> ValueDetector:
     """The detector registered as ``kind`` (``negotiation.value_judge``). Factories are called with
     ``backend``, ``embedder`` and ``seed`` (the LLM judge's retry seed) and use what they need;
     ``kw`` go to the detector."""

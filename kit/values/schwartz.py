@@ -22,14 +22,20 @@ VALUE_DEFINITIONS = {
     "Achievement": "personal success through demonstrating competence according to social standards",
     "Power": "social status and prestige, control or dominance over people and resources",
     "Security": "safety, harmony and stability of society, of relationships and of self",
-    "Conformity": ("restraint of actions, inclinations and impulses likely to upset or harm others "
-                   "and violate social expectations or norms"),
-    "Tradition": ("respect, commitment and acceptance of the customs and ideas that one's culture "
-                  "or religion provides"),
-    "Benevolence": ("preserving and enhancing the welfare of those with whom one is in frequent "
-                    "personal contact (family, friends, the in-group)"),
-    "Universalism": ("understanding, appreciation, tolerance and protection for the welfare of all "
-                     "people and for nature"),
+    "Conformity": (
+        "restraint of actions, inclinations and impulses likely to upset or harm others "
+        "and violate social expectations or norms"
+    ),
+    "Tradition": (
+        "respect, commitment and acceptance of the customs and ideas that one's culture or religion provides"
+    ),
+    "Benevolence": (
+        "preserving and enhancing the welfare of those with whom one is in frequent "
+        "personal contact (family, friends, the in-group)"
+    ),
+    "Universalism": (
+        "understanding, appreciation, tolerance and protection for the welfare of all people and for nature"
+    ),
 }
 
 # (supports, opposes) for the embedding detector, written from the definitions and Schwartz's value
@@ -60,27 +66,23 @@ VALUE_POLES = {
         "People should share power equally, rejecting hierarchy, status and control over others.",
     ),
     "Security": (
-        "Society should put safety, order and stability first, protecting people from danger and "
-        "disorder.",
+        "Society should put safety, order and stability first, protecting people from danger and disorder.",
         "Society should accept risk, disorder and instability as the price of freedom and change.",
     ),
     "Conformity": (
         "People should obey rules, be polite and self-disciplined, honour their elders and avoid "
         "upsetting others.",
-        "People should defy rules and social expectations and act as they wish, even if it upsets "
-        "others.",
+        "People should defy rules and social expectations and act as they wish, even if it upsets others.",
     ),
     "Tradition": (
-        "People should respect and preserve the customs, rituals and religion handed down by their "
-        "culture.",
+        "People should respect and preserve the customs, rituals and religion handed down by their culture.",
         "Old customs and religious traditions are outdated and should be abandoned for modern, new "
         "ways of living.",
     ),
     "Benevolence": (
         "People should care for and help their family, friends and community, being loyal and honest "
         "with them.",
-        "People should put their own interests before the needs of their family, friends and "
-        "community.",
+        "People should put their own interests before the needs of their family, friends and community.",
     ),
     "Universalism": (
         "People should protect the welfare of all humanity and nature: equality, justice, tolerance "

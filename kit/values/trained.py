@@ -37,8 +37,9 @@ class TrainedValueDetector:
         self.failures = 0  # a classifier always answers; kept so every detector reads the same
 
     @classmethod
-    def fit(cls, embedder: Any, texts: Sequence[str], labels: np.ndarray, c: float = 1.0,
-            card: dict | None = None) -> TrainedValueDetector:
+    def fit(
+        cls, embedder: Any, texts: Sequence[str], labels: np.ndarray, c: float = 1.0, card: dict | None = None
+    ) -> TrainedValueDetector:
         """Fit on ``texts`` and their ``(n, 10)`` labels in {−1, 0, 1}; a value with one label is a constant."""
         from sklearn.linear_model import LogisticRegression
 
@@ -51,12 +52,18 @@ class TrainedValueDetector:
             y = labels[:, j]
             classes = np.unique(y)
             if len(classes) == 1:
-                heads[name] = {"classes": classes.astype(np.float32), "coef": np.zeros((1, x.shape[1]), np.float32),
-                               "intercept": np.zeros(1, np.float32)}
+                heads[name] = {
+                    "classes": classes.astype(np.float32),
+                    "coef": np.zeros((1, x.shape[1]), np.float32),
+                    "intercept": np.zeros(1, np.float32),
+                }
                 continue
             model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(x, y)
-            heads[name] = {"classes": model.classes_.astype(np.float32), "coef": model.coef_.astype(np.float32),
-                           "intercept": model.intercept_.astype(np.float32)}
+            heads[name] = {
+                "classes": model.classes_.astype(np.float32),
+                "coef": model.coef_.astype(np.float32),
+                "intercept": model.intercept_.astype(np.float32),
+            }
         return cls(embedder, heads, {**(card or {}), "n_train": len(texts), "c": c})
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
@@ -76,7 +83,10 @@ class TrainedValueDetector:
     def vectors(self, texts: Sequence[str]) -> list[ValueResult]:
         if not texts:
             return []
-        return [ValueResult(v, json.dumps(dict(zip(SCHWARTZ_VALUES, map(int, v)))), 1) for v in self.predict(texts)]
+        return [
+            ValueResult(v, json.dumps(dict(zip(SCHWARTZ_VALUES, map(int, v)))), 1)
+            for v in self.predict(texts)
+        ]
 
     def save(self, folder: str | Path) -> Path:
         import os
@@ -89,8 +99,14 @@ class TrainedValueDetector:
         # each file replaced whole (a reader or a kill sees the old file or the new one, never half of one)
         tmp = folder / f".{WEIGHTS}.{secrets.token_hex(4)}.tmp"
         try:
-            save_file({f"{k}.{name}": np.ascontiguousarray(v) for name, h in self.heads.items() for k, v in h.items()},
-                      str(tmp))
+            save_file(
+                {
+                    f"{k}.{name}": np.ascontiguousarray(v)
+                    for name, h in self.heads.items()
+                    for k, v in h.items()
+                },
+                str(tmp),
+            )
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, folder / WEIGHTS)
@@ -113,7 +129,9 @@ class TrainedValueDetector:
             heads.setdefault(name, {})[part] = value
         card = read_json(folder / CARD, {})
         if card.get("embedder") and card["embedder"] != getattr(embedder, "identity", card["embedder"]):
-            raise ValueError(f"{folder}: trained on embeddings of {card['embedder']}, not {embedder.identity}")
+            raise ValueError(
+                f"{folder}: trained on embeddings of {card['embedder']}, not {embedder.identity}"
+            )
         return cls(embedder, heads, card)
 
 
@@ -125,10 +143,17 @@ def agreement(judge: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
     rows = []
     for j, name in enumerate(SCHWARTZ_VALUES):
         present = sorted(set(judge[:, j]) | set(predicted[:, j]))
-        rows.append({"value": name, "macro_f1": f1_score(judge[:, j], predicted[:, j], labels=present, average="macro",
-                                                         zero_division=0),
-                     "accuracy": float(np.mean(judge[:, j] == predicted[:, j])),
-                     "expressed": int(np.sum(judge[:, j] != 0)), "n": len(judge)})
+        rows.append(
+            {
+                "value": name,
+                "macro_f1": f1_score(
+                    judge[:, j], predicted[:, j], labels=present, average="macro", zero_division=0
+                ),
+                "accuracy": float(np.mean(judge[:, j] == predicted[:, j])),
+                "expressed": int(np.sum(judge[:, j] != 0)),
+                "n": len(judge),
+            }
+        )
     return pd.DataFrame(rows).set_index("value")
 
 
@@ -137,12 +162,16 @@ def confusion(judge: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]
     from sklearn.metrics import confusion_matrix
 
     judge, predicted = np.asarray(judge, dtype=int), np.asarray(predicted, dtype=int)
-    return {name: confusion_matrix(judge[:, j], predicted[:, j], labels=list(LABELS))
-            for j, name in enumerate(SCHWARTZ_VALUES)}
+    return {
+        name: confusion_matrix(judge[:, j], predicted[:, j], labels=list(LABELS))
+        for j, name in enumerate(SCHWARTZ_VALUES)
+    }
 
 
 @DETECTORS.register("trained")
-def _trained(backend: Any, embedder: Any, seed: int, path: str | None = None, **_: Any) -> TrainedValueDetector:
+def _trained(
+    backend: Any, embedder: Any, seed: int, path: str | None = None, **_: Any
+) -> TrainedValueDetector:
     if embedder is None or path is None:
         raise ValueError("value detector 'trained' needs an embedder and path=<folder notebook 20 wrote>")
     return TrainedValueDetector.load(path, embedder)

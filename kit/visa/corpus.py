@@ -54,29 +54,49 @@ def questions(data, n_goqa: int, n_moralchoice: int, seed: int) -> list[Question
     train, _ = goqa_split(data.goqa_path, data.test_fraction, data.split_seed, data.goqa_test_path)
     unique = list({it.question_id: it for it in train}.values())
     goqa = first_by_hash(unique, n_goqa, seed, "visa-goqa")
-    dilemmas = first_by_hash(load_moralchoice(data.moralchoice_path, ambiguity="high"), n_moralchoice, seed,
-                             "visa-moralchoice", key=lambda s: s.id)
-    return ([Question(f"goqa:{it.question_id}", "goqa", f"{VIEW}{it.question}") for it in goqa]
-            + [Question(f"moralchoice:{s.id}", "moralchoice",
-                        f"{s.context}\nWhat should one do, and why?") for s in dilemmas])
+    dilemmas = first_by_hash(
+        load_moralchoice(data.moralchoice_path, ambiguity="high"),
+        n_moralchoice,
+        seed,
+        "visa-moralchoice",
+        key=lambda s: s.id,
+    )
+    return [Question(f"goqa:{it.question_id}", "goqa", f"{VIEW}{it.question}") for it in goqa] + [
+        Question(f"moralchoice:{s.id}", "moralchoice", f"{s.context}\nWhat should one do, and why?")
+        for s in dilemmas
+    ]
 
 
 def split_of(seed: int, question: str, test_fraction: float) -> str:
     """An item's split, by its question's stem (``kit.data.goqa.question_stem``, as notebook 01 splits), so a
     survey battery's siblings and near-duplicate questions never straddle train and test."""
-    return "test" if seeds.unit(seed, SPLIT, question_stem(question.removeprefix(VIEW))) < test_fraction else "train"
+    return (
+        "test"
+        if seeds.unit(seed, SPLIT, question_stem(question.removeprefix(VIEW))) < test_fraction
+        else "train"
+    )
 
 
 def answer_request(question: str) -> ChatRequest:
     return ChatRequest([{"role": "system", "content": ANSWER_SYSTEM}, {"role": "user", "content": question}])
 
 
-def build(backend: Backend, qs: Sequence[Question], answer_tokens: int, min_words: int, seed: int,
-          test_fraction: float, temperature: float = 0.0) -> tuple[list[Item], list[dict]]:
+def build(
+    backend: Backend,
+    qs: Sequence[Question],
+    answer_tokens: int,
+    min_words: int,
+    seed: int,
+    test_fraction: float,
+    temperature: float = 0.0,
+) -> tuple[list[Item], list[dict]]:
     """Items with the base model's answers (greedy, or one seeded sample at ``temperature``), and the
     dropped ones (answers under ``min_words`` words, with their text)."""
-    params = GenParams(temperature=temperature, max_new_tokens=answer_tokens,
-                       seed=seeds.derive(seed, "visa-answer") if temperature else None)
+    params = GenParams(
+        temperature=temperature,
+        max_new_tokens=answer_tokens,
+        seed=seeds.derive(seed, "visa-answer") if temperature else None,
+    )
     answers = run(ask([(answer_request(q.text), params) for q in qs]), backend)
     items, dropped = [], []
     for q, a in zip(qs, answers):
@@ -86,18 +106,23 @@ def build(backend: Backend, qs: Sequence[Question], answer_tokens: int, min_word
         items.append(Item(q.id, q.source, q.text, a.strip(), split_of(seed, q.text, test_fraction)))
     for split in ("train", "test"):
         if not any(it.split == split for it in items):
-            raise ValueError(f"VISA corpus: no {split} item among {len(items)} kept ({len(dropped)} dropped); "
-                             "fix: raise visa.n_goqa / visa.n_moralchoice, or move visa.test_fraction toward 0.5")
+            raise ValueError(
+                f"VISA corpus: no {split} item among {len(items)} kept ({len(dropped)} dropped); "
+                "fix: raise visa.n_goqa / visa.n_moralchoice, or move visa.test_fraction toward 0.5"
+            )
     return items, dropped
 
 
 def detector_texts(items: Sequence[Item]) -> list[tuple[str, str, str]]:
     """(text id, text, split) for the detector: every answer and every question, each in its item's split."""
-    return ([(f"{it.id}:answer", it.answer, it.split) for it in items]
-            + [(f"{it.id}:question", it.question, it.split) for it in items])
+    return [(f"{it.id}:answer", it.answer, it.split) for it in items] + [
+        (f"{it.id}:question", it.question, it.split) for it in items
+    ]
 
 
-def overlap(items: Sequence[Item], goqa_test: Sequence[OpinionItem], capability_ids: set[str]) -> dict[str, int]:
+def overlap(
+    items: Sequence[Item], goqa_test: Sequence[OpinionItem], capability_ids: set[str]
+) -> dict[str, int]:
     """Leak counts of the unit (all must be 0): test items sharing an id or a question stem with a train item,
     items that are a GOQA test question (by id, by stem or quoting its normalised text), capability scenarios
     used."""
@@ -110,7 +135,14 @@ def overlap(items: Sequence[Item], goqa_test: Sequence[OpinionItem], capability_
     shared = {it.id for it in items if it.split == "test" and (it.id in train or stem(it) in train_stems)}
     test_ids, test_questions = {it.question_id for it in goqa_test}, TestQuestions(goqa_test)
     ids = {it.id.partition(":")[2] for it in items}
-    goqa = {it.id for it in items if it.id.partition(":")[2] in test_ids
-            or (it.source == "goqa" and test_questions.hit(it.question.removeprefix(VIEW)))}
-    return {"train_test_items": len(shared | (train & test)), "goqa_test_questions": len(goqa),
-            "capability_scenarios": len(ids & capability_ids)}
+    goqa = {
+        it.id
+        for it in items
+        if it.id.partition(":")[2] in test_ids
+        or (it.source == "goqa" and test_questions.hit(it.question.removeprefix(VIEW)))
+    }
+    return {
+        "train_test_items": len(shared | (train & test)),
+        "goqa_test_questions": len(goqa),
+        "capability_scenarios": len(ids & capability_ids),
+    }

@@ -30,11 +30,15 @@ class VisaParams(Section):
     detector_c: float = Field(1.0, gt=0)  # inverse L2 strength of the per-value logistic regressions
     n_targeted: int = Field(2, ge=1, le=10)  # values each target pushes up or down
     translator_tokens: PositiveInt = 64
-    round_trip_targets: PositiveInt = 12  # sampled targets the translator reads back (beside the hand-written ones)
+    round_trip_targets: PositiveInt = (
+        12  # sampled targets the translator reads back (beside the hand-written ones)
+    )
     rewrite_tokens: PositiveInt = 96
     # reward name -> weight (trl's reward_weights); names in kit.train.rewards.REWARDS
-    rewards: dict[str, float] = Field(default_factory=lambda: {
-        "value_match": 1.0, "meaning_kept": 1.0, "drift": 0.5, "format": 0.25}, min_length=1)
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: {"value_match": 1.0, "meaning_kept": 1.0, "drift": 0.5, "format": 0.25},
+        min_length=1,
+    )
     reward_detector: str = "trained"  # the detector the rewards read (kit.values.DETECTORS)
     nli: str | None = None  # an NLI scorer averaged into meaning_kept (kit.evals.nli.NLI_SCORERS), or null
     max_words: PositiveInt = 120  # format: a rewrite has between min_words and max_words words

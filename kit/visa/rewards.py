@@ -60,9 +60,13 @@ class RewardContext:
     def detect(self, texts: Sequence[str]) -> np.ndarray:
         """``(n, 10)`` readings; an unreadable text reads as all 0 (expresses nothing)."""
         results = self.detector.vectors(list(texts))
-        return np.array([r.vector if r.vector is not None else np.zeros(10) for r in results]).reshape(len(texts), 10)
+        return np.array([r.vector if r.vector is not None else np.zeros(10) for r in results]).reshape(
+            len(texts), 10
+        )
 
-    def readings(self, texts: Sequence[str], targets: Sequence[Sequence[float]] | None = None) -> list[np.ndarray | None]:
+    def readings(
+        self, texts: Sequence[str], targets: Sequence[Sequence[float]] | None = None
+    ) -> list[np.ndarray | None]:
         """Each text's reading, ``None`` for a text :func:`unreadable` for its target (never shown to the
         detector) or one the detector cannot read."""
         texts = list(texts)
@@ -77,7 +81,7 @@ class RewardContext:
     def cosine(self, texts: Sequence[str], sources: Sequence[str]) -> np.ndarray:
         """Sentence-embedding cosine of each text with its source (one embedder call)."""
         emb = self.embedder.encode(list(texts) + list(sources))
-        return np.sum(emb[: len(texts)] * emb[len(texts):], axis=1)
+        return np.sum(emb[: len(texts)] * emb[len(texts) :], axis=1)
 
 
 def unreadable(text: str, target: Sequence[float] | None = None) -> bool:
@@ -85,8 +89,11 @@ def unreadable(text: str, target: Sequence[float] | None = None) -> bool:
     for ``target`` copied (keyword injection)."""
     from kit.visa.translator import instruction
 
-    return bool(degenerate(text)) or (target is not None and np.any(np.asarray(target) != 0)
-                                      and copied(text, instruction(np.asarray(target, dtype=float))))
+    return bool(degenerate(text)) or (
+        target is not None
+        and np.any(np.asarray(target) != 0)
+        and copied(text, instruction(np.asarray(target, dtype=float)))
+    )
 
 
 def wanted_reading(target: Sequence[float]) -> np.ndarray:
@@ -94,8 +101,9 @@ def wanted_reading(target: Sequence[float]) -> np.ndarray:
     return np.where(np.asarray(target, dtype=float) > 0, 1.0, 0.0)
 
 
-def value_scores(predicted: Sequence[float] | None, target: Sequence[float],
-                 kept: bool = True) -> tuple[float, float, float]:
+def value_scores(
+    predicted: Sequence[float] | None, target: Sequence[float], kept: bool = True
+) -> tuple[float, float, float]:
     """(precision, recall, F1) of a reading against a target, on the targeted values (module docstring):
     ``predicted`` None (an empty, degenerate or unreadable rewrite) scores (0, 0, 0); ``kept`` says whether
     the rewrite kept the original's meaning, without which a "less" value's absence earns nothing."""
@@ -124,18 +132,32 @@ def drift_share(predicted: Sequence[float], original: Sequence[float], target: S
     return float(np.sum((d != o) & free) / free.sum()) if free.any() else 0.0
 
 
-def value_match(completions: Sequence[Any], target_vector: Sequence[Sequence[float]],
-                source_text: Sequence[str] | None = None, *, context: RewardContext, **_: Any) -> list[float]:
+def value_match(
+    completions: Sequence[Any],
+    target_vector: Sequence[Sequence[float]],
+    source_text: Sequence[str] | None = None,
+    *,
+    context: RewardContext,
+    **_: Any,
+) -> list[float]:
     texts = [text_of(c) for c in completions]
     readings = context.readings(texts, target_vector)
-    kept = (context.cosine(texts, source_text) >= KEPT_COSINE if source_text is not None
-            else np.ones(len(texts), dtype=bool))
+    kept = (
+        context.cosine(texts, source_text) >= KEPT_COSINE
+        if source_text is not None
+        else np.ones(len(texts), dtype=bool)
+    )
     return [value_scores(d, t, bool(k))[2] for d, t, k in zip(readings, target_vector, kept)]
 
 
-def meaning_kept(completions: Sequence[Any], source_text: Sequence[str],
-                 target_vector: Sequence[Sequence[float]] | None = None, *, context: RewardContext,
-                 **_: Any) -> list[float]:
+def meaning_kept(
+    completions: Sequence[Any],
+    source_text: Sequence[str],
+    target_vector: Sequence[Sequence[float]] | None = None,
+    *,
+    context: RewardContext,
+    **_: Any,
+) -> list[float]:
     texts = [text_of(c) for c in completions]
     cosine = context.cosine(texts, source_text)  # one embedder call for the batch
     if context.nli is not None:
@@ -147,8 +169,14 @@ def meaning_kept(completions: Sequence[Any], source_text: Sequence[str],
     return [-1.0 if unreadable(t, g) else float(c) for t, g, c in zip(texts, targets, cosine)]
 
 
-def drift(completions: Sequence[Any], source_text: Sequence[str], target_vector: Sequence[Sequence[float]], *,
-          context: RewardContext, **_: Any) -> list[float]:
+def drift(
+    completions: Sequence[Any],
+    source_text: Sequence[str],
+    target_vector: Sequence[Sequence[float]],
+    *,
+    context: RewardContext,
+    **_: Any,
+) -> list[float]:
     texts = [text_of(c) for c in completions]
     readings = context.detect(list(source_text))
     mine = context.readings(texts, target_vector)
@@ -156,18 +184,36 @@ def drift(completions: Sequence[Any], source_text: Sequence[str], target_vector:
     return [-1.0 if d is None else -drift_share(d, o, t) for d, o, t in zip(mine, readings, target_vector)]
 
 
-def format_ok(completions: Sequence[Any], target_vector: Sequence[Sequence[float]] | None = None, *,
-              context: RewardContext, **_: Any) -> list[float]:
+def format_ok(
+    completions: Sequence[Any],
+    target_vector: Sequence[Sequence[float]] | None = None,
+    *,
+    context: RewardContext,
+    **_: Any,
+) -> list[float]:
     targets = list(target_vector) if target_vector is not None else [None] * len(completions)
-    return [float(context.min_words <= len(text_of(c).split()) <= context.max_words and not unreadable(text_of(c), g))
-            for c, g in zip(completions, targets)]
+    return [
+        float(
+            context.min_words <= len(text_of(c).split()) <= context.max_words
+            and not unreadable(text_of(c), g)
+        )
+        for c, g in zip(completions, targets)
+    ]
 
 
-def score_all(weights: dict[str, float], context: RewardContext, completions: Sequence[Any],
-              source_text: Sequence[str], target_vector: Sequence[Sequence[float]]) -> tuple[np.ndarray, dict]:
+def score_all(
+    weights: dict[str, float],
+    context: RewardContext,
+    completions: Sequence[Any],
+    source_text: Sequence[str],
+    target_vector: Sequence[Sequence[float]],
+) -> tuple[np.ndarray, dict]:
     """The weighted sum GRPO optimises, and each reward's scores, for a batch of completions."""
-    columns = {"completions": list(completions), "source_text": list(source_text),
-               "target_vector": [list(map(float, t)) for t in target_vector]}
+    columns = {
+        "completions": list(completions),
+        "source_text": list(source_text),
+        "target_vector": [list(map(float, t)) for t in target_vector],
+    }
     parts = {name: np.asarray(fn(**columns)) for name, fn in zip(weights, bind(list(weights), context))}
     total = sum(weights[name] * parts[name] for name in weights)
     return np.asarray(total, dtype=float), parts
@@ -180,12 +226,20 @@ def keyword_text(text: str, target: Sequence[float]) -> str:
     return f"{text} {' '.join(more)}".strip()
 
 
-def gaming_rewards(weights: dict[str, float], context: RewardContext, source_text: Sequence[str],
-                   target_vector: Sequence[Sequence[float]]) -> dict[str, float]:
+def gaming_rewards(
+    weights: dict[str, float],
+    context: RewardContext,
+    source_text: Sequence[str],
+    target_vector: Sequence[Sequence[float]],
+) -> dict[str, float]:
     """The mean weighted reward of two rewrites that do no rewriting — the source copied, and the source with
     the target values' names appended — to print beside what GRPO reached: a reward they score as high as the
     policy can be won without rewriting."""
     copies = [[{"role": "assistant", "content": t}] for t in source_text]
-    keywords = [[{"role": "assistant", "content": keyword_text(t, v)}] for t, v in zip(source_text, target_vector)]
-    return {name: float(score_all(weights, context, completions, source_text, target_vector)[0].mean())
-            for name, completions in (("copy", copies), ("keywords", keywords))}
+    keywords = [
+        [{"role": "assistant", "content": keyword_text(t, v)}] for t, v in zip(source_text, target_vector)
+    ]
+    return {
+        name: float(score_all(weights, context, completions, source_text, target_vector)[0].mean())
+        for name, completions in (("copy", copies), ("keywords", keywords))
+    }

@@ -27,34 +27,73 @@ READER_SYSTEM = "You read survey answers and say which option the respondent cho
 def stance_request(item: OpinionItem, text: str, labels: Sequence[str]) -> ChoiceRequest:
     """The option a written answer stands for (the country is not named: only the text speaks)."""
     options = "\n".join(f"{lab}. {opt}" for lab, opt in zip(labels, item.options))
-    return ChoiceRequest([{"role": "system", "content": READER_SYSTEM},
-                          {"role": "user", "content": f"Question: {item.question}\n\nA respondent wrote:\n"
-                                                      f"{text.strip()}\n\nOptions:\n{options}\n"
-                                                      "Answer with the letter of the option this respondent chose."}],
-                         labels, prefix="Answer:")
+    return ChoiceRequest(
+        [
+            {"role": "system", "content": READER_SYSTEM},
+            {
+                "role": "user",
+                "content": f"Question: {item.question}\n\nA respondent wrote:\n"
+                f"{text.strip()}\n\nOptions:\n{options}\n"
+                "Answer with the letter of the option this respondent chose.",
+            },
+        ],
+        labels,
+        prefix="Answer:",
+    )
 
 
-def rewritten_answer(item: OpinionItem, target: np.ndarray, rewriter: str | None, rewrite: bool, answer_tokens: int,
-                     rewrite_tokens: int) -> Program:
+def rewritten_answer(
+    item: OpinionItem,
+    target: np.ndarray,
+    rewriter: str | None,
+    rewrite: bool,
+    answer_tokens: int,
+    rewrite_tokens: int,
+) -> Program:
     """One (country, question) through answer → rewrite (unless ``rewrite`` is False) → read; a score row."""
     labels = option_labels(len(item.options))
     greedy = GenParams(temperature=0.0, max_new_tokens=answer_tokens)
     (text,) = yield from ask([(ChatRequest([{"role": "user", "content": item.question}]), greedy)])
     if rewrite:
-        (text,) = yield from ask([(ChatRequest(rewrite_messages(text, target), adapter=rewriter),
-                                   GenParams(temperature=0.0, max_new_tokens=rewrite_tokens))])
+        (text,) = yield from ask(
+            [
+                (
+                    ChatRequest(rewrite_messages(text, target), adapter=rewriter),
+                    GenParams(temperature=0.0, max_new_tokens=rewrite_tokens),
+                )
+            ]
+        )
     (choice,) = yield from choose([stance_request(item, text, labels)])
-    return {"country": item.country, "question_id": item.question_id, "p_gen": [choice.probs[lab] for lab in labels],
-            "p_gold": list(item.distribution), "letter_mass": choice.label_mass, "text": text}
+    return {
+        "country": item.country,
+        "question_id": item.question_id,
+        "p_gen": [choice.probs[lab] for lab in labels],
+        "p_gold": list(item.distribution),
+        "letter_mass": choice.label_mass,
+        "text": text,
+    }
 
 
-def survey_rows(backend: Backend, items: Sequence[OpinionItem], targets: Mapping[str, np.ndarray],
-                rows: Mapping[str, str | None], answer_tokens: int, rewrite_tokens: int) -> list[dict]:
+def survey_rows(
+    backend: Backend,
+    items: Sequence[OpinionItem],
+    targets: Mapping[str, np.ndarray],
+    rows: Mapping[str, str | None],
+    answer_tokens: int,
+    rewrite_tokens: int,
+) -> list[dict]:
     """Score rows (``agent`` = row name) of each of ``rows`` (a rewriter's name → its adapter, or
     ``ORIGINAL``: no rewrite) on the items of countries with a target, all advancing in lock-step."""
     kept = [it for it in items if it.country in targets]
-    jobs = [Job(f"{name}|{it.country}|{it.question_id}",
-                rewritten_answer(it, targets[it.country], adapter, name != ORIGINAL, answer_tokens, rewrite_tokens))
-            for name, adapter in rows.items() for it in kept]
+    jobs = [
+        Job(
+            f"{name}|{it.country}|{it.question_id}",
+            rewritten_answer(
+                it, targets[it.country], adapter, name != ORIGINAL, answer_tokens, rewrite_tokens
+            ),
+        )
+        for name, adapter in rows.items()
+        for it in kept
+    ]
     run_jobs(jobs, backend)
     return [{"agent": job.id.split("|")[0], **job.result} for job in jobs]

@@ -82,33 +82,49 @@ def parse_target(text: str) -> np.ndarray | None:
     return first_json(text, _from_object)
 
 
-SYSTEM = ("You translate instructions about human values into Schwartz's ten basic values. You reply with a single "
-          "JSON object and nothing else.")
+SYSTEM = (
+    "You translate instructions about human values into Schwartz's ten basic values. You reply with a single "
+    "JSON object and nothing else."
+)
 
 
 def translator_prompt(text: str) -> str:
     definitions = "\n".join(f"- {name}: {VALUE_DEFINITIONS[name]}" for name in SCHWARTZ_VALUES)
-    return (f"Schwartz's ten basic values:\n{definitions}\n\n"
-            "Which values does the instruction below ask a text to express more, and which less? Reply with "
-            '{"more": [value names], "less": [value names]}, using the names above; leave out values it does '
-            f'not mention.\n\nInstruction: "{text.strip()}"')
+    return (
+        f"Schwartz's ten basic values:\n{definitions}\n\n"
+        "Which values does the instruction below ask a text to express more, and which less? Reply with "
+        '{"more": [value names], "less": [value names]}, using the names above; leave out values it does '
+        f'not mention.\n\nInstruction: "{text.strip()}"'
+    )
 
 
 # One worked exchange before the real one: small models copy the reply's shape from it.
-EXAMPLE = ("Make it more adventurous and less concerned with rules.", '{"more": ["Stimulation"], "less": ["Conformity"]}')
+EXAMPLE = (
+    "Make it more adventurous and less concerned with rules.",
+    '{"more": ["Stimulation"], "less": ["Conformity"]}',
+)
 
 
 def translator_messages(text: str) -> list[dict]:
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": translator_prompt(EXAMPLE[0])}, {"role": "assistant", "content": EXAMPLE[1]},
-            {"role": "user", "content": translator_prompt(text)}]
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": translator_prompt(EXAMPLE[0])},
+        {"role": "assistant", "content": EXAMPLE[1]},
+        {"role": "user", "content": translator_prompt(text)},
+    ]
 
 
 class ValueTranslator:
     """Instruction → target vector by a model's JSON; ``failures`` counts instructions left unreadable."""
 
-    def __init__(self, backend: Backend, max_retries: int = 2, seed: int = 0, max_new_tokens: int = 96,
-                 retry_temperature: float = 0.7):
+    def __init__(
+        self,
+        backend: Backend,
+        max_retries: int = 2,
+        seed: int = 0,
+        max_new_tokens: int = 96,
+        retry_temperature: float = 0.7,
+    ):
         self.backend, self.max_retries, self.seed = backend, max_retries, seed
         self.max_new_tokens, self.retry_temperature = max_new_tokens, retry_temperature
         self.failures = 0
@@ -116,12 +132,17 @@ class ValueTranslator:
     def params(self, attempt: int) -> GenParams:
         if attempt == 0:
             return GenParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
-        return GenParams(temperature=self.retry_temperature, max_new_tokens=self.max_new_tokens,
-                         seed=seeds.derive(self.seed, "value-translator", attempt))
+        return GenParams(
+            temperature=self.retry_temperature,
+            max_new_tokens=self.max_new_tokens,
+            seed=seeds.derive(self.seed, "value-translator", attempt),
+        )
 
     def vectors(self, instructions: Sequence[str]) -> list[ValueResult]:
         unique = list(dict.fromkeys(instructions))
-        makers = [lambda attempt, t=t: (ChatRequest(translator_messages(t)), self.params(attempt)) for t in unique]
+        makers = [
+            lambda attempt, t=t: (ChatRequest(translator_messages(t)), self.params(attempt)) for t in unique
+        ]
         results = run(ask_parsed(makers, parse_target, self.max_retries), self.backend)
         found = {t: ValueResult(r.value, r.raw, r.attempts) for t, r in zip(unique, results)}
         unreadable = sum(r.value is None for r in results)
@@ -140,11 +161,18 @@ def _vec(**named: int) -> tuple[float, ...]:
 
 # Hand-written instructions and the vectors they mean, for the translator's round-trip check.
 INSTRUCTION_EXAMPLES: tuple[tuple[str, tuple[float, ...]], ...] = (
-    ("Make it sound more respectful of custom and religion, and more cautious about risk.",
-     _vec(tradition=1, security=1)),
-    ("Less about getting ahead of others; more about caring for friends and family.",
-     _vec(achievement=-1, benevolence=1)),
-    ("Encourage the reader to think for themselves and try new things.", _vec(self_direction=1, stimulation=1)),
+    (
+        "Make it sound more respectful of custom and religion, and more cautious about risk.",
+        _vec(tradition=1, security=1),
+    ),
+    (
+        "Less about getting ahead of others; more about caring for friends and family.",
+        _vec(achievement=-1, benevolence=1),
+    ),
+    (
+        "Encourage the reader to think for themselves and try new things.",
+        _vec(self_direction=1, stimulation=1),
+    ),
     ("Tone down the thrill-seeking and the pursuit of pleasure.", _vec(stimulation=-1, hedonism=-1)),
     ("Stress fairness to all people and care for nature.", _vec(universalism=1)),
     ("Put less emphasis on obeying rules and fitting in.", _vec(conformity=-1)),

@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import math
 
-CHOICES = ["A", " A", "B", " B"]  # each letter's two single-token spellings, as kit.llm.chat.label_token_ids counts
+CHOICES = [
+    "A",
+    " A",
+    "B",
+    " B",
+]  # each letter's two single-token spellings, as kit.llm.chat.label_token_ids counts
 
 
 def _docs(path: str, ambiguity: str):
@@ -32,7 +37,9 @@ def _docs(path: str, ambiguity: str):
 
     rows = []
     for k, s in enumerate(load_moralchoice(path, ambiguity=ambiguity)):
-        flip = k % 2 == 1  # the kit's order: the data lists the right action first, every other item shows it second
+        flip = (
+            k % 2 == 1
+        )  # the kit's order: the data lists the right action first, every other item shows it second
         right_first = s.gold_distribution[0] >= s.gold_distribution[1]
         rows.append({"id": s.id, "prompt": moral_prompt(s, flip), "gold": 2 if right_first == flip else 0})
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
