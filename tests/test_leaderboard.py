@@ -687,3 +687,32 @@ def test_the_browser_check_sees_a_page_wider_than_the_window(tmp_path):
     )
     layout = _layout(wide, tmp_path)
     assert layout["scroll_width"] > layout["width"]
+
+
+def test_the_by_continent_table_shows_a_continent_whose_intervals_are_all_missing():
+    # one country in Africa: its rows have no interval; the table keeps the point instead of failing
+    from kit.reporting import report
+
+    df = pd.DataFrame(
+        [
+            {
+                "row": "12 · ties",
+                "continent": "Africa",
+                "metric": "js_similarity",
+                "mean": 80.0,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+            },
+            {
+                "row": "12 · ties",
+                "continent": "Asia",
+                "metric": "js_similarity",
+                "mean": 70.0,
+                "ci_low": 65.0,
+                "ci_high": 75.0,
+            },
+        ]
+    )
+    html = report._by_continent(df)
+    assert f">{leaderboard.fmt(80.0)}</td>" in html and "<th>Africa</th>" in html
+    assert leaderboard.interval(70.0, 65.0, 75.0) in html

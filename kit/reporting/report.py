@@ -205,6 +205,8 @@ def _by_continent(df: pd.DataFrame) -> str:
         part = js.pivot_table(index="row", columns="continent", values=what, aggfunc="first", sort=False)
         wide = wide.join(part.add_suffix(f"_{what}"))
     continents = sorted(js["continent"].unique())
+    # pivot_table drops a column with no value at all: a continent whose every interval is missing (too few rows)
+    wide = wide.reindex(columns=[f"{c}{end}" for c in continents for end in ("", "_ci_low", "_ci_high")])
     table = pd.DataFrame(
         {
             "row": wide.index,
