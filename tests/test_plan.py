@@ -188,10 +188,12 @@ with tempfile.TemporaryDirectory() as tmp:
 print(json.dumps({"delta": gib() - base}))
 """
 
-# The plan's trainer estimate against the peak RSS a real SFT run adds on the CPU (SmolLM2-135M, float32): within
-# this share of the measured value. CPU peaks include the allocator's high-water mark, which the plan's GPU
-# headroom stands for, so the estimate may sit below the measurement by up to this much.
-TOLERANCE = 0.25
+# The plan's trainer estimate against the peak RSS a real SFT run adds on the CPU (SmolLM2-135M, float32). A plan
+# may not promise less than a run takes: the estimate sits at most UNDER below the measurement. It may sit above it by
+# up to OVER: with gradient checkpointing the CPU peak varies from run to run (recomputed activations' buffers reach
+# the allocator's high-water mark or not; between 1.8 and 2.7 GiB measured for the same run), and the plan keeps
+# the larger value. Without checkpointing the two agree within a few per cent.
+UNDER, OVER = 0.25, 0.5
 
 
 @pytest.mark.slow
@@ -211,7 +213,12 @@ def test_the_trainer_estimate_matches_the_measured_peak_on_the_cpu(checkpointing
     estimate = memory.trainer(
         shape, memory.Recipe("sft", False, checkpointing, batch, length, 8), on_gpu=False
     ).gib
-    assert abs(estimate - measured) <= TOLERANCE * measured, (estimate, measured)
+    assert (1 - UNDER) * measured <= estimate <= (1 + OVER) * measured, (
+        "estimate",
+        estimate,
+        "measured",
+        measured,
+    )
 
 
 def test_the_eight_gpu_profile_is_the_full_profile_but_where_the_models_sit():
