@@ -19,10 +19,15 @@ SHARED_DATA = Path(
 CI = bool(os.environ.get("CI"))
 EXPECT_VLLM = bool(os.environ.get("AGORA_EXPECT_VLLM"))
 VLLM_ABSENT = "vLLM is not installed here"
+# the GPU node's own checks (make gpu-check runs them there, where a missing GPU fails: AGORA_EXPECT_CUDA)
+NO_CUDA = "no CUDA GPU here"
+EXPECT_CUDA = bool(os.environ.get("AGORA_EXPECT_CUDA"))
 
 
 def expected_skip(reason: str) -> bool:
-    return reason.startswith(VLLM_ABSENT) and not EXPECT_VLLM
+    return (reason.startswith(VLLM_ABSENT) and not EXPECT_VLLM) or (
+        reason.startswith(NO_CUDA) and not EXPECT_CUDA
+    )
 
 
 def missing(reason: str) -> None:
@@ -92,7 +97,7 @@ def pytest_terminal_summary(terminalreporter):
         unexpected = [r for r in skipped if not expected_skip(_skip_reason(r).removeprefix("Skipped: "))]
         terminalreporter.write_line(
             f"CI: {len(skipped)} skipped, {len(unexpected)} unexpected "
-            f"(expected: '{VLLM_ABSENT}' outside .venv-gpu-stack)"
+            f"(expected: '{VLLM_ABSENT}' outside .venv-gpu-stack, '{NO_CUDA}' off a GPU node)"
         )
 
 

