@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run lint format test test-fast test-gpu-stack test-gpu-stack-fast test-vllm test-llamacpp bench lab track chromium \
+.PHONY: install run lint format test test-fast test-measure test-gpu-stack test-gpu-stack-fast test-vllm test-llamacpp bench lab track chromium \
         docs-results clean gpu-check gpu-wheels
 # every test target prints its 25 slowest tests (CI's log keeps them) and names each skip
 PYTEST_FLAGS ?= -q -rs --durations=25
@@ -95,6 +95,11 @@ $(LLAMA_SERVER):
 
 test-llamacpp: install $(LLAMA_SERVER)
 	LLAMA_SERVER=$(abspath $(LLAMA_SERVER)) $(PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider -m llamacpp
+
+# the memory plan's estimates against measured peaks (tests marked measure): resident memory depends on what else
+# the machine runs, so run this with the machine left to it
+test-measure: install
+	AGORA_MEASURE=1 $(PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider -m measure
 
 # JupyterLab on the notebooks (no browser; open the printed URL). PROFILE=full: every notebook reads
 # params/full.yaml instead of the profile its parameters cell names.

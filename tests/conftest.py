@@ -82,13 +82,19 @@ def pytest_make_collect_report(collector):
 
 
 def pytest_collection_modifyitems(config, items):
-    """llama.cpp's live tests are opt-in (make test-llamacpp builds the server and names it in LLAMA_SERVER)."""
-    if os.environ.get("LLAMA_SERVER"):
-        return
-    dropped = [item for item in items if item.get_closest_marker("llamacpp")]
+    """Opt-in tests: llama.cpp's live tests (make test-llamacpp builds the server and names it in LLAMA_SERVER), and
+    the measurements of a process's peak memory (make test-measure sets AGORA_MEASURE: resident memory depends on the
+    machine's other load, so they run on a machine left to them, not inside the suite)."""
+    opt_in = {
+        "llamacpp": bool(os.environ.get("LLAMA_SERVER")),
+        "measure": bool(os.environ.get("AGORA_MEASURE")),
+    }
+    dropped = [
+        item for item in items if any(item.get_closest_marker(m) and not on for m, on in opt_in.items())
+    ]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = [item for item in items if not item.get_closest_marker("llamacpp")]
+        items[:] = [item for item in items if item not in dropped]
 
 
 def pytest_terminal_summary(terminalreporter):
