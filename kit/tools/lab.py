@@ -10,7 +10,6 @@ parameters cell names (``AGORA_PARAMS``, see :func:`kit.config.from_notebook`).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from kit.config import PARAMS_ENV, profile_file
@@ -54,4 +53,8 @@ def main(port: int = 8888, profile: str | None = None, ip: str = "127.0.0.1") ->
         ),
         flush=True,
     )
-    return subprocess.call(command(port, ip), env=env)
+    # JupyterLab takes this process's place: a signal to it (Ctrl-C, a test's terminate) reaches the server itself,
+    # which no child left behind would
+    argv = command(port, ip)
+    os.execvpe(argv[0], argv, env)
+    return 0  # not reached
